@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what Sluice needs to build, run and test on Debian 12. Idempotent; run as root.
+set -euo pipefail
+PKGS=(build-essential cmake pkg-config
+      libluajit2-5.1-dev luajit2 libuv1-dev node-llhttp libmbedtls-dev lua-cjson-dev
+      libmemcached-dev libyaml-dev libpcre2-dev
+      lua-busted lua-socket lua-cjson
+      memcached etcd-server etcd-client nginx-light wrk curl openssl ca-certificates
+      valgrind)
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# node/npm may come from another source than Debian (the machine image has one); take Debian's only if absent.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
