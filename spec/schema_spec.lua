@@ -1,0 +1,206 @@
+-- Specs for lua/sluice/schema.lua (self-contained: run `luajit /usr/bin/busted spec/schema_spec.lua`).
+package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+local schema = require("sluice.schema")
+local cjson = require("cjson")
+
+local function errs_of(s, v)
+    local ok, errs = schema.validate(s, v)
+    assert.is_nil(ok)
+    return errs
+end
+
+local function msg(s, v)
+    return schema.format_errors(errs_of(s, v))
+end
+
+describe("schema.validate", function()
+    it("checks every type name", function()
+        assert.is_true(schema.validate({ type = "string" }, "x"))
+        assert.is_true(schema.validate({ type = "number" }, 1.5))
+        assert.is_true(schema.validate({ type = "integer" }, 3))
+        assert.is_true(schema.validate({ type = "boolean" }, false))
+        assert.is_true(schema.validate({ type = "null" }, cjson.null))
+        assert.is_true(schema.validate({ type = "array" }, { 1, 2 }))
+        assert.is_true(schema.validate({ type = "object" }, { a = 1 }))
+        assert.equal("(root): expected integer, got number", msg({ type = "integer" }, 1.5))
+        assert.equal("(root): expected string, got integer", msg({ type = "string" }, 1))
+        assert.equal("(root): expected object, got array", msg({ type = "object" }, { 1 }))
+        assert.equal("(root): expected array, got object", msg({ type = "array" }, { a = 1 }))
+        assert.equal("(root): expected integer, got number", msg({ type = "integer" }, math.huge))
+    end)
+
+    it("accepts a type list", function()
+        local s = { type = { "string", "integer" } }
+        assert.is_true(schema.validate(s, "a"))
+        assert.is_true(schema.validate(s, 2))
+        assert.equal("(root): expected string or integer, got boolean", msg(s, true))
+    end)
+
+    it("treats an empty table as an empty object and an empty array", function()
+        assert.is_true(schema.validate({ type = "object" }, {}))
+        assert.is_true(schema.validate({ type = "array" }, {}))
+    end)
+
+    it("reports nested paths with indexes", function()
+        local s = { type = "object", properties = { plugins = { type = "object", properties = { x = {
+            type = "object", properties = { targets = { type = "array", items = {
+                type = "object", properties = { weight = { type = "integer" } } } } } } } } } }
+        local errs = errs_of(s, { plugins = { x = { targets = { { weight = 1 }, { weight = "9" } } } } })
+        assert.same({ { path = "plugins.x.targets[2].weight", message = "expected integer, got string" } }, errs)
+    end)
+
+    it("handles required, additionalProperties and patternProperties", function()
+        local s = { type = "object", required = { "a", "b" }, additionalProperties = false,
+                    properties = { a = { type = "string" }, b = {} },
+                    patternProperties = { ["^x%-"] = { type = "integer" } } }
+        assert.is_true(schema.validate(s, { a = "1", b = 2, ["x-n"] = 3 }))
+        assert.equal("b: is required", msg(s, { a = "1" }))
+        assert.equal("c: unknown field (allowed: a, b)", msg(s, { a = "1", b = 1, c = 1 }))
+        assert.equal("x-n: expected integer, got string", msg(s, { a = "1", b = 1, ["x-n"] = "s" }))
+        local s2 = { type = "object", additionalProperties = { type = "number" } }
+        assert.equal("k: expected number, got string", msg(s2, { k = "v" }))
+    end)
+
+    it("treats cjson.null in objects as absent", function()
+        local s = { type = "object", required = { "a" }, properties = { b = { default = 5 } } }
+        local v = { a = cjson.null, b = cjson.null }
+        assert.equal("a: is required", msg(s, v))
+        assert.equal(5, v.b)
+    end)
+
+    it("checks enum and const", function()
+        assert.is_true(schema.validate({ enum = { "a", "b" } }, "b"))
+        assert.equal('(root): expected one of: a, b; got "c"', msg({ enum = { "a", "b" } }, "c"))
+        assert.is_true(schema.validate({ const = 3 }, 3))
+        assert.equal("(root): expected 3, got 4", msg({ const = 3 }, 4))
+        assert.is_true(schema.validate({ enum = { { 1, 2 } } }, { 1, 2 }))
+    end)
+
+    it("checks numeric bounds, both exclusive forms", function()
+        local s = { type = "number", minimum = 1, maximum = 10 }
+        assert.is_true(schema.validate(s, 1))
+        assert.is_true(schema.validate(s, 10))
+        assert.equal("(root): must be >= 1, got 0", msg(s, 0))
+        assert.equal("(root): must be <= 10, got 11", msg(s, 11))
+        assert.equal("(root): must be > 0, got 0", msg({ exclusiveMinimum = 0 }, 0))
+        assert.equal("(root): must be < 5, got 5", msg({ exclusiveMaximum = 5 }, 5))
+        assert.equal("(root): must be > 0, got 0", msg({ minimum = 0, exclusiveMinimum = true }, 0))
+        assert.equal("(root): must be < 5, got 5", msg({ maximum = 5, exclusiveMaximum = true }, 5))
+    end)
+
+    it("checks strings", function()
+        local s = { type = "string", minLength = 2, maxLength = 3, pattern = "^[a-z]+$" }
+        assert.is_true(schema.validate(s, "ab"))
+        assert.equal("(root): must be at least 2 character(s) long", msg(s, "a"))
+        assert.equal("(root): must be at most 3 character(s) long", msg(s, "abcd"))
+        assert.matches("does not match pattern", msg(s, "A1"))
+    end)
+
+    it("checks arrays", function()
+        local s = { type = "array", minItems = 1, maxItems = 2, uniqueItems = true, items = { type = "string" } }
+        assert.is_true(schema.validate(s, { "a", "b" }))
+        assert.equal("(root): must have at least 1 item(s)", msg(s, {}))
+        assert.equal("(root): must have at most 2 item(s)", msg(s, { "a", "b", "c" }))
+        assert.equal("[2]: duplicate of item 1 (items must be unique)", msg(s, { "a", "a" }))
+        assert.equal("[1]: expected string, got integer", msg(s, { 1 }))
+        local tuple = { type = "array", items = { { type = "string" }, { type = "integer" } } }
+        assert.is_true(schema.validate(tuple, { "a", 1 }))
+        assert.equal("[2]: expected integer, got string", msg(tuple, { "a", "b" }))
+    end)
+
+    it("checks object sizes and dependencies", function()
+        local s = { type = "object", minProperties = 1, maxProperties = 2, dependencies = { cert = { "key" } } }
+        assert.equal("(root): must have at least 1 field(s)", msg(s, {}))
+        assert.equal("(root): must have at most 2 field(s)", msg(s, { a = 1, b = 2, c = 3 }))
+        assert.equal("key: is required when cert is set", msg(s, { cert = "c" }))
+        assert.is_true(schema.validate(s, { cert = "c", key = "k" }))
+    end)
+
+    it("supports oneOf, anyOf, allOf and not", function()
+        local one = { oneOf = { { type = "string" }, { type = "integer", minimum = 1 } } }
+        assert.is_true(schema.validate(one, "x"))
+        assert.is_true(schema.validate(one, 2))
+        assert.matches("does not match any allowed form: %(1%) expected string", msg(one, 0))
+        local both = { oneOf = { { type = "number" }, { type = "integer" } } }
+        assert.equal("(root): matches more than one allowed form (1 and 2)", msg(both, 1))
+        assert.is_true(schema.validate({ anyOf = { { type = "number" }, { type = "integer" } } }, 1))
+        local all = { allOf = { { type = "integer" }, { minimum = 5 } } }
+        assert.equal("(root): must be >= 5, got 4", msg(all, 4))
+        assert.equal("(root): must not match the excluded form", msg({ ["not"] = { type = "string" } }, "s"))
+        assert.is_true(schema.validate({ ["not"] = { type = "string" } }, 1))
+    end)
+
+    it("fills defaults, creating objects and arrays", function()
+        local s = { type = "object", properties = {
+            timeout = { type = "object", default = {}, properties = {
+                connect = { type = "number", default = 5 }, read = { default = 60 } } },
+            tags = { type = "array", default = { "a" } },
+            n = { type = "integer", default = 1 } } }
+        local v = { n = 3 }
+        assert.is_true(schema.validate(s, v))
+        assert.same({ n = 3, tags = { "a" }, timeout = { connect = 5, read = 60 } }, v)
+        v.tags[2] = "b"
+        assert.same({ "a" }, s.properties.tags.default) -- defaults are copied, never shared
+    end)
+
+    it("fills defaults only from the oneOf branch that matched", function()
+        local s = { oneOf = {
+            { type = "object", required = { "a" }, properties = { a = {}, x = { default = 1 } } },
+            { type = "object", required = { "b" }, properties = { b = {}, y = { default = 2 } } } } }
+        local v = { b = true }
+        assert.is_true(schema.validate(s, v))
+        assert.same({ b = true, y = 2 }, v)
+    end)
+
+    it("reports every error, never throws", function()
+        local s = { type = "object", properties = { a = { type = "integer" }, b = { type = "string" } } }
+        local errs = errs_of(s, { a = "x", b = 1 })
+        assert.equal(2, #errs)
+        local cyc = {}
+        cyc.self = cyc
+        local rec = { type = "object" }
+        rec.properties = { self = rec }
+        local ok, e = schema.validate(rec, cyc)
+        assert.is_nil(ok)
+        assert.matches("nested too deeply", schema.format_errors(e))
+        for _, bad in ipairs({ 1, "s", { type = 5 }, { properties = 3 }, { items = "x" }, { pattern = "[" } }) do
+            assert.has_no.errors(function() schema.validate(bad, { 1 }) end)
+        end
+        assert.has_no.errors(function() schema.validate({ type = "string" }, function() end) end)
+    end)
+end)
+
+describe("schema.check_schema", function()
+    it("accepts good schemas", function()
+        assert.is_true(schema.check_schema({ type = "object", properties = { a = { type = { "string", "null" } } },
+            required = { "a" }, additionalProperties = false, items = { { type = "string" } },
+            oneOf = { { type = "string" } }, dependencies = { a = { "b" } }, exclusiveMinimum = true }))
+    end)
+
+    it("rejects malformed schemas with a path", function()
+        local cases = {
+            { { type = "strng" }, 'type: unknown type "strng"' },
+            { { properties = 1 }, "properties: must be a table of schemas" },
+            { { properties = { a = { type = 1 } } }, "properties.a.type: must be a type name or an array of type names" },
+            { { required = "a" }, "required: must be an array of field names" },
+            { { enum = {} }, "enum: must be a non-empty array" },
+            { { minLength = -1 }, "minLength: must be a non-negative integer" },
+            { { pattern = "[a" }, "pattern: must be a valid Lua pattern" },
+            { { oneOf = {} }, "oneOf: must be a non-empty array of schemas" },
+            { { items = { type = "x" } }, 'items.type: unknown type "x"' },
+            { { patternProperties = { ["[x"] = {} } }, 'patternProperties: invalid Lua pattern "[x"' },
+            { "nope", "(root): schema must be a table" },
+        }
+        for _, c in ipairs(cases) do
+            local ok, err = schema.check_schema(c[1])
+            assert.is_nil(ok)
+            assert.equal(c[2], err)
+        end
+    end)
+end)
+
+describe("schema.format_errors", function()
+    it("prints one path: message per line", function()
+        assert.equal("a: x\n(root): y", schema.format_errors({ { path = "a", message = "x" }, { path = "", message = "y" } }))
+    end)
+end)
