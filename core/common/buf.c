@@ -1,0 +1,52 @@
+#include "common/buf.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+int sl_buf_reserve(sl_buf_t *b, size_t extra)
+{
+    if (b->cap - b->len >= extra)
+        return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len < extra)
+        cap *= 2;
+    char *p = realloc(b->base, cap);
+    if (p == NULL)
+        return -ENOMEM;
+    b->base = p;
+    b->cap = cap;
+    return 0;
+}
+
+int sl_buf_append(sl_buf_t *b, const void *p, size_t n)
+{
+    if (sl_buf_reserve(b, n) != 0)
+        return -ENOMEM;
+    if (n)
+        memcpy(b->base + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+int sl_buf_appends(sl_buf_t *b, const char *s)
+{
+    return sl_buf_append(b, s, strlen(s));
+}
+
+void sl_buf_consume(sl_buf_t *b, size_t n)
+{
+    if (n >= b->len) {
+        b->len = 0;
+        return;
+    }
+    memmove(b->base, b->base + n, b->len - n);
+    b->len -= n;
+}
+
+void sl_buf_free(sl_buf_t *b)
+{
+    free(b->base);
+    b->base = NULL;
+    b->len = b->cap = 0;
+}

@@ -1,0 +1,24 @@
+#ifndef SL_BUF_H
+#define SL_BUF_H
+
+#include <stddef.h>
+
+/** A growable byte buffer; the owner frees it with sl_buf_free. */
+typedef struct sl_buf {
+    char *base;
+    size_t len;
+    size_t cap;
+} sl_buf_t;
+
+/** Makes room for extra more bytes after len; returns 0 or -ENOMEM (buffer unchanged). */
+int sl_buf_reserve(sl_buf_t *b, size_t extra);
+/** Appends n bytes; returns 0 or -ENOMEM. */
+int sl_buf_append(sl_buf_t *b, const void *p, size_t n);
+/** Appends a NUL-terminated string; returns 0 or -ENOMEM. */
+int sl_buf_appends(sl_buf_t *b, const char *s);
+/** Drops the first n bytes, keeping the rest. */
+void sl_buf_consume(sl_buf_t *b, size_t n);
+/** Frees the memory and empties the buffer. */
+void sl_buf_free(sl_buf_t *b);
+
+#endif

@@ -1,0 +1,546 @@
+/* Server side of HTTP/1.1: one connection, requests parsed by llhttp one at a time.
+ *
+ * The parser is paused at the end of each message, so bytes of a pipelined request stay in the read buffer
+ * until the current response is finished; responses therefore leave in request order without a queue. */
+#include "http/conn.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/log.h"
+#include "http/access_log.h"
+#include "http/response.h"
+#include "lua/vm.h"
+#include "server/settings.h"
+#include "upstream/proxy.h"
+
+enum { TIMER_NONE, TIMER_IDLE, TIMER_HEADER, TIMER_BODY, TIMER_SEND };
+
+#define READ_CHUNK 16384
+
+typedef struct wreq {
+    uv_write_t w;
+    sl_conn_t *c;
+    size_t len;
+    char data[];
+} wreq_t;
+
+static llhttp_settings_t parser_settings;
+static int parser_settings_ready;
+
+static void on_close(uv_handle_t *h);
+static void parse_more(sl_conn_t *c);
+static void on_timer(uv_timer_t *t);
+
+static void timer_set(sl_conn_t *c, int kind, double seconds)
+{
+    c->timer_kind = kind;
+    if (kind == TIMER_NONE || seconds <= 0) {
+        uv_timer_stop(&c->timer);
+        return;
+    }
+    uv_timer_start(&c->timer, on_timer, (uint64_t)(seconds * 1000), 0);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    sl_conn_t *c = t->data;
+    switch (c->timer_kind) {
+    case TIMER_HEADER:
+        sl_log(SL_LOG_INFO, "client %s: header timeout", c->req ? c->req->client_ip : "?");
+        sl__conn_send_error(c, 408, "request header timeout");
+        break;
+    case TIMER_BODY:
+        sl__conn_send_error(c, 408, "request body timeout");
+        break;
+    case TIMER_SEND:
+        sl_log(SL_LOG_INFO, "send timeout, closing connection");
+        sl__conn_close(c);
+        break;
+    default:
+        sl__conn_close(c);
+        break;
+    }
+}
+
+/* ---- parser callbacks: they copy what they need into the request, since the read buffer moves ---- */
+
+static int on_message_begin(llhttp_t *p)
+{
+    sl_conn_t *c = p->data;
+    sl_worker_t *w = c->w;
+    c->req = sl_req_new(c, ((uint64_t)w->id << 48) | ++w->next_req_id);
+    if (c->req == NULL) {
+        c->err_status = 503;
+        return HPE_USER;
+    }
+    c->in_header_value = 0;
+    timer_set(c, TIMER_HEADER, sl_settings.header_timeout);
+    return 0;
+}
+
+static int head_append(sl_conn_t *c, const char *at, size_t len)
+{
+    sl_req_t *r = c->req;
+    if (r->head.len + len > sl_settings.max_header_size) {
+        c->err_status = 431;
+        return HPE_USER;
+    }
+    if (sl_buf_append(&r->head, at, len) != 0) {
+        c->err_status = 503;
+        return HPE_USER;
+    }
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    sl_conn_t *c = p->data;
+    if (c->req->url_len + len > sl_settings.max_url_length) {
+        c->err_status = 414;
+        return HPE_USER;
+    }
+    c->req->url_len += (uint32_t)len;
+    return head_append(c, at, len);
+}
+
+static int new_header(sl_req_t *r)
+{
+    if (r->nheaders == r->hdr_cap) {
+        uint32_t cap = r->hdr_cap ? r->hdr_cap * 2 : 16;
+        sl_header_t *h = realloc(r->hdr_alloc, cap * sizeof(*h));
+        if (h == NULL)
+            return -1;
+        r->hdr_alloc = h;
+        r->hdr_cap = cap;
+    }
+    sl_header_t *h = &r->hdr_alloc[r->nheaders++];
+    /* offsets until the head stops growing; turned into pointers in on_headers_complete */
+    h->name = (const char *)(uintptr_t)r->head.len;
+    h->name_len = 0;
+    h->value = NULL;
+    h->value_len = 0;
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    sl_conn_t *c = p->data;
+    sl_req_t *r = c->req;
+    if (r->nheaders == 0 || c->in_header_value) {
+        if (r->nheaders >= 256 || new_header(r) != 0) {
+            c->err_status = 431;
+            return HPE_USER;
+        }
+        c->in_header_value = 0;
+    }
+    r->hdr_alloc[r->nheaders - 1].name_len += (uint32_t)len;
+    return head_append(c, at, len);
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    sl_conn_t *c = p->data;
+    sl_req_t *r = c->req;
+    sl_header_t *h = &r->hdr_alloc[r->nheaders - 1];
+    if (!c->in_header_value) {
+        c->in_header_value = 1;
+        h->value = (const char *)(uintptr_t)r->head.len;
+    }
+    h->value_len += (uint32_t)len;
+    return head_append(c, at, len);
+}
+
+static void split_url(sl_req_t *r)
+{
+    const char *url = r->head.base + r->url_off;
+    const char *q = memchr(url, '?', r->url_len);
+    r->path = url;
+    r->path_len = q ? (uint32_t)(q - url) : r->url_len;
+    r->query = q ? q + 1 : "";
+    r->query_len = q ? (uint32_t)(r->url_len - r->path_len - 1) : 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    sl_conn_t *c = p->data;
+    sl_req_t *r = c->req;
+    if (r->head.len == 0) {
+        c->err_status = 400;
+        return HPE_USER;
+    }
+    for (uint32_t i = 0; i < r->nheaders; i++) {
+        sl_header_t *h = &r->hdr_alloc[i];
+        h->name = r->head.base + (uintptr_t)h->name;
+        h->value = h->value ? r->head.base + (uintptr_t)h->value : "";
+    }
+    r->headers = r->hdr_alloc;
+    split_url(r);
+    const char *m = llhttp_method_name(llhttp_get_method(p));
+    r->method = m;
+    r->method_len = (uint32_t)strlen(m);
+    r->http_minor = llhttp_get_http_minor(p);
+    r->keepalive = llhttp_should_keep_alive(p);
+    const sl_header_t *host = sl_req_header(r, "host", 4);
+    if (host) {
+        const char *colon = memchr(host->value, ':', host->value_len);
+        r->host = host->value;
+        r->host_len = colon && host->value[0] != '[' ? (uint32_t)(colon - host->value) : host->value_len;
+    }
+    if (p->content_length > sl_settings.max_body_size && (p->flags & F_CONTENT_LENGTH)) {
+        c->err_status = 413;
+        return HPE_USER;
+    }
+    const sl_header_t *expect = sl_req_header(r, "expect", 6);
+    if (expect && expect->value_len == 12 && strncasecmp(expect->value, "100-continue", 12) == 0 &&
+        r->http_minor >= 1) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
+        sl__conn_write(c, &b, 1);
+    }
+    timer_set(c, TIMER_BODY, sl_settings.body_timeout);
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    sl_conn_t *c = p->data;
+    sl_req_t *r = c->req;
+    if (r->bodybuf.len + len > sl_settings.max_body_size) {
+        c->err_status = 413;
+        return HPE_USER;
+    }
+    if (sl_buf_append(&r->bodybuf, at, len) != 0) {
+        c->err_status = 503;
+        return HPE_USER;
+    }
+    timer_set(c, TIMER_BODY, sl_settings.body_timeout);
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    sl_conn_t *c = p->data;
+    sl_req_t *r = c->req;
+    r->body = r->bodybuf.base ? r->bodybuf.base : "";
+    r->body_len = (uint32_t)r->bodybuf.len;
+    return HPE_PAUSED; /* one request at a time; see the comment at the top */
+}
+
+static void settings_init(void)
+{
+    if (parser_settings_ready)
+        return;
+    llhttp_settings_init(&parser_settings);
+    parser_settings.on_message_begin = on_message_begin;
+    parser_settings.on_url = on_url;
+    parser_settings.on_header_field = on_header_field;
+    parser_settings.on_header_value = on_header_value;
+    parser_settings.on_headers_complete = on_headers_complete;
+    parser_settings.on_body = on_body;
+    parser_settings.on_message_complete = on_message_complete;
+    parser_settings_ready = 1;
+}
+
+/* ---- reading ---- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    sl_conn_t *c = h->data;
+    if (c->rpos > 0 && c->rpos == c->rlen)
+        c->rpos = c->rlen = 0;
+    if (c->rcap - c->rlen < READ_CHUNK) {
+        size_t cap = c->rcap ? c->rcap * 2 : READ_CHUNK;
+        while (cap - c->rlen < READ_CHUNK)
+            cap *= 2;
+        char *p = realloc(c->rbuf, cap);
+        if (p == NULL) {
+            buf->base = NULL;
+            buf->len = 0;
+            return;
+        }
+        c->rbuf = p;
+        c->rcap = cap;
+    }
+    buf->base = c->rbuf + c->rlen;
+    buf->len = c->rcap - c->rlen;
+}
+
+static void read_stop(sl_conn_t *c)
+{
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = 0;
+    }
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    sl_conn_t *c = s->data;
+    if (nread < 0) {
+        read_stop(c);
+        if (nread == UV_EOF && c->busy) {
+            c->eof = 1; /* a half-close after the request: answer it, then close */
+            return;
+        }
+        sl__conn_close(c);
+        return;
+    }
+    if (nread == 0)
+        return;
+    c->rlen += (size_t)nread;
+    if (c->busy) {
+        /* Pipelined bytes wait; a client that keeps sending while we answer is not read without bound. */
+        if (c->rlen - c->rpos > sl_settings.max_header_size + sl_settings.max_body_size)
+            read_stop(c);
+        return;
+    }
+    parse_more(c);
+}
+
+static void read_start(sl_conn_t *c)
+{
+    if (!c->reading && !c->eof && !c->closing) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+            c->reading = 1;
+    }
+}
+
+static void dispatch(sl_conn_t *c)
+{
+    sl_req_t *r = c->req;
+    c->busy = 1;
+    c->nrequests++;
+    timer_set(c, TIMER_NONE, 0);
+    if (c->nrequests >= (unsigned)sl_settings.keepalive_requests || c->w->stopping)
+        r->keepalive = 0;
+    sl_vm_handle(c->w, r);
+    sl__conn_progress(c);
+}
+
+static void parse_more(sl_conn_t *c)
+{
+    while (!c->busy && !c->closing && c->rpos < c->rlen) {
+        const char *start = c->rbuf + c->rpos;
+        llhttp_errno_t err = llhttp_execute(&c->parser, start, c->rlen - c->rpos);
+        if (err == HPE_OK) {
+            c->rpos = c->rlen;
+            break;
+        }
+        if (err == HPE_PAUSED) {
+            c->rpos = (size_t)(llhttp_get_error_pos(&c->parser) - c->rbuf);
+            llhttp_resume(&c->parser);
+            dispatch(c);
+            continue;
+        }
+        int status = c->err_status ? c->err_status : 400;
+        if (err == HPE_PAUSED_UPGRADE)
+            status = 501;
+        sl_log(SL_LOG_INFO, "bad request from client: %s (%s)", llhttp_errno_name(err),
+               llhttp_get_error_reason(&c->parser) ? llhttp_get_error_reason(&c->parser) : "");
+        sl__conn_send_error(c, status,
+                            status == 413   ? "request body too large"
+                            : status == 414 ? "request URI too long"
+                            : status == 431 ? "request header fields too large"
+                            : status == 501 ? "protocol upgrade not supported"
+                            : status == 503 ? "out of memory"
+                                            : "malformed HTTP request");
+        return;
+    }
+    if (c->rpos == c->rlen)
+        c->rpos = c->rlen = 0;
+    if (!c->busy && !c->closing)
+        read_start(c);
+}
+
+/* ---- writing ---- */
+
+static void on_write(uv_write_t *w, int status)
+{
+    wreq_t *wr = (wreq_t *)w;
+    sl_conn_t *c = wr->c;
+    c->write_pending -= wr->len;
+    free(wr);
+    if (status < 0) {
+        if (c->req)
+            c->req->client_gone = 1;
+        sl__conn_close(c);
+        return;
+    }
+    if (c->write_pending == 0 && c->timer_kind == TIMER_SEND)
+        timer_set(c, TIMER_NONE, 0);
+    if (c->blocked_proxy && c->write_pending < SL_PROXY_LOW_WATER)
+        sl__proxy_unblock(c->blocked_proxy);
+    sl__conn_progress(c);
+}
+
+int sl__conn_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
+{
+    if (c->closing)
+        return UV_EPIPE;
+    size_t total = 0, done = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    if (total == 0)
+        return 0;
+    if (c->write_pending == 0) {
+        int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+        if (r >= 0)
+            done = (size_t)r;
+        else if (r != UV_EAGAIN)
+            return r;
+        if (done == total)
+            return 0;
+    }
+    wreq_t *wr = malloc(sizeof(*wr) + total - done);
+    if (wr == NULL)
+        return UV_ENOMEM;
+    size_t skip = done, off = 0;
+    for (unsigned i = 0; i < n; i++) {
+        size_t len = bufs[i].len;
+        if (skip >= len) {
+            skip -= len;
+            continue;
+        }
+        memcpy(wr->data + off, bufs[i].base + skip, len - skip);
+        off += len - skip;
+        skip = 0;
+    }
+    wr->c = c;
+    wr->len = off;
+    uv_buf_t b = uv_buf_init(wr->data, (unsigned)off);
+    int r = uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (r != 0) {
+        free(wr);
+        return r;
+    }
+    c->write_pending += off;
+    if (c->timer_kind == TIMER_NONE)
+        timer_set(c, TIMER_SEND, sl_settings.send_timeout);
+    return 0;
+}
+
+/* ---- request lifecycle ---- */
+
+void sl__conn_progress(sl_conn_t *c)
+{
+    sl_req_t *r = c->req;
+    if (c->closing || !c->busy || r == NULL || !r->resp_done || c->write_pending > 0)
+        return;
+    int keep = r->keepalive && !c->eof && !c->w->stopping;
+    sl_access_log(c->w, r);
+    c->req = NULL;
+    c->busy = 0;
+    r->conn = NULL;
+    sl_req_release(r);
+    if (!keep) {
+        sl__conn_close(c);
+        return;
+    }
+    timer_set(c, TIMER_IDLE, sl_settings.keepalive_timeout);
+    parse_more(c);
+}
+
+void sl__conn_send_error(sl_conn_t *c, int status, const char *message)
+{
+    if (c->closing)
+        return;
+    if (c->req == NULL) {
+        c->req = sl_req_new(c, 0);
+        if (c->req == NULL) {
+            sl__conn_close(c);
+            return;
+        }
+    }
+    sl_req_t *r = c->req;
+    if (r->resp_started) { /* too late for a status; all we can do is cut the connection */
+        sl__conn_close(c);
+        return;
+    }
+    r->keepalive = 0;
+    c->busy = 1;
+    read_stop(c);
+    sl_resp_send_error(r, status, message);
+    sl__conn_progress(c);
+}
+
+void sl__conn_close(sl_conn_t *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    read_stop(c);
+    if (c->req) {
+        sl_req_t *r = c->req;
+        c->req = NULL;
+        r->client_gone = 1;
+        r->conn = NULL;
+        if (r->proxy)
+            sl__proxy_client_gone(r->proxy);
+        sl_req_release(r);
+    }
+    if (c->blocked_proxy)
+        c->blocked_proxy = NULL;
+    sl_worker_t *w = c->w;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nconns--;
+    uv_close((uv_handle_t *)&c->timer, NULL);
+    uv_close((uv_handle_t *)&c->tcp, on_close);
+}
+
+static void on_close(uv_handle_t *h)
+{
+    sl_conn_t *c = h->data;
+    free(c->rbuf);
+    free(c);
+}
+
+void sl__conn_drain(sl_conn_t *c)
+{
+    if (!c->busy)
+        sl__conn_close(c);
+    else if (c->req)
+        c->req->keepalive = 0;
+}
+
+void sl_conn_accept(sl_listener_t *l)
+{
+    sl_worker_t *w = l->w;
+    sl_conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return;
+    uv_tcp_init(&w->loop, &c->tcp);
+    c->tcp.data = c;
+    if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        return;
+    }
+    int limit = sl_settings.max_connections / (sl_settings.workers > 0 ? sl_settings.workers : 1);
+    if (w->stopping || w->nconns >= limit) {
+        if (!w->stopping)
+            sl_log(SL_LOG_WARN, "worker %d: max_connections (%d per worker) reached, refusing", w->id, limit);
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->w = w;
+    c->is_admin = (uint8_t)l->is_admin;
+    settings_init();
+    llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
+    c->parser.data = c;
+    uv_timer_init(&w->loop, &c->timer);
+    c->timer.data = c;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    timer_set(c, TIMER_IDLE, sl_settings.header_timeout);
+    read_start(c);
+}

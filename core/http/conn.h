@@ -1,0 +1,49 @@
+#ifndef SL_CONN_H
+#define SL_CONN_H
+
+#include <llhttp.h>
+#include <stddef.h>
+#include <uv.h>
+
+#include "http/request.h"
+#include "server/worker.h"
+
+/** A client connection: reads and parses requests one at a time (pipelined ones wait in the read buffer, so
+ *  responses go out in order), writes responses, enforces limits and timeouts. Freed in its close callback. */
+typedef struct sl_conn {
+    uv_tcp_t tcp; /* must stay first: the handle's memory is the connection's */
+    sl_worker_t *w;
+    struct sl_conn *prev, *next;
+    llhttp_t parser;
+    uv_timer_t timer;
+    char *rbuf;
+    size_t rlen, rpos, rcap;
+    sl_req_t *req;        /* the request being parsed or served */
+    size_t write_pending; /* bytes handed to uv_write and not yet written */
+    struct sl_proxy *blocked_proxy; /* an upstream stopped reading until we drain */
+    unsigned nrequests;
+    int err_status; /* set by a parser callback that rejects the request */
+    int timer_kind;
+    uint8_t is_admin;
+    uint8_t busy;    /* a complete request was handed to Lua and its response is not finished */
+    uint8_t closing;
+    uint8_t eof;
+    uint8_t reading;
+    uint8_t in_header_value;
+} sl_conn_t;
+
+/** Accepts one pending connection on the listener (called from the listener's connection callback). */
+void sl_conn_accept(sl_listener_t *l);
+/** Queues bytes to the client (copied when the socket cannot take them now); returns 0 or a negative code. */
+int sl__conn_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n);
+/** Finishes the current request if its response is complete and flushed, then reads the next one. Must not be
+ *  called from inside Lua (it may start the next request's coroutine). */
+void sl__conn_progress(sl_conn_t *c);
+/** Closes the connection at once (in-flight request is marked client_gone). */
+void sl__conn_close(sl_conn_t *c);
+/** Starts a graceful close: idle connections close now, busy ones after their response. */
+void sl__conn_drain(sl_conn_t *c);
+/** Writes a complete JSON error response in OpenAI error shape and marks the connection to close after it. */
+void sl__conn_send_error(sl_conn_t *c, int status, const char *message);
+
+#endif

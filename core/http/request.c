@@ -1,0 +1,66 @@
+#include "http/request.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+
+#include "http/conn.h"
+#include "upstream/proxy.h"
+
+sl_req_t *sl_req_new(sl_conn_t *conn, uint64_t id)
+{
+    sl_req_t *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    r->refs = 1;
+    r->co_ref = -2; /* LUA_NOREF */
+    r->conn = conn;
+    r->id = id;
+    r->method = r->path = r->query = r->host = r->body = "";
+    r->client_ip = r->client_ip_buf;
+    r->is_admin = conn ? conn->is_admin : 0;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    r->start_time = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+    if (conn) {
+        struct sockaddr_storage ss;
+        int len = sizeof(ss);
+        if (uv_tcp_getpeername(&conn->tcp, (struct sockaddr *)&ss, &len) == 0) {
+            if (ss.ss_family == AF_INET6) {
+                struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+                uv_ip6_name(a, r->client_ip_buf, sizeof(r->client_ip_buf));
+                r->client_port = ntohs(a->sin6_port);
+            } else {
+                struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+                uv_ip4_name(a, r->client_ip_buf, sizeof(r->client_ip_buf));
+                r->client_port = ntohs(a->sin_port);
+            }
+        }
+    }
+    r->client_ip_len = (uint32_t)strlen(r->client_ip_buf);
+    return r;
+}
+
+void sl_req_release(sl_req_t *r)
+{
+    if (--r->refs > 0)
+        return;
+    if (r->proxy)
+        sl__proxy_free(r->proxy);
+    sl_buf_free(&r->head);
+    sl_buf_free(&r->bodybuf);
+    sl_buf_free(&r->scratch);
+    free(r->hdr_alloc);
+    free(r);
+}
+
+const sl_header_t *sl_req_header(const sl_req_t *r, const char *name, uint32_t len)
+{
+    for (uint32_t i = 0; i < r->nheaders; i++) {
+        const sl_header_t *h = &r->headers[i];
+        if (h->name_len == len && strncasecmp(h->name, name, len) == 0)
+            return h;
+    }
+    return NULL;
+}

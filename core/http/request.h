@@ -1,0 +1,78 @@
+#ifndef SL_REQUEST_H
+#define SL_REQUEST_H
+
+#include <stdint.h>
+
+#include "common/buf.h"
+
+struct sl_conn;
+struct sl_proxy;
+struct lua_State;
+
+/** One header: pointers into the owning request's (or upstream response's) memory. */
+typedef struct sl_header {
+    const char *name;
+    const char *value;
+    uint32_t name_len;
+    uint32_t value_len;
+} sl_header_t;
+
+/* The first block of sl_req_t is read directly by Lua through FFI (lua/sluice/pdk/request.lua
+ * declares the same fields in the same order): keep the two in step. */
+typedef struct sl_req {
+    const char *method;
+    const char *path; /* without the query string, not decoded */
+    const char *query;
+    const char *host; /* Host header without port, or "" */
+    const char *body;
+    sl_header_t *headers;
+    const char *client_ip;
+    uint32_t method_len;
+    uint32_t path_len;
+    uint32_t query_len;
+    uint32_t host_len;
+    uint32_t body_len;
+    uint32_t nheaders;
+    uint32_t client_ip_len;
+    uint16_t client_port;
+    uint8_t http_minor;
+    uint8_t keepalive;     /* client wants keep-alive; Lua may clear it */
+    uint8_t resp_started;  /* response head queued to the client */
+    uint8_t resp_done;     /* whole response queued */
+    uint8_t client_gone;   /* client connection closed or failed */
+    uint8_t is_admin;      /* arrived on the Admin API listener */
+    int32_t status;        /* response status sent (0 before) */
+    uint64_t id;
+    uint64_t bytes_sent;
+    double start_time;     /* seconds, wall clock */
+    char route_id[64];     /* set by Lua for the access log */
+    uint32_t route_id_len;
+    uint32_t upstream_status;
+    double upstream_time;  /* seconds spent waiting on the upstream */
+    /* ---- end of the FFI-visible block ---- */
+
+    int refs; /* the connection and the Lua coroutine each hold one */
+    int co_ref; /* registry ref of the coroutine while it runs, or LUA_NOREF */
+    struct lua_State *co;
+    struct sl_conn *conn;
+    struct sl_proxy *proxy;
+    sl_buf_t head; /* url + header bytes */
+    sl_buf_t bodybuf;
+    sl_buf_t scratch; /* filled by calls that hand data to Lua (e.g. body chunks) */
+    sl_header_t *hdr_alloc;
+    uint32_t hdr_cap;
+    uint32_t url_off, url_len;
+    uint8_t chunked_resp; /* response body sent with chunked framing */
+    uint8_t waiting;      /* the coroutine is suspended waiting for C */
+    uint8_t expect_continue;
+    char client_ip_buf[48];
+} sl_req_t;
+
+/** Allocates an empty request for conn; returns NULL on out of memory. The caller holds one reference. */
+sl_req_t *sl_req_new(struct sl_conn *conn, uint64_t id);
+/** Drops one reference; the request is freed with the last one. */
+void sl_req_release(sl_req_t *req);
+/** Finds a request header by case-insensitive name; returns a pointer to it or NULL. */
+const sl_header_t *sl_req_header(const sl_req_t *req, const char *name, uint32_t len);
+
+#endif

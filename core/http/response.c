@@ -1,0 +1,182 @@
+/* Response framing toward the client. Lua supplies status, header lines and body; framing is decided here so
+ * that a plugin can never produce a response whose length disagrees with its headers. */
+#include "http/response.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "http/conn.h"
+
+const char *sl_status_text(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}
+
+static const char *http_date(void)
+{
+    static __thread char buf[40];
+    static __thread time_t last;
+    time_t now = time(NULL);
+    if (now != last) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        last = now;
+    }
+    return buf;
+}
+
+size_t sl__resp_head_prefix(char *out, size_t cap, int http_minor, int status)
+{
+    int n = snprintf(out, cap, "HTTP/1.%d %d %s\r\nServer: sluice\r\nDate: %s\r\n", http_minor ? 1 : 0, status,
+                     sl_status_text(status), http_date());
+    return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
+static int bodyless(const sl_req_t *r, int status)
+{
+    return status == 204 || status == 304 || (status >= 100 && status < 200) ||
+           (r->method_len == 4 && memcmp(r->method, "HEAD", 4) == 0);
+}
+
+static int write_head(sl_req_t *r, int status, const char *headers, size_t hlen, const char *framing, size_t flen)
+{
+    char pre[256];
+    size_t plen = sl__resp_head_prefix(pre, sizeof(pre), r->http_minor, status);
+    const char *conn_hdr = r->keepalive ? (r->http_minor ? "" : "Connection: keep-alive\r\n") : "Connection: close\r\n";
+    uv_buf_t bufs[5] = {uv_buf_init(pre, (unsigned)plen), uv_buf_init((char *)headers, (unsigned)hlen),
+                        uv_buf_init((char *)framing, (unsigned)flen),
+                        uv_buf_init((char *)conn_hdr, (unsigned)strlen(conn_hdr)), uv_buf_init("\r\n", 2)};
+    r->status = status;
+    r->resp_started = 1;
+    size_t total = plen + hlen + flen + bufs[3].len + 2;
+    r->bytes_sent += total;
+    return sl__conn_write(r->conn, bufs, 5) == 0 ? 0 : SL_ERR_GONE;
+}
+
+int sl_resp_send(sl_req_t *r, int status, const char *headers, size_t hlen, const char *body, size_t blen)
+{
+    if (r->resp_started)
+        return SL_ERR_STATE;
+    if (r->conn == NULL || r->client_gone)
+        return SL_ERR_GONE;
+    char framing[64] = "";
+    int flen = 0;
+    int nobody = bodyless(r, status);
+    if (!(status == 204 || status == 304 || status < 200))
+        flen = snprintf(framing, sizeof(framing), "Content-Length: %zu\r\n", blen);
+    int rc = write_head(r, status, headers, hlen, framing, (size_t)flen);
+    if (rc == 0 && !nobody && blen > 0) {
+        uv_buf_t b = uv_buf_init((char *)body, (unsigned)blen);
+        rc = sl__conn_write(r->conn, &b, 1) == 0 ? 0 : SL_ERR_GONE;
+        r->bytes_sent += blen;
+    }
+    r->resp_done = 1;
+    return rc;
+}
+
+int sl_resp_start(sl_req_t *r, int status, const char *headers, size_t hlen, int64_t content_length)
+{
+    if (r->resp_started)
+        return SL_ERR_STATE;
+    if (r->conn == NULL || r->client_gone)
+        return SL_ERR_GONE;
+    char framing[64] = "";
+    int flen = 0;
+    if (bodyless(r, status)) {
+        if (content_length >= 0 && status != 204 && status != 304)
+            flen = snprintf(framing, sizeof(framing), "Content-Length: %lld\r\n", (long long)content_length);
+    } else if (content_length >= 0) {
+        flen = snprintf(framing, sizeof(framing), "Content-Length: %lld\r\n", (long long)content_length);
+    } else if (r->http_minor >= 1) {
+        flen = snprintf(framing, sizeof(framing), "Transfer-Encoding: chunked\r\n");
+        r->chunked_resp = 1;
+    } else {
+        r->keepalive = 0; /* HTTP/1.0 without a length: the end of the body is the end of the connection */
+    }
+    return write_head(r, status, headers, hlen, framing, (size_t)flen);
+}
+
+int sl_resp_write(sl_req_t *r, const char *data, size_t len)
+{
+    if (!r->resp_started || r->resp_done)
+        return SL_ERR_STATE;
+    if (r->conn == NULL || r->client_gone)
+        return SL_ERR_GONE;
+    if (len == 0 || bodyless(r, r->status))
+        return 0;
+    r->bytes_sent += len;
+    if (!r->chunked_resp) {
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+        return sl__conn_write(r->conn, &b, 1) == 0 ? 0 : SL_ERR_GONE;
+    }
+    char size[24];
+    int n = snprintf(size, sizeof(size), "%zx\r\n", len);
+    uv_buf_t b[3] = {uv_buf_init(size, (unsigned)n), uv_buf_init((char *)data, (unsigned)len),
+                     uv_buf_init("\r\n", 2)};
+    return sl__conn_write(r->conn, b, 3) == 0 ? 0 : SL_ERR_GONE;
+}
+
+int sl_resp_finish(sl_req_t *r)
+{
+    if (!r->resp_started || r->resp_done)
+        return SL_ERR_STATE;
+    r->resp_done = 1;
+    if (r->conn == NULL || r->client_gone)
+        return SL_ERR_GONE;
+    if (r->chunked_resp) {
+        uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
+        return sl__conn_write(r->conn, &b, 1) == 0 ? 0 : SL_ERR_GONE;
+    }
+    return 0;
+}
+
+size_t sl_resp_pending(const sl_req_t *r)
+{
+    return r->conn ? r->conn->write_pending : 0;
+}
+
+int sl_resp_send_error(sl_req_t *r, int status, const char *message)
+{
+    char body[512];
+    const char *type = status >= 500 ? "server_error" : "invalid_request_error";
+    int n = snprintf(body, sizeof(body), "{\"error\":{\"message\":\"%s\",\"type\":\"%s\",\"code\":%d}}", message,
+                     type, status);
+    static const char hdr[] = "Content-Type: application/json\r\n";
+    r->keepalive = 0;
+    return sl_resp_send(r, status, hdr, sizeof(hdr) - 1, body, (size_t)n);
+}

@@ -1,0 +1,42 @@
+#ifndef SL_SETTINGS_H
+#define SL_SETTINGS_H
+
+#include <limits.h>
+#include <stddef.h>
+
+#define SL_MAX_LISTEN 16
+
+/** One listening address from node.listen (or node.admin.listen). */
+typedef struct sl_listen_addr {
+    char host[64];
+    int port;
+    int is_admin;
+} sl_listen_addr_t;
+
+/** Node settings read once at start (a change to node.* other than log_level needs a restart). */
+typedef struct sl_settings {
+    int workers;
+    sl_listen_addr_t listen[SL_MAX_LISTEN];
+    int nlisten;
+    size_t max_header_size;
+    size_t max_body_size;
+    size_t max_url_length;
+    double header_timeout;
+    double body_timeout;
+    double keepalive_timeout;
+    double send_timeout;
+    int max_connections;
+    int keepalive_requests;
+    double drain_timeout;
+    int access_log_fields; /* bit set of SL_ALOG_* */
+    char access_log_path[PATH_MAX];
+    char home[PATH_MAX];
+    char config_path[PATH_MAX];
+} sl_settings_t;
+
+extern sl_settings_t sl_settings;
+
+/** Fills sl_settings with the built-in defaults. */
+void sl_settings_defaults(void);
+
+#endif

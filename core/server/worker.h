@@ -1,0 +1,52 @@
+#ifndef SL_WORKER_H
+#define SL_WORKER_H
+
+#include <stdint.h>
+#include <uv.h>
+
+struct lua_State;
+struct sl_conn;
+struct sl_pool;
+
+/** A listening socket of one worker. */
+typedef struct sl_listener {
+    uv_tcp_t tcp;
+    struct sl_worker *w;
+    int is_admin;
+} sl_listener_t;
+
+/** One worker thread: its loop, Lua VM, listeners and connections. Nothing in it is touched by other threads
+ *  except through the async handle. */
+typedef struct sl_worker {
+    int id;
+    uv_thread_t thread;
+    uv_loop_t loop;
+    uv_async_t notify; /* config published, or stop requested */
+    struct lua_State *L;
+    sl_listener_t *listeners;
+    int nlisteners;
+    struct sl_conn *conns; /* doubly linked list of open client connections */
+    int nconns;
+    struct sl_pool *pool; /* idle upstream connections */
+    uint64_t config_version;
+    uint64_t plugin_gen;
+    uint64_t next_req_id;
+    int stop_mode; /* 0 running, 1 drain, 2 stop now (written by main under atomics) */
+    int stopping;
+    uv_timer_t drain_timer;
+    int started; /* the thread ran its init successfully */
+    int init_rc;
+} sl_worker_t;
+
+/** Starts n workers (each binds its listeners); returns 0 or a negative code after stopping those started. */
+int sl_workers_start(int n);
+/** Asks every worker to stop: drain (graceful, bounded by drain_timeout) or now; returns at once. */
+void sl_workers_stop(int drain);
+/** Waits for every worker thread to end and frees them. */
+void sl_workers_join(void);
+/** Wakes every worker to look at the config snapshot (called after a publish, from any thread). */
+void sl_workers_notify(void);
+/** Returns the worker running on the calling thread, or NULL outside workers. */
+sl_worker_t *sl_worker_current(void);
+
+#endif

@@ -1,0 +1,608 @@
+/* Proxying one request to an upstream over a pooled connection, with the response either streamed to the
+ * client in C (PASS) or handed to Lua chunk by chunk (FILTER).
+ *
+ * Nothing here runs Lua while Lua is inside an FFI call: work that Lua starts (sl_proxy_start, sl_proxy_read)
+ * continues from a zero-delay timer ("kick"), and the coroutine is resumed only from libuv callbacks. Each
+ * callback holds a reference on the request, since resuming Lua may end the request and free the proxy. */
+#include "upstream/proxy.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+
+#include "common/log.h"
+#include "http/conn.h"
+#include "http/response.h"
+#include "lua/vm.h"
+#include "upstream/pool.h"
+
+#define UP_READ_CHUNK 65536
+#define UP_MAX_HEAD 65536
+
+static llhttp_settings_t psettings;
+
+static void attempt(sl_proxy_t *p);
+static void process(sl_proxy_t *p);
+static void read_start(sl_proxy_t *p);
+
+static double now_s(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+static sl_req_t *hold(sl_proxy_t *p)
+{
+    p->req->refs++;
+    return p->req;
+}
+
+/* Resumes the coroutine if it waits for us. Only from libuv callbacks. */
+static void notify_lua(sl_proxy_t *p)
+{
+    if (!p->lua_wants)
+        return;
+    p->lua_wants = 0;
+    sl_vm_resume(p->req);
+}
+
+static void detach_conn(sl_proxy_t *p, int reusable)
+{
+    sl_upconn_t *uc = p->uc;
+    if (uc == NULL)
+        return;
+    p->uc = NULL;
+    uc->proxy = NULL;
+    uv_timer_stop(&uc->timer);
+    if (uc->reading) {
+        uv_read_stop((uv_stream_t *)&uc->tcp);
+        uc->reading = 0;
+    }
+    if (reusable && uc->rpos == uc->rlen)
+        sl__pool_put(uc, p->pool_size, p->idle_timeout);
+    else
+        sl__upconn_close(uc);
+}
+
+/* The exchange is over (error 0: complete). Tells the client side and Lua. */
+static void end(sl_proxy_t *p, int error)
+{
+    if (p->resp.done)
+        return;
+    sl_req_t *r = p->req;
+    p->resp.done = 1;
+    p->resp.error = error;
+    r->upstream_time = now_s() - p->t_start;
+    r->upstream_status = (uint32_t)p->resp.status;
+    detach_conn(p, error == 0 && p->uc && llhttp_should_keep_alive(&p->uc->parser));
+    if (p->mode == SL_PROXY_FILTER && p->chunkbuf.len > 0) {
+        p->resp.chunk = p->chunkbuf.base;
+        p->resp.chunk_len = (uint32_t)p->chunkbuf.len;
+    }
+    if (p->mode == SL_PROXY_PASS && p->head_sent && r->conn) {
+        if (error)
+            sl__conn_close(r->conn); /* the only way left to tell the client its body is cut short */
+        else
+            sl_resp_finish(r);
+    }
+    p->lua_wants = 1; /* the end is always reported */
+    notify_lua(p);
+    if (r->conn)
+        sl__conn_progress(r->conn);
+}
+
+static void fail(sl_proxy_t *p, int error, const char *what, int code)
+{
+    sl_upconn_t *uc = p->uc;
+    /* A kept-alive connection the upstream had already closed: once more on a fresh one. */
+    if (uc && uc->reused && !p->got_bytes && !p->retried && error == SL_UPERR_RESET) {
+        p->retried = 1;
+        detach_conn(p, 0);
+        attempt(p);
+        return;
+    }
+    if (error != SL_UPERR_CLIENT_GONE)
+        sl_log(SL_LOG_WARN, "upstream %s:%d: %s%s%s", p->host, p->port, what, code ? ": " : "",
+               code ? uv_strerror(code) : "");
+    detach_conn(p, 0);
+    end(p, error);
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    sl_upconn_t *uc = t->data;
+    if (uc->proxy == NULL)
+        return;
+    sl_proxy_t *p = uc->proxy;
+    sl_req_t *r = hold(p);
+    fail(p, SL_UPERR_TIMEOUT, "timed out", 0);
+    sl_req_release(r);
+}
+
+static void arm(sl_proxy_t *p, double seconds)
+{
+    if (p->uc && seconds > 0)
+        uv_timer_start(&p->uc->timer, on_timeout, (uint64_t)(seconds * 1000), 0);
+}
+
+/* ---- response parsing ---- */
+
+static sl_proxy_t *of(llhttp_t *hp)
+{
+    return ((sl_upconn_t *)hp->data)->proxy;
+}
+
+static int on_pbegin(llhttp_t *hp)
+{
+    sl_proxy_t *p = of(hp);
+    p->resp.nheaders = 0;
+    p->rhead.len = 0;
+    p->in_value = 0;
+    return 0;
+}
+
+static int on_hfield(llhttp_t *hp, const char *at, size_t len)
+{
+    sl_proxy_t *p = of(hp);
+    if (p->resp.nheaders == 0 || p->in_value) {
+        if (p->resp.nheaders == p->hdr_cap) {
+            uint32_t cap = p->hdr_cap ? p->hdr_cap * 2 : 16;
+            sl_header_t *h = cap > 512 ? NULL : realloc(p->hdr_alloc, cap * sizeof(*h));
+            if (h == NULL)
+                return -1;
+            p->hdr_alloc = h;
+            p->hdr_cap = cap;
+        }
+        sl_header_t *h = &p->hdr_alloc[p->resp.nheaders++];
+        h->name = (const char *)(uintptr_t)p->rhead.len;
+        h->name_len = 0;
+        h->value = NULL;
+        h->value_len = 0;
+        p->in_value = 0;
+    }
+    p->hdr_alloc[p->resp.nheaders - 1].name_len += (uint32_t)len;
+    return p->rhead.len + len <= UP_MAX_HEAD && sl_buf_append(&p->rhead, at, len) == 0 ? 0 : -1;
+}
+
+static int on_hvalue(llhttp_t *hp, const char *at, size_t len)
+{
+    sl_proxy_t *p = of(hp);
+    sl_header_t *h = &p->hdr_alloc[p->resp.nheaders - 1];
+    if (!p->in_value) {
+        p->in_value = 1;
+        h->value = (const char *)(uintptr_t)p->rhead.len;
+    }
+    h->value_len += (uint32_t)len;
+    return p->rhead.len + len <= UP_MAX_HEAD && sl_buf_append(&p->rhead, at, len) == 0 ? 0 : -1;
+}
+
+static int hop_by_hop(const sl_header_t *h)
+{
+    static const char *const names[] = {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
+                                        "te", "trailer", "upgrade", "content-length", "date", "server"};
+    for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (h->name_len == strlen(names[i]) && strncasecmp(h->name, names[i], h->name_len) == 0)
+            return 1;
+    return 0;
+}
+
+/* PASS mode: the upstream's head goes to the client, re-framed by our response code. */
+static int send_head(sl_proxy_t *p)
+{
+    sl_req_t *r = p->req;
+    if (r->conn == NULL)
+        return -1;
+    sl_buf_t h = {0};
+    for (uint32_t i = 0; i < p->resp.nheaders; i++) {
+        const sl_header_t *hd = &p->resp.headers[i];
+        if (hop_by_hop(hd))
+            continue;
+        sl_buf_append(&h, hd->name, hd->name_len);
+        sl_buf_append(&h, ": ", 2);
+        sl_buf_append(&h, hd->value, hd->value_len);
+        sl_buf_append(&h, "\r\n", 2);
+    }
+    int rc = sl_resp_start(r, p->resp.status, h.base ? h.base : "", h.len, p->resp.content_length);
+    sl_buf_free(&h);
+    p->head_sent = 1;
+    return rc;
+}
+
+static int on_headers_done(llhttp_t *hp)
+{
+    sl_proxy_t *p = of(hp);
+    for (uint32_t i = 0; i < p->resp.nheaders; i++) {
+        sl_header_t *h = &p->hdr_alloc[i];
+        h->name = p->rhead.base + (uintptr_t)h->name;
+        h->value = h->value ? p->rhead.base + (uintptr_t)h->value : "";
+    }
+    p->resp.headers = p->hdr_alloc;
+    p->resp.status = llhttp_get_status_code(hp);
+    if (p->resp.status < 200)
+        return 0; /* interim (100 Continue): the real response follows */
+    p->resp.content_length = (hp->flags & F_CONTENT_LENGTH) ? (int64_t)hp->content_length : -1;
+    p->resp.headers_done = 1;
+    int nobody = p->is_head || p->resp.status == 204 || p->resp.status == 304;
+    if (p->mode == SL_PROXY_PASS) {
+        if (send_head(p) != 0)
+            return -1;
+        return nobody ? 1 : 0;
+    }
+    return nobody ? 1 : HPE_PAUSED;
+}
+
+static int on_pbody(llhttp_t *hp, const char *at, size_t len)
+{
+    sl_proxy_t *p = of(hp);
+    if (p->mode == SL_PROXY_PASS)
+        return p->req->conn && sl_resp_write(p->req, at, len) == 0 ? 0 : -1;
+    return sl_buf_append(&p->chunkbuf, at, len) == 0 ? 0 : -1;
+}
+
+static int on_pcomplete(llhttp_t *hp)
+{
+    sl_proxy_t *p = of(hp);
+    if (p->resp.status < 200)
+        return 0;
+    p->msg_done = 1;
+    return HPE_PAUSED; /* stop exactly at the end: bytes after it make the connection unusable */
+}
+
+/* Parses what is buffered on the upstream connection and acts on it. */
+static void process(sl_proxy_t *p)
+{
+    sl_upconn_t *uc = p->uc;
+    while (uc && uc->rpos < uc->rlen && !p->msg_done) {
+        if (p->mode == SL_PROXY_FILTER && (p->chunkbuf.len > 0 || (p->resp.headers_done && p->lua_wants == 0)))
+            break; /* Lua has not taken the last event yet */
+        llhttp_errno_t err = llhttp_execute(&uc->parser, uc->rbuf + uc->rpos, uc->rlen - uc->rpos);
+        if (err == HPE_OK) {
+            uc->rpos = uc->rlen;
+        } else if (err == HPE_PAUSED) {
+            uc->rpos = (size_t)(llhttp_get_error_pos(&uc->parser) - uc->rbuf);
+            llhttp_resume(&uc->parser);
+        } else {
+            fail(p, SL_UPERR_BAD_RESPONSE, llhttp_get_error_reason(&uc->parser), 0);
+            return;
+        }
+    }
+    if (uc == NULL || p->resp.done)
+        return;
+    if (p->msg_done) {
+        end(p, 0);
+        return;
+    }
+    if (uc->rpos == uc->rlen)
+        uc->rpos = uc->rlen = 0;
+    if (p->mode == SL_PROXY_FILTER) {
+        if (p->chunkbuf.len > 0 && p->resp.chunk_len == 0) {
+            p->resp.chunk = p->chunkbuf.base;
+            p->resp.chunk_len = (uint32_t)p->chunkbuf.len;
+        }
+        if (p->resp.chunk_len > 0 || p->resp.headers_done)
+            notify_lua(p);
+        return;
+    }
+    sl_req_t *r = p->req;
+    if (r->conn && r->conn->write_pending > SL_PROXY_HIGH_WATER && uc->reading) {
+        uv_read_stop((uv_stream_t *)&uc->tcp);
+        uc->reading = 0;
+        p->blocked = 1;
+        r->conn->blocked_proxy = p;
+    }
+}
+
+/* ---- connection I/O ---- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    sl_upconn_t *uc = h->data;
+    if (uc->rcap - uc->rlen < UP_READ_CHUNK / 4) {
+        size_t cap = uc->rcap ? uc->rcap * 2 : UP_READ_CHUNK;
+        char *nb = realloc(uc->rbuf, cap);
+        if (nb == NULL) {
+            buf->base = NULL;
+            buf->len = 0;
+            return;
+        }
+        uc->rbuf = nb;
+        uc->rcap = cap;
+    }
+    buf->base = uc->rbuf + uc->rlen;
+    buf->len = uc->rcap - uc->rlen;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    sl_upconn_t *uc = s->data;
+    sl_proxy_t *p = uc->proxy;
+    if (p == NULL || nread == 0)
+        return;
+    sl_req_t *r = hold(p);
+    if (nread < 0) {
+        if (nread == UV_EOF && p->resp.headers_done && llhttp_finish(&uc->parser) == HPE_OK && !p->resp.done) {
+            /* body delimited by the close of the connection */
+            uc->rpos = uc->rlen = 0;
+            p->msg_done = 1;
+            end(p, 0);
+        } else if (!p->resp.done) {
+            fail(p, SL_UPERR_RESET, nread == UV_EOF ? "closed before the response was complete" : "read",
+                 nread == UV_EOF ? 0 : (int)nread);
+        }
+        sl_req_release(r);
+        return;
+    }
+    p->got_bytes = 1;
+    uc->rlen += (size_t)nread;
+    arm(p, p->read_timeout);
+    process(p);
+    if (p->uc && p->mode == SL_PROXY_FILTER && (p->chunkbuf.len > 0 || p->resp.headers_done) &&
+        !p->lua_wants && p->uc->reading) {
+        uv_read_stop((uv_stream_t *)&p->uc->tcp); /* bounded buffering: wait until Lua asks for more */
+        p->uc->reading = 0;
+    }
+    sl_req_release(r);
+}
+
+static void read_start(sl_proxy_t *p)
+{
+    sl_upconn_t *uc = p->uc;
+    if (uc && !uc->reading && !uc->closing) {
+        if (uv_read_start((uv_stream_t *)&uc->tcp, on_alloc, on_read) == 0)
+            uc->reading = 1;
+    }
+}
+
+static void on_written(uv_write_t *wr, int status)
+{
+    sl_upconn_t *uc = wr->data;
+    free(wr);
+    sl_proxy_t *p = uc->proxy;
+    if (p == NULL)
+        return;
+    sl_req_t *r = hold(p);
+    if (status < 0)
+        fail(p, SL_UPERR_RESET, "write", status);
+    else
+        arm(p, p->read_timeout);
+    sl_req_release(r);
+}
+
+static void send_request(sl_proxy_t *p)
+{
+    sl_upconn_t *uc = p->uc;
+    uc->proxy = p;
+    uc->parser.data = uc;
+    llhttp_init(&uc->parser, HTTP_RESPONSE, &psettings);
+    uc->parser.data = uc;
+    uc->rlen = uc->rpos = 0;
+    p->resp.reused = (uint8_t)uc->reused;
+    uv_write_t *wr = malloc(sizeof(*wr));
+    if (wr == NULL) {
+        fail(p, SL_UPERR_NOMEM, "out of memory", 0);
+        return;
+    }
+    wr->data = uc;
+    uv_buf_t b = uv_buf_init(p->out.base, (unsigned)p->out.len);
+    int rc = uv_write(wr, (uv_stream_t *)&uc->tcp, &b, 1, on_written);
+    if (rc != 0) {
+        free(wr);
+        fail(p, SL_UPERR_RESET, "write", rc);
+        return;
+    }
+    arm(p, p->send_timeout);
+    read_start(p);
+}
+
+static void on_connect(uv_connect_t *cr, int status)
+{
+    sl_upconn_t *uc = cr->data;
+    sl_proxy_t *p = uc->proxy;
+    if (p == NULL || uc->closing)
+        return;
+    sl_req_t *r = hold(p);
+    if (status < 0)
+        fail(p, status == UV_ETIMEDOUT ? SL_UPERR_TIMEOUT : SL_UPERR_CONNECT, "connect", status);
+    else {
+        uv_tcp_nodelay(&uc->tcp, 1);
+        send_request(p);
+    }
+    sl_req_release(r);
+}
+
+static void connect_to(sl_proxy_t *p, const struct sockaddr *sa)
+{
+    sl_upconn_t *uc = p->uc;
+    uc->connect_req.data = uc;
+    int rc = uv_tcp_connect(&uc->connect_req, &uc->tcp, sa, on_connect);
+    if (rc != 0)
+        fail(p, SL_UPERR_CONNECT, "connect", rc);
+    else
+        arm(p, p->connect_timeout);
+}
+
+static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res)
+{
+    sl_upconn_t *uc = g->data;
+    sl_proxy_t *p = uc->proxy;
+    if (p == NULL || uc->closing) {
+        uv_freeaddrinfo(res);
+        return;
+    }
+    sl_req_t *r = hold(p);
+    if (status < 0 || res == NULL)
+        fail(p, SL_UPERR_DNS, "resolve", status);
+    else
+        connect_to(p, res->ai_addr);
+    uv_freeaddrinfo(res);
+    sl_req_release(r);
+}
+
+static void attempt(sl_proxy_t *p)
+{
+    char key[300];
+    snprintf(key, sizeof(key), "%s:%d", p->host, p->port);
+    p->got_bytes = 0;
+    sl_upconn_t *uc = sl__pool_get(p->w, key);
+    if (uc) {
+        p->uc = uc;
+        uc->proxy = p;
+        send_request(p);
+        return;
+    }
+    uc = sl__upconn_new(p->w, key);
+    if (uc == NULL) {
+        end(p, SL_UPERR_NOMEM);
+        return;
+    }
+    p->uc = uc;
+    uc->proxy = p;
+    struct sockaddr_storage ss;
+    if (uv_ip4_addr(p->host, p->port, (struct sockaddr_in *)&ss) == 0 ||
+        uv_ip6_addr(p->host, p->port, (struct sockaddr_in6 *)&ss) == 0) {
+        connect_to(p, (struct sockaddr *)&ss);
+        return;
+    }
+    char port[8];
+    snprintf(port, sizeof(port), "%d", p->port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    uc->gai.data = uc;
+    int rc = uv_getaddrinfo(&p->w->loop, &uc->gai, on_resolved, p->host, port, &hints);
+    if (rc != 0)
+        fail(p, SL_UPERR_DNS, "resolve", rc);
+    else
+        arm(p, p->connect_timeout);
+}
+
+static void on_kick(uv_timer_t *t)
+{
+    sl_proxy_t *p = t->data;
+    sl_req_t *r = hold(p);
+    if (!p->started) {
+        p->started = 1;
+        attempt(p);
+    } else if (p->resp.done) {
+        notify_lua(p);
+    } else {
+        process(p);
+        if (!p->resp.done && p->mode == SL_PROXY_FILTER && p->resp.chunk_len == 0)
+            read_start(p);
+    }
+    sl_req_release(r);
+}
+
+sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, const char *head,
+                           size_t headlen, const char *body, size_t bodylen, int mode, double connect_timeout,
+                           double send_timeout, double read_timeout, int pool_size, double idle_timeout)
+{
+    if (req->proxy || hostlen == 0 || hostlen >= sizeof(((sl_proxy_t *)0)->host) || req->conn == NULL)
+        return NULL;
+    sl_proxy_t *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    if (sl_buf_reserve(&p->out, headlen + bodylen) != 0) {
+        free(p);
+        return NULL;
+    }
+    sl_buf_append(&p->out, head, headlen);
+    sl_buf_append(&p->out, body, bodylen);
+    if (!psettings.on_message_complete) {
+        llhttp_settings_init(&psettings);
+        psettings.on_message_begin = on_pbegin;
+        psettings.on_header_field = on_hfield;
+        psettings.on_header_value = on_hvalue;
+        psettings.on_headers_complete = on_headers_done;
+        psettings.on_body = on_pbody;
+        psettings.on_message_complete = on_pcomplete;
+    }
+    memcpy(p->host, host, hostlen);
+    p->port = port;
+    p->req = req;
+    p->w = req->conn->w;
+    p->mode = mode;
+    p->connect_timeout = connect_timeout;
+    p->send_timeout = send_timeout;
+    p->read_timeout = read_timeout;
+    p->pool_size = pool_size;
+    p->idle_timeout = idle_timeout;
+    p->resp.content_length = -1;
+    p->is_head = headlen >= 5 && memcmp(head, "HEAD ", 5) == 0;
+    p->t_start = now_s();
+    p->lua_wants = 1;
+    uv_timer_init(&p->w->loop, &p->kick);
+    p->kick.data = p;
+    req->proxy = p;
+    uv_timer_start(&p->kick, on_kick, 0, 0);
+    return p;
+}
+
+int sl_proxy_read(sl_proxy_t *p)
+{
+    if (p->resp.chunk_len > 0) {
+        p->chunkbuf.len = 0;
+        p->resp.chunk_len = 0;
+        p->resp.chunk = NULL;
+    }
+    p->lua_wants = 1;
+    uv_timer_start(&p->kick, on_kick, 0, 0);
+    return 0;
+}
+
+int sl_proxy_pass(sl_proxy_t *p)
+{
+    sl_req_t *r = p->req;
+    if (p->mode != SL_PROXY_FILTER || !r->resp_started)
+        return -1;
+    p->mode = SL_PROXY_PASS;
+    p->head_sent = 1;
+    if (p->chunkbuf.len > 0 && sl_resp_write(r, p->chunkbuf.base, p->chunkbuf.len) != 0)
+        return -1;
+    p->chunkbuf.len = 0;
+    p->resp.chunk_len = 0;
+    p->lua_wants = 1;
+    uv_timer_start(&p->kick, on_kick, 0, 0);
+    return 0;
+}
+
+void sl__proxy_client_gone(sl_proxy_t *p)
+{
+    if (p->resp.done)
+        return;
+    sl_req_t *r = hold(p);
+    fail(p, SL_UPERR_CLIENT_GONE, "client gone", 0);
+    sl_req_release(r);
+}
+
+void sl__proxy_unblock(sl_proxy_t *p)
+{
+    sl_req_t *r = p->req;
+    if (r->conn)
+        r->conn->blocked_proxy = NULL;
+    if (!p->blocked)
+        return;
+    p->blocked = 0;
+    read_start(p);
+}
+
+static void on_proxy_closed(uv_handle_t *h)
+{
+    sl_proxy_t *p = h->data;
+    sl_buf_free(&p->out);
+    sl_buf_free(&p->rhead);
+    sl_buf_free(&p->chunkbuf);
+    free(p->hdr_alloc);
+    free(p);
+}
+
+void sl__proxy_free(sl_proxy_t *p)
+{
+    if (p->uc)
+        detach_conn(p, 0);
+    if (p->req && p->req->conn && p->req->conn->blocked_proxy == p)
+        p->req->conn->blocked_proxy = NULL;
+    p->req = NULL;
+    uv_close((uv_handle_t *)&p->kick, on_proxy_closed);
+}

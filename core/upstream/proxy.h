@@ -1,0 +1,93 @@
+#ifndef SL_PROXY_H
+#define SL_PROXY_H
+
+#include <llhttp.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/buf.h"
+#include "http/request.h"
+#include "server/worker.h"
+
+/* Back-pressure: an upstream stops being read while more than HIGH bytes wait for a slow client. */
+#define SL_PROXY_HIGH_WATER (1024 * 1024)
+#define SL_PROXY_LOW_WATER (256 * 1024)
+
+/* Upstream error classes, so retry and fallback logic can decide what to do. */
+enum {
+    SL_UPERR_NONE = 0,
+    SL_UPERR_CONNECT = 1,      /* refused or unreachable */
+    SL_UPERR_DNS = 2,          /* name did not resolve */
+    SL_UPERR_TIMEOUT = 3,      /* connect, send or read timeout */
+    SL_UPERR_RESET = 4,        /* reset or closed before the response was complete */
+    SL_UPERR_BAD_RESPONSE = 5, /* not valid HTTP */
+    SL_UPERR_CLIENT_GONE = 6,  /* our client went away; the upstream request was cancelled */
+    SL_UPERR_NOMEM = 7,
+};
+
+/* How the response body travels: PASS streams it to the client inside C; FILTER hands each chunk to Lua. */
+enum { SL_PROXY_PASS = 0, SL_PROXY_FILTER = 1 };
+
+/** What Lua reads of an upstream response (the first member of sl_proxy_t; declared again in Lua FFI). */
+typedef struct sl_upresp {
+    sl_header_t *headers;
+    const char *chunk; /* FILTER mode: body bytes not yet taken by Lua */
+    uint32_t nheaders;
+    uint32_t chunk_len;
+    int32_t status;
+    int32_t error; /* SL_UPERR_* */
+    int64_t content_length; /* -1 when unknown */
+    uint8_t headers_done;
+    uint8_t done; /* whole response read (or failed: see error) */
+    uint8_t reused; /* went over a kept-alive connection */
+} sl_upresp_t;
+
+typedef struct sl_upconn sl_upconn_t;
+
+/** One proxied exchange, owned by its request (freed with it). */
+typedef struct sl_proxy {
+    sl_upresp_t resp; /* first: Lua casts the pointer */
+    sl_req_t *req;
+    sl_worker_t *w;
+    sl_upconn_t *uc;
+    char host[256];
+    int port;
+    int mode;
+    int pool_size;
+    double connect_timeout, send_timeout, read_timeout, idle_timeout;
+    sl_buf_t out;    /* request bytes, kept to resend once if a reused connection was stale */
+    sl_buf_t rhead;  /* response header bytes */
+    sl_header_t *hdr_alloc;
+    uint32_t hdr_cap;
+    sl_buf_t chunkbuf;
+    uint8_t in_value;
+    uint8_t got_bytes; /* any response byte seen on this attempt */
+    uint8_t retried;
+    uint8_t blocked;   /* reading stopped for client back-pressure */
+    uint8_t lua_wants; /* Lua asked for the next event */
+    uint8_t head_sent; /* PASS: response head written to the client */
+    uint8_t started;   /* the first kick began the exchange */
+    uint8_t is_head;
+    uint8_t msg_done;  /* the parser saw the end of the final response */
+    uv_timer_t kick;   /* runs deferred work outside of FFI calls */
+    double t_start;
+} sl_proxy_t;
+
+/** Starts proxying req to host:port, sending head (request line + headers, ending in a blank line) and body.
+ *  The request's coroutine must yield afterwards; it is resumed when the proxy has news (see sl_upresp_t).
+ *  Returns the proxy (owned by req) or NULL on out of memory. Called from Lua: never calls back into Lua. */
+sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, const char *head,
+                           size_t headlen, const char *body, size_t bodylen, int mode, double connect_timeout,
+                           double send_timeout, double read_timeout, int pool_size, double idle_timeout);
+/** FILTER mode: marks the current chunk taken and asks for the next event (resumes the coroutine later). */
+int sl_proxy_read(sl_proxy_t *p);
+/** FILTER mode after the headers: stream the rest of the body to the client in C (after sl_resp_start). */
+int sl_proxy_pass(sl_proxy_t *p);
+/** Called by the client connection when the client went away: cancels the upstream side. */
+void sl__proxy_client_gone(sl_proxy_t *p);
+/** Called by the client connection when it drained below the low-water mark. */
+void sl__proxy_unblock(sl_proxy_t *p);
+/** Frees the proxy (from sl_req_release); a kept-alive connection goes back to the pool. */
+void sl__proxy_free(sl_proxy_t *p);
+
+#endif
