@@ -1,0 +1,654 @@
+-- Loads, validates and normalizes the Sluice config (docs/configuration.md is the field reference).
+--
+-- Every error is collected rather than stopping at the first, so one `sluice -t` run shows them all.
+-- The as-written entities are kept in cfg.raw (the Admin API returns those), the normalized ones
+-- (defaults filled, sizes in bytes, durations in seconds, addresses split) are what the core reads.
+local schema = require("sluice.schema")
+local cjson = require("cjson")
+
+local type, pairs, ipairs, tostring, tonumber, pcall, next = type, pairs, ipairs, tostring, tonumber, pcall, next
+local concat, sort, format = table.concat, table.sort, string.format
+local deep_copy, is_array = schema.deep_copy, schema.is_array
+
+local _M = {}
+
+local KINDS = { "upstreams", "providers", "routes", "consumers", "consumer_groups", "global_plugins", "plugin_metadata" }
+local TOP = { node = true }
+for _, k in ipairs(KINDS) do TOP[k] = true end
+
+local LOG_FIELDS = { "time", "client", "method", "path", "query", "status", "bytes", "request_bytes", "latency_ms",
+                     "upstream_latency_ms", "route", "upstream", "request_id", "user_agent" }
+local METHODS = { "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE" }
+local PROVIDER_KINDS = { "openai", "azure-openai", "anthropic", "gemini", "deepseek", "openai-compatible", "bedrock", "mock" }
+local LIMIT_DEFAULTS = { max_header_size = "16k", max_body_size = "8m", max_url_length = "8k", header_timeout = 10,
+                         body_timeout = 30, keepalive_timeout = 60, send_timeout = 30, max_connections = 10000,
+                         keepalive_requests = 10000 }
+local LIMIT_SIZES = { max_header_size = true, max_body_size = true, max_url_length = true }
+
+local str = { type = "string" }
+local strs = { type = "array", items = str }
+local size_t = { type = { "string", "integer" } }
+local dur_t = { type = { "string", "number" } }
+local obj = { type = "object" }
+local ID_PATTERN = "^[A-Za-z0-9_.%-]+$"
+local id_t = { type = "string", pattern = ID_PATTERN, minLength = 1, maxLength = 256 }
+
+local limit_props = {}
+for k, v in pairs(LIMIT_DEFAULTS) do limit_props[k] = { type = { "string", "number" }, default = v } end
+
+local NODE = { type = "object", additionalProperties = false, properties = {
+    listen = { type = "array", minItems = 1, default = { "127.0.0.1:8080" }, items = {
+        type = { "string", "object" }, required = { "addr" }, additionalProperties = false, properties = {
+            addr = str,
+            tls = { type = "object", required = { "cert", "key" }, additionalProperties = false,
+                    properties = { cert = str, key = str } } } } },
+    workers = { type = { "string", "integer" }, default = "auto" },
+    admin = { type = "object", required = { "key" }, additionalProperties = false, properties = {
+        listen = { type = "string", default = "127.0.0.1:9180" }, key = { type = "string", minLength = 8 } } },
+    plugin_paths = { type = "array", items = str, default = { "plugins" } },
+    log_level = { enum = { "debug", "info", "warn", "error" }, default = "info" },
+    error_log = { type = "string", minLength = 1, default = "stderr" },
+    access_log = { type = "object", default = {}, additionalProperties = false, properties = {
+        path = { type = "string", minLength = 1, default = "stdout" },
+        fields = { type = "array", uniqueItems = true, items = { enum = LOG_FIELDS },
+                   default = { "time", "client", "method", "path", "status", "bytes", "latency_ms", "route" } } } },
+    pid_file = str, state_file = str,
+    shared_dicts = { type = "object", default = { sluice = "10m" }, additionalProperties = size_t },
+    limits = { type = "object", default = {}, additionalProperties = false, properties = limit_props },
+    drain_timeout = { type = { "string", "number" }, default = 30 },
+    memcached = obj, etcd = obj, -- owned by the shared-state layer; free-form here
+} }
+
+local UPSTREAM = { type = "object", required = { "nodes" }, additionalProperties = false, properties = {
+    id = id_t, name = str, desc = str,
+    nodes = { type = { "array", "object" }, items = str, additionalProperties = { type = "integer", minimum = 0 } },
+    scheme = { enum = { "http", "https" }, default = "http" },
+    timeout = { type = "object", default = {}, additionalProperties = false, properties = {
+        connect = { type = { "string", "number" }, default = 5 }, send = { type = { "string", "number" }, default = 30 },
+        read = { type = { "string", "number" }, default = 60 } } },
+    keepalive = { type = "object", default = {}, additionalProperties = false, properties = {
+        size = { type = "integer", minimum = 0, maximum = 100000, default = 64 },
+        idle_timeout = { type = { "string", "number" }, default = 60 } } },
+    pass_host = { enum = { "pass", "node", "rewrite" }, default = "pass" },
+    host = { type = "string", minLength = 1 },
+} }
+
+local PROVIDER = { type = "object", required = { "kind" }, properties = {
+    kind = { enum = PROVIDER_KINDS },
+    endpoint = { type = "string", pattern = "^https?://[^/]" },
+    api_key = str,
+    models = { type = "object", additionalProperties = str },
+    price = { type = "object", additionalProperties = { type = "object", properties = {
+        input = { type = "number", minimum = 0 }, output = { type = "number", minimum = 0 } } } },
+} }
+
+local ROUTE = { type = "object", required = { "id", "paths" }, additionalProperties = false, properties = {
+    id = id_t, name = str, desc = str,
+    paths = { type = "array", minItems = 1, items = { type = "string", pattern = "^/", maxLength = 4096 } },
+    methods = { type = "array", uniqueItems = true, items = { enum = METHODS } },
+    hosts = { type = "array", items = { type = "string", pattern = "^[%w%.%-%*]+$" } },
+    priority = { type = "integer", default = 0 },
+    upstream = { type = { "string", "object" } },
+    plugins = { type = "object", default = {} },
+    strip_prefix = { type = "boolean", default = false },
+} }
+
+local CONSUMER = { type = "object", required = { "name" }, additionalProperties = false, properties = {
+    name = id_t, desc = str,
+    keys = { type = "array", default = {}, items = { type = "string", minLength = 1 } },
+    groups = { type = "array", default = {}, items = id_t },
+    metadata = { type = "object", default = {} },
+    plugins = { type = "object", default = {} },
+} }
+
+local GROUP = { type = "object", additionalProperties = false, properties = {
+    desc = str, plugins = { type = "object", default = {} }, metadata = { type = "object", default = {} } } }
+
+local PLUGIN_META = { type = "object", properties = { disable = { type = "boolean" }, priority = { type = "integer" } },
+                      additionalProperties = false }
+
+local function join(path, key)
+    if type(key) == "number" then return path .. "[" .. key .. "]" end
+    if path == "" then return tostring(key) end
+    return path .. "." .. tostring(key)
+end
+
+local function add(errs, path, msg) errs[#errs + 1] = { path = path, message = msg } end
+
+-- Runs schema.validate and re-bases its error paths under path.
+local function check(s, v, path, errs)
+    local ok, e = schema.validate(s, v)
+    if ok then return true end
+    for _, x in ipairs(e) do add(errs, x.path == "" and path or (path == "" and x.path or (x.path:sub(1, 1) == "[" and path .. x.path or path .. "." .. x.path)), x.message) end
+    return false
+end
+
+local SIZE_UNITS = { [""] = 1, b = 1, k = 1024, kb = 1024, m = 1024 ^ 2, mb = 1024 ^ 2, g = 1024 ^ 3, gb = 1024 ^ 3 }
+local DUR_UNITS = { [""] = 1, s = 1, ms = 0.001, m = 60, h = 3600 }
+
+--- Parses "10m", "16k", "1g" or a byte count; returns bytes or nil.
+function _M.parse_size(v)
+    if type(v) == "number" then return (v >= 0 and v % 1 == 0) and v or nil end
+    if type(v) ~= "string" then return nil end
+    local n, u = v:match("^%s*(%d+%.?%d*)%s*(%a*)%s*$")
+    local mul = u and SIZE_UNITS[u:lower()]
+    return (n and mul) and math.floor(tonumber(n) * mul) or nil
+end
+
+--- Parses 30, 1.5, "500ms", "30s", "5m", "1h"; returns seconds or nil.
+function _M.parse_duration(v)
+    if type(v) == "number" then return (v >= 0 and v < math.huge) and v or nil end
+    if type(v) ~= "string" then return nil end
+    local n, u = v:match("^%s*(%d+%.?%d*)%s*(%a*)%s*$")
+    local mul = u and DUR_UNITS[u:lower()]
+    return (n and mul) and tonumber(n) * mul or nil
+end
+
+--- Splits "host:port" / "[v6]:port" into host, port (port defaults to dport when absent and dport given).
+function _M.parse_addr(s, dport)
+    if type(s) ~= "string" then return nil, "expected \"host:port\"" end
+    local host, port = s:match("^%[([%x:%.]+)%]:(%d+)$")
+    if not host then host, port = s:match("^([%w%.%-_]+):(%d+)$") end
+    if not host and dport then host = s:match("^%[([%x:%.]+)%]$") or s:match("^([%w%.%-_]+)$") ; port = dport end
+    port = tonumber(port)
+    if not host or not port then return nil, format("invalid address %q, expected \"host:port\" or \"[ipv6]:port\"", s) end
+    if port > 65535 then return nil, format("port %d is out of range (0..65535)", port) end
+    return host, port
+end
+
+local function to_num(v, parse, path, errs, what, lo, hi)
+    local n = parse(v)
+    if not n then add(errs, path, format("invalid %s %s", what, tostring(v))) return nil end
+    if (lo and n < lo) or (hi and n > hi) then add(errs, path, format("%s out of range (%s..%s)", tostring(v), lo or "", hi or "")) end
+    return n
+end
+
+local function resolve_path(prefix, p)
+    if p:sub(1, 1) == "/" or prefix == nil or prefix == "" then return p end
+    return prefix:gsub("/+$", "") .. "/" .. p
+end
+
+local function cpu_count()
+    local f, n = io.open("/proc/cpuinfo"), 0
+    if f then
+        for line in f:lines() do if line:match("^processor%s*:") then n = n + 1 end end
+        f:close()
+    end
+    return math.max(1, math.min(n, 64))
+end
+
+local normalize_node_checked
+
+-- Normalizes even after schema errors, so address/size mistakes show up in the same run; a Lua
+-- error from a wrongly typed field is only a follow-up of an error already reported.
+local function normalize_node(raw, path, errs, opts)
+    local n = deep_copy(raw or {})
+    local valid = check(NODE, n, path, errs)
+    local ok, out = pcall(normalize_node_checked, n, path, errs, opts)
+    if not ok and valid then add(errs, path, "internal error: " .. tostring(out)) end
+    return valid and ok and out or nil
+end
+
+normalize_node_checked = function(n, path, errs, opts)
+    local out = { log_level = n.log_level, access_log = n.access_log, pid_file = n.pid_file,
+                  memcached = n.memcached, etcd = n.etcd, listen = {}, shared_dicts = {}, limits = {} }
+    for i, l in ipairs(n.listen) do
+        local addr = type(l) == "table" and l.addr or l
+        local host, port = _M.parse_addr(addr)
+        if host then out.listen[i] = { host = host, port = port, tls = type(l) == "table" and l.tls or nil }
+        else add(errs, join(join(path, "listen"), i), port) end
+    end
+    if n.workers == "auto" then out.workers, out.workers_auto = cpu_count(), true
+    elseif type(n.workers) == "number" and n.workers >= 1 and n.workers <= 64 then out.workers = n.workers
+    else add(errs, join(path, "workers"), format("expected \"auto\" or an integer 1..64, got %s", tostring(n.workers))) end
+    if n.admin then
+        local host, port = _M.parse_addr(n.admin.listen)
+        if not host then add(errs, join(path, "admin.listen"), port) end
+        out.admin = { listen = { host = host, port = port }, key = n.admin.key }
+    end
+    out.plugin_paths = {}
+    for i, p in ipairs(n.plugin_paths) do out.plugin_paths[i] = resolve_path(opts.prefix, p) end
+    out.error_log = n.error_log == "stderr" and "stderr" or resolve_path(opts.prefix, n.error_log)
+    out.state_file = n.state_file or (opts.file and (opts.file .. ".state.json")) or nil
+    for name, sz in pairs(n.shared_dicts) do
+        out.shared_dicts[name] = to_num(sz, _M.parse_size, join(join(path, "shared_dicts"), name), errs, "size", 65536, 1024 ^ 3)
+    end
+    for k, v in pairs(n.limits) do
+        local kp = join(join(path, "limits"), k)
+        if LIMIT_SIZES[k] then out.limits[k] = to_num(v, _M.parse_size, kp, errs, "size", 1, 1024 ^ 4)
+        elseif k:match("timeout$") then out.limits[k] = to_num(v, _M.parse_duration, kp, errs, "duration", 0, 86400 * 365)
+        else out.limits[k] = to_num(v, tonumber, kp, errs, "number", 1, 1e9) end
+    end
+    out.drain_timeout = to_num(n.drain_timeout, _M.parse_duration, join(path, "drain_timeout"), errs, "duration", 0, 86400)
+    return out
+end
+
+local function normalize_upstream(u, path, errs)
+    if not check(UPSTREAM, u, path, errs) then return nil end
+    local dport = u.scheme == "https" and 443 or 80
+    local out = { id = u.id, scheme = u.scheme, pass_host = u.pass_host, host = u.host, nodes = {}, timeout = {},
+                  keepalive = { size = u.keepalive.size } }
+    local function node(addr, w, np)
+        local host, port = _M.parse_addr(addr, dport)
+        if not host then add(errs, np, port) return end
+        if port == 0 then add(errs, np, "port 0 is not a valid upstream port") return end
+        out.nodes[#out.nodes + 1] = { host = host, port = port, weight = w }
+    end
+    if next(u.nodes) == nil then add(errs, join(path, "nodes"), "must list at least one node") end
+    if is_array(u.nodes) then
+        for i, a in ipairs(u.nodes) do node(a, 1, join(join(path, "nodes"), i)) end
+    else
+        local keys = {}
+        for a in pairs(u.nodes) do keys[#keys + 1] = a end
+        sort(keys)
+        for _, a in ipairs(keys) do node(a, u.nodes[a], join(join(path, "nodes"), a)) end
+    end
+    for k, v in pairs(u.timeout) do
+        out.timeout[k] = to_num(v, _M.parse_duration, join(join(path, "timeout"), k), errs, "duration", 0.001, 86400)
+    end
+    out.keepalive.idle_timeout = to_num(u.keepalive.idle_timeout, _M.parse_duration, join(path, "keepalive.idle_timeout"), errs, "duration", 0, 86400)
+    if u.pass_host == "rewrite" and not u.host then add(errs, join(path, "host"), "is required when pass_host is \"rewrite\"") end
+    return out
+end
+
+-- Validates a map of plugin name -> conf with the registry in opts.plugins (defaults filled in place).
+local function check_plugins(plugins, path, errs, opts)
+    local names = {}
+    for name in pairs(plugins) do names[#names + 1] = name end
+    sort(names, function(a, b) return tostring(a) < tostring(b) end)
+    for _, name in ipairs(names) do
+        local conf, np = plugins[name], join(path, name)
+        if type(conf) ~= "table" or (next(conf) ~= nil and is_array(conf)) then
+            add(errs, np, "plugin config must be an object (use {} for none)")
+        else
+            if conf._meta ~= nil then check(PLUGIN_META, conf._meta, join(np, "_meta"), errs) end
+            local reg = opts.plugins
+            if reg then
+                local meta = conf._meta
+                conf._meta = nil
+                local ok, p, err = pcall(reg.get, name)
+                if not ok or not p then
+                    add(errs, np, "unknown plugin " .. format("%q", tostring(name)) .. ((ok and err) and (" (" .. tostring(err) .. ")") or ""))
+                elseif type(p.schema) == "table" then
+                    local sok, serr = schema.check_schema(p.schema)
+                    if not sok then add(errs, np, "plugin has an invalid schema: " .. serr)
+                    elseif check(p.schema, conf, np, errs) and type(p.check) == "function" then
+                        local cok, res, cerr = pcall(p.check, conf)
+                        if not cok or not res then add(errs, np, tostring(cok and (cerr or "rejected by plugin check") or res)) end
+                    end
+                end
+                conf._meta = meta
+            end
+        end
+    end
+end
+
+local function path_ok(p)
+    local star = p:find("*", 1, true)
+    return not star or star == #p
+end
+
+local NORMALIZERS = {}
+
+function NORMALIZERS.upstreams(u, path, errs) return normalize_upstream(u, path, errs) end
+
+function NORMALIZERS.providers(p, path, errs)
+    if not check(PROVIDER, p, path, errs) then return nil end
+    return p
+end
+
+function NORMALIZERS.routes(r, path, errs, opts)
+    if not check(ROUTE, r, path, errs) then return nil end
+    for i, p in ipairs(r.paths) do
+        if not path_ok(p) then add(errs, join(join(path, "paths"), i), "'*' is only allowed at the end of a path") end
+    end
+    if type(r.upstream) == "table" then
+        r.upstream = normalize_upstream(r.upstream, join(path, "upstream"), errs)
+    elseif type(r.upstream) == "string" then
+        r.upstream_id, r.upstream = r.upstream, nil
+    end
+    check_plugins(r.plugins, join(path, "plugins"), errs, opts)
+    return r
+end
+
+function NORMALIZERS.consumers(c, path, errs, opts)
+    if not check(CONSUMER, c, path, errs) then return nil end
+    check_plugins(c.plugins, join(path, "plugins"), errs, opts)
+    return c
+end
+
+function NORMALIZERS.consumer_groups(g, path, errs, opts)
+    if not check(GROUP, g, path, errs) then return nil end
+    check_plugins(g.plugins, join(path, "plugins"), errs, opts)
+    return g
+end
+
+function NORMALIZERS.plugin_metadata(m, path, errs)
+    if not check(obj, m, path, errs) then return nil end
+    return m
+end
+
+local ID_FIELD = { routes = "id", upstreams = "id", consumers = "name" }
+
+-- Yields (id, entity, path) for a kind written either as a map id -> entity or a list of entities.
+local function entries(kind, v, errs)
+    local list, id_field = {}, ID_FIELD[kind]
+    if v == nil or v == cjson.null then return list end
+    if type(v) ~= "table" then add(errs, kind, "expected " .. (kind == "routes" and "a list" or "a map") .. ", got " .. schema.describe(v)) return list end
+    if next(v) == nil then return list end
+    if is_array(v) then
+        if not id_field then add(errs, kind, "expected a map of name -> entry, got a list") return list end
+        for i, e in ipairs(v) do
+            if e ~= false then list[#list + 1] = { id = type(e) == "table" and e[id_field] or nil, obj = e, path = kind .. "[" .. i .. "]" } end
+        end
+    else
+        if kind == "routes" then add(errs, kind, "expected a list of routes") return list end
+        for id, e in pairs(v) do
+            if type(e) == "table" and id_field and e[id_field] == nil then e[id_field] = id end
+            if type(e) == "table" and id_field and e[id_field] ~= id then
+                add(errs, join(join(kind, id), id_field), format("must match its key %q", tostring(id)))
+            end
+            list[#list + 1] = { id = id, obj = e, path = join(kind, id) }
+        end
+        sort(list, function(a, b) return tostring(a.id) < tostring(b.id) end)
+    end
+    return list
+end
+
+--- Validates a config table (from YAML or the Admin API); returns cfg | nil, errors ({path, message, line?}).
+function _M.validate(doc, opts)
+    opts = opts or {}
+    local errs = {}
+    if type(doc) ~= "table" or (next(doc) ~= nil and is_array(doc)) then
+        return nil, { { path = "", message = "config must be a mapping of sections (node, routes, ...)" } }
+    end
+    doc = deep_copy(doc)
+    for k in pairs(doc) do
+        if not TOP[k] then add(errs, tostring(k), "unknown section (allowed: node, " .. concat(KINDS, ", ") .. ")") end
+    end
+    local paths
+    local cfg = { raw = { node = deep_copy(doc.node) }, warnings = {}, upstreams = {}, providers = {}, routes = {},
+                  consumers = {}, consumer_groups = {}, plugin_metadata = {}, global_plugins = {} }
+    cfg.node = normalize_node(doc.node, "node", errs, opts)
+    for _, kind in ipairs(KINDS) do
+        cfg.raw[kind] = {}
+        if kind == "global_plugins" then
+            local gp = doc.global_plugins or {}
+            cfg.raw.global_plugins = deep_copy(gp)
+            if check(obj, gp, "global_plugins", errs) then
+                check_plugins(gp, "global_plugins", errs, opts)
+                cfg.global_plugins = gp
+            end
+        else
+            local seen = {}
+            paths = paths or {}
+            for _, e in ipairs(entries(kind, doc[kind], errs)) do
+                local raw = deep_copy(e.obj)
+                local n = NORMALIZERS[kind](e.obj, e.path, errs, opts)
+                if n and e.id ~= nil then
+                    if seen[e.id] then
+                        add(errs, join(e.path, ID_FIELD[kind] or ""), format("duplicate %s %q (also at %s)", ID_FIELD[kind] or "name", tostring(e.id), seen[e.id]))
+                    else
+                        seen[e.id] = e.path
+                        paths[n] = e.path
+                        cfg.raw[kind][e.id] = raw
+                        if kind == "routes" or kind == "consumers" then cfg[kind][#cfg[kind] + 1] = n else cfg[kind][e.id] = n end
+                    end
+                end
+            end
+        end
+    end
+    _M.check_refs(cfg, errs, paths)
+    if opts.lines then
+        for _, e in ipairs(errs) do e.line = _M.line_of(opts.lines, e.path) end
+    end
+    if #errs > 0 then return nil, errs end
+    return cfg
+end
+
+-- Finds each error's source line: the line of its path, or of the nearest parent that has one.
+function _M.line_of(lines, path)
+    local p = path
+    while p and p ~= "" do
+        if lines[p] then return lines[p] end
+        local parent = p:match("^(.*)%[%d+%]$") or p:match("^(.*)%.[^%.%[]*$")
+        if parent == p then break end
+        p = parent
+    end
+    return nil
+end
+
+--- Checks references between entities: route upstream ids, unique consumer keys; fills cfg.warnings.
+function _M.check_refs(cfg, errs, paths)
+    local seen_route = {}
+    paths = paths or {}
+    for i, r in ipairs(cfg.routes) do
+        local rp = paths[r] or ("routes[" .. i .. "]")
+        if r.upstream_id and not cfg.upstreams[r.upstream_id] then
+            add(errs, rp .. ".upstream", format("unknown upstream %q (define it under upstreams)", r.upstream_id))
+        end
+        for _, p in ipairs(r.paths) do
+            for _, m in ipairs(r.methods or { "*" }) do
+                for _, h in ipairs(r.hosts or { "*" }) do
+                    local key = p .. " " .. m .. " " .. h
+                    if seen_route[key] then
+                        cfg.warnings[#cfg.warnings + 1] = format("routes %q and %q both match %s %s (host %s)", seen_route[key], r.id, m, p, h)
+                    end
+                    seen_route[key] = seen_route[key] or r.id
+                end
+            end
+        end
+    end
+    local keys = {}
+    for i, c in ipairs(cfg.consumers) do
+        for j, k in ipairs(c.keys) do
+            if keys[k] and keys[k] ~= c.name then
+                add(errs, join(paths[c] or ("consumers[" .. i .. "]"), "keys") .. "[" .. j .. "]", format("key is already used by consumer %q", keys[k]))
+            end
+            keys[k] = c.name
+        end
+    end
+end
+
+--- Validates one entity (Admin API); returns the normalized copy | nil, errors with entity-relative paths.
+function _M.validate_entity(kind, id, obj, cfg, opts)
+    opts = opts or {}
+    local errs = {}
+    if not NORMALIZERS[kind] and kind ~= "global_plugins" then
+        return nil, { { path = "", message = "unknown entity kind " .. tostring(kind) } }
+    end
+    if type(obj) ~= "table" or (next(obj) ~= nil and is_array(obj)) then
+        return nil, { { path = "", message = "expected an object, got " .. schema.describe(obj) } }
+    end
+    obj = deep_copy(obj)
+    if kind == "global_plugins" then
+        check_plugins(obj, "", errs, opts)
+        if #errs > 0 then return nil, errs end
+        return obj
+    end
+    local idf = ID_FIELD[kind]
+    if idf then
+        if obj[idf] == nil then obj[idf] = id end
+        if obj[idf] ~= id then add(errs, idf, format("must match the id in the URL %q", tostring(id))) end
+    end
+    local n = NORMALIZERS[kind](obj, "", errs, opts)
+    if n and cfg then
+        if kind == "routes" and n.upstream_id and not (cfg.upstreams or {})[n.upstream_id] then
+            add(errs, "upstream", format("unknown upstream %q", n.upstream_id))
+        elseif kind == "consumers" then
+            for j, k in ipairs(n.keys) do
+                for _, c in ipairs(cfg.consumers or {}) do
+                    if c.name ~= n.name then
+                        for _, k2 in ipairs(c.keys) do
+                            if k == k2 then add(errs, "keys[" .. j .. "]", format("key is already used by consumer %q", c.name)) end
+                        end
+                    end
+                end
+            end
+        end
+    end
+    if #errs > 0 then return nil, errs end
+    return n
+end
+
+--- Formats an error list as "FILE:LINE: path: message" lines (FILE/LINE left out when unknown).
+function _M.format_errors(errs, file, lines)
+    local out = {}
+    for i, e in ipairs(errs) do
+        local line = e.line or (lines and _M.line_of(lines, e.path))
+        local f = e.file or file
+        local where = f and (f .. (line and (":" .. line) or "") .. ": ") or ""
+        out[i] = where .. ((e.path == nil or e.path == "") and "(root)" or e.path) .. ": " .. tostring(e.message)
+    end
+    return concat(out, "\n")
+end
+
+local function strip_nulls(v, depth)
+    if type(v) ~= "table" or depth > 100 then return v end
+    local arr = next(v) ~= nil and is_array(v)
+    local out, n = {}, 0
+    for k, x in pairs(v) do
+        if x ~= cjson.null then
+            if arr then n = n + 1 end
+            out[k] = strip_nulls(x, depth + 1)
+        end
+    end
+    if arr then -- keep lists dense when nulls were dropped
+        local dense = {}
+        for i = 1, #v do if v[i] ~= cjson.null then dense[#dense + 1] = out[i] end end
+        return dense
+    end
+    return out
+end
+
+local function read_file(path)
+    local f, err = io.open(path, "rb")
+    if not f then return nil, err end
+    local s = f:read("*a")
+    f:close()
+    return s
+end
+
+--- Reads a state file; returns the state table ({version=1} when the file does not exist) | nil, err.
+function _M.state_read(path)
+    local s = read_file(path)
+    if not s then return { version = 1 } end
+    local ok, st = pcall(cjson.decode, s)
+    if not ok or type(st) ~= "table" then return nil, path .. ": invalid JSON state file: " .. tostring(st) end
+    if st.version ~= 1 then return nil, path .. ": unsupported state file version " .. tostring(st.version) end
+    return strip_nulls(st, 0)
+end
+
+-- Applies the state file's entities over the YAML doc; marks overlaid entity paths with their origin.
+local function overlay(doc, st, origin)
+    for _, kind in ipairs(KINDS) do
+        local ch = st[kind]
+        if kind == "global_plugins" then
+            if ch ~= nil then
+                doc.global_plugins = ch ~= false and ch or nil
+                origin.global_plugins = true
+            end
+        elseif type(ch) == "table" then
+            local idf = ID_FIELD[kind]
+            local cur = doc[kind]
+            if type(cur) ~= "table" then cur = kind == "routes" and {} or {} ; doc[kind] = cur end
+            local list = next(cur) ~= nil and is_array(cur) or (kind == "routes")
+            local ids = {}
+            for id in pairs(ch) do ids[#ids + 1] = id end
+            sort(ids)
+            for _, id in ipairs(ids) do
+                local o = ch[id]
+                if type(o) == "table" and idf then o[idf] = id end
+                if list then
+                    local at
+                    for i, e in ipairs(cur) do if type(e) == "table" and e[idf] == id then at = i end end
+                    if not at and o ~= false then at = #cur + 1 end
+                    if at then
+                        cur[at] = o -- false keeps the slot so YAML line numbers of later entries stay right
+                        origin[kind .. "[" .. at .. "]"] = true
+                    end
+                else
+                    cur[id] = o ~= false and o or nil
+                    origin[join(kind, id)] = true
+                end
+            end
+        end
+    end
+end
+
+--- Reads the YAML file, overlays the state file, validates. Returns cfg | nil, "FILE:LINE: path: message" lines.
+function _M.load(path, opts)
+    opts = opts or {}
+    local yaml = require("sluice.yaml")
+    local doc, lines = yaml.load_file(path)
+    if not doc then return nil, lines end
+    local node = type(doc.node) == "table" and doc.node or {}
+    local state_path = opts.state_file or (type(node.state_file) == "string" and node.state_file) or (path .. ".state.json")
+    local st, err = _M.state_read(state_path)
+    if not st then return nil, err end
+    local origin = {}
+    overlay(doc, st, origin)
+    local vopts = setmetatable({ file = path, lines = lines }, { __index = opts })
+    local cfg, errs = _M.validate(doc, vopts)
+    if not cfg then
+        for _, e in ipairs(errs) do
+            local p = e.path
+            while p and p ~= "" do
+                if origin[p] then e.file, e.line = state_path, nil break end
+                p = p:match("^(.*)%[%d+%]$") or p:match("^(.*)%.[^%.%[]*$")
+            end
+        end
+        return nil, _M.format_errors(errs, path)
+    end
+    cfg.node.state_file = state_path
+    cfg.file = path
+    return cfg
+end
+
+local ffi = require("ffi")
+pcall(ffi.cdef, [[
+int open(const char *path, int flags, ...);
+long write(int fd, const void *buf, size_t n);
+int fsync(int fd);
+int close(int fd);
+int rename(const char *from, const char *to);
+]])
+
+-- Writes data to path atomically: temp file, fsync, rename, then fsync the directory.
+local function write_atomic(path, data)
+    local C, O_WRONLY, O_CREAT, O_TRUNC, O_RDONLY = ffi.C, 1, 64, 512, 0
+    local tmp = path .. ".tmp"
+    local fd = C.open(tmp, O_WRONLY + O_CREAT + O_TRUNC, ffi.new("int", 384)) -- 0600: may hold API keys
+    if fd < 0 then return nil, "cannot create " .. tmp .. ": " .. ffi.errno() end
+    local off, err = 0, nil
+    while off < #data do
+        local n = tonumber(C.write(fd, ffi.cast("const char *", data) + off, #data - off))
+        if n <= 0 then err = "write failed: errno " .. ffi.errno() break end
+        off = off + n
+    end
+    if not err and C.fsync(fd) ~= 0 then err = "fsync failed: errno " .. ffi.errno() end
+    C.close(fd)
+    if not err and C.rename(tmp, path) ~= 0 then err = "rename failed: errno " .. ffi.errno() end
+    if err then os.remove(tmp) return nil, path .. ": " .. err end
+    local dfd = C.open(path:match("^(.*)/[^/]*$") or ".", O_RDONLY)
+    if dfd >= 0 then C.fsync(dfd) C.close(dfd) end
+    return true
+end
+
+--- Records one Admin API change in the state file (obj, or false to delete). Returns true | nil, err.
+function _M.state_put(state_path, kind, id, obj)
+    if kind ~= "global_plugins" and (not NORMALIZERS[kind] or id == nil) then return nil, "invalid entity kind or id" end
+    local st, err = _M.state_read(state_path)
+    if not st then return nil, err end
+    if kind == "global_plugins" then
+        st.global_plugins = obj
+    else
+        st[kind] = st[kind] or {}
+        st[kind][tostring(id)] = obj
+    end
+    local ok, data = pcall(cjson.encode, st)
+    if not ok then return nil, "cannot encode state: " .. tostring(data) end
+    return write_atomic(state_path, data)
+end
+
+return _M
