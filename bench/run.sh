@@ -62,7 +62,8 @@ secs() { # "10s" "1m" "500ms" "7" -> whole seconds (>= 1)
 for tool in "$NGINX" "$WRK" taskset python3 curl; do
   command -v "$tool" >/dev/null 2>&1 || die "missing tool: $tool"
 done
-DUR_S=$(secs "$DURATION"); C1_S=$(secs "$C1_DURATION"); WARM_S=$(secs "$WARMUP")
+DUR_S=$(secs "$DURATION"); C1_S=$(secs "$C1_DURATION")
+WARM_S=0; [[ $WARMUP != 0 && $WARMUP != 0s ]] && WARM_S=$(secs "$WARMUP")
 
 NCPU=$(nproc)
 if (( NCPU < 2 )); then
@@ -257,7 +258,9 @@ SLUICE_DIRTY=$(git -C "$ROOT" status --porcelain -- core lua plugins CMakeLists.
 
 ensure_sluice() {
   [[ $SLUICE_STATE != unknown ]] && return 0
+  local tried=0
   if [[ ! -x $SLUICE_BIN && $SLUICE_BUILD == 1 && $SLUICE_BIN == "$ROOT/build/sluice" ]]; then
+    tried=1
     log "building sluice (Release) into $ROOT/build ..."
     if ! { cmake -S "$ROOT" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=Release &&
            cmake --build "$ROOT/build" -j2; } >"$TMP/build.log" 2>&1; then
@@ -270,7 +273,9 @@ ensure_sluice() {
   else
     SLUICE_STATE=missing
     SLUICE_REASON="sluice binary not available at $SLUICE_BIN"
-    [[ $SLUICE_BUILD == 1 ]] && SLUICE_REASON="$SLUICE_REASON (build failed or produced no binary)"
+    if [[ $tried == 1 ]]; then
+      SLUICE_REASON="$SLUICE_REASON (cmake build failed: $(grep -m1 -E 'error|Error' "$TMP/build.log" | head -c 200))"
+    fi
   fi
 }
 
@@ -451,8 +456,10 @@ measure() { # name server workload baseline direct port spid do_idle
       --body-file "$body" --requests $(( TTFT_REQUESTS * 2 )) --concurrency "$cc" --max-seconds 60 >"$TMP/$name.load" 2>&1 || true
     load=$(json_of "$TMP/$name.load")
   else
-    log "$name: warmup ${WARM_S}s"
-    run_wrk "$port" "$wl" "$THREADS" "$CONNECTIONS" "$WARM_S" "$TMP/$name.warm"
+    if (( WARM_S > 0 )); then
+      log "$name: warmup ${WARM_S}s"
+      run_wrk "$port" "$wl" "$THREADS" "$CONNECTIONS" "$WARM_S" "$TMP/$name.warm"
+    fi
     log "$name: load -t$THREADS -c$CONNECTIONS -d${DUR_S}s"
     [[ -n $spid ]] && start_sampler "$spid" "$TMP/$name.rss"
     run_wrk "$port" "$wl" "$THREADS" "$CONNECTIONS" "$DUR_S" "$TMP/$name.load"
