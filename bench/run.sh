@@ -203,12 +203,12 @@ http {
 }
 EOF
 "$NGINX" -t -q -p "$TMP/up" -e "$TMP/up/error.log" -c "$TMP/up/nginx.conf" || die "upstream nginx config invalid"
-taskset -c "$LOAD_CPU" "$NGINX" -p "$TMP/up" -e "$TMP/up/error.log" -c "$TMP/up/nginx.conf" &
+taskset -c "$LOAD_CPU" "$NGINX" -p "$TMP/up" -e "$TMP/up/error.log" -c "$TMP/up/nginx.conf" </dev/null &
 UP_PID=$!; PIDS+=("$UP_PID")
 wait_port "$U_JSON" "$UP_PID" 10 || die "upstream nginx did not start ($(tail -3 "$TMP/up/error.log"))"
 
 taskset -c "$LOAD_CPU" python3 "$LIB/sse_mock.py" --port "$U_PACED" --events "$SSE_EVENTS" \
-  --interval-ms "$SSE_INTERVAL_MS" --first-ms "$SSE_INTERVAL_MS" >"$TMP/sse_mock.log" 2>&1 &
+  --interval-ms "$SSE_INTERVAL_MS" --first-ms "$SSE_INTERVAL_MS" </dev/null >"$TMP/sse_mock.log" 2>&1 &
 MOCK_PID=$!; PIDS+=("$MOCK_PID")
 wait_port "$U_PACED" "$MOCK_PID" 10 || die "paced SSE mock did not start ($(cat "$TMP/sse_mock.log"))"
 
@@ -243,7 +243,7 @@ EOF
 
 NGX_PID=""
 start_nginx_proxy() {
-  taskset -c "$SUT_CPU" "$NGINX" -p "$TMP/proxy" -e "$TMP/proxy/error.log" -c "$TMP/proxy/nginx.conf" &
+  taskset -c "$SUT_CPU" "$NGINX" -p "$TMP/proxy" -e "$TMP/proxy/error.log" -c "$TMP/proxy/nginx.conf" </dev/null &
   NGX_PID=$!; PIDS+=("$NGX_PID")
   wait_port "$P_JSON" "$NGX_PID" 10 || die "nginx proxy did not start ($(tail -3 "$TMP/proxy/error.log"))"
   sleep 0.3
@@ -410,7 +410,7 @@ idle_conns_test() { # port pid -> JSON {"conns","opened","failed","rss_kb","rss_
   local port=$1 pid=$2 out=$TMP/idle.out before after i cpid ready=""
   (( IDLE_CONNS > 0 )) || { echo null; return; }
   before=$(rss_kb "$pid")
-  python3 "$LIB/idle_conns.py" --port "$port" --conns "$IDLE_CONNS" --hold-seconds 120 >"$out" 2>&1 &
+  python3 "$LIB/idle_conns.py" --port "$port" --conns "$IDLE_CONNS" --hold-seconds 120 </dev/null >"$out" 2>&1 &
   cpid=$!; PIDS+=("$cpid")
   for ((i = 0; i < 1200; i++)); do  # <= 120 s
     ready=$(grep -m1 '^READY ' "$out" 2>/dev/null | cut -d' ' -f2- || true)
@@ -498,12 +498,12 @@ run_sluice_case() { # name kind workload baseline direct
   cfg=$TMP/$name.yaml
   sluice_config "$kind" "$port" "$(workload_target "$wl")" "$cfg"
   if ! (cd "$ROOT" && timeout 30 "$SLUICE_BIN" -t -c "$cfg") >"$TMP/$name.check" 2>&1; then
-    reason="config refused by '$(basename "$SLUICE_BIN") -t': $(grep -v '^\s*$' "$TMP/$name.check" | tail -2 | tr '\n' ' ' | head -c 300)"
+    reason="config refused by '$(basename "$SLUICE_BIN") -t': $(grep -v '^\s*$' "$TMP/$name.check" | head -3 | tr '\n\t' '  ' | head -c 300)"
     log "$name: skipped ($reason)"
     write_case "$name" "sluice:$kind" "$wl" "$base" "$dir" skipped "$reason"
     return
   fi
-  (cd "$ROOT" && exec taskset -c "$SUT_CPU" "$SLUICE_BIN" -c "$cfg") >"$TMP/$name.log" 2>&1 &
+  (cd "$ROOT" && exec taskset -c "$SUT_CPU" "$SLUICE_BIN" -c "$cfg") </dev/null >"$TMP/$name.log" 2>&1 &
   spid=$!; PIDS+=("$spid")
   if ! wait_port "$port" "$spid" 15; then
     reason="sluice did not start listening on $port: $(tail -3 "$TMP/$name.log" | tr '\n' ' ')"
@@ -538,6 +538,8 @@ done 3<<<"$CASE_TABLE"
 [[ -n $NGX_PID ]] && stop_pid "$NGX_PID"
 
 # ---------------------------------------------------------------- report
+SLUICE_BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$(dirname "$SLUICE_BIN")/CMakeCache.txt" 2>/dev/null || true)
+[[ $SLUICE_BUILD_TYPE != Release ]] && [[ -x $SLUICE_BIN ]] && log "note: $SLUICE_BIN is a '${SLUICE_BUILD_TYPE:-unknown}' build, not Release"
 CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 NGINX_VERSION=$({ "$NGINX" -v 2>&1 || true; } | sed 's/^nginx version: //')
 WRK_VERSION=$({ "$WRK" -v 2>&1 || true; } | head -1 | awk '{print $2}')
@@ -546,7 +548,7 @@ set +e
 python3 "$LIB/report.py" --res "$TMP/res" --out "$RESULTS_DIR" \
   --meta "$(python3 -c 'import json,sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv[2::2]))))' \
     nproc "$NCPU" cpu_model "$CPU_MODEL" kernel "$(uname -r)" nginx_version "$NGINX_VERSION" \
-    wrk_version "$WRK_VERSION" sluice_commit "$SLUICE_COMMIT" sluice_bin "$SLUICE_BIN" \
+    wrk_version "$WRK_VERSION" sluice_commit "$SLUICE_COMMIT" sluice_bin "$SLUICE_BIN" sluice_build_type "${SLUICE_BUILD_TYPE:-unknown}" \
     duration "${DUR_S}s" c1_duration "${C1_S}s" warmup "${WARM_S}s" connections "$CONNECTIONS" \
     threads "$THREADS" idle_conns "$IDLE_CONNS" ttft_requests "$TTFT_REQUESTS" \
     sse_events "$SSE_EVENTS" sse_interval_ms "$SSE_INTERVAL_MS" \
