@@ -17,6 +17,10 @@
 #include "shared/shdict.h"
 #include "shared/snapshot.h"
 
+extern int luaopen_cjson(lua_State *L);
+extern int luaopen_cjson_safe(lua_State *L);
+extern lua_CFunction sl__luaopen_cjson, sl__luaopen_cjson_safe;
+
 static lua_State *ML; /* the main thread's VM: loads and checks config */
 static uv_signal_t sig_hup, sig_term, sig_int, sig_quit;
 
@@ -136,6 +140,7 @@ static int master_call(const char *fn, int quiet)
             sl_log(SL_LOG_ERROR, "config rejected, the running one stays:\n%s", lua_tostring(ML, -1));
         return -1;
     }
+    lua_remove(ML, 1); /* the module: leaves (node_settings, snapshot_json) at 1 and 2 */
     return 0;
 }
 
@@ -145,7 +150,7 @@ static void on_signal(uv_signal_t *s, int signum)
         sl_log(SL_LOG_INFO, "SIGHUP: reloading %s and plugins", sl_settings.config_path);
         if (master_call("reload", 1) == 0) {
             size_t len;
-            const char *json = lua_tolstring(ML, -1, &len);
+            const char *json = lua_tolstring(ML, 2, &len);
             sl_snapshot_publish(json, len, 1);
         }
         lua_settop(ML, 0);
@@ -187,6 +192,8 @@ int main(int argc, char **argv)
         }
     }
     sl_settings_defaults();
+    sl__luaopen_cjson = luaopen_cjson;
+    sl__luaopen_cjson_safe = luaopen_cjson_safe;
     snprintf(sl_settings.home, sizeof(sl_settings.home), "%s", prefix ? prefix : SLUICE_HOME);
     if (conf == NULL) {
         static char dflt[PATH_MAX + 32];

@@ -18,8 +18,9 @@
 
 #define SL_VERSION "0.1.0"
 
-extern int luaopen_cjson(lua_State *L);
-extern int luaopen_cjson_safe(lua_State *L);
+/* Set by main(): the executable links lua-cjson statically; the FFI shared object for specs does not (the
+ * specs' luajit finds the system cjson module instead). */
+lua_CFunction sl__luaopen_cjson, sl__luaopen_cjson_safe;
 extern int luaopen_sluice_yaml(lua_State *L);
 
 /* Registry refs of the worker module's functions, per worker thread. */
@@ -63,10 +64,12 @@ lua_State *sl_vm_new(void)
     luaL_openlibs(L);
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "preload");
-    lua_pushcfunction(L, luaopen_cjson);
-    lua_setfield(L, -2, "cjson");
-    lua_pushcfunction(L, luaopen_cjson_safe);
-    lua_setfield(L, -2, "cjson.safe");
+    if (sl__luaopen_cjson && sl__luaopen_cjson_safe) {
+        lua_pushcfunction(L, sl__luaopen_cjson);
+        lua_setfield(L, -2, "cjson");
+        lua_pushcfunction(L, sl__luaopen_cjson_safe);
+        lua_setfield(L, -2, "cjson.safe");
+    }
     lua_pushcfunction(L, luaopen_sluice_yaml);
     lua_setfield(L, -2, "sluice.yaml");
     lua_pop(L, 1);
@@ -248,6 +251,33 @@ int sl_timer_start(double delay, int id)
     t->t.data = &sl__lua_timer_tag;
     t->id = id;
     uv_timer_start(&t->t, on_timer, delay > 0 ? (uint64_t)(delay * 1000) : 0, 0);
+    return 0;
+}
+
+typedef struct req_timer {
+    uv_timer_t t;
+    sl_req_t *req;
+} req_timer_t;
+
+static void on_req_timer(uv_timer_t *t)
+{
+    sl_req_t *r = ((req_timer_t *)t)->req;
+    uv_close((uv_handle_t *)t, sl__lua_timer_free);
+    sl_vm_resume(r);
+    sl_req_release(r);
+}
+
+int sl_req_sleep(sl_req_t *r, double delay)
+{
+    if (cur_worker == NULL)
+        return -1;
+    req_timer_t *t = malloc(sizeof(*t));
+    if (t == NULL)
+        return -1;
+    uv_timer_init(&cur_worker->loop, &t->t);
+    t->req = r;
+    r->refs++;
+    uv_timer_start(&t->t, on_req_timer, delay > 0 ? (uint64_t)(delay * 1000) : 0, 0);
     return 0;
 }
 

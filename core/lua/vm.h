@@ -25,6 +25,8 @@ void sl_vm_timer(sl_worker_t *w, int id);
 /* FFI exports for the Lua side. */
 /** Starts a one-shot timer on the calling worker: after delay seconds, sluice.worker.on_timer(id) runs. */
 int sl_timer_start(double delay, int id);
+/** Resumes the request's coroutine after delay seconds (the coroutine yields right after). */
+int sl_req_sleep(sl_req_t *r, double delay);
 /** Returns the calling worker's id (0 in the main thread). */
 int sl_worker_id(void);
 /** Returns the number of workers. */

@@ -1,0 +1,72 @@
+-- What every PDK module shares: the FFI view of the C request (core/http/request.h, response.h,
+-- upstream/proxy.h, lua/vm.h) and the lookup of the running request's context.
+local ffi = require("ffi")
+local C = require("sluice.core")
+
+ffi.cdef [[
+typedef struct sl_header { const char *name; const char *value; uint32_t name_len; uint32_t value_len; } sl_header_t;
+typedef struct sl_req {
+    const char *method; const char *path; const char *query; const char *host; const char *body;
+    sl_header_t *headers; const char *client_ip;
+    uint32_t method_len, path_len, query_len, host_len, body_len, nheaders, client_ip_len;
+    uint16_t client_port;
+    uint8_t http_minor, keepalive, resp_started, resp_done, client_gone, is_admin;
+    int32_t status;
+    uint64_t id;
+    uint64_t bytes_sent;
+    double start_time;
+    char route_id[64];
+    uint32_t route_id_len;
+    uint32_t upstream_status;
+    double upstream_time;
+} sl_req_t;
+typedef struct sl_upresp {
+    sl_header_t *headers; const char *chunk;
+    uint32_t nheaders, chunk_len;
+    int32_t status, error;
+    int64_t content_length;
+    uint8_t headers_done, done, reused;
+} sl_upresp_t;
+int sl_resp_send(sl_req_t *r, int status, const char *headers, size_t hlen, const char *body, size_t blen);
+int sl_resp_start(sl_req_t *r, int status, const char *headers, size_t hlen, int64_t content_length);
+int sl_resp_write(sl_req_t *r, const char *data, size_t len);
+int sl_resp_finish(sl_req_t *r);
+size_t sl_resp_pending(const sl_req_t *r);
+sl_upresp_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, const char *head,
+    size_t headlen, const char *body, size_t bodylen, int mode, double connect_timeout, double send_timeout,
+    double read_timeout, int pool_size, double idle_timeout);
+int sl_proxy_read(sl_upresp_t *p);
+int sl_proxy_pass(sl_upresp_t *p);
+int sl_timer_start(double delay, int id);
+int sl_req_sleep(sl_req_t *r, double delay);
+int sl_worker_id(void);
+int sl_worker_count(void);
+double sl_now(void);
+double sl_time(void);
+void sl_log_write(int level, const char *msg, unsigned long len);
+int sl_log_enabled(int level);
+]]
+
+local running = coroutine.running
+
+local _M = { C = C }
+
+-- Request contexts by coroutine. Weak keys: a finished request's coroutine takes its context with it.
+local ctxs = setmetatable({}, { __mode = "k" })
+_M.ctxs = ctxs
+
+--- The running request's context; raises when called outside a request.
+function _M.get_ctx()
+    local ctx = ctxs[running()]
+    if ctx == nil then
+        error("no request in this context (called from init or a timer?)", 3)
+    end
+    return ctx
+end
+
+--- The running request's context or nil.
+function _M.current_ctx()
+    return ctxs[running()]
+end
+
+return _M

@@ -1,0 +1,43 @@
+-- sluice.log: the error log. Phases: all.
+--   sluice.log.warn("upstream ", name, " slow: ", ms, "ms")
+local ffi = require("ffi")
+local base = require("sluice.pdk.base")
+local C = base.C
+
+local concat, select, tostring = table.concat, select, tostring
+
+local _M = {}
+
+local function writer(level, tag)
+    return function(...)
+        if C.sl_log_enabled(level) == 0 then
+            return
+        end
+        local n = select("#", ...)
+        local parts = { tag }
+        for i = 1, n do
+            parts[i + 1] = tostring((select(i, ...)))
+        end
+        local ctx = base.current_ctx()
+        if ctx then
+            parts[#parts + 1] = " (request " .. ctx.request_id .. ")"
+        end
+        local msg = concat(parts)
+        C.sl_log_write(level, msg, #msg)
+    end
+end
+
+_M.debug = writer(0, "")
+_M.info = writer(1, "")
+_M.warn = writer(2, "")
+_M.err = writer(3, "")
+_M.error = _M.err
+
+--- A logger that prefixes every line with "[name] " (used for plugins).
+function _M.named(name)
+    local p = "[" .. name .. "] "
+    return { debug = writer(0, p), info = writer(1, p), warn = writer(2, p), err = writer(3, p),
+             error = writer(3, p) }
+end
+
+return _M

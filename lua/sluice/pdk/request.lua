@@ -1,0 +1,222 @@
+-- sluice.request: the client's request. Phases: rewrite, access (reads work in every phase).
+--
+--   local sluice = require("sluice")
+--   sluice.request.get_method()            --> "POST"
+--   sluice.request.get_path()              --> "/v1/chat/completions"
+--   sluice.request.get_header("x-api-key") --> value or nil (case-insensitive; first value)
+--   sluice.request.get_json()              --> decoded body table, or nil, err (cached per request)
+--   sluice.request.set_header("x-user", "alice")   -- changes what the upstream receives
+--
+-- The C request (core/http/request.h) is read through FFI; strings are copied out once and cached in ctx.
+local ffi = require("ffi")
+local base = require("sluice.pdk.base")
+
+local ffi_string, lower, type, pairs, tostring = ffi.string, string.lower, type, pairs, tostring
+local gsub, char, tonumber, find, sub = string.gsub, string.char, tonumber, string.find, string.sub
+local cjson = require("cjson.safe")
+local get_ctx = base.get_ctx
+
+local _M = {}
+
+local function headers_of(ctx)
+    local h = ctx._headers
+    if h then
+        return h
+    end
+    h = {}
+    local r = ctx.req
+    for i = 0, r.nheaders - 1 do
+        local hd = r.headers[i]
+        local name = lower(ffi_string(hd.name, hd.name_len))
+        local value = ffi_string(hd.value, hd.value_len)
+        local old = h[name]
+        if old == nil then
+            h[name] = value
+        elseif type(old) == "table" then
+            old[#old + 1] = value
+        else
+            h[name] = { old, value }
+        end
+    end
+    ctx._headers = h
+    return h
+end
+_M.headers_of = headers_of
+
+--- Method, upper case ("GET").
+function _M.get_method(ctx)
+    ctx = ctx or get_ctx()
+    return ctx.method
+end
+
+--- Path without query string, as sent (not decoded).
+function _M.get_path(ctx)
+    ctx = ctx or get_ctx()
+    return ctx.upstream_path or ctx.path
+end
+
+--- Raw query string without "?", or "".
+function _M.get_raw_query(ctx)
+    ctx = ctx or get_ctx()
+    local r = ctx.req
+    return ffi_string(r.query, r.query_len)
+end
+
+local function unescape(s)
+    s = gsub(s, "+", " ")
+    return (gsub(s, "%%(%x%x)", function(h) return char(tonumber(h, 16)) end))
+end
+
+--- Query arguments as a table (repeated names become arrays).
+function _M.get_query(ctx)
+    ctx = ctx or get_ctx()
+    if ctx._query then
+        return ctx._query
+    end
+    local q = {}
+    for pair in string.gmatch(_M.get_raw_query(ctx), "[^&]+") do
+        local eq = find(pair, "=", 1, true)
+        local k = unescape(eq and sub(pair, 1, eq - 1) or pair)
+        local v = eq and unescape(sub(pair, eq + 1)) or true
+        local old = q[k]
+        if old == nil then
+            q[k] = v
+        elseif type(old) == "table" then
+            old[#old + 1] = v
+        else
+            q[k] = { old, v }
+        end
+    end
+    ctx._query = q
+    return q
+end
+
+--- One query argument.
+function _M.get_query_arg(name, ctx)
+    return _M.get_query(ctx)[name]
+end
+
+--- Header value (first one when repeated) or nil; name is case-insensitive.
+function _M.get_header(name, ctx)
+    ctx = ctx or get_ctx()
+    local lname = lower(name)
+    local set = ctx.set_headers
+    if set then
+        local v = set[lname]
+        if v ~= nil then
+            return v or nil
+        end
+    end
+    local v = headers_of(ctx)[lname]
+    if type(v) == "table" then
+        return v[1]
+    end
+    return v
+end
+
+--- All headers: lower-case name -> value (or array of values).
+function _M.get_headers(ctx)
+    ctx = ctx or get_ctx()
+    local h = headers_of(ctx)
+    local set = ctx.set_headers
+    if not set then
+        return h
+    end
+    local out = {}
+    for k, v in pairs(h) do
+        out[k] = v
+    end
+    for k, v in pairs(set) do
+        out[k] = v or nil
+    end
+    return out
+end
+
+--- Sets (or with nil removes) a header sent upstream.
+function _M.set_header(name, value, ctx)
+    ctx = ctx or get_ctx()
+    if type(name) ~= "string" then
+        error("header name must be a string", 2)
+    end
+    ctx.set_headers = ctx.set_headers or {}
+    ctx.set_headers[lower(name)] = value ~= nil and tostring(value) or false
+end
+
+--- Removes a header before the request goes upstream.
+function _M.clear_header(name, ctx)
+    _M.set_header(name, nil, ctx)
+end
+
+--- Changes the path sent upstream.
+function _M.set_path(path, ctx)
+    ctx = ctx or get_ctx()
+    if type(path) ~= "string" or sub(path, 1, 1) ~= "/" then
+        error("path must be a string starting with /", 2)
+    end
+    ctx.upstream_path = path
+end
+
+--- Raw body (string, "" when empty).
+function _M.get_body(ctx)
+    ctx = ctx or get_ctx()
+    if ctx.body ~= nil then
+        return ctx.body
+    end
+    local r = ctx.req
+    ctx.body = r.body_len > 0 and ffi_string(r.body, r.body_len) or ""
+    return ctx.body
+end
+
+--- Body decoded as JSON (cached); nil, err when it is not JSON.
+function _M.get_json(ctx)
+    ctx = ctx or get_ctx()
+    if ctx.json ~= nil then
+        return ctx.json
+    end
+    local body = _M.get_body(ctx)
+    if body == "" then
+        return nil, "empty body"
+    end
+    local t, err = cjson.decode(body)
+    if t == nil then
+        return nil, "invalid JSON: " .. tostring(err)
+    end
+    ctx.json = t
+    return t
+end
+
+--- Replaces the body sent upstream (string).
+function _M.set_body(body, ctx)
+    ctx = ctx or get_ctx()
+    if type(body) ~= "string" then
+        error("body must be a string", 2)
+    end
+    ctx.body = body
+    ctx.json = nil
+    ctx.body_changed = true
+end
+
+--- Replaces the body with a table encoded as JSON when the request goes upstream.
+function _M.set_json(t, ctx)
+    ctx = ctx or get_ctx()
+    if type(t) ~= "table" then
+        error("json body must be a table", 2)
+    end
+    ctx.json = t
+    ctx.json_changed = true
+end
+
+--- Client IP address.
+function _M.get_client_ip(ctx)
+    ctx = ctx or get_ctx()
+    local r = ctx.req
+    return ffi_string(r.client_ip, r.client_ip_len)
+end
+
+--- Request id as 16 hex digits (also in the access log).
+function _M.get_id(ctx)
+    ctx = ctx or get_ctx()
+    return ctx.request_id
+end
+
+return _M

@@ -1,0 +1,261 @@
+-- Sending a request to a route's upstream and the response back, through the C proxy
+-- (core/upstream/proxy.c). Without header_filter/body_filter plugins the response streams through C
+-- untouched (PASS); otherwise Lua sees the head and each chunk (FILTER).
+local ffi = require("ffi")
+local base = require("sluice.pdk.base")
+local response = require("sluice.pdk.response")
+local request = require("sluice.pdk.request")
+local log = require("sluice.pdk.log")
+local cjson = require("cjson.safe")
+
+local C = base.C
+local ffi_string, lower, pairs, type, pcall, concat = ffi.string, string.lower, pairs, type, pcall, table.concat
+local yield, sub, find, tostring = coroutine.yield, string.sub, string.find, tostring
+local header_lines = response.header_lines
+
+local PASS, FILTER = 0, 1
+local UPERR_TIMEOUT, UPERR_CLIENT_GONE = 3, 6
+local ERRNAMES = { "connect failed", "DNS resolution failed", "timed out", "connection reset",
+                   "invalid response", "client gone", "out of memory" }
+
+local _M = {}
+
+-- Headers that describe one hop, not the message: never forwarded.
+local HOP = { connection = true, ["keep-alive"] = true, ["proxy-connection"] = true, te = true, trailer = true,
+              ["transfer-encoding"] = true, upgrade = true, ["content-length"] = true, host = true,
+              expect = true }
+
+-- Smooth weighted round-robin (as nginx): state lives on the upstream table of this worker's config.
+local function pick_node(up)
+    local nodes = up.nodes
+    if #nodes == 1 then
+        return nodes[1]
+    end
+    local total, best = 0, nil
+    for i = 1, #nodes do
+        local n = nodes[i]
+        n.cw = (n.cw or 0) + n.weight
+        total = total + n.weight
+        if n.weight > 0 and (best == nil or n.cw > best.cw) then
+            best = n
+        end
+    end
+    if best then
+        best.cw = best.cw - total
+    end
+    return best
+end
+_M.pick_node = pick_node
+
+local function upstream_path(ctx)
+    local path = ctx.upstream_path or ctx.path
+    local route = ctx.route
+    if route and route.strip_prefix and not ctx.upstream_path then
+        for _, p in ipairs(route.paths) do
+            if sub(p, -2) == "/*" then
+                local pre = sub(p, 1, -3)
+                if sub(path, 1, #pre) == pre then
+                    path = sub(path, #pre + 1)
+                    if path == "" or sub(path, 1, 1) ~= "/" then
+                        path = "/" .. path
+                    end
+                    break
+                end
+            end
+        end
+    end
+    local r = ctx.req
+    if ctx.upstream_query then
+        return path .. "?" .. ctx.upstream_query
+    elseif r.query_len > 0 then
+        return path .. "?" .. ffi_string(r.query, r.query_len)
+    end
+    return path
+end
+
+local function build_head(ctx, up, node, body_len)
+    local r = ctx.req
+    local set = ctx.set_headers
+    local out, n = { ctx.upstream_method or ctx.method, " ", upstream_path(ctx), " HTTP/1.1\r\n" }, 4
+    local host
+    if up.pass_host == "node" then
+        host = node.port == 80 and node.host or (node.host .. ":" .. node.port)
+    elseif up.pass_host == "rewrite" then
+        host = up.host
+    else
+        host = request.get_header("host", ctx) or node.host
+    end
+    out[n + 1], out[n + 2], out[n + 3] = "Host: ", host, "\r\n"
+    n = n + 3
+    local xff
+    for i = 0, r.nheaders - 1 do
+        local h = r.headers[i]
+        local name = lower(ffi_string(h.name, h.name_len))
+        if not HOP[name] and not (set and set[name] ~= nil) then
+            if name == "x-forwarded-for" then
+                xff = ffi_string(h.value, h.value_len)
+            else
+                out[n + 1], out[n + 2], out[n + 3], out[n + 4] = ffi_string(h.name, h.name_len), ": ",
+                    ffi_string(h.value, h.value_len), "\r\n"
+                n = n + 4
+            end
+        end
+    end
+    if set then
+        for name, v in pairs(set) do
+            if v and not HOP[name] then
+                out[n + 1], out[n + 2], out[n + 3], out[n + 4] = name, ": ", v, "\r\n"
+                n = n + 4
+            end
+        end
+    end
+    local ip = ffi_string(r.client_ip, r.client_ip_len)
+    out[n + 1], out[n + 2], out[n + 3] = "X-Forwarded-For: ", xff and (xff .. ", " .. ip) or ip, "\r\n"
+    out[n + 4] = "X-Forwarded-Proto: http\r\n"
+    n = n + 4
+    if body_len > 0 or ctx.method == "POST" or ctx.method == "PUT" or ctx.method == "PATCH" then
+        out[n + 1] = "Content-Length: " .. body_len .. "\r\n"
+        n = n + 1
+    end
+    out[n + 1] = "\r\n"
+    return concat(out, "", 1, n + 1)
+end
+
+local function resp_headers(up)
+    local h = {}
+    for i = 0, up.nheaders - 1 do
+        local hd = up.headers[i]
+        local name = lower(ffi_string(hd.name, hd.name_len))
+        local v = ffi_string(hd.value, hd.value_len)
+        local old = h[name]
+        if old == nil then
+            h[name] = v
+        elseif type(old) == "table" then
+            old[#old + 1] = v
+        else
+            h[name] = { old, v }
+        end
+    end
+    return h
+end
+
+local function fail_response(ctx, up)
+    local err = up.error
+    if err == UPERR_CLIENT_GONE or ctx.req.resp_started ~= 0 then
+        return
+    end
+    local status = err == UPERR_TIMEOUT and 504 or 502
+    local worker = require("sluice.worker")
+    ctx.upstream_error = ERRNAMES[err] or ("error " .. tostring(err))
+    worker.send(ctx, status, worker.error_body(status, "upstream " .. ctx.upstream_error))
+end
+
+local function filter_chunk(ctx, items, chunk, eof)
+    for i = 1, #items do
+        local item = items[i]
+        local ok, res = pcall(item.plugin.body_filter, item.conf, ctx, chunk, eof)
+        if not ok then
+            log.err("plugin ", item.name, " body_filter failed: ", res)
+        elseif res ~= nil then
+            chunk = res
+        end
+    end
+    return chunk
+end
+
+--- Proxies ctx's request to upstream conf `up` with the route pipeline `pipe`; returns when the response is done.
+function _M.run(ctx, up, pipe)
+    local r = ctx.req
+    if up.scheme == "https" then
+        local worker = require("sluice.worker")
+        return worker.send(ctx, 502, worker.error_body(502, "https upstreams are not supported yet"))
+    end
+    local node = pick_node(up)
+    if not node then
+        local worker = require("sluice.worker")
+        return worker.send(ctx, 503, worker.error_body(503, "upstream has no node with weight > 0"))
+    end
+    local body, body_ptr, body_len
+    if ctx.json_changed then
+        body = cjson.encode(ctx.json) or ""
+    elseif ctx.body_changed then
+        body = ctx.body
+    end
+    if body then
+        body_ptr, body_len = body, #body
+    else
+        body_ptr, body_len = r.body, r.body_len
+    end
+    local head = build_head(ctx, up, node, body_len)
+    local filter = pipe and (pipe.header_filter or pipe.body_filter) or ctx.want_response
+    local t, ka = up.timeout or {}, up.keepalive or {}
+    ctx.upstream_addr = node.host .. ":" .. node.port
+    local p = C.sl_proxy_start(r, node.host, #node.host, node.port, head, #head, body_ptr, body_len,
+        filter and FILTER or PASS, t.connect or 5, t.send or 30, t.read or 60, ka.size or 64, ka.idle_timeout or 60)
+    if p == nil then
+        local worker = require("sluice.worker")
+        return worker.send(ctx, 500, worker.error_body(500, "cannot start the upstream request"))
+    end
+    ctx.upstream = p
+    yield()
+    if not filter then
+        if p.error ~= 0 then
+            fail_response(ctx, p)
+        end
+        ctx.upstream_status = p.status
+        return
+    end
+    if p.headers_done == 0 then
+        return fail_response(ctx, p)
+    end
+    ctx.upstream_status = p.status
+    ctx.response = { status = p.status, headers = resp_headers(p) }
+    if pipe.header_filter then
+        for _, item in ipairs(pipe.header_filter) do
+            local ok, err = pcall(item.plugin.header_filter, item.conf, ctx)
+            if not ok then
+                log.err("plugin ", item.name, " header_filter failed: ", err)
+            end
+        end
+    end
+    local resp = ctx.response
+    local bf = pipe.body_filter
+    local lines = header_lines(resp.headers, ctx.resp_headers)
+    C.sl_resp_start(r, resp.status, lines, #lines, bf and -1 or p.content_length)
+    if not bf then
+        C.sl_proxy_pass(p)
+        yield()
+        return
+    end
+    while true do
+        if p.chunk_len == 0 and p.done == 0 then
+            C.sl_proxy_read(p)
+            yield()
+        end
+        if r.client_gone ~= 0 then
+            return
+        end
+        if p.chunk_len > 0 then
+            local chunk = filter_chunk(ctx, bf, ffi_string(p.chunk, p.chunk_len), false)
+            if chunk and #chunk > 0 then
+                C.sl_resp_write(r, chunk, #chunk)
+            end
+            if p.done == 0 then
+                C.sl_proxy_read(p)
+                yield()
+            else
+                C.sl_proxy_read(p) -- marks the chunk taken
+            end
+        end
+        if p.done ~= 0 and p.chunk_len == 0 then
+            break
+        end
+    end
+    local tail = filter_chunk(ctx, bf, "", true)
+    if tail and #tail > 0 then
+        C.sl_resp_write(r, tail, #tail)
+    end
+    C.sl_resp_finish(r)
+end
+
+return _M

@@ -1,0 +1,234 @@
+-- One worker's request path: config application (router + per-route plugin pipelines) and the request
+-- coroutine: route match -> rewrite -> access -> upstream -> header_filter -> body_filter -> log.
+local ffi = require("ffi")
+local base = require("sluice.pdk.base")
+local config = require("sluice.config")
+local plugins = require("sluice.plugins")
+local router_mod = require("sluice.router")
+local request = require("sluice.pdk.request")
+local response = require("sluice.pdk.response")
+local timer = require("sluice.pdk.timer")
+local log = require("sluice.pdk.log")
+local proxy = require("sluice.proxy")
+local cjson = require("cjson.safe")
+
+local C = base.C
+local ctxs = base.ctxs
+local ffi_string, ffi_cast, ffi_copy = ffi.string, ffi.cast, ffi.copy
+local pairs, ipairs, type, pcall, tostring, sort = pairs, ipairs, type, pcall, tostring, table.sort
+local running, format, min = coroutine.running, string.format, math.min
+local encode_body, header_lines = response.encode_body, response.header_lines
+
+local req_ptr_t = ffi.typeof("sl_req_t *")
+local PHASES = { "rewrite", "access", "header_filter", "body_filter", "log" }
+
+local _M = { state = nil, id = -1 }
+
+function _M.init(id)
+    _M.id = id
+end
+
+local function prefix()
+    return SLUICE_HOME or "."
+end
+
+-- Plugins of a route in run order: global ones, then the route's (a route's conf replaces a global one of
+-- the same name), by descending priority; `_meta.priority` overrides, `_meta.disable` removes.
+local function build_pipeline(route_plugins, global_plugins)
+    local by_name = {}
+    for name, conf in pairs(global_plugins or {}) do
+        by_name[name] = conf
+    end
+    for name, conf in pairs(route_plugins or {}) do
+        by_name[name] = conf
+    end
+    local list = {}
+    for name, conf in pairs(by_name) do
+        local meta = conf._meta
+        if not (meta and meta.disable) then
+            local p = plugins.get(name)
+            if p then
+                list[#list + 1] = { plugin = p, conf = conf, name = name,
+                                    priority = meta and meta.priority or p.priority,
+                                    log = log.named(name) }
+            end
+        end
+    end
+    sort(list, function(a, b)
+        if a.priority ~= b.priority then
+            return a.priority > b.priority
+        end
+        return a.name < b.name
+    end)
+    local pipe = { all = list }
+    for _, ph in ipairs(PHASES) do
+        local arr = {}
+        for _, item in ipairs(list) do
+            if item.plugin[ph] then
+                arr[#arr + 1] = item
+            end
+        end
+        pipe[ph] = #arr > 0 and arr or false
+    end
+    return pipe
+end
+
+local inited = setmetatable({}, { __mode = "k" })
+
+--- Called by C when a config snapshot is published (and at start).
+function _M.apply(json, version, reload_plugins)
+    local doc, err = cjson.decode(json)
+    if not doc then
+        log.err("config snapshot is not JSON: ", err)
+        return
+    end
+    if reload_plugins then
+        for _, e in ipairs(plugins.reload()) do
+            log.err("plugin reload: ", e, " (previous version kept)")
+        end
+    end
+    local pre = config.validate(doc, { prefix = prefix() })
+    if pre then
+        plugins.set_paths(pre.node.plugin_paths)
+    end
+    local cfg, errs = config.validate(doc, { plugins = plugins.for_config, prefix = prefix() })
+    if not cfg then
+        log.err("config version ", version, " rejected by worker ", _M.id, ":\n", config.format_errors(errs))
+        return
+    end
+    local rt, rerr = router_mod.new(cfg.routes)
+    if not rt then
+        log.err("config version ", version, ": ", rerr)
+        return
+    end
+    for _, route in ipairs(cfg.routes) do
+        route.pipeline = build_pipeline(route.plugins, cfg.global_plugins)
+        route.upstream_conf = route.upstream or (route.upstream_id and cfg.upstreams[route.upstream_id])
+        route.id_c = route.id:sub(1, 63)
+        for _, item in ipairs(route.pipeline.all) do
+            local p = item.plugin
+            if p.init_worker and not inited[p] then
+                inited[p] = true
+                local ok, ierr = pcall(p.init_worker)
+                if not ok then
+                    log.err("plugin ", item.name, " init_worker: ", ierr)
+                end
+            end
+        end
+    end
+    _M.state = { doc = doc, cfg = cfg, router = rt, version = version }
+    log.debug("worker ", _M.id, " applied config version ", version)
+end
+
+--- Called by C when a Lua timer fires.
+function _M.on_timer(id)
+    timer.fire(id)
+end
+
+local function send(ctx, status, body, headers)
+    local r = ctx.req
+    if r.resp_started ~= 0 then
+        return
+    end
+    local bytes, ctype = encode_body(body)
+    local extra = ctx.resp_headers
+    if ctype and not (headers and (headers["content-type"] or headers["Content-Type"])) then
+        headers = headers or {}
+        headers["content-type"] = ctype
+    end
+    local lines = header_lines(headers and (function()
+        local lower = {}
+        for k, v in pairs(headers) do lower[k:lower()] = v end
+        return lower
+    end)() or nil, extra)
+    C.sl_resp_send(r, status, lines, #lines, bytes, #bytes)
+end
+_M.send = send
+
+local function error_body(status, message, code)
+    return { error = { message = message, type = status >= 500 and "server_error" or "invalid_request_error",
+                       code = code or status } }
+end
+_M.error_body = error_body
+
+-- Runs one phase; true when a plugin ended the request (ctx.exit set).
+local function run_phase(ctx, items, phase)
+    for i = 1, #items do
+        local item = items[i]
+        ctx.plugin_name = item.name
+        local ok, status, body = pcall(item.plugin[phase], item.conf, ctx)
+        if not ok then
+            log.err("plugin ", item.name, " ", phase, " failed: ", status)
+            ctx.exit = { status = 500, body = error_body(500, "internal error (id " .. ctx.request_id .. ")") }
+            return true
+        end
+        if type(status) == "number" and not ctx.exit then
+            ctx.exit = { status = status, body = body }
+        end
+        if ctx.exit then
+            return true
+        end
+    end
+    return false
+end
+
+local function run_log(ctx, pipe)
+    local items = pipe and pipe.log
+    if not items then
+        return
+    end
+    for i = 1, #items do
+        local item = items[i]
+        local ok, err = pcall(item.plugin.log, item.conf, ctx)
+        if not ok then
+            log.err("plugin ", item.name, " log failed: ", err)
+        end
+    end
+end
+
+--- The request coroutine's body (C passes the request as a light userdata).
+function _M.handle(ud)
+    local r = ffi_cast(req_ptr_t, ud)
+    local st = _M.state
+    local ctx = {
+        req = r,
+        method = ffi_string(r.method, r.method_len),
+        path = ffi_string(r.path, r.path_len),
+        host = r.host_len > 0 and ffi_string(r.host, r.host_len) or nil,
+        request_id = format("%016x", tonumber(r.id)),
+        var = {},
+    }
+    ctxs[running()] = ctx
+    if r.is_admin ~= 0 then
+        local status, body, headers = require("sluice.admin").handle(ctx)
+        return send(ctx, status, body, headers)
+    end
+    if not st then
+        return send(ctx, 503, error_body(503, "no configuration loaded"))
+    end
+    local route, params = st.router:match(ctx.method, ctx.path, ctx.host)
+    if not route then
+        if params == "method_not_allowed" then
+            return send(ctx, 405, error_body(405, "method not allowed"))
+        end
+        return send(ctx, 404, error_body(404, "no route matches " .. ctx.path))
+    end
+    ctx.route, ctx.params, ctx.config = route, params, st.cfg
+    local rid = route.id_c
+    ffi_copy(r.route_id, rid, #rid)
+    r.route_id_len = #rid
+    local pipe = route.pipeline
+    local ended = (pipe.rewrite and run_phase(ctx, pipe.rewrite, "rewrite"))
+        or (pipe.access and run_phase(ctx, pipe.access, "access"))
+    if ended then
+        local e = ctx.exit
+        send(ctx, e.status, e.body, e.headers)
+    elseif ctx.upstream_override or route.upstream_conf then
+        proxy.run(ctx, ctx.upstream_override or route.upstream_conf, pipe)
+    else
+        send(ctx, 502, error_body(502, "route " .. route.id .. " has no upstream and no plugin answered"))
+    end
+    run_log(ctx, pipe)
+end
+
+return _M
