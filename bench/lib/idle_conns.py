@@ -4,7 +4,7 @@
 Connects with at most --parallel handshakes/requests in flight, sends one
 GET per connection (keep-alive), reads the full response, and keeps the
 socket open.  Then prints one line "READY {json}" (opened, ok, failed,
-seconds) and holds the connections until SIGTERM/SIGINT, stdin EOF... or
+seconds) and holds the connections until SIGTERM/SIGINT or
 --hold-seconds (bounded), then closes everything and exits.
 
 Usage: idle_conns.py --port N --conns 10000 [--path /static/chat.json]
