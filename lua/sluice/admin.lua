@@ -1,0 +1,392 @@
+-- The Admin API (docs/admin-api.md), served by worker 0 on node.admin.listen.
+--
+--   GET    /admin/{kind}            list     (kind: routes upstreams providers consumers consumer_groups plugin_metadata)
+--   GET    /admin/{kind}/{id}       one entity, as written (secrets redacted)
+--   PUT    /admin/{kind}/{id}       create (201) or replace (200)
+--   DELETE /admin/{kind}/{id}       delete (409 while other entities still use it)
+--   GET|PUT /admin/global_plugins, GET /admin/plugins, POST /admin/plugins/reload, GET /admin/status
+--
+-- A change is checked twice (the entity alone, then the whole new document), written to the state file,
+-- and only then published to every worker. Publishing is asynchronous, so the last document published here
+-- is kept as `pending` and later changes and reads build on it until this worker has applied it.
+local cjson = require("cjson.safe")
+local bit = require("bit")
+local config = require("sluice.config")
+local schema = require("sluice.schema")
+local plugins = require("sluice.plugins")
+local request = require("sluice.pdk.request")
+
+local type, pairs, ipairs, tostring, next, pcall, require = type, pairs, ipairs, tostring, next, pcall, require
+local byte, format, concat, sort = string.byte, string.format, table.concat, table.sort
+local bor, bxor = bit.bor, bit.bxor
+local deep_copy, is_array = schema.deep_copy, schema.is_array
+
+local _M = {}
+
+local ID_FIELD = { routes = "id", upstreams = "id", providers = false, consumers = "name", consumer_groups = false,
+                   plugin_metadata = false }
+local SINGULAR = { routes = "route", upstreams = "upstream", providers = "provider", consumers = "consumer",
+                   consumer_groups = "consumer group", plugin_metadata = "plugin metadata",
+                   global_plugins = "global plugins" }
+local ID_PATTERN = "^[A-Za-z0-9_.%-]+$"
+local REDACTED = "***"
+local JSON_HEADERS = { ["content-type"] = "application/json" }
+local EMPTY_LIST = "\0empty-list\0" -- cjson 2.1.0 writes {} for an empty table; see encode()
+
+local pending -- { doc, cfg, version }: published from here, maybe not applied by this worker yet
+
+---------------------------------------------------------------------------------------------------------------
+-- helpers
+
+local function encode(body)
+    local s, err = cjson.encode(body)
+    if not s then return nil, err end
+    return (s:gsub('"\\u0000empty%-list\\u0000"', "[]"))
+end
+
+local function list_of(t)
+    return #t > 0 and t or EMPTY_LIST
+end
+
+local function reply(status, body)
+    local s, err = encode(body)
+    if not s then
+        status, s = 500, encode({ error = { message = "cannot encode response: " .. tostring(err) } })
+    end
+    return status, s, JSON_HEADERS
+end
+
+local function fail(status, msg, details)
+    return reply(status, { error = { message = msg, details = details and list_of(details) or nil } })
+end
+
+--- Compares two strings in time that depends only on their lengths (every byte is looked at).
+function _M.secure_equal(a, b)
+    if type(a) ~= "string" or type(b) ~= "string" then
+        return false
+    end
+    local la, lb = #a, #b
+    local n = la > lb and la or lb
+    local diff = bxor(la, lb)
+    for i = 1, n do
+        diff = bor(diff, bxor(byte(a, i) or 0, byte(b, i) or 0))
+    end
+    return diff == 0 and la > 0
+end
+
+local function state()
+    return require("sluice.worker").state
+end
+
+-- The document and cfg changes build on: ours if not applied here yet, else the worker's.
+local function current()
+    local st = state()
+    if pending and (not st or (st.version or 0) < pending.version) then
+        return pending.doc, pending.cfg
+    end
+    pending = nil
+    if not st then return nil end
+    return st.doc, st.cfg
+end
+
+-- Finds an entity in doc[kind] (a list for routes/consumers, a map otherwise); returns obj, key.
+local function find(doc, kind, id)
+    local coll = doc[kind]
+    if type(coll) ~= "table" then return nil end
+    local idf = ID_FIELD[kind]
+    if idf and next(coll) ~= nil and is_array(coll) then
+        for i, e in ipairs(coll) do
+            if type(e) == "table" and e[idf] == id then return e, i end
+        end
+        return nil
+    end
+    if coll[id] ~= nil then return coll[id], id end
+    return nil
+end
+
+-- Entities of a kind as { id, obj } sorted the way the document has them (lists keep their order).
+local function entities(doc, kind)
+    local coll, out = doc[kind], {}
+    if type(coll) ~= "table" then return out end
+    local idf = ID_FIELD[kind]
+    if idf and next(coll) ~= nil and is_array(coll) then
+        for _, e in ipairs(coll) do
+            if type(e) == "table" then out[#out + 1] = { id = e[idf], obj = e } end
+        end
+    else
+        for id, e in pairs(coll) do out[#out + 1] = { id = id, obj = e } end
+        sort(out, function(a, b) return tostring(a.id) < tostring(b.id) end)
+    end
+    return out
+end
+
+-- Sets (obj) or removes (nil) an entity in doc, in place.
+local function put(doc, kind, id, obj)
+    local coll = doc[kind]
+    local idf = ID_FIELD[kind]
+    local as_list = kind == "routes" or kind == "consumers"
+    if type(coll) ~= "table" or (next(coll) == nil) then
+        coll = {}
+        doc[kind] = coll
+    elseif next(coll) ~= nil and not is_array(coll) then
+        as_list = false
+    end
+    if as_list then
+        local _, at = find(doc, kind, id)
+        if obj == nil then
+            if at then table.remove(coll, at) end
+        else
+            coll[at or #coll + 1] = obj
+        end
+    else
+        if obj ~= nil and idf and obj[idf] == nil then obj[idf] = id end
+        coll[id] = obj
+    end
+end
+
+local function redact(kind, obj)
+    if type(obj) ~= "table" then return obj end
+    if kind == "providers" and obj.api_key ~= nil then
+        obj = deep_copy(obj)
+        obj.api_key = REDACTED
+    elseif kind == "consumers" and type(obj.keys) == "table" then
+        obj = deep_copy(obj)
+        for i in ipairs(obj.keys) do obj.keys[i] = REDACTED end
+    end
+    return obj
+end
+
+-- A client that GETs an entity and PUTs it back sends "***" for secrets: keep the stored values.
+local function unredact(kind, obj, old)
+    if type(old) ~= "table" then return end
+    if kind == "providers" and obj.api_key == REDACTED then
+        obj.api_key = old.api_key
+    elseif kind == "consumers" and type(obj.keys) == "table" and type(old.keys) == "table" then
+        for i, k in ipairs(obj.keys) do
+            if k == REDACTED and old.keys[i] ~= nil then obj.keys[i] = old.keys[i] end
+        end
+    end
+end
+
+-- Ids of routes whose conf mentions `field = value` anywhere (route.upstream, plugin provider names).
+local function mentions(v, field, value, depth)
+    if type(v) ~= "table" or depth > 20 then return false end
+    for k, x in pairs(v) do
+        if (k == field and x == value) or mentions(x, field, value, depth + 1) then return true end
+    end
+    return false
+end
+
+local function users_of(doc, kind, id)
+    local field = kind == "upstreams" and "upstream" or kind == "providers" and "provider" or nil
+    if not field then return {} end
+    local out = {}
+    for _, e in ipairs(entities(doc, "routes")) do
+        if mentions(e.obj, field, id, 0) then out[#out + 1] = tostring(e.id) end
+    end
+    return out
+end
+
+local function validate_doc(doc)
+    local ok, master = pcall(require, "sluice.master")
+    if ok and master.validate then
+        return master.validate(doc)
+    end
+    return config.validate(doc, { plugins = plugins.for_config })
+end
+
+-- Persists then publishes a new document; returns the response for a successful change.
+local function commit(doc, cfg, kind, id, obj, status, body)
+    local path = cfg.node.state_file
+    if not path then
+        return fail(500, "no state file configured (node.state_file); change not applied")
+    end
+    local ok, err = config.state_put(path, kind, id, obj)
+    if not ok then
+        return fail(500, "cannot persist the change, nothing applied: " .. tostring(err))
+    end
+    local version, perr = require("sluice.master").publish(doc)
+    if not version then
+        return fail(500, "change persisted but not published: " .. tostring(perr))
+    end
+    pending = { doc = doc, cfg = cfg, version = version }
+    body.version = version
+    return reply(status, body)
+end
+
+local function invalid(kind, errs)
+    local details = {}
+    for i, e in ipairs(errs) do details[i] = { path = e.path, message = e.message } end
+    return fail(400, "invalid " .. (SINGULAR[kind] or kind), details)
+end
+
+-- Validates the change alone and in the whole document, then commits it.
+local function change(kind, id, obj)
+    local doc, cfg = current()
+    if not doc then return fail(503, "no configuration loaded yet") end
+    local old = kind == "global_plugins" and doc.global_plugins or find(doc, kind, id)
+    if obj ~= nil then
+        local idf = ID_FIELD[kind]
+        if idf and type(obj) == "table" and not is_array(obj) and obj[idf] == nil then obj[idf] = id end
+        if type(obj) == "table" then unredact(kind, obj, old) end
+        local _, errs = config.validate_entity(kind, id, obj, cfg, { plugins = plugins.for_config })
+        if errs then return invalid(kind, errs) end
+    elseif old == nil then
+        return fail(404, format("%s %q not found", SINGULAR[kind], id))
+    else
+        local users = users_of(doc, kind, id)
+        if #users > 0 then
+            return fail(409, format("%s %q is still used by routes: %s", SINGULAR[kind], id, concat(users, ", ")),
+                { { path = "routes", message = concat(users, ", ") } })
+        end
+    end
+    local new = deep_copy(doc)
+    if kind == "global_plugins" then
+        new.global_plugins = obj
+    else
+        put(new, kind, id, deep_copy(obj))
+    end
+    local ncfg, errs = validate_doc(new)
+    if not ncfg then return invalid(kind, errs) end
+    if obj == nil then
+        return commit(new, ncfg, kind, id, false, 200, { deleted = true, id = id })
+    end
+    local status = old == nil and 201 or 200
+    return commit(new, ncfg, kind, id, obj, status, { [kind == "global_plugins" and "global_plugins" or "item"] = redact(kind, obj) })
+end
+
+local function body_json(ctx)
+    local body = request.get_body(ctx)
+    if body == nil or body == "" then return nil, "empty body, expected a JSON object" end
+    local t, err = cjson.decode(body)
+    if t == nil then return nil, "invalid JSON: " .. tostring(err) end
+    if type(t) ~= "table" or (next(t) ~= nil and is_array(t)) then return nil, "expected a JSON object" end
+    return t
+end
+
+---------------------------------------------------------------------------------------------------------------
+-- endpoints
+
+local function entity(method, kind, id, ctx)
+    if not id:match(ID_PATTERN) or #id > 256 then
+        return fail(400, "invalid id " .. format("%q", id) .. " (letters, digits, '_', '-', '.')")
+    end
+    if method == "GET" then
+        local doc = current()
+        if not doc then return fail(503, "no configuration loaded yet") end
+        local obj = find(doc, kind, id)
+        if obj == nil then return fail(404, format("%s %q not found", SINGULAR[kind], id)) end
+        return reply(200, { item = redact(kind, obj) })
+    elseif method == "PUT" then
+        local obj, err = body_json(ctx)
+        if not obj then return fail(400, err) end
+        return change(kind, id, obj)
+    elseif method == "DELETE" then
+        return change(kind, id, nil)
+    end
+    return fail(405, "method not allowed (GET, PUT, DELETE)")
+end
+
+local function collection(method, kind)
+    if method ~= "GET" then return fail(405, "method not allowed (GET; PUT /admin/" .. kind .. "/{id} to create)") end
+    local doc = current()
+    if not doc then return fail(503, "no configuration loaded yet") end
+    local list = {}
+    for i, e in ipairs(entities(doc, kind)) do
+        local obj = redact(kind, e.obj)
+        if not ID_FIELD[kind] and type(obj) == "table" then
+            obj = deep_copy(obj)
+            obj.name = obj.name or e.id -- map entries carry their name in the key
+        end
+        list[i] = obj
+    end
+    return reply(200, { list = list_of(list), total = #list })
+end
+
+local function global_plugins(method, ctx)
+    if method == "GET" then
+        local doc = current()
+        if not doc then return fail(503, "no configuration loaded yet") end
+        return reply(200, { global_plugins = doc.global_plugins or {} })
+    elseif method == "PUT" then
+        local obj, err = body_json(ctx)
+        if not obj then return fail(400, err) end
+        return change("global_plugins", nil, obj)
+    end
+    return fail(405, "method not allowed (GET, PUT)")
+end
+
+local function plugin_info(name)
+    local p, err = plugins.get(name)
+    if not p then return { name = name, error = tostring(err) } end
+    local phases = {}
+    for _, ph in ipairs(plugins.PHASES) do
+        if type(p[ph]) == "function" then phases[#phases + 1] = ph end
+    end
+    local info = { name = name, priority = p.priority, version = p.version and tostring(p.version) or nil,
+                   phases = list_of(phases) }
+    if p.schema and encode(p.schema) then info.schema = p.schema end
+    return info
+end
+
+local function list_plugins(method)
+    if method ~= "GET" then return fail(405, "method not allowed (GET)") end
+    local list = {}
+    for i, name in ipairs(plugins.available()) do list[i] = plugin_info(name) end
+    return reply(200, { list = list_of(list), total = #list })
+end
+
+local function reload_plugins(method)
+    if method ~= "POST" then return fail(405, "method not allowed (POST)") end
+    local doc = current()
+    if not doc then return fail(503, "no configuration loaded yet") end
+    local errs = plugins.reload()
+    local version, err = require("sluice.master").publish(doc, true)
+    if not version then return fail(500, "reload not published: " .. tostring(err)) end
+    return reply(200, { reloaded = true, errors = list_of(errs), version = version })
+end
+
+local function status(method)
+    if method ~= "GET" then return fail(405, "method not allowed (GET)") end
+    current() -- drops `pending` once applied
+    local st = state()
+    local ok, version = pcall(function() return require("ffi").string(require("sluice.core").sl_version()) end)
+    local cfg = st and st.cfg
+    return reply(200, {
+        version = ok and version or "unknown",
+        config_version = st and st.version or 0,
+        pending_version = pending and pending.version or nil,
+        workers = cfg and cfg.node.workers or nil,
+        worker_id = require("sluice.worker").id,
+        state_file = cfg and cfg.node.state_file or nil,
+    })
+end
+
+--- Handles one Admin API request; returns status, body (JSON text), headers.
+function _M.handle(ctx)
+    local st = state()
+    local key = st and st.cfg and st.cfg.node.admin and st.cfg.node.admin.key
+    if not _M.secure_equal(request.get_header("x-api-key", ctx), key) then
+        return fail(401, "missing or wrong X-API-KEY header")
+    end
+    local method = ctx.method
+    local path = (ctx.path or ""):gsub("%?.*$", "")
+    local a, b, c = path:match("^/admin/([^/]+)/?([^/]*)/?([^/]*)$")
+    if not a then return fail(404, "not found: " .. path) end
+    if c ~= "" then
+        return fail(404, "not found: " .. path)
+    elseif a == "plugins" then
+        if b == "" then return list_plugins(method) end
+        if b == "reload" then return reload_plugins(method) end
+    elseif a == "status" and b == "" then
+        return status(method)
+    elseif a == "global_plugins" and b == "" then
+        return global_plugins(method, ctx)
+    elseif ID_FIELD[a] ~= nil then
+        if b == "" then return collection(method, a) end
+        return entity(method, a, b, ctx)
+    end
+    return fail(404, "not found: " .. path)
+end
+
+return _M
