@@ -78,7 +78,7 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   local p
-  [[ -n ${SAMPLER:-} ]] && kill "$SAMPLER" 2>/dev/null
+  if [[ -n ${SAMPLER:-} ]]; then kill "$SAMPLER" 2>/dev/null || true; fi
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do
     for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
