@@ -126,6 +126,17 @@ describe("Admin API", function()
             end
         end)
 
+        it("keeps every one of several changes made back to back", function()
+            for i = 1, 5 do
+                assert.equal(201, assert(gw:admin("PUT", "/admin/routes/quick" .. i, { paths = { "/quick" .. i }, upstream = "up" })).status)
+            end
+            for i = 1, 5 do
+                eventually("/quick" .. i, 200)
+                assert.equal(200, assert(gw:admin("DELETE", "/admin/routes/quick" .. i)).status)
+            end
+            for i = 1, 5 do eventually("/quick" .. i, 404) end
+        end)
+
         it("creates upstreams and consumers", function()
             assert.equal(201, assert(gw:admin("PUT", "/admin/upstreams/up2", { nodes = { mock.addr } })).status)
             assert.equal(201, assert(gw:admin("PUT", "/admin/routes/via2", { paths = { "/via2" }, upstream = "up2" })).status)
@@ -147,6 +158,14 @@ describe("Admin API", function()
             assert.equal(409, res.status)
             assert.matches("base", res.json.error.message)
             eventually("/base/x", 200)
+        end)
+
+        it("deletes map entities (consumer groups, plugin metadata)", function()
+            assert.equal(201, assert(gw:admin("PUT", "/admin/consumer_groups/staff", { desc = "staff" })).status)
+            local list = assert(gw:admin("GET", "/admin/consumer_groups")).json
+            assert.same({ { desc = "staff", name = "staff" } }, list.list)
+            assert.equal(200, assert(gw:admin("DELETE", "/admin/consumer_groups/staff")).status)
+            assert.equal(0, assert(gw:admin("GET", "/admin/consumer_groups")).json.total)
         end)
 
         it("rejects an invalid entity with the field path and keeps the old config", function()
