@@ -375,7 +375,44 @@ static void on_write(uv_write_t *w, int status)
     sl__conn_progress(c);
 }
 
+static int write_now(sl_conn_t *c, const uv_buf_t *bufs, unsigned n);
+
+void sl__conn_cork(sl_conn_t *c)
+{
+    c->corked++;
+}
+
+int sl__conn_uncork(sl_conn_t *c)
+{
+    if (c->corked == 0 || --c->corked > 0 || c->wbuf.len == 0)
+        return 0;
+    uv_buf_t b = uv_buf_init(c->wbuf.base, (unsigned)c->wbuf.len);
+    int rc = write_now(c, &b, 1);
+    c->wbuf.len = 0;
+    if (c->wbuf.cap > 256 * 1024)
+        sl_buf_free(&c->wbuf); /* a big response should not pin memory on an idle connection */
+    return rc;
+}
+
 int sl__conn_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
+{
+    if (c->closing)
+        return UV_EPIPE;
+    if (c->corked) {
+        for (unsigned i = 0; i < n; i++)
+            if (sl_buf_append(&c->wbuf, bufs[i].base, bufs[i].len) != 0)
+                return UV_ENOMEM;
+        if (c->wbuf.len < 256 * 1024)
+            return 0;
+        uv_buf_t b = uv_buf_init(c->wbuf.base, (unsigned)c->wbuf.len);
+        int rc = write_now(c, &b, 1);
+        c->wbuf.len = 0;
+        return rc;
+    }
+    return write_now(c, bufs, n);
+}
+
+static int write_now(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
 {
     if (c->closing)
         return UV_EPIPE;
@@ -426,7 +463,8 @@ int sl__conn_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
 void sl__conn_progress(sl_conn_t *c)
 {
     sl_req_t *r = c->req;
-    if (c->closing || !c->busy || r == NULL || !r->resp_done || c->write_pending > 0)
+    if (c->closing || !c->busy || r == NULL || !r->resp_done || c->write_pending > 0 || c->corked ||
+        c->wbuf.len > 0)
         return;
     int keep = r->keepalive && !c->eof && !c->w->stopping;
     sl_access_log(c->w, r);
@@ -498,6 +536,7 @@ static void on_close(uv_handle_t *h)
 {
     sl_conn_t *c = h->data;
     free(c->rbuf);
+    sl_buf_free(&c->wbuf);
     free(c);
 }
 
@@ -529,6 +568,9 @@ void sl_conn_accept(sl_listener_t *l)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    c->peer_len = sizeof(c->peer);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &c->peer_len) != 0)
+        c->peer_len = 0;
     c->w = w;
     c->is_admin = (uint8_t)l->is_admin;
     settings_init();

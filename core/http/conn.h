@@ -20,6 +20,10 @@ typedef struct sl_conn {
     size_t rlen, rpos, rcap;
     sl_req_t *req;        /* the request being parsed or served */
     size_t write_pending; /* bytes handed to uv_write and not yet written */
+    sl_buf_t wbuf;        /* writes gathered while corked, sent with one syscall at uncork */
+    int corked;
+    struct sockaddr_storage peer;
+    int peer_len;
     struct sl_proxy *blocked_proxy; /* an upstream stopped reading until we drain */
     unsigned nrequests;
     int err_status; /* set by a parser callback that rejects the request */
@@ -36,6 +40,11 @@ typedef struct sl_conn {
 void sl_conn_accept(sl_listener_t *l);
 /** Queues bytes to the client (copied when the socket cannot take them now); returns 0 or a negative code. */
 int sl__conn_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n);
+/** Gathers the following writes until sl__conn_uncork (nests); saves syscalls when a response is written in
+ *  pieces. */
+void sl__conn_cork(sl_conn_t *c);
+/** Sends what was gathered since the matching sl__conn_cork. */
+int sl__conn_uncork(sl_conn_t *c);
 /** Finishes the current request if its response is complete and flushed, then reads the next one. Must not be
  *  called from inside Lua (it may start the next request's coroutine). */
 void sl__conn_progress(sl_conn_t *c);

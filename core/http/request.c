@@ -23,16 +23,15 @@ sl_req_t *sl_req_new(sl_conn_t *conn, uint64_t id)
     struct timeval tv;
     gettimeofday(&tv, NULL);
     r->start_time = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
-    if (conn) {
-        struct sockaddr_storage ss;
-        int len = sizeof(ss);
-        if (uv_tcp_getpeername(&conn->tcp, (struct sockaddr *)&ss, &len) == 0) {
-            if (ss.ss_family == AF_INET6) {
-                struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+    if (conn && conn->peer_len > 0) {
+        const struct sockaddr_storage *ssp = &conn->peer;
+        {
+            if (ssp->ss_family == AF_INET6) {
+                const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ssp;
                 uv_ip6_name(a, r->client_ip_buf, sizeof(r->client_ip_buf));
                 r->client_port = ntohs(a->sin6_port);
             } else {
-                struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+                const struct sockaddr_in *a = (const struct sockaddr_in *)ssp;
                 uv_ip4_name(a, r->client_ip_buf, sizeof(r->client_ip_buf));
                 r->client_port = ntohs(a->sin_port);
             }

@@ -99,12 +99,16 @@ int sl_resp_send(sl_req_t *r, int status, const char *headers, size_t hlen, cons
     int nobody = bodyless(r, status);
     if (!(status == 204 || status == 304 || status < 200))
         flen = snprintf(framing, sizeof(framing), "Content-Length: %zu\r\n", blen);
+    sl_conn_t *c = r->conn;
+    sl__conn_cork(c);
     int rc = write_head(r, status, headers, hlen, framing, (size_t)flen);
     if (rc == 0 && !nobody && blen > 0) {
         uv_buf_t b = uv_buf_init((char *)body, (unsigned)blen);
-        rc = sl__conn_write(r->conn, &b, 1) == 0 ? 0 : SL_ERR_GONE;
+        rc = sl__conn_write(c, &b, 1) == 0 ? 0 : SL_ERR_GONE;
         r->bytes_sent += blen;
     }
+    if (sl__conn_uncork(c) != 0)
+        rc = SL_ERR_GONE;
     r->resp_done = 1;
     return rc;
 }

@@ -37,8 +37,6 @@ sl_upconn_t *sl__pool_get(sl_worker_t *w, const char *key)
         if (strcmp(uc->key, key) == 0) {
             unlink_idle(uc);
             uv_timer_stop(&uc->timer);
-            uv_read_stop((uv_stream_t *)&uc->tcp);
-            uc->reading = 0;
             uc->reused = 1;
             return uc;
         }
@@ -74,18 +72,51 @@ static void on_idle_timeout(uv_timer_t *t)
     sl__upconn_close(t->data);
 }
 
-static void on_idle_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+/* A connection keeps reading for its whole life, in use or idle: toggling epoll interest per request
+ * costs syscalls. What arrives goes to the proxy using it; on an idle one, data or EOF means it is done. */
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-    static __thread char sink[64];
-    buf->base = sink;
-    buf->len = sizeof(sink);
+    sl_upconn_t *uc = h->data;
+    if (uc->rpos > 0 && uc->rpos == uc->rlen)
+        uc->rpos = uc->rlen = 0;
+    if (uc->rcap - uc->rlen < SL_UPCONN_READ / 4) {
+        size_t cap = uc->rcap ? uc->rcap * 2 : SL_UPCONN_READ;
+        char *nb = realloc(uc->rbuf, cap);
+        if (nb == NULL) {
+            buf->base = NULL;
+            buf->len = 0;
+            return;
+        }
+        uc->rbuf = nb;
+        uc->rcap = cap;
+    }
+    buf->base = uc->rbuf + uc->rlen;
+    buf->len = uc->rcap - uc->rlen;
 }
 
-static void on_idle_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
-    /* An idle connection has nothing to say: data or EOF means it is no longer usable. */
+    sl_upconn_t *uc = s->data;
+    if (uc->proxy) {
+        sl__proxy_on_read(uc, nread);
+        return;
+    }
     if (nread != 0)
-        sl__upconn_close(s->data);
+        sl__upconn_close(uc);
+}
+
+void sl__upconn_read_start(sl_upconn_t *uc)
+{
+    if (!uc->reading && !uc->closing && uv_read_start((uv_stream_t *)&uc->tcp, on_alloc, on_read) == 0)
+        uc->reading = 1;
+}
+
+void sl__upconn_read_stop(sl_upconn_t *uc)
+{
+    if (uc->reading) {
+        uv_read_stop((uv_stream_t *)&uc->tcp);
+        uc->reading = 0;
+    }
 }
 
 void sl__pool_put(sl_upconn_t *uc, int max_per_key, double idle_timeout)
@@ -113,8 +144,7 @@ void sl__pool_put(sl_upconn_t *uc, int max_per_key, double idle_timeout)
         p->idle->prev_idle = uc;
     p->idle = uc;
     p->nidle++;
-    uv_read_start((uv_stream_t *)&uc->tcp, on_idle_alloc, on_idle_read);
-    uc->reading = 1;
+    sl__upconn_read_start(uc);
     uv_timer_start(&uc->timer, on_idle_timeout, (uint64_t)(idle_timeout * 1000), 0);
 }
 

@@ -9,6 +9,8 @@
 
 struct sl_proxy;
 
+#define SL_UPCONN_READ 65536
+
 /** A TCP connection to an upstream; either in use by one proxy or idle in its worker's pool. */
 typedef struct sl_upconn {
     uv_tcp_t tcp; /* first: the handle's memory is the connection's */
@@ -43,6 +45,12 @@ void sl__pool_put(sl_upconn_t *uc, int max_per_key, double idle_timeout);
 sl_upconn_t *sl__upconn_new(sl_worker_t *w, const char *key);
 /** Closes a connection; its memory is freed in the close callback. */
 void sl__upconn_close(sl_upconn_t *uc);
+/** Starts reading (for the rest of the connection's life, unless stopped for back-pressure). */
+void sl__upconn_read_start(sl_upconn_t *uc);
+/** Stops reading (back-pressure); sl__upconn_read_start resumes. */
+void sl__upconn_read_stop(sl_upconn_t *uc);
+/** Handles bytes (or an error) that arrived for the proxy using uc; defined in proxy.c. */
+void sl__proxy_on_read(sl_upconn_t *uc, ssize_t nread);
 /** Closes every idle connection of a worker (at stop). */
 void sl__pool_close(sl_worker_t *w);
 

@@ -18,7 +18,6 @@
 #include "lua/vm.h"
 #include "upstream/pool.h"
 
-#define UP_READ_CHUNK 65536
 #define UP_MAX_HEAD 65536
 
 static llhttp_settings_t psettings;
@@ -57,10 +56,6 @@ static void detach_conn(sl_proxy_t *p, int reusable)
     p->uc = NULL;
     uc->proxy = NULL;
     uv_timer_stop(&uc->timer);
-    if (uc->reading) {
-        uv_read_stop((uv_stream_t *)&uc->tcp);
-        uc->reading = 0;
-    }
     if (reusable && uc->rpos == uc->rlen)
         sl__pool_put(uc, p->pool_size, p->idle_timeout);
     else
@@ -288,8 +283,7 @@ static void process(sl_proxy_t *p)
     }
     sl_req_t *r = p->req;
     if (r->conn && r->conn->write_pending > SL_PROXY_HIGH_WATER && uc->reading) {
-        uv_read_stop((uv_stream_t *)&uc->tcp);
-        uc->reading = 0;
+        sl__upconn_read_stop(uc);
         p->blocked = 1;
         r->conn->blocked_proxy = p;
     }
@@ -297,29 +291,10 @@ static void process(sl_proxy_t *p)
 
 /* ---- connection I/O ---- */
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+void sl__proxy_on_read(sl_upconn_t *uc, ssize_t nread)
 {
-    sl_upconn_t *uc = h->data;
-    if (uc->rcap - uc->rlen < UP_READ_CHUNK / 4) {
-        size_t cap = uc->rcap ? uc->rcap * 2 : UP_READ_CHUNK;
-        char *nb = realloc(uc->rbuf, cap);
-        if (nb == NULL) {
-            buf->base = NULL;
-            buf->len = 0;
-            return;
-        }
-        uc->rbuf = nb;
-        uc->rcap = cap;
-    }
-    buf->base = uc->rbuf + uc->rlen;
-    buf->len = uc->rcap - uc->rlen;
-}
-
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
-{
-    sl_upconn_t *uc = s->data;
     sl_proxy_t *p = uc->proxy;
-    if (p == NULL || nread == 0)
+    if (nread == 0)
         return;
     sl_req_t *r = hold(p);
     if (nread < 0) {
@@ -338,22 +313,26 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     p->got_bytes = 1;
     uc->rlen += (size_t)nread;
     arm(p, p->read_timeout);
+    /* head and body pieces of one read leave in one write */
+    sl_conn_t *c = r->conn;
+    if (c)
+        sl__conn_cork(c);
     process(p);
+    if (c && r->conn == c) {
+        sl__conn_uncork(c);
+        sl__conn_progress(c);
+    }
     if (p->uc && p->mode == SL_PROXY_FILTER && (p->chunkbuf.len > 0 || p->resp.headers_done) &&
-        !p->lua_wants && p->uc->reading) {
-        uv_read_stop((uv_stream_t *)&p->uc->tcp); /* bounded buffering: wait until Lua asks for more */
-        p->uc->reading = 0;
+        !p->lua_wants) {
+        sl__upconn_read_stop(p->uc); /* bounded buffering: wait until Lua asks for more */
     }
     sl_req_release(r);
 }
 
 static void read_start(sl_proxy_t *p)
 {
-    sl_upconn_t *uc = p->uc;
-    if (uc && !uc->reading && !uc->closing) {
-        if (uv_read_start((uv_stream_t *)&uc->tcp, on_alloc, on_read) == 0)
-            uc->reading = 1;
-    }
+    if (p->uc)
+        sl__upconn_read_start(p->uc);
 }
 
 static void on_written(uv_write_t *wr, int status)
@@ -380,13 +359,27 @@ static void send_request(sl_proxy_t *p)
     uc->parser.data = uc;
     uc->rlen = uc->rpos = 0;
     p->resp.reused = (uint8_t)uc->reused;
+    read_start(p);
+    /* Most requests fit the socket buffer: try first, and only queue what is left (uv_write would toggle
+     * epoll interest for every request). */
+    uv_buf_t b = uv_buf_init(p->out.base, (unsigned)p->out.len);
+    int n = uv_try_write((uv_stream_t *)&uc->tcp, &b, 1);
+    if (n == (int)p->out.len) {
+        arm(p, p->read_timeout);
+        return;
+    }
+    if (n < 0 && n != UV_EAGAIN) {
+        fail(p, SL_UPERR_RESET, "write", n);
+        return;
+    }
+    if (n > 0)
+        b = uv_buf_init(p->out.base + n, (unsigned)(p->out.len - (size_t)n));
     uv_write_t *wr = malloc(sizeof(*wr));
     if (wr == NULL) {
         fail(p, SL_UPERR_NOMEM, "out of memory", 0);
         return;
     }
     wr->data = uc;
-    uv_buf_t b = uv_buf_init(p->out.base, (unsigned)p->out.len);
     int rc = uv_write(wr, (uv_stream_t *)&uc->tcp, &b, 1, on_written);
     if (rc != 0) {
         free(wr);
@@ -394,7 +387,6 @@ static void send_request(sl_proxy_t *p)
         return;
     }
     arm(p, p->send_timeout);
-    read_start(p);
 }
 
 static void on_connect(uv_connect_t *cr, int status)
