@@ -34,6 +34,7 @@ _M.ROOT = os.getenv("SLUICE_HOME") or os.getenv("PWD") or "."
 _M.BIN = os.getenv("SLUICE_BIN") or (_M.ROOT .. "/build/sluice")
 
 local procs = {} -- pid -> process object still running
+local tmpdirs = {} -- made by tmpdir(), removed by stop_all() unless SLUICE_SPEC_KEEP is set
 
 ---------------------------------------------------------------------------------------------------------------
 -- small things
@@ -75,7 +76,9 @@ end
 function _M.tmpdir()
     local buf = ffi.new("char[?]", 64, "/tmp/sluice-spec-XXXXXX")
     assert(ffi.C.mkdtemp(buf) ~= nil, "mkdtemp failed")
-    return ffi.string(buf)
+    local dir = ffi.string(buf)
+    tmpdirs[#tmpdirs + 1] = dir
+    return dir
 end
 
 --- A free TCP port on 127.0.0.1 (bound, read, closed; another process could take it, rarely does).
@@ -172,10 +175,17 @@ function Proc:stop(timeout)
     return false
 end
 
---- Stops every process started by these helpers (use in teardown).
+--- Stops every process started by these helpers and removes their temp dirs (use in teardown).
+-- Set SLUICE_SPEC_KEEP=1 to keep the dirs (configs, error logs, mock request logs) for a look.
 function _M.stop_all()
     for _, p in pairs(procs) do
         if p.owner and p.owner.stop then p.owner:stop() else p:stop(5) end
+    end
+    if not os.getenv("SLUICE_SPEC_KEEP") then
+        for _, d in ipairs(tmpdirs) do
+            if d:match("^/tmp/sluice%-spec%-%w+$") then os.execute("rm -rf " .. shell_quote(d)) end
+        end
+        tmpdirs = {}
     end
 end
 
