@@ -4,6 +4,7 @@
 -- The as-written entities are kept in cfg.raw (the Admin API returns those), the normalized ones
 -- (defaults filled, sizes in bytes, durations in seconds, addresses split) are what the core reads.
 local schema = require("sluice.schema")
+local state = require("sluice.config.state")
 local cjson = require("cjson")
 
 local type, pairs, ipairs, tostring, tonumber, pcall, next = type, pairs, ipairs, tostring, tonumber, pcall, next
@@ -503,80 +504,6 @@ function _M.format_errors(errs, file, lines)
     return concat(out, "\n")
 end
 
-local function strip_nulls(v, depth)
-    if type(v) ~= "table" or depth > 100 then return v end
-    local arr = next(v) ~= nil and is_array(v)
-    local out, n = {}, 0
-    for k, x in pairs(v) do
-        if x ~= cjson.null then
-            if arr then n = n + 1 end
-            out[k] = strip_nulls(x, depth + 1)
-        end
-    end
-    if arr then -- keep lists dense when nulls were dropped
-        local dense = {}
-        for i = 1, #v do if v[i] ~= cjson.null then dense[#dense + 1] = out[i] end end
-        return dense
-    end
-    return out
-end
-
-local function read_file(path)
-    local f, err = io.open(path, "rb")
-    if not f then return nil, err end
-    local s = f:read("*a")
-    f:close()
-    return s
-end
-
---- Reads a state file; returns the state table ({version=1} when the file does not exist) | nil, err.
-function _M.state_read(path)
-    local s = read_file(path)
-    if not s then return { version = 1 } end
-    local ok, st = pcall(cjson.decode, s)
-    if not ok or type(st) ~= "table" then return nil, path .. ": invalid JSON state file: " .. tostring(st) end
-    if st.version ~= 1 then return nil, path .. ": unsupported state file version " .. tostring(st.version) end
-    return strip_nulls(st, 0)
-end
-
--- Applies the state file's entities over the YAML doc; marks overlaid entity paths with their origin.
-local function overlay(doc, st, origin)
-    for _, kind in ipairs(KINDS) do
-        local ch = st[kind]
-        if kind == "global_plugins" then
-            if ch ~= nil then
-                doc.global_plugins = ch ~= false and ch or nil
-                origin.global_plugins = true
-            end
-        elseif type(ch) == "table" then
-            local idf = ID_FIELD[kind]
-            local cur = doc[kind]
-            if type(cur) ~= "table" then cur = kind == "routes" and {} or {} ; doc[kind] = cur end
-            local list = next(cur) ~= nil and is_array(cur) or (kind == "routes")
-            local ids = {}
-            for id in pairs(ch) do ids[#ids + 1] = id end
-            sort(ids)
-            for _, id in ipairs(ids) do
-                local o = ch[id]
-                if type(o) == "table" and idf then o[idf] = id end
-                if list then
-                    local at
-                    for i, e in ipairs(cur) do if type(e) == "table" and e[idf] == id then at = i end end
-                    if not at and o ~= false then at = #cur + 1 end
-                    if at then
-                        cur[at] = o -- false keeps the slot so YAML line numbers of later entries stay right
-                        origin[kind .. "[" .. at .. "]"] = true
-                    end
-                else
-                    cur[id] = o ~= false and o or nil
-                    origin[join(kind, id)] = true
-                end
-            end
-        end
-    end
-end
-
---- Reads the YAML file, overlays the state file, validates. Returns cfg | nil, "FILE:LINE: path: message" lines.
 function _M.load(path, opts)
     opts = opts or {}
     local yaml = require("sluice.yaml")
@@ -584,10 +511,10 @@ function _M.load(path, opts)
     if not doc then return nil, lines end
     local node = type(doc.node) == "table" and doc.node or {}
     local state_path = opts.state_file or (type(node.state_file) == "string" and node.state_file) or (path .. ".state.json")
-    local st, err = _M.state_read(state_path)
+    local st, err = state.read(state_path)
     if not st then return nil, err end
     local origin = {}
-    overlay(doc, st, origin)
+    state.overlay(doc, st, origin, KINDS, ID_FIELD)
     local vopts = setmetatable({ file = path, lines = lines }, { __index = opts })
     local cfg, errs = _M.validate(doc, vopts)
     if not cfg then
@@ -605,50 +532,15 @@ function _M.load(path, opts)
     return cfg
 end
 
-local ffi = require("ffi")
-pcall(ffi.cdef, [[
-int open(const char *path, int flags, ...);
-long write(int fd, const void *buf, size_t n);
-int fsync(int fd);
-int close(int fd);
-int rename(const char *from, const char *to);
-]])
-
--- Writes data to path atomically: temp file, fsync, rename, then fsync the directory.
-local function write_atomic(path, data)
-    local C, O_WRONLY, O_CREAT, O_TRUNC, O_RDONLY = ffi.C, 1, 64, 512, 0
-    local tmp = path .. ".tmp"
-    local fd = C.open(tmp, O_WRONLY + O_CREAT + O_TRUNC, ffi.new("int", 384)) -- 0600: may hold API keys
-    if fd < 0 then return nil, "cannot create " .. tmp .. ": " .. ffi.errno() end
-    local off, err = 0, nil
-    while off < #data do
-        local n = tonumber(C.write(fd, ffi.cast("const char *", data) + off, #data - off))
-        if n <= 0 then err = "write failed: errno " .. ffi.errno() break end
-        off = off + n
-    end
-    if not err and C.fsync(fd) ~= 0 then err = "fsync failed: errno " .. ffi.errno() end
-    C.close(fd)
-    if not err and C.rename(tmp, path) ~= 0 then err = "rename failed: errno " .. ffi.errno() end
-    if err then os.remove(tmp) return nil, path .. ": " .. err end
-    local dfd = C.open(path:match("^(.*)/[^/]*$") or ".", O_RDONLY)
-    if dfd >= 0 then C.fsync(dfd) C.close(dfd) end
-    return true
+--- Reads a state file; returns the state table ({version=1} when the file does not exist) | nil, err.
+function _M.state_read(path)
+    return state.read(path)
 end
 
 --- Records one Admin API change in the state file (obj, or false to delete). Returns true | nil, err.
 function _M.state_put(state_path, kind, id, obj)
     if kind ~= "global_plugins" and (not NORMALIZERS[kind] or id == nil) then return nil, "invalid entity kind or id" end
-    local st, err = _M.state_read(state_path)
-    if not st then return nil, err end
-    if kind == "global_plugins" then
-        st.global_plugins = obj
-    else
-        st[kind] = st[kind] or {}
-        st[kind][tostring(id)] = obj
-    end
-    local ok, data = pcall(cjson.encode, st)
-    if not ok then return nil, "cannot encode state: " .. tostring(data) end
-    return write_atomic(state_path, data)
+    return state.put(state_path, kind, id, obj)
 end
 
 return _M
