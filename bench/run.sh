@@ -177,7 +177,11 @@ STREAM_BODY=$LIB/payloads/chat-stream.json
 read -r U_JSON U_SSE U_PACED P_JSON P_SSE P_PACED <<<"$(free_ports 6)"
 
 # ---------------------------------------------------------------- upstream nginx (LOAD_CPU)
-mkdir -p "$TMP/up" "$TMP/proxy" "$TMP/res"
+mkdir -p "$TMP/up" "$TMP/proxy" "$TMP/res" "$TMP/bin"
+# Run nginx under its own name (process name "bench-nginx"), so a `killall nginx`
+# or `pkill nginx` elsewhere on the machine does not take the harness down.
+ln -s "$(command -v "$NGINX")" "$TMP/bin/bench-nginx"
+NGINX_RUN=$TMP/bin/bench-nginx
 cat >"$TMP/up/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -205,7 +209,7 @@ http {
 }
 EOF
 "$NGINX" -t -q -p "$TMP/up" -e "$TMP/up/error.log" -c "$TMP/up/nginx.conf" || die "upstream nginx config invalid"
-taskset -c "$LOAD_CPU" "$NGINX" -p "$TMP/up" -e "$TMP/up/error.log" -c "$TMP/up/nginx.conf" </dev/null &
+taskset -c "$LOAD_CPU" "$NGINX_RUN" -p "$TMP/up" -e "$TMP/up/error.log" -c "$TMP/up/nginx.conf" </dev/null &
 UP_PID=$!; PIDS+=("$UP_PID")
 wait_port "$U_JSON" "$UP_PID" 10 || die "upstream nginx did not start ($(tail -3 "$TMP/up/error.log"))"
 
@@ -245,7 +249,7 @@ EOF
 
 NGX_PID=""
 start_nginx_proxy() {
-  taskset -c "$SUT_CPU" "$NGINX" -p "$TMP/proxy" -e "$TMP/proxy/error.log" -c "$TMP/proxy/nginx.conf" </dev/null &
+  taskset -c "$SUT_CPU" "$NGINX_RUN" -p "$TMP/proxy" -e "$TMP/proxy/error.log" -c "$TMP/proxy/nginx.conf" </dev/null &
   NGX_PID=$!; PIDS+=("$NGX_PID")
   wait_port "$P_JSON" "$NGX_PID" 10 || die "nginx proxy did not start ($(tail -3 "$TMP/proxy/error.log"))"
   sleep 0.3
@@ -535,6 +539,10 @@ while IFS='|' read -r -u 3 name server wl base dir; do
         "$([[ $wl == get ]] && echo 1 || echo 0)" ;;
     sluice:*) run_sluice_case "$name" "${server#sluice:}" "$wl" "$base" "$dir" ;;
   esac
+  for helper in "upstream nginx:$UP_PID" "paced SSE mock:$MOCK_PID"; do
+    kill -0 "${helper##*:}" 2>/dev/null ||
+      die "${helper%:*} (pid ${helper##*:}) died during case $name: killed from outside the harness? Results of this run are not valid"
+  done
 done 3<<<"$CASE_TABLE"
 
 [[ -n $NGX_PID ]] && stop_pid "$NGX_PID"
