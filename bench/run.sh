@@ -76,6 +76,7 @@ PIDS=()
 SAMPLER=""
 cleanup() {
   local rc=$?
+  set +e   # cleanup must run to the end
   trap - EXIT INT TERM
   local p
   if [[ -n ${SAMPLER:-} ]]; then kill "$SAMPLER" 2>/dev/null || true; fi
