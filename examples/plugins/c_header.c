@@ -21,8 +21,7 @@ static const char schema[] = "{\"type\":\"object\",\"required\":[\"value\"],\"ad
                              "\"properties\":{"
                              "\"header\":{\"type\":\"string\",\"default\":\"x-c-plugin\",\"pattern\":\"^[%w%-]+$\","
                              "\"maxLength\":64},"
-                             "\"value\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":256},"
-                             "\"_meta\":{\"type\":\"object\"}}}";
+                             "\"value\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":256}}}";
 
 /* ---- a tiny reader for the flat JSON object the schema guarantees ---- */
 
