@@ -151,6 +151,12 @@ void sl_access_log_flush(void)
     b->len = 0;
 }
 
+void sl_access_log_thread_close(void)
+{
+    sl_access_log_flush();
+    sl_buf_free(&tbuf);
+}
+
 void sl_access_log_close(void)
 {
     sl_access_log_flush();

@@ -30,6 +30,8 @@ int sl_access_log_open(const char *path, int fields);
 void sl_access_log(sl_worker_t *w, const sl_req_t *r);
 /** Writes out this thread's buffered lines. */
 void sl_access_log_flush(void);
+/** Flushes and frees the calling thread's buffer (a worker thread at exit). */
+void sl_access_log_thread_close(void);
 /** Closes the access log file. */
 void sl_access_log_close(void);
 

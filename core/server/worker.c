@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/regex.h"
 #include "http/access_log.h"
 #include "http/conn.h"
 #include "lua/vm.h"
@@ -190,8 +191,9 @@ static void worker_main(void *arg)
         shutdown_worker(w);
         uv_run(&w->loop, UV_RUN_DEFAULT);
     }
-    sl_access_log_flush();
+    sl_access_log_thread_close();
     sl_vm_close(w);
+    sl_regex_thread_cleanup();
     if (uv_loop_close(&w->loop) != 0)
         sl_log(SL_LOG_DEBUG, "worker %d: loop closed with handles open", w->id);
     free(w->listeners);

@@ -165,9 +165,12 @@ local function to_num(v, parse, path, errs, what, lo, hi)
 end
 
 local function resolve_path(prefix, p)
+    -- also exported: the plugin registry must know the plugin paths before a config is validated
     if p:sub(1, 1) == "/" or prefix == nil or prefix == "" then return p end
     return prefix:gsub("/+$", "") .. "/" .. p
 end
+
+_M.resolve_path = resolve_path
 
 local function cpu_count()
     local f, n = io.open("/proc/cpuinfo"), 0

@@ -66,23 +66,33 @@ local function node_settings(cfg)
     return s
 end
 
+-- The plugin registry must search the config's plugin_paths while the config is validated, so that
+-- plugin errors come with the others, each with its file:line: read them from the YAML first.
+local function plugin_paths_of(path)
+    local doc = require("sluice.yaml").load_file(path)
+    local list = type(doc) == "table" and type(doc.node) == "table" and doc.node.plugin_paths
+    if type(list) ~= "table" then
+        list = { "plugins" }
+    end
+    local out = {}
+    for _, p in ipairs(list) do
+        if type(p) == "string" then
+            out[#out + 1] = config.resolve_path(prefix(), p)
+        end
+    end
+    return out
+end
+
 local function load(path)
-    plugins.set_paths({ prefix() .. "/plugins" })
-    local cfg, err = config.load(path, { plugins = nil, prefix = prefix() })
+    plugins.set_paths(plugin_paths_of(path))
+    local cfg, err = config.load(path, { plugins = plugins.for_config, prefix = prefix() })
     if not cfg then
         return nil, err
     end
-    -- plugin confs need the plugin paths the config names: validate again with the registry
-    plugins.set_paths(cfg.node.plugin_paths)
-    local doc = _M.to_doc(cfg)
-    local cfg2, errs = config.validate(doc, { plugins = plugins.for_config, prefix = prefix(), file = path })
-    if not cfg2 then
-        return nil, config.format_errors(errs, path)
-    end
-    for _, w in ipairs(cfg2.warnings or {}) do
+    for _, w in ipairs(cfg.warnings or {}) do
         io.stderr:write(path, ": warning: ", type(w) == "table" and (tostring(w.path) .. ": " .. tostring(w.message)) or tostring(w), "\n")
     end
-    return node_settings(cfg2), cjson.encode(doc), cfg2
+    return node_settings(cfg), cjson.encode(_M.to_doc(cfg)), cfg
 end
 
 --- For `sluice -c`: node settings for C and the first snapshot, or nil, errors text.

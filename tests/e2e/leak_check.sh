@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Drives the AddressSanitizer build of the gateway through the ways a request can go (proxy, keep-alive,
+# pipelining, malformed input, dead upstream, client abort, Admin API changes, SIGHUP reload), then drains it
+# with SIGTERM. Fails on any ASan/UBSan report or leak (LeakSanitizer) and on a non-zero exit.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${SLUICE_ASAN_BIN:-build-asan/sluice}
+dir=$(mktemp -d /tmp/sluice-leak-XXXXXX)
+pids=()
+cleanup() {
+    # nginx's master passes TERM to its worker (a KILLed master would orphan it)
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do timeout 5 tail --pid="$p" -f /dev/null 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(port); GW=$(port); ADM=$(port); DEAD=$(port)
+cat > "$dir/up.conf" <<NGX
+worker_processes 1; daemon off; pid $dir/up.pid; error_log $dir/up.err;
+events { worker_connections 1024; }
+http { access_log off; client_body_temp_path $dir; proxy_temp_path $dir; fastcgi_temp_path $dir;
+       uwsgi_temp_path $dir; scgi_temp_path $dir;
+  server { listen 127.0.0.1:$UP;
+    location /big { default_type application/octet-stream; alias /usr/sbin/nginx; }
+    location /slow { return 200 'slow'; }
+    location / { default_type application/json; return 200 '{"ok":true}'; } } }
+NGX
+nginx -c "$dir/up.conf" -e "$dir/up.err" & pids+=($!)
+cat > "$dir/sluice.yaml" <<YAML
+node:
+  listen: ["127.0.0.1:$GW"]
+  workers: 2
+  admin: {listen: "127.0.0.1:$ADM", key: "leak-check-key"}
+  log_level: info
+  access_log: {path: "$dir/access.log"}
+  limits: {max_header_size: 4k, header_timeout: 1}
+  drain_timeout: 5
+upstreams:
+  up: {nodes: ["127.0.0.1:$UP"]}
+  dead: {nodes: ["127.0.0.1:$DEAD"], timeout: {connect: 1}}
+routes:
+  - {id: api, paths: ["/api/*"], upstream: up, strip_prefix: true}
+  - {id: dead, paths: ["/dead"], upstream: dead}
+YAML
+ASAN_OPTIONS=detect_leaks=1:halt_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+    "$BIN" -c "$dir/sluice.yaml" 2> "$dir/err.log" & gw=$!
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$GW/" && break; sleep 0.1; done
+c() { curl -s -m 5 -o /dev/null -w '%{http_code}\n' "$@" || true; }
+[ "$(c "http://127.0.0.1:$GW/api/x")" = 200 ]
+[ "$(c "http://127.0.0.1:$GW/nope")" = 404 ]
+[ "$(c "http://127.0.0.1:$GW/dead")" = 502 ]
+[ "$(c -X POST --data-binary @/etc/services "http://127.0.0.1:$GW/api/post")" = 200 ]
+c "http://127.0.0.1:$GW/api/big" > /dev/null
+python3 - "$GW" <<'PY'
+import socket, sys, time
+port = int(sys.argv[1])
+def raw(data, wait=0.5, close_early=False):
+    s = socket.create_connection(("127.0.0.1", port), timeout=3)
+    s.sendall(data)
+    if close_early:
+        s.close(); return b""
+    out = b""; end = time.time() + wait
+    s.settimeout(0.3)
+    while time.time() < end:
+        try:
+            b = s.recv(65536)
+            if not b: break
+            out += b
+        except socket.timeout:
+            pass
+    s.close(); return out
+r = raw(b"GET /api/a HTTP/1.1\r\nHost: x\r\n\r\nGET /api/b HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+assert r.count(b"HTTP/1.1 ") == 3, r
+assert b"BAD" not in raw(b"BAD REQUEST LINE\r\n\r\n")
+assert b" 431 " in raw(b"GET /api/ HTTP/1.1\r\nX: " + b"a" * 8000 + b"\r\n\r\n")
+assert b" 400 " in raw(b"POST /api/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+assert b" 408 " in raw(b"GET /api/ HTTP/1.1\r\nHo", wait=2.5)
+raw(b"GET /api/big HTTP/1.1\r\nHost: x\r\n\r\n", close_early=True)
+for i in range(200):
+    raw(b"GET /api/k HTTP/1.1\r\nHost: x\r\n\r\n" * 3, wait=0.01)
+PY
+[ "$(c -X PUT -H 'X-API-KEY: leak-check-key' -d '{"paths":["/new"],"upstream":"up"}' "http://127.0.0.1:$ADM/admin/routes/new")" = 201 ]
+sleep 0.5
+[ "$(c "http://127.0.0.1:$GW/new")" = 200 ]
+kill -HUP "$gw"; sleep 0.5
+[ "$(c "http://127.0.0.1:$GW/api/x")" = 200 ]
+[ "$(c -X DELETE -H 'X-API-KEY: leak-check-key' "http://127.0.0.1:$ADM/admin/routes/new")" = 200 ]
+kill -TERM "$gw"
+rc=0; wait "$gw" || rc=$?
+if [ "$rc" -ne 0 ] || grep -qE "AddressSanitizer|LeakSanitizer|runtime error" "$dir/err.log"; then
+    echo "gateway exit code $rc"; cat "$dir/err.log"; exit 1
+fi
+echo "leak check clean ($(wc -l < "$dir/access.log") requests logged)"
