@@ -14,7 +14,7 @@ trap 'rm -rf "$log"' EXIT
 
 echo "== C unit tests (ASan/UBSan)"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure) | tee "$log/ctest.txt"
-read -r cp cf < <(awk '/tests passed, .* tests failed out of/ {t=$NF; f=$(NF-4); print t-f, f}' "$log/ctest.txt")
+read -r cp cf < <(awk '/tests passed, .* tests failed out of/ {t=$NF; f=$4; print t-f, f}' "$log/ctest.txt")
 passed=$((passed + ${cp:-0})); failed=$((failed + ${cf:-1}))
 
 echo "== busted specs"

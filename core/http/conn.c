@@ -477,6 +477,12 @@ void sl__conn_progress(sl_conn_t *c)
         return;
     }
     timer_set(c, TIMER_IDLE, sl_settings.keepalive_timeout);
+    if (c->rpos == c->rlen) {
+        /* an idle keep-alive connection holds no buffer: 10k idle clients cost little memory */
+        free(c->rbuf);
+        c->rbuf = NULL;
+        c->rcap = c->rlen = c->rpos = 0;
+    }
     parse_more(c);
 }
 

@@ -219,6 +219,14 @@ void sl_vm_timer(sl_worker_t *w, int id)
     lua_settop(L, 0);
 }
 
+void sl_vm_wake(sl_worker_t *w, sl_req_t *req, int id)
+{
+    if (req)
+        sl_vm_resume(req);
+    else
+        sl_vm_timer(w, id);
+}
+
 /* Lua timers are tagged through data so a stopping worker can tell them from other timers and free them. */
 char sl__lua_timer_tag;
 

@@ -22,6 +22,10 @@ void sl_vm_apply_snapshot(sl_worker_t *w);
 /** Calls a Lua function for a fired timer (from libuv callbacks only). */
 void sl_vm_timer(sl_worker_t *w, int id);
 
+/** Wakes a coroutine suspended on async C work (libuv callbacks only): a request's coroutine (req given) is
+ *  resumed by C so its end is noticed; any other (timer) coroutine through sluice.worker.on_timer(id). */
+void sl_vm_wake(sl_worker_t *w, sl_req_t *req, int id);
+
 /* FFI exports for the Lua side. */
 /** Starts a one-shot timer on the calling worker: after delay seconds, sluice.worker.on_timer(id) runs. */
 int sl_timer_start(double delay, int id);

@@ -94,6 +94,23 @@ function _M.sleep(seconds)
     return true
 end
 
+--- For PDK modules that wait on async C work: returns (req, id) to hand to C, which later calls
+--- sl_vm_wake(w, req, id); then call `yield()`. Inside a request, C resumes the request coroutine (req set,
+--- id 0); elsewhere (a timer's coroutine) the coroutine is parked under id and resumed through fire(id).
+function _M.waiter()
+    local ctx = base.current_ctx()
+    if ctx then
+        return ctx.req, 0
+    end
+    local co, main = running()
+    if co == nil or main then
+        error("async call outside a request or timer", 3)
+    end
+    next_id = next_id + 1
+    pending[next_id] = co
+    return nil, next_id
+end
+
 --- Called by the C side when timer id fires.
 function _M.fire(id)
     local what = pending[id]
