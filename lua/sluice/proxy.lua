@@ -122,21 +122,7 @@ local function build_head(ctx, up, node, body_len)
 end
 
 local function resp_headers(up)
-    local h = {}
-    for i = 0, up.nheaders - 1 do
-        local hd = up.headers[i]
-        local name = lower(ffi_string(hd.name, hd.name_len))
-        local v = ffi_string(hd.value, hd.value_len)
-        local old = h[name]
-        if old == nil then
-            h[name] = v
-        elseif type(old) == "table" then
-            old[#old + 1] = v
-        else
-            h[name] = { old, v }
-        end
-    end
-    return h
+    return base.headers_table(up.headers, up.nheaders)
 end
 
 local function fail_response(ctx, up)
@@ -164,7 +150,12 @@ local function filter_chunk(ctx, items, chunk, eof)
 end
 
 --- Proxies ctx's request to upstream conf `up` with the route pipeline `pipe`; returns when the response is done.
+--- A plugin that makes its own upstream call (the AI layer) sets ctx.upstream_override = {run = fn}: fn(ctx, up,
+--- pipe) then does the whole exchange with open/read/respond/stream_* below.
 function _M.run(ctx, up, pipe)
+    if up.run then
+        return up.run(ctx, up, pipe)
+    end
     local r = ctx.req
     if up.scheme == "https" then
         local worker = require("sluice.worker")
@@ -254,6 +245,183 @@ function _M.run(ctx, up, pipe)
     local tail = filter_chunk(ctx, bf, "", true)
     if tail and #tail > 0 then
         C.sl_resp_write(r, tail, #tail)
+    end
+    C.sl_resp_finish(r)
+end
+
+---------------------------------------------------------------------------------------------------------------
+-- Explicit upstream requests (the AI layer): the caller builds the request, reads the body chunk by chunk and
+-- writes the client response itself; header_filter/body_filter plugins of the route still run on what it sends.
+
+local function explicit_head(req, body_len)
+    local port, default = req.port, req.scheme == "https" and 443 or 80
+    local host = (port == nil or port == default) and req.host or (req.host .. ":" .. port)
+    local out, n = { req.method or "POST", " ", req.path or "/", " HTTP/1.1\r\nHost: ", host, "\r\n" }, 6
+    if req.headers then
+        for name, v in pairs(req.headers) do
+            if v and not HOP[lower(name)] then
+                out[n + 1], out[n + 2], out[n + 3], out[n + 4] = name, ": ", v, "\r\n"
+                n = n + 4
+            end
+        end
+    end
+    out[n + 1] = "Content-Length: " .. body_len .. "\r\n\r\n"
+    return concat(out, "", 1, n + 1)
+end
+_M.explicit_head = explicit_head
+
+--- Sends req = {scheme, host, port, method, path, headers = {name = value}, body = string} upstream and waits for
+--- the response head. opts: timeout = {connect, send, read} (seconds), keepalive = {size, idle_timeout}.
+--- Returns p (status, headers via _M.headers(p)) | nil, status for the client (502/504, or nil when the client
+--- went away), error text. The body is then read with _M.read(ctx, p). Phases: the proxy stage only.
+function _M.open(ctx, req, opts)
+    opts = opts or {}
+    if req.scheme == "https" then
+        return nil, 502, "https upstreams are not supported yet"
+    end
+    local body = req.body or ""
+    local head = explicit_head(req, #body)
+    local t, ka = opts.timeout or {}, opts.keepalive or {}
+    local port = req.port or 80
+    ctx.upstream_addr = req.host .. ":" .. port
+    local p = C.sl_proxy_start(ctx.req, req.host, #req.host, port, head, #head, body, #body, FILTER,
+        t.connect or 5, t.send or 30, t.read or 60, ka.size or 64, ka.idle_timeout or 60)
+    if p == nil then
+        return nil, 500, "cannot start the upstream request"
+    end
+    ctx.upstream = p
+    ctx._up_taken = false
+    yield()
+    if p.headers_done == 0 then
+        local err = p.error
+        if err == UPERR_CLIENT_GONE or ctx.req.client_gone ~= 0 then
+            return nil, nil, "client gone"
+        end
+        ctx.upstream_error = "upstream " .. (ERRNAMES[err] or ("error " .. tostring(err)))
+        return nil, err == UPERR_TIMEOUT and 504 or 502, ctx.upstream_error
+    end
+    ctx.upstream_status = p.status
+    return p
+end
+
+--- Response headers of an opened upstream call (lower-case names).
+_M.headers = resp_headers
+
+--- The next body chunk of an opened call, or nil at the end: then p.error is 0 for a complete body, else the
+--- failure (ctx.req.client_gone ~= 0 when the client went away; the C side has cancelled the upstream call).
+function _M.read(ctx, p)
+    if ctx._up_taken then
+        ctx._up_taken = false
+        if p.done ~= 0 then
+            return nil
+        end
+        C.sl_proxy_read(p)
+        yield()
+    end
+    while p.chunk_len == 0 do
+        if p.done ~= 0 or ctx.req.client_gone ~= 0 then
+            return nil
+        end
+        C.sl_proxy_read(p)
+        yield()
+    end
+    ctx._up_taken = true
+    return ffi_string(p.chunk, p.chunk_len)
+end
+
+--- The whole remaining body (string), or nil, error text when the call failed or is larger than limit bytes.
+function _M.read_all(ctx, p, limit)
+    local parts, n, size = {}, 0, 0
+    while true do
+        local c = _M.read(ctx, p)
+        if not c then
+            break
+        end
+        n, size = n + 1, size + #c
+        parts[n] = c
+        if limit and size > limit then
+            return nil, "response larger than " .. limit .. " bytes"
+        end
+    end
+    if p.error ~= 0 then
+        return nil, ERRNAMES[p.error] or ("error " .. tostring(p.error))
+    end
+    return n == 1 and parts[1] or concat(parts, "", 1, n)
+end
+
+--- Name of an upstream error code (p.error).
+function _M.error_name(code)
+    return ERRNAMES[code] or ("error " .. tostring(code))
+end
+
+local function run_header_filter(ctx, pipe, status, headers)
+    ctx.response = { status = status, headers = headers }
+    if pipe and pipe.header_filter then
+        for _, item in ipairs(pipe.header_filter) do
+            local ok, err = pcall(item.plugin.header_filter, item.conf, ctx)
+            if not ok then
+                log.err("plugin ", item.name, " header_filter failed: ", err)
+            end
+        end
+    end
+    return ctx.response
+end
+
+--- Sends a whole response (status, headers with lower-case names, body string) through the route's filters.
+function _M.respond(ctx, pipe, status, headers, body)
+    local r = ctx.req
+    if r.resp_started ~= 0 or r.client_gone ~= 0 then
+        return
+    end
+    local resp = run_header_filter(ctx, pipe, status, headers)
+    local bf = pipe and pipe.body_filter
+    if bf then
+        body = (filter_chunk(ctx, bf, body, false) or "") .. (filter_chunk(ctx, bf, "", true) or "")
+    end
+    local lines = header_lines(resp.headers, ctx.resp_headers)
+    C.sl_resp_send(r, resp.status, lines, #lines, body, #body)
+end
+
+--- Starts a streamed response (length unknown: chunked) through the route's header filters.
+function _M.stream_start(ctx, pipe, status, headers)
+    local r = ctx.req
+    if r.resp_started ~= 0 or r.client_gone ~= 0 then
+        return false
+    end
+    local resp = run_header_filter(ctx, pipe, status, headers)
+    local lines = header_lines(resp.headers, ctx.resp_headers)
+    C.sl_resp_start(r, resp.status, lines, #lines, -1)
+    return true
+end
+
+--- Writes a piece of a streamed response (through body_filter plugins); false when the client is gone.
+function _M.stream_write(ctx, pipe, data)
+    local r = ctx.req
+    if r.client_gone ~= 0 then
+        return false
+    end
+    local bf = pipe and pipe.body_filter
+    if bf then
+        data = filter_chunk(ctx, bf, data, false)
+    end
+    if data and #data > 0 then
+        C.sl_resp_write(r, data, #data)
+    end
+    return true
+end
+
+--- Ends a streamed response (body_filter plugins get eof and may add a last piece).
+function _M.stream_finish(ctx, pipe)
+    local r = ctx.req
+    if r.client_gone ~= 0 then
+        return
+    end
+    local bf = pipe and pipe.body_filter
+    if bf then
+        local tail = filter_chunk(ctx, bf, "", true)
+        if tail and #tail > 0 then
+            C.sl_resp_write(r, tail, #tail)
+        end
     end
     C.sl_resp_finish(r)
 end

@@ -55,6 +55,30 @@ local _M = { C = C }
 local ctxs = setmetatable({}, { __mode = "k" })
 _M.ctxs = ctxs
 
+local ffi_string, lower, type = ffi.string, string.lower, type
+
+--- Adds v under k; a repeated key turns into an array of values (headers, query arguments).
+function _M.add_multi(t, k, v)
+    local old = t[k]
+    if old == nil then
+        t[k] = v
+    elseif type(old) == "table" then
+        old[#old + 1] = v
+    else
+        t[k] = { old, v }
+    end
+end
+
+--- A Lua table (lower-case name -> value or values) from a C header array.
+function _M.headers_table(headers, n)
+    local h, add = {}, _M.add_multi
+    for i = 0, n - 1 do
+        local hd = headers[i]
+        add(h, lower(ffi_string(hd.name, hd.name_len)), ffi_string(hd.value, hd.value_len))
+    end
+    return h
+end
+
 --- The running request's context; raises when called outside a request.
 function _M.get_ctx()
     local ctx = ctxs[running()]

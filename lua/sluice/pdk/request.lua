@@ -20,25 +20,10 @@ local _M = {}
 
 local function headers_of(ctx)
     local h = ctx._headers
-    if h then
-        return h
+    if not h then
+        h = base.headers_table(ctx.req.headers, ctx.req.nheaders)
+        ctx._headers = h
     end
-    h = {}
-    local r = ctx.req
-    for i = 0, r.nheaders - 1 do
-        local hd = r.headers[i]
-        local name = lower(ffi_string(hd.name, hd.name_len))
-        local value = ffi_string(hd.value, hd.value_len)
-        local old = h[name]
-        if old == nil then
-            h[name] = value
-        elseif type(old) == "table" then
-            old[#old + 1] = value
-        else
-            h[name] = { old, value }
-        end
-    end
-    ctx._headers = h
     return h
 end
 _M.headers_of = headers_of
@@ -78,14 +63,7 @@ function _M.get_query(ctx)
         local eq = find(pair, "=", 1, true)
         local k = unescape(eq and sub(pair, 1, eq - 1) or pair)
         local v = eq and unescape(sub(pair, eq + 1)) or true
-        local old = q[k]
-        if old == nil then
-            q[k] = v
-        elseif type(old) == "table" then
-            old[#old + 1] = v
-        else
-            q[k] = { old, v }
-        end
+        base.add_multi(q, k, v)
     end
     ctx._query = q
     return q
