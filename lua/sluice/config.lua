@@ -42,7 +42,9 @@ local NODE = { type = "object", additionalProperties = false, properties = {
         type = { "string", "object" }, required = { "addr" }, additionalProperties = false, properties = {
             addr = str,
             tls = { type = "object", required = { "cert", "key" }, additionalProperties = false,
-                    properties = { cert = str, key = str } } } } },
+                    properties = { cert = str, key = str, -- the default certificate; more, chosen by SNI:
+                                   certs = { type = "array", items = { type = "object", required = { "cert", "key" },
+                                             additionalProperties = false, properties = { cert = str, key = str } } } } } } } },
     workers = { type = { "string", "integer" }, default = "auto" },
     admin = { type = "object", required = { "key" }, additionalProperties = false, properties = {
         listen = { type = "string", default = "127.0.0.1:9180" }, key = { type = "string", minLength = 8 } } },
