@@ -16,6 +16,7 @@
 #include "server/worker.h"
 #include "shared/shdict.h"
 #include "shared/snapshot.h"
+#include "tls/listener.h"
 
 extern int luaopen_cjson(lua_State *L);
 extern int luaopen_cjson_safe(lua_State *L);
@@ -116,6 +117,45 @@ static int apply_node(lua_State *L, int idx)
     return 0;
 }
 
+/* Loads the certificates of the TLS listeners (node settings at idx: listen[i].tls = {{cert, key}, ...}). At start
+ * a failure stops the start; on reload (SIGHUP) it keeps that listener's previous certificates. Listeners
+ * themselves are only set up at start, so a reload only renews certificates of listeners that had TLS. */
+static int apply_tls(lua_State *L, int idx, int reload)
+{
+    int rc = 0;
+    lua_getfield(L, idx, "listen");
+    int n = (int)lua_objlen(L, -1);
+    for (int i = 1; i <= n && i <= sl_settings.nlisten; i++) {
+        lua_rawgeti(L, -1, i);
+        lua_getfield(L, -1, "tls");
+        sl_listen_addr_t *a = &sl_settings.listen[i - 1];
+        if (lua_istable(L, -1) && (!reload || a->tls)) {
+            sl_tls_cert_src_t files[32];
+            int m = (int)lua_objlen(L, -1), nf = 0;
+            for (int j = 1; j <= m && nf < 32; j++, nf++) {
+                lua_rawgeti(L, -1, j);
+                memset(&files[nf], 0, sizeof(files[nf]));
+                files[nf].cert_path = str_field(L, -1, "cert");
+                files[nf].key_path = str_field(L, -1, "key");
+                lua_pop(L, 1);
+            }
+            char err[512];
+            if (sl_tls_listener_set(i - 1, files, nf, err, sizeof(err)) != 0) {
+                sl_log(SL_LOG_ERROR, "listen %s:%d: TLS: %s%s", a->host, a->port, err,
+                       reload ? " (the previous certificates stay)" : "");
+                rc = -1;
+            } else {
+                a->tls = 1;
+                if (reload)
+                    sl_log(SL_LOG_INFO, "listen %s:%d: TLS certificates reloaded", a->host, a->port);
+            }
+        }
+        lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
 /* Calls sluice.master.FN(config_path); on success leaves (node_settings, snapshot_json) on the stack. */
 static int master_call(const char *fn, int quiet)
 {
@@ -149,6 +189,7 @@ static void on_signal(uv_signal_t *s, int signum)
     if (signum == SIGHUP) {
         sl_log(SL_LOG_INFO, "SIGHUP: reloading %s and plugins", sl_settings.config_path);
         if (master_call("reload", 1) == 0) {
+            apply_tls(ML, 1, 1);
             size_t len;
             const char *json = lua_tolstring(ML, 2, &len);
             sl_snapshot_publish(json, len, 1);
@@ -215,7 +256,7 @@ int main(int argc, char **argv)
         rc = 0;
         goto out;
     }
-    if (apply_node(ML, 1) != 0)
+    if (apply_node(ML, 1) != 0 || apply_tls(ML, 1, 0) != 0)
         goto out;
     lua_getfield(ML, 1, "pid_file");
     if (!pid_file && lua_isstring(ML, -1))
@@ -263,6 +304,7 @@ out:
     sl_snapshot_on_publish(NULL);
     sl_snapshot_close();
     sl_shdict_close_all();
+    sl_tls_listener_close_all();
     sl_access_log_close();
     lua_close(ML);
     uv_loop_close(uv_default_loop());

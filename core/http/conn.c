@@ -4,6 +4,7 @@
  * until the current response is finished; responses therefore leave in request order without a queue. */
 #include "http/conn.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -13,6 +14,7 @@
 #include "http/response.h"
 #include "lua/vm.h"
 #include "server/settings.h"
+#include "tls/listener.h"
 #include "upstream/proxy.h"
 
 enum { TIMER_NONE, TIMER_IDLE, TIMER_HEADER, TIMER_BODY, TIMER_SEND };
@@ -32,6 +34,12 @@ static int parser_settings_ready;
 static void on_close(uv_handle_t *h);
 static void parse_more(sl_conn_t *c);
 static void on_timer(uv_timer_t *t);
+static int tls_on_read(sl_conn_t *c, const char *data, size_t len);
+static const char *peer_ip(sl_conn_t *c, char *buf, size_t len);
+
+/* Ciphertext lands here and is decrypted at once into the connection's rbuf; one per worker thread is enough
+ * since libuv calls alloc and read callbacks back to back. */
+static __thread char tls_rbuf[4 * READ_CHUNK];
 
 static void timer_set(sl_conn_t *c, int kind, double seconds)
 {
@@ -59,6 +67,10 @@ static void on_timer(uv_timer_t *t)
         sl__conn_close(c);
         break;
     default:
+        if (c->tls && !sl_tls_established(c->tls)) {
+            char ip[64];
+            sl_log(SL_LOG_INFO, "client %s: TLS handshake timeout", peer_ip(c, ip, sizeof(ip)));
+        }
         sl__conn_close(c);
         break;
     }
@@ -245,9 +257,9 @@ static void settings_init(void)
 
 /* ---- reading ---- */
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+/* Makes room for READ_CHUNK more bytes in rbuf; 0 or -1 on out of memory. */
+static int rbuf_reserve(sl_conn_t *c)
 {
-    sl_conn_t *c = h->data;
     if (c->rpos > 0 && c->rpos == c->rlen)
         c->rpos = c->rlen = 0;
     if (c->rcap - c->rlen < READ_CHUNK) {
@@ -255,13 +267,25 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         while (cap - c->rlen < READ_CHUNK)
             cap *= 2;
         char *p = realloc(c->rbuf, cap);
-        if (p == NULL) {
-            buf->base = NULL;
-            buf->len = 0;
-            return;
-        }
+        if (p == NULL)
+            return -1;
         c->rbuf = p;
         c->rcap = cap;
+    }
+    return 0;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    sl_conn_t *c = h->data;
+    if (c->tls) {
+        *buf = uv_buf_init(tls_rbuf, sizeof(tls_rbuf));
+        return;
+    }
+    if (rbuf_reserve(c) != 0) {
+        buf->base = NULL;
+        buf->len = 0;
+        return;
     }
     buf->base = c->rbuf + c->rlen;
     buf->len = c->rcap - c->rlen;
@@ -289,7 +313,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
-    c->rlen += (size_t)nread;
+    if (c->tls == NULL)
+        c->rlen += (size_t)nread;
+    else if (tls_on_read(c, buf->base, (size_t)nread) != 0)
+        return;
     if (c->busy) {
         /* Pipelined bytes wait; a client that keeps sending while we answer is not read without bound. */
         if (c->rlen - c->rpos > sl_settings.max_header_size + sl_settings.max_body_size)
@@ -297,6 +324,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     parse_more(c);
+    if (c->eof && !c->busy && !c->closing)
+        sl__conn_close(c); /* TLS close_notify after a partial request or none */
 }
 
 static void read_start(sl_conn_t *c)
@@ -412,7 +441,8 @@ int sl__conn_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
     return write_now(c, bufs, n);
 }
 
-static int write_now(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
+/* Sends bytes as they are: at once when the socket takes them, else from a copy queued with uv_write. */
+static int sock_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
 {
     if (c->closing)
         return UV_EPIPE;
@@ -455,6 +485,113 @@ static int write_now(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
     c->write_pending += off;
     if (c->timer_kind == TIMER_NONE)
         timer_set(c, TIMER_SEND, sl_settings.send_timeout);
+    return 0;
+}
+
+/* ---- TLS transport: ciphertext in and out of the session, plaintext in rbuf and from the writers ---- */
+
+/* Sends what the TLS session has produced (handshake messages, records, alerts). */
+static int tls_flush(sl_conn_t *c)
+{
+    const char *p;
+    size_t n = sl_tls_pending_out(c->tls, &p);
+    if (n == 0)
+        return 0;
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    int rc = sock_write(c, &b, 1); /* takes all of it: written now or copied */
+    sl_tls_consume_out(c->tls, n);
+    return rc;
+}
+
+static int write_now(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
+{
+    if (c->tls == NULL)
+        return sock_write(c, bufs, n);
+    if (c->closing)
+        return UV_EPIPE;
+    for (unsigned i = 0; i < n; i++)
+        if (bufs[i].len && sl_tls_write(c->tls, bufs[i].base, bufs[i].len) < 0)
+            return UV_EPROTO;
+    return tls_flush(c);
+}
+
+static const char *peer_ip(sl_conn_t *c, char *buf, size_t len)
+{
+    snprintf(buf, len, "?");
+    if (c->peer.ss_family == AF_INET)
+        uv_ip4_name((const struct sockaddr_in *)&c->peer, buf, len);
+    else if (c->peer.ss_family == AF_INET6)
+        uv_ip6_name((const struct sockaddr_in6 *)&c->peer, buf, len);
+    return buf;
+}
+
+static void tls_fail(sl_conn_t *c, const char *what, int first_bytes_plain)
+{
+    char ip[64], err[256];
+    const char *sni = sl_tls_sni(c->tls);
+    sl_log(SL_LOG_INFO, "client %s: TLS %s failed (SNI %s): %s", peer_ip(c, ip, sizeof(ip)), what,
+           sni ? sni : "none", first_bytes_plain ? "plain HTTP sent to an HTTPS port" : sl_tls_error(c->tls, err, sizeof(err)));
+    if (first_bytes_plain) { /* say so in a language the client understands, instead of a TLS alert */
+        static const char resp[] = "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                                   "Content-Length: 96\r\nConnection: close\r\n\r\n"
+                                   "{\"error\":{\"message\":\"plain HTTP request sent to an HTTPS port\","
+                                   "\"type\":\"invalid_request_error\"}}\n";
+        uv_buf_t b = uv_buf_init((char *)resp, sizeof(resp) - 1);
+        uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    } else {
+        tls_flush(c); /* the alert, if any */
+    }
+    sl__conn_close(c);
+}
+
+/* Handles ciphertext from the socket: advances the handshake, decrypts into rbuf. Returns 0 when rbuf may
+ * have new bytes to parse, -1 when there is nothing more to do now (or the connection was closed). */
+static int tls_on_read(sl_conn_t *c, const char *data, size_t len)
+{
+    if (sl_tls_feed(c->tls, data, len) != 0) {
+        sl__conn_close(c);
+        return -1;
+    }
+    if (!sl_tls_established(c->tls)) {
+        int rc = sl_tls_handshake(c->tls);
+        if (rc < 0 && rc != SL_TLS_WANT) {
+            int plain = len >= 4 && data[0] >= 'A' && data[0] <= 'Z' && data[1] >= 'A' &&
+                        data[1] <= 'Z' && sl_tls_sni(c->tls) == NULL;
+            tls_fail(c, "handshake", plain);
+            return -1;
+        }
+        if (tls_flush(c) != 0) {
+            sl__conn_close(c);
+            return -1;
+        }
+        if (rc == SL_TLS_WANT)
+            return -1;
+        timer_set(c, TIMER_IDLE, sl_settings.header_timeout); /* the request must follow in time */
+    }
+    for (;;) {
+        if (rbuf_reserve(c) != 0) {
+            sl__conn_close(c);
+            return -1;
+        }
+        int n = sl_tls_read(c->tls, c->rbuf + c->rlen, c->rcap - c->rlen);
+        if (n > 0) {
+            c->rlen += (size_t)n;
+            continue;
+        }
+        if (n == SL_TLS_WANT)
+            break;
+        if (n == 0) { /* close_notify: like EOF, but decrypted bytes before it still count */
+            read_stop(c);
+            c->eof = 1;
+            break;
+        }
+        tls_fail(c, "read", 0);
+        return -1;
+    }
+    if (tls_flush(c) != 0) {
+        sl__conn_close(c);
+        return -1;
+    }
     return 0;
 }
 
@@ -534,6 +671,14 @@ void sl__conn_close(sl_conn_t *c)
     if (c->next)
         c->next->prev = c->prev;
     w->nconns--;
+    if (c->tls && c->write_pending == 0) { /* best effort close_notify; a client may not wait for it */
+        const char *p;
+        sl_tls_close(c->tls);
+        size_t n = sl_tls_pending_out(c->tls, &p);
+        uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+        if (n)
+            uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    }
     uv_close((uv_handle_t *)&c->timer, NULL);
     uv_close((uv_handle_t *)&c->tcp, on_close);
 }
@@ -543,6 +688,7 @@ static void on_close(uv_handle_t *h)
     sl_conn_t *c = h->data;
     free(c->rbuf);
     sl_buf_free(&c->wbuf);
+    sl_tls_free(c->tls);
     free(c);
 }
 
@@ -572,6 +718,15 @@ void sl_conn_accept(sl_listener_t *l)
             sl_log(SL_LOG_WARN, "worker %d: max_connections (%d per worker) reached, refusing", w->id, limit);
         uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
         return;
+    }
+    if (l->tls_idx >= 0) {
+        char err[512];
+        sl_tls_server_ctx_t *ctx = sl_tls_listener_ctx(l->tls_idx, &l->tls, &l->tls_gen, err, sizeof(err));
+        if (ctx == NULL || (c->tls = sl_tls_new_server(ctx)) == NULL) {
+            sl_log(SL_LOG_ERROR, "worker %d: cannot start a TLS session: %s", w->id, ctx ? "out of memory" : err);
+            uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+            return;
+        }
     }
     uv_tcp_nodelay(&c->tcp, 1);
     c->peer_len = sizeof(c->peer);

@@ -11,6 +11,7 @@ typedef struct sl_listen_addr {
     char host[64];
     int port;
     int is_admin;
+    int tls; /* certificates in core/tls/listener.c under this entry's index */
 } sl_listen_addr_t;
 
 /** Node settings read once at start (a change to node.* other than log_level needs a restart). */

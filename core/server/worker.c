@@ -16,6 +16,7 @@
 #include "http/conn.h"
 #include "lua/vm.h"
 #include "server/settings.h"
+#include "tls/listener.h"
 #include "upstream/pool.h"
 
 extern char sl__lua_timer_tag;
@@ -33,10 +34,20 @@ typedef struct worker_timers {
 
 static __thread worker_timers_t wt;
 
-static int open_listener(sl_worker_t *w, sl_listener_t *l, const sl_listen_addr_t *a)
+static int open_listener(sl_worker_t *w, sl_listener_t *l, int idx)
 {
+    const sl_listen_addr_t *a = &sl_settings.listen[idx];
     struct sockaddr_storage ss;
     int fd = -1, rc;
+    l->tls_idx = -1;
+    if (a->tls) {
+        char err[512];
+        if (sl_tls_listener_ctx(idx, &l->tls, &l->tls_gen, err, sizeof(err)) == NULL) {
+            sl_log(SL_LOG_ERROR, "listen %s:%d: TLS: %s", a->host, a->port, err);
+            return -EINVAL;
+        }
+        l->tls_idx = idx;
+    }
     if (uv_ip4_addr(a->host, a->port, (struct sockaddr_in *)&ss) != 0 &&
         uv_ip6_addr(a->host, a->port, (struct sockaddr_in6 *)&ss) != 0) {
         sl_log(SL_LOG_ERROR, "listen %s:%d: not an IP address", a->host, a->port);
@@ -176,7 +187,7 @@ static void worker_main(void *arg)
         const sl_listen_addr_t *a = &sl_settings.listen[i];
         if (a->is_admin && w->id != 0)
             continue;
-        if (open_listener(w, &w->listeners[w->nlisteners], a) != 0)
+        if (open_listener(w, &w->listeners[w->nlisteners], i) != 0)
             ok = 0;
         else
             w->nlisteners++;
@@ -191,6 +202,9 @@ static void worker_main(void *arg)
         shutdown_worker(w);
         uv_run(&w->loop, UV_RUN_DEFAULT);
     }
+    for (int i = 0; w->listeners && i < n; i++)
+        sl_tls_server_ctx_free(w->listeners[i].tls); /* connections are closed: no session holds them */
+    sl_tls_thread_cleanup();
     sl_access_log_thread_close();
     sl_vm_close(w);
     sl_regex_thread_cleanup();

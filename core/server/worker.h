@@ -7,12 +7,16 @@
 struct lua_State;
 struct sl_conn;
 struct sl_pool;
+struct sl_tls_server_ctx;
 
 /** A listening socket of one worker. */
 typedef struct sl_listener {
     uv_tcp_t tcp;
     struct sl_worker *w;
     int is_admin;
+    int tls_idx;                   /* index in sl_settings.listen when the listener has TLS, else -1 */
+    struct sl_tls_server_ctx *tls; /* this worker's context for it, rebuilt when certificates are reloaded */
+    uint64_t tls_gen;
 } sl_listener_t;
 
 /** One worker thread: its loop, Lua VM, listeners and connections. Nothing in it is touched by other threads

@@ -6,7 +6,10 @@ local config = require("sluice.config")
 local plugins = require("sluice.plugins")
 local cjson = require("cjson")
 
-ffi.cdef [[ int64_t sl_snapshot_publish(const char *json, size_t len, int bump_plugins); ]]
+ffi.cdef [[
+int64_t sl_snapshot_publish(const char *json, size_t len, int bump_plugins);
+int sl_tls_check_files(const char *cert_path, const char *key_path, char *err, size_t errlen);
+]]
 
 local ipairs, pairs, type = ipairs, pairs, type
 
@@ -55,7 +58,7 @@ local function node_settings(cfg)
         s[k] = v
     end
     for i, l in ipairs(n.listen) do
-        s.listen[i] = { host = l.host, port = l.port }
+        s.listen[i] = { host = l.host, port = l.port, tls = _M.tls_certs(l.tls) }
     end
     if n.admin then
         s.listen[#s.listen + 1] = { host = n.admin.listen.host, port = n.admin.listen.port, admin = true }
@@ -64,6 +67,34 @@ local function node_settings(cfg)
         s.shared_dicts[#s.shared_dicts + 1] = { name = name, size = size }
     end
     return s
+end
+
+--- A listener's certificates as {{cert = PATH, key = PATH}, ...} (the default first, paths resolved against the
+--- prefix), or nil without TLS.
+function _M.tls_certs(tls)
+    if not tls then
+        return nil
+    end
+    local list = { { cert = config.resolve_path(prefix(), tls.cert), key = config.resolve_path(prefix(), tls.key) } }
+    for _, c in ipairs(tls.certs or {}) do
+        list[#list + 1] = { cert = config.resolve_path(prefix(), c.cert), key = config.resolve_path(prefix(), c.key) }
+    end
+    return list
+end
+
+-- Certificate and key files must parse and match, so `sluice -t` and a reload catch a bad one: errors list.
+local function check_tls(cfg)
+    local errs, buf = {}, ffi.new("char[512]")
+    for i, l in ipairs(cfg.node.listen) do
+        local raw = l.tls and _M.tls_certs(l.tls) or {}
+        for j, c in ipairs(raw) do
+            if C.sl_tls_check_files(c.cert, c.key, buf, 512) ~= 0 then
+                local p = "node.listen[" .. i .. "].tls" .. (j > 1 and (".certs[" .. (j - 1) .. "]") or "")
+                errs[#errs + 1] = { path = p, message = ffi.string(buf) }
+            end
+        end
+    end
+    return errs
 end
 
 -- The plugin registry must search the config's plugin_paths while the config is validated, so that
@@ -88,6 +119,11 @@ local function load(path)
     local cfg, err = config.load(path, { plugins = plugins.for_config, prefix = prefix() })
     if not cfg then
         return nil, err
+    end
+    local tls_errs = check_tls(cfg)
+    if #tls_errs > 0 then
+        local _, lines = require("sluice.yaml").load_file(path)
+        return nil, config.format_errors(tls_errs, path, type(lines) == "table" and lines or nil)
     end
     for _, w in ipairs(cfg.warnings or {}) do
         io.stderr:write(path, ": warning: ", type(w) == "table" and (tostring(w.path) .. ": " .. tostring(w.message)) or tostring(w), "\n")
