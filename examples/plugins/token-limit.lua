@@ -13,7 +13,7 @@ local type, ipairs, pairs, ceil, find = type, ipairs, pairs, math.ceil, string.f
 local request = sluice.request
 
 local _M = {
-    name = "token-limit", version = "1.0", priority = 1010,
+    name = "token-limit", version = "1.0", priority = 1050, -- access, before ai-proxy (1040)
     schema = {
         type = "object",
         required = { "max_tokens" },
