@@ -1,0 +1,74 @@
+-- key-auth: config, unit (real PDK) and through the gateway together with consumer-prompt.
+local unit = require("unit_helpers")
+local helpers = require("helpers")
+local cjson = require("cjson.safe")
+
+describe("key-auth", function()
+    local plugin = unit.load_plugin("key-auth")
+    local config = { consumers = {
+        { name = "alice", keys = { "alice-key", "alice-2" }, metadata = { team = "payments" } },
+        { name = "bob", keys = { "bob-key" } },
+    } }
+
+    local function run(headers, conf, path)
+        return unit.run(plugin, "rewrite", conf or {}, { path = path or "/v1/chat/completions", headers = headers,
+                                                          config = config })
+    end
+
+    it("validates its config", function()
+        local conf = assert(unit.validate(plugin, {}))
+        assert.is_false(conf.anonymous)
+        assert.is_true(conf.hide_credentials)
+        local _, _, path = unit.validate(plugin, { anonymous = "yes" })
+        assert.equal("anonymous", path)
+    end)
+
+    it("sets ctx.consumer from a Bearer key or x-api-key and hides the key", function()
+        local res = run({ authorization = "Bearer alice-2" })
+        assert.is_nil(res.status)
+        assert.equal("alice", res.ctx.consumer.name)
+        assert.is_nil(res.headers.authorization)
+        res = run({ ["x-api-key"] = "bob-key" })
+        assert.equal("bob", res.ctx.consumer.name)
+        assert.is_nil(res.headers["x-api-key"])
+        res = run({ ["x-api-key"] = "bob-key" }, { hide_credentials = false })
+        assert.equal("bob-key", res.headers["x-api-key"])
+    end)
+
+    it("answers 401 in the client's API shape", function()
+        local res = run({ authorization = "Bearer nope" })
+        assert.equal(401, res.status)
+        assert.same({ error = { message = "invalid API key", type = "invalid_request_error", code = "invalid_api_key" } },
+            res.body)
+        res = run({}, nil, "/v1/messages")
+        assert.equal(401, res.status)
+        assert.equal("authentication_error", res.body.error.type)
+        assert.matches("missing API key", res.body.error.message, 1, true)
+    end)
+
+    it("lets anonymous requests on with anonymous: true", function()
+        local res = run({}, { anonymous = true })
+        assert.is_nil(res.status)
+        assert.is_nil(res.ctx.consumer)
+    end)
+
+    it("feeds consumer-prompt through the gateway", function()
+        local mock = helpers.mock_upstream()
+        finally(helpers.stop_all)
+        local gw = helpers.start_gateway({
+            node = { plugin_paths = { helpers.ROOT .. "/plugins", helpers.ROOT .. "/examples/plugins" } },
+            consumers = config.consumers,
+            routes = { { id = "chat", paths = { "/v1/chat/completions" }, upstream = { nodes = { mock.addr } },
+                         plugins = { ["key-auth"] = {}, ["consumer-prompt"] = { text = "team {{team}}" } } } },
+        })
+        local url = gw.url("/v1/chat/completions")
+        local body = { messages = { { role = "user", content = "hi" } } }
+        assert.equal(401, assert(helpers.http("POST", url, { body = body })).status)
+        assert.equal(0, #mock:requests())
+        local res = assert(helpers.http("POST", url, { body = body, headers = { authorization = "Bearer alice-key" } }))
+        assert.equal(200, res.status)
+        local got = mock:last()
+        assert.is_nil(got.headers.authorization)
+        assert.equal("team payments", cjson.decode(got.body).messages[1].content)
+    end)
+end)
