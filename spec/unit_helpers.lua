@@ -124,12 +124,16 @@ function _M.new_ctx(opts)
     local list = {}
     for k, v in pairs(headers) do
         if type(v) == "table" then
-            for _, x in ipairs(v) do list[#list + 1] = { k, tostring(x) } end
+            for _, x in ipairs(v) do list[#list + 1] = { k, tostring(x), #list } end
         else
-            list[#list + 1] = { k, tostring(v) }
+            list[#list + 1] = { k, tostring(v), #list }
         end
     end
-    table.sort(list, function(a, b) return a[1] < b[1] end)
+    -- by name (stable order for specs), repeated values of one name in the order given
+    table.sort(list, function(a, b)
+        if a[1] ~= b[1] then return a[1] < b[1] end
+        return a[3] < b[3]
+    end)
     local r = ffi.new("sl_req_t")
     local hs = ffi.new("sl_header_t[?]", #list + 1)
     anchor(ctx, hs)
