@@ -1,15 +1,41 @@
-/* Idle upstream connections of one worker. Workers never share connections, so no locking. */
+/* Upstream connections of one worker: opening them (DNS through a per-worker cache, TCP connect, CONNECT
+ * through an HTTP proxy, TLS handshake), reading and writing (through TLS when it is on), and the keep-alive
+ * pool of idle ones. Workers never share connections, so no locking. Used by the proxy (proxy.c) and the HTTP
+ * client (client.c). */
 #include "upstream/pool.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static sl_pool_t *pool_of(sl_worker_t *w)
+#include "common/log.h"
+#include "lua/vm.h"
+#include "tls/tls.h"
+#include "upstream/client.h"
+
+enum { ST_RESOLVING = 1, ST_CONNECTING, ST_TUNNEL, ST_HANDSHAKE, ST_READY };
+
+typedef struct upwrite {
+    uv_write_t req;
+    sl_upconn_t *uc;
+    char data[];
+} upwrite_t;
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+sl_pool_t *sl__pool(sl_worker_t *w)
 {
     if (w->pool == NULL)
         w->pool = calloc(1, sizeof(sl_pool_t));
     return w->pool;
+}
+
+const char *sl__uperr_name(int e)
+{
+    static const char *const names[] = {"none", "connect", "dns", "timeout", "reset", "bad_response",
+                                        "client_gone", "nomem", "tls"};
+    return e >= 0 && e < (int)(sizeof(names) / sizeof(names[0])) ? names[e] : "error";
 }
 
 static void unlink_idle(sl_upconn_t *uc)
@@ -28,27 +54,22 @@ static void unlink_idle(sl_upconn_t *uc)
     p->nidle--;
 }
 
-sl_upconn_t *sl__pool_get(sl_worker_t *w, const char *key)
+static void free_conn(sl_upconn_t *uc)
 {
-    sl_pool_t *p = pool_of(w);
-    if (p == NULL)
-        return NULL;
-    for (sl_upconn_t *uc = p->idle; uc; uc = uc->next_idle) {
-        if (strcmp(uc->key, key) == 0) {
-            unlink_idle(uc);
-            uv_timer_stop(&uc->timer);
-            uc->reused = 1;
-            return uc;
-        }
-    }
-    return NULL;
+    sl_tls_free(uc->tls);
+    sl_buf_free(&uc->tunnel);
+    free(uc->raw);
+    free(uc->rbuf);
+    free(uc);
 }
 
 static void on_close(uv_handle_t *h)
 {
     sl_upconn_t *uc = h->data;
-    free(uc->rbuf);
-    free(uc);
+    if (uc->state == ST_RESOLVING)
+        uc->closing = 2; /* freed when the resolver returns */
+    else
+        free_conn(uc);
 }
 
 static void on_timer_close(uv_handle_t *h)
@@ -63,46 +84,301 @@ void sl__upconn_close(sl_upconn_t *uc)
         return;
     uc->closing = 1;
     unlink_idle(uc);
-    uc->proxy = NULL;
+    uc->owner = NULL;
     uv_close((uv_handle_t *)&uc->timer, on_timer_close);
 }
 
-static void on_idle_timeout(uv_timer_t *t)
+/* Opening failed: the connection closes, the owner hears why (and must forget it). */
+static void fail_open(sl_upconn_t *uc, int error, const char *why)
 {
-    sl__upconn_close(t->data);
+    void *owner = uc->owner;
+    const sl_upconn_ops_t *ops = uc->ops;
+    sl__upconn_close(uc);
+    if (owner) {
+        uc->owner = owner; /* for the callback only: the connection is closing */
+        ops->ready(uc, error, why);
+        uc->owner = NULL;
+    }
 }
 
-/* A connection keeps reading for its whole life, in use or idle: toggling epoll interest per request
- * costs syscalls. What arrives goes to the proxy using it; on an idle one, data or EOF means it is done. */
+static void opened(sl_upconn_t *uc)
+{
+    uc->state = ST_READY;
+    uv_timer_stop(&uc->timer);
+    if (uc->owner)
+        uc->ops->ready(uc, 0, NULL);
+}
+
+static void on_uc_timer(uv_timer_t *t)
+{
+    sl_upconn_t *uc = t->data;
+    if (uc->idle || uc->owner == NULL)
+        sl__upconn_close(uc);
+    else if (uc->state != ST_READY)
+        fail_open(uc, SL_UPERR_TIMEOUT, "connect timed out");
+    else if (uc->ops->timeout)
+        uc->ops->timeout(uc);
+}
+
+void sl__upconn_arm(sl_upconn_t *uc, double seconds)
+{
+    if (seconds > 0)
+        uv_timer_start(&uc->timer, on_uc_timer, (uint64_t)(seconds * 1000), 0);
+    else
+        uv_timer_stop(&uc->timer);
+}
+
+/* ---- writing ---- */
+
+static void on_write(uv_write_t *req, int status)
+{
+    upwrite_t *wr = (upwrite_t *)req;
+    sl_upconn_t *uc = wr->uc;
+    free(wr);
+    uc->pending_writes--;
+    if (uc->closing || uc->owner == NULL)
+        return;
+    if (uc->state != ST_READY) {
+        if (status < 0)
+            fail_open(uc, uc->state == ST_HANDSHAKE ? SL_UPERR_TLS : SL_UPERR_CONNECT, uv_strerror(status));
+        return;
+    }
+    if (uc->ops->written && (status < 0 || uc->pending_writes == 0))
+        uc->ops->written(uc, status);
+}
+
+/* Sends bytes on the socket: 1 all sent now, 0 queued, or a negative code. */
+static int raw_write(sl_upconn_t *uc, const char *data, size_t len)
+{
+    /* Most writes fit the socket buffer: try first, and only queue what is left (uv_write would toggle epoll
+     * interest for every request). Nothing may be queued ahead, or bytes would go out of order. */
+    int n = 0;
+    if (uc->pending_writes == 0) {
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+        n = uv_try_write((uv_stream_t *)&uc->tcp, &b, 1);
+        if (n == (int)len)
+            return 1;
+        if (n < 0 && n != UV_EAGAIN)
+            return n;
+        if (n < 0)
+            n = 0;
+    }
+    size_t rest = len - (size_t)n;
+    upwrite_t *wr = malloc(sizeof(*wr) + rest);
+    if (wr == NULL)
+        return UV_ENOMEM;
+    memcpy(wr->data, data + n, rest);
+    wr->uc = uc;
+    uv_buf_t b = uv_buf_init(wr->data, (unsigned)rest);
+    int rc = uv_write(&wr->req, (uv_stream_t *)&uc->tcp, &b, 1, on_write);
+    if (rc != 0) {
+        free(wr);
+        return rc;
+    }
+    uc->pending_writes++;
+    return 0;
+}
+
+static int flush_tls(sl_upconn_t *uc)
+{
+    const char *p;
+    size_t n = sl_tls_pending_out(uc->tls, &p);
+    if (n == 0)
+        return 1;
+    int rc = raw_write(uc, p, n);
+    if (rc >= 0)
+        sl_tls_consume_out(uc->tls, n);
+    return rc;
+}
+
+int sl__upconn_write(sl_upconn_t *uc, const char *data, size_t len)
+{
+    if (uc->tls == NULL)
+        return raw_write(uc, data, len);
+    int rc = sl_tls_write(uc->tls, data, len);
+    if (rc < 0)
+        return UV_EPROTO;
+    return flush_tls(uc);
+}
+
+/* ---- reading ---- */
+
+static int rbuf_room(sl_upconn_t *uc, size_t want)
+{
+    if (uc->rpos > 0 && uc->rpos == uc->rlen)
+        uc->rpos = uc->rlen = 0;
+    if (uc->rcap - uc->rlen >= want)
+        return 0;
+    size_t cap = uc->rcap ? uc->rcap : SL_UPCONN_READ;
+    while (cap - uc->rlen < want)
+        cap *= 2;
+    char *nb = realloc(uc->rbuf, cap);
+    if (nb == NULL)
+        return -1;
+    uc->rbuf = nb;
+    uc->rcap = cap;
+    return 0;
+}
+
+/* A connection keeps reading for its whole life, in use or idle: toggling epoll interest per request costs
+ * syscalls. Plain connections read straight into rbuf; TLS ones into raw, decrypted into rbuf. */
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     sl_upconn_t *uc = h->data;
-    if (uc->rpos > 0 && uc->rpos == uc->rlen)
-        uc->rpos = uc->rlen = 0;
-    if (uc->rcap - uc->rlen < SL_UPCONN_READ / 4) {
-        size_t cap = uc->rcap ? uc->rcap * 2 : SL_UPCONN_READ;
-        char *nb = realloc(uc->rbuf, cap);
-        if (nb == NULL) {
-            buf->base = NULL;
-            buf->len = 0;
-            return;
-        }
-        uc->rbuf = nb;
-        uc->rcap = cap;
+    if (uc->tls || uc->state != ST_READY) {
+        if (uc->raw == NULL)
+            uc->raw = malloc(SL_UPCONN_READ);
+        buf->base = uc->raw;
+        buf->len = uc->raw ? SL_UPCONN_READ : 0;
+        return;
+    }
+    if (rbuf_room(uc, SL_UPCONN_READ / 4) != 0) {
+        buf->base = NULL;
+        buf->len = 0;
+        return;
     }
     buf->base = uc->rbuf + uc->rlen;
     buf->len = uc->rcap - uc->rlen;
 }
 
+static void tls_fail(sl_upconn_t *uc, const char *stage)
+{
+    char why[256], msg[600];
+    sl_tls_error(uc->tls, why, sizeof(why));
+    snprintf(msg, sizeof(msg), "TLS %s with %s:%d: %s", stage, uc->t.host, uc->t.port, why);
+    fail_open(uc, SL_UPERR_TLS, msg);
+}
+
+static void handshake(sl_upconn_t *uc)
+{
+    int rc = sl_tls_handshake(uc->tls);
+    if (rc != 0 && rc != SL_TLS_WANT) {
+        flush_tls(uc); /* the alert, if any */
+        tls_fail(uc, "handshake");
+        return;
+    }
+    int w = flush_tls(uc);
+    if (w < 0) {
+        fail_open(uc, SL_UPERR_CONNECT, uv_strerror(w));
+        return;
+    }
+    if (rc == 0)
+        opened(uc);
+}
+
+static void start_tls(sl_upconn_t *uc)
+{
+    char err[256] = "";
+    sl_tls_client_opts_t o = {.ca_file = uc->t.ca_file, .insecure_no_verify = !uc->t.verify};
+    sl_tls_client_ctx_t *ctx = sl_tls_client_ctx_get(&o, err, sizeof(err));
+    if (ctx == NULL) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "TLS client setup: %s", err);
+        fail_open(uc, SL_UPERR_TLS, msg);
+        return;
+    }
+    uc->tls = sl_tls_new_client(ctx, uc->t.host);
+    if (uc->tls == NULL) {
+        fail_open(uc, SL_UPERR_NOMEM, "out of memory");
+        return;
+    }
+    uc->state = ST_HANDSHAKE;
+    handshake(uc);
+}
+
+static void tunnel_read(sl_upconn_t *uc, const char *data, size_t n)
+{
+    if (sl_buf_append(&uc->tunnel, data, n) != 0 || uc->tunnel.len > 16384) {
+        fail_open(uc, SL_UPERR_BAD_RESPONSE, "proxy CONNECT response too large");
+        return;
+    }
+    const char *b = uc->tunnel.base;
+    const char *end = memmem(b, uc->tunnel.len, "\r\n\r\n", 4);
+    if (end == NULL)
+        return;
+    int ok = uc->tunnel.len > 12 && memcmp(b, "HTTP/1.", 7) == 0 && memcmp(b + 8, " 200", 4) == 0;
+    if (!ok || end + 4 != b + uc->tunnel.len) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "proxy refused CONNECT: %.*s", (int)(memchr(b, '\r', uc->tunnel.len) ?
+                 (const char *)memchr(b, '\r', uc->tunnel.len) - b : 0), b);
+        fail_open(uc, SL_UPERR_CONNECT, msg);
+        return;
+    }
+    sl_buf_free(&uc->tunnel);
+    start_tls(uc);
+}
+
+/* TLS: decrypts what arrived into rbuf and tells the owner. */
+static void tls_read(sl_upconn_t *uc, const char *data, size_t n)
+{
+    if (sl_tls_feed(uc->tls, data, n) != 0) {
+        if (uc->owner)
+            uc->ops->read(uc, UV_ENOMEM);
+        return;
+    }
+    if (uc->state == ST_HANDSHAKE) {
+        handshake(uc);
+        if (uc->state != ST_READY || uc->closing)
+            return;
+    }
+    size_t got = 0;
+    int end = 0;
+    for (;;) {
+        if (rbuf_room(uc, 16384) != 0) {
+            end = UV_ENOMEM;
+            break;
+        }
+        int rc = sl_tls_read(uc->tls, uc->rbuf + uc->rlen, uc->rcap - uc->rlen);
+        if (rc > 0) {
+            uc->rlen += (size_t)rc;
+            got += (size_t)rc;
+            continue;
+        }
+        if (rc == 0)
+            end = UV_EOF; /* close_notify */
+        else if (rc != SL_TLS_WANT)
+            end = UV_EPROTO;
+        break;
+    }
+    flush_tls(uc);
+    if (uc->owner == NULL) {
+        if (got || end)
+            sl__upconn_close(uc);
+        return;
+    }
+    if (got)
+        uc->ops->read(uc, (ssize_t)got);
+    if (end && !uc->closing && uc->owner)
+        uc->ops->read(uc, end);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     sl_upconn_t *uc = s->data;
-    if (uc->proxy) {
-        sl__proxy_on_read(uc, nread);
+    if (nread == 0 || uc->closing)
+        return;
+    if (uc->state != ST_READY && uc->state != ST_HANDSHAKE && uc->state != ST_TUNNEL)
+        return;
+    if (nread < 0) {
+        if (uc->state != ST_READY)
+            fail_open(uc, uc->state == ST_HANDSHAKE ? SL_UPERR_TLS : SL_UPERR_CONNECT,
+                      nread == UV_EOF ? "closed during the handshake" : uv_strerror((int)nread));
+        else if (uc->owner)
+            uc->ops->read(uc, nread);
+        else
+            sl__upconn_close(uc);
         return;
     }
-    if (nread != 0)
-        sl__upconn_close(uc);
+    if (uc->state == ST_TUNNEL) {
+        tunnel_read(uc, buf->base, (size_t)nread);
+    } else if (uc->tls) {
+        tls_read(uc, buf->base, (size_t)nread);
+    } else if (uc->owner) {
+        uc->rlen += (size_t)nread;
+        uc->ops->read(uc, nread);
+    } else {
+        sl__upconn_close(uc); /* data or EOF on an idle connection: it is done */
+    }
 }
 
 void sl__upconn_read_start(sl_upconn_t *uc)
@@ -119,10 +395,150 @@ void sl__upconn_read_stop(sl_upconn_t *uc)
     }
 }
 
+/* ---- opening ---- */
+
+static void on_connect(uv_connect_t *cr, int status)
+{
+    sl_upconn_t *uc = cr->data;
+    if (uc->closing || status == UV_ECANCELED)
+        return;
+    if (status < 0) {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "connect to %s:%d: %s", uc->t.proxy_host[0] ? uc->t.proxy_host : uc->t.host,
+                 uc->t.proxy_host[0] ? uc->t.proxy_port : uc->t.port, uv_strerror(status));
+        fail_open(uc, status == UV_ETIMEDOUT ? SL_UPERR_TIMEOUT : SL_UPERR_CONNECT, msg);
+        return;
+    }
+    uv_tcp_nodelay(&uc->tcp, 1);
+    sl__upconn_read_start(uc);
+    if (uc->t.proxy_host[0] && uc->t.tls) {
+        char req[700];
+        int n = snprintf(req, sizeof(req), "CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n", uc->t.host, uc->t.port,
+                         uc->t.host, uc->t.port);
+        uc->state = ST_TUNNEL;
+        if (raw_write(uc, req, (size_t)n) < 0)
+            fail_open(uc, SL_UPERR_CONNECT, "proxy CONNECT write failed");
+        return;
+    }
+    if (uc->t.tls)
+        start_tls(uc);
+    else
+        opened(uc);
+}
+
+static void connect_to(sl_upconn_t *uc, const struct sockaddr *sa)
+{
+    uc->state = ST_CONNECTING;
+    uc->connect_req.data = uc;
+    int rc = uv_tcp_connect(&uc->connect_req, &uc->tcp, sa, on_connect);
+    if (rc != 0)
+        fail_open(uc, SL_UPERR_CONNECT, uv_strerror(rc));
+}
+
+static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res)
+{
+    sl_upconn_t *uc = g->data;
+    if (uc->closing == 2) {
+        uv_freeaddrinfo(res);
+        free_conn(uc);
+        return;
+    }
+    uc->state = ST_CONNECTING;
+    if (uc->closing) {
+        uv_freeaddrinfo(res);
+        return;
+    }
+    const char *host = uc->t.proxy_host[0] ? uc->t.proxy_host : uc->t.host;
+    int port = uc->t.proxy_host[0] ? uc->t.proxy_port : uc->t.port;
+    sl_pool_t *p = sl__pool(uc->w);
+    if (status < 0 || res == NULL || p == NULL || sl_dns_store(&p->dns, host, res, sl_now(), SL_DNS_TTL) != 0) {
+        char msg[320];
+        snprintf(msg, sizeof(msg), "resolve %s: %s", host, status < 0 ? uv_strerror(status) : "no address");
+        uv_freeaddrinfo(res);
+        fail_open(uc, status == UV_ENOMEM ? SL_UPERR_NOMEM : SL_UPERR_DNS, msg);
+        return;
+    }
+    uv_freeaddrinfo(res);
+    struct sockaddr_storage ss;
+    if (sl_dns_lookup(&p->dns, host, port, sl_now(), &ss) != 0) {
+        fail_open(uc, SL_UPERR_DNS, "resolve: no usable address");
+        return;
+    }
+    connect_to(uc, (struct sockaddr *)&ss);
+}
+
+static sl_upconn_t *pool_get(sl_pool_t *p, const char *key)
+{
+    for (sl_upconn_t *uc = p->idle; uc; uc = uc->next_idle) {
+        if (strcmp(uc->key, key) == 0) {
+            unlink_idle(uc);
+            uv_timer_stop(&uc->timer);
+            uc->reused = 1;
+            return uc;
+        }
+    }
+    return NULL;
+}
+
+static void make_key(const sl_uptarget_t *t, char *key, size_t n)
+{
+    snprintf(key, n, "%s://%s:%d|%d|%s|%s:%d", t->tls ? "https" : "http", t->host, t->port, t->verify,
+             t->ca_file ? t->ca_file : "", t->proxy_host, t->proxy_port);
+}
+
+sl_upconn_t *sl__upconn_open(sl_worker_t *w, const sl_uptarget_t *t, const sl_upconn_ops_t *ops, void *owner)
+{
+    sl_pool_t *p = sl__pool(w);
+    if (p == NULL)
+        return NULL;
+    char key[sizeof(((sl_upconn_t *)0)->key)];
+    make_key(t, key, sizeof(key));
+    sl_upconn_t *uc = pool_get(p, key);
+    if (uc) {
+        uc->owner = owner;
+        uc->ops = ops;
+        ops->ready(uc, 0, NULL);
+        return uc;
+    }
+    uc = calloc(1, sizeof(*uc));
+    if (uc == NULL)
+        return NULL;
+    uc->w = w;
+    uc->t = *t;
+    memcpy(uc->key, key, sizeof(key));
+    uc->owner = owner;
+    uc->ops = ops;
+    uv_tcp_init(&w->loop, &uc->tcp);
+    uv_timer_init(&w->loop, &uc->timer);
+    uc->tcp.data = uc;
+    uc->timer.data = uc;
+    if (t->connect_timeout > 0)
+        uv_timer_start(&uc->timer, on_uc_timer, (uint64_t)(t->connect_timeout * 1000), 0);
+    const char *host = t->proxy_host[0] ? t->proxy_host : t->host;
+    int port = t->proxy_host[0] ? t->proxy_port : t->port;
+    struct sockaddr_storage ss;
+    if (sl_dns_literal(host, port, &ss) == 0 || sl_dns_lookup(&p->dns, host, port, sl_now(), &ss) == 0) {
+        connect_to(uc, (struct sockaddr *)&ss);
+        return uc;
+    }
+    char portstr[8];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    uc->gai.data = uc;
+    uc->state = ST_RESOLVING;
+    int rc = uv_getaddrinfo(&w->loop, &uc->gai, on_resolved, host, portstr, &hints);
+    if (rc != 0) {
+        uc->state = ST_CONNECTING;
+        fail_open(uc, SL_UPERR_DNS, uv_strerror(rc));
+    }
+    return uc;
+}
+
 void sl__pool_put(sl_upconn_t *uc, int max_per_key, double idle_timeout)
 {
-    sl_pool_t *p = pool_of(uc->w);
-    if (p == NULL || max_per_key <= 0 || uc->closing) {
+    sl_pool_t *p = sl__pool(uc->w);
+    if (p == NULL || max_per_key <= 0 || uc->closing || uc->state != ST_READY || uc->pending_writes > 0 ||
+        uc->w->stopping) {
         sl__upconn_close(uc);
         return;
     }
@@ -135,7 +551,7 @@ void sl__pool_put(sl_upconn_t *uc, int max_per_key, double idle_timeout)
         }
     if (same >= max_per_key && last_same)
         sl__upconn_close(last_same);
-    uc->proxy = NULL;
+    uc->owner = NULL;
     uc->rlen = uc->rpos = 0;
     uc->idle = 1;
     uc->next_idle = p->idle;
@@ -145,21 +561,7 @@ void sl__pool_put(sl_upconn_t *uc, int max_per_key, double idle_timeout)
     p->idle = uc;
     p->nidle++;
     sl__upconn_read_start(uc);
-    uv_timer_start(&uc->timer, on_idle_timeout, (uint64_t)(idle_timeout * 1000), 0);
-}
-
-sl_upconn_t *sl__upconn_new(sl_worker_t *w, const char *key)
-{
-    sl_upconn_t *uc = calloc(1, sizeof(*uc));
-    if (uc == NULL)
-        return NULL;
-    uc->w = w;
-    snprintf(uc->key, sizeof(uc->key), "%s", key);
-    uv_tcp_init(&w->loop, &uc->tcp);
-    uv_timer_init(&w->loop, &uc->timer);
-    uc->tcp.data = uc;
-    uc->timer.data = uc;
-    return uc;
+    uv_timer_start(&uc->timer, on_uc_timer, (uint64_t)(idle_timeout * 1000), 0);
 }
 
 void sl__pool_close(sl_worker_t *w)
@@ -167,8 +569,68 @@ void sl__pool_close(sl_worker_t *w)
     sl_pool_t *p = w->pool;
     if (p == NULL)
         return;
+    sl__client_close_all(w);
     while (p->idle)
         sl__upconn_close(p->idle);
+    sl_dns_clear(&p->dns);
     free(p);
     w->pool = NULL;
+}
+
+/* ---- response headers ---- */
+
+int sl__uphdrs_field(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
+{
+    if (h->n == 0 || h->in_value) {
+        if (h->n == h->cap) {
+            uint32_t cap = h->cap ? h->cap * 2 : 16;
+            sl_header_t *l = cap > 512 ? NULL : realloc(h->list, cap * sizeof(*l));
+            if (l == NULL)
+                return -1;
+            h->list = l;
+            h->cap = cap;
+        }
+        sl_header_t *x = &h->list[h->n++];
+        x->name = (const char *)(uintptr_t)h->bytes.len;
+        x->name_len = 0;
+        x->value = NULL;
+        x->value_len = 0;
+        h->in_value = 0;
+    }
+    h->list[h->n - 1].name_len += (uint32_t)len;
+    return h->bytes.len + len <= max && sl_buf_append(&h->bytes, at, len) == 0 ? 0 : -1;
+}
+
+int sl__uphdrs_value(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
+{
+    sl_header_t *x = &h->list[h->n - 1];
+    if (!h->in_value) {
+        h->in_value = 1;
+        x->value = (const char *)(uintptr_t)h->bytes.len;
+    }
+    x->value_len += (uint32_t)len;
+    return h->bytes.len + len <= max && sl_buf_append(&h->bytes, at, len) == 0 ? 0 : -1;
+}
+
+void sl__uphdrs_finish(sl_uphdrs_t *h)
+{
+    for (uint32_t i = 0; i < h->n; i++) {
+        sl_header_t *x = &h->list[i];
+        x->name = h->bytes.base + (uintptr_t)x->name;
+        x->value = x->value ? h->bytes.base + (uintptr_t)x->value : "";
+    }
+}
+
+void sl__uphdrs_reset(sl_uphdrs_t *h)
+{
+    h->n = 0;
+    h->bytes.len = 0;
+    h->in_value = 0;
+}
+
+void sl__uphdrs_free(sl_uphdrs_t *h)
+{
+    sl_buf_free(&h->bytes);
+    free(h->list);
+    memset(h, 0, sizeof(*h));
 }

@@ -5,53 +5,126 @@
 #include <uv.h>
 
 #include "common/buf.h"
+#include "http/request.h"
 #include "server/worker.h"
-
-struct sl_proxy;
+#include "upstream/dns.h"
 
 #define SL_UPCONN_READ 65536
 
-/** A TCP connection to an upstream; either in use by one proxy or idle in its worker's pool. */
-typedef struct sl_upconn {
+/* Upstream error classes, so retry and fallback logic can decide what to do (also in Lua: proxy.lua, http.lua). */
+enum {
+    SL_UPERR_NONE = 0,
+    SL_UPERR_CONNECT = 1,      /* refused or unreachable */
+    SL_UPERR_DNS = 2,          /* name did not resolve */
+    SL_UPERR_TIMEOUT = 3,      /* connect, send or read timeout, or the total deadline */
+    SL_UPERR_RESET = 4,        /* reset or closed before the response was complete */
+    SL_UPERR_BAD_RESPONSE = 5, /* not valid HTTP (or headers too large, or body over the limit) */
+    SL_UPERR_CLIENT_GONE = 6,  /* our client went away (or the worker stops); the request was cancelled */
+    SL_UPERR_NOMEM = 7,
+    SL_UPERR_TLS = 8,          /* handshake failed or certificate rejected */
+};
+
+/** Where to connect: the pool key is derived from all of it, so connections are shared only among equals. */
+typedef struct sl_uptarget {
+    char host[256];
+    int port;
+    int tls;             /* 1: HTTPS */
+    int verify;          /* 1: check the certificate against ca_file (default bundle when NULL) and host */
+    const char *ca_file; /* per-upstream CA bundle, or NULL */
+    char proxy_host[256]; /* "" for a direct connection; else an HTTP proxy (CONNECT for TLS) */
+    int proxy_port;
+    double connect_timeout; /* DNS + TCP connect + CONNECT + TLS handshake */
+} sl_uptarget_t;
+
+typedef struct sl_upconn sl_upconn_t;
+
+/** What the user of a connection (proxy or client exchange) is told. */
+typedef struct sl_upconn_ops {
+    /** sl__upconn_open finished: error 0 (ready to write) or SL_UPERR_*, with a reason for the log. */
+    void (*ready)(sl_upconn_t *uc, int error, const char *why);
+    /** n > 0 new bytes were appended at rbuf + rlen - n; n < 0: read failed or ended (UV_EOF). */
+    void (*read)(sl_upconn_t *uc, ssize_t n);
+    /** A queued write finished (status 0) or failed. */
+    void (*written)(sl_upconn_t *uc, int status);
+    /** The timer armed with sl__upconn_arm fired. */
+    void (*timeout)(sl_upconn_t *uc);
+} sl_upconn_ops_t;
+
+struct sl_tls;
+
+/** A connection to an upstream; either used by one owner or idle in its worker's pool. */
+struct sl_upconn {
     uv_tcp_t tcp; /* first: the handle's memory is the connection's */
     uv_timer_t timer;
     uv_connect_t connect_req;
     uv_getaddrinfo_t gai;
     sl_worker_t *w;
-    struct sl_proxy *proxy;
+    void *owner;
+    const sl_upconn_ops_t *ops;
     struct sl_upconn *next_idle, *prev_idle;
     llhttp_t parser;
-    char *rbuf;
+    char *rbuf; /* plaintext received, rpos..rlen not yet parsed */
     size_t rlen, rpos, rcap;
-    char key[300]; /* host:port */
+    struct sl_tls *tls;
+    char *raw; /* TLS: ciphertext read buffer */
+    sl_buf_t tunnel; /* CONNECT response bytes */
+    int state;
+    int pending_writes;
+    char key[640];
+    sl_uptarget_t t;
     int reused;
     int closing;
     int idle;
     int reading;
-} sl_upconn_t;
+};
 
-/** Per-worker pool of idle upstream connections keyed by host:port. */
+/** Per-worker upstream state: idle connections, the DNS cache, running client exchanges. */
 typedef struct sl_pool {
     sl_upconn_t *idle; /* most recently used first */
     int nidle;
+    sl_dns_cache_t dns;
+    void *clients; /* running sl_http_t exchanges (client.c), closed when the worker stops */
 } sl_pool_t;
 
-/** Takes an idle connection for key, or returns NULL. The caller owns it until sl__pool_put or close. */
-sl_upconn_t *sl__pool_get(sl_worker_t *w, const char *key);
-/** Returns a healthy connection to the pool (closing the oldest for key past max); it closes by itself when
- *  the upstream closes it or idle_timeout passes. */
+/** The worker's pool, created on first use; NULL on out of memory. */
+sl_pool_t *sl__pool(sl_worker_t *w);
+/** Gets a ready connection to t for owner: an idle one from the pool (ready called before returning, with
+ *  uc->reused set) or a new one (DNS through the cache, connect, proxy CONNECT, TLS handshake; ready called
+ *  later from a libuv callback). Returns the connection or NULL on out of memory (ready not called). */
+sl_upconn_t *sl__upconn_open(sl_worker_t *w, const sl_uptarget_t *t, const sl_upconn_ops_t *ops, void *owner);
+/** Writes bytes (encrypted on TLS connections): returns 1 when all went out at once, 0 when queued
+ *  (ops->written follows), or a negative code. */
+int sl__upconn_write(sl_upconn_t *uc, const char *data, size_t len);
+/** Arms the connection's timer (ops->timeout fires); 0 stops it. */
+void sl__upconn_arm(sl_upconn_t *uc, double seconds);
+/** Returns a healthy connection to the pool (closing the oldest for its key past max); it closes by itself
+ *  when the upstream closes it or idle_timeout passes. */
 void sl__pool_put(sl_upconn_t *uc, int max_per_key, double idle_timeout);
-/** Allocates a connection (not yet connected) for key; NULL on out of memory. */
-sl_upconn_t *sl__upconn_new(sl_worker_t *w, const char *key);
 /** Closes a connection; its memory is freed in the close callback. */
 void sl__upconn_close(sl_upconn_t *uc);
 /** Starts reading (for the rest of the connection's life, unless stopped for back-pressure). */
 void sl__upconn_read_start(sl_upconn_t *uc);
 /** Stops reading (back-pressure); sl__upconn_read_start resumes. */
 void sl__upconn_read_stop(sl_upconn_t *uc);
-/** Handles bytes (or an error) that arrived for the proxy using uc; defined in proxy.c. */
-void sl__proxy_on_read(sl_upconn_t *uc, ssize_t nread);
-/** Closes every idle connection of a worker (at stop). */
+/** Closes every idle connection of a worker and fails its client exchanges (at stop). */
 void sl__pool_close(sl_worker_t *w);
+/** Name of an error class for logs and Lua ("connect", "dns", "timeout", "reset", "bad_response", ...). */
+const char *sl__uperr_name(int error);
+
+/** Response headers of an exchange, collected by llhttp callbacks into one buffer. */
+typedef struct sl_uphdrs {
+    sl_buf_t bytes;
+    sl_header_t *list;
+    uint32_t n, cap;
+    uint8_t in_value;
+} sl_uphdrs_t;
+
+/** llhttp header callbacks' bodies; return 0 or -1 (too many, too large, out of memory). */
+int sl__uphdrs_field(sl_uphdrs_t *h, const char *at, size_t len, size_t max_bytes);
+int sl__uphdrs_value(sl_uphdrs_t *h, const char *at, size_t len, size_t max_bytes);
+/** Turns the stored offsets into pointers (at headers complete). */
+void sl__uphdrs_finish(sl_uphdrs_t *h);
+void sl__uphdrs_reset(sl_uphdrs_t *h);
+void sl__uphdrs_free(sl_uphdrs_t *h);
 
 #endif

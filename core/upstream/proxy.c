@@ -25,6 +25,7 @@ static llhttp_settings_t psettings;
 static void attempt(sl_proxy_t *p);
 static void process(sl_proxy_t *p);
 static void read_start(sl_proxy_t *p);
+static const sl_upconn_ops_t proxy_ops;
 
 static double now_s(void)
 {
@@ -54,7 +55,7 @@ static void detach_conn(sl_proxy_t *p, int reusable)
     if (uc == NULL)
         return;
     p->uc = NULL;
-    uc->proxy = NULL;
+    uc->owner = NULL;
     uv_timer_stop(&uc->timer);
     if (reusable && uc->rpos == uc->rlen)
         sl__pool_put(uc, p->pool_size, p->idle_timeout);
@@ -100,18 +101,15 @@ static void fail(sl_proxy_t *p, int error, const char *what, int code)
         return;
     }
     if (error != SL_UPERR_CLIENT_GONE)
-        sl_log(SL_LOG_WARN, "upstream %s:%d: %s%s%s", p->host, p->port, what, code ? ": " : "",
-               code ? uv_strerror(code) : "");
+        sl_log(SL_LOG_WARN, "upstream %s:%d: %s: %s%s%s", p->host, p->port, sl__uperr_name(error), what,
+               code ? ": " : "", code ? uv_strerror(code) : "");
     detach_conn(p, 0);
     end(p, error);
 }
 
-static void on_timeout(uv_timer_t *t)
+static void on_timeout(sl_upconn_t *uc)
 {
-    sl_upconn_t *uc = t->data;
-    if (uc->proxy == NULL)
-        return;
-    sl_proxy_t *p = uc->proxy;
+    sl_proxy_t *p = uc->owner;
     sl_req_t *r = hold(p);
     fail(p, SL_UPERR_TIMEOUT, "timed out", 0);
     sl_req_release(r);
@@ -120,58 +118,34 @@ static void on_timeout(uv_timer_t *t)
 static void arm(sl_proxy_t *p, double seconds)
 {
     if (p->uc && seconds > 0)
-        uv_timer_start(&p->uc->timer, on_timeout, (uint64_t)(seconds * 1000), 0);
+        sl__upconn_arm(p->uc, seconds);
 }
 
 /* ---- response parsing ---- */
 
 static sl_proxy_t *of(llhttp_t *hp)
 {
-    return ((sl_upconn_t *)hp->data)->proxy;
+    return ((sl_upconn_t *)hp->data)->owner;
 }
 
 static int on_pbegin(llhttp_t *hp)
 {
     sl_proxy_t *p = of(hp);
     p->resp.nheaders = 0;
-    p->rhead.len = 0;
-    p->in_value = 0;
+    sl__uphdrs_reset(&p->hdrs);
     return 0;
 }
 
 static int on_hfield(llhttp_t *hp, const char *at, size_t len)
 {
     sl_proxy_t *p = of(hp);
-    if (p->resp.nheaders == 0 || p->in_value) {
-        if (p->resp.nheaders == p->hdr_cap) {
-            uint32_t cap = p->hdr_cap ? p->hdr_cap * 2 : 16;
-            sl_header_t *h = cap > 512 ? NULL : realloc(p->hdr_alloc, cap * sizeof(*h));
-            if (h == NULL)
-                return -1;
-            p->hdr_alloc = h;
-            p->hdr_cap = cap;
-        }
-        sl_header_t *h = &p->hdr_alloc[p->resp.nheaders++];
-        h->name = (const char *)(uintptr_t)p->rhead.len;
-        h->name_len = 0;
-        h->value = NULL;
-        h->value_len = 0;
-        p->in_value = 0;
-    }
-    p->hdr_alloc[p->resp.nheaders - 1].name_len += (uint32_t)len;
-    return p->rhead.len + len <= UP_MAX_HEAD && sl_buf_append(&p->rhead, at, len) == 0 ? 0 : -1;
+    return sl__uphdrs_field(&p->hdrs, at, len, UP_MAX_HEAD);
 }
 
 static int on_hvalue(llhttp_t *hp, const char *at, size_t len)
 {
     sl_proxy_t *p = of(hp);
-    sl_header_t *h = &p->hdr_alloc[p->resp.nheaders - 1];
-    if (!p->in_value) {
-        p->in_value = 1;
-        h->value = (const char *)(uintptr_t)p->rhead.len;
-    }
-    h->value_len += (uint32_t)len;
-    return p->rhead.len + len <= UP_MAX_HEAD && sl_buf_append(&p->rhead, at, len) == 0 ? 0 : -1;
+    return sl__uphdrs_value(&p->hdrs, at, len, UP_MAX_HEAD);
 }
 
 static int hop_by_hop(const sl_header_t *h)
@@ -209,12 +183,9 @@ static int send_head(sl_proxy_t *p)
 static int on_headers_done(llhttp_t *hp)
 {
     sl_proxy_t *p = of(hp);
-    for (uint32_t i = 0; i < p->resp.nheaders; i++) {
-        sl_header_t *h = &p->hdr_alloc[i];
-        h->name = p->rhead.base + (uintptr_t)h->name;
-        h->value = h->value ? p->rhead.base + (uintptr_t)h->value : "";
-    }
-    p->resp.headers = p->hdr_alloc;
+    sl__uphdrs_finish(&p->hdrs);
+    p->resp.headers = p->hdrs.list;
+    p->resp.nheaders = p->hdrs.n;
     p->resp.status = llhttp_get_status_code(hp);
     if (p->resp.status < 200)
         return 0; /* interim (100 Continue): the real response follows */
@@ -291,14 +262,15 @@ static void process(sl_proxy_t *p)
 
 /* ---- connection I/O ---- */
 
-void sl__proxy_on_read(sl_upconn_t *uc, ssize_t nread)
+static void on_up_read(sl_upconn_t *uc, ssize_t nread)
 {
-    sl_proxy_t *p = uc->proxy;
+    sl_proxy_t *p = uc->owner;
     if (nread == 0)
         return;
     sl_req_t *r = hold(p);
     if (nread < 0) {
-        if (nread == UV_EOF && p->resp.headers_done && llhttp_finish(&uc->parser) == HPE_OK && !p->resp.done) {
+        if (nread == UV_EOF && p->resp.headers_done && !p->resp.done &&
+            (llhttp_finish(&uc->parser) == HPE_OK || p->msg_done)) {
             /* body delimited by the close of the connection */
             uc->rpos = uc->rlen = 0;
             p->msg_done = 1;
@@ -311,7 +283,6 @@ void sl__proxy_on_read(sl_upconn_t *uc, ssize_t nread)
         return;
     }
     p->got_bytes = 1;
-    uc->rlen += (size_t)nread;
     arm(p, p->read_timeout);
     /* head and body pieces of one read leave in one write */
     sl_conn_t *c = r->conn;
@@ -335,13 +306,9 @@ static void read_start(sl_proxy_t *p)
         sl__upconn_read_start(p->uc);
 }
 
-static void on_written(uv_write_t *wr, int status)
+static void on_up_written(sl_upconn_t *uc, int status)
 {
-    sl_upconn_t *uc = wr->data;
-    free(wr);
-    sl_proxy_t *p = uc->proxy;
-    if (p == NULL)
-        return;
+    sl_proxy_t *p = uc->owner;
     sl_req_t *r = hold(p);
     if (status < 0)
         fail(p, SL_UPERR_RESET, "write", status);
@@ -353,120 +320,49 @@ static void on_written(uv_write_t *wr, int status)
 static void send_request(sl_proxy_t *p)
 {
     sl_upconn_t *uc = p->uc;
-    uc->proxy = p;
-    uc->parser.data = uc;
     llhttp_init(&uc->parser, HTTP_RESPONSE, &psettings);
     uc->parser.data = uc;
     uc->rlen = uc->rpos = 0;
     p->resp.reused = (uint8_t)uc->reused;
     read_start(p);
-    /* Most requests fit the socket buffer: try first, and only queue what is left (uv_write would toggle
-     * epoll interest for every request). */
-    uv_buf_t b = uv_buf_init(p->out.base, (unsigned)p->out.len);
-    int n = uv_try_write((uv_stream_t *)&uc->tcp, &b, 1);
-    if (n == (int)p->out.len) {
-        arm(p, p->read_timeout);
-        return;
-    }
-    if (n < 0 && n != UV_EAGAIN) {
-        fail(p, SL_UPERR_RESET, "write", n);
-        return;
-    }
-    if (n > 0)
-        b = uv_buf_init(p->out.base + n, (unsigned)(p->out.len - (size_t)n));
-    uv_write_t *wr = malloc(sizeof(*wr));
-    if (wr == NULL) {
-        fail(p, SL_UPERR_NOMEM, "out of memory", 0);
-        return;
-    }
-    wr->data = uc;
-    int rc = uv_write(wr, (uv_stream_t *)&uc->tcp, &b, 1, on_written);
-    if (rc != 0) {
-        free(wr);
+    int rc = sl__upconn_write(uc, p->out.base, p->out.len);
+    if (rc < 0)
         fail(p, SL_UPERR_RESET, "write", rc);
-        return;
-    }
-    arm(p, p->send_timeout);
+    else
+        arm(p, rc == 1 ? p->read_timeout : p->send_timeout);
 }
 
-static void on_connect(uv_connect_t *cr, int status)
+static void on_up_ready(sl_upconn_t *uc, int error, const char *why)
 {
-    sl_upconn_t *uc = cr->data;
-    sl_proxy_t *p = uc->proxy;
-    if (p == NULL || uc->closing)
-        return;
+    sl_proxy_t *p = uc->owner;
     sl_req_t *r = hold(p);
-    if (status < 0)
-        fail(p, status == UV_ETIMEDOUT ? SL_UPERR_TIMEOUT : SL_UPERR_CONNECT, "connect", status);
-    else {
-        uv_tcp_nodelay(&uc->tcp, 1);
+    p->opening = 0;
+    if (error) {
+        p->uc = NULL; /* closed by the pool */
+        fail(p, error, why ? why : "connect", 0);
+    } else {
+        p->uc = uc;
         send_request(p);
     }
     sl_req_release(r);
 }
 
-static void connect_to(sl_proxy_t *p, const struct sockaddr *sa)
-{
-    sl_upconn_t *uc = p->uc;
-    uc->connect_req.data = uc;
-    int rc = uv_tcp_connect(&uc->connect_req, &uc->tcp, sa, on_connect);
-    if (rc != 0)
-        fail(p, SL_UPERR_CONNECT, "connect", rc);
-    else
-        arm(p, p->connect_timeout);
-}
-
-static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res)
-{
-    sl_upconn_t *uc = g->data;
-    sl_proxy_t *p = uc->proxy;
-    if (p == NULL || uc->closing) {
-        uv_freeaddrinfo(res);
-        return;
-    }
-    sl_req_t *r = hold(p);
-    if (status < 0 || res == NULL)
-        fail(p, SL_UPERR_DNS, "resolve", status);
-    else
-        connect_to(p, res->ai_addr);
-    uv_freeaddrinfo(res);
-    sl_req_release(r);
-}
+static const sl_upconn_ops_t proxy_ops = {
+    .ready = on_up_ready, .read = on_up_read, .written = on_up_written, .timeout = on_timeout};
 
 static void attempt(sl_proxy_t *p)
 {
-    char key[300];
-    snprintf(key, sizeof(key), "%s:%d", p->host, p->port);
     p->got_bytes = 0;
-    sl_upconn_t *uc = sl__pool_get(p->w, key);
-    if (uc) {
-        p->uc = uc;
-        uc->proxy = p;
-        send_request(p);
-        return;
-    }
-    uc = sl__upconn_new(p->w, key);
+    p->opening = 1;
+    p->uc = NULL;
+    sl_upconn_t *uc = sl__upconn_open(p->w, &p->target, &proxy_ops, p);
     if (uc == NULL) {
+        p->opening = 0;
         end(p, SL_UPERR_NOMEM);
         return;
     }
-    p->uc = uc;
-    uc->proxy = p;
-    struct sockaddr_storage ss;
-    if (uv_ip4_addr(p->host, p->port, (struct sockaddr_in *)&ss) == 0 ||
-        uv_ip6_addr(p->host, p->port, (struct sockaddr_in6 *)&ss) == 0) {
-        connect_to(p, (struct sockaddr *)&ss);
-        return;
-    }
-    char port[8];
-    snprintf(port, sizeof(port), "%d", p->port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    uc->gai.data = uc;
-    int rc = uv_getaddrinfo(&p->w->loop, &uc->gai, on_resolved, p->host, port, &hints);
-    if (rc != 0)
-        fail(p, SL_UPERR_DNS, "resolve", rc);
-    else
-        arm(p, p->connect_timeout);
+    if (p->opening)
+        p->uc = uc; /* still connecting: kept so it can be cancelled */
 }
 
 static void on_kick(uv_timer_t *t)
@@ -486,9 +382,10 @@ static void on_kick(uv_timer_t *t)
     sl_req_release(r);
 }
 
-sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, const char *head,
-                           size_t headlen, const char *body, size_t bodylen, int mode, double connect_timeout,
-                           double send_timeout, double read_timeout, int pool_size, double idle_timeout)
+sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, int flags,
+                           const char *ca_file, const char *head, size_t headlen, const char *body, size_t bodylen,
+                           int mode, double connect_timeout, double send_timeout, double read_timeout,
+                           int pool_size, double idle_timeout)
 {
     if (req->proxy || hostlen == 0 || hostlen >= sizeof(((sl_proxy_t *)0)->host) || req->conn == NULL)
         return NULL;
@@ -512,6 +409,15 @@ sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int 
     }
     memcpy(p->host, host, hostlen);
     p->port = port;
+    memcpy(p->target.host, host, hostlen);
+    p->target.port = port;
+    p->target.tls = (flags & SL_PROXY_TLS) != 0;
+    p->target.verify = (flags & SL_PROXY_NO_VERIFY) == 0;
+    p->target.connect_timeout = connect_timeout;
+    if (ca_file && *ca_file) {
+        p->ca_file = strdup(ca_file);
+        p->target.ca_file = p->ca_file;
+    }
     p->req = req;
     p->w = req->conn->w;
     p->mode = mode;
@@ -583,9 +489,9 @@ static void on_proxy_closed(uv_handle_t *h)
 {
     sl_proxy_t *p = h->data;
     sl_buf_free(&p->out);
-    sl_buf_free(&p->rhead);
+    sl__uphdrs_free(&p->hdrs);
     sl_buf_free(&p->chunkbuf);
-    free(p->hdr_alloc);
+    free(p->ca_file);
     free(p);
 }
 

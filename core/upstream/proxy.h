@@ -8,25 +8,16 @@
 #include "common/buf.h"
 #include "http/request.h"
 #include "server/worker.h"
+#include "upstream/pool.h"
 
 /* Back-pressure: an upstream stops being read while more than HIGH bytes wait for a slow client. */
 #define SL_PROXY_HIGH_WATER (1024 * 1024)
 #define SL_PROXY_LOW_WATER (256 * 1024)
 
-/* Upstream error classes, so retry and fallback logic can decide what to do. */
-enum {
-    SL_UPERR_NONE = 0,
-    SL_UPERR_CONNECT = 1,      /* refused or unreachable */
-    SL_UPERR_DNS = 2,          /* name did not resolve */
-    SL_UPERR_TIMEOUT = 3,      /* connect, send or read timeout */
-    SL_UPERR_RESET = 4,        /* reset or closed before the response was complete */
-    SL_UPERR_BAD_RESPONSE = 5, /* not valid HTTP */
-    SL_UPERR_CLIENT_GONE = 6,  /* our client went away; the upstream request was cancelled */
-    SL_UPERR_NOMEM = 7,
-};
-
 /* How the response body travels: PASS streams it to the client inside C; FILTER hands each chunk to Lua. */
 enum { SL_PROXY_PASS = 0, SL_PROXY_FILTER = 1 };
+/* sl_proxy_start flags. */
+enum { SL_PROXY_TLS = 1, SL_PROXY_NO_VERIFY = 2 };
 
 /** What Lua reads of an upstream response (the first member of sl_proxy_t; declared again in Lua FFI). */
 typedef struct sl_upresp {
@@ -42,8 +33,6 @@ typedef struct sl_upresp {
     uint8_t reused; /* went over a kept-alive connection */
 } sl_upresp_t;
 
-typedef struct sl_upconn sl_upconn_t;
-
 /** One proxied exchange, owned by its request (freed with it). */
 typedef struct sl_proxy {
     sl_upresp_t resp; /* first: Lua casts the pointer */
@@ -52,15 +41,15 @@ typedef struct sl_proxy {
     sl_upconn_t *uc;
     char host[256];
     int port;
+    sl_uptarget_t target;
+    char *ca_file;
     int mode;
     int pool_size;
     double connect_timeout, send_timeout, read_timeout, idle_timeout;
     sl_buf_t out;    /* request bytes, kept to resend once if a reused connection was stale */
-    sl_buf_t rhead;  /* response header bytes */
-    sl_header_t *hdr_alloc;
-    uint32_t hdr_cap;
+    sl_uphdrs_t hdrs; /* response headers */
     sl_buf_t chunkbuf;
-    uint8_t in_value;
+    uint8_t opening;   /* waiting for sl__upconn_open's ready */
     uint8_t got_bytes; /* any response byte seen on this attempt */
     uint8_t retried;
     uint8_t blocked;   /* reading stopped for client back-pressure */
@@ -73,12 +62,14 @@ typedef struct sl_proxy {
     double t_start;
 } sl_proxy_t;
 
-/** Starts proxying req to host:port, sending head (request line + headers, ending in a blank line) and body.
+/** Starts proxying req to host:port (flags: SL_PROXY_TLS for HTTPS, verified against ca_file or the system
+ *  bundle unless SL_PROXY_NO_VERIFY), sending head (request line + headers, ending in a blank line) and body.
  *  The request's coroutine must yield afterwards; it is resumed when the proxy has news (see sl_upresp_t).
  *  Returns the proxy (owned by req) or NULL on out of memory. Called from Lua: never calls back into Lua. */
-sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, const char *head,
-                           size_t headlen, const char *body, size_t bodylen, int mode, double connect_timeout,
-                           double send_timeout, double read_timeout, int pool_size, double idle_timeout);
+sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, int flags,
+                           const char *ca_file, const char *head, size_t headlen, const char *body, size_t bodylen,
+                           int mode, double connect_timeout, double send_timeout, double read_timeout,
+                           int pool_size, double idle_timeout);
 /** FILTER mode: marks the current chunk taken and asks for the next event (resumes the coroutine later). */
 int sl_proxy_read(sl_proxy_t *p);
 /** FILTER mode after the headers: stream the rest of the body to the client in C (after sl_resp_start). */

@@ -14,6 +14,7 @@ local _M = {
     json = require("sluice.pdk.json"),
     shared = require("sluice.pdk.shared"),
     re = require("sluice.pdk.re"),
+    http = require("sluice.pdk.http"),
 }
 
 _M.sleep = _M.timer.sleep

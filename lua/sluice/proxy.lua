@@ -16,7 +16,8 @@ local header_lines = response.header_lines
 local PASS, FILTER = 0, 1
 local UPERR_TIMEOUT, UPERR_CLIENT_GONE = 3, 6
 local ERRNAMES = { "connect failed", "DNS resolution failed", "timed out", "connection reset",
-                   "invalid response", "client gone", "out of memory" }
+                   "invalid response", "client gone", "out of memory", "TLS handshake failed" }
+local PROXY_TLS, PROXY_NO_VERIFY = 1, 2 -- sl_proxy_start flags
 
 local _M = {}
 
@@ -79,7 +80,7 @@ local function build_head(ctx, up, node, body_len)
     local out, n = { ctx.upstream_method or ctx.method, " ", upstream_path(ctx), " HTTP/1.1\r\n" }, 4
     local host
     if up.pass_host == "node" then
-        host = node.port == 80 and node.host or (node.host .. ":" .. node.port)
+        host = node.port == (up.scheme == "https" and 443 or 80) and node.host or (node.host .. ":" .. node.port)
     elseif up.pass_host == "rewrite" then
         host = up.host
     else
@@ -157,10 +158,6 @@ function _M.run(ctx, up, pipe)
         return up.run(ctx, up, pipe)
     end
     local r = ctx.req
-    if up.scheme == "https" then
-        local worker = require("sluice.worker")
-        return worker.send(ctx, 502, worker.error_body(502, "https upstreams are not supported yet"))
-    end
     local node = pick_node(up)
     if not node then
         local worker = require("sluice.worker")
@@ -181,7 +178,12 @@ function _M.run(ctx, up, pipe)
     local filter = pipe and (pipe.header_filter or pipe.body_filter) or ctx.want_response
     local t, ka = up.timeout or {}, up.keepalive or {}
     ctx.upstream_addr = node.host .. ":" .. node.port
-    local p = C.sl_proxy_start(r, node.host, #node.host, node.port, head, #head, body_ptr, body_len,
+    local flags, tls = 0, up.tls
+    if up.scheme == "https" then
+        flags = (tls and tls.verify == false) and (PROXY_TLS + PROXY_NO_VERIFY) or PROXY_TLS
+    end
+    local p = C.sl_proxy_start(r, node.host, #node.host, node.port, flags, tls and tls.ca_file, head, #head,
+        body_ptr, body_len,
         filter and FILTER or PASS, t.connect or 5, t.send or 30, t.read or 60, ka.size or 64, ka.idle_timeout or 60)
     if p == nil then
         local worker = require("sluice.worker")
@@ -271,21 +273,23 @@ end
 _M.explicit_head = explicit_head
 
 --- Sends req = {scheme, host, port, method, path, headers = {name = value}, body = string} upstream and waits for
---- the response head. opts: timeout = {connect, send, read} (seconds), keepalive = {size, idle_timeout}.
+--- the response head. opts: timeout = {connect, send, read} (seconds), keepalive = {size, idle_timeout},
+--- tls = {verify = false?, ca_file?} for https.
 --- Returns p (status, headers via _M.headers(p)) | nil, status for the client (502/504, or nil when the client
 --- went away), error text. The body is then read with _M.read(ctx, p). Phases: the proxy stage only.
 function _M.open(ctx, req, opts)
     opts = opts or {}
+    local flags, tls = 0, opts.tls
     if req.scheme == "https" then
-        return nil, 502, "https upstreams are not supported yet"
+        flags = (tls and tls.verify == false) and (PROXY_TLS + PROXY_NO_VERIFY) or PROXY_TLS
     end
     local body = req.body or ""
     local head = explicit_head(req, #body)
     local t, ka = opts.timeout or {}, opts.keepalive or {}
-    local port = req.port or 80
+    local port = req.port or (flags ~= 0 and 443 or 80)
     ctx.upstream_addr = req.host .. ":" .. port
-    local p = C.sl_proxy_start(ctx.req, req.host, #req.host, port, head, #head, body, #body, FILTER,
-        t.connect or 5, t.send or 30, t.read or 60, ka.size or 64, ka.idle_timeout or 60)
+    local p = C.sl_proxy_start(ctx.req, req.host, #req.host, port, flags, tls and tls.ca_file, head, #head, body,
+        #body, FILTER, t.connect or 5, t.send or 30, t.read or 60, ka.size or 64, ka.idle_timeout or 60)
     if p == nil then
         return nil, 500, "cannot start the upstream request"
     end

@@ -1,0 +1,39 @@
+#ifndef SL_DNS_H
+#define SL_DNS_H
+
+#include <netinet/in.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+#define SL_DNS_MAX_ADDRS 4
+#define SL_DNS_TTL 30.0
+
+struct addrinfo;
+
+/** One resolved name: up to SL_DNS_MAX_ADDRS addresses (port 0), used round-robin. */
+typedef struct sl_dns_entry {
+    struct sl_dns_entry *next;
+    char host[256];
+    struct sockaddr_storage addrs[SL_DNS_MAX_ADDRS];
+    int naddrs;
+    unsigned rr;
+    double expires;
+} sl_dns_entry_t;
+
+/** A per-worker cache of resolved names (no locking: one worker only). */
+typedef struct sl_dns_cache {
+    sl_dns_entry_t *head;
+    int n, max;
+} sl_dns_cache_t;
+
+/** Looks host up at time now; fills out with the next address (port set) and returns 0, or -ENOENT. */
+int sl_dns_lookup(sl_dns_cache_t *c, const char *host, int port, double now, struct sockaddr_storage *out);
+/** Stores the addresses of res for host until now + ttl (replacing an older entry); returns 0 or -ENOMEM.
+ *  Past max entries, expired ones and then the oldest are dropped. */
+int sl_dns_store(sl_dns_cache_t *c, const char *host, const struct addrinfo *res, double now, double ttl);
+/** Frees every entry. */
+void sl_dns_clear(sl_dns_cache_t *c);
+/** Fills out with a literal IPv4/IPv6 address and port; returns 0, or -EINVAL when host is a name. */
+int sl_dns_literal(const char *host, int port, struct sockaddr_storage *out);
+
+#endif
