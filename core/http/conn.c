@@ -530,7 +530,8 @@ static void tls_fail(sl_conn_t *c, const char *what, int first_bytes_plain)
     char ip[64], err[256];
     const char *sni = sl_tls_sni(c->tls);
     sl_log(SL_LOG_INFO, "client %s: TLS %s failed (SNI %s): %s", peer_ip(c, ip, sizeof(ip)), what,
-           sni ? sni : "none", first_bytes_plain ? "plain HTTP sent to an HTTPS port" : sl_tls_error(c->tls, err, sizeof(err)));
+           sni ? sni : "none",
+           first_bytes_plain ? "plain HTTP sent to an HTTPS port" : sl_tls_error(c->tls, err, sizeof(err)));
     if (first_bytes_plain) { /* say so in a language the client understands, instead of a TLS alert */
         static const char resp[] = "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
                                    "Content-Length: 96\r\nConnection: close\r\n\r\n"
@@ -555,8 +556,8 @@ static int tls_on_read(sl_conn_t *c, const char *data, size_t len)
     if (!sl_tls_established(c->tls)) {
         int rc = sl_tls_handshake(c->tls);
         if (rc < 0 && rc != SL_TLS_WANT) {
-            int plain = len >= 4 && data[0] >= 'A' && data[0] <= 'Z' && data[1] >= 'A' &&
-                        data[1] <= 'Z' && sl_tls_sni(c->tls) == NULL;
+            int plain = len >= 4 && data[0] >= 'A' && data[0] <= 'Z' && data[1] >= 'A' && data[1] <= 'Z' &&
+                        sl_tls_sni(c->tls) == NULL;
             tls_fail(c, "handshake", plain);
             return -1;
         }
@@ -723,7 +724,8 @@ void sl_conn_accept(sl_listener_t *l)
         char err[512];
         sl_tls_server_ctx_t *ctx = sl_tls_listener_ctx(l->tls_idx, &l->tls, &l->tls_gen, err, sizeof(err));
         if (ctx == NULL || (c->tls = sl_tls_new_server(ctx)) == NULL) {
-            sl_log(SL_LOG_ERROR, "worker %d: cannot start a TLS session: %s", w->id, ctx ? "out of memory" : err);
+            sl_log(SL_LOG_ERROR, "worker %d: cannot start a TLS session: %s", w->id,
+                   ctx ? "out of memory" : err);
             uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
             return;
         }

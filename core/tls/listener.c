@@ -40,7 +40,8 @@ static char *read_file(const char *path, char *err, size_t errlen)
     char *s = NULL;
     long len;
     if (f == NULL || fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0 ||
-        len > 16 * 1024 * 1024 || (s = malloc((size_t)len + 1)) == NULL || fread(s, 1, (size_t)len, f) != (size_t)len) {
+        len > 16 * 1024 * 1024 || (s = malloc((size_t)len + 1)) == NULL ||
+        fread(s, 1, (size_t)len, f) != (size_t)len) {
         snprintf(err, errlen, "cannot read %s: %s", path, errno ? strerror(errno) : "read error");
         free(s);
         s = NULL;

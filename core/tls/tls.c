@@ -24,11 +24,13 @@
 #define DEFAULT_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
 
 /* TLS 1.2, forward secrecy (ECDHE) and AEAD only; ECDSA first (cheaper handshakes), then RSA. */
-static const int ciphersuites[] = {
-    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,       MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,       MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-    MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-    0};
+static const int ciphersuites[] = {MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                                   MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                                   MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                                   MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                                   MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                                   MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+                                   0};
 
 /* Key exchange groups, fastest first: mbedTLS would otherwise prefer secp521r1, several times slower. */
 static const mbedtls_ecp_group_id curves[] = {MBEDTLS_ECP_DP_CURVE25519, MBEDTLS_ECP_DP_SECP256R1,
@@ -56,7 +58,7 @@ struct sl_tls_client_ctx {
     mbedtls_x509_crt crt;
     mbedtls_pk_context pk;
     int refs;
-    char *key;                       /* cache key (sl_tls_client_ctx_get) */
+    char *key;                      /* cache key (sl_tls_client_ctx_get) */
     struct sl_tls_client_ctx *next; /* in the thread's cache */
 };
 
@@ -135,8 +137,9 @@ static void conf_common(mbedtls_ssl_config *conf)
 
 /* ---- certificates ---- */
 
-static int load_pair(mbedtls_x509_crt *crt, mbedtls_pk_context *pk, const char *cert_path, const char *key_path,
-                     const char *cert_pem, const char *key_pem, char *err, size_t errlen)
+static int load_pair(mbedtls_x509_crt *crt, mbedtls_pk_context *pk, const char *cert_path,
+                     const char *key_path, const char *cert_pem, const char *key_pem, char *err,
+                     size_t errlen)
 {
     int rc = cert_pem ? mbedtls_x509_crt_parse(crt, (const unsigned char *)cert_pem, strlen(cert_pem) + 1)
                       : mbedtls_x509_crt_parse_file(crt, cert_path);
@@ -152,8 +155,8 @@ static int load_pair(mbedtls_x509_crt *crt, mbedtls_pk_context *pk, const char *
     }
     if (mbedtls_pk_check_pair(&crt->pk, pk) != 0) {
         if (err && errlen)
-            snprintf(err, errlen, "private key %s does not match certificate %s", key_path ? key_path : "(inline)",
-                     cert_path ? cert_path : "(inline)");
+            snprintf(err, errlen, "private key %s does not match certificate %s",
+                     key_path ? key_path : "(inline)", cert_path ? cert_path : "(inline)");
         return SL_TLS_E_CONFIG;
     }
     return 0;
@@ -381,8 +384,8 @@ sl_tls_client_ctx_t *sl_tls_client_ctx_get(const sl_tls_client_opts_t *opts, cha
 {
     char key[4 * 1024];
     int n = snprintf(key, sizeof(key), "%s\n%s\n%s\n%d", opts && opts->ca_file ? opts->ca_file : "",
-                     opts && opts->cert_file ? opts->cert_file : "", opts && opts->key_file ? opts->key_file : "",
-                     opts ? opts->insecure_no_verify : 0);
+                     opts && opts->cert_file ? opts->cert_file : "",
+                     opts && opts->key_file ? opts->key_file : "", opts ? opts->insecure_no_verify : 0);
     if (n < 0 || (size_t)n >= sizeof(key)) {
         if (err && errlen)
             snprintf(err, errlen, "TLS file paths too long");

@@ -34,10 +34,10 @@ typedef struct sl_tls_cert_src {
 
 /** Options of a client context; NULL/0 fields take the defaults. */
 typedef struct sl_tls_client_opts {
-    const char *ca_file;     /* PEM bundle of trusted CAs; default /etc/ssl/certs/ca-certificates.crt */
-    const char *cert_file;   /* client certificate chain (PEM), with key_file; optional */
-    const char *key_file;    /* client private key (PEM) */
-    int insecure_no_verify;  /* 1: accept any peer certificate (tests, private networks); default 0 = verify */
+    const char *ca_file;    /* PEM bundle of trusted CAs; default /etc/ssl/certs/ca-certificates.crt */
+    const char *cert_file;  /* client certificate chain (PEM), with key_file; optional */
+    const char *key_file;   /* client private key (PEM) */
+    int insecure_no_verify; /* 1: accept any peer certificate (tests, private networks); default 0 = verify */
 } sl_tls_client_opts_t;
 
 /** Builds a server context from n >= 1 certificates; certs[0] is the default, sent when the client's SNI

@@ -34,8 +34,10 @@ static int make_certs(void)
     char cmd[1024];
     for (int i = 0; i < 2; i++) {
         const char *n = i ? "rogue" : "ca";
-        snprintf(cmd, sizeof(cmd), "cd %s && openssl req -x509 %s -keyout %s.key -out %s.crt -days 2 -subj '/CN=%s' 2>/dev/null",
-                 dir, ec, n, n, n);
+        snprintf(
+            cmd, sizeof(cmd),
+            "cd %s && openssl req -x509 %s -keyout %s.key -out %s.crt -days 2 -subj '/CN=%s' 2>/dev/null",
+            dir, ec, n, n, n);
         if (system(cmd) != 0)
             return -1;
     }
@@ -164,7 +166,8 @@ static void test_sni(sl_tls_server_ctx_t *sctx, sl_tls_client_ctx_t *cctx, const
     sl_tls_free(s);
 }
 
-static void test_reject(sl_tls_server_ctx_t *sctx, sl_tls_client_ctx_t *cctx, const char *host, const char *why)
+static void test_reject(sl_tls_server_ctx_t *sctx, sl_tls_client_ctx_t *cctx, const char *host,
+                        const char *why)
 {
     sl_tls_t *c = sl_tls_new_client(cctx, host), *s = sl_tls_new_server(sctx);
     int srv, rc = handshake(c, s, &srv);
