@@ -15,6 +15,7 @@ local _M = {
     shared = require("sluice.pdk.shared"),
     re = require("sluice.pdk.re"),
     http = require("sluice.pdk.http"),
+    memcached = require("sluice.pdk.memcached"),
 }
 
 _M.sleep = _M.timer.sleep

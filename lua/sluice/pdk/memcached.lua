@@ -1,0 +1,179 @@
+-- sluice.memcached: cluster-wide state in memcached (core/shared/memcached.c: libmemcached, binary protocol,
+-- ketama consistent hashing over node.memcached.servers, calls on the libuv thread pool).
+-- Phases: rewrite, access, header_filter, body_filter, log, and timers. Each call yields the coroutine.
+--
+--   local mc = require("sluice").memcached
+--   local ok, err = mc.set("k", "v", 60)          -- exptime seconds (0/nil: none), flags optional
+--   local v, err = mc.get("k")                    -- v nil and err nil: no such key; v, flags on a hit
+--   local ok, err = mc.add("lock", "1", 5)        -- false, "exists" when the key is there
+--   local n, err = mc.incr("hits", 1, 0, 60)      -- with an initial value (created with it, and exptime)
+--   local n, err = mc.decr("budget", 5)           -- nil, "not found" without an initial value
+--   local ok, err = mc.delete("k")
+--
+-- When memcached is down, calls fail fast with nil/false plus an error ("circuit open" once the breaker has
+-- opened, after node.memcached.failure_threshold failures in a row; a probe goes through every retry_after
+-- seconds). The caller decides how to degrade (e.g. fall back to sluice.shared).
+local ffi = require("ffi")
+local base = require("sluice.pdk.base")
+local timer = require("sluice.pdk.timer")
+
+local C = base.C
+local type, tostring, error, tonumber = type, tostring, error, tonumber
+local ffi_string, ffi_gc = ffi.string, ffi.gc
+local yield = coroutine.yield
+
+ffi.cdef [[
+typedef struct sl_mcop {
+    char *value; uint32_t value_len; uint32_t flags; uint64_t num;
+    int32_t rc; int32_t wake_id; uint8_t done; uint8_t waiting; char errmsg[160];
+} sl_mcop_t;
+sl_mcop_t *sl_mc_start(sl_req_t *req, int op, const char *key, size_t klen, const char *val, size_t vlen,
+    uint32_t flags, double exptime, uint64_t delta, uint64_t initial, int has_initial);
+void sl_mc_free(sl_mcop_t *op);
+int sl_mc_circuit_state(void);
+]]
+
+local GET, SET, ADD, INCR, DECR, DELETE = 1, 2, 3, 4, 5, 6
+local OK, NOT_FOUND, NOT_STORED = 0, 1, 2
+
+local _M = {}
+
+local function check_key(key)
+    if type(key) ~= "string" or #key == 0 or #key > 250 then
+        error("key must be a string of 1 to 250 bytes", 3)
+    end
+end
+
+local function check_exptime(e)
+    if e ~= nil and (type(e) ~= "number" or e < 0) then
+        error("exptime must be a non-negative number", 3)
+    end
+    return e or 0
+end
+
+-- Runs one call to completion; returns the op (caller reads and frees it) or nil, err.
+local function call(kind, key, val, flags, exptime, delta, initial)
+    local ctx = base.current_ctx()
+    local op = C.sl_mc_start(ctx and ctx.req or nil, kind, key, #key, val, val and #val or 0, flags or 0,
+        exptime or 0, delta or 0, initial or 0, initial and 1 or 0)
+    if op == nil then
+        return nil, "out of memory"
+    end
+    op = ffi_gc(op, C.sl_mc_free)
+    while op.done == 0 do
+        local _, id = timer.waiter()
+        op.waiting = 1
+        op.wake_id = id
+        yield()
+    end
+    return op
+end
+
+local function free(op)
+    ffi_gc(op, nil)
+    C.sl_mc_free(op)
+end
+
+-- The result code, or nil, err (the op is freed then).
+local function result(op)
+    local rc = op.rc
+    if rc >= 0 then
+        return rc
+    end
+    local err = ffi_string(op.errmsg)
+    free(op)
+    return nil, err
+end
+
+--- Gets a value: value, flags (flags only when non-zero) | nil (miss) | nil, err.
+function _M.get(key)
+    check_key(key)
+    local op, err = call(GET, key)
+    if not op then return nil, err end
+    local rc, rerr = result(op)
+    if not rc then return nil, rerr end
+    if rc == NOT_FOUND then free(op) return nil end
+    local v = ffi_string(op.value, op.value_len)
+    local flags = op.flags
+    free(op)
+    if flags ~= 0 then return v, flags end
+    return v
+end
+
+local function store(kind, key, value, exptime, flags)
+    check_key(key)
+    if type(value) == "number" then value = tostring(value) end
+    if type(value) ~= "string" then
+        error("value must be a string or a number", 3)
+    end
+    exptime = check_exptime(exptime)
+    local op, err = call(kind, key, value, flags, exptime)
+    if not op then return false, err end
+    local rc, rerr = result(op)
+    if not rc then return false, rerr end
+    free(op)
+    if rc == NOT_STORED then return false, "exists" end
+    return true
+end
+
+--- Stores a value: true | false, err.
+function _M.set(key, value, exptime, flags)
+    return store(SET, key, value, exptime, flags)
+end
+
+--- Stores a value only if the key is absent: true | false, "exists" | false, err.
+function _M.add(key, value, exptime, flags)
+    return store(ADD, key, value, exptime, flags)
+end
+
+local function incr(kind, key, delta, init, exptime)
+    check_key(key)
+    delta = delta or 1
+    if type(delta) ~= "number" or delta < 0 or delta % 1 ~= 0 then
+        error("delta must be a non-negative integer", 3)
+    end
+    if init ~= nil and (type(init) ~= "number" or init < 0 or init % 1 ~= 0) then
+        error("init must be a non-negative integer", 3)
+    end
+    exptime = check_exptime(exptime)
+    local op, err = call(kind, key, nil, 0, exptime, delta, init)
+    if not op then return nil, err end
+    local rc, rerr = result(op)
+    if not rc then return nil, rerr end
+    local n = tonumber(op.num)
+    free(op)
+    if rc == NOT_FOUND then return nil, "not found" end
+    return n
+end
+
+--- Adds delta (default 1) to a counter: new value | nil, "not found" (no init given) | nil, err.
+-- With init, a missing counter is created as init (memcached's binary protocol semantics: the initial value
+-- is stored as is, delta is not added) and gets exptime.
+function _M.incr(key, delta, init, exptime)
+    return incr(INCR, key, delta, init, exptime)
+end
+
+--- Subtracts delta (default 1), never below 0; as incr.
+function _M.decr(key, delta, init, exptime)
+    return incr(DECR, key, delta, init, exptime)
+end
+
+--- Deletes a key: true | false, "not found" | false, err.
+function _M.delete(key)
+    check_key(key)
+    local op, err = call(DELETE, key)
+    if not op then return false, err end
+    local rc, rerr = result(op)
+    if not rc then return false, rerr end
+    free(op)
+    if rc == NOT_FOUND then return false, "not found" end
+    return true
+end
+
+--- "closed", "open" or "half-open".
+function _M.circuit()
+    local s = C.sl_mc_circuit_state()
+    return s == 0 and "closed" or s == 1 and "open" or "half-open"
+end
+
+return _M

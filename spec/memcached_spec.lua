@@ -1,0 +1,131 @@
+-- sluice.memcached against real memcached servers (/usr/bin/memcached) started here: values round-trip, keys
+-- spread over two servers (ketama), a stopped server fails fast, the circuit opens and closes again.
+local helpers = require("helpers")
+local socket = require("socket")
+local cjson = require("cjson.safe")
+
+local MEMCACHED = "/usr/bin/memcached"
+
+local function start_mc(port)
+    local user = (os.getenv("USER") == "root" or io.popen("id -u"):read("*l") == "0") and " -u root" or ""
+    local p = helpers.spawn(string.format("%s -l 127.0.0.1 -p %d -U 0 -m 16%s", MEMCACHED, port, user))
+    assert(helpers.wait_port(port, p, 5))
+    return p
+end
+
+-- Text-protocol look-up straight on one server: true when it holds key.
+local function holds(port, key)
+    local c = socket.tcp()
+    c:settimeout(2)
+    assert(c:connect("127.0.0.1", port))
+    c:send("get " .. key .. "\r\n")
+    local found = false
+    while true do
+        local line = c:receive("*l")
+        if not line or line == "END" then break end
+        if line:match("^VALUE ") then found = true end
+    end
+    c:close()
+    return found
+end
+
+local has_memcached = io.open(MEMCACHED) ~= nil
+local describe_mc = has_memcached and describe or pending
+
+describe_mc("sluice.memcached", function()
+    local gw, port1, port2, mc1, mc2
+
+    local function run(calls)
+        local res = assert(helpers.http("POST", gw.url("/mc"), { body = helpers.json(calls), timeout = 10 }))
+        assert.equal(200, res.status, res.body)
+        return assert(cjson.decode(res.body))
+    end
+
+    setup(function()
+        port1, port2 = helpers.free_port(), helpers.free_port()
+        mc1, mc2 = start_mc(port1), start_mc(port2)
+        gw = helpers.start_gateway({
+            node = { workers = 2,
+                     memcached = { servers = { "127.0.0.1:" .. port1, "127.0.0.1:" .. port2 }, timeout = 0.2,
+                                   failure_threshold = 3, retry_after = 1 },
+                     plugin_paths = { helpers.ROOT .. "/plugins", helpers.ROOT .. "/spec/fixtures/http_plugins" } },
+            routes = { { id = "mc", paths = { "/mc" }, plugins = { ["mc-probe"] = {} } } },
+        })
+    end)
+
+    teardown(function()
+        helpers.stop_all()
+    end)
+
+    it("sets, gets, adds, counts and deletes", function()
+        local r = run({ { "set", "a", "1", 60 }, { "get", "a" }, { "add", "a", "2" }, { "get", "a" },
+                        { "get", "missing" }, { "incr", "n", 5, 10 }, { "incr", "n", 5, 10 }, { "decr", "n", 3 },
+                        { "incr", "nope", 1 }, { "delete", "a" }, { "get", "a" }, { "delete", "a" },
+                        { "set", "f", "v", 0, 7 }, { "get", "f" } }).results
+        assert.same({ true, "1", false, "1" }, { r[1].a, r[2].a, r[3].a, r[4].a })
+        assert.equal("exists", r[3].b)
+        assert.equal(cjson.null, r[5].a)
+        assert.is_nil(r[5].b) -- a miss is not an error
+        assert.same({ 10, 15, 12 }, { r[6].a, r[7].a, r[8].a })
+        assert.equal("not found", r[9].b)
+        assert.same({ true, cjson.null, false }, { r[10].a, r[11].a, r[12].a })
+        assert.same({ "v", 7 }, { r[14].a, r[14].b })
+    end)
+
+    it("expires values", function()
+        run({ { "set", "short", "x", 1 } })
+        helpers.sleep(2.1)
+        assert.equal(cjson.null, run({ { "get", "short" } }).results[1].a)
+    end)
+
+    it("spreads keys over both servers (consistent hashing)", function()
+        local calls = {}
+        for i = 1, 40 do calls[i] = { "set", "dist:" .. i, tostring(i), 60 } end
+        run(calls)
+        local on1, on2 = 0, 0
+        for i = 1, 40 do
+            local a, b = holds(port1, "dist:" .. i), holds(port2, "dist:" .. i)
+            assert.is_true(a ~= b, "each key on exactly one server")
+            if a then on1 = on1 + 1 else on2 = on2 + 1 end
+        end
+        assert.is_true(on1 >= 5 and on2 >= 5, on1 .. " / " .. on2)
+    end)
+
+    it("fails fast when a server is down, opens the circuit, and closes it when the server is back", function()
+        -- keys that live on server 2
+        local keys = {}
+        for i = 1, 40 do
+            if holds(port2, "dist:" .. i) then keys[#keys + 1] = "dist:" .. i end
+        end
+        mc2:stop()
+        local calls = {}
+        for i = 1, 6 do calls[i] = { "get", keys[(i - 1) % #keys + 1] } end
+        local r = run(calls)
+        for i = 1, 6 do
+            assert.equal(cjson.null, r.results[i].a)
+            assert.is_string(r.results[i].b)
+            assert.is_true(r.results[i].ms < 500, "took " .. r.results[i].ms .. " ms")
+        end
+        assert.equal("circuit open", r.results[6].b) -- threshold 3: the later calls never reach the network
+        assert.equal("open", r.circuit)
+        -- a key on the live server fails too while the circuit is open (the caller degrades)
+        -- then the server comes back: after retry_after one probe goes out and closes the circuit
+        mc2 = start_mc(port2)
+        helpers.wait_until(function()
+            local x = run({ { "set", keys[1], "back", 60 } })
+            return x.results[1].a == true and x.circuit == "closed"
+        end, 5, "circuit did not close")
+        assert.equal("back", run({ { "get", keys[1] } }).results[1].a)
+    end)
+
+    it("reports an error without servers configured", function()
+        local gw2 = helpers.start_gateway({
+            node = { workers = 1,
+                     plugin_paths = { helpers.ROOT .. "/plugins", helpers.ROOT .. "/spec/fixtures/http_plugins" } },
+            routes = { { id = "mc", paths = { "/mc" }, plugins = { ["mc-probe"] = {} } } },
+        })
+        local res = assert(helpers.http("POST", gw2.url("/mc"), { body = helpers.json({ { "get", "a" } }) }))
+        assert.matches("not configured", cjson.decode(res.body).results[1].b)
+        gw2:stop()
+    end)
+end)
