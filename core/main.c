@@ -14,6 +14,7 @@
 #include "lua/vm.h"
 #include "server/settings.h"
 #include "server/worker.h"
+#include "shared/memcached.h"
 #include "shared/shdict.h"
 #include "shared/snapshot.h"
 #include "tls/listener.h"
@@ -112,6 +113,14 @@ static int apply_node(lua_State *L, int idx)
             return -1;
         }
         lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, idx, "memcached");
+    const char *mcs = lua_istable(L, -1) ? str_field(L, -1, "servers") : NULL;
+    if (mcs && sl_mc_configure(mcs, num_field(L, -1, "timeout", 0.2), (int)num_field(L, -1, "failure_threshold", 5),
+                               num_field(L, -1, "retry_after", 5)) != 0) {
+        sl_log(SL_LOG_ERROR, "node.memcached.servers: cannot use \"%s\" (expected host:port entries)", mcs);
+        return -1;
     }
     lua_pop(L, 1);
     return 0;

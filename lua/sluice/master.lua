@@ -66,6 +66,12 @@ local function node_settings(cfg)
     for name, size in pairs(n.shared_dicts or {}) do
         s.shared_dicts[#s.shared_dicts + 1] = { name = name, size = size }
     end
+    local mc = n.memcached -- {servers: ["host:port", ...], timeout, failure_threshold, retry_after}
+    if type(mc) == "table" and mc.servers then
+        local servers = type(mc.servers) == "table" and table.concat(mc.servers, ",") or tostring(mc.servers)
+        s.memcached = { servers = servers, timeout = tonumber(mc.timeout), retry_after = tonumber(mc.retry_after),
+                        failure_threshold = tonumber(mc.failure_threshold) }
+    end
     return s
 end
 
