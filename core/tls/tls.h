@@ -63,8 +63,8 @@ sl_tls_client_ctx_t *sl_tls_client_ctx_get(const sl_tls_client_opts_t *opts, cha
 /** Starts a server session (the handshake is driven by sl_tls_handshake). NULL on out of memory. */
 sl_tls_t *sl_tls_new_server(sl_tls_server_ctx_t *ctx);
 /** Starts a client session; sni_host is sent as SNI and, unless verification is off, must match the server's
- *  certificate (an IP literal is checked against the certificate but not sent as SNI). NULL on out of
- *  memory. */
+ *  certificate DNS names or CN (mbedTLS 2.28 has no iPAddress matching, and sends an IP literal as SNI too).
+ *  NULL on out of memory. */
 sl_tls_t *sl_tls_new_client(sl_tls_client_ctx_t *ctx, const char *sni_host);
 /** Frees a session (no close_notify: call sl_tls_close first to send one). NULL is ignored. */
 void sl_tls_free(sl_tls_t *t);
