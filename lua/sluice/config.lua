@@ -74,6 +74,9 @@ local UPSTREAM = { type = "object", required = { "nodes" }, additionalProperties
         idle_timeout = { type = { "string", "number" }, default = 60 } } },
     pass_host = { enum = { "pass", "node", "rewrite" }, default = "pass" },
     host = { type = "string", minLength = 1 },
+    -- HTTPS upstreams: verify against the system CA bundle, or ca_file (PEM) when given
+    tls = { type = "object", additionalProperties = false, properties = {
+        verify = { type = "boolean", default = true }, ca_file = { type = "string", minLength = 1 } } },
 } }
 
 local PROVIDER = { type = "object", required = { "kind" }, properties = {
@@ -233,7 +236,7 @@ local function normalize_upstream(u, path, errs)
     if not check(UPSTREAM, u, path, errs) then return nil end
     local dport = u.scheme == "https" and 443 or 80
     local out = { id = u.id, scheme = u.scheme, pass_host = u.pass_host, host = u.host, nodes = {}, timeout = {},
-                  keepalive = { size = u.keepalive.size } }
+                  keepalive = { size = u.keepalive.size }, tls = u.tls }
     local function node(addr, w, np)
         local host, port = _M.parse_addr(addr, dport)
         if not host then add(errs, np, port) return end
