@@ -37,6 +37,11 @@ typedef struct sl_conn {
     uint8_t in_header_value;
 } sl_conn_t;
 
+/* What a connection's timer is counting. */
+enum { TIMER_NONE, TIMER_IDLE, TIMER_HEADER, TIMER_BODY, TIMER_SEND };
+
+/** (Re)arms the connection's timer for kind; TIMER_NONE or seconds <= 0 stops it. */
+void sl__conn_timer(sl_conn_t *c, int kind, double seconds);
 /** Accepts one pending connection on the listener (called from the listener's connection callback). */
 void sl_conn_accept(sl_listener_t *l);
 /** Queues bytes to the client (copied when the socket cannot take them now); returns 0 or a negative code. */

@@ -1,0 +1,140 @@
+/* The llhttp glue of server connections (core/http/parser.c): requests, pipelining, chunked bodies, limits. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "http/conn.h"
+#include "http/parser.h"
+#include "server/settings.h"
+#include "test.h"
+
+static sl_worker_t w;
+static sl_conn_t c;
+
+static void conn_reset(void)
+{
+    if (c.req)
+        sl_req_release(c.req);
+    if (c.w) { /* the timer is linked into the loop: close it properly before reusing its memory */
+        uv_close((uv_handle_t *)&c.timer, NULL);
+        uv_run(&w.loop, UV_RUN_NOWAIT);
+    }
+    memset(&c, 0, sizeof(c));
+    c.w = &w;
+    uv_timer_init(&w.loop, &c.timer);
+    c.timer.data = &c;
+    llhttp_init(&c.parser, HTTP_REQUEST, sl__http_parser_settings());
+    c.parser.data = &c;
+}
+
+/* Feeds data; returns the llhttp result and sets *used to the bytes consumed up to a pause. */
+static llhttp_errno_t feed(const char *data, size_t len, size_t *used)
+{
+    llhttp_errno_t err = llhttp_execute(&c.parser, data, len);
+    *used = err == HPE_PAUSED ? (size_t)(llhttp_get_error_pos(&c.parser) - data) : len;
+    if (err == HPE_PAUSED)
+        llhttp_resume(&c.parser);
+    return err;
+}
+
+static int header_is(const sl_req_t *r, const char *name, const char *value)
+{
+    const sl_header_t *h = sl_req_header(r, name, (uint32_t)strlen(name));
+    return h && h->value_len == strlen(value) && memcmp(h->value, value, h->value_len) == 0;
+}
+
+static void test_pipelined(void)
+{
+    static const char in[] = "GET /v1/models?x=1&y=2 HTTP/1.1\r\nHost: Api.Example.com:8080\r\nX-A: one\r\n"
+                             "x-a: two\r\n\r\n"
+                             "POST /v1/chat HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello";
+    size_t used;
+    conn_reset();
+    CHECK_INT(feed(in, sizeof(in) - 1, &used), HPE_PAUSED);
+    sl_req_t *r = c.req;
+    CHECK(r->method_len == 3 && memcmp(r->method, "GET", 3) == 0);
+    CHECK(r->path_len == 10 && memcmp(r->path, "/v1/models", 10) == 0);
+    CHECK(r->query_len == 7 && memcmp(r->query, "x=1&y=2", 7) == 0);
+    CHECK(r->host_len == 15 && memcmp(r->host, "Api.Example.com", 15) == 0);
+    CHECK_INT(r->nheaders, 3);
+    CHECK(header_is(r, "x-a", "one")); /* the first of repeated headers */
+    CHECK_INT(r->keepalive, 1);
+    CHECK_INT(r->http_minor, 1);
+    CHECK_INT(r->body_len, 0);
+    sl_req_release(r);
+    c.req = NULL;
+    size_t off = used;
+    CHECK_INT(feed(in + off, sizeof(in) - 1 - off, &used), HPE_PAUSED);
+    r = c.req;
+    CHECK(r->method_len == 4 && memcmp(r->method, "POST", 4) == 0);
+    CHECK(r->body_len == 5 && memcmp(r->body, "hello", 5) == 0);
+    CHECK_INT(off + used, sizeof(in) - 1);
+}
+
+static void test_split_reads_and_chunked(void)
+{
+    static const char in[] = "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    size_t used, total = sizeof(in) - 1;
+    conn_reset();
+    llhttp_errno_t err = HPE_OK;
+    for (size_t i = 0; i < total && err == HPE_OK; i++) /* one byte at a time: nothing may point into reads */
+        err = feed(in + i, 1, &used);
+    CHECK_INT(err, HPE_PAUSED);
+    CHECK(c.req->body_len == 11 && memcmp(c.req->body, "hello world", 11) == 0);
+    CHECK(c.req->path_len == 2 && memcmp(c.req->path, "/c", 2) == 0);
+    CHECK(header_is(c.req, "Transfer-Encoding", "chunked"));
+}
+
+static void expect_reject(const char *in, int status)
+{
+    size_t used;
+    conn_reset();
+    llhttp_errno_t err = feed(in, strlen(in), &used);
+    CHECK(err != HPE_OK && err != HPE_PAUSED);
+    CHECK_INT(c.err_status ? c.err_status : 400, status);
+}
+
+static void test_limits(void)
+{
+    sl_settings.max_header_size = 256;
+    sl_settings.max_url_length = 64;
+    sl_settings.max_body_size = 8;
+    char big[1024];
+    snprintf(big, sizeof(big), "GET / HTTP/1.1\r\nX-Big: %0300d\r\n\r\n", 0);
+    expect_reject(big, 431);
+    snprintf(big, sizeof(big), "GET /%0100d HTTP/1.1\r\n\r\n", 0);
+    expect_reject(big, 414);
+    expect_reject("POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\n", 413);
+    expect_reject("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n123456789\r\n0\r\n\r\n", 413);
+    expect_reject("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400);
+    expect_reject("NOT A REQUEST\r\n\r\n", 400);
+    expect_reject("GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400);
+    sl_settings_defaults();
+}
+
+static void test_http10(void)
+{
+    size_t used;
+    conn_reset();
+    static const char in[] = "GET / HTTP/1.0\r\n\r\n";
+    CHECK_INT(feed(in, sizeof(in) - 1, &used), HPE_PAUSED);
+    CHECK_INT(c.req->keepalive, 0);
+    CHECK_INT(c.req->http_minor, 0);
+    CHECK_INT(c.req->host_len, 0);
+}
+
+int main(void)
+{
+    sl_settings_defaults();
+    uv_loop_init(&w.loop);
+    test_pipelined();
+    test_split_reads_and_chunked();
+    test_limits();
+    test_http10();
+    if (c.req)
+        sl_req_release(c.req);
+    uv_close((uv_handle_t *)&c.timer, NULL);
+    uv_run(&w.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&w.loop);
+    return sl_test_done();
+}
