@@ -175,7 +175,7 @@ SSE_BODY=$(nginx_str "$LIB/payloads/stream.sse")
 CHAT_BODY=$LIB/payloads/chat.json
 STREAM_BODY=$LIB/payloads/chat-stream.json
 
-read -r U_JSON U_SSE U_PACED P_JSON P_SSE P_PACED <<<"$(free_ports 6)"
+read -r U_JSON U_SSE U_PACED P_JSON P_SSE P_PACED U_TLS P_TLS <<<"$(free_ports 8)"
 
 # ---------------------------------------------------------------- upstream nginx (LOAD_CPU)
 mkdir -p "$TMP/up" "$TMP/proxy" "$TMP/res" "$TMP/bin"
@@ -183,6 +183,12 @@ mkdir -p "$TMP/up" "$TMP/proxy" "$TMP/res" "$TMP/bin"
 # or `pkill nginx` elsewhere on the machine does not take the harness down.
 ln -s "$(command -v "$NGINX")" "$TMP/bin/bench-nginx"
 NGINX_RUN=$TMP/bin/bench-nginx
+# HTTPS upstream (the *-tls cases): a certificate for localhost, trusted through ca_file; every request it
+# serves logs its connection number, so the harness can show TLS connection reuse (handshakes vs requests).
+mkdir -p "$TMP/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$TMP/tls/key.pem" \
+  -out "$TMP/tls/cert.pem" -days 2 -subj /CN=localhost -addext subjectAltName=DNS:localhost >/dev/null 2>&1 ||
+  die "openssl could not make the test certificate"
 cat >"$TMP/up/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -206,6 +212,13 @@ http {
   server {
     listen 127.0.0.1:$U_SSE backlog=4096;
     location / { default_type text/event-stream; add_header Cache-Control no-cache; return 200 '$SSE_BODY'; }
+  }
+  log_format conn '\$connection';
+  server {
+    listen 127.0.0.1:$U_TLS ssl backlog=4096;
+    ssl_certificate $TMP/tls/cert.pem; ssl_certificate_key $TMP/tls/key.pem; ssl_protocols TLSv1.2;
+    access_log $TMP/up/tls.log conn;
+    location / { default_type application/json; return 200 '$COMPLETION'; }
   }
 }
 EOF
@@ -239,11 +252,14 @@ http {
   upstream up_json  { server 127.0.0.1:$U_JSON;  keepalive 64; keepalive_requests 100000000; }
   upstream up_sse   { server 127.0.0.1:$U_SSE;   keepalive 64; keepalive_requests 100000000; }
   upstream up_paced { server 127.0.0.1:$U_PACED; keepalive 64; keepalive_requests 100000000; }
+  upstream up_tls   { server 127.0.0.1:$U_TLS;   keepalive 64; keepalive_requests 100000000; }
   proxy_http_version 1.1;
   proxy_set_header Connection "";
   server { listen 127.0.0.1:$P_JSON backlog=4096;  location / { proxy_pass http://up_json; } }
   server { listen 127.0.0.1:$P_SSE backlog=4096;   location / { proxy_pass http://up_sse;   proxy_buffering off; } }
   server { listen 127.0.0.1:$P_PACED backlog=4096; location / { proxy_pass http://up_paced; proxy_buffering off; } }
+  server { listen 127.0.0.1:$P_TLS backlog=4096;   location / { proxy_pass https://up_tls; proxy_ssl_session_reuse on;
+           proxy_ssl_server_name on; proxy_ssl_name localhost; } }
 }
 EOF
 "$NGINX" -t -q -p "$TMP/proxy" -e "$TMP/proxy/error.log" -c "$TMP/proxy/nginx.conf" || die "proxy nginx config invalid"
@@ -307,6 +323,16 @@ routes:
     upstream: up
 EOF
         ;;
+      plain-tls)
+        cat <<EOF
+upstreams:
+  up: {scheme: https, nodes: ["localhost:$target"], tls: {ca_file: "$TMP/tls/cert.pem"}, keepalive: {size: 64}}
+routes:
+  - id: plain
+    paths: ["/*"]
+    upstream: up
+EOF
+        ;;
       ai|ai-full)
         cat <<EOF
 providers:
@@ -337,6 +363,8 @@ CASE_TABLE="
 direct|direct|get|nginx|direct
 nginx|nginx|get|nginx|direct
 sluice-plain|sluice:plain|get|nginx|direct
+nginx-tls|nginx|tls|nginx-tls|direct
+sluice-plain-tls|sluice:plain-tls|tls|nginx-tls|direct
 direct-chat|direct|chat|nginx-chat|direct-chat
 nginx-chat|nginx|chat|nginx-chat|direct-chat
 sluice-ai|sluice:ai|chat|nginx-chat|direct-chat
@@ -371,13 +399,14 @@ workload_port() { # workload server -> port to hit for direct / nginx
     nginx:get|nginx:chat) echo "$P_JSON";;
     nginx:stream) echo "$P_SSE";;
     nginx:ttft) echo "$P_PACED";;
+    nginx:tls) echo "$P_TLS";;
   esac
 }
 workload_target() { # upstream port a sluice case proxies to
-  case $1 in get|chat) echo "$U_JSON";; stream) echo "$U_SSE";; ttft) echo "$U_PACED";; esac
+  case $1 in get|chat) echo "$U_JSON";; stream) echo "$U_SSE";; ttft) echo "$U_PACED";; tls) echo "$U_TLS";; esac
 }
-workload_path() { case $1 in get) echo /static/chat.json;; *) echo /v1/chat/completions;; esac; }
-workload_body() { case $1 in get) echo "";; chat) echo "$CHAT_BODY";; *) echo "$STREAM_BODY";; esac; }
+workload_path() { case $1 in get|tls) echo /static/chat.json;; *) echo /v1/chat/completions;; esac; }
+workload_body() { case $1 in get|tls) echo "";; chat) echo "$CHAT_BODY";; *) echo "$STREAM_BODY";; esac; }
 
 probe() { # port workload -> prints HTTP status (000 on connection failure); body in $TMP/probe.body
   local port=$1 wl=$2 body
@@ -436,6 +465,7 @@ idle_conns_test() { # port pid -> JSON {"conns","opened","failed","rss_kb","rss_
 measure() { # name server workload baseline direct port spid do_idle
   local name=$1 server=$2 wl=$3 base=$4 dir=$5 port=$6 spid=$7 do_idle=$8
   local st load c1 rss_idle=null rss_load=null idle=null reason=""
+  [[ $wl == tls ]] && : >"$TMP/up/tls.log"
   st=$(probe "$port" "$wl")
   if [[ $server == sluice:* && ( $st == 404 || $st == 500 || $st == 501 ) ]]; then
     reason="gateway answered $st to the probe request: $(head -c 200 "$TMP/probe.body" | tr -d '\n')"
@@ -487,6 +517,12 @@ measure() { # name server workload baseline direct port spid do_idle
   if [[ $do_idle == 1 && -n $spid ]]; then
     log "$name: $IDLE_CONNS idle keep-alive connections"
     idle=$(idle_conns_test "$port" "$spid")
+  fi
+  if [[ $wl == tls ]]; then # connection reuse: TLS connections the upstream accepted vs requests it served
+    local nreq nconn
+    nreq=$(wc -l <"$TMP/up/tls.log"); nconn=$(sort -u "$TMP/up/tls.log" | wc -l)
+    log "$name: upstream TLS connections: $nconn for $nreq requests"
+    echo "$nconn $nreq" >"$TMP/res/$name.tls_conns"
   fi
   st=ok
   if ! kill -0 "${spid:-$$}" 2>/dev/null; then st=failed; reason="server process died during the run"; fi

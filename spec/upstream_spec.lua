@@ -146,9 +146,9 @@ describe("upstreams", function()
                 if not data then break end
             end
             c:close()
-            local head = 0 -- the response head counts in got
             assert.is_true(got > total and got < total + 1024, "received " .. got)
-            assert.is_true(max_rss < 50 * 1024, "gateway VmRSS reached " .. max_rss .. " kB (start " .. base_rss .. " kB)")
+            -- growth, not the absolute value: an ASan build (SLUICE_BIN=build-asan/sluice) starts higher
+            assert.is_true(max_rss - base_rss < 40 * 1024, "gateway VmRSS reached " .. max_rss .. " kB (start " .. base_rss .. " kB)")
             print(string.format("\n100 MB proxied in %.2fs, gateway VmRSS %d kB -> max %d kB", socket.gettime() - t0,
                 base_rss, max_rss))
             gw:stop()

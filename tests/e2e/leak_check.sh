@@ -36,12 +36,15 @@ node:
   access_log: {path: "$dir/access.log"}
   limits: {max_header_size: 4k, header_timeout: 1}
   drain_timeout: 5
+  plugin_paths: ["$PWD/plugins", "$PWD/spec/fixtures/http_plugins"]
+  shared_dicts: {probe: 1m}
 upstreams:
   up: {nodes: ["127.0.0.1:$UP"]}
   dead: {nodes: ["127.0.0.1:$DEAD"], timeout: {connect: 1}}
 routes:
   - {id: api, paths: ["/api/*"], upstream: up, strip_prefix: true}
   - {id: dead, paths: ["/dead"], upstream: dead}
+  - {id: probe, paths: ["/probe"], plugins: {http-probe: {}}}
 YAML
 ASAN_OPTIONS=detect_leaks=1:halt_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
     "$BIN" -c "$dir/sluice.yaml" 2> "$dir/err.log" & gw=$!
@@ -80,6 +83,15 @@ raw(b"GET /api/big HTTP/1.1\r\nHost: x\r\n\r\n", close_early=True)
 for i in range(200):
     raw(b"GET /api/k HTTP/1.1\r\nHost: x\r\n\r\n" * 3, wait=0.01)
 PY
+# sluice.http from a plugin: success (kept-alive), refused, timeout, stream, multi, timer, log phase
+P="http://127.0.0.1:$GW/probe"
+for mode in buffer buffer stream multi timer log; do
+    [ "$(c -H "x-mode: $mode" -H "x-target: http://127.0.0.1:$UP/x" "$P")" = 200 ]
+done
+[ "$(c -H "x-target: http://127.0.0.1:$DEAD/" "$P")" = 200 ]
+[ "$(c -H "x-target: http://127.0.0.1:$UP/big" -H "x-mode: stream" "$P")" = 200 ]
+[ "$(c -H "x-mode: multi" -H "x-target: http://127.0.0.1:$UP/a,http://127.0.0.1:$DEAD/,http://127.0.0.1:$UP/big" "$P")" = 200 ]
+[ "$(c -H "x-target: https://127.0.0.1:$UP/" "$P")" = 200 ]
 [ "$(c -X PUT -H 'X-API-KEY: leak-check-key' -d '{"paths":["/new"],"upstream":"up"}' "http://127.0.0.1:$ADM/admin/routes/new")" = 201 ]
 sleep 0.5
 [ "$(c "http://127.0.0.1:$GW/new")" = 200 ]

@@ -1,0 +1,128 @@
+/* URL parsing, NO_PROXY matching and the per-worker DNS cache (core/upstream/url.c, dns.c). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdlib.h>
+
+#include "test.h"
+#include "upstream/dns.h"
+#include "upstream/url.h"
+
+static int parse(const char *s, sl_url_t *u)
+{
+    return sl_url_parse(s, strlen(s), u);
+}
+
+static void test_url(void)
+{
+    sl_url_t u;
+    CHECK_INT(parse("http://example.com", &u), 0);
+    CHECK_STR(u.host, "example.com");
+    CHECK_INT(u.port, 80);
+    CHECK_INT(u.tls, 0);
+    CHECK_INT((int)u.target_len, 1);
+    CHECK_INT(parse("https://api.openai.com/v1/chat?x=1#frag", &u), 0);
+    CHECK_INT(u.port, 443);
+    CHECK_INT(u.tls, 1);
+    CHECK(u.target_len == 12 && memcmp(u.target, "/v1/chat?x=1", 12) == 0);
+    CHECK_INT(parse("HTTP://user:pw@h:8080/p", &u), 0);
+    CHECK_STR(u.host, "h");
+    CHECK_INT(u.port, 8080);
+    CHECK_INT(parse("http://[::1]:9000/x", &u), 0);
+    CHECK_STR(u.host, "::1");
+    CHECK_INT(u.ipv6, 1);
+    CHECK_INT(u.port, 9000);
+    CHECK_INT(parse("ftp://h/", &u), -EINVAL);
+    CHECK_INT(parse("http://", &u), -EINVAL);
+    CHECK_INT(parse("http://h:0/", &u), -EINVAL);
+    CHECK_INT(parse("http://h:65536/", &u), -EINVAL);
+    CHECK_INT(parse("http://h:8x/", &u), -EINVAL);
+    CHECK_INT(parse("http://h/a b", &u), -EINVAL);
+    CHECK_INT(parse("http://h/a\r\nX: y", &u), -EINVAL);
+    CHECK_INT(parse("http://h?q=1", &u), -EINVAL);
+    CHECK_INT(parse("http://[::1/", &u), -EINVAL);
+}
+
+static void test_no_proxy(void)
+{
+    CHECK_INT(sl_no_proxy_match("", "a.com", 80), 0);
+    CHECK_INT(sl_no_proxy_match("*", "a.com", 80), 1);
+    CHECK_INT(sl_no_proxy_match("a.com", "a.com", 80), 1);
+    CHECK_INT(sl_no_proxy_match("a.com", "x.a.com", 80), 1);
+    CHECK_INT(sl_no_proxy_match(".a.com", "x.a.com", 80), 1);
+    CHECK_INT(sl_no_proxy_match("a.com", "xa.com", 80), 0);
+    CHECK_INT(sl_no_proxy_match("b.org, 10.0.0.1 ,a.com", "10.0.0.1", 80), 1);
+    CHECK_INT(sl_no_proxy_match("a.com:8080", "a.com", 80), 0);
+    CHECK_INT(sl_no_proxy_match("a.com:8080", "a.com", 8080), 1);
+}
+
+static void test_env_proxy(void)
+{
+    sl_url_t p;
+    unsetenv("http_proxy");
+    unsetenv("https_proxy");
+    unsetenv("no_proxy");
+    unsetenv("HTTP_PROXY");
+    unsetenv("HTTPS_PROXY");
+    unsetenv("NO_PROXY");
+    CHECK_INT(sl_env_proxy(0, "a.com", 80, &p), 0);
+    setenv("HTTP_PROXY", "http://proxy:3128", 1);
+    setenv("https_proxy", "proxy2:8443", 1);
+    setenv("NO_PROXY", "internal.lan", 1);
+    CHECK_INT(sl_env_proxy(0, "a.com", 80, &p), 1);
+    CHECK_STR(p.host, "proxy");
+    CHECK_INT(p.port, 3128);
+    CHECK_INT(sl_env_proxy(1, "a.com", 443, &p), 1);
+    CHECK_STR(p.host, "proxy2");
+    CHECK_INT(p.port, 8443);
+    CHECK_INT(sl_env_proxy(0, "db.internal.lan", 80, &p), 0);
+    unsetenv("HTTP_PROXY");
+    unsetenv("https_proxy");
+    unsetenv("NO_PROXY");
+}
+
+static void test_dns(void)
+{
+    sl_dns_cache_t c = {.max = 2};
+    struct sockaddr_storage ss;
+    CHECK_INT(sl_dns_literal("127.0.0.1", 80, &ss), 0);
+    CHECK_INT(ss.ss_family, AF_INET);
+    CHECK_INT(sl_dns_literal("::1", 80, &ss), 0);
+    CHECK_INT(ss.ss_family, AF_INET6);
+    CHECK_INT(sl_dns_literal("localhost", 80, &ss), -EINVAL);
+
+    struct sockaddr_in a1 = {.sin_family = AF_INET}, a2 = {.sin_family = AF_INET};
+    a1.sin_addr.s_addr = htonl(0x0a000001);
+    a2.sin_addr.s_addr = htonl(0x0a000002);
+    struct addrinfo i2 = {.ai_family = AF_INET, .ai_addrlen = sizeof(a2), .ai_addr = (struct sockaddr *)&a2};
+    struct addrinfo i1 = {.ai_family = AF_INET, .ai_addrlen = sizeof(a1), .ai_addr = (struct sockaddr *)&a1,
+                          .ai_next = &i2};
+    CHECK_INT(sl_dns_lookup(&c, "a.test", 80, 100, &ss), -ENOENT);
+    CHECK_INT(sl_dns_store(&c, "a.test", &i1, 100, 30), 0);
+    CHECK_INT(sl_dns_lookup(&c, "A.TEST", 8080, 110, &ss), 0);
+    CHECK_INT(ntohs(((struct sockaddr_in *)&ss)->sin_port), 8080);
+    uint32_t first = ((struct sockaddr_in *)&ss)->sin_addr.s_addr;
+    CHECK_INT(sl_dns_lookup(&c, "a.test", 80, 111, &ss), 0);
+    CHECK(((struct sockaddr_in *)&ss)->sin_addr.s_addr != first); /* round robin */
+    CHECK_INT(sl_dns_lookup(&c, "a.test", 80, 131, &ss), -ENOENT); /* expired */
+    CHECK_INT(c.n, 0);
+    CHECK_INT(sl_dns_store(&c, "b.test", &i1, 100, 30), 0);
+    CHECK_INT(sl_dns_store(&c, "c.test", &i1, 100, 30), 0);
+    CHECK_INT(sl_dns_store(&c, "d.test", &i1, 100, 30), 0); /* over max: the oldest goes */
+    CHECK_INT(c.n, 2);
+    CHECK_INT(sl_dns_lookup(&c, "b.test", 80, 101, &ss), -ENOENT);
+    CHECK_INT(sl_dns_lookup(&c, "d.test", 80, 101, &ss), 0);
+    CHECK_INT(sl_dns_store(&c, "d.test", &i2, 102, 30), 0); /* replaced */
+    CHECK_INT(c.n, 2);
+    sl_dns_clear(&c);
+    CHECK_INT(c.n, 0);
+}
+
+int main(void)
+{
+    test_url();
+    test_no_proxy();
+    test_env_proxy();
+    test_dns();
+    return sl_test_done();
+}
