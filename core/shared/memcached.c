@@ -133,7 +133,8 @@ static void circuit_result(int ok, int probe)
         int n = atomic_fetch_add(&failures, 1) + 1;
         if (probe || n >= threshold) {
             if (atomic_load(&open_until) == 0)
-                sl_log(SL_LOG_WARN, "memcached: circuit open after %d failures (retry in %gs)", n, retry_after);
+                sl_log(SL_LOG_WARN, "memcached: circuit open after %d failures (retry in %gs)", n,
+                       retry_after);
             atomic_store(&open_until, sl_now() + retry_after);
         }
     }
@@ -203,11 +204,12 @@ static void do_work(uv_work_t *req)
     case SL_MC_INCR:
     case SL_MC_DECR:
         if (wk->has_initial)
-            rc = (wk->kind == SL_MC_INCR ? memcached_increment_with_initial : memcached_decrement_with_initial)(
+            rc = (wk->kind == SL_MC_INCR ? memcached_increment_with_initial
+                                         : memcached_decrement_with_initial)(
                 m, wk->key, wk->klen, wk->delta, wk->initial, wk->exptime, &op->num);
         else
-            rc = (wk->kind == SL_MC_INCR ? memcached_increment : memcached_decrement)(m, wk->key, wk->klen,
-                                                                                     (uint32_t)wk->delta, &op->num);
+            rc = (wk->kind == SL_MC_INCR ? memcached_increment : memcached_decrement)(
+                m, wk->key, wk->klen, (uint32_t)wk->delta, &op->num);
         break;
     case SL_MC_DELETE:
         rc = memcached_delete(m, wk->key, wk->klen, 0);

@@ -12,16 +12,16 @@ enum { SL_MC_GET = 1, SL_MC_SET, SL_MC_ADD, SL_MC_INCR, SL_MC_DECR, SL_MC_DELETE
 /* Result codes in sl_mcop_t.rc. */
 enum {
     SL_MC_OK = 0,
-    SL_MC_NOT_FOUND = 1,   /* get/incr/decr/delete: no such key */
-    SL_MC_NOT_STORED = 2,  /* add: the key exists */
-    SL_MC_ERR = -1,        /* memcached or network failure (errmsg says which) */
-    SL_MC_CIRCUIT = -2,    /* the circuit is open: nothing was sent */
+    SL_MC_NOT_FOUND = 1,  /* get/incr/decr/delete: no such key */
+    SL_MC_NOT_STORED = 2, /* add: the key exists */
+    SL_MC_ERR = -1,       /* memcached or network failure (errmsg says which) */
+    SL_MC_CIRCUIT = -2,   /* the circuit is open: nothing was sent */
     SL_MC_NOT_CONFIGURED = -3,
 };
 
 /** One memcached call, run on the libuv thread pool (the first block is read by Lua through FFI). */
 typedef struct sl_mcop {
-    char *value;     /* get: the value (malloc'd, freed by sl_mc_free) */
+    char *value; /* get: the value (malloc'd, freed by sl_mc_free) */
     uint32_t value_len;
     uint32_t flags;
     uint64_t num;    /* incr/decr: the new value */

@@ -5,7 +5,8 @@
  *
  * As in proxy.c, nothing runs Lua from inside an FFI call: sl_http_start and sl_http_take continue from a
  * zero-delay timer, and coroutines are woken from libuv callbacks only. Lua may close the exchange while it
- * is being woken, so nothing touches it after a wake but the lua_closed check; memory goes in close callbacks. */
+ * is being woken, so nothing touches it after a wake but the lua_closed check; memory goes in close
+ * callbacks. */
 #include "upstream/client.h"
 
 #include <errno.h>
@@ -424,7 +425,8 @@ sl_httpres_t *sl_http_start(sl_req_t *req, const char *method, size_t mlen, cons
     }
     rc |= sl_buf_append(o, headers, hlen);
     int wants_len = blen > 0 || (mlen == 4 && memcmp(method, "POST", 4) == 0) ||
-                    (mlen == 3 && memcmp(method, "PUT", 3) == 0) || (mlen == 5 && memcmp(method, "PATCH", 5) == 0);
+                    (mlen == 3 && memcmp(method, "PUT", 3) == 0) ||
+                    (mlen == 5 && memcmp(method, "PATCH", 5) == 0);
     if (wants_len) {
         char cl[48];
         snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", blen);

@@ -37,9 +37,10 @@ typedef struct sl_httpres {
 /** Checks that url is an absolute http(s) URL the client can use; 0 or -EINVAL. */
 int sl_http_check_url(const char *url, size_t len);
 /** Starts an HTTP/1.1 request on the calling worker (from Lua; it continues from a zero-delay timer, never
- *  calling Lua back from inside this call). headers: "Name: value\r\n" lines (no Content-Length). The coroutine
- *  is woken through sl_vm_wake(req or wake_id) when res.done is set or, streaming, when body bytes wait.
- *  Returns the exchange (the caller frees it with sl_http_close) or NULL (out of memory, bad URL, stopping). */
+ *  calling Lua back from inside this call). headers: "Name: value\r\n" lines (no Content-Length). The
+ * coroutine is woken through sl_vm_wake(req or wake_id) when res.done is set or, streaming, when body bytes
+ * wait. Returns the exchange (the caller frees it with sl_http_close) or NULL (out of memory, bad URL,
+ * stopping). */
 sl_httpres_t *sl_http_start(sl_req_t *req, const char *method, size_t mlen, const char *url, size_t ulen,
                             const char *headers, size_t hlen, const char *body, size_t blen, int flags,
                             double connect_timeout, double send_timeout, double read_timeout, double deadline,

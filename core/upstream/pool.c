@@ -33,8 +33,8 @@ sl_pool_t *sl__pool(sl_worker_t *w)
 
 const char *sl__uperr_name(int e)
 {
-    static const char *const names[] = {"none", "connect", "dns", "timeout", "reset", "bad_response",
-                                        "client_gone", "nomem", "tls"};
+    static const char *const names[] = {"none",         "connect",     "dns",   "timeout", "reset",
+                                        "bad_response", "client_gone", "nomem", "tls"};
     return e >= 0 && e < (int)(sizeof(names) / sizeof(names[0])) ? names[e] : "error";
 }
 
@@ -299,8 +299,10 @@ static void tunnel_read(sl_upconn_t *uc, const char *data, size_t n)
     int ok = uc->tunnel.len > 12 && memcmp(b, "HTTP/1.", 7) == 0 && memcmp(b + 8, " 200", 4) == 0;
     if (!ok || end + 4 != b + uc->tunnel.len) {
         char msg[160];
-        snprintf(msg, sizeof(msg), "proxy refused CONNECT: %.*s", (int)(memchr(b, '\r', uc->tunnel.len) ?
-                 (const char *)memchr(b, '\r', uc->tunnel.len) - b : 0), b);
+        snprintf(
+            msg, sizeof(msg), "proxy refused CONNECT: %.*s",
+            (int)(memchr(b, '\r', uc->tunnel.len) ? (const char *)memchr(b, '\r', uc->tunnel.len) - b : 0),
+            b);
         fail_open(uc, SL_UPERR_CONNECT, msg);
         return;
     }
@@ -404,7 +406,8 @@ static void on_connect(uv_connect_t *cr, int status)
         return;
     if (status < 0) {
         char msg[400];
-        snprintf(msg, sizeof(msg), "connect to %s:%d: %s", uc->t.proxy_host[0] ? uc->t.proxy_host : uc->t.host,
+        snprintf(msg, sizeof(msg), "connect to %s:%d: %s",
+                 uc->t.proxy_host[0] ? uc->t.proxy_host : uc->t.host,
                  uc->t.proxy_host[0] ? uc->t.proxy_port : uc->t.port, uv_strerror(status));
         fail_open(uc, status == UV_ETIMEDOUT ? SL_UPERR_TIMEOUT : SL_UPERR_CONNECT, msg);
         return;
@@ -413,8 +416,8 @@ static void on_connect(uv_connect_t *cr, int status)
     sl__upconn_read_start(uc);
     if (uc->t.proxy_host[0] && uc->t.tls) {
         char req[700];
-        int n = snprintf(req, sizeof(req), "CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n", uc->t.host, uc->t.port,
-                         uc->t.host, uc->t.port);
+        int n = snprintf(req, sizeof(req), "CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n", uc->t.host,
+                         uc->t.port, uc->t.host, uc->t.port);
         uc->state = ST_TUNNEL;
         if (raw_write(uc, req, (size_t)n) < 0)
             fail_open(uc, SL_UPERR_CONNECT, "proxy CONNECT write failed");
@@ -451,7 +454,8 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res)
     const char *host = uc->t.proxy_host[0] ? uc->t.proxy_host : uc->t.host;
     int port = uc->t.proxy_host[0] ? uc->t.proxy_port : uc->t.port;
     sl_pool_t *p = sl__pool(uc->w);
-    if (status < 0 || res == NULL || p == NULL || sl_dns_store(&p->dns, host, res, sl_now(), SL_DNS_TTL) != 0) {
+    if (status < 0 || res == NULL || p == NULL ||
+        sl_dns_store(&p->dns, host, res, sl_now(), SL_DNS_TTL) != 0) {
         char msg[320];
         snprintf(msg, sizeof(msg), "resolve %s: %s", host, status < 0 ? uv_strerror(status) : "no address");
         uv_freeaddrinfo(res);

@@ -11,7 +11,8 @@
 
 #define SL_UPCONN_READ 65536
 
-/* Upstream error classes, so retry and fallback logic can decide what to do (also in Lua: proxy.lua, http.lua). */
+/* Upstream error classes, so retry and fallback logic can decide what to do (also in Lua: proxy.lua,
+ * http.lua). */
 enum {
     SL_UPERR_NONE = 0,
     SL_UPERR_CONNECT = 1,      /* refused or unreachable */
@@ -21,16 +22,16 @@ enum {
     SL_UPERR_BAD_RESPONSE = 5, /* not valid HTTP (or headers too large, or body over the limit) */
     SL_UPERR_CLIENT_GONE = 6,  /* our client went away (or the worker stops); the request was cancelled */
     SL_UPERR_NOMEM = 7,
-    SL_UPERR_TLS = 8,          /* handshake failed or certificate rejected */
+    SL_UPERR_TLS = 8, /* handshake failed or certificate rejected */
 };
 
 /** Where to connect: the pool key is derived from all of it, so connections are shared only among equals. */
 typedef struct sl_uptarget {
     char host[256];
     int port;
-    int tls;             /* 1: HTTPS */
-    int verify;          /* 1: check the certificate against ca_file (default bundle when NULL) and host */
-    const char *ca_file; /* per-upstream CA bundle, or NULL */
+    int tls;              /* 1: HTTPS */
+    int verify;           /* 1: check the certificate against ca_file (default bundle when NULL) and host */
+    const char *ca_file;  /* per-upstream CA bundle, or NULL */
     char proxy_host[256]; /* "" for a direct connection; else an HTTP proxy (CONNECT for TLS) */
     int proxy_port;
     double connect_timeout; /* DNS + TCP connect + CONNECT + TLS handshake */
@@ -66,7 +67,7 @@ struct sl_upconn {
     char *rbuf; /* plaintext received, rpos..rlen not yet parsed */
     size_t rlen, rpos, rcap;
     struct sl_tls *tls;
-    char *raw; /* TLS: ciphertext read buffer */
+    char *raw;       /* TLS: ciphertext read buffer */
     sl_buf_t tunnel; /* CONNECT response bytes */
     int state;
     int pending_writes;

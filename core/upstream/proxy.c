@@ -151,7 +151,8 @@ static int on_hvalue(llhttp_t *hp, const char *at, size_t len)
 static int hop_by_hop(const sl_header_t *h)
 {
     static const char *const names[] = {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
-                                        "te", "trailer", "upgrade", "content-length", "date", "server"};
+                                        "te",         "trailer",    "upgrade",          "content-length",
+                                        "date",       "server"};
     for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (h->name_len == strlen(names[i]) && strncasecmp(h->name, names[i], h->name_len) == 0)
             return 1;
@@ -222,7 +223,8 @@ static void process(sl_proxy_t *p)
 {
     sl_upconn_t *uc = p->uc;
     while (uc && uc->rpos < uc->rlen && !p->msg_done) {
-        if (p->mode == SL_PROXY_FILTER && (p->chunkbuf.len > 0 || (p->resp.headers_done && p->lua_wants == 0)))
+        if (p->mode == SL_PROXY_FILTER &&
+            (p->chunkbuf.len > 0 || (p->resp.headers_done && p->lua_wants == 0)))
             break; /* Lua has not taken the last event yet */
         llhttp_errno_t err = llhttp_execute(&uc->parser, uc->rbuf + uc->rpos, uc->rlen - uc->rpos);
         if (err == HPE_OK) {
@@ -383,9 +385,9 @@ static void on_kick(uv_timer_t *t)
 }
 
 sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, int flags,
-                           const char *ca_file, const char *head, size_t headlen, const char *body, size_t bodylen,
-                           int mode, double connect_timeout, double send_timeout, double read_timeout,
-                           int pool_size, double idle_timeout)
+                           const char *ca_file, const char *head, size_t headlen, const char *body,
+                           size_t bodylen, int mode, double connect_timeout, double send_timeout,
+                           double read_timeout, int pool_size, double idle_timeout)
 {
     if (req->proxy || hostlen == 0 || hostlen >= sizeof(((sl_proxy_t *)0)->host) || req->conn == NULL)
         return NULL;

@@ -26,10 +26,10 @@ typedef struct sl_upresp {
     uint32_t nheaders;
     uint32_t chunk_len;
     int32_t status;
-    int32_t error; /* SL_UPERR_* */
+    int32_t error;          /* SL_UPERR_* */
     int64_t content_length; /* -1 when unknown */
     uint8_t headers_done;
-    uint8_t done; /* whole response read (or failed: see error) */
+    uint8_t done;   /* whole response read (or failed: see error) */
     uint8_t reused; /* went over a kept-alive connection */
 } sl_upresp_t;
 
@@ -46,7 +46,7 @@ typedef struct sl_proxy {
     int mode;
     int pool_size;
     double connect_timeout, send_timeout, read_timeout, idle_timeout;
-    sl_buf_t out;    /* request bytes, kept to resend once if a reused connection was stale */
+    sl_buf_t out;     /* request bytes, kept to resend once if a reused connection was stale */
     sl_uphdrs_t hdrs; /* response headers */
     sl_buf_t chunkbuf;
     uint8_t opening;   /* waiting for sl__upconn_open's ready */
@@ -57,8 +57,8 @@ typedef struct sl_proxy {
     uint8_t head_sent; /* PASS: response head written to the client */
     uint8_t started;   /* the first kick began the exchange */
     uint8_t is_head;
-    uint8_t msg_done;  /* the parser saw the end of the final response */
-    uv_timer_t kick;   /* runs deferred work outside of FFI calls */
+    uint8_t msg_done; /* the parser saw the end of the final response */
+    uv_timer_t kick;  /* runs deferred work outside of FFI calls */
     double t_start;
 } sl_proxy_t;
 
@@ -67,9 +67,9 @@ typedef struct sl_proxy {
  *  The request's coroutine must yield afterwards; it is resumed when the proxy has news (see sl_upresp_t).
  *  Returns the proxy (owned by req) or NULL on out of memory. Called from Lua: never calls back into Lua. */
 sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, int flags,
-                           const char *ca_file, const char *head, size_t headlen, const char *body, size_t bodylen,
-                           int mode, double connect_timeout, double send_timeout, double read_timeout,
-                           int pool_size, double idle_timeout);
+                           const char *ca_file, const char *head, size_t headlen, const char *body,
+                           size_t bodylen, int mode, double connect_timeout, double send_timeout,
+                           double read_timeout, int pool_size, double idle_timeout);
 /** FILTER mode: marks the current chunk taken and asks for the next event (resumes the coroutine later). */
 int sl_proxy_read(sl_proxy_t *p);
 /** FILTER mode after the headers: stream the rest of the body to the client in C (after sl_resp_start). */

@@ -95,15 +95,15 @@ static void test_dns(void)
     a1.sin_addr.s_addr = htonl(0x0a000001);
     a2.sin_addr.s_addr = htonl(0x0a000002);
     struct addrinfo i2 = {.ai_family = AF_INET, .ai_addrlen = sizeof(a2), .ai_addr = (struct sockaddr *)&a2};
-    struct addrinfo i1 = {.ai_family = AF_INET, .ai_addrlen = sizeof(a1), .ai_addr = (struct sockaddr *)&a1,
-                          .ai_next = &i2};
+    struct addrinfo i1 = {
+        .ai_family = AF_INET, .ai_addrlen = sizeof(a1), .ai_addr = (struct sockaddr *)&a1, .ai_next = &i2};
     CHECK_INT(sl_dns_lookup(&c, "a.test", 80, 100, &ss), -ENOENT);
     CHECK_INT(sl_dns_store(&c, "a.test", &i1, 100, 30), 0);
     CHECK_INT(sl_dns_lookup(&c, "A.TEST", 8080, 110, &ss), 0);
     CHECK_INT(ntohs(((struct sockaddr_in *)&ss)->sin_port), 8080);
     uint32_t first = ((struct sockaddr_in *)&ss)->sin_addr.s_addr;
     CHECK_INT(sl_dns_lookup(&c, "a.test", 80, 111, &ss), 0);
-    CHECK(((struct sockaddr_in *)&ss)->sin_addr.s_addr != first); /* round robin */
+    CHECK(((struct sockaddr_in *)&ss)->sin_addr.s_addr != first);  /* round robin */
     CHECK_INT(sl_dns_lookup(&c, "a.test", 80, 131, &ss), -ENOENT); /* expired */
     CHECK_INT(c.n, 0);
     CHECK_INT(sl_dns_store(&c, "b.test", &i1, 100, 30), 0);
