@@ -6,7 +6,7 @@
 -- ones the upstream schema settles on.
 local helpers = require("helpers")
 
-local WIRED = false
+local WIRED = true
 
 local q = helpers.shell_quote
 
@@ -54,7 +54,7 @@ describe("HTTPS upstream", function()
     end
 
     it("verifies the upstream against the configured CA and sends SNI", function()
-        local gw = gateway({ ca = dir .. "/ca.crt" })
+        local gw = gateway({ ca_file = dir .. "/ca.crt" })
         local res = helpers.http("GET", gw.url("/x"))
         assert.equal(200, res.status, res.body)
         assert.equal("up.test", res.json.servername)
@@ -62,7 +62,7 @@ describe("HTTPS upstream", function()
     end)
 
     it("rejects an unknown CA with a 502 and logs why", function()
-        local gw = gateway({ ca = dir .. "/rogue.crt" })
+        local gw = gateway({ ca_file = dir .. "/rogue.crt" })
         local res = helpers.http("GET", gw.url("/x"))
         assert.equal(502, res.status)
         helpers.wait_until(function() return gw:log():find("not correctly signed by the trusted CA", 1, true) end, 5)
@@ -70,7 +70,7 @@ describe("HTTPS upstream", function()
     end)
 
     it("rejects a host name the certificate does not carry", function()
-        local gw = gateway({ ca = dir .. "/ca.crt", sni = "other.test" })
+        local gw = gateway({ ca_file = dir .. "/ca.crt", sni = "other.test" })
         local res = helpers.http("GET", gw.url("/x"))
         assert.equal(502, res.status)
         helpers.wait_until(function() return gw:log():find("does not match with the expected CN", 1, true) end, 5)

@@ -277,7 +277,7 @@ static void start_tls(sl_upconn_t *uc)
         fail_open(uc, SL_UPERR_TLS, msg);
         return;
     }
-    uc->tls = sl_tls_new_client(ctx, uc->t.host);
+    uc->tls = sl_tls_new_client(ctx, uc->t.sni[0] ? uc->t.sni : uc->t.host);
     if (uc->tls == NULL) {
         fail_open(uc, SL_UPERR_NOMEM, "out of memory");
         return;
@@ -486,15 +486,17 @@ static sl_upconn_t *pool_get(sl_pool_t *p, const char *key)
 
 static void make_key(const sl_uptarget_t *t, char *key, size_t n)
 {
-    snprintf(key, n, "%s://%s:%d|%d|%s|%s:%d", t->tls ? "https" : "http", t->host, t->port, t->verify,
-             t->ca_file ? t->ca_file : "", t->proxy_host, t->proxy_port);
+    /* never cut: connections verified against one CA must not serve a target that names another (the config
+     * bounds ca_file to 512 bytes, and host, SNI and proxy names to 255, so the key always fits) */
+    snprintf(key, n, "%s://%s:%d|%d|%s|%s:%d|%.512s", t->tls ? "https" : "http", t->host, t->port, t->verify,
+             t->sni, t->proxy_host, t->proxy_port, t->ca_file ? t->ca_file : "");
 }
 
 sl_upconn_t *sl__upconn_open(sl_worker_t *w, const sl_uptarget_t *t, const sl_upconn_ops_t *ops, void *owner)
 {
     sl_pool_t *p = sl__pool(w);
-    if (p == NULL)
-        return NULL;
+    if (p == NULL || (t->ca_file && strlen(t->ca_file) > 512))
+        return NULL; /* the pool key must hold the whole CA path (see make_key) */
     char key[sizeof(((sl_upconn_t *)0)->key)];
     make_key(t, key, sizeof(key));
     sl_upconn_t *uc = pool_get(p, key);

@@ -32,6 +32,7 @@ typedef struct sl_uptarget {
     int tls;              /* 1: HTTPS */
     int verify;           /* 1: check the certificate against ca_file (default bundle when NULL) and host */
     const char *ca_file;  /* per-upstream CA bundle, or NULL */
+    char sni[256];        /* name sent as SNI and checked in the certificate; "" means host */
     char proxy_host[256]; /* "" for a direct connection; else an HTTP proxy (CONNECT for TLS) */
     int proxy_port;
     double connect_timeout; /* DNS + TCP connect + CONNECT + TLS handshake */
@@ -71,7 +72,7 @@ struct sl_upconn {
     sl_buf_t tunnel; /* CONNECT response bytes */
     int state;
     int pending_writes;
-    char key[640];
+    char key[1536]; /* host, port, TLS settings (CA path, SNI), proxy: see make_key */
     sl_uptarget_t t;
     int reused;
     int closing;

@@ -250,8 +250,13 @@ static void process(sl_proxy_t *p)
             p->resp.chunk = p->chunkbuf.base;
             p->resp.chunk_len = (uint32_t)p->chunkbuf.len;
         }
-        if (p->resp.chunk_len > 0 || p->resp.headers_done)
+        /* Wake Lua for the head once, then only for a chunk (or the end): a wake-up with nothing new would
+         * have Lua ask again at once, and a zero-delay kick started from the kick callback spins (libuv 1.44). */
+        if (p->resp.chunk_len > 0 || (p->resp.headers_done && !p->head_told)) {
+            if (p->lua_wants)
+                p->head_told = 1;
             notify_lua(p);
+        }
         return;
     }
     sl_req_t *r = p->req;
@@ -385,7 +390,7 @@ static void on_kick(uv_timer_t *t)
 }
 
 sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, int flags,
-                           const char *ca_file, const char *head, size_t headlen, const char *body,
+                           const char *ca_file, const char *sni, const char *head, size_t headlen, const char *body,
                            size_t bodylen, int mode, double connect_timeout, double send_timeout,
                            double read_timeout, int pool_size, double idle_timeout)
 {
@@ -416,6 +421,8 @@ sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int 
     p->target.tls = (flags & SL_PROXY_TLS) != 0;
     p->target.verify = (flags & SL_PROXY_NO_VERIFY) == 0;
     p->target.connect_timeout = connect_timeout;
+    if (sni && strlen(sni) < sizeof(p->target.sni))
+        memcpy(p->target.sni, sni, strlen(sni) + 1);
     if (ca_file && *ca_file) {
         p->ca_file = strdup(ca_file);
         p->target.ca_file = p->ca_file;

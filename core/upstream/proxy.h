@@ -58,6 +58,7 @@ typedef struct sl_proxy {
     uint8_t started;   /* the first kick began the exchange */
     uint8_t is_head;
     uint8_t msg_done; /* the parser saw the end of the final response */
+    uint8_t head_told; /* FILTER: Lua was resumed for the head; later wake-ups need a chunk or the end */
     uv_timer_t kick;  /* runs deferred work outside of FFI calls */
     double t_start;
 } sl_proxy_t;
@@ -67,7 +68,7 @@ typedef struct sl_proxy {
  *  The request's coroutine must yield afterwards; it is resumed when the proxy has news (see sl_upresp_t).
  *  Returns the proxy (owned by req) or NULL on out of memory. Called from Lua: never calls back into Lua. */
 sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, int flags,
-                           const char *ca_file, const char *head, size_t headlen, const char *body,
+                           const char *ca_file, const char *sni, const char *head, size_t headlen, const char *body,
                            size_t bodylen, int mode, double connect_timeout, double send_timeout,
                            double read_timeout, int pool_size, double idle_timeout);
 /** FILTER mode: marks the current chunk taken and asks for the next event (resumes the coroutine later). */

@@ -76,7 +76,8 @@ local UPSTREAM = { type = "object", required = { "nodes" }, additionalProperties
     host = { type = "string", minLength = 1 },
     -- HTTPS upstreams: verify against the system CA bundle, or ca_file (PEM) when given
     tls = { type = "object", additionalProperties = false, properties = {
-        verify = { type = "boolean", default = true }, ca_file = { type = "string", minLength = 1 } } },
+        verify = { type = "boolean", default = true }, ca_file = { type = "string", minLength = 1, maxLength = 512 },
+        sni = { type = "string", minLength = 1, maxLength = 255 } } },
 } }
 
 local PROVIDER = { type = "object", required = { "kind" }, properties = {

@@ -182,7 +182,9 @@ function _M.run(ctx, up, pipe)
     if up.scheme == "https" then
         flags = (tls and tls.verify == false) and (PROXY_TLS + PROXY_NO_VERIFY) or PROXY_TLS
     end
-    local p = C.sl_proxy_start(r, node.host, #node.host, node.port, flags, tls and tls.ca_file, head, #head,
+    -- the name the certificate must carry: tls.sni, else the rewritten Host, else the node's host
+    local sni = tls and tls.sni or (up.pass_host == "rewrite" and up.host) or nil
+    local p = C.sl_proxy_start(r, node.host, #node.host, node.port, flags, tls and tls.ca_file, sni, head, #head,
         body_ptr, body_len,
         filter and FILTER or PASS, t.connect or 5, t.send or 30, t.read or 60, ka.size or 64, ka.idle_timeout or 60)
     if p == nil then
@@ -288,7 +290,7 @@ function _M.open(ctx, req, opts)
     local t, ka = opts.timeout or {}, opts.keepalive or {}
     local port = req.port or (flags ~= 0 and 443 or 80)
     ctx.upstream_addr = req.host .. ":" .. port
-    local p = C.sl_proxy_start(ctx.req, req.host, #req.host, port, flags, tls and tls.ca_file, head, #head, body,
+    local p = C.sl_proxy_start(ctx.req, req.host, #req.host, port, flags, tls and tls.ca_file, tls and tls.sni, head, #head, body,
         #body, FILTER, t.connect or 5, t.send or 30, t.read or 60, ka.size or 64, ka.idle_timeout or 60)
     if p == nil then
         return nil, 500, "cannot start the upstream request"

@@ -142,6 +142,9 @@ local function start(req, o)
         end
         flags = flags + STREAM
     end
+    if o.ca_file ~= nil and (type(o.ca_file) ~= "string" or #o.ca_file > 512) then
+        error("ca_file must be a path of at most 512 bytes", 3)
+    end
     if o.ssl_verify == false then flags = flags + NO_VERIFY end
     if o.proxy == false then flags = flags + NO_PROXY end
     if has_host then flags = flags + HAS_HOST end
