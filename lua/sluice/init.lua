@@ -16,6 +16,7 @@ local _M = {
     re = require("sluice.pdk.re"),
     http = require("sluice.pdk.http"),
     memcached = require("sluice.pdk.memcached"),
+    ai = require("sluice.pdk.ai"),
 }
 
 _M.sleep = _M.timer.sleep

@@ -1,0 +1,66 @@
+-- sluice.ai: the AI call of the running request (set up by ai-proxy / ai-proxy-multi in access).
+--
+--   local req = sluice.ai.get_request()     -- canonical (OpenAI Chat Completions) request table; edit in access
+--   local name, conf = sluice.ai.get_provider()
+--   local requested, served = sluice.ai.get_model()
+--   local u = sluice.ai.get_usage()         -- the usage record (complete in log):
+--     {consumer, route, provider, provider_kind, api, op, stream, requested_model, model, prompt_tokens,
+--      completion_tokens, total_tokens, cached_tokens, reasoning_tokens, cost (USD), estimated, latency (s),
+--      ttft (s), status, retries, fallbacks, error}
+--
+-- Phases: access (after ai-proxy, priority < 1040), header_filter, body_filter, log. Outside an AI route every
+-- getter returns nil.
+local base = require("sluice.pdk.base")
+local get_ctx = base.get_ctx
+
+local _M = {}
+
+--- True when the request is an AI call.
+function _M.is_ai(ctx)
+    ctx = ctx or get_ctx()
+    return ctx.ai ~= nil
+end
+
+--- The client's API ("openai" | "anthropic") and operation ("chat" | "completions" | "embeddings" | "models").
+function _M.get_api(ctx)
+    ctx = ctx or get_ctx()
+    local ai = ctx.ai
+    if not ai then return nil end
+    return ai.api, ai.op
+end
+
+--- The parsed request in canonical form (the table sent upstream: changes made in access are sent).
+function _M.get_request(ctx)
+    ctx = ctx or get_ctx()
+    return ctx.ai and ctx.ai.request or nil
+end
+
+--- Provider name and its config table.
+function _M.get_provider(ctx)
+    ctx = ctx or get_ctx()
+    local ai = ctx.ai
+    if not ai then return nil end
+    return ai.provider_name, ai.provider
+end
+
+--- Model the client asked for and the name sent upstream.
+function _M.get_model(ctx)
+    ctx = ctx or get_ctx()
+    local ai = ctx.ai
+    if not ai then return nil end
+    return ai.requested_model, ai.model
+end
+
+--- The usage record (see the top of this file); nil outside an AI call.
+function _M.get_usage(ctx)
+    ctx = ctx or get_ctx()
+    return ctx.ai and ctx.ai.usage or nil
+end
+
+--- True when the client asked for a stream.
+function _M.is_stream(ctx)
+    ctx = ctx or get_ctx()
+    return ctx.ai and ctx.ai.stream or false
+end
+
+return _M

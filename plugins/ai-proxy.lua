@@ -1,0 +1,50 @@
+-- ai-proxy: sends a route's AI requests to one provider from the top-level `providers` map.
+--
+--   providers:
+--     openai-main: {kind: openai, api_key: "${OPENAI_API_KEY}", models: {gpt-4o-mini: gpt-4o-mini},
+--                   price: {gpt-4o-mini: {input: 0.15, output: 0.60}}}
+--   routes:
+--     - id: chat
+--       paths: ["/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/messages"]
+--       plugins:
+--         ai-proxy: {provider: openai-main, model: gpt-4o-mini, timeout: {connect: 5, read: 120}}
+--
+-- Clients speak OpenAI (/chat/completions, /completions, /embeddings, GET /models) or Anthropic (/messages),
+-- recognized by the path suffix; the provider's driver translates both ways, streams included. `model` forces
+-- the model whatever the client asks for. Runs in access (priority 1040: after the prompt plugins, which edit
+-- the client's JSON in rewrite, and before plugins that read sluice.ai); the upstream call itself is made in
+-- the proxy stage, after every access plugin. See docs/ai-proxy.md.
+local ai_proxy = require("sluice.ai.proxy")
+
+local timeout = {
+    type = "object",
+    additionalProperties = false,
+    properties = {
+        connect = { type = "number", exclusiveMinimum = 0, maximum = 3600 },
+        send = { type = "number", exclusiveMinimum = 0, maximum = 3600 },
+        read = { type = "number", exclusiveMinimum = 0, maximum = 3600 },
+    },
+}
+
+local schema = {
+    type = "object",
+    required = { "provider" },
+    additionalProperties = false,
+    properties = {
+        provider = { type = "string", minLength = 1 },
+        model = { type = "string", minLength = 1 },
+        timeout = timeout,
+    },
+}
+
+local _M = { name = "ai-proxy", version = "1.0", priority = 1040, schema = schema }
+
+function _M.access(conf, ctx)
+    local status, body = ai_proxy.prepare(ctx, conf)
+    if status then
+        return status, body
+    end
+    ctx.upstream_override = ai_proxy.upstream
+end
+
+return _M
