@@ -220,6 +220,13 @@ static void on_write(uv_write_t *w, int status)
         sl__conn_timer(c, TIMER_NONE, 0);
     if (c->blocked_proxy && c->write_pending < SL_PROXY_LOW_WATER)
         sl__proxy_unblock(c->blocked_proxy);
+    if (c->drain_wait && c->write_pending < SL_RESP_LOW_WATER) {
+        sl_req_t *waiter = c->drain_wait;
+        c->drain_wait = NULL;
+        sl_vm_resume(waiter);
+        if (c->closing)
+            return;
+    }
     sl__conn_progress(c);
 }
 
@@ -483,6 +490,10 @@ void sl__conn_close(sl_conn_t *c)
     }
     if (c->blocked_proxy)
         c->blocked_proxy = NULL;
+    if (c->drain_wait) { /* resumed from a timer: this may run inside Lua (an abort) */
+        sl_req_sleep(c->drain_wait, 0);
+        c->drain_wait = NULL;
+    }
     sl_worker_t *w = c->w;
     if (c->prev)
         c->prev->next = c->next;

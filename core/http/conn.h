@@ -25,6 +25,7 @@ typedef struct sl_conn {
     struct sockaddr_storage peer;
     int peer_len;
     struct sl_proxy *blocked_proxy; /* an upstream stopped reading until we drain */
+    sl_req_t *drain_wait;           /* a coroutine waits (sl_resp_wait_drain) for the client to catch up */
     struct sl_tls *tls;             /* HTTPS: rbuf holds decrypted bytes, writes are encrypted; else NULL */
     unsigned nrequests;
     int err_status; /* set by a parser callback that rejects the request */

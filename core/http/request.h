@@ -65,6 +65,7 @@ typedef struct sl_req {
     uint8_t chunked_resp; /* response body sent with chunked framing */
     uint8_t waiting;      /* the coroutine is suspended waiting for C */
     uint8_t expect_continue;
+    uint8_t abort;        /* the body is cut short: close the connection instead of ending the response */
     char client_ip_buf[48];
 } sl_req_t;
 

@@ -169,6 +169,24 @@ int sl_resp_finish(sl_req_t *r)
     return 0;
 }
 
+int sl_resp_wait_drain(sl_req_t *r)
+{
+    sl_conn_t *c = r->conn;
+    if (c == NULL || r->client_gone || c->closing)
+        return SL_ERR_GONE;
+    if (c->write_pending + c->wbuf.len < SL_RESP_HIGH_WATER)
+        return 0;
+    c->drain_wait = r;
+    return 1;
+}
+
+int sl_resp_abort(sl_req_t *r)
+{
+    r->abort = 1;
+    r->resp_done = 1;
+    return 0;
+}
+
 size_t sl_resp_pending(const sl_req_t *r)
 {
     return r->conn ? r->conn->write_pending : 0;

@@ -12,6 +12,9 @@
 #define SL_ERR_STATE (-2)
 #define SL_ERR_NOMEM (-3)
 
+#define SL_RESP_HIGH_WATER (1024 * 1024)
+#define SL_RESP_LOW_WATER (256 * 1024)
+
 /** Sends a whole response; headers are "Name: value\r\n" lines without framing headers (Content-Length,
  *  Transfer-Encoding, Connection), which are added here. */
 int sl_resp_send(sl_req_t *r, int status, const char *headers, size_t hlen, const char *body, size_t blen);
@@ -23,6 +26,13 @@ int sl_resp_write(sl_req_t *r, const char *data, size_t len);
 int sl_resp_finish(sl_req_t *r);
 /** Bytes queued to the client and not yet written (for back-pressure in Lua). */
 size_t sl_resp_pending(const sl_req_t *r);
+/** Back-pressure for Lua writers: returns 0 when less than SL_RESP_HIGH_WATER bytes wait for the client;
+ *  otherwise 1, and the coroutine must yield: it is resumed once the backlog is under SL_RESP_LOW_WATER (or the
+ *  client is gone). SL_ERR_GONE when the client is gone. */
+int sl_resp_wait_drain(sl_req_t *r);
+/** Cuts the response short: the connection is closed (no final chunk) once the coroutine yields or ends, so
+ *  the client can tell the body is incomplete. */
+int sl_resp_abort(sl_req_t *r);
 /** Sends a JSON error {"error":{"message","type","code"}} with Connection: close. */
 int sl_resp_send_error(sl_req_t *r, int status, const char *message);
 /** Returns the reason phrase for a status ("Unknown" for others). */

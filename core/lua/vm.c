@@ -152,6 +152,8 @@ void sl_vm_apply_snapshot(sl_worker_t *w)
 static void after_resume(sl_req_t *r, int rc)
 {
     lua_State *co = r->co;
+    if (r->abort && r->conn)
+        sl__conn_close(r->conn); /* no final chunk: the client sees the body is incomplete */
     if (rc == LUA_YIELD)
         return;
     if (rc != 0) {

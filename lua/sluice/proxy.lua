@@ -137,6 +137,18 @@ local function fail_response(ctx, up)
     worker.send(ctx, status, worker.error_body(status, "upstream " .. ctx.upstream_error))
 end
 
+-- Writes to the client, then waits while more than 1 MiB is queued for it: a slow client must not make the
+-- gateway buffer an unbounded stream (the upstream is not read meanwhile). False when the client is gone.
+local function write_client(r, data)
+    if C.sl_resp_write(r, data, #data) ~= 0 then
+        return false
+    end
+    if C.sl_resp_wait_drain(r) == 1 then
+        yield()
+    end
+    return r.client_gone == 0
+end
+
 local function filter_chunk(ctx, items, chunk, eof)
     for i = 1, #items do
         local item = items[i]
@@ -232,8 +244,8 @@ function _M.run(ctx, up, pipe)
         end
         if p.chunk_len > 0 then
             local chunk = filter_chunk(ctx, bf, ffi_string(p.chunk, p.chunk_len), false)
-            if chunk and #chunk > 0 then
-                C.sl_resp_write(r, chunk, #chunk)
+            if chunk and #chunk > 0 and not write_client(r, chunk) then
+                return
             end
             if p.done == 0 then
                 C.sl_proxy_read(p)
@@ -245,6 +257,12 @@ function _M.run(ctx, up, pipe)
         if p.done ~= 0 and p.chunk_len == 0 then
             break
         end
+    end
+    if p.error ~= 0 then
+        -- the upstream cut its body short: so must we, or the client takes a partial body as complete
+        ctx.upstream_error = ERRNAMES[p.error] or ("error " .. tostring(p.error))
+        C.sl_resp_abort(r)
+        return
     end
     local tail = filter_chunk(ctx, bf, "", true)
     if tail and #tail > 0 then
@@ -411,7 +429,7 @@ function _M.stream_write(ctx, pipe, data)
         data = filter_chunk(ctx, bf, data, false)
     end
     if data and #data > 0 then
-        C.sl_resp_write(r, data, #data)
+        return write_client(r, data)
     end
     return true
 end

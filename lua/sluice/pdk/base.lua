@@ -32,6 +32,8 @@ int sl_resp_start(sl_req_t *r, int status, const char *headers, size_t hlen, int
 int sl_resp_write(sl_req_t *r, const char *data, size_t len);
 int sl_resp_finish(sl_req_t *r);
 size_t sl_resp_pending(const sl_req_t *r);
+int sl_resp_wait_drain(sl_req_t *r);
+int sl_resp_abort(sl_req_t *r);
 sl_upresp_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, int flags,
     const char *ca_file, const char *sni, const char *head, size_t headlen, const char *body, size_t bodylen, int mode,
     double connect_timeout, double send_timeout, double read_timeout, int pool_size, double idle_timeout);
