@@ -17,7 +17,7 @@
 //   hang          never answers (for timeouts)
 // Usage numbers are fixed per provider so tests can compare: see USAGE below (also in each record).
 // Test hooks: GET /__requests -> every request so far [{method, path, headers, body (parsed JSON when it is),
-// scenario, usage}], POST /__reset forgets them, GET /__health.
+// scenario, usage, aborted}], POST /__reset forgets them, GET /__health.
 'use strict';
 const http = require('http');
 
@@ -297,6 +297,7 @@ const server = http.createServer((req, res) => {
     const sc = scenarioOf(req, url);
     const rec = { method: req.method, path: req.url, headers: req.headers, body: parsed, scenario: sc };
     requests.push(rec);
+    res.on('close', () => { if (!res.writableEnded) rec.aborted = true; }); // the client (gateway) went away
     if (body === null) return json(res, 400, { error: { message: 'We could not parse the JSON body of your request (mock)', type: 'invalid_request_error', param: null, code: null } });
     if (sc === 'hang') return; // never answers
     if (sc === 'slow') await sleep(150);

@@ -510,11 +510,12 @@ local function stream(ctx, pipe, ai, p)
                 rec.ttft = C.sl_time() - ai.t0
             end
             if not proxy.stream_write(ctx, pipe, concat(out)) then
+                st.gone = true -- ending the request closes the upstream connection
                 break
             end
         end
     end
-    if ctx.req.client_gone ~= 0 or p.error == UPERR_CLIENT_GONE then
+    if st.gone or ctx.req.client_gone ~= 0 or p.error == UPERR_CLIENT_GONE then
         finish_usage(ctx, ai, st.usage or (s and s.usage), 499)
         return
     end
