@@ -20,3 +20,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+# The official SDKs for the end-to-end tests (tests/e2e/sdk.sh), pinned by tests/e2e/package-lock.json.
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+if [ ! -d "$ROOT/tests/e2e/node_modules/openai" ] || [ ! -d "$ROOT/tests/e2e/node_modules/@anthropic-ai/sdk" ]; then
+    echo "deps: npm ci --prefix tests/e2e"
+    npm ci --prefix "$ROOT/tests/e2e" --no-audit --no-fund >/dev/null
+fi

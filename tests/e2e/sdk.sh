@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The official SDKs (openai, @anthropic-ai/sdk from tests/e2e/package.json) against the gateway, which serves
+# OpenAI and Anthropic providers played by tests/mock/providers.js. Runs tests/e2e/sdk/*.mjs with node's test
+# runner. Ports are free ones; every process is stopped at the end; bounded by timeouts.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+BIN=${SLUICE_BIN:-build/sluice}
+[ -x "$BIN" ] || BIN=build-asan/sluice
+if [ ! -d tests/e2e/node_modules/openai ] || [ ! -d tests/e2e/node_modules/@anthropic-ai/sdk ]; then
+    (cd tests/e2e && timeout 300 npm ci --no-audit --no-fund >/dev/null)
+fi
+dir=$(mktemp -d /tmp/sluice-sdk-XXXXXX)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do timeout 5 tail --pid="$p" -f /dev/null 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+MOCK=$(port); GW=$(port)
+node tests/mock/providers.js "$MOCK" >"$dir/mock.log" 2>&1 & pids+=($!)
+up="http://127.0.0.1:$MOCK"
+cat > "$dir/sluice.yaml" <<YAML
+node:
+  listen: ["127.0.0.1:$GW"]
+  workers: 2
+  plugin_paths: ["$ROOT/plugins"]
+  access_log: {path: "$dir/access.log"}
+providers:
+  openai-mock:
+    kind: openai
+    endpoint: "$up"
+    api_key: "sk-mock-openai"
+    models: {gpt-4o-mini: gpt-4o-mini-2024-07-18, text-embedding-3-small: text-embedding-3-small}
+    price: {gpt-4o-mini: {input: 0.15, output: 0.6}}
+  anthropic-mock:
+    kind: anthropic
+    endpoint: "$up"
+    api_key: "sk-mock-anthropic"
+    models: {claude-3-5-haiku: claude-3-5-haiku-20241022}
+  rate-limited:
+    kind: anthropic
+    endpoint: "$up/s/429"
+    api_key: "k"
+routes:
+  - id: limited
+    paths: ["/limited/v1/*"]
+    plugins: {ai-proxy: {provider: rate-limited}}
+  - id: openai
+    paths: ["/openai/v1/*"]
+    plugins: {ai-proxy: {provider: openai-mock}}
+  - id: anthropic
+    paths: ["/anthropic/v1/*"]
+    plugins: {ai-proxy: {provider: anthropic-mock}}
+YAML
+SLUICE_HOME=$ROOT "$BIN" -c "$dir/sluice.yaml" >"$dir/gw.log" 2>&1 & pids+=($!)
+for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$GW") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$MOCK") 2>/dev/null; then break; fi
+    sleep 0.1
+done
+status=0
+GATEWAY="http://127.0.0.1:$GW" MOCK="$up" timeout 120 node --test --test-concurrency=1 tests/e2e/sdk/*.mjs || status=$?
+if [ "$status" -ne 0 ]; then
+    echo "--- gateway log"; tail -20 "$dir/gw.log"
+    echo "--- mock log"; tail -20 "$dir/mock.log"
+fi
+exit "$status"
