@@ -313,20 +313,33 @@ local function send_error(ctx, pipe, ai, status, message, typ, code, retry_after
 end
 
 -- The `"usage":{...}` object of an OpenAI body or chunk, decoded and normalized (nil when absent or null).
-local function scan_usage(s)
-    local i = nil
-    local from = 1
-    while true do -- the last one: "usage" may appear earlier inside escaped text only as \"usage\"
-        local j, e = find(s, '"usage"%s*:%s*{', from)
+-- Plain searches only (memchr speed): `"usage"` with unescaped quotes can only be a key, since quotes inside
+-- JSON strings are escaped. The last one wins (the top-level usage comes last in OpenAI bodies).
+local function scan_usage(s, from)
+    local at
+    from = from or 1
+    while true do
+        local j, e = find(s, '"usage"', from, true)
         if not j then
             break
         end
-        i, from = e, e + 1
+        local k = e + 1
+        local c = byte(s, k)
+        while c == 32 or c == 9 or c == 10 or c == 13 do k = k + 1; c = byte(s, k) end
+        if c == 58 then -- ':'
+            k = k + 1
+            c = byte(s, k)
+            while c == 32 or c == 9 or c == 10 or c == 13 do k = k + 1; c = byte(s, k) end
+            if c == 123 then -- '{'
+                at = k
+            end
+        end
+        from = e + 1
     end
-    if not i then
+    if not at then
         return nil
     end
-    local obj = match(s, "^%b{}", i)
+    local obj = match(s, "^%b{}", at)
     if not obj then
         return nil
     end
@@ -370,7 +383,7 @@ local function upstream_failed(ctx, pipe, ai, p)
     send_error(ctx, pipe, ai, status, msg)
 end
 
-local function non_stream(ctx, pipe, ai, p, headers)
+local function non_stream(ctx, pipe, ai, p)
     local body, err = proxy.read_all(ctx, p, MAX_RESPONSE)
     if not body then
         return upstream_failed(ctx, pipe, ai, p)
@@ -383,7 +396,7 @@ local function non_stream(ctx, pipe, ai, p, headers)
         end
     end
     if not out then
-        local resp, e = d.parse_response(p.status, headers, body, ai.op)
+        local resp, e = d.parse_response(p.status, proxy.headers(p), body, ai.op)
         if not resp then
             e = e or {}
             finish_usage(ctx, ai, nil, e.status or 502)
@@ -418,8 +431,65 @@ end
 
 local SSE_HEADERS = { ["content-type"] = "text/event-stream", ["cache-control"] = "no-cache" }
 
--- OpenAI-wire provider -> OpenAI client: events forwarded as they come; the usage chunk read (and dropped when
--- the client did not ask for it).
+-- OpenAI-wire provider -> OpenAI client: bytes forwarded as they come, cut at event boundaries ("\n\n"); plain
+-- searches find the usage chunk (read, and cut out when the client did not ask for it), [DONE] and errors.
+-- A stream framed with "\r\n" goes through the SSE parser instead (pass_events).
+local function pass_raw(ai, bytes, out, st)
+    local buf = st.rest ~= "" and (st.rest .. bytes) or bytes
+    local cut = nil
+    local from = 1
+    while true do -- the last event boundary
+        local j = find(buf, "\n\n", from, true)
+        if not j then
+            break
+        end
+        cut, from = j + 1, j + 2
+    end
+    if not cut then
+        st.rest = buf
+        return
+    end
+    local done = buf
+    if cut < #buf then
+        done, st.rest = sub(buf, 1, cut), sub(buf, cut + 1)
+    else
+        st.rest = ""
+    end
+    local u = find(done, '"usage":{', 1, true) or find(done, '"usage": {', 1, true)
+    if u then
+        st.usage = scan_usage(done, u) or st.usage
+        if not ai.include_usage then
+            -- the usage-only chunk: the event around the match, when its choices are empty
+            local s0 = 1
+            local f = 1
+            while true do
+                local j = find(done, "\n\n", f, true)
+                if not j or j > u then
+                    break
+                end
+                s0, f = j + 2, j + 2
+            end
+            local e0 = find(done, "\n\n", u, true) or #done
+            local ev = sub(done, s0, e0 + 1)
+            if find(ev, '"choices":[]', 1, true) or find(ev, '"choices": []', 1, true) then
+                done = sub(done, 1, s0 - 1) .. sub(done, e0 + 2)
+            end
+        end
+    end
+    if not st.done and find(done, "data: [DONE]", 1, true) then
+        st.done = true
+    end
+    if find(done, '{"error"', 1, true) or find(done, '{ "error"', 1, true) then
+        st.error = true
+    end
+    if not st.usage then
+        st.raw[#st.raw + 1] = done -- for a local count, should no usage ever come
+    end
+    if done ~= "" then
+        out[#out + 1] = done
+    end
+end
+
 local function pass_events(ai, parser, bytes, out, st)
     local evs = parser:feed(bytes)
     for i = 1, #evs do
@@ -439,7 +509,7 @@ local function pass_events(ai, parser, bytes, out, st)
             end
             if keep then
                 if not st.usage then
-                    st.raw[#st.raw + 1] = data -- for a local count, should no usage ever come
+                    st.raw[#st.raw + 1] = "data: " .. data .. "\n\n"
                 end
                 out[#out + 1] = "data: " .. data .. "\n\n"
             end
@@ -481,12 +551,10 @@ local function stream(ctx, pipe, ai, p)
         finish_usage(ctx, ai, nil, 499)
         return
     end
-    local st = { raw = {}, text = {} }
+    local st = { raw = {}, text = {}, rest = "" }
     local passthrough = ai.api == "openai" and OPENAI_WIRE[ai.provider.kind]
     local parser, s
-    if passthrough then
-        parser = sse.parser()
-    else
+    if not passthrough then
         s = ai.driver.new_stream(ai.op, { include_usage = true })
         if ai.api == "anthropic" then
             st.encoder = anthropic_api().stream_encoder({ model = ai.requested_model })
@@ -501,7 +569,15 @@ local function stream(ctx, pipe, ai, p)
         end
         local out = {}
         if passthrough then
-            pass_events(ai, parser, bytes, out, st)
+            if not parser and find(bytes, "\r", 1, true) then
+                parser = sse.parser()
+                bytes, st.rest = st.rest .. bytes, ""
+            end
+            if parser then
+                pass_events(ai, parser, bytes, out, st)
+            else
+                pass_raw(ai, bytes, out, st)
+            end
         else
             ok = encode_chunks(ai, s:feed(bytes), out, st)
         end
@@ -529,7 +605,11 @@ local function stream(ctx, pipe, ai, p)
                 " during the stream")
         end
     elseif passthrough then
-        pass_events(ai, parser, "\n\n", out, st)
+        if parser then
+            pass_events(ai, parser, "\n\n", out, st)
+        elseif st.rest ~= "" then
+            pass_raw(ai, "\n\n", out, st)
+        end
         if not st.done then
             out[#out + 1] = "data: [DONE]\n\n"
         end
@@ -553,8 +633,13 @@ local function stream(ctx, pipe, ai, p)
     local text
     if not u then
         if passthrough then
-            for _, data in ipairs(st.raw) do
-                st.text[#st.text + 1] = completion_text_of(decode(data))
+            local p2 = sse.parser()
+            for _, raw in ipairs(st.raw) do
+                for _, ev in ipairs(p2:feed(raw)) do
+                    if ev.data ~= "[DONE]" then
+                        st.text[#st.text + 1] = completion_text_of(decode(ev.data))
+                    end
+                end
             end
         end
         text = concat(st.text)
@@ -588,8 +673,8 @@ function _M.run(ctx, _, pipe)
         end
         return
     end
-    local headers = proxy.headers(p)
     if p.status >= 400 then
+        local headers = proxy.headers(p)
         local body = proxy.read_all(ctx, p, MAX_RESPONSE) or ""
         local e = ai.driver.parse_error(p.status, headers, body) or {}
         local st = e.status or p.status
@@ -603,7 +688,7 @@ function _M.run(ctx, _, pipe)
     if ai.stream then
         return stream(ctx, pipe, ai, p)
     end
-    return non_stream(ctx, pipe, ai, p, headers)
+    return non_stream(ctx, pipe, ai, p)
 end
 
 --- What a plugin puts in ctx.upstream_override so the proxy stage runs the AI call.
