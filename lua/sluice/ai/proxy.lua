@@ -76,7 +76,8 @@ local function tokens()
 end
 
 local function ends_with(s, suffix)
-    return #s >= #suffix and sub(s, -#suffix) == suffix
+    local n = #s - #suffix + 1
+    return n >= 1 and find(s, suffix, n, true) == n
 end
 
 --- ("openai" | "anthropic", op) for a request path, or nil.
@@ -647,10 +648,25 @@ local function stream(ctx, pipe, ai, p)
     finish_usage(ctx, ai, u, status, text)
 end
 
-local function timeouts(ai)
-    local t = ai.conf.timeout or ai.provider.timeout or {}
-    return { timeout = { connect = t.connect, send = t.send, read = t.read },
-             keepalive = ai.provider.keepalive, tls = ai.provider.tls }
+-- Upstream call options for a route conf and provider, computed once per config version (conf tables are
+-- rebuilt when config changes; the weak keys let old ones go).
+local opts_cache = setmetatable({}, { __mode = "k" })
+local function call_opts(ai)
+    local conf, name = ai.conf, ai.provider_name
+    local cache = opts_cache[conf]
+    if not cache then
+        cache = {}
+        opts_cache[conf] = cache
+    end
+    local o = cache[name]
+    if not o then
+        local prov = ai.provider
+        local t = conf.timeout or prov.timeout or {}
+        o = { timeout = { connect = t.connect, send = t.send, read = t.read }, keepalive = prov.keepalive,
+              tls = prov.tls }
+        cache[name] = o
+    end
+    return o
 end
 
 --- The proxy stage of an AI call prepared by prepare(): sends it and answers the client. `up` is unused.
@@ -665,7 +681,7 @@ function _M.run(ctx, _, pipe)
         return send_error(ctx, pipe, ai, 400, tostring(err))
     end
     ai.upstream_request = req
-    local p, status, oerr = proxy.open(ctx, req, timeouts(ai))
+    local p, status, oerr = proxy.open(ctx, req, call_opts(ai))
     if not p then
         finish_usage(ctx, ai, nil, status or 499)
         if status then
