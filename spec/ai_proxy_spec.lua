@@ -90,12 +90,13 @@ describe("ai-proxy (gateway + mock providers)", function()
                 oaslow = { kind = "openai", endpoint = up .. "/s/slow", api_key = "k" },
                 oanousage = { kind = "openai", endpoint = up .. "/s/nousage", api_key = "k" },
                 oahang = { kind = "openai", endpoint = up .. "/s/hang", api_key = "k", timeout = { read = 0.5 } },
+                gem = { kind = "gemini", endpoint = up, api_key = "gk", models = { gemini = "gemini-2.0-flash" } },
             },
             routes = {
                 route("oa", "oa"), route("an", "an"), route("forced", "oa", { model = "gpt-4o-mini" }),
                 route("oa429", "oa429"), route("an500", "an500"), route("oamid", "oamid"),
                 route("anmid", "anmid"), route("oaslow", "oaslow"), route("oanousage", "oanousage"),
-                route("oahang", "oahang"),
+                route("oahang", "oahang"), route("gem", "gem"),
             },
         })
     end)
@@ -295,6 +296,35 @@ describe("ai-proxy (gateway + mock providers)", function()
         end)
     end)
 
+    describe("Gemini provider", function()
+        it("OpenAI client, non-streaming and streaming", function()
+            local res = post("/gem/v1/chat/completions", { model = "gemini", messages = CHAT.messages })
+            assert.equal(200, res.status)
+            assert.equal("Hello from the mock.", res.json.choices[1].message.content)
+            local up = last_upstream()
+            assert.equal("/v1beta/models/gemini-2.0-flash:generateContent", up.path)
+            assert.equal("gk", up.headers["x-goog-api-key"])
+            assert.same({ 13, 6 }, { last_usage().prompt_tokens, last_usage().completion_tokens })
+            res = post("/gem/v1/chat/completions", { model = "gemini", stream = true, messages = CHAT.messages })
+            local text = {}
+            for _, e in ipairs(sse_events(res.body)) do
+                local c = e.json and e.json.choices[1]
+                if c and c.delta.content then text[#text + 1] = c.delta.content end
+            end
+            assert.equal("Hello from the mock.", table.concat(text))
+            assert.matches(":streamGenerateContent%?alt=sse$", last_upstream().path)
+            assert.equal(6, last_usage().completion_tokens)
+        end)
+
+        it("Anthropic client, streaming", function()
+            local res = post("/gem/v1/messages", { model = "gemini", max_tokens = 20, stream = true, messages = CHAT.messages })
+            local evs = sse_events(res.body)
+            assert.equal("message_start", evs[1].event)
+            assert.equal("message_stop", evs[#evs].event)
+            assert.equal(6, last_usage().completion_tokens)
+        end)
+    end)
+
     describe("errors", function()
         it("invalid JSON -> 400 in the client's shape", function()
             local res = post("/oa/v1/chat/completions", "{not json")
@@ -365,5 +395,46 @@ describe("ai-proxy (gateway + mock providers)", function()
             helpers.wait_until(function() return last_upstream().aborted end, 5, "upstream not cancelled")
             assert.equal(499, last_usage().status)
         end)
+    end)
+end)
+
+describe("sluice.ai.proxy (unit)", function()
+    local ai_proxy = require("sluice.ai.proxy")
+
+    it("recognizes the client API by the path suffix", function()
+        assert.same({ "openai", "chat" }, { ai_proxy.detect("/x/v1/chat/completions") })
+        assert.same({ "openai", "completions" }, { ai_proxy.detect("/v1/completions") })
+        assert.same({ "openai", "embeddings" }, { ai_proxy.detect("/v1/embeddings") })
+        assert.same({ "openai", "models" }, { ai_proxy.detect("/v1/models") })
+        assert.same({ "anthropic", "chat" }, { ai_proxy.detect("/claude/v1/messages") })
+        assert.is_nil(ai_proxy.detect("/v1/files"))
+    end)
+
+    it("resolves models: map, override, single entry, pass-through", function()
+        local prov = { models = { a = "up-a", b = "up-b" } }
+        assert.same({ "a", "up-a" }, { ai_proxy.resolve_model({}, prov, "a") })
+        local name, list = ai_proxy.resolve_model({}, prov, "zz")
+        assert.is_nil(name)
+        assert.same({ "a", "b" }, list)
+        assert.same({ "b", "up-b" }, { ai_proxy.resolve_model({ model = "b" }, prov, "zz") })
+        assert.same({ "only", "x" }, { ai_proxy.resolve_model({}, { models = { only = "x" } }, nil) })
+        assert.same({ "free", "free" }, { ai_proxy.resolve_model({}, {}, "free") })
+    end)
+
+    it("reads usage from a body without decoding it, ignoring escaped text", function()
+        local body = '{"choices":[{"message":{"content":"say \\"usage\\": {1}"}}],"usage": {"prompt_tokens":3,'
+            .. '"completion_tokens":4,"total_tokens":7,"prompt_tokens_details":{"cached_tokens":1}}}'
+        local u = ai_proxy.scan_usage(body)
+        assert.same({ 3, 4, 7, 1 }, { u.prompt_tokens, u.completion_tokens, u.total_tokens, u.cached_tokens })
+        assert.is_nil(ai_proxy.scan_usage('{"usage":null}'))
+    end)
+
+    it("plugin schema: provider required, timeouts positive", function()
+        local unit = require("unit_helpers")
+        local plugin = unit.load_plugin("ai-proxy")
+        assert.truthy(unit.validate(plugin, { provider = "p", model = "m", timeout = { read = 10 } }))
+        assert.is_nil(unit.validate(plugin, {}))
+        assert.is_nil(unit.validate(plugin, { provider = "p", timeout = { read = 0 } }))
+        assert.is_nil(unit.validate(plugin, { provider = "p", extra = 1 }))
     end)
 end)
