@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 
 #include "common/log.h"
 #include "http/access_log.h"
@@ -30,6 +31,7 @@ typedef struct wreq {
 
 
 static void on_close(uv_handle_t *h);
+static void on_timer_closed(uv_handle_t *h);
 static void parse_more(sl_conn_t *c);
 static void on_timer(uv_timer_t *t);
 static int tls_on_read(sl_conn_t *c, const char *data, size_t len);
@@ -39,8 +41,21 @@ static const char *peer_ip(sl_conn_t *c, char *buf, size_t len);
  * since libuv calls alloc and read callbacks back to back. */
 static __thread char tls_rbuf[4 * READ_CHUNK];
 
+/* Bytes the kernel has sent to the client so far: handed to it, less what its send queue still holds. */
+static uint64_t delivered(sl_conn_t *c)
+{
+    uint64_t handed = c->wrote_total - c->tcp.write_queue_size;
+    uv_os_fd_t fd;
+    int unsent = 0;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 && ioctl(fd, TIOCOUTQ, &unsent) == 0 && unsent > 0)
+        handed -= (uint64_t)unsent < handed ? (uint64_t)unsent : handed;
+    return handed;
+}
+
 void sl__conn_timer(sl_conn_t *c, int kind, double seconds)
 {
+    if (kind == TIMER_SEND && c->timer_kind != TIMER_SEND)
+        c->send_mark = delivered(c);
     c->timer_kind = kind;
     if (kind == TIMER_NONE || seconds <= 0) {
         uv_timer_stop(&c->timer);
@@ -61,6 +76,14 @@ static void on_timer(uv_timer_t *t)
         sl__conn_send_error(c, 408, "request body timeout");
         break;
     case TIMER_SEND:
+        /* The kernel's send buffer can hold megabytes, so a client that reads slowly but steadily may see no
+         * write complete (nor the socket writable) for seconds: what counts is whether it received anything
+         * since the last check. */
+        if (delivered(c) > c->send_mark) {
+            c->send_mark = delivered(c);
+            sl__conn_timer(c, TIMER_SEND, sl_settings.send_timeout);
+            break;
+        }
         sl_log(SL_LOG_INFO, "send timeout, closing connection");
         sl__conn_close(c);
         break;
@@ -179,6 +202,12 @@ static void parse_more(sl_conn_t *c)
         if (err == HPE_PAUSED) {
             c->rpos = (size_t)(llhttp_get_error_pos(&c->parser) - c->rbuf);
             llhttp_resume(&c->parser);
+            if (c->parser.upgrade) {
+                /* Upgrade is not supported and the request was answered as plain HTTP (Upgrade and Connection
+                 * are hop-by-hop): a fresh parser reads what follows as HTTP again */
+                llhttp_init(&c->parser, HTTP_REQUEST, sl__http_parser_settings());
+                c->parser.data = c;
+            }
             dispatch(c);
             continue;
         }
@@ -216,14 +245,16 @@ static void on_write(uv_write_t *w, int status)
         sl__conn_close(c);
         return;
     }
-    if (c->write_pending == 0 && c->timer_kind == TIMER_SEND)
-        sl__conn_timer(c, TIMER_NONE, 0);
+    if (c->timer_kind == TIMER_SEND) /* send_timeout bounds a stall, not the whole download */
+        sl__conn_timer(c, c->write_pending ? TIMER_SEND : TIMER_NONE, sl_settings.send_timeout);
     if (c->blocked_proxy && c->write_pending < SL_PROXY_LOW_WATER)
         sl__proxy_unblock(c->blocked_proxy);
     if (c->drain_wait && c->write_pending < SL_RESP_LOW_WATER) {
         sl_req_t *waiter = c->drain_wait;
         c->drain_wait = NULL;
-        sl_vm_resume(waiter);
+        if (waiter->drain_waiting)
+            sl_vm_resume(waiter);
+        sl_req_release(waiter);
         if (c->closing)
             return;
     }
@@ -279,8 +310,10 @@ static int sock_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
         return 0;
     if (c->write_pending == 0) {
         int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
-        if (r >= 0)
+        if (r >= 0) {
             done = (size_t)r;
+            c->wrote_total += done;
+        }
         else if (r != UV_EAGAIN)
             return r;
         if (done == total)
@@ -309,6 +342,7 @@ static int sock_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
         return r;
     }
     c->write_pending += off;
+    c->wrote_total += off;
     if (c->timer_kind == TIMER_NONE)
         sl__conn_timer(c, TIMER_SEND, sl_settings.send_timeout);
     return 0;
@@ -430,7 +464,8 @@ void sl__conn_progress(sl_conn_t *c)
     if (c->closing || !c->busy || r == NULL || !r->resp_done || c->write_pending > 0 || c->corked ||
         c->wbuf.len > 0)
         return;
-    int keep = r->keepalive && !c->eof && !c->w->stopping;
+    /* after a half-close, requests already received are still answered */
+    int keep = r->keepalive && !c->w->stopping && !(c->eof && c->rpos == c->rlen);
     sl_access_log(c->w, r);
     c->req = NULL;
     c->busy = 0;
@@ -448,6 +483,8 @@ void sl__conn_progress(sl_conn_t *c)
         c->rcap = c->rlen = c->rpos = 0;
     }
     parse_more(c);
+    if (c->eof && !c->busy && !c->closing)
+        sl__conn_close(c); /* what is left after the client's half-close is not a complete request */
 }
 
 void sl__conn_send_error(sl_conn_t *c, int status, const char *message)
@@ -479,6 +516,8 @@ void sl__conn_close(sl_conn_t *c)
         return;
     c->closing = 1;
     read_stop(c);
+    sl_req_t *drain_waiter = c->drain_wait; /* woken below, once the connection's own state is settled */
+    c->drain_wait = NULL;
     if (c->req) {
         sl_req_t *r = c->req;
         c->req = NULL;
@@ -490,9 +529,11 @@ void sl__conn_close(sl_conn_t *c)
     }
     if (c->blocked_proxy)
         c->blocked_proxy = NULL;
-    if (c->drain_wait) { /* resumed from a timer: this may run inside Lua (an abort) */
-        sl_req_sleep(c->drain_wait, 0);
-        c->drain_wait = NULL;
+    if (drain_waiter) {
+        /* from a timer, since this may run inside Lua (an abort); only if nothing resumed it meanwhile */
+        if (drain_waiter->drain_waiting)
+            sl_req_sleep(drain_waiter, 0);
+        sl_req_release(drain_waiter);
     }
     sl_worker_t *w = c->w;
     if (c->prev)
@@ -510,7 +551,14 @@ void sl__conn_close(sl_conn_t *c)
         if (n)
             uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     }
-    uv_close((uv_handle_t *)&c->timer, NULL);
+    /* the tcp handle's close frees the connection, timer included: it must come after the timer's close
+     * (libuv runs close callbacks newest first) */
+    uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    sl_conn_t *c = h->data;
     uv_close((uv_handle_t *)&c->tcp, on_close);
 }
 

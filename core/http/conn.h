@@ -20,6 +20,8 @@ typedef struct sl_conn {
     size_t rlen, rpos, rcap;
     sl_req_t *req;        /* the request being parsed or served */
     size_t write_pending; /* bytes handed to uv_write and not yet written */
+    uint64_t wrote_total; /* bytes ever written or queued toward the socket */
+    uint64_t send_mark;   /* bytes the client had received when the send timer was last armed */
     sl_buf_t wbuf;        /* writes gathered while corked, sent with one syscall at uncork */
     int corked;
     struct sockaddr_storage peer;

@@ -130,11 +130,24 @@ static int on_headers_complete(llhttp_t *p)
     r->method_len = (uint32_t)strlen(m);
     r->http_minor = llhttp_get_http_minor(p);
     r->keepalive = llhttp_should_keep_alive(p);
-    const sl_header_t *host = sl_req_header(r, "host", 4);
+    /* RFC 9112 3.2: an HTTP/1.1 request carries exactly one Host; two could route one way and be read another
+     * way upstream */
+    const sl_header_t *host = NULL;
+    int nhost = 0;
+    for (uint32_t i = 0; i < r->nheaders; i++)
+        if (r->headers[i].name_len == 4 && strncasecmp(r->headers[i].name, "host", 4) == 0 && nhost++ == 0)
+            host = &r->headers[i];
+    if (nhost > 1 || (nhost == 0 && r->http_minor >= 1)) {
+        c->err_status = 400;
+        return HPE_USER;
+    }
     if (host) {
-        const char *colon = memchr(host->value, ':', host->value_len);
-        r->host = host->value;
-        r->host_len = colon && host->value[0] != '[' ? (uint32_t)(colon - host->value) : host->value_len;
+        const char *v = host->value, *end = v + host->value_len;
+        const char *stop = v[0] == '[' ? memchr(v, ']', host->value_len) : memchr(v, ':', host->value_len);
+        if (v[0] == '[' && stop)
+            stop++; /* keep the brackets of an IPv6 literal, drop the port */
+        r->host = v;
+        r->host_len = (uint32_t)((stop && stop < end ? stop : end) - v);
     }
     if (p->content_length > sl_settings.max_body_size && (p->flags & F_CONTENT_LENGTH)) {
         c->err_status = 413;
@@ -172,7 +185,7 @@ static int on_message_complete(llhttp_t *p)
     sl_conn_t *c = p->data;
     sl_req_t *r = c->req;
     r->body = r->bodybuf.base ? r->bodybuf.base : "";
-    r->body_len = (uint32_t)r->bodybuf.len;
+    r->body_len = (uint32_t)r->bodybuf.len; /* max_body_size is capped below 4 GiB at start */
     return HPE_PAUSED; /* one request at a time; see the comment at the top */
 }
 

@@ -66,6 +66,7 @@ typedef struct sl_req {
     uint8_t waiting;      /* the coroutine is suspended waiting for C */
     uint8_t expect_continue;
     uint8_t abort;        /* the body is cut short: close the connection instead of ending the response */
+    uint8_t drain_waiting; /* the coroutine yielded in sl_resp_wait_drain and nothing resumed it yet */
     char client_ip_buf[48];
 } sl_req_t;
 

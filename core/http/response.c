@@ -176,7 +176,11 @@ int sl_resp_wait_drain(sl_req_t *r)
         return SL_ERR_GONE;
     if (c->write_pending + c->wbuf.len < SL_RESP_HIGH_WATER)
         return 0;
-    c->drain_wait = r;
+    if (c->drain_wait == NULL) {
+        c->drain_wait = r;
+        r->refs++; /* the connection may close (and drop its own reference) before the client catches up */
+    }
+    r->drain_waiting = 1;
     return 1;
 }
 

@@ -202,6 +202,7 @@ void sl_vm_resume(sl_req_t *r)
     lua_State *co = r->co;
     if (co == NULL || lua_status(co) != LUA_YIELD)
         return;
+    r->drain_waiting = 0;
     r->refs++;
     int rc = lua_resume(co, 0);
     after_resume(r, rc);
@@ -269,6 +270,18 @@ typedef struct req_timer {
     sl_req_t *req;
 } req_timer_t;
 
+char sl__req_timer_tag;
+
+void sl__req_timer_shutdown(uv_handle_t *h)
+{
+    /* the worker stops: the sleeper wakes early (its client is gone) so that its request can end */
+    req_timer_t *t = (req_timer_t *)h;
+    sl_req_t *r = t->req;
+    free(t);
+    sl_vm_resume(r);
+    sl_req_release(r);
+}
+
 static void on_req_timer(uv_timer_t *t)
 {
     sl_req_t *r = ((req_timer_t *)t)->req;
@@ -279,12 +292,13 @@ static void on_req_timer(uv_timer_t *t)
 
 int sl_req_sleep(sl_req_t *r, double delay)
 {
-    if (cur_worker == NULL)
-        return -1;
+    if (cur_worker == NULL || cur_worker->stopping == 2)
+        return -1; /* the worker's handles are being closed: a new timer would keep its loop alive */
     req_timer_t *t = malloc(sizeof(*t));
     if (t == NULL)
         return -1;
     uv_timer_init(&cur_worker->loop, &t->t);
+    t->t.data = &sl__req_timer_tag;
     t->req = r;
     r->refs++;
     uv_timer_start(&t->t, on_req_timer, delay > 0 ? (uint64_t)(delay * 1000) : 0, 0);

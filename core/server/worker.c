@@ -19,8 +19,9 @@
 #include "tls/listener.h"
 #include "upstream/pool.h"
 
-extern char sl__lua_timer_tag;
+extern char sl__lua_timer_tag, sl__req_timer_tag;
 void sl__lua_timer_free(uv_handle_t *h);
+void sl__req_timer_shutdown(uv_handle_t *h);
 
 static sl_worker_t *workers;
 static int nworkers;
@@ -105,6 +106,8 @@ static void close_walk(uv_handle_t *h, void *arg)
         return;
     if (h->type == UV_TIMER && h->data == &sl__lua_timer_tag)
         uv_close(h, sl__lua_timer_free);
+    else if (h->type == UV_TIMER && h->data == &sl__req_timer_tag)
+        uv_close(h, sl__req_timer_shutdown);
     else if (h->type == UV_TIMER && h->data == NULL)
         uv_close(h, NULL);
 }
@@ -112,14 +115,17 @@ static void close_walk(uv_handle_t *h, void *arg)
 /* Closes what the worker owns; the loop ends once every handle is closed. */
 static void shutdown_worker(sl_worker_t *w)
 {
-    if (w->stopping == 2)
+    if (w->stopping >= 2)
         return;
-    w->stopping = 2;
+    /* 3 while connections close: a coroutine waiting on one is woken through a request timer, which the walk
+     * below still finds; from 2 on nothing may start a timer */
+    w->stopping = 3;
     for (int i = 0; i < w->nlisteners; i++)
         if (!uv_is_closing((uv_handle_t *)&w->listeners[i].tcp))
             uv_close((uv_handle_t *)&w->listeners[i].tcp, NULL);
     while (w->conns)
         sl__conn_close(w->conns);
+    w->stopping = 2;
     sl__pool_close(w);
     sl_access_log_flush();
     uv_close((uv_handle_t *)&w->notify, NULL);

@@ -36,7 +36,7 @@ typedef struct sl_worker {
     uint64_t plugin_gen;
     uint64_t next_req_id;
     int stop_mode; /* 0 running, 1 drain, 2 stop now (written by main under atomics) */
-    int stopping;
+    int stopping; /* 0 running, 1 draining, 3 closing connections, 2 closing handles */
     uv_timer_t drain_timer;
     int started; /* the thread ran its init successfully */
     int init_rc;

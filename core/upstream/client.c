@@ -109,7 +109,8 @@ static void end(sl_http_t *h, int error, const char *why)
 static void fail(sl_http_t *h, int error, const char *why)
 {
     sl_upconn_t *uc = h->uc;
-    if (uc && uc->reused && !h->got_bytes && !h->retried && error == SL_UPERR_RESET) {
+    if (uc && uc->reused && !h->got_bytes && !h->retried && error == SL_UPERR_RESET &&
+        sl__http_replayable(h->out.base, h->out.len)) {
         h->retried = 1; /* a kept-alive connection the server had closed: once more on a fresh one */
         detach(h, 0);
         attempt(h);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/log.h"
 #include "lua/vm.h"
@@ -639,4 +640,20 @@ void sl__uphdrs_free(sl_uphdrs_t *h)
     sl_buf_free(&h->bytes);
     free(h->list);
     memset(h, 0, sizeof(*h));
+}
+
+int sl__http_replayable(const char *head, size_t len)
+{
+    static const char *const methods[] = {"GET ", "HEAD ", "OPTIONS ", "TRACE ", "PUT ", "DELETE "};
+    for (unsigned i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        size_t n = strlen(methods[i]);
+        if (len >= n && memcmp(head, methods[i], n) == 0)
+            return 1;
+    }
+    static const char key[] = "\r\nidempotency-key:";
+    size_t klen = sizeof(key) - 1;
+    for (size_t i = 0; i + klen <= len; i++)
+        if (head[i] == '\r' && strncasecmp(head + i, key, klen) == 0)
+            return 1;
+    return 0;
 }

@@ -108,6 +108,10 @@ void sl__upconn_close(sl_upconn_t *uc);
 void sl__upconn_read_start(sl_upconn_t *uc);
 /** Stops reading (back-pressure); sl__upconn_read_start resumes. */
 void sl__upconn_read_stop(sl_upconn_t *uc);
+/** Whether a request (its head: request line and headers) may be sent again after a kept-alive connection
+ *  failed before any response byte: idempotent methods, or an Idempotency-Key header (as Go's transport).
+ *  A POST is not replayed otherwise: the upstream may have acted on it before the connection died. */
+int sl__http_replayable(const char *head, size_t len);
 /** Closes every idle connection of a worker and fails its client exchanges (at stop). */
 void sl__pool_close(sl_worker_t *w);
 /** Name of an error class for logs and Lua ("connect", "dns", "timeout", "reset", "bad_response", ...). */

@@ -94,7 +94,8 @@ static void fail(sl_proxy_t *p, int error, const char *what, int code)
 {
     sl_upconn_t *uc = p->uc;
     /* A kept-alive connection the upstream had already closed: once more on a fresh one. */
-    if (uc && uc->reused && !p->got_bytes && !p->retried && error == SL_UPERR_RESET) {
+    if (uc && uc->reused && !p->got_bytes && !p->retried && error == SL_UPERR_RESET &&
+        sl__http_replayable(p->out.base, p->out.len)) {
         p->retried = 1;
         detach_conn(p, 0);
         attempt(p);
@@ -148,8 +149,27 @@ static int on_hvalue(llhttp_t *hp, const char *at, size_t len)
     return sl__uphdrs_value(&p->hdrs, at, len, UP_MAX_HEAD);
 }
 
-static int hop_by_hop(const sl_header_t *h)
+/* Whether the comma-separated token list v contains name (case-insensitive): headers that the Connection
+ * header names are hop-by-hop too (RFC 9110 7.6.1). */
+static int token_listed(const char *v, size_t vlen, const char *name, size_t nlen)
 {
+    size_t i = 0;
+    while (i < vlen) {
+        while (i < vlen && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < vlen && v[i] != ',' && v[i] != ' ' && v[i] != '\t')
+            i++;
+        if (i - start == nlen && nlen > 0 && strncasecmp(v + start, name, nlen) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int hop_by_hop(const sl_header_t *h, const sl_header_t *conn)
+{
+    if (conn && token_listed(conn->value, conn->value_len, h->name, h->name_len))
+        return 1;
     static const char *const names[] = {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
                                         "te",         "trailer",    "upgrade",          "content-length",
                                         "date",       "server"};
@@ -166,9 +186,13 @@ static int send_head(sl_proxy_t *p)
     if (r->conn == NULL)
         return -1;
     sl_buf_t h = {0};
+    const sl_header_t *conn = NULL;
+    for (uint32_t i = 0; i < p->resp.nheaders; i++)
+        if (p->resp.headers[i].name_len == 10 && strncasecmp(p->resp.headers[i].name, "connection", 10) == 0)
+            conn = &p->resp.headers[i];
     for (uint32_t i = 0; i < p->resp.nheaders; i++) {
         const sl_header_t *hd = &p->resp.headers[i];
-        if (hop_by_hop(hd))
+        if (hop_by_hop(hd, conn))
             continue;
         sl_buf_append(&h, hd->name, hd->name_len);
         sl_buf_append(&h, ": ", 2);

@@ -10,7 +10,7 @@ local cjson = require("cjson.safe")
 
 local C = base.C
 local ffi_string, lower, pairs, type, pcall, concat = ffi.string, string.lower, pairs, type, pcall, table.concat
-local yield, sub, find, tostring = coroutine.yield, string.sub, string.find, tostring
+local yield, sub, find, tostring, gmatch = coroutine.yield, string.sub, string.find, tostring, string.gmatch
 local header_lines = response.header_lines
 
 local PASS, FILTER = 0, 1
@@ -88,11 +88,24 @@ local function build_head(ctx, up, node, body_len)
     end
     out[n + 1], out[n + 2], out[n + 3] = "Host: ", host, "\r\n"
     n = n + 3
+    -- headers the client's Connection header names are hop-by-hop too (RFC 9110 7.6.1)
+    local listed
+    for i = 0, r.nheaders - 1 do
+        local h = r.headers[i]
+        if h.name_len == 10 and lower(ffi_string(h.name, 10)) == "connection" then
+            for tok in gmatch(lower(ffi_string(h.value, h.value_len)), "[^%s,]+") do
+                if tok ~= "close" and tok ~= "keep-alive" then
+                    listed = listed or {}
+                    listed[tok] = true
+                end
+            end
+        end
+    end
     local xff
     for i = 0, r.nheaders - 1 do
         local h = r.headers[i]
         local name = lower(ffi_string(h.name, h.name_len))
-        if not HOP[name] and not (set and set[name] ~= nil) then
+        if not HOP[name] and not (set and set[name] ~= nil) and not (listed and listed[name]) then
             if name == "x-forwarded-for" then
                 xff = ffi_string(h.value, h.value_len)
             else
@@ -123,7 +136,15 @@ local function build_head(ctx, up, node, body_len)
 end
 
 local function resp_headers(up)
-    return base.headers_table(up.headers, up.nheaders)
+    local h = base.headers_table(up.headers, up.nheaders)
+    local conn = h.connection
+    if conn then -- hop-by-hop: the Connection header and what it names
+        for tok in gmatch(lower(type(conn) == "table" and concat(conn, ",") or conn), "[^%s,]+") do
+            h[tok] = nil
+        end
+        h.connection = nil
+    end
+    return h
 end
 
 local function fail_response(ctx, up)

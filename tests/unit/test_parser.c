@@ -104,8 +104,11 @@ static void test_limits(void)
     expect_reject(big, 431);
     snprintf(big, sizeof(big), "GET /%0100d HTTP/1.1\r\n\r\n", 0);
     expect_reject(big, 414);
-    expect_reject("POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\n", 413);
-    expect_reject("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n123456789\r\n0\r\n\r\n", 413);
+    expect_reject("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 9\r\n\r\n", 413);
+    expect_reject("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n123456789\r\n0\r\n\r\n",
+                  413);
+    expect_reject("GET / HTTP/1.1\r\n\r\n", 400);                      /* no Host */
+    expect_reject("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400); /* two */
     expect_reject("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400);
     expect_reject("NOT A REQUEST\r\n\r\n", 400);
     expect_reject("GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400);
@@ -121,6 +124,10 @@ static void test_http10(void)
     CHECK_INT(c.req->keepalive, 0);
     CHECK_INT(c.req->http_minor, 0);
     CHECK_INT(c.req->host_len, 0);
+    conn_reset();
+    static const char v6[] = "GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n";
+    CHECK_INT(feed(v6, sizeof(v6) - 1, &used), HPE_PAUSED);
+    CHECK(c.req->host_len == 5 && memcmp(c.req->host, "[::1]", 5) == 0);
 }
 
 int main(void)

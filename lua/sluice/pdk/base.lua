@@ -81,6 +81,25 @@ function _M.headers_table(headers, n)
     return h
 end
 
+local find, gsub, format, byte = string.find, string.gsub, string.format, string.byte
+
+--- Checks a header name set by a plugin (an RFC 9110 token); raises otherwise, at the plugin's call site.
+function _M.check_header_name(name, level)
+    if type(name) ~= "string" or not find(name, "^[!#$%%&'*+%-.^_`|~%w]+$") then
+        error("invalid header name " .. format("%q", tostring(name)), (level or 2) + 1)
+    end
+end
+
+--- A header value safe to write into a message head: CR, LF and NUL are percent-encoded (as OpenResty does),
+--- so data a plugin copies from a client cannot add headers or a second request.
+function _M.header_value(v)
+    v = tostring(v)
+    if find(v, "[\r\n%z]") then
+        v = gsub(v, "[\r\n%z]", function(c) return format("%%%02X", byte(c)) end)
+    end
+    return v
+end
+
 --- The running request's context; raises when called outside a request.
 function _M.get_ctx()
     local ctx = ctxs[running()]

@@ -129,8 +129,9 @@ end
 local function incr(kind, key, delta, init, exptime)
     check_key(key)
     delta = delta or 1
-    if type(delta) ~= "number" or delta < 0 or delta % 1 ~= 0 then
-        error("delta must be a non-negative integer", 3)
+    -- libmemcached's incr/decr without an initial value takes a 32-bit delta
+    if type(delta) ~= "number" or delta < 0 or delta % 1 ~= 0 or (init == nil and delta > 4294967295) then
+        error("delta must be a non-negative integer (below 2^32 without an initial value)", 3)
     end
     if init ~= nil and (type(init) ~= "number" or init < 0 or init % 1 ~= 0) then
         error("init must be a non-negative integer", 3)

@@ -113,11 +113,9 @@ end
 --- Sets (or with nil removes) a header sent upstream.
 function _M.set_header(name, value, ctx)
     ctx = ctx or get_ctx()
-    if type(name) ~= "string" then
-        error("header name must be a string", 2)
-    end
+    base.check_header_name(name, 2)
     ctx.set_headers = ctx.set_headers or {}
-    ctx.set_headers[lower(name)] = value ~= nil and tostring(value) or false
+    ctx.set_headers[lower(name)] = value ~= nil and base.header_value(value) or false
 end
 
 --- Removes a header before the request goes upstream.

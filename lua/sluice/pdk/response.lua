@@ -8,6 +8,7 @@ local base = require("sluice.pdk.base")
 local cjson = require("cjson.safe")
 
 local get_ctx = base.get_ctx
+local header_value = base.header_value
 local type, tostring, pairs, lower, error = type, tostring, pairs, string.lower, error
 
 local _M = {}
@@ -52,11 +53,9 @@ end
 --- Sets (nil removes) a header on the client response; works in every phase before the head is sent.
 function _M.set_header(name, value, ctx)
     ctx = ctx or get_ctx()
-    if type(name) ~= "string" then
-        error("header name must be a string", 2)
-    end
+    base.check_header_name(name, 2)
     ctx.resp_headers = ctx.resp_headers or {}
-    ctx.resp_headers[lower(name)] = value ~= nil and tostring(value) or false
+    ctx.resp_headers[lower(name)] = value ~= nil and base.header_value(value) or false
 end
 
 --- Encodes a header table into "Name: value\r\n" lines, merging plugin-set headers (skips framing ones).
@@ -67,14 +66,15 @@ function _M.header_lines(headers, extra)
     if headers then
         for k, v in pairs(headers) do
             if not framing[k] and not (extra and extra[k] ~= nil) then
+                -- header_filter plugins may have put anything in ctx.response.headers
                 if type(v) == "table" then
                     for i = 1, #v do
                         n = n + 1
-                        out[n] = k .. ": " .. tostring(v[i]) .. "\r\n"
+                        out[n] = k .. ": " .. header_value(v[i]) .. "\r\n"
                     end
                 else
                     n = n + 1
-                    out[n] = k .. ": " .. tostring(v) .. "\r\n"
+                    out[n] = k .. ": " .. header_value(v) .. "\r\n"
                 end
             end
         end
