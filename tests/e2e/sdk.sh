@@ -5,8 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-BIN=${SLUICE_BIN:-build/sluice}
-[ -x "$BIN" ] || BIN=build-asan/sluice
+# the newer of the two builds (scripts/test.sh makes the ASan one), unless SLUICE_BIN says
+BIN=${SLUICE_BIN:-}
+if [ -z "$BIN" ]; then
+    BIN=build/sluice
+    if [ -x build-asan/sluice ] && { [ ! -x "$BIN" ] || [ build-asan/sluice -nt "$BIN" ]; }; then BIN=build-asan/sluice; fi
+fi
 if [ ! -d tests/e2e/node_modules/openai ] || [ ! -d tests/e2e/node_modules/@anthropic-ai/sdk ]; then
     (cd tests/e2e && timeout 300 npm ci --no-audit --no-fund >/dev/null)
 fi
@@ -62,6 +66,9 @@ for _ in $(seq 1 100); do
 done
 status=0
 GATEWAY="http://127.0.0.1:$GW" MOCK="$up" timeout 120 node --test --test-concurrency=1 tests/e2e/sdk/*.mjs || status=$?
+if grep -qE "AddressSanitizer|runtime error|\[error\] request" "$dir/gw.log"; then
+    echo "gateway reported errors:"; status=1
+fi
 if [ "$status" -ne 0 ]; then
     echo "--- gateway log"; tail -20 "$dir/gw.log"
     echo "--- mock log"; tail -20 "$dir/mock.log"
