@@ -233,7 +233,7 @@ end
 
 --- Prepares ctx.ai for conf = {provider, model?, timeout?}. Returns nothing when the call goes ahead (the caller
 --- sets ctx.upstream_override = _M.upstream), or status, body to answer right away (errors, GET /models).
-function _M.prepare(ctx, conf, provider_name)
+local function prepare(ctx, conf, provider_name)
     local api, op = detect(ctx.path)
     local st0 = ctx.req and ctx.req.start_time or 0
     local ai = { api = api or "openai", op = op, conf = conf, t0 = st0 > 0 and st0 or C.sl_time() }
@@ -282,6 +282,7 @@ function _M.prepare(ctx, conf, provider_name)
         return api_error(api, 400, "input is required")
     end
     local requested = type(canon.model) == "string" and canon.model or nil
+    ai.requested_model = requested
     local name, served = resolve_model(conf, provider, requested)
     if not name then
         local list = served
@@ -299,6 +300,18 @@ function _M.prepare(ctx, conf, provider_name)
     ai.include_usage = api == "openai" and type(so) == "table" and so.include_usage == true
     ai.requested_model, ai.model = requested or name, served
     ai.usage = new_usage(ctx, ai)
+end
+
+function _M.prepare(ctx, conf, provider_name)
+    local status, body = prepare(ctx, conf, provider_name)
+    local ai = ctx.ai
+    if status and status >= 400 and ai.provider and not ai.usage then
+        -- refused before the call (bad JSON, unknown model): still one usage record, with the status
+        ai.usage = new_usage(ctx, ai)
+        finish_usage(ctx, ai, nil, status)
+        ai.usage.error = type(body) == "table" and type(body.error) == "table" and body.error.message or nil
+    end
+    return status, body
 end
 
 ---------------------------------------------------------------------------------------------------------------
