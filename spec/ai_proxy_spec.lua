@@ -97,6 +97,9 @@ describe("ai-proxy (gateway + mock providers)", function()
                 route("oa429", "oa429"), route("an500", "an500"), route("oamid", "oamid"),
                 route("anmid", "anmid"), route("oaslow", "oaslow"), route("oanousage", "oanousage"),
                 route("oahang", "oahang"), route("gem", "gem"),
+                { id = "deco", paths = { "/deco/v1/*" }, plugins = {
+                    ["ai-prompt-decorator"] = { prepend = { { role = "system", content = "Answer briefly." } } },
+                    ["ai-proxy"] = { provider = "an" }, ["ai-usage-probe"] = probe } },
             },
         })
     end)
@@ -293,6 +296,15 @@ describe("ai-proxy (gateway + mock providers)", function()
             assert.equal("message_start", evs[1].event)
             assert.equal("message_stop", evs[#evs].event)
             assert.equal(7, last_usage().completion_tokens)
+        end)
+    end)
+
+    describe("with other AI plugins", function()
+        it("ai-prompt-decorator's changes reach the provider, for both client APIs", function()
+            assert.equal(200, post("/deco/v1/chat/completions", { model = "claude", messages = CHAT.messages }).status)
+            assert.matches("Answer briefly.", helpers.json(last_upstream().body.system), 1, true)
+            assert.equal(200, post("/deco/v1/messages", { model = "claude", max_tokens = 10, messages = CHAT.messages }).status)
+            assert.matches("Answer briefly.", helpers.json(last_upstream().body.system), 1, true)
         end)
     end)
 
