@@ -418,8 +418,16 @@ sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int 
                            size_t bodylen, int mode, double connect_timeout, double send_timeout,
                            double read_timeout, int pool_size, double idle_timeout)
 {
-    if (req->proxy || hostlen == 0 || hostlen >= sizeof(((sl_proxy_t *)0)->host) || req->conn == NULL)
+    if (hostlen == 0 || hostlen >= sizeof(((sl_proxy_t *)0)->host) || req->conn == NULL)
         return NULL;
+    if (req->proxy) {
+        /* Another call for the same request (AI retries, before any response byte went to the client): the
+         * previous one is given up, its connection back to the pool when it ended cleanly, closed otherwise. */
+        if (req->resp_started)
+            return NULL;
+        sl__proxy_free(req->proxy);
+        req->proxy = NULL;
+    }
     sl_proxy_t *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return NULL;
@@ -480,6 +488,12 @@ int sl_proxy_read(sl_proxy_t *p)
     p->lua_wants = 1;
     uv_timer_start(&p->kick, on_kick, 0, 0);
     return 0;
+}
+
+void sl_proxy_set_read_timeout(sl_proxy_t *p, double seconds)
+{
+    if (seconds > 0)
+        p->read_timeout = seconds;
 }
 
 int sl_proxy_pass(sl_proxy_t *p)

@@ -66,13 +66,17 @@ typedef struct sl_proxy {
 /** Starts proxying req to host:port (flags: SL_PROXY_TLS for HTTPS, verified against ca_file or the system
  *  bundle unless SL_PROXY_NO_VERIFY), sending head (request line + headers, ending in a blank line) and body.
  *  The request's coroutine must yield afterwards; it is resumed when the proxy has news (see sl_upresp_t).
- *  Returns the proxy (owned by req) or NULL on out of memory. Called from Lua: never calls back into Lua. */
+ *  A request may start another call once the response to the client has not started: the previous call is
+ *  given up (freed; its connection pooled when it ended cleanly). Returns the proxy (owned by req) or NULL on out
+ *  of memory or when the client response already started. Called from Lua: never calls back into Lua. */
 sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, int flags,
                            const char *ca_file, const char *sni, const char *head, size_t headlen, const char *body,
                            size_t bodylen, int mode, double connect_timeout, double send_timeout,
                            double read_timeout, int pool_size, double idle_timeout);
 /** FILTER mode: marks the current chunk taken and asks for the next event (resumes the coroutine later). */
 int sl_proxy_read(sl_proxy_t *p);
+/** Changes the read timeout (seconds > 0) from the next read on: a stream's idle bound after its first token. */
+void sl_proxy_set_read_timeout(sl_proxy_t *p, double seconds);
 /** FILTER mode after the headers: stream the rest of the body to the client in C (after sl_resp_start). */
 int sl_proxy_pass(sl_proxy_t *p);
 /** Called by the client connection when the client went away: cancels the upstream side. */

@@ -39,6 +39,7 @@ sl_upresp_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int
     double connect_timeout, double send_timeout, double read_timeout, int pool_size, double idle_timeout);
 int sl_proxy_read(sl_upresp_t *p);
 int sl_proxy_pass(sl_upresp_t *p);
+void sl_proxy_set_read_timeout(sl_upresp_t *p, double seconds);
 int sl_timer_start(double delay, int id);
 int sl_req_sleep(sl_req_t *r, double delay);
 int sl_worker_id(void);
