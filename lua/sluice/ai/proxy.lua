@@ -325,6 +325,8 @@ local function send_error(ctx, pipe, ai, status, message, typ, code, retry_after
     end
     proxy.respond(ctx, pipe, status, headers, json_encode(body) or "{}")
 end
+_M.send_error = send_error
+_M.finish_usage = finish_usage
 
 -- The `"usage":{...}` object of an OpenAI body or chunk, decoded and normalized (nil when absent or null).
 -- Plain searches only (memchr speed): `"usage"` with unescaped quotes can only be a key, since quotes inside
@@ -393,6 +395,9 @@ local function upstream_failed(ctx, pipe, ai, p)
     end
     local msg = "upstream " .. proxy.error_name(p.error)
     local status = p.error == 3 and 504 or 502
+    if ai.defer_errors then -- nothing reached the client: the caller may try elsewhere
+        return false, { kind = p.error == 3 and "timeout" or "error", status = status, message = msg }
+    end
     finish_usage(ctx, ai, nil, status)
     send_error(ctx, pipe, ai, status, msg)
 end
@@ -402,6 +407,7 @@ local function non_stream(ctx, pipe, ai, p)
     if not body then
         return upstream_failed(ctx, pipe, ai, p)
     end
+    ai.first_byte = true
     local d, out, u = ai.driver, nil, nil
     if ai.api == "openai" and OPENAI_WIRE[ai.provider.kind] then
         u = scan_usage(body)
@@ -561,10 +567,9 @@ local function encode_chunks(ai, chunks, out, st)
 end
 
 local function stream(ctx, pipe, ai, p)
-    if not proxy.stream_start(ctx, pipe, 200, SSE_HEADERS) then
-        finish_usage(ctx, ai, nil, 499)
-        return
-    end
+    -- the head goes out with the first event: a stream that fails before it can still be retried elsewhere
+    -- (ai.defer_errors, set by ai-proxy-multi)
+    local started = false
     local st = { raw = {}, text = {}, rest = "" }
     local passthrough = ai.api == "openai" and OPENAI_WIRE[ai.provider.kind]
     local parser, s
@@ -595,6 +600,20 @@ local function stream(ctx, pipe, ai, p)
         else
             ok = encode_chunks(ai, s:feed(bytes), out, st)
         end
+        if #out > 0 and not started then
+            if ai.defer_errors and (st.error or not ok) then
+                break -- an error event before anything else: nothing sent yet
+            end
+            if not proxy.stream_start(ctx, pipe, 200, SSE_HEADERS) then
+                st.gone = true
+                break
+            end
+            started = true
+            ai.first_byte = true
+            if ai.idle_timeout then
+                C.sl_proxy_set_read_timeout(p, ai.idle_timeout)
+            end
+        end
         if #out > 0 then
             if not rec.ttft then
                 rec.ttft = C.sl_time() - ai.t0
@@ -608,6 +627,19 @@ local function stream(ctx, pipe, ai, p)
     if st.gone or ctx.req.client_gone ~= 0 or p.error == UPERR_CLIENT_GONE then
         finish_usage(ctx, ai, st.usage or (s and s.usage), 499)
         return
+    end
+    if not started and ai.defer_errors and (p.error ~= 0 or not ok or st.error) then
+        local status = p.error == 3 and 504 or 502
+        return false, { kind = p.error == 3 and "timeout" or "error", status = status,
+                        message = "upstream " .. (p.error ~= 0 and proxy.error_name(p.error) or "error event") ..
+                            " before the first event" }
+    end
+    if not started then
+        if not proxy.stream_start(ctx, pipe, 200, SSE_HEADERS) then
+            finish_usage(ctx, ai, st.usage or (s and s.usage), 499)
+            return
+        end
+        started = true
     end
     local out = {}
     local status = 200
@@ -683,6 +715,9 @@ local function call_opts(ai)
 end
 
 --- The proxy stage of an AI call prepared by prepare(): sends it and answers the client. `up` is unused.
+--- With ai.defer_errors set (ai-proxy-multi), a failure before anything reached the client is not answered:
+--- run returns false, {kind = "error" | "timeout" | "status", status, client_status?, message, type?, code?,
+--- retry_after?} so the caller can try another provider (ai.call_opts, when set, replaces the call options).
 function _M.run(ctx, _, pipe)
     local ai = ctx.ai
     local canon = ai.request
@@ -694,7 +729,10 @@ function _M.run(ctx, _, pipe)
         return send_error(ctx, pipe, ai, 400, tostring(err))
     end
     ai.upstream_request = req
-    local p, status, oerr = proxy.open(ctx, req, call_opts(ai))
+    local p, status, oerr = proxy.open(ctx, req, ai.call_opts or call_opts(ai))
+    if not p and status and ai.defer_errors then
+        return false, { kind = status == 504 and "timeout" or "error", status = status, message = oerr }
+    end
     if not p then
         finish_usage(ctx, ai, nil, status or 499)
         if status then
@@ -709,6 +747,10 @@ function _M.run(ctx, _, pipe)
         local st = e.status or p.status
         if ai.api == "openai" and st == 529 then
             st = 503
+        end
+        if ai.defer_errors then
+            return false, { kind = "status", status = p.status, client_status = st, message = e.message,
+                            type = e.type, code = e.code, retry_after = e.retry_after }
         end
         finish_usage(ctx, ai, nil, st)
         ai.usage.error = e.message
