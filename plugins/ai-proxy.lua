@@ -14,6 +14,7 @@
 -- the model whatever the client asks for. Runs in access (priority 1040: after the prompt plugins, which edit
 -- the client's JSON in rewrite, and before plugins that read sluice.ai); the upstream call itself is made in
 -- the proxy stage, after every access plugin. See docs/ai-proxy.md.
+local sluice = require("sluice")
 local ai_proxy = require("sluice.ai.proxy")
 
 local timeout = {
@@ -45,6 +46,21 @@ function _M.access(conf, ctx)
         return status, body
     end
     ctx.upstream_override = ai_proxy.upstream
+end
+
+-- One "ai" object per request in the access log: what was asked, what served it, what it cost.
+function _M.log(conf, ctx)
+    local u = ctx.ai and ctx.ai.usage
+    if not u then
+        return
+    end
+    sluice.log.access("ai", {
+        provider = u.provider, model = u.model, requested_model = u.requested_model, status = u.status,
+        prompt_tokens = u.prompt_tokens, completion_tokens = u.completion_tokens, cost = u.cost,
+        estimated = u.estimated or nil, stream = u.stream or nil,
+        ttft_ms = u.ttft and math.floor(u.ttft * 1000 + 0.5) or nil,
+        latency_ms = u.latency and math.floor(u.latency * 1000 + 0.5) or nil,
+    })
 end
 
 return _M

@@ -120,6 +120,8 @@ void sl_access_log(sl_worker_t *w, const sl_req_t *r)
         put_num(b, "upstream_latency_ms", "%.3f", r->upstream_time * 1000, &first);
     if (f & SL_ALOG_UPSTREAM_STATUS)
         put_num(b, "upstream_status", "%.0f", r->upstream_status, &first);
+    if (f & SL_ALOG_UPSTREAM)
+        put_str(b, "upstream", r->upstream_addr, strlen(r->upstream_addr), &first);
     if (f & SL_ALOG_ROUTE)
         put_str(b, "route", r->route_id, r->route_id_len, &first);
     if (f & SL_ALOG_REQUEST_ID) {
@@ -131,6 +133,8 @@ void sl_access_log(sl_worker_t *w, const sl_req_t *r)
         const sl_header_t *ua = sl_req_header(r, "user-agent", 10);
         put_str(b, "user_agent", ua ? ua->value : "", ua ? ua->value_len : 0, &first);
     }
+    if (r->log_extra.len > 0)
+        sl_buf_append(b, first ? r->log_extra.base + 1 : r->log_extra.base, r->log_extra.len - (first ? 1 : 0));
     sl_buf_append(b, "}\n", 2);
     if (b->len >= 16384)
         sl_access_log_flush();

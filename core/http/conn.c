@@ -466,7 +466,10 @@ void sl__conn_progress(sl_conn_t *c)
         return;
     /* after a half-close, requests already received are still answered */
     int keep = r->keepalive && !c->w->stopping && !(c->eof && c->rpos == c->rlen);
-    sl_access_log(c->w, r);
+    if (r->co)
+        r->log_pending = 1; /* written when the coroutine (its log phase) ends: see vm.c */
+    else
+        sl_access_log(c->w, r);
     c->req = NULL;
     c->busy = 0;
     r->conn = NULL;

@@ -50,8 +50,19 @@ void sl_req_release(sl_req_t *r)
     sl_buf_free(&r->head);
     sl_buf_free(&r->bodybuf);
     sl_buf_free(&r->scratch);
+    sl_buf_free(&r->log_extra);
     free(r->hdr_alloc);
     free(r);
+}
+
+int sl_req_log_field(sl_req_t *r, const char *name, size_t nlen, const char *json, size_t jlen)
+{
+    if (r->log_extra.len + nlen + jlen > 16384)
+        return -1; /* an access log line stays a line, not a dump */
+    if (sl_buf_append(&r->log_extra, ",\"", 2) || sl_buf_append(&r->log_extra, name, nlen) ||
+        sl_buf_append(&r->log_extra, "\":", 2) || sl_buf_append(&r->log_extra, json, jlen))
+        return -1;
+    return 0;
 }
 
 const sl_header_t *sl_req_header(const sl_req_t *r, const char *name, uint32_t len)

@@ -49,6 +49,7 @@ typedef struct sl_req {
     uint32_t route_id_len;
     uint32_t upstream_status;
     double upstream_time;  /* seconds spent waiting on the upstream */
+    char upstream_addr[64]; /* host:port of the last upstream tried, for the access log */
     /* ---- end of the FFI-visible block ---- */
 
     int refs; /* the connection and the Lua coroutine each hold one */
@@ -67,6 +68,8 @@ typedef struct sl_req {
     uint8_t expect_continue;
     uint8_t abort;        /* the body is cut short: close the connection instead of ending the response */
     uint8_t drain_waiting; /* the coroutine yielded in sl_resp_wait_drain and nothing resumed it yet */
+    uint8_t log_pending;   /* response written: the access log line waits for the coroutine's log phase */
+    sl_buf_t log_extra;    /* ,"name":json pairs plugins add to the access log line */
     char client_ip_buf[48];
 } sl_req_t;
 
@@ -74,6 +77,8 @@ typedef struct sl_req {
 sl_req_t *sl_req_new(struct sl_conn *conn, uint64_t id);
 /** Drops one reference; the request is freed with the last one. */
 void sl_req_release(sl_req_t *req);
+/** Adds "name": value (value already JSON) to the request's access log line; 0 or SL_ERR-style -1. */
+int sl_req_log_field(sl_req_t *r, const char *name, size_t nlen, const char *json, size_t jlen);
 /** Finds a request header by case-insensitive name; returns a pointer to it or NULL. */
 const sl_header_t *sl_req_header(const sl_req_t *req, const char *name, uint32_t len);
 

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "http/access_log.h"
 #include "http/conn.h"
 #include "http/response.h"
 #include "server/settings.h"
@@ -172,6 +173,10 @@ static void after_resume(sl_req_t *r, int rc)
         sl_resp_send_error(r, 500, "no response was produced");
     } else if (!r->resp_done && r->conn) {
         sl_resp_finish(r);
+    }
+    if (r->log_pending) {
+        r->log_pending = 0;
+        sl_access_log(cur_worker, r);
     }
     lua_State *L = cur_worker->L;
     luaL_unref(L, LUA_REGISTRYINDEX, r->co_ref);

@@ -448,6 +448,7 @@ sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int 
     }
     memcpy(p->host, host, hostlen);
     p->port = port;
+    snprintf(req->upstream_addr, sizeof(req->upstream_addr), "%.*s:%d", (int)hostlen, host, port);
     memcpy(p->target.host, host, hostlen);
     p->target.port = port;
     p->target.tls = (flags & SL_PROXY_TLS) != 0;

@@ -18,7 +18,7 @@ local TOP = { node = true }
 for _, k in ipairs(KINDS) do TOP[k] = true end
 
 local LOG_FIELDS = { "time", "client", "method", "path", "query", "status", "bytes", "request_bytes", "latency_ms",
-                     "upstream_latency_ms", "route", "upstream", "request_id", "user_agent" }
+                     "upstream_latency_ms", "route", "upstream", "request_id", "user_agent", "upstream_status" }
 local METHODS = { "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE" }
 local PROVIDER_KINDS = { "openai", "azure-openai", "anthropic", "gemini", "deepseek", "openai-compatible", "bedrock", "mock" }
 local LIMIT_DEFAULTS = { max_header_size = "16k", max_body_size = "8m", max_url_length = "8k", header_timeout = 10,

@@ -19,6 +19,7 @@ typedef struct sl_req {
     uint32_t route_id_len;
     uint32_t upstream_status;
     double upstream_time;
+    char upstream_addr[64];
 } sl_req_t;
 typedef struct sl_upresp {
     sl_header_t *headers; const char *chunk;
@@ -33,6 +34,7 @@ int sl_resp_write(sl_req_t *r, const char *data, size_t len);
 int sl_resp_finish(sl_req_t *r);
 size_t sl_resp_pending(const sl_req_t *r);
 int sl_resp_wait_drain(sl_req_t *r);
+int sl_req_log_field(sl_req_t *r, const char *name, size_t nlen, const char *json, size_t jlen);
 int sl_resp_abort(sl_req_t *r);
 sl_upresp_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, int flags,
     const char *ca_file, const char *sni, const char *head, size_t headlen, const char *body, size_t bodylen, int mode,

@@ -33,6 +33,25 @@ _M.warn = writer(2, "")
 _M.err = writer(3, "")
 _M.error = _M.err
 
+local cjson = require("cjson.safe")
+
+--- Adds a field to this request's access log line (JSON lines): `sluice.log.access("ai", {model = m})`.
+--- Any phase; a name may be given once per request. Returns true, or nil and an error.
+function _M.access(name, value)
+    if type(name) ~= "string" or not name:match("^[%w_]+$") or #name > 64 then
+        error("access log field name must be 1-64 letters, digits or _", 2)
+    end
+    local ctx = base.get_ctx()
+    local json, err = cjson.encode(value)
+    if not json then
+        return nil, err
+    end
+    if C.sl_req_log_field(ctx.req, name, #name, json, #json) ~= 0 then
+        return nil, "access log line too long"
+    end
+    return true
+end
+
 --- A logger that prefixes every line with "[name] " (used for plugins).
 function _M.named(name)
     local p = "[" .. name .. "] "
