@@ -44,6 +44,18 @@ void sl_buf_consume(sl_buf_t *b, size_t n)
     b->len -= n;
 }
 
+size_t sl_fmt_u64(char *dst, uint64_t v)
+{
+    char tmp[21];
+    size_t n = 0;
+    do
+        tmp[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    for (size_t i = 0; i < n; i++)
+        dst[i] = tmp[n - 1 - i];
+    return n;
+}
+
 void sl_buf_free(sl_buf_t *b)
 {
     free(b->base);

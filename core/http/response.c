@@ -62,9 +62,36 @@ static const char *http_date(void)
 
 size_t sl__resp_head_prefix(char *out, size_t cap, int http_minor, int status)
 {
-    int n = snprintf(out, cap, "HTTP/1.%d %d %s\r\nServer: sluice\r\nDate: %s\r\n", http_minor ? 1 : 0, status,
-                     sl_status_text(status), http_date());
-    return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
+    /* built by hand: it runs for every response, and printf would cost more than the rest of the head */
+    const char *text = sl_status_text(status), *date = http_date();
+    size_t tlen = strlen(text), dlen = strlen(date);
+    if (cap < 64 + tlen + dlen || status < 100 || status > 999)
+        return 0;
+    size_t n = 0;
+    memcpy(out, http_minor ? "HTTP/1.1 " : "HTTP/1.0 ", 9);
+    n = 9;
+    n += sl_fmt_u64(out + n, (uint64_t)status);
+    out[n++] = ' ';
+    memcpy(out + n, text, tlen);
+    n += tlen;
+    static const char mid[] = "\r\nServer: sluice\r\nDate: ";
+    memcpy(out + n, mid, sizeof(mid) - 1);
+    n += sizeof(mid) - 1;
+    memcpy(out + n, date, dlen);
+    n += dlen;
+    out[n++] = '\r';
+    out[n++] = '\n';
+    out[n] = '\0';
+    return n;
+}
+
+static int content_length_line(char *out, uint64_t len)
+{
+    memcpy(out, "Content-Length: ", 16);
+    size_t n = 16 + sl_fmt_u64(out + 16, len);
+    out[n++] = '\r';
+    out[n++] = '\n';
+    return (int)n;
 }
 
 static int bodyless(const sl_req_t *r, int status)
@@ -98,7 +125,7 @@ int sl_resp_send(sl_req_t *r, int status, const char *headers, size_t hlen, cons
     int flen = 0;
     int nobody = bodyless(r, status);
     if (!(status == 204 || status == 304 || status < 200))
-        flen = snprintf(framing, sizeof(framing), "Content-Length: %zu\r\n", blen);
+        flen = content_length_line(framing, blen);
     sl_conn_t *c = r->conn;
     sl__conn_cork(c);
     int rc = write_head(r, status, headers, hlen, framing, (size_t)flen);
@@ -123,9 +150,9 @@ int sl_resp_start(sl_req_t *r, int status, const char *headers, size_t hlen, int
     int flen = 0;
     if (bodyless(r, status)) {
         if (content_length >= 0 && status != 204 && status != 304)
-            flen = snprintf(framing, sizeof(framing), "Content-Length: %lld\r\n", (long long)content_length);
+            flen = content_length_line(framing, (uint64_t)content_length);
     } else if (content_length >= 0) {
-        flen = snprintf(framing, sizeof(framing), "Content-Length: %lld\r\n", (long long)content_length);
+        flen = content_length_line(framing, (uint64_t)content_length);
     } else if (r->http_minor >= 1) {
         flen = snprintf(framing, sizeof(framing), "Transfer-Encoding: chunked\r\n");
         r->chunked_resp = 1;

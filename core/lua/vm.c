@@ -27,6 +27,12 @@ extern int luaopen_sluice_yaml(lua_State *L);
 /* Registry refs of the worker module's functions, per worker thread. */
 static __thread int ref_handle = LUA_NOREF, ref_timer = LUA_NOREF, ref_apply = LUA_NOREF;
 static __thread sl_worker_t *cur_worker;
+static __thread sl_req_t *starting_req; /* read by the new coroutine through sl_vm_req() */
+
+sl_req_t *sl_vm_req(void)
+{
+    return starting_req;
+}
 
 const char *sl_version(void)
 {
@@ -194,8 +200,9 @@ void sl_vm_handle(sl_worker_t *w, sl_req_t *r)
     r->refs++; /* held by the coroutine until it ends */
     r->refs++; /* held by this call */
     lua_rawgeti(co, LUA_REGISTRYINDEX, ref_handle);
-    lua_pushlightuserdata(co, r);
-    int rc = lua_resume(co, 1);
+    starting_req = r;
+    int rc = lua_resume(co, 0);
+    starting_req = NULL;
     after_resume(r, rc);
     if (r->conn)
         sl__conn_progress(r->conn);

@@ -31,6 +31,8 @@ void sl_vm_wake(sl_worker_t *w, sl_req_t *req, int id);
 int sl_timer_start(double delay, int id);
 /** Resumes the request's coroutine after delay seconds (the coroutine yields right after). */
 int sl_req_sleep(sl_req_t *r, double delay);
+/** The request whose coroutine is starting (valid at the start of sluice.worker.handle only). */
+sl_req_t *sl_vm_req(void);
 /** Returns the calling worker's id (0 in the main thread). */
 int sl_worker_id(void);
 /** Returns the number of workers. */

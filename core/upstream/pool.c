@@ -472,10 +472,10 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res)
     connect_to(uc, (struct sockaddr *)&ss);
 }
 
-static sl_upconn_t *pool_get(sl_pool_t *p, const char *key)
+static sl_upconn_t *pool_get(sl_pool_t *p, const char *key, size_t len, uint64_t hash)
 {
     for (sl_upconn_t *uc = p->idle; uc; uc = uc->next_idle) {
-        if (strcmp(uc->key, key) == 0) {
+        if (uc->key_hash == hash && uc->key_len == len && memcmp(uc->key, key, len) == 0) {
             unlink_idle(uc);
             uv_timer_stop(&uc->timer);
             uc->reused = 1;
@@ -485,12 +485,46 @@ static sl_upconn_t *pool_get(sl_pool_t *p, const char *key)
     return NULL;
 }
 
-static void make_key(const sl_uptarget_t *t, char *key, size_t n)
+static size_t key_put(char *key, size_t at, const char *s, size_t max)
 {
-    /* never cut: connections verified against one CA must not serve a target that names another (the config
-     * bounds ca_file to 512 bytes, and host, SNI and proxy names to 255, so the key always fits) */
-    snprintf(key, n, "%s://%s:%d|%d|%s|%s:%d|%.512s", t->tls ? "https" : "http", t->host, t->port, t->verify,
-             t->sni, t->proxy_host, t->proxy_port, t->ca_file ? t->ca_file : "");
+    size_t n = strnlen(s, max);
+    memcpy(key + at, s, n);
+    key[at + n] = '|';
+    return at + n + 1;
+}
+
+static size_t key_int(char *key, size_t at, int v)
+{
+    char tmp[12];
+    size_t n = 0;
+    unsigned u = (unsigned)v;
+    do
+        tmp[n++] = (char)('0' + u % 10);
+    while ((u /= 10) && n < sizeof(tmp));
+    while (n)
+        key[at++] = tmp[--n];
+    key[at] = '|';
+    return at + 1;
+}
+
+/* The pool key of a target (no printf: this runs on every request) and its FNV-1a hash. Never cut:
+ * connections verified against one CA must not serve a target that names another (ca_file is bounded to 512
+ * bytes, host, SNI and proxy names to 255, so the key always fits in sl_upconn_t.key). */
+static size_t make_key(const sl_uptarget_t *t, char *key, uint64_t *hash)
+{
+    size_t n = key_put(key, 0, t->tls ? "https" : "http", 5);
+    n = key_put(key, n, t->host, sizeof(t->host));
+    n = key_int(key, n, t->port);
+    n = key_int(key, n, t->verify);
+    n = key_put(key, n, t->sni, sizeof(t->sni));
+    n = key_put(key, n, t->proxy_host, sizeof(t->proxy_host));
+    n = key_int(key, n, t->proxy_port);
+    n = key_put(key, n, t->ca_file ? t->ca_file : "", 512);
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)key[i]) * 1099511628211ULL;
+    *hash = h;
+    return n;
 }
 
 sl_upconn_t *sl__upconn_open(sl_worker_t *w, const sl_uptarget_t *t, const sl_upconn_ops_t *ops, void *owner)
@@ -499,8 +533,9 @@ sl_upconn_t *sl__upconn_open(sl_worker_t *w, const sl_uptarget_t *t, const sl_up
     if (p == NULL || (t->ca_file && strlen(t->ca_file) > 512))
         return NULL; /* the pool key must hold the whole CA path (see make_key) */
     char key[sizeof(((sl_upconn_t *)0)->key)];
-    make_key(t, key, sizeof(key));
-    sl_upconn_t *uc = pool_get(p, key);
+    uint64_t hash;
+    size_t klen = make_key(t, key, &hash);
+    sl_upconn_t *uc = pool_get(p, key, klen, hash);
     if (uc) {
         uc->owner = owner;
         uc->ops = ops;
@@ -512,7 +547,9 @@ sl_upconn_t *sl__upconn_open(sl_worker_t *w, const sl_uptarget_t *t, const sl_up
         return NULL;
     uc->w = w;
     uc->t = *t;
-    memcpy(uc->key, key, sizeof(key));
+    memcpy(uc->key, key, klen);
+    uc->key_len = klen;
+    uc->key_hash = hash;
     uc->owner = owner;
     uc->ops = ops;
     uv_tcp_init(&w->loop, &uc->tcp);
@@ -552,7 +589,7 @@ void sl__pool_put(sl_upconn_t *uc, int max_per_key, double idle_timeout)
     int same = 0;
     sl_upconn_t *last_same = NULL;
     for (sl_upconn_t *o = p->idle; o; o = o->next_idle)
-        if (strcmp(o->key, uc->key) == 0) {
+        if (o->key_hash == uc->key_hash && o->key_len == uc->key_len && memcmp(o->key, uc->key, uc->key_len) == 0) {
             same++;
             last_same = o;
         }

@@ -73,6 +73,8 @@ struct sl_upconn {
     int state;
     int pending_writes;
     char key[1536]; /* host, port, TLS settings (CA path, SNI), proxy: see make_key */
+    size_t key_len;
+    uint64_t key_hash; /* compared first: pool scans run on every request */
     sl_uptarget_t t;
     int reused;
     int closing;

@@ -16,6 +16,7 @@
 #include "http/conn.h"
 #include "http/response.h"
 #include "lua/vm.h"
+#include "upstream/forward.h"
 #include "upstream/pool.h"
 
 #define UP_MAX_HEAD 65536
@@ -414,7 +415,8 @@ static void on_kick(uv_timer_t *t)
 }
 
 sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, int flags,
-                           const char *ca_file, const char *sni, const char *head, size_t headlen, const char *body,
+                           const char *ca_file, const char *sni, const char *head, size_t headlen, const char *skip,
+                           size_t skiplen, const char *body,
                            size_t bodylen, int mode, double connect_timeout, double send_timeout,
                            double read_timeout, int pool_size, double idle_timeout)
 {
@@ -436,6 +438,13 @@ sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int 
         return NULL;
     }
     sl_buf_append(&p->out, head, headlen);
+    if ((flags & SL_PROXY_FORWARD) &&
+        sl__forward_headers(&p->out, req, skip, skiplen, bodylen, (flags & SL_PROXY_LENGTH) != 0,
+                            req->conn->tls != NULL) != 0) {
+        sl_buf_free(&p->out);
+        free(p);
+        return NULL;
+    }
     sl_buf_append(&p->out, body, bodylen);
     if (!psettings.on_message_complete) {
         llhttp_settings_init(&psettings);
@@ -448,7 +457,10 @@ sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int 
     }
     memcpy(p->host, host, hostlen);
     p->port = port;
-    snprintf(req->upstream_addr, sizeof(req->upstream_addr), "%.*s:%d", (int)hostlen, host, port);
+    size_t alen = hostlen < sizeof(req->upstream_addr) - 8 ? hostlen : sizeof(req->upstream_addr) - 8;
+    memcpy(req->upstream_addr, host, alen);
+    req->upstream_addr[alen++] = ':';
+    req->upstream_addr[alen + sl_fmt_u64(req->upstream_addr + alen, (uint64_t)port)] = '\0';
     memcpy(p->target.host, host, hostlen);
     p->target.port = port;
     p->target.tls = (flags & SL_PROXY_TLS) != 0;

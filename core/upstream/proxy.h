@@ -17,7 +17,7 @@
 /* How the response body travels: PASS streams it to the client inside C; FILTER hands each chunk to Lua. */
 enum { SL_PROXY_PASS = 0, SL_PROXY_FILTER = 1 };
 /* sl_proxy_start flags. */
-enum { SL_PROXY_TLS = 1, SL_PROXY_NO_VERIFY = 2 };
+enum { SL_PROXY_TLS = 1, SL_PROXY_NO_VERIFY = 2, SL_PROXY_FORWARD = 4, SL_PROXY_LENGTH = 8 };
 
 /** What Lua reads of an upstream response (the first member of sl_proxy_t; declared again in Lua FFI). */
 typedef struct sl_upresp {
@@ -63,14 +63,17 @@ typedef struct sl_proxy {
     double t_start;
 } sl_proxy_t;
 
-/** Starts proxying req to host:port (flags: SL_PROXY_TLS for HTTPS, verified against ca_file or the system
+/** Starts proxying req to host:port (SL_PROXY_FORWARD: head is the request line and the headers Lua sets;
+ *  the client's own headers follow, filtered (sl__forward_headers, skipping `skip`), with SL_PROXY_LENGTH a
+ *  Content-Length; flags: SL_PROXY_TLS for HTTPS, verified against ca_file or the system
  *  bundle unless SL_PROXY_NO_VERIFY), sending head (request line + headers, ending in a blank line) and body.
  *  The request's coroutine must yield afterwards; it is resumed when the proxy has news (see sl_upresp_t).
  *  A request may start another call once the response to the client has not started: the previous call is
  *  given up (freed; its connection pooled when it ended cleanly). Returns the proxy (owned by req) or NULL on out
  *  of memory or when the client response already started. Called from Lua: never calls back into Lua. */
 sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, int flags,
-                           const char *ca_file, const char *sni, const char *head, size_t headlen, const char *body,
+                           const char *ca_file, const char *sni, const char *head, size_t headlen, const char *skip,
+                           size_t skiplen, const char *body,
                            size_t bodylen, int mode, double connect_timeout, double send_timeout,
                            double read_timeout, int pool_size, double idle_timeout);
 /** FILTER mode: marks the current chunk taken and asks for the next event (resumes the coroutine later). */

@@ -17,7 +17,7 @@ local PASS, FILTER = 0, 1
 local UPERR_TIMEOUT, UPERR_CLIENT_GONE = 3, 6
 local ERRNAMES = { "connect failed", "DNS resolution failed", "timed out", "connection reset",
                    "invalid response", "client gone", "out of memory", "TLS handshake failed" }
-local PROXY_TLS, PROXY_NO_VERIFY = 1, 2 -- sl_proxy_start flags
+local PROXY_TLS, PROXY_NO_VERIFY, PROXY_FORWARD, PROXY_LENGTH = 1, 2, 4, 8 -- sl_proxy_start flags
 
 local _M = {}
 
@@ -74,10 +74,10 @@ local function upstream_path(ctx)
     return path
 end
 
-local function build_head(ctx, up, node, body_len)
-    local r = ctx.req
+-- The request line, Host and the headers plugins set; the client's own headers are appended in C
+-- (core/upstream/forward.c), which leaves out hop-by-hop ones and those named in the returned skip list.
+local function build_head(ctx, up, node)
     local set = ctx.set_headers
-    local out, n = { ctx.upstream_method or ctx.method, " ", upstream_path(ctx), " HTTP/1.1\r\n" }, 4
     local host
     if up.pass_host == "node" then
         host = node.port == (up.scheme == "https" and 443 or 80) and node.host or (node.host .. ":" .. node.port)
@@ -86,53 +86,21 @@ local function build_head(ctx, up, node, body_len)
     else
         host = request.get_header("host", ctx) or node.host
     end
-    out[n + 1], out[n + 2], out[n + 3] = "Host: ", host, "\r\n"
-    n = n + 3
-    -- headers the client's Connection header names are hop-by-hop too (RFC 9110 7.6.1)
-    local listed
-    for i = 0, r.nheaders - 1 do
-        local h = r.headers[i]
-        if h.name_len == 10 and lower(ffi_string(h.name, 10)) == "connection" then
-            for tok in gmatch(lower(ffi_string(h.value, h.value_len)), "[^%s,]+") do
-                if tok ~= "close" and tok ~= "keep-alive" then
-                    listed = listed or {}
-                    listed[tok] = true
-                end
-            end
+    local head = (ctx.upstream_method or ctx.method) .. " " .. upstream_path(ctx) .. " HTTP/1.1\r\nHost: " .. host
+        .. "\r\n"
+    if not set then
+        return head, nil
+    end
+    local out, n, skip, k = { head }, 1, {}, 0
+    for name, v in pairs(set) do
+        k = k + 1
+        skip[k] = name
+        if v and not HOP[name] then
+            out[n + 1], out[n + 2], out[n + 3], out[n + 4] = name, ": ", v, "\r\n"
+            n = n + 4
         end
     end
-    local xff
-    for i = 0, r.nheaders - 1 do
-        local h = r.headers[i]
-        local name = lower(ffi_string(h.name, h.name_len))
-        if not HOP[name] and not (set and set[name] ~= nil) and not (listed and listed[name]) then
-            if name == "x-forwarded-for" then
-                xff = ffi_string(h.value, h.value_len)
-            else
-                out[n + 1], out[n + 2], out[n + 3], out[n + 4] = ffi_string(h.name, h.name_len), ": ",
-                    ffi_string(h.value, h.value_len), "\r\n"
-                n = n + 4
-            end
-        end
-    end
-    if set then
-        for name, v in pairs(set) do
-            if v and not HOP[name] then
-                out[n + 1], out[n + 2], out[n + 3], out[n + 4] = name, ": ", v, "\r\n"
-                n = n + 4
-            end
-        end
-    end
-    local ip = ffi_string(r.client_ip, r.client_ip_len)
-    out[n + 1], out[n + 2], out[n + 3] = "X-Forwarded-For: ", xff and (xff .. ", " .. ip) or ip, "\r\n"
-    out[n + 4] = "X-Forwarded-Proto: http\r\n"
-    n = n + 4
-    if body_len > 0 or ctx.method == "POST" or ctx.method == "PUT" or ctx.method == "PATCH" then
-        out[n + 1] = "Content-Length: " .. body_len .. "\r\n"
-        n = n + 1
-    end
-    out[n + 1] = "\r\n"
-    return concat(out, "", 1, n + 1)
+    return concat(out, "", 1, n), concat(skip, "\n", 1, k)
 end
 
 local function resp_headers(up)
@@ -207,7 +175,7 @@ function _M.run(ctx, up, pipe)
     else
         body_ptr, body_len = r.body, r.body_len
     end
-    local head = build_head(ctx, up, node, body_len)
+    local head, skip = build_head(ctx, up, node)
     local filter = pipe and (pipe.header_filter or pipe.body_filter) or ctx.want_response
     local t, ka = up.timeout or {}, up.keepalive or {}
     ctx.upstream_addr = node.host .. ":" .. node.port
@@ -217,7 +185,12 @@ function _M.run(ctx, up, pipe)
     end
     -- the name the certificate must carry: tls.sni, else the rewritten Host, else the node's host
     local sni = tls and tls.sni or (up.pass_host == "rewrite" and up.host) or nil
+    flags = flags + PROXY_FORWARD
+    if body_len > 0 or ctx.method == "POST" or ctx.method == "PUT" or ctx.method == "PATCH" then
+        flags = flags + PROXY_LENGTH
+    end
     local p = C.sl_proxy_start(r, node.host, #node.host, node.port, flags, tls and tls.ca_file, sni, head, #head,
+        skip, skip and #skip or 0,
         body_ptr, body_len,
         filter and FILTER or PASS, t.connect or 5, t.send or 30, t.read or 60, ka.size or 64, ka.idle_timeout or 60)
     if p == nil then
@@ -329,7 +302,8 @@ function _M.open(ctx, req, opts)
     local t, ka = opts.timeout or {}, opts.keepalive or {}
     local port = req.port or (flags ~= 0 and 443 or 80)
     ctx.upstream_addr = req.host .. ":" .. port
-    local p = C.sl_proxy_start(ctx.req, req.host, #req.host, port, flags, tls and tls.ca_file, tls and tls.sni, head, #head, body,
+    local p = C.sl_proxy_start(ctx.req, req.host, #req.host, port, flags, tls and tls.ca_file, tls and tls.sni, head, #head,
+        nil, 0, body,
         #body, FILTER, t.connect or 5, t.send or 30, t.read or 60, ka.size or 64, ka.idle_timeout or 60)
     if p == nil then
         return nil, 500, "cannot start the upstream request"

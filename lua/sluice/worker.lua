@@ -14,18 +14,23 @@ local cjson = require("cjson.safe")
 
 local C = base.C
 local ctxs = base.ctxs
-local ffi_string, ffi_cast, ffi_copy = ffi.string, ffi.cast, ffi.copy
+local ffi_string, ffi_copy = ffi.string, ffi.copy
 local pairs, ipairs, type, pcall, tostring, sort = pairs, ipairs, type, pcall, tostring, table.sort
 local running, format, min = coroutine.running, string.format, math.min
 local encode_body, header_lines = response.encode_body, response.header_lines
 
-local req_ptr_t = ffi.typeof("sl_req_t *")
 local PHASES = { "rewrite", "access", "header_filter", "body_filter", "log" }
 
 local _M = { state = nil, id = -1 }
 
 function _M.init(id)
     _M.id = id
+    -- SLUICE_JIT_LOG=FILE: LuaJIT's trace log (compiled traces and why others aborted), for profiling
+    local jitlog = os.getenv("SLUICE_JIT_LOG")
+    if jitlog then
+        package.path = package.path .. ";/usr/share/luajit-2.1.0-beta3/?.lua"
+        require("jit.v").start(jitlog .. "." .. id)
+    end
 end
 
 local function prefix()
@@ -186,9 +191,10 @@ local function run_log(ctx, pipe)
     end
 end
 
---- The request coroutine's body (C passes the request as a light userdata).
-function _M.handle(ud)
-    local r = ffi_cast(req_ptr_t, ud)
+--- The request coroutine's body. The request comes from sl_vm_req(), not as an argument: turning a light
+--- userdata into a pointer (ffi.cast) is not compiled by LuaJIT, and would keep this function interpreted.
+function _M.handle()
+    local r = C.sl_vm_req()
     local st = _M.state
     local ctx = {
         req = r,

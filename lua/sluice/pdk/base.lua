@@ -37,13 +37,14 @@ int sl_resp_wait_drain(sl_req_t *r);
 int sl_req_log_field(sl_req_t *r, const char *name, size_t nlen, const char *json, size_t jlen);
 int sl_resp_abort(sl_req_t *r);
 sl_upresp_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, int flags,
-    const char *ca_file, const char *sni, const char *head, size_t headlen, const char *body, size_t bodylen, int mode,
+    const char *ca_file, const char *sni, const char *head, size_t headlen, const char *skip, size_t skiplen, const char *body, size_t bodylen, int mode,
     double connect_timeout, double send_timeout, double read_timeout, int pool_size, double idle_timeout);
 int sl_proxy_read(sl_upresp_t *p);
 int sl_proxy_pass(sl_upresp_t *p);
 void sl_proxy_set_read_timeout(sl_upresp_t *p, double seconds);
 int sl_timer_start(double delay, int id);
 int sl_req_sleep(sl_req_t *r, double delay);
+sl_req_t *sl_vm_req(void);
 int sl_worker_id(void);
 int sl_worker_count(void);
 double sl_now(void);

@@ -74,6 +74,19 @@ function _M.get_query_arg(name, ctx)
     return _M.get_query(ctx)[name]
 end
 
+-- The first value of a client header straight from the C request, without building the header table (only
+-- names of the same length are turned into strings): the common one-header lookup stays cheap.
+local function scan_header(r, lname)
+    local len = #lname
+    for i = 0, r.nheaders - 1 do
+        local h = r.headers[i]
+        if h.name_len == len and lower(ffi_string(h.name, len)) == lname then
+            return ffi_string(h.value, h.value_len)
+        end
+    end
+    return nil
+end
+
 --- Header value (first one when repeated) or nil; name is case-insensitive.
 function _M.get_header(name, ctx)
     ctx = ctx or get_ctx()
@@ -85,7 +98,10 @@ function _M.get_header(name, ctx)
             return v or nil
         end
     end
-    local v = headers_of(ctx)[lname]
+    if not ctx._headers then
+        return scan_header(ctx.req, lname)
+    end
+    local v = ctx._headers[lname]
     if type(v) == "table" then
         return v[1]
     end
