@@ -18,6 +18,15 @@
 // Usage numbers are fixed per provider so tests can compare: see USAGE below (also in each record).
 // Test hooks: GET /__requests -> every request so far [{method, path, headers, body (parsed JSON when it is),
 // scenario, usage, aborted}], POST /__reset forgets them, GET /__health.
+// Per-instance knobs (for multi-provider specs), POST /__config with a JSON object (replaces the knobs; {} = none),
+// GET /__config reads them; they apply to every API request of this instance:
+//   latency_ms    wait before answering (and before the head of a stream)
+//   status        answer with this error status (the provider's error body), e.g. 429 or 500 ...
+//   fail_rate     ... only for this fraction of requests (0..1; default 1)
+//   retry_after   the retry-after header sent with status (seconds; default 7 for 429, none otherwise)
+//   stream_fail   "before": streams get the 200 head, then the connection is cut before any event;
+//                 "after": streams fail after a few events (as the midfail scenario)
+//   down          true: every API request's connection is cut at once (a dead provider)
 'use strict';
 const http = require('http');
 
@@ -32,6 +41,7 @@ const USAGE = {
 const TEXT = ['Hello', ' from', ' the', ' mock', '.'];
 const requests = [];
 let seq = 0;
+let knobs = {};
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const id = (p) => `${p}${(++seq).toString(36).padStart(8, '0')}`;
@@ -95,7 +105,10 @@ const GEMINI_ERR = { 400: 'INVALID_ARGUMENT', 401: 'UNAUTHENTICATED', 429: 'RESO
   529: 'UNAVAILABLE' };
 
 function errorStatus(sc) { return /^\d{3}$/.test(sc) ? Number(sc) : 0; }
-const RETRY = (status) => (status === 429 ? { 'retry-after': '7' } : {});
+const RETRY = (status) => {
+  if (knobs.retry_after !== undefined && knobs.status === status) return { 'retry-after': String(knobs.retry_after) };
+  return status === 429 ? { 'retry-after': '7' } : {};
+};
 
 // ---------------------------------------------------------------- OpenAI
 function openaiChat(req, res, body, sc, rec) {
@@ -289,17 +302,33 @@ const server = http.createServer((req, res) => {
     if (url.pathname === '/__requests') return json(res, 200, requests);
     if (url.pathname === '/__reset') { requests.length = 0; return json(res, 200, { ok: true }); }
     if (url.pathname === '/__health') return json(res, 200, { ok: true });
+    if (url.pathname === '/__config') {
+      if (req.method === 'POST') {
+        try { knobs = JSON.parse(raw || '{}') || {}; } catch (e) { return json(res, 400, { error: String(e) }); }
+      }
+      return json(res, 200, knobs);
+    }
     let body = {};
     let parsed = raw;
     if (raw) {
       try { body = JSON.parse(raw); parsed = body; } catch (e) { body = null; }
     }
-    const sc = scenarioOf(req, url);
+    let sc = scenarioOf(req, url);
+    if (knobs.status && (knobs.fail_rate === undefined || Math.random() < knobs.fail_rate)) sc = String(knobs.status);
+    if (knobs.stream_fail === 'after' && sc === 'ok') sc = 'midfail';
     const rec = { method: req.method, path: req.url, headers: req.headers, body: parsed, scenario: sc };
     requests.push(rec);
     res.on('close', () => { if (!res.writableEnded) rec.aborted = true; }); // the client (gateway) went away
     if (body === null) return json(res, 400, { error: { message: 'We could not parse the JSON body of your request (mock)', type: 'invalid_request_error', param: null, code: null } });
+    if (knobs.down) { rec.cut = true; return req.socket.destroy(); }
     if (sc === 'hang') return; // never answers
+    if (knobs.latency_ms) await sleep(knobs.latency_ms);
+    if (knobs.stream_fail === 'before' && body && body.stream && !errorStatus(sc)) {
+      rec.cut = true;
+      sseStart(res);
+      res.flushHeaders();
+      return setTimeout(() => res.socket && res.socket.destroy(), 5);
+    }
     if (sc === 'slow') await sleep(150);
     const p = url.pathname;
     try {
