@@ -29,6 +29,12 @@ static __thread int ref_handle = LUA_NOREF, ref_timer = LUA_NOREF, ref_apply = L
 static __thread sl_worker_t *cur_worker;
 static __thread sl_req_t *starting_req; /* read by the new coroutine through sl_vm_req() */
 
+/* Finished request coroutines (registry refs) kept for the next requests: a new thread per request costs an
+ * allocation, a registry slot and GC work. A coroutine that failed is not reused. */
+#define CO_POOL_MAX 256
+static __thread int co_pool[CO_POOL_MAX];
+static __thread int co_pool_n;
+
 sl_req_t *sl_vm_req(void)
 {
     return starting_req;
@@ -129,6 +135,7 @@ int sl_vm_open(sl_worker_t *w)
 
 void sl_vm_close(sl_worker_t *w)
 {
+    co_pool_n = 0; /* the refs die with the VM */
     if (w->L)
         lua_close(w->L);
     w->L = NULL;
@@ -185,7 +192,12 @@ static void after_resume(sl_req_t *r, int rc)
         sl_access_log(cur_worker, r);
     }
     lua_State *L = cur_worker->L;
-    luaL_unref(L, LUA_REGISTRYINDEX, r->co_ref);
+    if (rc == 0 && co_pool_n < CO_POOL_MAX) {
+        lua_settop(co, 0);
+        co_pool[co_pool_n++] = r->co_ref;
+    } else {
+        luaL_unref(L, LUA_REGISTRYINDEX, r->co_ref);
+    }
     r->co_ref = LUA_NOREF;
     r->co = NULL;
     sl_req_release(r); /* the coroutine's reference */
@@ -194,8 +206,16 @@ static void after_resume(sl_req_t *r, int rc)
 void sl_vm_handle(sl_worker_t *w, sl_req_t *r)
 {
     lua_State *L = w->L;
-    lua_State *co = lua_newthread(L);
-    r->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_State *co;
+    if (co_pool_n > 0) {
+        r->co_ref = co_pool[--co_pool_n];
+        lua_rawgeti(L, LUA_REGISTRYINDEX, r->co_ref);
+        co = lua_tothread(L, -1);
+        lua_pop(L, 1);
+    } else {
+        co = lua_newthread(L);
+        r->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     r->co = co;
     r->refs++; /* held by the coroutine until it ends */
     r->refs++; /* held by this call */

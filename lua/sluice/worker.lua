@@ -193,18 +193,29 @@ end
 
 --- The request coroutine's body. The request comes from sl_vm_req(), not as an argument: turning a light
 --- userdata into a pointer (ffi.cast) is not compiled by LuaJIT, and would keep this function interpreted.
-function _M.handle()
-    local r = C.sl_vm_req()
+-- Fields of a request context made on first use: most requests never need them.
+local ctx_mt = { __index = function(ctx, k)
+    local v
+    if k == "request_id" then
+        v = format("%016x", tonumber(ctx.req.id))
+    elseif k == "var" then
+        v = {}
+    else
+        return nil
+    end
+    rawset(ctx, k, v)
+    return v
+end }
+
+local function serve(r, co)
     local st = _M.state
-    local ctx = {
+    local ctx = setmetatable({
         req = r,
         method = ffi_string(r.method, r.method_len),
         path = ffi_string(r.path, r.path_len),
         host = r.host_len > 0 and ffi_string(r.host, r.host_len) or nil,
-        request_id = format("%016x", tonumber(r.id)),
-        var = {},
-    }
-    ctxs[running()] = ctx
+    }, ctx_mt)
+    ctxs[co] = ctx
     if r.is_admin ~= 0 then
         local status, body, headers = require("sluice.admin").handle(ctx)
         return send(ctx, status, body, headers)
@@ -235,6 +246,13 @@ function _M.handle()
         send(ctx, 502, error_body(502, "route " .. route.id .. " has no upstream and no plugin answered"))
     end
     run_log(ctx, pipe)
+end
+
+--- The body of every request coroutine (C keeps finished coroutines for reuse: the context must not stay).
+function _M.handle()
+    local co = running()
+    serve(C.sl_vm_req(), co)
+    ctxs[co] = nil
 end
 
 return _M
