@@ -353,6 +353,24 @@ EOF
         fi
         echo "      ai-proxy: {provider: bench}"
         ;;
+      ai-multi1|ai-multi3)
+        # ai-proxy-multi: one target, or three weighted targets (same upstream, so only routing differs)
+        cat <<EOF
+providers:
+  bench1: {kind: openai-compatible, endpoint: "http://127.0.0.1:$target", api_key: "x", models: {gpt-4o-mini: gpt-4o-mini}}
+  bench2: {kind: openai-compatible, endpoint: "http://127.0.0.1:$target", api_key: "x", models: {gpt-4o-mini: gpt-4o-mini}}
+  bench3: {kind: openai-compatible, endpoint: "http://127.0.0.1:$target", api_key: "x", models: {gpt-4o-mini: gpt-4o-mini}}
+routes:
+  - id: chat
+    paths: ["/v1/chat/completions"]
+    plugins:
+EOF
+        if [[ $kind == ai-multi1 ]]; then
+          echo "      ai-proxy-multi: {targets: [{provider: bench1}]}"
+        else
+          echo "      ai-proxy-multi: {strategy: weighted, targets: [{provider: bench1, weight: 5}, {provider: bench2, weight: 3}, {provider: bench3, weight: 2}]}"
+        fi
+        ;;
     esac
   } >"$out"
 }
@@ -369,6 +387,8 @@ direct-chat|direct|chat|nginx-chat|direct-chat
 nginx-chat|nginx|chat|nginx-chat|direct-chat
 sluice-ai|sluice:ai|chat|nginx-chat|direct-chat
 sluice-ai-full|sluice:ai-full|chat|nginx-chat|direct-chat
+sluice-ai-multi1|sluice:ai-multi1|chat|nginx-chat|direct-chat
+sluice-ai-multi3|sluice:ai-multi3|chat|nginx-chat|direct-chat
 direct-stream|direct|stream|nginx-stream|direct-stream
 nginx-stream|nginx|stream|nginx-stream|direct-stream
 sluice-plain-stream|sluice:plain|stream|nginx-stream|direct-stream

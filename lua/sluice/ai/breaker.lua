@@ -33,7 +33,7 @@ function _M.new(dict_name, opts)
     end
     opts = opts or {}
     return setmetatable({
-        d = d, ver = -1, cache = {},
+        d = d, ver = -1, ver_t = -1, cache = {},
         failures = opts.failures or 5, ratio = opts.ratio or 0, window = opts.window or 10,
         min_requests = opts.min_requests or 10, open_for = opts.open_for or 30,
         half_open_requests = opts.half_open_requests or 1, successes = opts.successes or 1,
@@ -42,14 +42,19 @@ end
 
 local function bump(self)
     self.d:incr(VER, 1, 0)
+    self.ver_t = -1 -- this worker sees its own change at once
 end
 
--- this worker's view of a target: {open, down, cool}, re-read when the version moved
-local function view(self, key)
-    local v = self.d:get(VER) or 0
-    if v ~= self.ver then
-        self.ver = v
-        self.cache = {}
+-- this worker's view of a target: {open, down, cool}, re-read when the version moved (the version itself is
+-- read at most every 5 ms: one request's several looks cost one dict read)
+local function view(self, key, now)
+    if now == nil or now - self.ver_t > 0.005 or now < self.ver_t then
+        self.ver_t = now or 0
+        local v = self.d:get(VER) or 0
+        if v ~= self.ver then
+            self.ver = v
+            self.cache = {}
+        end
     end
     local c = self.cache[key]
     if not c then
@@ -64,7 +69,7 @@ end
 --- "closed" | "half_open" | "open" | "down" | "cooling", and for the last three the seconds until a retry may
 --- help (nil for "down").
 function Br:state(key, now)
-    local c = view(self, key)
+    local c = view(self, key, now)
     if c.down then
         return "down"
     end
@@ -105,7 +110,7 @@ end
 --- The outcome of one attempt on target key (ok: true | false). probe: it held a half-open probe slot.
 --- Returns the new state when it changed ("open" | "closed"), else nil.
 function Br:record(key, ok, now, probe)
-    local c = view(self, key)
+    local c = view(self, key, now)
     local d, p = self.d, c.p
     if probe then
         d:incr(p .. "probes", -1, 0)
