@@ -51,7 +51,7 @@ end
 -- One "ai" object per request in the access log: what was asked, what served it, what it cost.
 function _M.log(conf, ctx)
     local u = ctx.ai and ctx.ai.usage
-    if not u then
+    if not u or not sluice.log.access_enabled() then
         return
     end
     sluice.log.access("ai", {

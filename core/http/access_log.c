@@ -79,6 +79,11 @@ static void put_num(sl_buf_t *b, const char *key, const char *fmt, double v, int
     *first = 0;
 }
 
+int sl_access_log_enabled(void)
+{
+    return alog_fd >= 0;
+}
+
 void sl_access_log(sl_worker_t *w, const sl_req_t *r)
 {
     (void)w;

@@ -26,6 +26,8 @@ enum {
 int sl_access_log_field(const char *name);
 /** Opens the access log ("stdout", "off", or a file path); returns 0 or -errno. Call before workers start. */
 int sl_access_log_open(const char *path, int fields);
+/** Non-zero when an access log is written (so plugins can skip building fields for it). */
+int sl_access_log_enabled(void);
 /** Appends one JSON line for a finished request to this thread's buffer (flushed when large or by timer). */
 void sl_access_log(sl_worker_t *w, const sl_req_t *r);
 /** Writes out this thread's buffered lines. */

@@ -31,6 +31,16 @@ function _M.init(id)
         package.path = package.path .. ";/usr/share/luajit-2.1.0-beta3/?.lua"
         require("jit.v").start(jitlog .. "." .. id)
     end
+    -- SLUICE_JIT_PROFILE=SECONDS:FILE: LuaJIT's sampling profiler for the first SECONDS, by function and by VM
+    -- state (interpreted, compiled, GC, C), for profiling
+    local prof = os.getenv("SLUICE_JIT_PROFILE")
+    if prof then
+        local secs, file = prof:match("^(%d+):(.+)$")
+        package.path = package.path .. ";/usr/share/luajit-2.1.0-beta3/?.lua"
+        local p = require("jit.p")
+        p.start(os.getenv("SLUICE_JIT_PROFILE_MODE") or "vfi1", file .. "." .. id)
+        require("sluice.pdk.timer").at(tonumber(secs), function() p.stop() end)
+    end
 end
 
 local function prefix()

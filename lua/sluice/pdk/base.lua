@@ -35,6 +35,7 @@ int sl_resp_finish(sl_req_t *r);
 size_t sl_resp_pending(const sl_req_t *r);
 int sl_resp_wait_drain(sl_req_t *r);
 int sl_req_log_field(sl_req_t *r, const char *name, size_t nlen, const char *json, size_t jlen);
+int sl_access_log_enabled(void);
 int sl_resp_abort(sl_req_t *r);
 sl_upresp_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, int flags,
     const char *ca_file, const char *sni, const char *head, size_t headlen, const char *skip, size_t skiplen, const char *body, size_t bodylen, int mode,

@@ -36,12 +36,16 @@ _M.error = _M.err
 local cjson = require("cjson.safe")
 
 --- Adds a field to this request's access log line (JSON lines): `sluice.log.access("ai", {model = m})`.
+--- `sluice.log.access_enabled()` says whether there is an access log at all (to skip building a value).
 --- Any phase; a name may be given once per request. Returns true, or nil and an error.
 function _M.access(name, value)
     if type(name) ~= "string" or not name:match("^[%w_]+$") or #name > 64 then
         error("access log field name must be 1-64 letters, digits or _", 2)
     end
     local ctx = base.get_ctx()
+    if C.sl_access_log_enabled() == 0 then
+        return true -- no access log: nothing to build
+    end
     local json, err = cjson.encode(value)
     if not json then
         return nil, err
@@ -50,6 +54,10 @@ function _M.access(name, value)
         return nil, "access log line too long"
     end
     return true
+end
+
+function _M.access_enabled()
+    return C.sl_access_log_enabled() ~= 0
 end
 
 --- A logger that prefixes every line with "[name] " (used for plugins).
