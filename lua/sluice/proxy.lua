@@ -6,6 +6,7 @@ local base = require("sluice.pdk.base")
 local response = require("sluice.pdk.response")
 local request = require("sluice.pdk.request")
 local log = require("sluice.pdk.log")
+local timer = require("sluice.pdk.timer")
 local cjson = require("cjson.safe")
 
 local C = base.C
@@ -324,11 +325,39 @@ function _M.open(ctx, req, opts)
 end
 
 --- Response headers of an opened upstream call (lower-case names).
-_M.headers = resp_headers
+function _M.headers(p)
+    if type(p) == "table" then
+        return p.headers
+    end
+    return resp_headers(p)
+end
+
+--- A response made in Lua instead of an upstream call (the mock provider): waits latency_ms, then reads like
+--- one opened with open() — the body, or each of chunks with chunk_delay_ms between them.
+--- lr = {status, headers (lower-case names), body | chunks, latency_ms, chunk_delay_ms}.
+function _M.local_open(ctx, lr)
+    if (lr.latency_ms or 0) > 0 then
+        timer.sleep(lr.latency_ms / 1000)
+    end
+    if ctx.req.client_gone ~= 0 then
+        return nil, nil, "client gone"
+    end
+    ctx.upstream_status = lr.status or 200
+    return { status = lr.status or 200, error = 0, headers = lr.headers or {}, i = 0,
+             chunks = lr.chunks or { lr.body or "" }, delay = (lr.chunk_delay_ms or 0) / 1000 }
+end
 
 --- The next body chunk of an opened call, or nil at the end: then p.error is 0 for a complete body, else the
 --- failure (ctx.req.client_gone ~= 0 when the client went away; the C side has cancelled the upstream call).
 function _M.read(ctx, p)
+    if type(p) == "table" then -- made in Lua (local_open)
+        local i = p.i + 1
+        p.i = i
+        if i > 1 and p.delay > 0 and p.chunks[i] then
+            timer.sleep(p.delay)
+        end
+        return p.chunks[i]
+    end
     if ctx._up_taken then
         ctx._up_taken = false
         if p.done ~= 0 then

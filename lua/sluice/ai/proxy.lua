@@ -729,7 +729,12 @@ function _M.run(ctx, _, pipe)
         return send_error(ctx, pipe, ai, 400, tostring(err))
     end
     ai.upstream_request = req
-    local p, status, oerr = proxy.open(ctx, req, ai.call_opts or call_opts(ai))
+    local p, status, oerr
+    if req.local_response then -- the mock provider answers in Lua
+        p, status, oerr = proxy.local_open(ctx, req.local_response)
+    else
+        p, status, oerr = proxy.open(ctx, req, ai.call_opts or call_opts(ai))
+    end
     if not p and status and ai.defer_errors then
         return false, { kind = status == 504 and "timeout" or "error", status = status, message = oerr }
     end
