@@ -25,6 +25,8 @@ local _M = { state = nil, id = -1 }
 
 function _M.init(id)
     _M.id = id
+    -- every worker its own sequence (ids, jitter, sampling), different on every start
+    math.randomseed(os.time() + id * 7919 + math.floor((C.sl_now() % 1) * 1e6))
     -- SLUICE_JIT_LOG=FILE: LuaJIT's trace log (compiled traces and why others aborted), for profiling
     local jitlog = os.getenv("SLUICE_JIT_LOG")
     if jitlog then
