@@ -20,8 +20,7 @@ static int is_named(const char *name, size_t len, const char *list, size_t listl
     return 0;
 }
 
-/* Whether the comma-separated token list v names the header (RFC 9110 7.6.1). */
-static int token_listed(const char *v, size_t vlen, const char *name, size_t nlen)
+int sl__http_token_listed(const char *v, size_t vlen, const char *name, size_t nlen)
 {
     size_t i = 0;
     while (i < vlen) {
@@ -56,7 +55,7 @@ int sl__forward_headers(sl_buf_t *out, const sl_req_t *r, const char *skip, size
         const sl_header_t *h = &r->headers[i];
         if (is_named(h->name, h->name_len, hop, sizeof(hop) - 1) ||
             (skiplen && is_named(h->name, h->name_len, skip, skiplen)) ||
-            (conn && token_listed(conn->value, conn->value_len, h->name, h->name_len)))
+            (conn && sl__http_token_listed(conn->value, conn->value_len, h->name, h->name_len)))
             continue;
         sl_buf_append(out, h->name, h->name_len);
         sl_buf_append(out, ": ", 2);

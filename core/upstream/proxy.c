@@ -150,26 +150,9 @@ static int on_hvalue(llhttp_t *hp, const char *at, size_t len)
     return sl__uphdrs_value(&p->hdrs, at, len, UP_MAX_HEAD);
 }
 
-/* Whether the comma-separated token list v contains name (case-insensitive): headers that the Connection
- * header names are hop-by-hop too (RFC 9110 7.6.1). */
-static int token_listed(const char *v, size_t vlen, const char *name, size_t nlen)
-{
-    size_t i = 0;
-    while (i < vlen) {
-        while (i < vlen && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
-            i++;
-        size_t start = i;
-        while (i < vlen && v[i] != ',' && v[i] != ' ' && v[i] != '\t')
-            i++;
-        if (i - start == nlen && nlen > 0 && strncasecmp(v + start, name, nlen) == 0)
-            return 1;
-    }
-    return 0;
-}
-
 static int hop_by_hop(const sl_header_t *h, const sl_header_t *conn)
 {
-    if (conn && token_listed(conn->value, conn->value_len, h->name, h->name_len))
+    if (conn && sl__http_token_listed(conn->value, conn->value_len, h->name, h->name_len))
         return 1;
     static const char *const names[] = {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
                                         "te",         "trailer",    "upgrade",          "content-length",
