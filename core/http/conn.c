@@ -3,6 +3,7 @@
  * The parser is paused at the end of each message, so bytes of a pipelined request stay in the read buffer
  * until the current response is finished; responses therefore leave in request order without a queue. */
 #include "http/conn.h"
+#include "http/conn_tls.h"
 #include "http/parser.h"
 
 #include <stdio.h>
@@ -34,8 +35,6 @@ static void on_close(uv_handle_t *h);
 static void on_timer_closed(uv_handle_t *h);
 static void parse_more(sl_conn_t *c);
 static void on_timer(uv_timer_t *t);
-static int tls_on_read(sl_conn_t *c, const char *data, size_t len);
-static const char *peer_ip(sl_conn_t *c, char *buf, size_t len);
 
 /* Ciphertext lands here and is decrypted at once into the connection's rbuf; one per worker thread is enough
  * since libuv calls alloc and read callbacks back to back. */
@@ -90,7 +89,7 @@ static void on_timer(uv_timer_t *t)
     default:
         if (c->tls && !sl_tls_established(c->tls)) {
             char ip[64];
-            sl_log(SL_LOG_INFO, "client %s: TLS handshake timeout", peer_ip(c, ip, sizeof(ip)));
+            sl_log(SL_LOG_INFO, "client %s: TLS handshake timeout", sl__conn_peer_ip(c, ip, sizeof(ip)));
         }
         sl__conn_close(c);
         break;
@@ -100,7 +99,7 @@ static void on_timer(uv_timer_t *t)
 /* ---- reading ---- */
 
 /* Makes room for READ_CHUNK more bytes in rbuf; 0 or -1 on out of memory. */
-static int rbuf_reserve(sl_conn_t *c)
+int sl__conn_rbuf_reserve(sl_conn_t *c)
 {
     if (c->rpos > 0 && c->rpos == c->rlen)
         c->rpos = c->rlen = 0;
@@ -124,7 +123,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         *buf = uv_buf_init(tls_rbuf, sizeof(tls_rbuf));
         return;
     }
-    if (rbuf_reserve(c) != 0) {
+    if (sl__conn_rbuf_reserve(c) != 0) {
         buf->base = NULL;
         buf->len = 0;
         return;
@@ -133,7 +132,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = c->rcap - c->rlen;
 }
 
-static void read_stop(sl_conn_t *c)
+void sl__conn_read_stop(sl_conn_t *c)
 {
     if (c->reading) {
         uv_read_stop((uv_stream_t *)&c->tcp);
@@ -145,7 +144,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     sl_conn_t *c = s->data;
     if (nread < 0) {
-        read_stop(c);
+        sl__conn_read_stop(c);
         if (nread == UV_EOF && c->busy) {
             c->eof = 1; /* a half-close after the request: answer it, then close */
             return;
@@ -157,12 +156,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     if (c->tls == NULL)
         c->rlen += (size_t)nread;
-    else if (tls_on_read(c, buf->base, (size_t)nread) != 0)
+    else if (sl__conn_tls_on_read(c, buf->base, (size_t)nread) != 0)
         return;
     if (c->busy) {
         /* Pipelined bytes wait; a client that keeps sending while we answer is not read without bound. */
         if (c->rlen - c->rpos > sl_settings.max_header_size + sl_settings.max_body_size)
-            read_stop(c);
+            sl__conn_read_stop(c);
         return;
     }
     parse_more(c);
@@ -299,7 +298,7 @@ int sl__conn_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
 }
 
 /* Sends bytes as they are: at once when the socket takes them, else from a copy queued with uv_write. */
-static int sock_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
+int sl__conn_sock_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
 {
     if (c->closing)
         return UV_EPIPE;
@@ -348,34 +347,14 @@ static int sock_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
     return 0;
 }
 
-/* ---- TLS transport: ciphertext in and out of the session, plaintext in rbuf and from the writers ---- */
-
-/* Sends what the TLS session has produced (handshake messages, records, alerts). */
-static int tls_flush(sl_conn_t *c)
-{
-    const char *p;
-    size_t n = sl_tls_pending_out(c->tls, &p);
-    if (n == 0)
-        return 0;
-    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
-    int rc = sock_write(c, &b, 1); /* takes all of it: written now or copied */
-    sl_tls_consume_out(c->tls, n);
-    return rc;
-}
-
 static int write_now(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
 {
     if (c->tls == NULL)
-        return sock_write(c, bufs, n);
-    if (c->closing)
-        return UV_EPIPE;
-    for (unsigned i = 0; i < n; i++)
-        if (bufs[i].len && sl_tls_write(c->tls, bufs[i].base, bufs[i].len) < 0)
-            return UV_EPROTO;
-    return tls_flush(c);
+        return sl__conn_sock_write(c, bufs, n);
+    return sl__conn_tls_write(c, bufs, n);
 }
 
-static const char *peer_ip(sl_conn_t *c, char *buf, size_t len)
+const char *sl__conn_peer_ip(sl_conn_t *c, char *buf, size_t len)
 {
     snprintf(buf, len, "?");
     if (c->peer.ss_family == AF_INET)
@@ -383,77 +362,6 @@ static const char *peer_ip(sl_conn_t *c, char *buf, size_t len)
     else if (c->peer.ss_family == AF_INET6)
         uv_ip6_name((const struct sockaddr_in6 *)&c->peer, buf, len);
     return buf;
-}
-
-static void tls_fail(sl_conn_t *c, const char *what, int first_bytes_plain)
-{
-    char ip[64], err[256];
-    const char *sni = sl_tls_sni(c->tls);
-    sl_log(SL_LOG_INFO, "client %s: TLS %s failed (SNI %s): %s", peer_ip(c, ip, sizeof(ip)), what,
-           sni ? sni : "none",
-           first_bytes_plain ? "plain HTTP sent to an HTTPS port" : sl_tls_error(c->tls, err, sizeof(err)));
-    if (first_bytes_plain) { /* say so in a language the client understands, instead of a TLS alert */
-        static const char resp[] = "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
-                                   "Content-Length: 96\r\nConnection: close\r\n\r\n"
-                                   "{\"error\":{\"message\":\"plain HTTP request sent to an HTTPS port\","
-                                   "\"type\":\"invalid_request_error\"}}\n";
-        uv_buf_t b = uv_buf_init((char *)resp, sizeof(resp) - 1);
-        uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-    } else {
-        tls_flush(c); /* the alert, if any */
-    }
-    sl__conn_close(c);
-}
-
-/* Handles ciphertext from the socket: advances the handshake, decrypts into rbuf. Returns 0 when rbuf may
- * have new bytes to parse, -1 when there is nothing more to do now (or the connection was closed). */
-static int tls_on_read(sl_conn_t *c, const char *data, size_t len)
-{
-    if (sl_tls_feed(c->tls, data, len) != 0) {
-        sl__conn_close(c);
-        return -1;
-    }
-    if (!sl_tls_established(c->tls)) {
-        int rc = sl_tls_handshake(c->tls);
-        if (rc < 0 && rc != SL_TLS_WANT) {
-            int plain = len >= 4 && data[0] >= 'A' && data[0] <= 'Z' && data[1] >= 'A' && data[1] <= 'Z' &&
-                        sl_tls_sni(c->tls) == NULL;
-            tls_fail(c, "handshake", plain);
-            return -1;
-        }
-        if (tls_flush(c) != 0) {
-            sl__conn_close(c);
-            return -1;
-        }
-        if (rc == SL_TLS_WANT)
-            return -1;
-        sl__conn_timer(c, TIMER_IDLE, sl_settings.header_timeout); /* the request must follow in time */
-    }
-    for (;;) {
-        if (rbuf_reserve(c) != 0) {
-            sl__conn_close(c);
-            return -1;
-        }
-        int n = sl_tls_read(c->tls, c->rbuf + c->rlen, c->rcap - c->rlen);
-        if (n > 0) {
-            c->rlen += (size_t)n;
-            continue;
-        }
-        if (n == SL_TLS_WANT)
-            break;
-        if (n == 0) { /* close_notify: like EOF, but decrypted bytes before it still count */
-            read_stop(c);
-            c->eof = 1;
-            break;
-        }
-        tls_fail(c, "read", 0);
-        return -1;
-    }
-    if (tls_flush(c) != 0) {
-        sl__conn_close(c);
-        return -1;
-    }
-    return 0;
 }
 
 /* ---- request lifecycle ---- */
@@ -508,7 +416,7 @@ void sl__conn_send_error(sl_conn_t *c, int status, const char *message)
     }
     r->keepalive = 0;
     c->busy = 1;
-    read_stop(c);
+    sl__conn_read_stop(c);
     sl_resp_send_error(r, status, message);
     sl__conn_progress(c);
 }
@@ -518,7 +426,7 @@ void sl__conn_close(sl_conn_t *c)
     if (c->closing)
         return;
     c->closing = 1;
-    read_stop(c);
+    sl__conn_read_stop(c);
     sl_req_t *drain_waiter = c->drain_wait; /* woken below, once the connection's own state is settled */
     c->drain_wait = NULL;
     if (c->req) {
@@ -546,14 +454,8 @@ void sl__conn_close(sl_conn_t *c)
     if (c->next)
         c->next->prev = c->prev;
     w->nconns--;
-    if (c->tls && c->write_pending == 0) { /* best effort close_notify; a client may not wait for it */
-        const char *p;
-        sl_tls_close(c->tls);
-        size_t n = sl_tls_pending_out(c->tls, &p);
-        uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
-        if (n)
-            uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-    }
+    if (c->tls && c->write_pending == 0) /* best effort close_notify; a client may not wait for it */
+        sl__conn_tls_close_notify(c);
     /* the tcp handle's close frees the connection, timer included: it must come after the timer's close
      * (libuv runs close callbacks newest first) */
     uv_close((uv_handle_t *)&c->timer, on_timer_closed);
