@@ -1,7 +1,7 @@
-/* Upstream connections of one worker: opening them (DNS through a per-worker cache, TCP connect, CONNECT
- * through an HTTP proxy, TLS handshake), reading and writing (through TLS when it is on), and the keep-alive
- * pool of idle ones. Workers never share connections, so no locking. Used by the proxy (proxy.c) and the HTTP
- * client (client.c). */
+/* Upstream connections of one worker: reading and writing (through TLS when it is on), their timer and close,
+ * and the keep-alive pool of idle ones; opening a new one (DNS, connect, proxy CONNECT, TLS handshake) is in
+ * connect.c. Workers never share connections, so no locking. Used by the proxy (proxy.c) and the HTTP client
+ * (client.c). */
 #include "upstream/pool.h"
 
 #include <errno.h>
@@ -14,8 +14,7 @@
 #include "lua/vm.h"
 #include "tls/tls.h"
 #include "upstream/client.h"
-
-enum { ST_RESOLVING = 1, ST_CONNECTING, ST_TUNNEL, ST_HANDSHAKE, ST_READY };
+#include "upstream/connect.h"
 
 typedef struct upwrite {
     uv_write_t req;
@@ -55,7 +54,7 @@ static void unlink_idle(sl_upconn_t *uc)
     p->nidle--;
 }
 
-static void free_conn(sl_upconn_t *uc)
+void sl__upconn_free(sl_upconn_t *uc)
 {
     sl_tls_free(uc->tls);
     sl_buf_free(&uc->tunnel);
@@ -70,7 +69,7 @@ static void on_close(uv_handle_t *h)
     if (uc->state == ST_RESOLVING)
         uc->closing = 2; /* freed when the resolver returns */
     else
-        free_conn(uc);
+        sl__upconn_free(uc);
 }
 
 static void on_timer_close(uv_handle_t *h)
@@ -90,7 +89,7 @@ void sl__upconn_close(sl_upconn_t *uc)
 }
 
 /* Opening failed: the connection closes, the owner hears why (and must forget it). */
-static void fail_open(sl_upconn_t *uc, int error, const char *why)
+void sl__upconn_fail_open(sl_upconn_t *uc, int error, const char *why)
 {
     void *owner = uc->owner;
     const sl_upconn_ops_t *ops = uc->ops;
@@ -102,21 +101,13 @@ static void fail_open(sl_upconn_t *uc, int error, const char *why)
     }
 }
 
-static void opened(sl_upconn_t *uc)
-{
-    uc->state = ST_READY;
-    uv_timer_stop(&uc->timer);
-    if (uc->owner)
-        uc->ops->ready(uc, 0, NULL);
-}
-
 static void on_uc_timer(uv_timer_t *t)
 {
     sl_upconn_t *uc = t->data;
     if (uc->idle || uc->owner == NULL)
         sl__upconn_close(uc);
     else if (uc->state != ST_READY)
-        fail_open(uc, SL_UPERR_TIMEOUT, "connect timed out");
+        sl__upconn_fail_open(uc, SL_UPERR_TIMEOUT, "connect timed out");
     else if (uc->ops->timeout)
         uc->ops->timeout(uc);
 }
@@ -141,7 +132,8 @@ static void on_write(uv_write_t *req, int status)
         return;
     if (uc->state != ST_READY) {
         if (status < 0)
-            fail_open(uc, uc->state == ST_HANDSHAKE ? SL_UPERR_TLS : SL_UPERR_CONNECT, uv_strerror(status));
+            sl__upconn_fail_open(uc, uc->state == ST_HANDSHAKE ? SL_UPERR_TLS : SL_UPERR_CONNECT,
+                                 uv_strerror(status));
         return;
     }
     if (uc->ops->written && (status < 0 || uc->pending_writes == 0))
@@ -149,7 +141,7 @@ static void on_write(uv_write_t *req, int status)
 }
 
 /* Sends bytes on the socket: 1 all sent now, 0 queued, or a negative code. */
-static int raw_write(sl_upconn_t *uc, const char *data, size_t len)
+int sl__upconn_raw_write(sl_upconn_t *uc, const char *data, size_t len)
 {
     /* Most writes fit the socket buffer: try first, and only queue what is left (uv_write would toggle epoll
      * interest for every request). Nothing may be queued ahead, or bytes would go out of order. */
@@ -180,13 +172,13 @@ static int raw_write(sl_upconn_t *uc, const char *data, size_t len)
     return 0;
 }
 
-static int flush_tls(sl_upconn_t *uc)
+int sl__upconn_flush_tls(sl_upconn_t *uc)
 {
     const char *p;
     size_t n = sl_tls_pending_out(uc->tls, &p);
     if (n == 0)
         return 1;
-    int rc = raw_write(uc, p, n);
+    int rc = sl__upconn_raw_write(uc, p, n);
     if (rc >= 0)
         sl_tls_consume_out(uc->tls, n);
     return rc;
@@ -195,11 +187,11 @@ static int flush_tls(sl_upconn_t *uc)
 int sl__upconn_write(sl_upconn_t *uc, const char *data, size_t len)
 {
     if (uc->tls == NULL)
-        return raw_write(uc, data, len);
+        return sl__upconn_raw_write(uc, data, len);
     int rc = sl_tls_write(uc->tls, data, len);
     if (rc < 0)
         return UV_EPROTO;
-    return flush_tls(uc);
+    return sl__upconn_flush_tls(uc);
 }
 
 /* ---- reading ---- */
@@ -242,75 +234,6 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = uc->rcap - uc->rlen;
 }
 
-static void tls_fail(sl_upconn_t *uc, const char *stage)
-{
-    char why[256], msg[600];
-    sl_tls_error(uc->tls, why, sizeof(why));
-    snprintf(msg, sizeof(msg), "TLS %s with %s:%d: %s", stage, uc->t.host, uc->t.port, why);
-    fail_open(uc, SL_UPERR_TLS, msg);
-}
-
-static void handshake(sl_upconn_t *uc)
-{
-    int rc = sl_tls_handshake(uc->tls);
-    if (rc != 0 && rc != SL_TLS_WANT) {
-        flush_tls(uc); /* the alert, if any */
-        tls_fail(uc, "handshake");
-        return;
-    }
-    int w = flush_tls(uc);
-    if (w < 0) {
-        fail_open(uc, SL_UPERR_CONNECT, uv_strerror(w));
-        return;
-    }
-    if (rc == 0)
-        opened(uc);
-}
-
-static void start_tls(sl_upconn_t *uc)
-{
-    char err[256] = "";
-    sl_tls_client_opts_t o = {.ca_file = uc->t.ca_file, .insecure_no_verify = !uc->t.verify};
-    sl_tls_client_ctx_t *ctx = sl_tls_client_ctx_get(&o, err, sizeof(err));
-    if (ctx == NULL) {
-        char msg[300];
-        snprintf(msg, sizeof(msg), "TLS client setup: %s", err);
-        fail_open(uc, SL_UPERR_TLS, msg);
-        return;
-    }
-    uc->tls = sl_tls_new_client(ctx, uc->t.sni[0] ? uc->t.sni : uc->t.host);
-    if (uc->tls == NULL) {
-        fail_open(uc, SL_UPERR_NOMEM, "out of memory");
-        return;
-    }
-    uc->state = ST_HANDSHAKE;
-    handshake(uc);
-}
-
-static void tunnel_read(sl_upconn_t *uc, const char *data, size_t n)
-{
-    if (sl_buf_append(&uc->tunnel, data, n) != 0 || uc->tunnel.len > 16384) {
-        fail_open(uc, SL_UPERR_BAD_RESPONSE, "proxy CONNECT response too large");
-        return;
-    }
-    const char *b = uc->tunnel.base;
-    const char *end = memmem(b, uc->tunnel.len, "\r\n\r\n", 4);
-    if (end == NULL)
-        return;
-    int ok = uc->tunnel.len > 12 && memcmp(b, "HTTP/1.", 7) == 0 && memcmp(b + 8, " 200", 4) == 0;
-    if (!ok || end + 4 != b + uc->tunnel.len) {
-        char msg[160];
-        snprintf(
-            msg, sizeof(msg), "proxy refused CONNECT: %.*s",
-            (int)(memchr(b, '\r', uc->tunnel.len) ? (const char *)memchr(b, '\r', uc->tunnel.len) - b : 0),
-            b);
-        fail_open(uc, SL_UPERR_CONNECT, msg);
-        return;
-    }
-    sl_buf_free(&uc->tunnel);
-    start_tls(uc);
-}
-
 /* TLS: decrypts what arrived into rbuf and tells the owner. */
 static void tls_read(sl_upconn_t *uc, const char *data, size_t n)
 {
@@ -320,7 +243,7 @@ static void tls_read(sl_upconn_t *uc, const char *data, size_t n)
         return;
     }
     if (uc->state == ST_HANDSHAKE) {
-        handshake(uc);
+        sl__upconn_handshake(uc);
         if (uc->state != ST_READY || uc->closing)
             return;
     }
@@ -343,7 +266,7 @@ static void tls_read(sl_upconn_t *uc, const char *data, size_t n)
             end = UV_EPROTO;
         break;
     }
-    flush_tls(uc);
+    sl__upconn_flush_tls(uc);
     if (uc->owner == NULL) {
         if (got || end)
             sl__upconn_close(uc);
@@ -364,8 +287,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     if (nread < 0) {
         if (uc->state != ST_READY)
-            fail_open(uc, uc->state == ST_HANDSHAKE ? SL_UPERR_TLS : SL_UPERR_CONNECT,
-                      nread == UV_EOF ? "closed during the handshake" : uv_strerror((int)nread));
+            sl__upconn_fail_open(uc, uc->state == ST_HANDSHAKE ? SL_UPERR_TLS : SL_UPERR_CONNECT,
+                                 nread == UV_EOF ? "closed during the handshake" : uv_strerror((int)nread));
         else if (uc->owner)
             uc->ops->read(uc, nread);
         else
@@ -373,7 +296,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (uc->state == ST_TUNNEL) {
-        tunnel_read(uc, buf->base, (size_t)nread);
+        sl__upconn_tunnel_read(uc, buf->base, (size_t)nread);
     } else if (uc->tls) {
         tls_read(uc, buf->base, (size_t)nread);
     } else if (uc->owner) {
@@ -396,80 +319,6 @@ void sl__upconn_read_stop(sl_upconn_t *uc)
         uv_read_stop((uv_stream_t *)&uc->tcp);
         uc->reading = 0;
     }
-}
-
-/* ---- opening ---- */
-
-static void on_connect(uv_connect_t *cr, int status)
-{
-    sl_upconn_t *uc = cr->data;
-    if (uc->closing || status == UV_ECANCELED)
-        return;
-    if (status < 0) {
-        char msg[400];
-        snprintf(msg, sizeof(msg), "connect to %s:%d: %s",
-                 uc->t.proxy_host[0] ? uc->t.proxy_host : uc->t.host,
-                 uc->t.proxy_host[0] ? uc->t.proxy_port : uc->t.port, uv_strerror(status));
-        fail_open(uc, status == UV_ETIMEDOUT ? SL_UPERR_TIMEOUT : SL_UPERR_CONNECT, msg);
-        return;
-    }
-    uv_tcp_nodelay(&uc->tcp, 1);
-    sl__upconn_read_start(uc);
-    if (uc->t.proxy_host[0] && uc->t.tls) {
-        char req[700];
-        int n = snprintf(req, sizeof(req), "CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n", uc->t.host,
-                         uc->t.port, uc->t.host, uc->t.port);
-        uc->state = ST_TUNNEL;
-        if (raw_write(uc, req, (size_t)n) < 0)
-            fail_open(uc, SL_UPERR_CONNECT, "proxy CONNECT write failed");
-        return;
-    }
-    if (uc->t.tls)
-        start_tls(uc);
-    else
-        opened(uc);
-}
-
-static void connect_to(sl_upconn_t *uc, const struct sockaddr *sa)
-{
-    uc->state = ST_CONNECTING;
-    uc->connect_req.data = uc;
-    int rc = uv_tcp_connect(&uc->connect_req, &uc->tcp, sa, on_connect);
-    if (rc != 0)
-        fail_open(uc, SL_UPERR_CONNECT, uv_strerror(rc));
-}
-
-static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res)
-{
-    sl_upconn_t *uc = g->data;
-    if (uc->closing == 2) {
-        uv_freeaddrinfo(res);
-        free_conn(uc);
-        return;
-    }
-    uc->state = ST_CONNECTING;
-    if (uc->closing) {
-        uv_freeaddrinfo(res);
-        return;
-    }
-    const char *host = uc->t.proxy_host[0] ? uc->t.proxy_host : uc->t.host;
-    int port = uc->t.proxy_host[0] ? uc->t.proxy_port : uc->t.port;
-    sl_pool_t *p = sl__pool(uc->w);
-    if (status < 0 || res == NULL || p == NULL ||
-        sl_dns_store(&p->dns, host, res, sl_now(), SL_DNS_TTL) != 0) {
-        char msg[320];
-        snprintf(msg, sizeof(msg), "resolve %s: %s", host, status < 0 ? uv_strerror(status) : "no address");
-        uv_freeaddrinfo(res);
-        fail_open(uc, status == UV_ENOMEM ? SL_UPERR_NOMEM : SL_UPERR_DNS, msg);
-        return;
-    }
-    uv_freeaddrinfo(res);
-    struct sockaddr_storage ss;
-    if (sl_dns_lookup(&p->dns, host, port, sl_now(), &ss) != 0) {
-        fail_open(uc, SL_UPERR_DNS, "resolve: no usable address");
-        return;
-    }
-    connect_to(uc, (struct sockaddr *)&ss);
 }
 
 static sl_upconn_t *pool_get(sl_pool_t *p, const char *key, size_t len, uint64_t hash)
@@ -558,23 +407,7 @@ sl_upconn_t *sl__upconn_open(sl_worker_t *w, const sl_uptarget_t *t, const sl_up
     uc->timer.data = uc;
     if (t->connect_timeout > 0)
         uv_timer_start(&uc->timer, on_uc_timer, (uint64_t)(t->connect_timeout * 1000), 0);
-    const char *host = t->proxy_host[0] ? t->proxy_host : t->host;
-    int port = t->proxy_host[0] ? t->proxy_port : t->port;
-    struct sockaddr_storage ss;
-    if (sl_dns_literal(host, port, &ss) == 0 || sl_dns_lookup(&p->dns, host, port, sl_now(), &ss) == 0) {
-        connect_to(uc, (struct sockaddr *)&ss);
-        return uc;
-    }
-    char portstr[8];
-    snprintf(portstr, sizeof(portstr), "%d", port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    uc->gai.data = uc;
-    uc->state = ST_RESOLVING;
-    int rc = uv_getaddrinfo(&w->loop, &uc->gai, on_resolved, host, portstr, &hints);
-    if (rc != 0) {
-        uc->state = ST_CONNECTING;
-        fail_open(uc, SL_UPERR_DNS, uv_strerror(rc));
-    }
+    sl__upconn_connect(uc, p, t);
     return uc;
 }
 
