@@ -6,10 +6,12 @@
  * lua_cpcall: a Lua error (ours, or out of memory) unwinds to sl_yaml_load_string, which then frees
  * the libyaml parser and C buffers in one place, so hostile input can neither leak nor crash.
  *
- * Scalars resolve per the YAML 1.2 core schema (only true/false are booleans, so `no` stays a string).
+ * Scalars resolve per the YAML 1.2 core schema (only true/false are booleans, so `no` stays a string):
+ * see yaml_scalar.c, which also expands ${ENV} references.
  * Nulls leave the key absent; a null sequence item is dropped so the array stays dense.
  */
 #include "config/yaml.h"
+#include "config/yaml_internal.h"
 
 #include <errno.h>
 #include <math.h>
@@ -26,30 +28,13 @@ static char null_anchor;
 
 enum { ANCHORS = 2, LINES = 3 }; /* fixed stack slots inside the protected call */
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-} dynbuf;
-
-typedef struct {
-    lua_State *L;
-    const char *name, *src;
-    size_t src_len;
-    yaml_parser_t parser;
-    yaml_event_t ev;
-    int parser_ready, have_ev;
-    dynbuf path, tmp;
-    size_t nodes;
-    int doc_ref, lines_ref;
-} loader;
-
-static void fail(loader *ld, const yaml_mark_t *m, const char *msg)
+void sl__yaml_fail(loader *ld, const yaml_mark_t *m, const char *msg)
 {
     lua_pushfstring(ld->L, "%s:%d:%d: %s", ld->name, (int)m->line + 1, (int)m->column + 1, msg);
     lua_error(ld->L);
 }
 
-static void buf_reserve(loader *ld, dynbuf *b, size_t extra)
+void sl__yaml_buf_reserve(loader *ld, dynbuf *b, size_t extra)
 {
     size_t need = b->len + extra + 1, cap = b->cap ? b->cap : 256;
     char *p;
@@ -65,9 +50,9 @@ static void buf_reserve(loader *ld, dynbuf *b, size_t extra)
     b->cap = cap;
 }
 
-static void buf_add(loader *ld, dynbuf *b, const char *s, size_t n)
+void sl__yaml_buf_add(loader *ld, dynbuf *b, const char *s, size_t n)
 {
-    buf_reserve(ld, b, n);
+    sl__yaml_buf_reserve(ld, b, n);
     memcpy(b->p + b->len, s, n);
     b->len += n;
     b->p[b->len] = '\0';
@@ -83,7 +68,7 @@ static void next_event(loader *ld)
         const char *ctx = ld->parser.context;
         lua_pushfstring(ld->L, "%s%s%s%s", ld->parser.problem ? ld->parser.problem : "invalid YAML",
                         ctx ? " (" : "", ctx ? ctx : "", ctx ? ")" : "");
-        fail(ld, &ld->parser.problem_mark, lua_tostring(ld->L, -1));
+        sl__yaml_fail(ld, &ld->parser.problem_mark, lua_tostring(ld->L, -1));
     }
     ld->have_ev = 1;
 }
@@ -100,138 +85,22 @@ static void record_line(loader *ld, size_t line)
 static void path_key(loader *ld, const char *k, size_t n)
 {
     if (ld->path.len)
-        buf_add(ld, &ld->path, ".", 1);
-    buf_add(ld, &ld->path, k, n);
+        sl__yaml_buf_add(ld, &ld->path, ".", 1);
+    sl__yaml_buf_add(ld, &ld->path, k, n);
 }
 
 static void path_index(loader *ld, int i)
 {
     char s[24];
-    buf_add(ld, &ld->path, s, (size_t)snprintf(s, sizeof(s), "[%d]", i));
+    sl__yaml_buf_add(ld, &ld->path, s, (size_t)snprintf(s, sizeof(s), "[%d]", i));
 }
 
 static void count_node(loader *ld, int depth, const yaml_mark_t *m)
 {
     if (depth > SL_YAML_MAX_DEPTH)
-        fail(ld, m, "nesting is too deep (limit: 64 levels)");
+        sl__yaml_fail(ld, m, "nesting is too deep (limit: 64 levels)");
     if (++ld->nodes > SL_YAML_MAX_NODES)
-        fail(ld, m, "document has too many values (alias expansion?)");
-}
-
-/* Writes s with ${VAR}, ${VAR:-default} and $${ expanded into ld->tmp (NUL-terminated). */
-static void expand_env(loader *ld, const char *s, size_t n, const yaml_mark_t *m)
-{
-    size_t i = 0;
-
-    ld->tmp.len = 0;
-    buf_reserve(ld, &ld->tmp, n);
-    ld->tmp.p[0] = '\0';
-    while (i < n) {
-        const char *close, *colon, *val;
-        char var[256];
-        size_t name_len, j;
-
-        if (s[i] == '$' && i + 2 < n && s[i + 1] == '$' && s[i + 2] == '{') {
-            buf_add(ld, &ld->tmp, "${", 2);
-            i += 3;
-            continue;
-        }
-        if (!(s[i] == '$' && i + 1 < n && s[i + 1] == '{')) {
-            buf_add(ld, &ld->tmp, s + i, 1);
-            i++;
-            continue;
-        }
-        close = memchr(s + i + 2, '}', n - i - 2);
-        if (!close)
-            fail(ld, m, "unterminated ${ (write $${ for a literal ${)");
-        colon = memchr(s + i + 2, ':', (size_t)(close - (s + i + 2)));
-        name_len = (size_t)((colon ? colon : close) - (s + i + 2));
-        if (name_len == 0 || name_len >= sizeof(var) || (colon && colon[1] != '-'))
-            fail(ld, m, "bad environment reference: use ${NAME} or ${NAME:-default}");
-        memcpy(var, s + i + 2, name_len);
-        var[name_len] = '\0';
-        for (j = 0; j < name_len; j++) {
-            char c = var[j];
-            int ok = c == '_' || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (j && c >= '0' && c <= '9');
-            if (!ok)
-                fail(ld, m, lua_pushfstring(ld->L, "bad environment variable name " LUA_QS, var));
-        }
-        val = getenv(var);
-        if (colon && (!val || !*val))
-            buf_add(ld, &ld->tmp, colon + 2, (size_t)(close - colon - 2));
-        else if (val)
-            buf_add(ld, &ld->tmp, val, strlen(val));
-        else
-            fail(ld, m, lua_pushfstring(ld->L, "environment variable %s is not set", var));
-        i = (size_t)(close - s) + 1;
-    }
-}
-
-static int all_digits(const char *s, const char *digits)
-{
-    if (!*s)
-        return 0;
-    for (; *s; s++)
-        if (!strchr(digits, *s))
-            return 0;
-    return 1;
-}
-
-/* YAML 1.2 core float: [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)? */
-static int is_float(const char *s)
-{
-    int mant = 0;
-
-    if (*s == '-' || *s == '+')
-        s++;
-    for (; *s >= '0' && *s <= '9'; s++)
-        mant = 1;
-    if (*s == '.')
-        for (s++; *s >= '0' && *s <= '9'; s++)
-            mant = 1;
-    if (!mant)
-        return 0;
-    if (*s == 'e' || *s == 'E') {
-        s++;
-        if (*s == '-' || *s == '+')
-            s++;
-        if (!(*s >= '0' && *s <= '9'))
-            return 0;
-        while (*s >= '0' && *s <= '9')
-            s++;
-    }
-    return *s == '\0';
-}
-
-static int is_one_of(const char *s, const char *a, const char *b, const char *c)
-{
-    return strcmp(s, a) == 0 || strcmp(s, b) == 0 || strcmp(s, c) == 0;
-}
-
-/* Pushes the value of a plain scalar (NUL-terminated s), or nothing and returns 0 for null. */
-static int push_plain(lua_State *L, const char *s, size_t n)
-{
-    const char *u = (*s == '-' || *s == '+') ? s + 1 : s;
-
-    if (n == 0 || is_one_of(s, "~", "null", "Null") || strcmp(s, "NULL") == 0)
-        return 0;
-    if (is_one_of(s, "true", "True", "TRUE"))
-        lua_pushboolean(L, 1);
-    else if (is_one_of(s, "false", "False", "FALSE"))
-        lua_pushboolean(L, 0);
-    else if (s[0] == '0' && s[1] == 'x' && all_digits(s + 2, "0123456789abcdefABCDEF"))
-        lua_pushnumber(L, (lua_Number)strtoull(s + 2, NULL, 16));
-    else if (s[0] == '0' && s[1] == 'o' && all_digits(s + 2, "01234567"))
-        lua_pushnumber(L, (lua_Number)strtoull(s + 2, NULL, 8));
-    else if (is_float(s))
-        lua_pushnumber(L, strtod(s, NULL));
-    else if (is_one_of(u, ".inf", ".Inf", ".INF"))
-        lua_pushnumber(L, *s == '-' ? -HUGE_VAL : HUGE_VAL);
-    else if (is_one_of(s, ".nan", ".NaN", ".NAN"))
-        lua_pushnumber(L, NAN);
-    else
-        lua_pushlstring(L, s, n);
-    return 1;
+        sl__yaml_fail(ld, m, "document has too many values (alias expansion?)");
 }
 
 static void parse_value(loader *ld, int depth);
@@ -326,7 +195,7 @@ static void parse_mapping(loader *ld, int depth)
             break;
         km = ld->ev.start_mark;
         if (ld->ev.type != YAML_SCALAR_EVENT)
-            fail(ld, &km, "mapping keys must be scalars");
+            sl__yaml_fail(ld, &km, "mapping keys must be scalars");
         merge = ld->ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE && strcmp((char *)ld->ev.data.scalar.value, "<<") == 0;
         lua_pushlstring(L, (char *)ld->ev.data.scalar.value, ld->ev.data.scalar.length);
         if (!merge) {
@@ -336,16 +205,16 @@ static void parse_mapping(loader *ld, int depth)
             lua_pushvalue(L, -2);
             lua_rawget(L, t + 1);
             if (!lua_isnil(L, -1) || !lua_isnil(L, -2))
-                fail(ld, &km, lua_pushfstring(L, "duplicate key " LUA_QS, lua_tostring(L, -3)));
+                sl__yaml_fail(ld, &km, lua_pushfstring(L, "duplicate key " LUA_QS, lua_tostring(L, -3)));
             lua_pop(L, 2);
         }
         next_event(ld);
         if (merge) {
             if (ld->ev.type == YAML_SCALAR_EVENT)
-                fail(ld, &ld->ev.start_mark, "merge key '<<' needs a mapping or a list of mappings");
+                sl__yaml_fail(ld, &ld->ev.start_mark, "merge key '<<' needs a mapping or a list of mappings");
             parse_value(ld, depth + 1);
             if (!lua_istable(L, -1))
-                fail(ld, &km, "merge key '<<' needs a mapping or a list of mappings");
+                sl__yaml_fail(ld, &km, "merge key '<<' needs a mapping or a list of mappings");
             lua_rawseti(L, t + 1, (int)lua_objlen(L, t + 1) + 1);
             lua_pop(L, 1);
             continue;
@@ -395,10 +264,10 @@ static void parse_scalar(loader *ld)
     yaml_event_t *ev = &ld->ev;
     const char *tag = (const char *)ev->data.scalar.tag;
 
-    expand_env(ld, (char *)ev->data.scalar.value, ev->data.scalar.length, &ev->start_mark);
+    sl__yaml_expand_env(ld, (char *)ev->data.scalar.value, ev->data.scalar.length, &ev->start_mark);
     if (ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE || (tag && strcmp(tag, YAML_STR_TAG) == 0))
         lua_pushlstring(ld->L, ld->tmp.p, ld->tmp.len);
-    else if (!push_plain(ld->L, ld->tmp.p, ld->tmp.len))
+    else if (!sl__yaml_push_plain(ld->L, ld->tmp.p, ld->tmp.len))
         lua_pushnil(ld->L);
 }
 
@@ -415,7 +284,8 @@ static void parse_value(loader *ld, int depth)
         lua_pushstring(L, (char *)ld->ev.data.alias.anchor);
         lua_rawget(L, ANCHORS);
         if (lua_isnil(L, -1))
-            fail(ld, &m, lua_pushfstring(L, "unknown anchor " LUA_QS, (char *)ld->ev.data.alias.anchor));
+            sl__yaml_fail(ld, &m,
+                          lua_pushfstring(L, "unknown anchor " LUA_QS, (char *)ld->ev.data.alias.anchor));
         if (lua_touserdata(L, -1) == &null_anchor) {
             lua_pop(L, 1);
             lua_pushnil(L);
@@ -434,7 +304,7 @@ static void parse_value(loader *ld, int depth)
         anchor = (char *)ld->ev.data.sequence_start.anchor;
         break;
     default:
-        fail(ld, &m, "unexpected YAML event");
+        sl__yaml_fail(ld, &m, "unexpected YAML event");
     }
     if (anchor)
         lua_pushstring(L, anchor); /* copied now: the event is freed by the next parse */
@@ -478,12 +348,13 @@ static int do_load(lua_State *L)
                    ld->ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
             lua_newtable(L);
         } else {
-            fail(ld, &ld->ev.start_mark, "the document must be a mapping (key: value pairs)");
+            sl__yaml_fail(ld, &ld->ev.start_mark, "the document must be a mapping (key: value pairs)");
         }
         next_event(ld); /* DOCUMENT_END */
         next_event(ld);
         if (ld->ev.type != YAML_STREAM_END_EVENT)
-            fail(ld, &ld->ev.start_mark, "only one YAML document is allowed (remove the extra '---')");
+            sl__yaml_fail(ld, &ld->ev.start_mark,
+                          "only one YAML document is allowed (remove the extra '---')");
     }
     ld->doc_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushvalue(L, LINES);
