@@ -14,30 +14,39 @@
 -- Lean path (OpenAI client, OpenAI-wire provider): the upstream body is passed through as is; usage is read
 -- from the `"usage":{...}` object alone (never the whole body), so a request costs one JSON decode (the
 -- client body) and one encode (the upstream body). Streams are forwarded event by event the same way.
+--
+-- Files: this one (access: prepare; proxy stage: run, the non-streaming answer and errors), sluice.ai.stream
+-- (streamed answers), sluice.ai.usage (the usage record); the public names of both are re-exported here.
 local proxy = require("sluice.proxy")
 local request = require("sluice.pdk.request")
 local base = require("sluice.pdk.base")
 local log = require("sluice.pdk.log")
 local common = require("sluice.ai.common")
-local sse = require("sluice.ai.sse")
+local usage = require("sluice.ai.usage")
+local stream_mod = require("sluice.ai.stream")
 local cjson = require("cjson.safe")
 
 local C = base.C
-local type, pairs, ipairs, tostring, tonumber, pcall, require = type, pairs, ipairs, tostring, tonumber, pcall,
-    require
-local find, sub, match, byte = string.find, string.sub, string.match, string.byte
+local type, pairs, ipairs, tostring, pcall, require = type, pairs, ipairs, tostring, pcall, require
+local find = string.find
 local concat, sort = table.concat, table.sort
-local decode = cjson.decode
 local json_encode = common.json_encode
+local new_usage, finish_usage, scan_usage = usage.new_usage, usage.finish_usage, usage.scan_usage
+local completion_text_of = usage.completion_text_of
+local stream = stream_mod.run
 
 local MAX_RESPONSE = 64 * 1024 * 1024
 local UPERR_CLIENT_GONE = 6
 
 local _M = {}
 
--- Providers whose wire format is the canonical one (responses and streams pass through untouched).
-local OPENAI_WIRE = { openai = true, ["openai-compatible"] = true, deepseek = true, ["azure-openai"] = true }
+-- Providers whose wire format is the canonical one (responses and streams pass through untouched); the table
+-- lives in sluice.ai.stream, which uses it most.
+local OPENAI_WIRE = stream_mod.OPENAI_WIRE
 _M.OPENAI_WIRE = OPENAI_WIRE
+
+-- the usage record (sluice.ai.usage), public here as it always was
+_M.new_usage, _M.finish_usage, _M.scan_usage = new_usage, finish_usage, scan_usage
 
 ---------------------------------------------------------------------------------------------------------------
 -- small helpers
@@ -64,15 +73,6 @@ local function anthropic_api()
         anthropic_api_mod = require("sluice.ai.anthropic_api")
     end
     return anthropic_api_mod
-end
-
-local tokens_mod
-local function tokens()
-    if tokens_mod == nil then
-        local ok, m = pcall(require, "sluice.ai.tokens")
-        tokens_mod = ok and m or false
-    end
-    return tokens_mod or nil
 end
 
 local function ends_with(s, suffix)
@@ -163,69 +163,6 @@ local function models_body(ai, names, provider_name)
         data[i] = { id = n, object = "model", created = 0, owned_by = provider_name }
     end
     return { object = "list", data = common.array(data) }
-end
-
----------------------------------------------------------------------------------------------------------------
--- usage record
-
---- A fresh usage record for ctx.ai (fields filled in as the call goes on).
-local function new_usage(ctx, ai)
-    local consumer = ctx.consumer
-    return {
-        consumer = type(consumer) == "table" and consumer.name or nil,
-        route = ctx.route and ctx.route.id or nil,
-        provider = ai.provider_name,
-        provider_kind = ai.provider and ai.provider.kind or nil,
-        api = ai.api,
-        op = ai.op,
-        stream = ai.stream or false,
-        requested_model = ai.requested_model,
-        model = ai.model,
-        prompt_tokens = 0, completion_tokens = 0, total_tokens = 0,
-        cached_tokens = nil, reasoning_tokens = nil,
-        cost = 0, estimated = false,
-        latency = nil, ttft = nil, status = nil,
-        retries = 0, fallbacks = 0, cache = nil,
-    }
-end
-_M.new_usage = new_usage
-
---- Price entry of a provider for the requested or served model name.
-local function price_of(provider, ai)
-    local price = provider and provider.price
-    if type(price) ~= "table" then
-        return nil
-    end
-    return price[ai.requested_model or ""] or price[ai.model or ""]
-end
-
--- Fills token numbers (u: normalized usage or nil -> local estimate), cost, latency and status.
-local function finish_usage(ctx, ai, u, status, completion_text)
-    local rec = ai.usage
-    if u then
-        rec.prompt_tokens = u.prompt_tokens or 0
-        rec.completion_tokens = u.completion_tokens or 0
-        rec.total_tokens = u.total_tokens or (rec.prompt_tokens + rec.completion_tokens)
-        rec.cached_tokens = u.cached_tokens
-        rec.reasoning_tokens = u.reasoning_tokens
-    elseif status and status < 400 and ai.request then
-        local t = tokens()
-        if t then
-            local ok, p = pcall(t.count_request, ai.op, ai.request)
-            local okc, c = pcall(t.count_text, completion_text or "")
-            rec.prompt_tokens = ok and tonumber(p) or 0
-            rec.completion_tokens = okc and tonumber(c) or 0
-            rec.total_tokens = rec.prompt_tokens + rec.completion_tokens
-            rec.estimated = true
-        end
-    end
-    local price = price_of(ai.provider, ai)
-    if price then
-        rec.cost = (rec.prompt_tokens * (price.input or 0) + rec.completion_tokens * (price.output or 0)) / 1e6
-    end
-    rec.status = status
-    rec.model = ai.model
-    rec.latency = C.sl_time() - ai.t0
 end
 
 ---------------------------------------------------------------------------------------------------------------
@@ -326,67 +263,6 @@ local function send_error(ctx, pipe, ai, status, message, typ, code, retry_after
     proxy.respond(ctx, pipe, status, headers, json_encode(body) or "{}")
 end
 _M.send_error = send_error
-_M.finish_usage = finish_usage
-
--- The `"usage":{...}` object of an OpenAI body or chunk, decoded and normalized (nil when absent or null).
--- Plain searches only (memchr speed): `"usage"` with unescaped quotes can only be a key, since quotes inside
--- JSON strings are escaped. The last one wins (the top-level usage comes last in OpenAI bodies).
-local function scan_usage(s, from)
-    local at
-    from = from or 1
-    while true do
-        local j, e = find(s, '"usage"', from, true)
-        if not j then
-            break
-        end
-        local k = e + 1
-        local c = byte(s, k)
-        while c == 32 or c == 9 or c == 10 or c == 13 do k = k + 1; c = byte(s, k) end
-        if c == 58 then -- ':'
-            k = k + 1
-            c = byte(s, k)
-            while c == 32 or c == 9 or c == 10 or c == 13 do k = k + 1; c = byte(s, k) end
-            if c == 123 then -- '{'
-                at = k
-            end
-        end
-        from = e + 1
-    end
-    if not at then
-        return nil
-    end
-    local obj = match(s, "^%b{}", at)
-    if not obj then
-        return nil
-    end
-    return common.normalize_usage(decode(obj))
-end
-_M.scan_usage = scan_usage
-
-local function completion_text_of(resp)
-    local ch = type(resp) == "table" and resp.choices
-    if type(ch) ~= "table" then
-        return ""
-    end
-    local out = {}
-    for _, c in ipairs(ch) do
-        local m = type(c) == "table" and (c.message or c.delta)
-        if type(m) == "table" then
-            out[#out + 1] = common.content_text(m.content)
-            if type(m.tool_calls) == "table" then
-                for _, tc in ipairs(m.tool_calls) do
-                    local f = type(tc) == "table" and tc["function"]
-                    if type(f) == "table" and type(f.arguments) == "string" then
-                        out[#out + 1] = f.arguments
-                    end
-                end
-            end
-        elseif type(c) == "table" and type(c.text) == "string" then
-            out[#out + 1] = c.text
-        end
-    end
-    return concat(out)
-end
 
 local function upstream_failed(ctx, pipe, ai, p)
     if p.error == UPERR_CLIENT_GONE or ctx.req.client_gone ~= 0 then
@@ -440,258 +316,6 @@ local function non_stream(ctx, pipe, ai, p)
     proxy.respond(ctx, pipe, 200, { ["content-type"] = "application/json" }, out)
 end
 
--- The event that ends a stream after a failure, in the client's API.
-local function stream_error_event(ai, status, message, typ)
-    local body = common.error_body(ai.api, status, message, typ)
-    if ai.api == "anthropic" then
-        return "event: error\ndata: " .. json_encode(body) .. "\n\n"
-    end
-    return "data: " .. json_encode(body) .. "\n\n"
-end
-
-local SSE_HEADERS = { ["content-type"] = "text/event-stream", ["cache-control"] = "no-cache" }
-
--- OpenAI-wire provider -> OpenAI client: bytes forwarded as they come, cut at event boundaries ("\n\n"); plain
--- searches find the usage chunk (read, and cut out when the client did not ask for it), [DONE] and errors.
--- A stream framed with "\r\n" goes through the SSE parser instead (pass_events).
-local function pass_raw(ai, bytes, out, st)
-    local buf = st.rest ~= "" and (st.rest .. bytes) or bytes
-    local cut = nil
-    local from = 1
-    while true do -- the last event boundary
-        local j = find(buf, "\n\n", from, true)
-        if not j then
-            break
-        end
-        cut, from = j + 1, j + 2
-    end
-    if not cut then
-        st.rest = buf
-        return
-    end
-    local done = buf
-    if cut < #buf then
-        done, st.rest = sub(buf, 1, cut), sub(buf, cut + 1)
-    else
-        st.rest = ""
-    end
-    local u = find(done, '"usage":{', 1, true) or find(done, '"usage": {', 1, true)
-    if u then
-        st.usage = scan_usage(done, u) or st.usage
-        if not ai.include_usage then
-            -- the usage-only chunk: the event around the match, when its choices are empty
-            local s0 = 1
-            local f = 1
-            while true do
-                local j = find(done, "\n\n", f, true)
-                if not j or j > u then
-                    break
-                end
-                s0, f = j + 2, j + 2
-            end
-            local e0 = find(done, "\n\n", u, true) or #done
-            local ev = sub(done, s0, e0 + 1)
-            if find(ev, '"choices":[]', 1, true) or find(ev, '"choices": []', 1, true) then
-                done = sub(done, 1, s0 - 1) .. sub(done, e0 + 2)
-            end
-        end
-    end
-    if not st.done and find(done, "data: [DONE]", 1, true) then
-        st.done = true
-    end
-    if find(done, '{"error"', 1, true) or find(done, '{ "error"', 1, true) then
-        st.error = true
-    end
-    if not st.usage then
-        st.raw[#st.raw + 1] = done -- for a local count, should no usage ever come
-    end
-    if done ~= "" then
-        out[#out + 1] = done
-    end
-end
-
-local function pass_events(ai, parser, bytes, out, st)
-    local evs = parser:feed(bytes)
-    for i = 1, #evs do
-        local data = evs[i].data
-        if data == "[DONE]" then
-            st.done = true
-            out[#out + 1] = "data: [DONE]\n\n"
-        elseif data ~= "" then
-            local keep = true
-            if find(data, '"usage"%s*:%s*{') then
-                st.usage = scan_usage(data) or st.usage
-                if not ai.include_usage and find(data, '"choices"%s*:%s*%[%s*%]') then
-                    keep = false
-                end
-            elseif find(data, '^%s*{%s*"error"') then
-                st.error = true
-            end
-            if keep then
-                if not st.usage then
-                    st.raw[#st.raw + 1] = "data: " .. data .. "\n\n"
-                end
-                out[#out + 1] = "data: " .. data .. "\n\n"
-            end
-        end
-    end
-end
-
--- Canonical chunks -> bytes in the client's API.
-local function encode_chunks(ai, chunks, out, st)
-    for i = 1, #chunks do
-        local c = chunks[i]
-        if c.error then
-            local e = c.error
-            st.error = true
-            out[#out + 1] = stream_error_event(ai, e.status or 502, e.message, e.type)
-            return false
-        end
-        if ai.api == "anthropic" then
-            local s = st.encoder:chunk(c)
-            if s and s ~= "" then
-                out[#out + 1] = s
-            end
-        else
-            local ch = c.choices
-            local usage_only = c.usage ~= nil and c.usage ~= cjson.null and (type(ch) ~= "table" or #ch == 0)
-            if not usage_only or ai.include_usage then
-                out[#out + 1] = common.encode_chunk_sse(c)
-            end
-        end
-        if not st.usage_seen then
-            st.text[#st.text + 1] = completion_text_of(c)
-        end
-    end
-    return true
-end
-
-local function stream(ctx, pipe, ai, p)
-    -- the head goes out with the first event: a stream that fails before it can still be retried elsewhere
-    -- (ai.defer_errors, set by ai-proxy-multi)
-    local started = false
-    local st = { raw = {}, text = {}, rest = "" }
-    local passthrough = ai.api == "openai" and OPENAI_WIRE[ai.provider.kind]
-    local parser, s
-    if not passthrough then
-        s = ai.driver.new_stream(ai.op, { include_usage = true })
-        if ai.api == "anthropic" then
-            st.encoder = anthropic_api().stream_encoder({ model = ai.requested_model })
-        end
-    end
-    local rec = ai.usage
-    local ok = true
-    while ok do
-        local bytes = proxy.read(ctx, p)
-        if not bytes then
-            break
-        end
-        local out = {}
-        if passthrough then
-            if not parser and find(bytes, "\r", 1, true) then
-                parser = sse.parser()
-                bytes, st.rest = st.rest .. bytes, ""
-            end
-            if parser then
-                pass_events(ai, parser, bytes, out, st)
-            else
-                pass_raw(ai, bytes, out, st)
-            end
-        else
-            ok = encode_chunks(ai, s:feed(bytes), out, st)
-        end
-        if #out > 0 and not started then
-            if ai.defer_errors and (st.error or not ok) then
-                break -- an error event before anything else: nothing sent yet
-            end
-            if not proxy.stream_start(ctx, pipe, 200, SSE_HEADERS) then
-                st.gone = true
-                break
-            end
-            started = true
-            ai.first_byte = true
-            if ai.idle_timeout then
-                C.sl_proxy_set_read_timeout(p, ai.idle_timeout)
-            end
-        end
-        if #out > 0 then
-            if not rec.ttft then
-                rec.ttft = C.sl_time() - ai.t0
-            end
-            if not proxy.stream_write(ctx, pipe, concat(out)) then
-                st.gone = true -- ending the request closes the upstream connection
-                break
-            end
-        end
-    end
-    if st.gone or ctx.req.client_gone ~= 0 or p.error == UPERR_CLIENT_GONE then
-        finish_usage(ctx, ai, st.usage or (s and s.usage), 499)
-        return
-    end
-    if not started and ai.defer_errors and (p.error ~= 0 or not ok or st.error) then
-        local status = p.error == 3 and 504 or 502
-        return false, { kind = p.error == 3 and "timeout" or "error", status = status,
-                        message = "upstream " .. (p.error ~= 0 and proxy.error_name(p.error) or "error event") ..
-                            " before the first event" }
-    end
-    if not started then
-        if not proxy.stream_start(ctx, pipe, 200, SSE_HEADERS) then
-            finish_usage(ctx, ai, st.usage or (s and s.usage), 499)
-            return
-        end
-        started = true
-    end
-    local out = {}
-    local status = 200
-    if p.error ~= 0 or not ok or st.error then
-        -- the upstream broke off (or sent an error event, already forwarded): end with one error event
-        status = 502
-        if p.error ~= 0 and ok and not st.error then
-            out[#out + 1] = stream_error_event(ai, 502, "upstream " .. proxy.error_name(p.error) ..
-                " during the stream")
-        end
-    elseif passthrough then
-        if parser then
-            pass_events(ai, parser, "\n\n", out, st)
-        elseif st.rest ~= "" then
-            pass_raw(ai, "\n\n", out, st)
-        end
-        if not st.done then
-            out[#out + 1] = "data: [DONE]\n\n"
-        end
-    else
-        ok = encode_chunks(ai, s:finish(), out, st)
-        if ok then
-            if ai.api == "anthropic" then
-                out[#out + 1] = st.encoder:finish() or ""
-            else
-                out[#out + 1] = common.done_sse()
-            end
-        else
-            status = 502
-        end
-    end
-    if #out > 0 then
-        proxy.stream_write(ctx, pipe, concat(out))
-    end
-    proxy.stream_finish(ctx, pipe)
-    local u = st.usage or (s and s.usage)
-    local text
-    if not u then
-        if passthrough then
-            local p2 = sse.parser()
-            for _, raw in ipairs(st.raw) do
-                for _, ev in ipairs(p2:feed(raw)) do
-                    if ev.data ~= "[DONE]" then
-                        st.text[#st.text + 1] = completion_text_of(decode(ev.data))
-                    end
-                end
-            end
-        end
-        text = concat(st.text)
-    end
-    finish_usage(ctx, ai, u, status, text)
-end
 
 -- Upstream call options for a route conf and provider, computed once per config version (conf tables are
 -- rebuilt when config changes; the weak keys let old ones go).

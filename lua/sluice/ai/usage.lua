@@ -1,0 +1,148 @@
+-- sluice.ai.usage: the usage record of one AI call (ctx.ai.usage) and the readers that fill it: the provider's
+-- `"usage":{...}` object found by plain search (scan_usage), else a local token estimate over the request and
+-- the completion text (completion_text_of). Shared by the non-streaming path (sluice.ai.proxy) and the
+-- streaming one (sluice.ai.stream); sluice.ai.proxy re-exports new_usage, finish_usage and scan_usage.
+local base = require("sluice.pdk.base")
+local common = require("sluice.ai.common")
+local cjson = require("cjson.safe")
+
+local C = base.C
+local type, ipairs, tonumber, pcall, require = type, ipairs, tonumber, pcall, require
+local find, match, byte = string.find, string.match, string.byte
+local concat = table.concat
+local decode = cjson.decode
+
+local _M = {}
+
+local tokens_mod
+local function tokens()
+    if tokens_mod == nil then
+        local ok, m = pcall(require, "sluice.ai.tokens")
+        tokens_mod = ok and m or false
+    end
+    return tokens_mod or nil
+end
+
+--- A fresh usage record for ctx.ai (fields filled in as the call goes on).
+local function new_usage(ctx, ai)
+    local consumer = ctx.consumer
+    return {
+        consumer = type(consumer) == "table" and consumer.name or nil,
+        route = ctx.route and ctx.route.id or nil,
+        provider = ai.provider_name,
+        provider_kind = ai.provider and ai.provider.kind or nil,
+        api = ai.api,
+        op = ai.op,
+        stream = ai.stream or false,
+        requested_model = ai.requested_model,
+        model = ai.model,
+        prompt_tokens = 0, completion_tokens = 0, total_tokens = 0,
+        cached_tokens = nil, reasoning_tokens = nil,
+        cost = 0, estimated = false,
+        latency = nil, ttft = nil, status = nil,
+        retries = 0, fallbacks = 0, cache = nil,
+    }
+end
+_M.new_usage = new_usage
+
+--- Price entry of a provider for the requested or served model name.
+local function price_of(provider, ai)
+    local price = provider and provider.price
+    if type(price) ~= "table" then
+        return nil
+    end
+    return price[ai.requested_model or ""] or price[ai.model or ""]
+end
+
+-- Fills token numbers (u: normalized usage or nil -> local estimate), cost, latency and status.
+local function finish_usage(ctx, ai, u, status, completion_text)
+    local rec = ai.usage
+    if u then
+        rec.prompt_tokens = u.prompt_tokens or 0
+        rec.completion_tokens = u.completion_tokens or 0
+        rec.total_tokens = u.total_tokens or (rec.prompt_tokens + rec.completion_tokens)
+        rec.cached_tokens = u.cached_tokens
+        rec.reasoning_tokens = u.reasoning_tokens
+    elseif status and status < 400 and ai.request then
+        local t = tokens()
+        if t then
+            local ok, p = pcall(t.count_request, ai.op, ai.request)
+            local okc, c = pcall(t.count_text, completion_text or "")
+            rec.prompt_tokens = ok and tonumber(p) or 0
+            rec.completion_tokens = okc and tonumber(c) or 0
+            rec.total_tokens = rec.prompt_tokens + rec.completion_tokens
+            rec.estimated = true
+        end
+    end
+    local price = price_of(ai.provider, ai)
+    if price then
+        rec.cost = (rec.prompt_tokens * (price.input or 0) + rec.completion_tokens * (price.output or 0)) / 1e6
+    end
+    rec.status = status
+    rec.model = ai.model
+    rec.latency = C.sl_time() - ai.t0
+end
+_M.finish_usage = finish_usage
+
+-- The `"usage":{...}` object of an OpenAI body or chunk, decoded and normalized (nil when absent or null).
+-- Plain searches only (memchr speed): `"usage"` with unescaped quotes can only be a key, since quotes inside
+-- JSON strings are escaped. The last one wins (the top-level usage comes last in OpenAI bodies).
+local function scan_usage(s, from)
+    local at
+    from = from or 1
+    while true do
+        local j, e = find(s, '"usage"', from, true)
+        if not j then
+            break
+        end
+        local k = e + 1
+        local c = byte(s, k)
+        while c == 32 or c == 9 or c == 10 or c == 13 do k = k + 1; c = byte(s, k) end
+        if c == 58 then -- ':'
+            k = k + 1
+            c = byte(s, k)
+            while c == 32 or c == 9 or c == 10 or c == 13 do k = k + 1; c = byte(s, k) end
+            if c == 123 then -- '{'
+                at = k
+            end
+        end
+        from = e + 1
+    end
+    if not at then
+        return nil
+    end
+    local obj = match(s, "^%b{}", at)
+    if not obj then
+        return nil
+    end
+    return common.normalize_usage(decode(obj))
+end
+_M.scan_usage = scan_usage
+
+local function completion_text_of(resp)
+    local ch = type(resp) == "table" and resp.choices
+    if type(ch) ~= "table" then
+        return ""
+    end
+    local out = {}
+    for _, c in ipairs(ch) do
+        local m = type(c) == "table" and (c.message or c.delta)
+        if type(m) == "table" then
+            out[#out + 1] = common.content_text(m.content)
+            if type(m.tool_calls) == "table" then
+                for _, tc in ipairs(m.tool_calls) do
+                    local f = type(tc) == "table" and tc["function"]
+                    if type(f) == "table" and type(f.arguments) == "string" then
+                        out[#out + 1] = f.arguments
+                    end
+                end
+            end
+        elseif type(c) == "table" and type(c.text) == "string" then
+            out[#out + 1] = c.text
+        end
+    end
+    return concat(out)
+end
+_M.completion_text_of = completion_text_of
+
+return _M
