@@ -56,7 +56,11 @@ describe("ai-proxy (gateway + mock providers)", function()
     end
     local function post(path, body, headers)
         helpers.write_file(usage_file, "")
-        return assert(helpers.http("POST", gw.url(path), { body = body, headers = headers, timeout = 10 }))
+        local res = assert(helpers.http("POST", gw.url(path), { body = body, headers = headers, timeout = 10 }))
+        -- the log phase runs after the response: wait for this request's record, so that it cannot land in the
+        -- file after the next request cleared it
+        helpers.wait_until(function() return #usages() > 0 end, 5, "no usage record")
+        return res
     end
 
     setup(function()
