@@ -51,33 +51,35 @@ int sl__forward_headers(sl_buf_t *out, const sl_req_t *r, const char *skip, size
     }
     if (sl_buf_reserve(out, r->head.len + r->nheaders * 4 + 160) != 0)
         return -ENOMEM;
+    int rc = 0; /* every append is checked: a head cut short by a failed one must not be sent */
     for (uint32_t i = 0; i < r->nheaders; i++) {
         const sl_header_t *h = &r->headers[i];
         if (is_named(h->name, h->name_len, hop, sizeof(hop) - 1) ||
             (skiplen && is_named(h->name, h->name_len, skip, skiplen)) ||
             (conn && sl__http_token_listed(conn->value, conn->value_len, h->name, h->name_len)))
             continue;
-        sl_buf_append(out, h->name, h->name_len);
-        sl_buf_append(out, ": ", 2);
-        sl_buf_append(out, h->value, h->value_len);
-        sl_buf_append(out, "\r\n", 2);
+        rc |= sl_buf_append(out, h->name, h->name_len);
+        rc |= sl_buf_append(out, ": ", 2);
+        rc |= sl_buf_append(out, h->value, h->value_len);
+        rc |= sl_buf_append(out, "\r\n", 2);
     }
     if (!(skiplen && is_named("x-forwarded-for", 15, skip, skiplen))) {
-        sl_buf_append(out, "X-Forwarded-For: ", 17);
+        rc |= sl_buf_append(out, "X-Forwarded-For: ", 17);
         if (xff) {
-            sl_buf_append(out, xff->value, xff->value_len);
-            sl_buf_append(out, ", ", 2);
+            rc |= sl_buf_append(out, xff->value, xff->value_len);
+            rc |= sl_buf_append(out, ", ", 2);
         }
-        sl_buf_append(out, r->client_ip, r->client_ip_len);
-        sl_buf_append(out, "\r\n", 2);
+        rc |= sl_buf_append(out, r->client_ip, r->client_ip_len);
+        rc |= sl_buf_append(out, "\r\n", 2);
     }
     if (!(skiplen && is_named("x-forwarded-proto", 17, skip, skiplen)))
-        sl_buf_appends(out, https ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
+        rc |= sl_buf_appends(out, https ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
     if (with_length) {
         char n[24];
-        sl_buf_append(out, "Content-Length: ", 16);
-        sl_buf_append(out, n, sl_fmt_u64(n, body_len));
-        sl_buf_append(out, "\r\n", 2);
+        rc |= sl_buf_append(out, "Content-Length: ", 16);
+        rc |= sl_buf_append(out, n, sl_fmt_u64(n, body_len));
+        rc |= sl_buf_append(out, "\r\n", 2);
     }
-    return sl_buf_append(out, "\r\n", 2);
+    rc |= sl_buf_append(out, "\r\n", 2);
+    return rc ? -ENOMEM : 0;
 }

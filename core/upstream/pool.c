@@ -240,6 +240,8 @@ static void tls_read(sl_upconn_t *uc, const char *data, size_t n)
     if (sl_tls_feed(uc->tls, data, n) != 0) {
         if (uc->owner)
             uc->ops->read(uc, UV_ENOMEM);
+        else
+            sl__upconn_close(uc);
         return;
     }
     if (uc->state == ST_HANDSHAKE) {
@@ -274,8 +276,14 @@ static void tls_read(sl_upconn_t *uc, const char *data, size_t n)
     }
     if (got)
         uc->ops->read(uc, (ssize_t)got);
-    if (end && !uc->closing && uc->owner)
-        uc->ops->read(uc, end);
+    if (end && !uc->closing) {
+        /* the response and the peer's close_notify came in one read: the owner may have just put the
+         * connection back in the pool, where it must not stay */
+        if (uc->owner)
+            uc->ops->read(uc, end);
+        else
+            sl__upconn_close(uc);
+    }
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
