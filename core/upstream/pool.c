@@ -26,7 +26,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 sl_pool_t *sl__pool(sl_worker_t *w)
 {
-    if (w->pool == NULL)
+    /* once the worker closes its handles the pool is gone for good: a new one would never be freed */
+    if (w->pool == NULL && w->stopping != 2)
         w->pool = calloc(1, sizeof(sl_pool_t));
     return w->pool;
 }
