@@ -7,6 +7,7 @@ local response = require("sluice.pdk.response")
 local request = require("sluice.pdk.request")
 local log = require("sluice.pdk.log")
 local timer = require("sluice.pdk.timer")
+local wrr = require("sluice.wrr")
 local cjson = require("cjson.safe")
 
 local C = base.C
@@ -27,25 +28,17 @@ local HOP = { connection = true, ["keep-alive"] = true, ["proxy-connection"] = t
               ["transfer-encoding"] = true, upgrade = true, ["content-length"] = true, host = true,
               expect = true }
 
--- Smooth weighted round-robin (as nginx): state lives on the upstream table of this worker's config.
+local function weighted(n)
+    return n.weight > 0
+end
+
+-- The node for this request (smooth weighted round-robin; state on the upstream table of this worker's config).
 local function pick_node(up)
     local nodes = up.nodes
     if #nodes == 1 then
         return nodes[1]
     end
-    local total, best = 0, nil
-    for i = 1, #nodes do
-        local n = nodes[i]
-        n.cw = (n.cw or 0) + n.weight
-        total = total + n.weight
-        if n.weight > 0 and (best == nil or n.cw > best.cw) then
-            best = n
-        end
-    end
-    if best then
-        best.cw = best.cw - total
-    end
-    return best
+    return wrr.pick(nodes, weighted)
 end
 _M.pick_node = pick_node
 

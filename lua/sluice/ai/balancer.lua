@@ -52,25 +52,7 @@ local function fnv1a(s)
 end
 _M.hash = fnv1a
 
--- smooth weighted round-robin among the targets ok(t) accepts (and, if given, with priority prio)
-local function wrr(list, ok, prio)
-    local total, best = 0, nil
-    for i = 1, #list do
-        local t = list[i]
-        if (prio == nil or t.priority == prio) and ok(t) then
-            local w = t.weight
-            t.cw = t.cw + w
-            total = total + w
-            if best == nil or t.cw > best.cw then
-                best = t
-            end
-        end
-    end
-    if best then
-        best.cw = best.cw - total
-    end
-    return best
-end
+local wrr = require("sluice.wrr").pick -- smooth weighted round-robin among the targets ok(t) accepts
 
 local function build_ring(list)
     local ring = {}
