@@ -20,6 +20,21 @@ local OP_PATH = {
 -- Canonical-only request fields (from Anthropic clients) that OpenAI rejects as unknown parameters.
 local STRIP_TOP = { thinking = true, top_k = true }
 
+-- A copy of list whose tables carrying `field` are copied without it, or nil when none carries it (the client's
+-- tables are never changed).
+local function without_field(list, field)
+    local out
+    for i, v in ipairs(list) do
+        if type(v) == "table" and v[field] ~= nil then
+            out = out or common.shallow_copy(list)
+            local nv = common.shallow_copy(v)
+            nv[field] = nil
+            out[i] = nv
+        end
+    end
+    return out
+end
+
 -- Removes canonical extensions OpenAI would reject: `thinking`/`top_k` at the top, `cache_control` on content
 -- parts and tools, `reasoning_content` on messages. Copies only what it changes.
 local function sanitize(body, strip_top)
@@ -36,15 +51,7 @@ local function sanitize(body, strip_top)
                     nm.reasoning_signature = nil
                 end
                 if type(m.content) == "table" then
-                    local parts
-                    for j, p in ipairs(m.content) do
-                        if type(p) == "table" and p.cache_control ~= nil then
-                            parts = parts or common.shallow_copy(m.content)
-                            local np = common.shallow_copy(p)
-                            np.cache_control = nil
-                            parts[j] = np
-                        end
-                    end
+                    local parts = without_field(m.content, "cache_control")
                     if parts then
                         nm = nm or common.shallow_copy(m)
                         nm.content = parts
@@ -59,15 +66,7 @@ local function sanitize(body, strip_top)
         if new then body.messages = new end
     end
     if type(body.tools) == "table" then
-        local new
-        for i, t in ipairs(body.tools) do
-            if type(t) == "table" and t.cache_control ~= nil then
-                new = new or common.shallow_copy(body.tools)
-                local nt = common.shallow_copy(t)
-                nt.cache_control = nil
-                new[i] = nt
-            end
-        end
+        local new = without_field(body.tools, "cache_control")
         if new then body.tools = new end
     end
     return body
