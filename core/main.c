@@ -61,6 +61,7 @@ static int apply_node(lua_State *L, int idx)
     sl_settings.max_body_size = (size_t)num_field(L, idx, "max_body_size", 8 << 20);
     if (sl_settings.max_body_size > UINT32_MAX - 1) /* request lengths are 32-bit in sl_req_t */
         sl_settings.max_body_size = UINT32_MAX - 1;
+    sl_settings.body_buffer_size = (size_t)num_field(L, idx, "body_buffer_size", 64 << 10);
     sl_settings.max_url_length = (size_t)num_field(L, idx, "max_url_length", 8192);
     sl_settings.header_timeout = num_field(L, idx, "header_timeout", 10);
     sl_settings.body_timeout = num_field(L, idx, "body_timeout", 30);

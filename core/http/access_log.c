@@ -87,8 +87,8 @@ int sl_access_log_enabled(void)
 void sl_access_log(sl_worker_t *w, const sl_req_t *r)
 {
     (void)w;
-    if (alog_fd < 0 || r->status == 0)
-        return;
+    if (alog_fd < 0 || (r->status == 0 && !r->client_gone))
+        return; /* nothing was answered (connection refused before a request) */
     int f = alog_fields, first = 1;
     sl_buf_t *b = &tbuf;
     struct timeval tv;
@@ -114,11 +114,11 @@ void sl_access_log(sl_worker_t *w, const sl_req_t *r)
     if (f & SL_ALOG_QUERY)
         put_str(b, "query", r->query, r->query_len, &first);
     if (f & SL_ALOG_STATUS)
-        put_num(b, "status", "%.0f", r->status, &first);
+        put_num(b, "status", "%.0f", r->status ? r->status : r->client_gone ? 499 : 0, &first);
     if (f & SL_ALOG_BYTES)
         put_num(b, "bytes", "%.0f", (double)r->bytes_sent, &first);
     if (f & SL_ALOG_REQUEST_BYTES)
-        put_num(b, "request_bytes", "%.0f", (double)(r->head.len + r->body_len), &first);
+        put_num(b, "request_bytes", "%.0f", (double)(r->head.len + r->body_received), &first);
     if (f & SL_ALOG_LATENCY)
         put_num(b, "latency_ms", "%.3f", (now - r->start_time) * 1000, &first);
     if (f & SL_ALOG_UPSTREAM_LATENCY)

@@ -3,6 +3,7 @@
  * The parser is paused at the end of each message, so bytes of a pipelined request stay in the read buffer
  * until the current response is finished; responses therefore leave in request order without a queue. */
 #include "http/conn.h"
+#include "http/conn_body.h"
 #include "http/conn_tls.h"
 #include "http/parser.h"
 
@@ -20,7 +21,6 @@
 #include "tls/listener.h"
 #include "upstream/proxy.h"
 
-
 #define READ_CHUNK 16384
 
 typedef struct wreq {
@@ -29,7 +29,6 @@ typedef struct wreq {
     size_t len;
     char data[];
 } wreq_t;
-
 
 static void on_close(uv_handle_t *h);
 static void on_timer_closed(uv_handle_t *h);
@@ -145,7 +144,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     sl_conn_t *c = s->data;
     if (nread < 0) {
         sl__conn_read_stop(c);
-        if (nread == UV_EOF && c->busy) {
+        if (nread == UV_EOF && c->busy && !(c->req && c->req->body_pending)) {
             c->eof = 1; /* a half-close after the request: answer it, then close */
             return;
         }
@@ -158,6 +157,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->rlen += (size_t)nread;
     else if (sl__conn_tls_on_read(c, buf->base, (size_t)nread) != 0)
         return;
+    if (c->busy && c->req && c->req->body_pending) {
+        parse_more(c); /* the rest of the body of the request being handled */
+        return;
+    }
     if (c->busy) {
         /* Pipelined bytes wait; a client that keeps sending while we answer is not read without bound. */
         if (c->rlen - c->rpos > sl_settings.max_header_size + sl_settings.max_body_size)
@@ -169,7 +172,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         sl__conn_close(c); /* TLS close_notify after a partial request or none */
 }
 
-static void read_start(sl_conn_t *c)
+void sl__conn_read_start(sl_conn_t *c)
 {
     if (!c->reading && !c->eof && !c->closing) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
@@ -182,7 +185,8 @@ static void dispatch(sl_conn_t *c)
     sl_req_t *r = c->req;
     c->busy = 1;
     c->nrequests++;
-    sl__conn_timer(c, TIMER_NONE, 0);
+    /* a body still arriving stays bounded by body_timeout between its pieces */
+    sl__conn_timer(c, r->body_pending ? TIMER_BODY : TIMER_NONE, sl_settings.body_timeout);
     if (c->nrequests >= (unsigned)sl_settings.keepalive_requests || c->w->stopping)
         r->keepalive = 0;
     sl_vm_handle(c->w, r);
@@ -191,7 +195,8 @@ static void dispatch(sl_conn_t *c)
 
 static void parse_more(sl_conn_t *c)
 {
-    while (!c->busy && !c->closing && c->rpos < c->rlen) {
+    /* while busy, only the body of the request being handled is parsed: it was handled before its end came */
+    while ((!c->busy || (c->req && c->req->body_pending)) && !c->closing && c->rpos < c->rlen) {
         const char *start = c->rbuf + c->rpos;
         llhttp_errno_t err = llhttp_execute(&c->parser, start, c->rlen - c->rpos);
         if (err == HPE_OK) {
@@ -207,14 +212,19 @@ static void parse_more(sl_conn_t *c)
                 llhttp_init(&c->parser, HTTP_REQUEST, sl__http_parser_settings());
                 c->parser.data = c;
             }
+            if (c->busy) {
+                sl__conn_body_done(c); /* goes on with the connection itself */
+                return;
+            }
             dispatch(c);
             continue;
         }
         int status = c->err_status ? c->err_status : 400;
         if (err == HPE_PAUSED_UPGRADE)
             status = 501;
-        sl_log(SL_LOG_INFO, "bad request from client: %s (%s)", llhttp_errno_name(err),
-               llhttp_get_error_reason(&c->parser) ? llhttp_get_error_reason(&c->parser) : "");
+        const char *why = llhttp_get_error_reason(&c->parser);
+        sl_log(SL_LOG_INFO, "bad request from client, answered %d: %s (%s)", status, llhttp_errno_name(err),
+               why && *why ? why : "limit");
         sl__conn_send_error(c, status,
                             status == 413   ? "request body too large"
                             : status == 414 ? "request URI too long"
@@ -226,8 +236,14 @@ static void parse_more(sl_conn_t *c)
     }
     if (c->rpos == c->rlen)
         c->rpos = c->rlen = 0;
-    if (!c->busy && !c->closing)
-        read_start(c);
+    if (c->closing)
+        return;
+    if (!c->busy && sl__conn_body_outgrown(c))
+        dispatch(c); /* the request goes on while the rest of its body arrives */
+    if (c->busy && !c->closing && c->req && c->req->body_pending)
+        sl__conn_body_flow(c);
+    else if (!c->busy && !c->closing)
+        sl__conn_read_start(c);
 }
 
 /* ---- writing ---- */
@@ -312,8 +328,7 @@ int sl__conn_sock_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
         if (r >= 0) {
             done = (size_t)r;
             c->wrote_total += done;
-        }
-        else if (r != UV_EAGAIN)
+        } else if (r != UV_EAGAIN)
             return r;
         if (done == total)
             return 0;
@@ -372,6 +387,8 @@ void sl__conn_progress(sl_conn_t *c)
     if (c->closing || !c->busy || r == NULL || !r->resp_done || c->write_pending > 0 || c->corked ||
         c->wbuf.len > 0)
         return;
+    if (r->body_pending && sl__conn_body_discard(c))
+        return; /* answered before its body ended: finished once the rest is read and dropped */
     /* after a half-close, requests already received are still answered */
     int keep = r->keepalive && !c->w->stopping && !(c->eof && c->rpos == c->rlen);
     if (r->co)
@@ -417,8 +434,12 @@ void sl__conn_send_error(sl_conn_t *c, int status, const char *message)
     r->keepalive = 0;
     c->busy = 1;
     sl__conn_read_stop(c);
+    r->refs++;
     sl_resp_send_error(r, status, message);
-    sl__conn_progress(c);
+    sl__req_body_fail(r); /* a request handled while its body arrived learns it will not get the rest */
+    if (c->req == r)
+        sl__conn_progress(c);
+    sl_req_release(r);
 }
 
 void sl__conn_close(sl_conn_t *c)
@@ -434,8 +455,15 @@ void sl__conn_close(sl_conn_t *c)
         c->req = NULL;
         r->client_gone = 1;
         r->conn = NULL;
+        if (c->busy) { /* a request cut short is logged too (status 499 when nothing was sent) */
+            if (r->co)
+                r->log_pending = 1;
+            else
+                sl_access_log(c->w, r);
+        }
         if (r->proxy)
             sl__proxy_client_gone(r->proxy);
+        sl__req_body_fail(r);
         sl_req_release(r);
     }
     if (c->blocked_proxy)
@@ -529,5 +557,5 @@ void sl_conn_accept(sl_listener_t *l)
     w->conns = c;
     w->nconns++;
     sl__conn_timer(c, TIMER_IDLE, sl_settings.header_timeout);
-    read_start(c);
+    sl__conn_read_start(c);
 }

@@ -9,7 +9,8 @@
 #include "server/worker.h"
 
 /** A client connection: reads and parses requests one at a time (pipelined ones wait in the read buffer, so
- *  responses go out in order), writes responses, enforces limits and timeouts. Freed in its close callback. */
+ *  responses go out in order), writes responses, enforces limits and timeouts. Freed in its close callback.
+ */
 typedef struct sl_conn {
     uv_tcp_t tcp; /* must stay first: the handle's memory is the connection's */
     sl_worker_t *w;
@@ -33,12 +34,16 @@ typedef struct sl_conn {
     int err_status; /* set by a parser callback that rejects the request */
     int timer_kind;
     uint8_t is_admin;
-    uint8_t busy;    /* a complete request was handed to Lua and its response is not finished */
+    uint8_t busy; /* a complete request was handed to Lua and its response is not finished */
     uint8_t closing;
     uint8_t eof;
     uint8_t reading;
     uint8_t in_header_value;
 } sl_conn_t;
+
+/* A request body that arrives while the request is handled: the client is not read while this much of it
+ * waits for the upstream (see conn_body.c). */
+#define SL_BODY_HIGH_WATER (1024 * 1024)
 
 /* What a connection's timer is counting. */
 enum { TIMER_NONE, TIMER_IDLE, TIMER_HEADER, TIMER_BODY, TIMER_SEND };
@@ -57,6 +62,12 @@ int sl__conn_uncork(sl_conn_t *c);
 /** Finishes the current request if its response is complete and flushed, then reads the next one. Must not be
  *  called from inside Lua (it may start the next request's coroutine). */
 void sl__conn_progress(sl_conn_t *c);
+/** Starts reading from the socket unless closing, at EOF or already reading. */
+void sl__conn_read_start(sl_conn_t *c);
+/** Stops reading from the socket; no-op when not reading. */
+void sl__conn_read_stop(sl_conn_t *c);
+/** The upstream took a streamed request body below the high-water mark: read the client again. */
+void sl__conn_body_resume(sl_conn_t *c);
 /** Closes the connection at once (in-flight request is marked client_gone). */
 void sl__conn_close(sl_conn_t *c);
 /** Starts a graceful close: idle connections close now, busy ones after their response. */

@@ -21,8 +21,6 @@ void sl__conn_tls_close_notify(sl_conn_t *c);
 int sl__conn_sock_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n);
 /** Makes room for READ_CHUNK more bytes in rbuf (conn.c); 0 or -1 on out of memory. */
 int sl__conn_rbuf_reserve(sl_conn_t *c);
-/** Stops reading from the socket (conn.c); no-op when not reading. */
-void sl__conn_read_stop(sl_conn_t *c);
 /** Writes the client's IP address into buf, "?" when unknown (conn.c); returns buf. */
 const char *sl__conn_peer_ip(sl_conn_t *c, char *buf, size_t len);
 

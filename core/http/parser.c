@@ -13,7 +13,6 @@
 static llhttp_settings_t parser_settings;
 static int parser_settings_ready;
 
-
 static int on_message_begin(llhttp_t *p)
 {
     sl_conn_t *c = p->data;
@@ -153,6 +152,9 @@ static int on_headers_complete(llhttp_t *p)
         c->err_status = 413;
         return HPE_USER;
     }
+    r->body_expected = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length
+                       : (p->flags & F_CHUNKED)      ? -1
+                                                     : 0;
     const sl_header_t *expect = sl_req_header(r, "expect", 6);
     if (expect && expect->value_len == 12 && strncasecmp(expect->value, "100-continue", 12) == 0 &&
         r->http_minor >= 1) {
@@ -168,9 +170,15 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     sl_conn_t *c = p->data;
     sl_req_t *r = c->req;
-    if (r->bodybuf.len + len > sl_settings.max_body_size) {
+    /* counted apart from bodybuf: a streamed body leaves it as it goes */
+    if (r->body_received + len > sl_settings.max_body_size) {
         c->err_status = 413;
         return HPE_USER;
+    }
+    r->body_received += len;
+    if (r->body_discard) {
+        sl__conn_timer(c, TIMER_BODY, sl_settings.body_timeout);
+        return 0;
     }
     if (sl_buf_append(&r->bodybuf, at, len) != 0) {
         c->err_status = 503;
@@ -184,8 +192,10 @@ static int on_message_complete(llhttp_t *p)
 {
     sl_conn_t *c = p->data;
     sl_req_t *r = c->req;
-    r->body = r->bodybuf.base ? r->bodybuf.base : "";
-    r->body_len = (uint32_t)r->bodybuf.len; /* max_body_size is capped below 4 GiB at start */
+    if (!r->body_streamed) {
+        r->body = r->bodybuf.base ? r->bodybuf.base : "";
+        r->body_len = (uint32_t)r->bodybuf.len; /* max_body_size is capped below 4 GiB at start */
+    }
     return HPE_PAUSED; /* one request at a time; see the comment at the top */
 }
 

@@ -36,23 +36,24 @@ typedef struct sl_req {
     uint32_t client_ip_len;
     uint16_t client_port;
     uint8_t http_minor;
-    uint8_t keepalive;     /* client wants keep-alive; Lua may clear it */
-    uint8_t resp_started;  /* response head queued to the client */
-    uint8_t resp_done;     /* whole response queued */
-    uint8_t client_gone;   /* client connection closed or failed */
-    uint8_t is_admin;      /* arrived on the Admin API listener */
-    int32_t status;        /* response status sent (0 before) */
+    uint8_t keepalive;    /* client wants keep-alive; Lua may clear it */
+    uint8_t resp_started; /* response head queued to the client */
+    uint8_t resp_done;    /* whole response queued */
+    uint8_t client_gone;  /* client connection closed or failed */
+    uint8_t is_admin;     /* arrived on the Admin API listener */
+    uint8_t body_pending; /* handled before its body finished arriving (sl_req_read_body waits for it) */
+    int32_t status;       /* response status sent (0 before) */
     uint64_t id;
     uint64_t bytes_sent;
-    double start_time;     /* seconds, wall clock */
-    char route_id[64];     /* set by Lua for the access log */
+    double start_time; /* seconds, wall clock */
+    char route_id[64]; /* set by Lua for the access log */
     uint32_t route_id_len;
     uint32_t upstream_status;
-    double upstream_time;  /* seconds spent waiting on the upstream */
+    double upstream_time;   /* seconds spent waiting on the upstream */
     char upstream_addr[64]; /* host:port of the last upstream tried, for the access log */
     /* ---- end of the FFI-visible block ---- */
 
-    int refs; /* the connection and the Lua coroutine each hold one */
+    int refs;   /* the connection and the Lua coroutine each hold one */
     int co_ref; /* registry ref of the coroutine while it runs, or LUA_NOREF */
     struct lua_State *co;
     struct sl_conn *conn;
@@ -66,10 +67,17 @@ typedef struct sl_req {
     uint8_t chunked_resp; /* response body sent with chunked framing */
     uint8_t waiting;      /* the coroutine is suspended waiting for C */
     uint8_t expect_continue;
-    uint8_t abort;        /* the body is cut short: close the connection instead of ending the response */
+    uint8_t abort;         /* the body is cut short: close the connection instead of ending the response */
     uint8_t drain_waiting; /* the coroutine yielded in sl_resp_wait_drain and nothing resumed it yet */
     uint8_t log_pending;   /* response written: the access log line waits for the coroutine's log phase */
-    sl_buf_t log_extra;    /* ,"name":json pairs plugins add to the access log line */
+    uint8_t body_wait;     /* the coroutine yielded in sl_req_read_body */
+    uint8_t
+        body_streamed;    /* body bytes went to the upstream as they arrived: the body cannot be read whole */
+    uint8_t body_discard; /* the response is out before the body ended: the rest is read and dropped */
+    uint8_t body_failed;  /* the body will never be complete (client error, gone, over max_body_size) */
+    int64_t body_expected;  /* Content-Length of the request, -1 when chunked (or no body: 0) */
+    uint64_t body_received; /* body bytes received so far (streamed ones included) */
+    sl_buf_t log_extra;     /* ,"name":json pairs plugins add to the access log line */
     char client_ip_buf[48];
 } sl_req_t;
 
@@ -79,6 +87,10 @@ sl_req_t *sl_req_new(struct sl_conn *conn, uint64_t id);
 void sl_req_release(sl_req_t *req);
 /** Adds "name": value (value already JSON) to the request's access log line; 0 or SL_ERR-style -1. */
 int sl_req_log_field(sl_req_t *r, const char *name, size_t nlen, const char *json, size_t jlen);
+/** Asks for the whole body of a request handled before its body arrived (FFI, from the request's coroutine):
+ *  0 when r->body holds it, 1 when the caller must yield until it has arrived (or failed), -1 when it cannot
+ * be had (already streamed to an upstream, or the request failed). */
+int sl_req_read_body(sl_req_t *r);
 /** Finds a request header by case-insensitive name; returns a pointer to it or NULL. */
 const sl_header_t *sl_req_header(const sl_req_t *req, const char *name, uint32_t len);
 

@@ -10,6 +10,7 @@ void sl_settings_defaults(void)
     sl_settings.workers = 1;
     sl_settings.max_header_size = 16 * 1024;
     sl_settings.max_body_size = 8 * 1024 * 1024;
+    sl_settings.body_buffer_size = 64 * 1024;
     sl_settings.max_url_length = 8 * 1024;
     sl_settings.header_timeout = 10;
     sl_settings.body_timeout = 30;

@@ -21,6 +21,7 @@ typedef struct sl_settings {
     int nlisten;
     size_t max_header_size;
     size_t max_body_size;
+    size_t body_buffer_size; /* a body over this is not waited for: the request is handled while it arrives */
     size_t max_url_length;
     double header_timeout;
     double body_timeout;

@@ -35,11 +35,12 @@ int sl__http_token_listed(const char *v, size_t vlen, const char *name, size_t n
     return 0;
 }
 
-static const char hop[] = "connection\nkeep-alive\nproxy-connection\nte\ntrailer\ntransfer-encoding\nupgrade\n"
-                          "content-length\nhost\nexpect\nx-forwarded-for\nx-forwarded-proto";
+static const char hop[] =
+    "connection\nkeep-alive\nproxy-connection\nte\ntrailer\ntransfer-encoding\nupgrade\n"
+    "content-length\nhost\nexpect\nx-forwarded-for\nx-forwarded-proto";
 
-int sl__forward_headers(sl_buf_t *out, const sl_req_t *r, const char *skip, size_t skiplen, size_t body_len,
-                        int with_length, int https)
+int sl__forward_headers(sl_buf_t *out, const sl_req_t *r, const char *skip, size_t skiplen, uint64_t body_len,
+                        int framing, int https)
 {
     const sl_header_t *conn = NULL, *xff = NULL;
     for (uint32_t i = 0; i < r->nheaders; i++) {
@@ -74,7 +75,9 @@ int sl__forward_headers(sl_buf_t *out, const sl_req_t *r, const char *skip, size
     }
     if (!(skiplen && is_named("x-forwarded-proto", 17, skip, skiplen)))
         rc |= sl_buf_appends(out, https ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
-    if (with_length) {
+    if (framing == SL_FWD_CHUNKED)
+        rc |= sl_buf_appends(out, "Transfer-Encoding: chunked\r\n");
+    else if (framing == SL_FWD_LENGTH) {
         char n[24];
         rc |= sl_buf_append(out, "Content-Length: ", 16);
         rc |= sl_buf_append(out, n, sl_fmt_u64(n, body_len));

@@ -74,7 +74,9 @@ static void end(sl_proxy_t *p, int error)
     p->resp.error = error;
     r->upstream_time = now_s() - p->t_start;
     r->upstream_status = (uint32_t)p->resp.status;
-    detach_conn(p, error == 0 && p->uc && llhttp_should_keep_alive(&p->uc->parser));
+    /* an upstream that answered before it had the whole body may still be reading it: not reusable */
+    detach_conn(p, error == 0 && p->uc && llhttp_should_keep_alive(&p->uc->parser) &&
+                       (!p->body_stream || p->body_all));
     if (p->mode == SL_PROXY_FILTER && p->chunkbuf.len > 0) {
         p->resp.chunk = p->chunkbuf.base;
         p->resp.chunk_len = (uint32_t)p->chunkbuf.len;
@@ -95,7 +97,7 @@ static void fail(sl_proxy_t *p, int error, const char *what, int code)
 {
     sl_upconn_t *uc = p->uc;
     /* A kept-alive connection the upstream had already closed: once more on a fresh one. */
-    if (uc && uc->reused && !p->got_bytes && !p->retried && error == SL_UPERR_RESET &&
+    if (uc && uc->reused && !p->got_bytes && !p->retried && !p->body_moved && error == SL_UPERR_RESET &&
         sl__http_replayable(p->out.base, p->out.len)) {
         p->retried = 1;
         detach_conn(p, 0);
@@ -259,7 +261,8 @@ static void process(sl_proxy_t *p)
             p->resp.chunk_len = (uint32_t)p->chunkbuf.len;
         }
         /* Wake Lua for the head once, then only for a chunk (or the end): a wake-up with nothing new would
-         * have Lua ask again at once, and a zero-delay kick started from the kick callback spins (libuv 1.44). */
+         * have Lua ask again at once, and a zero-delay kick started from the kick callback spins
+         * (libuv 1.44). */
         if (p->resp.chunk_len > 0 || (p->resp.headers_done && !p->head_told)) {
             if (p->lua_wants)
                 p->head_told = 1;
@@ -321,14 +324,77 @@ static void read_start(sl_proxy_t *p)
         sl__upconn_read_start(p->uc);
 }
 
+/* Arms the timer for what the exchange waits on once nothing is queued: the response, or (a body still
+ * arriving) nothing from the upstream: the client's body_timeout bounds the wait then. */
+static void after_write(sl_proxy_t *p)
+{
+    if (!p->body_stream || p->body_all)
+        arm(p, p->read_timeout);
+    else if (p->uc)
+        sl__upconn_arm(p->uc, 0);
+}
+
+/* Appends what the client sent of a streamed body since the last call (chunk-framed when the client chunked
+ * it), and its end once all of it arrived. 0 or -1 on out of memory. */
+static int frame_body(sl_proxy_t *p, sl_buf_t *out)
+{
+    sl_req_t *r = p->req;
+    sl_buf_t *b = &r->bodybuf;
+    int rc = 0;
+    if (b->len > 0) {
+        if (p->body_chunked) {
+            char n[24];
+            rc |= sl_buf_append(out, n, (size_t)snprintf(n, sizeof(n), "%zx\r\n", b->len));
+        }
+        rc |= sl_buf_append(out, b->base, b->len);
+        if (p->body_chunked)
+            rc |= sl_buf_append(out, "\r\n", 2);
+        b->len = 0;
+    }
+    if (!r->body_pending && !r->body_failed && !p->body_all) {
+        if (p->body_chunked)
+            rc |= sl_buf_appends(out, "0\r\n\r\n");
+        p->body_all = 1;
+    }
+    return rc ? -1 : 0;
+}
+
+void sl__proxy_body_more(sl_proxy_t *p)
+{
+    if (!p->body_stream || p->body_all || p->resp.done || !p->sent || p->uc == NULL ||
+        p->uc->pending_writes > 0)
+        return; /* sent when the connection is ready, or when the write before it finished */
+    sl_req_t *r = hold(p);
+    p->frame.len = 0;
+    if (frame_body(p, &p->frame) != 0) {
+        fail(p, SL_UPERR_NOMEM, "request body", 0);
+    } else if (p->frame.len > 0) {
+        p->body_moved = 1;
+        int rc = sl__upconn_write(p->uc, p->frame.base, p->frame.len);
+        if (rc < 0)
+            fail(p, SL_UPERR_RESET, "write", rc);
+        else if (rc == 0)
+            arm(p, p->send_timeout);
+        else
+            after_write(p);
+    }
+    if (p->frame.cap > 256 * 1024)
+        sl_buf_free(&p->frame);
+    if (!p->resp.done && r->conn)
+        sl__conn_body_resume(r->conn);
+    sl_req_release(r);
+}
+
 static void on_up_written(sl_upconn_t *uc, int status)
 {
     sl_proxy_t *p = uc->owner;
     sl_req_t *r = hold(p);
-    if (status < 0)
+    if (status < 0) {
         fail(p, SL_UPERR_RESET, "write", status);
-    else
-        arm(p, p->read_timeout);
+    } else {
+        after_write(p);
+        sl__proxy_body_more(p);
+    }
     sl_req_release(r);
 }
 
@@ -339,12 +405,17 @@ static void send_request(sl_proxy_t *p)
     uc->parser.data = uc;
     uc->rlen = uc->rpos = 0;
     p->resp.reused = (uint8_t)uc->reused;
+    p->sent = 1;
     read_start(p);
     int rc = sl__upconn_write(uc, p->out.base, p->out.len);
-    if (rc < 0)
+    if (rc < 0) {
         fail(p, SL_UPERR_RESET, "write", rc);
-    else
-        arm(p, rc == 1 ? p->read_timeout : p->send_timeout);
+    } else if (rc == 0) {
+        arm(p, p->send_timeout);
+    } else {
+        after_write(p);
+        sl__proxy_body_more(p); /* what arrived of the body while connecting */
+    }
 }
 
 static void on_up_ready(sl_upconn_t *uc, int error, const char *why)
@@ -368,6 +439,7 @@ static const sl_upconn_ops_t proxy_ops = {
 static void attempt(sl_proxy_t *p)
 {
     p->got_bytes = 0;
+    p->sent = 0;
     p->opening = 1;
     p->uc = NULL;
     sl_upconn_t *uc = sl__upconn_open(p->w, &p->target, &proxy_ops, p);
@@ -398,37 +470,46 @@ static void on_kick(uv_timer_t *t)
 }
 
 sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, int flags,
-                           const char *ca_file, const char *sni, const char *head, size_t headlen, const char *skip,
-                           size_t skiplen, const char *body,
-                           size_t bodylen, int mode, double connect_timeout, double send_timeout,
-                           double read_timeout, int pool_size, double idle_timeout)
+                           const char *ca_file, const char *sni, const char *head, size_t headlen,
+                           const char *skip, size_t skiplen, const char *body, size_t bodylen, int mode,
+                           double connect_timeout, double send_timeout, double read_timeout, int pool_size,
+                           double idle_timeout)
 {
     if (hostlen == 0 || hostlen >= sizeof(((sl_proxy_t *)0)->host) || req->conn == NULL)
         return NULL;
     if (req->proxy) {
         /* Another call for the same request (AI retries, before any response byte went to the client): the
-         * previous one is given up, its connection back to the pool when it ended cleanly, closed otherwise. */
+         * previous one is given up, its connection back to the pool when it ended cleanly, closed otherwise.
+         */
         if (req->resp_started)
             return NULL;
         sl__proxy_free(req->proxy);
         req->proxy = NULL;
     }
+    int stream = (flags & SL_PROXY_STREAM) && req->body_pending;
+    if (stream && (req->body_streamed || req->body_failed))
+        return NULL; /* what arrived of it went to an earlier call */
     sl_proxy_t *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return NULL;
-    if (sl_buf_reserve(&p->out, headlen + bodylen) != 0) {
-        free(p);
-        return NULL;
-    }
-    sl_buf_append(&p->out, head, headlen);
-    if ((flags & SL_PROXY_FORWARD) &&
-        sl__forward_headers(&p->out, req, skip, skiplen, bodylen, (flags & SL_PROXY_LENGTH) != 0,
-                            req->conn->tls != NULL) != 0) {
+    p->req = req;
+    p->body_stream = (uint8_t)stream;
+    p->body_chunked = (uint8_t)(stream && req->body_expected < 0);
+    int framing = p->body_chunked                       ? SL_FWD_CHUNKED
+                  : stream || (flags & SL_PROXY_LENGTH) ? SL_FWD_LENGTH
+                                                        : SL_FWD_NO_BODY;
+    uint64_t length = stream ? (uint64_t)req->body_expected : bodylen;
+    int rc = sl_buf_reserve(&p->out, headlen + (stream ? req->bodybuf.len + 32 : bodylen));
+    rc |= sl_buf_append(&p->out, head, headlen);
+    if (rc == 0 && (flags & SL_PROXY_FORWARD))
+        rc = sl__forward_headers(&p->out, req, skip, skiplen, length, framing, req->conn->tls != NULL);
+    rc |= stream ? frame_body(p, &p->out) : sl_buf_append(&p->out, body, bodylen);
+    if (rc != 0) {
         sl_buf_free(&p->out);
         free(p);
         return NULL;
     }
-    sl_buf_append(&p->out, body, bodylen);
+    req->body_streamed = (uint8_t)stream;
     if (!psettings.on_message_complete) {
         llhttp_settings_init(&psettings);
         psettings.on_message_begin = on_pbegin;
@@ -455,7 +536,6 @@ sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int 
         p->ca_file = strdup(ca_file);
         p->target.ca_file = p->ca_file;
     }
-    p->req = req;
     p->w = req->conn->w;
     p->mode = mode;
     p->connect_timeout = connect_timeout;
@@ -534,6 +614,7 @@ static void on_proxy_closed(uv_handle_t *h)
     sl_buf_free(&p->out);
     sl__uphdrs_free(&p->hdrs);
     sl_buf_free(&p->chunkbuf);
+    sl_buf_free(&p->frame);
     free(p->ca_file);
     free(p);
 }

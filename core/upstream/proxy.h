@@ -17,7 +17,13 @@
 /* How the response body travels: PASS streams it to the client inside C; FILTER hands each chunk to Lua. */
 enum { SL_PROXY_PASS = 0, SL_PROXY_FILTER = 1 };
 /* sl_proxy_start flags. */
-enum { SL_PROXY_TLS = 1, SL_PROXY_NO_VERIFY = 2, SL_PROXY_FORWARD = 4, SL_PROXY_LENGTH = 8 };
+enum {
+    SL_PROXY_TLS = 1,
+    SL_PROXY_NO_VERIFY = 2,
+    SL_PROXY_FORWARD = 4,
+    SL_PROXY_LENGTH = 8,
+    SL_PROXY_STREAM = 16
+};
 
 /** What Lua reads of an upstream response (the first member of sl_proxy_t; declared again in Lua FFI). */
 typedef struct sl_upresp {
@@ -49,6 +55,7 @@ typedef struct sl_proxy {
     sl_buf_t out;     /* request bytes, kept to resend once if a reused connection was stale */
     sl_uphdrs_t hdrs; /* response headers */
     sl_buf_t chunkbuf;
+    sl_buf_t frame;    /* a streamed request body piece on its way upstream */
     uint8_t opening;   /* waiting for sl__upconn_open's ready */
     uint8_t got_bytes; /* any response byte seen on this attempt */
     uint8_t retried;
@@ -57,33 +64,43 @@ typedef struct sl_proxy {
     uint8_t head_sent; /* PASS: response head written to the client */
     uint8_t started;   /* the first kick began the exchange */
     uint8_t is_head;
-    uint8_t msg_done; /* the parser saw the end of the final response */
-    uint8_t head_told; /* FILTER: Lua was resumed for the head; later wake-ups need a chunk or the end */
-    uv_timer_t kick;  /* runs deferred work outside of FFI calls */
+    uint8_t msg_done;     /* the parser saw the end of the final response */
+    uint8_t head_told;    /* FILTER: Lua was resumed for the head; later wake-ups need a chunk or the end */
+    uint8_t body_stream;  /* the client's body goes upstream as it arrives (SL_PROXY_STREAM) */
+    uint8_t body_chunked; /* ... re-framed as chunks (the client sent it chunked) */
+    uint8_t body_all;     /* ... and all of it is handed to the connection */
+    uint8_t body_moved;   /* a piece of it went beyond the first write: the request cannot be replayed */
+    uint8_t sent;         /* the request head is written on the current connection */
+    uv_timer_t kick;      /* runs deferred work outside of FFI calls */
     double t_start;
 } sl_proxy_t;
 
 /** Starts proxying req to host:port (SL_PROXY_FORWARD: head is the request line and the headers Lua sets;
  *  the client's own headers follow, filtered (sl__forward_headers, skipping `skip`), with SL_PROXY_LENGTH a
- *  Content-Length; flags: SL_PROXY_TLS for HTTPS, verified against ca_file or the system
- *  bundle unless SL_PROXY_NO_VERIFY), sending head (request line + headers, ending in a blank line) and body.
- *  The request's coroutine must yield afterwards; it is resumed when the proxy has news (see sl_upresp_t).
- *  A request may start another call once the response to the client has not started: the previous call is
- *  given up (freed; its connection pooled when it ended cleanly). Returns the proxy (owned by req) or NULL on out
- *  of memory or when the client response already started. Called from Lua: never calls back into Lua. */
+ *  Content-Length; SL_PROXY_STREAM: the client's body, still arriving (req->body_pending), is sent as it
+ * comes instead of body, framed as the client framed it; flags: SL_PROXY_TLS for HTTPS, verified against
+ * ca_file or the system bundle unless SL_PROXY_NO_VERIFY), sending head (request line + headers, ending in a
+ * blank line) and body. The request's coroutine must yield afterwards; it is resumed when the proxy has news
+ * (see sl_upresp_t). A request may start another call once the response to the client has not started: the
+ * previous call is given up (freed; its connection pooled when it ended cleanly). Returns the proxy (owned by
+ * req) or NULL on out of memory or when the client response already started. Called from Lua: never calls
+ * back into Lua. */
 sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, int flags,
-                           const char *ca_file, const char *sni, const char *head, size_t headlen, const char *skip,
-                           size_t skiplen, const char *body,
-                           size_t bodylen, int mode, double connect_timeout, double send_timeout,
-                           double read_timeout, int pool_size, double idle_timeout);
+                           const char *ca_file, const char *sni, const char *head, size_t headlen,
+                           const char *skip, size_t skiplen, const char *body, size_t bodylen, int mode,
+                           double connect_timeout, double send_timeout, double read_timeout, int pool_size,
+                           double idle_timeout);
 /** FILTER mode: marks the current chunk taken and asks for the next event (resumes the coroutine later). */
 int sl_proxy_read(sl_proxy_t *p);
-/** Changes the read timeout (seconds > 0) from the next read on: a stream's idle bound after its first token. */
+/** Changes the read timeout (seconds > 0) from the next read on: a stream's idle bound after its first token.
+ */
 void sl_proxy_set_read_timeout(sl_proxy_t *p, double seconds);
 /** FILTER mode after the headers: stream the rest of the body to the client in C (after sl_resp_start). */
 int sl_proxy_pass(sl_proxy_t *p);
 /** Called by the client connection when the client went away: cancels the upstream side. */
 void sl__proxy_client_gone(sl_proxy_t *p);
+/** Called by the client connection when more of a streamed request body arrived (or all of it). */
+void sl__proxy_body_more(sl_proxy_t *p);
 /** Called by the client connection when it drained below the low-water mark. */
 void sl__proxy_unblock(sl_proxy_t *p);
 /** Frees the proxy (from sl_req_release); a kept-alive connection goes back to the pool. */

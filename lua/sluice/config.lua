@@ -21,10 +21,10 @@ local LOG_FIELDS = { "time", "client", "method", "path", "query", "status", "byt
                      "upstream_latency_ms", "route", "upstream", "request_id", "user_agent", "upstream_status" }
 local METHODS = { "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE" }
 local PROVIDER_KINDS = { "openai", "azure-openai", "anthropic", "gemini", "deepseek", "openai-compatible", "bedrock", "mock" }
-local LIMIT_DEFAULTS = { max_header_size = "16k", max_body_size = "8m", max_url_length = "8k", header_timeout = 10,
+local LIMIT_DEFAULTS = { max_header_size = "16k", max_body_size = "8m", body_buffer_size = "64k", max_url_length = "8k", header_timeout = 10,
                          body_timeout = 30, keepalive_timeout = 60, send_timeout = 30, max_connections = 10000,
                          keepalive_requests = 10000 }
-local LIMIT_SIZES = { max_header_size = true, max_body_size = true, max_url_length = true }
+local LIMIT_SIZES = { max_header_size = true, max_body_size = true, body_buffer_size = true, max_url_length = true }
 
 local str = { type = "string" }
 local strs = { type = "array", items = str }

@@ -19,7 +19,7 @@ local PASS, FILTER = 0, 1
 local UPERR_TIMEOUT, UPERR_CLIENT_GONE = 3, 6
 local ERRNAMES = { "connect failed", "DNS resolution failed", "timed out", "connection reset",
                    "invalid response", "client gone", "out of memory", "TLS handshake failed" }
-local PROXY_TLS, PROXY_NO_VERIFY, PROXY_FORWARD, PROXY_LENGTH = 1, 2, 4, 8 -- sl_proxy_start flags
+local PROXY_TLS, PROXY_NO_VERIFY, PROXY_FORWARD, PROXY_LENGTH, PROXY_STREAM = 1, 2, 4, 8, 16 -- sl_proxy_start flags
 
 local _M = {}
 
@@ -182,6 +182,9 @@ function _M.run(ctx, up, pipe)
     flags = flags + PROXY_FORWARD
     if body_len > 0 or ctx.method == "POST" or ctx.method == "PUT" or ctx.method == "PATCH" then
         flags = flags + PROXY_LENGTH
+    end
+    if not body and r.body_pending ~= 0 then
+        flags = flags + PROXY_STREAM -- nobody read the body: it goes upstream as it arrives
     end
     local p = C.sl_proxy_start(r, node.host, #node.host, node.port, flags, tls and tls.ca_file, sni, head, #head,
         skip, skip and #skip or 0,

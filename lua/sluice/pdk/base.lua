@@ -10,7 +10,7 @@ typedef struct sl_req {
     sl_header_t *headers; const char *client_ip;
     uint32_t method_len, path_len, query_len, host_len, body_len, nheaders, client_ip_len;
     uint16_t client_port;
-    uint8_t http_minor, keepalive, resp_started, resp_done, client_gone, is_admin;
+    uint8_t http_minor, keepalive, resp_started, resp_done, client_gone, is_admin, body_pending;
     int32_t status;
     uint64_t id;
     uint64_t bytes_sent;
@@ -34,6 +34,7 @@ int sl_resp_write(sl_req_t *r, const char *data, size_t len);
 int sl_resp_finish(sl_req_t *r);
 size_t sl_resp_pending(const sl_req_t *r);
 int sl_resp_wait_drain(sl_req_t *r);
+int sl_req_read_body(sl_req_t *r);
 int sl_req_log_field(sl_req_t *r, const char *name, size_t nlen, const char *json, size_t jlen);
 int sl_access_log_enabled(void);
 int sl_resp_abort(sl_req_t *r);

@@ -15,6 +15,7 @@ local ffi_string, lower, type, pairs, tostring = ffi.string, string.lower, type,
 local gsub, char, tonumber, find, sub = string.gsub, string.char, tonumber, string.find, string.sub
 local cjson = require("cjson.safe")
 local get_ctx = base.get_ctx
+local C, yield = base.C, coroutine.yield
 
 local _M = {}
 
@@ -148,13 +149,21 @@ function _M.set_path(path, ctx)
     ctx.upstream_path = path
 end
 
---- Raw body (string, "" when empty).
+--- Raw body (string, "" when empty). A body larger than node.limits.body_buffer_size is still arriving when
+--- the request is handled: this waits for all of it (yields). nil, err when it cannot be had: the client went
+--- away or sent a bad or too large body, or the body already streamed to the upstream.
 function _M.get_body(ctx)
     ctx = ctx or get_ctx()
     if ctx.body ~= nil then
         return ctx.body
     end
     local r = ctx.req
+    while r.body_pending ~= 0 do
+        if C.sl_req_read_body(r) ~= 1 then
+            return nil, "request body not available (client gone, body invalid or already sent upstream)"
+        end
+        yield()
+    end
     ctx.body = r.body_len > 0 and ffi_string(r.body, r.body_len) or ""
     return ctx.body
 end
@@ -165,8 +174,10 @@ function _M.get_json(ctx)
     if ctx.json ~= nil then
         return ctx.json
     end
-    local body = _M.get_body(ctx)
-    if body == "" then
+    local body, err = _M.get_body(ctx)
+    if body == nil then
+        return nil, err
+    elseif body == "" then
         return nil, "empty body"
     end
     local t, err = cjson.decode(body)
