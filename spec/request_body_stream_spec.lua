@@ -335,3 +335,45 @@ describe("request body streaming to a slow upstream", function()
         print(string.format("\n40 MB upload to a 10 MB/s upstream: gateway VmRSS grew by at most %d kB", peak))
     end)
 end)
+
+describe("request body streaming over an HTTPS listener", function()
+    local up, gw, dir, tls_port
+    local q = helpers.shell_quote
+
+    setup(function()
+        up = start_upstream()
+        dir = helpers.tmpdir()
+        local code, out = helpers.exec("sh " .. q(helpers.ROOT .. "/spec/support/certs.sh") .. " " .. q(dir) ..
+            " gw.test", 30)
+        assert(code == 0, out)
+        tls_port = helpers.free_port()
+        gw = helpers.start_gateway({
+            node = { workers = 1, limits = { body_buffer_size = "64k", max_body_size = "48m" },
+                     listen = { "127.0.0.1:" .. helpers.free_port(), { addr = "127.0.0.1:" .. tls_port,
+                                tls = { cert = dir .. "/gw.test.crt", key = dir .. "/gw.test.key" } } } },
+            routes = { { id = "sink", paths = { "/sink" }, upstream = { nodes = { "127.0.0.1:" .. up.port } } } },
+        })
+    end)
+
+    teardown(function()
+        helpers.stop_all()
+    end)
+
+    -- curl sends Expect: 100-continue for bodies this large, so the interim response is exercised as well
+    for _, mode in ipairs({ "length", "chunked" }) do
+        it("streams a " .. mode .. " upload from curl to the upstream", function()
+            local body = body_of(5 * MB + 321)
+            local file = helpers.tmpdir() .. "/upload"
+            helpers.write_file(file, body)
+            local code, out = helpers.exec(("curl -sS --max-time 20 --cacert %s --resolve gw.test:%d:127.0.0.1 " ..
+                "--data-binary @%s -H 'Content-Type: application/octet-stream' %s https://gw.test:%d/sink"):format(
+                q(dir .. "/ca.crt"), tls_port, q(file), mode == "chunked" and "-H 'Transfer-Encoding: chunked'" or "",
+                tls_port), 30)
+            assert.equal(0, code, out)
+            local res = assert(cjson.decode(out), out)
+            assert.equal(#body, res.len)
+            assert.equal(sha256(body), res.sha256)
+            assert.equal(mode == "chunked" and "chunked" or cjson.null, res.te)
+        end)
+    end
+end)

@@ -159,6 +159,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     if (c->busy && c->req && c->req->body_pending) {
         parse_more(c); /* the rest of the body of the request being handled */
+        if (c->eof && !c->closing && c->req && c->req->body_pending)
+            sl__conn_close(c); /* TLS close_notify before the end of the body */
         return;
     }
     if (c->busy) {
