@@ -350,7 +350,8 @@ Gateway.__index = Gateway
 -- A table gets node.listen, node.admin and plugin_paths filled in unless given; YAML text can use
 -- ${SLUICE_PORT}, ${SLUICE_ADMIN_PORT}, ${SLUICE_ADMIN_KEY}, ${SLUICE_HOME} (set in the gateway's env).
 -- opts: dir (reuse a dir, e.g. to restart on the same config), env = {NAME = value}, timeout (start, 10 s),
---       args (extra command-line arguments).
+--       args (extra command-line arguments), wrap (a command prefix the gateway is run under, e.g. an
+--       `unshare ...` that gives it its own /etc/hosts; it must exec the rest of its arguments).
 function _M.start_gateway(config, opts)
     opts = opts or {}
     local gw = setmetatable({ dir = opts.dir or _M.tmpdir(), admin_key = opts.admin_key or "spec-admin-key-0123456789" }, Gateway)
@@ -383,7 +384,8 @@ function _M.start_gateway(config, opts)
     for k, v in pairs(opts.env or {}) do env[k] = v end
     local vars = {}
     for k, v in pairs(env) do vars[#vars + 1] = k .. "=" .. shell_quote(v) end
-    gw.proc = spawn(format("env %s %s -c %s %s </dev/null >>%s 2>&1", concat(vars, " "), shell_quote(_M.BIN),
+    gw.proc = spawn(format("%senv %s %s -c %s %s </dev/null >>%s 2>&1", opts.wrap and (opts.wrap .. " ") or "",
+        concat(vars, " "), shell_quote(_M.BIN),
         shell_quote(gw.file), opts.args or "", shell_quote(gw.log_file)))
     gw.proc.owner = gw
     gw.pid = gw.proc.pid

@@ -1,13 +1,16 @@
-/* Opening an upstream connection: DNS (through the worker's cache), TCP connect, CONNECT through an HTTP
- * proxy, TLS handshake. Each step runs from a libuv callback; at the end the owner hears ops->ready, with 0
- * or the reason it failed. The connection itself (reading, writing, timer, close) and the idle pool are in
- * pool.c. */
+/* Opening an upstream connection: DNS (through the worker's cache), TCP connect (a name's addresses in turn
+ * while they refuse or are unreachable, each on a fresh socket), CONNECT through an HTTP proxy, TLS
+ * handshake. Each step runs from a libuv callback; at the end the owner hears ops->ready, with 0 or the
+ * reason it failed. One timer (connect_timeout) bounds all of it. The connection itself (reading, writing,
+ * timer, close) and the idle pool are in pool.c. */
 #include "upstream/connect.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "lua/vm.h"
 #include "tls/tls.h"
 
@@ -88,17 +91,99 @@ void sl__upconn_tunnel_read(sl_upconn_t *uc, const char *data, size_t n)
     start_tls(uc);
 }
 
+/* The host and port the socket goes to: the proxy's when there is one. */
+static const char *dial_host(const sl_uptarget_t *t, int *port)
+{
+    *port = t->proxy_host[0] ? t->proxy_port : t->port;
+    return t->proxy_host[0] ? t->proxy_host : t->host;
+}
+
+/* "10.0.0.1:80" or "[::1]:80", for the log. */
+static void addr_name(const struct sockaddr_storage *ss, char *out, size_t n)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        uv_ip6_name(a, ip, sizeof(ip));
+        snprintf(out, n, "[%s]:%d", ip, ntohs(a->sin6_port));
+    } else {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        uv_ip4_name(a, ip, sizeof(ip));
+        snprintf(out, n, "%s:%d", ip, ntohs(a->sin_port));
+    }
+}
+
+/* Connect errors after which another address of the same name may still work. */
+static int worth_next(int status)
+{
+    return status == UV_ECONNREFUSED || status == UV_ENETUNREACH || status == UV_EHOSTUNREACH ||
+           status == UV_EADDRNOTAVAIL || status == UV_EAFNOSUPPORT || status == UV_ETIMEDOUT ||
+           status == UV_ECONNRESET || status == UV_ENETDOWN || status == UV_EHOSTDOWN;
+}
+
+static void on_connect(uv_connect_t *cr, int status);
+static void connect_next(sl_upconn_t *uc);
+
+static void on_reopened(uv_handle_t *h)
+{
+    sl_upconn_t *uc = h->data;
+    if (uc->closing == 2) { /* closed meanwhile, its timer too */
+        sl__upconn_free(uc);
+        return;
+    }
+    uv_tcp_init(&uc->w->loop, &uc->tcp);
+    uc->tcp.data = uc;
+    uc->state = ST_CONNECTING;
+    if (!uc->closing) /* else the close under way closes this fresh handle */
+        connect_next(uc);
+}
+
+/* A connect failed: the name's next address on a fresh socket, or the opening fails with what happened. */
+static void attempt_failed(sl_upconn_t *uc, int status)
+{
+    int port;
+    const char *host = dial_host(&uc->t, &port);
+    const struct sockaddr_storage *sa = &uc->addrs[uc->next_addr - 1];
+    struct sockaddr_storage tmp;
+    int named = sl_dns_literal(host, port, &tmp) != 0;
+    char addr[64], msg[400];
+    addr_name(sa, addr, sizeof(addr));
+    if (named && uc->w->pool && worth_next(status))
+        sl_dns_failed(&uc->w->pool->dns, host, (const struct sockaddr *)sa, sl_now());
+    if (worth_next(status) && uc->next_addr < uc->naddrs) {
+        sl_log(SL_LOG_WARN, "upstream %s:%d: connect to %s failed: %s; trying the next address", host, port,
+               addr, uv_strerror(status));
+        uc->state = ST_REOPENING;
+        uv_close((uv_handle_t *)&uc->tcp, on_reopened);
+        return;
+    }
+    if (!named)
+        snprintf(msg, sizeof(msg), "connect to %s:%d: %s", host, port, uv_strerror(status));
+    else if (uc->next_addr > 1)
+        snprintf(msg, sizeof(msg), "connect to %s:%d (%d addresses tried, last %s): %s", host, port,
+                 uc->next_addr, addr, uv_strerror(status));
+    else
+        snprintf(msg, sizeof(msg), "connect to %s:%d (%s): %s", host, port, addr, uv_strerror(status));
+    sl__upconn_fail_open(uc, status == UV_ETIMEDOUT ? SL_UPERR_TIMEOUT : SL_UPERR_CONNECT, msg);
+}
+
+static void connect_next(sl_upconn_t *uc)
+{
+    uc->state = ST_CONNECTING;
+    uc->connect_req.data = uc;
+    const struct sockaddr *sa = (const struct sockaddr *)&uc->addrs[uc->next_addr++];
+    int rc = uv_tcp_connect(&uc->connect_req, &uc->tcp, sa, on_connect);
+    if (rc != 0)
+        attempt_failed(uc, rc);
+}
+
 static void on_connect(uv_connect_t *cr, int status)
 {
     sl_upconn_t *uc = cr->data;
     if (uc->closing || status == UV_ECANCELED)
         return;
     if (status < 0) {
-        char msg[400];
-        snprintf(msg, sizeof(msg), "connect to %s:%d: %s",
-                 uc->t.proxy_host[0] ? uc->t.proxy_host : uc->t.host,
-                 uc->t.proxy_host[0] ? uc->t.proxy_port : uc->t.port, uv_strerror(status));
-        sl__upconn_fail_open(uc, status == UV_ETIMEDOUT ? SL_UPERR_TIMEOUT : SL_UPERR_CONNECT, msg);
+        attempt_failed(uc, status);
         return;
     }
     uv_tcp_nodelay(&uc->tcp, 1);
@@ -118,15 +203,6 @@ static void on_connect(uv_connect_t *cr, int status)
         opened(uc);
 }
 
-static void connect_to(sl_upconn_t *uc, const struct sockaddr *sa)
-{
-    uc->state = ST_CONNECTING;
-    uc->connect_req.data = uc;
-    int rc = uv_tcp_connect(&uc->connect_req, &uc->tcp, sa, on_connect);
-    if (rc != 0)
-        sl__upconn_fail_open(uc, SL_UPERR_CONNECT, uv_strerror(rc));
-}
-
 static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res)
 {
     sl_upconn_t *uc = g->data;
@@ -140,8 +216,8 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res)
         uv_freeaddrinfo(res);
         return;
     }
-    const char *host = uc->t.proxy_host[0] ? uc->t.proxy_host : uc->t.host;
-    int port = uc->t.proxy_host[0] ? uc->t.proxy_port : uc->t.port;
+    int port;
+    const char *host = dial_host(&uc->t, &port);
     sl_pool_t *p = sl__pool(uc->w);
     if (status < 0 || res == NULL || p == NULL ||
         sl_dns_store(&p->dns, host, res, sl_now(), SL_DNS_TTL) != 0) {
@@ -152,21 +228,28 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res)
         return;
     }
     uv_freeaddrinfo(res);
-    struct sockaddr_storage ss;
-    if (sl_dns_lookup(&p->dns, host, port, sl_now(), &ss) != 0) {
+    int n = sl_dns_lookup(&p->dns, host, port, sl_now(), uc->addrs, SL_DNS_MAX_ADDRS);
+    if (n <= 0) {
         sl__upconn_fail_open(uc, SL_UPERR_DNS, "resolve: no usable address");
         return;
     }
-    connect_to(uc, (struct sockaddr *)&ss);
+    uc->naddrs = n;
+    uc->next_addr = 0;
+    connect_next(uc);
 }
 
 void sl__upconn_connect(sl_upconn_t *uc, sl_pool_t *p, const sl_uptarget_t *t)
 {
-    const char *host = t->proxy_host[0] ? t->proxy_host : t->host;
-    int port = t->proxy_host[0] ? t->proxy_port : t->port;
-    struct sockaddr_storage ss;
-    if (sl_dns_literal(host, port, &ss) == 0 || sl_dns_lookup(&p->dns, host, port, sl_now(), &ss) == 0) {
-        connect_to(uc, (struct sockaddr *)&ss);
+    int port;
+    const char *host = dial_host(t, &port);
+    uc->next_addr = 0;
+    uc->naddrs = sl_dns_literal(host, port, &uc->addrs[0]) == 0 ? 1 : 0;
+    if (uc->naddrs == 0) {
+        int n = sl_dns_lookup(&p->dns, host, port, sl_now(), uc->addrs, SL_DNS_MAX_ADDRS);
+        uc->naddrs = n > 0 ? n : 0;
+    }
+    if (uc->naddrs > 0) {
+        connect_next(uc);
         return;
     }
     char portstr[8];

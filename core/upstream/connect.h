@@ -7,11 +7,14 @@
 
 #include "upstream/pool.h"
 
-/* sl_upconn_t.state: the opening steps, in order; ST_READY once the owner may write. */
-enum { ST_RESOLVING = 1, ST_CONNECTING, ST_TUNNEL, ST_HANDSHAKE, ST_READY };
+/* sl_upconn_t.state: the opening steps, in order; ST_READY once the owner may write. ST_REOPENING: the socket
+ * of a failed connect closes before the next address of the name is tried on a fresh one (libuv cannot
+ * connect a handle twice); a close meanwhile leaves the freeing to connect.c (closing == 2). */
+enum { ST_RESOLVING = 1, ST_CONNECTING, ST_REOPENING, ST_TUNNEL, ST_HANDSHAKE, ST_READY };
 
 /** Starts opening a new connection to t (connect.c): a literal or cached address connects at once, else the
- *  name is resolved first. The outcome reaches the owner through ops->ready. */
+ *  name is resolved first. A refused or unreachable address of a name is followed by the next one, within
+ *  the connect timeout. The outcome reaches the owner through ops->ready. */
 void sl__upconn_connect(sl_upconn_t *uc, sl_pool_t *p, const sl_uptarget_t *t);
 /** Advances the TLS handshake (connect.c) and sends what it produced; on completion the owner is told. */
 void sl__upconn_handshake(sl_upconn_t *uc);

@@ -41,7 +41,16 @@ static void unlink_entry(sl_dns_cache_t *c, sl_dns_entry_t **pp)
     c->n--;
 }
 
-int sl_dns_lookup(sl_dns_cache_t *c, const char *host, int port, double now, struct sockaddr_storage *out)
+static sl_dns_entry_t *find(sl_dns_cache_t *c, const char *host)
+{
+    for (sl_dns_entry_t *e = c->head; e; e = e->next)
+        if (strcasecmp(e->host, host) == 0)
+            return e;
+    return NULL;
+}
+
+int sl_dns_lookup(sl_dns_cache_t *c, const char *host, int port, double now, struct sockaddr_storage *out,
+                  int max)
 {
     for (sl_dns_entry_t **pp = &c->head; *pp; pp = &(*pp)->next) {
         sl_dns_entry_t *e = *pp;
@@ -51,11 +60,39 @@ int sl_dns_lookup(sl_dns_cache_t *c, const char *host, int port, double now, str
             unlink_entry(c, pp);
             return -ENOENT;
         }
-        *out = e->addrs[e->rr++ % (unsigned)e->naddrs];
-        set_port(out, port);
-        return 0;
+        unsigned start = e->rr++;
+        int n = 0;
+        for (int pass = 0; pass < 2; pass++) /* working addresses first, then the ones that failed lately */
+            for (int i = 0; i < e->naddrs && n < max; i++) {
+                int k = (int)((start + (unsigned)i) % (unsigned)e->naddrs);
+                if ((e->down_until[k] > now) != (pass == 1))
+                    continue;
+                out[n] = e->addrs[k];
+                set_port(&out[n++], port);
+            }
+        return n > 0 ? n : -ENOENT;
     }
     return -ENOENT;
+}
+
+static int same_ip(const struct sockaddr_storage *a, const struct sockaddr *b)
+{
+    if (a->ss_family != b->sa_family)
+        return 0;
+    if (b->sa_family == AF_INET)
+        return memcmp(&((const struct sockaddr_in *)a)->sin_addr, &((const struct sockaddr_in *)b)->sin_addr,
+                      sizeof(struct in_addr)) == 0;
+    return b->sa_family == AF_INET6 &&
+           memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &((const struct sockaddr_in6 *)b)->sin6_addr,
+                  sizeof(struct in6_addr)) == 0;
+}
+
+void sl_dns_failed(sl_dns_cache_t *c, const char *host, const struct sockaddr *addr, double now)
+{
+    sl_dns_entry_t *e = find(c, host);
+    for (int i = 0; e && i < e->naddrs; i++)
+        if (same_ip(&e->addrs[i], addr))
+            e->down_until[i] = now + SL_DNS_DOWN;
 }
 
 int sl_dns_store(sl_dns_cache_t *c, const char *host, const struct addrinfo *res, double now, double ttl)

@@ -76,7 +76,10 @@ static void on_close(uv_handle_t *h)
 static void on_timer_close(uv_handle_t *h)
 {
     sl_upconn_t *uc = h->data;
-    uv_close((uv_handle_t *)&uc->tcp, on_close);
+    if (uc->state == ST_REOPENING)
+        uc->closing = 2; /* the socket of a failed attempt is closing: connect.c frees the connection then */
+    else
+        uv_close((uv_handle_t *)&uc->tcp, on_close);
 }
 
 void sl__upconn_close(sl_upconn_t *uc)

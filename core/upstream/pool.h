@@ -76,6 +76,8 @@ struct sl_upconn {
     size_t key_len;
     uint64_t key_hash; /* compared first: pool scans run on every request */
     sl_uptarget_t t;
+    struct sockaddr_storage addrs[SL_DNS_MAX_ADDRS]; /* connect.c: addresses to try in turn (a name's) */
+    int naddrs, next_addr;
     int reused;
     int closing;
     int idle;

@@ -97,25 +97,105 @@ static void test_dns(void)
     struct addrinfo i2 = {.ai_family = AF_INET, .ai_addrlen = sizeof(a2), .ai_addr = (struct sockaddr *)&a2};
     struct addrinfo i1 = {
         .ai_family = AF_INET, .ai_addrlen = sizeof(a1), .ai_addr = (struct sockaddr *)&a1, .ai_next = &i2};
-    CHECK_INT(sl_dns_lookup(&c, "a.test", 80, 100, &ss), -ENOENT);
+    CHECK_INT(sl_dns_lookup(&c, "a.test", 80, 100, &ss, 1), -ENOENT);
     CHECK_INT(sl_dns_store(&c, "a.test", &i1, 100, 30), 0);
-    CHECK_INT(sl_dns_lookup(&c, "A.TEST", 8080, 110, &ss), 0);
+    CHECK_INT(sl_dns_lookup(&c, "A.TEST", 8080, 110, &ss, 1), 1);
     CHECK_INT(ntohs(((struct sockaddr_in *)&ss)->sin_port), 8080);
     uint32_t first = ((struct sockaddr_in *)&ss)->sin_addr.s_addr;
-    CHECK_INT(sl_dns_lookup(&c, "a.test", 80, 111, &ss), 0);
-    CHECK(((struct sockaddr_in *)&ss)->sin_addr.s_addr != first);  /* round robin */
-    CHECK_INT(sl_dns_lookup(&c, "a.test", 80, 131, &ss), -ENOENT); /* expired */
+    CHECK_INT(sl_dns_lookup(&c, "a.test", 80, 111, &ss, 1), 1);
+    CHECK(((struct sockaddr_in *)&ss)->sin_addr.s_addr != first);     /* round robin */
+    CHECK_INT(sl_dns_lookup(&c, "a.test", 80, 131, &ss, 1), -ENOENT); /* expired */
     CHECK_INT(c.n, 0);
     CHECK_INT(sl_dns_store(&c, "b.test", &i1, 100, 30), 0);
     CHECK_INT(sl_dns_store(&c, "c.test", &i1, 100, 30), 0);
     CHECK_INT(sl_dns_store(&c, "d.test", &i1, 100, 30), 0); /* over max: the oldest goes */
     CHECK_INT(c.n, 2);
-    CHECK_INT(sl_dns_lookup(&c, "b.test", 80, 101, &ss), -ENOENT);
-    CHECK_INT(sl_dns_lookup(&c, "d.test", 80, 101, &ss), 0);
+    CHECK_INT(sl_dns_lookup(&c, "b.test", 80, 101, &ss, 1), -ENOENT);
+    CHECK_INT(sl_dns_lookup(&c, "d.test", 80, 101, &ss, 1), 1);
     CHECK_INT(sl_dns_store(&c, "d.test", &i2, 102, 30), 0); /* replaced */
     CHECK_INT(c.n, 2);
     sl_dns_clear(&c);
     CHECK_INT(c.n, 0);
+}
+
+static int port_of(const struct sockaddr_storage *ss)
+{
+    return ntohs(ss->ss_family == AF_INET ? ((const struct sockaddr_in *)ss)->sin_port
+                                          : ((const struct sockaddr_in6 *)ss)->sin6_port);
+}
+
+/* Index of a in the test's addresses (0: ::1, 1: 10.0.0.1, 2: 10.0.0.2), or -1. */
+static int which(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)ss)->sin6_addr, &in6addr_loopback, 16) == 0 ? 0 : -1;
+    uint32_t ip = ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr);
+    return ip == 0x0a000001 ? 1 : ip == 0x0a000002 ? 2 : -1;
+}
+
+/* Every address of a name, for the connect fallback: round-robin start, the rest in getaddrinfo's order after
+ * it, those that refused lately last until SL_DNS_DOWN passes. */
+static void test_dns_all(void)
+{
+    sl_dns_cache_t c = {0};
+    struct sockaddr_in6 a0 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    struct sockaddr_in a1 = {.sin_family = AF_INET}, a2 = {.sin_family = AF_INET};
+    a1.sin_addr.s_addr = htonl(0x0a000001);
+    a2.sin_addr.s_addr = htonl(0x0a000002);
+    struct addrinfo i2 = {.ai_family = AF_INET, .ai_addrlen = sizeof(a2), .ai_addr = (struct sockaddr *)&a2};
+    struct addrinfo i1 = {
+        .ai_family = AF_INET, .ai_addrlen = sizeof(a1), .ai_addr = (struct sockaddr *)&a1, .ai_next = &i2};
+    struct addrinfo i0 = {
+        .ai_family = AF_INET6, .ai_addrlen = sizeof(a0), .ai_addr = (struct sockaddr *)&a0, .ai_next = &i1};
+    struct sockaddr_storage out[SL_DNS_MAX_ADDRS];
+    CHECK_INT(sl_dns_store(&c, "m.test", &i0, 100, 30), 0);
+
+    CHECK_INT(sl_dns_lookup(&c, "m.test", 8080, 100, out, SL_DNS_MAX_ADDRS), 3);
+    CHECK(which(&out[0]) == 0 && which(&out[1]) == 1 && which(&out[2]) == 2);
+    CHECK(port_of(&out[0]) == 8080 && port_of(&out[1]) == 8080 && port_of(&out[2]) == 8080);
+    CHECK_INT(sl_dns_lookup(&c, "m.test", 80, 100, out, SL_DNS_MAX_ADDRS), 3); /* next start */
+    CHECK(which(&out[0]) == 1 && which(&out[1]) == 2 && which(&out[2]) == 0);
+    CHECK_INT(sl_dns_lookup(&c, "m.test", 80, 100, out, 2), 2); /* bounded by max */
+    CHECK(which(&out[0]) == 2 && which(&out[1]) == 0);
+
+    /* ::1 refused (any port): it goes last while 10.0.0.x are tried first, whatever the start */
+    struct sockaddr_in6 refused = a0;
+    refused.sin6_port = htons(443);
+    sl_dns_failed(&c, "M.TEST", (struct sockaddr *)&refused, 100);
+    for (int k = 0; k < 3; k++) {
+        CHECK_INT(sl_dns_lookup(&c, "m.test", 80, 101, out, SL_DNS_MAX_ADDRS), 3);
+        CHECK(which(&out[0]) != 0 && which(&out[1]) != 0 && which(&out[2]) == 0);
+    }
+    sl_dns_failed(&c, "m.test", (struct sockaddr *)&a1, 102); /* two down: the working one first */
+    CHECK_INT(sl_dns_lookup(&c, "m.test", 80, 103, out, SL_DNS_MAX_ADDRS), 3);
+    CHECK(which(&out[0]) == 2);
+    CHECK_INT(sl_dns_lookup(&c, "m.test", 80, 103, out, 1), 1);
+    CHECK(which(&out[0]) == 2);
+    /* every address down: all of them still come back (round robin), nothing is left out */
+    sl_dns_failed(&c, "m.test", (struct sockaddr *)&a2, 103);
+    CHECK_INT(sl_dns_lookup(&c, "m.test", 80, 104, out, SL_DNS_MAX_ADDRS), 3);
+    CHECK(which(&out[0]) + which(&out[1]) + which(&out[2]) == 3);
+    /* SL_DNS_DOWN after the last failure all are back in plain rotation */
+    for (int k = 0; k < 3; k++) {
+        unsigned start = c.head->rr;
+        CHECK_INT(sl_dns_lookup(&c, "m.test", 80, 103 + SL_DNS_DOWN + 0.5, out, SL_DNS_MAX_ADDRS), 3);
+        CHECK_INT(which(&out[0]), (int)(start % 3));
+        CHECK_INT(which(&out[1]), (int)((start + 1) % 3));
+    }
+
+    /* unknown hosts and addresses are ignored */
+    struct sockaddr_in other = {.sin_family = AF_INET};
+    other.sin_addr.s_addr = htonl(0x0a000009);
+    sl_dns_failed(&c, "m.test", (struct sockaddr *)&other, 120);
+    sl_dns_failed(&c, "nope.test", (struct sockaddr *)&a1, 120);
+    CHECK_INT(sl_dns_lookup(&c, "nope.test", 80, 120, out, SL_DNS_MAX_ADDRS), -ENOENT);
+    CHECK_INT(sl_dns_lookup(&c, "m.test", 80, 120, out, SL_DNS_MAX_ADDRS), 3);
+    /* a fresh resolution forgets the failures */
+    sl_dns_failed(&c, "m.test", (struct sockaddr *)&a0, 120);
+    CHECK_INT(sl_dns_store(&c, "m.test", &i0, 121, 30), 0);
+    CHECK_INT(sl_dns_lookup(&c, "m.test", 80, 121, out, SL_DNS_MAX_ADDRS), 3);
+    CHECK_INT(which(&out[0]), 0);
+    sl_dns_clear(&c);
 }
 
 int main(void)
@@ -124,5 +204,6 @@ int main(void)
     test_no_proxy();
     test_env_proxy();
     test_dns();
+    test_dns_all();
     return sl_test_done();
 }
