@@ -40,6 +40,7 @@ typedef struct sl_http {
     int flags;
     int closed_timers;
     uint8_t linked, started, opening, msg_done, is_head, got_bytes, retried, lua_closed;
+    uint8_t bad_proxy; /* HTTP(S)_PROXY is set but unusable: the request fails instead of going around it */
 } sl_http_t;
 
 static llhttp_settings_t csettings;
@@ -323,7 +324,12 @@ static void on_kick(uv_timer_t *t)
         return;
     if (!h->started) {
         h->started = 1;
-        attempt(h);
+        if (h->bad_proxy)
+            fail(h, SL_UPERR_CONNECT,
+                 h->target.tls ? "HTTPS_PROXY is not an http:// proxy URL or host:port"
+                               : "HTTP_PROXY is not an http:// proxy URL or host:port");
+        else
+            attempt(h);
         return;
     }
     if (h->res.done) {
@@ -399,7 +405,17 @@ sl_httpres_t *sl_http_start(sl_req_t *req, const char *method, size_t mlen, cons
         h->target.ca_file = h->ca_file;
     }
     sl_url_t px;
-    int via_proxy = !(flags & SL_HTTP_NO_PROXY) && sl_env_proxy(u.tls, u.host, u.port, &px);
+    int proxy_rc = flags & SL_HTTP_NO_PROXY ? 0 : sl_env_proxy(u.tls, u.host, u.port, &px);
+    int via_proxy = proxy_rc == 1;
+    h->bad_proxy = proxy_rc < 0;
+    if (h->bad_proxy) {
+        static int warned;
+        if (!__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
+            sl_log(SL_LOG_WARN,
+                   "%s is set but is not an http:// proxy URL or host:port: sluice.http requests "
+                   "it applies to fail (only plain HTTP proxies are supported)",
+                   u.tls ? "HTTPS_PROXY" : "HTTP_PROXY");
+    }
     if (via_proxy) {
         snprintf(h->target.proxy_host, sizeof(h->target.proxy_host), "%s", px.host);
         h->target.proxy_port = px.port;

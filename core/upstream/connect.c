@@ -77,7 +77,9 @@ void sl__upconn_tunnel_read(sl_upconn_t *uc, const char *data, size_t n)
     const char *end = memmem(b, uc->tunnel.len, "\r\n\r\n", 4);
     if (end == NULL)
         return;
-    int ok = uc->tunnel.len > 12 && memcmp(b, "HTTP/1.", 7) == 0 && memcmp(b + 8, " 200", 4) == 0;
+    /* any 2xx opens the tunnel (RFC 9110 9.3.6) */
+    int ok = uc->tunnel.len > 12 && memcmp(b, "HTTP/1.", 7) == 0 && b[8] == ' ' && b[9] == '2' &&
+             b[10] >= '0' && b[10] <= '9' && b[11] >= '0' && b[11] <= '9';
     if (!ok || end + 4 != b + uc->tunnel.len) {
         char msg[160];
         snprintf(
@@ -189,9 +191,11 @@ static void on_connect(uv_connect_t *cr, int status)
     uv_tcp_nodelay(&uc->tcp, 1);
     sl__upconn_read_start(uc);
     if (uc->t.proxy_host[0] && uc->t.tls) {
+        /* an IPv6 literal goes in brackets, as in a URL */
+        const char *lb = strchr(uc->t.host, ':') ? "[" : "", *rb = *lb ? "]" : "";
         char req[700];
-        int n = snprintf(req, sizeof(req), "CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n", uc->t.host,
-                         uc->t.port, uc->t.host, uc->t.port);
+        int n = snprintf(req, sizeof(req), "CONNECT %s%s%s:%d HTTP/1.1\r\nHost: %s%s%s:%d\r\n\r\n", lb,
+                         uc->t.host, rb, uc->t.port, lb, uc->t.host, rb, uc->t.port);
         uc->state = ST_TUNNEL;
         if (sl__upconn_raw_write(uc, req, (size_t)n) < 0)
             sl__upconn_fail_open(uc, SL_UPERR_CONNECT, "proxy CONNECT write failed");

@@ -1,7 +1,9 @@
 /* URL parsing for the upstream client, and the proxy settings of the environment (HTTP_PROXY, HTTPS_PROXY,
- * NO_PROXY with curl's conventions: lower-case names first, a leading dot or none matches subdomains). */
+ * NO_PROXY with curl's conventions: lower-case names first, a leading dot or none matches subdomains, IPs
+ * and CIDR blocks match literal IP hosts). */
 #include "upstream/url.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,40 +99,91 @@ int sl_url_parse(const char *s, size_t len, sl_url_t *u)
     return 0;
 }
 
+/* Whether the literal IP host lies in "addr/bits" (IPv4 or IPv6, as curl's NO_PROXY). */
+static int cidr_match(const char *pat, size_t pl, const char *host)
+{
+    const char *slash = memchr(pat, '/', pl);
+    char net_s[INET6_ADDRSTRLEN];
+    size_t nl = (size_t)(slash - pat);
+    if (nl == 0 || nl >= sizeof(net_s) || slash + 1 == pat + pl || pat + pl - slash > 4)
+        return 0;
+    memcpy(net_s, pat, nl);
+    net_s[nl] = '\0';
+    int bits = 0;
+    for (const char *d = slash + 1; d < pat + pl; d++) {
+        if (*d < '0' || *d > '9')
+            return 0;
+        bits = bits * 10 + (*d - '0');
+    }
+    int fam = memchr(net_s, ':', nl) ? AF_INET6 : AF_INET;
+    unsigned char net[16], ip[16];
+    if (inet_pton(fam, net_s, net) != 1 || inet_pton(fam, host, ip) != 1 ||
+        bits > (fam == AF_INET6 ? 128 : 32))
+        return 0;
+    int full = bits / 8, rest = bits % 8;
+    if (memcmp(net, ip, (size_t)full) != 0)
+        return 0;
+    unsigned char mask = (unsigned char)(0xff00 >> rest);
+    return rest == 0 || (net[full] & mask) == (ip[full] & mask);
+}
+
+/* One NO_PROXY entry: "*", "name", ".name", "*.name", "name:port", "1.2.3.4", "10.0.0.0/8", "::1",
+ * "[::1]:8080", "fd00::/8". Names match themselves and their subdomains; IPs only themselves or their net. */
+static int entry_match(const char *pat, size_t pl, const char *host, int host_is_ip, int port)
+{
+    if (pl == 1 && *pat == '*')
+        return 1;
+    int want_port = 0;
+    const char *colon = memchr(pat, ':', pl);
+    if (pat[0] == '[') {
+        const char *close = memchr(pat, ']', pl);
+        if (close == NULL)
+            return 0;
+        if (close + 1 < pat + pl) {
+            if (close[1] != ':')
+                return 0;
+            want_port = atoi(close + 2);
+        }
+        pat++;
+        pl = (size_t)(close - pat);
+    } else if (colon && memchr(colon + 1, ':', (size_t)(pat + pl - colon - 1)) == NULL) {
+        want_port = atoi(colon + 1); /* one colon: host:port (more: an IPv6 literal) */
+        pl = (size_t)(colon - pat);
+    }
+    if (want_port != 0 && want_port != port)
+        return 0;
+    if (pl >= 2 && pat[0] == '*' && pat[1] == '.') {
+        pat++;
+        pl--;
+    }
+    if (pl > 0 && pat[0] == '.') {
+        pat++;
+        pl--;
+    }
+    if (pl == 0)
+        return 0;
+    if (memchr(pat, '/', pl))
+        return host_is_ip && cidr_match(pat, pl, host);
+    size_t hl = strlen(host);
+    if (hl == pl && strncasecmp(host, pat, pl) == 0)
+        return 1;
+    return !host_is_ip && hl > pl && host[hl - pl - 1] == '.' && strncasecmp(host + hl - pl, pat, pl) == 0;
+}
+
 int sl_no_proxy_match(const char *np, const char *host, int port)
 {
     if (np == NULL || *np == '\0')
         return 0;
-    size_t hl = strlen(host);
+    unsigned char tmp[16];
+    int host_is_ip = inet_pton(AF_INET, host, tmp) == 1 || inet_pton(AF_INET6, host, tmp) == 1;
     while (*np) {
         while (*np == ',' || *np == ' ')
             np++;
         const char *e = np;
         while (*e && *e != ',' && *e != ' ')
             e++;
-        size_t n = (size_t)(e - np);
-        if (n == 1 && *np == '*')
+        if (e > np && entry_match(np, (size_t)(e - np), host, host_is_ip, port))
             return 1;
-        if (n > 0) {
-            const char *pat = np;
-            size_t pl = n;
-            int want_port = 0;
-            const char *colon = memchr(pat, ':', pl);
-            if (colon && memchr(colon + 1, ':', (size_t)(pat + pl - colon - 1)) == NULL && pat[0] != '[') {
-                want_port = atoi(colon + 1);
-                pl = (size_t)(colon - pat);
-            }
-            if (pl > 0 && pat[0] == '.') {
-                pat++;
-                pl--;
-            }
-            if (pl > 0 && (want_port == 0 || want_port == port)) {
-                if (hl == pl && strncasecmp(host, pat, pl) == 0)
-                    return 1;
-                if (hl > pl && host[hl - pl - 1] == '.' && strncasecmp(host + hl - pl, pat, pl) == 0)
-                    return 1;
-            }
-        }
         np = e;
     }
     return 0;
@@ -149,22 +202,20 @@ int sl_env_proxy(int tls, const char *host, int port, sl_url_t *proxy)
         return 0;
     if (sl_no_proxy_match(env2("no_proxy", "NO_PROXY"), host, port))
         return 0;
-    if (strstr(p, "://") == NULL) {
-        char tmp[600];
-        size_t n = strlen(p);
+    char tmp[600];
+    size_t n = strlen(p);
+    if (strstr(p, "://") == NULL) { /* "host:port": an HTTP proxy */
         if (n + 8 > sizeof(tmp))
-            return 0;
+            return -EINVAL;
         memcpy(tmp, "http://", 7);
         memcpy(tmp + 7, p, n + 1);
-        int rc = sl_url_parse(tmp, n + 7, proxy);
-        proxy->target = "/";
-        proxy->target_len = 1;
-        return rc == 0;
+        p = tmp;
+        n += 7;
     }
-    if (sl_url_parse(p, strlen(p), proxy) != 0)
-        return 0;
-    if (proxy->tls)
-        return 0; /* a TLS connection to the proxy itself is not supported */
-    proxy->port = proxy->port ? proxy->port : 80;
+    /* only plain http:// proxies: TLS to the proxy itself, SOCKS and the rest would need more than this */
+    if (sl_url_parse(p, n, proxy) != 0 || proxy->tls)
+        return -EINVAL;
+    proxy->target = "/";
+    proxy->target_len = 1;
     return 1;
 }

@@ -17,12 +17,15 @@ typedef struct sl_url {
  *  u->target points into s (or to a static "/"), so s must outlive its use. */
 int sl_url_parse(const char *s, size_t len, sl_url_t *u);
 
-/** True when host (port) is excluded from proxying by a NO_PROXY list ("*", "a.com,.b.org,10.0.0.1,c:8080").
- */
+/** True when host (port) is excluded from proxying by a NO_PROXY list ("*", "a.com,.b.org,*.c.net,c:8080,
+ *  10.0.0.1,10.0.0.0/8,[::1]:8080,fd00::/8"); host is a name or an IP literal without brackets. */
 int sl_no_proxy_match(const char *no_proxy, const char *host, int port);
 
-/** The proxy URL from the environment for a scheme (HTTPS_PROXY/https_proxy or HTTP_PROXY/http_proxy),
- * honouring NO_PROXY/no_proxy for host; fills proxy and returns 1, or returns 0 for a direct connection. */
+/** The proxy from the environment for a request to host:port (tls: HTTPS_PROXY/https_proxy, else
+ *  HTTP_PROXY/http_proxy; lower-case first), honouring NO_PROXY/no_proxy. Returns 1 with proxy filled (an
+ *  HTTP proxy: plain requests go to it in absolute form, TLS ones through CONNECT), 0 for a direct
+ *  connection, or -EINVAL when the variable is set but unusable (not an http:// URL or "host:port"): the
+ *  caller fails the request rather than going around the proxy. */
 int sl_env_proxy(int tls, const char *host, int port, sl_url_t *proxy);
 
 #endif

@@ -54,6 +54,31 @@ static void test_no_proxy(void)
     CHECK_INT(sl_no_proxy_match("b.org, 10.0.0.1 ,a.com", "10.0.0.1", 80), 1);
     CHECK_INT(sl_no_proxy_match("a.com:8080", "a.com", 80), 0);
     CHECK_INT(sl_no_proxy_match("a.com:8080", "a.com", 8080), 1);
+    CHECK_INT(sl_no_proxy_match("*.a.com", "x.a.com", 80), 1);
+    CHECK_INT(sl_no_proxy_match("*.a.com", "a.com", 80), 1);
+    CHECK_INT(sl_no_proxy_match("A.COM", "x.a.com", 80), 1);
+    /* IP hosts: the address itself or a CIDR block, never a "domain suffix" */
+    CHECK_INT(sl_no_proxy_match("0.1", "10.0.0.1", 80), 0);
+    CHECK_INT(sl_no_proxy_match("10.0.0.1", "10.0.0.1", 80), 1);
+    CHECK_INT(sl_no_proxy_match("10.0.0.0/8", "10.200.3.4", 80), 1);
+    CHECK_INT(sl_no_proxy_match("10.0.0.0/8", "11.0.0.1", 80), 0);
+    CHECK_INT(sl_no_proxy_match("192.168.1.0/23", "192.168.0.7", 80), 1);
+    CHECK_INT(sl_no_proxy_match("192.168.1.0/23", "192.168.2.7", 80), 0);
+    CHECK_INT(sl_no_proxy_match("0.0.0.0/0", "8.8.8.8", 80), 1);
+    CHECK_INT(sl_no_proxy_match("10.0.0.0/33", "10.0.0.1", 80), 0);
+    CHECK_INT(sl_no_proxy_match("10.0.0.0/8", "ten.example", 80), 0);
+    CHECK_INT(sl_no_proxy_match("127.0.0.1:8080", "127.0.0.1", 8080), 1);
+    CHECK_INT(sl_no_proxy_match("127.0.0.1:8080", "127.0.0.1", 80), 0);
+    /* IPv6: bare, bracketed, with a port, CIDR */
+    CHECK_INT(sl_no_proxy_match("::1", "::1", 80), 1);
+    CHECK_INT(sl_no_proxy_match("[::1]", "::1", 80), 1);
+    CHECK_INT(sl_no_proxy_match("[::1]:8080", "::1", 8080), 1);
+    CHECK_INT(sl_no_proxy_match("[::1]:8080", "::1", 80), 0);
+    CHECK_INT(sl_no_proxy_match("fd00::/8", "fd12:3456::1", 80), 1);
+    CHECK_INT(sl_no_proxy_match("fd00::/8", "fe80::1", 80), 0);
+    CHECK_INT(sl_no_proxy_match("fd00::/8", "10.0.0.1", 80), 0);
+    CHECK_INT(sl_no_proxy_match("[::1", "::1", 80), 0);
+    CHECK_INT(sl_no_proxy_match(" , ,", "a.com", 80), 0);
 }
 
 static void test_env_proxy(void)
@@ -76,6 +101,27 @@ static void test_env_proxy(void)
     CHECK_STR(p.host, "proxy2");
     CHECK_INT(p.port, 8443);
     CHECK_INT(sl_env_proxy(0, "db.internal.lan", 80, &p), 0);
+    /* lower-case first; an empty one falls back to the upper-case one */
+    setenv("http_proxy", "http://[::1]:8888/", 1);
+    CHECK_INT(sl_env_proxy(0, "a.com", 80, &p), 1);
+    CHECK_STR(p.host, "::1");
+    CHECK_INT(p.port, 8888);
+    setenv("http_proxy", "", 1);
+    CHECK_INT(sl_env_proxy(0, "a.com", 80, &p), 1);
+    CHECK_STR(p.host, "proxy");
+    setenv("HTTP_PROXY", "http://user:pw@proxy", 1); /* default port 80; credentials are not used */
+    CHECK_INT(sl_env_proxy(0, "a.com", 80, &p), 1);
+    CHECK_STR(p.host, "proxy");
+    CHECK_INT(p.port, 80);
+    /* set but unusable: an error, never a silent direct connection */
+    setenv("https_proxy", "https://proxy:443", 1);
+    CHECK_INT(sl_env_proxy(1, "a.com", 443, &p), -EINVAL);
+    setenv("https_proxy", "socks5://proxy:1080", 1);
+    CHECK_INT(sl_env_proxy(1, "a.com", 443, &p), -EINVAL);
+    setenv("https_proxy", "proxy 2:80", 1);
+    CHECK_INT(sl_env_proxy(1, "a.com", 443, &p), -EINVAL);
+    CHECK_INT(sl_env_proxy(1, "x.internal.lan", 443, &p), 0); /* NO_PROXY first */
+    unsetenv("http_proxy");
     unsetenv("HTTP_PROXY");
     unsetenv("https_proxy");
     unsetenv("NO_PROXY");
