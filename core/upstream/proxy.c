@@ -18,10 +18,8 @@
 #include "lua/vm.h"
 #include "upstream/forward.h"
 #include "upstream/pool.h"
-
-#define UP_MAX_HEAD 65536
-
-static llhttp_settings_t psettings;
+#include "upstream/proxy_parse.h"
+#include "upstream/url.h"
 
 static void attempt(sl_proxy_t *p);
 static void process(sl_proxy_t *p);
@@ -125,108 +123,7 @@ static void arm(sl_proxy_t *p, double seconds)
         sl__upconn_arm(p->uc, seconds);
 }
 
-/* ---- response parsing ---- */
-
-static sl_proxy_t *of(llhttp_t *hp)
-{
-    return ((sl_upconn_t *)hp->data)->owner;
-}
-
-static int on_pbegin(llhttp_t *hp)
-{
-    sl_proxy_t *p = of(hp);
-    p->resp.nheaders = 0;
-    sl__uphdrs_reset(&p->hdrs);
-    return 0;
-}
-
-static int on_hfield(llhttp_t *hp, const char *at, size_t len)
-{
-    sl_proxy_t *p = of(hp);
-    return sl__uphdrs_field(&p->hdrs, at, len, UP_MAX_HEAD);
-}
-
-static int on_hvalue(llhttp_t *hp, const char *at, size_t len)
-{
-    sl_proxy_t *p = of(hp);
-    return sl__uphdrs_value(&p->hdrs, at, len, UP_MAX_HEAD);
-}
-
-static int hop_by_hop(const sl_header_t *h, const sl_header_t *conn)
-{
-    if (conn && sl__http_token_listed(conn->value, conn->value_len, h->name, h->name_len))
-        return 1;
-    static const char *const names[] = {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
-                                        "te",         "trailer",    "upgrade",          "content-length",
-                                        "date",       "server"};
-    for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (h->name_len == strlen(names[i]) && strncasecmp(h->name, names[i], h->name_len) == 0)
-            return 1;
-    return 0;
-}
-
-/* PASS mode: the upstream's head goes to the client, re-framed by our response code. */
-static int send_head(sl_proxy_t *p)
-{
-    sl_req_t *r = p->req;
-    if (r->conn == NULL)
-        return -1;
-    sl_buf_t h = {0};
-    const sl_header_t *conn = NULL;
-    for (uint32_t i = 0; i < p->resp.nheaders; i++)
-        if (p->resp.headers[i].name_len == 10 && strncasecmp(p->resp.headers[i].name, "connection", 10) == 0)
-            conn = &p->resp.headers[i];
-    for (uint32_t i = 0; i < p->resp.nheaders; i++) {
-        const sl_header_t *hd = &p->resp.headers[i];
-        if (hop_by_hop(hd, conn))
-            continue;
-        sl_buf_append(&h, hd->name, hd->name_len);
-        sl_buf_append(&h, ": ", 2);
-        sl_buf_append(&h, hd->value, hd->value_len);
-        sl_buf_append(&h, "\r\n", 2);
-    }
-    int rc = sl_resp_start(r, p->resp.status, h.base ? h.base : "", h.len, p->resp.content_length);
-    sl_buf_free(&h);
-    p->head_sent = 1;
-    return rc;
-}
-
-static int on_headers_done(llhttp_t *hp)
-{
-    sl_proxy_t *p = of(hp);
-    sl__uphdrs_finish(&p->hdrs);
-    p->resp.headers = p->hdrs.list;
-    p->resp.nheaders = p->hdrs.n;
-    p->resp.status = llhttp_get_status_code(hp);
-    if (p->resp.status < 200)
-        return 0; /* interim (100 Continue): the real response follows */
-    p->resp.content_length = (hp->flags & F_CONTENT_LENGTH) ? (int64_t)hp->content_length : -1;
-    p->resp.headers_done = 1;
-    int nobody = p->is_head || p->resp.status == 204 || p->resp.status == 304;
-    if (p->mode == SL_PROXY_PASS) {
-        if (send_head(p) != 0)
-            return -1;
-        return nobody ? 1 : 0;
-    }
-    return nobody ? 1 : HPE_PAUSED;
-}
-
-static int on_pbody(llhttp_t *hp, const char *at, size_t len)
-{
-    sl_proxy_t *p = of(hp);
-    if (p->mode == SL_PROXY_PASS)
-        return p->req->conn && sl_resp_write(p->req, at, len) == 0 ? 0 : -1;
-    return sl_buf_append(&p->chunkbuf, at, len) == 0 ? 0 : -1;
-}
-
-static int on_pcomplete(llhttp_t *hp)
-{
-    sl_proxy_t *p = of(hp);
-    if (p->resp.status < 200)
-        return 0;
-    p->msg_done = 1;
-    return HPE_PAUSED; /* stop exactly at the end: bytes after it make the connection unusable */
-}
+/* ---- response ---- */
 
 /* Parses what is buffered on the upstream connection and acts on it. */
 static void process(sl_proxy_t *p)
@@ -324,6 +221,45 @@ static void read_start(sl_proxy_t *p)
         sl__upconn_read_start(p->uc);
 }
 
+/* The environment's proxy for this call (SL_PROXY_ENV_PROXY: provider calls leaving a company network), and
+ * the request line: absolute-form through a plain HTTP proxy, as given otherwise (CONNECT tunnels the request
+ * as it is). 0 or -1 on out of memory. */
+static int via_env_proxy(sl_proxy_t *p, int flags, const char *host, size_t hostlen, int port,
+                         const char *head, size_t headlen)
+{
+    const char *sp = memchr(head, ' ', headlen);
+    sl_url_t px;
+    char name[256];
+    memcpy(name, host, hostlen); /* hostlen < sizeof(p->host) was checked */
+    name[hostlen] = '\0';
+    int tls = (flags & SL_PROXY_TLS) != 0;
+    int rc = (flags & SL_PROXY_ENV_PROXY) ? sl_env_proxy(tls, name, port, &px) : 0;
+    if (rc < 0) {
+        static int warned;
+        if (!__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
+            sl_log(SL_LOG_WARN, "%s is set but is not an http:// proxy URL or host:port: provider calls fail",
+                   tls ? "HTTPS_PROXY" : "HTTP_PROXY");
+        p->bad_proxy = 1;
+    }
+    if (rc != 1 || sp == NULL)
+        return sl_buf_append(&p->out, head, headlen);
+    snprintf(p->target.proxy_host, sizeof(p->target.proxy_host), "%s", px.host);
+    p->target.proxy_port = px.port;
+    if (tls)
+        return sl_buf_append(&p->out, head, headlen);
+    char port_s[16] = "";
+    if (port != 80)
+        snprintf(port_s, sizeof(port_s), ":%d", port);
+    int v6 = memchr(host, ':', hostlen) != NULL;
+    int r = sl_buf_append(&p->out, head, (size_t)(sp - head) + 1);
+    r |= sl_buf_appends(&p->out, v6 ? "http://[" : "http://");
+    r |= sl_buf_append(&p->out, host, hostlen);
+    r |= sl_buf_appends(&p->out, v6 ? "]" : "");
+    r |= sl_buf_appends(&p->out, port_s);
+    r |= sl_buf_append(&p->out, sp + 1, headlen - (size_t)(sp - head) - 1);
+    return r ? -1 : 0;
+}
+
 /* Arms the timer for what the exchange waits on once nothing is queued: the response, or (a body still
  * arriving) nothing from the upstream: the client's body_timeout bounds the wait then. */
 static void after_write(sl_proxy_t *p)
@@ -401,7 +337,7 @@ static void on_up_written(sl_upconn_t *uc, int status)
 static void send_request(sl_proxy_t *p)
 {
     sl_upconn_t *uc = p->uc;
-    llhttp_init(&uc->parser, HTTP_RESPONSE, &psettings);
+    llhttp_init(&uc->parser, HTTP_RESPONSE, sl__proxy_parser_settings());
     uc->parser.data = uc;
     uc->rlen = uc->rpos = 0;
     p->resp.reused = (uint8_t)uc->reused;
@@ -458,7 +394,10 @@ static void on_kick(uv_timer_t *t)
     sl_req_t *r = hold(p);
     if (!p->started) {
         p->started = 1;
-        attempt(p);
+        if (p->bad_proxy)
+            end(p, SL_UPERR_CONNECT);
+        else
+            attempt(p);
     } else if (p->resp.done) {
         notify_lua(p);
     } else {
@@ -500,7 +439,7 @@ sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int 
                                                         : SL_FWD_NO_BODY;
     uint64_t length = stream ? (uint64_t)req->body_expected : bodylen;
     int rc = sl_buf_reserve(&p->out, headlen + (stream ? req->bodybuf.len + 32 : bodylen));
-    rc |= sl_buf_append(&p->out, head, headlen);
+    rc |= via_env_proxy(p, flags, host, hostlen, port, head, headlen);
     if (rc == 0 && (flags & SL_PROXY_FORWARD))
         rc = sl__forward_headers(&p->out, req, skip, skiplen, length, framing, req->conn->tls != NULL);
     rc |= stream ? frame_body(p, &p->out) : sl_buf_append(&p->out, body, bodylen);
@@ -510,15 +449,6 @@ sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int 
         return NULL;
     }
     req->body_streamed = (uint8_t)stream;
-    if (!psettings.on_message_complete) {
-        llhttp_settings_init(&psettings);
-        psettings.on_message_begin = on_pbegin;
-        psettings.on_header_field = on_hfield;
-        psettings.on_header_value = on_hvalue;
-        psettings.on_headers_complete = on_headers_done;
-        psettings.on_body = on_pbody;
-        psettings.on_message_complete = on_pcomplete;
-    }
     memcpy(p->host, host, hostlen);
     p->port = port;
     size_t alen = hostlen < sizeof(req->upstream_addr) - 8 ? hostlen : sizeof(req->upstream_addr) - 8;

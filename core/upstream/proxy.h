@@ -22,7 +22,8 @@ enum {
     SL_PROXY_NO_VERIFY = 2,
     SL_PROXY_FORWARD = 4,
     SL_PROXY_LENGTH = 8,
-    SL_PROXY_STREAM = 16
+    SL_PROXY_STREAM = 16,
+    SL_PROXY_ENV_PROXY = 32
 };
 
 /** What Lua reads of an upstream response (the first member of sl_proxy_t; declared again in Lua FFI). */
@@ -71,6 +72,7 @@ typedef struct sl_proxy {
     uint8_t body_all;     /* ... and all of it is handed to the connection */
     uint8_t body_moved;   /* a piece of it went beyond the first write: the request cannot be replayed */
     uint8_t sent;         /* the request head is written on the current connection */
+    uint8_t bad_proxy;    /* SL_PROXY_ENV_PROXY and the variable is set but unusable: the call fails */
     uv_timer_t kick;      /* runs deferred work outside of FFI calls */
     double t_start;
 } sl_proxy_t;
@@ -78,13 +80,14 @@ typedef struct sl_proxy {
 /** Starts proxying req to host:port (SL_PROXY_FORWARD: head is the request line and the headers Lua sets;
  *  the client's own headers follow, filtered (sl__forward_headers, skipping `skip`), with SL_PROXY_LENGTH a
  *  Content-Length; SL_PROXY_STREAM: the client's body, still arriving (req->body_pending), is sent as it
- * comes instead of body, framed as the client framed it; flags: SL_PROXY_TLS for HTTPS, verified against
- * ca_file or the system bundle unless SL_PROXY_NO_VERIFY), sending head (request line + headers, ending in a
- * blank line) and body. The request's coroutine must yield afterwards; it is resumed when the proxy has news
- * (see sl_upresp_t). A request may start another call once the response to the client has not started: the
- * previous call is given up (freed; its connection pooled when it ended cleanly). Returns the proxy (owned by
- * req) or NULL on out of memory or when the client response already started. Called from Lua: never calls
- * back into Lua. */
+ *  comes instead of body, framed as the client framed it; SL_PROXY_ENV_PROXY: through the HTTP(S)_PROXY of
+ *  the environment unless NO_PROXY names host (CONNECT for HTTPS, absolute-form request line for HTTP);
+ *  SL_PROXY_TLS for HTTPS, verified against ca_file or the system bundle unless SL_PROXY_NO_VERIFY), sending
+ * head (request line + headers, ending in a blank line) and body. The request's coroutine must yield
+ * afterwards; it is resumed when the proxy has news (see sl_upresp_t). A request may start another call once
+ * the response to the client has not started: the previous call is given up (freed; its connection pooled
+ * when it ended cleanly). Returns the proxy (owned by req) or NULL on out of memory or when the client
+ * response already started. Called from Lua: never calls back into Lua. */
 sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, int flags,
                            const char *ca_file, const char *sni, const char *head, size_t headlen,
                            const char *skip, size_t skiplen, const char *body, size_t bodylen, int mode,

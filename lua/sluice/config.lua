@@ -84,6 +84,7 @@ local PROVIDER = { type = "object", required = { "kind" }, properties = {
     kind = { enum = PROVIDER_KINDS },
     endpoint = { type = "string", pattern = "^https?://[^/]" },
     api_key = str,
+    proxy = { type = "boolean" }, -- false: never through HTTP(S)_PROXY
     models = { type = "object", additionalProperties = str },
     price = { type = "object", additionalProperties = { type = "object", properties = {
         input = { type = "number", minimum = 0 }, output = { type = "number", minimum = 0 } } } },

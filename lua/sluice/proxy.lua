@@ -19,7 +19,7 @@ local PASS, FILTER = 0, 1
 local UPERR_TIMEOUT, UPERR_CLIENT_GONE = 3, 6
 local ERRNAMES = { "connect failed", "DNS resolution failed", "timed out", "connection reset",
                    "invalid response", "client gone", "out of memory", "TLS handshake failed" }
-local PROXY_TLS, PROXY_NO_VERIFY, PROXY_FORWARD, PROXY_LENGTH, PROXY_STREAM = 1, 2, 4, 8, 16 -- sl_proxy_start flags
+local PROXY_TLS, PROXY_NO_VERIFY, PROXY_FORWARD, PROXY_LENGTH, PROXY_STREAM, PROXY_ENV = 1, 2, 4, 8, 16, 32 -- sl_proxy_start flags
 
 local _M = {}
 
@@ -285,7 +285,8 @@ _M.explicit_head = explicit_head
 
 --- Sends req = {scheme, host, port, method, path, headers = {name = value}, body = string} upstream and waits for
 --- the response head. opts: timeout = {connect, send, read} (seconds), keepalive = {size, idle_timeout},
---- tls = {verify = false?, ca_file?} for https.
+--- tls = {verify = false?, ca_file?} for https, proxy = false to ignore HTTP(S)_PROXY (honoured otherwise, with
+--- NO_PROXY: provider calls are the gateway's egress).
 --- Returns p (status, headers via _M.headers(p)) | nil, status for the client (502/504, or nil when the client
 --- went away), error text. The body is then read with _M.read(ctx, p). Phases: the proxy stage only.
 function _M.open(ctx, req, opts)
@@ -293,6 +294,9 @@ function _M.open(ctx, req, opts)
     local flags, tls = 0, opts.tls
     if req.scheme == "https" then
         flags = (tls and tls.verify == false) and (PROXY_TLS + PROXY_NO_VERIFY) or PROXY_TLS
+    end
+    if opts.proxy ~= false then
+        flags = flags + PROXY_ENV
     end
     local body = req.body or ""
     local head = explicit_head(req, #body)

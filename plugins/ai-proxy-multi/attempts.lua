@@ -44,7 +44,7 @@ local function switch(ctx, ai, rt, m, t, deadline, now)
     local left = deadline - now
     if left < (o.timeout.read or 60) or left < (o.timeout.connect or 5) then
         o = { timeout = { connect = min(o.timeout.connect or 5, left), send = o.timeout.send,
-                          read = min(o.timeout.read or 60, left) }, keepalive = o.keepalive, tls = o.tls }
+                          read = min(o.timeout.read or 60, left) }, keepalive = o.keepalive, tls = o.tls, proxy = o.proxy }
     end
     ai.call_opts, ai.idle_timeout = o, t.idle
     local rec = ai.usage

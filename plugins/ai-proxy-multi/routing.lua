@@ -48,7 +48,7 @@ local function runtime(conf, cfg)
             idle = tmo.idle,
             opts = { timeout = { connect = tmo.connect or ptmo.connect, send = tmo.send or ptmo.send,
                                  read = tmo.ttft or tmo.read or ptmo.read },
-                     keepalive = prov.keepalive, tls = prov.tls },
+                     keepalive = prov.keepalive, tls = prov.tls, proxy = prov.proxy },
         }
         rt.targets[i] = t
         for _, g in ipairs(tc.groups or { "default" }) do

@@ -332,7 +332,7 @@ local function call_opts(ai)
         local prov = ai.provider
         local t = conf.timeout or prov.timeout or {}
         o = { timeout = { connect = t.connect, send = t.send, read = t.read }, keepalive = prov.keepalive,
-              tls = prov.tls }
+              tls = prov.tls, proxy = prov.proxy }
         cache[name] = o
     end
     return o
