@@ -124,3 +124,24 @@ describe("provider calls through HTTP(S)_PROXY", function()
         assert.same({}, proxy_requests())
     end)
 end)
+
+describe("provider calls with an unusable proxy variable", function()
+    teardown(function()
+        helpers.stop_all()
+    end)
+
+    it("fail with 502 instead of going around the proxy", function()
+        local mock_port = helpers.free_port()
+        local mock = helpers.spawn("node " .. q(ROOT .. "/tests/mock/providers.js") .. " " .. mock_port .. " >/dev/null 2>&1")
+        assert(helpers.wait_port(mock_port, mock, 10))
+        local gw = helpers.start_gateway({
+            node = { workers = 1 },
+            providers = { p = { kind = "openai", endpoint = "http://127.0.0.1:" .. mock_port, api_key = "k" } },
+            routes = { { id = "p", paths = { "/p/v1/*" }, plugins = { ["ai-proxy"] = { provider = "p" } } } },
+        }, { env = { http_proxy = "", no_proxy = "", NO_PROXY = "", HTTP_PROXY = "socks5://127.0.0.1:1080" } })
+        local res = assert(helpers.http("POST", gw.url("/p/v1/chat/completions"),
+            { body = { model = "m", messages = { { role = "user", content = "hi" } } } }))
+        assert.equal(502, res.status, res.body)
+        assert.truthy((gw:log() or ""):find("HTTP_PROXY is set but is not an http:// proxy URL", 1, true))
+    end)
+end)
