@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sluice benchmark harness (issue #3). See bench/README.md.
 #
-# One command: starts an nginx upstream (static chat completion JSON and a
-# static SSE stream), a paced SSE mock (python3), an nginx proxy_pass baseline
+# One command: starts an nginx upstream (static chat completion JSON, a
+# static SSE stream and an upload sink that reads whole request bodies), a
+# paced SSE mock (python3), an nginx proxy_pass baseline
 # and one Sluice process per Sluice case, pins them to cores, runs wrk against
 # each case, measures RSS, prints a table and writes bench/results/*.json|md.
 #
@@ -10,7 +11,8 @@
 #      IDLE_CONNS (10000; 0 skips) WARMUP (2s) C1_DURATION (=DURATION)
 #      TTFT_REQUESTS (200) SSE_EVENTS (20) SSE_INTERVAL_MS (5)
 #      SUT_CPU (0) LOAD_CPU (1) SLUICE_BIN (build/sluice) SLUICE_BUILD (1)
-#      RESULTS_DIR (bench/results) KEEP_TMP (0)
+#      RESULTS_DIR (bench/results) KEEP_TMP (0) NOTE (free text for the results)
+#      NGINX_UPLOAD_BUFFER (nginx's default; client_body_buffer_size of the nginx-upload* baseline)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -33,6 +35,10 @@ SLUICE_BIN=${SLUICE_BIN:-$ROOT/build/sluice}
 SLUICE_BUILD=${SLUICE_BUILD:-1}
 RESULTS_DIR=${RESULTS_DIR:-$HERE/results}
 KEEP_TMP=${KEEP_TMP:-0}
+NOTE=${NOTE:-}
+# client_body_buffer_size of the nginx upload baseline; empty keeps nginx's default (two pages: 8k on x86-64).
+# With proxy_request_buffering off it is the size of every read from the client and write to the upstream.
+NGINX_UPLOAD_BUFFER=${NGINX_UPLOAD_BUFFER:-}
 NGINX=${NGINX:-/usr/sbin/nginx}
 WRK=${WRK:-wrk}
 
@@ -174,8 +180,19 @@ COMPLETION=$(nginx_str "$LIB/payloads/completion.json")
 SSE_BODY=$(nginx_str "$LIB/payloads/stream.sse")
 CHAT_BODY=$LIB/payloads/chat.json
 STREAM_BODY=$LIB/payloads/chat-stream.json
+# Upload bodies (the *-upload cases): 1 MiB, over Sluice's default node.limits.body_buffer_size (64k), so it
+# streams to the upstream as it arrives; 16 KiB, under it, so it is read whole first. Made here, not stored.
+UPLOAD_BODY=$TMP/upload-1m.bin
+UPLOAD16K_BODY=$TMP/upload-16k.bin
+python3 - "$UPLOAD_BODY" 1048576 "$UPLOAD16K_BODY" 16384 <<'EOF'
+import sys
+line = bytes(33 + (i * 7) % 94 for i in range(255)) + b"\n"   # 256 printable bytes
+for path, size in zip(sys.argv[1::2], sys.argv[2::2]):
+    with open(path, "wb") as f:
+        f.write((line * (int(size) // 256 + 1))[:int(size)])
+EOF
 
-read -r U_JSON U_SSE U_PACED P_JSON P_SSE P_PACED U_TLS P_TLS <<<"$(free_ports 8)"
+read -r U_JSON U_SSE U_PACED P_JSON P_SSE P_PACED U_TLS P_TLS U_UPLOAD U_SINK P_UPLOAD <<<"$(free_ports 11)"
 
 # ---------------------------------------------------------------- upstream nginx (LOAD_CPU)
 mkdir -p "$TMP/up" "$TMP/proxy" "$TMP/res" "$TMP/bin"
@@ -212,6 +229,23 @@ http {
   server {
     listen 127.0.0.1:$U_SSE backlog=4096;
     location / { default_type text/event-stream; add_header Cache-Control no-cache; return 200 '$SSE_BODY'; }
+  }
+  # Upload sink: nginx's own 'return' answers before it has read the body (it discards the rest afterwards),
+  # so the upload port proxies instead: request buffering (the default) makes nginx read the whole body into
+  # memory (client_body_buffer_size) before it passes a bodyless request to the sink, which answers 200 with
+  # the byte count (the Content-Length nginx just read in full). A short body never gets a 200.
+  upstream up_sink { server 127.0.0.1:$U_SINK; keepalive 64; keepalive_requests 100000000; }
+  server {
+    listen 127.0.0.1:$U_UPLOAD backlog=4096;
+    client_max_body_size 16m; client_body_buffer_size 16m;   # bodies up to 16m stay in memory
+    location / {
+      proxy_pass http://up_sink; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_pass_request_body off; proxy_set_header Content-Length ""; proxy_set_header X-Body-Bytes \$content_length;
+    }
+  }
+  server {
+    listen 127.0.0.1:$U_SINK backlog=4096;
+    location / { default_type application/json; return 200 '{"ok":true,"body_bytes":\$http_x_body_bytes}'; }
   }
   log_format conn '\$connection';
   server {
@@ -253,6 +287,7 @@ http {
   upstream up_sse   { server 127.0.0.1:$U_SSE;   keepalive 64; keepalive_requests 100000000; }
   upstream up_paced { server 127.0.0.1:$U_PACED; keepalive 64; keepalive_requests 100000000; }
   upstream up_tls   { server 127.0.0.1:$U_TLS;   keepalive 64; keepalive_requests 100000000; }
+  upstream up_upload { server 127.0.0.1:$U_UPLOAD; keepalive 64; keepalive_requests 100000000; }
   proxy_http_version 1.1;
   proxy_set_header Connection "";
   server { listen 127.0.0.1:$P_JSON backlog=4096;  location / { proxy_pass http://up_json; } }
@@ -260,6 +295,8 @@ http {
   server { listen 127.0.0.1:$P_PACED backlog=4096; location / { proxy_pass http://up_paced; proxy_buffering off; } }
   server { listen 127.0.0.1:$P_TLS backlog=4096;   location / { proxy_pass https://up_tls; proxy_ssl_session_reuse on;
            proxy_ssl_server_name on; proxy_ssl_name localhost; } }
+  server { listen 127.0.0.1:$P_UPLOAD backlog=4096; client_max_body_size 16m;${NGINX_UPLOAD_BUFFER:+ client_body_buffer_size $NGINX_UPLOAD_BUFFER;}
+           location / { proxy_pass http://up_upload; proxy_request_buffering off; } }
 }
 EOF
 "$NGINX" -t -q -p "$TMP/proxy" -e "$TMP/proxy/error.log" -c "$TMP/proxy/nginx.conf" || die "proxy nginx config invalid"
@@ -376,7 +413,7 @@ EOF
 }
 
 # ---------------------------------------------------------------- cases
-# name | server (direct|nginx|sluice:KIND) | workload (get|chat|stream|ttft) | baseline | direct
+# name | server (direct|nginx|sluice:KIND) | workload (get|tls|chat|stream|upload|upload16k|ttft) | baseline | direct
 CASE_TABLE="
 direct|direct|get|nginx|direct
 nginx|nginx|get|nginx|direct
@@ -394,6 +431,12 @@ nginx-stream|nginx|stream|nginx-stream|direct-stream
 sluice-plain-stream|sluice:plain|stream|nginx-stream|direct-stream
 sluice-ai-stream|sluice:ai|stream|nginx-stream|direct-stream
 sluice-ai-full-stream|sluice:ai-full|stream|nginx-stream|direct-stream
+direct-upload|direct|upload|nginx-upload|direct-upload
+nginx-upload|nginx|upload|nginx-upload|direct-upload
+sluice-plain-upload|sluice:plain|upload|nginx-upload|direct-upload
+direct-upload16k|direct|upload16k|nginx-upload16k|direct-upload16k
+nginx-upload16k|nginx|upload16k|nginx-upload16k|direct-upload16k
+sluice-plain-upload16k|sluice:plain|upload16k|nginx-upload16k|direct-upload16k
 ttft-direct|direct|ttft|ttft-nginx|ttft-direct
 ttft-nginx|nginx|ttft|ttft-nginx|ttft-direct
 ttft-sluice-plain|sluice:plain|ttft|ttft-nginx|ttft-direct
@@ -416,30 +459,46 @@ workload_port() { # workload server -> port to hit for direct / nginx
     direct:get|direct:chat) echo "$U_JSON";;
     direct:stream) echo "$U_SSE";;
     direct:ttft) echo "$U_PACED";;
+    direct:upload|direct:upload16k) echo "$U_UPLOAD";;
     nginx:get|nginx:chat) echo "$P_JSON";;
     nginx:stream) echo "$P_SSE";;
     nginx:ttft) echo "$P_PACED";;
     nginx:tls) echo "$P_TLS";;
+    nginx:upload|nginx:upload16k) echo "$P_UPLOAD";;
   esac
 }
 workload_target() { # upstream port a sluice case proxies to
-  case $1 in get|chat) echo "$U_JSON";; stream) echo "$U_SSE";; ttft) echo "$U_PACED";; tls) echo "$U_TLS";; esac
+  case $1 in
+    get|chat) echo "$U_JSON";; stream) echo "$U_SSE";; ttft) echo "$U_PACED";; tls) echo "$U_TLS";;
+    upload|upload16k) echo "$U_UPLOAD";;
+  esac
 }
-workload_path() { case $1 in get|tls) echo /static/chat.json;; *) echo /v1/chat/completions;; esac; }
-workload_body() { case $1 in get|tls) echo "";; chat) echo "$CHAT_BODY";; *) echo "$STREAM_BODY";; esac; }
+workload_path() { case $1 in get|tls) echo /static/chat.json;; upload*) echo /v1/files/upload;; *) echo /v1/chat/completions;; esac; }
+workload_body() {
+  case $1 in
+    get|tls) echo "";; chat) echo "$CHAT_BODY";; upload) echo "$UPLOAD_BODY";; upload16k) echo "$UPLOAD16K_BODY";;
+    *) echo "$STREAM_BODY";;
+  esac
+}
+workload_ctype() { case $1 in upload*) echo application/octet-stream;; *) echo application/json;; esac; }
+body_bytes() { # workload -> request body size in bytes (0 without a body)
+  local body; body=$(workload_body "$1")
+  if [[ -n $body ]]; then wc -c <"$body" | tr -d ' '; else echo 0; fi
+}
 
 probe() { # port workload -> prints HTTP status (000 on connection failure); body in $TMP/probe.body
   local port=$1 wl=$2 body
   body=$(workload_body "$wl")
   local args=(-s -o "$TMP/probe.body" -w '%{http_code}' --max-time 10)
-  [[ -n $body ]] && args+=(-X POST -H 'Content-Type: application/json' --data-binary "@$body")
+  # no "Expect: 100-continue" (curl adds it to large bodies): send what wrk sends
+  [[ -n $body ]] && args+=(-X POST -H "Content-Type: $(workload_ctype "$wl")" -H 'Expect:' --data-binary "@$body")
   curl "${args[@]}" "http://127.0.0.1:$port$(workload_path "$wl")" || true
 }
 
 run_wrk() { # port workload threads conns dur_s out
   local port=$1 wl=$2 t=$3 c=$4 d=$5 out=$6 body
   body=$(workload_body "$wl")
-  BENCH_METHOD=$([[ -n $body ]] && echo POST || echo GET) BENCH_BODY_FILE=$body \
+  BENCH_METHOD=$([[ -n $body ]] && echo POST || echo GET) BENCH_BODY_FILE=$body BENCH_CTYPE=$(workload_ctype "$wl") \
     timeout $(( d + 30 )) taskset -c "$LOAD_CPU" "$WRK" -t"$t" -c"$c" -d"${d}s" --timeout 5s --latency \
     -s "$LIB/wrk_report.lua" "http://127.0.0.1:$port$(workload_path "$wl")" >"$out" 2>&1 || true
 }
@@ -457,7 +516,7 @@ write_case() { # name server workload baseline direct status reason load c1 rss_
 {"name": $(jstr "$1"), "server": $(jstr "$2"), "workload": $(jstr "$3"), "baseline": $(jstr "$4"),
  "direct": $(jstr "$5"), "status": $(jstr "$6"), "reason": $(jstr "$7"),
  "load": ${8:-null}, "c1": ${9:-null}, "rss_idle_kb": ${10:-null}, "rss_load_max_kb": ${11:-null},
- "idle_conns": ${12:-null}}
+ "idle_conns": ${12:-null}, "body_bytes": $(body_bytes "$3")}
 EOF
   echo "$1" >>"$TMP/res/order"
 }
@@ -495,6 +554,12 @@ measure() { # name server workload baseline direct port spid do_idle
   fi
   if [[ $st != 2?? ]]; then
     reason="probe request got HTTP $st: $(head -c 200 "$TMP/probe.body" 2>/dev/null | tr -d '\n')"
+    log "$name: FAILED ($reason)"
+    write_case "$name" "$server" "$wl" "$base" "$dir" failed "$reason"
+    return
+  fi
+  if [[ $wl == upload* ]] && ! grep -q "\"body_bytes\":$(body_bytes "$wl")}" "$TMP/probe.body"; then
+    reason="upload sink did not get the whole body ($(body_bytes "$wl") bytes): $(head -c 200 "$TMP/probe.body" | tr -d '\n')"
     log "$name: FAILED ($reason)"
     write_case "$name" "$server" "$wl" "$base" "$dir" failed "$reason"
     return
@@ -583,7 +648,7 @@ run_sluice_case() { # name kind workload baseline direct
 }
 
 log "cores: server under test on $SUT_CPU; upstream nginx, SSE mock, wrk and clients on $LOAD_CPU"
-log "ports: upstream json=$U_JSON sse=$U_SSE paced=$U_PACED; nginx proxy json=$P_JSON sse=$P_SSE paced=$P_PACED"
+log "ports: upstream json=$U_JSON sse=$U_SSE paced=$U_PACED upload=$U_UPLOAD; nginx proxy json=$P_JSON sse=$P_SSE paced=$P_PACED upload=$P_UPLOAD"
 
 while IFS='|' read -r -u 3 name server wl base dir; do
   [[ -z $name ]] && continue
@@ -619,7 +684,9 @@ python3 "$LIB/report.py" --res "$TMP/res" --out "$RESULTS_DIR" \
     duration "${DUR_S}s" c1_duration "${C1_S}s" warmup "${WARM_S}s" connections "$CONNECTIONS" \
     threads "$THREADS" idle_conns "$IDLE_CONNS" ttft_requests "$TTFT_REQUESTS" \
     sse_events "$SSE_EVENTS" sse_interval_ms "$SSE_INTERVAL_MS" \
-    sut_cpu "$SUT_CPU" load_cpu "$LOAD_CPU" cases "$CASES" ai_full_plugins "$AI_FULL_PLUGINS")"
+    sut_cpu "$SUT_CPU" load_cpu "$LOAD_CPU" cases "$CASES" ai_full_plugins "$AI_FULL_PLUGINS" \
+    upload_bytes "$(body_bytes upload)" upload16k_bytes "$(body_bytes upload16k)" note "$NOTE" \
+    nginx_upload_buffer "${NGINX_UPLOAD_BUFFER:-default}")"
 rc=$?
 set -e
 exit "$rc"

@@ -39,7 +39,8 @@ for k in ("nproc", "cpu_model", "nginx_version", "sluice_commit", "duration", "c
     assert k in d["meta"], "meta lacks " + k
 names = [c["name"] for c in d["cases"]]
 expected = ["direct", "nginx", "sluice-plain", "direct-chat", "nginx-chat", "sluice-ai", "sluice-ai-full",
-            "direct-stream", "nginx-stream", "sluice-ai-stream", "ttft-direct", "ttft-nginx", "ttft-sluice-ai"]
+            "direct-stream", "nginx-stream", "sluice-ai-stream", "direct-upload", "nginx-upload", "sluice-plain-upload",
+            "direct-upload16k", "nginx-upload16k", "sluice-plain-upload16k", "ttft-direct", "ttft-nginx", "ttft-sluice-ai"]
 for n in expected:
     assert n in names, "case missing: " + n
 for c in d["cases"]:
@@ -57,6 +58,8 @@ for c in d["cases"]:
     if c["workload"] != "ttft":
         for k in ("p999_us", "p99_us", "p50_us", "rps"):
             assert k in c["load"], "%s load lacks %s" % (c["name"], k)
+    if c["workload"].startswith("upload"):
+        assert c["body_bytes"] > 0 and dv["body_mb_s"], c["name"] + " lacks the request body throughput"
     if c["server"] != "direct":
         assert c["rss_idle_kb"] and c["rss_load_max_kb"], c["name"] + " lacks RSS"
 for n in ("nginx",) + (("sluice-plain",) if next(c for c in d["cases"] if c["name"] == "sluice-plain")["status"] == "ok" else ()):

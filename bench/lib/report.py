@@ -66,6 +66,9 @@ def derive(cases):
         load, c1 = c.get("load") or {}, c.get("c1") or {}
         ttft = c["workload"] == "ttft"
         d["rps"] = load.get("rps")
+        # request body throughput (MB = 10^6 bytes): req/s times the body size of the workload
+        nb = c.get("body_bytes") or 0
+        d["body_mb_s"] = round(d["rps"] * nb / 1e6, 1) if d["rps"] and nb and not ttft else None
         if ttft:
             d["p50_ms"], d["p99_ms"], d["p999_ms"] = ms(load.get("ttft_p50_us")), ms(load.get("ttft_p99_us")), None
             d["c1_p50_ms"], d["c1_p99_ms"] = ms(c1.get("ttft_p50_us")), ms(c1.get("ttft_p99_us"))
@@ -108,7 +111,7 @@ def fmt(v, nd=2):
     return str(v)
 
 
-COLS = [("case", None), ("status", None), ("req/s", "rps"), ("x nginx", "rps_ratio"),
+COLS = [("case", None), ("status", None), ("req/s", "rps"), ("x nginx", "rps_ratio"), ("body MB/s", "body_mb_s"),
         ("p50 ms", "p50_ms"), ("p99 ms", "p99_ms"), ("p99.9 ms", "p999_ms"),
         ("c1 p50", "c1_p50_ms"), ("c1 p99", "c1_p99_ms"), ("+p50", "added_p50_ms"), ("+p99", "added_p99_ms"),
         ("non2xx", "non2xx"), ("sockerr", "socket_errors"),
@@ -129,7 +132,7 @@ def rows(cases):
                 r.append(fmt(d[key], 0))
             elif key == "rps_ratio":
                 r.append(fmt(d[key], 3))
-            elif key.endswith("_mb"):
+            elif key.endswith("_mb") or key == "body_mb_s":
                 r.append(fmt(d[key], 1))
             else:
                 r.append(fmt(d[key], 3) if isinstance(d[key], float) else fmt(d[key]))
@@ -159,8 +162,13 @@ def markdown(doc):
               "- pinning: server under test on CPU %s; upstream, SSE mock, wrk and clients on CPU %s"
               % (m.get("sut_cpu"), m.get("load_cpu")),
               "- idle connections: %s" % m.get("idle_conns"),
-              "", "Times in ms. `x nginx`: req/s relative to nginx proxy_pass on the same workload. "
+              "- upload bodies: %s bytes (`*-upload`), %s bytes (`*-upload16k`); nginx client_body_buffer_size: %s"
+              % (m.get("upload_bytes"), m.get("upload16k_bytes"), m.get("nginx_upload_buffer"))]
+    if m.get("note"):
+        lines.append("- note: %s" % m["note"])
+    lines += ["", "Times in ms. `x nginx`: req/s relative to nginx proxy_pass on the same workload. "
               "`+p50`/`+p99`: added latency at concurrency 1 over the direct-to-upstream run. "
+              "`body MB/s`: request body bytes sent per second (10^6 bytes). "
               "ttft rows: p50/p99 are time to first SSE event.", ""]
     hdr = [t for t, _ in COLS]
     lines.append("| " + " | ".join(hdr) + " |")
