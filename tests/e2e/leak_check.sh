@@ -19,7 +19,7 @@ UP=$(port); GW=$(port); ADM=$(port); DEAD=$(port)
 cat > "$dir/up.conf" <<NGX
 worker_processes 1; daemon off; pid $dir/up.pid; error_log $dir/up.err;
 events { worker_connections 1024; }
-http { access_log off; client_body_temp_path $dir; proxy_temp_path $dir; fastcgi_temp_path $dir;
+http { access_log off; client_max_body_size 16m; client_body_temp_path $dir; proxy_temp_path $dir; fastcgi_temp_path $dir;
        uwsgi_temp_path $dir; scgi_temp_path $dir;
   server { listen 127.0.0.1:$UP;
     location /big { default_type application/octet-stream; alias /usr/sbin/nginx; }
@@ -48,12 +48,19 @@ routes:
 YAML
 ASAN_OPTIONS=detect_leaks=1:halt_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
     "$BIN" -c "$dir/sluice.yaml" 2> "$dir/err.log" & gw=$!
+pids+=("$gw") # a failed check must not leave the gateway running
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$GW/" && break; sleep 0.1; done
 c() { curl -s -m 5 -o /dev/null -w '%{http_code}\n' "$@" || true; }
 [ "$(c "http://127.0.0.1:$GW/api/x")" = 200 ]
 [ "$(c "http://127.0.0.1:$GW/nope")" = 404 ]
 [ "$(c "http://127.0.0.1:$GW/dead")" = 502 ]
 [ "$(c -X POST --data-binary @/etc/services "http://127.0.0.1:$GW/api/post")" = 200 ]
+# bodies over body_buffer_size stream upstream (length, chunked), are dropped after an early answer, or meet a
+# dead upstream
+[ "$(c -X POST --data-binary @/usr/sbin/nginx "http://127.0.0.1:$GW/api/post")" = 200 ]
+[ "$(c -X POST -H 'Transfer-Encoding: chunked' --data-binary @/usr/sbin/nginx "http://127.0.0.1:$GW/api/post")" = 200 ]
+[ "$(c -X POST --data-binary @/usr/sbin/nginx "http://127.0.0.1:$GW/nope")" = 404 ]
+[ "$(c -X POST --data-binary @/usr/sbin/nginx "http://127.0.0.1:$GW/dead")" = 502 ]
 c "http://127.0.0.1:$GW/api/big" > /dev/null
 python3 - "$GW" <<'PY'
 import socket, sys, time
@@ -80,6 +87,7 @@ assert b" 431 " in raw(b"GET /api/ HTTP/1.1\r\nX: " + b"a" * 8000 + b"\r\n\r\n")
 assert b" 400 " in raw(b"POST /api/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
 assert b" 408 " in raw(b"GET /api/ HTTP/1.1\r\nHo", wait=2.5)
 raw(b"GET /api/big HTTP/1.1\r\nHost: x\r\n\r\n", close_early=True)
+raw(b"POST /api/up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"a" * 300000, close_early=True)
 for i in range(200):
     raw(b"GET /api/k HTTP/1.1\r\nHost: x\r\n\r\n" * 3, wait=0.01)
 PY
