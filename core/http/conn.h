@@ -43,7 +43,7 @@ typedef struct sl_conn {
 
 /* A request body that arrives while the request is handled: the client is not read while this much of it
  * waits for the upstream (see conn_body.c). */
-#define SL_BODY_HIGH_WATER (1024 * 1024)
+#define SL_BODY_HIGH_WATER (128 * 1024)
 
 /* What a connection's timer is counting. */
 enum { TIMER_NONE, TIMER_IDLE, TIMER_HEADER, TIMER_BODY, TIMER_SEND };

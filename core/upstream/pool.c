@@ -144,27 +144,33 @@ static void on_write(uv_write_t *req, int status)
         uc->ops->written(uc, status);
 }
 
-/* Sends bytes on the socket: 1 all sent now, 0 queued, or a negative code. */
-int sl__upconn_raw_write(sl_upconn_t *uc, const char *data, size_t len)
+/* Sends pieces on the socket in order: 1 all sent now, 0 queued (copied), or a negative code. */
+static int raw_writev(sl_upconn_t *uc, const uv_buf_t *bufs, unsigned nbufs)
 {
     /* Most writes fit the socket buffer: try first, and only queue what is left (uv_write would toggle epoll
      * interest for every request). Nothing may be queued ahead, or bytes would go out of order. */
-    int n = 0;
+    size_t len = 0, n = 0;
+    for (unsigned i = 0; i < nbufs; i++)
+        len += bufs[i].len;
     if (uc->pending_writes == 0) {
-        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-        n = uv_try_write((uv_stream_t *)&uc->tcp, &b, 1);
-        if (n == (int)len)
+        int r = uv_try_write((uv_stream_t *)&uc->tcp, bufs, nbufs);
+        if (r >= 0 && (size_t)r == len)
             return 1;
-        if (n < 0 && n != UV_EAGAIN)
-            return n;
-        if (n < 0)
-            n = 0;
+        if (r < 0 && r != UV_EAGAIN)
+            return r;
+        n = r < 0 ? 0 : (size_t)r;
     }
-    size_t rest = len - (size_t)n;
+    size_t rest = len - n;
     upwrite_t *wr = malloc(sizeof(*wr) + rest);
     if (wr == NULL)
         return UV_ENOMEM;
-    memcpy(wr->data, data + n, rest);
+    size_t off = 0;
+    for (unsigned i = 0; i < nbufs; i++) { /* the part not sent yet, skipping the first n bytes */
+        size_t skip = n < bufs[i].len ? n : bufs[i].len;
+        n -= skip;
+        memcpy(wr->data + off, bufs[i].base + skip, bufs[i].len - skip);
+        off += bufs[i].len - skip;
+    }
     wr->uc = uc;
     uv_buf_t b = uv_buf_init(wr->data, (unsigned)rest);
     int rc = uv_write(&wr->req, (uv_stream_t *)&uc->tcp, &b, 1, on_write);
@@ -174,6 +180,12 @@ int sl__upconn_raw_write(sl_upconn_t *uc, const char *data, size_t len)
     }
     uc->pending_writes++;
     return 0;
+}
+
+int sl__upconn_raw_write(sl_upconn_t *uc, const char *data, size_t len)
+{
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    return raw_writev(uc, &b, 1);
 }
 
 int sl__upconn_flush_tls(sl_upconn_t *uc)
@@ -188,14 +200,20 @@ int sl__upconn_flush_tls(sl_upconn_t *uc)
     return rc;
 }
 
-int sl__upconn_write(sl_upconn_t *uc, const char *data, size_t len)
+int sl__upconn_writev(sl_upconn_t *uc, const uv_buf_t *bufs, unsigned nbufs)
 {
     if (uc->tls == NULL)
-        return sl__upconn_raw_write(uc, data, len);
-    int rc = sl_tls_write(uc->tls, data, len);
-    if (rc < 0)
-        return UV_EPROTO;
+        return raw_writev(uc, bufs, nbufs);
+    for (unsigned i = 0; i < nbufs; i++)
+        if (bufs[i].len > 0 && sl_tls_write(uc->tls, bufs[i].base, bufs[i].len) < 0)
+            return UV_EPROTO;
     return sl__upconn_flush_tls(uc);
+}
+
+int sl__upconn_write(sl_upconn_t *uc, const char *data, size_t len)
+{
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    return sl__upconn_writev(uc, &b, 1);
 }
 
 /* ---- reading ---- */
@@ -434,7 +452,8 @@ void sl__pool_put(sl_upconn_t *uc, int max_per_key, double idle_timeout)
     int same = 0;
     sl_upconn_t *last_same = NULL;
     for (sl_upconn_t *o = p->idle; o; o = o->next_idle)
-        if (o->key_hash == uc->key_hash && o->key_len == uc->key_len && memcmp(o->key, uc->key, uc->key_len) == 0) {
+        if (o->key_hash == uc->key_hash && o->key_len == uc->key_len &&
+            memcmp(o->key, uc->key, uc->key_len) == 0) {
             same++;
             last_same = o;
         }

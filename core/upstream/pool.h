@@ -101,6 +101,8 @@ sl_upconn_t *sl__upconn_open(sl_worker_t *w, const sl_uptarget_t *t, const sl_up
 /** Writes bytes (encrypted on TLS connections): returns 1 when all went out at once, 0 when queued
  *  (ops->written follows), or a negative code. */
 int sl__upconn_write(sl_upconn_t *uc, const char *data, size_t len);
+/** Writes several pieces in order, as sl__upconn_write (the caller's buffers are free again on return). */
+int sl__upconn_writev(sl_upconn_t *uc, const uv_buf_t *bufs, unsigned nbufs);
 /** Arms the connection's timer (ops->timeout fires); 0 stops it. */
 void sl__upconn_arm(sl_upconn_t *uc, double seconds);
 /** Returns a healthy connection to the pool (closing the oldest for its key past max); it closes by itself

@@ -270,28 +270,46 @@ static void after_write(sl_proxy_t *p)
         sl__upconn_arm(p->uc, 0);
 }
 
-/* Appends what the client sent of a streamed body since the last call (chunk-framed when the client chunked
- * it), and its end once all of it arrived. 0 or -1 on out of memory. */
-static int frame_body(sl_proxy_t *p, sl_buf_t *out)
+/* The pieces that carry what the client sent of a streamed body since the last call: chunk-framed when the
+ * client chunked it, with the end once all of it arrived (head and tail are the caller's scratch for the
+ * framing). Marks the body taken; returns the number of pieces (up to 3). */
+static unsigned body_pieces(sl_proxy_t *p, uv_buf_t iov[3], char head[24], char tail[8])
 {
     sl_req_t *r = p->req;
     sl_buf_t *b = &r->bodybuf;
-    int rc = 0;
+    unsigned n = 0;
+    size_t tl = 0;
     if (b->len > 0) {
-        if (p->body_chunked) {
-            char n[24];
-            rc |= sl_buf_append(out, n, (size_t)snprintf(n, sizeof(n), "%zx\r\n", b->len));
-        }
-        rc |= sl_buf_append(out, b->base, b->len);
         if (p->body_chunked)
-            rc |= sl_buf_append(out, "\r\n", 2);
-        b->len = 0;
+            iov[n++] = uv_buf_init(head, (unsigned)snprintf(head, 24, "%zx\r\n", b->len));
+        iov[n++] = uv_buf_init(b->base, (unsigned)b->len);
+        if (p->body_chunked) {
+            memcpy(tail, "\r\n", 2);
+            tl = 2;
+        }
+        b->len = 0; /* the bytes stay valid until the next append: callers copy or write them before */
     }
     if (!r->body_pending && !r->body_failed && !p->body_all) {
-        if (p->body_chunked)
-            rc |= sl_buf_appends(out, "0\r\n\r\n");
+        if (p->body_chunked) {
+            memcpy(tail + tl, "0\r\n\r\n", 5);
+            tl += 5;
+        }
         p->body_all = 1;
     }
+    if (tl > 0)
+        iov[n++] = uv_buf_init(tail, (unsigned)tl);
+    return n;
+}
+
+/* Appends the pieces of body_pieces to out (the first write of the exchange). 0 or -1 on out of memory. */
+static int frame_body(sl_proxy_t *p, sl_buf_t *out)
+{
+    uv_buf_t iov[3];
+    char head[24], tail[8];
+    unsigned n = body_pieces(p, iov, head, tail);
+    int rc = 0;
+    for (unsigned i = 0; i < n; i++)
+        rc |= sl_buf_append(out, iov[i].base, iov[i].len);
     return rc ? -1 : 0;
 }
 
@@ -301,12 +319,13 @@ void sl__proxy_body_more(sl_proxy_t *p)
         p->uc->pending_writes > 0)
         return; /* sent when the connection is ready, or when the write before it finished */
     sl_req_t *r = hold(p);
-    p->frame.len = 0;
-    if (frame_body(p, &p->frame) != 0) {
-        fail(p, SL_UPERR_NOMEM, "request body", 0);
-    } else if (p->frame.len > 0) {
+    uv_buf_t iov[3];
+    char head[24], tail[8];
+    unsigned n = body_pieces(p, iov, head, tail);
+    if (n > 0) {
+        /* straight from the body buffer: only what the socket does not take now is copied */
         p->body_moved = 1;
-        int rc = sl__upconn_write(p->uc, p->frame.base, p->frame.len);
+        int rc = sl__upconn_writev(p->uc, iov, n);
         if (rc < 0)
             fail(p, SL_UPERR_RESET, "write", rc);
         else if (rc == 0)
@@ -314,8 +333,6 @@ void sl__proxy_body_more(sl_proxy_t *p)
         else
             after_write(p);
     }
-    if (p->frame.cap > 256 * 1024)
-        sl_buf_free(&p->frame);
     if (!p->resp.done && r->conn)
         sl__conn_body_resume(r->conn);
     sl_req_release(r);
@@ -544,7 +561,6 @@ static void on_proxy_closed(uv_handle_t *h)
     sl_buf_free(&p->out);
     sl__uphdrs_free(&p->hdrs);
     sl_buf_free(&p->chunkbuf);
-    sl_buf_free(&p->frame);
     free(p->ca_file);
     free(p);
 }

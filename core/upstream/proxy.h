@@ -56,7 +56,6 @@ typedef struct sl_proxy {
     sl_buf_t out;     /* request bytes, kept to resend once if a reused connection was stale */
     sl_uphdrs_t hdrs; /* response headers */
     sl_buf_t chunkbuf;
-    sl_buf_t frame;    /* a streamed request body piece on its way upstream */
     uint8_t opening;   /* waiting for sl__upconn_open's ready */
     uint8_t got_bytes; /* any response byte seen on this attempt */
     uint8_t retried;
