@@ -92,6 +92,20 @@ local function read_response(c)
     return res
 end
 
+-- Sends a chunked body of 52 MB (over the specs' 48m max_body_size) to path; returns the response or nil.
+local function send_oversized(port, path)
+    local piece = chunked(body_of(MB), 65536)
+    local c = connect(port)
+    c:settimeout(10)
+    local ok = c:send("POST " .. path .. " HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ = 1, 52 do
+        ok = ok and c:send(piece)
+    end
+    local res = read_response(c)
+    c:close()
+    return res
+end
+
 local function rss_kb(pid)
     local s = helpers.read_file("/proc/" .. pid .. "/status") or ""
     return tonumber(s:match("VmRSS:%s*(%d+)")) or 0
@@ -182,15 +196,7 @@ describe("request body streaming", function()
     end)
 
     it("answers 413 when a streamed chunked body outgrows max_body_size, and cancels the upstream request", function()
-        local piece = chunked(body_of(MB), 65536)
-        local c = connect(gw.port)
-        c:settimeout(10)
-        local ok = c:send("POST /sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
-        for _ = 1, 52 do
-            ok = ok and c:send(piece)
-        end
-        local res = read_response(c)
-        c:close()
+        local res = send_oversized(gw.port, "/sink")
         assert.equal(413, res and res.status)
         helpers.wait_until(function() return #up.events("aborted", "/sink") == 1 end, 10,
             "the upstream request was not cut off")
@@ -200,15 +206,7 @@ describe("request body streaming", function()
     end)
 
     it("wakes a plugin waiting for a body that ends in 413", function()
-        local piece = chunked(body_of(MB), 65536)
-        local c = connect(gw.port)
-        c:settimeout(10)
-        local ok = c:send("POST /read HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
-        for _ = 1, 52 do
-            ok = ok and c:send(piece)
-        end
-        local res = read_response(c)
-        c:close()
+        local res = send_oversized(gw.port, "/read")
         assert.equal(413, res and res.status)
         assert.same({}, up.events("head"))
         -- its coroutine ran to its end: the access log line is written after the log phase
