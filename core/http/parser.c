@@ -176,11 +176,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
         return HPE_USER;
     }
     r->body_received += len;
-    if (r->body_discard) {
-        sl__conn_timer(c, TIMER_BODY, sl_settings.body_timeout);
-        return 0;
-    }
-    if (sl_buf_append(&r->bodybuf, at, len) != 0) {
+    if (!r->body_discard && sl_buf_append(&r->bodybuf, at, len) != 0) { /* a dropped rest is only counted */
         c->err_status = 503;
         return HPE_USER;
     }
