@@ -424,9 +424,7 @@ sl_httpres_t *sl_http_start(sl_req_t *req, const char *method, size_t mlen, cons
     sl_buf_t *o = &h->out;
     int rc = sl_buf_reserve(o, mlen + ulen + hlen + blen + 600);
     char hostport[300];
-    int dflt = u.port == (u.tls ? 443 : 80);
-    snprintf(hostport, sizeof(hostport), "%s%s%s%s%.0d", u.ipv6 ? "[" : "", u.host, u.ipv6 ? "]" : "",
-             dflt ? "" : ":", dflt ? 0 : u.port);
+    sl_url_authority(hostport, sizeof(hostport), u.host, strlen(u.host), u.port, u.tls);
     rc |= sl_buf_append(o, method, mlen);
     rc |= sl_buf_append(o, " ", 1);
     if (via_proxy && !u.tls) { /* absolute-form through a plain HTTP proxy */

@@ -247,15 +247,10 @@ static int via_env_proxy(sl_proxy_t *p, int flags, const char *host, size_t host
     p->target.proxy_port = px.port;
     if (tls)
         return sl_buf_append(&p->out, head, headlen);
-    char port_s[16] = "";
-    if (port != 80)
-        snprintf(port_s, sizeof(port_s), ":%d", port);
-    int v6 = memchr(host, ':', hostlen) != NULL;
+    char authority[300];
     int r = sl_buf_append(&p->out, head, (size_t)(sp - head) + 1);
-    r |= sl_buf_appends(&p->out, v6 ? "http://[" : "http://");
-    r |= sl_buf_append(&p->out, host, hostlen);
-    r |= sl_buf_appends(&p->out, v6 ? "]" : "");
-    r |= sl_buf_appends(&p->out, port_s);
+    r |= sl_buf_appends(&p->out, "http://");
+    r |= sl_buf_appends(&p->out, sl_url_authority(authority, sizeof(authority), host, hostlen, port, 0));
     r |= sl_buf_append(&p->out, sp + 1, headlen - (size_t)(sp - head) - 1);
     return r ? -1 : 0;
 }

@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -218,4 +219,13 @@ int sl_env_proxy(int tls, const char *host, int port, sl_url_t *proxy)
     proxy->target = "/";
     proxy->target_len = 1;
     return 1;
+}
+
+char *sl_url_authority(char *dst, size_t cap, const char *host, size_t hostlen, int port, int tls)
+{
+    int v6 = memchr(host, ':', hostlen) != NULL;
+    int dflt = port == (tls ? 443 : 80);
+    snprintf(dst, cap, "%s%.*s%s%s%.0d", v6 ? "[" : "", (int)hostlen, host, v6 ? "]" : "", dflt ? "" : ":",
+             dflt ? 0 : port);
+    return dst;
 }

@@ -17,6 +17,10 @@ typedef struct sl_url {
  *  u->target points into s (or to a static "/"), so s must outlive its use. */
 int sl_url_parse(const char *s, size_t len, sl_url_t *u);
 
+/** Writes "host[:port]" as a Host header or an absolute URL names the target: IPv6 literals (host holds a
+ * ':') in brackets, the port left out when it is the scheme's default. Returns dst (cut short to fit cap). */
+char *sl_url_authority(char *dst, size_t cap, const char *host, size_t hostlen, int port, int tls);
+
 /** True when host (port) is excluded from proxying by a NO_PROXY list ("*", "a.com,.b.org,*.c.net,c:8080,
  *  10.0.0.1,10.0.0.0/8,[::1]:8080,fd00::/8"); host is a name or an IP literal without brackets. */
 int sl_no_proxy_match(const char *no_proxy, const char *host, int port);
