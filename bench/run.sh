@@ -13,6 +13,7 @@
 #      SUT_CPU (0) LOAD_CPU (1) SLUICE_BIN (build/sluice) SLUICE_BUILD (1)
 #      RESULTS_DIR (bench/results) KEEP_TMP (0) NOTE (free text for the results)
 #      NGINX_UPLOAD_BUFFER (nginx's default; client_body_buffer_size of the nginx-upload* baseline)
+#      STREAM_LEVELS (100,1000,3000) STREAM_EVENTS (20) STREAM_INTERVAL_MS (50): the streams-* memory cases
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -39,6 +40,10 @@ NOTE=${NOTE:-}
 # client_body_buffer_size of the nginx upload baseline; empty keeps nginx's default (two pages: 8k on x86-64).
 # With proxy_request_buffering off it is the size of every read from the client and write to the upstream.
 NGINX_UPLOAD_BUFFER=${NGINX_UPLOAD_BUFFER:-}
+# streams-* cases: concurrent SSE streams held at once, and the paced upstream they read (events, gap)
+STREAM_LEVELS=${STREAM_LEVELS:-100,1000,3000}
+STREAM_EVENTS=${STREAM_EVENTS:-20}
+STREAM_INTERVAL_MS=${STREAM_INTERVAL_MS:-50}
 NGINX=${NGINX:-/usr/sbin/nginx}
 WRK=${WRK:-wrk}
 
@@ -192,7 +197,8 @@ for path, size in zip(sys.argv[1::2], sys.argv[2::2]):
         f.write((line * (int(size) // 256 + 1))[:int(size)])
 EOF
 
-read -r U_JSON U_SSE U_PACED P_JSON P_SSE P_PACED U_TLS P_TLS U_UPLOAD U_SINK P_UPLOAD <<<"$(free_ports 11)"
+read -r U_JSON U_SSE U_PACED P_JSON P_SSE P_PACED U_TLS P_TLS U_UPLOAD U_SINK P_UPLOAD U_STREAMS P_STREAMS P_JSON_LOG \
+  <<<"$(free_ports 14)"
 
 # ---------------------------------------------------------------- upstream nginx (LOAD_CPU)
 mkdir -p "$TMP/up" "$TMP/proxy" "$TMP/res" "$TMP/bin"
@@ -265,6 +271,11 @@ taskset -c "$LOAD_CPU" python3 "$LIB/sse_mock.py" --port "$U_PACED" --events "$S
   --interval-ms "$SSE_INTERVAL_MS" --first-ms "$SSE_INTERVAL_MS" </dev/null >"$TMP/sse_mock.log" 2>&1 &
 MOCK_PID=$!; PIDS+=("$MOCK_PID")
 wait_port "$U_PACED" "$MOCK_PID" 10 || die "paced SSE mock did not start ($(cat "$TMP/sse_mock.log"))"
+# the streams-* cases: long streams (STREAM_EVENTS events STREAM_INTERVAL_MS apart), many at once
+taskset -c "$LOAD_CPU" python3 "$LIB/sse_mock.py" --port "$U_STREAMS" --events "$STREAM_EVENTS" \
+  --interval-ms "$STREAM_INTERVAL_MS" --first-ms "$STREAM_INTERVAL_MS" </dev/null >"$TMP/streams_mock.log" 2>&1 &
+SMOCK_PID=$!; PIDS+=("$SMOCK_PID")
+wait_port "$U_STREAMS" "$SMOCK_PID" 10 || die "streams SSE mock did not start ($(cat "$TMP/streams_mock.log"))"
 
 # ---------------------------------------------------------------- nginx proxy_pass baseline (SUT_CPU)
 cat >"$TMP/proxy/nginx.conf" <<EOF
@@ -288,6 +299,7 @@ http {
   upstream up_paced { server 127.0.0.1:$U_PACED; keepalive 64; keepalive_requests 100000000; }
   upstream up_tls   { server 127.0.0.1:$U_TLS;   keepalive 64; keepalive_requests 100000000; }
   upstream up_upload { server 127.0.0.1:$U_UPLOAD; keepalive 64; keepalive_requests 100000000; }
+  upstream up_streams { server 127.0.0.1:$U_STREAMS; keepalive 64; keepalive_requests 100000000; }
   proxy_http_version 1.1;
   proxy_set_header Connection "";
   server { listen 127.0.0.1:$P_JSON backlog=4096;  location / { proxy_pass http://up_json; } }
@@ -297,6 +309,10 @@ http {
            proxy_ssl_server_name on; proxy_ssl_name localhost; } }
   server { listen 127.0.0.1:$P_UPLOAD backlog=4096; client_max_body_size 16m;${NGINX_UPLOAD_BUFFER:+ client_body_buffer_size $NGINX_UPLOAD_BUFFER;}
            location / { proxy_pass http://up_upload; proxy_request_buffering off; } }
+  server { listen 127.0.0.1:$P_STREAMS backlog=4096; location / { proxy_pass http://up_streams; proxy_buffering off; } }
+  # the *-log cases: the combined format to a file, buffered as Sluice buffers its access log
+  server { listen 127.0.0.1:$P_JSON_LOG backlog=4096; access_log $TMP/proxy/access.log combined buffer=64k flush=1s;
+           location / { proxy_pass http://up_json; } }
 }
 EOF
 "$NGINX" -t -q -p "$TMP/proxy" -e "$TMP/proxy/error.log" -c "$TMP/proxy/nginx.conf" || die "proxy nginx config invalid"
@@ -339,15 +355,16 @@ ensure_sluice() {
   fi
 }
 
-sluice_config() { # kind listen_port target_port out
-  local kind=$1 port=$2 target=$3 out=$4
+sluice_config() { # kind listen_port target_port out   (kind NAME-log: NAME with the default access log to a file)
+  local kind=$1 port=$2 target=$3 out=$4 alog=off
+  if [[ $kind == *-log ]]; then kind=${kind%-log}; alog=${out%.yaml}-access.log; fi
   {
     cat <<EOF
 node:
   listen: ["127.0.0.1:$port"]
   workers: 1
   log_level: warn
-  access_log: {path: off}
+  access_log: {path: "$alog"}
 EOF
     case $kind in
       plain)
@@ -418,12 +435,16 @@ CASE_TABLE="
 direct|direct|get|nginx|direct
 nginx|nginx|get|nginx|direct
 sluice-plain|sluice:plain|get|nginx|direct
+nginx-log|nginx|get-log|nginx-log|direct
+sluice-plain-log|sluice:plain-log|get-log|nginx-log|direct
 nginx-tls|nginx|tls|nginx-tls|direct
 sluice-plain-tls|sluice:plain-tls|tls|nginx-tls|direct
 direct-chat|direct|chat|nginx-chat|direct-chat
 nginx-chat|nginx|chat|nginx-chat|direct-chat
 sluice-ai|sluice:ai|chat|nginx-chat|direct-chat
 sluice-ai-full|sluice:ai-full|chat|nginx-chat|direct-chat
+nginx-chat-log|nginx|chat-log|nginx-chat-log|direct-chat
+sluice-ai-log|sluice:ai-log|chat-log|nginx-chat-log|direct-chat
 sluice-ai-multi1|sluice:ai-multi1|chat|nginx-chat|direct-chat
 sluice-ai-multi3|sluice:ai-multi3|chat|nginx-chat|direct-chat
 direct-stream|direct|stream|nginx-stream|direct-stream
@@ -441,6 +462,9 @@ ttft-direct|direct|ttft|ttft-nginx|ttft-direct
 ttft-nginx|nginx|ttft|ttft-nginx|ttft-direct
 ttft-sluice-plain|sluice:plain|ttft|ttft-nginx|ttft-direct
 ttft-sluice-ai|sluice:ai|ttft|ttft-nginx|ttft-direct
+streams-nginx|nginx|streams|streams-nginx|streams-nginx
+streams-sluice-plain|sluice:plain|streams|streams-nginx|streams-nginx
+streams-sluice-ai|sluice:ai|streams|streams-nginx|streams-nginx
 "
 
 want_case() {
@@ -456,6 +480,9 @@ fi
 
 workload_port() { # workload server -> port to hit for direct / nginx
   case "$2:$1" in
+    nginx:get-log|nginx:chat-log) echo "$P_JSON_LOG";;
+    direct:*-log) workload_port "${1%-log}" "$2";;
+    nginx:streams) echo "$P_STREAMS";;
     direct:get|direct:chat) echo "$U_JSON";;
     direct:stream) echo "$U_SSE";;
     direct:ttft) echo "$U_PACED";;
@@ -468,14 +495,15 @@ workload_port() { # workload server -> port to hit for direct / nginx
   esac
 }
 workload_target() { # upstream port a sluice case proxies to
-  case $1 in
+  case ${1%-log} in
+    streams) echo "$U_STREAMS";;
     get|chat) echo "$U_JSON";; stream) echo "$U_SSE";; ttft) echo "$U_PACED";; tls) echo "$U_TLS";;
     upload|upload16k) echo "$U_UPLOAD";;
   esac
 }
-workload_path() { case $1 in get|tls) echo /static/chat.json;; upload*) echo /v1/files/upload;; *) echo /v1/chat/completions;; esac; }
+workload_path() { case ${1%-log} in get|tls) echo /static/chat.json;; upload*) echo /v1/files/upload;; *) echo /v1/chat/completions;; esac; }
 workload_body() {
-  case $1 in
+  case ${1%-log} in
     get|tls) echo "";; chat) echo "$CHAT_BODY";; upload) echo "$UPLOAD_BODY";; upload16k) echo "$UPLOAD16K_BODY";;
     *) echo "$STREAM_BODY";;
   esac
@@ -511,12 +539,12 @@ json_of() { # file with a BENCH_JSON line -> the JSON (or null)
 
 jstr() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
 
-write_case() { # name server workload baseline direct status reason load c1 rss_idle rss_load idle_json
+write_case() { # name server workload baseline direct status reason load c1 rss_idle rss_load idle_json streams_json
   cat >"$TMP/res/$1.json" <<EOF
 {"name": $(jstr "$1"), "server": $(jstr "$2"), "workload": $(jstr "$3"), "baseline": $(jstr "$4"),
  "direct": $(jstr "$5"), "status": $(jstr "$6"), "reason": $(jstr "$7"),
  "load": ${8:-null}, "c1": ${9:-null}, "rss_idle_kb": ${10:-null}, "rss_load_max_kb": ${11:-null},
- "idle_conns": ${12:-null}, "body_bytes": $(body_bytes "$3")}
+ "idle_conns": ${12:-null}, "streams": ${13:-null}, "body_bytes": $(body_bytes "$3")}
 EOF
   echo "$1" >>"$TMP/res/order"
 }
@@ -538,6 +566,31 @@ idle_conns_test() { # port pid -> JSON {"conns","opened","failed","rss_kb","rss_
   stop_pid "$cpid"
   [[ -n $ready ]] || { log "idle-connection client failed: $(tail -2 "$out")"; ready=null; }
   echo "{\"conns\": $IDLE_CONNS, \"rss_before_kb\": $before, \"rss_kb\": $after, \"client\": $ready}"
+}
+
+# streams-* cases: for each of STREAM_LEVELS, that many streams at once (lib/streams.py), the server's peak
+# RSS meanwhile (and its RSS before each level) -> JSON list
+streams_levels() { # port pid workload
+  local port=$1 spid=$2 wl=$3 n out first=1 before peak res
+  printf '['
+  IFS=, read -ra _levels <<<"$STREAM_LEVELS"
+  for n in "${_levels[@]}"; do
+    out=$TMP/streams.$n
+    sleep 1
+    before=$(rss_kb "$spid")
+    log "  $n concurrent streams"
+    start_sampler "$spid" "$out.rss"
+    taskset -c "$LOAD_CPU" timeout 150 python3 "$LIB/streams.py" --port "$port" --path "$(workload_path "$wl")" \
+      --body-file "$(workload_body "$wl")" --streams "$n" --max-seconds 120 >"$out" 2>&1 || true
+    kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true
+    peak=$(cat "$out.rss" 2>/dev/null || true)
+    [[ -n $peak ]] || peak=$(rss_kb "$spid")
+    res=$(tail -1 "$out"); [[ $res == \{* ]] || { log "streams client: $(tail -2 "$out")"; res=null; }
+    (( first )) || printf ','
+    first=0
+    printf '{"level": %d, "rss_before_kb": %s, "rss_peak_kb": %s, "client": %s}' "$n" "$before" "${peak:-null}" "$res"
+  done
+  printf ']'
 }
 
 # measure one case against a server already listening on $port (pid $spid, or "" for direct)
@@ -565,6 +618,14 @@ measure() { # name server workload baseline direct port spid do_idle
     return
   fi
   [[ -n $spid ]] && rss_idle=$(rss_kb "$spid")
+  if [[ $wl == streams ]]; then
+    local streams
+    streams=$(streams_levels "$port" "$spid" "$wl")
+    st=ok
+    if ! kill -0 "$spid" 2>/dev/null; then st=failed; reason="server process died during the run"; fi
+    write_case "$name" "$server" "$wl" "$base" "$dir" "$st" "$reason" null null "$rss_idle" null null "$streams"
+    return
+  fi
   if [[ $wl == ttft ]]; then
     local body; body=$(workload_body "$wl")
     log "$name: ttft concurrency 1, $TTFT_REQUESTS requests"
@@ -589,7 +650,9 @@ measure() { # name server workload baseline direct port spid do_idle
   fi
   if [[ -n $spid ]]; then
     kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true
-    rss_load=$(cat "$TMP/$name.rss" 2>/dev/null || echo null)
+    rss_load=$(cat "$TMP/$name.rss" 2>/dev/null || true)
+    # a loaded machine may not have let the sampler take its first sample within a short run
+    [[ -n $rss_load ]] || rss_load=$(rss_kb "$spid")
   fi
   if [[ $wl != ttft ]]; then
     log "$name: latency -t1 -c1 -d${C1_S}s"
@@ -661,7 +724,7 @@ while IFS='|' read -r -u 3 name server wl base dir; do
         "$([[ $wl == get ]] && echo 1 || echo 0)" ;;
     sluice:*) run_sluice_case "$name" "${server#sluice:}" "$wl" "$base" "$dir" ;;
   esac
-  for helper in "upstream nginx:$UP_PID" "paced SSE mock:$MOCK_PID"; do
+  for helper in "upstream nginx:$UP_PID" "paced SSE mock:$MOCK_PID" "streams SSE mock:$SMOCK_PID"; do
     kill -0 "${helper##*:}" 2>/dev/null ||
       die "${helper%:*} (pid ${helper##*:}) died during case $name: killed from outside the harness? Results of this run are not valid"
   done
@@ -686,6 +749,7 @@ python3 "$LIB/report.py" --res "$TMP/res" --out "$RESULTS_DIR" \
     sse_events "$SSE_EVENTS" sse_interval_ms "$SSE_INTERVAL_MS" \
     sut_cpu "$SUT_CPU" load_cpu "$LOAD_CPU" cases "$CASES" ai_full_plugins "$AI_FULL_PLUGINS" \
     upload_bytes "$(body_bytes upload)" upload16k_bytes "$(body_bytes upload16k)" note "$NOTE" \
+    stream_levels "$STREAM_LEVELS" stream_events "$STREAM_EVENTS" stream_interval_ms "$STREAM_INTERVAL_MS" \
     nginx_upload_buffer "${NGINX_UPLOAD_BUFFER:-default}")"
 rc=$?
 set -e

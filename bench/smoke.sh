@@ -13,6 +13,7 @@ trap 'rm -rf "$OUT"' EXIT
 export DURATION=${DURATION:-1s} C1_DURATION=${C1_DURATION:-1s} WARMUP=${WARMUP:-0}
 export CONNECTIONS=${CONNECTIONS:-8} THREADS=${THREADS:-1} IDLE_CONNS=${IDLE_CONNS:-200}
 export TTFT_REQUESTS=${TTFT_REQUESTS:-20} SSE_EVENTS=${SSE_EVENTS:-5} SSE_INTERVAL_MS=${SSE_INTERVAL_MS:-2}
+export STREAM_LEVELS=${STREAM_LEVELS:-20} STREAM_EVENTS=${STREAM_EVENTS:-3} STREAM_INTERVAL_MS=${STREAM_INTERVAL_MS:-10}
 export SLUICE_BUILD=${SLUICE_BUILD:-0} RESULTS_DIR=$OUT
 
 start=$(date +%s)
@@ -40,7 +41,9 @@ for k in ("nproc", "cpu_model", "nginx_version", "sluice_commit", "duration", "c
 names = [c["name"] for c in d["cases"]]
 expected = ["direct", "nginx", "sluice-plain", "direct-chat", "nginx-chat", "sluice-ai", "sluice-ai-full",
             "direct-stream", "nginx-stream", "sluice-ai-stream", "direct-upload", "nginx-upload", "sluice-plain-upload",
-            "direct-upload16k", "nginx-upload16k", "sluice-plain-upload16k", "ttft-direct", "ttft-nginx", "ttft-sluice-ai"]
+            "direct-upload16k", "nginx-upload16k", "sluice-plain-upload16k", "ttft-direct", "ttft-nginx", "ttft-sluice-ai",
+            "nginx-log", "sluice-plain-log", "nginx-chat-log", "sluice-ai-log",
+            "streams-nginx", "streams-sluice-plain", "streams-sluice-ai"]
 for n in expected:
     assert n in names, "case missing: " + n
 for c in d["cases"]:
@@ -49,6 +52,10 @@ for c in d["cases"]:
     assert c["status"] in ("ok", "skipped"), (c["name"], c["status"])
     if c["status"] == "skipped":
         assert c.get("reason"), c["name"] + " skipped without a reason"
+        continue
+    if c["workload"] == "streams":
+        lv = c["streams"][0]
+        assert lv["client"]["completed"] == lv["level"] and lv["rss_peak_kb"], (c["name"], lv)
         continue
     dv = c["derived"]
     for k in ("rps", "rps_ratio", "p50_ms", "p99_ms", "c1_p50_ms", "c1_p99_ms", "non2xx", "socket_errors"):

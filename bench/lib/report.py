@@ -37,6 +37,15 @@ def check(case):
     if case["status"] == "failed":
         return case.get("reason") or "failed"
     problems = []
+    if case["workload"] == "streams":
+        for lv in case.get("streams") or [{"level": "?", "client": None}]:
+            cl = lv.get("client")
+            if not cl:
+                problems.append("%s streams: no result from the client" % lv["level"])
+            elif cl["failed"] or cl["completed"] < lv["level"] or cl["no_done"]:
+                problems.append("%s streams: %d completed, %d failed, %d without [DONE] (%s)" % (
+                    lv["level"], cl["completed"], cl["failed"], cl["no_done"], cl.get("last_error")))
+        return "; ".join(problems) or None
     for run in ("load", "c1"):
         r = case.get(run)
         if not r:
@@ -95,6 +104,17 @@ def derive(cases):
                                       if d[k] is not None and dd.get(k) is not None else None)
         else:
             d["added_p50_ms"] = d["added_p99_ms"] = None
+        if c.get("streams"):
+            nb = {lv["level"]: lv for lv in (base.get("streams") or [])} if base and base is not c else {}
+            for lv in c["streams"]:
+                peak, before = lv.get("rss_peak_kb"), lv.get("rss_before_kb")
+                lv["peak_mb"] = None if peak is None else round(peak / 1024.0, 1)
+                # memory the streams took: peak over the RSS before that level, per stream
+                lv["kb_per_stream"] = (round((peak - before) / float(lv["level"]), 1)
+                                       if peak is not None and before is not None else None)
+                b = nb.get(lv["level"])
+                lv["peak_ratio"] = (round(peak / float(b["rss_peak_kb"]), 2)
+                                    if b and b.get("rss_peak_kb") and peak is not None else None)
         idle = c.get("idle_conns") or {}
         d["rss_idle_mb"] = None if c.get("rss_idle_kb") is None else round(c["rss_idle_kb"] / 1024.0, 1)
         d["rss_load_mb"] = None if c.get("rss_load_max_kb") is None else round(c["rss_load_max_kb"] / 1024.0, 1)
@@ -118,9 +138,25 @@ COLS = [("case", None), ("status", None), ("req/s", "rps"), ("x nginx", "rps_rat
         ("RSS idle MB", "rss_idle_mb"), ("RSS load MB", "rss_load_mb"), ("RSS idle-conns MB", "rss_idle_conns_mb")]
 
 
+def stream_rows(cases):
+    """One row per streams case and level: peak RSS, per-stream cost, peak relative to nginx's."""
+    out = []
+    for c in cases:
+        for lv in c.get("streams") or []:
+            cl = lv.get("client") or {}
+            out.append([c["name"], str(lv["level"]), fmt(cl.get("max_active")), fmt(cl.get("completed")),
+                        fmt(lv.get("peak_mb"), 1), fmt(lv.get("kb_per_stream"), 1), fmt(lv.get("peak_ratio"), 2)])
+    return out
+
+
+STREAM_HDR = ["case", "streams", "max at once", "completed", "peak RSS MB", "KB/stream", "x nginx peak"]
+
+
 def rows(cases):
     out = []
     for c in cases:
+        if c["workload"] == "streams":
+            continue
         d = c["derived"]
         r = []
         for title, key in COLS:
@@ -140,12 +176,18 @@ def rows(cases):
     return out
 
 
-def text_table(cases):
-    hdr = [t for t, _ in COLS]
-    body = rows(cases)
+def plain_table(hdr, body):
     w = [max(len(str(x)) for x in col) for col in zip(hdr, *body)]
     line = lambda r: "  ".join(str(x).rjust(w[i]) if i > 1 else str(x).ljust(w[i]) for i, x in enumerate(r))
     return "\n".join([line(hdr), line(["-" * x for x in w])] + [line(r) for r in body])
+
+
+def text_table(cases):
+    out = plain_table([t for t, _ in COLS], rows(cases))
+    srows = stream_rows(cases)
+    if srows:
+        out += "\n\n" + plain_table(STREAM_HDR, srows)
+    return out
 
 
 def markdown(doc):
@@ -175,6 +217,14 @@ def markdown(doc):
     lines.append("|" + "|".join("---" for _ in hdr) + "|")
     for r in rows(cases):
         lines.append("| " + " | ".join(r) + " |")
+    srows = stream_rows(cases)
+    if srows:
+        lines += ["", "Concurrent SSE streams (%s events %s ms apart, all opened before the requests go): peak RSS of "
+                  "the server while they ran; `KB/stream`: peak minus the RSS before that level, per stream."
+                  % (m.get("stream_events"), m.get("stream_interval_ms")), "",
+                  "| " + " | ".join(STREAM_HDR) + " |", "|" + "|".join("---" for _ in STREAM_HDR) + "|"]
+        for r in srows:
+            lines.append("| " + " | ".join(r) + " |")
     skipped = [c for c in cases if c["status"] == "skipped"]
     if skipped:
         lines += ["", "Skipped:", ""] + ["- %s: %s" % (c["name"], c.get("reason")) for c in skipped]
