@@ -126,3 +126,36 @@ describe("state file faults", function()
         gw2:stop()
     end)
 end)
+
+-- The same with a real permission error: the gateway runs as nobody (setpriv), the state file is mode 000.
+local setpriv = io.open("/usr/bin/setpriv") and helpers.exec("id -u") == 0 and (helpers.exec("id -u nobody") == 0)
+local describe_nobody = setpriv and describe or pending
+
+describe_nobody("state file faults as an unprivileged user", function()
+    teardown(function()
+        helpers.stop_all()
+    end)
+
+    it("refuses to start on a mode 000 state file (EACCES), starts once it is readable", function()
+        local mock = helpers.mock_upstream()
+        local dir = helpers.tmpdir()
+        local state = dir .. "/sluice.yaml.state.json"
+        helpers.write_file(dir .. "/access.log", "")
+        helpers.write_file(state, '{"version":1,"routes":{"api":{"paths":["/api"],"upstream":{"nodes":["' .. mock.addr .. '"]}}}}')
+        assert(helpers.exec(("chmod 0777 %s && chmod 0666 %s && chmod 0000 %s && chown nobody %s"):format(
+            helpers.shell_quote(dir), helpers.shell_quote(dir .. "/access.log"), helpers.shell_quote(state),
+            helpers.shell_quote(state))) == 0)
+        local cfg = { node = { workers = 1 }, routes = { { id = "yaml", paths = { "/yaml" }, upstream = { nodes = { mock.addr } } } } }
+        local wrap = "setpriv --reuid=nobody --regid=nogroup --clear-groups"
+        assert.has_error(function() helpers.start_gateway(cfg, { dir = dir, wrap = wrap, timeout = 3 }) end)
+        local log = helpers.read_file(dir .. "/error.log") or ""
+        assert.matches(state .. ": cannot read the state file: Permission denied", log, 1, true)
+        assert(helpers.exec("chmod 0600 " .. helpers.shell_quote(state)) == 0)
+        local gw = helpers.start_gateway(cfg, { dir = dir, wrap = wrap })
+        assert.equal(200, assert(helpers.http("GET", gw.url("/api"))).status)
+        -- a write as nobody works (temp file in the same directory, renamed over)
+        assert.equal(201, assert(gw:admin("PUT", "/admin/routes/more", { paths = { "/more" }, upstream = { nodes = { mock.addr } } })).status)
+        assert.matches('"more"', helpers.read_file(state), 1, true)
+        gw:stop()
+    end)
+end)
