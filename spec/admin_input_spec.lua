@@ -55,6 +55,35 @@ describe("config input", function()
     end)
 end)
 
+describe("hostile YAML", function()
+    teardown(function()
+        helpers.stop_all()
+    end)
+
+    it("refuses alias bombs (many values, or one big string repeated) and deep nesting with a clear error", function()
+        local dir = helpers.tmpdir()
+        local laughs = { "a: &a [x, x, x, x, x, x, x, x, x, x]" }
+        for i, c in ipairs({ "b", "c", "d", "e", "f", "g", "h", "i" }) do
+            local prev = string.char(c:byte() - 1)
+            laughs[#laughs + 1] = ("%s: &%s [%s]"):format(c, c, ("*" .. prev .. ", "):rep(9) .. "*" .. prev)
+        end
+        local cases = {
+            { "laughs.yaml", table.concat(laughs, "\n") .. "\n", ":5:%d+: aliases expand to too many values %(limit: 100000%)" },
+            { "string.yaml", 'a: &a "' .. ("s"):rep(1024 * 1024) .. '"\nroutes: [' .. ("*a, "):rep(40) .. "*a]\n",
+              ":2:%d+: aliases expand to too much text %(limit: 16 MiB%)" },
+            { "deep.yaml", "routes: " .. ("["):rep(5000) .. ("]"):rep(5000) .. "\n", ":1:%d+: nesting is too deep %(limit: 64 levels%)" },
+            { "deepmap.yaml", "routes: " .. ("{a: "):rep(5000) .. "1" .. ("}"):rep(5000) .. "\n", ":1:%d+: nesting is too deep" },
+        }
+        for _, c in ipairs(cases) do
+            local file = helpers.write_file(dir .. "/" .. c[1], c[2])
+            local code, out = sluice("-t -c " .. file)
+            assert.is_not.equal(0, code, c[1])
+            assert.matches(file:gsub("%p", "%%%0") .. c[3], out)
+            assert.is_true(#out < 4096, c[1] .. ": " .. #out .. " bytes of output")
+        end
+    end)
+end)
+
 describe("Admin API input", function()
     local gw
 
