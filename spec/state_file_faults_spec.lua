@@ -125,6 +125,23 @@ describe("state file faults", function()
         eventually(gw2, "/doomed", 404)
         gw2:stop()
     end)
+
+    it("refuses a change when the state file it wrote was removed behind its back (earlier changes would be lost)", function()
+        local gw, state = with_changes()
+        local saved = assert(helpers.read_file(state))
+        os.remove(state)
+        local res = assert(gw:admin("PUT", "/admin/routes/more", { paths = { "/more" }, upstream = { nodes = { mock.addr } } }))
+        assert.equal(500, res.status, res.body)
+        assert.matches("state file written by this gateway is gone", res.json.error.message, 1, true)
+        assert.is_nil(helpers.read_file(state))
+        eventually(gw, "/api", 200)
+        assert.equal(404, assert(helpers.http("GET", gw.url("/more"))).status)
+        -- restored, changes go through again
+        helpers.write_file(state, saved)
+        assert.equal(201, assert(gw:admin("PUT", "/admin/routes/more", { paths = { "/more" }, upstream = { nodes = { mock.addr } } })).status)
+        assert.matches('"api"', helpers.read_file(state), 1, true)
+        gw:stop()
+    end)
 end)
 
 -- The same with a real permission error: the gateway runs as nobody (setpriv), the state file is mode 000.

@@ -107,7 +107,7 @@ local PROVIDER = { type = "object", required = { "kind" }, properties = {
 
 local ROUTE = { type = "object", required = { "id", "paths" }, additionalProperties = false, properties = {
     id = id_t, name = str, desc = str,
-    paths = { type = "array", minItems = 1, items = { type = "string", pattern = "^/", maxLength = 4096 } },
+    paths = { type = "array", minItems = 1, items = { type = "string", format = "uri_path", maxLength = 4096 } },
     methods = { type = "array", uniqueItems = true, items = { enum = METHODS } },
     hosts = { type = "array", items = { type = "string", pattern = "^[%w%.%-_%*]+$", maxLength = 255 } },
     priority = { type = "integer", default = 0 },

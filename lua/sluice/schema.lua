@@ -3,7 +3,7 @@
 -- validate(schema, value) never throws: a bad value, a bad schema or a cyclic table all end up
 -- as error entries. `pattern` and `patternProperties` keys are Lua patterns, not regexes.
 -- Beyond JSON schema: `format` names a built-in check (FORMATS below: host, header_name, header_value, url,
--- id), and `ref = KIND` marks a string that names another config entity (a provider, an upstream, ...):
+-- uri_path, id), and `ref = KIND` marks a string that names another config entity (a provider, an upstream, ...):
 -- validate() only collects such references; sluice.config resolves them against the whole config.
 -- An empty Lua table is both an empty object and an empty array; in objects a cjson.null value
 -- counts as absent (as YAML nulls do), so defaults and `required` treat it the same way.
@@ -50,6 +50,8 @@ local FORMATS = {
                 local auth, rest = v:match("^[Hh][Tt][Tt][Pp][Ss]?://([^/%?#]+)(.*)$")
                 return auth ~= nil and is_host(auth) and not find(rest, "[%z\1-\32\127]")
             end, "an http(s) URL: http(s)://host[:port][/path], no spaces or control characters" },
+    uri_path = { function(v) return find(v, "^/[^%z\1-\32\127]*$") ~= nil end,
+                 "a path starting with '/', without spaces or control characters" },
     id = { function(v) return #v <= 256 and find(v, "^[%w_][%w_%.%-]*$") ~= nil end,
            "an id: letters, digits, '_', '.', '-', not starting with '.' or '-', at most 256 characters" },
 }

@@ -125,7 +125,8 @@ local schema = {
             properties = {
                 interval = { type = "number", minimum = 0.1, default = 5 },
                 timeout = { type = "number", exclusiveMinimum = 0, default = 2 },
-                path = str, -- GET this path on the provider's host instead of a 1-token chat request
+                -- GET this path on the provider's host instead of a 1-token chat request
+                path = { type = "string", format = "uri_path" },
                 healthy = { type = "integer", minimum = 1, default = 2 },
                 unhealthy = { type = "integer", minimum = 1, default = 2 },
             },

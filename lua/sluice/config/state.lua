@@ -51,12 +51,12 @@ local function read_file(path)
     return s
 end
 
---- Reads a state file; returns the state table ({version=1} when the file does not exist) | nil, err.
+--- Reads a state file; returns the state table ({version=1}, nil, true when the file does not exist) | nil, err.
 --- A file that exists but cannot be read (or parsed) is an error, never "no state".
 function _M.read(path)
     local s, err = read_file(path)
     if s == false then return nil, err end
-    if not s then return { version = 1 } end
+    if not s then return { version = 1 }, nil, true end
     local ok, st = pcall(cjson.decode, s)
     if not ok or type(st) ~= "table" then return nil, path .. ": invalid JSON state file: " .. tostring(st) end
     if st.version ~= 1 then return nil, path .. ": unsupported state file version " .. tostring(st.version) end
@@ -152,10 +152,18 @@ local function write_atomic(path, data)
     return true
 end
 
+-- Paths this process has written: if one of them is gone at the next change, it was removed behind our back,
+-- and writing only the new change would drop every earlier one at the next start.
+local written = {}
+
 --- Records one change (obj, or false to delete); the caller checked kind and id. Returns true | nil, err.
 function _M.put(state_path, kind, id, obj)
-    local st, err = _M.read(state_path)
+    local st, err, missing = _M.read(state_path)
     if not st then return nil, err end
+    if missing and written[state_path] then
+        return nil, state_path .. ": the state file written by this gateway is gone; not replacing it with only "
+            .. "this change (restore it, or restart to start from the config file)"
+    end
     if kind == "global_plugins" then
         st.global_plugins = obj
     else
@@ -164,7 +172,9 @@ function _M.put(state_path, kind, id, obj)
     end
     local ok, data = pcall(cjson.encode, st)
     if not ok then return nil, "cannot encode state: " .. tostring(data) end
-    return write_atomic(state_path, data)
+    local ok, werr = write_atomic(state_path, data)
+    if ok then written[state_path] = true end
+    return ok, werr
 end
 
 return _M

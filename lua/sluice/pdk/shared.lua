@@ -10,6 +10,8 @@
 -- Semantics follow OpenResty's ngx.shared.DICT: values are strings, numbers or booleans, setting nil
 -- deletes, `forcible` says that live entries were evicted to make room, `flags` come back only when
 -- non-zero. Misuse (bad key or ttl) raises; runtime failures return nil/false plus an error string.
+-- One entry (key + value) must fit one shard of the dict: d:max_item_size(); a larger one is refused with
+-- "value too large (N bytes, limit M for this dict)" however much free_space() reports.
 local ffi = require("ffi")
 local C = require("sluice.core")
 
