@@ -106,12 +106,14 @@ static void count_node(loader *ld, int depth, const yaml_mark_t *m)
         sl__yaml_fail(ld, m, "document has too many values (limit: " SL__STR(SL_YAML_MAX_NODES) ")");
 }
 
-/* Aliases are copies, so a few lines can stand for billions of values (or gigabytes of one repeated string, once
- * the config is copied or serialized): what copies produce has its own budgets, far below the document's. */
+/* Aliases are copies, so a few lines can stand for billions of values (or gigabytes of one repeated string,
+ * once the config is copied or serialized): what copies produce has its own budgets, far below the
+ * document's. */
 static void count_alias_copy(loader *ld, size_t bytes, const yaml_mark_t *m)
 {
     if (++ld->alias_values > SL_YAML_MAX_ALIAS_VALUES)
-        sl__yaml_fail(ld, m, "aliases expand to too many values (limit: " SL__STR(SL_YAML_MAX_ALIAS_VALUES) ")");
+        sl__yaml_fail(ld, m,
+                      "aliases expand to too many values (limit: " SL__STR(SL_YAML_MAX_ALIAS_VALUES) ")");
     ld->alias_bytes += bytes;
     if (ld->alias_bytes > SL_YAML_MAX_ALIAS_BYTES)
         sl__yaml_fail(ld, m, "aliases expand to too much text (limit: 16 MiB)");

@@ -17,7 +17,7 @@
 #define SL_SHDICT_NOT_FOUND (-2)   /* -ENOENT */
 #define SL_SHDICT_NOMEM (-12)      /* -ENOMEM: does not fit even after evicting everything */
 #define SL_SHDICT_EXISTS (-17)     /* -EEXIST: add on a live key */
-#define SL_SHDICT_TOOBIG (-27)     /* -EFBIG: key + value exceed sl_shdict_max_item (never fits, even empty) */
+#define SL_SHDICT_TOOBIG (-27)     /* -EFBIG: key + value over sl_shdict_max_item (never fits, even empty) */
 #define SL_SHDICT_INVALID (-22)    /* -EINVAL */
 #define SL_SHDICT_NOT_NUMBER (-33) /* -EDOM: incr on a non-number */
 #define SL_SHDICT_NOBUFS (-105)    /* -ENOBUFS: caller buffer too small; the needed size is reported */
