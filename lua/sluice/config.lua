@@ -35,8 +35,7 @@ local obj = { type = "object" }
 -- starting with '.' or '-' (no ".", "..", "-x"), 1..256 characters. They appear in Admin API URLs, the state
 -- file, logs and (provider names) response headers.
 local id_t = { type = "string", format = "id", minLength = 1, maxLength = 256 }
-_M.ID_SCHEMA = id_t
--- Lua patterns one value may not contain in a header: control characters other than tab.
+-- Sent as a header: no CR, LF, NUL or other control characters (tab allowed).
 local header_value_t = { type = "string", format = "header_value" }
 local token_t = { type = "string", pattern = "^[%w%-%._]+$", maxLength = 128 } -- goes into URL paths and hosts
 

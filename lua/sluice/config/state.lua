@@ -114,6 +114,7 @@ char *strerror(int errnum);
 
 local EINTR = 4
 local O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_DIRECTORY, O_CLOEXEC = 0, 1, 64, 128, 131072, 65536, 524288
+if ffi.arch == "arm64" or ffi.arch == "arm" then O_DIRECTORY, O_NOFOLLOW = 16384, 32768 end -- x86 values above
 
 local function oserr(what)
     return what .. ": " .. ffi.string(ffi.C.strerror(ffi.errno()))
@@ -172,9 +173,9 @@ function _M.put(state_path, kind, id, obj)
     end
     local ok, data = pcall(cjson.encode, st)
     if not ok then return nil, "cannot encode state: " .. tostring(data) end
-    local ok, werr = write_atomic(state_path, data)
-    if ok then written[state_path] = true end
-    return ok, werr
+    local done, werr = write_atomic(state_path, data)
+    if done then written[state_path] = true end
+    return done, werr
 end
 
 return _M
