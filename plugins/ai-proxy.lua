@@ -32,7 +32,7 @@ local schema = {
     required = { "provider" },
     additionalProperties = false,
     properties = {
-        provider = { type = "string", minLength = 1 },
+        provider = { type = "string", minLength = 1, ref = "providers" }, -- must name one of `providers`
         model = { type = "string", minLength = 1 },
         timeout = timeout,
     },

@@ -93,7 +93,7 @@ describe("config.load", function()
             F .. ":7: upstreams.u1.nodes[1]: port 99999 is out of range",
             F .. ":11: routes[1].upstream: unknown upstream \"missing\"",
             F .. ":13: routes[2].paths: must have at least 1 item(s)",
-            F .. ":14: routes[3].id: does not match pattern",
+            F .. ":14: routes[3].id: must be an id: letters, digits",
             F .. ":16: routes[3].methods[1]: expected one of: GET",
             F .. ":19: consumers[2].keys[1]: key is already used by consumer \"bob\"",
         }) do
@@ -170,7 +170,7 @@ describe("config.validate and validate_entity", function()
         local r = assert(config.validate_entity("routes", "r1", { paths = { "/x" }, upstream = "u" }, cfg))
         assert.equal("r1", r.id)
         local _, errs = config.validate_entity("routes", "r1", { paths = { "/x" }, upstream = "nope" }, cfg)
-        assert.same({ { path = "upstream", message = "unknown upstream \"nope\"" } }, errs)
+        assert.same({ { path = "upstream", message = "unknown upstream \"nope\" (not defined under upstreams)" } }, errs)
         _, errs = config.validate_entity("routes", "r1", { id = "other", paths = { "/x" } }, cfg)
         assert.equal("id", errs[1].path)
         _, errs = config.validate_entity("consumers", "b", { keys = { "k1" } }, cfg)

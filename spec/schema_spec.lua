@@ -204,3 +204,69 @@ describe("schema.format_errors", function()
         assert.equal("a: x\n(root): y", schema.format_errors({ { path = "a", message = "x" }, { path = "", message = "y" } }))
     end)
 end)
+
+describe("schema formats, propertyNames and refs", function()
+    local function errs_of(s, v)
+        local ok, e = schema.validate(s, v)
+        return ok and {} or e
+    end
+
+    it("checks the built-in formats", function()
+        local good = { host = { "a.b", "x_y-1:8080", "1.2.3.4", "[::1]", "[::1]:443" },
+                       header_name = { "x-a", "X_B", "a!#$%&'*+.^`|~" },
+                       header_value = { "", "a b\tc", "é" },
+                       url = { "http://a", "https://a.b:1/x?y=1#z", "HTTP://[::1]:80/" },
+                       uri_path = { "/", "/a/:id/*" },
+                       id = { "a", "_x", "a.b-c", ("a"):rep(256) } }
+        local bad = { host = { "", "a b", "a\r\nb", "-a", ".a", "a:99999", "a:", "[zz]", ("a"):rep(256) },
+                      header_name = { "", "a b", "a:", "a\r", ("a"):rep(257) },
+                      header_value = { "a\rb", "a\nb", "a\0b", "\127" },
+                      url = { "ftp://a", "http://", "http://a b/", "http://a/\r\n", "http://a/ x" },
+                      uri_path = { "a", "/a b", "/a\0" },
+                      id = { "", ".", "..", "-x", ".x", "a/b", "a b", ("a"):rep(257) } }
+        for f, list in pairs(good) do
+            for _, v in ipairs(list) do assert.is_true(schema.validate({ type = "string", format = f }, v), f .. ": " .. v) end
+        end
+        for f, list in pairs(bad) do
+            for _, v in ipairs(list) do
+                local e = errs_of({ type = "string", format = f }, v)
+                assert.equal(1, #e, f .. ": " .. v)
+                assert.matches("^must be ", e[1].message)
+            end
+        end
+    end)
+
+    it("checks object keys with propertyNames, with the key's path", function()
+        local s = { type = "object", propertyNames = { type = "string", format = "header_name" } }
+        assert.is_true(schema.validate(s, { ["x-a"] = 1 }))
+        local e = errs_of(s, { ["bad name"] = 1 })
+        assert.equal("bad name", e[1].path)
+    end)
+
+    it("collects refs with their paths (from the branch that matched in anyOf/oneOf), only when asked", function()
+        local s = { type = "object", properties = {
+            p = { type = "string", ref = "providers" },
+            list = { type = "array", items = { type = "string", ref = "consumer_groups" } },
+            m = { type = "object", propertyNames = { type = "string", ref = "consumer_groups" } },
+            u = { anyOf = { { type = "integer" }, { type = "string", ref = "upstreams" } } },
+        } }
+        local refs = {}
+        assert.is_true(schema.validate(s, { p = "x", list = { "g1", "g2" }, m = { k = 1 }, u = "up" }, refs))
+        local got = {}
+        for i, r in ipairs(refs) do got[i] = r.kind .. ":" .. r.id .. "@" .. r.path end
+        table.sort(got)
+        assert.same({ "consumer_groups:g1@list[1]", "consumer_groups:g2@list[2]", "consumer_groups:k@m.k",
+                      "providers:x@p", "upstreams:up@u" }, got)
+        refs = {}
+        assert.is_true(schema.validate(s, { u = 5 }, refs))
+        assert.same({}, refs)
+        assert.is_true(schema.validate(s, { p = "x" })) -- no list given: nothing collected, nothing fails
+    end)
+
+    it("rejects unknown formats and ref kinds in a schema", function()
+        assert.matches('format: unknown format "hostname"', select(2, schema.check_schema({ format = "hostname" })), 1, true)
+        assert.matches('ref: unknown entity kind "provider"', select(2, schema.check_schema({ ref = "provider" })), 1, true)
+        assert.matches("propertyNames.type", select(2, schema.check_schema({ propertyNames = { type = "x" } })), 1, true)
+        assert.is_true(schema.check_schema({ type = "string", format = "host", ref = "upstreams" }))
+    end)
+end)

@@ -109,7 +109,7 @@ describe("sluice.shared", function()
         assert.equal(10, #d:get_keys(10))
     end)
 
-    it("evicts LRU entries and reports no memory", function()
+    it("evicts LRU entries and refuses an entry over the item size limit, naming it", function()
         local d = shared.spec_small
         local before = d:free_space()
         local forced = false
@@ -124,6 +124,13 @@ describe("sluice.shared", function()
         assert.is_not_nil(d:get("k100"))
         local ok, err = d:set("huge", string.rep("x", 8192))
         assert.is_false(ok)
-        assert.equal("no memory", err)
+        local limit = d:max_item_size() - #"huge"
+        assert.equal("value too large (8192 bytes, limit " .. limit .. " for this dict)", err)
+        assert.is_not_nil(d:get("k100")) -- a hopeless set evicts nothing
+        -- the limit is exact: a value of `limit` bytes fits, one byte more does not
+        assert.is_true((d:set("huge", string.rep("y", limit))))
+        assert.equal(limit, #d:get("huge"))
+        assert.is_false((d:set("huge", string.rep("y", limit + 1))))
+        assert.equal(limit, #d:get("huge")) -- the old value stays
     end)
 end)

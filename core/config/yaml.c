@@ -23,6 +23,9 @@
 #include <lauxlib.h>
 #include <yaml.h>
 
+#define SL__XSTR(x) #x
+#define SL__STR(x) SL__XSTR(x)
+
 /* Marks an anchored null, since a nil cannot be stored in the anchors table. */
 static char null_anchor;
 
@@ -98,9 +101,22 @@ static void path_index(loader *ld, int i)
 static void count_node(loader *ld, int depth, const yaml_mark_t *m)
 {
     if (depth > SL_YAML_MAX_DEPTH)
-        sl__yaml_fail(ld, m, "nesting is too deep (limit: 64 levels)");
+        sl__yaml_fail(ld, m, "nesting is too deep (limit: " SL__STR(SL_YAML_MAX_DEPTH) " levels)");
     if (++ld->nodes > SL_YAML_MAX_NODES)
-        sl__yaml_fail(ld, m, "document has too many values (alias expansion?)");
+        sl__yaml_fail(ld, m, "document has too many values (limit: " SL__STR(SL_YAML_MAX_NODES) ")");
+}
+
+/* Aliases are copies, so a few lines can stand for billions of values (or gigabytes of one repeated string,
+ * once the config is copied or serialized): what copies produce has its own budgets, far below the
+ * document's. */
+static void count_alias_copy(loader *ld, size_t bytes, const yaml_mark_t *m)
+{
+    if (++ld->alias_values > SL_YAML_MAX_ALIAS_VALUES)
+        sl__yaml_fail(ld, m,
+                      "aliases expand to too many values (limit: " SL__STR(SL_YAML_MAX_ALIAS_VALUES) ")");
+    ld->alias_bytes += bytes;
+    if (ld->alias_bytes > SL_YAML_MAX_ALIAS_BYTES)
+        sl__yaml_fail(ld, m, "aliases expand to too much text (limit: 16 MiB)");
 }
 
 static void parse_value(loader *ld, int depth);
@@ -112,6 +128,7 @@ static void copy_value(loader *ld, int idx, int depth, const yaml_mark_t *m)
     int t;
 
     count_node(ld, depth, m);
+    count_alias_copy(ld, lua_type(L, idx) == LUA_TSTRING ? lua_objlen(L, idx) : 0, m);
     record_line(ld, m->line);
     if (lua_type(L, idx) != LUA_TTABLE) {
         lua_pushvalue(L, idx);
@@ -435,6 +452,23 @@ done:
     free(buf);
     if (f)
         fclose(f);
+    return rc;
+}
+
+int sl_yaml_check(const char *s, size_t len, const char *name, char *err, size_t errlen)
+{
+    lua_State *L = luaL_newstate();
+    int rc;
+
+    if (!L) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s: out of memory", name ? name : "<string>");
+        return -1;
+    }
+    rc = sl_yaml_load_string(L, s, len, name);
+    if (rc != 0 && err && errlen)
+        snprintf(err, errlen, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "failed to load YAML");
+    lua_close(L);
     return rc;
 }
 

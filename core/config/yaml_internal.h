@@ -22,6 +22,7 @@ typedef struct {
     int parser_ready, have_ev;
     dynbuf path, tmp;
     size_t nodes;
+    size_t alias_values, alias_bytes; /* what alias copies produced so far (bounded separately) */
     int doc_ref, lines_ref;
 } loader;
 

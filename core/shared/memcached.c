@@ -171,6 +171,58 @@ static void give_back(memcached_st *m)
     pthread_mutex_unlock(&lock);
 }
 
+/* A fixed text per libmemcached return code. memcached_last_error_message() is not used: its text carries
+ * source locations and, in some versions, pointer values, and it reaches logs and plugin callers. */
+static const char *error_text(memcached_return_t rc)
+{
+    switch (rc) {
+    case MEMCACHED_TIMEOUT:
+        return "timeout";
+    case MEMCACHED_CONNECTION_FAILURE:
+    case MEMCACHED_CONNECTION_BIND_FAILURE:
+        return "connection failed";
+    case MEMCACHED_HOST_LOOKUP_FAILURE:
+        return "host lookup failed";
+    case MEMCACHED_WRITE_FAILURE:
+        return "write to server failed";
+    case MEMCACHED_READ_FAILURE:
+    case MEMCACHED_UNKNOWN_READ_FAILURE:
+    case MEMCACHED_PARTIAL_READ:
+        return "read from server failed";
+    case MEMCACHED_SERVER_MARKED_DEAD:
+    case MEMCACHED_SERVER_TEMPORARILY_DISABLED:
+        return "server marked dead (retrying later)";
+    case MEMCACHED_NO_SERVERS:
+        return "no servers available";
+    case MEMCACHED_E2BIG:
+        return "value too large for memcached";
+    case MEMCACHED_KEY_TOO_BIG:
+    case MEMCACHED_BAD_KEY_PROVIDED:
+    case MEMCACHED_NO_KEY_PROVIDED:
+        return "bad key";
+    case MEMCACHED_MEMORY_ALLOCATION_FAILURE:
+        return "out of memory";
+    case MEMCACHED_SERVER_MEMORY_ALLOCATION_FAILURE:
+        return "server out of memory";
+    case MEMCACHED_PROTOCOL_ERROR:
+        return "protocol error";
+    case MEMCACHED_SERVER_ERROR:
+    case MEMCACHED_ERROR:
+        return "server error";
+    case MEMCACHED_CLIENT_ERROR:
+        return "client error";
+    case MEMCACHED_AUTH_PROBLEM:
+    case MEMCACHED_AUTH_FAILURE:
+        return "authentication failed";
+    case MEMCACHED_INVALID_ARGUMENTS:
+        return "invalid arguments";
+    case MEMCACHED_ERRNO:
+        return "system error";
+    default:
+        return "memcached error";
+    }
+}
+
 /* Runs on a thread-pool thread. */
 static void do_work(uv_work_t *req)
 {
@@ -223,7 +275,7 @@ static void do_work(uv_work_t *req)
         op->rc = SL_MC_NOT_STORED;
     } else {
         op->rc = SL_MC_ERR;
-        snprintf(op->errmsg, sizeof(op->errmsg), "%s", memcached_last_error_message(m));
+        snprintf(op->errmsg, sizeof(op->errmsg), "%s (code %d)", error_text(rc), (int)rc);
     }
     give_back(m);
 }

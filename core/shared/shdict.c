@@ -320,7 +320,7 @@ static int store(sl_shdict_t *d, int mode, const char *key, size_t klen, int typ
         goto out;
     }
     if (cost(klen, slen) > s->budget) {
-        rc = SL_SHDICT_NOMEM; /* checked first so a hopeless set keeps the old value */
+        rc = SL_SHDICT_TOOBIG; /* checked first so a hopeless set keeps the old value */
         goto out;
     }
     if (e)
@@ -519,6 +519,13 @@ int sl_shdict_get_keys(sl_shdict_t *d, int max, char *buf, size_t buflen, size_t
 size_t sl_shdict_capacity(const sl_shdict_t *d)
 {
     return d->size;
+}
+
+size_t sl_shdict_max_item(const sl_shdict_t *d)
+{
+    /* cost() rounds up to 16: an entry fits when header + key + value <= the budget rounded down to 16 */
+    size_t b = d->shards[0].budget & ~(size_t)15; /* every shard has the same budget */
+    return b > sizeof(ent_t) ? b - sizeof(ent_t) : 0;
 }
 
 size_t sl_shdict_free_space(sl_shdict_t *d)

@@ -17,6 +17,7 @@
 #define SL_SHDICT_NOT_FOUND (-2)   /* -ENOENT */
 #define SL_SHDICT_NOMEM (-12)      /* -ENOMEM: does not fit even after evicting everything */
 #define SL_SHDICT_EXISTS (-17)     /* -EEXIST: add on a live key */
+#define SL_SHDICT_TOOBIG (-27)     /* -EFBIG: key + value over sl_shdict_max_item (never fits, even empty) */
 #define SL_SHDICT_INVALID (-22)    /* -EINVAL */
 #define SL_SHDICT_NOT_NUMBER (-33) /* -EDOM: incr on a non-number */
 #define SL_SHDICT_NOBUFS (-105)    /* -ENOBUFS: caller buffer too small; the needed size is reported */
@@ -41,7 +42,8 @@ int sl_shdict_get(sl_shdict_t *d, const char *key, size_t klen, int *type, doubl
 
 /** Stores a value (SL_SHDICT_NIL deletes); ttl in seconds, 0 = never expires. Evicts expired, then least
  *  recently used entries to make room, setting *forcible (may be NULL) when live entries were evicted.
- *  Returns 0, SL_SHDICT_NOMEM, SL_SHDICT_INVALID. */
+ *  Returns 0, SL_SHDICT_TOOBIG (over sl_shdict_max_item; the old value stays), SL_SHDICT_NOMEM,
+ *  SL_SHDICT_INVALID. */
 int sl_shdict_set(sl_shdict_t *d, const char *key, size_t klen, int type, double num, const char *str, size_t slen,
                   double ttl, uint32_t flags, int *forcible);
 
@@ -82,6 +84,10 @@ size_t sl_shdict_capacity(const sl_shdict_t *d);
 
 /** Bytes still free for entries (summed over shards; a single entry must fit in one shard). */
 size_t sl_shdict_free_space(sl_shdict_t *d);
+
+/** The largest entry the dict can hold, key and value bytes together: one shard's budget less the entry
+ *  header (a dict is split in up to 16 shards, each with 1/16 of the budget; 10m -> about 640 KiB). */
+size_t sl_shdict_max_item(const sl_shdict_t *d);
 
 /** Frees every dict; at exit, after the workers stopped. */
 void sl_shdict_close_all(void);

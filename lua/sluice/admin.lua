@@ -9,7 +9,11 @@
 -- A change is checked twice (the entity alone, then the whole new document), written to the state file,
 -- and only then published to every worker. Publishing is asynchronous, so the last document published here
 -- is kept as `pending` and later changes and reads build on it until this worker has applied it.
-local cjson = require("cjson.safe")
+-- Its own cjson instance: request bodies may not use NaN/Infinity/hex numbers (they could not be written back
+-- out as JSON: the snapshot and the state file would fail after validation), nor nest deeper than 100 levels.
+local cjson = require("cjson.safe").new()
+cjson.decode_invalid_numbers(false)
+cjson.decode_max_depth(100)
 local bit = require("bit")
 local config = require("sluice.config")
 local schema = require("sluice.schema")
@@ -28,7 +32,6 @@ local ID_FIELD = { routes = "id", upstreams = "id", providers = false, consumers
 local SINGULAR = { routes = "route", upstreams = "upstream", providers = "provider", consumers = "consumer",
                    consumer_groups = "consumer group", plugin_metadata = "plugin metadata",
                    global_plugins = "global plugins" }
-local ID_PATTERN = "^[A-Za-z0-9_.%-]+$"
 local REDACTED = "***"
 local JSON_HEADERS = { ["content-type"] = "application/json" }
 local EMPTY_LIST = "\0empty-list\0" -- cjson 2.1.0 writes {} for an empty table; see encode()
@@ -168,25 +171,6 @@ local function unredact(kind, obj, old)
     end
 end
 
--- Ids of routes whose conf mentions `field = value` anywhere (route.upstream, plugin provider names).
-local function mentions(v, field, value, depth)
-    if type(v) ~= "table" or depth > 20 then return false end
-    for k, x in pairs(v) do
-        if (k == field and x == value) or mentions(x, field, value, depth + 1) then return true end
-    end
-    return false
-end
-
-local function users_of(doc, kind, id)
-    local field = kind == "upstreams" and "upstream" or kind == "providers" and "provider" or nil
-    if not field then return {} end
-    local out = {}
-    for _, e in ipairs(entities(doc, "routes")) do
-        if mentions(e.obj, field, id, 0) then out[#out + 1] = tostring(e.id) end
-    end
-    return out
-end
-
 local function validate_doc(doc)
     local ok, master = pcall(require, "sluice.master")
     if ok and master.validate then
@@ -234,10 +218,12 @@ local function change(kind, id, obj)
     elseif old == nil then
         return fail(404, format("%s %q not found", SINGULAR[kind], id))
     else
-        local users = users_of(doc, kind, id)
+        -- the same references the config checker resolves (config.resolve_refs), so the two cannot disagree
+        local users = config.users_of(cfg, kind, id)
         if #users > 0 then
-            return fail(409, format("%s %q is still used by routes: %s", SINGULAR[kind], id, concat(users, ", ")),
-                { { path = "routes", message = concat(users, ", ") } })
+            local details = {}
+            for i, u in ipairs(users) do details[i] = { path = u:match("%((.*)%)$") or "", message = u } end
+            return fail(409, format("%s %q is still used by: %s", SINGULAR[kind], id, concat(users, ", ")), details)
         end
     end
     local new = deep_copy(doc)
@@ -268,8 +254,9 @@ end
 -- endpoints
 
 local function entity(method, kind, id, ctx)
-    if not id:match(ID_PATTERN) or #id > 256 then
-        return fail(400, "invalid id " .. format("%q", id) .. " (letters, digits, '_', '-', '.')")
+    local bad = config.id_error(kind, id)
+    if bad then
+        return fail(400, "invalid id " .. format("%q", id:sub(1, 300)) .. ": " .. bad)
     end
     if method == "GET" then
         local doc = current()

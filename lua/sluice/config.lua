@@ -31,8 +31,13 @@ local strs = { type = "array", items = str }
 local size_t = { type = { "string", "integer" } }
 local dur_t = { type = { "string", "number" } }
 local obj = { type = "object" }
-local ID_PATTERN = "^[A-Za-z0-9_.%-]+$"
-local id_t = { type = "string", pattern = ID_PATTERN, minLength = 1, maxLength = 256 }
+-- Entity ids (routes, upstreams, providers, consumers, consumer groups): letters, digits, '_', '.', '-', not
+-- starting with '.' or '-' (no ".", "..", "-x"), 1..256 characters. They appear in Admin API URLs, the state
+-- file, logs and (provider names) response headers.
+local id_t = { type = "string", format = "id", minLength = 1, maxLength = 256 }
+-- Sent as a header: no CR, LF, NUL or other control characters (tab allowed).
+local header_value_t = { type = "string", format = "header_value" }
+local token_t = { type = "string", pattern = "^[%w%-%._]+$", maxLength = 128 } -- goes into URL paths and hosts
 
 local limit_props = {}
 for k, v in pairs(LIMIT_DEFAULTS) do limit_props[k] = { type = { "string", "number" }, default = v } end
@@ -73,17 +78,26 @@ local UPSTREAM = { type = "object", required = { "nodes" }, additionalProperties
         size = { type = "integer", minimum = 0, maximum = 100000, default = 64 },
         idle_timeout = { type = { "string", "number" }, default = 60 } } },
     pass_host = { enum = { "pass", "node", "rewrite" }, default = "pass" },
-    host = { type = "string", minLength = 1 },
+    host = { type = "string", minLength = 1, format = "host" }, -- the Host header with pass_host: rewrite
     -- HTTPS upstreams: verify against the system CA bundle, or ca_file (PEM) when given
     tls = { type = "object", additionalProperties = false, properties = {
         verify = { type = "boolean", default = true }, ca_file = { type = "string", minLength = 1, maxLength = 512 },
-        sni = { type = "string", minLength = 1, maxLength = 255 } } },
+        sni = { type = "string", minLength = 1, maxLength = 255, format = "host" } } },
 } }
 
+-- Fields that reach the wire (headers, the URL) are checked here; other fields are left to the AI layer.
 local PROVIDER = { type = "object", required = { "kind" }, properties = {
     kind = { enum = PROVIDER_KINDS },
-    endpoint = { type = "string", pattern = "^https?://[^/]" },
-    api_key = str,
+    endpoint = { type = "string", format = "url" },
+    api_key = header_value_t, access_key = header_value_t, secret_key = header_value_t,
+    session_token = header_value_t,
+    api_version = token_t, region = token_t, deployment = { type = "string", minLength = 1, format = "header_value" },
+    options = { type = "object", properties = {
+        headers = { type = "object", propertyNames = { type = "string", format = "header_name" },
+                    additionalProperties = header_value_t },
+        beta = { type = { "string", "array" }, format = "header_value", items = header_value_t },
+        organization = header_value_t, project = header_value_t, region = token_t,
+    } },
     proxy = { type = "boolean" }, -- false: never through HTTP(S)_PROXY
     models = { type = "object", additionalProperties = str },
     price = { type = "object", additionalProperties = { type = "object", properties = {
@@ -92,11 +106,11 @@ local PROVIDER = { type = "object", required = { "kind" }, properties = {
 
 local ROUTE = { type = "object", required = { "id", "paths" }, additionalProperties = false, properties = {
     id = id_t, name = str, desc = str,
-    paths = { type = "array", minItems = 1, items = { type = "string", pattern = "^/", maxLength = 4096 } },
+    paths = { type = "array", minItems = 1, items = { type = "string", format = "uri_path", maxLength = 4096 } },
     methods = { type = "array", uniqueItems = true, items = { enum = METHODS } },
-    hosts = { type = "array", items = { type = "string", pattern = "^[%w%.%-%*]+$" } },
+    hosts = { type = "array", items = { type = "string", pattern = "^[%w%.%-_%*]+$", maxLength = 255 } },
     priority = { type = "integer", default = 0 },
-    upstream = { type = { "string", "object" } },
+    upstream = { type = { "string", "object" }, ref = "upstreams" },
     plugins = { type = "object", default = {} },
     strip_prefix = { type = "boolean", default = false },
 } }
@@ -104,7 +118,7 @@ local ROUTE = { type = "object", required = { "id", "paths" }, additionalPropert
 local CONSUMER = { type = "object", required = { "name" }, additionalProperties = false, properties = {
     name = id_t, desc = str,
     keys = { type = "array", default = {}, items = { type = "string", minLength = 1 } },
-    groups = { type = "array", default = {}, items = id_t },
+    groups = { type = "array", default = {}, items = { type = "string", ref = "consumer_groups" } },
     metadata = { type = "object", default = {} },
     plugins = { type = "object", default = {} },
 } }
@@ -123,11 +137,23 @@ end
 
 local function add(errs, path, msg) errs[#errs + 1] = { path = path, message = msg } end
 
--- Runs schema.validate and re-bases its error paths under path.
+local function rebase(path, p)
+    if p == "" then return path end
+    if path == "" then return p end
+    return p:sub(1, 1) == "[" and path .. p or path .. "." .. p
+end
+
+-- Runs schema.validate and re-bases its error paths under path. While a config is validated, errs.refs
+-- collects the references (`ref` in a schema) with their full paths and their owner (errs.owner), for
+-- resolve_refs; entity checks outside validate() leave it nil.
 local function check(s, v, path, errs)
-    local ok, e = schema.validate(s, v)
+    local refs = errs.refs and {} or nil
+    local ok, e = schema.validate(s, v, refs)
+    for _, r in ipairs(refs or {}) do
+        errs.refs[#errs.refs + 1] = { kind = r.kind, id = r.id, path = rebase(path, r.path), owner = errs.owner }
+    end
     if ok then return true end
-    for _, x in ipairs(e) do add(errs, x.path == "" and path or (path == "" and x.path or (x.path:sub(1, 1) == "[" and path .. x.path or path .. "." .. x.path)), x.message) end
+    for _, x in ipairs(e) do add(errs, rebase(path, x.path), x.message) end
     return false
 end
 
@@ -334,12 +360,52 @@ function NORMALIZERS.consumer_groups(g, path, errs, opts)
     return g
 end
 
-function NORMALIZERS.plugin_metadata(m, path, errs)
+-- Metadata belongs to a plugin: the id is the plugin's name, checked with the registry when there is one.
+function NORMALIZERS.plugin_metadata(m, path, errs, opts, id)
     if not check(obj, m, path, errs) then return nil end
+    if opts.plugins and id ~= nil then
+        local ok, p, err = pcall(opts.plugins.get, id)
+        if not ok or not p then
+            add(errs, path, format("unknown plugin %q (plugin metadata needs a plugin of that name%s)", tostring(id),
+                (ok and err) and ("; " .. tostring(err)) or ""))
+        elseif type(p.metadata_schema) == "table" then
+            local sok, serr = schema.check_schema(p.metadata_schema)
+            if not sok then add(errs, path, "plugin has an invalid metadata_schema: " .. serr)
+            else check(p.metadata_schema, m, path, errs) end
+        end
+    end
     return m
 end
 
 local ID_FIELD = { routes = "id", upstreams = "id", consumers = "name" }
+-- What a reference names, for messages: kind -> singular, where it is defined.
+local REF_WHAT = { upstreams = { "upstream", "upstreams" }, providers = { "provider", "providers" },
+                   consumers = { "consumer", "consumers" }, consumer_groups = { "consumer group", "consumer_groups" },
+                   routes = { "route", "routes" }, shared_dicts = { "shared dict", "node.shared_dicts" },
+                   plugins = { "plugin", "node.plugin_paths" } }
+
+-- A map key or list id must be an id (plugin metadata is keyed by plugin name, checked by its normalizer).
+local check_id
+
+--- nil when id is a valid id for entities of kind (Admin API URLs), else why not.
+function _M.id_error(kind, id)
+    local errs = {}
+    if check_id(kind, id, "", errs) then return nil end
+    return errs[1].message
+end
+
+check_id = function(kind, id, path, errs)
+    if kind == "plugin_metadata" then
+        if type(id) ~= "string" or not id:match("^[%w_%-]+$") or #id > 128 then
+            add(errs, path, format("invalid plugin name %s", schema.describe(id) == "string" and format("%q", id) or schema.describe(id)))
+            return false
+        end
+        return true
+    end
+    local ok, e = schema.validate(id_t, id)
+    if not ok then add(errs, path, (ID_FIELD[kind] and "" or "key ") .. e[1].message) end
+    return ok ~= nil
+end
 
 -- Yields (id, entity, path) for a kind written either as a map id -> entity or a list of entities.
 local function entries(kind, v, errs)
@@ -355,6 +421,7 @@ local function entries(kind, v, errs)
     else
         if kind == "routes" then add(errs, kind, "expected a list of routes") return list end
         for id, e in pairs(v) do
+            if not id_field then check_id(kind, id, join(kind, id), errs) end
             if type(e) == "table" and id_field and e[id_field] == nil then e[id_field] = id end
             if type(e) == "table" and id_field and e[id_field] ~= id then
                 add(errs, join(join(kind, id), id_field), format("must match its key %q", tostring(id)))
@@ -373,7 +440,11 @@ function _M.validate(doc, opts)
     if type(doc) ~= "table" or (next(doc) ~= nil and is_array(doc)) then
         return nil, { { path = "", message = "config must be a mapping of sections (node, routes, ...)" } }
     end
+    if next(doc) == nil then
+        return nil, { { path = "", message = "the config is empty: expected at least one section (node, routes, ...)" } }
+    end
     doc = deep_copy(doc)
+    errs.refs = {}
     for k in pairs(doc) do
         if not TOP[k] then add(errs, tostring(k), "unknown section (allowed: node, " .. concat(KINDS, ", ") .. ")") end
     end
@@ -387,6 +458,7 @@ function _M.validate(doc, opts)
             local gp = doc.global_plugins or {}
             cfg.raw.global_plugins = deep_copy(gp)
             if check(obj, gp, "global_plugins", errs) then
+                errs.owner = { kind = "global_plugins" }
                 check_plugins(gp, "global_plugins", errs, opts)
                 cfg.global_plugins = gp
             end
@@ -395,7 +467,8 @@ function _M.validate(doc, opts)
             paths = paths or {}
             for _, e in ipairs(entries(kind, doc[kind], errs)) do
                 local raw = deep_copy(e.obj)
-                local n = NORMALIZERS[kind](e.obj, e.path, errs, opts)
+                errs.owner = { kind = kind, id = e.id }
+                local n = NORMALIZERS[kind](e.obj, e.path, errs, opts, e.id)
                 if n and e.id ~= nil then
                     if seen[e.id] then
                         add(errs, join(e.path, ID_FIELD[kind] or ""), format("duplicate %s %q (also at %s)", ID_FIELD[kind] or "name", tostring(e.id), seen[e.id]))
@@ -409,6 +482,9 @@ function _M.validate(doc, opts)
             end
         end
     end
+    errs.owner = nil
+    cfg.refs, errs.refs = errs.refs, nil
+    _M.resolve_refs(cfg, cfg.refs, errs, opts)
     _M.check_refs(cfg, errs, paths)
     if opts.lines then
         for _, e in ipairs(errs) do e.line = _M.line_of(opts.lines, e.path) end
@@ -429,15 +505,56 @@ function _M.line_of(lines, path)
     return nil
 end
 
---- Checks references between entities: route upstream ids, unique consumer keys; fills cfg.warnings.
+-- Does cfg define an entity of this kind and id? (plugins: opts.plugins, the registry, when there is one)
+local function defines(cfg, kind, id, opts)
+    if kind == "shared_dicts" then
+        return not cfg.node or (cfg.node.shared_dicts or {})[id] ~= nil -- no node: its errors are reported
+    elseif kind == "plugins" then
+        if not (opts and opts.plugins) then return true end
+        local ok, p = pcall(opts.plugins.get, id)
+        return ok and p ~= nil
+    elseif kind == "routes" or kind == "consumers" then
+        for _, e in ipairs(cfg[kind] or {}) do
+            if e[ID_FIELD[kind]] == id then return true end
+        end
+        return false
+    end
+    return (cfg[kind] or {})[id] ~= nil
+end
+
+--- The reference checker, one for the config file, `sluice -t`, SIGHUP and the Admin API: every ref
+--- ({kind, id, path} from `ref` schema annotations, core and plugin schemas alike) must name an entity that
+--- cfg defines; each one that does not is an error at its path.
+function _M.resolve_refs(cfg, refs, errs, opts)
+    for _, r in ipairs(refs or {}) do
+        if not defines(cfg, r.kind, r.id, opts) then
+            local what = REF_WHAT[r.kind] or { r.kind, r.kind }
+            add(errs, r.path, format("unknown %s %q (not defined under %s)", what[1], tostring(r.id), what[2]))
+        end
+    end
+end
+
+--- Who still names entity kind/id in cfg: a list of "kind id (path)" strings, empty when nothing does. The
+--- Admin API refuses a delete with 409 while this is not empty (the same refs resolve_refs checks).
+function _M.users_of(cfg, kind, id)
+    local out, seen = {}, {}
+    for _, r in ipairs(cfg and cfg.refs or {}) do
+        if r.kind == kind and r.id == id then
+            local o = r.owner or {}
+            local who = o.id ~= nil and (REF_WHAT[o.kind] and REF_WHAT[o.kind][1] or tostring(o.kind)) .. " " .. tostring(o.id)
+                or tostring(o.kind or "config")
+            local s = who .. " (" .. r.path .. ")"
+            if not seen[s] then seen[s], out[#out + 1] = true, s end
+        end
+    end
+    return out
+end
+
+--- Checks what refs do not cover: unique consumer keys; fills cfg.warnings (overlapping routes).
 function _M.check_refs(cfg, errs, paths)
     local seen_route = {}
     paths = paths or {}
-    for i, r in ipairs(cfg.routes) do
-        local rp = paths[r] or ("routes[" .. i .. "]")
-        if r.upstream_id and not cfg.upstreams[r.upstream_id] then
-            add(errs, rp .. ".upstream", format("unknown upstream %q (define it under upstreams)", r.upstream_id))
-        end
+    for _, r in ipairs(cfg.routes) do
         for _, p in ipairs(r.paths) do
             for _, m in ipairs(r.methods or { "*" }) do
                 for _, h in ipairs(r.hosts or { "*" }) do
@@ -472,21 +589,30 @@ function _M.validate_entity(kind, id, obj, cfg, opts)
         return nil, { { path = "", message = "expected an object, got " .. schema.describe(obj) } }
     end
     obj = deep_copy(obj)
+    errs.refs = {}
     if kind == "global_plugins" then
         check_plugins(obj, "", errs, opts)
+        local refs = errs.refs
+        errs.refs = nil
+        if cfg then _M.resolve_refs(cfg, refs, errs, opts) end
         if #errs > 0 then return nil, errs end
         return obj
+    end
+    if not check_id(kind, id, "", errs) then
+        errs.refs = nil
+        return nil, errs
     end
     local idf = ID_FIELD[kind]
     if idf then
         if obj[idf] == nil then obj[idf] = id end
         if obj[idf] ~= id then add(errs, idf, format("must match the id in the URL %q", tostring(id))) end
     end
-    local n = NORMALIZERS[kind](obj, "", errs, opts)
+    local n = NORMALIZERS[kind](obj, "", errs, opts, id)
+    local refs = errs.refs
+    errs.refs = nil
     if n and cfg then
-        if kind == "routes" and n.upstream_id and not (cfg.upstreams or {})[n.upstream_id] then
-            add(errs, "upstream", format("unknown upstream %q", n.upstream_id))
-        elseif kind == "consumers" then
+        _M.resolve_refs(cfg, refs, errs, opts)
+        if kind == "consumers" then
             for j, k in ipairs(n.keys) do
                 for _, c in ipairs(cfg.consumers or {}) do
                     if c.name ~= n.name then

@@ -2,9 +2,12 @@
 --
 -- validate(schema, value) never throws: a bad value, a bad schema or a cyclic table all end up
 -- as error entries. `pattern` and `patternProperties` keys are Lua patterns, not regexes.
+-- Beyond JSON schema: `format` names a built-in check (FORMATS below: host, header_name, header_value, url,
+-- uri_path, id), and `ref = KIND` marks a string that names another config entity (a provider, an upstream, ...):
+-- validate() only collects such references; sluice.config resolves them against the whole config.
 -- An empty Lua table is both an empty object and an empty array; in objects a cjson.null value
 -- counts as absent (as YAML nulls do), so defaults and `required` treat it the same way.
-local type, pairs, ipairs, tostring, pcall, next = type, pairs, ipairs, tostring, pcall, next
+local type, pairs, ipairs, tostring, tonumber, pcall, next = type, pairs, ipairs, tostring, tonumber, pcall, next
 local floor, huge = math.floor, math.huge
 local concat, sort, find, format = table.concat, table.sort, string.find, string.format
 
@@ -18,6 +21,41 @@ local _M = {}
 
 local TYPES = { object = true, array = true, string = true, number = true, integer = true,
                 boolean = true, null = true }
+
+--- Entity kinds a `ref` may name (resolved by sluice.config: entity maps/lists, node.shared_dicts, plugins).
+_M.REF_KINDS = { upstreams = true, providers = true, consumers = true, consumer_groups = true, routes = true,
+                 shared_dicts = true, plugins = true }
+
+-- A host: a DNS name or IPv4 address (letters, digits, '-', '_', '.'), or an IPv6 literal in brackets; with
+-- an optional ":port". Nothing that could end a header line or a URL authority gets through.
+local function is_host(v)
+    local h, port = v:match("^(%[[%x:%.]+%])(.*)$")
+    if not h then
+        h, port = v:match("^([%w_][%w%-_%.]*)(.*)$")
+    end
+    if not h or #h > 255 then return false end
+    return port == "" or (port:match("^:%d%d?%d?%d?%d?$") ~= nil and tonumber(port:sub(2)) <= 65535)
+end
+
+-- Built-in formats: name -> (function(string) -> ok, description for the error message).
+local FORMATS = {
+    host = { is_host, "a host name or IP address, optionally with :port" },
+    -- RFC 9110 token
+    header_name = { function(v) return #v <= 256 and find(v, "^[%w!#%$%%&'%*%+%-%.%^_`|~]+$") ~= nil end,
+                    "a header name (letters, digits and !#$%&'*+-.^_`|~)" },
+    -- no CR, LF, NUL or other control characters (horizontal tab allowed)
+    header_value = { function(v) return not find(v, "[%z\1-\8\10-\31\127]") end,
+                     "a header value without control characters (CR, LF, NUL, ...)" },
+    url = { function(v)
+                local auth, rest = v:match("^[Hh][Tt][Tt][Pp][Ss]?://([^/%?#]+)(.*)$")
+                return auth ~= nil and is_host(auth) and not find(rest, "[%z\1-\32\127]")
+            end, "an http(s) URL: http(s)://host[:port][/path], no spaces or control characters" },
+    uri_path = { function(v) return find(v, "^/[^%z\1-\32\127]*$") ~= nil end,
+                 "a path starting with '/', without spaces or control characters" },
+    id = { function(v) return #v <= 256 and find(v, "^[%w_][%w_%.%-]*$") ~= nil end,
+           "an id: letters, digits, '_', '.', '-', not starting with '.' or '-', at most 256 characters" },
+}
+_M.FORMATS = FORMATS
 
 local function is_array(t)
     if empty_array_mt and getmetatable(t) == empty_array_mt then return true end
@@ -143,6 +181,7 @@ local function check_object(s, v, path, errs, depth)
         nprops = nprops + 1
         local kp = join(path, tostring(k))
         local matched = false
+        if s.propertyNames ~= nil then check(s.propertyNames, tostring(k), kp, errs, depth + 1) end
         if props and props[k] ~= nil then
             matched = true
             v[k] = check(props[k], v[k], kp, errs, depth + 1)
@@ -210,6 +249,13 @@ end
 
 local function check_string(s, v, path, errs)
     local len = #v
+    local fmt = s.format and FORMATS[s.format]
+    if fmt and not fmt[1](v) then
+        add(errs, path, format("must be %s, got %s", fmt[2], show(v)))
+    end
+    if type(s.ref) == "string" and errs.refs then
+        errs.refs[#errs.refs + 1] = { kind = s.ref, id = v, path = path }
+    end
     if s.minLength and len < s.minLength then add(errs, path, format("must be at least %d character(s) long", s.minLength)) end
     if s.maxLength and len > s.maxLength then add(errs, path, format("must be at most %d character(s) long", s.maxLength)) end
     if type(s.pattern) == "string" then
@@ -255,10 +301,13 @@ local function check_combinators(s, v, path, errs, depth)
         if list then
             local passed, first, why = {}, nil, {}
             for i, sub in ipairs(list) do
-                local be, copy = {}, deep_copy(v)
+                local be, copy = { refs = errs.refs and {} or nil }, deep_copy(v)
                 copy = check(sub, copy, path, be, depth + 1)
                 if #be == 0 then
                     passed[#passed + 1] = i
+                    if not first and be.refs then
+                        for _, r in ipairs(be.refs) do errs.refs[#errs.refs + 1] = r end
+                    end
                     first = first or { copy }
                     if kw == "anyOf" then break end
                 else
@@ -338,9 +387,11 @@ check = function(s, v, path, errs, depth)
 end
 
 --- Validates value against schema, filling defaults in place. Returns true, value | nil, errors.
-function _M.validate(schema, value)
-    local errs = {}
+--- refs (optional list): gets one {kind, id, path} per string with a `ref` annotation, for the caller to resolve.
+function _M.validate(schema, value, refs)
+    local errs = { refs = refs }
     local ok, res = pcall(check, schema, value, "", errs, 0)
+    errs.refs = nil
     if not ok then
         add(errs, "", "validation failed: " .. tostring(res))
     end
@@ -424,6 +475,19 @@ meta_check = function(s, path, depth)
     if s.pattern ~= nil then
         need(type(s.pattern) == "string" and pcall(find, "", s.pattern), join(path, "pattern"), "must be a valid Lua pattern")
     end
+    if s.format ~= nil then
+        local names = {}
+        for k in pairs(FORMATS) do names[#names + 1] = k end
+        sort(names)
+        need(FORMATS[s.format] ~= nil, join(path, "format"), "unknown format " .. show(s.format) .. " (known: " .. concat(names, ", ") .. ")")
+    end
+    if s.ref ~= nil then
+        local kinds = {}
+        for k in pairs(_M.REF_KINDS) do kinds[#kinds + 1] = k end
+        sort(kinds)
+        need(_M.REF_KINDS[s.ref] ~= nil, join(path, "ref"), "unknown entity kind " .. show(s.ref) .. " (known: " .. concat(kinds, ", ") .. ")")
+    end
+    if s.propertyNames ~= nil then meta_check(s.propertyNames, join(path, "propertyNames"), depth + 1) end
     if s.items ~= nil then
         need(type(s.items) == "table" or type(s.items) == "boolean", join(path, "items"), "must be a schema or an array of schemas")
         if type(s.items) == "table" and next(s.items) ~= nil and is_array(s.items) then

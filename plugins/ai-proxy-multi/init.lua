@@ -35,6 +35,9 @@ local runtime, match_rule, class_of, pick, serves = routing.runtime, routing.mat
 
 local str = { type = "string", minLength = 1 }
 local strs = { type = "array", items = str }
+local header_name = { type = "string", minLength = 1, format = "header_name" }
+-- `ref`: names another config entity; the config checker refuses a name that is not defined
+local group_refs = { type = "array", items = { type = "string", ref = "consumer_groups" } }
 local pos = { type = "number", exclusiveMinimum = 0, maximum = 3600 }
 local timeout = {
     type = "object",
@@ -50,13 +53,15 @@ local schema = {
         strategy = { enum = { "weighted", "priority", "latency", "least-inflight", "cost", "hash" },
                      default = "weighted" },
         hash_on = { enum = { "consumer", "header", "session" }, default = "consumer" },
-        hash_header = { type = "string", minLength = 1, default = "x-session-id" },
+        hash_header = { type = "string", minLength = 1, format = "header_name", default = "x-session-id" },
         targets = {
             type = "array", minItems = 1,
             items = {
                 type = "object", required = { "provider" }, additionalProperties = false,
                 properties = {
-                    name = str, provider = str, model = str,
+                    -- name: sent back in x-sluice-route-target
+                    name = { type = "string", minLength = 1, format = "header_value" },
+                    provider = { type = "string", minLength = 1, ref = "providers" }, model = str,
                     weight = { type = "integer", minimum = 0, maximum = 10000, default = 1 },
                     priority = { type = "integer", default = 0 },
                     groups = { type = "array", items = str, minItems = 1, default = { "default" } },
@@ -70,10 +75,13 @@ local schema = {
             items = {
                 type = "object", required = { "group" }, additionalProperties = false,
                 properties = {
-                    name = str, group = str,
+                    name = { type = "string", minLength = 1, format = "header_value" }, -- in x-sluice-rule
+                    group = str,
                     models = strs,                                            -- requested model (alias) is one of
-                    headers = { type = "object", additionalProperties = str }, -- header value matches regex
-                    consumers = strs, consumer_groups = strs,
+                    headers = { type = "object", additionalProperties = str,  -- header value matches regex
+                                propertyNames = header_name },
+                    consumers = { type = "array", items = { type = "string", ref = "consumers" } },
+                    consumer_groups = group_refs,
                     prompt = str,                                             -- regex over the prompt text
                     keywords = strs,                                          -- any, case-insensitive
                     min_tokens = { type = "integer", minimum = 0 },           -- estimated prompt tokens
@@ -117,7 +125,8 @@ local schema = {
             properties = {
                 interval = { type = "number", minimum = 0.1, default = 5 },
                 timeout = { type = "number", exclusiveMinimum = 0, default = 2 },
-                path = str, -- GET this path on the provider's host instead of a 1-token chat request
+                -- GET this path on the provider's host instead of a 1-token chat request
+                path = { type = "string", format = "uri_path" },
                 healthy = { type = "integer", minimum = 1, default = 2 },
                 unhealthy = { type = "integer", minimum = 1, default = 2 },
             },
@@ -126,14 +135,15 @@ local schema = {
             type = "object", additionalProperties = false, default = {},
             properties = {
                 default_class = { type = "integer", default = 1 },
-                header = str, -- a trusted header carrying the class (an integer)
-                consumer_groups = { type = "object", additionalProperties = { type = "integer" } },
+                header = header_name, -- a trusted header carrying the class (an integer)
+                consumer_groups = { type = "object", additionalProperties = { type = "integer" },
+                                    propertyNames = { type = "string", ref = "consumer_groups" } },
                 queue_timeout = { type = "number", exclusiveMinimum = 0, default = 1 },
                 max_queue = { type = "integer", minimum = 0, default = 100 },
                 shed_status = { enum = { 429, 503 }, default = 503 },
             },
         },
-        shared_dict = { type = "string", minLength = 1, default = "sluice" },
+        shared_dict = { type = "string", minLength = 1, default = "sluice", ref = "shared_dicts" },
         response_headers = { type = "boolean", default = true }, -- x-sluice-route-target, x-sluice-rule
     },
 }

@@ -191,8 +191,26 @@ static void test_lru(void)
     memset(big, 'z', sizeof(big) - 1);
     char *huge = malloc(8192);
     memset(huge, 'h', 8192);
-    CHECK_INT(sl_shdict_set(d, K("toolarge"), SL_SHDICT_STRING, 0, huge, 8192, 0, 0, NULL), SL_SHDICT_NOMEM);
+    CHECK_INT(sl_shdict_set(d, K("toolarge"), SL_SHDICT_STRING, 0, huge, 8192, 0, 0, NULL), SL_SHDICT_TOOBIG);
     CHECK_STR(get(d, "live"), "x"); /* a hopeless set evicts nothing */
+    /* max_item is exact: key + value of that size fits (evicting what it must), one byte more never does */
+    {
+        size_t m = sl_shdict_max_item(d), vlen = m - 3;
+        char *v = malloc(vlen + 1);
+        memset(v, 'm', vlen + 1);
+        CHECK(m > 0 && m < 8192);
+        CHECK_INT(sl_shdict_set(d, K("fit"), SL_SHDICT_STRING, 0, v, vlen, 0, 0, NULL), 0);
+        CHECK_INT(sl_shdict_set(d, K("fit"), SL_SHDICT_STRING, 0, v, vlen + 1, 0, 0, NULL), SL_SHDICT_TOOBIG);
+        {
+            int type;
+            double num;
+            size_t got = 0;
+            uint32_t flags;
+            CHECK_INT(sl_shdict_get(d, K("fit"), &type, &num, v, vlen + 1, &got, &flags), 0);
+            CHECK(got == vlen);
+        }
+        free(v);
+    }
     free(huge);
 }
 

@@ -164,6 +164,78 @@ static void test_limits(void)
                      "g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\n"),
                  "too many values") != NULL);
     CHECK(strstr(err("a: \"\\xff\\x00\"\nb: \x01\n"), "t.yaml:") != NULL);
+    /* the same bomb stops at the alias budget, long before the document's value limit */
+    CHECK(strstr(err("a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+                     "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                     "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+                     "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+                     "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n"
+                     "f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n"),
+                 "t.yaml:5:") != NULL);
+    CHECK(strstr(err("a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+                     "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                     "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+                     "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+                     "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n"
+                     "f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n"),
+                 "aliases expand to too many values (limit: 100000)") != NULL);
+    /* one big anchored string repeated by aliases: bounded in bytes, not only in values */
+    {
+        size_t big = 1024 * 1024, n = 0, i;
+        char *doc = malloc(big + 64 + 40 * 4);
+        n += (size_t)sprintf(doc + n, "a: &a \"");
+        memset(doc + n, 's', big);
+        n += big;
+        n += (size_t)sprintf(doc + n, "\"\nb: [");
+        for (i = 0; i < 20; i++)
+            n += (size_t)sprintf(doc + n, "*a, ");
+        n += (size_t)sprintf(doc + n, "*a]\n");
+        lua_settop(L, 0);
+        CHECK_INT(sl_yaml_load_string(L, doc, n, "t.yaml"), -1);
+        CHECK(strstr(lua_tostring(L, -1), "aliases expand to too much text") != NULL);
+        /* 15 copies of 1 MiB are still fine */
+        n = 7 + big; /* right after the anchored string: `a: &a "` is 7 bytes */
+        n += (size_t)sprintf(doc + n, "\"\nb: [");
+        for (i = 0; i < 14; i++)
+            n += (size_t)sprintf(doc + n, "*a, ");
+        n += (size_t)sprintf(doc + n, "*a]\n");
+        lua_settop(L, 0);
+        CHECK_INT(sl_yaml_load_string(L, doc, n, "t.yaml"), 0);
+        free(doc);
+    }
+    /* a flat sequence over the value limit */
+    {
+        size_t count = SL_YAML_MAX_NODES + 10, n = 0, i;
+        char *doc = malloc(count * 2 + 16);
+        n += (size_t)sprintf(doc + n, "a: [");
+        for (i = 0; i < count; i++) {
+            doc[n++] = '1';
+            doc[n++] = ',';
+        }
+        doc[n++] = ']';
+        lua_settop(L, 0);
+        CHECK_INT(sl_yaml_load_string(L, doc, n, "t.yaml"), -1);
+        CHECK(strstr(lua_tostring(L, -1), "too many values (limit: 1000000)") != NULL);
+        free(doc);
+    }
+}
+
+/* The standalone entry point: its own Lua state, no gateway, errors as text. */
+static void test_check(void)
+{
+    char e[256];
+    const char *deep = "a: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[x"
+                       "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n";
+
+    CHECK_INT(sl_yaml_check("a: {b: [1, 2]}\n", 15, "f.yaml", e, sizeof(e)), 0);
+    CHECK_INT(sl_yaml_check("a: [\n", 5, "f.yaml", e, sizeof(e)), -1);
+    CHECK(strncmp(e, "f.yaml:", 7) == 0);
+    CHECK_INT(sl_yaml_check(deep, strlen(deep), NULL, e, sizeof(e)), -1);
+    CHECK(strstr(e, "<string>:1:") != NULL && strstr(e, "nesting is too deep (limit: 64 levels)") != NULL);
+    CHECK_INT(sl_yaml_check("a: *nope\n", 9, "f.yaml", NULL, 0), -1);
+    CHECK_INT(sl_yaml_check("", 0, "f.yaml", e, 4), 0);
+    CHECK_INT(sl_yaml_check("\xff\xfe\x00", 3, "f.yaml", e, 4), -1);
+    CHECK(strlen(e) == 3); /* truncated to errlen */
 }
 
 static void test_module(void)
@@ -189,6 +261,7 @@ int main(void)
     test_anchors();
     test_errors();
     test_limits();
+    test_check();
     test_module();
     lua_close(L);
     return sl_test_done();

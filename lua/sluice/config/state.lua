@@ -34,18 +34,29 @@ local function strip_nulls(v, depth)
     return out
 end
 
+local ENOENT = 2
+
+-- The file's text; nil when it does not exist (ENOENT: no state yet); false, err for any other failure (a
+-- directory, no permission, an I/O error), which must never be taken for "no state": starting from the YAML
+-- alone would bring deleted entities back, and the next write would drop every earlier change.
 local function read_file(path)
-    local f, err = io.open(path, "rb")
-    if not f then return nil, err end
-    local s = f:read("*a")
+    local f, err, code = io.open(path, "rb")
+    if not f then
+        if code == ENOENT then return nil end
+        return false, path .. ": cannot read the state file: " .. tostring(err):gsub("^" .. path:gsub("%p", "%%%0") .. ": ", "")
+    end
+    local s, rerr = f:read("*a")
     f:close()
+    if s == nil then return false, path .. ": cannot read the state file: " .. tostring(rerr) end
     return s
 end
 
---- Reads a state file; returns the state table ({version=1} when the file does not exist) | nil, err.
+--- Reads a state file; returns the state table ({version=1}, nil, true when the file does not exist) | nil, err.
+--- A file that exists but cannot be read (or parsed) is an error, never "no state".
 function _M.read(path)
-    local s = read_file(path)
-    if not s then return { version = 1 } end
+    local s, err = read_file(path)
+    if s == false then return nil, err end
+    if not s then return { version = 1 }, nil, true end
     local ok, st = pcall(cjson.decode, s)
     if not ok or type(st) ~= "table" then return nil, path .. ": invalid JSON state file: " .. tostring(st) end
     if st.version ~= 1 then return nil, path .. ": unsupported state file version " .. tostring(st.version) end
@@ -90,7 +101,6 @@ function _M.overlay(doc, st, origin, KINDS, ID_FIELD)
     end
 end
 
---- Reads the YAML file, overlays the state file, validates. Returns cfg | nil, "FILE:LINE: path: message" lines.
 local ffi = require("ffi")
 pcall(ffi.cdef, [[
 int open(const char *path, int flags, ...);
@@ -98,33 +108,63 @@ long write(int fd, const void *buf, size_t n);
 int fsync(int fd);
 int close(int fd);
 int rename(const char *from, const char *to);
+int unlink(const char *path);
+char *strerror(int errnum);
 ]])
 
--- Writes data to path atomically: temp file, fsync, rename, then fsync the directory.
+local EINTR = 4
+local O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_DIRECTORY, O_CLOEXEC = 0, 1, 64, 128, 131072, 65536, 524288
+if ffi.arch == "arm64" or ffi.arch == "arm" then O_DIRECTORY, O_NOFOLLOW = 16384, 32768 end -- x86 values above
+
+local function oserr(what)
+    return what .. ": " .. ffi.string(ffi.C.strerror(ffi.errno()))
+end
+
+-- Writes data to path atomically: a temp file in the same directory, written whole and fsynced, renamed over
+-- path, then the directory fsynced so the rename itself survives a crash. Any failure before the rename
+-- leaves path as it was (and removes the temp file); after the rename the new file is in place, so a failed
+-- directory fsync is reported but the write counts as done (the data is already visible to every reader).
 local function write_atomic(path, data)
-    local C, O_WRONLY, O_CREAT, O_TRUNC, O_RDONLY = ffi.C, 1, 64, 512, 0
+    local C = ffi.C
     local tmp = path .. ".tmp"
-    local fd = C.open(tmp, O_WRONLY + O_CREAT + O_TRUNC, ffi.new("int", 384)) -- 0600: may hold API keys
-    if fd < 0 then return nil, "cannot create " .. tmp .. ": " .. ffi.errno() end
+    C.unlink(tmp) -- a left-over from a crash; O_EXCL below refuses anything that appears meanwhile
+    local fd = C.open(tmp, O_WRONLY + O_CREAT + O_EXCL + O_NOFOLLOW + O_CLOEXEC, ffi.new("int", 384)) -- 0600: API keys
+    if fd < 0 then return nil, oserr(tmp .. ": cannot create") end
     local off, err = 0, nil
+    local p = ffi.cast("const char *", data)
     while off < #data do
-        local n = tonumber(C.write(fd, ffi.cast("const char *", data) + off, #data - off))
-        if n <= 0 then err = "write failed: errno " .. ffi.errno() break end
-        off = off + n
+        local n = tonumber(C.write(fd, p + off, #data - off))
+        if n < 0 and ffi.errno() ~= EINTR then err = oserr("write failed") break end
+        if n == 0 then err = "write failed: no progress" break end
+        off = off + math.max(n, 0)
     end
-    if not err and C.fsync(fd) ~= 0 then err = "fsync failed: errno " .. ffi.errno() end
-    C.close(fd)
-    if not err and C.rename(tmp, path) ~= 0 then err = "rename failed: errno " .. ffi.errno() end
-    if err then os.remove(tmp) return nil, path .. ": " .. err end
-    local dfd = C.open(path:match("^(.*)/[^/]*$") or ".", O_RDONLY)
-    if dfd >= 0 then C.fsync(dfd) C.close(dfd) end
+    if not err and C.fsync(fd) ~= 0 then err = oserr("fsync failed") end
+    if C.close(fd) ~= 0 and not err then err = oserr("close failed") end
+    if not err and C.rename(tmp, path) ~= 0 then err = oserr("rename failed") end
+    if err then C.unlink(tmp) return nil, path .. ": " .. err end
+    local dfd = C.open(path:match("^(.*)/[^/]*$") or ".", O_RDONLY + O_DIRECTORY + O_CLOEXEC)
+    if dfd < 0 or C.fsync(dfd) ~= 0 then
+        local e = oserr("directory fsync failed")
+        if dfd >= 0 then C.close(dfd) end
+        io.stderr:write("sluice: warning: ", path, ": ", e, " (the file was written)\n")
+        return true
+    end
+    C.close(dfd)
     return true
 end
 
+-- Paths this process has written: if one of them is gone at the next change, it was removed behind our back,
+-- and writing only the new change would drop every earlier one at the next start.
+local written = {}
+
 --- Records one change (obj, or false to delete); the caller checked kind and id. Returns true | nil, err.
 function _M.put(state_path, kind, id, obj)
-    local st, err = _M.read(state_path)
+    local st, err, missing = _M.read(state_path)
     if not st then return nil, err end
+    if missing and written[state_path] then
+        return nil, state_path .. ": the state file written by this gateway is gone; not replacing it with only "
+            .. "this change (restore it, or restart to start from the config file)"
+    end
     if kind == "global_plugins" then
         st.global_plugins = obj
     else
@@ -133,7 +173,9 @@ function _M.put(state_path, kind, id, obj)
     end
     local ok, data = pcall(cjson.encode, st)
     if not ok then return nil, "cannot encode state: " .. tostring(data) end
-    return write_atomic(state_path, data)
+    local done, werr = write_atomic(state_path, data)
+    if done then written[state_path] = true end
+    return done, werr
 end
 
 return _M

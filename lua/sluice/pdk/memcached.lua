@@ -12,7 +12,8 @@
 --
 -- When memcached is down, calls fail fast with nil/false plus an error ("circuit open" once the breaker has
 -- opened, after node.memcached.failure_threshold failures in a row; a probe goes through every retry_after
--- seconds). The caller decides how to degrade (e.g. fall back to sluice.shared).
+-- seconds). The caller decides how to degrade (e.g. fall back to sluice.shared). Error texts are fixed, one per
+-- libmemcached return code ("connection failed (code 3)"), never libmemcached's own message.
 local ffi = require("ffi")
 local base = require("sluice.pdk.base")
 local timer = require("sluice.pdk.timer")

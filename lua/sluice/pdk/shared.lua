@@ -10,11 +10,14 @@
 -- Semantics follow OpenResty's ngx.shared.DICT: values are strings, numbers or booleans, setting nil
 -- deletes, `forcible` says that live entries were evicted to make room, `flags` come back only when
 -- non-zero. Misuse (bad key or ttl) raises; runtime failures return nil/false plus an error string.
+-- One entry (key + value) must fit one shard of the dict: d:max_item_size(); a larger one is refused with
+-- "value too large (N bytes, limit M for this dict)" however much free_space() reports.
 local ffi = require("ffi")
 local C = require("sluice.core")
 
 local type, tostring, tonumber, error, setmetatable = type, tostring, tonumber, error, setmetatable
 local ffi_new, ffi_string = ffi.new, ffi.string
+local format = string.format
 local max = math.max
 
 ffi.cdef [[
@@ -39,10 +42,11 @@ int sl_shdict_flush_expired(sl_shdict_t *d, int max);
 int sl_shdict_get_keys(sl_shdict_t *d, int max, char *buf, size_t buflen, size_t *needed, int *count);
 size_t sl_shdict_capacity(const sl_shdict_t *d);
 size_t sl_shdict_free_space(sl_shdict_t *d);
+size_t sl_shdict_max_item(const sl_shdict_t *d);
 ]]
 
 local T_NIL, T_NUMBER, T_STRING, T_BOOLEAN = 0, 1, 2, 3
-local NOT_FOUND, NOMEM, EXISTS, INVALID, NOT_NUMBER, NOBUFS = -2, -12, -17, -22, -33, -105
+local NOT_FOUND, NOMEM, EXISTS, INVALID, NOT_NUMBER, NOBUFS, TOOBIG = -2, -12, -17, -22, -33, -105, -27
 local ERRORS = {
     [NOT_FOUND] = "not found", [NOMEM] = "no memory", [EXISTS] = "exists",
     [INVALID] = "invalid argument", [NOT_NUMBER] = "not a number",
@@ -153,6 +157,10 @@ local function store(fn, self, key, value, ttl, flags)
     local forcible = forcible_p[0] ~= 0
     if rc == 0 then
         return true, nil, forcible
+    end
+    if rc == TOOBIG then
+        return false, format("value too large (%d bytes, limit %d for this dict)", slen,
+            math.max(0, tonumber(C.sl_shdict_max_item(self.cd)) - #k)), false
     end
     return false, ERRORS[rc] or ("error " .. rc), forcible
 end
@@ -266,9 +274,15 @@ function dict.capacity(self)
     return tonumber(C.sl_shdict_capacity(self.cd))
 end
 
---- d:free_space() -> bytes
+--- d:free_space() -> bytes (summed over the dict's shards: one value never uses more than max_item_size())
 function dict.free_space(self)
     return tonumber(C.sl_shdict_free_space(self.cd))
+end
+
+--- d:max_item_size() -> bytes: the largest key + value the dict can hold (a larger one: set returns
+--- false, "value too large (N bytes, limit M for this dict)").
+function dict.max_item_size(self)
+    return tonumber(C.sl_shdict_max_item(self.cd))
 end
 
 --- shared.get(name) -> dict | nil, err
