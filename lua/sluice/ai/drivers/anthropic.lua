@@ -9,8 +9,10 @@
 -- prompt_tokens which include cached ones).
 local common = require("sluice.ai.common")
 local sse = require("sluice.ai.sse")
+local stream_base = require("sluice.ai.common.stream_base")
+local content_mod = require("sluice.ai.common.content")
 
-local type, pairs, ipairs, tostring, tonumber, setmetatable = type, pairs, ipairs, tostring, tonumber, setmetatable
+local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local concat = table.concat
 local json_encode, json_decode, nn, null = common.json_encode, common.json_decode, common.nn, common.null
 
@@ -30,34 +32,26 @@ local function image_block(url)
     return { type = "image", source = { type = "url", url = url } }
 end
 
+-- Anthropic blocks a client of the Anthropic API sent, passed through by sluice.ai.anthropic_api.
+local NATIVE = { image = true, document = true, tool_result = true, tool_use = true }
+
 -- OpenAI content (string | parts) -> Anthropic blocks (list; may be empty).
 local function to_blocks(content)
     local blocks = {}
-    if type(content) == "string" then
-        if content ~= "" then blocks[1] = { type = "text", text = content } end
-        return blocks
-    end
-    if type(content) ~= "table" then return blocks end
-    for _, p in ipairs(content) do
-        if type(p) == "table" then
-            local b
-            if p.type == "text" then
-                if type(p.text) == "string" and p.text ~= "" then b = { type = "text", text = p.text } end
-            elseif p.type == "image_url" then
-                local url = type(p.image_url) == "table" and p.image_url.url or p.image_url
-                if type(url) == "string" then b = image_block(url) end
-            elseif p.type == "file" and type(p.file) == "table" then
-                local mime, data = common.parse_data_url(p.file.file_data)
-                if mime then
-                    b = { type = "document", source = { type = "base64", media_type = mime, data = data } }
-                end
-            elseif p.type == "image" or p.type == "document" or p.type == "tool_result" or p.type == "tool_use" then
-                b = p -- already an Anthropic block (passed through by anthropic_api)
-            end
-            if b then
-                if p.cache_control ~= nil and b ~= p then b.cache_control = p.cache_control end
-                blocks[#blocks + 1] = b
-            end
+    for _, p in ipairs(content_mod.parts(content)) do
+        local b
+        if p.type == "text" then
+            b = { type = "text", text = p.text }
+        elseif p.type == "image" then
+            b = image_block(p.url)
+        elseif p.type == "file" then
+            if p.mime then b = { type = "document", source = { type = "base64", media_type = p.mime, data = p.data } } end
+        elseif p.type == "other" and NATIVE[p.part.type] then
+            b = p.part
+        end
+        if b then
+            if p.cache_control ~= nil and b ~= p.part then b.cache_control = p.cache_control end
+            blocks[#blocks + 1] = b
         end
     end
     return blocks
@@ -129,8 +123,7 @@ function _M.to_anthropic_request(provider, body, opts)
             if type(m.tool_calls) == "table" then
                 for _, tc in ipairs(m.tool_calls) do
                     local f = tc["function"] or {}
-                    local input = type(f.arguments) == "string" and f.arguments ~= "" and json_decode(f.arguments)
-                    if type(input) ~= "table" then input = {} end
+                    local input = content_mod.tool_args(tc)
                     blocks[#blocks + 1] = { type = "tool_use", id = tc.id, name = f.name, input = input }
                 end
             end
@@ -329,14 +322,12 @@ end
 -- ---------------------------------------------------------------------------------------------------------
 -- stream: Anthropic SSE events -> OpenAI chunks
 
-local Stream = {}
-Stream.__index = Stream
-
 local function handle(self, ev, out)
     local t = json_decode(ev.data)
     if type(t) ~= "table" then
         if ev.data ~= "" then
-            out[#out + 1] = { error = { status = 502, type = "api_error", message = "invalid JSON in upstream stream" } }
+            out[#out + 1] = stream_base.error_item("invalid JSON in upstream stream")
+            self.failed = true
         end
         return
     end
@@ -399,30 +390,16 @@ local function handle(self, ev, out)
     end -- ping and unknown event types: ignored (Anthropic's versioning policy allows new ones)
 end
 
-function Stream:feed(bytes)
-    local out = {}
-    for _, ev in ipairs(self.parser:feed(bytes)) do handle(self, ev, out) end
-    return out
-end
-
-function Stream:finish()
-    local out = {}
-    for _, ev in ipairs(self.parser:finish()) do handle(self, ev, out) end
-    self.done = true
-    return out
-end
+local Stream = stream_base.class(handle)
 
 function _M.new_stream(op, opts)
     opts = opts or {}
-    return setmetatable({
-        parser = sse.parser(),
+    return stream_base.new(Stream, sse.parser(), {
         state = { id = "msg", created = opts.created or os.time(), model = opts.model },
         tool_index = {},
         ntools = 0,
         raw_usage = {},
-        usage = nil,
-        done = false,
-    }, Stream)
+    })
 end
 
 return _M

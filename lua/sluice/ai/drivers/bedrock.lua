@@ -11,182 +11,21 @@
 -- usage (prompt = inputTokens + cacheRead + cacheWrite).
 -- No embeddings (Titan/Cohere embeddings use InvokeModel with model-specific bodies).
 local common = require("sluice.ai.common")
-local crypto = require("sluice.crypto")
+local sigv4 = require("sluice.ai.aws.sigv4")
+local eventstream = require("sluice.ai.aws.eventstream")
+local stream_base = require("sluice.ai.common.stream_base")
+local content_mod = require("sluice.ai.common.content")
 
-local type, pairs, ipairs, tostring, tonumber, setmetatable = type, pairs, ipairs, tostring, tonumber, setmetatable
-local concat, sort = table.concat, table.sort
-local byte, sub, char, lower, fmt = string.byte, string.sub, string.char, string.lower, string.format
+local type, ipairs, tostring, tonumber = type, ipairs, tostring, tonumber
+local concat = table.concat
 local json_encode, json_decode, nn, null = common.json_encode, common.json_decode, common.nn, common.null
 
 local _M = { kind = "bedrock" }
 
--- ---------------------------------------------------------------------------------------------------------
--- SigV4
+-- the AWS pieces, under the names they had when they lived here
+_M.sigv4, _M.canonical_uri, _M.canonical_query = sigv4.sign, sigv4.canonical_uri, sigv4.canonical_query
+_M.eventstream = eventstream
 
-local function trim(s)
-    return (tostring(s):gsub("^%s+", ""):gsub("%s+$", ""):gsub("%s+", " "))
-end
-
-local function uri_decode(s)
-    return (s:gsub("%%(%x%x)", function(h) return char(tonumber(h, 16)) end))
-end
-
---- Canonical URI for non-S3 services: every segment of the (already encoded) path is encoded again.
-function _M.canonical_uri(path)
-    if path == "" then return "/" end
-    local out = {}
-    for seg in (path .. "/"):gmatch("(.-)/") do out[#out + 1] = common.urlencode(seg) end
-    local s = concat(out, "/")
-    if sub(path, -1) == "/" and sub(s, -1) ~= "/" then s = s .. "/" end
-    return s
-end
-
-function _M.canonical_query(q)
-    if not q or q == "" then return "" end
-    local params = {}
-    for pair in q:gmatch("[^&]+") do
-        local k, v = pair:match("^([^=]*)=?(.*)$")
-        params[#params + 1] = { common.urlencode(uri_decode(k)), common.urlencode(uri_decode(v)) }
-    end
-    sort(params, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
-    for i, p in ipairs(params) do params[i] = p[1] .. "=" .. p[2] end
-    return concat(params, "&")
-end
-
---- Signs req in place (adds x-amz-date, x-amz-security-token, Authorization) and returns the pieces.
---- req = {method, path (encoded, may hold ?query), headers (must include Host), body}
---- creds = {access_key, secret_key, session_token?}; amz_date = "YYYYMMDDTHHMMSSZ"
---- sign_headers: list of lower-case header names to sign (default: host, content-type, x-amz-*)
-function _M.sigv4(req, creds, region, service, amz_date)
-    local h = req.headers
-    h["X-Amz-Date"] = amz_date
-    if creds.session_token and creds.session_token ~= "" then h["X-Amz-Security-Token"] = creds.session_token end
-    local path, query = req.path:match("^([^?]*)%??(.*)$")
-    local names, values = {}, {}
-    for k, v in pairs(h) do
-        local lk = lower(k)
-        if lk == "host" or lk == "content-type" or sub(lk, 1, 6) == "x-amz-" then
-            if not values[lk] then names[#names + 1] = lk end
-            values[lk] = trim(v)
-        end
-    end
-    sort(names)
-    local ch = {}
-    for i, n in ipairs(names) do ch[i] = n .. ":" .. values[n] .. "\n" end
-    local signed = concat(names, ";")
-    local payload_hash = crypto.sha256_hex(req.body or "")
-    local canonical = concat({ req.method, _M.canonical_uri(path), _M.canonical_query(query), concat(ch), signed,
-        payload_hash }, "\n")
-    local date = sub(amz_date, 1, 8)
-    local scope = date .. "/" .. region .. "/" .. service .. "/aws4_request"
-    local sts = "AWS4-HMAC-SHA256\n" .. amz_date .. "\n" .. scope .. "\n" .. crypto.sha256_hex(canonical)
-    local k = crypto.hmac_sha256("AWS4" .. creds.secret_key, date)
-    k = crypto.hmac_sha256(k, region)
-    k = crypto.hmac_sha256(k, service)
-    k = crypto.hmac_sha256(k, "aws4_request")
-    local signature = crypto.hmac_sha256_hex(k, sts)
-    h["Authorization"] = "AWS4-HMAC-SHA256 Credential=" .. creds.access_key .. "/" .. scope
-        .. ", SignedHeaders=" .. signed .. ", Signature=" .. signature
-    return { canonical_request = canonical, string_to_sign = sts, signing_key = k, signature = signature }
-end
-
--- ---------------------------------------------------------------------------------------------------------
--- AWS event-stream framing:
---   prelude: total_length u32 BE | headers_length u32 BE | prelude_crc u32 (CRC32 of the first 8 bytes)
---   headers: (name_len u8, name, type u8, value)*  ; payload ; message_crc u32 (CRC32 of all preceding bytes)
-
-local function u32(s, i)
-    local a, b, c, d = byte(s, i, i + 3)
-    return ((a * 256 + b) * 256 + c) * 256 + d
-end
-local function u16(s, i)
-    local a, b = byte(s, i, i + 1)
-    return a * 256 + b
-end
-local function be32(n)
-    return char(math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
-end
-
-local function parse_headers(s, i, last)
-    local headers = {}
-    while i <= last do
-        local nlen = byte(s, i)
-        local name = sub(s, i + 1, i + nlen)
-        i = i + 1 + nlen
-        local t = byte(s, i)
-        i = i + 1
-        local v
-        if t == 0 then v = true
-        elseif t == 1 then v = false
-        elseif t == 2 then v = byte(s, i); i = i + 1
-        elseif t == 3 then v = u16(s, i); i = i + 2
-        elseif t == 4 then v = u32(s, i); i = i + 4
-        elseif t == 5 or t == 8 then v = u32(s, i) * 4294967296 + u32(s, i + 4); i = i + 8
-        elseif t == 6 or t == 7 then
-            local len = u16(s, i)
-            v = sub(s, i + 2, i + 1 + len)
-            i = i + 2 + len
-        elseif t == 9 then v = sub(s, i, i + 15); i = i + 16
-        else
-            return nil, "unknown header value type " .. tostring(t)
-        end
-        headers[name] = v
-    end
-    return headers
-end
-
-local Decoder = {}
-Decoder.__index = Decoder
-
---- Feeds bytes; returns a list of messages {headers = {name = value}, payload = string} | nil, err.
-function Decoder:feed(bytes)
-    local out = {}
-    local buf = self.buf .. (bytes or "")
-    local pos = 1
-    while #buf - pos + 1 >= 12 do
-        local total = u32(buf, pos)
-        local hlen = u32(buf, pos + 4)
-        if crypto.crc32(sub(buf, pos, pos + 7)) ~= u32(buf, pos + 8) then
-            self.buf = ""
-            return nil, "event-stream: prelude CRC mismatch"
-        end
-        if total < 16 or hlen > total - 16 then
-            self.buf = ""
-            return nil, "event-stream: bad lengths"
-        end
-        if #buf - pos + 1 < total then break end
-        local msg_end = pos + total - 1
-        if crypto.crc32(sub(buf, pos, msg_end - 4)) ~= u32(buf, msg_end - 3) then
-            self.buf = ""
-            return nil, "event-stream: message CRC mismatch"
-        end
-        local headers, err = parse_headers(buf, pos + 12, pos + 11 + hlen)
-        if not headers then self.buf = ""; return nil, "event-stream: " .. err end
-        out[#out + 1] = { headers = headers, payload = sub(buf, pos + 12 + hlen, msg_end - 4) }
-        pos = msg_end + 1
-    end
-    self.buf = sub(buf, pos)
-    return out
-end
-
-_M.eventstream = {}
-
-function _M.eventstream.decoder()
-    return setmetatable({ buf = "" }, Decoder)
-end
-
---- Encodes one message with string headers: headers = {{name, value}, ...} (order kept).
-function _M.eventstream.encode(headers, payload)
-    local hs = {}
-    for _, h in ipairs(headers) do
-        hs[#hs + 1] = char(#h[1]) .. h[1] .. char(7) .. char(math.floor(#h[2] / 256), #h[2] % 256) .. h[2]
-    end
-    local hbytes = concat(hs)
-    local total = 12 + #hbytes + #payload + 4
-    local prelude = be32(total) .. be32(#hbytes)
-    local msg = prelude .. be32(crypto.crc32(prelude)) .. hbytes .. payload
-    return msg .. be32(crypto.crc32(msg))
-end
 
 -- ---------------------------------------------------------------------------------------------------------
 -- request: OpenAI -> Converse
@@ -194,25 +33,17 @@ end
 local IMAGE_FORMATS = { ["image/png"] = "png", ["image/jpeg"] = "jpeg", ["image/jpg"] = "jpeg",
     ["image/gif"] = "gif", ["image/webp"] = "webp" }
 
+-- OpenAI content -> Converse content blocks | nil, err (Converse takes image bytes only, never URLs).
 local function blocks_of(content)
     local blocks = {}
-    if type(content) == "string" then
-        if content ~= "" then blocks[1] = { text = content } end
-        return blocks
-    end
-    if type(content) ~= "table" then return blocks end
-    for _, p in ipairs(content) do
-        if type(p) == "table" then
-            if p.type == "text" and type(p.text) == "string" and p.text ~= "" then
-                blocks[#blocks + 1] = { text = p.text }
-            elseif p.type == "image_url" then
-                local url = type(p.image_url) == "table" and p.image_url.url or p.image_url
-                local mime, data = common.parse_data_url(url)
-                if not mime or not IMAGE_FORMATS[mime] then
-                    return nil, "bedrock: images must be png/jpeg/gif/webp data: URLs (Converse does not fetch URLs)"
-                end
-                blocks[#blocks + 1] = { image = { format = IMAGE_FORMATS[mime], source = { bytes = data } } }
+    for _, p in ipairs(content_mod.parts(content)) do
+        if p.type == "text" then
+            blocks[#blocks + 1] = { text = p.text }
+        elseif p.type == "image" then
+            if not p.mime or not IMAGE_FORMATS[p.mime] then
+                return nil, "bedrock: images must be png/jpeg/gif/webp data: URLs (Converse does not fetch URLs)"
             end
+            blocks[#blocks + 1] = { image = { format = IMAGE_FORMATS[p.mime], source = { bytes = p.data } } }
         end
     end
     return blocks
@@ -248,8 +79,7 @@ function _M.to_converse_request(provider, body)
             if not blocks then return nil, err end
             for _, tc in ipairs(type(m.tool_calls) == "table" and m.tool_calls or {}) do
                 local f = tc["function"] or {}
-                local input = type(f.arguments) == "string" and f.arguments ~= "" and json_decode(f.arguments)
-                if type(input) ~= "table" then input = {} end
+                local input = content_mod.tool_args(tc)
                 blocks[#blocks + 1] = { toolUse = { toolUseId = tc.id, name = f.name, input = input } }
             end
             push("assistant", blocks)
@@ -300,11 +130,6 @@ function _M.to_converse_request(provider, body)
     return out
 end
 
-local function amz_date(now)
-    local t = type(now) == "function" and now() or tonumber(now) or os.time()
-    return os.date("!%Y%m%dT%H%M%SZ", t)
-end
-
 function _M.build_request(provider, op, body, opts)
     provider, opts, op = provider or {}, opts or {}, op or "chat"
     if op ~= "chat" then return nil, "bedrock: unsupported operation " .. tostring(op) .. " (only chat)" end
@@ -337,8 +162,8 @@ function _M.build_request(provider, op, body, opts)
     }
     common.extra_headers(provider, req.headers)
     if provider.access_key and provider.secret_key then
-        _M.sigv4(req, { access_key = provider.access_key, secret_key = provider.secret_key,
-            session_token = provider.session_token }, region, "bedrock", amz_date(opts.now))
+        sigv4.sign(req, { access_key = provider.access_key, secret_key = provider.secret_key,
+            session_token = provider.session_token }, region, "bedrock", sigv4.amz_date(opts.now))
     elseif provider.api_key and provider.api_key ~= "" then
         req.headers["Authorization"] = "Bearer " .. provider.api_key
     else
@@ -426,9 +251,6 @@ end
 -- ---------------------------------------------------------------------------------------------------------
 -- stream: event-stream messages -> OpenAI chunks
 
-local Stream = {}
-Stream.__index = Stream
-
 local function handle(self, msg, out)
     local h = msg.headers
     local mtype = h[":message-type"]
@@ -482,36 +304,15 @@ local function handle(self, msg, out)
     end -- contentBlockStop: nothing to emit
 end
 
-function Stream:feed(bytes)
-    local out = {}
-    if self.failed then return out end
-    local msgs, err = self.decoder:feed(bytes)
-    if not msgs then
-        self.failed = true
-        out[1] = { error = { status = 502, type = "api_error", message = "bedrock: " .. err } }
-        return out
-    end
-    for _, m in ipairs(msgs) do handle(self, m, out) end
-    return out
-end
-
-function Stream:finish()
-    local out = {}
-    if self.decoder.buf ~= "" and not self.failed then
-        out[1] = { error = { status = 502, type = "api_error", message = "bedrock: stream ended inside a message" } }
-        self.failed = true
-    end
-    self.done = true
-    return out
-end
+local Stream = stream_base.class(handle)
 
 function _M.new_stream(op, opts)
     opts = opts or {}
-    return setmetatable({
-        decoder = _M.eventstream.decoder(),
+    return stream_base.new(Stream, eventstream.decoder(), {
+        label = "bedrock: ",
         state = { id = common.new_id("chatcmpl-"), created = opts.created or os.time(), model = opts.model },
-        tool_index = {}, ntools = 0, usage = nil, done = false,
-    }, Stream)
+        tool_index = {}, ntools = 0,
+    })
 end
 
 return _M

@@ -12,8 +12,10 @@
 -- `thought` parts -> reasoning_content, finishReason mapped, usageMetadata -> usage.
 local common = require("sluice.ai.common")
 local sse = require("sluice.ai.sse")
+local stream_base = require("sluice.ai.common.stream_base")
+local content_mod = require("sluice.ai.common.content")
 
-local type, pairs, ipairs, tostring, tonumber, setmetatable = type, pairs, ipairs, tostring, tonumber, setmetatable
+local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local concat = table.concat
 local json_encode, json_decode, nn, null = common.json_encode, common.json_decode, common.nn, common.null
 
@@ -57,32 +59,26 @@ local function clean_schema(s)
 end
 _M.clean_schema = clean_schema
 
+local IMAGE_EXT = { png = "image/png", jpg = "image/jpeg", jpeg = "image/jpeg", webp = "image/webp",
+    gif = "image/gif" }
+
+-- OpenAI content -> Gemini parts: text, inlineData (data URLs), fileData (other URLs: Gemini fetches only
+-- URIs it can reach, e.g. uploaded files).
 local function parts_of(content)
     local parts = {}
-    if type(content) == "string" then
-        if content ~= "" then parts[1] = { text = content } end
-        return parts
-    end
-    if type(content) ~= "table" then return parts end
-    for _, p in ipairs(content) do
-        if type(p) == "table" then
-            if p.type == "text" and type(p.text) == "string" and p.text ~= "" then
-                parts[#parts + 1] = { text = p.text }
-            elseif p.type == "image_url" then
-                local url = type(p.image_url) == "table" and p.image_url.url or p.image_url
-                local mime, data = common.parse_data_url(url)
-                if mime then
-                    parts[#parts + 1] = { inlineData = { mimeType = mime, data = data } }
-                elseif type(url) == "string" then
-                    local ext = url:match("%.(%w+)$")
-                    local m = ({ png = "image/png", jpg = "image/jpeg", jpeg = "image/jpeg", webp = "image/webp",
-                        gif = "image/gif" })[ext and ext:lower() or ""] or "image/jpeg"
-                    parts[#parts + 1] = { fileData = { mimeType = m, fileUri = url } }
-                end
-            elseif p.type == "file" and type(p.file) == "table" then
-                local mime, data = common.parse_data_url(p.file.file_data)
-                if mime then parts[#parts + 1] = { inlineData = { mimeType = mime, data = data } } end
+    for _, p in ipairs(content_mod.parts(content)) do
+        if p.type == "text" then
+            parts[#parts + 1] = { text = p.text }
+        elseif p.type == "image" then
+            if p.mime then
+                parts[#parts + 1] = { inlineData = { mimeType = p.mime, data = p.data } }
+            else
+                local ext = p.url:match("%.(%w+)$")
+                parts[#parts + 1] = { fileData = { mimeType = IMAGE_EXT[ext and ext:lower() or ""] or "image/jpeg",
+                    fileUri = p.url } }
             end
+        elseif p.type == "file" and p.mime then
+            parts[#parts + 1] = { inlineData = { mimeType = p.mime, data = p.data } }
         end
     end
     return parts
@@ -116,8 +112,7 @@ function _M.to_gemini_request(provider, body)
             local parts = parts_of(nn(m.content))
             for _, tc in ipairs(type(m.tool_calls) == "table" and m.tool_calls or {}) do
                 local f = tc["function"] or {}
-                local args = type(f.arguments) == "string" and f.arguments ~= "" and json_decode(f.arguments)
-                if type(args) ~= "table" then args = {} end
+                local args = content_mod.tool_args(tc)
                 if tc.id then call_names[tc.id] = f.name end
                 parts[#parts + 1] = { functionCall = { name = f.name, args = args } }
             end
@@ -364,14 +359,12 @@ end
 -- ---------------------------------------------------------------------------------------------------------
 -- stream: each SSE data is a whole GenerateContentResponse
 
-local Stream = {}
-Stream.__index = Stream
-
 local function handle(self, ev, out)
     if ev.data == "" then return end
     local g = json_decode(ev.data)
     if type(g) ~= "table" then
-        out[#out + 1] = { error = { status = 502, type = "api_error", message = "invalid JSON in upstream stream" } }
+        out[#out + 1] = stream_base.error_item("invalid JSON in upstream stream")
+        self.failed = true
         return
     end
     if nn(g.error) ~= nil then
@@ -416,27 +409,20 @@ local function handle(self, ev, out)
     end
 end
 
-function Stream:feed(bytes)
-    local out = {}
-    for _, ev in ipairs(self.parser:feed(bytes)) do handle(self, ev, out) end
-    return out
-end
-
-function Stream:finish()
-    local out = {}
-    for _, ev in ipairs(self.parser:finish()) do handle(self, ev, out) end
-    if self.raw_usage and not self.usage_sent and not self.failed then
+-- the stream ended: the usage chunk, if no event carried a finishReason after the usage
+local function on_finish(self, out)
+    if self.raw_usage and not self.usage_sent then
         self.usage_sent = true
         out[#out + 1] = common.usage_chunk(self.state, self.raw_usage)
     end
-    self.done = true
-    return out
 end
+
+local Stream = stream_base.class(handle, on_finish)
 
 function _M.new_stream(op, opts)
     opts = opts or {}
-    return setmetatable({ parser = sse.parser(), state = { created = opts.created or os.time(), model = opts.model },
-        ncalls = 0, started = false, done = false, usage = nil }, Stream)
+    return stream_base.new(Stream, sse.parser(), { state = { created = opts.created or os.time(), model = opts.model },
+        ncalls = 0, started = false })
 end
 
 return _M

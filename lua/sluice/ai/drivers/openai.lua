@@ -6,8 +6,9 @@
 -- deepseek, openai-compatible, mock) from hooks, so the wire handling lives in one place.
 local common = require("sluice.ai.common")
 local sse = require("sluice.ai.sse")
+local stream_base = require("sluice.ai.common.stream_base")
 
-local type, pairs, ipairs, tostring, tonumber, setmetatable = type, pairs, ipairs, tostring, tonumber, setmetatable
+local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local json_encode, json_decode, nn, null = common.json_encode, common.json_decode, common.nn, common.null
 
 local OP_PATH = {
@@ -99,9 +100,6 @@ end
 -- ---------------------------------------------------------------------------------------------------------
 -- stream translator: OpenAI SSE -> chunk tables (the identity translation, plus usage and error capture)
 
-local Stream = {}
-Stream.__index = Stream
-
 local function handle_event(self, ev, out)
     local data = ev.data
     if data == "[DONE]" then
@@ -111,7 +109,8 @@ local function handle_event(self, ev, out)
     if data == "" then return end
     local t = json_decode(data)
     if type(t) ~= "table" then
-        out[#out + 1] = { error = { status = 502, type = "api_error", message = "invalid JSON in upstream stream" } }
+        out[#out + 1] = stream_base.error_item("invalid JSON in upstream stream")
+        self.failed = true
         return
     end
     if ev.event == "error" or nn(t.error) ~= nil then
@@ -131,22 +130,7 @@ local function handle_event(self, ev, out)
     out[#out + 1] = t
 end
 
-function Stream:feed(bytes)
-    local out = {}
-    for _, ev in ipairs(self.parser:feed(bytes)) do
-        handle_event(self, ev, out)
-    end
-    return out
-end
-
-function Stream:finish()
-    local out = {}
-    for _, ev in ipairs(self.parser:finish()) do
-        handle_event(self, ev, out)
-    end
-    self.done = true
-    return out
-end
+local Stream = stream_base.class(handle_event)
 
 -- ---------------------------------------------------------------------------------------------------------
 -- family factory
@@ -246,14 +230,7 @@ function _M.family(spec)
     d.parse_error = spec.parse_error or parse_error
 
     function d.new_stream(op, opts)
-        return setmetatable({
-            parser = sse.parser(),
-            usage = nil,
-            done = false,
-            filter = spec.filter_chunk,
-            op = op,
-            opts = opts or {},
-        }, Stream)
+        return stream_base.new(Stream, sse.parser(), { filter = spec.filter_chunk, op = op, opts = opts or {} })
     end
 
     function d.usage(resp)
