@@ -1,6 +1,6 @@
-local bedrock = require("sluice.ai.drivers.bedrock")
-local sigv4 = require("sluice.ai.aws.sigv4")
 local S = require("ai.support")
+local bedrock = S.strict(require("sluice.ai.drivers.bedrock"))
+local sigv4 = require("sluice.ai.aws.sigv4")
 local cjson = require("cjson.safe")
 
 local AK, SK = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"

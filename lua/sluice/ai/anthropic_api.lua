@@ -7,8 +7,9 @@
 --   e:chunk(openai_chunk) -> SSE string (message_start, content_block_start/delta/stop, message_delta, ...)
 --   e:error(status, message, type) -> SSE "error" event string ; e:finish() -> closing events (string)
 --
--- Canonical extensions kept for an Anthropic upstream (other drivers strip them): `top_k`, `thinking`,
--- `cache_control` on content parts and tools, image/document blocks, assistant `reasoning_content`.
+-- Canonical extensions kept for an Anthropic upstream (other drivers strip or translate them): `top_k`,
+-- `thinking`, `cache_control` on content parts and tools, image/document blocks, assistant
+-- `reasoning_content`, `is_error` on tool messages. Several text blocks of one message are joined with "\n".
 local common = require("sluice.ai.common")
 local sse = require("sluice.ai.sse")
 
@@ -42,7 +43,8 @@ local function block_to_part(b)
     return nil
 end
 
--- Parts list -> OpenAI content: a plain string when it is only uncached text (widest provider support).
+-- Parts list -> OpenAI content: a plain string when it is only uncached text (widest provider support), the
+-- blocks' texts one per line ("Say hi" + "please" must not become "Say hiplease").
 local function parts_to_content(parts)
     local simple = true
     for _, p in ipairs(parts) do
@@ -51,7 +53,7 @@ local function parts_to_content(parts)
     if simple then
         local t = {}
         for i, p in ipairs(parts) do t[i] = p.text end
-        return concat(t)
+        return concat(t, "\n")
     end
     return parts
 end
@@ -96,10 +98,10 @@ function _M.to_openai(a)
                 for _, b in ipairs(content) do
                     if type(b) == "table" then
                         if b.type == "tool_result" then
-                            local text = tool_result_text(nn(b.content))
-                            if b.is_error and text == "" then text = "error" end
-                            msgs[#msgs + 1] = { role = "tool", tool_call_id = b.tool_use_id, content = text,
-                                is_error = b.is_error or nil }
+                            -- is_error stays a canonical extension: Anthropic, Gemini and Bedrock have a flag
+                            -- for it, the OpenAI-wire drivers fold it into the content
+                            msgs[#msgs + 1] = { role = "tool", tool_call_id = b.tool_use_id,
+                                content = tool_result_text(nn(b.content)), is_error = b.is_error == true or nil }
                         else
                             local p = block_to_part(b)
                             if p then parts[#parts + 1] = p end
@@ -123,7 +125,7 @@ function _M.to_openai(a)
                         end
                     end
                 end
-                local msg = { role = "assistant", content = #text > 0 and concat(text) or null }
+                local msg = { role = "assistant", content = #text > 0 and concat(text, "\n") or null }
                 if #calls > 0 then msg.tool_calls = calls end
                 if #thinking > 0 then
                     msg.reasoning_content = concat(thinking)

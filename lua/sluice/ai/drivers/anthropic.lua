@@ -11,6 +11,7 @@ local common = require("sluice.ai.common")
 local sse = require("sluice.ai.sse")
 local stream_base = require("sluice.ai.common.stream_base")
 local content_mod = require("sluice.ai.common.content")
+local params = require("sluice.ai.common.params")
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local concat = table.concat
@@ -20,6 +21,10 @@ local _M = { kind = "anthropic" }
 
 local DEFAULT_VERSION = "2023-06-01"
 local DEFAULT_MAX_TOKENS = 4096
+
+-- The chat parameters this driver translates; others are dropped (or refused: options.drop_params = false).
+local ACCEPTS = params.set(params.BASE, { "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
+    "stop", "tools", "tool_choice", "parallel_tool_calls", "user", "response_format", "thinking" })
 
 -- ---------------------------------------------------------------------------------------------------------
 -- request: OpenAI -> Anthropic
@@ -41,7 +46,8 @@ local function to_blocks(content)
     for _, p in ipairs(content_mod.parts(content)) do
         local b
         if p.type == "text" then
-            b = { type = "text", text = p.text }
+            -- "text content blocks must contain non-whitespace text"
+            if p.text:find("%S") then b = { type = "text", text = p.text } end
         elseif p.type == "image" then
             b = image_block(p.url)
         elseif p.type == "file" then
@@ -83,6 +89,8 @@ end
 function _M.to_anthropic_request(provider, body, opts)
     provider, opts = provider or {}, opts or {}
     local options = provider.options or {}
+    local ok, perr = params.apply("anthropic", provider, common.shallow_copy(body), ACCEPTS)
+    if not ok then return nil, perr end
     local out = {
         model = body.model,
         max_tokens = tonumber(nn(body.max_tokens)) or tonumber(nn(body.max_completion_tokens))
@@ -150,6 +158,23 @@ function _M.to_anthropic_request(provider, body, opts)
             if #results > 0 and #others > 0 then
                 for _, b in ipairs(others) do results[#results + 1] = b end
                 msg.content = results
+            end
+        end
+    end
+    if #messages == 0 then return nil, "anthropic: the request has no message with content" end
+    -- "final assistant content cannot end with trailing whitespace"
+    local final = messages[#messages]
+    if final.role == "assistant" then
+        local b = final.content[#final.content]
+        if b.type == "text" then
+            local trimmed = b.text:gsub("%s+$", "")
+            if trimmed == "" then
+                table.remove(final.content)
+                if #final.content == 0 then messages[#messages] = nil end
+                if #messages == 0 then return nil, "anthropic: the request has no message with content" end
+            elseif trimmed ~= b.text then
+                final.content[#final.content] = common.shallow_copy(b)
+                final.content[#final.content].text = trimmed
             end
         end
     end

@@ -1,12 +1,15 @@
 -- sluice.ai.drivers.bedrock: Amazon Bedrock Converse API behind the canonical OpenAI format.
 --   chat:      POST https://bedrock-runtime.{region}.amazonaws.com/model/{modelId}/converse
---   streaming: POST .../model/{modelId}/converse-stream   (AWS event-stream binary framing, decoded here)
---   auth:      AWS Signature V4 (service "bedrock", access_key/secret_key[/session_token]), or a Bedrock API key
---              as `Authorization: Bearer` when only api_key is configured.
+--   streaming: POST .../model/{modelId}/converse-stream   (AWS event-stream framing: sluice.ai.aws.eventstream)
+--   auth:      AWS Signature V4 (sluice.ai.aws.sigv4; service "bedrock", access_key/secret_key[/session_token]),
+--              or a Bedrock API key as `Authorization: Bearer` when only api_key is configured.
 -- Request: system -> system[{text}], messages -> content blocks (text, image bytes from data URLs, toolUse,
--- toolResult), max_tokens/temperature/top_p/stop -> inferenceConfig, tools -> toolConfig (toolSpec with
--- inputSchema.json), tool_choice -> toolChoice (auto/any/tool; "none" omits it), response_format -> system
--- instruction, options.additional_model_request_fields passed as additionalModelRequestFields (e.g. top_k).
+-- toolResult) in alternating user/assistant turns (a conversation that starts with the assistant gets a "."
+-- user turn first), max_tokens/temperature/top_p/stop -> inferenceConfig (temperature clamped to Converse's
+-- 0-1), tools -> toolConfig (toolSpec with inputSchema.json; a history with tool calls but no tools gets a
+-- toolConfig naming the tools it used, as Converse requires), tool_choice -> toolChoice (auto/any/tool; "none"
+-- omits it), response_format -> system instruction, options.additional_model_request_fields passed as
+-- additionalModelRequestFields (e.g. top_k).
 -- Response/stream: output.message content -> content / tool_calls / reasoning_content, stopReason mapped,
 -- usage (prompt = inputTokens + cacheRead + cacheWrite).
 -- No embeddings (Titan/Cohere embeddings use InvokeModel with model-specific bodies).
@@ -15,8 +18,9 @@ local sigv4 = require("sluice.ai.aws.sigv4")
 local eventstream = require("sluice.ai.aws.eventstream")
 local stream_base = require("sluice.ai.common.stream_base")
 local content_mod = require("sluice.ai.common.content")
+local params = require("sluice.ai.common.params")
 
-local type, ipairs, tostring, tonumber = type, ipairs, tostring, tonumber
+local type, ipairs, tostring, tonumber, next = type, ipairs, tostring, tonumber, next
 local concat = table.concat
 local json_encode, json_decode, nn, null = common.json_encode, common.json_decode, common.nn, common.null
 
@@ -49,11 +53,60 @@ local function blocks_of(content)
     return blocks
 end
 
+-- The chat parameters this driver translates; others are dropped (or refused: options.drop_params = false).
+local ACCEPTS = params.set(params.BASE, { "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop",
+    "tools", "tool_choice", "response_format" })
+local PLACEHOLDER_USER = "."
+local MAX_TEMPERATURE = 1 -- Converse's inferenceConfig.temperature is 0-1 (OpenAI's goes to 2)
+
+local function clamp(v, lo, hi)
+    v = tonumber(nn(v))
+    if not v then return nil end
+    return v < lo and lo or (v > hi and hi or v)
+end
+
+-- Converse rejects blank text ("The text field in the ContentBlock object ... is blank").
+local function nonblank(blocks)
+    local out = {}
+    for _, b in ipairs(blocks) do
+        if not (b.text and not b.text:find("%S")) then out[#out + 1] = b end
+    end
+    return out
+end
+
+-- toolConfig.tools from body.tools, or, when the request has none but its history uses tools, a minimal spec
+-- for each tool named there (Converse: "The toolConfig field must be defined when using toolUse and
+-- toolResult content blocks").
+local function tool_specs(body, used)
+    local tools = {}
+    if type(body.tools) == "table" then
+        for _, t in ipairs(body.tools) do
+            if type(t) == "table" and t.type == "function" and type(t["function"]) == "table" then
+                local f = t["function"]
+                local p = nn(f.parameters)
+                if type(p) ~= "table" then p = { type = "object", properties = {} } end
+                local d = nn(f.description)
+                tools[#tools + 1] = { toolSpec = { name = f.name, description = d ~= "" and d or nil,
+                    inputSchema = { json = p } } }
+            end
+        end
+    end
+    if #tools > 0 then return tools, false end
+    for _, name in ipairs(used) do
+        tools[#tools + 1] = { toolSpec = { name = name, inputSchema = { json = { type = "object", properties = {} } } } }
+    end
+    return #tools > 0 and tools or nil, true
+end
+
 --- Canonical OpenAI chat request -> Converse request | nil, err.
 function _M.to_converse_request(provider, body)
-    local options = (provider and provider.options) or {}
+    provider = provider or {}
+    local options = provider.options or {}
     if type(body.messages) ~= "table" then return nil, "bedrock: messages must be an array" end
+    local ok, perr = params.apply("bedrock", provider, common.shallow_copy(body), ACCEPTS)
+    if not ok then return nil, perr end
     local system, messages, last = {}, {}, nil
+    local used, seen_tool = {}, {}
     local function push(role, blocks)
         if #blocks == 0 then return end
         if last and last.role == role then
@@ -69,22 +122,26 @@ function _M.to_converse_request(provider, body)
         if m.role == "system" or m.role == "developer" then
             blocks, err = blocks_of(m.content)
             if not blocks then return nil, err end
-            for _, b in ipairs(blocks) do if b.text then system[#system + 1] = b end end
+            for _, b in ipairs(nonblank(blocks)) do if b.text then system[#system + 1] = b end end
         elseif m.role == "user" then
             blocks, err = blocks_of(m.content)
             if not blocks then return nil, err end
-            push("user", blocks)
+            push("user", nonblank(blocks))
         elseif m.role == "assistant" then
             blocks, err = blocks_of(nn(m.content))
             if not blocks then return nil, err end
+            blocks = nonblank(blocks)
             for _, tc in ipairs(type(m.tool_calls) == "table" and m.tool_calls or {}) do
                 local f = tc["function"] or {}
-                local input = content_mod.tool_args(tc)
-                blocks[#blocks + 1] = { toolUse = { toolUseId = tc.id, name = f.name, input = input } }
+                blocks[#blocks + 1] = { toolUse = { toolUseId = tc.id, name = f.name, input = content_mod.tool_args(tc) } }
+                if type(f.name) == "string" and not seen_tool[f.name] then
+                    seen_tool[f.name] = true
+                    used[#used + 1] = f.name
+                end
             end
             push("assistant", blocks)
         elseif m.role == "tool" or m.role == "function" then
-            local text = common.content_text(nn(m.content))
+            local text = content_mod.content_text(nn(m.content))
             local tr = { toolUseId = m.tool_call_id, content = { { text = text } } }
             if m.is_error then tr.status = "error" end
             push("user", { { toolResult = tr } })
@@ -92,36 +149,37 @@ function _M.to_converse_request(provider, body)
             return nil, "bedrock: unsupported message role " .. tostring(m.role)
         end
     end
+    if messages[1] and messages[1].role == "assistant" then
+        -- "A conversation must start with a user message"
+        table.insert(messages, 1, { role = "user", content = { { text = PLACEHOLDER_USER } } })
+    end
+    if #messages == 0 then return nil, "bedrock: the request has no message with content" end
     local out = { messages = messages }
-    local rf = common.response_format_instruction(nn(body.response_format))
+    local rf = content_mod.response_format_instruction(nn(body.response_format))
     if rf then system[#system + 1] = { text = rf } end
     if #system > 0 then out.system = system end
+    local stop = content_mod.stop_list(nn(body.stop))
+    if stop then
+        local keep = {}
+        for _, x in ipairs(stop) do if type(x) == "string" and x ~= "" then keep[#keep + 1] = x end end
+        stop = #keep > 0 and keep or nil
+    end
     local ic = {
         maxTokens = nn(body.max_tokens) or nn(body.max_completion_tokens) or tonumber(options.max_tokens),
-        temperature = nn(body.temperature),
-        topP = nn(body.top_p),
-        stopSequences = common.stop_list(nn(body.stop)),
+        temperature = clamp(body.temperature, 0, MAX_TEMPERATURE),
+        topP = clamp(body.top_p, 0, 1),
+        stopSequences = stop,
     }
     if next(ic) ~= nil then out.inferenceConfig = ic end
-    if type(body.tools) == "table" and #body.tools > 0 then
-        local tools = {}
-        for _, t in ipairs(body.tools) do
-            if type(t) == "table" and t.type == "function" and type(t["function"]) == "table" then
-                local f = t["function"]
-                local params = nn(f.parameters)
-                if type(params) ~= "table" then params = { type = "object", properties = {} } end
-                tools[#tools + 1] = { toolSpec = { name = f.name, description = nn(f.description),
-                    inputSchema = { json = params } } }
-            end
-        end
-        if #tools > 0 then
-            out.toolConfig = { tools = tools }
-            local tc = nn(body.tool_choice)
-            if tc == "auto" then out.toolConfig.toolChoice = { auto = {} }
-            elseif tc == "required" then out.toolConfig.toolChoice = { any = {} }
-            elseif type(tc) == "table" and type(tc["function"]) == "table" then
-                out.toolConfig.toolChoice = { tool = { name = tc["function"].name } }
-            end
+    local tools, synthesized = tool_specs(body, used)
+    if tools then
+        out.toolConfig = { tools = tools }
+        local tc = nn(body.tool_choice)
+        if synthesized then tc = nil end -- the client offered no tools: nothing to choose from
+        if tc == "auto" then out.toolConfig.toolChoice = { auto = {} }
+        elseif tc == "required" then out.toolConfig.toolChoice = { any = {} }
+        elseif type(tc) == "table" and type(tc["function"]) == "table" then
+            out.toolConfig.toolChoice = { tool = { name = tc["function"].name } }
         end
     end
     local amrf = options.additional_model_request_fields
