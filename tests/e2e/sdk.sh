@@ -46,7 +46,7 @@ providers:
     models: {claude-3-5-haiku: claude-3-5-haiku-20241022}
   rate-limited:
     kind: anthropic
-    endpoint: "$up/s/429"
+    endpoint: "$up/s/429/v1"
     api_key: "k"
 routes:
   - id: limited

@@ -84,7 +84,7 @@ local body = obj({
     requestMetadata = map(str()),
     performanceConfig = obj({ latency = str({ enum = { "standard", "optimized" } }) }),
     serviceTier = obj({ type = str() }),
-})
+}, { required = { "messages" } })
 
 local function blocks(m) return type(m) == "table" and type(m.content) == "table" and m.content or {} end
 
