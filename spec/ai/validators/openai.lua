@@ -246,9 +246,12 @@ local OPS = {
     ["/v1/embeddings"] = { "embeddings", embeddings }, ["/v1/models"] = { "models" },
 }
 
+local COMPAT_PARAMS = {}
+for k, v in pairs(OPENAI_PARAMS) do COMPAT_PARAMS[k] = v end
+COMPAT_PARAMS.stop = P.stop() -- vLLM, Ollama, llama.cpp take any number
 local compat_chat = _M.family({
     roles = { developer = true, system = true, user = true, assistant = true, tool = true, ["function"] = true },
-    params = OPENAI_PARAMS, open = true,
+    params = COMPAT_PARAMS, open = true,
 })
 
 --- openai-compatible servers (vLLM, Ollama...): any base path, extra sampling parameters (top_k...), the OpenAI

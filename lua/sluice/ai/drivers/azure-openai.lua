@@ -81,6 +81,7 @@ return openai.family({
     accepts = function(provider) return ACCEPTS[newer(provider)] end,
     message = message,
     stream_options = { include_usage = true },
+    max_stop = 4,
     stream_passthrough = false,
     filter_chunk = function(_, chunk)
         local choices = chunk.choices

@@ -72,6 +72,7 @@ return openai.family({
     accepts = function() return ACCEPTS end,
     message = message,
     stream_options = { include_usage = true },
+    max_stop = 16,
     transform = function(provider, op, body)
         if op ~= "chat" then return body end
         local rf = nn(body.response_format)

@@ -191,6 +191,7 @@ local _M = {}
 ---   stream_options (set of the stream_options keys the provider takes; default all),
 ---   stream_usage(provider) -> bool (send stream_options), filter_chunk(stream, chunk) -> chunk | nil,
 ---   stream_passthrough (false: OpenAI clients get the stream through new_stream, never as raw bytes),
+---   max_stop (the most stop sequences the provider takes; more is a 400),
 ---   endpoint_required
 function _M.family(spec)
     local d = { kind = spec.kind, stream_passthrough = spec.stream_passthrough }
@@ -253,6 +254,10 @@ function _M.family(spec)
         if op == "chat" then
             b, err = params.apply(spec.kind, provider, b, accepts(provider))
             if not b then return nil, err end
+            local stop = nn(b.stop)
+            if spec.max_stop and type(stop) == "table" and #stop > spec.max_stop then
+                return nil, spec.kind .. ": stop: at most " .. spec.max_stop .. " stop sequences (got " .. #stop .. ")"
+            end
             b, err = sanitize(b, spec.message and function(m, i) return spec.message(provider, m, i) end)
             if not b then return nil, err end
         end
@@ -302,6 +307,7 @@ _M.OPENAI_PARAMS = OPENAI_PARAMS
 
 local driver = _M.family({
     kind = "openai",
+    max_stop = 4,
     default_endpoint = "https://api.openai.com",
     default_base = "/v1",
     auth = function(provider, h)
