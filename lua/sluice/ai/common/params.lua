@@ -40,18 +40,29 @@ function _M.unsupported(body, accepts)
     return out
 end
 
+local function refusal(kind, extra)
+    return kind .. ": " .. (#extra == 1 and "parameter " or "parameters ") .. concat(extra, ", ")
+        .. (#extra == 1 and " is" or " are") .. " not supported by this provider"
+        .. " (options.drop_params: true drops what a provider does not take)"
+end
+
 --- Applies the provider's policy to body: drops the parameters `accepts` does not cover (body is changed:
 --- pass a copy) and returns body, or returns nil, err when the provider refuses them.
 function _M.apply(kind, provider, body, accepts)
     local extra = _M.unsupported(body, accepts)
     if #extra == 0 then return body end
-    if not _M.drops(provider) then
-        return nil, kind .. ": " .. (#extra == 1 and "parameter " or "parameters ") .. concat(extra, ", ")
-            .. (#extra == 1 and " is" or " are") .. " not supported by this provider"
-            .. " (options.drop_params: true drops what a provider does not take)"
-    end
+    if not _M.drops(provider) then return nil, refusal(kind, extra) end
     for _, k in ipairs(extra) do body[k] = nil end
     return body
+end
+
+--- For drivers that translate (they send only what they map, so dropping costs nothing): true, or nil, err
+--- when the provider refuses a parameter `accepts` does not cover. body is not changed.
+function _M.check(kind, provider, body, accepts)
+    if _M.drops(provider) then return true end
+    local extra = _M.unsupported(body, accepts)
+    if #extra == 0 then return true end
+    return nil, refusal(kind, extra)
 end
 
 return _M

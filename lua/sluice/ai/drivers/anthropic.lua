@@ -89,7 +89,7 @@ end
 function _M.to_anthropic_request(provider, body, opts)
     provider, opts = provider or {}, opts or {}
     local options = provider.options or {}
-    local ok, perr = params.apply("anthropic", provider, common.shallow_copy(body), ACCEPTS)
+    local ok, perr = params.check("anthropic", provider, body, ACCEPTS)
     if not ok then return nil, perr end
     local out = {
         model = body.model,

@@ -103,7 +103,7 @@ function _M.to_converse_request(provider, body)
     provider = provider or {}
     local options = provider.options or {}
     if type(body.messages) ~= "table" then return nil, "bedrock: messages must be an array" end
-    local ok, perr = params.apply("bedrock", provider, common.shallow_copy(body), ACCEPTS)
+    local ok, perr = params.check("bedrock", provider, body, ACCEPTS)
     if not ok then return nil, perr end
     local system, messages, last = {}, {}, nil
     local used, seen_tool = {}, {}

@@ -153,7 +153,7 @@ function _M.to_gemini_request(provider, body)
     provider = provider or {}
     local options = provider.options or {}
     if type(body.messages) ~= "table" then return nil, "gemini: messages must be an array" end
-    local ok, perr = params.apply("gemini", provider, json.shallow_copy(body), ACCEPTS)
+    local ok, perr = params.check("gemini", provider, body, ACCEPTS)
     if not ok then return nil, perr end
     local contents, system = {}, {}
     local call_names = {}
