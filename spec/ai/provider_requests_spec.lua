@@ -275,6 +275,54 @@ describe("provider requests", function()
         end)
     end)
 
+    describe("hostile requests", function()
+        local function each_kind(body) -- the drivers themselves: a hostile request may well be invalid upstream
+            for kind in pairs(D) do
+                local d = require("sluice.ai.drivers." .. kind)
+                local ok, r, err = pcall(d.build_request, P[kind], "chat", body, {})
+                assert.is_true(ok, kind .. " raised: " .. tostring(r))
+                assert.is_true(r ~= nil or type(err) == "string", kind)
+            end
+        end
+
+        it("never raise in a driver or in the Anthropic translation, whatever the values", function()
+            for _, a in ipairs({
+                { role = "user", content = { { type = "text", text = {} }, { type = "text", text = "x" } } },
+                { role = "assistant", content = { { type = "text", text = 5 }, { type = "text", text = {} } } },
+                { role = "user", content = { { type = "tool_result", tool_use_id = "a", content = { { type = "text", text = {} } } } } },
+            }) do
+                local ok, canon = pcall(api.to_openai, { model = "m", max_tokens = 5, system = { { type = "text", text = {} } },
+                    messages = { a } })
+                assert.is_true(ok, tostring(canon))
+                if canon then each_kind(canon) end
+            end
+            for _, b in ipairs({
+                { model = "m", messages = { { role = "user", content = { { type = "text", text = {} } } } } },
+                { model = "m", messages = { { role = "tool", tool_call_id = "x", content = { { type = "text", text = 1 } } } } },
+                { model = "m", messages = { { role = "assistant", tool_calls = { { id = {}, ["function"] = { name = {}, arguments = {} } } } } } },
+                { model = "m", messages = { { role = "user", content = "x" } }, stop = { {} }, temperature = "hot",
+                    tool_choice = { type = "function", ["function"] = { name = {} } }, reasoning_effort = {} },
+                { model = "m", messages = { { role = "user", content = "x" } }, response_format = { type = "json_schema",
+                    json_schema = { schema = "x" } } },
+            }) do
+                each_kind(b)
+            end
+        end)
+
+        it("refuse a schema that $ref inlining would blow up", function()
+            local defs = {}
+            for i = 1, 30 do
+                defs["D" .. i] = { type = "object", properties = { a = { ["$ref"] = "#/$defs/D" .. (i + 1) },
+                    b = { ["$ref"] = "#/$defs/D" .. (i + 1) } } }
+            end
+            defs.D31 = { type = "string" }
+            local _, err = build("gemini", { model = "gemini-2.5-flash", messages = { { role = "user", content = "x" } },
+                tools = { { type = "function", ["function"] = { name = "f", parameters = { type = "object",
+                    ["$defs"] = defs, properties = { root = { ["$ref"] = "#/$defs/D1" } } } } } } })
+            assert.matches("too large", err)
+        end)
+    end)
+
     describe("the validators", function()
         -- they must fail what the providers reject, or they prove nothing
         it("reject the requests of the report", function()

@@ -24,6 +24,7 @@ local _M = {}
 
 local function block_to_part(b)
     if b.type == "text" then
+        if type(b.text) ~= "string" then return nil end -- not a text: nothing to send (never a raise in concat)
         return { type = "text", text = b.text, cache_control = b.cache_control }
     elseif b.type == "image" and type(b.source) == "table" then
         local s = b.source
@@ -63,7 +64,7 @@ local function tool_result_text(content)
     if type(content) ~= "table" then return "" end
     local t = {}
     for _, b in ipairs(content) do
-        if type(b) == "table" and b.type == "text" then t[#t + 1] = b.text end
+        if type(b) == "table" and b.type == "text" and type(b.text) == "string" then t[#t + 1] = b.text end
     end
     return concat(t, "\n")
 end
@@ -79,7 +80,7 @@ function _M.to_openai(a)
     elseif type(sys) == "table" and #sys > 0 then
         local parts = {}
         for _, b in ipairs(sys) do
-            if type(b) == "table" and b.type == "text" then parts[#parts + 1] = block_to_part(b) end
+            if type(b) == "table" and b.type == "text" then parts[#parts + 1] = block_to_part(b) end -- nil: skipped
         end
         msgs[1] = { role = "system", content = parts_to_content(parts) }
     end
@@ -114,7 +115,7 @@ function _M.to_openai(a)
                 for _, b in ipairs(content) do
                     if type(b) == "table" then
                         if b.type == "text" then
-                            text[#text + 1] = b.text
+                            if type(b.text) == "string" then text[#text + 1] = b.text end
                         elseif b.type == "tool_use" then
                             calls[#calls + 1] = { id = b.id, type = "function", ["function"] = {
                                 name = b.name, arguments = json_encode(b.input or {}) or "{}",

@@ -31,6 +31,7 @@ local KEEP = {
 local FORMATS = { string = { enum = true, ["date-time"] = true }, number = { float = true, double = true },
     integer = { int32 = true, int64 = true } }
 local MAX_DEPTH = 64
+local MAX_NODES = 20000 -- $ref inlining can grow a small schema exponentially: past this it is refused
 
 local function join(path, k)
     if type(k) == "number" then return path .. "[" .. (k - 1) .. "]" end
@@ -120,7 +121,9 @@ end
 
 convert = function(s, ctx, path)
     ctx.depth = ctx.depth + 1
+    ctx.nodes = ctx.nodes + 1
     if ctx.depth > MAX_DEPTH then return nil, path .. ": schema nested too deeply" end
+    if ctx.nodes > MAX_NODES then return nil, path .. ": schema too large once its $refs are inlined" end
     if type(s) ~= "table" then
         ctx.depth = ctx.depth - 1
         return {} -- true / false schemas: nothing Gemini can say
@@ -229,7 +232,7 @@ end
 --- JSON Schema -> Gemini Schema | nil, err (err names the path, e.g. "tools[0].function.parameters.properties.x").
 function _M.to_gemini(schema, path)
     if type(schema) ~= "table" then return nil, (path or "schema") .. ": expected an object" end
-    return convert(schema, { root = schema, stack = { [schema] = true }, depth = 0 }, path or "schema")
+    return convert(schema, { root = schema, stack = { [schema] = true }, depth = 0, nodes = 0 }, path or "schema")
 end
 
 return _M

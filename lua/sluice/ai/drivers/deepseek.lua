@@ -33,7 +33,10 @@ local function flat(content)
         if t ~= "text" and t ~= "refusal" then return nil, tostring(t) end
     end
     local out = {}
-    for _, p in ipairs(content) do out[#out + 1] = p.text or p.refusal end
+    for _, p in ipairs(content) do
+        local t = p.text or p.refusal
+        if type(t) == "string" then out[#out + 1] = t end
+    end
     return table.concat(out, "\n")
 end
 
