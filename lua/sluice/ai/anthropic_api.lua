@@ -13,7 +13,7 @@
 local common = require("sluice.ai.common")
 local sse = require("sluice.ai.sse")
 
-local type, pairs, ipairs, tostring, tonumber, setmetatable = type, pairs, ipairs, tostring, tonumber, setmetatable
+local type, ipairs, tostring, tonumber, setmetatable = type, ipairs, tostring, tonumber, setmetatable
 local concat = table.concat
 local json_encode, json_decode, nn, null = common.json_encode, common.json_decode, common.nn, common.null
 

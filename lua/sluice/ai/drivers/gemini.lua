@@ -28,7 +28,7 @@ local json_schema = require("sluice.ai.common.json_schema")
 local sse = require("sluice.ai.sse")
 local stream_base = require("sluice.ai.common.stream_base")
 
-local type, pairs, ipairs, tostring, tonumber, next = type, pairs, ipairs, tostring, tonumber, next
+local type, ipairs, tostring, tonumber, next = type, ipairs, tostring, tonumber, next
 local concat = table.concat
 local rep = string.rep
 local json_encode, json_decode, nn, null = json.json_encode, json.json_decode, json.nn, json.null
