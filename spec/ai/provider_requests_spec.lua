@@ -81,6 +81,24 @@ describe("provider requests", function()
             assert.equals(SIG, g.contents[2].parts[1].thoughtSignature)
         end)
 
+        it("stays with Gemini: a conversation that moves to another provider sends the plain ids", function()
+            local r = assert(D.gemini.parse_response(200, {}, RESP, "chat"))
+            local calls = r.choices[1].message.tool_calls
+            assert.is_true(#calls[1].id > 40)
+            local msgs = { { role = "user", content = "Weather?" }, { role = "assistant", content = cjson.null,
+                tool_calls = { calls[1], { id = calls[2].id, type = "function", ["function"] = calls[2]["function"],
+                    extra_content = { google = { thought_signature = SIG } } } } },
+                { role = "tool", tool_call_id = calls[1].id, content = "sunny" },
+                { role = "tool", tool_call_id = calls[2].id, content = "rain" } }
+            local base = calls[1].id:match("^(.-)__ts__")
+            -- strict validators: OpenAI ids are at most 40 characters, Bedrock's 64, no unknown extra_content
+            assert.equals(base, build("openai", { model = "m", messages = msgs }).messages[2].tool_calls[1].id)
+            assert.equals(base, build("azure-openai", { model = "m", messages = msgs }).messages[3].tool_call_id)
+            assert.equals(base, build("bedrock", { model = "m", messages = msgs }).messages[2].content[1].toolUse.toolUseId)
+            assert.equals(base, build("anthropic", { model = "m", messages = msgs }).messages[3].content[1].tool_use_id)
+            build("deepseek", { model = "m", messages = msgs })
+        end)
+
         it("reads Gemini's OpenAI-compatibility field, and marks calls that lost theirs on Gemini 3", function()
             local g = replay({ { id = "call_1", type = "function", ["function"] = { name = "get_weather", arguments = "{}" },
                 extra_content = { google = { thought_signature = SIG } } } })

@@ -42,7 +42,7 @@ local function chat(newer)
     return O.family({
         roles = { system = true, user = true, assistant = true, tool = true, ["function"] = true, developer = newer },
         user_parts = { text = O.text_part, image_url = O.image_part },
-        params = params(newer),
+        params = params(newer), max_call_id = 40,
     })
 end
 local CHAT = { [false] = chat(false), [true] = chat(true) }

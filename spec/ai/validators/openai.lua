@@ -33,7 +33,7 @@ end
 
 local function tool_call(o)
     return obj({
-        id = str({ min = 1 }),
+        id = str({ min = 1, max = o.max_call_id }), -- OpenAI: "string too long. Expected ... maximum length 40"
         type = C.const("function"),
         ["function"] = obj({ name = str({ min = 1, max = 64, pattern = NAME }), arguments = str() },
             { required = { "name", "arguments" } }),
@@ -206,7 +206,7 @@ local OPENAI_PARAMS = {
 
 local chat = _M.family({
     roles = { developer = true, system = true, user = true, assistant = true, tool = true, ["function"] = true },
-    params = OPENAI_PARAMS,
+    params = OPENAI_PARAMS, max_call_id = 40,
 })
 
 local completions = obj({

@@ -88,6 +88,15 @@ function _M.tool_args(tc)
     return t
 end
 
+--- A tool call id as providers other than Gemini take it: without the thought signature the gemini driver
+--- appends ("<id>__ts__<signature>", see sluice.ai.drivers.gemini). OpenAI caps call ids at 40 characters and
+--- Bedrock at 64, so a conversation that moves on from Gemini must not carry them.
+function _M.call_id(id)
+    if type(id) ~= "string" then return id end
+    local b = id:find("__ts__", 1, true)
+    return b and id:sub(1, b - 1) or id
+end
+
 --- Stop sequences as a list (OpenAI `stop` is a string or an array).
 function _M.stop_list(stop)
     if type(stop) == "string" then return { stop } end

@@ -132,14 +132,14 @@ function _M.to_anthropic_request(provider, body, opts)
                 for _, tc in ipairs(m.tool_calls) do
                     local f = tc["function"] or {}
                     local input = content_mod.tool_args(tc)
-                    blocks[#blocks + 1] = { type = "tool_use", id = tc.id, name = f.name, input = input }
+                    blocks[#blocks + 1] = { type = "tool_use", id = content_mod.call_id(tc.id), name = f.name, input = input }
                 end
             end
             push("assistant", blocks)
         elseif role == "tool" or role == "function" then
             local block = {
                 type = "tool_result",
-                tool_use_id = m.tool_call_id or m.name,
+                tool_use_id = content_mod.call_id(m.tool_call_id) or m.name,
                 content = tool_result_content(nn(m.content)),
             }
             if m.is_error then block.is_error = true end

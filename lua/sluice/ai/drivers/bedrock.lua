@@ -133,7 +133,8 @@ function _M.to_converse_request(provider, body)
             blocks = nonblank(blocks)
             for _, tc in ipairs(type(m.tool_calls) == "table" and m.tool_calls or {}) do
                 local f = tc["function"] or {}
-                blocks[#blocks + 1] = { toolUse = { toolUseId = tc.id, name = f.name, input = content_mod.tool_args(tc) } }
+                blocks[#blocks + 1] = { toolUse = { toolUseId = content_mod.call_id(tc.id), name = f.name,
+                    input = content_mod.tool_args(tc) } }
                 if type(f.name) == "string" and not seen_tool[f.name] then
                     seen_tool[f.name] = true
                     used[#used + 1] = f.name
@@ -142,7 +143,7 @@ function _M.to_converse_request(provider, body)
             push("assistant", blocks)
         elseif m.role == "tool" or m.role == "function" then
             local text = content_mod.content_text(nn(m.content))
-            local tr = { toolUseId = m.tool_call_id, content = { { text = text } } }
+            local tr = { toolUseId = content_mod.call_id(m.tool_call_id), content = { { text = text } } }
             if m.is_error then tr.status = "error" end
             push("user", { { toolResult = tr } })
         else

@@ -8,7 +8,8 @@
 -- Canonical extensions (set by sluice.ai.anthropic_api for Anthropic-API clients, or by other drivers'
 -- answers) that no OpenAI-wire provider takes: `top_k`, `thinking` at the top; `cache_control` on content parts
 -- and tools; `reasoning_content` / `reasoning_signature` on assistant messages; `is_error` on tool messages
--- (folded into the content: "Error: <text>").
+-- (folded into the content: "Error: <text>"); Gemini thought signatures in tool call ids and
+-- `extra_content` on tool calls.
 local common = require("sluice.ai.common")
 local json = require("sluice.ai.common.json")
 local content_mod = require("sluice.ai.common.content")
@@ -77,6 +78,25 @@ local function clean_message(m)
             nm = nm or shallow_copy(m)
             nm.content = parts
         end
+    end
+    if type(m.tool_calls) == "table" then -- Gemini's signatures stay with Gemini
+        local calls
+        for i, tc in ipairs(m.tool_calls) do
+            if type(tc) == "table" and (tc.extra_content ~= nil or content_mod.call_id(tc.id) ~= tc.id) then
+                calls = calls or shallow_copy(m.tool_calls)
+                local c = shallow_copy(tc)
+                c.id, c.extra_content = content_mod.call_id(tc.id), nil
+                calls[i] = c
+            end
+        end
+        if calls then
+            nm = nm or shallow_copy(m)
+            nm.tool_calls = calls
+        end
+    end
+    if content_mod.call_id(m.tool_call_id) ~= m.tool_call_id then
+        nm = nm or shallow_copy(m)
+        nm.tool_call_id = content_mod.call_id(m.tool_call_id)
     end
     if m.is_error ~= nil then -- an OpenAI tool message is {role, content, tool_call_id}
         nm = nm or shallow_copy(m)
