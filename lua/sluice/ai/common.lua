@@ -1,5 +1,5 @@
 -- sluice.ai.common: the AI layer's shared helpers under one name, for the runtime (sluice.ai.proxy, .stream,
--- .usage) and plugins. They live by topic in sluice.ai.common.*, which drivers require directly:
+-- .usage), plugins and drivers. They live by topic in sluice.ai.common.*, which new code requires directly:
 --   json      JSON encode/decode (empty arrays kept as []), cjson.null helpers (nn, is_null), table copies
 --   http      endpoints, Host, header lookup, extra headers, URL encoding, Retry-After
 --   errors    the OpenAI and Anthropic error vocabularies, error bodies, error tables
