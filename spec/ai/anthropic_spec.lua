@@ -1,5 +1,5 @@
-local anthropic = require("sluice.ai.drivers.anthropic")
 local S = require("ai.support")
+local anthropic = S.strict(require("sluice.ai.drivers.anthropic"))
 local cjson = require("cjson.safe")
 
 local provider = { kind = "anthropic", api_key = "sk-ant-test", models = {} }
@@ -77,7 +77,7 @@ describe("anthropic driver", function()
             local _, b = build({ model = "m", max_completion_tokens = 77, messages = { { role = "user", content = "x" } } })
             assert.equals(77, b.max_tokens)
             local _, c = build({ model = "m", messages = { { role = "user", content = "x" } } }, {},
-                { options = { max_tokens = 1000 } })
+                { api_key = "k", options = { max_tokens = 1000 } })
             assert.equals(1000, c.max_tokens)
         end)
 

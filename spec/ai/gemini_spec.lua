@@ -1,5 +1,5 @@
-local gemini = require("sluice.ai.drivers.gemini")
 local S = require("ai.support")
+local gemini = S.strict(require("sluice.ai.drivers.gemini"))
 local cjson = require("cjson.safe")
 
 local provider = { kind = "gemini", api_key = "AIza-test" }
@@ -57,7 +57,9 @@ describe("gemini driver", function()
             local g = cjson.decode(gemini.build_request(provider, "chat", body).body)
             assert.same({ mode = "ANY", allowedFunctionNames = { "f" } }, g.toolConfig.functionCallingConfig)
             assert.is_nil(g.tools[1].functionDeclarations[1].parameters)
-            assert.same({ name = "f", response = { content = "plain text" } }, g.contents[2].parts[1].functionResponse)
+            -- a conversation must not open with a function call turn: a "." user turn goes first
+            assert.same({ role = "user", parts = { { text = "." } } }, g.contents[1])
+            assert.same({ name = "f", response = { content = "plain text" } }, g.contents[3].parts[1].functionResponse)
             body.tool_choice = "required"
             g = cjson.decode(gemini.build_request(provider, "chat", body).body)
             assert.equals("ANY", g.toolConfig.functionCallingConfig.mode)

@@ -1,9 +1,9 @@
 -- azure-openai, deepseek and openai-compatible: OpenAI wire format with per-provider URL/auth/quirks.
 local S = require("ai.support")
 local cjson = require("cjson.safe")
-local azure = require("sluice.ai.drivers.azure-openai")
-local deepseek = require("sluice.ai.drivers.deepseek")
-local compat = require("sluice.ai.drivers.openai-compatible")
+local azure = S.strict(require("sluice.ai.drivers.azure-openai"))
+local deepseek = S.strict(require("sluice.ai.drivers.deepseek"))
+local compat = S.strict(require("sluice.ai.drivers.openai-compatible"))
 
 local chat = { model = "gpt-4o", messages = { { role = "user", content = "hi" } } }
 

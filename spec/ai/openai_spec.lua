@@ -1,6 +1,6 @@
-local openai = require("sluice.ai.drivers.openai")
-local common = require("sluice.ai.common")
 local S = require("ai.support")
+local openai = S.strict(require("sluice.ai.drivers.openai"))
+local common = require("sluice.ai.common")
 local cjson = require("cjson.safe")
 
 local provider = { kind = "openai", api_key = "sk-test", models = { ["gpt-4o-mini"] = "gpt-4o-mini" },

@@ -1,5 +1,20 @@
 -- Shared helpers for the AI driver specs (not a spec itself).
+local V = require("ai.validators")
+
 local _M = {}
+
+--- The driver, with every request its build_request returns checked by the strict validator of its kind
+--- (spec/ai/validators/<kind>.lua): a request the provider would reject fails the spec.
+function _M.strict(driver, kind)
+    kind = kind or driver.kind
+    local d = setmetatable({}, { __index = driver })
+    function d.build_request(...)
+        local req, err = driver.build_request(...)
+        if req and not req.local_response then V.assert_valid(kind, req) end
+        return req, err
+    end
+    return d
+end
 
 --- Reads spec/fixtures/ai/<path>.
 function _M.fixture(path)

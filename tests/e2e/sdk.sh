@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The official SDKs (openai, @anthropic-ai/sdk from tests/e2e/package.json) against the gateway, which serves
-# OpenAI and Anthropic providers played by tests/mock/providers.js. Runs tests/e2e/sdk/*.mjs with node's test
-# runner. Ports are free ones; every process is stopped at the end; bounded by timeouts.
+# OpenAI, Anthropic, Gemini, Bedrock and Azure OpenAI providers played by tests/mock/providers.js (strict: it
+# answers a request the real provider would reject with that provider's 400). Runs tests/e2e/sdk/*.mjs with
+# node's test runner. Ports are free ones; every process is stopped at the end; bounded by timeouts.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -44,9 +45,26 @@ providers:
     endpoint: "$up"
     api_key: "sk-mock-anthropic"
     models: {claude-3-5-haiku: claude-3-5-haiku-20241022}
+  gemini-mock:
+    kind: gemini
+    endpoint: "$up"
+    api_key: "gk-mock"
+    models: {gemini-3-pro: gemini-3-pro-preview}
+  bedrock-mock:
+    kind: bedrock
+    endpoint: "$up"
+    region: eu-west-1
+    access_key: AKIDMOCKPROVIDER
+    secret_key: "MOCK/secret+KEY"
+    models: {claude-bedrock: "anthropic.claude-3-5-haiku-20241022-v1:0"}
+  azure-mock:
+    kind: azure-openai
+    endpoint: "$up"
+    api_key: "az-mock"
+    deployment: gpt4o
   rate-limited:
     kind: anthropic
-    endpoint: "$up/s/429"
+    endpoint: "$up/s/429/v1"
     api_key: "k"
 routes:
   - id: limited
@@ -58,6 +76,15 @@ routes:
   - id: anthropic
     paths: ["/anthropic/v1/*"]
     plugins: {ai-proxy: {provider: anthropic-mock}}
+  - id: gemini
+    paths: ["/gemini/v1/*"]
+    plugins: {ai-proxy: {provider: gemini-mock}}
+  - id: bedrock
+    paths: ["/bedrock/v1/*"]
+    plugins: {ai-proxy: {provider: bedrock-mock}}
+  - id: azure
+    paths: ["/azure/v1/*"]
+    plugins: {ai-proxy: {provider: azure-mock}}
 YAML
 SLUICE_HOME=$ROOT "$BIN" -c "$dir/sluice.yaml" >"$dir/gw.log" 2>&1 & pids+=($!)
 for _ in $(seq 1 100); do

@@ -1,11 +1,30 @@
-// Mock LLM providers for specs and end-to-end tests: OpenAI, Anthropic and Gemini wire formats in one process.
+// Mock LLM providers for specs and end-to-end tests: the OpenAI, Azure OpenAI, DeepSeek, Anthropic, Gemini and
+// Bedrock (Converse) wire formats in one process.
 //
-// usage: node tests/mock/providers.js PORT        (PORT 0: any free port; the port is printed as "listening PORT")
+// usage: node tests/mock/providers.js PORT [--lax]   (PORT 0: any free port; the port is printed as "listening PORT")
 //
-// Endpoints (matched on the path suffix, so any base path in front works):
-//   OpenAI     POST .../chat/completions, .../completions, .../embeddings (float or base64), GET .../models
+// Endpoints (matched on the path, so any base path in front works):
+//   OpenAI     POST .../v1/chat/completions, .../completions, .../embeddings (float or base64), GET .../models
+//   Azure      POST .../openai/deployments/D/chat/completions?api-version=V  (prompt_filter_results, content filter
+//              chunks as Azure streams them: a first chunk with choices: [])
+//   DeepSeek   POST .../k/deepseek/chat/completions (DeepSeek has no /v1 prefix: the /k/deepseek segment says which)
 //   Anthropic  POST .../messages                       (needs x-api-key and anthropic-version headers)
-//   Gemini     POST .../models/M:generateContent, .../models/M:streamGenerateContent?alt=sse, :embedContent
+//   Gemini     POST .../models/M:generateContent, .../models/M:streamGenerateContent?alt=sse, :embedContent;
+//              Gemini 3 models (M = gemini-3...) put a thoughtSignature on functionCall parts and, strict, reject a
+//              replayed call whose signature they did not issue
+//   Bedrock    POST .../model/M/converse, .../model/M/converse-stream (AWS event-stream framing with both CRCs,
+//              written in 37-byte pieces); SigV4 is verified here, independently of the gateway's signer, for the
+//              access key AKIDMOCKPROVIDER / secret MOCK/secret+KEY (any region); Bearer keys are accepted
+// A path segment "/k/KIND/" names the provider kind where the path alone does not (deepseek, openai-compatible).
+//
+// Strict mode (the default; --lax, MOCK_LAX=1 or the knob {strict: false} turn it off): every API request is
+// checked by the same validators the driver specs use (spec/ai/validators/<kind>.lua, run by
+// spec/ai/validators/serve.lua under luajit), and one the provider would reject is answered with that
+// provider's 400 listing the errors (also in /__requests as `invalid`).
+//
+// A conversation whose last turn carries tool results gets a text answer; otherwise a request offering tools
+// gets a call of the first tool.
+//
 // Scenario: a path segment "/s/NAME/" anywhere in the path (e.g. a provider endpoint http://127.0.0.1:P/s/slow),
 // or the x-mock-scenario header:
 //   ok (default)  text answer; a tool call instead when the request offers tools (first tool)
@@ -17,7 +36,7 @@
 //   hang          never answers (for timeouts)
 // Usage numbers are fixed per provider so tests can compare: see USAGE below (also in each record).
 // Test hooks: GET /__requests -> every request so far [{method, path, headers, body (parsed JSON when it is),
-// scenario, usage, aborted}], POST /__reset forgets them, GET /__health.
+// scenario, kind, usage, aborted, invalid}], POST /__reset forgets them, GET /__health.
 // Per-instance knobs (for multi-provider specs), POST /__config with a JSON object (replaces the knobs; {} = none),
 // GET /__config reads them; they apply to every API request of this instance:
 //   latency_ms    wait before answering (and before the head of a stream)
@@ -27,15 +46,23 @@
 //   stream_fail   "before": streams get the 200 head, then the connection is cut before any event;
 //                 "after": streams fail after a few events (as the midfail scenario)
 //   down          true: every API request's connection is cut at once (a dead provider)
+//   strict        false: no request validation
 'use strict';
 const http = require('http');
+const crypto = require('crypto');
+const zlib = require('zlib');
+const path = require('path');
+const { spawn } = require('child_process');
 
 const port = Number(process.argv[2] || 0);
+const LAX = process.argv.includes('--lax') || process.env.MOCK_LAX === '1';
+const ROOT = path.resolve(__dirname, '../..');
 const USAGE = {
   openai: { prompt_tokens: 17, completion_tokens: 5, total_tokens: 22, prompt_tokens_details: { cached_tokens: 3 },
             completion_tokens_details: { reasoning_tokens: 0 } },
   anthropic: { input_tokens: 21, output_tokens: 7, cache_creation_input_tokens: 0, cache_read_input_tokens: 4 },
   gemini: { promptTokenCount: 13, candidatesTokenCount: 6, totalTokenCount: 19 },
+  bedrock: { inputTokens: 11, outputTokens: 4, totalTokens: 15 },
   embeddings: { prompt_tokens: 8, total_tokens: 8 },
 };
 const TEXT = ['Hello', ' from', ' the', ' mock', '.'];
@@ -80,6 +107,8 @@ async function play(res, events, sc, errorEvent) {
 }
 
 function firstTool(body) {
+  const bt = body.toolConfig && Array.isArray(body.toolConfig.tools) && body.toolConfig.tools[0];
+  if (bt && bt.toolSpec) return bt.toolSpec.name;       // Bedrock
   const t = Array.isArray(body.tools) && body.tools[0];
   if (!t) return null;
   if (t.function) return t.function.name;               // OpenAI
@@ -87,6 +116,19 @@ function firstTool(body) {
   if (t.functionDeclarations) return t.functionDeclarations[0].name; // Gemini
   return null;
 }
+
+// True when the conversation's last turn carries tool results: the model then answers in text.
+function toolResultsLast(body) {
+  const last = (list) => (Array.isArray(list) && list.length ? list[list.length - 1] : null);
+  const m = last(body.messages);
+  if (m && m.role === 'tool') return true;                                                   // OpenAI wire
+  if (m && Array.isArray(m.content) && m.content.some((b) => b && (b.type === 'tool_result' || b.toolResult))) {
+    return true;                                                                             // Anthropic, Bedrock
+  }
+  const c = last(body.contents);
+  return !!(c && Array.isArray(c.parts) && c.parts.some((p) => p && p.functionResponse));   // Gemini
+}
+const wantsTool = (body) => (toolResultsLast(body) ? null : firstTool(body));
 const TOOL_ARGS = { location: 'Paris', unit: 'celsius' };
 
 // ---------------------------------------------------------------- errors per provider
@@ -110,10 +152,12 @@ const RETRY = (status) => {
   return status === 429 ? { 'retry-after': '7' } : {};
 };
 
-// ---------------------------------------------------------------- OpenAI
-function openaiChat(req, res, body, sc, rec) {
+// ---------------------------------------------------------------- OpenAI (Azure OpenAI and DeepSeek too)
+const AZURE_FILTER = { hate: { filtered: false, severity: 'safe' }, self_harm: { filtered: false, severity: 'safe' },
+  sexual: { filtered: false, severity: 'safe' }, violence: { filtered: false, severity: 'safe' } };
+function openaiChat(req, res, body, sc, rec, azure) {
   const st = errorStatus(sc);
-  if (!req.headers.authorization || !/^Bearer \S+/.test(req.headers.authorization)) {
+  if (!azure && (!req.headers.authorization || !/^Bearer \S+/.test(req.headers.authorization))) {
     const e = OPENAI_ERR[401];
     return json(res, 401, { error: { message: e[1], type: e[0], param: null, code: e[2] } });
   }
@@ -124,7 +168,7 @@ function openaiChat(req, res, body, sc, rec) {
   const model = body.model || 'gpt-mock';
   const cid = id('chatcmpl-');
   const created = Math.floor(Date.now() / 1000);
-  const tool = firstTool(body);
+  const tool = wantsTool(body);
   const usage = sc === 'nousage' ? undefined : USAGE.openai;
   rec.usage = usage;
   if (!body.stream) {
@@ -136,12 +180,23 @@ function openaiChat(req, res, body, sc, rec) {
       choices: [{ index: 0, message, logprobs: null, finish_reason: tool ? 'tool_calls' : 'stop' }],
       system_fingerprint: 'fp_mock' };
     if (usage) out.usage = usage;
+    if (azure) {
+      out.prompt_filter_results = [{ prompt_index: 0, content_filter_results: AZURE_FILTER }];
+      out.choices[0].content_filter_results = AZURE_FILTER;
+    }
     return json(res, 200, out);
   }
   const withUsage = body.stream_options && body.stream_options.include_usage && usage;
   const base = { id: cid, object: 'chat.completion.chunk', created, model, system_fingerprint: 'fp_mock' };
-  const ev = (choices, extra) => `data: ${JSON.stringify(Object.assign({}, base, { choices }, withUsage ? { usage: null } : {}, extra || {}))}\n\n`;
+  const ev = (choices, extra) => {
+    if (azure) for (const c of choices) c.content_filter_results = c.delta && c.delta.content ? AZURE_FILTER : {};
+    return `data: ${JSON.stringify(Object.assign({}, base, { choices }, withUsage ? { usage: null } : {}, extra || {}))}\n\n`;
+  };
   const events = [ev([{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }])];
+  if (azure) { // Azure's first chunk: the prompt's content filter results, no choices, no usage
+    events.unshift(`data: ${JSON.stringify({ choices: [], created: 0, id: '', model: '', object: '',
+      prompt_filter_results: [{ prompt_index: 0, content_filter_results: AZURE_FILTER }] })}\n\n`);
+  }
   if (tool) {
     events.push(ev([{ index: 0, delta: { tool_calls: [{ index: 0, id: 'call_mock1', type: 'function', function: { name: tool, arguments: '' } }] }, logprobs: null, finish_reason: null }]));
     const args = JSON.stringify(TOOL_ARGS);
@@ -222,7 +277,7 @@ function anthropicMessages(req, res, body, sc, rec) {
   }
   const model = body.model || 'claude-mock';
   const mid = id('msg_');
-  const tool = firstTool(body);
+  const tool = wantsTool(body);
   const usage = USAGE.anthropic;
   rec.usage = sc === 'nousage' ? undefined : usage;
   if (!body.stream) {
@@ -271,16 +326,28 @@ function gemini(req, res, body, sc, rec, url) {
   if (method === 'embedContent') {
     return json(res, 200, { embedding: { values: Array.from(vector(0)) } });
   }
-  const tool = firstTool(body);
+  if (method === 'batchEmbedContents') {
+    const n = Array.isArray(body.requests) ? body.requests.length : 0;
+    return json(res, 200, { embeddings: Array.from({ length: n }, (_, i) => ({ values: Array.from(vector(i)) })) });
+  }
+  const tool = wantsTool(body);
   const usage = sc === 'nousage' ? undefined : USAGE.gemini;
   rec.usage = usage;
   const cand = (parts, finish) => Object.assign({ content: { parts, role: 'model' }, index: 0 }, finish ? { finishReason: finish } : {});
+  const call = () => {
+    const part = { functionCall: { name: tool, args: TOOL_ARGS } };
+    if (/^gemini-([3-9]|\d\d)/.test(model)) { // Gemini 3 signs its function calls
+      part.thoughtSignature = crypto.randomBytes(33).toString('base64');
+      signatures.add(part.thoughtSignature);
+    }
+    return part;
+  };
   if (method === 'generateContent') {
-    const parts = tool ? [{ functionCall: { name: tool, args: TOOL_ARGS } }] : [{ text: TEXT.join('') }];
+    const parts = tool ? [call()] : [{ text: TEXT.join('') }];
     return json(res, 200, Object.assign({ candidates: [cand(parts, 'STOP')], modelVersion: model, responseId: id('gem') }, usage ? { usageMetadata: usage } : {}));
   }
   const chunks = tool
-    ? [[{ functionCall: { name: tool, args: TOOL_ARGS } }]]
+    ? [[call()]]
     : [[{ text: TEXT[0] }], [{ text: TEXT[1] + TEXT[2] }], [{ text: TEXT[3] }], [{ text: TEXT[4] }]];
   const events = chunks.map((parts, i) => {
     const last = i === chunks.length - 1;
@@ -292,13 +359,213 @@ function gemini(req, res, body, sc, rec, url) {
   return play(res, events, sc, `data: ${JSON.stringify({ error: { code: 503, message: 'overloaded (mock)', status: 'UNAVAILABLE' } })}\r\n\r\n`);
 }
 
+// ---------------------------------------------------------------- Bedrock (Converse, ConverseStream)
+const AWS_SECRETS = { AKIDMOCKPROVIDER: 'MOCK/secret+KEY' };
+
+const CRC_TABLE = (() => {
+  const t = new Int32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c;
+  }
+  return t;
+})();
+function crc32(buf) {
+  let c = -1;
+  for (let i = 0; i < buf.length; i++) c = CRC_TABLE[(c ^ buf[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ -1) >>> 0;
+}
+
+// One AWS event-stream message (application/vnd.amazon.eventstream) with string headers.
+function esMessage(headers, payload) {
+  const hs = headers.map(([n, v]) => {
+    const nb = Buffer.from(n);
+    const vb = Buffer.from(v);
+    const b = Buffer.alloc(4 + nb.length + vb.length);
+    b[0] = nb.length;
+    nb.copy(b, 1);
+    b[1 + nb.length] = 7;
+    b.writeUInt16BE(vb.length, 2 + nb.length);
+    vb.copy(b, 4 + nb.length);
+    return b;
+  });
+  const hb = Buffer.concat(hs);
+  const pb = Buffer.from(payload);
+  const prelude = Buffer.alloc(12);
+  prelude.writeUInt32BE(12 + hb.length + pb.length + 4, 0);
+  prelude.writeUInt32BE(hb.length, 4);
+  prelude.writeUInt32BE(crc32(prelude.subarray(0, 8)), 8);
+  const msg = Buffer.concat([prelude, hb, pb]);
+  const tail = Buffer.alloc(4);
+  tail.writeUInt32BE(crc32(msg), 0);
+  return Buffer.concat([msg, tail]);
+}
+const esEvent = (type, data) => esMessage([[':event-type', type], [':content-type', 'application/json'],
+  [':message-type', 'event']], JSON.stringify(Object.assign({}, data, { p: 'abcdefghijklmnopqrstuvwxyzABCDEFGH' })));
+
+const sha256 = (b) => crypto.createHash('sha256').update(b).digest('hex');
+const hmac = (k, s) => crypto.createHmac('sha256', k).update(s).digest();
+const awsEncode = (s) => encodeURIComponent(s).replace(/[!'()*]/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase());
+
+// Verifies a SigV4 Authorization header over the request as received; returns an error message or null.
+function sigv4Error(req, raw) {
+  const a = req.headers.authorization || '';
+  if (/^Bearer \S+$/.test(a)) return null;
+  const m = a.match(/^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request, SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})$/);
+  if (!m) return 'Authorization header requires a valid SigV4 Credential, SignedHeaders and Signature';
+  const [, ak, date, region, service, signed, signature] = m;
+  const secret = AWS_SECRETS[ak];
+  if (!secret) return 'The security token included in the request is invalid.';
+  const amzDate = req.headers['x-amz-date'] || '';
+  if (!amzDate.startsWith(date)) return 'x-amz-date does not match the credential scope date';
+  const t = Date.UTC(+amzDate.slice(0, 4), +amzDate.slice(4, 6) - 1, +amzDate.slice(6, 8), +amzDate.slice(9, 11),
+    +amzDate.slice(11, 13), +amzDate.slice(13, 15));
+  if (!(Math.abs(Date.now() - t) < 15 * 60 * 1000)) return 'Signature expired: ' + amzDate + ' is not within 15 minutes';
+  const [rawPath, rawQuery = ''] = req.url.split('?');
+  const uri = rawPath.split('/').map((seg) => awsEncode(seg)).join('/');
+  const query = rawQuery.split('&').filter(Boolean).map((kv) => {
+    const [k, v = ''] = kv.split('=');
+    return [awsEncode(decodeURIComponent(k)), awsEncode(decodeURIComponent(v))];
+  }).sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : x[1] < y[1] ? -1 : 1)).map((p) => p.join('=')).join('&');
+  const names = signed.split(';');
+  for (const n of ['host', 'x-amz-date']) if (!names.includes(n)) return `SignedHeaders must include ${n}`;
+  const canonHeaders = names.map((n) => `${n}:${String(req.headers[n] || '').trim().replace(/\s+/g, ' ')}\n`).join('');
+  const canonical = [req.method, uri, query, canonHeaders, signed, sha256(raw)].join('\n');
+  const scope = `${date}/${region}/${service}/aws4_request`;
+  const sts = ['AWS4-HMAC-SHA256', amzDate, scope, sha256(canonical)].join('\n');
+  const key = hmac(hmac(hmac(hmac('AWS4' + secret, date), region), service), 'aws4_request');
+  const want = crypto.createHmac('sha256', key).update(sts).digest('hex');
+  if (want !== signature) {
+    return 'The request signature we calculated does not match the signature you provided. Check your AWS Secret '
+      + 'Access Key and signing method.';
+  }
+  return null;
+}
+
+const BEDROCK_ERR = { 400: 'ValidationException', 403: 'AccessDeniedException', 429: 'ThrottlingException',
+  500: 'InternalServerException', 529: 'ServiceUnavailableException' };
+function bedrockError(res, status, type, message, headers) {
+  return json(res, status, { message }, Object.assign({ 'x-amzn-errortype': `${type}:http://internal.amazon.com/coral/com.amazon.bedrock/` }, headers || {}));
+}
+
+async function bedrock(req, res, body, sc, rec, url) {
+  const st = errorStatus(sc);
+  if (st) return bedrockError(res, st === 529 ? 503 : st, BEDROCK_ERR[st] || 'InternalServerException', `mock ${st}`, RETRY(st));
+  const stream = /\/converse-stream$/.test(url.pathname);
+  const tool = wantsTool(body);
+  const usage = sc === 'nousage' ? undefined : USAGE.bedrock;
+  rec.usage = usage;
+  const content = tool
+    ? [{ toolUse: { toolUseId: 'tooluse_mock1', name: tool, input: TOOL_ARGS } }]
+    : [{ text: TEXT.join('') }];
+  const stopReason = tool ? 'tool_use' : 'end_turn';
+  if (!stream) {
+    return json(res, 200, Object.assign({ output: { message: { role: 'assistant', content } }, stopReason,
+      metrics: { latencyMs: 12 } }, usage ? { usage } : {}));
+  }
+  const events = [esEvent('messageStart', { role: 'assistant' })];
+  if (tool) {
+    events.push(esEvent('contentBlockStart', { contentBlockIndex: 0, start: { toolUse: { toolUseId: 'tooluse_mock1', name: tool } } }));
+    const args = JSON.stringify(TOOL_ARGS);
+    for (const part of [args.slice(0, 9), args.slice(9)]) {
+      events.push(esEvent('contentBlockDelta', { contentBlockIndex: 0, delta: { toolUse: { input: part } } }));
+    }
+  } else {
+    for (const t of TEXT) events.push(esEvent('contentBlockDelta', { contentBlockIndex: 0, delta: { text: t } }));
+  }
+  events.push(esEvent('contentBlockStop', { contentBlockIndex: 0 }));
+  events.push(esEvent('messageStop', { stopReason }));
+  events.push(esEvent('metadata', Object.assign({ metrics: { latencyMs: 12 } }, usage ? { usage } : {})));
+  const errEv = esMessage([[':exception-type', 'throttlingException'], [':content-type', 'application/json'],
+    [':message-type', 'exception']], JSON.stringify({ message: 'Too many requests (mock)' }));
+  res.writeHead(200, { 'content-type': 'application/vnd.amazon.eventstream', 'x-amzn-requestid': id('req-') });
+  // the frames go out in 37-byte pieces: the decoder must put them back together across CRCs and headers
+  // (midfail cuts the connection inside a frame; midfail-event sends an exception message after three events)
+  const bytes = sc === 'midfail-event' ? Buffer.concat([...events.slice(0, 3), errEv]) : Buffer.concat(events);
+  const pieces = [];
+  for (let i = 0; i < bytes.length; i += 37) pieces.push(bytes.subarray(i, i + 37));
+  return play(res, pieces, sc === 'midfail-event' ? 'ok' : sc, errEv);
+}
+
+// ---------------------------------------------------------------- strict validation (spec/ai/validators)
+let validator = null;
+const pending = new Map();
+let vseq = 0;
+function validatorProcess() {
+  if (validator) return validator;
+  const p = spawn('luajit', [path.join(ROOT, 'spec/ai/validators/serve.lua')], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let buf = '';
+  p.stdout.on('data', (d) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      let msg;
+      try { msg = JSON.parse(line); } catch (e) { continue; }
+      const cb = pending.get(msg.id);
+      if (cb) { pending.delete(msg.id); cb(msg.errors || []); }
+    }
+  });
+  const fail = () => {
+    validator = null;
+    for (const [k, cb] of pending) { pending.delete(k); cb(['mock: the validator process is gone']); }
+  };
+  p.on('exit', fail);
+  p.on('error', fail);
+  validator = p;
+  return p;
+}
+function validate(kind, req) {
+  return new Promise((resolve) => {
+    const idn = ++vseq;
+    pending.set(idn, resolve);
+    validatorProcess().stdin.write(JSON.stringify({ id: idn, kind, req }) + '\n');
+  });
+}
+
+// The provider kind of a request: a /k/KIND segment, else what the path says.
+function kindOf(url, p) {
+  const m = url.pathname.match(/\/k\/([\w-]+)(\/|$)/);
+  if (m) return m[1];
+  if (/\/openai\/deployments\/|\/openai\/models$/.test(p)) return 'azure-openai';
+  if (/\/model\/[^/]+\/converse(-stream)?$/.test(p)) return 'bedrock';
+  if (/models\/[^/]+:\w+$/.test(p) || /\/v1beta\/models$/.test(p)) return 'gemini';
+  if (p.endsWith('/messages')) return 'anthropic';
+  return 'openai';
+}
+
+// The answer a provider gives to a request it rejects (strict errors, a signature it did not issue).
+function reject(res, kind, status, message) {
+  if (kind === 'anthropic') return json(res, status, { type: 'error', error: { type: 'invalid_request_error', message } });
+  if (kind === 'gemini') return json(res, status, { error: { code: status, message, status: 'INVALID_ARGUMENT' } });
+  if (kind === 'bedrock') return bedrockError(res, status, status === 403 ? 'InvalidSignatureException' : 'ValidationException', message);
+  return json(res, status, { error: { message, type: 'invalid_request_error', param: null, code: null } });
+}
+
+// Gemini 3 accepts only signatures it issued (or the documented placeholder for calls that have none).
+const signatures = new Set();
+function signatureError(body) {
+  for (const c of (body && Array.isArray(body.contents) ? body.contents : [])) {
+    for (const part of (c && Array.isArray(c.parts) ? c.parts : [])) {
+      const sig = part && part.thoughtSignature;
+      if (sig && part.functionCall && !signatures.has(sig) && sig !== 'skip_thought_signature_validator') {
+        return 'Corrupted thought signature.';
+      }
+    }
+  }
+  return null;
+}
+
 // ---------------------------------------------------------------- server
 const server = http.createServer((req, res) => {
   const parts = [];
   req.on('data', (d) => parts.push(d));
   req.on('end', async () => {
     const url = new URL(req.url, 'http://mock');
-    const raw = Buffer.concat(parts).toString('utf8');
+    const rawBytes = Buffer.concat(parts);
+    const raw = rawBytes.toString('utf8');
     if (url.pathname === '/__requests') return json(res, 200, requests);
     if (url.pathname === '/__reset') { requests.length = 0; return json(res, 200, { ok: true }); }
     if (url.pathname === '/__health') return json(res, 200, { ok: true });
@@ -316,7 +583,9 @@ const server = http.createServer((req, res) => {
     let sc = scenarioOf(req, url);
     if (knobs.status && (knobs.fail_rate === undefined || Math.random() < knobs.fail_rate)) sc = String(knobs.status);
     if (knobs.stream_fail === 'after' && sc === 'ok') sc = 'midfail';
-    const rec = { method: req.method, path: req.url, headers: req.headers, body: parsed, scenario: sc };
+    const p = url.pathname.replace(/\/[sk]\/[\w-]+(?=\/|$)/g, '') || '/';
+    const kind = kindOf(url, p);
+    const rec = { method: req.method, path: req.url, headers: req.headers, body: parsed, scenario: sc, kind };
     requests.push(rec);
     res.on('close', () => { if (!res.writableEnded) rec.aborted = true; }); // the client (gateway) went away
     if (body === null) return json(res, 400, { error: { message: 'We could not parse the JSON body of your request (mock)', type: 'invalid_request_error', param: null, code: null } });
@@ -330,8 +599,23 @@ const server = http.createServer((req, res) => {
       return setTimeout(() => res.socket && res.socket.destroy(), 5);
     }
     if (sc === 'slow') await sleep(150);
-    const p = url.pathname;
+    if (!LAX && knobs.strict !== false) {
+      if (kind === 'bedrock') {
+        const e = sigv4Error(req, rawBytes);
+        if (e) { rec.invalid = [e]; return reject(res, kind, 403, e); }
+      }
+      const errors = await validate(kind, { method: req.method, path: p + url.search, headers: req.headers, body: raw });
+      if (errors.length) {
+        rec.invalid = errors;
+        process.stderr.write(`rejected ${kind} ${req.method} ${req.url}: ${errors.join('; ')}\n`);
+        return reject(res, kind, 400, errors.join('; '));
+      }
+      const se = kind === 'gemini' && signatureError(body);
+      if (se) { rec.invalid = [se]; return reject(res, kind, 400, se); }
+    }
     try {
+      if (kind === 'bedrock') return await bedrock(req, res, body, sc, rec, url);
+      if (kind === 'azure-openai' && p.endsWith('/chat/completions')) return await openaiChat(req, res, body, sc, rec, true);
       if (p.endsWith('/chat/completions')) return await openaiChat(req, res, body, sc, rec);
       if (p.endsWith('/completions')) return await openaiCompletions(req, res, body, sc, rec);
       if (p.endsWith('/embeddings')) return openaiEmbeddings(req, res, body, sc, rec);
@@ -349,5 +633,6 @@ server.keepAliveTimeout = 60000;
 server.listen(port, '127.0.0.1', () => {
   process.stdout.write(`listening ${server.address().port}\n`);
 });
-process.on('SIGTERM', () => process.exit(0));
-process.on('SIGINT', () => process.exit(0));
+const quit = () => { if (validator) validator.kill(); process.exit(0); };
+process.on('SIGTERM', quit);
+process.on('SIGINT', quit);

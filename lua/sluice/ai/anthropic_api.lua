@@ -7,12 +7,13 @@
 --   e:chunk(openai_chunk) -> SSE string (message_start, content_block_start/delta/stop, message_delta, ...)
 --   e:error(status, message, type) -> SSE "error" event string ; e:finish() -> closing events (string)
 --
--- Canonical extensions kept for an Anthropic upstream (other drivers strip them): `top_k`, `thinking`,
--- `cache_control` on content parts and tools, image/document blocks, assistant `reasoning_content`.
+-- Canonical extensions kept for an Anthropic upstream (other drivers strip or translate them): `top_k`,
+-- `thinking`, `cache_control` on content parts and tools, image/document blocks, assistant
+-- `reasoning_content`, `is_error` on tool messages. Several text blocks of one message are joined with "\n".
 local common = require("sluice.ai.common")
 local sse = require("sluice.ai.sse")
 
-local type, pairs, ipairs, tostring, tonumber, setmetatable = type, pairs, ipairs, tostring, tonumber, setmetatable
+local type, ipairs, tostring, tonumber, setmetatable = type, ipairs, tostring, tonumber, setmetatable
 local concat = table.concat
 local json_encode, json_decode, nn, null = common.json_encode, common.json_decode, common.nn, common.null
 
@@ -23,6 +24,7 @@ local _M = {}
 
 local function block_to_part(b)
     if b.type == "text" then
+        if type(b.text) ~= "string" then return nil end -- not a text: nothing to send (never a raise in concat)
         return { type = "text", text = b.text, cache_control = b.cache_control }
     elseif b.type == "image" and type(b.source) == "table" then
         local s = b.source
@@ -42,7 +44,8 @@ local function block_to_part(b)
     return nil
 end
 
--- Parts list -> OpenAI content: a plain string when it is only uncached text (widest provider support).
+-- Parts list -> OpenAI content: a plain string when it is only uncached text (widest provider support), the
+-- blocks' texts one per line ("Say hi" + "please" must not become "Say hiplease").
 local function parts_to_content(parts)
     local simple = true
     for _, p in ipairs(parts) do
@@ -51,7 +54,7 @@ local function parts_to_content(parts)
     if simple then
         local t = {}
         for i, p in ipairs(parts) do t[i] = p.text end
-        return concat(t)
+        return concat(t, "\n")
     end
     return parts
 end
@@ -61,7 +64,7 @@ local function tool_result_text(content)
     if type(content) ~= "table" then return "" end
     local t = {}
     for _, b in ipairs(content) do
-        if type(b) == "table" and b.type == "text" then t[#t + 1] = b.text end
+        if type(b) == "table" and b.type == "text" and type(b.text) == "string" then t[#t + 1] = b.text end
     end
     return concat(t, "\n")
 end
@@ -77,7 +80,7 @@ function _M.to_openai(a)
     elseif type(sys) == "table" and #sys > 0 then
         local parts = {}
         for _, b in ipairs(sys) do
-            if type(b) == "table" and b.type == "text" then parts[#parts + 1] = block_to_part(b) end
+            if type(b) == "table" and b.type == "text" then parts[#parts + 1] = block_to_part(b) end -- nil: skipped
         end
         msgs[1] = { role = "system", content = parts_to_content(parts) }
     end
@@ -96,10 +99,10 @@ function _M.to_openai(a)
                 for _, b in ipairs(content) do
                     if type(b) == "table" then
                         if b.type == "tool_result" then
-                            local text = tool_result_text(nn(b.content))
-                            if b.is_error and text == "" then text = "error" end
-                            msgs[#msgs + 1] = { role = "tool", tool_call_id = b.tool_use_id, content = text,
-                                is_error = b.is_error or nil }
+                            -- is_error stays a canonical extension: Anthropic, Gemini and Bedrock have a flag
+                            -- for it, the OpenAI-wire drivers fold it into the content
+                            msgs[#msgs + 1] = { role = "tool", tool_call_id = b.tool_use_id,
+                                content = tool_result_text(nn(b.content)), is_error = b.is_error == true or nil }
                         else
                             local p = block_to_part(b)
                             if p then parts[#parts + 1] = p end
@@ -112,7 +115,7 @@ function _M.to_openai(a)
                 for _, b in ipairs(content) do
                     if type(b) == "table" then
                         if b.type == "text" then
-                            text[#text + 1] = b.text
+                            if type(b.text) == "string" then text[#text + 1] = b.text end
                         elseif b.type == "tool_use" then
                             calls[#calls + 1] = { id = b.id, type = "function", ["function"] = {
                                 name = b.name, arguments = json_encode(b.input or {}) or "{}",
@@ -123,7 +126,7 @@ function _M.to_openai(a)
                         end
                     end
                 end
-                local msg = { role = "assistant", content = #text > 0 and concat(text) or null }
+                local msg = { role = "assistant", content = #text > 0 and concat(text, "\n") or null }
                 if #calls > 0 then msg.tool_calls = calls end
                 if #thinking > 0 then
                     msg.reasoning_content = concat(thinking)

@@ -168,7 +168,7 @@ local function stream(ctx, pipe, ai, p)
     -- (ai.defer_errors, set by ai-proxy-multi)
     local started = false
     local st = { raw = {}, text = {}, rest = "" }
-    local passthrough = ai.api == "openai" and OPENAI_WIRE[ai.provider.kind]
+    local passthrough = ai.api == "openai" and OPENAI_WIRE[ai.provider.kind] and ai.driver.stream_passthrough ~= false
     local parser, s
     if not passthrough then
         s = ai.driver.new_stream(ai.op, { include_usage = true })

@@ -9,8 +9,11 @@
 -- prompt_tokens which include cached ones).
 local common = require("sluice.ai.common")
 local sse = require("sluice.ai.sse")
+local stream_base = require("sluice.ai.common.stream_base")
+local content_mod = require("sluice.ai.common.content")
+local params = require("sluice.ai.common.params")
 
-local type, pairs, ipairs, tostring, tonumber, setmetatable = type, pairs, ipairs, tostring, tonumber, setmetatable
+local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local concat = table.concat
 local json_encode, json_decode, nn, null = common.json_encode, common.json_decode, common.nn, common.null
 
@@ -18,6 +21,10 @@ local _M = { kind = "anthropic" }
 
 local DEFAULT_VERSION = "2023-06-01"
 local DEFAULT_MAX_TOKENS = 4096
+
+-- The chat parameters this driver translates; others are dropped (or refused: options.drop_params = false).
+local ACCEPTS = params.set(params.BASE, { "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
+    "stop", "tools", "tool_choice", "parallel_tool_calls", "user", "response_format", "thinking" })
 
 -- ---------------------------------------------------------------------------------------------------------
 -- request: OpenAI -> Anthropic
@@ -30,34 +37,27 @@ local function image_block(url)
     return { type = "image", source = { type = "url", url = url } }
 end
 
+-- Anthropic blocks a client of the Anthropic API sent, passed through by sluice.ai.anthropic_api.
+local NATIVE = { image = true, document = true, tool_result = true, tool_use = true }
+
 -- OpenAI content (string | parts) -> Anthropic blocks (list; may be empty).
 local function to_blocks(content)
     local blocks = {}
-    if type(content) == "string" then
-        if content ~= "" then blocks[1] = { type = "text", text = content } end
-        return blocks
-    end
-    if type(content) ~= "table" then return blocks end
-    for _, p in ipairs(content) do
-        if type(p) == "table" then
-            local b
-            if p.type == "text" then
-                if type(p.text) == "string" and p.text ~= "" then b = { type = "text", text = p.text } end
-            elseif p.type == "image_url" then
-                local url = type(p.image_url) == "table" and p.image_url.url or p.image_url
-                if type(url) == "string" then b = image_block(url) end
-            elseif p.type == "file" and type(p.file) == "table" then
-                local mime, data = common.parse_data_url(p.file.file_data)
-                if mime then
-                    b = { type = "document", source = { type = "base64", media_type = mime, data = data } }
-                end
-            elseif p.type == "image" or p.type == "document" or p.type == "tool_result" or p.type == "tool_use" then
-                b = p -- already an Anthropic block (passed through by anthropic_api)
-            end
-            if b then
-                if p.cache_control ~= nil and b ~= p then b.cache_control = p.cache_control end
-                blocks[#blocks + 1] = b
-            end
+    for _, p in ipairs(content_mod.parts(content)) do
+        local b
+        if p.type == "text" then
+            -- "text content blocks must contain non-whitespace text"
+            if p.text:find("%S") then b = { type = "text", text = p.text } end
+        elseif p.type == "image" then
+            b = image_block(p.url)
+        elseif p.type == "file" then
+            if p.mime then b = { type = "document", source = { type = "base64", media_type = p.mime, data = p.data } } end
+        elseif p.type == "other" and NATIVE[p.part.type] then
+            b = p.part
+        end
+        if b then
+            if p.cache_control ~= nil and b ~= p.part then b.cache_control = p.cache_control end
+            blocks[#blocks + 1] = b
         end
     end
     return blocks
@@ -89,6 +89,8 @@ end
 function _M.to_anthropic_request(provider, body, opts)
     provider, opts = provider or {}, opts or {}
     local options = provider.options or {}
+    local ok, perr = params.check("anthropic", provider, body, ACCEPTS)
+    if not ok then return nil, perr end
     local out = {
         model = body.model,
         max_tokens = tonumber(nn(body.max_tokens)) or tonumber(nn(body.max_completion_tokens))
@@ -129,16 +131,15 @@ function _M.to_anthropic_request(provider, body, opts)
             if type(m.tool_calls) == "table" then
                 for _, tc in ipairs(m.tool_calls) do
                     local f = tc["function"] or {}
-                    local input = type(f.arguments) == "string" and f.arguments ~= "" and json_decode(f.arguments)
-                    if type(input) ~= "table" then input = {} end
-                    blocks[#blocks + 1] = { type = "tool_use", id = tc.id, name = f.name, input = input }
+                    local input = content_mod.tool_args(tc)
+                    blocks[#blocks + 1] = { type = "tool_use", id = content_mod.call_id(tc.id), name = f.name, input = input }
                 end
             end
             push("assistant", blocks)
         elseif role == "tool" or role == "function" then
             local block = {
                 type = "tool_result",
-                tool_use_id = m.tool_call_id or m.name,
+                tool_use_id = content_mod.call_id(m.tool_call_id) or m.name,
                 content = tool_result_content(nn(m.content)),
             }
             if m.is_error then block.is_error = true end
@@ -157,6 +158,23 @@ function _M.to_anthropic_request(provider, body, opts)
             if #results > 0 and #others > 0 then
                 for _, b in ipairs(others) do results[#results + 1] = b end
                 msg.content = results
+            end
+        end
+    end
+    if #messages == 0 then return nil, "anthropic: the request has no message with content" end
+    -- "final assistant content cannot end with trailing whitespace"
+    local final = messages[#messages]
+    if final.role == "assistant" then
+        local b = final.content[#final.content]
+        if b.type == "text" then
+            local trimmed = b.text:gsub("%s+$", "")
+            if trimmed == "" then
+                table.remove(final.content)
+                if #final.content == 0 then messages[#messages] = nil end
+                if #messages == 0 then return nil, "anthropic: the request has no message with content" end
+            elseif trimmed ~= b.text then
+                final.content[#final.content] = common.shallow_copy(b)
+                final.content[#final.content].text = trimmed
             end
         end
     end
@@ -329,14 +347,12 @@ end
 -- ---------------------------------------------------------------------------------------------------------
 -- stream: Anthropic SSE events -> OpenAI chunks
 
-local Stream = {}
-Stream.__index = Stream
-
 local function handle(self, ev, out)
     local t = json_decode(ev.data)
     if type(t) ~= "table" then
         if ev.data ~= "" then
-            out[#out + 1] = { error = { status = 502, type = "api_error", message = "invalid JSON in upstream stream" } }
+            out[#out + 1] = stream_base.error_item("invalid JSON in upstream stream")
+            self.failed = true
         end
         return
     end
@@ -399,30 +415,16 @@ local function handle(self, ev, out)
     end -- ping and unknown event types: ignored (Anthropic's versioning policy allows new ones)
 end
 
-function Stream:feed(bytes)
-    local out = {}
-    for _, ev in ipairs(self.parser:feed(bytes)) do handle(self, ev, out) end
-    return out
-end
-
-function Stream:finish()
-    local out = {}
-    for _, ev in ipairs(self.parser:finish()) do handle(self, ev, out) end
-    self.done = true
-    return out
-end
+local Stream = stream_base.class(handle)
 
 function _M.new_stream(op, opts)
     opts = opts or {}
-    return setmetatable({
-        parser = sse.parser(),
+    return stream_base.new(Stream, sse.parser(), {
         state = { id = "msg", created = opts.created or os.time(), model = opts.model },
         tool_index = {},
         ntools = 0,
         raw_usage = {},
-        usage = nil,
-        done = false,
-    }, Stream)
+    })
 end
 
 return _M

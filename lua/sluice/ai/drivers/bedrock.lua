@@ -1,192 +1,35 @@
 -- sluice.ai.drivers.bedrock: Amazon Bedrock Converse API behind the canonical OpenAI format.
 --   chat:      POST https://bedrock-runtime.{region}.amazonaws.com/model/{modelId}/converse
---   streaming: POST .../model/{modelId}/converse-stream   (AWS event-stream binary framing, decoded here)
---   auth:      AWS Signature V4 (service "bedrock", access_key/secret_key[/session_token]), or a Bedrock API key
---              as `Authorization: Bearer` when only api_key is configured.
+--   streaming: POST .../model/{modelId}/converse-stream   (AWS event-stream framing: sluice.ai.aws.eventstream)
+--   auth:      AWS Signature V4 (sluice.ai.aws.sigv4; service "bedrock", access_key/secret_key[/session_token]),
+--              or a Bedrock API key as `Authorization: Bearer` when only api_key is configured.
 -- Request: system -> system[{text}], messages -> content blocks (text, image bytes from data URLs, toolUse,
--- toolResult), max_tokens/temperature/top_p/stop -> inferenceConfig, tools -> toolConfig (toolSpec with
--- inputSchema.json), tool_choice -> toolChoice (auto/any/tool; "none" omits it), response_format -> system
--- instruction, options.additional_model_request_fields passed as additionalModelRequestFields (e.g. top_k).
+-- toolResult) in alternating user/assistant turns (a conversation that starts with the assistant gets a "."
+-- user turn first), max_tokens/temperature/top_p/stop -> inferenceConfig (temperature clamped to Converse's
+-- 0-1), tools -> toolConfig (toolSpec with inputSchema.json; a history with tool calls but no tools gets a
+-- toolConfig naming the tools it used, as Converse requires), tool_choice -> toolChoice (auto/any/tool; "none"
+-- omits it), response_format -> system instruction, options.additional_model_request_fields passed as
+-- additionalModelRequestFields (e.g. top_k).
 -- Response/stream: output.message content -> content / tool_calls / reasoning_content, stopReason mapped,
 -- usage (prompt = inputTokens + cacheRead + cacheWrite).
 -- No embeddings (Titan/Cohere embeddings use InvokeModel with model-specific bodies).
 local common = require("sluice.ai.common")
-local crypto = require("sluice.crypto")
+local sigv4 = require("sluice.ai.aws.sigv4")
+local eventstream = require("sluice.ai.aws.eventstream")
+local stream_base = require("sluice.ai.common.stream_base")
+local content_mod = require("sluice.ai.common.content")
+local params = require("sluice.ai.common.params")
 
-local type, pairs, ipairs, tostring, tonumber, setmetatable = type, pairs, ipairs, tostring, tonumber, setmetatable
-local concat, sort = table.concat, table.sort
-local byte, sub, char, lower, fmt = string.byte, string.sub, string.char, string.lower, string.format
+local type, ipairs, tostring, tonumber, next = type, ipairs, tostring, tonumber, next
+local concat = table.concat
 local json_encode, json_decode, nn, null = common.json_encode, common.json_decode, common.nn, common.null
 
 local _M = { kind = "bedrock" }
 
--- ---------------------------------------------------------------------------------------------------------
--- SigV4
+-- the AWS pieces, under the names they had when they lived here
+_M.sigv4, _M.canonical_uri, _M.canonical_query = sigv4.sign, sigv4.canonical_uri, sigv4.canonical_query
+_M.eventstream = eventstream
 
-local function trim(s)
-    return (tostring(s):gsub("^%s+", ""):gsub("%s+$", ""):gsub("%s+", " "))
-end
-
-local function uri_decode(s)
-    return (s:gsub("%%(%x%x)", function(h) return char(tonumber(h, 16)) end))
-end
-
---- Canonical URI for non-S3 services: every segment of the (already encoded) path is encoded again.
-function _M.canonical_uri(path)
-    if path == "" then return "/" end
-    local out = {}
-    for seg in (path .. "/"):gmatch("(.-)/") do out[#out + 1] = common.urlencode(seg) end
-    local s = concat(out, "/")
-    if sub(path, -1) == "/" and sub(s, -1) ~= "/" then s = s .. "/" end
-    return s
-end
-
-function _M.canonical_query(q)
-    if not q or q == "" then return "" end
-    local params = {}
-    for pair in q:gmatch("[^&]+") do
-        local k, v = pair:match("^([^=]*)=?(.*)$")
-        params[#params + 1] = { common.urlencode(uri_decode(k)), common.urlencode(uri_decode(v)) }
-    end
-    sort(params, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
-    for i, p in ipairs(params) do params[i] = p[1] .. "=" .. p[2] end
-    return concat(params, "&")
-end
-
---- Signs req in place (adds x-amz-date, x-amz-security-token, Authorization) and returns the pieces.
---- req = {method, path (encoded, may hold ?query), headers (must include Host), body}
---- creds = {access_key, secret_key, session_token?}; amz_date = "YYYYMMDDTHHMMSSZ"
---- sign_headers: list of lower-case header names to sign (default: host, content-type, x-amz-*)
-function _M.sigv4(req, creds, region, service, amz_date)
-    local h = req.headers
-    h["X-Amz-Date"] = amz_date
-    if creds.session_token and creds.session_token ~= "" then h["X-Amz-Security-Token"] = creds.session_token end
-    local path, query = req.path:match("^([^?]*)%??(.*)$")
-    local names, values = {}, {}
-    for k, v in pairs(h) do
-        local lk = lower(k)
-        if lk == "host" or lk == "content-type" or sub(lk, 1, 6) == "x-amz-" then
-            if not values[lk] then names[#names + 1] = lk end
-            values[lk] = trim(v)
-        end
-    end
-    sort(names)
-    local ch = {}
-    for i, n in ipairs(names) do ch[i] = n .. ":" .. values[n] .. "\n" end
-    local signed = concat(names, ";")
-    local payload_hash = crypto.sha256_hex(req.body or "")
-    local canonical = concat({ req.method, _M.canonical_uri(path), _M.canonical_query(query), concat(ch), signed,
-        payload_hash }, "\n")
-    local date = sub(amz_date, 1, 8)
-    local scope = date .. "/" .. region .. "/" .. service .. "/aws4_request"
-    local sts = "AWS4-HMAC-SHA256\n" .. amz_date .. "\n" .. scope .. "\n" .. crypto.sha256_hex(canonical)
-    local k = crypto.hmac_sha256("AWS4" .. creds.secret_key, date)
-    k = crypto.hmac_sha256(k, region)
-    k = crypto.hmac_sha256(k, service)
-    k = crypto.hmac_sha256(k, "aws4_request")
-    local signature = crypto.hmac_sha256_hex(k, sts)
-    h["Authorization"] = "AWS4-HMAC-SHA256 Credential=" .. creds.access_key .. "/" .. scope
-        .. ", SignedHeaders=" .. signed .. ", Signature=" .. signature
-    return { canonical_request = canonical, string_to_sign = sts, signing_key = k, signature = signature }
-end
-
--- ---------------------------------------------------------------------------------------------------------
--- AWS event-stream framing:
---   prelude: total_length u32 BE | headers_length u32 BE | prelude_crc u32 (CRC32 of the first 8 bytes)
---   headers: (name_len u8, name, type u8, value)*  ; payload ; message_crc u32 (CRC32 of all preceding bytes)
-
-local function u32(s, i)
-    local a, b, c, d = byte(s, i, i + 3)
-    return ((a * 256 + b) * 256 + c) * 256 + d
-end
-local function u16(s, i)
-    local a, b = byte(s, i, i + 1)
-    return a * 256 + b
-end
-local function be32(n)
-    return char(math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
-end
-
-local function parse_headers(s, i, last)
-    local headers = {}
-    while i <= last do
-        local nlen = byte(s, i)
-        local name = sub(s, i + 1, i + nlen)
-        i = i + 1 + nlen
-        local t = byte(s, i)
-        i = i + 1
-        local v
-        if t == 0 then v = true
-        elseif t == 1 then v = false
-        elseif t == 2 then v = byte(s, i); i = i + 1
-        elseif t == 3 then v = u16(s, i); i = i + 2
-        elseif t == 4 then v = u32(s, i); i = i + 4
-        elseif t == 5 or t == 8 then v = u32(s, i) * 4294967296 + u32(s, i + 4); i = i + 8
-        elseif t == 6 or t == 7 then
-            local len = u16(s, i)
-            v = sub(s, i + 2, i + 1 + len)
-            i = i + 2 + len
-        elseif t == 9 then v = sub(s, i, i + 15); i = i + 16
-        else
-            return nil, "unknown header value type " .. tostring(t)
-        end
-        headers[name] = v
-    end
-    return headers
-end
-
-local Decoder = {}
-Decoder.__index = Decoder
-
---- Feeds bytes; returns a list of messages {headers = {name = value}, payload = string} | nil, err.
-function Decoder:feed(bytes)
-    local out = {}
-    local buf = self.buf .. (bytes or "")
-    local pos = 1
-    while #buf - pos + 1 >= 12 do
-        local total = u32(buf, pos)
-        local hlen = u32(buf, pos + 4)
-        if crypto.crc32(sub(buf, pos, pos + 7)) ~= u32(buf, pos + 8) then
-            self.buf = ""
-            return nil, "event-stream: prelude CRC mismatch"
-        end
-        if total < 16 or hlen > total - 16 then
-            self.buf = ""
-            return nil, "event-stream: bad lengths"
-        end
-        if #buf - pos + 1 < total then break end
-        local msg_end = pos + total - 1
-        if crypto.crc32(sub(buf, pos, msg_end - 4)) ~= u32(buf, msg_end - 3) then
-            self.buf = ""
-            return nil, "event-stream: message CRC mismatch"
-        end
-        local headers, err = parse_headers(buf, pos + 12, pos + 11 + hlen)
-        if not headers then self.buf = ""; return nil, "event-stream: " .. err end
-        out[#out + 1] = { headers = headers, payload = sub(buf, pos + 12 + hlen, msg_end - 4) }
-        pos = msg_end + 1
-    end
-    self.buf = sub(buf, pos)
-    return out
-end
-
-_M.eventstream = {}
-
-function _M.eventstream.decoder()
-    return setmetatable({ buf = "" }, Decoder)
-end
-
---- Encodes one message with string headers: headers = {{name, value}, ...} (order kept).
-function _M.eventstream.encode(headers, payload)
-    local hs = {}
-    for _, h in ipairs(headers) do
-        hs[#hs + 1] = char(#h[1]) .. h[1] .. char(7) .. char(math.floor(#h[2] / 256), #h[2] % 256) .. h[2]
-    end
-    local hbytes = concat(hs)
-    local total = 12 + #hbytes + #payload + 4
-    local prelude = be32(total) .. be32(#hbytes)
-    local msg = prelude .. be32(crypto.crc32(prelude)) .. hbytes .. payload
-    return msg .. be32(crypto.crc32(msg))
-end
 
 -- ---------------------------------------------------------------------------------------------------------
 -- request: OpenAI -> Converse
@@ -194,35 +37,76 @@ end
 local IMAGE_FORMATS = { ["image/png"] = "png", ["image/jpeg"] = "jpeg", ["image/jpg"] = "jpeg",
     ["image/gif"] = "gif", ["image/webp"] = "webp" }
 
+-- OpenAI content -> Converse content blocks | nil, err (Converse takes image bytes only, never URLs).
 local function blocks_of(content)
     local blocks = {}
-    if type(content) == "string" then
-        if content ~= "" then blocks[1] = { text = content } end
-        return blocks
-    end
-    if type(content) ~= "table" then return blocks end
-    for _, p in ipairs(content) do
-        if type(p) == "table" then
-            if p.type == "text" and type(p.text) == "string" and p.text ~= "" then
-                blocks[#blocks + 1] = { text = p.text }
-            elseif p.type == "image_url" then
-                local url = type(p.image_url) == "table" and p.image_url.url or p.image_url
-                local mime, data = common.parse_data_url(url)
-                if not mime or not IMAGE_FORMATS[mime] then
-                    return nil, "bedrock: images must be png/jpeg/gif/webp data: URLs (Converse does not fetch URLs)"
-                end
-                blocks[#blocks + 1] = { image = { format = IMAGE_FORMATS[mime], source = { bytes = data } } }
+    for _, p in ipairs(content_mod.parts(content)) do
+        if p.type == "text" then
+            blocks[#blocks + 1] = { text = p.text }
+        elseif p.type == "image" then
+            if not p.mime or not IMAGE_FORMATS[p.mime] then
+                return nil, "bedrock: images must be png/jpeg/gif/webp data: URLs (Converse does not fetch URLs)"
             end
+            blocks[#blocks + 1] = { image = { format = IMAGE_FORMATS[p.mime], source = { bytes = p.data } } }
         end
     end
     return blocks
 end
 
+-- The chat parameters this driver translates; others are dropped (or refused: options.drop_params = false).
+local ACCEPTS = params.set(params.BASE, { "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop",
+    "tools", "tool_choice", "response_format" })
+local PLACEHOLDER_USER = "."
+local MAX_TEMPERATURE = 1 -- Converse's inferenceConfig.temperature is 0-1 (OpenAI's goes to 2)
+
+local function clamp(v, lo, hi)
+    v = tonumber(nn(v))
+    if not v then return nil end
+    return v < lo and lo or (v > hi and hi or v)
+end
+
+-- Converse rejects blank text ("The text field in the ContentBlock object ... is blank").
+local function nonblank(blocks)
+    local out = {}
+    for _, b in ipairs(blocks) do
+        if not (b.text and not b.text:find("%S")) then out[#out + 1] = b end
+    end
+    return out
+end
+
+-- toolConfig.tools from body.tools, or, when the request has none but its history uses tools, a minimal spec
+-- for each tool named there (Converse: "The toolConfig field must be defined when using toolUse and
+-- toolResult content blocks").
+local function tool_specs(body, used)
+    local tools = {}
+    if type(body.tools) == "table" then
+        for _, t in ipairs(body.tools) do
+            if type(t) == "table" and t.type == "function" and type(t["function"]) == "table" then
+                local f = t["function"]
+                local p = nn(f.parameters)
+                if type(p) ~= "table" then p = { type = "object", properties = {} } end
+                local d = nn(f.description)
+                tools[#tools + 1] = { toolSpec = { name = f.name, description = d ~= "" and d or nil,
+                    inputSchema = { json = p } } }
+            end
+        end
+    end
+    if #tools > 0 then return tools, false end
+    for _, name in ipairs(used) do
+        tools[#tools + 1] = { toolSpec = { name = name, inputSchema = { json = { type = "object", properties = {} } } } }
+    end
+    return #tools > 0 and tools or nil, true
+end
+
 --- Canonical OpenAI chat request -> Converse request | nil, err.
 function _M.to_converse_request(provider, body)
-    local options = (provider and provider.options) or {}
+    provider = provider or {}
+    local options = provider.options or {}
     if type(body.messages) ~= "table" then return nil, "bedrock: messages must be an array" end
+    local ok, perr = params.check("bedrock", provider, body, ACCEPTS)
+    if not ok then return nil, perr end
     local system, messages, last = {}, {}, nil
+    local used, seen_tool = {}, {}
     local function push(role, blocks)
         if #blocks == 0 then return end
         if last and last.role == role then
@@ -238,71 +122,71 @@ function _M.to_converse_request(provider, body)
         if m.role == "system" or m.role == "developer" then
             blocks, err = blocks_of(m.content)
             if not blocks then return nil, err end
-            for _, b in ipairs(blocks) do if b.text then system[#system + 1] = b end end
+            for _, b in ipairs(nonblank(blocks)) do if b.text then system[#system + 1] = b end end
         elseif m.role == "user" then
             blocks, err = blocks_of(m.content)
             if not blocks then return nil, err end
-            push("user", blocks)
+            push("user", nonblank(blocks))
         elseif m.role == "assistant" then
             blocks, err = blocks_of(nn(m.content))
             if not blocks then return nil, err end
+            blocks = nonblank(blocks)
             for _, tc in ipairs(type(m.tool_calls) == "table" and m.tool_calls or {}) do
                 local f = tc["function"] or {}
-                local input = type(f.arguments) == "string" and f.arguments ~= "" and json_decode(f.arguments)
-                if type(input) ~= "table" then input = {} end
-                blocks[#blocks + 1] = { toolUse = { toolUseId = tc.id, name = f.name, input = input } }
+                blocks[#blocks + 1] = { toolUse = { toolUseId = content_mod.call_id(tc.id), name = f.name,
+                    input = content_mod.tool_args(tc) } }
+                if type(f.name) == "string" and not seen_tool[f.name] then
+                    seen_tool[f.name] = true
+                    used[#used + 1] = f.name
+                end
             end
             push("assistant", blocks)
         elseif m.role == "tool" or m.role == "function" then
-            local text = common.content_text(nn(m.content))
-            local tr = { toolUseId = m.tool_call_id, content = { { text = text } } }
+            local text = content_mod.content_text(nn(m.content))
+            local tr = { toolUseId = content_mod.call_id(m.tool_call_id), content = { { text = text } } }
             if m.is_error then tr.status = "error" end
             push("user", { { toolResult = tr } })
         else
             return nil, "bedrock: unsupported message role " .. tostring(m.role)
         end
     end
+    if messages[1] and messages[1].role == "assistant" then
+        -- "A conversation must start with a user message"
+        table.insert(messages, 1, { role = "user", content = { { text = PLACEHOLDER_USER } } })
+    end
+    if #messages == 0 then return nil, "bedrock: the request has no message with content" end
     local out = { messages = messages }
-    local rf = common.response_format_instruction(nn(body.response_format))
+    local rf = content_mod.response_format_instruction(nn(body.response_format))
     if rf then system[#system + 1] = { text = rf } end
     if #system > 0 then out.system = system end
+    local stop = content_mod.stop_list(nn(body.stop))
+    if stop then
+        local keep = {}
+        for _, x in ipairs(stop) do if type(x) == "string" and x ~= "" then keep[#keep + 1] = x end end
+        stop = #keep > 0 and keep or nil
+    end
     local ic = {
         maxTokens = nn(body.max_tokens) or nn(body.max_completion_tokens) or tonumber(options.max_tokens),
-        temperature = nn(body.temperature),
-        topP = nn(body.top_p),
-        stopSequences = common.stop_list(nn(body.stop)),
+        temperature = clamp(body.temperature, 0, MAX_TEMPERATURE),
+        topP = clamp(body.top_p, 0, 1),
+        stopSequences = stop,
     }
     if next(ic) ~= nil then out.inferenceConfig = ic end
-    if type(body.tools) == "table" and #body.tools > 0 then
-        local tools = {}
-        for _, t in ipairs(body.tools) do
-            if type(t) == "table" and t.type == "function" and type(t["function"]) == "table" then
-                local f = t["function"]
-                local params = nn(f.parameters)
-                if type(params) ~= "table" then params = { type = "object", properties = {} } end
-                tools[#tools + 1] = { toolSpec = { name = f.name, description = nn(f.description),
-                    inputSchema = { json = params } } }
-            end
-        end
-        if #tools > 0 then
-            out.toolConfig = { tools = tools }
-            local tc = nn(body.tool_choice)
-            if tc == "auto" then out.toolConfig.toolChoice = { auto = {} }
-            elseif tc == "required" then out.toolConfig.toolChoice = { any = {} }
-            elseif type(tc) == "table" and type(tc["function"]) == "table" then
-                out.toolConfig.toolChoice = { tool = { name = tc["function"].name } }
-            end
+    local tools, synthesized = tool_specs(body, used)
+    if tools then
+        out.toolConfig = { tools = tools }
+        local tc = nn(body.tool_choice)
+        if synthesized then tc = nil end -- the client offered no tools: nothing to choose from
+        if tc == "auto" then out.toolConfig.toolChoice = { auto = {} }
+        elseif tc == "required" then out.toolConfig.toolChoice = { any = {} }
+        elseif type(tc) == "table" and type(tc["function"]) == "table" then
+            out.toolConfig.toolChoice = { tool = { name = tc["function"].name } }
         end
     end
     local amrf = options.additional_model_request_fields
     if type(amrf) == "table" then out.additionalModelRequestFields = amrf end
     if type(options.guardrail_config) == "table" then out.guardrailConfig = options.guardrail_config end
     return out
-end
-
-local function amz_date(now)
-    local t = type(now) == "function" and now() or tonumber(now) or os.time()
-    return os.date("!%Y%m%dT%H%M%SZ", t)
 end
 
 function _M.build_request(provider, op, body, opts)
@@ -337,8 +221,8 @@ function _M.build_request(provider, op, body, opts)
     }
     common.extra_headers(provider, req.headers)
     if provider.access_key and provider.secret_key then
-        _M.sigv4(req, { access_key = provider.access_key, secret_key = provider.secret_key,
-            session_token = provider.session_token }, region, "bedrock", amz_date(opts.now))
+        sigv4.sign(req, { access_key = provider.access_key, secret_key = provider.secret_key,
+            session_token = provider.session_token }, region, "bedrock", sigv4.amz_date(opts.now))
     elseif provider.api_key and provider.api_key ~= "" then
         req.headers["Authorization"] = "Bearer " .. provider.api_key
     else
@@ -426,9 +310,6 @@ end
 -- ---------------------------------------------------------------------------------------------------------
 -- stream: event-stream messages -> OpenAI chunks
 
-local Stream = {}
-Stream.__index = Stream
-
 local function handle(self, msg, out)
     local h = msg.headers
     local mtype = h[":message-type"]
@@ -482,36 +363,15 @@ local function handle(self, msg, out)
     end -- contentBlockStop: nothing to emit
 end
 
-function Stream:feed(bytes)
-    local out = {}
-    if self.failed then return out end
-    local msgs, err = self.decoder:feed(bytes)
-    if not msgs then
-        self.failed = true
-        out[1] = { error = { status = 502, type = "api_error", message = "bedrock: " .. err } }
-        return out
-    end
-    for _, m in ipairs(msgs) do handle(self, m, out) end
-    return out
-end
-
-function Stream:finish()
-    local out = {}
-    if self.decoder.buf ~= "" and not self.failed then
-        out[1] = { error = { status = 502, type = "api_error", message = "bedrock: stream ended inside a message" } }
-        self.failed = true
-    end
-    self.done = true
-    return out
-end
+local Stream = stream_base.class(handle)
 
 function _M.new_stream(op, opts)
     opts = opts or {}
-    return setmetatable({
-        decoder = _M.eventstream.decoder(),
+    return stream_base.new(Stream, eventstream.decoder(), {
+        label = "bedrock: ",
         state = { id = common.new_id("chatcmpl-"), created = opts.created or os.time(), model = opts.model },
-        tool_index = {}, ntools = 0, usage = nil, done = false,
-    }, Stream)
+        tool_index = {}, ntools = 0,
+    })
 end
 
 return _M

@@ -3,95 +3,158 @@
 --   streaming:  POST /v1beta/models/{model}:streamGenerateContent?alt=sse   (SSE, no [DONE]; ends with the body)
 --   embeddings: POST /v1beta/models/{model}:batchEmbedContents
 --   auth:       x-goog-api-key: <key>
--- Request: system -> systemInstruction; user/assistant -> contents with role user/model; image data URLs ->
--- inlineData (http(s) URLs -> fileData, which Gemini accepts only for URIs it can fetch); tool_calls ->
--- functionCall parts; role "tool" -> functionResponse parts (the function name is looked up from the call id);
--- tools -> functionDeclarations (JSON Schema reduced to Gemini's OpenAPI subset); tool_choice ->
--- toolConfig.functionCallingConfig; generation options -> generationConfig; response_format -> responseMimeType
--- (+ responseSchema). Response: candidates[0] parts -> content / tool_calls (ids generated: Gemini has none),
--- `thought` parts -> reasoning_content, finishReason mapped, usageMetadata -> usage.
+-- Request: system -> systemInstruction; user/assistant -> contents with role user/model (a conversation that
+-- starts with the model gets a "." user turn first); image data URLs -> inlineData (http(s) URLs -> fileData,
+-- which Gemini accepts only for URIs it can fetch); tool_calls -> functionCall parts (with their thought
+-- signature, see below); role "tool" -> functionResponse parts (the function name is looked up from the call
+-- id; is_error -> {error: ...}); tools -> functionDeclarations (JSON Schema reduced to Gemini's subset by
+-- sluice.ai.common.json_schema; what it cannot express is a 400 naming the path); tool_choice ->
+-- toolConfig.functionCallingConfig; generation options -> generationConfig; response_format ->
+-- responseMimeType (+ responseSchema). Response: candidates[0] parts -> content / tool_calls, `thought` parts ->
+-- reasoning_content, finishReason mapped, usageMetadata -> usage.
+--
+-- Thought signatures: Gemini 2.5 and 3 put a `thoughtSignature` on functionCall parts, and Gemini 3 rejects the
+-- next turn if the call comes back without it ("Function call is missing a thought_signature"). Every client
+-- keeps tool call ids (they come back in the assistant history and in the tool results), so the signature rides
+-- in the id: "<call id>__ts__<signature as base64url>", and goes back on the part when the call is replayed. A
+-- signature in Gemini's OpenAI-compatibility field (tool_calls[].extra_content.google.thought_signature) is
+-- read too. A replayed call without one (history from another model, or a client that rebuilt the ids) gets
+-- the documented "skip_thought_signature_validator" placeholder on Gemini 3 models.
 local common = require("sluice.ai.common")
+local json = require("sluice.ai.common.json")
+local content_mod = require("sluice.ai.common.content")
+local params = require("sluice.ai.common.params")
+local json_schema = require("sluice.ai.common.json_schema")
 local sse = require("sluice.ai.sse")
+local stream_base = require("sluice.ai.common.stream_base")
 
-local type, pairs, ipairs, tostring, tonumber, setmetatable = type, pairs, ipairs, tostring, tonumber, setmetatable
+local type, ipairs, tostring, tonumber, next = type, ipairs, tostring, tonumber, next
 local concat = table.concat
-local json_encode, json_decode, nn, null = common.json_encode, common.json_decode, common.nn, common.null
+local rep = string.rep
+local json_encode, json_decode, nn, null = json.json_encode, json.json_decode, json.nn, json.null
 
 local _M = { kind = "gemini" }
 
--- Gemini Schema fields (an OpenAPI 3.0 subset); everything else (additionalProperties, $schema, strict...)
--- is rejected by the API, so it is dropped.
-local SCHEMA_KEYS = {
-    type = true, format = true, title = true, description = true, nullable = true, enum = true,
-    maxItems = true, minItems = true, properties = true, required = true, minProperties = true,
-    maxProperties = true, minLength = true, maxLength = true, pattern = true, example = true, anyOf = true,
-    propertyOrdering = true, default = true, items = true, minimum = true, maximum = true,
-}
+-- The chat parameters this driver translates; others are dropped (or refused: options.drop_params = false).
+local ACCEPTS = params.set(params.BASE, { "temperature", "top_p", "top_k", "max_tokens", "max_completion_tokens",
+    "stop", "n", "presence_penalty", "frequency_penalty", "seed", "response_format", "reasoning_effort", "tools",
+    "tool_choice" })
+local MAX_STOP, MAX_CANDIDATES = 5, 8
+local PLACEHOLDER_USER = "."
+local SKIP_SIGNATURE = "skip_thought_signature_validator"
+local THINKING_BUDGET = { none = 0, minimal = 0, low = 1024, medium = 8192, high = 24576, xhigh = 32768 }
 
-local function clean_schema(s)
-    if type(s) ~= "table" then return s end
-    local out = {}
-    for k, v in pairs(s) do
-        if SCHEMA_KEYS[k] then
-            if k == "properties" and type(v) == "table" then
-                local props = {}
-                for name, sub in pairs(v) do props[name] = clean_schema(sub) end
-                out[k] = props
-            elseif k == "items" then
-                out[k] = clean_schema(v)
-            elseif k == "anyOf" and type(v) == "table" then
-                local l = {}
-                for i, sub in ipairs(v) do l[i] = clean_schema(sub) end
-                out[k] = l
-            elseif k == "type" and type(v) == "table" then
-                -- ["string","null"] -> type string + nullable
-                for _, t in ipairs(v) do
-                    if t == "null" then out.nullable = true else out.type = t end
-                end
-            else
-                out[k] = v
-            end
-        end
-    end
-    return out
+-- ---------------------------------------------------------------------------------------------------------
+-- thought signatures in tool call ids
+
+local TS = "__ts__"
+
+--- A tool call id carrying a thought signature (only a base64 one: it must come back byte for byte).
+function _M.id_with_signature(id, sig)
+    if type(sig) ~= "string" or not sig:match("^[A-Za-z0-9+/]+=*$") then return id end
+    return id .. TS .. (sig:gsub("=+$", ""):gsub("[+/]", { ["+"] = "-", ["/"] = "_" }))
 end
-_M.clean_schema = clean_schema
 
+--- The thought signature an id carries, or nil.
+function _M.signature_of(id)
+    local b = type(id) == "string" and id:find(TS, 1, true)
+    if not b then return nil end
+    local s = id:sub(b + #TS)
+    if s == "" or not s:match("^[A-Za-z0-9_%-]+$") then return nil end
+    s = s:gsub("[-_]", { ["-"] = "+", ["_"] = "/" })
+    return s .. rep("=", (4 - #s % 4) % 4)
+end
+
+local function signature_of_call(tc)
+    local sig = _M.signature_of(tc.id)
+    if sig then return sig end
+    local ec = type(tc.extra_content) == "table" and tc.extra_content.google
+    sig = type(ec) == "table" and ec.thought_signature
+    return type(sig) == "string" and sig ~= "" and sig or nil
+end
+
+--- Gemini 3 and later reject replayed calls without a signature.
+local function checks_signatures(model)
+    local major = type(model) == "string" and tonumber(model:match("^gemini%-(%d+)"))
+    return major ~= nil and major >= 3
+end
+
+-- ---------------------------------------------------------------------------------------------------------
+-- request: OpenAI -> Gemini
+
+--- JSON Schema -> Gemini Schema | nil, err (see sluice.ai.common.json_schema).
+function _M.clean_schema(s, path)
+    return json_schema.to_gemini(s, path)
+end
+
+local IMAGE_EXT = { png = "image/png", jpg = "image/jpeg", jpeg = "image/jpeg", webp = "image/webp",
+    gif = "image/gif" }
+
+-- OpenAI content -> Gemini parts: text, inlineData (data URLs), fileData (other URLs: Gemini fetches only
+-- URIs it can reach, e.g. uploaded files).
 local function parts_of(content)
     local parts = {}
-    if type(content) == "string" then
-        if content ~= "" then parts[1] = { text = content } end
-        return parts
-    end
-    if type(content) ~= "table" then return parts end
-    for _, p in ipairs(content) do
-        if type(p) == "table" then
-            if p.type == "text" and type(p.text) == "string" and p.text ~= "" then
-                parts[#parts + 1] = { text = p.text }
-            elseif p.type == "image_url" then
-                local url = type(p.image_url) == "table" and p.image_url.url or p.image_url
-                local mime, data = common.parse_data_url(url)
-                if mime then
-                    parts[#parts + 1] = { inlineData = { mimeType = mime, data = data } }
-                elseif type(url) == "string" then
-                    local ext = url:match("%.(%w+)$")
-                    local m = ({ png = "image/png", jpg = "image/jpeg", jpeg = "image/jpeg", webp = "image/webp",
-                        gif = "image/gif" })[ext and ext:lower() or ""] or "image/jpeg"
-                    parts[#parts + 1] = { fileData = { mimeType = m, fileUri = url } }
-                end
-            elseif p.type == "file" and type(p.file) == "table" then
-                local mime, data = common.parse_data_url(p.file.file_data)
-                if mime then parts[#parts + 1] = { inlineData = { mimeType = mime, data = data } } end
+    for _, p in ipairs(content_mod.parts(content)) do
+        if p.type == "text" then
+            parts[#parts + 1] = { text = p.text }
+        elseif p.type == "image" then
+            if p.mime then
+                parts[#parts + 1] = { inlineData = { mimeType = p.mime, data = p.data } }
+            else
+                local ext = p.url:match("%.(%w+)$")
+                parts[#parts + 1] = { fileData = { mimeType = IMAGE_EXT[ext and ext:lower() or ""] or "image/jpeg",
+                    fileUri = p.url } }
             end
+        elseif p.type == "file" and p.mime then
+            parts[#parts + 1] = { inlineData = { mimeType = p.mime, data = p.data } }
         end
     end
     return parts
 end
 
+-- A tool message's content -> functionResponse.response: a JSON object as is, anything else under `content`
+-- (under `error` for a failed call, the key Gemini documents for errors).
+local function function_response(m)
+    local text = content_mod.content_text(nn(m.content))
+    local decoded = json_decode(text)
+    if m.is_error == true then
+        return { error = decoded ~= nil and decoded or (text ~= "" and text or "error") }
+    end
+    if type(decoded) == "table" and next(decoded) ~= nil and decoded[1] == nil then return decoded end
+    return { content = decoded ~= nil and decoded or text }
+end
+
+local function tools_of(body)
+    if type(body.tools) ~= "table" or #body.tools == 0 then return nil end
+    local decls = {}
+    for i, t in ipairs(body.tools) do
+        if type(t) == "table" and t.type == "function" and type(t["function"]) == "table" then
+            local f = t["function"]
+            if type(f.name) ~= "string" or not f.name:match("^[%a_][%w_.:%-]*$") then
+                return nil, "gemini: tools[" .. (i - 1) .. "].function.name " .. tostring(f.name)
+                    .. ": Gemini function names start with a letter or an underscore"
+            end
+            local p = nn(f.parameters)
+            local d = { name = f.name, description = nn(f.description) }
+            if type(p) == "table" and type(p.properties) == "table" and next(p.properties) then
+                local s, err = json_schema.to_gemini(p, "tools[" .. (i - 1) .. "].function.parameters")
+                if not s then return nil, "gemini: " .. err end
+                d.parameters = s
+            end
+            decls[#decls + 1] = d
+        end
+    end
+    if #decls == 0 then return nil end
+    return { { functionDeclarations = decls } }
+end
+
 --- Canonical OpenAI chat request -> Gemini GenerateContentRequest | nil, err.
 function _M.to_gemini_request(provider, body)
-    local options = (provider and provider.options) or {}
+    provider = provider or {}
+    local options = provider.options or {}
     if type(body.messages) ~= "table" then return nil, "gemini: messages must be an array" end
+    local ok, perr = params.check("gemini", provider, body, ACCEPTS)
+    if not ok then return nil, perr end
     local contents, system = {}, {}
     local call_names = {}
     local last
@@ -116,21 +179,32 @@ function _M.to_gemini_request(provider, body)
             local parts = parts_of(nn(m.content))
             for _, tc in ipairs(type(m.tool_calls) == "table" and m.tool_calls or {}) do
                 local f = tc["function"] or {}
-                local args = type(f.arguments) == "string" and f.arguments ~= "" and json_decode(f.arguments)
-                if type(args) ~= "table" then args = {} end
                 if tc.id then call_names[tc.id] = f.name end
-                parts[#parts + 1] = { functionCall = { name = f.name, args = args } }
+                parts[#parts + 1] = { functionCall = { name = f.name, args = content_mod.tool_args(tc) },
+                    thoughtSignature = signature_of_call(tc) }
             end
             push("model", parts)
         elseif m.role == "tool" or m.role == "function" then
             local name = call_names[m.tool_call_id] or m.name or m.tool_call_id
-            local text = common.content_text(nn(m.content))
-            local decoded = json_decode(text)
-            local response = (type(decoded) == "table" and next(decoded) ~= nil and decoded[1] == nil) and decoded
-                or { content = decoded ~= nil and decoded or text }
-            push("user", { { functionResponse = { name = name, response = response } } })
+            push("user", { { functionResponse = { name = name, response = function_response(m) } } })
         else
             return nil, "gemini: unsupported message role " .. tostring(m.role)
+        end
+    end
+    if contents[1] and contents[1].role == "model" then
+        table.insert(contents, 1, { role = "user", parts = { { text = PLACEHOLDER_USER } } })
+    end
+    if #contents == 0 then return nil, "gemini: the request has no message with content" end
+    if checks_signatures(body.model) then
+        for _, c in ipairs(contents) do
+            if c.role == "model" then
+                for _, p in ipairs(c.parts) do
+                    if p.functionCall then
+                        p.thoughtSignature = p.thoughtSignature or SKIP_SIGNATURE
+                        break
+                    end
+                end
+            end
         end
     end
     local out = { contents = contents }
@@ -141,8 +215,16 @@ function _M.to_gemini_request(provider, body)
     gc.topP = nn(body.top_p)
     gc.topK = nn(body.top_k)
     gc.maxOutputTokens = nn(body.max_tokens) or nn(body.max_completion_tokens)
-    gc.stopSequences = common.stop_list(nn(body.stop))
-    gc.candidateCount = nn(body.n)
+    local stop = content_mod.stop_list(nn(body.stop))
+    if stop and #stop > MAX_STOP then
+        return nil, "gemini: stop: at most " .. MAX_STOP .. " stop sequences (got " .. #stop .. ")"
+    end
+    gc.stopSequences = stop
+    local n = nn(body.n)
+    if type(n) == "number" and n > MAX_CANDIDATES then
+        return nil, "gemini: n: at most " .. MAX_CANDIDATES .. " candidates (got " .. n .. ")"
+    end
+    gc.candidateCount = n
     gc.presencePenalty = nn(body.presence_penalty)
     gc.frequencyPenalty = nn(body.frequency_penalty)
     gc.seed = nn(body.seed)
@@ -152,30 +234,20 @@ function _M.to_gemini_request(provider, body)
             gc.responseMimeType = "application/json"
         elseif rf.type == "json_schema" and type(rf.json_schema) == "table" then
             gc.responseMimeType = "application/json"
-            if type(rf.json_schema.schema) == "table" then gc.responseSchema = clean_schema(rf.json_schema.schema) end
-        end
-    end
-    if type(body.reasoning_effort) == "string" then
-        local budget = ({ minimal = 0, low = 1024, medium = 8192, high = 24576 })[body.reasoning_effort]
-        if budget then gc.thinkingConfig = { thinkingBudget = budget } end
-    end
-    if next(gc) ~= nil then out.generationConfig = gc end
-
-    if type(body.tools) == "table" and #body.tools > 0 then
-        local decls = {}
-        for _, t in ipairs(body.tools) do
-            if type(t) == "table" and t.type == "function" and type(t["function"]) == "table" then
-                local f = t["function"]
-                local params = nn(f.parameters)
-                local d = { name = f.name, description = nn(f.description) }
-                if type(params) == "table" and type(params.properties) == "table" and next(params.properties) then
-                    d.parameters = clean_schema(params)
-                end
-                decls[#decls + 1] = d
+            if type(rf.json_schema.schema) == "table" then
+                local s, err = json_schema.to_gemini(rf.json_schema.schema, "response_format.json_schema.schema")
+                if not s then return nil, "gemini: " .. err end
+                gc.responseSchema = s
             end
         end
-        if #decls > 0 then out.tools = { { functionDeclarations = decls } } end
     end
+    local budget = THINKING_BUDGET[nn(body.reasoning_effort) or ""]
+    if budget then gc.thinkingConfig = { thinkingBudget = budget } end
+    if next(gc) ~= nil then out.generationConfig = gc end
+
+    local tools, terr = tools_of(body)
+    if terr then return nil, terr end
+    out.tools = tools
     local tc = nn(body.tool_choice)
     if tc ~= nil and out.tools then
         local fcc
@@ -278,8 +350,9 @@ local function read_parts(cand)
         if type(p.text) == "string" then
             if p.thought == true then reasoning[#reasoning + 1] = p.text else text[#text + 1] = p.text end
         elseif type(p.functionCall) == "table" then
-            calls[#calls + 1] = { id = p.functionCall.id or call_id(), type = "function", ["function"] = {
-                name = p.functionCall.name, arguments = json_encode(p.functionCall.args or {}) or "{}" } }
+            calls[#calls + 1] = { id = _M.id_with_signature(nn(p.functionCall.id) or call_id(), nn(p.thoughtSignature)),
+                type = "function", ["function"] = {
+                name = p.functionCall.name, arguments = json_encode(nn(p.functionCall.args) or {}) or "{}" } }
         end
     end
     return text, reasoning, calls
@@ -364,14 +437,12 @@ end
 -- ---------------------------------------------------------------------------------------------------------
 -- stream: each SSE data is a whole GenerateContentResponse
 
-local Stream = {}
-Stream.__index = Stream
-
 local function handle(self, ev, out)
     if ev.data == "" then return end
     local g = json_decode(ev.data)
     if type(g) ~= "table" then
-        out[#out + 1] = { error = { status = 502, type = "api_error", message = "invalid JSON in upstream stream" } }
+        out[#out + 1] = stream_base.error_item("invalid JSON in upstream stream")
+        self.failed = true
         return
     end
     if nn(g.error) ~= nil then
@@ -416,27 +487,20 @@ local function handle(self, ev, out)
     end
 end
 
-function Stream:feed(bytes)
-    local out = {}
-    for _, ev in ipairs(self.parser:feed(bytes)) do handle(self, ev, out) end
-    return out
-end
-
-function Stream:finish()
-    local out = {}
-    for _, ev in ipairs(self.parser:finish()) do handle(self, ev, out) end
-    if self.raw_usage and not self.usage_sent and not self.failed then
+-- the stream ended: the usage chunk, if no event carried a finishReason after the usage
+local function on_finish(self, out)
+    if self.raw_usage and not self.usage_sent then
         self.usage_sent = true
         out[#out + 1] = common.usage_chunk(self.state, self.raw_usage)
     end
-    self.done = true
-    return out
 end
+
+local Stream = stream_base.class(handle, on_finish)
 
 function _M.new_stream(op, opts)
     opts = opts or {}
-    return setmetatable({ parser = sse.parser(), state = { created = opts.created or os.time(), model = opts.model },
-        ncalls = 0, started = false, done = false, usage = nil }, Stream)
+    return stream_base.new(Stream, sse.parser(), { state = { created = opts.created or os.time(), model = opts.model },
+        ncalls = 0, started = false })
 end
 
 return _M

@@ -6,11 +6,13 @@
 -- Unlike the openai driver, `top_k` is kept (vLLM, Ollama and llama.cpp accept it).
 local openai = require("sluice.ai.drivers.openai")
 
+local ACCEPTS = openai.all_but({ "thinking" })
+
 return openai.family({
     kind = "openai-compatible",
     endpoint_required = true,
     default_base = "/v1",
-    strip_top = { thinking = true },
+    accepts = function() return ACCEPTS end,
     auth = function(provider, h)
         if provider.api_key and provider.api_key ~= "" then h["Authorization"] = "Bearer " .. provider.api_key end
     end,

@@ -1,14 +1,26 @@
 -- sluice.ai.drivers.openai: OpenAI (api.openai.com) Chat Completions, Completions, Embeddings, Models.
 --
 -- The canonical format IS the OpenAI format, so this driver mostly sets the URL and auth, forces
--- `stream_options.include_usage` on streams, strips the few canonical extensions OpenAI would reject, and
+-- `stream_options.include_usage` on streams, removes the canonical extensions OpenAI would reject, and
 -- parses SSE chunks into tables. `openai.family(spec)` builds the OpenAI-compatible drivers (azure-openai,
 -- deepseek, openai-compatible, mock) from hooks, so the wire handling lives in one place.
+--
+-- Canonical extensions (set by sluice.ai.anthropic_api for Anthropic-API clients, or by other drivers'
+-- answers) that no OpenAI-wire provider takes: `top_k`, `thinking` at the top; `cache_control` on content parts
+-- and tools; `reasoning_content` / `reasoning_signature` on assistant messages; `is_error` on tool messages
+-- (folded into the content: "Error: <text>"); Gemini thought signatures in tool call ids and
+-- `extra_content` on tool calls.
 local common = require("sluice.ai.common")
+local json = require("sluice.ai.common.json")
+local content_mod = require("sluice.ai.common.content")
+local params = require("sluice.ai.common.params")
 local sse = require("sluice.ai.sse")
+local stream_base = require("sluice.ai.common.stream_base")
 
-local type, pairs, ipairs, tostring, tonumber, setmetatable = type, pairs, ipairs, tostring, tonumber, setmetatable
-local json_encode, json_decode, nn, null = common.json_encode, common.json_decode, common.nn, common.null
+local type, pairs, ipairs, tostring, tonumber, next, setmetatable = type, pairs, ipairs, tostring, tonumber, next,
+    setmetatable
+local json_encode, json_decode, nn = json.json_encode, json.json_decode, json.nn
+local shallow_copy = json.shallow_copy
 
 local OP_PATH = {
     chat = "/chat/completions",
@@ -17,8 +29,25 @@ local OP_PATH = {
     models = "/models",
 }
 
+-- Request parameters of the OpenAI Chat Completions API (platform.openai.com/docs/api-reference/chat/create).
+local OPENAI_PARAMS = {
+    "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs", "max_completion_tokens",
+    "max_tokens", "metadata", "modalities", "n", "parallel_tool_calls", "prediction", "presence_penalty",
+    "prompt_cache_key", "prompt_cache_retention", "reasoning_effort", "response_format", "safety_identifier", "seed",
+    "service_tier", "stop", "store", "temperature", "tool_choice", "tools", "top_logprobs", "top_p", "user",
+    "verbosity", "web_search_options",
+}
+
 -- Canonical-only request fields (from Anthropic clients) that OpenAI rejects as unknown parameters.
-local STRIP_TOP = { thinking = true, top_k = true }
+local NOT_OPENAI = { "thinking", "top_k" }
+
+--- A parameter set taking everything but `names` (OpenAI adds parameters often: the openai kind forwards
+--- what it does not know).
+local function all_but(names)
+    local no = params.set(names)
+    return setmetatable({}, { __index = function(_, k) return not no[k] end })
+end
+local ALL_BUT_EXTENSIONS = all_but(NOT_OPENAI)
 
 -- A copy of list whose tables carrying `field` are copied without it, or nil when none carries it (the client's
 -- tables are never changed).
@@ -26,8 +55,8 @@ local function without_field(list, field)
     local out
     for i, v in ipairs(list) do
         if type(v) == "table" and v[field] ~= nil then
-            out = out or common.shallow_copy(list)
-            local nv = common.shallow_copy(v)
+            out = out or shallow_copy(list)
+            local nv = shallow_copy(v)
             nv[field] = nil
             out[i] = nv
         end
@@ -35,30 +64,66 @@ local function without_field(list, field)
     return out
 end
 
--- Removes canonical extensions OpenAI would reject: `thinking`/`top_k` at the top, `cache_control` on content
--- parts and tools, `reasoning_content` on messages. Copies only what it changes.
-local function sanitize(body, strip_top)
-    for k in pairs(strip_top) do body[k] = nil end
+-- One message without the canonical extensions (a copy when something changes, else m itself).
+local function clean_message(m)
+    local nm
+    if m.reasoning_content ~= nil or m.reasoning_signature ~= nil then
+        nm = shallow_copy(m)
+        nm.reasoning_content = nil
+        nm.reasoning_signature = nil
+    end
+    if type(m.content) == "table" then
+        local parts = without_field(m.content, "cache_control")
+        if parts then
+            nm = nm or shallow_copy(m)
+            nm.content = parts
+        end
+    end
+    if type(m.tool_calls) == "table" then -- Gemini's signatures stay with Gemini
+        local calls
+        for i, tc in ipairs(m.tool_calls) do
+            if type(tc) == "table" and (tc.extra_content ~= nil or content_mod.call_id(tc.id) ~= tc.id) then
+                calls = calls or shallow_copy(m.tool_calls)
+                local c = shallow_copy(tc)
+                c.id, c.extra_content = content_mod.call_id(tc.id), nil
+                calls[i] = c
+            end
+        end
+        if calls then
+            nm = nm or shallow_copy(m)
+            nm.tool_calls = calls
+        end
+    end
+    if content_mod.call_id(m.tool_call_id) ~= m.tool_call_id then
+        nm = nm or shallow_copy(m)
+        nm.tool_call_id = content_mod.call_id(m.tool_call_id)
+    end
+    if m.is_error ~= nil then -- an OpenAI tool message is {role, content, tool_call_id}
+        nm = nm or shallow_copy(m)
+        nm.is_error = nil
+        if m.is_error == true then
+            nm.content = content_mod.tool_error_text(content_mod.content_text(nn(m.content)))
+        end
+    end
+    return nm or m
+end
+
+-- Removes canonical extensions OpenAI-wire providers reject (see the header) from body (a shallow copy: the
+-- client's tables are never changed); `message(m, i)`, when given, then maps each message (-> m | nil, err).
+local function sanitize(body, message)
     local msgs = body.messages
     if type(msgs) == "table" then
         local new
         for i, m in ipairs(msgs) do
             if type(m) == "table" then
-                local nm
-                if m.reasoning_content ~= nil or m.reasoning_signature ~= nil then
-                    nm = common.shallow_copy(m)
-                    nm.reasoning_content = nil
-                    nm.reasoning_signature = nil
+                local nm = clean_message(m)
+                if message then
+                    local err
+                    nm, err = message(nm, i)
+                    if not nm then return nil, err end
                 end
-                if type(m.content) == "table" then
-                    local parts = without_field(m.content, "cache_control")
-                    if parts then
-                        nm = nm or common.shallow_copy(m)
-                        nm.content = parts
-                    end
-                end
-                if nm then
-                    new = new or common.shallow_copy(msgs)
+                if nm ~= m then
+                    new = new or shallow_copy(msgs)
                     new[i] = nm
                 end
             end
@@ -99,9 +164,6 @@ end
 -- ---------------------------------------------------------------------------------------------------------
 -- stream translator: OpenAI SSE -> chunk tables (the identity translation, plus usage and error capture)
 
-local Stream = {}
-Stream.__index = Stream
-
 local function handle_event(self, ev, out)
     local data = ev.data
     if data == "[DONE]" then
@@ -111,7 +173,8 @@ local function handle_event(self, ev, out)
     if data == "" then return end
     local t = json_decode(data)
     if type(t) ~= "table" then
-        out[#out + 1] = { error = { status = 502, type = "api_error", message = "invalid JSON in upstream stream" } }
+        out[#out + 1] = stream_base.error_item("invalid JSON in upstream stream")
+        self.failed = true
         return
     end
     if ev.event == "error" or nn(t.error) ~= nil then
@@ -131,22 +194,7 @@ local function handle_event(self, ev, out)
     out[#out + 1] = t
 end
 
-function Stream:feed(bytes)
-    local out = {}
-    for _, ev in ipairs(self.parser:feed(bytes)) do
-        handle_event(self, ev, out)
-    end
-    return out
-end
-
-function Stream:finish()
-    local out = {}
-    for _, ev in ipairs(self.parser:finish()) do
-        handle_event(self, ev, out)
-    end
-    self.done = true
-    return out
-end
+local Stream = stream_base.class(handle_event)
 
 -- ---------------------------------------------------------------------------------------------------------
 -- family factory
@@ -156,13 +204,19 @@ local _M = {}
 --- Builds an OpenAI-wire driver. spec:
 ---   kind, default_endpoint, default_base ("/v1"), paths (op -> suffix, default OP_PATH),
 ---   auth(provider, headers), url(provider, op, body, opts, ep) -> path (optional full override),
+---   accepts(provider) -> set of the chat parameters the provider takes (default: every OpenAI parameter
+---     but the canonical extensions, NOT_OPENAI); the others are dropped or refused (options.drop_params),
+---   message(provider, m, i) -> m | nil, err (maps one chat message, after the canonical extensions are gone),
 ---   transform(provider, op, body, opts) -> body | nil, err (after the common handling),
----   strip_top (fields removed), stream_usage(provider) -> bool (send stream_options),
----   filter_chunk(stream, chunk) -> chunk | nil, endpoint_required
+---   stream_options (set of the stream_options keys the provider takes; default all),
+---   stream_usage(provider) -> bool (send stream_options), filter_chunk(stream, chunk) -> chunk | nil,
+---   stream_passthrough (false: OpenAI clients get the stream through new_stream, never as raw bytes),
+---   max_stop (the most stop sequences the provider takes; more is a 400),
+---   endpoint_required
 function _M.family(spec)
-    local d = { kind = spec.kind }
+    local d = { kind = spec.kind, stream_passthrough = spec.stream_passthrough }
     local paths = spec.paths or OP_PATH
-    local strip_top = spec.strip_top or STRIP_TOP
+    local accepts = spec.accepts or function() return ALL_BUT_EXTENSIONS end
 
     function d.build_request(provider, op, body, opts)
         opts = opts or {}
@@ -199,24 +253,34 @@ function _M.family(spec)
         end
         if type(body) ~= "table" then return nil, spec.kind .. ": request body must be a table" end
 
-        local b = common.shallow_copy(body)
+        local b = shallow_copy(body)
         local stream = opts.stream
         if stream == nil then stream = b.stream == true end
         if op ~= "embeddings" then
             if stream then
                 b.stream = true
-                local want = spec.stream_usage == nil or spec.stream_usage(provider)
-                if want and (opts.include_usage ~= false) then
-                    local so = type(b.stream_options) == "table" and common.shallow_copy(b.stream_options) or {}
-                    so.include_usage = true
-                    b.stream_options = so
+                local so = type(b.stream_options) == "table" and shallow_copy(b.stream_options) or {}
+                if spec.stream_options then
+                    for k in pairs(so) do if not spec.stream_options[k] then so[k] = nil end end
                 end
+                local want = spec.stream_usage == nil or spec.stream_usage(provider)
+                if want and (opts.include_usage ~= false) then so.include_usage = true end
+                b.stream_options = next(so) ~= nil and so or nil
             else
                 b.stream = nil
                 b.stream_options = nil
             end
         end
-        if op == "chat" then sanitize(b, strip_top) end
+        if op == "chat" then
+            b, err = params.apply(spec.kind, provider, b, accepts(provider))
+            if not b then return nil, err end
+            local stop = nn(b.stop)
+            if spec.max_stop and type(stop) == "table" and #stop > spec.max_stop then
+                return nil, spec.kind .. ": stop: at most " .. spec.max_stop .. " stop sequences (got " .. #stop .. ")"
+            end
+            b, err = sanitize(b, spec.message and function(m, i) return spec.message(provider, m, i) end)
+            if not b then return nil, err end
+        end
         if spec.transform then
             b, err = spec.transform(provider, op, b, opts)
             if not b then return nil, err end
@@ -246,14 +310,7 @@ function _M.family(spec)
     d.parse_error = spec.parse_error or parse_error
 
     function d.new_stream(op, opts)
-        return setmetatable({
-            parser = sse.parser(),
-            usage = nil,
-            done = false,
-            filter = spec.filter_chunk,
-            op = op,
-            opts = opts or {},
-        }, Stream)
+        return stream_base.new(Stream, sse.parser(), { filter = spec.filter_chunk, op = op, opts = opts or {} })
     end
 
     function d.usage(resp)
@@ -266,9 +323,11 @@ end
 _M.parse_error = parse_error
 _M.sanitize = sanitize
 _M.OP_PATH = OP_PATH
+_M.OPENAI_PARAMS = OPENAI_PARAMS
 
 local driver = _M.family({
     kind = "openai",
+    max_stop = 4,
     default_endpoint = "https://api.openai.com",
     default_base = "/v1",
     auth = function(provider, h)
@@ -284,5 +343,8 @@ driver.family = _M.family
 driver.parse_error = parse_error
 driver.sanitize = sanitize
 driver.OP_PATH = OP_PATH
+driver.OPENAI_PARAMS = OPENAI_PARAMS
+driver.NOT_OPENAI = NOT_OPENAI
+driver.all_but = all_but
 
 return driver
