@@ -188,7 +188,7 @@ describe("request body streaming", function()
         local res = assert(read_response(c))
         assert.equal(200, res.status, res.body)
         assert.equal(tostring(#body), res.json.seen_len)
-        assert.equal((body:sub(-8):gsub("\n", "%%0A")), res.json.seen_tail) -- header values escape LF
+        assert.equal((body:sub(-8):gsub("\n", "%%0A")), res.json.seen_tail) -- the plugin escapes LF
         assert.equal(#body, res.json.len)
         assert.equal(sha256(body), res.json.sha256)
         assert.equal(tostring(#body), res.json.cl)

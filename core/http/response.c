@@ -6,7 +6,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/log.h"
 #include "http/conn.h"
+#include "http/field.h"
 
 const char *sl_status_text(int status)
 {
@@ -115,12 +117,31 @@ static int write_head(sl_req_t *r, int status, const char *headers, size_t hlen,
     return sl__conn_write(r->conn, bufs, 5) == 0 ? 0 : SL_ERR_GONE;
 }
 
-int sl_resp_send(sl_req_t *r, int status, const char *headers, size_t hlen, const char *body, size_t blen)
+/* Header lines that must not reach the wire (core/http/field.h): the error log names the header, the client
+ * gets a 500 with the request's id instead. */
+static int refused(sl_req_t *r, const char *headers, size_t hlen, uint32_t nfields)
+{
+    sl_field_err_t e;
+    if (sl_http_check_fields(headers, hlen, nfields, 0, &e) == 0)
+        return 0;
+    char what[200], msg[64];
+    unsigned long long id = (unsigned long long)r->id;
+    sl_log(SL_LOG_ERROR, "request %016llx: response head not sent: %s", id,
+           sl_http_field_error(&e, what, sizeof(what)));
+    snprintf(msg, sizeof(msg), "internal error (id %016llx)", id);
+    sl_resp_send_error(r, 500, msg);
+    return 1;
+}
+
+int sl_resp_send(sl_req_t *r, int status, const char *headers, size_t hlen, uint32_t nfields, const char *body,
+                 size_t blen)
 {
     if (r->resp_started)
         return SL_ERR_STATE;
     if (r->conn == NULL || r->client_gone)
         return SL_ERR_GONE;
+    if (refused(r, headers, hlen, nfields))
+        return SL_ERR_HEADER;
     char framing[64] = "";
     int flen = 0;
     int nobody = bodyless(r, status);
@@ -140,12 +161,15 @@ int sl_resp_send(sl_req_t *r, int status, const char *headers, size_t hlen, cons
     return rc;
 }
 
-int sl_resp_start(sl_req_t *r, int status, const char *headers, size_t hlen, int64_t content_length)
+int sl_resp_start(sl_req_t *r, int status, const char *headers, size_t hlen, uint32_t nfields,
+                  int64_t content_length)
 {
     if (r->resp_started)
         return SL_ERR_STATE;
     if (r->conn == NULL || r->client_gone)
         return SL_ERR_GONE;
+    if (refused(r, headers, hlen, nfields))
+        return SL_ERR_HEADER;
     char framing[64] = "";
     int flen = 0;
     if (bodyless(r, status)) {
@@ -231,5 +255,5 @@ int sl_resp_send_error(sl_req_t *r, int status, const char *message)
                      type, status);
     static const char hdr[] = "Content-Type: application/json\r\n";
     r->keepalive = 0;
-    return sl_resp_send(r, status, hdr, sizeof(hdr) - 1, body, (size_t)n);
+    return sl_resp_send(r, status, hdr, sizeof(hdr) - 1, 1, body, (size_t)n);
 }

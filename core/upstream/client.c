@@ -16,11 +16,11 @@
 #include <strings.h>
 
 #include "common/log.h"
+#include "http/field.h"
 #include "lua/vm.h"
 #include "upstream/pool.h"
+#include "upstream/uphdrs.h"
 #include "upstream/url.h"
-
-#define CLIENT_MAX_HEAD 65536
 
 typedef struct sl_http {
     sl_httpres_t res; /* first: Lua casts the pointer */
@@ -112,7 +112,8 @@ static void fail(sl_http_t *h, int error, const char *why)
     sl_upconn_t *uc = h->uc;
     if (uc && uc->reused && !h->got_bytes && !h->retried && error == SL_UPERR_RESET &&
         sl__http_replayable(h->out.base, h->out.len)) {
-        h->retried = 1; /* a kept-alive connection the server had closed: once more on a fresh one */
+        h->retried = 1; /* a kept-alive connection the server had closed: once more on a fresh one (attempt
+                           skips the pool: its other connections may be as stale) */
         detach(h, 0);
         attempt(h);
         return;
@@ -139,20 +140,21 @@ static int on_begin(llhttp_t *hp)
 
 static int on_field(llhttp_t *hp, const char *at, size_t len)
 {
-    return sl__uphdrs_field(&of(hp)->hdrs, at, len, CLIENT_MAX_HEAD);
+    return sl__uphdrs_field(&of(hp)->hdrs, at, len, SL_UP_MAX_HEAD);
 }
 
 static int on_value(llhttp_t *hp, const char *at, size_t len)
 {
-    return sl__uphdrs_value(&of(hp)->hdrs, at, len, CLIENT_MAX_HEAD);
+    return sl__uphdrs_value(&of(hp)->hdrs, at, len, SL_UP_MAX_HEAD);
 }
 
 static int on_headers(llhttp_t *hp)
 {
     sl_http_t *h = of(hp);
+    int interim = sl__uphdrs_head_done(&h->hdrs, hp);
+    if (interim != 0)
+        return interim < 0 ? -1 : 0; /* refused, or 1xx: the real response follows */
     h->res.status = llhttp_get_status_code(hp);
-    if (h->res.status < 200)
-        return 0;
     sl__uphdrs_finish(&h->hdrs);
     h->res.headers = h->hdrs.list;
     h->res.nheaders = h->hdrs.n;
@@ -173,8 +175,8 @@ static int on_body(llhttp_t *hp, const char *at, size_t len)
 static int on_complete(llhttp_t *hp)
 {
     sl_http_t *h = of(hp);
-    if (h->res.status < 200)
-        return 0;
+    if (!h->res.headers_done)
+        return 0; /* an interim response */
     h->msg_done = 1;
     return HPE_PAUSED;
 }
@@ -193,8 +195,8 @@ static void process(sl_http_t *h)
             llhttp_resume(&uc->parser);
         } else {
             char why[160];
-            if (err == HPE_USER && !h->res.headers_done)
-                snprintf(why, sizeof(why), "response headers larger than %d bytes", CLIENT_MAX_HEAD);
+            if (h->hdrs.why)
+                snprintf(why, sizeof(why), "%s", h->hdrs.why);
             else
                 snprintf(why, sizeof(why), "%s: %s", llhttp_errno_name(err) + 4,
                          llhttp_get_error_reason(&uc->parser));
@@ -215,7 +217,7 @@ static void process(sl_http_t *h)
             h->res.body = h->body.base;
             h->res.body_len = (uint32_t)h->body.len;
             if (h->body.len >= SL_HTTP_STREAM_HIGH && h->uc)
-                sl__upconn_read_stop(h->uc);
+                sl__upconn_hold(h->uc); /* Lua catches up: no read timeout meanwhile */
             notify(h);
         }
     }
@@ -274,6 +276,7 @@ static void on_up_timeout(sl_upconn_t *uc)
 static void send_request(sl_http_t *h)
 {
     sl_upconn_t *uc = h->uc;
+    sl__uphdrs_restart(&h->hdrs);
     llhttp_init(&uc->parser, HTTP_RESPONSE, &csettings);
     uc->parser.data = uc;
     uc->rlen = uc->rpos = 0;
@@ -307,7 +310,7 @@ static void attempt(sl_http_t *h)
     h->got_bytes = 0;
     h->opening = 1;
     h->uc = NULL;
-    sl_upconn_t *uc = sl__upconn_open(h->w, &h->target, &client_ops, h);
+    sl_upconn_t *uc = sl__upconn_open(h->w, &h->target, &client_ops, h, h->retried);
     if (uc == NULL) {
         h->opening = 0;
         end(h, SL_UPERR_NOMEM, "nomem: out of memory");
@@ -341,8 +344,9 @@ static void on_kick(uv_timer_t *t)
         return;
     }
     process(h);
-    if (!h->res.done && !h->lua_closed && h->uc && h->body.len < SL_HTTP_STREAM_HIGH)
-        sl__upconn_read_start(h->uc);
+    if (!h->res.done && !h->lua_closed && h->uc && !h->opening && h->body.len < SL_HTTP_STREAM_HIGH &&
+        sl__upconn_unhold(h->uc))
+        sl__upconn_arm(h->uc, h->read_timeout);
 }
 
 static void on_deadline(uv_timer_t *t)
@@ -383,11 +387,11 @@ static void close_timers(sl_http_t *h)
     }
 }
 
-sl_httpres_t *sl_http_start(sl_req_t *req, const char *method, size_t mlen, const char *url, size_t ulen,
-                            const char *headers, size_t hlen, const char *body, size_t blen, int flags,
-                            double connect_timeout, double send_timeout, double read_timeout, double deadline,
-                            double max_body, int pool_size, double idle_timeout, const char *ca_file)
+sl_httpres_t *sl_http_start(sl_req_t *req, const sl_http_opts_t *o)
 {
+    const char *method = o->method, *url = o->url, *headers = o->headers, *body = o->body;
+    size_t mlen = o->mlen, ulen = o->ulen, hlen = o->hlen, blen = o->blen;
+    int flags = o->flags;
     sl_worker_t *w = sl_worker_current();
     sl_url_t u;
     if (w == NULL || w->stopping || sl_url_parse(url, ulen, &u) != 0 || list_of(w) == NULL)
@@ -399,9 +403,9 @@ sl_httpres_t *sl_http_start(sl_req_t *req, const char *method, size_t mlen, cons
     h->target.port = u.port;
     h->target.tls = u.tls;
     h->target.verify = !(flags & SL_HTTP_NO_VERIFY);
-    h->target.connect_timeout = connect_timeout;
-    if (ca_file && *ca_file) {
-        h->ca_file = strdup(ca_file);
+    h->target.connect_timeout = o->connect_timeout;
+    if (o->ca_file && *o->ca_file) {
+        h->ca_file = strdup(o->ca_file);
         h->target.ca_file = h->ca_file;
     }
     sl_url_t px;
@@ -421,36 +425,36 @@ sl_httpres_t *sl_http_start(sl_req_t *req, const char *method, size_t mlen, cons
         h->target.proxy_port = px.port;
     }
     /* request line and head */
-    sl_buf_t *o = &h->out;
-    int rc = sl_buf_reserve(o, mlen + ulen + hlen + blen + 600);
+    sl_buf_t *out = &h->out;
+    int rc = sl_buf_reserve(out, mlen + ulen + hlen + blen + 600);
     char hostport[300];
     sl_url_authority(hostport, sizeof(hostport), u.host, strlen(u.host), u.port, u.tls);
-    rc |= sl_buf_append(o, method, mlen);
-    rc |= sl_buf_append(o, " ", 1);
+    rc |= sl_buf_append(out, method, mlen);
+    rc |= sl_buf_append(out, " ", 1);
     if (via_proxy && !u.tls) { /* absolute-form through a plain HTTP proxy */
-        rc |= sl_buf_appends(o, "http://");
-        rc |= sl_buf_appends(o, hostport);
+        rc |= sl_buf_appends(out, "http://");
+        rc |= sl_buf_appends(out, hostport);
     }
-    rc |= sl_buf_append(o, u.target, u.target_len);
-    rc |= sl_buf_appends(o, " HTTP/1.1\r\n");
+    rc |= sl_buf_append(out, u.target, u.target_len);
+    rc |= sl_buf_appends(out, " HTTP/1.1\r\n");
     if (!(flags & SL_HTTP_HAS_HOST)) {
-        rc |= sl_buf_appends(o, "Host: ");
-        rc |= sl_buf_appends(o, hostport);
-        rc |= sl_buf_appends(o, "\r\n");
+        rc |= sl_buf_appends(out, "Host: ");
+        rc |= sl_buf_appends(out, hostport);
+        rc |= sl_buf_appends(out, "\r\n");
     }
-    rc |= sl_buf_append(o, headers, hlen);
+    rc |= sl_buf_append(out, headers, hlen);
     int wants_len = blen > 0 || (mlen == 4 && memcmp(method, "POST", 4) == 0) ||
                     (mlen == 3 && memcmp(method, "PUT", 3) == 0) ||
                     (mlen == 5 && memcmp(method, "PATCH", 5) == 0);
     if (wants_len) {
         char cl[48];
         snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", blen);
-        rc |= sl_buf_appends(o, cl);
+        rc |= sl_buf_appends(out, cl);
     }
-    rc |= sl_buf_append(o, "\r\n", 2);
-    rc |= sl_buf_append(o, body, blen);
+    rc |= sl_buf_append(out, "\r\n", 2);
+    rc |= sl_buf_append(out, body, blen);
     if (rc != 0) {
-        sl_buf_free(o);
+        sl_buf_free(out);
         free(h->ca_file);
         free(h);
         return NULL;
@@ -470,11 +474,11 @@ sl_httpres_t *sl_http_start(sl_req_t *req, const char *method, size_t mlen, cons
         req->refs++;
     h->flags = flags;
     h->is_head = mlen == 4 && memcmp(method, "HEAD", 4) == 0;
-    h->send_timeout = send_timeout;
-    h->read_timeout = read_timeout;
-    h->max_body = max_body > 0 ? max_body : 16.0 * 1024 * 1024;
-    h->pool_size = pool_size;
-    h->idle_timeout = idle_timeout;
+    h->send_timeout = o->send_timeout;
+    h->read_timeout = o->read_timeout;
+    h->max_body = o->max_body > 0 ? o->max_body : 16.0 * 1024 * 1024;
+    h->pool_size = o->pool_size;
+    h->idle_timeout = o->idle_timeout;
     sl_http_t **head = list_of(w);
     h->next = *head;
     if (*head)
@@ -484,9 +488,17 @@ sl_httpres_t *sl_http_start(sl_req_t *req, const char *method, size_t mlen, cons
     uv_timer_init(&w->loop, &h->kick);
     uv_timer_init(&w->loop, &h->deadline);
     h->kick.data = h->deadline.data = h;
+    sl_field_err_t e;
+    if (sl_http_check_fields(headers, hlen, o->nfields, 0, &e) != 0) {
+        /* never sent: the exchange is over before it began, Lua reads why (and raises: a plugin's mistake) */
+        h->res.done = 1;
+        h->res.error = SL_UPERR_BAD_REQUEST;
+        sl_http_field_error(&e, h->res.errmsg, sizeof(h->res.errmsg));
+        return &h->res;
+    }
     uv_timer_start(&h->kick, on_kick, 0, 0);
-    if (deadline > 0)
-        uv_timer_start(&h->deadline, on_deadline, (uint64_t)(deadline * 1000), 0);
+    if (o->deadline > 0)
+        uv_timer_start(&h->deadline, on_deadline, (uint64_t)(o->deadline * 1000), 0);
     return &h->res;
 }
 

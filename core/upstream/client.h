@@ -36,15 +36,29 @@ typedef struct sl_httpres {
 
 /** Checks that url is an absolute http(s) URL the client can use; 0 or -EINVAL. */
 int sl_http_check_url(const char *url, size_t len);
+/** One request for sl_http_start (declared again in Lua FFI, lua/sluice/pdk/http.lua). The strings need only
+ *  live through the call. */
+typedef struct sl_http_opts {
+    const char *method, *url;
+    const char *headers; /* nfields "Name: value\r\n" lines (no Content-Length) */
+    const char *body;
+    const char *ca_file; /* HTTPS: CA bundle; NULL: the system's */
+    size_t mlen, ulen, hlen, blen;
+    uint32_t nfields;
+    int32_t flags, pool_size;
+    double connect_timeout, send_timeout, read_timeout;
+    double deadline; /* the whole exchange, seconds */
+    double max_body; /* bytes buffered when not streaming; 0: 16 MiB */
+    double idle_timeout;
+} sl_http_opts_t;
+
 /** Starts an HTTP/1.1 request on the calling worker (from Lua; it continues from a zero-delay timer, never
- *  calling Lua back from inside this call). headers: "Name: value\r\n" lines (no Content-Length). The
- * coroutine is woken through sl_vm_wake(req or wake_id) when res.done is set or, streaming, when body bytes
- * wait. Returns the exchange (the caller frees it with sl_http_close) or NULL (out of memory, bad URL,
- * stopping). */
-sl_httpres_t *sl_http_start(sl_req_t *req, const char *method, size_t mlen, const char *url, size_t ulen,
-                            const char *headers, size_t hlen, const char *body, size_t blen, int flags,
-                            double connect_timeout, double send_timeout, double read_timeout, double deadline,
-                            double max_body, int pool_size, double idle_timeout, const char *ca_file);
+ *  calling Lua back from inside this call). The header lines are checked first (core/http/field.h): a bad one
+ *  is never sent, the exchange comes back done already with SL_UPERR_BAD_REQUEST and errmsg naming the
+ *  header. The coroutine is woken through sl_vm_wake(req or wake_id) when res.done is set or, streaming, when
+ *  body bytes wait. Returns the exchange (the caller frees it with sl_http_close) or NULL (out of memory, bad
+ *  URL, stopping). */
+sl_httpres_t *sl_http_start(sl_req_t *req, const sl_http_opts_t *o);
 /** Stream mode: marks the buffered body bytes taken and lets more arrive. */
 int sl_http_take(sl_httpres_t *res);
 /** Ends an exchange (cancelling it if it runs); its memory is freed later. */

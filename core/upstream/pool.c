@@ -35,7 +35,7 @@ sl_pool_t *sl__pool(sl_worker_t *w)
 const char *sl__uperr_name(int e)
 {
     static const char *const names[] = {"none",         "connect",     "dns",   "timeout", "reset",
-                                        "bad_response", "client_gone", "nomem", "tls"};
+                                        "bad_response", "client_gone", "nomem", "tls",     "bad_request"};
     return e >= 0 && e < (int)(sizeof(names) / sizeof(names[0])) ? names[e] : "error";
 }
 
@@ -351,6 +351,20 @@ void sl__upconn_read_stop(sl_upconn_t *uc)
     }
 }
 
+void sl__upconn_hold(sl_upconn_t *uc)
+{
+    sl__upconn_read_stop(uc);
+    if (uc->pending_writes == 0)
+        uv_timer_stop(&uc->timer);
+}
+
+int sl__upconn_unhold(sl_upconn_t *uc)
+{
+    int was_reading = uc->reading;
+    sl__upconn_read_start(uc);
+    return !was_reading && uc->reading && uc->pending_writes == 0;
+}
+
 static sl_upconn_t *pool_get(sl_pool_t *p, const char *key, size_t len, uint64_t hash)
 {
     for (sl_upconn_t *uc = p->idle; uc; uc = uc->next_idle) {
@@ -406,7 +420,8 @@ static size_t make_key(const sl_uptarget_t *t, char *key, uint64_t *hash)
     return n;
 }
 
-sl_upconn_t *sl__upconn_open(sl_worker_t *w, const sl_uptarget_t *t, const sl_upconn_ops_t *ops, void *owner)
+sl_upconn_t *sl__upconn_open(sl_worker_t *w, const sl_uptarget_t *t, const sl_upconn_ops_t *ops, void *owner,
+                             int fresh)
 {
     sl_pool_t *p = sl__pool(w);
     if (p == NULL || (t->ca_file && strlen(t->ca_file) > 512))
@@ -414,7 +429,7 @@ sl_upconn_t *sl__upconn_open(sl_worker_t *w, const sl_uptarget_t *t, const sl_up
     char key[sizeof(((sl_upconn_t *)0)->key)];
     uint64_t hash;
     size_t klen = make_key(t, key, &hash);
-    sl_upconn_t *uc = pool_get(p, key, klen, hash);
+    sl_upconn_t *uc = fresh ? NULL : pool_get(p, key, klen, hash);
     if (uc) {
         uc->owner = owner;
         uc->ops = ops;
@@ -485,64 +500,6 @@ void sl__pool_close(sl_worker_t *w)
     w->pool = NULL;
 }
 
-/* ---- response headers ---- */
-
-int sl__uphdrs_field(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
-{
-    if (h->n == 0 || h->in_value) {
-        if (h->n == h->cap) {
-            uint32_t cap = h->cap ? h->cap * 2 : 16;
-            sl_header_t *l = cap > 512 ? NULL : realloc(h->list, cap * sizeof(*l));
-            if (l == NULL)
-                return -1;
-            h->list = l;
-            h->cap = cap;
-        }
-        sl_header_t *x = &h->list[h->n++];
-        x->name = (const char *)(uintptr_t)h->bytes.len;
-        x->name_len = 0;
-        x->value = NULL;
-        x->value_len = 0;
-        h->in_value = 0;
-    }
-    h->list[h->n - 1].name_len += (uint32_t)len;
-    return h->bytes.len + len <= max && sl_buf_append(&h->bytes, at, len) == 0 ? 0 : -1;
-}
-
-int sl__uphdrs_value(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
-{
-    sl_header_t *x = &h->list[h->n - 1];
-    if (!h->in_value) {
-        h->in_value = 1;
-        x->value = (const char *)(uintptr_t)h->bytes.len;
-    }
-    x->value_len += (uint32_t)len;
-    return h->bytes.len + len <= max && sl_buf_append(&h->bytes, at, len) == 0 ? 0 : -1;
-}
-
-void sl__uphdrs_finish(sl_uphdrs_t *h)
-{
-    for (uint32_t i = 0; i < h->n; i++) {
-        sl_header_t *x = &h->list[i];
-        x->name = h->bytes.base + (uintptr_t)x->name;
-        x->value = x->value ? h->bytes.base + (uintptr_t)x->value : "";
-    }
-}
-
-void sl__uphdrs_reset(sl_uphdrs_t *h)
-{
-    h->n = 0;
-    h->bytes.len = 0;
-    h->in_value = 0;
-}
-
-void sl__uphdrs_free(sl_uphdrs_t *h)
-{
-    sl_buf_free(&h->bytes);
-    free(h->list);
-    memset(h, 0, sizeof(*h));
-}
-
 int sl__http_replayable(const char *head, size_t len)
 {
     static const char *const methods[] = {"GET ", "HEAD ", "OPTIONS ", "TRACE ", "PUT ", "DELETE "};
@@ -551,6 +508,10 @@ int sl__http_replayable(const char *head, size_t len)
         if (len >= n && memcmp(head, methods[i], n) == 0)
             return 1;
     }
+    /* the head only: a body (in the same buffer) saying "\r\nIdempotency-Key:" makes nothing idempotent */
+    const char *end = memmem(head, len, "\r\n\r\n", 4);
+    if (end)
+        len = (size_t)(end - head) + 2;
     static const char key[] = "\r\nidempotency-key:";
     size_t klen = sizeof(key) - 1;
     for (size_t i = 0; i + klen <= len; i++)

@@ -23,6 +23,8 @@ enum {
     SL_UPERR_CLIENT_GONE = 6,  /* our client went away (or the worker stops); the request was cancelled */
     SL_UPERR_NOMEM = 7,
     SL_UPERR_TLS = 8, /* handshake failed or certificate rejected */
+    SL_UPERR_BAD_REQUEST =
+        9, /* the request given cannot be sent (a header name or value: core/http/field.h) */
 };
 
 /** Where to connect: the pool key is derived from all of it, so connections are shared only among equals. */
@@ -95,9 +97,12 @@ typedef struct sl_pool {
 /** The worker's pool, created on first use; NULL on out of memory. */
 sl_pool_t *sl__pool(sl_worker_t *w);
 /** Gets a ready connection to t for owner: an idle one from the pool (ready called before returning, with
- *  uc->reused set) or a new one (DNS through the cache, connect, proxy CONNECT, TLS handshake; ready called
- *  later from a libuv callback). Returns the connection or NULL on out of memory (ready not called). */
-sl_upconn_t *sl__upconn_open(sl_worker_t *w, const sl_uptarget_t *t, const sl_upconn_ops_t *ops, void *owner);
+ *  uc->reused set) unless fresh is set, or a new one (DNS through the cache, connect, proxy CONNECT, TLS
+ *  handshake; ready called later from a libuv callback). A retry after a kept-alive connection failed asks
+ *  for a fresh one: the others idle since as long may be just as stale. Returns the connection or NULL on out
+ *  of memory (ready not called). */
+sl_upconn_t *sl__upconn_open(sl_worker_t *w, const sl_uptarget_t *t, const sl_upconn_ops_t *ops, void *owner,
+                             int fresh);
 /** Writes bytes (encrypted on TLS connections): returns 1 when all went out at once, 0 when queued
  *  (ops->written follows), or a negative code. */
 int sl__upconn_write(sl_upconn_t *uc, const char *data, size_t len);
@@ -114,29 +119,21 @@ void sl__upconn_close(sl_upconn_t *uc);
 void sl__upconn_read_start(sl_upconn_t *uc);
 /** Stops reading (back-pressure); sl__upconn_read_start resumes. */
 void sl__upconn_read_stop(sl_upconn_t *uc);
-/** Whether a request (its head: request line and headers) may be sent again after a kept-alive connection
- *  failed before any response byte: idempotent methods, or an Idempotency-Key header (as Go's transport).
- *  A POST is not replayed otherwise: the upstream may have acted on it before the connection died. */
+/** Back-pressure from the owner's side (its client or Lua has not taken what it has): stops reading, and the
+ *  timer too, since nothing is being waited for from the upstream meanwhile (a queued write keeps its send
+ *  timeout). */
+void sl__upconn_hold(sl_upconn_t *uc);
+/** Reads again after sl__upconn_hold. Returns 1 when the owner should arm its read timeout afresh (reading
+ * had stopped and no write is queued), 0 otherwise. */
+int sl__upconn_unhold(sl_upconn_t *uc);
+/** Whether a request may be sent again after a kept-alive connection failed before any response byte:
+ *  idempotent methods, or an Idempotency-Key header (as Go's transport; looked for in the head only, up to
+ *  its blank line, never in the body that may follow in the same buffer). A POST is not replayed otherwise:
+ *  the upstream may have acted on it before the connection died. */
 int sl__http_replayable(const char *head, size_t len);
 /** Closes every idle connection of a worker and fails its client exchanges (at stop). */
 void sl__pool_close(sl_worker_t *w);
 /** Name of an error class for logs and Lua ("connect", "dns", "timeout", "reset", "bad_response", ...). */
 const char *sl__uperr_name(int error);
-
-/** Response headers of an exchange, collected by llhttp callbacks into one buffer. */
-typedef struct sl_uphdrs {
-    sl_buf_t bytes;
-    sl_header_t *list;
-    uint32_t n, cap;
-    uint8_t in_value;
-} sl_uphdrs_t;
-
-/** llhttp header callbacks' bodies; return 0 or -1 (too many, too large, out of memory). */
-int sl__uphdrs_field(sl_uphdrs_t *h, const char *at, size_t len, size_t max_bytes);
-int sl__uphdrs_value(sl_uphdrs_t *h, const char *at, size_t len, size_t max_bytes);
-/** Turns the stored offsets into pointers (at headers complete). */
-void sl__uphdrs_finish(sl_uphdrs_t *h);
-void sl__uphdrs_reset(sl_uphdrs_t *h);
-void sl__uphdrs_free(sl_uphdrs_t *h);
 
 #endif

@@ -14,6 +14,7 @@
 
 #include "common/log.h"
 #include "http/conn.h"
+#include "http/field.h"
 #include "http/response.h"
 #include "lua/vm.h"
 #include "upstream/forward.h"
@@ -94,7 +95,8 @@ static void end(sl_proxy_t *p, int error)
 static void fail(sl_proxy_t *p, int error, const char *what, int code)
 {
     sl_upconn_t *uc = p->uc;
-    /* A kept-alive connection the upstream had already closed: once more on a fresh one. */
+    /* A kept-alive connection the upstream had already closed: once more, on a fresh one (retried makes
+     * attempt skip the pool, whose other connections may have gone stale just the same). */
     if (uc && uc->reused && !p->got_bytes && !p->retried && !p->body_moved && error == SL_UPERR_RESET &&
         sl__http_replayable(p->out.base, p->out.len)) {
         p->retried = 1;
@@ -113,14 +115,54 @@ static void on_timeout(sl_upconn_t *uc)
 {
     sl_proxy_t *p = uc->owner;
     sl_req_t *r = hold(p);
-    fail(p, SL_UPERR_TIMEOUT, "timed out", 0);
+    char what[80];
+    if (p->head_armed)
+        snprintf(what, sizeof(what), "response head not complete within %gs (timeout.header)",
+                 p->header_timeout);
+    fail(p, SL_UPERR_TIMEOUT, p->head_armed ? what : "timed out", 0);
     sl_req_release(r);
 }
 
+/* Arms the connection's timer (0 stops it). */
 static void arm(sl_proxy_t *p, double seconds)
 {
-    if (p->uc && seconds > 0)
+    p->head_armed = 0;
+    if (p->uc)
         sl__upconn_arm(p->uc, seconds);
+}
+
+/* The head is due header_timeout after the request was sent or its first byte came, whichever is first. */
+static void head_due(sl_proxy_t *p)
+{
+    if (p->head_by == 0 && p->header_timeout > 0 && !p->resp.headers_done)
+        p->head_by = uv_now(&p->w->loop) + (uint64_t)(p->header_timeout * 1000);
+}
+
+/* Arms the wait for the upstream: the read timeout, or what is left of the head deadline if that is sooner
+ * (each byte of a trickled head would restart a read timeout). */
+static void arm_read(sl_proxy_t *p)
+{
+    double t = p->read_timeout;
+    int head = 0;
+    if (p->head_by && !p->resp.headers_done) {
+        uint64_t now = uv_now(&p->w->loop);
+        double left = p->head_by > now ? (double)(p->head_by - now) / 1000 : 0.001;
+        if (left <= t) {
+            t = left;
+            head = 1;
+        }
+    }
+    arm(p, t);
+    p->head_armed = (uint8_t)head;
+}
+
+/* Reading again after back-pressure (sl__upconn_hold: the upstream is not read while the client (PASS) or Lua
+ * (FILTER) catches up, and its read timeout does not run meanwhile): the read timeout starts over. */
+static void resume_reads(sl_proxy_t *p)
+{
+    p->held = 0;
+    if (p->uc && !p->opening && sl__upconn_unhold(p->uc))
+        arm_read(p);
 }
 
 /* ---- response ---- */
@@ -140,7 +182,8 @@ static void process(sl_proxy_t *p)
             uc->rpos = (size_t)(llhttp_get_error_pos(&uc->parser) - uc->rbuf);
             llhttp_resume(&uc->parser);
         } else {
-            fail(p, SL_UPERR_BAD_RESPONSE, llhttp_get_error_reason(&uc->parser), 0);
+            fail(p, SL_UPERR_BAD_RESPONSE, p->hdrs.why ? p->hdrs.why : llhttp_get_error_reason(&uc->parser),
+                 0);
             return;
         }
     }
@@ -169,7 +212,7 @@ static void process(sl_proxy_t *p)
     }
     sl_req_t *r = p->req;
     if (r->conn && r->conn->write_pending > SL_PROXY_HIGH_WATER && uc->reading) {
-        sl__upconn_read_stop(uc);
+        sl__upconn_hold(p->uc);
         p->blocked = 1;
         r->conn->blocked_proxy = p;
     }
@@ -198,7 +241,8 @@ static void on_up_read(sl_upconn_t *uc, ssize_t nread)
         return;
     }
     p->got_bytes = 1;
-    arm(p, p->read_timeout);
+    head_due(p);
+    arm_read(p);
     /* head and body pieces of one read leave in one write */
     sl_conn_t *c = r->conn;
     if (c)
@@ -208,9 +252,10 @@ static void on_up_read(sl_upconn_t *uc, ssize_t nread)
         sl__conn_uncork(c);
         sl__conn_progress(c);
     }
-    if (p->uc && p->mode == SL_PROXY_FILTER && (p->chunkbuf.len > 0 || p->resp.headers_done) &&
-        !p->lua_wants) {
-        sl__upconn_read_stop(p->uc); /* bounded buffering: wait until Lua asks for more */
+    if (p->uc && !p->resp.done && p->mode == SL_PROXY_FILTER &&
+        (p->chunkbuf.len > 0 || p->resp.headers_done) && !p->lua_wants) {
+        sl__upconn_hold(p->uc); /* bounded buffering: wait until Lua asks for more */
+        p->held = 1;
     }
     sl_req_release(r);
 }
@@ -259,10 +304,14 @@ static int via_env_proxy(sl_proxy_t *p, int flags, const char *host, size_t host
  * arriving) nothing from the upstream: the client's body_timeout bounds the wait then. */
 static void after_write(sl_proxy_t *p)
 {
+    if (p->uc == NULL)
+        return;
     if (!p->body_stream || p->body_all)
-        arm(p, p->read_timeout);
-    else if (p->uc)
-        sl__upconn_arm(p->uc, 0);
+        head_due(p);
+    if (p->blocked || p->held || (p->body_stream && !p->body_all))
+        arm(p, 0);
+    else
+        arm_read(p);
 }
 
 /* The pieces that carry what the client sent of a streamed body since the last call: chunk-framed when the
@@ -349,6 +398,7 @@ static void on_up_written(sl_upconn_t *uc, int status)
 static void send_request(sl_proxy_t *p)
 {
     sl_upconn_t *uc = p->uc;
+    sl__uphdrs_restart(&p->hdrs);
     llhttp_init(&uc->parser, HTTP_RESPONSE, sl__proxy_parser_settings());
     uc->parser.data = uc;
     uc->rlen = uc->rpos = 0;
@@ -390,7 +440,8 @@ static void attempt(sl_proxy_t *p)
     p->sent = 0;
     p->opening = 1;
     p->uc = NULL;
-    sl_upconn_t *uc = sl__upconn_open(p->w, &p->target, &proxy_ops, p);
+    p->head_by = 0;
+    sl_upconn_t *uc = sl__upconn_open(p->w, &p->target, &proxy_ops, p, p->retried);
     if (uc == NULL) {
         p->opening = 0;
         end(p, SL_UPERR_NOMEM);
@@ -414,19 +465,38 @@ static void on_kick(uv_timer_t *t)
         notify_lua(p);
     } else {
         process(p);
-        if (!p->resp.done && p->mode == SL_PROXY_FILTER && p->resp.chunk_len == 0)
-            read_start(p);
+        /* Lua took what it had (FILTER), or streams in C now (sl_proxy_pass: it may have held the reads) */
+        if (!p->resp.done && (p->mode == SL_PROXY_FILTER ? p->resp.chunk_len == 0 : !p->blocked))
+            resume_reads(p);
     }
     sl_req_release(r);
 }
 
-sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, int flags,
-                           const char *ca_file, const char *sni, const char *head, size_t headlen,
-                           const char *skip, size_t skiplen, const char *body, size_t bodylen, int mode,
-                           double connect_timeout, double send_timeout, double read_timeout, int pool_size,
-                           double idle_timeout)
+/* Whether what Lua built may go on the wire: the host (it goes into a request line or a CONNECT) and the head
+ * (names, values, request line: core/http/field.h). A refusal is logged with the request's id, which the
+ * client's 500 carries. */
+static int refuse_head(sl_req_t *req, const sl_proxy_opts_t *o)
 {
+    sl_field_err_t e = {
+        .at = o->host, .len = o->hostlen, .kind = "host", .why = "spaces or control characters"};
+    char what[300];
+    int ended = (o->flags & SL_PROXY_FORWARD) ? 0 : SL_FIELDS_ENDED;
+    if (sl_http_host_ok(o->host, o->hostlen) &&
+        sl_http_check_request_head(o->head, o->headlen, o->nfields, ended, &e) == 0)
+        return 0;
+    sl_log(SL_LOG_ERROR, "request %016llx: upstream request (port %d) not sent: %s",
+           (unsigned long long)req->id, o->port, sl_http_field_error(&e, what, sizeof(what)));
+    return 1;
+}
+
+sl_proxy_t *sl_proxy_start(sl_req_t *req, const sl_proxy_opts_t *o)
+{
+    const char *host = o->host, *head = o->head, *body = o->body;
+    size_t hostlen = o->hostlen, headlen = o->headlen, bodylen = o->bodylen;
+    int port = o->port, flags = o->flags;
     if (hostlen == 0 || hostlen >= sizeof(((sl_proxy_t *)0)->host) || req->conn == NULL)
+        return NULL;
+    if (refuse_head(req, o))
         return NULL;
     if (req->proxy) {
         /* Another call for the same request (AI retries, before any response byte went to the client): the
@@ -453,7 +523,7 @@ sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int 
     int rc = sl_buf_reserve(&p->out, headlen + (stream ? req->bodybuf.len + 32 : bodylen));
     rc |= via_env_proxy(p, flags, host, hostlen, port, head, headlen);
     if (rc == 0 && (flags & SL_PROXY_FORWARD))
-        rc = sl__forward_headers(&p->out, req, skip, skiplen, length, framing, req->conn->tls != NULL);
+        rc = sl__forward_headers(&p->out, req, o->skip, o->skiplen, length, framing, req->conn->tls != NULL);
     rc |= stream ? frame_body(p, &p->out) : sl_buf_append(&p->out, body, bodylen);
     if (rc != 0) {
         sl_buf_free(&p->out);
@@ -471,20 +541,21 @@ sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int 
     p->target.port = port;
     p->target.tls = (flags & SL_PROXY_TLS) != 0;
     p->target.verify = (flags & SL_PROXY_NO_VERIFY) == 0;
-    p->target.connect_timeout = connect_timeout;
-    if (sni && strlen(sni) < sizeof(p->target.sni))
-        memcpy(p->target.sni, sni, strlen(sni) + 1);
-    if (ca_file && *ca_file) {
-        p->ca_file = strdup(ca_file);
+    p->target.connect_timeout = o->connect_timeout;
+    if (o->sni && strlen(o->sni) < sizeof(p->target.sni))
+        memcpy(p->target.sni, o->sni, strlen(o->sni) + 1);
+    if (o->ca_file && *o->ca_file) {
+        p->ca_file = strdup(o->ca_file);
         p->target.ca_file = p->ca_file;
     }
     p->w = req->conn->w;
-    p->mode = mode;
-    p->connect_timeout = connect_timeout;
-    p->send_timeout = send_timeout;
-    p->read_timeout = read_timeout;
-    p->pool_size = pool_size;
-    p->idle_timeout = idle_timeout;
+    p->mode = o->mode;
+    p->connect_timeout = o->connect_timeout;
+    p->send_timeout = o->send_timeout;
+    p->read_timeout = o->read_timeout;
+    p->header_timeout = o->header_timeout;
+    p->pool_size = o->pool_size;
+    p->idle_timeout = o->idle_timeout;
     p->resp.content_length = -1;
     p->is_head = headlen >= 5 && memcmp(head, "HEAD ", 5) == 0;
     p->t_start = now_s();
@@ -547,7 +618,8 @@ void sl__proxy_unblock(sl_proxy_t *p)
     if (!p->blocked)
         return;
     p->blocked = 0;
-    read_start(p);
+    if (!p->resp.done)
+        resume_reads(p);
 }
 
 static void on_proxy_closed(uv_handle_t *h)

@@ -9,6 +9,7 @@
 #include "http/request.h"
 #include "server/worker.h"
 #include "upstream/pool.h"
+#include "upstream/uphdrs.h"
 
 /* Back-pressure: an upstream stops being read while more than HIGH bytes wait for a slow client. */
 #define SL_PROXY_HIGH_WATER (1024 * 1024)
@@ -53,16 +54,20 @@ typedef struct sl_proxy {
     int mode;
     int pool_size;
     double connect_timeout, send_timeout, read_timeout, idle_timeout;
-    sl_buf_t out;     /* request bytes, kept to resend once if a reused connection was stale */
-    sl_uphdrs_t hdrs; /* response headers */
+    double header_timeout; /* the whole response head (interim ones included) within this, once it is due */
+    uint64_t head_by;      /* loop time (ms) the head is due by; 0 until the request is sent or a byte came */
+    sl_buf_t out;          /* request bytes, kept to resend once if a reused connection was stale */
+    sl_uphdrs_t hdrs;      /* response headers */
     sl_buf_t chunkbuf;
     uint8_t opening;   /* waiting for sl__upconn_open's ready */
     uint8_t got_bytes; /* any response byte seen on this attempt */
     uint8_t retried;
-    uint8_t blocked;   /* reading stopped for client back-pressure */
-    uint8_t lua_wants; /* Lua asked for the next event */
-    uint8_t head_sent; /* PASS: response head written to the client */
-    uint8_t started;   /* the first kick began the exchange */
+    uint8_t blocked;    /* PASS: reading stopped for client back-pressure */
+    uint8_t held;       /* FILTER: reading stopped until Lua takes what it was given */
+    uint8_t head_armed; /* the timer armed last is the head deadline, not the read timeout */
+    uint8_t lua_wants;  /* Lua asked for the next event */
+    uint8_t head_sent;  /* PASS: response head written to the client */
+    uint8_t started;    /* the first kick began the exchange */
     uint8_t is_head;
     uint8_t msg_done;     /* the parser saw the end of the final response */
     uint8_t head_told;    /* FILTER: Lua was resumed for the head; later wake-ups need a chunk or the end */
@@ -76,22 +81,39 @@ typedef struct sl_proxy {
     double t_start;
 } sl_proxy_t;
 
-/** Starts proxying req to host:port (SL_PROXY_FORWARD: head is the request line and the headers Lua sets;
- *  the client's own headers follow, filtered (sl__forward_headers, skipping `skip`), with SL_PROXY_LENGTH a
+/** How to proxy one request (sl_proxy_start; declared again in Lua FFI, lua/sluice/pdk/base.lua). The strings
+ *  need only live through the call. */
+typedef struct sl_proxy_opts {
+    const char *host;    /* where to connect; also the SNI unless sni is given */
+    const char *ca_file; /* HTTPS: CA bundle to verify against; NULL: the system's */
+    const char *sni;     /* HTTPS: the name to send and check; NULL: host */
+    const char *head;    /* request line and header lines (see sl_proxy_start) */
+    const char *skip;    /* SL_PROXY_FORWARD: client headers not to forward, lower-case, "\n"-separated */
+    const char *body;
+    size_t hostlen, headlen, skiplen, bodylen;
+    uint32_t
+        nfields; /* header lines in head (Host and Content-Length included): sl_http_check_request_head */
+    int32_t port, flags, mode, pool_size;
+    double connect_timeout, send_timeout, read_timeout, header_timeout, idle_timeout;
+} sl_proxy_opts_t;
+
+/** Starts proxying req to o->host:port (SL_PROXY_FORWARD: head is the request line and the headers Lua sets;
+ *  the client's own headers follow, filtered (sl__forward_headers, skipping o->skip), with SL_PROXY_LENGTH a
  *  Content-Length; SL_PROXY_STREAM: the client's body, still arriving (req->body_pending), is sent as it
  *  comes instead of body, framed as the client framed it; SL_PROXY_ENV_PROXY: through the HTTP(S)_PROXY of
  *  the environment unless NO_PROXY names host (CONNECT for HTTPS, absolute-form request line for HTTP);
  *  SL_PROXY_TLS for HTTPS, verified against ca_file or the system bundle unless SL_PROXY_NO_VERIFY), sending
- * head (request line + headers, ending in a blank line) and body. The request's coroutine must yield
- * afterwards; it is resumed when the proxy has news (see sl_upresp_t). A request may start another call once
- * the response to the client has not started: the previous call is given up (freed; its connection pooled
- * when it ended cleanly). Returns the proxy (owned by req) or NULL on out of memory or when the client
- * response already started. Called from Lua: never calls back into Lua. */
-sl_proxy_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, int flags,
-                           const char *ca_file, const char *sni, const char *head, size_t headlen,
-                           const char *skip, size_t skiplen, const char *body, size_t bodylen, int mode,
-                           double connect_timeout, double send_timeout, double read_timeout, int pool_size,
-                           double idle_timeout);
+ *  head (request line + headers, ending in a blank line) and body. The host and head are checked first
+ *  (core/http/field.h: token method and names, no CR, LF or NUL in the target or a value, nfields lines): a
+ *  bad one is logged with the request's id and never sent. The response head must be complete within
+ *  header_timeout of the request's end being sent (or of its first byte, if earlier), whatever trickles in
+ *  meanwhile; read_timeout bounds each wait for the upstream while it is read (not while the client or Lua
+ *  holds the reading back). The request's coroutine must yield afterwards; it is resumed when the proxy has
+ *  news (see sl_upresp_t). A request may start another call once the response to the client has not started:
+ *  the previous call is given up (freed; its connection pooled when it ended cleanly). Returns the proxy
+ *  (owned by req) or NULL on out of memory, a bad head or host (logged), or when the client response already
+ *  started. Called from Lua: never calls back into Lua. */
+sl_proxy_t *sl_proxy_start(sl_req_t *req, const sl_proxy_opts_t *o);
 /** FILTER mode: marks the current chunk taken and asks for the next event (resumes the coroutine later). */
 int sl_proxy_read(sl_proxy_t *p);
 /** Changes the read timeout (seconds > 0) from the next read on: a stream's idle bound after its first token.

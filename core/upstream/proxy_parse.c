@@ -9,8 +9,6 @@
 #include "http/response.h"
 #include "upstream/forward.h"
 
-#define UP_MAX_HEAD 65536
-
 static llhttp_settings_t psettings;
 
 static sl_proxy_t *of(llhttp_t *hp)
@@ -29,13 +27,13 @@ static int on_pbegin(llhttp_t *hp)
 static int on_hfield(llhttp_t *hp, const char *at, size_t len)
 {
     sl_proxy_t *p = of(hp);
-    return sl__uphdrs_field(&p->hdrs, at, len, UP_MAX_HEAD);
+    return sl__uphdrs_field(&p->hdrs, at, len, SL_UP_MAX_HEAD);
 }
 
 static int on_hvalue(llhttp_t *hp, const char *at, size_t len)
 {
     sl_proxy_t *p = of(hp);
-    return sl__uphdrs_value(&p->hdrs, at, len, UP_MAX_HEAD);
+    return sl__uphdrs_value(&p->hdrs, at, len, SL_UP_MAX_HEAD);
 }
 
 static int hop_by_hop(const sl_header_t *h, const sl_header_t *conn)
@@ -58,6 +56,7 @@ static int send_head(sl_proxy_t *p)
     if (r->conn == NULL)
         return -1;
     sl_buf_t h = {0};
+    uint32_t n = 0;
     const sl_header_t *conn = NULL;
     for (uint32_t i = 0; i < p->resp.nheaders; i++)
         if (p->resp.headers[i].name_len == 10 && strncasecmp(p->resp.headers[i].name, "connection", 10) == 0)
@@ -70,22 +69,26 @@ static int send_head(sl_proxy_t *p)
         sl_buf_append(&h, ": ", 2);
         sl_buf_append(&h, hd->value, hd->value_len);
         sl_buf_append(&h, "\r\n", 2);
+        n++;
     }
-    int rc = sl_resp_start(r, p->resp.status, h.base ? h.base : "", h.len, p->resp.content_length);
+    int rc = sl_resp_start(r, p->resp.status, h.base ? h.base : "", h.len, n, p->resp.content_length);
     sl_buf_free(&h);
-    p->head_sent = 1;
+    p->head_sent = rc != SL_ERR_HEADER; /* refused: a whole 500 went out instead, not to be cut short */
     return rc;
 }
 
 static int on_headers_done(llhttp_t *hp)
 {
     sl_proxy_t *p = of(hp);
+    int interim = sl__uphdrs_head_done(&p->hdrs, hp);
+    if (interim < 0)
+        return -1;
+    if (interim)
+        return 0; /* 100 Continue, 103 Early Hints...: the real response follows */
     sl__uphdrs_finish(&p->hdrs);
     p->resp.headers = p->hdrs.list;
     p->resp.nheaders = p->hdrs.n;
     p->resp.status = llhttp_get_status_code(hp);
-    if (p->resp.status < 200)
-        return 0; /* interim (100 Continue): the real response follows */
     p->resp.content_length = (hp->flags & F_CONTENT_LENGTH) ? (int64_t)hp->content_length : -1;
     p->resp.headers_done = 1;
     int nobody = p->is_head || p->resp.status == 204 || p->resp.status == 304;
@@ -108,8 +111,8 @@ static int on_pbody(llhttp_t *hp, const char *at, size_t len)
 static int on_pcomplete(llhttp_t *hp)
 {
     sl_proxy_t *p = of(hp);
-    if (p->resp.status < 200)
-        return 0;
+    if (!p->resp.headers_done)
+        return 0; /* an interim response */
     p->msg_done = 1;
     return HPE_PAUSED; /* stop exactly at the end: bytes after it make the connection unusable */
 }

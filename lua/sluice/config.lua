@@ -73,7 +73,8 @@ local UPSTREAM = { type = "object", required = { "nodes" }, additionalProperties
     scheme = { enum = { "http", "https" }, default = "http" },
     timeout = { type = "object", default = {}, additionalProperties = false, properties = {
         connect = { type = { "string", "number" }, default = 5 }, send = { type = { "string", "number" }, default = 30 },
-        read = { type = { "string", "number" }, default = 60 } } },
+        read = { type = { "string", "number" }, default = 60 },
+        header = { type = { "string", "number" } } } }, -- the whole response head; default: read
     keepalive = { type = "object", default = {}, additionalProperties = false, properties = {
         size = { type = "integer", minimum = 0, maximum = 100000, default = 64 },
         idle_timeout = { type = { "string", "number" }, default = 60 } } },

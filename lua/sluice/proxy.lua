@@ -18,8 +18,10 @@ local header_lines = response.header_lines
 local PASS, FILTER = 0, 1
 local UPERR_TIMEOUT, UPERR_CLIENT_GONE = 3, 6
 local ERRNAMES = { "connect failed", "DNS resolution failed", "timed out", "connection reset",
-                   "invalid response", "client gone", "out of memory", "TLS handshake failed" }
+                   "invalid response", "client gone", "out of memory", "TLS handshake failed", "invalid request" }
 local PROXY_TLS, PROXY_NO_VERIFY, PROXY_FORWARD, PROXY_LENGTH, PROXY_STREAM, PROXY_ENV = 1, 2, 4, 8, 16, 32 -- sl_proxy_start flags
+-- sl_proxy_start's options, filled for each call (C copies what it keeps before returning)
+local popts = ffi.new("sl_proxy_opts_t")
 
 local _M = {}
 
@@ -68,8 +70,9 @@ local function upstream_path(ctx)
     return path
 end
 
--- The request line, Host and the headers plugins set; the client's own headers are appended in C
--- (core/upstream/forward.c), which leaves out hop-by-hop ones and those named in the returned skip list.
+-- The request line, Host and the headers plugins set, and the number of header lines in it (C checks the head:
+-- core/http/field.c); the client's own headers are appended in C (core/upstream/forward.c), which leaves out
+-- hop-by-hop ones and those named in the returned skip list.
 local function build_head(ctx, up, node)
     local set = ctx.set_headers
     local host
@@ -83,7 +86,7 @@ local function build_head(ctx, up, node)
     local head = (ctx.upstream_method or ctx.method) .. " " .. upstream_path(ctx) .. " HTTP/1.1\r\nHost: " .. host
         .. "\r\n"
     if not set then
-        return head, nil
+        return head, nil, 1
     end
     local out, n, skip, k = { head }, 1, {}, 0
     for name, v in pairs(set) do
@@ -94,7 +97,7 @@ local function build_head(ctx, up, node)
             n = n + 4
         end
     end
-    return concat(out, "", 1, n), concat(skip, "\n", 1, k)
+    return concat(out, "", 1, n), concat(skip, "\n", 1, k), 1 + (n - 1) / 4
 end
 
 local function resp_headers(up)
@@ -169,7 +172,7 @@ function _M.run(ctx, up, pipe)
     else
         body_ptr, body_len = r.body, r.body_len
     end
-    local head, skip = build_head(ctx, up, node)
+    local head, skip, nfields = build_head(ctx, up, node)
     local filter = pipe and (pipe.header_filter or pipe.body_filter) or ctx.want_response
     local t, ka = up.timeout or {}, up.keepalive or {}
     ctx.upstream_addr = node.host .. ":" .. node.port
@@ -186,13 +189,18 @@ function _M.run(ctx, up, pipe)
     if not body and r.body_pending ~= 0 then
         flags = flags + PROXY_STREAM -- nobody read the body: it goes upstream as it arrives
     end
-    local p = C.sl_proxy_start(r, node.host, #node.host, node.port, flags, tls and tls.ca_file, sni, head, #head,
-        skip, skip and #skip or 0,
-        body_ptr, body_len,
-        filter and FILTER or PASS, t.connect or 5, t.send or 30, t.read or 60, ka.size or 64, ka.idle_timeout or 60)
-    if p == nil then
+    local o = popts
+    o.host, o.hostlen, o.port, o.flags, o.ca_file, o.sni = node.host, #node.host, node.port, flags, tls and tls.ca_file, sni
+    o.head, o.headlen, o.nfields, o.skip, o.skiplen, o.body, o.bodylen = head, #head, nfields, skip, skip and #skip or 0,
+        body_ptr, body_len
+    o.mode, o.connect_timeout, o.send_timeout, o.read_timeout = filter and FILTER or PASS, t.connect or 5, t.send or 30,
+        t.read or 60
+    o.header_timeout, o.pool_size, o.idle_timeout = t.header or t.read or 60, ka.size or 64, ka.idle_timeout or 60
+    local p = C.sl_proxy_start(r, o)
+    if p == nil then -- out of memory, or a head that must not reach the wire: the error log has the why and the id
         local worker = require("sluice.worker")
-        return worker.send(ctx, 500, worker.error_body(500, "cannot start the upstream request"))
+        return worker.send(ctx, 500, worker.error_body(500, "cannot start the upstream request (id "
+            .. ctx.request_id .. ")"))
     end
     ctx.upstream = p
     yield()
@@ -218,8 +226,10 @@ function _M.run(ctx, up, pipe)
     end
     local resp = ctx.response
     local bf = pipe.body_filter
-    local lines = header_lines(resp.headers, ctx.resp_headers)
-    C.sl_resp_start(r, resp.status, lines, #lines, bf and -1 or p.content_length)
+    local lines, nlines = header_lines(resp.headers, ctx.resp_headers)
+    if C.sl_resp_start(r, resp.status, lines, #lines, nlines, bf and -1 or p.content_length) ~= 0 then
+        return -- the client is gone, or a header was refused and a 500 went instead
+    end
     if not bf then
         C.sl_proxy_pass(p)
         yield()
@@ -266,6 +276,7 @@ end
 -- Explicit upstream requests (the AI layer): the caller builds the request, reads the body chunk by chunk and
 -- writes the client response itself; header_filter/body_filter plugins of the route still run on what it sends.
 
+-- The whole head of an explicit request and its number of header lines (checked in C: core/http/field.c).
 local function explicit_head(req, body_len)
     local port, default = req.port, req.scheme == "https" and 443 or 80
     local host = (port == nil or port == default) and req.host or (req.host .. ":" .. port)
@@ -279,12 +290,13 @@ local function explicit_head(req, body_len)
         end
     end
     out[n + 1] = "Content-Length: " .. body_len .. "\r\n\r\n"
-    return concat(out, "", 1, n + 1)
+    return concat(out, "", 1, n + 1), 2 + (n - 6) / 4
 end
 _M.explicit_head = explicit_head
 
 --- Sends req = {scheme, host, port, method, path, headers = {name = value}, body = string} upstream and waits for
---- the response head. opts: timeout = {connect, send, read} (seconds), keepalive = {size, idle_timeout},
+--- the response head. opts: timeout = {connect, send, read, header} (seconds; header: the whole response head within
+--- this once the request is sent, default read), keepalive = {size, idle_timeout},
 --- tls = {verify = false?, ca_file?} for https, proxy = false to ignore HTTP(S)_PROXY (honoured otherwise, with
 --- NO_PROXY: provider calls are the gateway's egress).
 --- Returns p (status, headers via _M.headers(p)) | nil, status for the client (502/504, or nil when the client
@@ -299,15 +311,19 @@ function _M.open(ctx, req, opts)
         flags = flags + PROXY_ENV
     end
     local body = req.body or ""
-    local head = explicit_head(req, #body)
+    local head, nfields = explicit_head(req, #body)
     local t, ka = opts.timeout or {}, opts.keepalive or {}
     local port = req.port or (flags ~= 0 and 443 or 80)
     ctx.upstream_addr = req.host .. ":" .. port
-    local p = C.sl_proxy_start(ctx.req, req.host, #req.host, port, flags, tls and tls.ca_file, tls and tls.sni, head, #head,
-        nil, 0, body,
-        #body, FILTER, t.connect or 5, t.send or 30, t.read or 60, ka.size or 64, ka.idle_timeout or 60)
-    if p == nil then
-        return nil, 500, "cannot start the upstream request"
+    local o = popts
+    o.host, o.hostlen, o.port, o.flags, o.ca_file, o.sni = req.host, #req.host, port, flags, tls and tls.ca_file,
+        tls and tls.sni
+    o.head, o.headlen, o.nfields, o.skip, o.skiplen, o.body, o.bodylen = head, #head, nfields, nil, 0, body, #body
+    o.mode, o.connect_timeout, o.send_timeout, o.read_timeout = FILTER, t.connect or 5, t.send or 30, t.read or 60
+    o.header_timeout, o.pool_size, o.idle_timeout = t.header or t.read or 60, ka.size or 64, ka.idle_timeout or 60
+    local p = C.sl_proxy_start(ctx.req, o)
+    if p == nil then -- out of memory, or a head that must not reach the wire (logged with the request's id)
+        return nil, 500, "cannot start the upstream request (id " .. ctx.request_id .. ")"
     end
     ctx.upstream = p
     ctx._up_taken = false
@@ -426,8 +442,8 @@ function _M.respond(ctx, pipe, status, headers, body)
     if bf then
         body = (filter_chunk(ctx, bf, body, false) or "") .. (filter_chunk(ctx, bf, "", true) or "")
     end
-    local lines = header_lines(resp.headers, ctx.resp_headers)
-    C.sl_resp_send(r, resp.status, lines, #lines, body, #body)
+    local lines, n = header_lines(resp.headers, ctx.resp_headers)
+    C.sl_resp_send(r, resp.status, lines, #lines, n, body, #body)
 end
 
 --- Starts a streamed response (length unknown: chunked) through the route's header filters.
@@ -437,9 +453,8 @@ function _M.stream_start(ctx, pipe, status, headers)
         return false
     end
     local resp = run_header_filter(ctx, pipe, status, headers)
-    local lines = header_lines(resp.headers, ctx.resp_headers)
-    C.sl_resp_start(r, resp.status, lines, #lines, -1)
-    return true
+    local lines, n = header_lines(resp.headers, ctx.resp_headers)
+    return C.sl_resp_start(r, resp.status, lines, #lines, n, -1) == 0
 end
 
 --- Writes a piece of a streamed response (through body_filter plugins); false when the client is gone.

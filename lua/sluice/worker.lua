@@ -153,12 +153,12 @@ local function send(ctx, status, body, headers)
         headers = headers or {}
         headers["content-type"] = ctype
     end
-    local lines = header_lines(headers and (function()
+    local lines, n = header_lines(headers and (function()
         local lower = {}
         for k, v in pairs(headers) do lower[k:lower()] = v end
         return lower
     end)() or nil, extra)
-    C.sl_resp_send(r, status, lines, #lines, bytes, #bytes)
+    C.sl_resp_send(r, status, lines, #lines, n, bytes, #bytes)
 end
 _M.send = send
 

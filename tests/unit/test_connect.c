@@ -74,7 +74,7 @@ static sl_upconn_t *open_to(const char *host, outcome_t *o)
 {
     sl_uptarget_t t = {.port = port, .connect_timeout = 5};
     snprintf(t.host, sizeof(t.host), "%s", host);
-    return sl__upconn_open(&w, &t, &ops, o);
+    return sl__upconn_open(&w, &t, &ops, o, 0);
 }
 
 static void run_until(const int *flag)

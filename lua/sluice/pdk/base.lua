@@ -28,8 +28,10 @@ typedef struct sl_upresp {
     int64_t content_length;
     uint8_t headers_done, done, reused;
 } sl_upresp_t;
-int sl_resp_send(sl_req_t *r, int status, const char *headers, size_t hlen, const char *body, size_t blen);
-int sl_resp_start(sl_req_t *r, int status, const char *headers, size_t hlen, int64_t content_length);
+int sl_resp_send(sl_req_t *r, int status, const char *headers, size_t hlen, uint32_t nfields, const char *body,
+    size_t blen);
+int sl_resp_start(sl_req_t *r, int status, const char *headers, size_t hlen, uint32_t nfields,
+    int64_t content_length);
 int sl_resp_write(sl_req_t *r, const char *data, size_t len);
 int sl_resp_finish(sl_req_t *r);
 size_t sl_resp_pending(const sl_req_t *r);
@@ -38,9 +40,14 @@ int sl_req_read_body(sl_req_t *r);
 int sl_req_log_field(sl_req_t *r, const char *name, size_t nlen, const char *json, size_t jlen);
 int sl_access_log_enabled(void);
 int sl_resp_abort(sl_req_t *r);
-sl_upresp_t *sl_proxy_start(sl_req_t *req, const char *host, size_t hostlen, int port, int flags,
-    const char *ca_file, const char *sni, const char *head, size_t headlen, const char *skip, size_t skiplen, const char *body, size_t bodylen, int mode,
-    double connect_timeout, double send_timeout, double read_timeout, int pool_size, double idle_timeout);
+typedef struct sl_proxy_opts {
+    const char *host, *ca_file, *sni, *head, *skip, *body;
+    size_t hostlen, headlen, skiplen, bodylen;
+    uint32_t nfields;
+    int32_t port, flags, mode, pool_size;
+    double connect_timeout, send_timeout, read_timeout, header_timeout, idle_timeout;
+} sl_proxy_opts_t;
+sl_upresp_t *sl_proxy_start(sl_req_t *req, const sl_proxy_opts_t *o);
 int sl_proxy_read(sl_upresp_t *p);
 int sl_proxy_pass(sl_upresp_t *p);
 void sl_proxy_set_read_timeout(sl_upresp_t *p, double seconds);
@@ -87,23 +94,28 @@ function _M.headers_table(headers, n)
     return h
 end
 
-local find, gsub, format, byte = string.find, string.gsub, string.format, string.byte
+local find, gsub, format, byte, sub, tostring = string.find, string.gsub, string.format, string.byte, string.sub,
+    tostring
 
---- Checks a header name set by a plugin (an RFC 9110 token); raises otherwise, at the plugin's call site.
-function _M.check_header_name(name, level)
-    if type(name) ~= "string" or not find(name, "^[!#$%%&'*+%-.^_`|~%w]+$") then
-        error("invalid header name " .. format("%q", tostring(name)), (level or 2) + 1)
-    end
+-- A name for an error message: quoted, at most 64 bytes, controls and quotes escaped (the log stays one line).
+local function show(s)
+    s = tostring(s)
+    return '"' .. gsub(sub(s, 1, 64), '[%c"\\\127-\255]', function(c) return format("\\x%02x", byte(c)) end)
+        .. (#s > 64 and '..."' or '"')
 end
 
---- A header value safe to write into a message head: CR, LF and NUL are percent-encoded (as OpenResty does),
---- so data a plugin copies from a client cannot add headers or a second request.
-function _M.header_value(v)
-    v = tostring(v)
-    if find(v, "[\r\n%z]") then
-        v = gsub(v, "[\r\n%z]", function(c) return format("%%%02X", byte(c)) end)
+--- Checks a header a plugin sets (name an RFC 9110 token; value without CR, LF or NUL, which would add header
+--- lines or a second request to the head); raises otherwise, at the plugin's call site. Returns the value as a
+--- string. (What reaches the wire is checked again in C, whoever built it: core/http/field.c.)
+function _M.check_header(name, value, level)
+    if type(name) ~= "string" or not find(name, "^[!#$%%&'*+%-.^_`|~%w]+$") then
+        error("invalid header name " .. show(name), (level or 2) + 1)
     end
-    return v
+    value = tostring(value)
+    if find(value, "[\r\n%z]") then
+        error("invalid value for header " .. show(name) .. ": CR, LF or NUL", (level or 2) + 1)
+    end
+    return value
 end
 
 --- The running request's context; raises when called outside a request.

@@ -11,8 +11,10 @@
 --   http.request{ url = u, stream = function(chunk) ... end }   -- body handed over as it arrives
 --   local results, errs = http.multi{ { url = a }, { url = b } } -- concurrently, results in order
 --
--- err names the failure class: "connect", "dns", "tls", "timeout", "reset", "bad_response", "client_gone"
--- (worker stopping), "nomem", "invalid_url", "stream_aborted"; detail says more (for logs).
+-- err names the failure class: "connect", "dns", "tls", "timeout", "reset", "bad_response" (not HTTP/1.x, a
+-- status outside 100-599, headers over 64 KiB, more than 16 interim responses...), "client_gone" (worker
+-- stopping), "nomem", "invalid_url", "stream_aborted"; detail says more (for logs). A header name that is not a
+-- token or a value with CR, LF or NUL raises an error (nothing is sent).
 local ffi = require("ffi")
 local base = require("sluice.pdk.base")
 local timer = require("sluice.pdk.timer")
@@ -32,36 +34,37 @@ typedef struct sl_httpres {
     char errmsg[200];
 } sl_httpres_t;
 int sl_http_check_url(const char *url, size_t len);
-sl_httpres_t *sl_http_start(sl_req_t *req, const char *method, size_t mlen, const char *url, size_t ulen,
-    const char *headers, size_t hlen, const char *body, size_t blen, int flags, double connect_timeout,
-    double send_timeout, double read_timeout, double deadline, double max_body, int pool_size,
-    double idle_timeout, const char *ca_file);
+typedef struct sl_http_opts {
+    const char *method, *url, *headers, *body, *ca_file;
+    size_t mlen, ulen, hlen, blen;
+    uint32_t nfields;
+    int32_t flags, pool_size;
+    double connect_timeout, send_timeout, read_timeout, deadline, max_body, idle_timeout;
+} sl_http_opts_t;
+sl_httpres_t *sl_http_start(sl_req_t *req, const sl_http_opts_t *o);
 int sl_http_take(sl_httpres_t *res);
 void sl_http_close(sl_httpres_t *res);
 const char *sl_version(void);
 ]]
 
 local STREAM, NO_VERIFY, NO_PROXY, HAS_HOST = 1, 2, 4, 8
-local ERR = { "connect", "dns", "timeout", "reset", "bad_response", "client_gone", "nomem", "tls" }
+local ERR = { "connect", "dns", "timeout", "reset", "bad_response", "client_gone", "nomem", "tls", "bad_request" }
+local BAD_REQUEST = 9 -- a header C refused to send (core/http/field.c)
 -- never taken from the caller: the client frames the message itself
 local SKIP = { ["content-length"] = true, ["transfer-encoding"] = true }
 
 local UA
+local sopts = ffi.new("sl_http_opts_t") -- sl_http_start's options, filled per call (C copies what it keeps)
 
 local _M = {}
 
-local function check_header(s, what)
-    s = tostring(s)
-    if find(s, "[\r\n]") then
-        error(what .. " must not contain CR or LF", 4)
-    end
-    return s
-end
-
+-- The caller's headers as "Name: value\r\n" lines, and how many. Names and values are checked in C
+-- (sl_http_start), where the head is written: a name that is not a token or a value with CR, LF or NUL is never
+-- sent (a value with CR LF makes more lines than counted here).
 local function header_block(headers, body_is_json)
-    local out, n, has_host, has_ua, has_ct = {}, 0, false, false, false
+    local out, n, nlines, has_host, has_ua, has_ct = {}, 0, 0, false, false, false
     for name, v in pairs(headers or {}) do
-        name = check_header(name, "header name")
+        name = tostring(name)
         local l = lower(name)
         if not SKIP[l] then
             has_host = has_host or l == "host"
@@ -69,21 +72,21 @@ local function header_block(headers, body_is_json)
             has_ct = has_ct or l == "content-type"
             local vals = type(v) == "table" and v or { v }
             for _, x in ipairs(vals) do
-                out[n + 1], out[n + 2], out[n + 3], out[n + 4] = name, ": ", check_header(x, "header value"), "\r\n"
-                n = n + 4
+                out[n + 1], out[n + 2], out[n + 3], out[n + 4] = name, ": ", tostring(x), "\r\n"
+                n, nlines = n + 4, nlines + 1
             end
         end
     end
     if not has_ua then
         UA = UA or ("User-Agent: sluice/" .. ffi_string(C.sl_version()) .. "\r\n")
-        n = n + 1
+        n, nlines = n + 1, nlines + 1
         out[n] = UA
     end
     if body_is_json and not has_ct then
-        n = n + 1
+        n, nlines = n + 1, nlines + 1
         out[n] = "Content-Type: application/json\r\n"
     end
-    return concat(out, "", 1, n), has_host
+    return concat(out, "", 1, n), has_host, nlines
 end
 
 local function resp_headers(h)
@@ -134,7 +137,7 @@ local function start(req, o)
         error("body must be a string or a table", 3)
     end
     body = body or ""
-    local headers, has_host = header_block(o.headers, json)
+    local headers, has_host, nlines = header_block(o.headers, json)
     local flags = 0
     if o.stream then
         if type(o.stream) ~= "function" then
@@ -151,11 +154,21 @@ local function start(req, o)
     local timeout = o.timeout or 60
     local t = o.timeouts or {}
     local ka = o.keepalive or {}
-    local h = C.sl_http_start(req, method, #method, url, #url, headers, #headers, body, #body, flags,
-        t.connect or (timeout < 5 and timeout or 5), t.send or timeout, t.read or timeout, timeout,
-        o.max_body or 0, ka.size or 16, ka.idle_timeout or 30, o.ca_file)
+    local so = sopts
+    so.method, so.mlen, so.url, so.ulen, so.headers, so.hlen, so.nfields = method, #method, url, #url, headers,
+        #headers, nlines
+    so.body, so.blen, so.flags, so.ca_file, so.max_body = body, #body, flags, o.ca_file, o.max_body or 0
+    so.connect_timeout, so.send_timeout, so.read_timeout = t.connect or (timeout < 5 and timeout or 5),
+        t.send or timeout, t.read or timeout
+    so.deadline, so.pool_size, so.idle_timeout = timeout, ka.size or 16, ka.idle_timeout or 30
+    local h = C.sl_http_start(req, so)
     if h == nil then
         return nil, "nomem", "cannot start the request (out of memory or worker stopping)"
+    end
+    if h.error == BAD_REQUEST then -- refused before anything was sent: the caller's mistake
+        local why = ffi_string(h.errmsg)
+        C.sl_http_close(h)
+        error("invalid request " .. why, 3)
     end
     return ffi_gc(h, C.sl_http_close)
 end

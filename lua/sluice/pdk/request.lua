@@ -127,12 +127,17 @@ function _M.get_headers(ctx)
     return out
 end
 
---- Sets (or with nil removes) a header sent upstream.
+--- Sets (or with nil removes) a header sent upstream. Raises for a name that is not a token or a value with CR,
+--- LF or NUL.
 function _M.set_header(name, value, ctx)
     ctx = ctx or get_ctx()
-    base.check_header_name(name, 2)
+    if value == nil then
+        base.check_header(name, "", 2)
+    else
+        value = base.check_header(name, value, 2)
+    end
     ctx.set_headers = ctx.set_headers or {}
-    ctx.set_headers[lower(name)] = value ~= nil and base.header_value(value) or false
+    ctx.set_headers[lower(name)] = value ~= nil and value or false
 end
 
 --- Removes a header before the request goes upstream.
@@ -140,11 +145,11 @@ function _M.clear_header(name, ctx)
     _M.set_header(name, nil, ctx)
 end
 
---- Changes the path sent upstream.
+--- Changes the path sent upstream (with any query; no spaces or control characters).
 function _M.set_path(path, ctx)
     ctx = ctx or get_ctx()
-    if type(path) ~= "string" or sub(path, 1, 1) ~= "/" then
-        error("path must be a string starting with /", 2)
+    if type(path) ~= "string" or sub(path, 1, 1) ~= "/" or find(path, "[%z\1-\32\127]") then
+        error("path must be a string starting with / without spaces or control characters", 2)
     end
     ctx.upstream_path = path
 end

@@ -8,7 +8,6 @@ local base = require("sluice.pdk.base")
 local cjson = require("cjson.safe")
 
 local get_ctx = base.get_ctx
-local header_value = base.header_value
 local type, tostring, pairs, lower, error = type, tostring, pairs, string.lower, error
 
 local _M = {}
@@ -36,6 +35,9 @@ function _M.set_status(status, ctx)
     if not ctx.response then
         error("set_status is for header_filter", 2)
     end
+    if type(status) ~= "number" or status < 100 or status > 599 or status % 1 ~= 0 then
+        error("status must be an integer between 100 and 599", 2)
+    end
     ctx.response.status = status
 end
 
@@ -50,15 +52,24 @@ function _M.get_header(name, ctx)
     return ctx.response and ctx.response.headers[lname] or nil
 end
 
---- Sets (nil removes) a header on the client response; works in every phase before the head is sent.
+--- Sets (nil removes) a header on the client response; works in every phase before the head is sent. Raises for
+--- a name that is not a token or a value with CR, LF or NUL.
 function _M.set_header(name, value, ctx)
     ctx = ctx or get_ctx()
-    base.check_header_name(name, 2)
+    if value == nil then
+        base.check_header(name, "", 2)
+    else
+        value = base.check_header(name, value, 2)
+    end
     ctx.resp_headers = ctx.resp_headers or {}
-    ctx.resp_headers[lower(name)] = value ~= nil and base.header_value(value) or false
+    ctx.resp_headers[lower(name)] = value ~= nil and value or false
 end
 
---- Encodes a header table into "Name: value\r\n" lines, merging plugin-set headers (skips framing ones).
+--- Encodes a header table into "Name: value\r\n" lines, merging plugin-set headers (skips framing ones); returns
+--- the lines and their number. Names and values go as they are: what header_filter plugins put in
+--- ctx.response.headers is checked in C when the head is written (sl_resp_send / sl_resp_start, given the
+--- number: a value with CR LF in it would make more lines), and a bad one gets the client a 500 with an error
+--- id, never onto the wire.
 local framing = { ["content-length"] = true, ["transfer-encoding"] = true, connection = true,
                   ["keep-alive"] = true, date = true, server = true }
 function _M.header_lines(headers, extra)
@@ -70,11 +81,11 @@ function _M.header_lines(headers, extra)
                 if type(v) == "table" then
                     for i = 1, #v do
                         n = n + 1
-                        out[n] = k .. ": " .. header_value(v[i]) .. "\r\n"
+                        out[n] = k .. ": " .. tostring(v[i]) .. "\r\n"
                     end
                 else
                     n = n + 1
-                    out[n] = k .. ": " .. header_value(v) .. "\r\n"
+                    out[n] = k .. ": " .. tostring(v) .. "\r\n"
                 end
             end
         end
@@ -87,7 +98,7 @@ function _M.header_lines(headers, extra)
             end
         end
     end
-    return table.concat(out, "", 1, n)
+    return table.concat(out, "", 1, n), n
 end
 
 --- Turns an exit body into bytes and a content type.
