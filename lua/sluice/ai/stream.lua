@@ -73,14 +73,23 @@ end
 
 ---------------------------------------------------------------------------------------------------------------
 -- pass-through: OpenAI-wire provider -> OpenAI client
+--
+-- Events are checked where they lie in the upstream chunk (indexes, no string per event: LuaJIT interns every
+-- string, and the events of a stream hash alike), and runs of good ones go out as one piece of the chunk.
 
 local Pass = {}
 Pass.__index = Pass
 
+local KEEP, DROP, SLOW = 1, 2, 3
+local NEVER = math.huge
+
 local function new_pass(ai, max)
     return setmetatable({ ai = ai, max = max, pend = nil, plen = 0, tail_nl = false, parser = nil,
-                          done = false, finished = false, usage = nil }, Pass)
+                          done = false, finished = false, usage = nil, cur = nil, nu = 0, nf = 0 }, Pass)
 end
+--- The pass-through filter alone (bench/sse_parse.lua): p = pass_through(ai, max_event_size);
+--- p:feed(bytes, out) and p:close(out) append what goes to the client to out and return a fault or nil.
+_M.pass_through = new_pass
 
 local function too_large(max)
     return fault(502, "an event larger than " .. max .. " bytes in the upstream stream")
@@ -94,79 +103,107 @@ local function provider_error(ai, data)
     return f
 end
 
--- One `data: {...}` event (ev, one line): usage, finish reason, error; forwarded unless it is the usage chunk
--- the client did not ask for.
-function Pass:json(ev, out)
-    if byte(ev, 8) == 34 and sub(ev, 7, 14) == '{"error"' or byte(ev, 8) == 32 and find(ev, '^data: {%s*"error"') then
-        return provider_error(self.ai, sub(ev, 7))
+-- The event s[a..b] (b: its last byte before the blank line): KEEP (forwarded as it is), DROP (the usage chunk
+-- the client did not ask for, anything after [DONE]), SLOW (another shape: parse it), or a fault. Plain searches
+-- for "usage" and "finish_reason" keep a cursor per chunk, so a chunk is searched once whatever its events.
+function Pass:scan(s, a, b)
+    if self.done or b < a then
+        return DROP
     end
-    local u = find(ev, '"usage":', 8, true)
-    if u then
-        local k = u + 8
-        local c = byte(ev, k)
-        if c == 32 then k = k + 1; c = byte(ev, k) end
-        if c == 123 then -- '{': not null
-            self.usage = scan_usage(ev, u) or self.usage
-            if not self.ai.include_usage and (find(ev, '"choices":[]', 8, true) or find(ev, '"choices": []', 8, true)) then
-                return -- the usage-only chunk the client did not ask for
+    local b1, b2, b3, b4, b5, b6, b7 = byte(s, a, a + 6)
+    if not (b1 == 100 and b2 == 97 and b3 == 116 and b4 == 97 and b5 == 58 and b6 == 32) then -- "data: "
+        return SLOW
+    end
+    local nl = find(s, "\n", a, true)
+    if nl and nl <= b then -- not one line
+        return SLOW
+    end
+    if b7 == 91 then -- '['
+        if b - a == 11 and sub(s, a, b) == "data: [DONE]" then
+            self.done = true
+            return KEEP
+        end
+        return SLOW
+    end
+    if b7 ~= 123 or byte(s, b) ~= 125 then -- not {...}
+        return SLOW
+    end
+    local c = byte(s, a + 7)
+    if (c == 34 and byte(s, a + 8) == 101 and sub(s, a + 6, a + 13) == '{"error"')
+        or (c == 32 and find(sub(s, a, b), '^data: {%s*"error"')) then
+        return provider_error(self.ai, sub(s, a + 6, b))
+    end
+    if s ~= self.cur then -- cursors are positions in s
+        self.cur, self.nu, self.nf = s, 0, 0
+    end
+    local nu = self.nu
+    if nu < a then
+        nu = find(s, '"usage":', a, true) or NEVER
+        self.nu = nu
+    end
+    if nu <= b then
+        local k = nu + 8
+        if byte(s, k) == 32 then k = k + 1 end
+        if byte(s, k) == 123 then -- '{': not null
+            local ev = sub(s, a, b)
+            self.usage = scan_usage(ev) or self.usage
+            if not self.ai.include_usage and (find(ev, '"choices":[]', 1, true) or find(ev, '"choices": []', 1, true)) then
+                return DROP
             end
         end
     end
     if not self.finished then
-        local f = find(ev, '"finish_reason":', 8, true)
-        if f then
-            local k = f + 16
-            local c = byte(ev, k)
-            if c == 32 then k = k + 1; c = byte(ev, k) end
-            if c == 34 then self.finished = true end -- a string, not null
+        local nf = self.nf
+        if nf < a then
+            nf = find(s, '"finish_reason":', a, true) or NEVER
+            self.nf = nf
+        end
+        if nf <= b then
+            local k = nf + 16
+            if byte(s, k) == 32 then k = k + 1 end
+            if byte(s, k) == 34 then self.finished = true end -- a string, not null
         end
     end
-    out[#out + 1] = ev
-    out[#out + 1] = "\n\n"
+    return KEEP
 end
 
--- Events of another shape, parsed: each data must be [DONE] or a JSON object; re-encoded on one line.
+-- Events of another shape, parsed: each data must be [DONE] or a JSON object, re-encoded on one line.
 function Pass:parsed(evs, out)
     for i = 1, #evs do
         local ev = evs[i]
         local data = ev.data
         if self.done then
-            return -- nothing after [DONE] reaches the client
-        elseif data == "[DONE]" then
-            self.done = true
-            out[#out + 1] = "data: [DONE]\n\n"
+            return
         elseif ev.event == "error" then
             return provider_error(self.ai, data)
+        end
+        local line
+        if data == "[DONE]" then
+            line = "data: [DONE]"
         else
             local t = decode(data)
             if type(t) ~= "table" then
                 return fault(502, "invalid event in the upstream stream (not JSON)")
             end
-            local f = self:json("data: " .. (find(data, "\n", 1, true) and json_encode(t) or data), out)
-            if f then return f end
+            line = "data: " .. (find(data, "[\r\n]") and json_encode(t) or data)
+        end
+        local r = self:scan(line, 1, #line)
+        if r == KEEP then
+            out[#out + 1] = line
+            out[#out + 1] = "\n\n"
+        elseif r ~= DROP then
+            return r == SLOW and fault(502, "invalid event in the upstream stream") or r
         end
     end
 end
 
--- One whole event (without its blank line).
-function Pass:event(ev, out)
-    local n = #ev
-    if n == 0 or self.done then
-        return
+-- The event s[a..b] that scan() did not keep as it is.
+function Pass:other(r, s, a, b, out)
+    if r == SLOW then
+        return self:parsed(sse.parser({ max_size = self.max }):feed(sub(s, a, b) .. "\n\n"), out)
+    elseif r ~= DROP then
+        return r
     end
-    local b1, b2, b3, b4, b5, b6, b7 = byte(ev, 1, 7)
-    if b1 == 100 and b2 == 97 and b3 == 116 and b4 == 97 and b5 == 58 and b6 == 32 -- "data: "
-        and not find(ev, "\n", 7, true) then
-        if b7 == 123 and byte(ev, n) == 125 then
-            return self:json(ev, out)
-        elseif ev == "data: [DONE]" then
-            self.done = true
-            out[#out + 1] = "data: [DONE]\n\n"
-            return
-        end
-    end
-    local p = sse.parser({ max_size = self.max })
-    return self:parsed(p:feed(ev .. "\n\n"), out)
 end
 
 --- Feeds upstream bytes; appends what goes to the client to out. Returns a fault or nil.
@@ -175,8 +212,7 @@ function Pass:feed(bytes, out)
         return -- nothing after [DONE] reaches the client
     end
     if self.parser then
-        local evs = self.parser:feed(bytes)
-        local f = self:parsed(evs, out)
+        local f = self:parsed(self.parser:feed(bytes), out)
         if f then return f end
         return self.parser.err and too_large(self.max) or nil
     end
@@ -193,10 +229,10 @@ function Pass:feed(bytes, out)
         return self:feed(bytes, out)
     end
     if self.plen > 0 then -- the end of the event begun in an earlier feed
-        local ev, after
+        local ev
         if self.tail_nl and byte(bytes, 1) == 10 then
-            ev, after = concat(self.pend), 2
-            ev = sub(ev, 1, -2)
+            ev = concat(self.pend)
+            ev, pos = sub(ev, 1, -2), 2
         else
             local j = find(bytes, "\n\n", 1, true)
             if not j then
@@ -208,24 +244,47 @@ function Pass:feed(bytes, out)
             end
             if self.plen + j - 1 > max then return too_large(max) end
             self.pend[#self.pend + 1] = sub(bytes, 1, j - 1)
-            ev, after = concat(self.pend), j + 2
+            ev, pos = concat(self.pend), j + 2
         end
         self.pend, self.plen = nil, 0
-        local f = self:event(ev, out)
-        if f then return f end
-        pos = after
+        local r = self:scan(ev, 1, #ev)
+        if r == KEEP then
+            out[#out + 1] = ev
+            out[#out + 1] = "\n\n"
+        else
+            local f = self:other(r, ev, 1, #ev, out)
+            if f then return f end
+        end
     end
+    local span = pos -- bytes[span .. pos - 1]: whole events kept as they are, not written to out yet
     while pos <= n do
         local j = find(bytes, "\n\n", pos, true)
         if not j then
-            if n - pos + 1 > max then return too_large(max) end
-            self.pend, self.plen, self.tail_nl = { sub(bytes, pos) }, n - pos + 1, byte(bytes, n) == 10
-            return
+            break
         end
-        if j - pos > max then return too_large(max) end
-        local f = self:event(sub(bytes, pos, j - 1), out)
-        if f then return f end
+        local f
+        if j - pos > max then
+            f = too_large(max)
+        else
+            local r = self:scan(bytes, pos, j - 1)
+            if r ~= KEEP then
+                if pos > span then out[#out + 1] = sub(bytes, span, pos - 1) end
+                span = j + 2
+                f = self:other(r, bytes, pos, j - 1, out)
+            end
+        end
+        if f then
+            if pos > span then out[#out + 1] = sub(bytes, span, pos - 1) end
+            return f
+        end
         pos = j + 2
+    end
+    if pos > span then
+        out[#out + 1] = span == 1 and pos > n and bytes or sub(bytes, span, pos - 1)
+    end
+    if pos <= n and not self.done then -- an event whose end has not come yet
+        if n - pos + 1 > max then return too_large(max) end
+        self.pend, self.plen, self.tail_nl = { sub(bytes, pos) }, n - pos + 1, byte(bytes, n) == 10
     end
 end
 
@@ -239,7 +298,13 @@ function Pass:close(out)
         local ev = concat(self.pend)
         self.pend, self.plen = nil, 0
         if byte(ev, #ev) == 10 then ev = sub(ev, 1, -2) end
-        f = self:event(ev, out)
+        local r = self:scan(ev, 1, #ev)
+        if r == KEEP then
+            out[#out + 1] = ev
+            out[#out + 1] = "\n\n"
+        else
+            f = self:other(r, ev, 1, #ev, out)
+        end
         if f and not f.provider then
             return fault(502, "upstream stream ended in the middle of an event")
         end
