@@ -111,12 +111,12 @@ function Pass:scan(s, a, b)
         return DROP
     end
     local b1, b2, b3, b4, b5, b6, b7 = byte(s, a, a + 6)
-    if not (b1 == 100 and b2 == 97 and b3 == 116 and b4 == 97 and b5 == 58 and b6 == 32) then -- "data: "
-        return SLOW
-    end
     local nl = find(s, "\n", a, true)
     if nl and nl <= b then -- not one line
         return SLOW
+    end
+    if not (b1 == 100 and b2 == 97 and b3 == 116 and b4 == 97 and b5 == 58 and b6 == 32) then -- "data: "
+        return b1 == 58 and DROP or SLOW -- a comment line alone (a keep-alive): dropped
     end
     if b7 == 91 then -- '['
         if b - a == 11 and sub(s, a, b) == "data: [DONE]" then
