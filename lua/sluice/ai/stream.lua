@@ -66,7 +66,8 @@ end
 
 local SSE_HEADERS = { ["content-type"] = "text/event-stream", ["cache-control"] = "no-cache" }
 
--- A fault: what ends a stream that is not complete. cut: the record's cut field when something was delivered.
+-- A fault: what ends a stream that is not complete (status for the client and the record, message, error type;
+-- provider = true for the provider's own error event, kind for ai-proxy-multi's fallback_on).
 local function fault(status, message, typ)
     return { status = status, message = message, type = typ }
 end
