@@ -7,7 +7,8 @@
 --     - id: chat
 --       paths: ["/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/messages"]
 --       plugins:
---         ai-proxy: {provider: openai-main, model: gpt-4o-mini, timeout: {connect: 5, read: 120}}
+--         ai-proxy: {provider: openai-main, model: gpt-4o-mini, timeout: {connect: 5, read: 120},
+--                    max_event_size: 1048576}
 --
 -- Clients speak OpenAI (/chat/completions, /completions, /embeddings, GET /models) or Anthropic (/messages),
 -- recognized by the path suffix; the provider's driver translates both ways, streams included. `model` forces
@@ -35,6 +36,8 @@ local schema = {
         provider = { type = "string", minLength = 1, ref = "providers" }, -- must name one of `providers`
         model = { type = "string", minLength = 1 },
         timeout = timeout,
+        -- the largest line or event accepted in a provider's stream (bytes); past it the stream ends with an error
+        max_event_size = { type = "integer", minimum = 1024, maximum = 1073741824, default = 1048576 },
     },
 }
 
@@ -57,7 +60,7 @@ function _M.log(conf, ctx)
     sluice.log.access("ai", {
         provider = u.provider, model = u.model, requested_model = u.requested_model, status = u.status,
         prompt_tokens = u.prompt_tokens, completion_tokens = u.completion_tokens, cost = u.cost,
-        estimated = u.estimated or nil, stream = u.stream or nil,
+        estimated = u.estimated or nil, stream = u.stream or nil, cut = u.cut,
         ttft_ms = u.ttft and math.floor(u.ttft * 1000 + 0.5) or nil,
         latency_ms = u.latency and math.floor(u.latency * 1000 + 0.5) or nil,
     })

@@ -249,8 +249,12 @@ static void on_up_read(sl_upconn_t *uc, ssize_t nread)
         sl__conn_cork(c);
     process(p);
     if (c && r->conn == c) {
-        sl__conn_uncork(c);
-        sl__conn_progress(c);
+        /* Lua's writes of this read were corked too: a failed flush is the only news of a client that closed
+         * (reads are off after its FIN), so the connection closes and the upstream call is cancelled */
+        if (sl__conn_uncork(c) != 0)
+            sl__conn_close(c);
+        else
+            sl__conn_progress(c);
     }
     if (p->uc && !p->resp.done && p->mode == SL_PROXY_FILTER &&
         (p->chunkbuf.len > 0 || p->resp.headers_done) && !p->lua_wants) {

@@ -103,6 +103,8 @@ local schema = {
             },
         },
         timeout = timeout,
+        -- the largest line or event accepted in a provider's stream (bytes); past it the stream ends with an error
+        max_event_size = { type = "integer", minimum = 1024, maximum = 1073741824, default = 1048576 },
         fallback = {
             type = "object", additionalProperties = false,
             properties = { group = str, response = { type = "string" }, status = { enum = { 429, 502, 503, 504 } },

@@ -44,7 +44,7 @@ local function runtime(conf, cfg)
             name = name, provider = tc.provider, model = tc.model, weight = tc.weight or 1,
             priority = tc.priority or 0, max_concurrency = tc.max_concurrency,
             key = tc.provider .. "|" .. (tc.model or "*"),
-            tconf = { model = tc.model, timeout = tc.timeout or conf.timeout },
+            tconf = { model = tc.model, timeout = tc.timeout or conf.timeout, max_event_size = conf.max_event_size },
             idle = tmo.idle,
             opts = { timeout = { connect = tmo.connect or ptmo.connect, send = tmo.send or ptmo.send,
                                  read = tmo.ttft or tmo.read or ptmo.read },

@@ -24,6 +24,7 @@ local log = require("sluice.pdk.log")
 local common = require("sluice.ai.common")
 local usage = require("sluice.ai.usage")
 local stream_mod = require("sluice.ai.stream")
+local validate = require("sluice.ai.validate")
 local cjson = require("cjson.safe")
 
 local C = base.C
@@ -203,6 +204,14 @@ local function prepare(ctx, conf, provider_name)
     local body, err = request.get_json(ctx)
     if type(body) ~= "table" then
         return api_error(api, 400, "request body must be a JSON object" .. (err and (": " .. err) or ""))
+    end
+    local valid, verr, param = validate.request(api, op, body, not ctx.json_changed and ctx.body or nil)
+    if not valid then
+        local status, eb = api_error(api, 400, verr)
+        if api == "openai" and param then
+            eb.error.param = param
+        end
+        return status, eb
     end
     local canon = body
     if api == "anthropic" then

@@ -54,16 +54,19 @@ local function price_of(provider, ai)
     return price[ai.requested_model or ""] or price[ai.model or ""]
 end
 
--- Fills token numbers (u: normalized usage or nil -> local estimate), cost, latency and status.
-local function finish_usage(ctx, ai, u, status, completion_text)
+-- Fills token numbers (u: normalized usage or nil -> local estimate), cost, latency and status. cut: "client" |
+-- "upstream" for a stream cut short (then the estimate covers completion_text, what the client got, whatever the
+-- status).
+local function finish_usage(ctx, ai, u, status, completion_text, cut)
     local rec = ai.usage
+    rec.cut = cut
     if u then
         rec.prompt_tokens = u.prompt_tokens or 0
         rec.completion_tokens = u.completion_tokens or 0
         rec.total_tokens = u.total_tokens or (rec.prompt_tokens + rec.completion_tokens)
         rec.cached_tokens = u.cached_tokens
         rec.reasoning_tokens = u.reasoning_tokens
-    elseif status and status < 400 and ai.request then
+    elseif (cut or (status and status < 400)) and ai.request then
         local t = tokens()
         if t then
             local ok, p = pcall(t.count_request, ai.op, ai.request)
