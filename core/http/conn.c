@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/ioctl.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "http/access_log.h"
@@ -486,6 +487,7 @@ void sl__conn_close(sl_conn_t *c)
     if (c->next)
         c->next->prev = c->prev;
     w->nconns--;
+    w->nadmin -= c->is_admin;
     if (c->tls && c->write_pending == 0) /* best effort close_notify; a client may not wait for it */
         sl__conn_tls_close_notify(c);
     /* the tcp handle's close frees the connection, timer included: it must come after the timer's close
@@ -516,22 +518,18 @@ void sl__conn_drain(sl_conn_t *c)
         c->req->keepalive = 0;
 }
 
-void sl_conn_accept(sl_listener_t *l)
+void sl_conn_accept(sl_listener_t *l, int fd, const struct sockaddr *peer, int peer_len)
 {
     sl_worker_t *w = l->w;
     sl_conn_t *c = calloc(1, sizeof(*c));
-    if (c == NULL)
-        return;
-    uv_tcp_init(&w->loop, &c->tcp);
-    c->tcp.data = c;
-    if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->tcp) != 0) {
-        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+    if (c == NULL) {
+        close(fd);
         return;
     }
-    int limit = sl_settings.max_connections / (sl_settings.workers > 0 ? sl_settings.workers : 1);
-    if (w->stopping || w->nconns >= limit) {
-        if (!w->stopping)
-            sl_log(SL_LOG_WARN, "worker %d: max_connections (%d per worker) reached, refusing", w->id, limit);
+    uv_tcp_init(&w->loop, &c->tcp);
+    c->tcp.data = c;
+    if (uv_tcp_open(&c->tcp, fd) != 0) {
+        close(fd);
         uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
         return;
     }
@@ -546,9 +544,11 @@ void sl_conn_accept(sl_listener_t *l)
         }
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    c->peer_len = sizeof(c->peer);
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &c->peer_len) != 0)
-        c->peer_len = 0;
+    c->peer_len = 0;
+    if (peer_len > 0 && (size_t)peer_len <= sizeof(c->peer)) {
+        memcpy(&c->peer, peer, (size_t)peer_len);
+        c->peer_len = peer_len;
+    }
     c->w = w;
     c->is_admin = (uint8_t)l->is_admin;
     llhttp_init(&c->parser, HTTP_REQUEST, sl__http_parser_settings());
@@ -560,6 +560,7 @@ void sl_conn_accept(sl_listener_t *l)
         w->conns->prev = c;
     w->conns = c;
     w->nconns++;
+    w->nadmin += c->is_admin;
     sl__conn_timer(c, TIMER_IDLE, sl_settings.header_timeout);
     sl__conn_read_start(c);
 }

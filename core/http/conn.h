@@ -50,8 +50,9 @@ enum { TIMER_NONE, TIMER_IDLE, TIMER_HEADER, TIMER_BODY, TIMER_SEND };
 
 /** (Re)arms the connection's timer for kind; TIMER_NONE or seconds <= 0 stops it. */
 void sl__conn_timer(sl_conn_t *c, int kind, double seconds);
-/** Accepts one pending connection on the listener (called from the listener's connection callback). */
-void sl_conn_accept(sl_listener_t *l);
+/** Serves a connection accepted on listener l (fd non-blocking, peer its address); takes fd (closed on
+ *  failure). */
+void sl_conn_accept(sl_listener_t *l, int fd, const struct sockaddr *peer, int peer_len);
 /** Queues bytes to the client (copied when the socket cannot take them now); returns 0 or a negative code. */
 int sl__conn_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n);
 /** Gathers the following writes until sl__conn_uncork (nests); saves syscalls when a response is written in
