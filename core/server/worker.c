@@ -39,6 +39,7 @@ static void on_flush(uv_timer_t *t)
 {
     sl_access_log_flush();
     sl_listener_report(t->data);
+    sl_conn_sweep(t->data);
 }
 
 static void close_walk(uv_handle_t *h, void *arg)

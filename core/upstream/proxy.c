@@ -140,7 +140,9 @@ static void process(sl_proxy_t *p)
             uc->rpos = (size_t)(llhttp_get_error_pos(&uc->parser) - uc->rbuf);
             llhttp_resume(&uc->parser);
         } else {
-            fail(p, SL_UPERR_BAD_RESPONSE, llhttp_get_error_reason(&uc->parser), 0);
+            /* a PASS write that found the client gone stops the parser too: not the upstream's fault */
+            fail(p, p->req->client_gone ? SL_UPERR_CLIENT_GONE : SL_UPERR_BAD_RESPONSE,
+                 llhttp_get_error_reason(&uc->parser), 0);
             return;
         }
     }
@@ -205,8 +207,10 @@ static void on_up_read(sl_upconn_t *uc, ssize_t nread)
         sl__conn_cork(c);
     process(p);
     if (c && r->conn == c) {
-        sl__conn_uncork(c);
-        sl__conn_progress(c);
+        if (sl__conn_uncork(c) != 0)
+            sl__conn_close(c); /* the client is gone: the upstream call is cancelled now, not at its end */
+        else
+            sl__conn_progress(c);
     }
     if (p->uc && p->mode == SL_PROXY_FILTER && (p->chunkbuf.len > 0 || p->resp.headers_done) &&
         !p->lua_wants) {

@@ -221,8 +221,9 @@ function _M.run(ctx, up, pipe)
     local lines = header_lines(resp.headers, ctx.resp_headers)
     C.sl_resp_start(r, resp.status, lines, #lines, bf and -1 or p.content_length)
     if not bf then
-        C.sl_proxy_pass(p)
-        yield()
+        if C.sl_proxy_pass(p) == 0 then -- else the client is gone: nothing would wake us
+            yield()
+        end
         return
     end
     while true do
