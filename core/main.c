@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -128,6 +129,41 @@ static int apply_node(lua_State *L, int idx)
     }
     lua_pop(L, 1);
     return 0;
+}
+
+/* Raises the open-files soft limit to the hard one, and keeps limits.max_connections within what the limit
+ * leaves: a proxied connection holds two descriptors (client and upstream), and the gateway needs some of its
+ * own (loops, listeners, logs, the Admin API's connections). Past the limit accept4 fails (EMFILE): accepting
+ * then pauses (core/server/listen.c), but connections are better refused with a 503 than left waiting. */
+static void fit_descriptors(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit raised = {rl.rlim_max, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+            rl = raised;
+        else
+            sl_log(SL_LOG_WARN, "cannot raise the open-files limit from %llu to %llu: %s",
+                   (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max, strerror(errno));
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (rlim_t)INT32_MAX)
+        return;
+    int admin = 0;
+    for (int i = 0; i < sl_settings.nlisten; i++)
+        admin |= sl_settings.listen[i].is_admin;
+    long reserve = 64 + 16L * sl_settings.workers + (admin ? SL_ADMIN_MAX_CONNECTIONS : 0);
+    long cap = ((long)rl.rlim_cur - reserve) / 2;
+    if (cap < sl_settings.workers)
+        cap = sl_settings.workers; /* one each: they may still serve something */
+    if (sl_settings.max_connections > cap) {
+        sl_log(SL_LOG_WARN,
+               "limits.max_connections %d is more than the open-files limit (%llu) allows: using %ld (a proxied "
+               "connection holds two descriptors); raise the limit (ulimit -n, LimitNOFILE=) to serve more",
+               sl_settings.max_connections, (unsigned long long)rl.rlim_cur, cap);
+        sl_settings.max_connections = (int)cap;
+    }
 }
 
 /* Loads the certificates of the TLS listeners (node settings at idx: listen[i].tls = {{cert, key}, ...}). At start
@@ -271,6 +307,7 @@ int main(int argc, char **argv)
     }
     if (apply_node(ML, 1) != 0 || apply_tls(ML, 1, 0) != 0)
         goto out;
+    fit_descriptors();
     lua_getfield(ML, 1, "pid_file");
     if (!pid_file && lua_isstring(ML, -1))
         pid_file = strdup(lua_tostring(ML, -1));

@@ -410,8 +410,8 @@ describe("ai-proxy (gateway + mock providers)", function()
             c:send("POST /oaslow/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" ..
                 "Content-Length: " .. #body .. "\r\n\r\n" .. body)
             assert(c:receive("*l")) -- status line: the stream has begun
-            c:setoption("linger", { on = true, timeout = 0 }) -- an abrupt close (RST), as a killed client does;
-            c:close()                                           -- a FIN alone is a half-close: answered in full
+            c:setoption("linger", { on = true, timeout = 0 }) -- an abrupt close (RST), as a killed client does
+            c:close()                                           -- (a FIN does the same: spec/conn_faults_spec.lua)
             helpers.wait_until(function() return last_upstream().aborted end, 5, "upstream not cancelled")
             assert.equal(499, last_usage().status)
         end)

@@ -114,7 +114,8 @@ void sl_access_log(sl_worker_t *w, const sl_req_t *r)
     if (f & SL_ALOG_QUERY)
         put_str(b, "query", r->query, r->query_len, &first);
     if (f & SL_ALOG_STATUS)
-        put_num(b, "status", "%.0f", r->status ? r->status : r->client_gone ? 499 : 0, &first);
+        put_num(b, "status", "%.0f", r->client_abort ? 499 : r->status ? r->status : r->client_gone ? 499 : 0,
+                &first);
     if (f & SL_ALOG_BYTES)
         put_num(b, "bytes", "%.0f", (double)r->bytes_sent, &first);
     if (f & SL_ALOG_REQUEST_BYTES)

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/ioctl.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "http/access_log.h"
@@ -52,6 +53,13 @@ static uint64_t delivered(sl_conn_t *c)
 
 void sl__conn_timer(sl_conn_t *c, int kind, double seconds)
 {
+    if (c->timer_kind == TIMER_GONE)
+        return; /* the connection closes on the next loop turn: nothing else is counted */
+    if (kind == TIMER_GONE) {
+        c->timer_kind = TIMER_GONE;
+        uv_timer_start(&c->timer, on_timer, 0, 0);
+        return;
+    }
     if (kind == TIMER_SEND && c->timer_kind != TIMER_SEND)
         c->send_mark = delivered(c);
     c->timer_kind = kind;
@@ -85,6 +93,9 @@ static void on_timer(uv_timer_t *t)
         sl_log(SL_LOG_INFO, "send timeout, closing connection");
         sl__conn_close(c);
         break;
+    case TIMER_GONE:
+        sl__conn_close(c);
+        break;
     default:
         if (c->tls && !sl_tls_established(c->tls)) {
             char ip[64];
@@ -102,8 +113,12 @@ int sl__conn_rbuf_reserve(sl_conn_t *c)
 {
     /* an upload being streamed is read in bigger pieces: fewer syscalls per megabyte */
     size_t want = c->req && c->req->body_pending ? 4 * READ_CHUNK : READ_CHUNK;
-    if (c->rpos > 0 && c->rpos == c->rlen)
-        c->rpos = c->rlen = 0;
+    if (c->rpos > 0 && (c->rpos == c->rlen || c->rcap - c->rlen < want)) {
+        /* what is left (pipelined bytes) moves to the front, rather than the buffer growing behind it */
+        memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+        c->rlen -= c->rpos;
+        c->rpos = 0;
+    }
     if (c->rcap - c->rlen < want) {
         size_t cap = c->rcap ? c->rcap * 2 : want;
         while (cap - c->rlen < want)
@@ -145,12 +160,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     sl_conn_t *c = s->data;
     if (nread < 0) {
-        sl__conn_read_stop(c);
-        if (nread == UV_EOF && c->busy && !(c->req && c->req->body_pending)) {
-            c->eof = 1; /* a half-close after the request: answer it, then close */
-            return;
-        }
-        sl__conn_close(c);
+        sl__conn_client_left(c); /* EOF or an error */
         return;
     }
     if (nread == 0)
@@ -159,21 +169,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->rlen += (size_t)nread;
     else if (sl__conn_tls_on_read(c, buf->base, (size_t)nread) != 0)
         return;
-    if (c->busy && c->req && c->req->body_pending) {
-        parse_more(c); /* the rest of the body of the request being handled */
-        if (c->eof && !c->closing && c->req && c->req->body_pending)
-            sl__conn_close(c); /* TLS close_notify before the end of the body */
-        return;
-    }
-    if (c->busy) {
-        /* Pipelined bytes wait; a client that keeps sending while we answer is not read without bound. */
-        if (c->rlen - c->rpos > sl_settings.max_header_size + sl_settings.max_body_size)
-            sl__conn_read_stop(c);
-        return;
-    }
-    parse_more(c);
-    if (c->eof && !c->busy && !c->closing)
-        sl__conn_close(c); /* TLS close_notify after a partial request or none */
+    if (!c->busy || (c->req && c->req->body_pending))
+        parse_more(c); /* a request, or the rest of the body of the request being handled */
+    else if (c->rlen - c->rpos >= SL_PIPELINE_MAX)
+        sl__conn_read_stop(c); /* pipelined requests wait for the answers before them, not without bound */
+    if (c->eof && !c->closing)
+        sl__conn_client_left(c); /* TLS close_notify: the end of the client's side, as a FIN */
 }
 
 void sl__conn_read_start(sl_conn_t *c)
@@ -246,8 +247,8 @@ static void parse_more(sl_conn_t *c)
         dispatch(c); /* the request goes on while the rest of its body arrives */
     if (c->busy && !c->closing && c->req && c->req->body_pending)
         sl__conn_body_flow(c);
-    else if (!c->busy && !c->closing)
-        sl__conn_read_start(c);
+    else if (!c->closing && (!c->busy || c->rlen - c->rpos < SL_PIPELINE_MAX))
+        sl__conn_read_start(c); /* while busy too: a client that leaves is noticed at once */
 }
 
 /* ---- writing ---- */
@@ -259,9 +260,7 @@ static void on_write(uv_write_t *w, int status)
     c->write_pending -= wr->len;
     free(wr);
     if (status < 0) {
-        if (c->req)
-            c->req->client_gone = 1;
-        sl__conn_close(c);
+        sl__conn_client_left(c);
         return;
     }
     if (c->timer_kind == TIMER_SEND) /* send_timeout bounds a stall, not the whole download */
@@ -301,7 +300,7 @@ int sl__conn_uncork(sl_conn_t *c)
 
 int sl__conn_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
 {
-    if (c->closing)
+    if (c->closing || c->timer_kind == TIMER_GONE)
         return UV_EPIPE;
     if (c->corked) {
         for (unsigned i = 0; i < n; i++)
@@ -320,7 +319,7 @@ int sl__conn_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
 /* Sends bytes as they are: at once when the socket takes them, else from a copy queued with uv_write. */
 int sl__conn_sock_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
 {
-    if (c->closing)
+    if (c->closing || c->timer_kind == TIMER_GONE)
         return UV_EPIPE;
     size_t total = 0, done = 0;
     for (unsigned i = 0; i < n; i++)
@@ -332,8 +331,10 @@ int sl__conn_sock_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
         if (r >= 0) {
             done = (size_t)r;
             c->wrote_total += done;
-        } else if (r != UV_EAGAIN)
+        } else if (r != UV_EAGAIN) {
+            sl__conn_write_failed(c); /* EPIPE, ECONNRESET: the client is gone */
             return r;
+        }
         if (done == total)
             return 0;
     }
@@ -357,6 +358,7 @@ int sl__conn_sock_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
     int r = uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_write);
     if (r != 0) {
         free(wr);
+        sl__conn_write_failed(c);
         return r;
     }
     c->write_pending += off;
@@ -393,8 +395,8 @@ void sl__conn_progress(sl_conn_t *c)
         return;
     if (r->body_pending && sl__conn_body_discard(c))
         return; /* answered before its body ended: finished once the rest is read and dropped */
-    /* after a half-close, requests already received are still answered */
-    int keep = r->keepalive && !c->w->stopping && !(c->eof && c->rpos == c->rlen);
+    /* a write found the client gone: the connection closes (a TLS close_notify after the response too) */
+    int keep = r->keepalive && !r->client_gone && !c->w->stopping && !c->eof;
     if (r->co)
         r->log_pending = 1; /* written when the coroutine (its log phase) ends: see vm.c */
     else
@@ -415,8 +417,6 @@ void sl__conn_progress(sl_conn_t *c)
         c->rcap = c->rlen = c->rpos = 0;
     }
     parse_more(c);
-    if (c->eof && !c->busy && !c->closing)
-        sl__conn_close(c); /* what is left after the client's half-close is not a complete request */
 }
 
 void sl__conn_send_error(sl_conn_t *c, int status, const char *message)
@@ -486,6 +486,7 @@ void sl__conn_close(sl_conn_t *c)
     if (c->next)
         c->next->prev = c->prev;
     w->nconns--;
+    w->nadmin -= c->is_admin;
     if (c->tls && c->write_pending == 0) /* best effort close_notify; a client may not wait for it */
         sl__conn_tls_close_notify(c);
     /* the tcp handle's close frees the connection, timer included: it must come after the timer's close
@@ -516,22 +517,18 @@ void sl__conn_drain(sl_conn_t *c)
         c->req->keepalive = 0;
 }
 
-void sl_conn_accept(sl_listener_t *l)
+void sl_conn_accept(sl_listener_t *l, int fd, const struct sockaddr *peer, int peer_len)
 {
     sl_worker_t *w = l->w;
     sl_conn_t *c = calloc(1, sizeof(*c));
-    if (c == NULL)
-        return;
-    uv_tcp_init(&w->loop, &c->tcp);
-    c->tcp.data = c;
-    if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->tcp) != 0) {
-        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+    if (c == NULL) {
+        close(fd);
         return;
     }
-    int limit = sl_settings.max_connections / (sl_settings.workers > 0 ? sl_settings.workers : 1);
-    if (w->stopping || w->nconns >= limit) {
-        if (!w->stopping)
-            sl_log(SL_LOG_WARN, "worker %d: max_connections (%d per worker) reached, refusing", w->id, limit);
+    uv_tcp_init(&w->loop, &c->tcp);
+    c->tcp.data = c;
+    if (uv_tcp_open(&c->tcp, fd) != 0) {
+        close(fd);
         uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
         return;
     }
@@ -546,9 +543,11 @@ void sl_conn_accept(sl_listener_t *l)
         }
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    c->peer_len = sizeof(c->peer);
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &c->peer_len) != 0)
-        c->peer_len = 0;
+    c->peer_len = 0;
+    if (peer_len > 0 && (size_t)peer_len <= sizeof(c->peer)) {
+        memcpy(&c->peer, peer, (size_t)peer_len);
+        c->peer_len = peer_len;
+    }
     c->w = w;
     c->is_admin = (uint8_t)l->is_admin;
     llhttp_init(&c->parser, HTTP_REQUEST, sl__http_parser_settings());
@@ -560,6 +559,7 @@ void sl_conn_accept(sl_listener_t *l)
         w->conns->prev = c;
     w->conns = c;
     w->nconns++;
+    w->nadmin += c->is_admin;
     sl__conn_timer(c, TIMER_IDLE, sl_settings.header_timeout);
     sl__conn_read_start(c);
 }

@@ -39,19 +39,25 @@ typedef struct sl_conn {
     uint8_t eof;
     uint8_t reading;
     uint8_t in_header_value;
+    uint8_t peer_gone; /* sl_conn_sweep found the client gone */
 } sl_conn_t;
 
 /* A request body that arrives while the request is handled: the client is not read while this much of it
  * waits for the upstream (see conn_body.c). */
 #define SL_BODY_HIGH_WATER (128 * 1024)
 
-/* What a connection's timer is counting. */
-enum { TIMER_NONE, TIMER_IDLE, TIMER_HEADER, TIMER_BODY, TIMER_SEND };
+/* Pipelined input read ahead while a request is served: beyond this the client is not read until the requests
+ * before it are answered (a client that sends without reading costs at most about twice this). */
+#define SL_PIPELINE_MAX (64 * 1024)
+
+/* What a connection's timer is counting; TIMER_GONE closes a connection whose client a write found gone. */
+enum { TIMER_NONE, TIMER_IDLE, TIMER_HEADER, TIMER_BODY, TIMER_SEND, TIMER_GONE };
 
 /** (Re)arms the connection's timer for kind; TIMER_NONE or seconds <= 0 stops it. */
 void sl__conn_timer(sl_conn_t *c, int kind, double seconds);
-/** Accepts one pending connection on the listener (called from the listener's connection callback). */
-void sl_conn_accept(sl_listener_t *l);
+/** Serves a connection accepted on listener l (fd non-blocking, peer its address); takes fd (closed on
+ *  failure). */
+void sl_conn_accept(sl_listener_t *l, int fd, const struct sockaddr *peer, int peer_len);
 /** Queues bytes to the client (copied when the socket cannot take them now); returns 0 or a negative code. */
 int sl__conn_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n);
 /** Gathers the following writes until sl__conn_uncork (nests); saves syscalls when a response is written in
@@ -68,8 +74,18 @@ void sl__conn_read_start(sl_conn_t *c);
 void sl__conn_read_stop(sl_conn_t *c);
 /** The upstream took a streamed request body below the high-water mark: read the client again. */
 void sl__conn_body_resume(sl_conn_t *c);
+/** The client left (EOF, reset, or found gone): closes the connection at once; a request in progress ends
+ *  as client_abort (499). See conn_gone.c. */
+void sl__conn_client_left(sl_conn_t *c);
+/** A write found the client gone: the request is marked client_gone at once, the connection closes from its
+ *  timer on the next loop turn (the caller may be Lua or the upstream parser). */
+void sl__conn_write_failed(sl_conn_t *c);
 /** Closes the connection at once (in-flight request is marked client_gone). */
 void sl__conn_close(sl_conn_t *c);
+/** Ends the requests of connections that are not being read (pipelined requests waiting, an upload held back)
+ *  and whose client has gone (the kernel saw its FIN or reset): reading would have told, but it is stopped.
+ *  Called once a second. */
+void sl_conn_sweep(sl_worker_t *w);
 /** Starts a graceful close: idle connections close now, busy ones after their response. */
 void sl__conn_drain(sl_conn_t *c);
 /** Writes a complete JSON error response in OpenAI error shape and marks the connection to close after it. */

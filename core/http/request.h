@@ -75,6 +75,7 @@ typedef struct sl_req {
         body_streamed;    /* body bytes went to the upstream as they arrived: the body cannot be read whole */
     uint8_t body_discard; /* the response is out before the body ended: the rest is read and dropped */
     uint8_t body_failed;  /* the body will never be complete (client error, gone, over max_body_size) */
+    uint8_t client_abort; /* the client left before its response was written (logged as 499, as nginx does) */
     int64_t body_expected;  /* Content-Length of the request, -1 when chunked (or no body: 0) */
     uint64_t body_received; /* body bytes received so far (streamed ones included) */
     sl_buf_t log_extra;     /* ,"name":json pairs plugins add to the access log line */

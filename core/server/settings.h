@@ -6,6 +6,10 @@
 
 #define SL_MAX_LISTEN 16
 
+/* The Admin API listener's own connection limit (not counted in limits.max_connections, so that traffic at
+ * the limit does not shut operators out). */
+#define SL_ADMIN_MAX_CONNECTIONS 64
+
 /** One listening address from node.listen (or node.admin.listen). */
 typedef struct sl_listen_addr {
     char host[64];

@@ -1,13 +1,11 @@
-/* Worker threads. Each binds its own SO_REUSEPORT sockets, so the kernel spreads connections and nothing is
- * handed between threads; worker 0 also serves the Admin API. */
+/* Worker threads. Each binds its own SO_REUSEPORT sockets (listen.c), so the kernel spreads connections and
+ * nothing is handed between threads; worker 0 also serves the Admin API. */
 #include "server/worker.h"
 
 #include <errno.h>
-#include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -15,6 +13,7 @@
 #include "http/access_log.h"
 #include "http/conn.h"
 #include "lua/vm.h"
+#include "server/listen.h"
 #include "server/settings.h"
 #include "tls/listener.h"
 #include "upstream/pool.h"
@@ -31,73 +30,16 @@ static atomic_int stop_request; /* 0 none, 1 drain, 2 now */
 typedef struct worker_timers {
     uv_timer_t flush;
     uv_timer_t drain_check;
+    uv_tcp_t reserve; /* see worker_main */
 } worker_timers_t;
 
 static __thread worker_timers_t wt;
 
-static int open_listener(sl_worker_t *w, sl_listener_t *l, int idx)
-{
-    const sl_listen_addr_t *a = &sl_settings.listen[idx];
-    struct sockaddr_storage ss;
-    int fd = -1, rc;
-    l->tls_idx = -1;
-    if (a->tls) {
-        char err[512];
-        if (sl_tls_listener_ctx(idx, &l->tls, &l->tls_gen, err, sizeof(err)) == NULL) {
-            sl_log(SL_LOG_ERROR, "listen %s:%d: TLS: %s", a->host, a->port, err);
-            return -EINVAL;
-        }
-        l->tls_idx = idx;
-    }
-    if (uv_ip4_addr(a->host, a->port, (struct sockaddr_in *)&ss) != 0 &&
-        uv_ip6_addr(a->host, a->port, (struct sockaddr_in6 *)&ss) != 0) {
-        sl_log(SL_LOG_ERROR, "listen %s:%d: not an IP address", a->host, a->port);
-        return -EINVAL;
-    }
-    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
-        rc = -errno;
-        goto fail;
-    }
-    socklen_t len = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-    if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
-        rc = -errno;
-        sl_log(SL_LOG_ERROR, "listen %s:%d: %s", a->host, a->port, strerror(errno));
-        goto fail;
-    }
-    uv_tcp_init(&w->loop, &l->tcp);
-    l->tcp.data = l;
-    l->w = w;
-    l->is_admin = a->is_admin;
-    if ((rc = uv_tcp_open(&l->tcp, fd)) != 0) {
-        uv_close((uv_handle_t *)&l->tcp, NULL);
-        goto fail;
-    }
-    extern void sl__on_connection(uv_stream_t * s, int status);
-    if ((rc = uv_listen((uv_stream_t *)&l->tcp, 511, sl__on_connection)) != 0) {
-        sl_log(SL_LOG_ERROR, "listen %s:%d: %s", a->host, a->port, uv_strerror(rc));
-        uv_close((uv_handle_t *)&l->tcp, NULL);
-        return rc;
-    }
-    return 0;
-fail:
-    close(fd);
-    return rc;
-}
-
-void sl__on_connection(uv_stream_t *s, int status)
-{
-    if (status == 0)
-        sl_conn_accept(s->data);
-}
-
 static void on_flush(uv_timer_t *t)
 {
     sl_access_log_flush();
+    sl_listener_report(t->data);
+    sl_conn_sweep(t->data);
 }
 
 static void close_walk(uv_handle_t *h, void *arg)
@@ -121,8 +63,7 @@ static void shutdown_worker(sl_worker_t *w)
      * below still finds; from 2 on nothing may start a timer */
     w->stopping = 3;
     for (int i = 0; i < w->nlisteners; i++)
-        if (!uv_is_closing((uv_handle_t *)&w->listeners[i].tcp))
-            uv_close((uv_handle_t *)&w->listeners[i].tcp, NULL);
+        sl_listener_close(&w->listeners[i]);
     while (w->conns)
         sl__conn_close(w->conns);
     w->stopping = 2;
@@ -156,8 +97,7 @@ static void on_notify(uv_async_t *a)
     if (stop == 1 && !w->stopping) {
         w->stopping = 1;
         for (int i = 0; i < w->nlisteners; i++)
-            uv_close((uv_handle_t *)&w->listeners[i].tcp, NULL);
-        w->nlisteners = 0;
+            sl_listener_close(&w->listeners[i]);
         for (sl_conn_t *c = w->conns, *next; c; c = next) {
             next = c->next;
             sl__conn_drain(c);
@@ -181,8 +121,14 @@ static void worker_main(void *arg)
     uv_async_init(&w->loop, &w->notify, on_notify);
     w->notify.data = w;
     uv_timer_init(&w->loop, &wt.flush);
+    wt.flush.data = w;
     uv_timer_init(&w->loop, &wt.drain_check);
     wt.drain_check.data = w;
+    /* libuv keeps a spare descriptor per loop (for its EMFILE trick, which our listeners do not use) and
+     * opens it with the loop's first stream: taken now, the worker's own descriptors do not grow at its first
+     * connection */
+    uv_tcp_init(&w->loop, &wt.reserve);
+    uv_close((uv_handle_t *)&wt.reserve, NULL);
     int n = 0;
     for (int i = 0; i < sl_settings.nlisten; i++)
         if (!sl_settings.listen[i].is_admin || w->id == 0)
@@ -193,7 +139,7 @@ static void worker_main(void *arg)
         const sl_listen_addr_t *a = &sl_settings.listen[i];
         if (a->is_admin && w->id != 0)
             continue;
-        if (open_listener(w, &w->listeners[w->nlisteners], i) != 0)
+        if (sl_listener_open(w, &w->listeners[w->nlisteners], i) != 0)
             ok = 0;
         else
             w->nlisteners++;

@@ -9,9 +9,14 @@ struct sl_conn;
 struct sl_pool;
 struct sl_tls_server_ctx;
 
-/** A listening socket of one worker. */
+/** A listening socket of one worker (core/server/listen.c). Accepted by hand rather than by uv_listen, so
+ * that accepting can pause when the process runs out of descriptors. */
 typedef struct sl_listener {
-    uv_tcp_t tcp;
+    uv_poll_t poll;    /* readable: connections wait in the accept queue */
+    uv_timer_t resume; /* accepting paused (out of descriptors) until it fires */
+    int fd;            /* the listening socket; closed with the poll handle */
+    uint8_t open;      /* the handles are initialised (and closed by sl_listener_close) */
+    uint8_t closing;
     struct sl_worker *w;
     int is_admin;
     int tls_idx;                   /* index in sl_settings.listen when the listener has TLS, else -1 */
@@ -31,6 +36,10 @@ typedef struct sl_worker {
     int nlisteners;
     struct sl_conn *conns; /* doubly linked list of open client connections */
     int nconns;
+    int nadmin;           /* of nconns, on the Admin API listener (limited apart: SL_ADMIN_MAX_CONNECTIONS) */
+    unsigned refused[2];  /* refused over the limit since the last report: [0] traffic, [1] Admin API */
+    unsigned paused;      /* times accepting paused for lack of descriptors since the last report */
+    int pause_errno;      /* what the last pause was for (EMFILE, ENFILE, ...) */
     struct sl_pool *pool; /* idle upstream connections */
     uint64_t config_version;
     uint64_t plugin_gen;

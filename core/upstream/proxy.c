@@ -182,8 +182,9 @@ static void process(sl_proxy_t *p)
             uc->rpos = (size_t)(llhttp_get_error_pos(&uc->parser) - uc->rbuf);
             llhttp_resume(&uc->parser);
         } else {
-            fail(p, SL_UPERR_BAD_RESPONSE, p->hdrs.why ? p->hdrs.why : llhttp_get_error_reason(&uc->parser),
-                 0);
+            /* a PASS write that found the client gone stops the parser too: not the upstream's fault */
+            fail(p, p->req->client_gone ? SL_UPERR_CLIENT_GONE : SL_UPERR_BAD_RESPONSE,
+                 p->hdrs.why ? p->hdrs.why : llhttp_get_error_reason(&uc->parser), 0);
             return;
         }
     }
@@ -249,8 +250,8 @@ static void on_up_read(sl_upconn_t *uc, ssize_t nread)
         sl__conn_cork(c);
     process(p);
     if (c && r->conn == c) {
-        /* Lua's writes of this read were corked too: a failed flush is the only news of a client that closed
-         * (reads are off after its FIN), so the connection closes and the upstream call is cancelled */
+        /* Lua's writes of this read were corked too: a failed flush is the news of a client that left, so the
+         * connection closes and the upstream call is cancelled now, not at its end */
         if (sl__conn_uncork(c) != 0)
             sl__conn_close(c);
         else

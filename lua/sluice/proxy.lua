@@ -231,8 +231,9 @@ function _M.run(ctx, up, pipe)
         return -- the client is gone, or a header was refused and a 500 went instead
     end
     if not bf then
-        C.sl_proxy_pass(p)
-        yield()
+        if C.sl_proxy_pass(p) == 0 then -- else the client is gone: nothing would wake us
+            yield()
+        end
         return
     end
     while true do

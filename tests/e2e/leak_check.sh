@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Drives the AddressSanitizer build of the gateway through the ways a request can go (proxy, keep-alive,
-# pipelining, malformed input, dead upstream, client abort, Admin API changes, SIGHUP reload), then drains it
-# with SIGTERM. Fails on any ASan/UBSan report or leak (LeakSanitizer) and on a non-zero exit.
+# pipelining, malformed input, dead upstream, client abort, clients leaving mid-stream with FIN or RST in PASS and
+# FILTER mode, connection limits, accepting paused for lack of descriptors, Admin API changes, SIGHUP reload),
+# then drains it with SIGTERM. Fails on any ASan/UBSan report or leak (LeakSanitizer) and on a non-zero exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${SLUICE_ASAN_BIN:-build-asan/sluice}
@@ -27,6 +28,10 @@ http { access_log off; client_max_body_size 16m; client_body_temp_path $dir; pro
     location / { default_type application/json; return 200 '{"ok":true}'; } } }
 NGX
 nginx -c "$dir/up.conf" -e "$dir/up.err" & pids+=($!)
+# slow heads and streams, for clients that leave mid-response
+node spec/support/stream_upstream.js "$dir/stream.port" > "$dir/stream.log" 2>&1 & pids+=($!)
+for _ in $(seq 100); do [ -s "$dir/stream.port" ] && break; sleep 0.1; done
+SSE=$(cat "$dir/stream.port")
 cat > "$dir/sluice.yaml" <<YAML
 node:
   listen: ["127.0.0.1:$GW"]
@@ -36,12 +41,15 @@ node:
   access_log: {path: "$dir/access.log"}
   limits: {max_header_size: 4k, header_timeout: 1}
   drain_timeout: 5
-  plugin_paths: ["$PWD/plugins", "$PWD/spec/fixtures/http_plugins"]
+  plugin_paths: ["$PWD/plugins", "$PWD/spec/fixtures/http_plugins", "$PWD/spec/fixtures/plugins"]
   shared_dicts: {probe: 1m}
 upstreams:
   up: {nodes: ["127.0.0.1:$UP"]}
   dead: {nodes: ["127.0.0.1:$DEAD"], timeout: {connect: 1}}
+  sse: {nodes: ["127.0.0.1:$SSE"]}
 routes:
+  - {id: sse, paths: ["/sse/*"], upstream: sse, strip_prefix: true}
+  - {id: ssef, paths: ["/ssef/*"], upstream: sse, strip_prefix: true, plugins: {spec-tagger: {}}}
   - {id: api, paths: ["/api/*"], upstream: up, strip_prefix: true}
   - {id: dead, paths: ["/dead"], upstream: dead}
   - {id: probe, paths: ["/probe"], plugins: {http-probe: {}}}
@@ -90,7 +98,56 @@ raw(b"GET /api/big HTTP/1.1\r\nHost: x\r\n\r\n", close_early=True)
 raw(b"POST /api/up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"a" * 300000, close_early=True)
 for i in range(200):
     raw(b"GET /api/k HTTP/1.1\r\nHost: x\r\n\r\n" * 3, wait=0.01)
+# clients that leave mid-response (PASS: /sse, FILTER: /ssef): before the head, mid-stream with FIN or RST, and
+# one the gateway is not reading (pipelined requests behind the stream) so that only a failed write tells
+import struct
+def leave(path, after=0.3, rst=False, extra=b""):
+    s = socket.create_connection(("127.0.0.1", port), timeout=3)
+    s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n" + extra)
+    time.sleep(after)
+    s.settimeout(0.1)
+    try:
+        while s.recv(65536): pass
+    except socket.timeout:
+        pass
+    if rst:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+for base in (b"/sse", b"/ssef"):
+    leave(base + b"/head?ms=5000")
+    leave(base + b"/stream?n=100&ms=50")
+    leave(base + b"/stream?n=100&ms=50", rst=True)
+    leave(base + b"/stream?n=300&ms=20", extra=b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n" * 3000)
 PY
+for _ in $(seq 50); do
+    curl -s "http://127.0.0.1:$SSE/_stats" | grep -q '"open":0' && break; sleep 0.1
+done
+curl -s "http://127.0.0.1:$SSE/_stats" | grep -q '"open":0' || { echo "upstream streams not cancelled"; exit 1; }
+c -N -m 1 "http://127.0.0.1:$GW/sse/stream?n=100&ms=100" > /dev/null
+c -N -m 1 "http://127.0.0.1:$GW/ssef/stream?n=100&ms=100" > /dev/null
+# out of descriptors: the soft limit drops under the gateway, accepting pauses; then it is given back
+hard=$(prlimit --pid "$gw" --nofile --noheadings --output HARD | tr -d ' ')
+prlimit --pid "$gw" --nofile=$(( $(ls /proc/"$gw"/fd | wc -l) + 20 )):
+python3 - "$GW" "$ADM" "$dir/err.log" <<'PY'
+import socket, sys, time
+port, adm, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+socks = [socket.create_connection(("127.0.0.1", port), timeout=3) for _ in range(80)]
+end = time.time() + 5
+while time.time() < end and "accepting paused" not in open(log).read():
+    time.sleep(0.1)
+assert "accepting paused" in open(log).read(), "accept4 never failed"
+for s in socks: s.close()
+PY
+prlimit --pid "$gw" --nofile="$hard":
+# over the Admin API's own connection limit: 503
+python3 - "$ADM" <<'PY'
+import socket, sys, time
+port = int(sys.argv[1])
+socks = [socket.create_connection(("127.0.0.1", port), timeout=3) for _ in range(70)]
+time.sleep(0.5)
+for s in socks: s.close()
+PY
+for _ in $(seq 50); do [ "$(c "http://127.0.0.1:$GW/api/x")" = 200 ] && break; sleep 0.2; done
 # sluice.http from a plugin: success (kept-alive), refused, timeout, stream, multi, timer, log phase
 P="http://127.0.0.1:$GW/probe"
 for mode in buffer buffer stream multi timer log; do
