@@ -1,6 +1,8 @@
 /* Request parsing: llhttp callbacks that copy the request line, headers and body of one request into its
- * sl_req_t (the read buffer moves, so nothing may point into it), enforcing the size limits on the way. A
- * callback that rejects the request sets conn->err_status (413, 414, 431, 400, 503) for the answer. */
+ * sl_req_t (the read buffer moves, so nothing may point into it), enforcing the size limits on the way, then
+ * checking the head as a whole (request target, Host, framing) once it is complete. A callback that rejects
+ * the request sets conn->err_status (400, 413, 414, 431, 501, 503, 505) and the parser's error reason (the
+ * message sent) for the answer. */
 #include "http/parser.h"
 
 #include <errno.h>
@@ -16,15 +18,23 @@
 static llhttp_settings_t parser_settings;
 static int parser_settings_ready;
 
+/* Refuses the request: status is what the client gets, why (a static string) its message and the log's (kept
+ * in the request: llhttp replaces its own error reason once a callback fails). */
+static int reject(sl_conn_t *c, int status, const char *why)
+{
+    c->err_status = status;
+    if (c->req)
+        c->req->reject_why = why;
+    return HPE_USER;
+}
+
 static int on_message_begin(llhttp_t *p)
 {
     sl_conn_t *c = p->data;
     sl_worker_t *w = c->w;
     c->req = sl_req_new(c, ((uint64_t)w->id << 48) | ++w->next_req_id);
-    if (c->req == NULL) {
-        c->err_status = 503;
-        return HPE_USER;
-    }
+    if (c->req == NULL)
+        return reject(c, 503, "out of memory");
     c->in_header_value = 0;
     sl__conn_timer(c, TIMER_HEADER, sl_settings.header_timeout);
     return 0;
@@ -33,22 +43,11 @@ static int on_message_begin(llhttp_t *p)
 static int head_append(sl_conn_t *c, const char *at, size_t len)
 {
     sl_req_t *r = c->req;
-    if (r->head.len + len > sl_settings.max_header_size) {
-        c->err_status = 431;
-        return HPE_USER;
-    }
-    if (sl_buf_append(&r->head, at, len) != 0) {
-        c->err_status = 503;
-        return HPE_USER;
-    }
+    if (r->head.len + len > sl_settings.max_header_size)
+        return reject(c, 431, "request header fields too large");
+    if (sl_buf_append(&r->head, at, len) != 0)
+        return reject(c, 503, "out of memory");
     return 0;
-}
-
-static int reject(sl_conn_t *c, int status, const char *why)
-{
-    c->err_status = status;
-    llhttp_set_error_reason(&c->parser, why);
-    return HPE_USER;
 }
 
 /* Trailer fields (after a chunked body) are dropped, as nginx does when proxying: the upstream gets the body
@@ -65,10 +64,8 @@ static int trailer_bytes(sl_conn_t *c, size_t len)
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     sl_conn_t *c = p->data;
-    if (c->req->url_len + len > sl_settings.max_url_length) {
-        c->err_status = 414;
-        return HPE_USER;
-    }
+    if (c->req->url_len + len > sl_settings.max_url_length)
+        return reject(c, 414, "request URI too long");
     c->req->url_len += (uint32_t)len;
     return head_append(c, at, len);
 }
@@ -98,11 +95,13 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
     sl_req_t *r = c->req;
     if (r->headers) /* after the head: a trailer field */
         return trailer_bytes(c, len);
+    /* RFC 9112 5.1: whitespace before the colon is a 400 (llhttp takes "Name :"): an upstream that read
+     * "Transfer-Encoding : chunked" as the real thing would frame the body another way than we did */
+    if (memchr(at, ' ', len))
+        return reject(c, 400, "whitespace in a header name");
     if (r->nheaders == 0 || c->in_header_value) {
-        if (r->nheaders >= 256 || new_header(r) != 0) {
-            c->err_status = 431;
-            return HPE_USER;
-        }
+        if (r->nheaders >= 256 || new_header(r) != 0)
+            return reject(c, 431, "request header fields too large");
         c->in_header_value = 0;
     }
     r->hdr_alloc[r->nheaders - 1].name_len += (uint32_t)len;
@@ -124,15 +123,26 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     return head_append(c, at, len);
 }
 
-/* RFC 9112 2.3: only HTTP/1.0 and 1.1 are spoken here (llhttp takes any single digits, so "HTTP/2.0" would be
- * served as 1.x); anything else is answered 505 in 1.1 and the connection closed. */
-static int on_version_complete(llhttp_t *p)
+/* RFC 9112 2.3: only HTTP/1.0 and 1.1 are spoken here. llhttp takes 0.9 and 2.0 too (a "HTTP/2.0" request
+ * would be served as 1.x) and refuses other versions as malformed: each byte of the version is checked as it
+ * comes (the span may arrive in pieces), and anything but "1.0" or "1.1" is answered 505, in 1.1, then the
+ * connection closed. */
+static int version_refused(sl_conn_t *c)
 {
-    sl_conn_t *c = p->data;
-    if (p->http_major == 1 && p->http_minor <= 1)
-        return 0;
     c->req->http_minor = 1;
     return reject(c, 505, "HTTP version not supported");
+}
+
+static int on_version(llhttp_t *p, const char *at, size_t len)
+{
+    sl_conn_t *c = p->data;
+    sl_req_t *r = c->req;
+    for (size_t i = 0; i < len; i++) {
+        unsigned k = r->version_len++;
+        if (k > 2 || (k < 2 && at[i] != "1."[k]) || (k == 2 && at[i] != '0' && at[i] != '1'))
+            return version_refused(c);
+    }
+    return 0;
 }
 
 /* True when normalising cannot change the path (no escape, no "//", no dot segment): the common case, which
@@ -151,6 +161,14 @@ static const char *path_error(int rc)
            : rc == -EPERM  ? "encoded slash (%2F) in the path"
            : rc == -EILSEQ ? "NUL in the path"
                            : "malformed path";
+}
+
+/* Refuses a request target, saying which in the log (escaped there, as every log line is). */
+static int bad_target(sl_conn_t *c, sl_req_t *r, const char *why)
+{
+    sl_log(SL_LOG_INFO, "client %s: bad request target (%s): %.*s", r->client_ip, why,
+           (int)(r->url_len < 512 ? r->url_len : 512), r->head.base + r->url_off);
+    return reject(c, 400, why);
 }
 
 /* Where the request target's parts are in r->head (offsets: the head may still grow). */
@@ -187,11 +205,18 @@ static int request_target(sl_conn_t *c, sl_req_t *r, target_t *t)
         t->host_off = (uintptr_t)host->value;
         t->host_len = (size_t)hl;
     }
+    if (r->method_len == 7 && memcmp(r->method, "CONNECT", 7) == 0)
+        return reject(c, 501, "CONNECT is not supported");
     const char *url = r->head.base + r->url_off;
     size_t len = r->url_len, start = 0;
     t->fixed_path = NULL;
-    if (memchr(url, '#', len))
-        return reject(c, 400, "fragment in the request target");
+    /* llhttp lets a tab through, which an upstream may take for the end of the target; a fragment is never
+     * part of a request target (RFC 9112 3.2) */
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)url[i] <= ' ' || url[i] == 0x7f || url[i] == '#')
+            return bad_target(c, r,
+                              url[i] == '#' ? "fragment in the request target"
+                                            : "control character in the request target");
     if (url[0] != '/') {
         size_t ao, al;
         if (len == 1 && url[0] == '*' && r->method_len == 7 && memcmp(r->method, "OPTIONS", 7) == 0) {
@@ -200,7 +225,7 @@ static int request_target(sl_conn_t *c, sl_req_t *r, target_t *t)
             return 0;
         }
         if (sl_target_absolute(url, len, &ao, &al, &start) != 0)
-            return reject(c, 400, "request target is not a path or an http(s) URL");
+            return bad_target(c, r, "request target is not a path or an http(s) URL");
         t->host_off = r->url_off + ao;
         t->host_len = (size_t)sl_authority_check(url + ao, al);
         if (host) {
@@ -234,9 +259,7 @@ static int request_target(sl_conn_t *c, sl_req_t *r, target_t *t)
     size_t n;
     int rc = sl_path_normalize(r->head.base + t->path_off, plen, r->head.base + r->head.len, &n, flags);
     if (rc != 0) {
-        sl_log(SL_LOG_INFO, "client %s: bad request target (%s): %.*s", r->client_ip, path_error(rc),
-               (int)(len < 512 ? len : 512), r->head.base + r->url_off);
-        return reject(c, 400, path_error(rc));
+        return bad_target(c, r, path_error(rc));
     }
     t->path_off = r->head.len;
     t->path_len = n;
@@ -268,6 +291,15 @@ static int on_headers_complete(llhttp_t *p)
     r->method_len = (uint32_t)strlen(m);
     r->http_minor = llhttp_get_http_minor(p);
     r->keepalive = llhttp_should_keep_alive(p);
+    if (r->version_len != 3) /* an HTTP/0.9 request line (no version at all) */
+        return version_refused(c);
+    for (uint32_t i = 0; i < r->nheaders;
+         i++) { /* trailing whitespace is not part of a value (llhttp keeps it) */
+        sl_header_t *h = &r->hdr_alloc[i];
+        const char *v = r->head.base + (uintptr_t)h->value;
+        while (h->value && h->value_len > 0 && (v[h->value_len - 1] == ' ' || v[h->value_len - 1] == '\t'))
+            h->value_len--;
+    }
     target_t t = {0};
     if (request_target(c, r, &t) != 0)
         return HPE_USER;
@@ -278,6 +310,12 @@ static int on_headers_complete(llhttp_t *p)
         h->value = h->value ? r->head.base + (uintptr_t)h->value : "";
     }
     r->headers = r->hdr_alloc;
+    /* RFC 9112 6.1: chunked is the only transfer coding understood; llhttp takes "gzip, chunked", whose body
+     * would go upstream still gzip-coded and without a word about it */
+    const sl_header_t *te =
+        (p->flags & F_TRANSFER_ENCODING) ? sl_req_header(r, "transfer-encoding", 17) : NULL;
+    if (te && !(te->value_len == 7 && strncasecmp(te->value, "chunked", 7) == 0))
+        return reject(c, 501, "transfer coding not supported");
     r->path = t.fixed_path ? t.fixed_path : r->head.base + t.path_off;
     r->path_len = t.fixed_path ? 1 : (uint32_t)t.path_len;
     r->query = t.query_len ? r->head.base + t.query_off : "";
@@ -285,7 +323,7 @@ static int on_headers_complete(llhttp_t *p)
     r->host = t.host_len ? r->head.base + t.host_off : "";
     r->host_len = (uint32_t)t.host_len;
     if (p->content_length > sl_settings.max_body_size && (p->flags & F_CONTENT_LENGTH))
-        return reject(c, 413, "body too large");
+        return reject(c, 413, "request body too large");
     r->body_expected = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length
                        : (p->flags & F_CHUNKED)      ? -1
                                                      : 0;
@@ -310,7 +348,7 @@ static int on_chunk_header(llhttp_t *p)
     sl_conn_t *c = p->data;
     sl_req_t *r = c->req;
     if (p->content_length > sl_settings.max_body_size - r->body_received)
-        return reject(c, 413, "body too large");
+        return reject(c, 413, "request body too large");
     return 0;
 }
 
@@ -320,7 +358,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     sl_req_t *r = c->req;
     /* counted apart from bodybuf: a streamed body leaves it as it goes */
     if (r->body_received + len > sl_settings.max_body_size)
-        return reject(c, 413, "body too large");
+        return reject(c, 413, "request body too large");
     r->body_received += len;
     if (!r->body_discard && sl_buf_append(&r->bodybuf, at, len) != 0) /* a dropped rest is only counted */
         return reject(c, 503, "out of memory");
@@ -346,7 +384,7 @@ const llhttp_settings_t *sl__http_parser_settings(void)
     llhttp_settings_init(&parser_settings);
     parser_settings.on_message_begin = on_message_begin;
     parser_settings.on_url = on_url;
-    parser_settings.on_version_complete = on_version_complete;
+    parser_settings.on_version = on_version;
     parser_settings.on_header_field = on_header_field;
     parser_settings.on_header_value = on_header_value;
     parser_settings.on_headers_complete = on_headers_complete;

@@ -75,6 +75,8 @@ typedef struct sl_req {
         body_streamed;    /* body bytes went to the upstream as they arrived: the body cannot be read whole */
     uint8_t body_discard; /* the response is out before the body ended: the rest is read and dropped */
     uint8_t body_failed;  /* the body will never be complete (client error, gone, over max_body_size) */
+    uint8_t version_len;  /* bytes of the request line's version seen so far (parser.c checks them) */
+    const char *reject_why; /* why the parser refused the request (a static string), or NULL */
     int64_t body_expected;  /* Content-Length of the request, -1 when chunked (or no body: 0) */
     uint64_t body_received; /* body bytes received so far (streamed ones included) */
     uint64_t body_deadline; /* loop time (ms) by which the whole body must be in, or 0 */
