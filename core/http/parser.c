@@ -163,9 +163,12 @@ static const char *path_error(int rc)
                            : "malformed path";
 }
 
-/* Refuses a request target, saying which in the log (escaped there, as every log line is). */
+/* Refuses a request target, saying which in the log (escaped there, as every log line is); the access log line
+ * of the 400 shows the raw target as its path. */
 static int bad_target(sl_conn_t *c, sl_req_t *r, const char *why)
 {
+    r->path = r->head.base + r->url_off; /* the head does not grow once refused */
+    r->path_len = r->url_len;
     sl_log(SL_LOG_INFO, "client %s: bad request target (%s): %.*s", r->client_ip, why,
            (int)(r->url_len < 512 ? r->url_len : 512), r->head.base + r->url_off);
     return reject(c, 400, why);
