@@ -163,8 +163,8 @@ static const char *path_error(int rc)
                            : "malformed path";
 }
 
-/* Refuses a request target, saying which in the log (escaped there, as every log line is); the access log line
- * of the 400 shows the raw target as its path. */
+/* Refuses a request target, saying which in the log (escaped there, as every log line is); the access log
+ * line of the 400 shows the raw target as its path. */
 static int bad_target(sl_conn_t *c, sl_req_t *r, const char *why)
 {
     r->path = r->head.base + r->url_off; /* the head does not grow once refused */
@@ -296,10 +296,13 @@ static int on_headers_complete(llhttp_t *p)
     r->keepalive = llhttp_should_keep_alive(p);
     if (r->version_len != 3) /* an HTTP/0.9 request line (no version at all) */
         return version_refused(c);
-    for (uint32_t i = 0; i < r->nheaders;
-         i++) { /* trailing whitespace is not part of a value (llhttp keeps it) */
+    /* A field name is at least one character (llhttp takes ": v"); a value's trailing whitespace is not part
+     * of it (llhttp keeps it) */
+    for (uint32_t i = 0; i < r->nheaders; i++) {
         sl_header_t *h = &r->hdr_alloc[i];
         const char *v = r->head.base + (uintptr_t)h->value;
+        if (h->name_len == 0)
+            return reject(c, 400, "empty header name");
         while (h->value && h->value_len > 0 && (v[h->value_len - 1] == ' ' || v[h->value_len - 1] == '\t'))
             h->value_len--;
     }
@@ -317,6 +320,8 @@ static int on_headers_complete(llhttp_t *p)
      * would go upstream still gzip-coded and without a word about it */
     const sl_header_t *te =
         (p->flags & F_TRANSFER_ENCODING) ? sl_req_header(r, "transfer-encoding", 17) : NULL;
+    if (te && r->http_minor == 0) /* RFC 9112 6.1: framing an HTTP/1.0 hop cannot be trusted to agree on */
+        return reject(c, 400, "Transfer-Encoding in an HTTP/1.0 request");
     if (te && !(te->value_len == 7 && strncasecmp(te->value, "chunked", 7) == 0))
         return reject(c, 501, "transfer coding not supported");
     r->path = t.fixed_path ? t.fixed_path : r->head.base + t.path_off;

@@ -109,10 +109,12 @@ int sl_authority_check(const char *s, size_t len)
         i = host = n + 2;
     } else {
         /* reg-name (IPv4 is a subset) without pct-encoded: a host is routed by its bytes (and is compared as
-         * bytes upstream), so an escape in it could only make a host match one way here and another there */
+         * bytes upstream), so an escape in it could only make a host match one way here and another there.
+         * Nor an empty label (".a", "a..b": nginx refuses those too), which some upstreams put in file paths.
+         */
         while (i < len && s[i] != ':') {
             unsigned char ch = (unsigned char)s[i];
-            if (!unreserved(ch) && !sub_delim(ch))
+            if ((!unreserved(ch) && !sub_delim(ch)) || (ch == '.' && (i == 0 || s[i - 1] == '.')))
                 return -EINVAL;
             i++;
         }

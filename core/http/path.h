@@ -15,8 +15,9 @@
  */
 int sl_path_normalize(const char *in, size_t len, char *out, size_t *out_len, unsigned flags);
 
-/** Checks "uri-host[:port]" (RFC 3986 reg-name, IPv4 or [IPv6], then ':' and up to 5 digits) as a Host header
- *  or an absolute-form authority must be; returns the length of the host part (brackets kept) or -EINVAL. */
+/** Checks "uri-host[:port]" (RFC 3986 reg-name without escapes or empty labels, IPv4 or [IPv6], then ':' and
+ * up to 5 digits) as a Host header or an absolute-form authority must be; returns the host part's length
+ * (brackets kept) or -EINVAL. */
 int sl_authority_check(const char *s, size_t len);
 
 /** Splits an absolute-form target "http[s]://authority[/path][?query]" (scheme case-insensitive): the

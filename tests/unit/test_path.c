@@ -167,6 +167,11 @@ static void test_authority(void)
         {"h:8o", -EINVAL},
         {"h:123456", -EINVAL},
         {"a%2eb", -EINVAL},
+        {"a..b", -EINVAL},
+        {".a", -EINVAL},
+        {"..", -EINVAL},
+        {"a.", 2}, /* a fully qualified name */
+        {"a.b.c:1", 5},
         {"[::1", -EINVAL},
         {"[]", -EINVAL},
         {"[::1]x", -EINVAL},
