@@ -1,8 +1,8 @@
 /* Request parsing: llhttp callbacks that copy the request line, headers and body of one request into its
  * sl_req_t (the read buffer moves, so nothing may point into it), enforcing the size limits on the way, then
  * checking the head as a whole (request target, Host, framing) once it is complete. A callback that rejects
- * the request sets conn->err_status (400, 413, 414, 431, 501, 503, 505) and the parser's error reason (the
- * message sent) for the answer. */
+ * the request sets conn->err_status (400, 413, 414, 431, 501, 503, 505) and req->reject_why (the message
+ * sent) for the answer. */
 #include "http/parser.h"
 
 #include <errno.h>
@@ -114,6 +114,9 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     sl_req_t *r = c->req;
     if (r->headers)
         return trailer_bytes(c, len);
+    if (r->nheaders ==
+        0) /* a value before any name: llhttp reports ": v" with an empty name, but not a promise */
+        return reject(c, 400, "empty header name");
     sl_header_t *h = &r->hdr_alloc[r->nheaders - 1];
     if (!c->in_header_value) {
         c->in_header_value = 1;
@@ -213,6 +216,8 @@ static int request_target(sl_conn_t *c, sl_req_t *r, target_t *t)
     const char *url = r->head.base + r->url_off;
     size_t len = r->url_len, start = 0;
     t->fixed_path = NULL;
+    if (len == 0) /* llhttp never gives an empty target; nothing below may read url[0] of one */
+        return bad_target(c, r, "empty request target");
     /* llhttp lets a tab through, which an upstream may take for the end of the target; a fragment is never
      * part of a request target (RFC 9112 3.2) */
     for (size_t i = 0; i < len; i++)
@@ -261,9 +266,8 @@ static int request_target(sl_conn_t *c, sl_req_t *r, target_t *t)
     unsigned flags = sl_settings.allow_encoded_slashes ? SL_PATH_KEEP_ENCODED_SLASH : 0;
     size_t n;
     int rc = sl_path_normalize(r->head.base + t->path_off, plen, r->head.base + r->head.len, &n, flags);
-    if (rc != 0) {
+    if (rc != 0)
         return bad_target(c, r, path_error(rc));
-    }
     t->path_off = r->head.len;
     t->path_len = n;
     r->head.len += n;

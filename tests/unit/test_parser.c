@@ -233,6 +233,7 @@ static void test_host_and_version(void)
     expect_reject("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501);
     expect_reject("CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n", 501);
     expect_reject("GET / HTTP/1.1\r\nHost: h\r\n: v\r\n\r\n", 400);
+    expect_reject("GET / HTTP/1.1\r\n: v\r\nHost: h\r\n\r\n", 400);
     expect_reject("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400);
     expect_reject("GET / HTTP/1.1\r\nHost: a..b\r\n\r\n", 400);
     expect_reject("GET /a\tb HTTP/1.1\r\nHost: h\r\n\r\n", 400);
