@@ -144,6 +144,17 @@ describe("logs and hostile input", function()
         assert.is_nil(entry.line:find("[%z\1-\31\127\255]"))
     end)
 
+    it("logs a request refused before its head was complete (user_agent in the fields: once a crash)", function()
+        local res = helpers.raw(gw.port, "GET /note/x HTTP/1.1\r\nHost: x\r\nUser-Agent: big\r\nX-Big: " ..
+            rep("b", 20000) .. "\r\n\r\n")
+        assert.matches("^HTTP/1.%d 431", res)
+        helpers.sleep(0.2)
+        assert.is_true(gw.proc:alive(), "the gateway died")
+        helpers.wait_until(function()
+            return gw:access_log():find('"status":431,"user_agent":""', 1, true)
+        end, 5, "no access log line for the 431")
+    end)
+
     it("writes a rejected config's errors one log line each", function()
         local cfg = helpers.read_file(gw.file)
         helpers.write_file(gw.file, cfg:gsub('"routes":%[', '"upstreams":{"u":{"nodes":[]}},"routes":[{"id":"bad"},', 1))
