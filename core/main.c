@@ -66,11 +66,15 @@ static int apply_node(lua_State *L, int idx)
     sl_settings.max_url_length = (size_t)num_field(L, idx, "max_url_length", 8192);
     sl_settings.header_timeout = num_field(L, idx, "header_timeout", 10);
     sl_settings.body_timeout = num_field(L, idx, "body_timeout", 30);
+    sl_settings.body_deadline = num_field(L, idx, "body_deadline", 300);
     sl_settings.keepalive_timeout = num_field(L, idx, "keepalive_timeout", 60);
     sl_settings.send_timeout = num_field(L, idx, "send_timeout", 30);
     sl_settings.max_connections = (int)num_field(L, idx, "max_connections", 10000);
     sl_settings.keepalive_requests = (int)num_field(L, idx, "keepalive_requests", 10000);
     sl_settings.drain_timeout = num_field(L, idx, "drain_timeout", 30);
+    lua_getfield(L, idx, "allow_encoded_slashes");
+    sl_settings.allow_encoded_slashes = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     lua_getfield(L, idx, "listen");
     int n = (int)lua_objlen(L, -1);
     sl_settings.nlisten = 0;
@@ -225,8 +229,12 @@ static int master_call(const char *fn, int quiet)
     if (lua_isnil(ML, -2)) {
         if (!quiet)
             fprintf(stderr, "%s\n", lua_tostring(ML, -1) ? lua_tostring(ML, -1) : "invalid configuration");
-        else
-            sl_log(SL_LOG_ERROR, "config rejected, the running one stays:\n%s", lua_tostring(ML, -1));
+        else {
+            size_t len = 0;
+            const char *errs = lua_tolstring(ML, -1, &len);
+            sl_log(SL_LOG_ERROR, "config rejected, the running one stays:");
+            sl_log_lines(SL_LOG_ERROR, "  ", errs ? errs : "", errs ? len : 0); /* one line per error */
+        }
         return -1;
     }
     lua_remove(ML, 1); /* the module: leaves (node_settings, snapshot_json) at 1 and 2 */

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/log.h"
 
 static int alog_fd = -1;
 static int alog_fields;
@@ -47,6 +48,9 @@ int sl_access_log_open(const char *path, int fields)
     return 0;
 }
 
+/* A JSON string of bytes from a client or an upstream: valid UTF-8 as it is, control characters (C0, DEL, C1)
+ * as \u00XX, and each byte that is not UTF-8 as the text \xNN (JSON must be UTF-8, and a reader should still
+ * see which byte it was). */
 static void put_str(sl_buf_t *b, const char *key, const char *s, size_t len, int *first)
 {
     char tmp[8];
@@ -54,16 +58,29 @@ static void put_str(sl_buf_t *b, const char *key, const char *s, size_t len, int
     *first = 0;
     sl_buf_appends(b, key);
     sl_buf_appends(b, "\":\"");
-    for (size_t i = 0; i < len; i++) {
+    for (size_t i = 0; i < len;) {
         unsigned char ch = (unsigned char)s[i];
+        size_t k = sl_utf8_printable(s + i, len - i);
         if (ch == '"' || ch == '\\') {
             char e[2] = {'\\', (char)ch};
             sl_buf_append(b, e, 2);
-        } else if (ch < 0x20 || ch == 0x7f) {
+            i++;
+        } else if (k > 0) {
+            sl_buf_append(b, s + i, k);
+            i += k;
+        } else if (ch < 0x80) {
             int n = snprintf(tmp, sizeof(tmp), "\\u%04x", ch);
             sl_buf_append(b, tmp, (size_t)n);
+            i++;
+        } else if (ch == 0xc2 && i + 1 < len && (unsigned char)s[i + 1] >= 0x80 &&
+                   (unsigned char)s[i + 1] <= 0x9f) { /* a C1 control, well encoded */
+            int n = snprintf(tmp, sizeof(tmp), "\\u%04x", (unsigned char)s[i + 1]);
+            sl_buf_append(b, tmp, (size_t)n);
+            i += 2;
         } else {
-            sl_buf_append(b, &s[i], 1);
+            int n = snprintf(tmp, sizeof(tmp), "\\\\x%02x", ch);
+            sl_buf_append(b, tmp, (size_t)n);
+            i++;
         }
     }
     sl_buf_append(b, "\"", 1);

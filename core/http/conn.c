@@ -227,11 +227,13 @@ static void parse_more(sl_conn_t *c)
         int status = c->err_status ? c->err_status : 400;
         if (err == HPE_PAUSED_UPGRADE)
             status = 501;
-        const char *why = llhttp_get_error_reason(&c->parser);
+        const char *own = c->req ? c->req->reject_why : NULL; /* parser.c's own words */
+        const char *why = own ? own : llhttp_get_error_reason(&c->parser);
         sl_log(SL_LOG_INFO, "bad request from client, answered %d: %s (%s)", status, llhttp_errno_name(err),
                why && *why ? why : "limit");
         sl__conn_send_error(c, status,
-                            status == 413   ? "request body too large"
+                            own             ? own
+                            : status == 413 ? "request body too large"
                             : status == 414 ? "request URI too long"
                             : status == 431 ? "request header fields too large"
                             : status == 501 ? "protocol upgrade not supported"

@@ -67,6 +67,8 @@ int sl_req_log_field(sl_req_t *r, const char *name, size_t nlen, const char *jso
 
 const sl_header_t *sl_req_header(const sl_req_t *r, const char *name, uint32_t len)
 {
+    if (r->headers == NULL) /* refused before its head was complete: headers are still offsets */
+        return NULL;
     for (uint32_t i = 0; i < r->nheaders; i++) {
         const sl_header_t *h = &r->headers[i];
         if (h->name_len == len && strncasecmp(h->name, name, len) == 0)

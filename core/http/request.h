@@ -21,9 +21,9 @@ typedef struct sl_header {
  * declares the same fields in the same order): keep the two in step. */
 typedef struct sl_req {
     const char *method;
-    const char *path; /* without the query string, not decoded */
+    const char *path; /* without the query string, normalised (core/http/path.h) */
     const char *query;
-    const char *host; /* Host header without port, or "" */
+    const char *host; /* Host header (or absolute-form authority) without port, or "" */
     const char *body;
     sl_header_t *headers;
     const char *client_ip;
@@ -76,8 +76,12 @@ typedef struct sl_req {
     uint8_t body_discard; /* the response is out before the body ended: the rest is read and dropped */
     uint8_t body_failed;  /* the body will never be complete (client error, gone, over max_body_size) */
     uint8_t client_abort; /* the client left before its response was written (logged as 499, as nginx does) */
+    uint8_t version_len;  /* bytes of the request line's version seen so far (parser.c checks them) */
+    const char *reject_why; /* why the parser refused the request (a static string), or NULL */
     int64_t body_expected;  /* Content-Length of the request, -1 when chunked (or no body: 0) */
     uint64_t body_received; /* body bytes received so far (streamed ones included) */
+    uint64_t body_deadline; /* loop time (ms) by which the whole body must be in, or 0 */
+    uint64_t trailer_len;   /* bytes of trailer fields after a chunked body (counted, then dropped) */
     sl_buf_t log_extra;     /* ,"name":json pairs plugins add to the access log line */
     char client_ip_buf[48];
 } sl_req_t;

@@ -102,6 +102,20 @@ static int traceback(lua_State *L)
     return 1;
 }
 
+/* An error with its traceback (several lines on purpose): one log line each, under one prefix. */
+static void log_traceback(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void log_traceback(lua_State *L, const char *fmt, ...)
+{
+    char prefix[128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof(prefix), fmt, ap);
+    va_end(ap);
+    size_t len = 0;
+    const char *msg = lua_tolstring(L, -1, &len);
+    sl_log_lines(SL_LOG_ERROR, prefix, msg ? msg : "(error object is not a string)", msg ? len : 30);
+}
+
 int sl_vm_open(sl_worker_t *w)
 {
     cur_worker = w;
@@ -113,7 +127,7 @@ int sl_vm_open(sl_worker_t *w)
     lua_getglobal(L, "require");
     lua_pushstring(L, "sluice.worker");
     if (lua_pcall(L, 1, 1, 1) != 0) {
-        sl_log(SL_LOG_ERROR, "worker %d: cannot load the Lua runtime: %s", w->id, lua_tostring(L, -1));
+        log_traceback(L, "worker %d: cannot load the Lua runtime: ", w->id);
         return -1;
     }
     lua_getfield(L, -1, "handle");
@@ -125,7 +139,7 @@ int sl_vm_open(sl_worker_t *w)
     lua_getfield(L, -1, "init");
     lua_pushinteger(L, w->id);
     if (lua_pcall(L, 1, 0, 1) != 0) {
-        sl_log(SL_LOG_ERROR, "worker %d: init failed: %s", w->id, lua_tostring(L, -1));
+        log_traceback(L, "worker %d: init failed: ", w->id);
         return -1;
     }
     lua_settop(L, 0);
@@ -157,8 +171,8 @@ void sl_vm_apply_snapshot(sl_worker_t *w)
     free(json);
     w->plugin_gen = plugin_gen;
     if (lua_pcall(L, 3, 0, -5) != 0)
-        sl_log(SL_LOG_ERROR, "worker %d: applying config version %llu failed: %s", w->id,
-               (unsigned long long)w->config_version, lua_tostring(L, -1));
+        log_traceback(L, "worker %d: applying config version %llu failed: ", w->id,
+                      (unsigned long long)w->config_version);
     lua_settop(L, 0);
 }
 
@@ -250,7 +264,7 @@ void sl_vm_timer(sl_worker_t *w, int id)
     lua_rawgeti(L, LUA_REGISTRYINDEX, ref_timer);
     lua_pushinteger(L, id);
     if (lua_pcall(L, 1, 0, -3) != 0)
-        sl_log(SL_LOG_ERROR, "worker %d: timer: %s", w->id, lua_tostring(L, -1));
+        log_traceback(L, "worker %d: timer: ", w->id);
     lua_settop(L, 0);
 }
 

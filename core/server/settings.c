@@ -14,6 +14,7 @@ void sl_settings_defaults(void)
     sl_settings.max_url_length = 8 * 1024;
     sl_settings.header_timeout = 10;
     sl_settings.body_timeout = 30;
+    sl_settings.body_deadline = 300;
     sl_settings.keepalive_timeout = 60;
     sl_settings.send_timeout = 30;
     sl_settings.max_connections = 10000;

@@ -29,11 +29,13 @@ typedef struct sl_settings {
     size_t max_url_length;
     double header_timeout;
     double body_timeout;
+    double body_deadline; /* a request body must be complete this long after its head (0: no limit) */
     double keepalive_timeout;
     double send_timeout;
     int max_connections;
     int keepalive_requests;
     double drain_timeout;
+    int allow_encoded_slashes; /* %2F in a path is kept encoded instead of refused (core/http/path.h) */
     int access_log_fields; /* bit set of SL_ALOG_* */
     char access_log_path[PATH_MAX];
     char home[PATH_MAX];

@@ -22,7 +22,7 @@ local LOG_FIELDS = { "time", "client", "method", "path", "query", "status", "byt
 local METHODS = { "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE" }
 local PROVIDER_KINDS = { "openai", "azure-openai", "anthropic", "gemini", "deepseek", "openai-compatible", "bedrock", "mock" }
 local LIMIT_DEFAULTS = { max_header_size = "16k", max_body_size = "8m", body_buffer_size = "64k", max_url_length = "8k", header_timeout = 10,
-                         body_timeout = 30, keepalive_timeout = 60, send_timeout = 30, max_connections = 10000,
+                         body_timeout = 30, body_deadline = 300, keepalive_timeout = 60, send_timeout = 30, max_connections = 10000,
                          keepalive_requests = 10000 }
 local LIMIT_SIZES = { max_header_size = true, max_body_size = true, body_buffer_size = true, max_url_length = true }
 
@@ -64,6 +64,7 @@ local NODE = { type = "object", additionalProperties = false, properties = {
     shared_dicts = { type = "object", default = { sluice = "10m" }, additionalProperties = size_t },
     limits = { type = "object", default = {}, additionalProperties = false, properties = limit_props },
     drain_timeout = { type = { "string", "number" }, default = 30 },
+    allow_encoded_slashes = { type = "boolean", default = false }, -- %2F in paths: kept encoded instead of a 400
     memcached = obj, etcd = obj, -- owned by the shared-state layer; free-form here
 } }
 
@@ -229,6 +230,7 @@ end
 
 normalize_node_checked = function(n, path, errs, opts)
     local out = { log_level = n.log_level, access_log = n.access_log, pid_file = n.pid_file,
+                  allow_encoded_slashes = n.allow_encoded_slashes,
                   memcached = n.memcached, etcd = n.etcd, listen = {}, shared_dicts = {}, limits = {} }
     for i, l in ipairs(n.listen) do
         local addr = type(l) == "table" and l.addr or l
@@ -254,7 +256,7 @@ normalize_node_checked = function(n, path, errs, opts)
     for k, v in pairs(n.limits) do
         local kp = join(join(path, "limits"), k)
         if LIMIT_SIZES[k] then out.limits[k] = to_num(v, _M.parse_size, kp, errs, "size", 1, 1024 ^ 4)
-        elseif k:match("timeout$") then out.limits[k] = to_num(v, _M.parse_duration, kp, errs, "duration", 0, 86400 * 365)
+        elseif k:match("timeout$") or k == "body_deadline" then out.limits[k] = to_num(v, _M.parse_duration, kp, errs, "duration", 0, 86400 * 365)
         else out.limits[k] = to_num(v, tonumber, kp, errs, "number", 1, 1e9) end
     end
     out.drain_timeout = to_num(n.drain_timeout, _M.parse_duration, join(path, "drain_timeout"), errs, "duration", 0, 86400)

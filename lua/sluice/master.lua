@@ -50,7 +50,7 @@ local function node_settings(cfg)
     local n = cfg.node
     local s = {
         workers = n.workers, log_level = n.log_level, error_log = n.error_log, pid_file = n.pid_file,
-        drain_timeout = n.drain_timeout, listen = {}, shared_dicts = {},
+        drain_timeout = n.drain_timeout, allow_encoded_slashes = n.allow_encoded_slashes, listen = {}, shared_dicts = {},
         access_log_path = n.access_log and n.access_log.path or "off",
         access_log_fields = n.access_log and n.access_log.fields or {},
     }

@@ -16,7 +16,7 @@ local C = base.C
 local ctxs = base.ctxs
 local ffi_string, ffi_copy = ffi.string, ffi.copy
 local pairs, ipairs, type, pcall, tostring, sort = pairs, ipairs, type, pcall, tostring, table.sort
-local running, format, min = coroutine.running, string.format, math.min
+local running, format, min, gmatch = coroutine.running, string.format, math.min, string.gmatch
 local encode_body, header_lines = response.encode_body, response.header_lines
 
 local PHASES = { "rewrite", "access", "header_filter", "body_filter", "log" }
@@ -110,7 +110,10 @@ function _M.apply(json, version, reload_plugins)
     end
     local cfg, errs = config.validate(doc, { plugins = plugins.for_config, prefix = prefix() })
     if not cfg then
-        log.err("config version ", version, " rejected by worker ", _M.id, ":\n", config.format_errors(errs))
+        log.err("config version ", version, " rejected by worker ", _M.id, ":")
+        for line in gmatch(config.format_errors(errs), "[^\n]+") do -- one log line per error
+            log.err("  ", line)
+        end
         return
     end
     local rt, rerr = router_mod.new(cfg.routes)

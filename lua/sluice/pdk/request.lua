@@ -35,7 +35,7 @@ function _M.get_method(ctx)
     return ctx.method
 end
 
---- Path without query string, as sent (not decoded).
+--- Path without query string, normalised before routing (docs/request-normalisation.md), or as set by set_path.
 function _M.get_path(ctx)
     ctx = ctx or get_ctx()
     return ctx.upstream_path or ctx.path
