@@ -20,7 +20,7 @@ passed=$((passed + ${cp:-0})); failed=$((failed + ${cf:-1}))
 echo "== busted specs"
 luajit /usr/bin/busted -o utfTerminal 2>&1 | tee "$log/busted.txt"
 read -r bp bf < <(sed 's/\x1b\[[0-9;]*m//g' "$log/busted.txt" |
-    awk '/successes \/ .* failures \/ .* errors/ {print $1, $4 + $7}' | tail -1)
+    awk '/success(es)? \/ [0-9]+ failures? \/ [0-9]+ errors?/ {print $1, $4 + $7}' | tail -1)
 passed=$((passed + ${bp:-0})); failed=$((failed + ${bf:-1}))
 
 echo "== end-to-end"
