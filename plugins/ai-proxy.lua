@@ -7,7 +7,7 @@
 --     - id: chat
 --       paths: ["/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/messages"]
 --       plugins:
---         ai-proxy: {provider: openai-main, model: gpt-4o-mini, timeout: {connect: 5, read: 120}}
+--         ai-proxy: {provider: openai-main, model: gpt-4o-mini, timeout: {connect: 5s, read: 2m}}
 --
 -- Clients speak OpenAI (/chat/completions, /completions, /embeddings, GET /models) or Anthropic (/messages),
 -- recognized by the path suffix; the provider's driver translates both ways, streams included. `model` forces
@@ -21,9 +21,10 @@ local timeout = {
     type = "object",
     additionalProperties = false,
     properties = {
-        connect = { type = "number", exclusiveMinimum = 0, maximum = 3600 },
-        send = { type = "number", exclusiveMinimum = 0, maximum = 3600 },
-        read = { type = "number", exclusiveMinimum = 0, maximum = 3600 },
+        -- seconds, or "500ms", "30s", "2m": plain seconds after validation
+        connect = { type = "duration", exclusiveMinimum = 0, maximum = 3600 },
+        send = { type = "duration", exclusiveMinimum = 0, maximum = 3600 },
+        read = { type = "duration", exclusiveMinimum = 0, maximum = 3600 },
     },
 }
 
