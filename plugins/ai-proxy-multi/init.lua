@@ -118,9 +118,9 @@ local schema = {
             properties = {
                 failures = { type = "integer", minimum = 0, default = 5 },
                 ratio = { type = "number", minimum = 0, maximum = 1, default = 0 },
-                window = { type = "duration", exclusiveMinimum = 0, default = 10 },
+                window = { type = "duration", exclusiveMinimum = 0, maximum = 86400, default = 10 },
                 min_requests = { type = "integer", minimum = 1, default = 10 },
-                open_for = { type = "duration", exclusiveMinimum = 0, default = 30 },
+                open_for = { type = "duration", exclusiveMinimum = 0, maximum = 86400, default = 30 },
                 half_open_requests = { type = "integer", minimum = 1, default = 1 },
                 successes = { type = "integer", minimum = 1, default = 1 },
             },
@@ -128,8 +128,8 @@ local schema = {
         health_check = {
             type = "object", additionalProperties = false,
             properties = {
-                interval = { type = "duration", minimum = 0.1, default = 5 },
-                timeout = { type = "duration", exclusiveMinimum = 0, default = 2 },
+                interval = { type = "duration", minimum = 0.1, maximum = 86400, default = 5 },
+                timeout = { type = "duration", exclusiveMinimum = 0, maximum = 3600, default = 2 },
                 -- GET this path on the provider's host instead of a 1-token chat request
                 path = { type = "string", format = "uri_path" },
                 healthy = { type = "integer", minimum = 1, default = 2 },
@@ -143,7 +143,7 @@ local schema = {
                 header = header_name, -- a trusted header carrying the class (an integer)
                 consumer_groups = { type = "object", additionalProperties = { type = "integer" },
                                     propertyNames = { type = "string", ref = "consumer_groups" } },
-                queue_timeout = { type = "duration", exclusiveMinimum = 0, default = 1 },
+                queue_timeout = { type = "duration", exclusiveMinimum = 0, maximum = 3600, default = 1 },
                 max_queue = { type = "integer", minimum = 0, default = 100 },
                 shed_status = { type = "status", enum = { 429, 503 }, default = 503 },
             },
