@@ -370,7 +370,8 @@ local function reload_plugins(method)
     if not doc then return fail(503, "no configuration loaded yet") end
     local master = require("sluice.master")
     local log = require("sluice.pdk.log")
-    local staged = plugins.stage(cfg.node.plugin_paths)
+    -- the plugins loaded here (those configs used), from disk again; others load when a config names them
+    local staged = plugins.stage(cfg.node.plugin_paths, cur:loaded())
     local warnings = staged:errors() -- plugins that do not load; a config that uses one fails below
     local changed = staged:changes(cur)
     if #changed == 0 then

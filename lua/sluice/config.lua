@@ -75,7 +75,8 @@ local NODE = { type = "object", additionalProperties = false, properties = {
     limits = { type = "object", default = {}, additionalProperties = false, properties = LIMITS },
     drain_timeout = duration(0, 86400, 30),
     memcached = { type = "object", additionalProperties = false, properties = {
-        servers = { type = { "array", "string" }, items = str }, timeout = { type = "duration", exclusiveMinimum = 0, maximum = 60 },
+        servers = { type = { "array", "string" }, items = str },
+        timeout = { type = "duration", exclusiveMinimum = 0, maximum = 60 },
         failure_threshold = count(1, 1e6), retry_after = duration(0, 86400) } },
     etcd = obj, -- owned by a future shared-state layer; free-form here
 } }

@@ -140,9 +140,10 @@ local function plugin_paths_of(path)
     return out
 end
 
--- Loads the file with the plugin code on disk now (a new registry): node settings, cfg, registry | nil, errors.
+-- Loads the file with the plugin code on disk now (a new registry, holding the plugins the config uses): node
+-- settings, cfg, registry | nil, errors.
 local function load(path)
-    local reg = plugins.stage(plugin_paths_of(path))
+    local reg = plugins.stage(plugin_paths_of(path), {})
     local cfg, err = config.load(path, { plugins = reg.for_config, prefix = prefix() })
     if not cfg then
         return nil, err
@@ -201,12 +202,9 @@ function _M.reload(path)
         return nil, cfg
     end
     local pub = published_code() or {}
-    local was, now, changed = type(pub.code) == "table" and pub.code or {}, reg:manifest(), {}
-    for name, h in pairs(now) do
+    local was, changed = type(pub.code) == "table" and pub.code or {}, {}
+    for name, h in pairs(reg:manifest()) do -- the plugins the config uses: the same code as published?
         if was[name] ~= h then changed[#changed + 1] = name end
-    end
-    for name in pairs(was) do
-        if now[name] == nil then changed[#changed + 1] = name end
     end
     table.sort(changed)
     if #changed == 0 and tonumber(pub.version) then

@@ -5,12 +5,12 @@
 --     header_filter/body_filter/log/init_worker = fn(conf, ctx) }
 -- A C plugin is `<path>/<name>.so` exporting the descriptor described in core/plugin/plugin_abi.h.
 --
--- A registry (stage(paths)) holds the code of every plugin found on its paths, loaded at one moment, with a
--- hash of each plugin's files. The VM serves from one registry (current(), switched with use()); a reload builds a
--- new one beside it, and it only replaces the current one once the config has been validated with it. A
--- registry's `version` is the plugin code version it was published as (sluice.master); its manifest() (name ->
--- hash) travels in the config snapshot, so every worker can check it runs the code that was validated.
--- A plugin file that appears later is loaded on first use (a config that names it) into the current registry.
+-- A registry holds the code of the plugins a VM uses, each loaded once (when a config first names it, or all
+-- at once for a reload: stage(paths, names)) with a hash of its files. The VM serves from one registry
+-- (current(), switched with use()); a reload builds a new one beside it, and it only replaces the current one
+-- once the config has been validated with it. A registry's `version` is the plugin code version it was published
+-- as (sluice.master); its manifest() (name -> hash) travels in the config snapshot, so every worker can check it
+-- runs the code that was validated.
 local schema = require("sluice.schema")
 
 local type, pairs, ipairs, pcall, loadfile, setmetatable, tostring = type, pairs, ipairs, pcall, loadfile,
@@ -195,15 +195,24 @@ local function new(paths)
     return reg
 end
 
---- A registry with every plugin found on paths (absolute folders, searched in order) loaded now. A plugin that
---- fails to load is kept as an error (its use in a config is refused with it: see errors()).
-function _M.stage(paths)
+--- A new registry for paths (absolute folders, searched in order), with the plugins called names (a list; nil:
+--- every plugin found on paths) loaded now; others load when first asked for. A plugin that fails to load is
+--- kept as an error (a config that uses it is refused with it: see errors()).
+function _M.stage(paths, names)
     local reg, saved = new(paths), package.path
-    for _, name in ipairs(available(paths)) do
+    for _, name in ipairs(names or available(paths)) do
         reg.entries[name] = load_entry(paths, name)
     end
     package.path = saved -- the serving registry's folders until use(reg)
     return reg
+end
+
+--- Names of the plugins this registry has loaded (or tried to), sorted.
+function Registry:loaded()
+    local out = {}
+    for name in pairs(self.entries) do out[#out + 1] = name end
+    sort(out)
+    return out
 end
 
 --- The plugin called name: p | nil, err. A name this registry has not seen (a file added since) is loaded now.

@@ -425,7 +425,7 @@ local function type_error(s, list, v)
     local names, spelled = {}, false
     for i, tn in ipairs(list) do
         if tn == "status" then
-            names[i] = s.classes == true and "an HTTP status (100..599) or a class (1xx..5xx)" or "an HTTP status (100..599)"
+            names[i] = "an HTTP status (100..599)" .. (s.classes == true and " or a class (1xx..5xx)" or "")
         else
             names[i] = TYPE_TEXT[tn] or tn
         end

@@ -115,7 +115,9 @@ local function registry_for(want, paths)
         local ok, err = cur:matches(want.code) -- plugins first used by this config are loaded now
         return cur, not ok and err or nil
     end
-    local staged = plugins.taken(want.version, paths) or plugins.stage(paths)
+    local names = {}
+    for name in pairs(want.code or {}) do names[#names + 1] = name end
+    local staged = plugins.taken(want.version, paths) or plugins.stage(paths, names)
     local ok, err = staged:matches(want.code)
     if ok then
         staged.version = want.version
