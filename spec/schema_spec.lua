@@ -178,7 +178,7 @@ describe("schema.validate", function()
             assert.is_true(ok, tostring(written))
             assert.equal(bytes, v)
         end
-        for _, bad in ipairs({ "8 megs", "1t", -1, 1.5, "k", "0x10", false }) do
+        for _, bad in ipairs({ "8 megs", "1t", -1, 1.5, "1.5", "1.5b", "k", "0x10", false }) do
             assert.matches("^%(root%): expected a size %(bytes, or a number with k, m or g", msg(s, bad))
         end
         assert.equal("(root): must be >= 65536 bytes, got 1024 bytes", msg({ type = "size", minimum = 65536 }, "1k"))

@@ -118,7 +118,7 @@ local function parse_size(v)
     if type(v) ~= "string" or #v > 64 then return nil end
     local num, unit = v:lower():match("^%s*(%d*%.?%d+)%s*(%a*)%s*$")
     local mul = num and (unit == "" and 1 or SIZE_UNITS[unit])
-    if not mul then return nil end
+    if not mul or (mul == 1 and tonumber(num) % 1 ~= 0) then return nil end -- no fractions of a byte
     local n = floor(tonumber(num) * mul)
     return n < huge and n or nil
 end
