@@ -7,8 +7,8 @@
 --     - id: chat
 --       paths: ["/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/messages"]
 --       plugins:
---         ai-proxy: {provider: openai-main, model: gpt-4o-mini, timeout: {connect: 5, read: 120},
---                    max_event_size: 1048576}
+--         ai-proxy: {provider: openai-main, model: gpt-4o-mini, timeout: {connect: 5s, read: 2m},
+--                    max_event_size: 1m}
 --
 -- Clients speak OpenAI (/chat/completions, /completions, /embeddings, GET /models) or Anthropic (/messages),
 -- recognized by the path suffix; the provider's driver translates both ways, streams included. `model` forces
@@ -22,9 +22,10 @@ local timeout = {
     type = "object",
     additionalProperties = false,
     properties = {
-        connect = { type = "number", exclusiveMinimum = 0, maximum = 3600 },
-        send = { type = "number", exclusiveMinimum = 0, maximum = 3600 },
-        read = { type = "number", exclusiveMinimum = 0, maximum = 3600 },
+        -- seconds, or "500ms", "30s", "2m": plain seconds after validation
+        connect = { type = "duration", exclusiveMinimum = 0, maximum = 3600 },
+        send = { type = "duration", exclusiveMinimum = 0, maximum = 3600 },
+        read = { type = "duration", exclusiveMinimum = 0, maximum = 3600 },
     },
 }
 
@@ -37,7 +38,7 @@ local schema = {
         model = { type = "string", minLength = 1 },
         timeout = timeout,
         -- the largest line or event accepted in a provider's stream (bytes); past it the stream ends with an error
-        max_event_size = { type = "integer", minimum = 1024, maximum = 1073741824, default = 1048576 },
+        max_event_size = { type = "size", minimum = 1024, maximum = 1073741824, default = 1048576 },
     },
 }
 

@@ -5,10 +5,10 @@ local helpers = require("helpers")
 local socket = require("socket")
 
 local UPSTREAM = [[
-import socket, sys, threading
+import socket, sys, threading, os
 port_file, mode = sys.argv[1], sys.argv[2]
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", 0)); s.listen(16)
+s.bind(("127.0.0.1", int(os.environ.get("SLUICE_SPEC_PORT", "0")))); s.listen(16)
 open(port_file + ".tmp", "w").write(str(s.getsockname()[1]))
 import os; os.rename(port_file + ".tmp", port_file)
 def serve(c):

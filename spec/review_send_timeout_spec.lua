@@ -7,7 +7,7 @@ local UPSTREAM = [[
 import socket, sys, threading, os
 port_file = sys.argv[1]
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", 0)); s.listen(16)
+s.bind(("127.0.0.1", int(os.environ.get("SLUICE_SPEC_PORT", "0")))); s.listen(16)
 open(port_file + ".tmp", "w").write(str(s.getsockname()[1])); os.rename(port_file + ".tmp", port_file)
 SIZE = 6 * 1024 * 1024
 def serve(c):

@@ -135,17 +135,51 @@ local function write_client(r, data)
     return r.client_gone == 0
 end
 
+-- Errors in the filters. Before the response head is sent, a failing header_filter or body_filter turns the
+-- response into a 500 with an error id (the later filters are skipped and no filter runs on the 500; headers
+-- plugins set for the client are dropped). Once the head is out, a failing body_filter cuts the stream: the
+-- connection closes without the final chunk, so the client never takes a partial body as complete.
+local function filter_failed(ctx, item, phase, err)
+    log.err("plugin ", item.name, " ", phase, " failed: ", err)
+end
+
+-- The 500 for a filter error before the head (the coroutine's end finishes the request; the upstream connection
+-- is closed with the unread response).
+local function filter_error_response(ctx)
+    local worker = require("sluice.worker")
+    ctx.resp_headers = nil
+    ctx.response = { status = 500, headers = {} }
+    worker.send(ctx, 500, worker.error_body(500, "internal error (id " .. ctx.request_id .. ")"))
+end
+
+-- The chunk after every body_filter; nil when one failed (logged).
 local function filter_chunk(ctx, items, chunk, eof)
     for i = 1, #items do
         local item = items[i]
         local ok, res = pcall(item.plugin.body_filter, item.conf, ctx, chunk, eof)
         if not ok then
-            log.err("plugin ", item.name, " body_filter failed: ", res)
+            filter_failed(ctx, item, "body_filter", res)
+            return nil
         elseif res ~= nil then
             chunk = res
         end
     end
     return chunk
+end
+
+-- Runs the header_filter plugins on ctx.response; false when one failed (logged).
+local function header_filters(ctx, pipe)
+    local items = pipe and pipe.header_filter
+    if items then
+        for _, item in ipairs(items) do
+            local ok, err = pcall(item.plugin.header_filter, item.conf, ctx)
+            if not ok then
+                filter_failed(ctx, item, "header_filter", err)
+                return false
+            end
+        end
+    end
+    return true
 end
 
 --- Proxies ctx's request to upstream conf `up` with the route pipeline `pipe`; returns when the response is done.
@@ -216,13 +250,8 @@ function _M.run(ctx, up, pipe)
     end
     ctx.upstream_status = p.status
     ctx.response = { status = p.status, headers = resp_headers(p) }
-    if pipe.header_filter then
-        for _, item in ipairs(pipe.header_filter) do
-            local ok, err = pcall(item.plugin.header_filter, item.conf, ctx)
-            if not ok then
-                log.err("plugin ", item.name, " header_filter failed: ", err)
-            end
-        end
+    if not header_filters(ctx, pipe) then
+        return filter_error_response(ctx)
     end
     local resp = ctx.response
     local bf = pipe.body_filter
@@ -246,7 +275,11 @@ function _M.run(ctx, up, pipe)
         end
         if p.chunk_len > 0 then
             local chunk = filter_chunk(ctx, bf, ffi_string(p.chunk, p.chunk_len), false)
-            if chunk and #chunk > 0 and not write_client(r, chunk) then
+            if chunk == nil then
+                C.sl_resp_abort(r) -- the head is out: cut the stream
+                return
+            end
+            if #chunk > 0 and not write_client(r, chunk) then
                 return
             end
             if p.done == 0 then
@@ -267,7 +300,11 @@ function _M.run(ctx, up, pipe)
         return
     end
     local tail = filter_chunk(ctx, bf, "", true)
-    if tail and #tail > 0 then
+    if tail == nil then
+        C.sl_resp_abort(r)
+        return
+    end
+    if #tail > 0 then
         C.sl_resp_write(r, tail, #tail)
     end
     C.sl_resp_finish(r)
@@ -419,46 +456,50 @@ function _M.error_name(code)
     return ERRNAMES[code] or ("error " .. tostring(code))
 end
 
-local function run_header_filter(ctx, pipe, status, headers)
-    ctx.response = { status = status, headers = headers }
-    if pipe and pipe.header_filter then
-        for _, item in ipairs(pipe.header_filter) do
-            local ok, err = pcall(item.plugin.header_filter, item.conf, ctx)
-            if not ok then
-                log.err("plugin ", item.name, " header_filter failed: ", err)
-            end
-        end
-    end
-    return ctx.response
-end
-
---- Sends a whole response (status, headers with lower-case names, body string) through the route's filters.
+--- Sends a whole response (status, headers with lower-case names, body string) through the route's filters
+--- (a filter that fails makes it a 500 with an error id).
 function _M.respond(ctx, pipe, status, headers, body)
     local r = ctx.req
     if r.resp_started ~= 0 or r.client_gone ~= 0 then
         return
     end
-    local resp = run_header_filter(ctx, pipe, status, headers)
+    ctx.response = { status = status, headers = headers }
+    if not header_filters(ctx, pipe) then
+        return filter_error_response(ctx)
+    end
+    local resp = ctx.response
     local bf = pipe and pipe.body_filter
     if bf then
-        body = (filter_chunk(ctx, bf, body, false) or "") .. (filter_chunk(ctx, bf, "", true) or "")
+        local a = filter_chunk(ctx, bf, body, false)
+        local b = a and filter_chunk(ctx, bf, "", true)
+        if not b then
+            return filter_error_response(ctx)
+        end
+        body = a .. b
     end
     local lines, n = header_lines(resp.headers, ctx.resp_headers)
     C.sl_resp_send(r, resp.status, lines, #lines, n, body, #body)
 end
 
---- Starts a streamed response (length unknown: chunked) through the route's header filters.
+--- Starts a streamed response (length unknown: chunked) through the route's header filters. False when the
+--- client is gone or a header_filter failed (the client then got a 500): the caller stops.
 function _M.stream_start(ctx, pipe, status, headers)
     local r = ctx.req
     if r.resp_started ~= 0 or r.client_gone ~= 0 then
         return false
     end
-    local resp = run_header_filter(ctx, pipe, status, headers)
+    ctx.response = { status = status, headers = headers }
+    if not header_filters(ctx, pipe) then
+        filter_error_response(ctx)
+        return false
+    end
+    local resp = ctx.response
     local lines, n = header_lines(resp.headers, ctx.resp_headers)
     return C.sl_resp_start(r, resp.status, lines, #lines, n, -1) == 0
 end
 
---- Writes a piece of a streamed response (through body_filter plugins); false when the client is gone.
+--- Writes a piece of a streamed response (through body_filter plugins); false when the client is gone or a
+--- body_filter failed (the stream is then cut).
 function _M.stream_write(ctx, pipe, data)
     local r = ctx.req
     if r.client_gone ~= 0 then
@@ -467,23 +508,31 @@ function _M.stream_write(ctx, pipe, data)
     local bf = pipe and pipe.body_filter
     if bf then
         data = filter_chunk(ctx, bf, data, false)
+        if data == nil then
+            C.sl_resp_abort(r)
+            return false
+        end
     end
-    if data and #data > 0 then
+    if #data > 0 then
         return write_client(r, data)
     end
     return true
 end
 
---- Ends a streamed response (body_filter plugins get eof and may add a last piece).
+--- Ends a streamed response (body_filter plugins get eof and may add a last piece; one that fails cuts it).
 function _M.stream_finish(ctx, pipe)
     local r = ctx.req
-    if r.client_gone ~= 0 then
+    if r.client_gone ~= 0 or r.resp_done ~= 0 then
         return
     end
     local bf = pipe and pipe.body_filter
     if bf then
         local tail = filter_chunk(ctx, bf, "", true)
-        if tail and #tail > 0 then
+        if tail == nil then
+            C.sl_resp_abort(r)
+            return
+        end
+        if #tail > 0 then
             C.sl_resp_write(r, tail, #tail)
         end
     end

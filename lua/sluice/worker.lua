@@ -15,13 +15,15 @@ local cjson = require("cjson.safe")
 local C = base.C
 local ctxs = base.ctxs
 local ffi_string, ffi_copy = ffi.string, ffi.copy
-local pairs, ipairs, type, pcall, tostring, sort = pairs, ipairs, type, pcall, tostring, table.sort
+local pairs, ipairs, type, pcall, tostring, tonumber, sort = pairs, ipairs, type, pcall, tostring, tonumber, table.sort
 local running, format, min, gmatch = coroutine.running, string.format, math.min, string.gmatch
 local encode_body, header_lines = response.encode_body, response.header_lines
 
 local PHASES = { "rewrite", "access", "header_filter", "body_filter", "log" }
 
-local _M = { state = nil, id = -1 }
+-- state: what requests run ({doc, cfg, router, version}); seen: the last snapshot version looked at (applied or
+-- refused), so the Admin API knows when its change has been dealt with here.
+local _M = { state = nil, id = -1, seen = 0 }
 
 function _M.init(id)
     _M.id = id
@@ -51,7 +53,7 @@ end
 
 -- Plugins of a route in run order: global ones, then the route's (a route's conf replaces a global one of
 -- the same name), by descending priority; `_meta.priority` overrides, `_meta.disable` removes.
-local function build_pipeline(route_plugins, global_plugins)
+local function build_pipeline(reg, route_plugins, global_plugins)
     local by_name = {}
     for name, conf in pairs(global_plugins or {}) do
         by_name[name] = conf
@@ -63,7 +65,7 @@ local function build_pipeline(route_plugins, global_plugins)
     for name, conf in pairs(by_name) do
         local meta = conf._meta
         if not (meta and meta.disable) then
-            local p = plugins.get(name)
+            local p = reg:get(name)
             if p then
                 list[#list + 1] = { plugin = p, conf = conf, name = name,
                                     priority = meta and meta.priority or p.priority,
@@ -92,39 +94,85 @@ end
 
 local inited = setmetatable({}, { __mode = "k" })
 
---- Called by C when a config snapshot is published (and at start).
-function _M.apply(json, version, reload_plugins)
-    local doc, err = cjson.decode(json)
-    if not doc then
-        log.err("config snapshot is not JSON: ", err)
-        return
+-- The plugin folders a document names, resolved as sluice.config does.
+local function plugin_paths(doc)
+    local list = type(doc.node) == "table" and type(doc.node.plugin_paths) == "table" and doc.node.plugin_paths
+        or { "plugins" }
+    local out = {}
+    for i, p in ipairs(list) do
+        out[i] = type(p) == "string" and config.resolve_path(prefix(), p) or ""
     end
-    if reload_plugins then
-        for _, e in ipairs(plugins.reload()) do
-            log.err("plugin reload: ", e, " (previous version kept)")
-        end
+    return out
+end
+
+-- The registry for a snapshot's plugin code ({version, code}): the current one when it is that code, else the
+-- code loaded from disk now, checked against the hashes the publisher validated. Returns reg, why (when reg is
+-- not exactly that code: the current registry is kept, or at start the code on disk is all there is).
+local function registry_for(want, paths)
+    local cur = plugins.current()
+    local started = cur.version ~= 0
+    if started and cur.version == want.version and cur:same_paths(paths) then
+        local ok, err = cur:matches(want.code) -- plugins first used by this config are loaded now
+        return cur, not ok and err or nil
     end
-    local pre = config.validate(doc, { prefix = prefix() })
-    if pre then
-        plugins.set_paths(pre.node.plugin_paths)
+    local names = {}
+    for name in pairs(want.code or {}) do names[#names + 1] = name end
+    local staged = plugins.taken(want.version, paths) or plugins.stage(paths, names)
+    local ok, err = staged:matches(want.code)
+    if ok then
+        staged.version = want.version
+        return staged
     end
-    local cfg, errs = config.validate(doc, { plugins = plugins.for_config, prefix = prefix() })
+    local why = "plugin code version " .. tostring(want.version) .. " not loaded: " .. err
+    if started then
+        return cur, why .. "; plugin code version " .. cur.version .. " kept"
+    end
+    return staged, why .. "; running the code on disk"
+end
+
+local function report(version, err)
+    local st = _M.state
+    require("sluice.master").report(_M.id, version, st and st.version or 0, plugins.current().version, err)
+end
+
+--- Called by C when a config snapshot is published (and at start): the config and the plugin code it carries.
+function _M.apply(json, version)
+    _M.seen = version
+    local snap, err = cjson.decode(json)
+    local doc = type(snap) == "table" and snap.config
+    if type(doc) ~= "table" then
+        err = "config snapshot " .. version .. " is not a config: " .. tostring(err)
+        log.err("worker ", _M.id, ": ", err)
+        return report(version, err)
+    end
+    local want = type(snap.plugins) == "table" and snap.plugins or {}
+    want.version = tonumber(want.version) or 0
+    local reg, why = registry_for(want, plugin_paths(doc))
+    if why then
+        log.err("worker ", _M.id, ": ", why)
+    end
+    local cfg, errs = config.validate(doc, { plugins = reg.for_config, prefix = prefix() })
     if not cfg then
-        log.err("config version ", version, " rejected by worker ", _M.id, ":")
-        for line in gmatch(config.format_errors(errs), "[^\n]+") do -- one log line per error
-            log.err("  ", line)
+        local e = "config version " .. version .. " rejected by worker " .. _M.id .. ":\n" .. config.format_errors(errs)
+        for line in gmatch(e, "[^\n]+") do -- one log line per error (the log escapes newlines)
+            log.err(line)
         end
-        return
+        return report(version, (why and (why .. "\n") or "") .. e)
     end
     local rt, rerr = router_mod.new(cfg.routes)
     if not rt then
-        log.err("config version ", version, ": ", rerr)
-        return
+        log.err("worker ", _M.id, ": config version ", version, ": ", rerr)
+        return report(version, (why and (why .. "\n") or "") .. "config version " .. version .. ": " .. tostring(rerr))
     end
     for _, route in ipairs(cfg.routes) do
-        route.pipeline = build_pipeline(route.plugins, cfg.global_plugins)
+        route.pipeline = build_pipeline(reg, route.plugins, cfg.global_plugins)
         route.upstream_conf = route.upstream or (route.upstream_id and cfg.upstreams[route.upstream_id])
         route.id_c = route.id:sub(1, 63)
+    end
+    if reg ~= plugins.current() then
+        plugins.use(reg)
+    end
+    for _, route in ipairs(cfg.routes) do
         for _, item in ipairs(route.pipeline.all) do
             local p = item.plugin
             if p.init_worker and not inited[p] then
@@ -137,7 +185,8 @@ function _M.apply(json, version, reload_plugins)
         end
     end
     _M.state = { doc = doc, cfg = cfg, router = rt, version = version }
-    log.debug("worker ", _M.id, " applied config version ", version)
+    report(version, why)
+    log.debug("worker ", _M.id, " applied config version ", version, ", plugin code version ", reg.version)
 end
 
 --- Called by C when a Lua timer fires.
