@@ -1,8 +1,8 @@
 /* The in-process LuaJIT VM of the Lua harnesses, with Lua coverage for libFuzzer.
  *
- * libFuzzer only sees code compiled with -fsanitize=fuzzer; LuaJIT and the Lua runtime are not, so without help
- * every input would look alike to it. A line hook turns each step from one Lua line to the next (an "edge",
- * hashed AFL-style from source and line) into a hit on an extra 8-bit counter region registered with
+ * libFuzzer only sees code compiled with -fsanitize=fuzzer; LuaJIT and the Lua runtime are not, so without
+ * help every input would look alike to it. A line hook turns each step from one Lua line to the next (an
+ * "edge", hashed AFL-style from source and line) into a hit on an extra 8-bit counter region registered with
  * libFuzzer, as atheris does for Python: inputs that reach new Lua code are kept and mutated further. The JIT
  * is off so that hooks see every line (traces would skip them). */
 #include "fuzz.h"
@@ -33,7 +33,8 @@ const char *__asan_default_options(void)
 }
 
 static uint8_t lua_counters[COV_SIZE] __attribute__((aligned(64)));
-/* One (pc, flags) pair per counter: libFuzzer wants a table the size of the counters; the "pcs" are made up. */
+/* One (pc, flags) pair per counter: libFuzzer wants a table the size of the counters; the "pcs" are made up.
+ */
 static uintptr_t lua_pcs[2 * COV_SIZE];
 static uint32_t prev_loc;
 
@@ -66,31 +67,38 @@ void fz_lua_cov_reset(void)
 }
 
 /* Shared Lua helpers of the harnesses (global `fz`): the cut plans of fuzz.h, in Lua. */
-static const char lua_helpers[] = "local byte, sub = string.byte, string.sub\n"
-                                  "fz = {}\n"
-                                  "-- reads a cut plan at pos: returns the piece lengths and the next position\n"
-                                  "function fz.read_cuts(s, pos)\n"
-                                  "  local n = (byte(s, pos) or 0) % 17\n"
-                                  "  local cuts = {}\n"
-                                  "  for i = 1, n do cuts[i] = (byte(s, pos + i) or 0) + 1 end\n"
-                                  "  return cuts, pos + 1 + n\n"
-                                  "end\n"
-                                  "-- data cut into pieces by the plan (whole when it is empty)\n"
-                                  "function fz.pieces(data, cuts)\n"
-                                  "  if #cuts == 0 then return { data } end\n"
-                                  "  local out, pos, i = {}, 1, 0\n"
-                                  "  while pos <= #data do\n"
-                                  "    local len = cuts[i % #cuts + 1]\n"
-                                  "    out[#out + 1] = sub(data, pos, pos + len - 1)\n"
-                                  "    pos, i = pos + len, i + 1\n"
-                                  "  end\n"
-                                  "  return out\n"
-                                  "end\n";
+static const char lua_helpers[] =
+    "local byte, sub = string.byte, string.sub\n"
+    "fz = {}\n"
+    "-- reads a cut plan at pos: returns the piece lengths and the next position\n"
+    "function fz.read_cuts(s, pos)\n"
+    "  local n = (byte(s, pos) or 0) % 17\n"
+    "  local cuts = {}\n"
+    "  for i = 1, n do cuts[i] = (byte(s, pos + i) or 0) + 1 end\n"
+    "  return cuts, pos + 1 + n\n"
+    "end\n"
+    "-- data cut into pieces by the plan (whole when it is empty)\n"
+    "function fz.pieces(data, cuts)\n"
+    "  if #cuts == 0 then return { data } end\n"
+    "  local out, pos, i = {}, 1, 0\n"
+    "  while pos <= #data do\n"
+    "    local len = cuts[i % #cuts + 1]\n"
+    "    out[#out + 1] = sub(data, pos, pos + len - 1)\n"
+    "    pos, i = pos + len, i + 1\n"
+    "  end\n"
+    "  return out\n"
+    "end\n";
 
 static int traceback(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
     luaL_traceback(L, L, msg ? msg : "(error object is not a string)", 1);
+    return 1;
+}
+
+static int l_known(lua_State *L)
+{
+    lua_pushboolean(L, fz_known(luaL_checkstring(L, 1)));
     return 1;
 }
 
@@ -108,6 +116,10 @@ lua_State *fz_lua_new(void)
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
     if (luaL_dostring(L, lua_helpers) != 0)
         fz_fail("fuzz Lua helpers: %s", lua_tostring(L, -1));
+    lua_getglobal(L, "fz"); /* fz.known(id), as fz_known */
+    lua_pushcfunction(L, l_known);
+    lua_setfield(L, -2, "known");
+    lua_pop(L, 1);
     lua_sethook(L, on_line, LUA_MASKLINE, 0);
     return L;
 }

@@ -110,8 +110,8 @@ static int split(str_t s, str_t *segs, int max)
     return n;
 }
 
-static void ref_add(ref_route_t *rt, int entry, const char *path, size_t plen, unsigned methods, const char *host,
-                    size_t hlen, int prio)
+static void ref_add(ref_route_t *rt, int entry, const char *path, size_t plen, unsigned methods,
+                    const char *host, size_t hlen, int prio)
 {
     memset(rt, 0, sizeof(*rt));
     rt->entry = entry;
@@ -272,9 +272,9 @@ static void check_match(sl_router_t *r, int nroutes, unsigned method, str_t host
     }
     int want = best ? 0 : seen ? SL_ROUTER_METHOD_NOT_ALLOWED : SL_ROUTER_NOT_FOUND;
     if (rc != want || (best && m.entry != best->entry))
-        fz_fail("router: method %u host '%.*s' path '%.*s': got %d (entry %d), reference %d (entry %d)", method,
-                (int)host.n, host.s ? host.s : "", (int)path.n, path.s ? path.s : "", rc, rc == 0 ? m.entry : -1,
-                want, best ? best->entry : -1);
+        fz_fail("router: method %u host '%.*s' path '%.*s': got %d (entry %d), reference %d (entry %d)",
+                method, (int)host.n, host.s ? host.s : "", (int)path.n, path.s ? path.s : "", rc,
+                rc == 0 ? m.entry : -1, want, best ? best->entry : -1);
     if (!best)
         return;
     FZ_CHECK(m.id == best->entry * 7);

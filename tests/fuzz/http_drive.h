@@ -32,17 +32,17 @@ enum { FZ_RESP_FILTER, FZ_RESP_PASS, FZ_RESP_CLIENT, FZ_RESP_CLIENT_STREAM };
 
 /** What a run of an upstream response parser produced. */
 typedef struct fz_resp_result {
-    int ok;       /* a complete response (or one ended by the connection's end) */
-    int status;   /* final status (0 before the headers) */
-    uint64_t fp;  /* fingerprint of the final head: status and headers */
+    int ok;        /* a complete response (or one ended by the connection's end) */
+    int status;    /* final status (0 before the headers) */
+    uint64_t fp;   /* fingerprint of the final head: status and headers */
     sl_buf_t body; /* the body as the parser's user received it (the caller frees it) */
 } fz_resp_result_t;
 
 /** Feeds data as an upstream's response on one connection (then its end) to the parser of mode; is_head:
  *  the request was a HEAD; client_minor: HTTP minor version of our client (PASS re-frames for it). In PASS
  *  mode what the client receives is parsed again and must be one well-framed response carrying the body. */
-void fz_resp_run(int mode, int is_head, int client_minor, const uint8_t *data, size_t len, const fz_cuts_t *cuts,
-                 fz_resp_result_t *res);
+void fz_resp_run(int mode, int is_head, int client_minor, const uint8_t *data, size_t len,
+                 const fz_cuts_t *cuts, fz_resp_result_t *res);
 /** Fails unless two runs over the same response agree (status, head, body, outcome). */
 void fz_resp_same(const fz_resp_result_t *a, const fz_resp_result_t *b, const char *what);
 

@@ -101,6 +101,8 @@ def router_seeds():
           b"MC|/users/7/posts/9\nMA|/users//posts/9\nMD|/nothing\nMAEXAMPLE.COM.:80|/\nM@|\n")
     write("fuzz_router", "hosts", b"R*0a.b|/x\nR*0*.b|/x\nR*0*.a.b|/x\nRA0[::1]|/x\nR*0|/x\n"
           b"MAa.b|/x\nMAz.a.b|/x\nMAq.b:8080|/x\nMA[::1]:1|/x\nMA|/x\nMB.b|/x\n")
+    write("fuzz_router", "priorities", b"R*1|/p\nR*5|/p\nR*2|/q/:a\nR*7|/q/:b\nR*3|/r/*\nR*8|/r/*x\nR*0|/r/s/*\n"
+          b"MA|/p\nMA|/q/x\nMA|/r/t\nMA|/r/s/u\nMA|/r\n")
     write("fuzz_router", "methods", b"RA0|/m\nRB0|/m\nRD9|/m/:a\nR*0|/m/*\nMA|/m\nMB|/m\nMC|/m\nME|/m/q\nMF|/m/q/r\n")
 
 

@@ -3,7 +3,7 @@
 --   * yaml.load_string raises nothing: it returns doc, lines or nil and an error located as "NAME:LINE:COL: ";
 --   * a loaded doc is a table within the loader's limits (nesting depth, number of values), whose line map
 --     gives positive line numbers no greater than the document's line count;
---   * config.validate(doc) raises nothing: it returns a config or a list of errors, each with a path and a
+--   * config.validate(doc) (plugin configs checked by the bundled plugins' schemas) raises nothing: it returns a config or a list of errors, each with a path and a
 --     message (a hostile config gets a clear error, never a crash).
 local yaml = require("sluice.yaml")
 local config = require("sluice.config")
@@ -13,7 +13,10 @@ local type, pairs, ipairs, tostring, error, pcall, next = type, pairs, ipairs, t
 local plugins
 do
     local ok, reg = pcall(require, "sluice.plugins")
-    if ok and type(reg) == "table" and type(reg.get) == "function" then plugins = reg end
+    if ok and type(reg) == "table" and type(reg.get) == "function" then
+        plugins = reg
+        reg.set_paths({ SLUICE_HOME .. "/plugins" }) -- the bundled plugins, so their schemas and checks run too
+    end
 end
 
 local MAX_DEPTH, MAX_NODES = fz.yaml_max_depth, fz.yaml_max_nodes
