@@ -29,8 +29,8 @@ HARNESSES=(fuzz_request fuzz_response fuzz_chunked fuzz_router fuzz_sse fuzz_yam
 build() {
     command -v clang >/dev/null || { echo "fuzz: clang is missing (scripts/deps.sh installs it)"; return 1; }
     CC=clang cmake -S . -B "$BUILD" -DSLUICE_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null &&
-        cmake --build "$BUILD" --target fuzz_all -j"$(nproc 2>/dev/null || echo 2)" >"$BUILD.log" 2>&1 ||
-        { tail -40 "$BUILD.log"; echo "fuzz: build failed (full log: $BUILD.log)"; return 1; }
+        cmake --build "$BUILD" --target fuzz_all -j"$(nproc 2>/dev/null || echo 2)" >"$BUILD/fuzz_all.log" 2>&1 ||
+        { tail -40 "$BUILD/fuzz_all.log"; echo "fuzz: build failed (full log: $BUILD/fuzz_all.log)"; return 1; }
 }
 
 # libFuzzer flags of one harness: input size bound and dictionary.
