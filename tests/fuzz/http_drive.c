@@ -114,8 +114,10 @@ static void check_request(sl_req_t *r, fz_req_result_t *res)
         if ((!within(&r->head, hd->name, hd->name_len) || !within(&r->head, hd->value, hd->value_len)) &&
             fz_known("request-trailers")) {
             C.wbuf.len = 0;
+            if (res->nreq == 0) /* the body is intact: the chunked harness still compares it */
+                sl_buf_append(&res->body0, r->body, r->body_len);
             res->nreq++;
-            return; /* nothing of it can be read safely */
+            return; /* its headers cannot be read safely */
         }
         if (!within(&r->head, hd->name, hd->name_len) || !within(&r->head, hd->value, hd->value_len))
             fz_fail(
