@@ -184,8 +184,8 @@ local function run(kind, opts, pieces)
         if type(r2) ~= "table" or type(r2.status) ~= "number" then error("deferred failure without a status") end
         return nil
     end
-    if not io_.started then error("run ended without starting the client's stream") end
-    local gone = io_.end_error == 6
+    local gone = io_.end_error == 6 -- the client went away: nothing more is owed to it
+    if not io_.started and not gone then error("run ended without starting the client's stream") end
     if not gone and not io_.finished then error("run ended without finishing the client's stream") end
     if type(ai.usage.status) ~= "number" then error("usage record without a status") end
     local translated = api == "anthropic" or not OPENAI_WIRE[kind]
