@@ -122,7 +122,9 @@ triage() {
     local h=$1 dir=$2
     for f in "$dir"/crash-* "$dir"/timeout-* "$dir"/oom-*; do
         [ -e "$f" ] || continue
-        printf '%s\t%s\n' "$(why "$h" "$f")" "$f"
+        local w
+        w=$(why "$h" "$f")
+        printf '%s\t%s\n' "${w:-(does not fail now)}" "$f"
     done | sort | awk -F'\t' '$1 != last { if (n) printf "%5d  %s\n       e.g. %s\n", n, last, ex; last = $1; n = 0; ex = $2 }
                               { n++ } END { if (n) printf "%5d  %s\n       e.g. %s\n", n, last, ex }'
 }

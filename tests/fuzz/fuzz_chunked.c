@@ -107,6 +107,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             same_body(&ref.body, in.p, in.n);
         static const int modes[] = {FZ_RESP_FILTER, FZ_RESP_PASS, FZ_RESP_CLIENT_STREAM};
         for (unsigned i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+            if (modes[i] == FZ_RESP_PASS && ref.odd_headers && fz_known("upstream-empty-header-name"))
+                continue;
             fz_resp_run(modes[i], is_head, 1, buf, len, &cuts, &r);
             fz_resp_same(&ref, &r, "chunked response, cut");
             sl_buf_free(&r.body);

@@ -249,7 +249,7 @@ static void check_headers(const sl_header_t *list, uint32_t n, const sl_uphdrs_t
 {
     FZ_CHECK(h->bytes.len <= 65536);
     FZ_CHECK(h->n <= 512);
-    if (!headers_ok(list, n, h) && fz_known("upstream-trailers"))
+    if (!headers_ok(list, n, h) && (fz_known("upstream-trailers") || fz_known("upstream-empty-header-name")))
         return;
     if (n > 0 && list != h->list)
         fz_fail("upstream headers: the list handed on (%p) is not the parser's list (%p) any more",
@@ -434,6 +434,7 @@ static void proxy_run(int mode, int is_head, int client_minor, const uint8_t *da
     }
     res->ok = ok;
     if (p->resp.headers_done) {
+        res->odd_headers = !headers_ok(p->resp.headers, p->resp.nheaders, &p->hdrs);
         res->status = p->resp.status;
         check_headers(p->resp.headers, p->resp.nheaders, &p->hdrs);
         res->fp = head_fp(p->resp.status, p->resp.headers, p->resp.nheaders, &p->hdrs);

@@ -32,10 +32,11 @@ enum { FZ_RESP_FILTER, FZ_RESP_PASS, FZ_RESP_CLIENT, FZ_RESP_CLIENT_STREAM };
 
 /** What a run of an upstream response parser produced. */
 typedef struct fz_resp_result {
-    int ok;        /* a complete response (or one ended by the connection's end) */
-    int status;    /* final status (0 before the headers) */
-    uint64_t fp;   /* fingerprint of the final head: status and headers */
-    sl_buf_t body; /* the body as the parser's user received it (the caller frees it) */
+    int ok;          /* a complete response (or one ended by the connection's end) */
+    int status;      /* final status (0 before the headers) */
+    uint64_t fp;     /* fingerprint of the final head: status and headers */
+    int odd_headers; /* headers no longer readable (a known finding, tolerated by SLUICE_FUZZ_KNOWN) */
+    sl_buf_t body;   /* the body as the parser's user received it (the caller frees it) */
 } fz_resp_result_t;
 
 /** Feeds data as an upstream's response on one connection (then its end) to the parser of mode; is_head:
