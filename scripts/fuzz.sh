@@ -24,7 +24,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 BUILD=${FUZZ_BUILD:-build-fuzz}
 OUT=${FUZZ_OUT:-fuzz-out}
-HARNESSES=(fuzz_request fuzz_response fuzz_chunked fuzz_router fuzz_sse fuzz_yaml fuzz_ai_stream)
+HARNESSES=(fuzz_request fuzz_response fuzz_chunked fuzz_router fuzz_path fuzz_sse fuzz_yaml fuzz_ai_stream)
 
 build() {
     command -v clang >/dev/null || { echo "fuzz: clang is missing (scripts/deps.sh installs it)"; return 1; }

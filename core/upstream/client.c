@@ -148,6 +148,11 @@ static int on_value(llhttp_t *hp, const char *at, size_t len)
     return sl__uphdrs_value(&of(hp)->hdrs, at, len, SL_UP_MAX_HEAD);
 }
 
+static int on_value_done(llhttp_t *hp)
+{
+    return sl__uphdrs_value_done(&of(hp)->hdrs);
+}
+
 static int on_headers(llhttp_t *hp)
 {
     sl_http_t *h = of(hp);
@@ -464,6 +469,7 @@ sl_httpres_t *sl_http_start(sl_req_t *req, const sl_http_opts_t *o)
         csettings.on_message_begin = on_begin;
         csettings.on_header_field = on_field;
         csettings.on_header_value = on_value;
+        csettings.on_header_value_complete = on_value_done;
         csettings.on_headers_complete = on_headers;
         csettings.on_body = on_body;
         csettings.on_message_complete = on_complete;

@@ -1,7 +1,8 @@
 -- fuzz_ai_stream: one fuzzed provider stream through sluice.ai.stream.run, the way sluice.ai.proxy hands a
 -- 2xx streaming answer over, with sluice.proxy's upstream side replaced by the fuzz input: read() returns the
 -- plan's pieces, then nil with p.error set to the fuzz-chosen end (0 clean, reset, timeout, client gone);
--- stream_start / stream_write / stream_finish record what the client would get.
+-- stream_start / stream_write / stream_finish record what the client would get; respond() a whole answer
+-- (a failure before anything was streamed is answered as an HTTP error in the client's shape).
 --
 -- Input: byte 1 picks the driver (KINDS), byte 2 the options (bit 0: Anthropic client, else OpenAI; bit 1:
 -- include_usage; bit 2: defer_errors; bits 3-4: how the upstream ends; bit 5: Bedrock frames keep the CRCs as
@@ -53,6 +54,13 @@ package.loaded["sluice.proxy"] = {
         if not io_.started then error("stream_finish before stream_start") end
         if io_.finished then error("stream_finish called twice") end
         io_.finished = true
+    end,
+    respond = function(ctx, pipe, status, headers, body)
+        if io_.started then error("respond after stream_start") end
+        if io_.responded then error("respond called twice") end
+        if type(status) ~= "number" or status < 400 then error("respond with status " .. tostring(status)) end
+        if type(cjson.decode(body)) ~= "table" then error(fmt("respond with a body that is not JSON: %q", body)) end
+        io_.responded = status
     end,
     error_name = function(code) return "error" .. tostring(code) end,
 }
@@ -172,7 +180,7 @@ local function run(kind, opts, pieces)
     }
     local ctx = { req = { client_gone = 0 }, route = { id = "r" } }
     ai.usage = usage.new_usage(ctx, ai)
-    io_.reads, io_.i, io_.out, io_.started, io_.finished = pieces, 0, {}, false, false
+    io_.reads, io_.i, io_.out, io_.started, io_.finished, io_.responded = pieces, 0, {}, false, false, nil
     io_.end_error = ENDS[math.floor(opts / 8) % 4 + 1]
     local p = { error = 0 }
     local ok, r1, r2 = xpcall(stream.run, debug.traceback, ctx, {}, ai, p)
@@ -189,6 +197,10 @@ local function run(kind, opts, pieces)
         return nil
     end
     local gone = io_.end_error == 6 -- the client went away: nothing more is owed to it
+    if io_.responded then -- failed before the first event: one HTTP error answer, recorded
+        if ai.usage.status ~= io_.responded then error("usage status differs from the error answered") end
+        return nil
+    end
     if not io_.started and not gone then error("run ended without starting the client's stream") end
     if not gone and not io_.finished then error("run ended without finishing the client's stream") end
     if type(ai.usage.status) ~= "number" then error("usage record without a status") end

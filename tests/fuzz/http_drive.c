@@ -18,6 +18,7 @@
 
 #include "http/conn.h"
 #include "http/parser.h"
+#include "http/path.h"
 #include "http/response.h"
 #include "server/settings.h"
 #include "upstream/proxy_parse.h"
@@ -94,10 +95,24 @@ static void check_request(sl_req_t *r, fz_req_result_t *res)
     FZ_CHECK(r->nheaders <= 256);
     FZ_CHECK(r->nheaders == 0 || r->headers == r->hdr_alloc);
     FZ_CHECK(r->nheaders <= r->hdr_cap || r->nheaders == 0);
-    FZ_CHECK(within(&r->head, r->path, r->path_len));
+    /* the path lives in the head, or is a constant "/" or "*" (a target without path bytes of its own) */
+    FZ_CHECK(within(&r->head, r->path, r->path_len) ||
+             (r->path_len == 1 && (strcmp(r->path, "/") == 0 || strcmp(r->path, "*") == 0)));
     FZ_CHECK(within(&r->head, r->query, r->query_len));
-    FZ_CHECK(r->path_len + (r->query_len || memchr(r->path, '?', r->url_len) ? r->query_len + 1 : 0) ==
-             r->url_len);
+    /* the path routes and upstreams see is normalised (normalising it again changes nothing: path.c), or "*";
+     * the query is the raw target's, as sent */
+    if (!(r->path_len == 1 && r->path[0] == '*')) {
+        char *again = malloc(r->path_len + 1);
+        size_t n = 0;
+        FZ_CHECK(again != NULL);
+        FZ_CHECK(sl_path_normalize(r->path, r->path_len, again, &n, SL_PATH_KEEP_ENCODED_SLASH) == 0);
+        FZ_CHECK(n == r->path_len && memcmp(again, r->path, n) == 0);
+        free(again);
+    }
+    const char *url = r->head.base + r->url_off;
+    const char *q = memchr(url, '?', r->url_len);
+    FZ_CHECK(q ? (r->query_len == (size_t)(url + r->url_len - q - 1) && memcmp(r->query, q + 1, r->query_len) == 0)
+               : r->query_len == 0);
     FZ_CHECK(within(&r->head, r->host, r->host_len));
     FZ_CHECK(r->http_minor == 0 || r->host_len > 0 || sl_req_header(r, "host", 4) != NULL);
     FZ_CHECK(r->body_len <= sl_settings.max_body_size);
@@ -172,7 +187,7 @@ static int parse_more(const char *rbuf, size_t rlen, size_t *rpos, fz_req_result
         if (err == HPE_PAUSED_UPGRADE)
             status = 501;
         FZ_CHECK(status == 400 || status == 413 || status == 414 || status == 431 || status == 501 ||
-                 status == 503);
+                 status == 503 || status == 505);
         res->status = status;
         return 1;
     }

@@ -10,14 +10,8 @@ local config = require("sluice.config")
 local fmt = string.format
 local type, pairs, ipairs, tostring, error, pcall, next = type, pairs, ipairs, tostring, error, pcall, next
 
-local plugins
-do
-    local ok, reg = pcall(require, "sluice.plugins")
-    if ok and type(reg) == "table" and type(reg.get) == "function" then
-        plugins = reg
-        reg.set_paths({ SLUICE_HOME .. "/plugins" }) -- the bundled plugins, so their schemas and checks run too
-    end
-end
+-- the bundled plugins, so their schemas and checks run too (a registry as the master and workers make one)
+local plugins = require("sluice.plugins").stage({ SLUICE_HOME .. "/plugins" }).for_config
 
 local MAX_DEPTH, MAX_NODES = fz.yaml_max_depth, fz.yaml_max_nodes
 
