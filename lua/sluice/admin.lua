@@ -19,6 +19,7 @@ local config = require("sluice.config")
 local schema = require("sluice.schema")
 local plugins = require("sluice.plugins")
 local request = require("sluice.pdk.request")
+local base = require("sluice.pdk.base")
 
 local type, pairs, ipairs, tostring, next, pcall, require = type, pairs, ipairs, tostring, next, pcall, require
 local byte, format, concat, sort = string.byte, string.format, table.concat, table.sort
@@ -78,7 +79,7 @@ function _M.secure_equal(a, b)
 end
 
 local function state()
-    return require("sluice.worker").state
+    return base.live_state() -- the worker's live config (installed by sluice.worker)
 end
 
 -- The document and cfg changes build on: ours if not applied here yet, else the worker's.
@@ -344,7 +345,7 @@ local function status(method)
         config_version = st and st.version or 0,
         pending_version = pending and pending.version or nil,
         workers = cfg and cfg.node.workers or nil,
-        worker_id = require("sluice.worker").id,
+        worker_id = base.C.sl_worker_id(),
         state_file = cfg and cfg.node.state_file or nil,
     })
 end

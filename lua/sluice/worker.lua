@@ -17,11 +17,16 @@ local ctxs = base.ctxs
 local ffi_string, ffi_copy = ffi.string, ffi.copy
 local pairs, ipairs, type, pcall, tostring, sort = pairs, ipairs, type, pcall, tostring, table.sort
 local running, format, min = coroutine.running, string.format, math.min
-local encode_body, header_lines = response.encode_body, response.header_lines
+local deliver, send_error, error_body = response.deliver, response.send_error, response.error_body
 
 local PHASES = { "rewrite", "access", "header_filter", "body_filter", "log" }
 
 local _M = { state = nil, id = -1 }
+
+-- the live config for the PDK (sluice.each_conf) and the Admin API, without requiring this module
+base.live_state = function()
+    return _M.state
+end
 
 function _M.init(id)
     _M.id = id
@@ -142,32 +147,6 @@ function _M.on_timer(id)
     timer.fire(id)
 end
 
-local function send(ctx, status, body, headers)
-    local r = ctx.req
-    if r.resp_started ~= 0 then
-        return
-    end
-    local bytes, ctype = encode_body(body)
-    local extra = ctx.resp_headers
-    if ctype and not (headers and (headers["content-type"] or headers["Content-Type"])) then
-        headers = headers or {}
-        headers["content-type"] = ctype
-    end
-    local lines, n = header_lines(headers and (function()
-        local lower = {}
-        for k, v in pairs(headers) do lower[k:lower()] = v end
-        return lower
-    end)() or nil, extra)
-    C.sl_resp_send(r, status, lines, #lines, n, bytes, #bytes)
-end
-_M.send = send
-
-local function error_body(status, message, code)
-    return { error = { message = message, type = status >= 500 and "server_error" or "invalid_request_error",
-                       code = code or status } }
-end
-_M.error_body = error_body
-
 -- Runs one phase; true when a plugin ended the request (ctx.exit set).
 local function run_phase(ctx, items, phase)
     for i = 1, #items do
@@ -176,7 +155,8 @@ local function run_phase(ctx, items, phase)
         local ok, status, body = pcall(item.plugin[phase], item.conf, ctx)
         if not ok then
             log.err("plugin ", item.name, " ", phase, " failed: ", status)
-            ctx.exit = { status = 500, body = error_body(500, "internal error (id " .. ctx.request_id .. ")") }
+            ctx.exit = { status = 500, body = error_body(500, "internal error (id " .. ctx.request_id .. ")"),
+                         failure = true }
             return true
         end
         if type(status) == "number" and not ctx.exit then
@@ -219,6 +199,19 @@ local ctx_mt = { __index = function(ctx, k)
     return v
 end }
 
+-- The pipeline of the global plugins alone, for requests that match no route (built once per config).
+local function global_pipeline(st)
+    local gp = st.global_pipeline
+    if gp == nil then
+        gp = build_pipeline(nil, st.cfg.global_plugins)
+        st.global_pipeline = gp
+    end
+    return gp
+end
+
+-- Every response of a request on a config goes through one pipeline's header_filter and body_filter
+-- (sluice.response.deliver, or the proxy stage) and then its log phase: the route's, or the global plugins'
+-- when no route matched.
 local function serve(r, co)
     local st = _M.state
     local ctx = setmetatable({
@@ -230,32 +223,44 @@ local function serve(r, co)
     ctxs[co] = ctx
     if r.is_admin ~= 0 then
         local status, body, headers = require("sluice.admin").handle(ctx)
-        return send(ctx, status, body, headers)
+        return deliver(ctx, status, body, headers)
     end
     if not st then
-        return send(ctx, 503, error_body(503, "no configuration loaded"))
+        return send_error(ctx, 503, "no configuration loaded")
     end
     local route, params = st.router:match(ctx.method, ctx.path, ctx.host)
     if not route then
+        local gp = global_pipeline(st)
+        ctx.config, ctx.pipeline = st.cfg, gp
         if params == "method_not_allowed" then
-            return send(ctx, 405, error_body(405, "method not allowed"))
+            send_error(ctx, 405, "method not allowed")
+        else
+            send_error(ctx, 404, "no route matches " .. ctx.path)
         end
-        return send(ctx, 404, error_body(404, "no route matches " .. ctx.path))
+        return run_log(ctx, gp)
     end
-    ctx.route, ctx.params, ctx.config = route, params, st.cfg
+    local pipe = route.pipeline
+    ctx.route, ctx.params, ctx.config, ctx.pipeline = route, params, st.cfg, pipe
     local rid = route.id_c
     ffi_copy(r.route_id, rid, #rid)
     r.route_id_len = #rid
-    local pipe = route.pipeline
     local ended = (pipe.rewrite and run_phase(ctx, pipe.rewrite, "rewrite"))
         or (pipe.access and run_phase(ctx, pipe.access, "access"))
     if ended then
         local e = ctx.exit
-        send(ctx, e.status, e.body, e.headers)
-    elseif ctx.upstream_override or route.upstream_conf then
-        proxy.run(ctx, ctx.upstream_override or route.upstream_conf, pipe)
+        deliver(ctx, e.status, e.body, e.headers, e.failure)
+    elseif ctx._upstream_handler then
+        local ok, err = pcall(ctx._upstream_handler, ctx)
+        if not ok then
+            log.err("plugin ", ctx._upstream_plugin or "?", " upstream stage failed: ", err)
+            send_error(ctx, 500, "internal error (id " .. ctx.request_id .. ")")
+        elseif r.resp_started == 0 and r.client_gone == 0 then
+            send_error(ctx, 502, "route " .. route.id .. ": the upstream stage sent no response")
+        end
+    elseif route.upstream_conf then
+        proxy.run(ctx, route.upstream_conf)
     else
-        send(ctx, 502, error_body(502, "route " .. route.id .. " has no upstream and no plugin answered"))
+        send_error(ctx, 502, "route " .. route.id .. " has no upstream and no plugin answered")
     end
     run_log(ctx, pipe)
 end
