@@ -15,6 +15,7 @@ return { name = "taker", version = "1", priority = 1000, schema = { type = "obje
     sluice.upstream.take_over(function(c)
       if conf.how == "raise" then error("taker handler failed") end
       if conf.how == "nothing" then return end
+      if conf.how == "exit" then return sluice.response.exit(409, "taken, then refused", nil, c) end
       if conf.how == "stream" then
         if sluice.response.stream_start(200, { ["content-type"] = "text/plain" }, c) then
           sluice.response.stream_write("one,", c)
@@ -83,6 +84,7 @@ describe("PDK doors for plugins", function()
                 { id = "stream", paths = { "/stream" }, plugins = { taker = { how = "stream" }, mark = {} } },
                 { id = "raise", paths = { "/raise" }, plugins = { taker = { how = "raise" }, mark = {} } },
                 { id = "nothing", paths = { "/nothing" }, plugins = { taker = { how = "nothing" } } },
+                { id = "exit", paths = { "/exit" }, plugins = { taker = { how = "exit" }, mark = {} } },
                 { id = "a", paths = { "/a" }, plugins = { lister = lister("a"), taker = { how = "send" } } },
                 { id = "b", paths = { "/b" }, plugins = { lister = lister("b"), taker = { how = "send" } } },
                 { id = "off", paths = { "/off" },
@@ -122,6 +124,12 @@ describe("PDK doors for plugins", function()
         res = assert(helpers.http("GET", gw.url("/nothing")))
         assert.equal(502, res.status)
         assert.truthy(res.json.error.message:find("sent no response", 1, true))
+    end)
+
+    it("take_over: a handler may end with sluice.response.exit", function()
+        local res = assert(helpers.http("GET", gw.url("/exit")))
+        assert.equal(409, res.status)
+        assert.equal("taken, then refused|eof", res.body)
     end)
 
     it("each_conf: every conf a plugin runs with, once each, disabled ones left out", function()

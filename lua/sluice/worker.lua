@@ -255,7 +255,12 @@ local function serve(r, co)
             log.err("plugin ", ctx._upstream_plugin or "?", " upstream stage failed: ", err)
             send_error(ctx, 500, "internal error (id " .. ctx.request_id .. ")")
         elseif r.resp_started == 0 and r.client_gone == 0 then
-            send_error(ctx, 502, "route " .. route.id .. ": the upstream stage sent no response")
+            local e = ctx.exit -- the handler returned sluice.response.exit(...)
+            if e then
+                deliver(ctx, e.status, e.body, e.headers)
+            else
+                send_error(ctx, 502, "route " .. route.id .. ": the upstream stage sent no response")
+            end
         end
     elseif route.upstream_conf then
         proxy.run(ctx, route.upstream_conf)

@@ -8,8 +8,9 @@
 -- After every access plugin, the gateway calls the handler instead of proxying to the route's upstream (the
 -- route then needs no upstream). The handler runs in the request's coroutine (it may wait on I/O) and answers
 -- the client with sluice.response.send or stream_start / stream_write / stream_finish: the route's
--- header_filter, body_filter and log plugins run on that answer as on any other. If it sends nothing, the
--- client gets a 502. ai-proxy and ai-proxy-multi make their provider calls this way.
+-- header_filter, body_filter and log plugins run on that answer as on any other (sluice.response.exit works
+-- too). If it sends nothing, the client gets a 502; if it raises, a 500 with the request id (the error is
+-- logged). ai-proxy and ai-proxy-multi make their provider calls this way.
 local base = require("sluice.pdk.base")
 
 local get_ctx, type, error = base.get_ctx, type, error
