@@ -14,6 +14,11 @@ return { name = "taker", version = "1", priority = 1000, schema = { type = "obje
   access = function(conf, ctx)
     sluice.upstream.take_over(function(c)
       if conf.how == "raise" then error("taker handler failed") end
+      if conf.how == "raise-mid-stream" then
+        sluice.response.stream_start(200, { ["content-type"] = "text/plain" }, c)
+        sluice.response.stream_write("partial", c)
+        error("taker handler failed mid-stream")
+      end
       if conf.how == "nothing" then return end
       if conf.how == "exit" then return sluice.response.exit(409, "taken, then refused", nil, c) end
       if conf.how == "stream" then
@@ -84,6 +89,7 @@ describe("PDK doors for plugins", function()
                 { id = "stream", paths = { "/stream" }, plugins = { taker = { how = "stream" }, mark = {} } },
                 { id = "raise", paths = { "/raise" }, plugins = { taker = { how = "raise" }, mark = {} } },
                 { id = "nothing", paths = { "/nothing" }, plugins = { taker = { how = "nothing" } } },
+                { id = "midraise", paths = { "/midraise" }, plugins = { taker = { how = "raise-mid-stream" } } },
                 { id = "exit", paths = { "/exit" }, plugins = { taker = { how = "exit" }, mark = {} } },
                 { id = "a", paths = { "/a" }, plugins = { lister = lister("a"), taker = { how = "send" } } },
                 { id = "b", paths = { "/b" }, plugins = { lister = lister("b"), taker = { how = "send" } } },
@@ -119,11 +125,18 @@ describe("PDK doors for plugins", function()
         assert.equal(500, res.status)
         assert.equal("1", res.headers["x-filtered"])
         assert.truthy(res.body:find("internal error (id ", 1, true))
-        helpers.wait_until(function() return gw:log():find("plugin taker upstream stage failed", 1, true) end, 5,
+        helpers.wait_until(function() return gw:log():find("plugin taker upstream stage failed (id ", 1, true) end, 5,
             "the handler's failure is not logged")
         res = assert(helpers.http("GET", gw.url("/nothing")))
         assert.equal(502, res.status)
         assert.truthy(res.json.error.message:find("sent no response", 1, true))
+    end)
+
+    it("take_over: a handler that raises mid-stream: the stream is cut, not ended as if whole", function()
+        local data = helpers.raw(gw.port, "GET /midraise HTTP/1.1\r\nHost: x\r\n\r\n", { timeout = 5 })
+        assert.truthy(data and data:find("^HTTP/1.1 200"), data)
+        assert.truthy(data:find("partial", 1, true))
+        assert.is_nil(data:find("\r\n0\r\n\r\n", 1, true), "a cut stream ended like a complete one:\n" .. data)
     end)
 
     it("take_over: a handler may end with sluice.response.exit", function()

@@ -252,8 +252,12 @@ local function serve(r, co)
     elseif ctx._upstream_handler then
         local ok, err = pcall(ctx._upstream_handler, ctx)
         if not ok then
-            log.err("plugin ", ctx._upstream_plugin or "?", " upstream stage failed: ", err)
-            send_error(ctx, 500, "internal error (id " .. ctx.request_id .. ")")
+            log.err("plugin ", ctx._upstream_plugin or "?", " upstream stage failed (id ", ctx.request_id, "): ", err)
+            if r.resp_started ~= 0 and r.resp_done == 0 then
+                C.sl_resp_abort(r) -- a stream was under way: cut it, never end it as if it were whole
+            else
+                send_error(ctx, 500, "internal error (id " .. ctx.request_id .. ")")
+            end
         elseif r.resp_started == 0 and r.client_gone == 0 then
             local e = ctx.exit -- the handler returned sluice.response.exit(...)
             if e then
