@@ -120,7 +120,7 @@ static void fail(sl_http_t *h, int error, const char *why)
     }
     detach(h, 0);
     char msg[200];
-    snprintf(msg, sizeof(msg), "%s: %s", sl__uperr_name(error), why ? why : "failed");
+    snprintf(msg, sizeof(msg), "%s: %s", sl_uperr_name(error), why ? why : "failed");
     sl_log(SL_LOG_DEBUG, "http client %s:%d: %s", h->target.host, h->target.port, msg);
     end(h, error, msg);
 }
