@@ -147,7 +147,9 @@ function _M.run(ctx, up)
     end
     local head, skip, nfields = build_head(ctx, up, node)
     local pipe = ctx.pipeline
-    local filter = pipe.header_filter or pipe.body_filter
+    -- the head passes through Lua when plugins filter it or set response headers (sluice.response.set_header
+    -- before the upstream call); the body then streams in C unless a body_filter wants it
+    local filter = pipe.header_filter or pipe.body_filter or ctx.resp_headers
     local t, ka = up.timeout or {}, up.keepalive or {}
     ctx.upstream_addr = node.host .. ":" .. node.port
     local flags, tls = 0, up.tls

@@ -1,8 +1,8 @@
--- Review guards: request framing the gateway must refuse (request smuggling vectors, RFC 9112 §6.3, §11.2) and
--- framing it must normalise before the upstream sees the request. These pass today; keep them passing.
+-- Request framing the gateway must refuse (request smuggling vectors, RFC 9112 §6.3, §11.2) and
+-- framing it must normalise before the upstream sees the request.
 local helpers = require("helpers")
 
-describe("review: request framing", function()
+describe("request framing", function()
     local mock, gw
 
     setup(function()

@@ -1,7 +1,7 @@
--- Review: RFC 9112 request rules the gateway does not follow today.
+-- RFC 9112 request rules (Host, targets, hop-by-hop fields) as the gateway follows them.
 local helpers = require("helpers")
 
-describe("review: HTTP/1.1 request semantics", function()
+describe("HTTP/1.1 request semantics", function()
     local mock, gw
 
     setup(function()

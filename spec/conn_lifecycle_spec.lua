@@ -1,4 +1,4 @@
--- Review: connection and worker lifecycle edge cases (a client's FIN with pipelined requests waiting, SIGTERM
+-- Connection and worker lifecycle edge cases (a client's FIN with pipelined requests waiting, SIGTERM
 -- while a request's coroutine sleeps in Lua).
 local helpers = require("helpers")
 local socket = require("socket")
@@ -6,7 +6,7 @@ local socket = require("socket")
 local SLEEPER = [[
 local sluice = require("sluice")
 return {
-    name = "review-sleeper",
+    name = "spec-sleeper",
     priority = 10,
     schema = { type = "object", properties = { secs = { type = "number", default = 20 } } },
     access = function(conf, ctx)
@@ -28,12 +28,12 @@ local function count(s, pat)
     return n
 end
 
-describe("review: lifecycle", function()
+describe("connection and worker lifecycle", function()
     local pdir
 
     setup(function()
         pdir = helpers.tmpdir()
-        helpers.write_file(pdir .. "/review-sleeper.lua", SLEEPER)
+        helpers.write_file(pdir .. "/spec-sleeper.lua", SLEEPER)
     end)
 
     teardown(function()
@@ -46,7 +46,7 @@ describe("review: lifecycle", function()
     it("a client's FIN while pipelined requests wait ends them: 499 logged, nothing more answered", function()
         local gw = helpers.start_gateway({
             node = { workers = 1, plugin_paths = { pdir } },
-            routes = { { id = "slow", paths = { "/slow" }, plugins = { ["review-sleeper"] = { secs = 0.3 } } } },
+            routes = { { id = "slow", paths = { "/slow" }, plugins = { ["spec-sleeper"] = { secs = 0.3 } } } },
         })
         local c = socket.tcp()
         c:settimeout(3)
@@ -77,7 +77,7 @@ describe("review: lifecycle", function()
         if helpers.read_file(asan) then helpers.BIN = asan end
         local ok, gw = pcall(helpers.start_gateway, {
             node = { workers = 1, drain_timeout = 1, plugin_paths = { pdir } },
-            routes = { { id = "sleepy", paths = { "/sleepy" }, plugins = { ["review-sleeper"] = { secs = 20 } } } },
+            routes = { { id = "sleepy", paths = { "/sleepy" }, plugins = { ["spec-sleeper"] = { secs = 20 } } } },
         })
         helpers.BIN = saved
         assert(ok, gw)

@@ -1,4 +1,4 @@
--- Review guards for the FILTER path (routes with a body_filter plugin) against a misbehaving or fast upstream:
+-- The FILTER path (routes with a body_filter plugin) against a misbehaving or fast upstream:
 -- a body the upstream cuts short stays cut short, and a client that does not read is not buffered without bound
 -- (both fixed in 63d2dd6; PASS mode checked alongside). A raw upstream (python) cuts its body short or floods.
 local helpers = require("helpers")
@@ -39,7 +39,7 @@ while True:
 
 local PLUGIN = [[
 return {
-    name = "review-identity",
+    name = "spec-identity",
     priority = 10,
     schema = { type = "object" },
     body_filter = function(conf, ctx, chunk, eof) return nil end,
@@ -60,21 +60,21 @@ local function rss_kb(pid)
     return tonumber(s:match("VmRSS:%s*(%d+)")) or 0
 end
 
-describe("review: FILTER mode", function()
+describe("FILTER mode against a misbehaving upstream", function()
     local gw, trunc, flood
 
     setup(function()
         local pdir = helpers.tmpdir()
-        helpers.write_file(pdir .. "/review-identity.lua", PLUGIN)
+        helpers.write_file(pdir .. "/spec-identity.lua", PLUGIN)
         trunc, flood = raw_upstream("truncate"), raw_upstream("flood")
         gw = helpers.start_gateway({
             node = { workers = 1, plugin_paths = { helpers.ROOT .. "/plugins", pdir } },
             routes = {
                 { id = "t-filter", paths = { "/tf" }, upstream = { nodes = { trunc.addr } },
-                  plugins = { ["review-identity"] = {} } },
+                  plugins = { ["spec-identity"] = {} } },
                 { id = "t-pass", paths = { "/tp" }, upstream = { nodes = { trunc.addr } } },
                 { id = "f-filter", paths = { "/ff" }, upstream = { nodes = { flood.addr } },
-                  plugins = { ["review-identity"] = {} } },
+                  plugins = { ["spec-identity"] = {} } },
                 { id = "f-pass", paths = { "/fp" }, upstream = { nodes = { flood.addr } } },
             },
         })

@@ -1,4 +1,4 @@
--- Review: a client that stops reading and then resets the connection while the FILTER path (a body_filter
+-- A client that stops reading and then resets the connection while the FILTER path (a body_filter
 -- route, or sluice.ai streaming) waits for it to drain (sl_resp_wait_drain, commit 63d2dd6).
 -- sl__conn_close drops the connection's reference on the request (which can free it: proxy client_gone has
 -- already resumed and ended the coroutine) and then calls sl_req_sleep(c->drain_wait, 0) on it:
@@ -34,11 +34,11 @@ while True:
 ]]
 
 local PLUGIN = [[
-return { name = "review-identity", priority = 10, schema = { type = "object" },
+return { name = "spec-identity", priority = 10, schema = { type = "object" },
          body_filter = function(conf, ctx, chunk, eof) return nil end }
 ]]
 
-describe("review: client reset while Lua waits for the client to drain", function()
+describe("client reset while Lua waits for the client to drain", function()
     teardown(function()
         helpers.stop_all()
     end)
@@ -46,13 +46,13 @@ describe("review: client reset while Lua waits for the client to drain", functio
     it("keeps the worker alive", function()
         local dir = helpers.tmpdir()
         helpers.write_file(dir .. "/up.py", UPSTREAM)
-        helpers.write_file(dir .. "/review-identity.lua", PLUGIN)
+        helpers.write_file(dir .. "/spec-identity.lua", PLUGIN)
         helpers.spawn(string.format("timeout 60 python3 %s %s", dir .. "/up.py", dir .. "/port"))
         local port = helpers.wait_until(function() return tonumber(helpers.read_file(dir .. "/port")) end, 10)
         local gw = helpers.start_gateway({
             node = { workers = 1, plugin_paths = { dir } },
             routes = { { id = "ff", paths = { "/ff" }, upstream = { nodes = { "127.0.0.1:" .. port } },
-                         plugins = { ["review-identity"] = {} } } },
+                         plugins = { ["spec-identity"] = {} } } },
         })
         for _ = 1, 3 do
             local c = socket.tcp()

@@ -1,4 +1,4 @@
--- Review 2: an upstream TLS connection whose peer sent close_notify in the same read as the end of a
+-- An upstream TLS connection whose peer sent close_notify in the same read as the end of a
 -- keep-alive response must not go back to the pool (core/upstream/pool.c tls_read); otherwise the next request
 -- reuses a dead TLS session, and a POST, which is not replayed, fails. The connection is closed, the POST goes
 -- on a fresh one and gets 200.
@@ -54,7 +54,7 @@ while True:
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 ]]
 
-describe("review2: upstream TLS close_notify", function()
+describe("upstream TLS close_notify", function()
     local dir, port, countf
     setup(function()
         dir = helpers.tmpdir()

@@ -1,4 +1,4 @@
--- Review: limits.send_timeout must bound a *stalled* client, not the length of a download. A client that keeps
+-- limits.send_timeout must bound a *stalled* client, not the length of a download. A client that keeps
 -- reading, only slower than the upstream sends, must get the whole body.
 local helpers = require("helpers")
 local socket = require("socket")
@@ -29,7 +29,7 @@ while True:
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 ]]
 
-describe("review: send_timeout", function()
+describe("send_timeout", function()
     local port
 
     setup(function()

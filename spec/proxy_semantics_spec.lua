@@ -1,4 +1,4 @@
--- Review: proxying semantics (RFC 9110/9112) — retries of non-idempotent requests on a reused upstream
+-- Proxying semantics (RFC 9110/9112) — retries of non-idempotent requests on a reused upstream
 -- connection, and hop-by-hop headers nominated by the Connection header.
 local helpers = require("helpers")
 
@@ -58,7 +58,7 @@ local function raw_upstream(mode)
     return { addr = "127.0.0.1:" .. port, log = function() return helpers.read_file(dir .. "/log") or "" end }
 end
 
-describe("review: proxy semantics", function()
+describe("proxy semantics", function()
     local gw, dropper, hop, mock
 
     setup(function()
