@@ -230,18 +230,11 @@ static void process(sl_http_t *h)
 
 /* ---- connection events ---- */
 
-/* The end of the connection ends a body without a length (llhttp pauses in our on_complete). */
-static int finish_ok(llhttp_t *hp)
-{
-    llhttp_errno_t e = llhttp_finish(hp);
-    return e == HPE_OK || e == HPE_PAUSED;
-}
-
 static void on_up_read(sl_upconn_t *uc, ssize_t n)
 {
     sl_http_t *h = uc->owner;
     if (n < 0) {
-        if (n == UV_EOF && h->res.headers_done && finish_ok(&uc->parser)) {
+        if (n == UV_EOF && h->res.headers_done && sl__up_parser_eof(&uc->parser)) {
             uc->rpos = uc->rlen = 0; /* body delimited by the end of the connection */
             h->msg_done = 1;
             detach(h, 0);

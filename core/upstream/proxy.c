@@ -229,7 +229,7 @@ static void on_up_read(sl_upconn_t *uc, ssize_t nread)
     sl_req_t *r = hold(p);
     if (nread < 0) {
         if (nread == UV_EOF && p->resp.headers_done && !p->resp.done &&
-            (llhttp_finish(&uc->parser) == HPE_OK || p->msg_done)) {
+            (sl__up_parser_eof(&uc->parser) || p->msg_done)) {
             /* body delimited by the close of the connection */
             uc->rpos = uc->rlen = 0;
             p->msg_done = 1;

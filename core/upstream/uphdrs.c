@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "http/field.h"
+
 /* The cap counts the headers of the interim responses before this one: 1xx heads are bounded too. */
 static int add_bytes(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
 {
@@ -79,6 +81,16 @@ int sl__uphdrs_value(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
     return add_bytes(h, at, len, max);
 }
 
+int sl__up_parser_eof(llhttp_t *hp)
+{
+    static const char none[1];
+    if (llhttp_get_errno(hp) == HPE_OK && llhttp_execute(hp, none, 0) != HPE_OK &&
+        llhttp_get_errno(hp) != HPE_PAUSED)
+        return 0;
+    llhttp_errno_t e = llhttp_finish(hp);
+    return e == HPE_OK || e == HPE_PAUSED; /* our on_complete callbacks pause at the end of a message */
+}
+
 int sl__uphdrs_value_done(sl_uphdrs_t *h)
 {
     h->value_done = 1;
@@ -98,6 +110,13 @@ void sl__uphdrs_finish(sl_uphdrs_t *h)
 int sl__uphdrs_head_done(sl_uphdrs_t *h, const llhttp_t *hp)
 {
     int status = hp->status_code;
+    /* llhttp lets some names through that no field name may be (a space inside, for one): what the gateway
+     * would forward, or refuse to write for the client, it refuses here, as the upstream's fault */
+    for (uint32_t i = 0; i < h->n; i++)
+        if (!sl_http_token(h->bytes.base + (uintptr_t)h->list[i].name, h->list[i].name_len)) {
+            h->why = "response header name is not a token";
+            return -1;
+        }
     if (hp->http_major != 1 || hp->http_minor > 1)
         h->why = "response version is not HTTP/1.0 or HTTP/1.1";
     else if (status < 100 || status > 599)

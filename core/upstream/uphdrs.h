@@ -34,6 +34,10 @@ typedef struct sl_uphdrs {
  *  responses' headers, out of memory: why says which). */
 int sl__uphdrs_field(sl_uphdrs_t *h, const char *at, size_t len, size_t max_bytes);
 int sl__uphdrs_value(sl_uphdrs_t *h, const char *at, size_t len, size_t max_bytes);
+/** The upstream closed the connection: ends a body delimited by that close. A parser paused at the end of a
+ *  head that ended where the bytes ended has not decided about the body yet (llhttp_finish alone reports an
+ *  invalid EOF state): it is run over no bytes first. Returns 1 when the message is complete, else 0. */
+int sl__up_parser_eof(llhttp_t *hp);
 /** llhttp's on_header_value_complete: the current field is whole. Returns 0. */
 int sl__uphdrs_value_done(sl_uphdrs_t *h);
 /** Turns the stored offsets into pointers (at headers complete). */

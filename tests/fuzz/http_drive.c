@@ -393,10 +393,8 @@ static int feed_response(llhttp_t *hp, const uint8_t *msg_done, const uint8_t *h
             ok = 1;
     }
     free(rbuf);
-    if (ok < 0) { /* the upstream closed the connection (on_up_read with UV_EOF) */
-        llhttp_errno_t e = *headers_done ? llhttp_finish(hp) : HPE_USER;
-        ok = *headers_done && (e == HPE_OK || e == HPE_PAUSED || *msg_done);
-    }
+    if (ok < 0) /* the upstream closed the connection (on_up_read with UV_EOF) */
+        ok = *headers_done && (sl__up_parser_eof(hp) || *msg_done);
     after(arg);
     return ok;
 }
