@@ -77,6 +77,7 @@ typedef struct sl_req {
     uint8_t body_discard; /* the response is out before the body ended: the rest is read and dropped */
     uint8_t body_failed;  /* the body will never be complete (client error, gone, over max_body_size) */
     uint8_t client_abort; /* the client left before its response was written (logged as 499, as nginx does) */
+    uint8_t fast;         /* served by a route that runs no Lua (core/upstream/fastpath.c): no coroutine */
     uint8_t version_len;  /* bytes of the request line's version seen so far (parser.c checks them) */
     const char *reject_why; /* why the parser refused the request (a static string), or NULL */
     int64_t body_expected;  /* Content-Length of the request, -1 when chunked (or no body: 0) */
