@@ -13,6 +13,8 @@ struct lua_State *sl_vm_new(void);
 int sl_vm_open(sl_worker_t *w);
 /** Closes the worker's VM (after every request ended). */
 void sl_vm_close(sl_worker_t *w);
+/** The Lua VM as the handler of client connections' requests (sl_vm_handle, sl_vm_resume, sl_req_sleep 0). */
+extern const sl_handler_t sl_vm_handler;
 /** Runs a complete request in a new coroutine (from libuv callbacks only). */
 void sl_vm_handle(sl_worker_t *w, sl_req_t *r);
 /** Resumes the request's suspended coroutine (from libuv callbacks only). */

@@ -1,17 +1,26 @@
-/* The response heads of an upstream exchange: headers collected, heads checked (see uphdrs.h). Shared by the
- * proxy (proxy_parse.c) and the client (client.c), so both refuse the same responses. */
+/* The response heads of an upstream exchange: headers collected (core/http/hdrs.c), heads checked (see
+ * uphdrs.h). Used by the exchange (exchange.c) for the proxy and the client alike, so both refuse the same
+ * responses. */
 #include "upstream/uphdrs.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* The cap counts the headers of the interim responses before this one: 1xx heads are bounded too. */
+#define MAX_HEADERS 512
+
+/* The cap counts the headers of the interim responses before this one (1xx heads are bounded too), and the
+ * trailers after the final one. */
 static int add_bytes(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
 {
     if (h->prior + h->bytes.len + len > max) {
         h->why = h->prior ? "response headers (with those of interim responses) larger than 64 KiB"
                           : "response headers larger than 64 KiB";
         return -1;
+    }
+    if (h->final) {
+        h->prior += len; /* a trailer: counted, not kept (the head handed on points into bytes) */
+        return 0;
     }
     if (sl_buf_append(&h->bytes, at, len) != 0) {
         h->why = "out of memory";
@@ -22,46 +31,27 @@ static int add_bytes(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
 
 int sl__uphdrs_field(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
 {
-    if (h->n == 0 || h->in_value) {
-        if (h->n == h->cap) {
-            uint32_t cap = h->cap ? h->cap * 2 : 16;
-            sl_header_t *l = cap > 512 ? NULL : realloc(h->list, cap * sizeof(*l));
-            if (l == NULL) {
-                h->why = cap > 512 ? "more than 512 response headers" : "out of memory";
-                return -1;
-            }
-            h->list = l;
-            h->cap = cap;
+    if (!h->final) {
+        int rc = sl__hdrs_name(&h->list, h->bytes.len, len, MAX_HEADERS);
+        if (rc != 0) {
+            h->why = rc == -E2BIG ? "more than 512 response headers" : "out of memory";
+            return -1;
         }
-        sl_header_t *x = &h->list[h->n++];
-        x->name = (const char *)(uintptr_t)h->bytes.len;
-        x->name_len = 0;
-        x->value = NULL;
-        x->value_len = 0;
-        h->in_value = 0;
     }
-    h->list[h->n - 1].name_len += (uint32_t)len;
     return add_bytes(h, at, len, max);
 }
 
 int sl__uphdrs_value(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
 {
-    sl_header_t *x = &h->list[h->n - 1];
-    if (!h->in_value) {
-        h->in_value = 1;
-        x->value = (const char *)(uintptr_t)h->bytes.len;
-    }
-    x->value_len += (uint32_t)len;
+    if (!h->final)
+        sl__hdrs_value(&h->list, h->bytes.len, len); /* llhttp gives a name (maybe empty) first */
     return add_bytes(h, at, len, max);
 }
 
 void sl__uphdrs_finish(sl_uphdrs_t *h)
 {
-    for (uint32_t i = 0; i < h->n; i++) {
-        sl_header_t *x = &h->list[i];
-        x->name = h->bytes.base + (uintptr_t)x->name;
-        x->value = x->value ? h->bytes.base + (uintptr_t)x->value : "";
-    }
+    sl__hdrs_finish(&h->list, h->bytes.base);
+    h->final = 1;
 }
 
 int sl__uphdrs_head_done(sl_uphdrs_t *h, const llhttp_t *hp)
@@ -83,9 +73,9 @@ int sl__uphdrs_head_done(sl_uphdrs_t *h, const llhttp_t *hp)
 
 void sl__uphdrs_reset(sl_uphdrs_t *h)
 {
-    h->n = 0;
+    sl__hdrs_reset(&h->list);
     h->bytes.len = 0;
-    h->in_value = 0;
+    h->final = 0;
 }
 
 void sl__uphdrs_restart(sl_uphdrs_t *h)
@@ -99,6 +89,6 @@ void sl__uphdrs_restart(sl_uphdrs_t *h)
 void sl__uphdrs_free(sl_uphdrs_t *h)
 {
     sl_buf_free(&h->bytes);
-    free(h->list);
+    sl__hdrs_free(&h->list);
     memset(h, 0, sizeof(*h));
 }
