@@ -189,7 +189,10 @@ static int on_headers(llhttp_t *hp)
     int rc = x->ops->head(x);
     if (rc < 0)
         return -1;
-    return x->is_head || x->status == 204 || x->status == 304 ? 1 : rc; /* 1: no body, whatever it says */
+    if (x->is_head || x->status == 204 || x->status == 304)
+        return 1; /* no body, whatever it says */
+    x->head_paused = rc == SL_EXCHANGE_PAUSE;
+    return rc;
 }
 
 static int on_body(llhttp_t *hp, const char *at, size_t len)
@@ -228,9 +231,11 @@ const llhttp_settings_t *sl__exchange_parser_settings(void)
 void sl__exchange_process(sl_exchange_t *x)
 {
     sl_upconn_t *uc = x->uc;
-    while (uc && uc->rpos < uc->rlen && !x->msg_done) {
+    /* after a pause at the head, the parser goes on even without a byte: an empty body ends right there */
+    while (uc && (uc->rpos < uc->rlen || x->head_paused) && !x->msg_done) {
         if (x->ops->room && !x->ops->room(x))
             break; /* the owner has not taken what it was given yet */
+        x->head_paused = 0;
         llhttp_errno_t err = llhttp_execute(&x->parser, uc->rbuf + uc->rpos, uc->rlen - uc->rpos);
         if (err == HPE_OK) {
             uc->rpos = uc->rlen;

@@ -78,8 +78,9 @@ struct sl_exchange {
     uint8_t head_armed;   /* the timer armed last is the head deadline, not the read timeout */
     uint8_t headers_done; /* the final head is parsed */
     uint8_t msg_done;     /* the parser saw the end of the final response */
-    uint8_t done;         /* ended (ops->end was called) */
-    uint8_t closed;       /* given up by its owner */
+    uint8_t head_paused; /* the parse stopped after the head: going on may need no byte (Content-Length: 0) */
+    uint8_t done;        /* ended (ops->end was called) */
+    uint8_t closed;      /* given up by its owner */
 };
 
 /** Sets up an exchange on worker w (target, timeouts and out are the caller's to fill before the kick).

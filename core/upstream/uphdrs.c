@@ -43,8 +43,15 @@ int sl__uphdrs_field(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
 
 int sl__uphdrs_value(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
 {
-    if (!h->final)
-        sl__hdrs_value(&h->list, h->bytes.len, len); /* llhttp gives a name (maybe empty) first */
+    if (!h->final) {
+        /* llhttp takes ": value" (a field name is a token: one character at least) */
+        sl_hdrs_t *l = &h->list;
+        if (l->n == 0 || l->list[l->n - 1].name_len == 0) {
+            h->why = "empty header name in the response";
+            return -1;
+        }
+        sl__hdrs_value(l, h->bytes.len, len);
+    }
     return add_bytes(h, at, len, max);
 }
 

@@ -1,0 +1,601 @@
+/* The proxy of a client request (core/upstream/proxy.c over the exchange, exchange.c) without sockets: the
+ * client connection runs over memory (tests/support/memconn.c), the upstream connections are fakes behind the
+ * sl_upnet_t seam (this file), and a stub handler plays proxy.lua: it starts the call, then (FILTER) takes
+ * the head and each chunk. Covers PASS and FILTER, pooling, the replay of a stale kept-alive connection,
+ * interim responses, refused heads, timeouts, a client that leaves, and back-pressure both ways. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "http/conn.h"
+#include "http/response.h"
+#include "memconn.h"
+#include "server/settings.h"
+#include "test.h"
+#include "upstream/pool.h"
+#include "upstream/proxy.h"
+
+static sl_worker_t W;
+
+/* ---- fake upstream connections ---- */
+
+static struct {
+    sl_upconn_t *uc;   /* in use by the exchange */
+    sl_upconn_t *idle; /* pooled (one is enough here) */
+    sl_upconn_t *connecting;
+    sl_buf_t sent; /* what the exchange wrote, over all connections */
+    int opens, fresh_opens, released, reusable, holds, unholds;
+    double armed;
+} up;
+
+static sl_upconn_t *f_open(sl_worker_t *w, const sl_uptarget_t *t, const sl_upconn_ops_t *ops, void *owner,
+                           int fresh)
+{
+    (void)t;
+    up.opens++;
+    sl_upconn_t *uc = NULL;
+    if (!fresh && up.idle) {
+        uc = up.idle;
+        up.idle = NULL;
+        uc->reused = 1;
+    } else {
+        up.fresh_opens += fresh;
+        uc = calloc(1, sizeof(*uc));
+        uc->rcap = 1 << 20;
+        uc->rbuf = malloc(uc->rcap);
+        uc->w = w;
+    }
+    uc->owner = owner;
+    uc->ops = ops;
+    up.uc = uc;
+    if (uc->reused)
+        ops->ready(uc, 0, NULL); /* as the pool does for an idle connection */
+    else
+        up.connecting = uc; /* ready when the test says */
+    return uc;
+}
+
+static int f_writev(sl_upconn_t *uc, const uv_buf_t *bufs, unsigned n)
+{
+    (void)uc;
+    for (unsigned i = 0; i < n; i++)
+        sl_buf_append(&up.sent, bufs[i].base, bufs[i].len);
+    return 1;
+}
+
+static void f_arm(sl_upconn_t *uc, double seconds)
+{
+    (void)uc;
+    up.armed = seconds;
+}
+
+static void f_read_start(sl_upconn_t *uc)
+{
+    uc->reading = 1;
+}
+
+static void f_hold(sl_upconn_t *uc)
+{
+    uc->reading = 0;
+    up.holds++;
+}
+
+static int f_unhold(sl_upconn_t *uc)
+{
+    int was = uc->reading;
+    uc->reading = 1;
+    up.unholds += !was;
+    return !was;
+}
+
+static void f_free(sl_upconn_t *uc)
+{
+    free(uc->rbuf);
+    free(uc);
+}
+
+static void f_release(sl_upconn_t *uc, int reusable, int max, double idle)
+{
+    (void)max;
+    (void)idle;
+    up.released++;
+    up.reusable = reusable;
+    if (up.uc == uc)
+        up.uc = NULL;
+    uc->owner = NULL;
+    uc->rpos = uc->rlen = 0;
+    if (reusable && up.idle == NULL)
+        up.idle = uc;
+    else
+        f_free(uc);
+}
+
+static const sl_upnet_t fake_net = {.open = f_open,
+                                    .writev = f_writev,
+                                    .arm = f_arm,
+                                    .read_start = f_read_start,
+                                    .hold = f_hold,
+                                    .unhold = f_unhold,
+                                    .release = f_release};
+
+/* The pending connection is ready (or failed to open). */
+static void up_ready(int error)
+{
+    sl_upconn_t *uc = up.connecting;
+    up.connecting = NULL;
+    if (error) {
+        up.uc = NULL;
+        uc->ops->ready(uc, error, "refused");
+        f_free(uc);
+    } else {
+        uc->ops->ready(uc, 0, NULL);
+    }
+}
+
+/* The upstream sends bytes (then they are parsed as far as the owner takes them). */
+static void up_send(const char *s, size_t n)
+{
+    sl_upconn_t *uc = up.uc;
+    memcpy(uc->rbuf + uc->rlen, s, n);
+    uc->rlen += n;
+    uc->ops->read(uc, (ssize_t)n);
+}
+
+static void up_sends(const char *s)
+{
+    up_send(s, strlen(s));
+}
+
+/* ---- the stub handler: proxy.lua's part ---- */
+
+static int pmode, pflags;
+static const char *phead = "GET /x HTTP/1.1\r\nHost: up.test\r\n";
+static const char *pbody = "";
+static sl_proxy_t *px;
+static sl_req_t *cur;
+static int nresumed, ended, last_error;
+static int lazy; /* FILTER: a chunk is not followed by sl_proxy_read at once (the test asks later) */
+
+static void end_request(sl_req_t *r)
+{
+    if (!r->resp_started && r->conn)
+        sl_resp_send_error(r, 500, "no response");
+    else if (!r->resp_done && r->conn)
+        sl_resp_finish(r);
+    if (r->abort && r->conn)
+        sl__conn_close(r->conn);
+    if (r->conn)
+        sl__conn_progress(r->conn);
+    ended++;
+    cur = NULL;
+    sl_req_release(r);
+}
+
+static void h_handle(sl_worker_t *w, sl_req_t *r)
+{
+    (void)w;
+    r->refs++;
+    cur = r;
+    sl_proxy_opts_t o = {.host = "up.test",
+                         .hostlen = 7,
+                         .port = 8080,
+                         .head = phead,
+                         .headlen = strlen(phead),
+                         .nfields = 1,
+                         .body = pbody,
+                         .bodylen = strlen(pbody),
+                         .flags = SL_PROXY_FORWARD | pflags,
+                         .mode = pmode,
+                         .pool_size = 4,
+                         .connect_timeout = 5,
+                         .send_timeout = 5,
+                         .read_timeout = 7,
+                         .header_timeout = 9,
+                         .idle_timeout = 60};
+    px = sl_proxy_start(r, &o);
+    if (px == NULL)
+        end_request(r);
+}
+
+static void h_resume(sl_req_t *r)
+{
+    sl_upresp_t *u = (sl_upresp_t *)px;
+    nresumed++;
+    last_error = u->error;
+    if (pmode == SL_PROXY_PASS) {
+        if (u->error && !r->resp_started && r->conn)
+            sl_resp_send_error(r, u->error == SL_UPERR_TIMEOUT ? 504 : 502, "upstream failed");
+        end_request(r);
+        return;
+    }
+    if (!r->resp_started) {
+        if (!u->headers_done) {
+            if (r->conn)
+                sl_resp_send_error(r, u->error == SL_UPERR_TIMEOUT ? 504 : 502, "upstream failed");
+            end_request(r);
+            return;
+        }
+        if (sl_resp_start(r, u->status, "", 0, 0, -1) != 0) {
+            end_request(r);
+            return;
+        }
+    }
+    if (u->chunk_len > 0) { /* a body filter: upper case */
+        char *s = malloc(u->chunk_len);
+        for (uint32_t i = 0; i < u->chunk_len; i++)
+            s[i] = (char)(u->chunk[i] >= 'a' && u->chunk[i] <= 'z' ? u->chunk[i] - 32 : u->chunk[i]);
+        sl_resp_write(r, s, u->chunk_len);
+        free(s);
+    }
+    if (u->done) {
+        if (u->error)
+            sl_resp_abort(r);
+        end_request(r);
+        return;
+    }
+    if (!lazy || u->chunk_len == 0)
+        sl_proxy_read(px);
+}
+
+static int h_resume_later(sl_req_t *r)
+{
+    (void)r;
+    return 0;
+}
+
+static const sl_handler_t stub = {.handle = h_handle, .resume = h_resume, .resume_later = h_resume_later};
+
+/* ---- helpers ---- */
+
+static sl_memconn_t *client(const char *req)
+{
+    nresumed = ended = last_error = 0;
+    sl_memconn_t *m = sl_memconn_open(&W, &stub);
+    sl_memconn_send(m, req, strlen(req));
+    sl_memconn_run(m, &W.loop, 100);
+    return m;
+}
+
+static void run(sl_memconn_t *m)
+{
+    sl_memconn_run(m, &W.loop, 10000);
+}
+
+static int has(const sl_buf_t *b, const char *needle)
+{
+    return b->base && memmem(b->base, b->len, needle, strlen(needle)) != NULL;
+}
+
+static void up_reset(void)
+{
+    if (up.idle)
+        f_free(up.idle);
+    sl_buf_free(&up.sent);
+    memset(&up, 0, sizeof(up));
+}
+
+static const char *GET = "GET /x HTTP/1.1\r\nHost: gw\r\n\r\n";
+
+/* ---- tests ---- */
+
+static void test_pass(void)
+{
+    up_reset();
+    pmode = SL_PROXY_PASS;
+    sl_memconn_t *m = client(GET);
+    CHECK(up.connecting != NULL);
+    up_ready(0);
+    CHECK(has(&up.sent, "GET /x HTTP/1.1\r\nHost: up.test\r\n"));
+    CHECK(has(&up.sent, "X-Forwarded-For: 127.0.0.1\r\n"));
+    CHECK_INT(up.armed, 7); /* the read timeout: the head deadline (9) is further */
+    up_sends("HTTP/1.1 200 OK\r\nContent-Length: 11\r\nX-Up: 1\r\nConnection: keep-alive\r\n\r\nhello");
+    up_sends(" world");
+    run(m);
+    CHECK(has(&m->out, "HTTP/1.1 200 OK\r\n"));
+    CHECK(has(&m->out, "X-Up: 1\r\n"));
+    CHECK(!has(&m->out, "Connection: keep-alive")); /* hop-by-hop */
+    CHECK(has(&m->out, "Content-Length: 11\r\n\r\nhello world"));
+    CHECK_INT(ended, 1);
+    CHECK_INT(up.released, 1);
+    CHECK_INT(up.reusable, 1);
+    CHECK(up.idle != NULL);
+    sl_memconn_free(m, &W.loop);
+}
+
+static void test_pass_chunked_reframed(void)
+{
+    up_reset();
+    pmode = SL_PROXY_PASS;
+    sl_memconn_t *m = client(GET);
+    up_ready(0);
+    const char *resp =
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n"
+        "X-Trailer: t\r\n\r\n";
+    size_t body = (size_t)(strstr(resp, "5\r\n") - resp);
+    for (size_t i = 0; i < body; i++)
+        up_send(resp + i, 1); /* the head a byte at a time */
+    up_sends(resp + body);
+    run(m);
+    CHECK(has(&m->out, "Transfer-Encoding: chunked\r\n"));
+    CHECK(has(&m->out, "hello"));
+    CHECK(has(&m->out, " world"));
+    CHECK(has(&m->out, "0\r\n\r\n"));
+    CHECK(!has(&m->out, "X-Trailer")); /* trailers are dropped, the head stays as it was */
+    CHECK_INT(up.reusable, 1);
+    sl_memconn_free(m, &W.loop);
+}
+
+static void test_filter(void)
+{
+    up_reset();
+    pmode = SL_PROXY_FILTER;
+    sl_memconn_t *m = client(GET);
+    up_ready(0);
+    up_sends("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc");
+    run(m);
+    CHECK(nresumed >= 1); /* with the head and the first chunk (in one read) */
+    CHECK(has(&m->out, "ABC"));
+    up_sends("defghij");
+    run(m);
+    CHECK(has(&m->out, "HTTP/1.1 200 OK"));
+    CHECK(has(&m->out, "Transfer-Encoding: chunked")); /* a body filter: length unknown */
+    CHECK(has(&m->out, "ABC"));
+    CHECK(has(&m->out, "DEFGHIJ"));
+    CHECK(has(&m->out, "0\r\n\r\n"));
+    CHECK_INT(ended, 1);
+    CHECK_INT(up.reusable, 1);
+    sl_memconn_free(m, &W.loop);
+}
+
+/* FILTER with an empty body whose head ends where the read ends: the parser goes on after the pause at the
+ * head without another byte, so the response ends at once (not at the read timeout). */
+static void test_filter_empty_body(void)
+{
+    up_reset();
+    pmode = SL_PROXY_FILTER;
+    sl_memconn_t *m = client(GET);
+    up_ready(0);
+    up_sends("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    run(m);
+    CHECK_INT(ended, 1);
+    CHECK_INT(last_error, 0);
+    CHECK(has(&m->out, "HTTP/1.1 200 OK"));
+    CHECK(has(&m->out, "0\r\n\r\n"));
+    CHECK_INT(up.reusable, 1);
+    sl_memconn_free(m, &W.loop);
+}
+
+/* FILTER holds the upstream back until Lua took the last chunk (bounded buffering). */
+static void test_filter_holds_reads(void)
+{
+    up_reset();
+    pmode = SL_PROXY_FILTER;
+    sl_memconn_t *m = client(GET);
+    up_ready(0);
+    lazy = 1;
+    up_sends("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nabc");
+    run(m);
+    CHECK(has(&m->out, "ABC"));
+    CHECK_INT(up.holds, 1); /* Lua has not asked for more: nothing more is read */
+    CHECK(!up.uc->reading);
+    up_sends("de"); /* what the socket had: it waits, unparsed */
+    run(m);
+    CHECK(!has(&m->out, "DE"));
+    lazy = 0;
+    sl_proxy_read(px);
+    run(m);
+    CHECK(has(&m->out, "DE"));
+    CHECK_INT(up.unholds, 1); /* read again */
+    CHECK(up.uc->reading);
+    up_sends("f");
+    run(m);
+    CHECK(has(&m->out, "F"));
+    CHECK_INT(ended, 1);
+    sl_memconn_free(m, &W.loop);
+}
+
+/* A kept-alive connection the upstream had closed: the GET goes again on a fresh one; a POST does not, unless
+ * its head has an Idempotency-Key (one in its body does not count). */
+static void test_stale_replay(void)
+{
+    static const struct {
+        const char *head, *body;
+        int replayed;
+    } cases[] = {
+        {"GET /x HTTP/1.1\r\nHost: up.test\r\n", "", 1},
+        {"POST /x HTTP/1.1\r\nHost: up.test\r\n", "", 0},
+        {"POST /x HTTP/1.1\r\nIdempotency-Key: k1\r\n", "", 1},
+        {"POST /x HTTP/1.1\r\nHost: up.test\r\n", "\r\nIdempotency-Key: k2\r\n", 0},
+    };
+    for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        up_reset();
+        pmode = SL_PROXY_PASS;
+        phead = "GET /x HTTP/1.1\r\nHost: up.test\r\n";
+        sl_memconn_t *m = client(GET); /* one exchange first, so that a connection is pooled */
+        up_ready(0);
+        up_sends("HTTP/1.1 204 No Content\r\n\r\n");
+        run(m);
+        CHECK(up.idle != NULL);
+        phead = cases[i].head;
+        pbody = cases[i].body;
+        pflags = SL_PROXY_LENGTH;
+        up.sent.len = 0;
+        sl_memconn_send(m, GET, strlen(GET));
+        run(m);
+        CHECK(up.uc != NULL && up.uc->reused);
+        up.uc->ops->read(up.uc, UV_EOF); /* closed before any byte of the response */
+        run(m);
+        CHECK_INT(up.fresh_opens, cases[i].replayed);
+        if (cases[i].replayed) {
+            up_ready(0);
+            up_sends("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            run(m);
+            CHECK(has(&m->out, "\r\n\r\nok"));
+        } else {
+            CHECK(has(&m->out, " 502 "));
+            CHECK_INT(last_error, SL_UPERR_RESET);
+        }
+        CHECK_INT(ended, 2);
+        pbody = "";
+        pflags = 0;
+        phead = "GET /x HTTP/1.1\r\nHost: up.test\r\n";
+        sl_memconn_free(m, &W.loop);
+    }
+}
+
+static void test_bad_heads(void)
+{
+    static const struct {
+        const char *resp;
+        int status;
+    } cases[] = {
+        {"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n"
+         "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+         200},
+        {"HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", 502},
+        {"HTTP/1.1 700 Odd\r\nContent-Length: 0\r\n\r\n", 502},
+        {"NOT HTTP\r\n\r\n", 502},
+    };
+    for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        up_reset();
+        pmode = SL_PROXY_PASS;
+        sl_memconn_t *m = client(GET);
+        up_ready(0);
+        up_sends(cases[i].resp);
+        run(m);
+        char want[16];
+        snprintf(want, sizeof(want), " %d ", cases[i].status);
+        CHECK(has(&m->out, want));
+        CHECK_INT(up.reusable, cases[i].status == 200);
+        sl_memconn_free(m, &W.loop);
+    }
+    /* more than 16 interim responses */
+    up_reset();
+    sl_memconn_t *m = client(GET);
+    up_ready(0);
+    for (int i = 0; i < 17; i++)
+        up_sends("HTTP/1.1 100 Continue\r\n\r\n");
+    run(m);
+    CHECK(has(&m->out, " 502 "));
+    CHECK_INT(last_error, SL_UPERR_BAD_RESPONSE);
+    sl_memconn_free(m, &W.loop);
+}
+
+/* An empty header name in the upstream's head: its value goes to the client as it was, not from elsewhere. */
+static void test_empty_header_name(void)
+{
+    up_reset();
+    pmode = SL_PROXY_PASS;
+    sl_memconn_t *m = client(GET);
+    up_ready(0);
+    up_sends("HTTP/1.1 200 OK\r\n: AAAA\r\nContent-Length: 2\r\n\r\nok");
+    run(m);
+    CHECK_INT(ended, 1);
+    CHECK(has(&m->out, " 502 ")); /* refused as a bad response, not read from elsewhere */
+    CHECK_INT(last_error, SL_UPERR_BAD_RESPONSE);
+    sl_memconn_free(m, &W.loop);
+}
+
+static void test_timeout_and_connect_error(void)
+{
+    up_reset();
+    pmode = SL_PROXY_FILTER;
+    sl_memconn_t *m = client(GET);
+    up_ready(0);
+    up_sends("HTTP/1.1 200 OK\r\n"); /* a head that never ends */
+    up.uc->ops->timeout(up.uc);
+    run(m);
+    CHECK(has(&m->out, " 504 "));
+    CHECK_INT(last_error, SL_UPERR_TIMEOUT);
+    CHECK_INT(up.reusable, 0);
+    sl_memconn_free(m, &W.loop);
+
+    up_reset();
+    m = client(GET);
+    up_ready(SL_UPERR_CONNECT);
+    run(m);
+    CHECK(has(&m->out, " 502 "));
+    CHECK_INT(last_error, SL_UPERR_CONNECT);
+    sl_memconn_free(m, &W.loop);
+}
+
+/* The client leaves mid-body: the upstream call is cancelled (its connection closed, not pooled). */
+static void test_client_leaves(void)
+{
+    for (int filter = 0; filter < 2; filter++) {
+        up_reset();
+        pmode = filter ? SL_PROXY_FILTER : SL_PROXY_PASS;
+        sl_memconn_t *m = client(GET);
+        up_ready(0);
+        up_sends("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc");
+        run(m);
+        m->eof = 1;
+        run(m);
+        CHECK(m->closed);
+        CHECK_INT(up.released, 1);
+        CHECK_INT(up.reusable, 0);
+        CHECK_INT(last_error, SL_UPERR_CLIENT_GONE);
+        CHECK_INT(ended, 1);
+        sl_memconn_free(m, &W.loop);
+    }
+}
+
+/* PASS to a client that does not read: past the high-water mark the upstream is not read, then read again
+ * once the client caught up. */
+static void test_pass_backpressure(void)
+{
+    up_reset();
+    pmode = SL_PROXY_PASS;
+    sl_memconn_t *m = client(GET);
+    m->room = 65536;
+    m->client_reads = 0;
+    up_ready(0);
+    size_t total = 4 * SL_PROXY_HIGH_WATER;
+    char head[96];
+    snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", total);
+    up_sends(head);
+    static char piece[65536];
+    memset(piece, 'z', sizeof(piece));
+    size_t sent = 0;
+    while (sent < total && up.uc->reading) {
+        up_send(piece, sizeof(piece));
+        sent += sizeof(piece);
+        run(m);
+    }
+    CHECK(sent < total); /* held back */
+    CHECK(up.holds >= 1);
+    CHECK(m->c->write_pending > SL_PROXY_HIGH_WATER);
+    m->client_reads = 1;
+    run(m);
+    CHECK(up.uc->reading); /* read again */
+    while (sent < total) {
+        up_send(piece, sizeof(piece));
+        sent += sizeof(piece);
+        run(m);
+    }
+    CHECK_INT(ended, 1);
+    CHECK_INT(m->out.len > total, 1);
+    sl_memconn_free(m, &W.loop);
+}
+
+int main(void)
+{
+    sl_settings_defaults();
+    uv_loop_init(&W.loop);
+    sl__pool(&W)->net = &fake_net;
+    test_pass();
+    test_pass_chunked_reframed();
+    test_filter();
+    test_filter_empty_body();
+    test_filter_holds_reads();
+    test_stale_replay();
+    test_bad_heads();
+    test_empty_header_name();
+    test_timeout_and_connect_error();
+    test_client_leaves();
+    test_pass_backpressure();
+    up_reset();
+    for (int i = 0; i < 4; i++)
+        uv_run(&W.loop, UV_RUN_NOWAIT); /* the proxies' close callbacks */
+    CHECK_INT(W.nconns, 0);
+    return sl_test_done();
+}
