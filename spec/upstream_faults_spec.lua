@@ -160,6 +160,29 @@ describe("upstream faults", function()
                 healthy()
             end)
 
+            it("a header with an empty name is a 502 (its value is not read from elsewhere)", function()
+                expect_status(pre .. "/emptyname?size=3000", 502, "invalid response")
+                expect_status(pre .. "/emptyname?size=0", 502, "invalid response")
+                healthy()
+            end)
+
+            it("an empty body ends with its head, not at the read timeout", function()
+                local function timeouts()
+                    local n = 0
+                    for _ in gw:log():gmatch("timed out") do n = n + 1 end
+                    return n
+                end
+                local before = timeouts()
+                for _ = 1, 3 do
+                    local r, err = get(gw, pre .. "/empty")
+                    assert.is_not_nil(r, tostring(err))
+                    assert.equal(200, r.status)
+                    assert.equal("", r.body)
+                end
+                assert.equal(before, timeouts(), gw:log())
+                healthy()
+            end)
+
             it("a body that stalls or resets after the head went out cuts the connection", function()
                 expect_cut(pre .. "/stall")
                 expect_cut(pre .. "/reset")
@@ -194,7 +217,7 @@ describe("upstream faults", function()
                 { "/status?code=600", "bad_response" }, { "/status?code=099", "bad_response" },
                 { "/version?v=HTTP/2.0", "bad_response" }, { "/version?v=HTTP/0.9", "bad_response" },
                 { "/rst-head", "reset" }, { "/rst-midhead", "reset" }, { "/stall", "timeout" },
-                { "/reset", "reset" },
+                { "/reset", "reset" }, { "/emptyname?size=100", "bad_response" },
             }
             for _, c in ipairs(cases) do
                 local out = call(c[1], { ["x-timeout"] = "2", ["x-read"] = "1" })

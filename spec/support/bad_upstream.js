@@ -28,6 +28,8 @@
 //                        next request arrives: kept-alive connections the gateway holds have gone stale
 //   /seen?p=PATH         200 {"n": requests received for PATH (counted even when left unanswered)}
 //   /open                200 {"open": connections open now, this one excluded}
+//   /emptyname?size=S    a 200 whose first header has an empty name (": " then S bytes of value)
+//   /empty               a 200 with Content-Length: 0, its head in one write with nothing after it
 'use strict';
 const net = require('net');
 const fs = require('fs');
@@ -107,6 +109,11 @@ function respond(sock, state, method, path, headers, body) {
       const b = JSON.stringify({ open: open.size - 1 });
       return sock.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${b.length}\r\n${ka}\r\n${b}`);
     }
+    case '/emptyname':
+      return sock.write(`HTTP/1.1 200 OK\r\n: ${'e'.repeat(parseInt(arg(q, 'size', '100'), 10))}\r\n` +
+        `Content-Length: 2\r\n${ka}\r\nok`);
+    case '/empty':
+      return sock.write(`HTTP/1.1 200 OK\r\nContent-Length: 0\r\n${ka}\r\n`);
     case '/slowbody':
       sock.write('HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n');
       return setTimeout(() => sock.write('late'), 5000);
