@@ -249,7 +249,7 @@ static void on_signal(uv_signal_t *s, int signum)
             apply_tls(ML, 1, 1);
             size_t len;
             const char *json = lua_tolstring(ML, 2, &len);
-            sl_snapshot_publish(json, len, 1);
+            sl_snapshot_publish(json, len);
         }
         lua_settop(ML, 0);
         return;
@@ -328,7 +328,7 @@ int main(int argc, char **argv)
         sl_log(SL_LOG_WARN, "cannot write pid file %s", pid_file);
     size_t len;
     const char *json = lua_tolstring(ML, 2, &len);
-    sl_snapshot_publish(json, len, 0);
+    sl_snapshot_publish(json, len);
     lua_settop(ML, 0);
     sl_snapshot_on_publish(sl_workers_notify);
     signal(SIGPIPE, SIG_IGN);

@@ -7,14 +7,14 @@
 --     - id: chat
 --       paths: ["/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/messages"]
 --       plugins:
---         ai-proxy: {provider: openai-main, model: gpt-4o-mini, timeout: {connect: 5, read: 120},
---                    max_event_size: 1048576}
+--         ai-proxy: {provider: openai-main, model: gpt-4o-mini, timeout: {connect: 5s, read: 2m},
+--                    max_event_size: 1m}
 --
 -- Clients speak OpenAI (/chat/completions, /completions, /embeddings, GET /models) or Anthropic (/messages),
 -- recognized by the path suffix; the provider's driver translates both ways, streams included. `model` forces
 -- the model whatever the client asks for. Runs in access (priority 1040: after the prompt plugins, which edit
 -- the client's JSON in rewrite, and before plugins that read sluice.ai); the upstream call itself is made in
--- the proxy stage, after every access plugin. See docs/ai-proxy.md.
+-- the upstream stage, after every access plugin (sluice.upstream.take_over). See docs/ai-proxy.md.
 local sluice = require("sluice")
 local ai_proxy = require("sluice.ai.proxy")
 
@@ -22,9 +22,10 @@ local timeout = {
     type = "object",
     additionalProperties = false,
     properties = {
-        connect = { type = "number", exclusiveMinimum = 0, maximum = 3600 },
-        send = { type = "number", exclusiveMinimum = 0, maximum = 3600 },
-        read = { type = "number", exclusiveMinimum = 0, maximum = 3600 },
+        -- seconds, or "500ms", "30s", "2m": plain seconds after validation
+        connect = { type = "duration", exclusiveMinimum = 0, maximum = 3600 },
+        send = { type = "duration", exclusiveMinimum = 0, maximum = 3600 },
+        read = { type = "duration", exclusiveMinimum = 0, maximum = 3600 },
     },
 }
 
@@ -37,7 +38,7 @@ local schema = {
         model = { type = "string", minLength = 1 },
         timeout = timeout,
         -- the largest line or event accepted in a provider's stream (bytes); past it the stream ends with an error
-        max_event_size = { type = "integer", minimum = 1024, maximum = 1073741824, default = 1048576 },
+        max_event_size = { type = "size", minimum = 1024, maximum = 1073741824, default = 1048576 },
     },
 }
 
@@ -48,12 +49,12 @@ function _M.access(conf, ctx)
     if status then
         return status, body
     end
-    ctx.upstream_override = ai_proxy.upstream
+    sluice.upstream.take_over(ai_proxy.run, ctx)
 end
 
 -- One "ai" object per request in the access log: what was asked, what served it, what it cost.
 function _M.log(conf, ctx)
-    local u = ctx.ai and ctx.ai.usage
+    local u = sluice.ai.get_usage(ctx)
     if not u or not sluice.log.access_enabled() then
         return
     end

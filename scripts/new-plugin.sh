@@ -25,11 +25,21 @@ for f in "$plugin_file" "$spec_abs/00-config_spec.lua" "$spec_abs/01-unit_spec.l
 done
 mkdir -p "$plugin_abs" "$spec_abs"
 
-# How the specs find the plugin folder: relative to the repo root when inside it, else absolute.
+# How the specs find the plugin folder: relative to the repo root when inside it, else absolute. The unit specs
+# have unit_helpers (unit.ROOT), the integration spec has helpers (helpers.ROOT); the bundled folder is already in
+# the gateway's plugin_paths.
 case "$plugin_abs" in
-    "$root"/*) dir_expr="unit.ROOT .. \"/${plugin_abs#"$root"/}\"" ;;
-    *) dir_expr="\"$plugin_abs\"" ;;
+    "$root"/*) rel=${plugin_abs#"$root"/}
+               dir_expr="unit.ROOT .. \"/$rel\""
+               gw_dir_expr="helpers.ROOT .. \"/$rel\"" ;;
+    *) dir_expr="\"$plugin_abs\""
+       gw_dir_expr=$dir_expr ;;
 esac
+if [ "$plugin_abs" = "$root/plugins" ]; then
+    gw_paths="helpers.ROOT .. \"/plugins\""
+else
+    gw_paths="helpers.ROOT .. \"/plugins\", $gw_dir_expr"
+fi
 header="x-$name"
 
 cat > "$plugin_file" <<EOF
@@ -159,7 +169,7 @@ describe("$name (gateway)", function()
     setup(function()
         mock = helpers.mock_upstream() -- echoes what it receives
         gw = helpers.start_gateway({
-            node = { plugin_paths = { helpers.ROOT .. "/plugins", $dir_expr } },
+            node = { plugin_paths = { $gw_paths } },
             routes = {
                 { id = "on", paths = { "/on/*" }, upstream = { nodes = { mock.addr } },
                   plugins = { ["$name"] = { value = "hello" } } },

@@ -107,8 +107,16 @@ describe("Admin API input", function()
             for _, id in ipairs({ "..", ".", "...", "-rf", ".hidden", long }) do
                 for _, method in ipairs({ "PUT", "GET", "DELETE" }) do
                     local res = assert(gw:admin(method, "/admin/" .. kind .. "/" .. id, method == "PUT" and body or nil))
-                    assert.equal(400, res.status, method .. " " .. kind .. "/" .. id:sub(1, 20) .. ": " .. res.body)
-                    assert.matches("invalid id", res.json.error.message, 1, true)
+                    if id == "." or id == ".." then
+                        -- dot segments are removed from every request path before anything sees it
+                        -- (docs/request-normalisation.md): /admin/routes/.. is /admin/ (no endpoint: 404) and
+                        -- /admin/routes/. the collection (no PUT or DELETE there: 405; GET lists it)
+                        local want = id == ".." and 404 or (method == "GET" and 200 or 405)
+                        assert.equal(want, res.status, method .. " " .. kind .. "/" .. id .. ": " .. res.body)
+                    else
+                        assert.equal(400, res.status, method .. " " .. kind .. "/" .. id:sub(1, 20) .. ": " .. res.body)
+                        assert.matches("invalid id", res.json.error.message, 1, true)
+                    end
                 end
             end
         end
@@ -126,7 +134,7 @@ describe("Admin API input", function()
         local res = assert(gw:admin("PUT", "/admin/plugin_metadata/no-such-plugin", { a = 1 }))
         assert.equal(400, res.status, res.body)
         assert.matches("unknown plugin \"no-such-plugin\"", res.json.error.details[1].message, 1, true)
-        res = assert(gw:admin("PUT", "/admin/plugin_metadata/..", { a = 1 }))
+        res = assert(gw:admin("PUT", "/admin/plugin_metadata/.hidden", { a = 1 }))
         assert.equal(400, res.status, res.body)
         assert.equal(201, assert(gw:admin("PUT", "/admin/plugin_metadata/ai-proxy", { a = 1 })).status)
         assert.equal(200, assert(gw:admin("DELETE", "/admin/plugin_metadata/ai-proxy")).status)

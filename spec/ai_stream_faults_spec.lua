@@ -215,7 +215,9 @@ describe("AI streams from a faulty provider (gateway + tests/mock/faulty_provide
             local plugin = unit.load_plugin("ai-proxy")
             assert.truthy(unit.validate(plugin, { provider = "p", max_event_size = 65536 }))
             assert.is_nil(unit.validate(plugin, { provider = "p", max_event_size = 0 }))
-            assert.is_nil(unit.validate(plugin, { provider = "p", max_event_size = "1MB" }))
+            assert.is_nil(unit.validate(plugin, { provider = "p", max_event_size = "lots" }))
+            -- sizes as people write them (schema type `size`)
+            assert.equal(1048576, unit.validate(plugin, { provider = "p", max_event_size = "1m" }).max_event_size)
         end)
     end)
 

@@ -10,6 +10,10 @@
 --
 -- Everything binds to 127.0.0.1, every wait is bounded, every process started here is stopped by
 -- stop_all() (and, as a last resort, when the Lua state closes).
+--
+-- Ports: free ones the kernel picks, or with SLUICE_SPEC_PORTS=LOW-HIGH (e.g. 20000-20999) only ports of that
+-- range, so specs can run beside other services: free_port() takes them from it, and every process started with
+-- spawn() (mock upstreams, support servers) gets one in SLUICE_SPEC_PORT to listen on.
 local ffi = require("ffi")
 local socket = require("socket")
 local cjson = require("cjson.safe")
@@ -81,12 +85,48 @@ function _M.tmpdir()
     return dir
 end
 
---- A free TCP port on 127.0.0.1 (bound, read, closed; another process could take it, rarely does).
+-- SLUICE_SPEC_PORTS=LOW-HIGH: the range ports come from (nil: any port the kernel gives).
+local port_range = (function()
+    local v = os.getenv("SLUICE_SPEC_PORTS")
+    if not v or v == "" then return nil end
+    local lo, hi = v:match("^%s*(%d+)%s*%-%s*(%d+)%s*$")
+    lo, hi = tonumber(lo), tonumber(hi)
+    if not lo or lo < 1 or hi > 65535 or lo > hi then
+        error("SLUICE_SPEC_PORTS must look like 20000-20999 (1..65535, low <= high), got " .. v)
+    end
+    return { lo = lo, hi = hi }
+end)()
+_M.PORT_RANGE = port_range
+local handed = {} -- ports of the range given out by this process, not handed out again
+local next_port -- where the search in the range goes on (starts at a random place: several runs can share a range)
+
+--- A free TCP port on 127.0.0.1 (bound, read, closed; another process could take it, rarely does). With
+--- SLUICE_SPEC_PORTS, one of that range this process has not handed out yet.
 function _M.free_port()
-    local s = assert(socket.bind("127.0.0.1", 0))
-    local _, port = s:getsockname()
-    s:close()
-    return tonumber(port)
+    if not port_range then
+        local s = assert(socket.bind("127.0.0.1", 0))
+        local _, port = s:getsockname()
+        s:close()
+        return tonumber(port)
+    end
+    local n = port_range.hi - port_range.lo + 1
+    if not next_port then
+        math.randomseed(os.time() + tonumber(tostring(socket.gettime()):match("%.(%d+)") or 0))
+        next_port = math.random(0, n - 1)
+    end
+    for _ = 1, n do
+        local port = port_range.lo + next_port
+        next_port = (next_port + 1) % n
+        if not handed[port] then
+            local s = socket.bind("127.0.0.1", port)
+            if s then
+                s:close()
+                handed[port] = true
+                return port
+            end
+        end
+    end
+    error(format("no free port left in SLUICE_SPEC_PORTS=%d-%d", port_range.lo, port_range.hi), 2)
 end
 
 local function shell_quote(s)
@@ -114,6 +154,26 @@ end
 local Proc = {}
 Proc.__index = Proc
 
+-- The environment for a child: ours, plus SLUICE_SPEC_PORT (a port of the range) when SLUICE_SPEC_PORTS is set.
+local function child_env(keep)
+    if not port_range then return ffi.C.environ end
+    local list = {}
+    local i = 0
+    while ffi.C.environ[i] ~= nil do
+        local e = ffi.string(ffi.C.environ[i])
+        if not e:match("^SLUICE_SPEC_PORT=") then list[#list + 1] = e end
+        i = i + 1
+    end
+    list[#list + 1] = "SLUICE_SPEC_PORT=" .. _M.free_port()
+    local envp = ffi.new("char *[?]", #list + 1)
+    for j, e in ipairs(list) do
+        keep[#keep + 1] = ffi.new("char[?]", #e + 1, e)
+        envp[j - 1] = keep[#keep]
+    end
+    keep[#keep + 1] = envp
+    return envp
+end
+
 -- Starts `sh -c "exec CMD"` as our own child, so it can be waited for and signalled by pid.
 local function spawn(cmd)
     local argv = ffi.new("char *[4]")
@@ -124,7 +184,7 @@ local function spawn(cmd)
         argv[i - 1] = keep[i]
     end
     local pid = ffi.new("int[1]")
-    local rc = ffi.C.posix_spawn(pid, "/bin/sh", nil, nil, argv, ffi.C.environ)
+    local rc = ffi.C.posix_spawn(pid, "/bin/sh", nil, nil, argv, child_env(keep))
     if rc ~= 0 then error("posix_spawn failed: " .. rc, 2) end
     local p = setmetatable({ pid = pid[0], cmd = cmd }, Proc)
     procs[p.pid] = p

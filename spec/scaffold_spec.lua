@@ -1,4 +1,5 @@
--- scripts/new-plugin.sh: the scaffolded plugin loads and its generated specs pass as generated.
+-- scripts/new-plugin.sh: the scaffolded plugin loads and its generated specs pass as generated, out of the tree and
+-- with the documented default (inside the repo).
 local helpers = require("helpers")
 
 local SCRIPT = helpers.ROOT .. "/scripts/new-plugin.sh"
@@ -19,6 +20,27 @@ describe("scripts/new-plugin.sh", function()
         end
         code, out = helpers.exec(("cd %s && luajit /usr/bin/busted -o TAP %s/spec"):format(
             helpers.shell_quote(helpers.ROOT), dir), 120)
+        assert.equal(0, code, out)
+        assert.matches("ok 8 ", out, 1, true)
+        assert.not_matches("not ok", out, 1, true)
+    end)
+
+    it("writes into the repo by default (plugins/, spec/plugins/), and those specs pass as generated", function()
+        -- the documented default: `scripts/new-plugin.sh NAME` from the repo root
+        local name = "scaffold-default-" .. os.time() .. "-" .. math.random(1000, 9999)
+        local plugin_file = helpers.ROOT .. "/plugins/" .. name .. ".lua"
+        local spec_dir = helpers.ROOT .. "/spec/plugins/" .. name
+        assert.is_nil(helpers.read_file(plugin_file))
+        finally(function()
+            os.remove(plugin_file)
+            os.execute("rm -rf " .. helpers.shell_quote(spec_dir))
+        end)
+        local code, out = helpers.exec(("cd %s && bash scripts/new-plugin.sh %s"):format(
+            helpers.shell_quote(helpers.ROOT), name))
+        assert.equal(0, code, out)
+        assert.is_string(helpers.read_file(plugin_file))
+        code, out = helpers.exec(("cd %s && luajit /usr/bin/busted -o TAP spec/plugins/%s"):format(
+            helpers.shell_quote(helpers.ROOT), name), 120)
         assert.equal(0, code, out)
         assert.matches("ok 8 ", out, 1, true)
         assert.not_matches("not ok", out, 1, true)

@@ -23,7 +23,8 @@ describe("schema.validate", function()
         assert.is_true(schema.validate({ type = "array" }, { 1, 2 }))
         assert.is_true(schema.validate({ type = "object" }, { a = 1 }))
         assert.equal("(root): expected integer, got number", msg({ type = "integer" }, 1.5))
-        assert.equal("(root): expected string, got integer", msg({ type = "string" }, 1))
+        assert.equal("(root): expected string, got integer 1 (YAML reads an unquoted number as a number: put it in quotes)",
+            msg({ type = "string" }, 1))
         assert.equal("(root): expected object, got array", msg({ type = "object" }, { 1 }))
         assert.equal("(root): expected array, got object", msg({ type = "array" }, { a = 1 }))
         assert.equal("(root): expected integer, got number", msg({ type = "integer" }, math.huge))
@@ -45,7 +46,7 @@ describe("schema.validate", function()
         local s = { type = "object", properties = { plugins = { type = "object", properties = { x = {
             type = "object", properties = { targets = { type = "array", items = {
                 type = "object", properties = { weight = { type = "integer" } } } } } } } } } }
-        local errs = errs_of(s, { plugins = { x = { targets = { { weight = 1 }, { weight = "9" } } } } })
+        local errs = errs_of(s, { plugins = { x = { targets = { { weight = 1 }, { weight = "nine" } } } } })
         assert.same({ { path = "plugins.x.targets[2].weight", message = "expected integer, got string" } }, errs)
     end)
 
@@ -102,7 +103,7 @@ describe("schema.validate", function()
         assert.equal("(root): must have at least 1 item(s)", msg(s, {}))
         assert.equal("(root): must have at most 2 item(s)", msg(s, { "a", "b", "c" }))
         assert.equal("[2]: duplicate of item 1 (items must be unique)", msg(s, { "a", "a" }))
-        assert.equal("[1]: expected string, got integer", msg(s, { 1 }))
+        assert.matches("^%[1%]: expected string, got integer 1 %(", msg(s, { 1 }))
         local tuple = { type = "array", items = { { type = "string" }, { type = "integer" } } }
         assert.is_true(schema.validate(tuple, { "a", 1 }))
         assert.equal("[2]: expected integer, got string", msg(tuple, { "a", "b" }))
@@ -152,6 +153,85 @@ describe("schema.validate", function()
         assert.same({ b = true, y = 2 }, v)
     end)
 
+    it("takes durations as seconds or with a unit, and gives seconds", function()
+        local s = { type = "duration" }
+        for written, secs in pairs({ [30] = 30, [0.5] = 0.5, ["30"] = 30, ["500ms"] = 0.5, ["5s"] = 5, ["1m"] = 60,
+                                     ["1m30s"] = 90, ["1h"] = 3600, ["1d"] = 86400, ["1.5h"] = 5400, [" 2 s "] = 2,
+                                     ["0.25"] = 0.25, ["10MS"] = 0.01 }) do
+            local ok, v = schema.validate(s, written)
+            assert.is_true(ok, tostring(written))
+            assert.near(secs, v, 1e-9)
+        end
+        for _, bad in ipairs({ "5 minutes", "5x", "-1s", -1, "1m30", "s", "", "1e400", true, math.huge, 0 / 0 }) do
+            assert.matches("^%(root%): expected a duration %(seconds, or a number with ms, s, m, h or d",
+                msg(s, bad), 1)
+        end
+        assert.equal("(root): must be >= 1 s, got 0.5 s", msg({ type = "duration", minimum = 1 }, "500ms"))
+    end)
+
+    it("takes sizes as bytes or with k, m, g, and gives bytes", function()
+        local s = { type = "size" }
+        for written, bytes in pairs({ [4096] = 4096, ["4096"] = 4096, ["64k"] = 65536, ["64K"] = 65536,
+                                      ["8m"] = 8388608, ["8MB"] = 8388608, ["1g"] = 1073741824, ["1.5k"] = 1536,
+                                      ["10b"] = 10, ["2 MiB"] = 2097152 }) do
+            local ok, v = schema.validate(s, written)
+            assert.is_true(ok, tostring(written))
+            assert.equal(bytes, v)
+        end
+        for _, bad in ipairs({ "8 megs", "1t", -1, 1.5, "1.5", "1.5b", "k", "0x10", false }) do
+            assert.matches("^%(root%): expected a size %(bytes, or a number with k, m or g", msg(s, bad))
+        end
+        assert.equal("(root): must be >= 65536 bytes, got 1024 bytes", msg({ type = "size", minimum = 65536 }, "1k"))
+    end)
+
+    it("takes HTTP statuses as integers or strings, classes where allowed", function()
+        assert.same({ true, 429 }, { schema.validate({ type = "status" }, 429) })
+        assert.same({ true, 429 }, { schema.validate({ type = "status" }, "429") })
+        assert.same({ true, "5xx" }, { schema.validate({ type = "status", classes = true }, "5XX") })
+        assert.equal('(root): expected an HTTP status (100..599), got "5xx"', msg({ type = "status" }, "5xx"))
+        assert.equal("(root): expected an HTTP status (100..599), got 42", msg({ type = "status" }, 42))
+        assert.equal("(root): expected an HTTP status (100..599), got \"600\"", msg({ type = "status" }, "600"))
+        assert.equal("(root): expected an HTTP status (100..599) or a class (1xx..5xx), got \"6xx\"",
+            msg({ type = "status", classes = true }, "6xx"))
+        assert.same({ true, 503 }, { schema.validate({ type = "status", enum = { 429, 503 } }, "503") })
+        assert.matches("expected one of: 429, 503; got 502", msg({ type = "status", enum = { 429, 503 } }, "502"))
+        -- a mixed list: words, statuses, classes
+        local list = { type = "array", items = { anyOf = { { enum = { "error", "timeout" } },
+                                                           { type = "status", classes = true } } } }
+        local ok, v = schema.validate(list, { "error", 429, "503", "5xx", "timeout" })
+        assert.is_true(ok)
+        assert.same({ "error", 429, 503, "5xx", "timeout" }, v)
+        assert.matches("^%[2%]: does not match any allowed form: .*got 42", msg(list, { "error", 42 }))
+    end)
+
+    it("takes yes/no/on/off/true/false strings as booleans and decimal strings as numbers", function()
+        for written, b in pairs({ yes = true, no = false, on = true, off = false, ["true"] = true, ["False"] = false,
+                                  YES = true }) do
+            assert.same({ true, b }, { schema.validate({ type = "boolean" }, written) })
+        end
+        assert.equal('(root): expected a boolean (true/false, yes/no, on/off), got "y"', msg({ type = "boolean" }, "y"))
+        assert.equal("(root): expected a boolean (true/false, yes/no, on/off), got 1", msg({ type = "boolean" }, 1))
+        assert.same({ true, 2 }, { schema.validate({ type = "integer" }, "2") })
+        assert.same({ true, -1.5 }, { schema.validate({ type = "number" }, "-1.5") })
+        assert.equal("(root): expected integer, got string", msg({ type = "integer" }, "2.5"))
+        assert.equal("(root): expected number, got string", msg({ type = "number" }, "0x10"))
+        assert.equal("(root): must be >= 1, got 0", msg({ type = "integer", minimum = 1 }, "0"))
+    end)
+
+    it("prefers a value as it is over another spelling (type lists, anyOf, oneOf)", function()
+        assert.same({ true, "on" }, { schema.validate({ type = { "string", "boolean" } }, "on") })
+        assert.same({ true, "yes" }, { schema.validate({ oneOf = { { type = "string" }, { type = "boolean" } } }, "yes") })
+        assert.same({ true, true }, { schema.validate({ oneOf = { { type = "integer" }, { type = "boolean" } } }, "yes") })
+        assert.same({ true, "7" }, { schema.validate({ oneOf = { { type = "string" }, { type = "integer" } } }, "7") })
+        -- normalized values reach the caller from inside objects, arrays and branches
+        local s = { type = "object", properties = { t = { type = "duration", default = "1m" },
+                                                    l = { type = "array", items = { type = "size" } },
+                                                    o = { anyOf = { { type = "duration" } } } } }
+        local v = { l = { "1k" }, o = "2s" }
+        assert.is_true(schema.validate(s, v))
+        assert.same({ t = 60, l = { 1024 }, o = 2 }, v)
+    end)
+
     it("reports every error, never throws", function()
         local s = { type = "object", properties = { a = { type = "integer" }, b = { type = "string" } } }
         local errs = errs_of(s, { a = "x", b = 1 })
@@ -188,6 +268,7 @@ describe("schema.check_schema", function()
             { { pattern = "[a" }, "pattern: must be a valid Lua pattern" },
             { { oneOf = {} }, "oneOf: must be a non-empty array of schemas" },
             { { items = { type = "x" } }, 'items.type: unknown type "x"' },
+            { { type = "status", classes = "yes" }, "classes: must be a boolean" },
             { { patternProperties = { ["[x"] = {} } }, 'patternProperties: invalid Lua pattern "[x"' },
             { "nope", "(root): schema must be a table" },
         }

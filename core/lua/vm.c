@@ -159,18 +159,15 @@ void sl_vm_apply_snapshot(sl_worker_t *w)
 {
     char *json = NULL;
     size_t len = 0;
-    uint64_t plugin_gen = w->plugin_gen;
-    if (sl_snapshot_fetch(&w->config_version, &plugin_gen, &json, &len) != 1)
+    if (sl_snapshot_fetch(&w->config_version, &json, &len) != 1)
         return;
     lua_State *L = w->L;
     lua_pushcfunction(L, traceback);
     lua_rawgeti(L, LUA_REGISTRYINDEX, ref_apply);
     lua_pushlstring(L, json, len);
     lua_pushnumber(L, (lua_Number)w->config_version);
-    lua_pushboolean(L, plugin_gen != w->plugin_gen);
     free(json);
-    w->plugin_gen = plugin_gen;
-    if (lua_pcall(L, 3, 0, -5) != 0)
+    if (lua_pcall(L, 2, 0, -4) != 0)
         log_traceback(L, "worker %d: applying config version %llu failed: ", w->id,
                       (unsigned long long)w->config_version);
     lua_settop(L, 0);
@@ -354,6 +351,11 @@ int sl_req_sleep(sl_req_t *r, double delay)
 sl_worker_t *sl_worker_current(void)
 {
     return cur_worker;
+}
+
+void sl__vm_set_worker(sl_worker_t *w)
+{
+    cur_worker = w;
 }
 
 static int resume_later(sl_req_t *r)

@@ -24,6 +24,10 @@ void sl_vm_apply_snapshot(sl_worker_t *w);
 /** Calls a Lua function for a fired timer (from libuv callbacks only). */
 void sl_vm_timer(sl_worker_t *w, int id);
 
+/** Makes w the calling thread's worker without a VM (sl_vm_open does it otherwise): for C tests and fuzz
+ *  harnesses that run worker code, such as sl_http_start, with no Lua. */
+void sl__vm_set_worker(sl_worker_t *w);
+
 /** Wakes a coroutine suspended on async C work (libuv callbacks only): a request's coroutine (req given) is
  *  resumed by C so its end is noticed; any other (timer) coroutine through sluice.worker.on_timer(id). */
 void sl_vm_wake(sl_worker_t *w, sl_req_t *req, int id);

@@ -42,7 +42,6 @@ typedef struct sl_worker {
     int pause_errno;      /* what the last pause was for (EMFILE, ENFILE, ...) */
     struct sl_pool *pool; /* idle upstream connections */
     uint64_t config_version;
-    uint64_t plugin_gen;
     uint64_t next_req_id;
     int stop_mode; /* 0 running, 1 drain, 2 stop now (written by main under atomics) */
     int stopping; /* 0 running, 1 draining, 3 closing connections, 2 closing handles */

@@ -144,7 +144,7 @@ static void on_end(sl_exchange_t *x, int error, const char *what, int code)
     sl_http_t *h = of(x);
     if (error) {
         char msg[200];
-        snprintf(msg, sizeof(msg), "%s: %s", sl__uperr_name(error),
+        snprintf(msg, sizeof(msg), "%s: %s", sl_uperr_name(error),
                  code   ? uv_strerror(code)
                  : what ? what
                         : "failed");

@@ -175,6 +175,11 @@ static int on_value(llhttp_t *hp, const char *at, size_t len)
     return sl__uphdrs_value(&of(hp)->hdrs, at, len, SL_UP_MAX_HEAD);
 }
 
+static int on_value_done(llhttp_t *hp)
+{
+    return sl__uphdrs_value_done(&of(hp)->hdrs);
+}
+
 static int on_headers(llhttp_t *hp)
 {
     sl_exchange_t *x = of(hp);
@@ -216,6 +221,7 @@ static void settings_init(void)
     settings.on_message_begin = on_begin;
     settings.on_header_field = on_field;
     settings.on_header_value = on_value;
+    settings.on_header_value_complete = on_value_done;
     settings.on_headers_complete = on_headers;
     settings.on_body = on_body;
     settings.on_message_complete = on_complete;

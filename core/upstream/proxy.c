@@ -207,7 +207,7 @@ static void on_end(sl_exchange_t *x, int error, const char *what, int code)
     if (error == SL_UPERR_BAD_RESPONSE && r->client_gone)
         error = SL_UPERR_CLIENT_GONE;
     if (error && error != SL_UPERR_CLIENT_GONE && what)
-        sl_log(SL_LOG_WARN, "upstream %s:%d: %s: %s%s%s", p->host, p->port, sl__uperr_name(error), what,
+        sl_log(SL_LOG_WARN, "upstream %s:%d: %s: %s%s%s", p->host, p->port, sl_uperr_name(error), what,
                code ? ": " : "", code ? uv_strerror(code) : "");
     p->resp.done = 1;
     p->resp.error = error;

@@ -9,18 +9,13 @@
 
 #define MAX_HEADERS 512
 
-/* The cap counts the headers of the interim responses before this one (1xx heads are bounded too), and the
- * trailers after the final one. */
+/* The cap counts the headers of the interim responses before this one: 1xx heads are bounded too. */
 static int add_bytes(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
 {
     if (h->prior + h->bytes.len + len > max) {
         h->why = h->prior ? "response headers (with those of interim responses) larger than 64 KiB"
                           : "response headers larger than 64 KiB";
         return -1;
-    }
-    if (h->final) {
-        h->prior += len; /* a trailer: counted, not kept (the head handed on points into bytes) */
-        return 0;
     }
     if (sl_buf_append(&h->bytes, at, len) != 0) {
         h->why = "out of memory";
@@ -29,36 +24,58 @@ static int add_bytes(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
     return 0;
 }
 
+/* Trailer fields (after a chunked body) come through the same callbacks once the head's offsets became
+ * pointers: storing them would move the bytes under those pointers. They are dropped, as nginx drops them,
+ * within the head's cap. */
+static int trailer(sl_uphdrs_t *h, size_t len, size_t max)
+{
+    h->trailer += len;
+    if (h->trailer > max) {
+        h->why = "response trailers larger than 64 KiB";
+        return -1;
+    }
+    return 0;
+}
+
 int sl__uphdrs_field(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
 {
-    if (!h->final) {
-        int rc = sl__hdrs_name(&h->list, h->bytes.len, len, MAX_HEADERS);
-        if (rc != 0) {
-            h->why = rc == -E2BIG ? "more than 512 response headers" : "out of memory";
-            return -1;
-        }
+    if (h->done)
+        return trailer(h, len, max);
+    h->value_done = 0;
+    int rc = sl__hdrs_name(&h->list, h->bytes.len, len, MAX_HEADERS);
+    if (rc != 0) {
+        h->why = rc == -E2BIG ? "more than 512 response headers" : "out of memory";
+        return -1;
     }
     return add_bytes(h, at, len, max);
 }
 
 int sl__uphdrs_value(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
 {
-    if (!h->final) {
-        /* llhttp takes ": value" (a field name is a token: one character at least) */
-        sl_hdrs_t *l = &h->list;
-        if (l->n == 0 || l->list[l->n - 1].name_len == 0) {
-            h->why = "empty header name in the response";
-            return -1;
-        }
-        sl__hdrs_value(l, h->bytes.len, len);
+    if (h->done)
+        return trailer(h, len, max);
+    /* a field needs a name (RFC 9110 5.1: a token): llhttp takes ": value", and a value after a whole field
+     * with no name before it would run on into that field's value */
+    sl_hdrs_t *l = &h->list;
+    if (l->n == 0 || h->value_done || l->list[l->n - 1].name_len == 0) {
+        h->why = "response header field without a name";
+        return -1;
     }
+    sl__hdrs_value(l, h->bytes.len, len);
     return add_bytes(h, at, len, max);
+}
+
+int sl__uphdrs_value_done(sl_uphdrs_t *h)
+{
+    h->value_done = 1;
+    h->list.in_value = 1; /* the next name starts a new field, also after an empty value */
+    return 0;
 }
 
 void sl__uphdrs_finish(sl_uphdrs_t *h)
 {
     sl__hdrs_finish(&h->list, h->bytes.base);
-    h->final = 1;
+    h->done = 1;
 }
 
 int sl__uphdrs_head_done(sl_uphdrs_t *h, const llhttp_t *hp)
@@ -82,7 +99,9 @@ void sl__uphdrs_reset(sl_uphdrs_t *h)
 {
     sl__hdrs_reset(&h->list);
     h->bytes.len = 0;
-    h->final = 0;
+    h->done = 0;
+    h->trailer = 0;
+    h->value_done = 0;
 }
 
 void sl__uphdrs_restart(sl_uphdrs_t *h)

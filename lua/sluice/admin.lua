@@ -8,7 +8,9 @@
 --
 -- A change is checked twice (the entity alone, then the whole new document), written to the state file,
 -- and only then published to every worker. Publishing is asynchronous, so the last document published here
--- is kept as `pending` and later changes and reads build on it until this worker has applied it.
+-- is kept as `pending` (with the plugin registry it was validated with) and later changes and reads build on it
+-- until this worker has dealt with it. A plugin reload loads the new code beside the running one, validates the
+-- live document with it, publishes only then, and answers once every worker said what it runs.
 -- Its own cjson instance: request bodies may not use NaN/Infinity/hex numbers (they could not be written back
 -- out as JSON: the snapshot and the state file would fail after validation), nor nest deeper than 100 levels.
 local cjson = require("cjson.safe").new()
@@ -19,6 +21,7 @@ local config = require("sluice.config")
 local schema = require("sluice.schema")
 local plugins = require("sluice.plugins")
 local request = require("sluice.pdk.request")
+local base = require("sluice.pdk.base")
 
 local type, pairs, ipairs, tostring, next, pcall, require = type, pairs, ipairs, tostring, next, pcall, require
 local byte, format, concat, sort = string.byte, string.format, table.concat, table.sort
@@ -36,7 +39,8 @@ local REDACTED = "***"
 local JSON_HEADERS = { ["content-type"] = "application/json" }
 local EMPTY_LIST = "\0empty-list\0" -- cjson 2.1.0 writes {} for an empty table; see encode()
 
-local pending -- { doc, cfg, version }: published from here, maybe not applied by this worker yet
+local pending -- { doc, cfg, version, reg }: published from here, maybe not applied by this worker yet
+local RELOAD_WAIT = 5 -- seconds a reload waits for every worker's report
 
 ---------------------------------------------------------------------------------------------------------------
 -- helpers
@@ -78,18 +82,19 @@ function _M.secure_equal(a, b)
 end
 
 local function state()
-    return require("sluice.worker").state
+    return base.live_state() -- the worker's live config (installed by sluice.worker)
 end
 
--- The document and cfg changes build on: ours if not applied here yet, else the worker's.
+-- The document, cfg and plugin registry changes build on: ours if this worker has not looked at it yet, else
+-- what the worker runs.
 local function current()
-    local st = state()
-    if pending and (not st or (st.version or 0) < pending.version) then
-        return pending.doc, pending.cfg
+    if pending and base.seen_version() < pending.version then
+        return pending.doc, pending.cfg, pending.reg
     end
     pending = nil
+    local st = base.live_state()
     if not st then return nil end
-    return st.doc, st.cfg
+    return st.doc, st.cfg, plugins.current()
 end
 
 -- Finds an entity in doc[kind] (a list for routes/consumers, a map otherwise); returns obj, key.
@@ -171,16 +176,8 @@ local function unredact(kind, obj, old)
     end
 end
 
-local function validate_doc(doc)
-    local ok, master = pcall(require, "sluice.master")
-    if ok and master.validate then
-        return master.validate(doc)
-    end
-    return config.validate(doc, { plugins = plugins.for_config })
-end
-
--- Persists then publishes a new document; returns the response for a successful change.
-local function commit(doc, cfg, kind, id, obj, status, body)
+-- Persists then publishes a new document (validated with registry reg); returns the response for a success.
+local function commit(doc, cfg, reg, kind, id, obj, status, body)
     local path = cfg.node.state_file
     if not path then
         return fail(500, "no state file configured (node.state_file); change not applied")
@@ -189,11 +186,11 @@ local function commit(doc, cfg, kind, id, obj, status, body)
     if not ok then
         return fail(500, "cannot persist the change, nothing applied: " .. tostring(err))
     end
-    local version, perr = require("sluice.master").publish(doc)
+    local version, perr = require("sluice.master").publish(doc, reg)
     if not version then
         return fail(500, "change persisted but not published: " .. tostring(perr))
     end
-    pending = { doc = doc, cfg = cfg, version = version }
+    pending = { doc = doc, cfg = cfg, version = version, reg = reg }
     body.version = version
     return reply(status, body)
 end
@@ -206,14 +203,14 @@ end
 
 -- Validates the change alone and in the whole document, then commits it.
 local function change(kind, id, obj)
-    local doc, cfg = current()
+    local doc, cfg, reg = current()
     if not doc then return fail(503, "no configuration loaded yet") end
     local old = kind == "global_plugins" and doc.global_plugins or find(doc, kind, id)
     if obj ~= nil then
         local idf = ID_FIELD[kind]
         if idf and type(obj) == "table" and not is_array(obj) and obj[idf] == nil then obj[idf] = id end
         if type(obj) == "table" then unredact(kind, obj, old) end
-        local _, errs = config.validate_entity(kind, id, obj, cfg, { plugins = plugins.for_config })
+        local _, errs = config.validate_entity(kind, id, obj, cfg, { plugins = reg.for_config })
         if errs then return invalid(kind, errs) end
     elseif old == nil then
         return fail(404, format("%s %q not found", SINGULAR[kind], id))
@@ -232,13 +229,13 @@ local function change(kind, id, obj)
     else
         put(new, kind, id, deep_copy(obj))
     end
-    local ncfg, errs = validate_doc(new)
+    local ncfg, errs = require("sluice.master").validate(new, reg)
     if not ncfg then return invalid(kind, errs) end
     if obj == nil then
-        return commit(new, ncfg, kind, id, false, 200, { deleted = true, id = id })
+        return commit(new, ncfg, reg, kind, id, false, 200, { deleted = true, id = id })
     end
     local status = old == nil and 201 or 200
-    return commit(new, ncfg, kind, id, obj, status, { [kind == "global_plugins" and "global_plugins" or "item"] = redact(kind, obj) })
+    return commit(new, ncfg, reg, kind, id, obj, status, { [kind == "global_plugins" and "global_plugins" or "item"] = redact(kind, obj) })
 end
 
 local function body_json(ctx)
@@ -303,34 +300,120 @@ local function global_plugins(method, ctx)
     return fail(405, "method not allowed (GET, PUT)")
 end
 
-local function plugin_info(name)
-    local p, err = plugins.get(name)
-    if not p then return { name = name, error = tostring(err) } end
+-- What each worker runs (its last report); the Admin API shows every worker, not only this one.
+local function workers()
+    local n = require("sluice.core").sl_worker_count()
+    local list = require("sluice.master").reports(n)
+    local out = {}
+    for i, r in ipairs(list) do
+        out[i] = { id = r.id, config_version = r.config_version, plugin_version = r.plugin_version, error = r.error }
+    end
+    return out, list
+end
+
+local function plugin_info(reg, name)
+    local e, err = reg:entry(name)
+    local loaded = e ~= nil
+    if not e then e, err = reg:peek(name) end -- a file added since the registry was loaded: shown, not kept
+    if not e then return { name = name, error = tostring(err) } end
+    local p = e.plugin
+    if not p then return { name = name, error = tostring(e.err), file = e.file } end
     local phases = {}
     for _, ph in ipairs(plugins.PHASES) do
         if type(p[ph]) == "function" then phases[#phases + 1] = ph end
     end
     local info = { name = name, priority = p.priority, version = p.version and tostring(p.version) or nil,
-                   phases = list_of(phases) }
+                   phases = list_of(phases), file = e.file, loaded = loaded }
     if p.schema and encode(p.schema) then info.schema = p.schema end
     return info
 end
 
 local function list_plugins(method)
     if method ~= "GET" then return fail(405, "method not allowed (GET)") end
+    local reg = plugins.current()
     local list = {}
-    for i, name in ipairs(plugins.available()) do list[i] = plugin_info(name) end
-    return reply(200, { list = list_of(list), total = #list })
+    for i, name in ipairs(reg:names()) do list[i] = plugin_info(reg, name) end
+    return reply(200, { list = list_of(list), total = #list, plugin_version = reg.version, workers = workers() })
+end
+
+-- Config errors of a reload, each with the plugin it is about (the name after "plugins." / "plugin_metadata.").
+local function plugin_errors(errs)
+    local out = {}
+    for i, e in ipairs(errs) do
+        local p = tostring(e.path or "")
+        out[i] = { plugin = p:match("plugins%.([%w_%-]+)") or p:match("^plugin_metadata%.([%w_%-]+)"),
+                   path = p, message = tostring(e.message) }
+    end
+    return out
+end
+
+-- Waits (yielding) until every worker has looked at snapshot version, at most RELOAD_WAIT seconds; the reports.
+local function wait_workers(version)
+    local timer = require("sluice.pdk.timer")
+    local deadline = require("sluice").now() + RELOAD_WAIT
+    while true do
+        local _, list = workers()
+        local all = true
+        for _, r in ipairs(list) do
+            if (r.seen or 0) < version then all = false end
+        end
+        if all or require("sluice").now() >= deadline then
+            return all, list
+        end
+        timer.sleep(0.01)
+    end
 end
 
 local function reload_plugins(method)
     if method ~= "POST" then return fail(405, "method not allowed (POST)") end
-    local doc = current()
+    local doc, cfg, cur = current()
     if not doc then return fail(503, "no configuration loaded yet") end
-    local errs = plugins.reload()
-    local version, err = require("sluice.master").publish(doc, true)
-    if not version then return fail(500, "reload not published: " .. tostring(err)) end
-    return reply(200, { reloaded = true, errors = list_of(errs), version = version })
+    local master = require("sluice.master")
+    local log = require("sluice.pdk.log")
+    -- the plugins loaded here (those configs used), from disk again; others load when a config names them
+    local staged = plugins.stage(cfg.node.plugin_paths, cur:loaded())
+    local warnings = staged:errors() -- plugins that do not load; a config that uses one fails below
+    local changed = staged:changes(cur)
+    if #changed == 0 then
+        return reply(200, { reloaded = false, changed = EMPTY_LIST, plugin_version = cur.version,
+                            message = "no plugin changed on disk", warnings = #warnings > 0 and warnings or nil })
+    end
+    local ncfg, errs = master.validate(doc, staged)
+    if not ncfg then
+        local list = plugin_errors(errs)
+        log.err("plugin reload refused, plugin code version ", cur.version, " kept:\n", config.format_errors(errs))
+        return reply(422, { reloaded = false, plugin_version = cur.version, changed = list_of(changed),
+                            errors = list, error = { message = "the new plugin code does not accept the running "
+                            .. "config; nothing was changed" } })
+    end
+    staged.version = master.next_code_version()
+    plugins.offer(staged) -- this worker applies the snapshot with the code it validated
+    local version, perr = master.publish(doc, staged)
+    if not version then return fail(500, "reload not published: " .. tostring(perr)) end
+    pending = { doc = doc, cfg = ncfg, version = version, reg = staged }
+    local all, list = wait_workers(version)
+    local out, failed, switched = {}, {}, 0
+    for i, r in ipairs(list) do
+        out[i] = { id = r.id, config_version = r.config_version, plugin_version = r.plugin_version, error = r.error }
+        if r.plugin_version == staged.version then switched = switched + 1 end
+        if (r.seen or 0) >= version and (r.plugin_version ~= staged.version or r.error) then
+            failed[#failed + 1] = { worker = r.id, message = r.error or "did not switch" }
+        end
+    end
+    local body = { reloaded = switched == #list, plugin_version = staged.version, changed = list_of(changed),
+                   version = version, workers = out, warnings = #warnings > 0 and warnings or nil }
+    if #failed > 0 then
+        body.errors = failed
+        body.error = { message = format("%d of %d workers could not take plugin code version %d and keep what "
+            .. "they ran (see workers)", #failed, #list, staged.version) }
+        return reply(500, body)
+    end
+    if not all then
+        body.error = { message = "not every worker confirmed within " .. RELOAD_WAIT .. " s (see workers)" }
+        return reply(202, body)
+    end
+    log.info("plugin code version ", staged.version, " runs on every worker (changed: ", concat(changed, ", "), ")")
+    return reply(200, body)
 end
 
 local function status(method)
@@ -343,8 +426,10 @@ local function status(method)
         version = ok and version or "unknown",
         config_version = st and st.version or 0,
         pending_version = pending and pending.version or nil,
+        plugin_version = plugins.current().version,
         workers = cfg and cfg.node.workers or nil,
-        worker_id = require("sluice.worker").id,
+        worker_id = base.C.sl_worker_id(),
+        worker_status = workers(),
         state_file = cfg and cfg.node.state_file or nil,
     })
 end

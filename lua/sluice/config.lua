@@ -21,15 +21,14 @@ local LOG_FIELDS = { "time", "client", "method", "path", "query", "status", "byt
                      "upstream_latency_ms", "route", "upstream", "request_id", "user_agent", "upstream_status" }
 local METHODS = { "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE" }
 local PROVIDER_KINDS = { "openai", "azure-openai", "anthropic", "gemini", "deepseek", "openai-compatible", "bedrock", "mock" }
-local LIMIT_DEFAULTS = { max_header_size = "16k", max_body_size = "8m", body_buffer_size = "64k", max_url_length = "8k", header_timeout = 10,
-                         body_timeout = 30, body_deadline = 300, keepalive_timeout = 60, send_timeout = 30, max_connections = 10000,
-                         keepalive_requests = 10000 }
-local LIMIT_SIZES = { max_header_size = true, max_body_size = true, body_buffer_size = true, max_url_length = true }
 
 local str = { type = "string" }
 local strs = { type = "array", items = str }
-local size_t = { type = { "string", "integer" } }
-local dur_t = { type = { "string", "number" } }
+-- Sizes and durations as people write them ("8m", "500ms"); validation turns them into bytes and seconds.
+local function size(lo, hi, default) return { type = "size", minimum = lo, maximum = hi, default = default } end
+local function duration(lo, hi, default) return { type = "duration", minimum = lo, maximum = hi, default = default } end
+local function count(lo, hi, default) return { type = "integer", minimum = lo, maximum = hi, default = default } end
+local bool_t = { type = "boolean" }
 local obj = { type = "object" }
 -- Entity ids (routes, upstreams, providers, consumers, consumer groups): letters, digits, '_', '.', '-', not
 -- starting with '.' or '-' (no ".", "..", "-x"), 1..256 characters. They appear in Admin API URLs, the state
@@ -39,8 +38,19 @@ local id_t = { type = "string", format = "id", minLength = 1, maxLength = 256 }
 local header_value_t = { type = "string", format = "header_value" }
 local token_t = { type = "string", pattern = "^[%w%-%._]+$", maxLength = 128 } -- goes into URL paths and hosts
 
-local limit_props = {}
-for k, v in pairs(LIMIT_DEFAULTS) do limit_props[k] = { type = { "string", "number" }, default = v } end
+local YEAR = 86400 * 365
+local LIMITS = {
+    max_header_size = size(1, 1024 ^ 4, "16k"), max_body_size = size(1, 1024 ^ 4, "8m"),
+    body_buffer_size = size(1, 1024 ^ 4, "64k"), max_url_length = size(1, 1024 ^ 4, "8k"),
+    header_timeout = duration(0, YEAR, 10), body_timeout = duration(0, YEAR, 30),
+    body_deadline = duration(0, YEAR, 300), keepalive_timeout = duration(0, YEAR, 60), send_timeout = duration(0, YEAR, 30),
+    max_connections = count(1, 1e9, 10000), keepalive_requests = count(1, 1e9, 10000),
+}
+local TLS_CLIENT = { type = "object", additionalProperties = false, properties = {
+    verify = { type = "boolean", default = true }, ca_file = { type = "string", minLength = 1, maxLength = 512 },
+    sni = { type = "string", minLength = 1, maxLength = 255, format = "host" } } }
+local KEEPALIVE = { type = "object", default = {}, additionalProperties = false, properties = {
+    size = count(0, 100000, 64), idle_timeout = duration(0, 86400, 60) } }
 
 local NODE = { type = "object", additionalProperties = false, properties = {
     listen = { type = "array", minItems = 1, default = { "127.0.0.1:8080" }, items = {
@@ -50,7 +60,7 @@ local NODE = { type = "object", additionalProperties = false, properties = {
                     properties = { cert = str, key = str, -- the default certificate; more, chosen by SNI:
                                    certs = { type = "array", items = { type = "object", required = { "cert", "key" },
                                              additionalProperties = false, properties = { cert = str, key = str } } } } } } } },
-    workers = { type = { "string", "integer" }, default = "auto" },
+    workers = { type = { "string", "integer" }, default = "auto" }, -- "auto" or 1..64, checked in normalize_node
     admin = { type = "object", required = { "key" }, additionalProperties = false, properties = {
         listen = { type = "string", default = "127.0.0.1:9180" }, key = { type = "string", minLength = 8 } } },
     plugin_paths = { type = "array", items = str, default = { "plugins" } },
@@ -61,11 +71,15 @@ local NODE = { type = "object", additionalProperties = false, properties = {
         fields = { type = "array", uniqueItems = true, items = { enum = LOG_FIELDS },
                    default = { "time", "client", "method", "path", "status", "bytes", "latency_ms", "route" } } } },
     pid_file = str, state_file = str,
-    shared_dicts = { type = "object", default = { sluice = "10m" }, additionalProperties = size_t },
-    limits = { type = "object", default = {}, additionalProperties = false, properties = limit_props },
-    drain_timeout = { type = { "string", "number" }, default = 30 },
+    shared_dicts = { type = "object", default = { sluice = "10m" }, additionalProperties = size(65536, 1024 ^ 3) },
+    limits = { type = "object", default = {}, additionalProperties = false, properties = LIMITS },
+    drain_timeout = duration(0, 86400, 30),
     allow_encoded_slashes = { type = "boolean", default = false }, -- %2F in paths: kept encoded instead of a 400
-    memcached = obj, etcd = obj, -- owned by the shared-state layer; free-form here
+    memcached = { type = "object", additionalProperties = false, properties = {
+        servers = { type = { "array", "string" }, items = str },
+        timeout = { type = "duration", exclusiveMinimum = 0, maximum = 60 },
+        failure_threshold = count(1, 1e6), retry_after = duration(0, 86400) } },
+    etcd = obj, -- owned by a future shared-state layer; free-form here
 } }
 
 local UPSTREAM = { type = "object", required = { "nodes" }, additionalProperties = false, properties = {
@@ -73,18 +87,13 @@ local UPSTREAM = { type = "object", required = { "nodes" }, additionalProperties
     nodes = { type = { "array", "object" }, items = str, additionalProperties = { type = "integer", minimum = 0 } },
     scheme = { enum = { "http", "https" }, default = "http" },
     timeout = { type = "object", default = {}, additionalProperties = false, properties = {
-        connect = { type = { "string", "number" }, default = 5 }, send = { type = { "string", "number" }, default = 30 },
-        read = { type = { "string", "number" }, default = 60 },
-        header = { type = { "string", "number" } } } }, -- the whole response head; default: read
-    keepalive = { type = "object", default = {}, additionalProperties = false, properties = {
-        size = { type = "integer", minimum = 0, maximum = 100000, default = 64 },
-        idle_timeout = { type = { "string", "number" }, default = 60 } } },
+        connect = duration(0.001, 86400, 5), send = duration(0.001, 86400, 30), read = duration(0.001, 86400, 60),
+        header = duration(0.001, 86400) } }, -- the whole response head; default: read
+    keepalive = KEEPALIVE,
     pass_host = { enum = { "pass", "node", "rewrite" }, default = "pass" },
     host = { type = "string", minLength = 1, format = "host" }, -- the Host header with pass_host: rewrite
     -- HTTPS upstreams: verify against the system CA bundle, or ca_file (PEM) when given
-    tls = { type = "object", additionalProperties = false, properties = {
-        verify = { type = "boolean", default = true }, ca_file = { type = "string", minLength = 1, maxLength = 512 },
-        sni = { type = "string", minLength = 1, maxLength = 255, format = "host" } } },
+    tls = TLS_CLIENT,
 } }
 
 -- Fields that reach the wire (headers, the URL) are checked here; other fields are left to the AI layer.
@@ -100,7 +109,15 @@ local PROVIDER = { type = "object", required = { "kind" }, properties = {
         beta = { type = { "string", "array" }, format = "header_value", items = header_value_t },
         organization = header_value_t, project = header_value_t, region = token_t,
     } },
-    proxy = { type = "boolean" }, -- false: never through HTTP(S)_PROXY
+    proxy = bool_t, -- false: never through HTTP(S)_PROXY
+    -- the calls to the provider (the AI layer reads these; a plugin's own timeout wins)
+    timeout = { type = "object", additionalProperties = false, properties = {
+        connect = duration(0.001, 3600), send = duration(0.001, 3600), read = duration(0.001, 3600) } },
+    keepalive = { type = "object", additionalProperties = false, properties = {
+        size = count(0, 100000), idle_timeout = duration(0, 86400) } },
+    tls = { type = "object", additionalProperties = false, properties = {
+        verify = bool_t, ca_file = { type = "string", minLength = 1, maxLength = 512 },
+        sni = { type = "string", minLength = 1, maxLength = 255, format = "host" } } },
     models = { type = "object", additionalProperties = str },
     price = { type = "object", additionalProperties = { type = "object", properties = {
         input = { type = "number", minimum = 0 }, output = { type = "number", minimum = 0 } } } },
@@ -128,7 +145,7 @@ local CONSUMER = { type = "object", required = { "name" }, additionalProperties 
 local GROUP = { type = "object", additionalProperties = false, properties = {
     desc = str, plugins = { type = "object", default = {} }, metadata = { type = "object", default = {} } } }
 
-local PLUGIN_META = { type = "object", properties = { disable = { type = "boolean" }, priority = { type = "integer" } },
+local PLUGIN_META = { type = "object", properties = { disable = bool_t, priority = { type = "integer" } },
                       additionalProperties = false }
 
 local function join(path, key)
@@ -159,26 +176,11 @@ local function check(s, v, path, errs)
     return false
 end
 
-local SIZE_UNITS = { [""] = 1, b = 1, k = 1024, kb = 1024, m = 1024 ^ 2, mb = 1024 ^ 2, g = 1024 ^ 3, gb = 1024 ^ 3 }
-local DUR_UNITS = { [""] = 1, s = 1, ms = 0.001, m = 60, h = 3600 }
+--- Parses 1048576, "64k", "8m", "1g"; returns bytes or nil (the schema type `size`).
+_M.parse_size = schema.parse_size
 
---- Parses "10m", "16k", "1g" or a byte count; returns bytes or nil.
-function _M.parse_size(v)
-    if type(v) == "number" then return (v >= 0 and v % 1 == 0) and v or nil end
-    if type(v) ~= "string" then return nil end
-    local n, u = v:match("^%s*(%d+%.?%d*)%s*(%a*)%s*$")
-    local mul = u and SIZE_UNITS[u:lower()]
-    return (n and mul) and math.floor(tonumber(n) * mul) or nil
-end
-
---- Parses 30, 1.5, "500ms", "30s", "5m", "1h"; returns seconds or nil.
-function _M.parse_duration(v)
-    if type(v) == "number" then return (v >= 0 and v < math.huge) and v or nil end
-    if type(v) ~= "string" then return nil end
-    local n, u = v:match("^%s*(%d+%.?%d*)%s*(%a*)%s*$")
-    local mul = u and DUR_UNITS[u:lower()]
-    return (n and mul) and tonumber(n) * mul or nil
-end
+--- Parses 30, 1.5, "500ms", "30s", "5m", "1h", "1d", "1m30s"; returns seconds or nil (the schema type `duration`).
+_M.parse_duration = schema.parse_duration
 
 --- Splits "host:port" / "[v6]:port" into host, port (port defaults to dport when absent and dport given).
 function _M.parse_addr(s, dport)
@@ -190,13 +192,6 @@ function _M.parse_addr(s, dport)
     if not host or not port then return nil, format("invalid address %q, expected \"host:port\" or \"[ipv6]:port\"", s) end
     if port > 65535 then return nil, format("port %d is out of range (0..65535)", port) end
     return host, port
-end
-
-local function to_num(v, parse, path, errs, what, lo, hi)
-    local n = parse(v)
-    if not n then add(errs, path, format("invalid %s %s", what, tostring(v))) return nil end
-    if (lo and n < lo) or (hi and n > hi) then add(errs, path, format("%s out of range (%s..%s)", tostring(v), lo or "", hi or "")) end
-    return n
 end
 
 local function resolve_path(prefix, p)
@@ -238,8 +233,9 @@ normalize_node_checked = function(n, path, errs, opts)
         if host then out.listen[i] = { host = host, port = port, tls = type(l) == "table" and l.tls or nil }
         else add(errs, join(join(path, "listen"), i), port) end
     end
+    local w = n.workers ~= "auto" and tonumber(n.workers) -- "4" as well as 4
     if n.workers == "auto" then out.workers, out.workers_auto = cpu_count(), true
-    elseif type(n.workers) == "number" and n.workers >= 1 and n.workers <= 64 then out.workers = n.workers
+    elseif w and w % 1 == 0 and w >= 1 and w <= 64 then out.workers = w
     else add(errs, join(path, "workers"), format("expected \"auto\" or an integer 1..64, got %s", tostring(n.workers))) end
     if n.admin then
         local host, port = _M.parse_addr(n.admin.listen)
@@ -250,16 +246,10 @@ normalize_node_checked = function(n, path, errs, opts)
     for i, p in ipairs(n.plugin_paths) do out.plugin_paths[i] = resolve_path(opts.prefix, p) end
     out.error_log = n.error_log == "stderr" and "stderr" or resolve_path(opts.prefix, n.error_log)
     out.state_file = n.state_file or (opts.file and (opts.file .. ".state.json")) or nil
-    for name, sz in pairs(n.shared_dicts) do
-        out.shared_dicts[name] = to_num(sz, _M.parse_size, join(join(path, "shared_dicts"), name), errs, "size", 65536, 1024 ^ 3)
-    end
-    for k, v in pairs(n.limits) do
-        local kp = join(join(path, "limits"), k)
-        if LIMIT_SIZES[k] then out.limits[k] = to_num(v, _M.parse_size, kp, errs, "size", 1, 1024 ^ 4)
-        elseif k:match("timeout$") or k == "body_deadline" then out.limits[k] = to_num(v, _M.parse_duration, kp, errs, "duration", 0, 86400 * 365)
-        else out.limits[k] = to_num(v, tonumber, kp, errs, "number", 1, 1e9) end
-    end
-    out.drain_timeout = to_num(n.drain_timeout, _M.parse_duration, join(path, "drain_timeout"), errs, "duration", 0, 86400)
+    -- sizes and durations are bytes and seconds already (schema types `size` and `duration`)
+    for name, sz in pairs(n.shared_dicts) do out.shared_dicts[name] = sz end
+    for k, v in pairs(n.limits) do out.limits[k] = v end
+    out.drain_timeout = n.drain_timeout
     return out
 end
 
@@ -283,10 +273,8 @@ local function normalize_upstream(u, path, errs)
         sort(keys)
         for _, a in ipairs(keys) do node(a, u.nodes[a], join(join(path, "nodes"), a)) end
     end
-    for k, v in pairs(u.timeout) do
-        out.timeout[k] = to_num(v, _M.parse_duration, join(join(path, "timeout"), k), errs, "duration", 0.001, 86400)
-    end
-    out.keepalive.idle_timeout = to_num(u.keepalive.idle_timeout, _M.parse_duration, join(path, "keepalive.idle_timeout"), errs, "duration", 0, 86400)
+    for k, v in pairs(u.timeout) do out.timeout[k] = v end
+    out.keepalive.idle_timeout = u.keepalive.idle_timeout
     if u.pass_host == "rewrite" and not u.host then add(errs, join(path, "host"), "is required when pass_host is \"rewrite\"") end
     return out
 end

@@ -1,5 +1,10 @@
 -- The main thread's side of config: load and check the file, hand C the node settings, publish snapshots.
--- Also used by worker 0's Admin API to publish changes.
+-- Also used by worker 0's Admin API to publish changes, and by every worker to report what it runs.
+--
+-- A snapshot is {"config": the document, "plugins": {"version": N, "code": {name: hash}}}: the plugin code the
+-- config was validated with (sluice.plugins registries). The publisher loads new plugin code and validates the
+-- config with it before publishing; each worker then loads that same code (checked by hash), or keeps what it has
+-- and says so in its report (sl_snapshot_report), which the Admin API shows.
 local ffi = require("ffi")
 local C = require("sluice.core")
 local config = require("sluice.config")
@@ -7,11 +12,16 @@ local plugins = require("sluice.plugins")
 local cjson = require("cjson")
 
 ffi.cdef [[
-int64_t sl_snapshot_publish(const char *json, size_t len, int bump_plugins);
+int64_t sl_snapshot_publish(const char *json, size_t len);
+int sl_snapshot_fetch(uint64_t *version, char **json, size_t *len);
+uint64_t sl_snapshot_next_code_version(void);
+void sl_snapshot_report(int worker, uint64_t seen, uint64_t config_version, uint64_t code_version, const char *err);
+int sl_snapshot_report_get(int worker, uint64_t *seen, uint64_t *config_version, uint64_t *code_version, char *err,
+                           size_t errlen);
 int sl_tls_check_files(const char *cert_path, const char *key_path, char *err, size_t errlen);
 ]]
 
-local ipairs, pairs, type = ipairs, pairs, type
+local ipairs, pairs, type, tonumber = ipairs, pairs, type, tonumber
 
 local _M = {}
 
@@ -41,9 +51,19 @@ function _M.to_doc(cfg)
     return doc
 end
 
---- Validates a document with this VM's plugin registry; returns cfg | nil, errs (list).
-function _M.validate(doc)
-    return config.validate(doc, { plugins = plugins.for_config, prefix = prefix() })
+--- Validates a document with a plugin registry (default: the one this VM serves from); returns cfg | nil, errs.
+function _M.validate(doc, reg)
+    return config.validate(doc, { plugins = (reg or plugins.current()).for_config, prefix = prefix() })
+end
+
+--- The snapshot text for a document and the plugin registry it was validated with.
+function _M.snapshot(doc, reg)
+    return cjson.encode({ config = doc, plugins = { version = reg.version, code = reg:manifest() } })
+end
+
+--- Reserves the version a registry with new plugin code is published as.
+function _M.next_code_version()
+    return tonumber(C.sl_snapshot_next_code_version())
 end
 
 local function node_settings(cfg)
@@ -120,9 +140,11 @@ local function plugin_paths_of(path)
     return out
 end
 
+-- Loads the file with the plugin code on disk now (a new registry, holding the plugins the config uses): node
+-- settings, cfg, registry | nil, errors.
 local function load(path)
-    plugins.set_paths(plugin_paths_of(path))
-    local cfg, err = config.load(path, { plugins = plugins.for_config, prefix = prefix() })
+    local reg = plugins.stage(plugin_paths_of(path), {})
+    local cfg, err = config.load(path, { plugins = reg.for_config, prefix = prefix() })
     if not cfg then
         return nil, err
     end
@@ -134,36 +156,103 @@ local function load(path)
     for _, w in ipairs(cfg.warnings or {}) do
         io.stderr:write(path, ": warning: ", type(w) == "table" and (tostring(w.path) .. ": " .. tostring(w.message)) or tostring(w), "\n")
     end
-    return node_settings(cfg), cjson.encode(_M.to_doc(cfg)), cfg
+    return node_settings(cfg), cfg, reg
 end
 
 --- For `sluice -c`: node settings for C and the first snapshot, or nil, errors text.
 function _M.load(path)
-    return load(path)
+    local settings, cfg, reg = load(path)
+    if not settings then
+        return nil, cfg
+    end
+    reg.version = _M.next_code_version()
+    plugins.use(reg)
+    return settings, _M.snapshot(_M.to_doc(cfg), reg)
 end
 
 --- For `sluice -t`.
 function _M.check(path)
-    return load(path)
-end
-
---- For SIGHUP: reloads plugin code in this VM, then the file; nil, errors when the new config is rejected.
-function _M.reload(path)
-    local errs = plugins.reload()
-    for _, e in ipairs(errs) do
-        io.stderr:write("plugin reload: ", e, "\n")
+    local settings, cfg, reg = load(path)
+    if not settings then
+        return nil, cfg
     end
-    return load(path)
+    return settings, _M.snapshot(_M.to_doc(cfg), reg)
 end
 
---- Publishes a document to every worker; returns the new version.
-function _M.publish(doc, bump_plugins)
-    local json = cjson.encode(doc)
-    local v = C.sl_snapshot_publish(json, #json, bump_plugins and 1 or 0)
+pcall(ffi.cdef, "void free(void *ptr);")
+
+-- The plugin code of the live snapshot ({version, code = {name: hash}}), or nil. The Admin API may have
+-- published newer code than this VM loaded, so a reload compares with what was published, not with this VM.
+local function published_code()
+    local ver, json, len = ffi.new("uint64_t[1]"), ffi.new("char *[1]"), ffi.new("size_t[1]")
+    if C.sl_snapshot_fetch(ver, json, len) ~= 1 then
+        return nil
+    end
+    local text = ffi.string(json[0], len[0])
+    ffi.C.free(json[0])
+    local ok, snap = pcall(cjson.decode, text)
+    return ok and type(snap) == "table" and type(snap.plugins) == "table" and snap.plugins or nil
+end
+
+--- For SIGHUP: the file and the plugin code on disk, validated together; nil, errors when rejected (nothing of
+--- either is published then). Plugin code that did not change keeps its version.
+function _M.reload(path)
+    local settings, cfg, reg = load(path)
+    if not settings then
+        return nil, cfg
+    end
+    local pub = published_code() or {}
+    local was, changed = type(pub.code) == "table" and pub.code or {}, {}
+    for name, h in pairs(reg:manifest()) do -- the plugins the config uses: the same code as published?
+        if was[name] ~= h then changed[#changed + 1] = name end
+    end
+    table.sort(changed)
+    if #changed == 0 and tonumber(pub.version) then
+        reg.version = tonumber(pub.version)
+    else
+        reg.version = _M.next_code_version()
+        require("sluice.pdk.log").info("SIGHUP: plugin code version ", reg.version, " (changed: ",
+            table.concat(changed, ", "), ")")
+    end
+    plugins.use(reg)
+    for _, e in ipairs(reg:errors()) do
+        require("sluice.pdk.log").warn("plugin ", e.plugin, " cannot be loaded (no config uses it): ", e.message)
+    end
+    return settings, _M.snapshot(_M.to_doc(cfg), reg)
+end
+
+--- Publishes a document validated with registry reg to every worker; returns the new snapshot version.
+function _M.publish(doc, reg)
+    local json = _M.snapshot(doc, reg)
+    local v = C.sl_snapshot_publish(json, #json)
     if v < 0 then
         return nil, "out of memory"
     end
     return tonumber(v)
+end
+
+--- A worker's report of what it runs after looking at snapshot `seen` (err: why it did not take all of it).
+function _M.report(worker, seen, config_version, code_version, err)
+    C.sl_snapshot_report(worker, seen or 0, config_version or 0, code_version or 0, err)
+end
+
+local rep_seen, rep_cfg, rep_code = ffi.new("uint64_t[1]"), ffi.new("uint64_t[1]"), ffi.new("uint64_t[1]")
+local rep_err = ffi.new("char[1024]")
+
+--- Every worker's last report: { {id, seen, config_version, plugin_version, error?} } (nil fields: no report).
+function _M.reports(n)
+    local out = {}
+    for id = 0, n - 1 do
+        local rc = C.sl_snapshot_report_get(id, rep_seen, rep_cfg, rep_code, rep_err, 1024)
+        if rc == 1 then
+            local err = ffi.string(rep_err)
+            out[#out + 1] = { id = id, seen = tonumber(rep_seen[0]), config_version = tonumber(rep_cfg[0]),
+                              plugin_version = tonumber(rep_code[0]), error = err ~= "" and err or nil }
+        else
+            out[#out + 1] = { id = id }
+        end
+    end
+    return out
 end
 
 return _M

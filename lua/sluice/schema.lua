@@ -5,6 +5,12 @@
 -- Beyond JSON schema: `format` names a built-in check (FORMATS below: host, header_name, header_value, url,
 -- uri_path, id), and `ref = KIND` marks a string that names another config entity (a provider, an upstream, ...):
 -- validate() only collects such references; sluice.config resolves them against the whole config.
+-- Types people write in YAML (docs/configuration.md, "Values"): `duration` (seconds, or "500ms"/"5s"/"1m30s" ->
+-- seconds), `size` (bytes, or "64k"/"8m"/"1g" -> bytes), `status` (100..599 or "429" -> integer; with
+-- `classes = true` also "5xx"); `boolean` also takes the strings true/false/yes/no/on/off, `number` and `integer`
+-- a decimal string ("2"). The value is replaced by its normal form, so code after validation sees only that.
+-- Those string spellings count only when no branch of an anyOf/oneOf (or no other listed type) takes the value
+-- as it is.
 -- An empty Lua table is both an empty object and an empty array; in objects a cjson.null value
 -- counts as absent (as YAML nulls do), so defaults and `required` treat it the same way.
 local type, pairs, ipairs, tostring, tonumber, pcall, next = type, pairs, ipairs, tostring, tonumber, pcall, next
@@ -20,7 +26,7 @@ local MAX_DEPTH = 200
 local _M = {}
 
 local TYPES = { object = true, array = true, string = true, number = true, integer = true,
-                boolean = true, null = true }
+                boolean = true, null = true, duration = true, size = true, status = true }
 
 --- Entity kinds a `ref` may name (resolved by sluice.config: entity maps/lists, node.shared_dicts, plugins).
 _M.REF_KINDS = { upstreams = true, providers = true, consumers = true, consumer_groups = true, routes = true,
@@ -73,6 +79,83 @@ end
 local function is_integer(v)
     return type(v) == "number" and v == floor(v) and v ~= huge and v ~= -huge
 end
+
+-- Values written the way people write them. Each returns the normal form, or nil when v is not of the type.
+local DURATION_UNITS = { ms = 0.001, s = 1, m = 60, h = 3600, d = 86400 }
+local SIZE_UNITS = { b = 1, k = 1024, kb = 1024, kib = 1024, m = 1024 ^ 2, mb = 1024 ^ 2, mib = 1024 ^ 2,
+                     g = 1024 ^ 3, gb = 1024 ^ 3, gib = 1024 ^ 3 }
+local BOOLEAN_WORDS = { ["true"] = true, yes = true, on = true, ["false"] = false, no = false, off = false }
+
+-- A plain decimal ("2", "-1.5", "1e3"; no hex, no inf/nan), or nil.
+local function decimal(v)
+    if not (find(v, "^%s*[-+]?%d+%.?%d*[eE]?[-+]?%d*%s*$") or find(v, "^%s*[-+]?%.%d+%s*$")) then return nil end
+    local n = tonumber(v)
+    if n == nil or n ~= n or n == huge or n == -huge then return nil end
+    return n
+end
+
+--- Seconds from 30, 0.5, "30", "500ms", "5s", "1m30s", "1h", "1d" (units ms s m h d); nil for anything else.
+local function parse_duration(v)
+    if type(v) == "number" then return (v >= 0 and v < huge) and v or nil end
+    if type(v) ~= "string" or #v > 64 then return nil end
+    local n = decimal(v)
+    if n then return n >= 0 and n or nil end
+    local total, pos, any = 0, 1, false
+    v = v:lower():match("^%s*(.-)%s*$")
+    while pos <= #v do
+        local num, unit, nxt = v:match("^(%d*%.?%d+)%s*(%a+)%s*()", pos)
+        local mul = unit and DURATION_UNITS[unit]
+        if not mul then return nil end
+        total, pos, any = total + tonumber(num) * mul, nxt, true
+    end
+    return any and total or nil
+end
+_M.parse_duration = parse_duration
+
+--- Bytes from 1048576, "1048576", "64k", "8m", "1g", "1.5m" (k/m/g = KiB/MiB/GiB, also kb/kib, ...); else nil.
+local function parse_size(v)
+    if type(v) == "number" then return (is_integer(v) and v >= 0) and v or nil end
+    if type(v) ~= "string" or #v > 64 then return nil end
+    local num, unit = v:lower():match("^%s*(%d*%.?%d+)%s*(%a*)%s*$")
+    local mul = num and (unit == "" and 1 or SIZE_UNITS[unit])
+    if not mul or (mul == 1 and tonumber(num) % 1 ~= 0) then return nil end -- no fractions of a byte
+    local n = floor(tonumber(num) * mul)
+    return n < huge and n or nil
+end
+_M.parse_size = parse_size
+
+-- An HTTP status: 100..599 as a number or a 3-digit string -> integer; with classes, "5xx" -> "5xx".
+local function parse_status(v, s)
+    if type(v) == "number" then return (is_integer(v) and v >= 100 and v <= 599) and v or nil end
+    if type(v) ~= "string" then return nil end
+    local n = v:match("^%s*(%d%d%d)%s*$")
+    n = n and tonumber(n)
+    if n then return (n >= 100 and n <= 599) and n or nil end
+    local c = s.classes == true and v:match("^%s*([1-5])[xX][xX]%s*$")
+    return c and (c .. "xx") or nil
+end
+
+-- Types whose values are parsed (every spelling is "the type"): name -> parser(v, schema).
+local PARSED = { duration = parse_duration, size = parse_size, status = parse_status }
+-- Other spellings of plain types, accepted when nothing takes the value as it is: name -> converter(v).
+local COERCE = {
+    boolean = function(v)
+        if type(v) == "string" then return BOOLEAN_WORDS[v:lower()] end
+    end,
+    number = function(v)
+        if type(v) == "string" then return decimal(v) end
+    end,
+    integer = function(v)
+        local n = type(v) == "string" and decimal(v)
+        if n and is_integer(n) then return n end
+    end,
+}
+-- How a type is named in errors (plain types: by name).
+local TYPE_TEXT = {
+    duration = "a duration (seconds, or a number with ms, s, m, h or d: 500ms, 5s, 1m30s)",
+    size = "a size (bytes, or a number with k, m or g: 64k, 8m, 1g)",
+    boolean = "a boolean (true/false, yes/no, on/off)",
+}
 
 local function type_matches(tname, v)
     local tv = type(v)
@@ -141,7 +224,7 @@ local function replace_contents(dst, src)
     for k, v in pairs(src) do dst[k] = v end
 end
 
-local check -- forward
+local check, match_type -- forward
 
 local function check_object(s, v, path, errs, depth)
     for k, x in pairs(v) do
@@ -264,24 +347,24 @@ local function check_string(s, v, path, errs)
     end
 end
 
+local UNIT = { duration = " s", size = " bytes" }
+
 local function check_number(s, v, path, errs)
     local emin, emax = s.exclusiveMinimum, s.exclusiveMaximum
+    local u = UNIT[s.type] or ""
+    local function bad(op, limit)
+        add(errs, path, format("must be %s %s%s, got %s%s", op, tostring(limit), u, tostring(v), u))
+    end
     if s.minimum then
-        if emin == true and not (v > s.minimum) then
-            add(errs, path, format("must be > %s, got %s", tostring(s.minimum), tostring(v)))
-        elseif not (v >= s.minimum) then
-            add(errs, path, format("must be >= %s, got %s", tostring(s.minimum), tostring(v)))
-        end
+        if emin == true and not (v > s.minimum) then bad(">", s.minimum)
+        elseif not (v >= s.minimum) then bad(">=", s.minimum) end
     end
     if s.maximum then
-        if emax == true and not (v < s.maximum) then
-            add(errs, path, format("must be < %s, got %s", tostring(s.maximum), tostring(v)))
-        elseif not (v <= s.maximum) then
-            add(errs, path, format("must be <= %s, got %s", tostring(s.maximum), tostring(v)))
-        end
+        if emax == true and not (v < s.maximum) then bad("<", s.maximum)
+        elseif not (v <= s.maximum) then bad("<=", s.maximum) end
     end
-    if type(emin) == "number" and not (v > emin) then add(errs, path, format("must be > %s, got %s", tostring(emin), tostring(v))) end
-    if type(emax) == "number" and not (v < emax) then add(errs, path, format("must be < %s, got %s", tostring(emax), tostring(v))) end
+    if type(emin) == "number" and not (v > emin) then bad(">", emin) end
+    if type(emax) == "number" and not (v < emax) then bad("<", emax) end
 end
 
 local function branch_summary(berrs, path)
@@ -299,20 +382,25 @@ local function check_combinators(s, v, path, errs, depth)
     for _, kw in ipairs({ "anyOf", "oneOf" }) do
         local list = s[kw]
         if list then
-            local passed, first, why = {}, nil, {}
-            for i, sub in ipairs(list) do
-                local be, copy = { refs = errs.refs and {} or nil }, deep_copy(v)
-                copy = check(sub, copy, path, be, depth + 1)
-                if #be == 0 then
-                    passed[#passed + 1] = i
-                    if not first and be.refs then
-                        for _, r in ipairs(be.refs) do errs.refs[#errs.refs + 1] = r end
+            -- first the branches that take v as it is; only when none does, other spellings ("5", "on")
+            local passed, first, why
+            for pass = 1, errs.strict and 1 or 2 do
+                passed, first, why = {}, nil, {}
+                for i, sub in ipairs(list) do
+                    local be, copy = { refs = errs.refs and {} or nil, strict = pass == 1 }, deep_copy(v)
+                    copy = check(sub, copy, path, be, depth + 1)
+                    if #be == 0 then
+                        passed[#passed + 1] = i
+                        if not first and be.refs then
+                            for _, r in ipairs(be.refs) do errs.refs[#errs.refs + 1] = r end
+                        end
+                        first = first or { copy }
+                        if kw == "anyOf" then break end
+                    else
+                        why[#why + 1] = "(" .. i .. ") " .. branch_summary(be, path)
                     end
-                    first = first or { copy }
-                    if kw == "anyOf" then break end
-                else
-                    why[#why + 1] = "(" .. i .. ") " .. branch_summary(be, path)
                 end
+                if #passed > 0 then break end
             end
             if #passed == 0 then
                 add(errs, path, "does not match any allowed form: " .. concat(why, "; "))
@@ -320,8 +408,8 @@ local function check_combinators(s, v, path, errs, depth)
                 add(errs, path, format("matches more than one allowed form (%s)", concat(passed, " and ")))
             elseif type(v) == "table" then
                 replace_contents(v, first[1])
-            elseif v == nil then
-                v = first[1]
+            else
+                v = first[1] -- a scalar in its normal form ("5s" -> 5), or a default the branch filled
             end
         end
     end
@@ -331,6 +419,49 @@ local function check_combinators(s, v, path, errs, depth)
         if #be == 0 then add(errs, path, "must not match the excluded form") end
     end
     return v
+end
+
+local function type_error(s, list, v)
+    local names, spelled = {}, false
+    for i, tn in ipairs(list) do
+        if tn == "status" then
+            names[i] = "an HTTP status (100..599)" .. (s.classes == true and " or a class (1xx..5xx)" or "")
+        else
+            names[i] = TYPE_TEXT[tn] or tn
+        end
+        spelled = spelled or names[i] ~= tn
+    end
+    -- for the types with spellings the value itself helps; plain types name the type they got
+    local got = (spelled and type(v) ~= "table") and show(v) or describe(v)
+    local msg = format("expected %s, got %s", concat(names, " or "), got)
+    if type(v) == "number" and #list == 1 and list[1] == "string" then
+        msg = msg .. " " .. tostring(v) .. " (YAML reads an unquoted number as a number: put it in quotes)"
+    end
+    return msg
+end
+
+-- Does v have one of the types s.type lists? true, v in its normal form | false, error message. A value taken as
+-- it is wins over another spelling (unless strict, which allows only the former: see check_combinators).
+match_type = function(s, v, strict)
+    local t = s.type
+    local list = type(t) == "table" and t or { t }
+    for _, tn in ipairs(list) do
+        local parse = PARSED[tn]
+        if parse then
+            local nv = parse(v, s)
+            if nv ~= nil then return true, nv end
+        elseif type_matches(tn, v) then
+            return true, v
+        end
+    end
+    if not strict then
+        for _, tn in ipairs(list) do
+            local conv = COERCE[tn]
+            local nv = conv and conv(v)
+            if nv ~= nil then return true, nv end
+        end
+    end
+    return false, type_error(s, list, v)
 end
 
 -- Validates v against s, appending to errs; returns v (possibly a new value built from defaults).
@@ -344,21 +475,13 @@ check = function(s, v, path, errs, depth)
         return v
     end
     if v == nil and s.default ~= nil then v = deep_copy(s.default) end
-    local t = s.type
-    if t ~= nil then
-        local okt = false
-        if type(t) == "table" then
-            for _, tn in ipairs(t) do
-                if type_matches(tn, v) then okt = true break end
-            end
-            t = concat(t, " or ")
-        else
-            okt = type_matches(t, v)
-        end
+    if s.type ~= nil then
+        local okt, nv = match_type(s, v, errs.strict)
         if not okt then
-            add(errs, path, format("expected %s, got %s", tostring(t), describe(v)))
+            add(errs, path, nv)
             return v
         end
+        v = nv
     end
     if s.enum then
         local found = false
@@ -497,6 +620,7 @@ meta_check = function(s, path, depth)
         end
     end
     need(s.uniqueItems == nil or type(s.uniqueItems) == "boolean", join(path, "uniqueItems"), "must be a boolean")
+    need(s.classes == nil or type(s.classes) == "boolean", join(path, "classes"), "must be a boolean")
     for _, kw in ipairs({ "oneOf", "anyOf", "allOf" }) do
         if s[kw] ~= nil then meta_list(s, kw, path, depth) end
     end

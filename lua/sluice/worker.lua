@@ -15,13 +15,23 @@ local cjson = require("cjson.safe")
 local C = base.C
 local ctxs = base.ctxs
 local ffi_string, ffi_copy = ffi.string, ffi.copy
-local pairs, ipairs, type, pcall, tostring, sort = pairs, ipairs, type, pcall, tostring, table.sort
+local pairs, ipairs, type, pcall, tostring, tonumber, sort = pairs, ipairs, type, pcall, tostring, tonumber, table.sort
 local running, format, min, gmatch = coroutine.running, string.format, math.min, string.gmatch
-local encode_body, header_lines = response.encode_body, response.header_lines
+local deliver, send_error, error_body = response.deliver, response.send_error, response.error_body
 
 local PHASES = { "rewrite", "access", "header_filter", "body_filter", "log" }
 
-local _M = { state = nil, id = -1 }
+-- state: what requests run ({doc, cfg, router, version}); seen: the last snapshot version looked at (applied or
+-- refused), so the Admin API knows when its change has been dealt with here.
+local _M = { state = nil, id = -1, seen = 0 }
+
+-- the live config for the PDK (sluice.each_conf) and the Admin API, without requiring this module
+base.live_state = function()
+    return _M.state
+end
+base.seen_version = function()
+    return _M.seen
+end
 
 function _M.init(id)
     _M.id = id
@@ -51,7 +61,7 @@ end
 
 -- Plugins of a route in run order: global ones, then the route's (a route's conf replaces a global one of
 -- the same name), by descending priority; `_meta.priority` overrides, `_meta.disable` removes.
-local function build_pipeline(route_plugins, global_plugins)
+local function build_pipeline(reg, route_plugins, global_plugins)
     local by_name = {}
     for name, conf in pairs(global_plugins or {}) do
         by_name[name] = conf
@@ -63,7 +73,7 @@ local function build_pipeline(route_plugins, global_plugins)
     for name, conf in pairs(by_name) do
         local meta = conf._meta
         if not (meta and meta.disable) then
-            local p = plugins.get(name)
+            local p = reg:get(name)
             if p then
                 list[#list + 1] = { plugin = p, conf = conf, name = name,
                                     priority = meta and meta.priority or p.priority,
@@ -92,40 +102,92 @@ end
 
 local inited = setmetatable({}, { __mode = "k" })
 
---- Called by C when a config snapshot is published (and at start).
-function _M.apply(json, version, reload_plugins)
-    local doc, err = cjson.decode(json)
-    if not doc then
-        log.err("config snapshot is not JSON: ", err)
-        return
+-- The plugin folders a document names, resolved as sluice.config does.
+local function plugin_paths(doc)
+    local list = type(doc.node) == "table" and type(doc.node.plugin_paths) == "table" and doc.node.plugin_paths
+        or { "plugins" }
+    local out = {}
+    for i, p in ipairs(list) do
+        out[i] = type(p) == "string" and config.resolve_path(prefix(), p) or ""
     end
-    if reload_plugins then
-        for _, e in ipairs(plugins.reload()) do
-            log.err("plugin reload: ", e, " (previous version kept)")
-        end
+    return out
+end
+
+-- The registry for a snapshot's plugin code ({version, code}): the current one when it is that code, else the
+-- code loaded from disk now, checked against the hashes the publisher validated. Returns reg, why (when reg is
+-- not exactly that code: the current registry is kept, or at start the code on disk is all there is).
+local function registry_for(want, paths)
+    local cur = plugins.current()
+    local started = cur.version ~= 0
+    if started and cur.version == want.version and cur:same_paths(paths) then
+        local ok, err = cur:matches(want.code) -- plugins first used by this config are loaded now
+        return cur, not ok and err or nil
     end
-    local pre = config.validate(doc, { prefix = prefix() })
-    if pre then
-        plugins.set_paths(pre.node.plugin_paths)
+    local names = {}
+    for name in pairs(want.code or {}) do names[#names + 1] = name end
+    local staged = plugins.taken(want.version, paths) or plugins.stage(paths, names)
+    local ok, err = staged:matches(want.code)
+    if ok then
+        staged.version = want.version
+        return staged
     end
-    local cfg, errs = config.validate(doc, { plugins = plugins.for_config, prefix = prefix() })
+    local why = "plugin code version " .. tostring(want.version) .. " not loaded: " .. err
+    if started then
+        return cur, why .. "; plugin code version " .. cur.version .. " kept"
+    end
+    return staged, why .. "; running the code on disk"
+end
+
+local function report(version, err)
+    local st = _M.state
+    require("sluice.master").report(_M.id, version, st and st.version or 0, plugins.current().version, err)
+end
+
+--- Called by C when a config snapshot is published (and at start): the config and the plugin code it carries.
+function _M.apply(json, version)
+    _M.seen = version
+    local snap, err = cjson.decode(json)
+    local doc = type(snap) == "table" and snap.config
+    if type(doc) ~= "table" then
+        err = "config snapshot " .. version .. " is not a config: " .. tostring(err)
+        log.err("worker ", _M.id, ": ", err)
+        return report(version, err)
+    end
+    local want = type(snap.plugins) == "table" and snap.plugins or {}
+    want.version = tonumber(want.version) or 0
+    local reg, why = registry_for(want, plugin_paths(doc))
+    if why then
+        log.err("worker ", _M.id, ": ", why)
+    end
+    local cfg, errs = config.validate(doc, { plugins = reg.for_config, prefix = prefix() })
     if not cfg then
-        log.err("config version ", version, " rejected by worker ", _M.id, ":")
-        for line in gmatch(config.format_errors(errs), "[^\n]+") do -- one log line per error
-            log.err("  ", line)
+        local e = "config version " .. version .. " rejected by worker " .. _M.id .. ":\n" .. config.format_errors(errs)
+        for line in gmatch(e, "[^\n]+") do -- one log line per error (the log escapes newlines)
+            log.err(line)
         end
-        return
+        return report(version, (why and (why .. "\n") or "") .. e)
     end
     local rt, rerr = router_mod.new(cfg.routes)
     if not rt then
-        log.err("config version ", version, ": ", rerr)
-        return
+        log.err("worker ", _M.id, ": config version ", version, ": ", rerr)
+        return report(version, (why and (why .. "\n") or "") .. "config version " .. version .. ": " .. tostring(rerr))
     end
     for _, route in ipairs(cfg.routes) do
-        route.pipeline = build_pipeline(route.plugins, cfg.global_plugins)
+        route.pipeline = build_pipeline(reg, route.plugins, cfg.global_plugins)
         route.upstream_conf = route.upstream or (route.upstream_id and cfg.upstreams[route.upstream_id])
         route.id_c = route.id:sub(1, 63)
-        for _, item in ipairs(route.pipeline.all) do
+    end
+    -- requests that match no route go through the global plugins alone
+    local global_pipe = build_pipeline(reg, nil, cfg.global_plugins)
+    if reg ~= plugins.current() then
+        plugins.use(reg)
+    end
+    local pipes = { global_pipe }
+    for _, route in ipairs(cfg.routes) do
+        pipes[#pipes + 1] = route.pipeline
+    end
+    for _, pipe in ipairs(pipes) do
+        for _, item in ipairs(pipe.all) do
             local p = item.plugin
             if p.init_worker and not inited[p] then
                 inited[p] = true
@@ -136,40 +198,15 @@ function _M.apply(json, version, reload_plugins)
             end
         end
     end
-    _M.state = { doc = doc, cfg = cfg, router = rt, version = version }
-    log.debug("worker ", _M.id, " applied config version ", version)
+    _M.state = { doc = doc, cfg = cfg, router = rt, version = version, global_pipeline = global_pipe }
+    report(version, why)
+    log.debug("worker ", _M.id, " applied config version ", version, ", plugin code version ", reg.version)
 end
 
 --- Called by C when a Lua timer fires.
 function _M.on_timer(id)
     timer.fire(id)
 end
-
-local function send(ctx, status, body, headers)
-    local r = ctx.req
-    if r.resp_started ~= 0 then
-        return
-    end
-    local bytes, ctype = encode_body(body)
-    local extra = ctx.resp_headers
-    if ctype and not (headers and (headers["content-type"] or headers["Content-Type"])) then
-        headers = headers or {}
-        headers["content-type"] = ctype
-    end
-    local lines, n = header_lines(headers and (function()
-        local lower = {}
-        for k, v in pairs(headers) do lower[k:lower()] = v end
-        return lower
-    end)() or nil, extra)
-    C.sl_resp_send(r, status, lines, #lines, n, bytes, #bytes)
-end
-_M.send = send
-
-local function error_body(status, message, code)
-    return { error = { message = message, type = status >= 500 and "server_error" or "invalid_request_error",
-                       code = code or status } }
-end
-_M.error_body = error_body
 
 -- Runs one phase; true when a plugin ended the request (ctx.exit set).
 local function run_phase(ctx, items, phase)
@@ -179,7 +216,8 @@ local function run_phase(ctx, items, phase)
         local ok, status, body = pcall(item.plugin[phase], item.conf, ctx)
         if not ok then
             log.err("plugin ", item.name, " ", phase, " failed: ", status)
-            ctx.exit = { status = 500, body = error_body(500, "internal error (id " .. ctx.request_id .. ")") }
+            ctx.exit = { status = 500, body = error_body(500, "internal error (id " .. ctx.request_id .. ")"),
+                         failure = true }
             return true
         end
         if type(status) == "number" and not ctx.exit then
@@ -222,6 +260,9 @@ local ctx_mt = { __index = function(ctx, k)
     return v
 end }
 
+-- Every response of a request on a config goes through one pipeline's header_filter and body_filter
+-- (sluice.response.deliver, or the proxy stage) and then its log phase: the route's, or the global plugins'
+-- when no route matched.
 local function serve(r, co)
     local st = _M.state
     local ctx = setmetatable({
@@ -233,32 +274,53 @@ local function serve(r, co)
     ctxs[co] = ctx
     if r.is_admin ~= 0 then
         local status, body, headers = require("sluice.admin").handle(ctx)
-        return send(ctx, status, body, headers)
+        return deliver(ctx, status, body, headers)
     end
     if not st then
-        return send(ctx, 503, error_body(503, "no configuration loaded"))
+        return send_error(ctx, 503, "no configuration loaded")
     end
     local route, params = st.router:match(ctx.method, ctx.path, ctx.host)
     if not route then
+        local gp = st.global_pipeline
+        ctx.config, ctx.pipeline = st.cfg, gp
         if params == "method_not_allowed" then
-            return send(ctx, 405, error_body(405, "method not allowed"))
+            send_error(ctx, 405, "method not allowed")
+        else
+            send_error(ctx, 404, "no route matches " .. ctx.path)
         end
-        return send(ctx, 404, error_body(404, "no route matches " .. ctx.path))
+        return run_log(ctx, gp)
     end
-    ctx.route, ctx.params, ctx.config = route, params, st.cfg
+    local pipe = route.pipeline
+    ctx.route, ctx.params, ctx.config, ctx.pipeline = route, params, st.cfg, pipe
     local rid = route.id_c
     ffi_copy(r.route_id, rid, #rid)
     r.route_id_len = #rid
-    local pipe = route.pipeline
     local ended = (pipe.rewrite and run_phase(ctx, pipe.rewrite, "rewrite"))
         or (pipe.access and run_phase(ctx, pipe.access, "access"))
     if ended then
         local e = ctx.exit
-        send(ctx, e.status, e.body, e.headers)
-    elseif ctx.upstream_override or route.upstream_conf then
-        proxy.run(ctx, ctx.upstream_override or route.upstream_conf, pipe)
+        deliver(ctx, e.status, e.body, e.headers, e.failure)
+    elseif ctx._upstream_handler then
+        local ok, err = pcall(ctx._upstream_handler, ctx)
+        if not ok then
+            log.err("plugin ", ctx._upstream_plugin or "?", " upstream stage failed (id ", ctx.request_id, "): ", err)
+            if r.resp_started ~= 0 and r.resp_done == 0 then
+                C.sl_resp_abort(r) -- a stream was under way: cut it, never end it as if it were whole
+            else
+                send_error(ctx, 500, "internal error (id " .. ctx.request_id .. ")")
+            end
+        elseif r.resp_started == 0 and r.client_gone == 0 then
+            local e = ctx.exit -- the handler returned sluice.response.exit(...)
+            if e then
+                deliver(ctx, e.status, e.body, e.headers)
+            else
+                send_error(ctx, 502, "route " .. route.id .. ": the upstream stage sent no response")
+            end
+        end
+    elseif route.upstream_conf then
+        proxy.run(ctx, route.upstream_conf)
     else
-        send(ctx, 502, error_body(502, "route " .. route.id .. " has no upstream and no plugin answered"))
+        send_error(ctx, 502, "route " .. route.id .. " has no upstream and no plugin answered")
     end
     run_log(ctx, pipe)
 end

@@ -8,7 +8,7 @@
 --       - {provider: claude, weight: 1, priority: 1, model: claude-haiku, groups: [default, fast]}
 --     rules: [{name: code, prompt: "(?i)\\b(python|function|stack trace)\\b", group: code}]
 --     retries: 2
---     fallback_on: [error, timeout, "429", "5xx"]
+--     fallback_on: [error, timeout, 429, 5xx]
 --     fallback: {group: cheap}      # or {response: "Busy, try later."} or {status: 503, retry_after: 5}
 --
 -- Calls go through sluice.ai.proxy (the ai-proxy runtime) in its defer_errors mode: a failure before anything
@@ -18,7 +18,8 @@
 -- sluice.ai.qos. See docs/ai-proxy-multi.md.
 --
 -- Files: this one (schema, check, access, init_worker); routing.lua (runtime per conf, rules, target pick);
--- attempts.lua (the proxy stage: attempts, fallback, degradation); health.lua (active health checks).
+-- attempts.lua (the upstream stage, taken over with sluice.upstream.take_over: attempts, fallback,
+-- degradation); health.lua (active health checks).
 local sluice = require("sluice")
 local ai_proxy = require("sluice.ai.proxy")
 local common = require("sluice.ai.common")
@@ -28,7 +29,7 @@ local health = require("ai-proxy-multi.health")
 
 local request, response, re = sluice.request, sluice.response, sluice.re
 local type, pairs, ipairs, tostring, pcall = type, pairs, ipairs, tostring, pcall
-local find, sort = string.find, table.sort
+local sort = table.sort
 local now_s = sluice.now
 local runtime, match_rule, class_of, pick, serves = routing.runtime, routing.match_rule, routing.class_of,
     routing.pick, routing.serves
@@ -38,7 +39,9 @@ local strs = { type = "array", items = str }
 local header_name = { type = "string", minLength = 1, format = "header_name" }
 -- `ref`: names another config entity; the config checker refuses a name that is not defined
 local group_refs = { type = "array", items = { type = "string", ref = "consumer_groups" } }
-local pos = { type = "number", exclusiveMinimum = 0, maximum = 3600 }
+-- durations: seconds, or "500ms", "20s", "1m" (plain seconds after validation)
+local pos = { type = "duration", exclusiveMinimum = 0, maximum = 3600 }
+local function dur(lo, hi, default) return { type = "duration", minimum = lo, maximum = hi, default = default } end
 local timeout = {
     type = "object",
     additionalProperties = false,
@@ -91,33 +94,36 @@ local schema = {
         },
         default_group = { type = "string", minLength = 1, default = "default" },
         retries = { type = "integer", minimum = 0, maximum = 10, default = 2 },
-        fallback_on = { type = "array", items = { type = "string", pattern = "^[1-5x%dertimouc]+$" },
-                        default = { "error", "timeout", "429", "5xx" } },
+        -- error, timeout, a status (429 or "429": 429 after validation) or a class ("5xx")
+        fallback_on = { type = "array", items = { anyOf = { { enum = { "error", "timeout" } },
+                                                            { type = "status", classes = true } } },
+                        default = { "error", "timeout", 429, "5xx" } },
         backoff = {
             type = "object", additionalProperties = false, default = {},
             properties = {
-                base = { type = "number", minimum = 0, maximum = 60, default = 0.02 },
-                max = { type = "number", minimum = 0, maximum = 60, default = 1 },
-                retry_after_max = { type = "number", minimum = 0, maximum = 3600, default = 2 },
-                cooldown_max = { type = "number", minimum = 0, maximum = 3600, default = 60 },
+                base = dur(0, 60, 0.02),
+                max = dur(0, 60, 1),
+                retry_after_max = dur(0, 3600, 2),
+                cooldown_max = dur(0, 3600, 60),
             },
         },
         timeout = timeout,
         -- the largest line or event accepted in a provider's stream (bytes); past it the stream ends with an error
-        max_event_size = { type = "integer", minimum = 1024, maximum = 1073741824, default = 1048576 },
+        max_event_size = { type = "size", minimum = 1024, maximum = 1073741824, default = 1048576 },
         fallback = {
             type = "object", additionalProperties = false,
-            properties = { group = str, response = { type = "string" }, status = { enum = { 429, 502, 503, 504 } },
-                           retry_after = { type = "number", minimum = 0, maximum = 86400 } },
+            properties = { group = str, response = { type = "string" },
+                           status = { type = "status", enum = { 429, 502, 503, 504 } },
+                           retry_after = dur(0, 86400) },
         },
         breaker = {
             type = "object", additionalProperties = false, default = {},
             properties = {
                 failures = { type = "integer", minimum = 0, default = 5 },
                 ratio = { type = "number", minimum = 0, maximum = 1, default = 0 },
-                window = { type = "number", exclusiveMinimum = 0, default = 10 },
+                window = { type = "duration", exclusiveMinimum = 0, maximum = 86400, default = 10 },
                 min_requests = { type = "integer", minimum = 1, default = 10 },
-                open_for = { type = "number", exclusiveMinimum = 0, default = 30 },
+                open_for = { type = "duration", exclusiveMinimum = 0, maximum = 86400, default = 30 },
                 half_open_requests = { type = "integer", minimum = 1, default = 1 },
                 successes = { type = "integer", minimum = 1, default = 1 },
             },
@@ -125,8 +131,8 @@ local schema = {
         health_check = {
             type = "object", additionalProperties = false,
             properties = {
-                interval = { type = "number", minimum = 0.1, default = 5 },
-                timeout = { type = "number", exclusiveMinimum = 0, default = 2 },
+                interval = { type = "duration", minimum = 0.1, maximum = 86400, default = 5 },
+                timeout = { type = "duration", exclusiveMinimum = 0, maximum = 3600, default = 2 },
                 -- GET this path on the provider's host instead of a 1-token chat request
                 path = { type = "string", format = "uri_path" },
                 healthy = { type = "integer", minimum = 1, default = 2 },
@@ -140,9 +146,9 @@ local schema = {
                 header = header_name, -- a trusted header carrying the class (an integer)
                 consumer_groups = { type = "object", additionalProperties = { type = "integer" },
                                     propertyNames = { type = "string", ref = "consumer_groups" } },
-                queue_timeout = { type = "number", exclusiveMinimum = 0, default = 1 },
+                queue_timeout = { type = "duration", exclusiveMinimum = 0, maximum = 3600, default = 1 },
                 max_queue = { type = "integer", minimum = 0, default = 100 },
-                shed_status = { enum = { 429, 503 }, default = 503 },
+                shed_status = { type = "status", enum = { 429, 503 }, default = 503 },
             },
         },
         shared_dict = { type = "string", minLength = 1, default = "sluice", ref = "shared_dicts" },
@@ -152,9 +158,7 @@ local schema = {
 
 local _M = { name = "ai-proxy-multi", version = "1.0", priority = 1040, schema = schema }
 
-local FALLBACK_ON = { error = true, timeout = true }
-
---- Config checks after the schema: unique target names, known groups, valid regexes and fallback_on entries.
+--- Config checks after the schema: unique target names, known groups, valid regexes (fallback_on: the schema).
 function _M.check(conf)
     local names, groups = {}, {}
     for i, t in ipairs(conf.targets) do
@@ -192,18 +196,13 @@ function _M.check(conf)
         ok, err = need_group(conf.fallback.group, "fallback.group")
         if not ok then return nil, err end
     end
-    for i, f in ipairs(conf.fallback_on or {}) do
-        if not (FALLBACK_ON[f] or find(f, "^[1-5]xx$") or find(f, "^[1-5]%d%d$")) then
-            return nil, "fallback_on[" .. i .. "]: expected error, timeout, a status (429) or a class (5xx)"
-        end
-    end
     return true
 end
 
 _M.runtime = runtime
 _M.prompt_text = routing.prompt_text
 _M.match_rule = match_rule
-_M.upstream = attempts.upstream
+_M.run = attempts.run
 
 ---------------------------------------------------------------------------------------------------------------
 -- access
@@ -275,7 +274,7 @@ function _M.access(conf, ctx)
     if conf.response_headers and m.rule then
         response.set_header("x-sluice-rule", m.rule, ctx)
     end
-    ctx.upstream_override = _M.upstream
+    sluice.upstream.take_over(attempts.run, ctx)
 end
 
 function _M.init_worker()

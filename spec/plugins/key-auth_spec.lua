@@ -19,7 +19,8 @@ describe("key-auth", function()
         local conf = assert(unit.validate(plugin, {}))
         assert.is_false(conf.anonymous)
         assert.is_true(conf.hide_credentials)
-        local _, _, path = unit.validate(plugin, { anonymous = "yes" })
+        assert.is_true(assert(unit.validate(plugin, { anonymous = "yes" })).anonymous) -- YAML's yes/no/on/off
+        local _, _, path = unit.validate(plugin, { anonymous = "maybe" })
         assert.equal("anonymous", path)
     end)
 

@@ -28,8 +28,6 @@
 //                        next request arrives: kept-alive connections the gateway holds have gone stale
 //   /seen?p=PATH         200 {"n": requests received for PATH (counted even when left unanswered)}
 //   /open                200 {"open": connections open now, this one excluded}
-//   /emptyname?size=S    a 200 whose first header has an empty name (": " then S bytes of value)
-//   /empty               a 200 with Content-Length: 0, its head in one write with nothing after it
 'use strict';
 const net = require('net');
 const fs = require('fs');
@@ -109,17 +107,29 @@ function respond(sock, state, method, path, headers, body) {
       const b = JSON.stringify({ open: open.size - 1 });
       return sock.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${b.length}\r\n${ka}\r\n${b}`);
     }
-    case '/emptyname':
-      return sock.write(`HTTP/1.1 200 OK\r\n: ${'e'.repeat(parseInt(arg(q, 'size', '100'), 10))}\r\n` +
-        `Content-Length: 2\r\n${ka}\r\nok`);
-    case '/empty':
-      return sock.write(`HTTP/1.1 200 OK\r\nContent-Length: 0\r\n${ka}\r\n`);
     case '/slowbody':
       sock.write('HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n');
       return setTimeout(() => sock.write('late'), 5000);
     case '/truncated':
       sock.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n');
       return setTimeout(() => sock.end(), 50);
+    case '/noname': // a first header field with an empty name (llhttp lets it through)
+      return sock.write(`HTTP/1.1 200 OK\r\n: ${'n'.repeat(3000)}\r\nContent-Length: 2\r\n${ka}\r\nok`);
+    case '/noname2': // ... and one after a field whose value was empty
+      return sock.write(`HTTP/1.1 200 OK\r\nX-Empty:\r\n: stray\r\nContent-Length: 2\r\n${ka}\r\nok`);
+    case '/trailers': { // many trailer fields after a chunked body: more than the head's own header bytes
+      let t = '';
+      for (let i = 0; i < 100; i++) t += `X-Trailer-${i}: ${'t'.repeat(200)}\r\n`;
+      return sock.write(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Multi: a\r\n${ka}\r\n` +
+        `5\r\nhello\r\n0\r\n${t}\r\n`);
+    }
+    case '/hugetrailers': { // trailers past the 64 KiB cap of a head
+      let t = '';
+      for (let i = 0; i < 100; i++) t += `X-Trailer-${i}: ${'t'.repeat(1000)}\r\n`;
+      return sock.write(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n${ka}\r\n5\r\nhello\r\n0\r\n${t}\r\n`);
+    }
+    case '/empty': // a keep-alive answer with an empty body, the head ending where the write ends
+      return sock.write(`HTTP/1.1 200 OK\r\nX-Empty-Body: yes\r\nContent-Length: 0\r\n${ka}\r\n`);
     case '/badstatus':
       return sock.write('HTTP/1.1 abc Nope\r\nContent-Length: 0\r\n\r\n');
     case '/hugeheaders': {
@@ -190,4 +200,4 @@ const server = net.createServer((sock) => {
     }
   });
 });
-server.listen(0, '127.0.0.1', () => fs.writeFileSync(portFile, String(server.address().port)));
+server.listen(Number(process.env.SLUICE_SPEC_PORT || 0), '127.0.0.1', () => fs.writeFileSync(portFile, String(server.address().port)));

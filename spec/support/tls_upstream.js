@@ -30,4 +30,4 @@ const server = https.createServer({ cert: fs.readFileSync(cert), key: fs.readFil
   });
 });
 server.on('secureConnection', (s) => { s.sl_id = ++seq; });
-server.listen(0, '127.0.0.1', () => fs.writeFileSync(portFile, String(server.address().port)));
+server.listen(Number(process.env.SLUICE_SPEC_PORT || 0), '127.0.0.1', () => fs.writeFileSync(portFile, String(server.address().port)));

@@ -56,7 +56,7 @@ const server = http.createServer((req, res) => {
 server.on('connection', (s) => { s.sl_id = ++connSeq; });
 server.keepAliveTimeout = 60000;
 server.requestTimeout = 0;
-server.listen(0, '127.0.0.1', () => {
+server.listen(Number(process.env.SLUICE_SPEC_PORT || 0), '127.0.0.1', () => {
   fs.writeFileSync(portFile + '.tmp', String(server.address().port));
   fs.renameSync(portFile + '.tmp', portFile);
 });

@@ -1,4 +1,5 @@
 /* Buffers, the config snapshot store and response framing helpers. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,24 +40,39 @@ static void test_buf(void)
 
 static void test_snapshot(void)
 {
-    uint64_t version = 0, gen = 0;
-    char *json = NULL;
+    uint64_t version = 0, seen = 0, cfg = 0, code = 0;
+    char *json = NULL, err[8];
     size_t len = 0;
-    CHECK_INT(sl_snapshot_fetch(&version, &gen, &json, &len), 0); /* nothing published yet */
+    CHECK_INT(sl_snapshot_fetch(&version, &json, &len), 0); /* nothing published yet */
     sl_snapshot_on_publish(on_publish);
-    CHECK_INT(sl_snapshot_publish("{\"a\":1}", 7, 0), 1);
+    CHECK_INT(sl_snapshot_publish("{\"a\":1}", 7), 1);
     CHECK_INT(notified, 1);
-    CHECK_INT(sl_snapshot_fetch(&version, &gen, &json, &len), 1);
+    CHECK_INT(sl_snapshot_fetch(&version, &json, &len), 1);
     CHECK_INT(version, 1);
-    CHECK_INT(gen, 0);
     CHECK_STR(json, "{\"a\":1}");
     free(json);
-    CHECK_INT(sl_snapshot_fetch(&version, &gen, &json, &len), 0); /* same version: nothing to do */
-    CHECK_INT(sl_snapshot_publish("{}", 2, 1), 2);
-    CHECK_INT(sl_snapshot_fetch(&version, &gen, &json, &len), 1);
-    CHECK_INT(gen, 1); /* plugin reload asked */
+    CHECK_INT(sl_snapshot_fetch(&version, &json, &len), 0); /* same version: nothing to do */
+    CHECK_INT(sl_snapshot_publish("{}", 2), 2);
+    CHECK_INT(sl_snapshot_fetch(&version, &json, &len), 1);
     CHECK_INT(len, 2);
     free(json);
+    CHECK_INT(sl_snapshot_next_code_version(), 1);
+    CHECK_INT(sl_snapshot_next_code_version(), 2);
+    /* worker reports: none yet, then the last one wins; errors are truncated; ids out of range refused */
+    CHECK_INT(sl_snapshot_report_get(3, &seen, &cfg, &code, err, sizeof(err)), 0);
+    sl_snapshot_report(3, 2, 1, 1, "refused: a long reason");
+    CHECK_INT(sl_snapshot_report_get(3, &seen, &cfg, &code, err, sizeof(err)), 1);
+    CHECK_INT(seen, 2);
+    CHECK_INT(cfg, 1);
+    CHECK_INT(code, 1);
+    CHECK_STR(err, "refused");
+    sl_snapshot_report(3, 2, 2, 2, NULL);
+    CHECK_INT(sl_snapshot_report_get(3, &seen, &cfg, &code, err, sizeof(err)), 1);
+    CHECK_INT(cfg, 2);
+    CHECK_STR(err, "");
+    sl_snapshot_report(SL_SNAPSHOT_MAX_WORKERS, 1, 1, 1, "x"); /* ignored */
+    CHECK_INT(sl_snapshot_report_get(SL_SNAPSHOT_MAX_WORKERS, &seen, &cfg, &code, err, sizeof(err)), -EINVAL);
+    CHECK_INT(sl_snapshot_report_get(-1, &seen, &cfg, &code, err, sizeof(err)), -EINVAL);
     sl_snapshot_on_publish(NULL);
     sl_snapshot_close();
 }

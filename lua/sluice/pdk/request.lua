@@ -221,6 +221,13 @@ function _M.get_client_ip(ctx)
     return ffi_string(r.client_ip, r.client_ip_len)
 end
 
+--- True once the client has gone away (closed or reset its connection): nobody will read an answer, so work
+--- meant for it (retries, waits, a long upstream call) can stop.
+function _M.client_gone(ctx)
+    ctx = ctx or get_ctx()
+    return ctx.req.client_gone ~= 0
+end
+
 --- Request id as 16 hex digits (also in the access log).
 function _M.get_id(ctx)
     ctx = ctx or get_ctx()
