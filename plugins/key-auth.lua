@@ -14,7 +14,7 @@
 -- Runs in rewrite at priority 2500: before every prompt plugin, so they can read ctx.consumer.
 local sluice = require("sluice")
 
-local type, ipairs, find, sub, gsub = type, ipairs, string.find, string.sub, string.gsub
+local ipairs, find, sub, gsub = ipairs, string.find, string.sub, string.gsub
 local request = sluice.request
 
 local _M = {

@@ -10,7 +10,7 @@
 local ffi = require("ffi")
 local bit = require("bit")
 
-local byte, char, fmt, concat = string.byte, string.char, string.format, table.concat
+local byte, fmt = string.byte, string.format
 local band, bxor, rshift, tobit = bit.band, bit.bxor, bit.rshift, bit.tobit
 
 pcall(ffi.cdef, [[

@@ -12,8 +12,8 @@ local wrr = require("sluice.wrr")
 local cjson = require("cjson.safe")
 
 local C = base.C
-local ffi_string, lower, pairs, type, pcall, concat = ffi.string, string.lower, pairs, type, pcall, table.concat
-local yield, sub, find, tostring, gmatch = coroutine.yield, string.sub, string.find, tostring, string.gmatch
+local ffi_string, lower, pairs, type, concat = ffi.string, string.lower, pairs, type, table.concat
+local yield, sub, gmatch = coroutine.yield, string.sub, string.gmatch
 local header_lines, run_header_filter, run_body_filter = response.header_lines, response.run_header_filter,
     response.run_body_filter
 local write_client, send_error, uperr_text = response.write_client, response.send_error, base.uperr_text

@@ -5,7 +5,6 @@ local base = require("sluice.pdk.base")
 local config = require("sluice.config")
 local plugins = require("sluice.plugins")
 local router_mod = require("sluice.router")
-local request = require("sluice.pdk.request")
 local response = require("sluice.pdk.response")
 local timer = require("sluice.pdk.timer")
 local log = require("sluice.pdk.log")
@@ -16,7 +15,7 @@ local C = base.C
 local ctxs = base.ctxs
 local ffi_string, ffi_copy = ffi.string, ffi.copy
 local pairs, ipairs, type, pcall, tostring, tonumber, sort = pairs, ipairs, type, pcall, tostring, tonumber, table.sort
-local running, format, min, gmatch = coroutine.running, string.format, math.min, string.gmatch
+local running, format, gmatch = coroutine.running, string.format, string.gmatch
 local deliver, send_error, error_body = response.deliver, response.send_error, response.error_body
 
 local PHASES = { "rewrite", "access", "header_filter", "body_filter", "log" }

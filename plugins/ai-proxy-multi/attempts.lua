@@ -136,7 +136,7 @@ local function run(ctx)
     if conf.fallback and conf.fallback.group and conf.fallback.group ~= m.group then
         groups[2] = conf.fallback.group
     end
-    local attempts, first, last, last_t, wait = 0, nil, nil, nil, nil
+    local attempts, first, last, wait = 0, nil, nil, nil
     local t = m.first
     for gi = 1, #groups do
         local g = rt.groups[groups[gi]]
@@ -240,7 +240,7 @@ local function run(ctx)
                 end
                 rt.br:record(t.key, false, done, m.probe)
                 g.bal:failed(t, done)
-                last, last_t = fail, t
+                last = fail
                 t = nil
             end
         end

@@ -24,7 +24,6 @@ local upstream = require("sluice.ai.upstream")
 local request = require("sluice.pdk.request")
 local response = require("sluice.pdk.response")
 local base = require("sluice.pdk.base")
-local log = require("sluice.pdk.log")
 local common = require("sluice.ai.common")
 local usage = require("sluice.ai.usage")
 local stream_mod = require("sluice.ai.stream")
@@ -279,12 +278,13 @@ local function send_error(ctx, ai, status, message, typ, code, retry_after)
 end
 _M.send_error = send_error
 
-local function upstream_failed(ctx, ai, p)
+-- why: what failed when the exchange itself did not (p.error 0: e.g. a body over the size bound)
+local function upstream_failed(ctx, ai, p, why)
     if p.error == UPERR_CLIENT_GONE or ctx.req.client_gone ~= 0 then
         finish_usage(ctx, ai, nil, 499)
         return
     end
-    local msg = "upstream " .. upstream.error_text(p.error)
+    local msg = "upstream " .. (p.error ~= 0 and upstream.error_text(p.error) or why or "failed")
     local status = p.error == UPERR_TIMEOUT and 504 or 502
     if ai.defer_errors then -- nothing reached the client: the caller may try elsewhere
         return false, { kind = p.error == UPERR_TIMEOUT and "timeout" or "error", status = status, message = msg }
@@ -296,7 +296,7 @@ end
 local function non_stream(ctx, ai, p)
     local body, err = upstream.read_all(ctx, p, MAX_RESPONSE)
     if not body then
-        return upstream_failed(ctx, ai, p)
+        return upstream_failed(ctx, ai, p, err)
     end
     ai.first_byte = true
     local d, out, u = ai.driver, nil, nil

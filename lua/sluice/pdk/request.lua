@@ -185,9 +185,9 @@ function _M.get_json(ctx)
     elseif body == "" then
         return nil, "empty body"
     end
-    local t, err = cjson.decode(body)
+    local t, jerr = cjson.decode(body)
     if t == nil then
-        return nil, "invalid JSON: " .. tostring(err)
+        return nil, "invalid JSON: " .. tostring(jerr)
     end
     ctx.json = t
     return t

@@ -118,7 +118,7 @@ function dict.get(self, key)
         end
         return nil, ERRORS[rc] or ("error " .. rc)
     end
-    local t, value = type_p[0], nil
+    local t, value = type_p[0]
     if t == T_STRING then
         value = ffi_string(buf, size_p[0])
     elseif t == T_NUMBER then
