@@ -24,6 +24,7 @@ static struct {
     sl_upconn_t *connecting;
     sl_buf_t sent; /* what the exchange wrote, over all connections */
     int opens, fresh_opens, released, reusable, holds, unholds;
+    int queue_writes; /* writes are queued (0) instead of taken at once: up_written completes them */
     double armed;
 } up;
 
@@ -56,10 +57,20 @@ static sl_upconn_t *f_open(sl_worker_t *w, const sl_uptarget_t *t, const sl_upco
 
 static int f_writev(sl_upconn_t *uc, const uv_buf_t *bufs, unsigned n)
 {
-    (void)uc;
     for (unsigned i = 0; i < n; i++)
         sl_buf_append(&up.sent, bufs[i].base, bufs[i].len);
-    return 1;
+    if (!up.queue_writes)
+        return 1;
+    uc->pending_writes++;
+    return 0;
+}
+
+/* The queued writes went out. */
+static void up_written(void)
+{
+    sl_upconn_t *uc = up.uc;
+    uc->pending_writes = 0;
+    uc->ops->written(uc, 0);
 }
 
 static void f_arm(sl_upconn_t *uc, double seconds)
@@ -623,6 +634,67 @@ static void test_pass_backpressure(void)
     sl_memconn_free(m, &W.loop);
 }
 
+/* A body over body_buffer_size goes upstream as it arrives (SL_PROXY_STREAM): with the client's length, or
+ * re-framed as chunks; one write at a time, the client not read while 128 KiB wait. */
+static void test_streamed_body(void)
+{
+    for (int chunked = 0; chunked < 2; chunked++) {
+        up_reset();
+        pmode = SL_PROXY_PASS;
+        pflags = SL_PROXY_STREAM;
+        size_t size = 300000;
+        sl_buf_t in = {0};
+        char head[160];
+        snprintf(head, sizeof(head), "POST /up HTTP/1.1\r\nHost: gw\r\n%s\r\n\r\n",
+                 chunked ? "Transfer-Encoding: chunked" : "Content-Length: 300000");
+        sl_buf_appends(&in, head);
+        static char piece[10000];
+        memset(piece, 'b', sizeof(piece));
+        for (size_t k = 0; k < size / sizeof(piece); k++) {
+            if (chunked)
+                sl_buf_appends(&in, "2710\r\n");
+            sl_buf_append(&in, piece, sizeof(piece));
+            if (chunked)
+                sl_buf_appends(&in, "\r\n");
+        }
+        if (chunked)
+            sl_buf_appends(&in, "0\r\n\r\n");
+        nresumed = ended = last_error = 0;
+        sl_memconn_t *m = sl_memconn_open(&W, &stub);
+        m->piece = 16384;
+        sl_memconn_send(m, in.base, in.len);
+        phead = "POST /up HTTP/1.1\r\nHost: up.test\r\n";
+        run(m);
+        CHECK(cur != NULL && cur->body_pending); /* handled before its body ended */
+        up.queue_writes = 1;
+        up_ready(0);
+        run(m);
+        CHECK(m->in_pos < m->in.len); /* one write waits upstream: the client is not read on */
+        for (int i = 0; i < 200 && up.uc && up.uc->pending_writes; i++) {
+            up_written();
+            run(m);
+        }
+        CHECK_INT(m->in_pos, m->in.len);
+        const char *body = memmem(up.sent.base, up.sent.len, "\r\n\r\n", 4);
+        CHECK(body != NULL);
+        CHECK(has(&up.sent, chunked ? "Transfer-Encoding: chunked\r\n" : "Content-Length: 300000\r\n"));
+        if (chunked) {
+            CHECK(up.sent.len > size && memcmp(up.sent.base + up.sent.len - 5, "0\r\n\r\n", 5) == 0);
+        } else {
+            CHECK_INT(up.sent.base + up.sent.len - (body + 4), size);
+        }
+        up_sends("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        run(m);
+        CHECK(has(&m->out, "\r\n\r\nok"));
+        CHECK_INT(ended, 1);
+        CHECK_INT(up.reusable, 1);
+        sl_buf_free(&in);
+        pflags = 0;
+        phead = "GET /x HTTP/1.1\r\nHost: up.test\r\n";
+        sl_memconn_free(m, &W.loop);
+    }
+}
+
 int main(void)
 {
     sl_settings_defaults();
@@ -640,6 +712,7 @@ int main(void)
     test_timeout_and_connect_error();
     test_client_leaves();
     test_pass_backpressure();
+    test_streamed_body();
     up_reset();
     for (int i = 0; i < 4; i++)
         uv_run(&W.loop, UV_RUN_NOWAIT); /* the proxies' close callbacks */
