@@ -11,145 +11,18 @@
 #include "memconn.h"
 #include "server/settings.h"
 #include "test.h"
+#include "fakeup.h"
 #include "upstream/pool.h"
 #include "upstream/proxy.h"
 
 static sl_worker_t W;
 
-/* ---- fake upstream connections ---- */
-
-static struct {
-    sl_upconn_t *uc;   /* in use by the exchange */
-    sl_upconn_t *idle; /* pooled (one is enough here) */
-    sl_upconn_t *connecting;
-    sl_buf_t sent; /* what the exchange wrote, over all connections */
-    int opens, fresh_opens, released, reusable, holds, unholds;
-    int queue_writes; /* writes are queued (0) instead of taken at once: up_written completes them */
-    double armed;
-} up;
-
-static sl_upconn_t *f_open(sl_worker_t *w, const sl_uptarget_t *t, const sl_upconn_ops_t *ops, void *owner,
-                           int fresh)
-{
-    (void)t;
-    up.opens++;
-    sl_upconn_t *uc = NULL;
-    if (!fresh && up.idle) {
-        uc = up.idle;
-        up.idle = NULL;
-        uc->reused = 1;
-    } else {
-        up.fresh_opens += fresh;
-        uc = calloc(1, sizeof(*uc));
-        uc->rcap = 1 << 20;
-        uc->rbuf = malloc(uc->rcap);
-        uc->w = w;
-    }
-    uc->owner = owner;
-    uc->ops = ops;
-    up.uc = uc;
-    if (uc->reused)
-        ops->ready(uc, 0, NULL); /* as the pool does for an idle connection */
-    else
-        up.connecting = uc; /* ready when the test says */
-    return uc;
-}
-
-static int f_writev(sl_upconn_t *uc, const uv_buf_t *bufs, unsigned n)
-{
-    for (unsigned i = 0; i < n; i++)
-        sl_buf_append(&up.sent, bufs[i].base, bufs[i].len);
-    if (!up.queue_writes)
-        return 1;
-    uc->pending_writes++;
-    return 0;
-}
-
-/* The queued writes went out. */
-static void up_written(void)
-{
-    sl_upconn_t *uc = up.uc;
-    uc->pending_writes = 0;
-    uc->ops->written(uc, 0);
-}
-
-static void f_arm(sl_upconn_t *uc, double seconds)
-{
-    (void)uc;
-    up.armed = seconds;
-}
-
-static void f_read_start(sl_upconn_t *uc)
-{
-    uc->reading = 1;
-}
-
-static void f_hold(sl_upconn_t *uc)
-{
-    uc->reading = 0;
-    up.holds++;
-}
-
-static int f_unhold(sl_upconn_t *uc)
-{
-    int was = uc->reading;
-    uc->reading = 1;
-    up.unholds += !was;
-    return !was;
-}
-
-static void f_free(sl_upconn_t *uc)
-{
-    free(uc->rbuf);
-    free(uc);
-}
-
-static void f_release(sl_upconn_t *uc, int reusable, int max, double idle)
-{
-    (void)max;
-    (void)idle;
-    up.released++;
-    up.reusable = reusable;
-    if (up.uc == uc)
-        up.uc = NULL;
-    uc->owner = NULL;
-    uc->rpos = uc->rlen = 0;
-    if (reusable && up.idle == NULL)
-        up.idle = uc;
-    else
-        f_free(uc);
-}
-
-static const sl_upnet_t fake_net = {.open = f_open,
-                                    .writev = f_writev,
-                                    .arm = f_arm,
-                                    .read_start = f_read_start,
-                                    .hold = f_hold,
-                                    .unhold = f_unhold,
-                                    .release = f_release};
-
-/* The pending connection is ready (or failed to open). */
-static void up_ready(int error)
-{
-    sl_upconn_t *uc = up.connecting;
-    up.connecting = NULL;
-    if (error) {
-        up.uc = NULL;
-        uc->ops->ready(uc, error, "refused");
-        f_free(uc);
-    } else {
-        uc->ops->ready(uc, 0, NULL);
-    }
-}
-
-/* The upstream sends bytes (then they are parsed as far as the owner takes them). */
-static void up_send(const char *s, size_t n)
-{
-    sl_upconn_t *uc = up.uc;
-    memcpy(uc->rbuf + uc->rlen, s, n);
-    uc->rlen += n;
-    uc->ops->read(uc, (ssize_t)n);
-}
+/* the fake upstream connections (tests/support/fakeup.c) */
+#define up sl_fakeup
+#define up_ready sl_fakeup_ready
+#define up_written sl_fakeup_written
+#define up_send sl_fakeup_send
+#define up_reset sl_fakeup_reset
 
 static void up_sends(const char *s)
 {
@@ -289,14 +162,6 @@ static void run(sl_memconn_t *m)
 static int has(const sl_buf_t *b, const char *needle)
 {
     return b->base && memmem(b->base, b->len, needle, strlen(needle)) != NULL;
-}
-
-static void up_reset(void)
-{
-    if (up.idle)
-        f_free(up.idle);
-    sl_buf_free(&up.sent);
-    memset(&up, 0, sizeof(up));
 }
 
 static const char *GET = "GET /x HTTP/1.1\r\nHost: gw\r\n\r\n";
@@ -699,7 +564,7 @@ int main(void)
 {
     sl_settings_defaults();
     uv_loop_init(&W.loop);
-    sl__pool(&W)->net = &fake_net;
+    sl__pool(&W)->net = &sl_fakeup_net;
     test_pass();
     test_pass_chunked_reframed();
     test_filter();
