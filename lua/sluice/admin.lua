@@ -5,6 +5,7 @@
 --   PUT    /admin/{kind}/{id}       create (201) or replace (200)
 --   DELETE /admin/{kind}/{id}       delete (409 while other entities still use it)
 --   GET|PUT /admin/global_plugins, GET /admin/plugins, POST /admin/plugins/reload, GET /admin/status
+--   GET|DELETE /admin/cache[/routes/ID | /keys/KEY]   ai-cache: what it holds, purges (sluice.admin.cache)
 --
 -- A change is checked twice (the entity alone, then the whole new document), written to the state file,
 -- and only then published to every worker. Publishing is asynchronous, so the last document published here
@@ -444,6 +445,9 @@ function _M.handle(ctx)
     end
     local method = ctx.method
     local path = (ctx.path or ""):gsub("%?.*$", "")
+    if path == "/admin/cache" or path:sub(1, 13) == "/admin/cache/" then -- ai-cache's purges
+        return require("sluice.admin.cache").handle(method, path)
+    end
     local a, b, c = path:match("^/admin/([^/]+)/?([^/]*)/?([^/]*)$")
     if not a then return fail(404, "not found: " .. path) end
     if c ~= "" then
