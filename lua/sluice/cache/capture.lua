@@ -67,7 +67,7 @@ local function finish(t, rec, allow_tools)
     if type(nn(t.usage)) ~= "table" then
         t.usage = record_usage(rec)
     end
-    return json_encode(t)
+    return (json_encode(t))
 end
 
 --- Canonical chunks -> a chat.completion table, or nil, why (no finish reason: not a whole answer).
