@@ -236,7 +236,7 @@ function _M.sync(dicts)
     if err then
         return nil, err
     end
-    seq = tonumber(seq)
+    seq = tonumber(seq) or 0 -- no log yet: its first entry will be 1
     for d, namespaces in pairs(dicts) do
         if seq then -- key purges first: a node too far behind starts over (below, generations are copied anew)
             local last = d:get("s:pseq")
