@@ -222,6 +222,13 @@ local function upstream_stage(ctx)
             local d, wait = rt.dict, conf.coalesce_timeout
             if coalesce.acquire(d, cs.key, wait) then
                 cs.leader = true
+                -- a leader that finished between our lookup and the lock (the semantic step yields, a log phase
+                -- stores after its client got the answer): its entry is in L1 now
+                local value = store.get_l1(rt.st, cs.key)
+                if value and serve_hit(ctx, cs, value, "l1", "exact", cs.key) then
+                    coalesce.release(d, cs.key, true)
+                    return
+                end
             else
                 local r = coalesce.wait(d, cs.key, wait, ctx)
                 if r == "gone" then

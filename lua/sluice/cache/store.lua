@@ -56,19 +56,30 @@ local function unpack_value(v, flags, max_size)
     return zip.inflate(v, flags)
 end
 
+--- The value stored under key in L1, or nil (no yield).
+function _M.get_l1(st, key)
+    if not st.l1 then
+        return nil
+    end
+    local d = st.dict
+    local v, flags = d:get("e:" .. key)
+    if v then
+        local out = unpack_value(v, flags, st.max_size)
+        if out then
+            return out
+        end
+        d:delete("e:" .. key)
+    end
+    return nil
+end
+
 --- The value stored under key and where it was found ("l1" | "l2"), or nil. An L2 hit is copied into L1 (with the
 --- rest of its TTL). Corrupt entries are deleted and count as misses. Yields for L2.
 function _M.get(st, key)
     local d = st.dict
-    if st.l1 then
-        local v, flags = d:get("e:" .. key)
-        if v then
-            local out = unpack_value(v, flags, st.max_size)
-            if out then
-                return out, "l1"
-            end
-            d:delete("e:" .. key)
-        end
+    local hit = _M.get_l1(st, key)
+    if hit then
+        return hit, "l1"
     end
     if not st.l2 then
         return nil
