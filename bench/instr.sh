@@ -3,7 +3,9 @@
 # what else the machine is doing, for A/B of a change on a shared machine (wall-clock runs there are noise).
 #
 #   bench/instr.sh [CASE ...]            cases: plain (default), plain-log, ai, ai-log; nginx, nginx-log (the
-#                                        nginx proxy_pass baseline of bench/run.sh, one process, for scale)
+#                                        nginx proxy_pass baseline of bench/run.sh, one process, for scale);
+#                                        ai-cache: cache-hit (L1), cache-l2 (L1 off, memcached), cache-miss and
+#                                        ai-unique (every request a different one: the miss and its baseline)
 #   SLUICE_BIN=/tmp/old/build/sluice bench/instr.sh plain      another build (its own Lua tree: the source
 #                                                              directory it was built from)
 #   REQUESTS=2000 (per case), CONNECTIONS=4
@@ -46,17 +48,25 @@ EOF
 PIDS+=($!)
 wait_port "$UP" || { echo "instr: upstream did not start" >&2; exit 2; }
 
-client() { # port path body n
+client() { # port path body n conns [unique]
   python3 - "$@" <<'PY'
-import socket, sys, threading
+import socket, sys, threading, itertools, random
 port, path, body, n, conns = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-b = body.encode()
-req = (("POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (path, len(b))).encode() + b
-       if b else ("GET %s HTTP/1.1\r\nHost: bench\r\n\r\n" % path).encode())
+unique = len(sys.argv) > 6 and sys.argv[6] == "1"
+seq, run_id = itertools.count(), random.randrange(1 << 30)
+def request():
+    b = body
+    if unique: # a different body every time: a counter in front of the first "content" string
+        at = b.index('"content":"') + 11
+        b = b[:at] + "%d-%d " % (run_id, next(seq)) + b[at:]
+    b = b.encode()
+    return (("POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (path, len(b))).encode() + b
+            if b else ("GET %s HTTP/1.1\r\nHost: bench\r\n\r\n" % path).encode())
+req = request()
 def run(k):
     s = socket.create_connection(("127.0.0.1", port)); f = s.makefile("rb")
     for _ in range(k):
-        s.sendall(req)
+        s.sendall(request() if unique else req)
         line = f.readline(); assert line.startswith(b"HTTP/1.1 200"), line
         length = 0
         while True:
@@ -68,6 +78,19 @@ def run(k):
 ts = [threading.Thread(target=run, args=(n // conns,)) for _ in range(conns)]
 [t.start() for t in ts]; [t.join() for t in ts]
 PY
+}
+
+# memcached for the cache-l2 case (one per measure: a fresh one holds nothing of the last run); sets MC_PORT and
+# MC_PID (measure runs in a $(...) subshell, whose PIDS the cleanup never sees: measure stops it itself)
+MC_PORT="" MC_PID=""
+start_memcached() {
+  local user=()
+  command -v memcached >/dev/null || { echo "instr: memcached is missing (scripts/deps.sh installs it)" >&2; exit 2; }
+  MC_PORT=$(port)
+  [[ $(id -u) == 0 ]] && user=(-u root)
+  memcached -l 127.0.0.1 -p "$MC_PORT" -U 0 -m 256 -t 1 "${user[@]}" </dev/null >/dev/null 2>&1 &
+  MC_PID=$!
+  wait_port "$MC_PORT" || { echo "instr: memcached did not start" >&2; exit 2; }
 }
 
 measure() { # case n_requests -> total instructions (Ir) of the gateway process
@@ -89,23 +112,35 @@ EOF
     valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out.$kind.$n" /usr/sbin/nginx -p "$TMP/px" \
       -e "$TMP/px/error.log" -c "$TMP/px/nginx.conf" >"$TMP/gw.log" 2>&1 &
   else
+  [[ ${kind%-log} == cache-l2 ]] && start_memcached
   {
-    echo "node: {listen: [\"127.0.0.1:$gw\"], workers: 1, log_level: warn, access_log: {path: \"$log\"}}"
+    local extra=""
+    [[ $kind == cache-* ]] && extra=", shared_dicts: {ai-cache: 256m}"
+    [[ ${kind%-log} == cache-l2 ]] && extra="$extra, memcached: {servers: [\"127.0.0.1:$MC_PORT\"]}"
+    echo "node: {listen: [\"127.0.0.1:$gw\"], workers: 1, log_level: warn, access_log: {path: \"$log\"}$extra}"
     case ${kind%-log} in
       plain) echo "routes: [{id: plain, paths: [\"/*\"], upstream: {nodes: [\"127.0.0.1:$UP\"]}}]" ;;
-      ai) echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
+      ai|ai-unique) echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}}}]" ;;
+      cache-*) # ai-proxy + ai-cache (docs/caching.md); the node line above gets the dict (and memcached)
+          local l1=true
+          [[ ${kind%-log} == cache-l2 ]] && l1=false
+          echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}, ai-cache: {scope: global, l1: $l1}}}]" ;;
     esac
   } >"$TMP/sluice.yaml"
   valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out.$kind.$n" "$SLUICE_BIN" -c "$TMP/sluice.yaml" \
     >"$TMP/gw.log" 2>&1 &
   fi
-  if [[ ${kind%-log} == ai ]]; then path=/v1/chat/completions; body=$(cat "$HERE/lib/payloads/chat.json"); fi
+  local unique=0
+  if [[ ${kind%-log} == ai* || $kind == cache-* ]]; then path=/v1/chat/completions; body=$(cat "$HERE/lib/payloads/chat.json"); fi
+  [[ ${kind%-log} == cache-miss || ${kind%-log} == ai-unique ]] && unique=1
   local vpid=$!
   wait_port "$gw" || { echo "instr: gateway did not start: $(tail -3 "$TMP/gw.log")" >&2; exit 2; }
-  client "$gw" "$path" "$body" 200 "$CONNECTIONS"   # warm-up: JIT traces, pools, caches
-  (( n > 0 )) && client "$gw" "$path" "$body" "$n" "$CONNECTIONS"
+  client "$gw" "$path" "$body" 200 "$CONNECTIONS" "$unique"   # warm-up: JIT traces, pools, caches
+  (( n > 0 )) && client "$gw" "$path" "$body" "$n" "$CONNECTIONS" "$unique"
   kill -TERM "$vpid"; wait "$vpid" 2>/dev/null || true
+  if [[ -n $MC_PID ]]; then kill "$MC_PID" 2>/dev/null || true; wait "$MC_PID" 2>/dev/null || true; fi
   callgrind_annotate "$TMP/callgrind.out.$kind.$n" 2>/dev/null | awk '/PROGRAM TOTALS/ && !d {gsub(",", "", $1); print $1; d = 1}'
 }
 

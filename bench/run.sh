@@ -325,6 +325,21 @@ start_nginx_proxy() {
   sleep 0.3
 }
 
+# ---------------------------------------------------------------- memcached (the sluice-cache-l2 case), on first use
+MC_PORT=""
+start_memcached() { # sets MC_PORT (in this shell: not from a $(...))
+  if [[ -z $MC_PORT ]]; then
+    local user=() p
+    MC_PORT=$(free_ports 1)
+    [[ $(id -u) == 0 ]] && user=(-u root)
+    command -v memcached >/dev/null || die "memcached is missing (scripts/deps.sh installs it)"
+    taskset -c "$LOAD_CPU" memcached -l 127.0.0.1 -p "$MC_PORT" -U 0 -m 256 -t 1 "${user[@]}" </dev/null \
+      >"$TMP/memcached.log" 2>&1 &
+    p=$!; PIDS+=("$p")
+    wait_port "$MC_PORT" "$p" 10 || die "memcached did not start"
+  fi
+}
+
 # ---------------------------------------------------------------- sluice
 SLUICE_STATE=unknown   # ok | missing (reason in SLUICE_REASON)
 SLUICE_REASON=""
@@ -366,6 +381,13 @@ node:
   log_level: warn
   access_log: {path: "$alog"}
 EOF
+    if [[ $kind == cache* ]]; then
+      echo "  shared_dicts: {ai-cache: 256m}"
+      if [[ $kind == cache-l2 ]]; then
+        start_memcached
+        echo "  memcached: {servers: [\"127.0.0.1:$MC_PORT\"]}"
+      fi
+    fi
     case $kind in
       plain)
         cat <<EOF
@@ -407,6 +429,28 @@ EOF
         fi
         echo "      ai-proxy: {provider: bench}"
         ;;
+      cache|cache-l2)
+        # ai-proxy + ai-cache (docs/caching.md): every request of the chat workload is the same one, so all but the
+        # first are hits (L1: this node's shared dict; cache-l2: L1 off, memcached); chat-unique makes every one a miss
+        cat <<EOF
+providers:
+  bench:
+    kind: openai-compatible
+    endpoint: "http://127.0.0.1:$target"
+    api_key: "x"
+    models: {gpt-4o-mini: gpt-4o-mini}
+routes:
+  - id: chat
+    paths: ["/v1/chat/completions"]
+    plugins:
+      ai-proxy: {provider: bench}
+EOF
+        if [[ $kind == cache-l2 ]]; then
+          echo "      ai-cache: {scope: global, l1: false}"
+        else
+          echo "      ai-cache: {scope: global}"
+        fi
+        ;;
       ai-multi1|ai-multi3)
         # ai-proxy-multi: one target, or three weighted targets (same upstream, so only routing differs)
         cat <<EOF
@@ -445,6 +489,10 @@ sluice-ai|sluice:ai|chat|nginx-chat|direct-chat
 sluice-ai-full|sluice:ai-full|chat|nginx-chat|direct-chat
 nginx-chat-log|nginx|chat-log|nginx-chat-log|direct-chat
 sluice-ai-log|sluice:ai-log|chat-log|nginx-chat-log|direct-chat
+sluice-cache-hit|sluice:cache|chat|nginx-chat|direct-chat
+sluice-cache-l2|sluice:cache-l2|chat|nginx-chat|direct-chat
+sluice-ai-unique|sluice:ai|chat-unique|nginx-chat|direct-chat
+sluice-cache-miss|sluice:cache|chat-unique|nginx-chat|direct-chat
 sluice-ai-multi1|sluice:ai-multi1|chat|nginx-chat|direct-chat
 sluice-ai-multi3|sluice:ai-multi3|chat|nginx-chat|direct-chat
 direct-stream|direct|stream|nginx-stream|direct-stream
@@ -483,11 +531,11 @@ workload_port() { # workload server -> port to hit for direct / nginx
     nginx:get-log|nginx:chat-log) echo "$P_JSON_LOG";;
     direct:*-log) workload_port "${1%-log}" "$2";;
     nginx:streams) echo "$P_STREAMS";;
-    direct:get|direct:chat) echo "$U_JSON";;
+    direct:get|direct:chat|direct:chat-unique) echo "$U_JSON";;
     direct:stream) echo "$U_SSE";;
     direct:ttft) echo "$U_PACED";;
     direct:upload|direct:upload16k) echo "$U_UPLOAD";;
-    nginx:get|nginx:chat) echo "$P_JSON";;
+    nginx:get|nginx:chat|nginx:chat-unique) echo "$P_JSON";;
     nginx:stream) echo "$P_SSE";;
     nginx:ttft) echo "$P_PACED";;
     nginx:tls) echo "$P_TLS";;
@@ -497,14 +545,14 @@ workload_port() { # workload server -> port to hit for direct / nginx
 workload_target() { # upstream port a sluice case proxies to
   case ${1%-log} in
     streams) echo "$U_STREAMS";;
-    get|chat) echo "$U_JSON";; stream) echo "$U_SSE";; ttft) echo "$U_PACED";; tls) echo "$U_TLS";;
+    get|chat|chat-unique) echo "$U_JSON";; stream) echo "$U_SSE";; ttft) echo "$U_PACED";; tls) echo "$U_TLS";;
     upload|upload16k) echo "$U_UPLOAD";;
   esac
 }
 workload_path() { case ${1%-log} in get|tls) echo /static/chat.json;; upload*) echo /v1/files/upload;; *) echo /v1/chat/completions;; esac; }
 workload_body() {
   case ${1%-log} in
-    get|tls) echo "";; chat) echo "$CHAT_BODY";; upload) echo "$UPLOAD_BODY";; upload16k) echo "$UPLOAD16K_BODY";;
+    get|tls) echo "";; chat|chat-unique) echo "$CHAT_BODY";; upload) echo "$UPLOAD_BODY";; upload16k) echo "$UPLOAD16K_BODY";;
     *) echo "$STREAM_BODY";;
   esac
 }
@@ -527,6 +575,7 @@ run_wrk() { # port workload threads conns dur_s out
   local port=$1 wl=$2 t=$3 c=$4 d=$5 out=$6 body
   body=$(workload_body "$wl")
   BENCH_METHOD=$([[ -n $body ]] && echo POST || echo GET) BENCH_BODY_FILE=$body BENCH_CTYPE=$(workload_ctype "$wl") \
+    BENCH_UNIQUE=$([[ $wl == chat-unique ]] && echo 1 || echo 0) \
     timeout $(( d + 30 )) taskset -c "$LOAD_CPU" "$WRK" -t"$t" -c"$c" -d"${d}s" --timeout 5s --latency \
     -s "$LIB/wrk_report.lua" "http://127.0.0.1:$port$(workload_path "$wl")" >"$out" 2>&1 || true
 }
