@@ -28,6 +28,7 @@ local coalesce = require("sluice.cache.coalesce")
 local capture = require("sluice.cache.capture")
 local replay = require("sluice.cache.replay")
 local routes = require("sluice.cache.routes")
+local stats = require("sluice.cache.stats")
 local semantic_step = require("ai-cache.semantic")
 
 local response, request = sluice.response, sluice.request
@@ -139,6 +140,7 @@ local function tenant_of(conf, ctx)
 end
 
 local function set_status(ctx, cs, status)
+    cs.status = status
     response.set_header(cs.conf.header, status, ctx)
     local rec = ctx.ai.usage
     if rec then rec.cache = status end
@@ -175,6 +177,7 @@ local function serve_hit(ctx, cs, value, layer, how, key)
         u = scan_usage(value)
     end
     record_hit(ctx, ai, u, layer, how)
+    cs.status = "HIT"
     response.set_header(cs.conf.header, "HIT", ctx)
     if cs.conf.expose_key then
         response.set_header(cs.conf.key_header, key, ctx)
@@ -204,14 +207,14 @@ local function upstream_stage(ctx)
     local cs = ctx.ai_cache
     local conf, ai, prev = cs.conf, ctx.ai, cs.prev
     local rt = runtime(conf, ctx)
+    local ns = conf.namespace or (ctx.route and ctx.route.id) or "-"
+    cs.rt, cs.ns = rt or nil, ns
     local why = not rt and "no shared dict" or bypass_reason(conf, ai)
     local control = cache_control(ctx)
     if why or control == "no-store" then
         set_status(ctx, cs, "BYPASS")
         return prev(ctx)
     end
-    cs.rt = rt
-    local ns = conf.namespace or (ctx.route and ctx.route.id) or "-"
     local prefix = "v1\0" .. ns .. "\0" .. store.generation(rt.dict, ns) .. "\0" .. tenant_of(conf, ctx)
     cs.key = keys.of(prefix, ai.request, ai.model, rt.ignore)
     local refresh = control == "no-cache"
@@ -275,14 +278,20 @@ function _M.body_filter(conf, ctx, chunk)
     cs.parts[n], cs.n, cs.size = chunk, n, size
 end
 
--- Stores a whole 200 answer, lets requests waiting on it go.
+-- Counts the request (sluice.cache.stats), stores a whole 200 answer, lets requests waiting on it go.
 function _M.log(conf, ctx)
     local cs = ctx.ai_cache
-    if not cs or not cs.key then
+    if not cs or not cs.rt then
         return
     end
     local ai = ctx.ai
     local rec = ai and ai.usage
+    if cs.status then
+        stats.count(cs.rt.dict, cs.ns, cs.status, rec)
+    end
+    if not cs.key then
+        return
+    end
     local d = cs.rt.dict
     local released = false
     local function ready(readable)

@@ -1,6 +1,8 @@
 -- sluice.admin.cache: the Admin API of ai-cache (docs/caching.md#purge), reached through sluice.admin.
 --
---   GET    /admin/cache                  where the cache runs: routes, namespaces, dicts (size, free), memcached
+--   GET    /admin/cache                  where the cache runs: routes, namespaces, dicts (size, free), memcached;
+--                                        per route its namespace's counters on this node (sluice.cache.stats):
+--                                        hits, misses, bypasses, refreshes, saved tokens and saved cost
 --   DELETE /admin/cache                  purge everything
 --   DELETE /admin/cache/routes/ID        purge the namespace of route ID (every route sharing it too)
 --   DELETE /admin/cache/keys/KEY         purge one entry (KEY: the x-sluice-cache-key of a response)
@@ -12,9 +14,10 @@ local cjson = require("cjson.safe")
 local base = require("sluice.pdk.base")
 local store = require("sluice.cache.store")
 local routes = require("sluice.cache.routes")
+local stats = require("sluice.cache.stats")
 local memcached = require("sluice.pdk.memcached")
 
-local type, ipairs, pairs, tostring, next = type, ipairs, pairs, tostring, next
+local ipairs, pairs, tostring, next = ipairs, pairs, tostring, next
 local format = string.format
 
 local _M = {}
@@ -54,9 +57,11 @@ local function status_body(cfg)
     for _, route in ipairs(cfg.routes or {}) do
         local conf = routes.conf_of(cfg, route)
         if conf then
-            list[#list + 1] = { route = route.id, namespace = routes.namespace(conf, route), shared_dict = conf.shared_dict,
+            local ns = routes.namespace(conf, route)
+            local d = require("sluice.pdk.shared").get(conf.shared_dict)
+            list[#list + 1] = { route = route.id, namespace = ns, shared_dict = conf.shared_dict,
                                 scope = conf.scope, ttl = conf.ttl, l2 = conf.l2 and routes.has_memcached(cfg),
-                                semantic = conf.semantic ~= nil }
+                                semantic = conf.semantic ~= nil, stats = d and stats.read(d, ns) or nil }
             dicts[conf.shared_dict] = true
         end
     end

@@ -178,6 +178,28 @@ describe("ai-cache (gateway + mock providers)", function()
             end
         end, 5, "no HIT in the access log")
         assert.equal(22, line.ai.saved_tokens)
+        assert.near((17 * 1.5 + 5 * 6) / 1e6, line.ai.saved_cost, 1e-12)
+        -- and this node's counters for the route add it up (GET /admin/cache)
+        local st = helpers.wait_until(function()
+            local r = gw:admin("GET", "/admin/cache")
+            for _, e in ipairs(r.json and r.json.routes or {}) do
+                if e.route == "oa" and e.stats and e.stats.hits >= 1 then return e.stats end
+            end
+        end, 5, "no hit counted in GET /admin/cache")
+        assert.same({ 1, 1, 0, 0, 17, 5 }, { st.hits, st.misses, st.bypasses, st.refreshes, st.saved_prompt_tokens,
+            st.saved_completion_tokens })
+        assert.near((17 * 1.5 + 5 * 6) / 1e6, st.saved_cost, 1e-12)
+        assert.equal("BYPASS", chat("oa", "plain repeat", nil, { ["cache-control"] = "no-store" })
+            .headers["x-sluice-cache"])
+        assert.equal("REFRESH", chat("oa", "plain repeat", nil, { ["cache-control"] = "no-cache" })
+            .headers["x-sluice-cache"])
+        st = helpers.wait_until(function()
+            local r = gw:admin("GET", "/admin/cache")
+            for _, e in ipairs(r.json and r.json.routes or {}) do
+                if e.route == "oa" and e.stats and e.stats.refreshes >= 1 then return e.stats end
+            end
+        end, 5, "no refresh counted in GET /admin/cache")
+        assert.same({ 1, 1, 1, 1 }, { st.hits, st.misses, st.bypasses, st.refreshes })
     end)
 
     it("stores a streamed miss once complete and replays it in both formats, usage chunk when asked", function()
