@@ -200,7 +200,8 @@ end
 
 --- The key of a canonical chat request served as model, under prefix; ignore: set of top-level fields left out.
 function _M.of(prefix, request, model, ignore)
-    return _M.hash(prefix .. "\0" .. tostring(model) .. "\0" .. _M.serialize(request, ignore))
+    model = tostring(model) -- length-prefixed: a model name holding "\0" cannot pass for part of the request
+    return _M.hash(prefix .. "\0" .. #model .. ":" .. model .. "\0" .. _M.serialize(request, ignore))
 end
 
 return _M
