@@ -69,7 +69,7 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 status=0
-GATEWAY_A="http://127.0.0.1:$GA" GATEWAY_B="http://127.0.0.1:$GB" MOCK="$up" \
+GATEWAY_A="http://127.0.0.1:$GA" GATEWAY_B="http://127.0.0.1:$GB" MOCK="$up" MEMCACHED_PORT="$MC" \
     timeout 120 node --test --test-concurrency=1 tests/e2e/cache/*.mjs || status=$?
 if grep -qE "AddressSanitizer|runtime error|\[error\] request" "$dir/gw-a.log" "$dir/gw-b.log"; then
     echo "gateway reported errors:"; status=1

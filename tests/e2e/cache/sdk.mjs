@@ -4,10 +4,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
+import net from 'node:net';
 
 const A = process.env.GATEWAY_A;
 const B = process.env.GATEWAY_B;
 const MOCK = process.env.MOCK;
+const MC_PORT = Number(process.env.MEMCACHED_PORT);
 const openai = (gw, route = 'openai') => new OpenAI({ baseURL: `${gw}/${route}/v1`, apiKey: 'k', maxRetries: 0 });
 const claude = (gw, route = 'openai') => new Anthropic({ baseURL: `${gw}/${route}`, apiKey: 'k', maxRetries: 0 });
 const chatReq = (q, extra = {}) => ({ model: 'gpt-4o-mini', temperature: 0, max_tokens: 64,
@@ -25,6 +27,26 @@ async function upstreamCalls(q) {
   }).length;
 }
 
+// A miss is stored in the gateway's log phase, after its client got the answer: before another node can hit, the
+// entry must have reached memcached. Polls memcached's text protocol for it (at most 5 s).
+function mcHas(key) {
+  return new Promise((resolve) => {
+    const c = net.connect(MC_PORT, '127.0.0.1', () => c.write(`get sluice:cache:e:${key}\r\n`));
+    let buf = '';
+    c.setTimeout(1000, () => { c.destroy(); resolve(false); });
+    c.on('data', (d) => { buf += d; if (buf.includes('\r\n')) { c.destroy(); resolve(buf.startsWith('VALUE')); } });
+    c.on('error', () => resolve(false));
+  });
+}
+async function inL2(key) {
+  assert.match(key || '', /^[0-9a-f]{64}$/);
+  for (let i = 0; i < 100; i++) {
+    if (await mcHas(key)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.fail(`entry ${key} not in memcached after 5 s`);
+}
+
 async function chat(client, req) {
   const { data, response } = await client.chat.completions.create(req).withResponse();
   return { data, cache: response.headers.get('x-sluice-cache') };
@@ -39,7 +61,7 @@ async function chatStream(client, req) {
     if (chunk.choices[0]?.delta?.content) text += chunk.choices[0].delta.content;
     if (chunk.usage) usage = chunk.usage;
   }
-  return { text, usage, cache: response.headers.get('x-sluice-cache') };
+  return { text, usage, cache: response.headers.get('x-sluice-cache'), key: response.headers.get('x-sluice-cache-key') };
 }
 
 async function messagesStream(client, req) {
@@ -120,6 +142,7 @@ test('two nodes sharing memcached: a miss on node A is a hit on node B, in both 
   const q = 'sdk two nodes';
   const miss = await chatStream(openai(A), chatReq(q));
   assert.equal(miss.cache, 'MISS');
+  await inL2(miss.key);
   const hit = await chat(openai(B), chatReq(q));
   assert.equal(hit.cache, 'HIT');
   assert.equal(hit.data.choices[0].message.content, miss.text);
