@@ -13,16 +13,35 @@
 -- and assembled.
 local common = require("sluice.ai.common")
 local sse = require("sluice.ai.sse")
-local usage = require("sluice.ai.usage")
 local cjson = require("cjson.safe")
 
 local type, ipairs, tonumber, require = type, ipairs, tonumber, require
-local find = string.find
+local find, byte = string.find, string.byte
 local concat = table.concat
 local decode = cjson.decode
 local json_encode, nn, null = common.json_encode, common.nn, common.null
 
 local _M = {}
+
+-- True when s has a "usage" member with an object value (what sluice.ai.usage.scan_usage reads), found by plain
+-- search without decoding it: a quote inside a JSON string is escaped, so '"usage"' then ':' can only be a key.
+local function has_usage(s)
+    local from = 1
+    while true do
+        local _, e = find(s, '"usage"', from, true)
+        if not e then
+            return false
+        end
+        local j = find(s, "[^ \t\r\n]", e + 1)
+        if j and byte(s, j) == 58 then -- ':'
+            local k = find(s, "[^ \t\r\n]", j + 1)
+            if k and byte(s, k) == 123 then -- '{'
+                return true
+            end
+        end
+        from = e + 1
+    end
+end
 
 local anthropic_driver
 local function anthropic()
@@ -213,14 +232,15 @@ function _M.entry(api, stream, body, rec, allow_tools)
         return finish(t, rec, allow_tools)
     end
     -- OpenAI: kept byte for byte unless something must be looked at or added
-    if find(body, '"tool_calls"', 1, true) or not usage.scan_usage(body) or not find(body, '"choices"', 1, true) then
+    local with_usage = has_usage(body)
+    if not with_usage or find(body, '"tool_calls"', 1, true) or not find(body, '"choices"', 1, true) then
         local t = decode(body)
         if type(t) ~= "table" then
             return nil, "not JSON"
         end
         local value, why = finish(t, rec, allow_tools)
         if not value then return nil, why end
-        if usage.scan_usage(body) then
+        if with_usage then
             return body -- looked at (tool calls allowed), nothing added
         end
         return value

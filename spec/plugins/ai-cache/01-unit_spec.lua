@@ -94,6 +94,17 @@ describe("ai-cache capture and replay", function()
     it("keeps an OpenAI body byte for byte", function()
         local body = cjson.encode(COMPLETION)
         assert.equal(body, capture.entry("openai", false, body, rec))
+        local spaced = '{"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, '
+            .. '"finish_reason": "stop"}],\n "usage" :\n {"prompt_tokens": 1, "completion_tokens": 1}}'
+        assert.equal(spaced, capture.entry("openai", false, spaced, rec))
+    end)
+
+    it("adds the record's usage to an OpenAI body without one (a usage text in the answer does not count)", function()
+        local body = '{"choices":[{"index":0,"message":{"role":"assistant","content":"say \\"usage\\": {x}"},'
+            .. '"finish_reason":"stop"}]}'
+        local content, u = text_of(assert(capture.entry("openai", false, body, rec)))
+        assert.equal('say "usage": {x}', content)
+        assert.same({ 3, 4, 7 }, { u.prompt_tokens, u.completion_tokens, u.total_tokens })
     end)
 
     for _, api in ipairs({ "openai", "anthropic" }) do
