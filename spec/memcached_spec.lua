@@ -72,6 +72,21 @@ describe_mc("sluice.memcached", function()
         assert.same({ "v", 7 }, { r[14].a, r[14].b })
     end)
 
+    it("reads cas uniques and stores only over an unchanged item (gets, cas)", function()
+        local r = run({ { "set", "c", "1", 60 }, { "gets", "c" }, { "gets", "nope" } }).results
+        assert.equal("1", r[2].a)
+        local cas = r[2].b
+        assert.is_number(cas)
+        assert.equal(cjson.null, r[3].a)
+        assert.is_nil(r[3].b)
+        r = run({ { "cas", "c", "2", cas, 60 }, { "cas", "c", "3", cas, 60 }, { "get", "c" },
+                  { "cas", "gone", "x", cas } }).results
+        assert.is_true(r[1].a)
+        assert.same({ false, "exists" }, { r[2].a, r[2].b }) -- changed since that gets
+        assert.equal("2", r[3].a)
+        assert.same({ false, "not found" }, { r[4].a, r[4].b })
+    end)
+
     it("expires values", function()
         run({ { "set", "short", "x", 1 } })
         helpers.sleep(2.1)

@@ -75,6 +75,7 @@ int sl_mc_configure(const char *servers, double timeout, int failure_threshold, 
     memcached_behavior_set(m, MEMCACHED_BEHAVIOR_RCV_TIMEOUT, ms * 1000);
     memcached_behavior_set(m, MEMCACHED_BEHAVIOR_SND_TIMEOUT, ms * 1000);
     memcached_behavior_set(m, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1);
+    memcached_behavior_set(m, MEMCACHED_BEHAVIOR_SUPPORT_CAS, 1);
     memcached_behavior_set(m, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, 1);
     master = m;
     threshold = failure_threshold > 0 ? failure_threshold : 5;
@@ -223,6 +224,43 @@ static const char *error_text(memcached_return_t rc)
     }
 }
 
+/* A get that also reads the item's cas unique (into op->num): mget of one key, then every result fetched so
+ * the connection is left clean for the next call. MEMCACHED_NOTFOUND on a miss. */
+static memcached_return_t gets(memcached_st *m, mc_work_t *wk, sl_mcop_t *op)
+{
+    const char *keys[1] = {wk->key};
+    size_t lens[1] = {wk->klen};
+    memcached_return_t rc = memcached_mget(m, keys, lens, 1), frc;
+    memcached_result_st *res;
+    int found = 0;
+
+    if (rc != MEMCACHED_SUCCESS)
+        return rc;
+    while ((res = memcached_fetch_result(m, NULL, &frc)) != NULL) {
+        if (!found && frc == MEMCACHED_SUCCESS) {
+            size_t vlen = memcached_result_length(res);
+            char *v = malloc(vlen + 1);
+            if (v == NULL) {
+                rc = MEMCACHED_MEMORY_ALLOCATION_FAILURE;
+            } else {
+                memcpy(v, memcached_result_value(res), vlen);
+                v[vlen] = '\0';
+                op->value = v;
+                op->value_len = (uint32_t)vlen;
+                op->flags = memcached_result_flags(res);
+                op->num = memcached_result_cas(res);
+                found = 1;
+            }
+        }
+        memcached_result_free(res);
+    }
+    if (rc != MEMCACHED_SUCCESS)
+        return rc;
+    if (frc != MEMCACHED_END && frc != MEMCACHED_NOTFOUND && frc != MEMCACHED_SUCCESS)
+        return frc;
+    return found ? MEMCACHED_SUCCESS : MEMCACHED_NOTFOUND;
+}
+
 /* Runs on a thread-pool thread. */
 static void do_work(uv_work_t *req)
 {
@@ -247,6 +285,12 @@ static void do_work(uv_work_t *req)
         }
         break;
     }
+    case SL_MC_GETS:
+        rc = gets(m, wk, op);
+        break;
+    case SL_MC_CAS:
+        rc = memcached_cas(m, wk->key, wk->klen, wk->val, wk->vlen, wk->exptime, wk->flags, wk->delta);
+        break;
     case SL_MC_SET:
         rc = memcached_set(m, wk->key, wk->klen, wk->val, wk->vlen, wk->exptime, wk->flags);
         break;

@@ -7,7 +7,9 @@
 #include "http/request.h"
 
 /* Operations. */
-enum { SL_MC_GET = 1, SL_MC_SET, SL_MC_ADD, SL_MC_INCR, SL_MC_DECR, SL_MC_DELETE };
+/* GETS: as GET, and the item's cas unique in num. CAS: stores the value only when the item's cas unique is still
+ * the one given (passed as `delta` to sl_mc_start); SL_MC_NOT_STORED when it changed, SL_MC_NOT_FOUND when gone. */
+enum { SL_MC_GET = 1, SL_MC_SET, SL_MC_ADD, SL_MC_INCR, SL_MC_DECR, SL_MC_DELETE, SL_MC_GETS, SL_MC_CAS };
 
 /* Result codes in sl_mcop_t.rc. */
 enum {
@@ -24,7 +26,7 @@ typedef struct sl_mcop {
     char *value; /* get: the value (malloc'd, freed by sl_mc_free) */
     uint32_t value_len;
     uint32_t flags;
-    uint64_t num;    /* incr/decr: the new value */
+    uint64_t num;    /* incr/decr: the new value; gets: the cas unique */
     int32_t rc;      /* SL_MC_* */
     int32_t wake_id; /* Lua: id to wake a timer coroutine with */
     uint8_t done;
@@ -38,7 +40,8 @@ typedef struct sl_mcop {
 int sl_mc_configure(const char *servers, double timeout, int failure_threshold, double retry_after);
 /** Frees what sl_mc_configure built (at exit). */
 void sl_mc_shutdown(void);
-/** Starts a call on the calling worker (from Lua): returns an op that is either done at once (circuit open,
+/** Starts a call on the calling worker (from Lua): `delta` is the amount of incr/decr and the cas unique of
+ *  SL_MC_CAS; returns an op that is either done at once (circuit open,
  *  not configured: never queued) or completes on the thread pool and then wakes the coroutine (req, or
  *  wake_id for timers) through sl_vm_wake. NULL on out of memory or outside a worker. The caller frees it
  *  with sl_mc_free after done. */

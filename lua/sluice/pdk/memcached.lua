@@ -9,6 +9,8 @@
 --   local n, err = mc.incr("hits", 1, 0, 60)      -- with an initial value (created with it, and exptime)
 --   local n, err = mc.decr("budget", 5)           -- nil, "not found" without an initial value
 --   local ok, err = mc.delete("k")
+--   local v, cas = mc.gets("k")                   -- the value and its cas unique (v nil: no such key)
+--   local ok, err = mc.cas("k", "v2", cas, 60)    -- false, "exists" when the item changed since gets
 --
 -- When memcached is down, calls fail fast with nil/false plus an error ("circuit open" once the breaker has
 -- opened, after node.memcached.failure_threshold failures in a row; a probe goes through every retry_after
@@ -34,7 +36,7 @@ void sl_mc_free(sl_mcop_t *op);
 int sl_mc_circuit_state(void);
 ]]
 
-local GET, SET, ADD, INCR, DECR, DELETE = 1, 2, 3, 4, 5, 6
+local GET, SET, ADD, INCR, DECR, DELETE, GETS, CAS = 1, 2, 3, 4, 5, 6, 7, 8
 local OK, NOT_FOUND, NOT_STORED = 0, 1, 2
 
 local _M = {}
@@ -158,6 +160,44 @@ end
 --- Subtracts delta (default 1), never below 0; as incr.
 function _M.decr(key, delta, init, exptime)
     return incr(DECR, key, delta, init, exptime)
+end
+
+--- Gets a value with its cas unique (a number): value, cas, flags (flags only when non-zero) | nil (miss) |
+--- nil, err. Pass cas to _M.cas to store only if nobody changed the item meanwhile.
+function _M.gets(key)
+    check_key(key)
+    local op, err = call(GETS, key)
+    if not op then return nil, err end
+    local rc, rerr = result(op)
+    if not rc then return nil, rerr end
+    if rc == NOT_FOUND then free(op) return nil end
+    local v = ffi_string(op.value, op.value_len)
+    local cas, flags = tonumber(op.num), op.flags
+    free(op)
+    if flags ~= 0 then return v, cas, flags end
+    return v, cas
+end
+
+--- Stores a value only if the item still has cas unique `cas` (from _M.gets): true | false, "exists" (changed
+--- since) | false, "not found" (gone) | false, err.
+function _M.cas(key, value, cas, exptime, flags)
+    check_key(key)
+    if type(value) == "number" then value = tostring(value) end
+    if type(value) ~= "string" then
+        error("value must be a string or a number", 2)
+    end
+    if type(cas) ~= "number" or cas < 0 or cas % 1 ~= 0 then
+        error("cas must be the number gets returned", 2)
+    end
+    exptime = check_exptime(exptime)
+    local op, err = call(CAS, key, value, flags, exptime, cas)
+    if not op then return false, err end
+    local rc, rerr = result(op)
+    if not rc then return false, rerr end
+    free(op)
+    if rc == NOT_STORED then return false, "exists" end
+    if rc == NOT_FOUND then return false, "not found" end
+    return true
 end
 
 --- Deletes a key: true | false, "not found" | false, err.
