@@ -17,6 +17,7 @@ local _M = {
     http = require("sluice.pdk.http"),
     memcached = require("sluice.pdk.memcached"),
     ai = require("sluice.pdk.ai"),
+    consumer = require("sluice.pdk.consumer"),
 }
 
 _M.sleep = _M.timer.sleep
