@@ -1,0 +1,117 @@
+-- ai-budget: spending budgets of consumers and consumer groups, in USD at the providers' prices.
+--
+--   consumers:
+--     - {name: alice, keys: ["${ALICE_KEY}"], groups: [research], budget: {daily: 5, monthly: 100}}
+--   consumer_groups:
+--     research: {budget: {monthly: 2000}}        # one budget shared by every member
+--   plugin_metadata:
+--     ai-budget: {policy: memcached, fail_mode: closed}   # where spend is counted (default: local, open)
+--   routes:
+--     - id: chat
+--       plugins: {key-auth: {}, ai-proxy: {provider: openai-main}, ai-budget: {}}     # status: 429 | 403
+--
+-- Before the call (access, after ai-proxy) the call's cost is estimated (the prompt counted locally and the
+-- client's max_tokens, at the provider's `price`) and reserved in every budget of the consumer and its groups:
+-- a budget already spent, or one the estimate does not fit in, refuses the call (429 by default, or 403) in the
+-- client's API shape, saying which budget, how much is spent and when it resets. After the response (log) the
+-- reservation is replaced by the call's real cost (usage record: provider-reported tokens, streams included, cut
+-- streams count what was delivered). Days are UTC days, months calendar months in UTC.
+-- GET /admin/consumers/{name}/usage shows spend and what remains.
+local sluice = require("sluice")
+local limits = require("sluice.limits")
+local budget = require("sluice.limits.budget")
+local call = require("sluice.limits.call")
+
+local type, ipairs, tostring, ceil = type, ipairs, tostring, math.ceil
+local format = string.format
+
+local _M = {
+    name = "ai-budget", version = "1.0",
+    priority = 1035, -- access, after ai-proxy (1040), before ai-rate-limit (1030)
+    schema = {
+        type = "object",
+        additionalProperties = false,
+        properties = { status = { type = "status", enum = { 429, 403 }, default = 429 } },
+    },
+    metadata_schema = {
+        type = "object",
+        additionalProperties = false,
+        properties = limits.store_schema({}),
+    },
+}
+
+local function give_back(st, res)
+    for _, r in ipairs(res) do
+        st:decr(r.key, r.amount, r.where)
+    end
+end
+
+function _M.access(conf, ctx)
+    local c = ctx.consumer
+    if type(c) ~= "table" then
+        return
+    end
+    local list = budget.budgets_of(ctx.config, c, sluice.consumer.groups(ctx))
+    if #list == 0 then
+        return
+    end
+    local st, serr = limits.store(budget.store_conf(ctx.config), _M.name)
+    if not st then
+        return limits.refuse(ctx, 503, "ai-budget: " .. tostring(serr))
+    end
+    local cl = call.call_of(ctx)
+    local p, comp = call.estimate(cl, true, true)
+    local est = call.cost_nano(cl.price, p, comp)
+    local now = limits.now()
+    local res = {}
+    for _, b in ipairs(list) do
+        local _, label, reset, len = budget.period(b.period, now)
+        local key = budget.key(b, now)
+        local n, where = st:incr(key, est, len + 86400)
+        if not n then
+            give_back(st, res)
+            return limits.refuse(ctx, 503, "budget store unavailable: " .. tostring(where))
+        end
+        local before = n - est
+        if before >= b.limit or n > b.limit then
+            st:decr(key, est, where)
+            give_back(st, res)
+            local msg
+            if before >= b.limit then
+                msg = format("Budget exceeded: %s has spent $%s of its %s budget of $%s for %s; it resets in %ds.",
+                    b.owner, budget.usd(before), b.period, budget.usd(b.limit), label, ceil(reset))
+            else
+                msg = format("Budget exceeded: this call may cost up to $%s, and %s has $%s left of its %s budget "
+                    .. "of $%s for %s; it resets in %ds.", budget.usd(est), b.owner, budget.usd(b.limit - before),
+                    b.period, budget.usd(b.limit), label, ceil(reset))
+            end
+            if ctx.ai and ctx.ai.usage then
+                ctx.ai.usage.status, ctx.ai.usage.error = conf.status, msg
+            end
+            return limits.refuse(ctx, conf.status, msg, nil, "insufficient_quota", true,
+                conf.status == 429 and "insufficient_quota" or "permission_error")
+        end
+        res[#res + 1] = { key = key, amount = est, where = where, ttl = len + 86400 }
+    end
+    ctx._ai_budget = { st = st, res = res, p = p, c = comp, cost = est }
+end
+
+function _M.log(conf, ctx)
+    local b = ctx._ai_budget
+    if not b or not b.res then
+        return
+    end
+    local _, _, used = call.used(b, ctx)
+    for _, r in ipairs(b.res) do
+        local delta = used - r.amount
+        if delta > 0 then
+            b.st:add(r.key, delta, r.ttl, r.where)
+        elseif delta < 0 then
+            b.st:decr(r.key, -delta, r.where)
+        end
+    end
+    b.res = nil
+end
+
+
+return _M
