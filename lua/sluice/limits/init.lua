@@ -15,10 +15,11 @@ local request = require("sluice.pdk.request")
 local consumer = require("sluice.pdk.consumer")
 local crypto = require("sluice.crypto")
 local base = require("sluice.pdk.base")
+local timer = require("sluice.pdk.timer")
 
 local C = base.C
 local type, ipairs, tostring, setmetatable = type, ipairs, tostring, setmetatable
-local floor, ceil, max, min = math.floor, math.ceil, math.max, math.min
+local floor, ceil, max, min, random = math.floor, math.ceil, math.max, math.min, math.random
 local find, sub, format, upper = string.find, string.sub, string.format, string.upper
 local json_null = require("sluice.pdk.json").null
 
@@ -280,7 +281,10 @@ function _M.leaky(st, key, rate, burst, now)
     local t = 1 / rate
     local tau = burst * t
     local ttl = tau + t + 1
-    for _ = 1, 16 do
+    for attempt = 1, 64 do
+        if attempt > 2 then -- others move the same bucket: step aside a little, more each time
+            timer.sleep(random() * 0.001 * min(attempt, 20))
+        end
         local tat, token, where, err = st:read(key)
         if err then
             return nil, err
@@ -301,7 +305,7 @@ function _M.leaky(st, key, rate, burst, now)
         end
     end
     store_mod.count("contention", st.d)
-    return nil, "too much contention on " .. key
+    return { ok = false, limit = burst + 1, remaining = 0, retry_after = 1, reset = 1, contention = true }
 end
 
 --- Peek of a leaky bucket (headers of responses the limiter did not check).
