@@ -14,7 +14,7 @@
 -- recognized by the path suffix; the provider's driver translates both ways, streams included. `model` forces
 -- the model whatever the client asks for. Runs in access (priority 1040: after the prompt plugins, which edit
 -- the client's JSON in rewrite, and before plugins that read sluice.ai); the upstream call itself is made in
--- the proxy stage, after every access plugin. See docs/ai-proxy.md.
+-- the upstream stage, after every access plugin (sluice.upstream.take_over). See docs/ai-proxy.md.
 local sluice = require("sluice")
 local ai_proxy = require("sluice.ai.proxy")
 
@@ -49,12 +49,12 @@ function _M.access(conf, ctx)
     if status then
         return status, body
     end
-    ctx.upstream_override = ai_proxy.upstream
+    sluice.upstream.take_over(ai_proxy.run, ctx)
 end
 
 -- One "ai" object per request in the access log: what was asked, what served it, what it cost.
 function _M.log(conf, ctx)
-    local u = ctx.ai and ctx.ai.usage
+    local u = sluice.ai.get_usage(ctx)
     if not u or not sluice.log.access_enabled() then
         return
     end

@@ -33,7 +33,7 @@ local WORD = { total_tokens = "Tokens", prompt_tokens = "Prompt-Tokens", complet
                cost = "Cost", requests = "Requests" }
 local NANO = call.NANO -- cost counters count nano-USD
 
-local names = { type = "array", minItems = 1, items = { type = "string", minLength = 1, maxLength = 256 } }
+local globs = { type = "array", minItems = 1, items = { type = "string", minLength = 1, maxLength = 256 } }
 
 local _M = {
     name = "ai-rate-limit", version = "1.0",
@@ -52,7 +52,7 @@ local _M = {
                     limit = { type = "number", exclusiveMinimum = 0, maximum = 1e15 }, -- USD for cost
                     window = { type = "duration", minimum = 1, maximum = 31 * 86400 },
                     type = { enum = { "fixed", "sliding" }, default = "fixed" },
-                    models = names, providers = names, -- only calls to these (names or globs)
+                    models = globs, providers = globs, -- only calls to these (names or globs)
                 },
             } },
             scope = { type = "string", minLength = 1, maxLength = 200, default = "route" }, -- counters shared by

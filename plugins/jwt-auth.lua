@@ -240,8 +240,8 @@ end
 
 local function refuse(ctx, status, msg)
     if find(ctx.path, "/messages$") then
-        return status, { type = "error", error = { type = status == 401 and "authentication_error" or "permission_error",
-                                                    message = msg } }
+        local typ = status == 401 and "authentication_error" or "permission_error"
+        return status, { type = "error", error = { type = typ, message = msg } }
     end
     return status, { error = { message = msg, type = status == 401 and "invalid_request_error" or "permission_error",
                                code = status == 401 and "invalid_token" or "route_not_allowed" } }

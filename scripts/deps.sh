@@ -6,7 +6,8 @@ PKGS=(build-essential cmake pkg-config
       libmemcached-dev libyaml-dev libpcre2-dev
       lua-busted lua-socket lua-cjson
       memcached etcd-server etcd-client nginx-light wrk curl openssl ca-certificates
-      valgrind)
+      valgrind
+      clang libclang-rt-14-dev)  # libFuzzer + sanitizers for tests/fuzz (scripts/fuzz.sh)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: C unit tests (ctest, under ASan/UBSan), busted specs (unit and integration against the real
-# gateway), end-to-end checks (leak check of the ASan build under traffic, benchmark harness smoke run).
+# gateway), end-to-end checks (leak check of the ASan build under traffic, benchmark harness smoke run), and a
+# short libFuzzer run of every harness in tests/fuzz (scripts/fuzz.sh --smoke).
 # Installs what is missing first (Debian 12, as root). Prints one closing line "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,13 @@ for t in tests/e2e/*.sh; do
         echo "FAIL $t"; sed 's/^/    /' "$log/e2e.txt" | tail -40; failed=$((failed + 1))
     fi
 done
+
+echo "== fuzz (short run: every harness replays its corpus, then fuzzes a few seconds; docs/fuzzing.md)"
+bash scripts/fuzz.sh --smoke 2>&1 | tee "$log/fuzz.txt"
+fp=$(grep -c '^ok   ' "$log/fuzz.txt")
+ff=$(grep -c '^FAIL ' "$log/fuzz.txt")
+[ $((fp + ff)) -gt 0 ] || ff=1 # the harnesses did not build
+passed=$((passed + fp)); failed=$((failed + ff))
 
 echo
 echo "${passed} passed, ${failed} failed"

@@ -77,8 +77,8 @@ describe("filter errors", function()
         assert.not_matches("[marker]", res.body, 1, true)
         helpers.wait_until(function()
             for line in gw:log():gmatch("[^\n]+") do
-                if line:find("plugin spec-failing header_filter failed: ", 1, true)
-                    and line:find("spec: header_filter blew up", 1, true) and line:find(id, 1, true) then
+                if line:find("plugin spec-failing header_filter failed (id " .. id .. "): ", 1, true)
+                    and line:find("spec: header_filter blew up", 1, true) then
                     return true
                 end
             end
@@ -113,7 +113,7 @@ describe("filter errors", function()
         assert.not_matches("three", raw, 1, true)
         assert.not_matches("\r\n0\r\n\r\n", raw, 1, true) -- no last chunk: the client sees the body is incomplete
         assert.not_matches("[marker]", raw, 1, true)
-        assert.matches("plugin spec-failing body_filter failed: ", gw:log(), 1, true)
+        assert.matches("plugin spec-failing body_filter failed (id ", gw:log(), 1, true)
         assert.matches("spec: body_filter blew up", gw:log(), 1, true)
     end)
 

@@ -2,7 +2,6 @@
 -- X-RateLimit-* headers on every response of a limited route: proxied answers, the 429 itself, another plugin's
 -- answer, a plugin's failure, the gateway's own errors, answers the AI runtime makes itself (GET /v1/models).
 local helpers = require("helpers")
-local cjson = require("cjson.safe")
 
 local ROOT = helpers.ROOT
 local FIX = ROOT .. "/spec/fixtures/limits_plugins"

@@ -1,12 +1,6 @@
 -- HTTPS upstreams end to end: the gateway verifies the upstream's certificate (test CA, SNI, host name) and
 -- rejects an unknown CA or a name mismatch with a 502 and a logged TLS reason.
---
--- PENDING until core/upstream drives core/tls (sl_tls_client_ctx_get / sl_tls_new_client): set WIRED to
--- true then, and adjust the upstream TLS option names below (tls = {ca, verify, cert, key, sni}) to the
--- ones the upstream schema settles on.
 local helpers = require("helpers")
-
-local WIRED = true
 
 local q = helpers.shell_quote
 
@@ -26,15 +20,6 @@ https.createServer({ key: fs.readFileSync(%q), cert: fs.readFileSync(%q) }, (req
 end
 
 describe("HTTPS upstream", function()
-    if not WIRED then
-        pending("HTTPS upstreams verified against a test CA (waits for core/upstream to use core/tls)")
-        pending("unknown CA -> 502, reason logged")
-        pending("hostname mismatch -> 502, reason logged")
-        pending("verify off accepts any certificate")
-        pending("keep-alive: one TLS handshake for many requests")
-        return
-    end
-
     local dir, port
 
     setup(function()

@@ -30,7 +30,8 @@ return {
         if not res then
             return 200, { err = err, detail = detail }
         end
-        return 200, { status = res.status, body = res.body, bytes = n, reused = res.reused }
+        return 200, { status = res.status, body = res.body, bytes = n, reused = res.reused,
+                      header = res.headers[request.get_header("x-header") or ""] }
     end,
 }
 ]]
@@ -154,6 +155,36 @@ describe("upstream faults", function()
                 healthy()
             end)
 
+            it("a header field without a name is a 502 (its value is never copied to the client)", function()
+                expect_status(pre .. "/noname", 502, "invalid response")
+                expect_status(pre .. "/noname2", 502, "invalid response")
+                assert.matches("without a name", gw:log(), 1, true)
+                healthy()
+            end)
+
+            it("trailer fields after a chunked body are dropped, within the head's cap", function()
+                local r = assert(get(gw, pre .. "/trailers"))
+                assert.equal(200, r.status)
+                assert.equal("hello", r.body)
+                assert.equal("a", r.headers["x-multi"])
+                assert.is_nil(r.headers["x-trailer-1"])
+                expect_cut(pre .. "/hugetrailers") -- the head went out: past the cap the body is cut
+                healthy()
+            end)
+
+            it("an empty body ends the response at once (the head ending where a read ends)", function()
+                local before = #gw:log()
+                for _ = 1, 3 do -- kept-alive upstream connection: nothing more arrives after the head
+                    local r, err = get(gw, pre .. "/empty", { timeout = 5 })
+                    assert.is_not_nil(r, tostring(err))
+                    assert.equal(200, r.status)
+                    assert.equal("", r.body)
+                    assert.equal("yes", r.headers["x-empty-body"])
+                end
+                assert.is_nil(gw:log():sub(before + 1):find("timed out", 1, true))
+                healthy()
+            end)
+
             it("a reset before the head or in it is a 502", function()
                 expect_status(pre .. "/rst-head", 502, "connection reset")
                 expect_status(pre .. "/rst-midhead", 502, "connection reset")
@@ -194,6 +225,7 @@ describe("upstream faults", function()
                 { "/status?code=600", "bad_response" }, { "/status?code=099", "bad_response" },
                 { "/version?v=HTTP/2.0", "bad_response" }, { "/version?v=HTTP/0.9", "bad_response" },
                 { "/rst-head", "reset" }, { "/rst-midhead", "reset" }, { "/stall", "timeout" },
+                { "/noname", "bad_response" }, { "/noname2", "bad_response" }, { "/hugetrailers", "bad_response" },
                 { "/reset", "reset" },
             }
             for _, c in ipairs(cases) do
@@ -205,6 +237,11 @@ describe("upstream faults", function()
             assert.equal("ok", call("/interim?n=3&size=100").body)
             assert.equal(599, call("/status?code=599").status)
             assert.equal("ok", call("/version?v=HTTP/1.0").body)
+            -- trailers are dropped: the headers read after the body are still the head's
+            local t = call("/trailers", { ["x-header"] = "x-multi" })
+            assert.equal("hello", t.body)
+            assert.equal("a", t.header)
+            assert.equal(200, call("/empty").status)
             healthy()
         end)
 

@@ -168,8 +168,6 @@ static void apply_merges(loader *ld, int t, int aux)
 
         for (j = 1; list ? (lua_rawgeti(L, src, j), !lua_isnil(L, -1)) : j == 1; j++) {
             int m = list ? lua_gettop(L) : src;
-            if (lua_type(L, m) != LUA_TTABLE)
-                luaL_error(L, "%s: merge key '<<' needs a mapping or a list of mappings", ld->name);
             lua_pushnil(L);
             while (lua_next(L, m)) {
                 lua_pushvalue(L, -2);
@@ -232,6 +230,13 @@ static void parse_mapping(loader *ld, int depth)
             parse_value(ld, depth + 1);
             if (!lua_istable(L, -1))
                 sl__yaml_fail(ld, &km, "merge key '<<' needs a mapping or a list of mappings");
+            /* a list's members are checked here, where the key's line is known (apply_merges has none) */
+            for (int k = 1, n = (int)lua_objlen(L, -1); k <= n; k++) {
+                lua_rawgeti(L, -1, k);
+                if (!lua_istable(L, -1))
+                    sl__yaml_fail(ld, &km, "merge key '<<' needs a mapping or a list of mappings");
+                lua_pop(L, 1);
+            }
             lua_rawseti(L, t + 1, (int)lua_objlen(L, t + 1) + 1);
             lua_pop(L, 1);
             continue;

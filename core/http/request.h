@@ -17,8 +17,9 @@ typedef struct sl_header {
     uint32_t value_len;
 } sl_header_t;
 
-/* The first block of sl_req_t is read directly by Lua through FFI (lua/sluice/pdk/request.lua
- * declares the same fields in the same order): keep the two in step. */
+/* The first block of sl_req_t is read directly by Lua through FFI (the ffi.cdef in lua/sluice/pdk/base.lua
+ * declares the same fields in the same order; spec/ffi_layout_spec.lua compares the two through
+ * core/lua/ffi_layout.c): keep them in step. */
 typedef struct sl_req {
     const char *method;
     const char *path; /* without the query string, normalised (core/http/path.h) */

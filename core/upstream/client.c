@@ -120,7 +120,7 @@ static void fail(sl_http_t *h, int error, const char *why)
     }
     detach(h, 0);
     char msg[200];
-    snprintf(msg, sizeof(msg), "%s: %s", sl__uperr_name(error), why ? why : "failed");
+    snprintf(msg, sizeof(msg), "%s: %s", sl_uperr_name(error), why ? why : "failed");
     sl_log(SL_LOG_DEBUG, "http client %s:%d: %s", h->target.host, h->target.port, msg);
     end(h, error, msg);
 }
@@ -146,6 +146,11 @@ static int on_field(llhttp_t *hp, const char *at, size_t len)
 static int on_value(llhttp_t *hp, const char *at, size_t len)
 {
     return sl__uphdrs_value(&of(hp)->hdrs, at, len, SL_UP_MAX_HEAD);
+}
+
+static int on_value_done(llhttp_t *hp)
+{
+    return sl__uphdrs_value_done(&of(hp)->hdrs);
 }
 
 static int on_headers(llhttp_t *hp)
@@ -464,6 +469,7 @@ sl_httpres_t *sl_http_start(sl_req_t *req, const sl_http_opts_t *o)
         csettings.on_message_begin = on_begin;
         csettings.on_header_field = on_field;
         csettings.on_header_value = on_value;
+        csettings.on_header_value_complete = on_value_done;
         csettings.on_headers_complete = on_headers;
         csettings.on_body = on_body;
         csettings.on_message_complete = on_complete;

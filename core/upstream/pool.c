@@ -32,11 +32,31 @@ sl_pool_t *sl__pool(sl_worker_t *w)
     return w->pool;
 }
 
-const char *sl__uperr_name(int e)
+/* The one table of upstream error classes (SL_UPERR_*): a short name for logs and Lua code, and the text a
+ * client reads after "upstream " in a 502/504. Lua reads both through sl_uperr_name / sl_uperr_text. */
+static const struct {
+    const char *name, *text;
+} uperrs[] = {
+    [SL_UPERR_NONE] = {"none", "no error"},
+    [SL_UPERR_CONNECT] = {"connect", "connect failed"},
+    [SL_UPERR_DNS] = {"dns", "DNS resolution failed"},
+    [SL_UPERR_TIMEOUT] = {"timeout", "timed out"},
+    [SL_UPERR_RESET] = {"reset", "connection reset"},
+    [SL_UPERR_BAD_RESPONSE] = {"bad_response", "invalid response"},
+    [SL_UPERR_CLIENT_GONE] = {"client_gone", "client gone"},
+    [SL_UPERR_NOMEM] = {"nomem", "out of memory"},
+    [SL_UPERR_TLS] = {"tls", "TLS handshake failed"},
+    [SL_UPERR_BAD_REQUEST] = {"bad_request", "invalid request"},
+};
+
+const char *sl_uperr_name(int e)
 {
-    static const char *const names[] = {"none",         "connect",     "dns",   "timeout", "reset",
-                                        "bad_response", "client_gone", "nomem", "tls",     "bad_request"};
-    return e >= 0 && e < (int)(sizeof(names) / sizeof(names[0])) ? names[e] : "error";
+    return e >= 0 && e < (int)(sizeof(uperrs) / sizeof(uperrs[0])) ? uperrs[e].name : "error";
+}
+
+const char *sl_uperr_text(int e)
+{
+    return e >= 0 && e < (int)(sizeof(uperrs) / sizeof(uperrs[0])) ? uperrs[e].text : "error";
 }
 
 static void unlink_idle(sl_upconn_t *uc)

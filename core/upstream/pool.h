@@ -11,8 +11,8 @@
 
 #define SL_UPCONN_READ 65536
 
-/* Upstream error classes, so retry and fallback logic can decide what to do (also in Lua: proxy.lua,
- * http.lua). */
+/* Upstream error classes, so retry and fallback logic can decide what to do (Lua sees this enum through its
+ * cdef in lua/sluice/pdk/base.lua, and the names through sl_uperr_name / sl_uperr_text). */
 enum {
     SL_UPERR_NONE = 0,
     SL_UPERR_CONNECT = 1,      /* refused or unreachable */
@@ -133,7 +133,9 @@ int sl__upconn_unhold(sl_upconn_t *uc);
 int sl__http_replayable(const char *head, size_t len);
 /** Closes every idle connection of a worker and fails its client exchanges (at stop). */
 void sl__pool_close(sl_worker_t *w);
-/** Name of an error class for logs and Lua ("connect", "dns", "timeout", "reset", "bad_response", ...). */
-const char *sl__uperr_name(int error);
+/** Short name of an error class for logs and Lua ("connect", "dns", "timeout", ...; "error" when unknown). */
+const char *sl_uperr_name(int error);
+/** What an error class means, for a client's error message ("connect failed", "timed out", ...). */
+const char *sl_uperr_text(int error);
 
 #endif

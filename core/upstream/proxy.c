@@ -105,7 +105,7 @@ static void fail(sl_proxy_t *p, int error, const char *what, int code)
         return;
     }
     if (error != SL_UPERR_CLIENT_GONE)
-        sl_log(SL_LOG_WARN, "upstream %s:%d: %s: %s%s%s", p->host, p->port, sl__uperr_name(error), what,
+        sl_log(SL_LOG_WARN, "upstream %s:%d: %s: %s%s%s", p->host, p->port, sl_uperr_name(error), what,
                code ? ": " : "", code ? uv_strerror(code) : "");
     detach_conn(p, 0);
     end(p, error);

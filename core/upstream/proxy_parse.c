@@ -36,6 +36,11 @@ static int on_hvalue(llhttp_t *hp, const char *at, size_t len)
     return sl__uphdrs_value(&p->hdrs, at, len, SL_UP_MAX_HEAD);
 }
 
+static int on_hvalue_done(llhttp_t *hp)
+{
+    return sl__uphdrs_value_done(&of(hp)->hdrs);
+}
+
 static int hop_by_hop(const sl_header_t *h, const sl_header_t *conn)
 {
     if (conn && sl__http_token_listed(conn->value, conn->value_len, h->name, h->name_len))
@@ -97,7 +102,11 @@ static int on_headers_done(llhttp_t *hp)
             return -1;
         return nobody ? 1 : 0;
     }
-    return nobody ? 1 : HPE_PAUSED;
+    /* an empty body ends here too: paused at a head that ends where the read ends, the parser would not run
+     * again to see the message complete, and Lua would wait for the read timeout */
+    if (nobody || ((hp->flags & F_CONTENT_LENGTH) && hp->content_length == 0))
+        return 1;
+    return HPE_PAUSED;
 }
 
 static int on_pbody(llhttp_t *hp, const char *at, size_t len)
@@ -123,6 +132,7 @@ static void settings_init(void)
     psettings.on_message_begin = on_pbegin;
     psettings.on_header_field = on_hfield;
     psettings.on_header_value = on_hvalue;
+    psettings.on_header_value_complete = on_hvalue_done;
     psettings.on_headers_complete = on_headers_done;
     psettings.on_body = on_pbody;
     psettings.on_message_complete = on_pcomplete;

@@ -20,8 +20,24 @@ static int add_bytes(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
     return 0;
 }
 
+/* Trailer fields (after a chunked body) come through the same callbacks once the head's offsets became
+ * pointers: storing them would move the bytes under those pointers. They are dropped, as nginx drops them,
+ * within the head's cap. */
+static int trailer(sl_uphdrs_t *h, size_t len, size_t max)
+{
+    h->trailer += len;
+    if (h->trailer > max) {
+        h->why = "response trailers larger than 64 KiB";
+        return -1;
+    }
+    return 0;
+}
+
 int sl__uphdrs_field(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
 {
+    if (h->done)
+        return trailer(h, len, max);
+    h->value_done = 0;
     if (h->n == 0 || h->in_value) {
         if (h->n == h->cap) {
             uint32_t cap = h->cap ? h->cap * 2 : 16;
@@ -46,6 +62,14 @@ int sl__uphdrs_field(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
 
 int sl__uphdrs_value(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
 {
+    if (h->done)
+        return trailer(h, len, max);
+    /* a field needs a name (RFC 9110 5.1: a token); without one, its value's offset would also be 0, the
+     * "no value" mark, and the value could not be found */
+    if (h->n == 0 || h->value_done || h->list[h->n - 1].name_len == 0) {
+        h->why = "response header field without a name";
+        return -1;
+    }
     sl_header_t *x = &h->list[h->n - 1];
     if (!h->in_value) {
         h->in_value = 1;
@@ -55,8 +79,15 @@ int sl__uphdrs_value(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
     return add_bytes(h, at, len, max);
 }
 
+int sl__uphdrs_value_done(sl_uphdrs_t *h)
+{
+    h->value_done = 1;
+    return 0;
+}
+
 void sl__uphdrs_finish(sl_uphdrs_t *h)
 {
+    h->done = 1;
     for (uint32_t i = 0; i < h->n; i++) {
         sl_header_t *x = &h->list[i];
         x->name = h->bytes.base + (uintptr_t)x->name;
@@ -86,6 +117,9 @@ void sl__uphdrs_reset(sl_uphdrs_t *h)
     h->n = 0;
     h->bytes.len = 0;
     h->in_value = 0;
+    h->done = 0;
+    h->trailer = 0;
+    h->value_done = 0;
 }
 
 void sl__uphdrs_restart(sl_uphdrs_t *h)

@@ -25,12 +25,17 @@ typedef struct sl_uphdrs {
     size_t prior;      /* header bytes of those: the cap is for all heads of the exchange together */
     const char *why;   /* why a head was refused (static text), for the error; NULL otherwise */
     uint8_t in_value;
+    uint8_t value_done; /* the last field's value ended: a value now without a field first has no name */
+    uint8_t done;       /* the final head is finished (pointers made): what follows are trailers, dropped */
+    size_t trailer;     /* trailer bytes seen (dropped, but bounded like the head) */
 } sl_uphdrs_t;
 
 /** llhttp header callbacks' bodies; return 0 or -1 (too many, too large together with the interim
  *  responses' headers, out of memory: why says which). */
 int sl__uphdrs_field(sl_uphdrs_t *h, const char *at, size_t len, size_t max_bytes);
 int sl__uphdrs_value(sl_uphdrs_t *h, const char *at, size_t len, size_t max_bytes);
+/** llhttp's on_header_value_complete: the current field is whole. Returns 0. */
+int sl__uphdrs_value_done(sl_uphdrs_t *h);
 /** Turns the stored offsets into pointers (at headers complete). */
 void sl__uphdrs_finish(sl_uphdrs_t *h);
 /** At the end of each response head (llhttp on_headers_complete): refuses a version other than HTTP/1.0 or

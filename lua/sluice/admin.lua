@@ -26,6 +26,7 @@ local config = require("sluice.config")
 local schema = require("sluice.schema")
 local plugins = require("sluice.plugins")
 local request = require("sluice.pdk.request")
+local base = require("sluice.pdk.base")
 
 local type, pairs, ipairs, tostring, next, pcall, require = type, pairs, ipairs, tostring, next, pcall, require
 local byte, format, concat, sort = string.byte, string.format, table.concat, table.sort
@@ -87,18 +88,17 @@ function _M.secure_equal(a, b)
 end
 
 local function state()
-    return require("sluice.worker").state
+    return base.live_state() -- the worker's live config (installed by sluice.worker)
 end
 
 -- The document, cfg and plugin registry changes build on: ours if this worker has not looked at it yet, else
 -- what the worker runs.
 local function current()
-    local w = require("sluice.worker")
-    if pending and (w.seen or 0) < pending.version then
+    if pending and base.seen_version() < pending.version then
         return pending.doc, pending.cfg, pending.reg
     end
     pending = nil
-    local st = w.state
+    local st = base.live_state()
     if not st then return nil end
     return st.doc, st.cfg, plugins.current()
 end
@@ -509,7 +509,7 @@ local function status(method)
         pending_version = pending and pending.version or nil,
         plugin_version = plugins.current().version,
         workers = cfg and cfg.node.workers or nil,
-        worker_id = require("sluice.worker").id,
+        worker_id = base.C.sl_worker_id(),
         worker_status = workers(),
         state_file = cfg and cfg.node.state_file or nil,
     })

@@ -23,13 +23,12 @@ local METHODS = { "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "C
 local PROVIDER_KINDS = { "openai", "azure-openai", "anthropic", "gemini", "deepseek", "openai-compatible", "bedrock", "mock" }
 
 local str = { type = "string" }
-local strs = { type = "array", items = str }
 -- Sizes and durations as people write them ("8m", "500ms"); validation turns them into bytes and seconds.
 local function size(lo, hi, default) return { type = "size", minimum = lo, maximum = hi, default = default } end
 local function duration(lo, hi, default) return { type = "duration", minimum = lo, maximum = hi, default = default } end
 local function count(lo, hi, default) return { type = "integer", minimum = lo, maximum = hi, default = default } end
 local bool_t = { type = "boolean" }
-local obj = { type = "object" }
+local obj_t = { type = "object" }
 -- Entity ids (routes, upstreams, providers, consumers, consumer groups): letters, digits, '_', '.', '-', not
 -- starting with '.' or '-' (no ".", "..", "-x"), 1..256 characters. They appear in Admin API URLs, the state
 -- file, logs and (provider names) response headers.
@@ -79,7 +78,7 @@ local NODE = { type = "object", additionalProperties = false, properties = {
         servers = { type = { "array", "string" }, items = str },
         timeout = { type = "duration", exclusiveMinimum = 0, maximum = 60 },
         failure_threshold = count(1, 1e6), retry_after = duration(0, 86400) } },
-    etcd = obj, -- owned by a future shared-state layer; free-form here
+    etcd = obj_t, -- owned by a future shared-state layer; free-form here
 } }
 
 local UPSTREAM = { type = "object", required = { "nodes" }, additionalProperties = false, properties = {
@@ -140,8 +139,8 @@ local names_t = { type = "array", items = { type = "string", minLength = 1, maxL
 local ACCESS = { type = "object", additionalProperties = false, properties = {
     routes = names_t, providers = names_t, models = names_t } }
 -- Spending budgets in USD (the ai-budget plugin enforces them): per UTC day and per calendar month (UTC).
-local BUDGET = { type = "object", additionalProperties = false, properties = {
-    daily = { type = "number", minimum = 0, maximum = 1e9 }, monthly = { type = "number", minimum = 0, maximum = 1e9 } } }
+local usd_t = { type = "number", minimum = 0, maximum = 1e9 }
+local BUDGET = { type = "object", additionalProperties = false, properties = { daily = usd_t, monthly = usd_t } }
 
 -- keys: plain (hashed when loaded) or "sha256:<64 hex>" digests; only digests are kept (sluice.consumer).
 local CONSUMER = { type = "object", required = { "name" }, additionalProperties = false, properties = {
@@ -392,7 +391,7 @@ end
 
 -- Metadata belongs to a plugin: the id is the plugin's name, checked with the registry when there is one.
 function NORMALIZERS.plugin_metadata(m, path, errs, opts, id)
-    if not check(obj, m, path, errs) then return nil end
+    if not check(obj_t, m, path, errs) then return nil end
     if opts.plugins and id ~= nil then
         local ok, p, err = pcall(opts.plugins.get, id)
         if not ok or not p then
@@ -488,7 +487,7 @@ function _M.validate(doc, opts)
         if kind == "global_plugins" then
             local gp = doc.global_plugins or {}
             cfg.raw.global_plugins = deep_copy(gp)
-            if check(obj, gp, "global_plugins", errs) then
+            if check(obj_t, gp, "global_plugins", errs) then
                 errs.owner = { kind = "global_plugins" }
                 check_plugins(gp, "global_plugins", errs, opts)
                 cfg.global_plugins = gp
@@ -690,7 +689,8 @@ function _M.load(path, opts)
         if plain then
             local ok, werr = state.write(state_path, st)
             if not ok then
-                io.stderr:write("sluice: warning: ", tostring(werr), " (consumer keys are hashed in memory; the state file still has plain ones)\n")
+                io.stderr:write("sluice: warning: ", tostring(werr),
+                    " (consumer keys are hashed in memory; the state file still has plain ones)\n")
             end
         end
     end

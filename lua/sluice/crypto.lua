@@ -16,7 +16,7 @@
 local ffi = require("ffi")
 local bit = require("bit")
 
-local byte, char, fmt, concat = string.byte, string.char, string.format, table.concat
+local byte, fmt = string.byte, string.format
 local band, bxor, rshift, tobit = bit.band, bit.bxor, bit.rshift, bit.tobit
 
 pcall(ffi.cdef, [[
@@ -142,7 +142,7 @@ end
 --- Hex text -> bytes | nil.
 function _M.from_hex(h)
     if type(h) ~= "string" or #h % 2 ~= 0 or h:find("[^%x]") then return nil end
-    return (h:gsub("%x%x", function(x) return char(tonumber(x, 16)) end))
+    return (h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end))
 end
 
 -- Public keys (core/common/pkey.c: reached through the core, not mbedcrypto directly)

@@ -17,6 +17,7 @@ local _M = {
     http = require("sluice.pdk.http"),
     memcached = require("sluice.pdk.memcached"),
     ai = require("sluice.pdk.ai"),
+    upstream = require("sluice.pdk.upstream"),
     consumer = require("sluice.pdk.consumer"),
 }
 
@@ -35,6 +36,33 @@ end
 --- Wall-clock seconds since the epoch.
 function _M.time()
     return C.sl_time()
+end
+
+--- Iterates the confs a plugin runs with in this worker's live config: `for conf, config in
+--- sluice.each_conf("my-plugin") do ... end`, once per distinct conf table (a global conf once, however many
+--- routes use it; confs disabled with `_meta.disable` are left out), `config` being the whole validated config.
+--- For plugins that keep state per conf outside requests (timers started in init_worker, health checks).
+function _M.each_conf(name)
+    local st = base.live_state()
+    local routes = st and st.cfg and st.cfg.routes or {}
+    local seen, ri, ii = {}, 1, 0
+    return function()
+        while true do
+            local route = routes[ri]
+            if not route then
+                return nil
+            end
+            local all = route.pipeline and route.pipeline.all or {}
+            ii = ii + 1
+            local item = all[ii]
+            if not item then
+                ri, ii = ri + 1, 0
+            elseif item.name == name and not seen[item.conf] then
+                seen[item.conf] = true
+                return item.conf, st.cfg
+            end
+        end
+    end
 end
 
 --- This worker's id (0-based) and the worker count.

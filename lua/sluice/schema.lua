@@ -355,6 +355,8 @@ local function check_number(s, v, path, errs)
     local function bad(op, limit)
         add(errs, path, format("must be %s %s%s, got %s%s", op, tostring(limit), u, tostring(v), u))
     end
+    -- `not (v > m)` rather than `v <= m`: NaN compares false both ways and must fail (luacheck: ignore 581)
+    -- luacheck: push ignore 581
     if s.minimum then
         if emin == true and not (v > s.minimum) then bad(">", s.minimum)
         elseif not (v >= s.minimum) then bad(">=", s.minimum) end
@@ -365,6 +367,7 @@ local function check_number(s, v, path, errs)
     end
     if type(emin) == "number" and not (v > emin) then bad(">", emin) end
     if type(emax) == "number" and not (v < emax) then bad("<", emax) end
+    -- luacheck: pop
 end
 
 local function branch_summary(berrs, path)

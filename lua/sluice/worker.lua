@@ -5,7 +5,6 @@ local base = require("sluice.pdk.base")
 local config = require("sluice.config")
 local plugins = require("sluice.plugins")
 local router_mod = require("sluice.router")
-local request = require("sluice.pdk.request")
 local response = require("sluice.pdk.response")
 local timer = require("sluice.pdk.timer")
 local log = require("sluice.pdk.log")
@@ -16,14 +15,22 @@ local C = base.C
 local ctxs = base.ctxs
 local ffi_string, ffi_copy = ffi.string, ffi.copy
 local pairs, ipairs, type, pcall, tostring, tonumber, sort = pairs, ipairs, type, pcall, tostring, tonumber, table.sort
-local running, format, min, gmatch = coroutine.running, string.format, math.min, string.gmatch
-local encode_body, header_lines = response.encode_body, response.header_lines
+local running, format, gmatch = coroutine.running, string.format, string.gmatch
+local deliver, send_error, error_body = response.deliver, response.send_error, response.error_body
 
 local PHASES = { "rewrite", "access", "header_filter", "body_filter", "log" }
 
 -- state: what requests run ({doc, cfg, router, version}); seen: the last snapshot version looked at (applied or
 -- refused), so the Admin API knows when its change has been dealt with here.
 local _M = { state = nil, id = -1, seen = 0 }
+
+-- the live config for the PDK (sluice.each_conf) and the Admin API, without requiring this module
+base.live_state = function()
+    return _M.state
+end
+base.seen_version = function()
+    return _M.seen
+end
 
 function _M.init(id)
     _M.id = id
@@ -169,11 +176,17 @@ function _M.apply(json, version)
         route.upstream_conf = route.upstream or (route.upstream_id and cfg.upstreams[route.upstream_id])
         route.id_c = route.id:sub(1, 63)
     end
+    -- requests that match no route go through the global plugins alone
+    local global_pipe = build_pipeline(reg, nil, cfg.global_plugins)
     if reg ~= plugins.current() then
         plugins.use(reg)
     end
+    local pipes = { global_pipe }
     for _, route in ipairs(cfg.routes) do
-        for _, item in ipairs(route.pipeline.all) do
+        pipes[#pipes + 1] = route.pipeline
+    end
+    for _, pipe in ipairs(pipes) do
+        for _, item in ipairs(pipe.all) do
             local p = item.plugin
             if p.init_worker and not inited[p] then
                 inited[p] = true
@@ -184,7 +197,7 @@ function _M.apply(json, version)
             end
         end
     end
-    _M.state = { doc = doc, cfg = cfg, router = rt, version = version }
+    _M.state = { doc = doc, cfg = cfg, router = rt, version = version, global_pipeline = global_pipe }
     report(version, why)
     log.debug("worker ", _M.id, " applied config version ", version, ", plugin code version ", reg.version)
 end
@@ -194,32 +207,6 @@ function _M.on_timer(id)
     timer.fire(id)
 end
 
-local function send(ctx, status, body, headers)
-    local r = ctx.req
-    if r.resp_started ~= 0 then
-        return
-    end
-    local bytes, ctype = encode_body(body)
-    local extra = ctx.resp_headers
-    if ctype and not (headers and (headers["content-type"] or headers["Content-Type"])) then
-        headers = headers or {}
-        headers["content-type"] = ctype
-    end
-    local lines, n = header_lines(headers and (function()
-        local lower = {}
-        for k, v in pairs(headers) do lower[k:lower()] = v end
-        return lower
-    end)() or nil, extra)
-    C.sl_resp_send(r, status, lines, #lines, n, bytes, #bytes)
-end
-_M.send = send
-
-local function error_body(status, message, code)
-    return { error = { message = message, type = status >= 500 and "server_error" or "invalid_request_error",
-                       code = code or status } }
-end
-_M.error_body = error_body
-
 -- Runs one phase; true when a plugin ended the request (ctx.exit set).
 local function run_phase(ctx, items, phase)
     for i = 1, #items do
@@ -228,7 +215,8 @@ local function run_phase(ctx, items, phase)
         local ok, status, body = pcall(item.plugin[phase], item.conf, ctx)
         if not ok then
             log.err("plugin ", item.name, " ", phase, " failed: ", status)
-            ctx.exit = { status = 500, body = error_body(500, "internal error (id " .. ctx.request_id .. ")") }
+            ctx.exit = { status = 500, body = error_body(500, "internal error (id " .. ctx.request_id .. ")"),
+                         failure = true }
             return true
         end
         if type(status) == "number" and not ctx.exit then
@@ -271,6 +259,9 @@ local ctx_mt = { __index = function(ctx, k)
     return v
 end }
 
+-- Every response of a request on a config goes through one pipeline's header_filter and body_filter
+-- (sluice.response.deliver, or the proxy stage) and then its log phase: the route's, or the global plugins'
+-- when no route matched.
 local function serve(r, co)
     local st = _M.state
     local ctx = setmetatable({
@@ -282,32 +273,53 @@ local function serve(r, co)
     ctxs[co] = ctx
     if r.is_admin ~= 0 then
         local status, body, headers = require("sluice.admin").handle(ctx)
-        return send(ctx, status, body, headers)
+        return deliver(ctx, status, body, headers)
     end
     if not st then
-        return send(ctx, 503, error_body(503, "no configuration loaded"))
+        return send_error(ctx, 503, "no configuration loaded")
     end
     local route, params = st.router:match(ctx.method, ctx.path, ctx.host)
     if not route then
+        local gp = st.global_pipeline
+        ctx.config, ctx.pipeline = st.cfg, gp
         if params == "method_not_allowed" then
-            return send(ctx, 405, error_body(405, "method not allowed"))
+            send_error(ctx, 405, "method not allowed")
+        else
+            send_error(ctx, 404, "no route matches " .. ctx.path)
         end
-        return send(ctx, 404, error_body(404, "no route matches " .. ctx.path))
+        return run_log(ctx, gp)
     end
-    ctx.route, ctx.params, ctx.config = route, params, st.cfg
+    local pipe = route.pipeline
+    ctx.route, ctx.params, ctx.config, ctx.pipeline = route, params, st.cfg, pipe
     local rid = route.id_c
     ffi_copy(r.route_id, rid, #rid)
     r.route_id_len = #rid
-    local pipe = route.pipeline
     local ended = (pipe.rewrite and run_phase(ctx, pipe.rewrite, "rewrite"))
         or (pipe.access and run_phase(ctx, pipe.access, "access"))
     if ended then
         local e = ctx.exit
-        send(ctx, e.status, e.body, e.headers)
-    elseif ctx.upstream_override or route.upstream_conf then
-        proxy.run(ctx, ctx.upstream_override or route.upstream_conf, pipe)
+        deliver(ctx, e.status, e.body, e.headers, e.failure)
+    elseif ctx._upstream_handler then
+        local ok, err = pcall(ctx._upstream_handler, ctx)
+        if not ok then
+            log.err("plugin ", ctx._upstream_plugin or "?", " upstream stage failed (id ", ctx.request_id, "): ", err)
+            if r.resp_started ~= 0 and r.resp_done == 0 then
+                C.sl_resp_abort(r) -- a stream was under way: cut it, never end it as if it were whole
+            else
+                send_error(ctx, 500, "internal error (id " .. ctx.request_id .. ")")
+            end
+        elseif r.resp_started == 0 and r.client_gone == 0 then
+            local e = ctx.exit -- the handler returned sluice.response.exit(...)
+            if e then
+                deliver(ctx, e.status, e.body, e.headers)
+            else
+                send_error(ctx, 502, "route " .. route.id .. ": the upstream stage sent no response")
+            end
+        end
+    elseif route.upstream_conf then
+        proxy.run(ctx, route.upstream_conf)
     else
-        send(ctx, 502, error_body(502, "route " .. route.id .. " has no upstream and no plugin answered"))
+        send_error(ctx, 502, "route " .. route.id .. " has no upstream and no plugin answered")
     end
     run_log(ctx, pipe)
 end

@@ -1,13 +1,12 @@
--- ai-proxy-multi.attempts: the proxy stage of a request (ctx.upstream_override): tries targets through
+-- ai-proxy-multi.attempts: the upstream stage of a request (sluice.upstream.take_over): tries targets through
 -- sluice.ai.proxy.run in defer_errors mode (retries with backoff, the fallback group, Retry-After cool-downs,
 -- breaker verdicts, QoS slots), then degrades when nothing answered: a static answer or an error.
 local sluice = require("sluice")
 local ai_proxy = require("sluice.ai.proxy")
 local common = require("sluice.ai.common")
-local proxy = require("sluice.proxy")
 local routing = require("ai-proxy-multi.routing")
 
-local response = sluice.response
+local response, request = sluice.response, sluice.request
 local ipairs, tostring, pcall, error, next = ipairs, tostring, pcall, error, next
 local min, max, huge, ceil, floor, random = math.min, math.max, math.huge, math.ceil, math.floor, math.random
 local concat = table.concat
@@ -56,7 +55,7 @@ local function switch(ctx, ai, rt, m, t, deadline, now)
     return true
 end
 
-local function static_answer(ctx, pipe, ai, text)
+local function static_answer(ctx, ai, text)
     local anthropic = ai.api == "anthropic"
     local state = { id = common.new_id("chatcmpl-"), created = floor(sluice.time()), model = ai.requested_model or "" }
     local zero = { prompt_tokens = 0, completion_tokens = 0, total_tokens = 0 }
@@ -74,8 +73,7 @@ local function static_answer(ctx, pipe, ai, text)
                 resp = require("sluice.ai.anthropic_api").from_openai_response(resp)
             end
         end
-        return proxy.respond(ctx, pipe, 200, { ["content-type"] = "application/json" },
-            common.json_encode(resp) or "{}")
+        return response.send(200, common.json_encode(resp) or "{}", { ["content-type"] = "application/json" }, ctx)
     end
     local chunks = { common.chunk(state, { role = "assistant", content = text }), common.chunk(state, {}, "stop") }
     local out = {}
@@ -87,22 +85,22 @@ local function static_answer(ctx, pipe, ai, text)
         for _, c in ipairs(chunks) do out[#out + 1] = common.encode_chunk_sse(c) end
         out[#out + 1] = common.done_sse()
     end
-    if proxy.stream_start(ctx, pipe, 200, { ["content-type"] = "text/event-stream", ["cache-control"] = "no-cache" }) then
-        proxy.stream_write(ctx, pipe, concat(out))
-        proxy.stream_finish(ctx, pipe)
+    if response.stream_start(200, { ["content-type"] = "text/event-stream", ["cache-control"] = "no-cache" }, ctx) then
+        response.stream_write(concat(out), ctx)
+        response.stream_finish(ctx)
     end
 end
 
-local function degrade(ctx, pipe, ai, rt, last, wait)
+local function degrade(ctx, ai, rt, last, wait)
     local fb = rt.conf.fallback or {}
     local rec = ai.usage
-    if ctx.req.client_gone ~= 0 then
+    if request.client_gone(ctx) then
         return ai_proxy.finish_usage(ctx, ai, nil, 499)
     end
     if fb.response and ai.op ~= "embeddings" then
         rec.degraded = "static"
         if rt.conf.response_headers then response.set_header("x-sluice-route-target", "static", ctx) end
-        return static_answer(ctx, pipe, ai, fb.response)
+        return static_answer(ctx, ai, fb.response)
     end
     local status = fb.status or 503
     local ra = fb.retry_after or max(1, ceil(wait or (last and last.retry_after) or 1))
@@ -111,7 +109,7 @@ local function degrade(ctx, pipe, ai, rt, last, wait)
     rec.degraded = "error"
     ai_proxy.finish_usage(ctx, ai, nil, status)
     rec.error = msg
-    ai_proxy.send_error(ctx, pipe, ai, status, msg, nil, nil, ra)
+    ai_proxy.send_error(ctx, ai, status, msg, nil, nil, ra)
 end
 
 local function note_failure(rec, t, fail)
@@ -123,7 +121,7 @@ local function note_failure(rec, t, fail)
     list[#list + 1] = { target = t.name, status = fail.status, kind = fail.kind, error = fail.message }
 end
 
-local function run(ctx, _, pipe)
+local function run(ctx)
     local ai = ctx.ai
     local m = ai.multi
     local rt = m.rt
@@ -138,7 +136,7 @@ local function run(ctx, _, pipe)
     if conf.fallback and conf.fallback.group and conf.fallback.group ~= m.group then
         groups[2] = conf.fallback.group
     end
-    local attempts, first, last, last_t, wait = 0, nil, nil, nil, nil
+    local attempts, first, last, wait = 0, nil, nil, nil
     local t = m.first
     for gi = 1, #groups do
         local g = rt.groups[groups[gi]]
@@ -151,7 +149,7 @@ local function run(ctx, _, pipe)
         local n, reset = 0, false
         while n <= conf.retries do
             now = now_s()
-            if now >= deadline or ctx.req.client_gone ~= 0 then break end
+            if now >= deadline or request.client_gone(ctx) then break end
             if not t then
                 t, wait = pick(rt, g, m, ctx, now)
                 if not t and not reset and next(m.tried) then -- every target tried: once more from the top
@@ -193,14 +191,14 @@ local function run(ctx, _, pipe)
                         rec.shed = why
                         ai_proxy.finish_usage(ctx, ai, nil, q.shed_status)
                         rec.error = "shed (" .. why .. ")"
-                        return ai_proxy.send_error(ctx, pipe, ai, q.shed_status,
+                        return ai_proxy.send_error(ctx, ai, q.shed_status,
                             "the service is busy, retry later (priority class " .. m.class .. ")", nil, nil, 1)
                     end
                     slot = true
                 end
                 t.inflight = t.inflight + 1
                 local started, started_wall = now_s(), sluice.time()
-                local pok, res, fail = pcall(ai_proxy.run, ctx, nil, pipe)
+                local pok, res, fail = pcall(ai_proxy.run, ctx)
                 t.inflight = t.inflight - 1
                 if slot then rt.qos:release(t.key) end
                 local done = now_s()
@@ -237,19 +235,19 @@ local function run(ctx, _, pipe)
                     else
                         rt.br:record(t.key, false, done, m.probe)
                     end
-                    return ai_proxy.send_error(ctx, pipe, ai, st, fail.message, fail.type, fail.code,
+                    return ai_proxy.send_error(ctx, ai, st, fail.message, fail.type, fail.code,
                         fail.retry_after)
                 end
                 rt.br:record(t.key, false, done, m.probe)
                 g.bal:failed(t, done)
-                last, last_t = fail, t
+                last = fail
                 t = nil
             end
         end
     end
-    degrade(ctx, pipe, ai, rt, last, wait)
+    degrade(ctx, ai, rt, last, wait)
 end
 
-_M.upstream = { run = run }
+_M.run = run
 
 return _M

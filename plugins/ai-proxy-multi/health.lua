@@ -5,7 +5,7 @@ local sluice = require("sluice")
 local ai_proxy = require("sluice.ai.proxy")
 local routing = require("ai-proxy-multi.routing")
 
-local NAME = "ai-proxy-multi" -- the plugin: its conf is route.plugins[NAME]
+local NAME = "ai-proxy-multi" -- the plugin, whose confs sluice.each_conf walks
 local log = sluice.log.named(NAME)
 local type, ipairs = type, ipairs
 local now_s = sluice.now
@@ -52,15 +52,12 @@ end
 
 --- One round (every 0.1 s from the plugin's init_worker on worker 0): starts the probes that are due.
 local function tick()
-    local st = require("sluice.worker").state
-    if not st or not st.cfg then return end
     local now = now_s()
     local seen = {}
-    for _, route in ipairs(st.cfg.routes) do
-        local conf = route.plugins and route.plugins[NAME]
-        local hc = type(conf) == "table" and conf.health_check
-        if hc and not (conf._meta and conf._meta.disable) then
-            local rt = runtime(conf, st.cfg)
+    for conf, cfg in sluice.each_conf(NAME) do
+        local hc = conf.health_check
+        if hc then
+            local rt = runtime(conf, cfg)
             for _, t in ipairs(rt and rt.targets or {}) do
                 if not seen[t.key] then
                     seen[t.key] = true

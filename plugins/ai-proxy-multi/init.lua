@@ -18,7 +18,8 @@
 -- sluice.ai.qos. See docs/ai-proxy-multi.md.
 --
 -- Files: this one (schema, check, access, init_worker); routing.lua (runtime per conf, rules, target pick);
--- attempts.lua (the proxy stage: attempts, fallback, degradation); health.lua (active health checks).
+-- attempts.lua (the upstream stage, taken over with sluice.upstream.take_over: attempts, fallback,
+-- degradation); health.lua (active health checks).
 local sluice = require("sluice")
 local ai_proxy = require("sluice.ai.proxy")
 local common = require("sluice.ai.common")
@@ -201,7 +202,7 @@ end
 _M.runtime = runtime
 _M.prompt_text = routing.prompt_text
 _M.match_rule = match_rule
-_M.upstream = attempts.upstream
+_M.run = attempts.run
 
 ---------------------------------------------------------------------------------------------------------------
 -- access
@@ -274,7 +275,7 @@ function _M.access(conf, ctx)
     if conf.response_headers and m.rule then
         response.set_header("x-sluice-rule", m.rule, ctx)
     end
-    ctx.upstream_override = _M.upstream
+    sluice.upstream.take_over(attempts.run, ctx)
 end
 
 function _M.init_worker()

@@ -113,6 +113,23 @@ function respond(sock, state, method, path, headers, body) {
     case '/truncated':
       sock.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n');
       return setTimeout(() => sock.end(), 50);
+    case '/noname': // a first header field with an empty name (llhttp lets it through)
+      return sock.write(`HTTP/1.1 200 OK\r\n: ${'n'.repeat(3000)}\r\nContent-Length: 2\r\n${ka}\r\nok`);
+    case '/noname2': // ... and one after a field whose value was empty
+      return sock.write(`HTTP/1.1 200 OK\r\nX-Empty:\r\n: stray\r\nContent-Length: 2\r\n${ka}\r\nok`);
+    case '/trailers': { // many trailer fields after a chunked body: more than the head's own header bytes
+      let t = '';
+      for (let i = 0; i < 100; i++) t += `X-Trailer-${i}: ${'t'.repeat(200)}\r\n`;
+      return sock.write(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Multi: a\r\n${ka}\r\n` +
+        `5\r\nhello\r\n0\r\n${t}\r\n`);
+    }
+    case '/hugetrailers': { // trailers past the 64 KiB cap of a head
+      let t = '';
+      for (let i = 0; i < 100; i++) t += `X-Trailer-${i}: ${'t'.repeat(1000)}\r\n`;
+      return sock.write(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n${ka}\r\n5\r\nhello\r\n0\r\n${t}\r\n`);
+    }
+    case '/empty': // a keep-alive answer with an empty body, the head ending where the write ends
+      return sock.write(`HTTP/1.1 200 OK\r\nX-Empty-Body: yes\r\nContent-Length: 0\r\n${ka}\r\n`);
     case '/badstatus':
       return sock.write('HTTP/1.1 abc Nope\r\nContent-Length: 0\r\n\r\n');
     case '/hugeheaders': {

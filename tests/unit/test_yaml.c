@@ -123,6 +123,12 @@ static void test_anchors(void)
     CHECK_STR(eval("D.merged.nodes[1]"), "string:n1");
     CHECK_STR(eval("LN['copy.nodes[1]']"), "number:2");
     CHECK(strstr(err("a: *nope\n"), "t.yaml:1:4:") != NULL);
+    /* a merge list of something other than mappings is refused where its key is (fuzz: yaml-merge-location) */
+    CHECK_STR(err("x: 1\nm:\n  <<: [1, 2]\n"), "t.yaml:3:3: merge key '<<' needs a mapping or a list of mappings");
+    CHECK_STR(err("b: &b {k: 1}\nm:\n  <<: [*b, x]\n"),
+              "t.yaml:3:3: merge key '<<' needs a mapping or a list of mappings");
+    CHECK_INT(load("b: &b {k: 1}\nc: &c {j: 2}\nm:\n  <<: [*b, *c]\n"), 0);
+    CHECK_STR(eval("D.m.k + D.m.j"), "number:3");
 }
 
 static void test_errors(void)

@@ -1,8 +1,11 @@
 -- sluice.ai.proxy: the AI call runtime shared by ai-proxy (one provider) and ai-proxy-multi (several).
 --
 --   access phase:  local status, body = ai_proxy.prepare(ctx, conf)   -- parse, resolve provider/model
---                  ctx.upstream_override = ai_proxy.upstream          -- the proxy stage then calls run()
---   proxy stage:   ai_proxy.run(ctx, up, pipe)                        -- build, send, translate, usage
+--                  sluice.upstream.take_over(ai_proxy.run, ctx)       -- the upstream stage then calls run()
+--   upstream stage: ai_proxy.run(ctx)                                 -- build, send, translate, usage
+--
+-- Answers go out through sluice.response (deliver / stream_*), so the route's header_filter, body_filter and
+-- log plugins see them; upstream calls through sluice.ai.upstream.
 --
 -- The client's API is recognized by the path suffix: OpenAI /chat/completions, /completions, /embeddings,
 -- /models; Anthropic /messages. Inside, requests are OpenAI Chat Completions tables (canonical); drivers
@@ -17,10 +20,10 @@
 --
 -- Files: this one (access: prepare; proxy stage: run, the non-streaming answer and errors), sluice.ai.stream
 -- (streamed answers), sluice.ai.usage (the usage record); the public names of both are re-exported here.
-local proxy = require("sluice.proxy")
+local upstream = require("sluice.ai.upstream")
 local request = require("sluice.pdk.request")
+local response = require("sluice.pdk.response")
 local base = require("sluice.pdk.base")
-local log = require("sluice.pdk.log")
 local common = require("sluice.ai.common")
 local usage = require("sluice.ai.usage")
 local stream_mod = require("sluice.ai.stream")
@@ -38,7 +41,7 @@ local completion_text_of = usage.completion_text_of
 local stream = stream_mod.run
 
 local MAX_RESPONSE = 64 * 1024 * 1024
-local UPERR_CLIENT_GONE = 6
+local UPERR_TIMEOUT, UPERR_CLIENT_GONE = C.SL_UPERR_TIMEOUT, C.SL_UPERR_CLIENT_GONE
 
 local _M = {}
 
@@ -171,7 +174,8 @@ end
 -- access: parse the client request, resolve provider and model
 
 --- Prepares ctx.ai for conf = {provider, model?, timeout?}. Returns nothing when the call goes ahead (the caller
---- sets ctx.upstream_override = _M.upstream), or status, body to answer right away (errors, GET /models).
+--- then takes over the upstream stage: sluice.upstream.take_over(run)), or status, body to answer right away
+--- (errors, GET /models).
 local function prepare(ctx, conf, provider_name)
     local api, op = detect(ctx.path)
     local st0 = ctx.req and ctx.req.start_time or 0
@@ -274,34 +278,36 @@ end
 ---------------------------------------------------------------------------------------------------------------
 -- the call
 
-local function send_error(ctx, pipe, ai, status, message, typ, code, retry_after)
+--- Answers with an error in the client's API shape (through the route's filters, as the gateway's own error).
+local function send_error(ctx, ai, status, message, typ, code, retry_after)
     local _, body = api_error(ai.api, status, message, typ, code)
     local headers = { ["content-type"] = "application/json" }
     if retry_after then
         headers["retry-after"] = tostring(math.ceil(retry_after))
     end
-    proxy.respond(ctx, pipe, status, headers, json_encode(body) or "{}")
+    response.deliver(ctx, status, json_encode(body) or "{}", headers, true)
 end
 _M.send_error = send_error
 
-local function upstream_failed(ctx, pipe, ai, p)
+-- why: what failed when the exchange itself did not (p.error 0: e.g. a body over the size bound)
+local function upstream_failed(ctx, ai, p, why)
     if p.error == UPERR_CLIENT_GONE or ctx.req.client_gone ~= 0 then
         finish_usage(ctx, ai, nil, 499)
         return
     end
-    local msg = "upstream " .. proxy.error_name(p.error)
-    local status = p.error == 3 and 504 or 502
+    local msg = "upstream " .. (p.error ~= 0 and upstream.error_text(p.error) or why or "failed")
+    local status = p.error == UPERR_TIMEOUT and 504 or 502
     if ai.defer_errors then -- nothing reached the client: the caller may try elsewhere
-        return false, { kind = p.error == 3 and "timeout" or "error", status = status, message = msg }
+        return false, { kind = p.error == UPERR_TIMEOUT and "timeout" or "error", status = status, message = msg }
     end
     finish_usage(ctx, ai, nil, status)
-    send_error(ctx, pipe, ai, status, msg)
+    send_error(ctx, ai, status, msg)
 end
 
-local function non_stream(ctx, pipe, ai, p)
-    local body, err = proxy.read_all(ctx, p, MAX_RESPONSE)
+local function non_stream(ctx, ai, p)
+    local body, err = upstream.read_all(ctx, p, MAX_RESPONSE)
     if not body then
-        return upstream_failed(ctx, pipe, ai, p)
+        return upstream_failed(ctx, ai, p, err)
     end
     ai.first_byte = true
     local d, out, u = ai.driver, nil, nil
@@ -312,11 +318,11 @@ local function non_stream(ctx, pipe, ai, p)
         end
     end
     if not out then
-        local resp, e = d.parse_response(p.status, proxy.headers(p), body, ai.op)
+        local resp, e = d.parse_response(p.status, upstream.headers(p), body, ai.op)
         if not resp then
             e = e or {}
             finish_usage(ctx, ai, nil, e.status or 502)
-            return send_error(ctx, pipe, ai, e.status or 502, e.message, e.type, e.code)
+            return send_error(ctx, ai, e.status or 502, e.message, e.type, e.code)
         end
         u = d.usage(resp)
         if ai.api == "anthropic" then
@@ -328,12 +334,12 @@ local function non_stream(ctx, pipe, ai, p)
         out, err = json_encode(resp)
         if not out then
             finish_usage(ctx, ai, nil, 500)
-            return send_error(ctx, pipe, ai, 500, "cannot encode the response: " .. tostring(err))
+            return send_error(ctx, ai, 500, "cannot encode the response: " .. tostring(err))
         end
     end
     finish_usage(ctx, ai, u, 200, ai.completion_text)
     ai.usage.ttft = ai.usage.latency
-    proxy.respond(ctx, pipe, 200, { ["content-type"] = "application/json" }, out)
+    response.deliver(ctx, 200, out, { ["content-type"] = "application/json" })
 end
 
 
@@ -358,11 +364,11 @@ local function call_opts(ai)
     return o
 end
 
---- The proxy stage of an AI call prepared by prepare(): sends it and answers the client. `up` is unused.
+--- The upstream stage of an AI call prepared by prepare(): sends it and answers the client.
 --- With ai.defer_errors set (ai-proxy-multi), a failure before anything reached the client is not answered:
 --- run returns false, {kind = "error" | "timeout" | "status", status, client_status?, message, type?, code?,
 --- retry_after?} so the caller can try another provider (ai.call_opts, when set, replaces the call options).
-function _M.run(ctx, _, pipe)
+function _M.run(ctx)
     local ai = ctx.ai
     local canon = ai.request
     canon.model = ai.model
@@ -370,14 +376,14 @@ function _M.run(ctx, _, pipe)
         { stream = ai.stream, include_usage = true })
     if not req then
         finish_usage(ctx, ai, nil, 400)
-        return send_error(ctx, pipe, ai, 400, tostring(err))
+        return send_error(ctx, ai, 400, tostring(err))
     end
     ai.upstream_request = req
     local p, status, oerr
     if req.local_response then -- the mock provider answers in Lua
-        p, status, oerr = proxy.local_open(ctx, req.local_response)
+        p, status, oerr = upstream.local_open(ctx, req.local_response)
     else
-        p, status, oerr = proxy.open(ctx, req, ai.call_opts or call_opts(ai))
+        p, status, oerr = upstream.open(ctx, req, ai.call_opts or call_opts(ai))
     end
     if not p and status and ai.defer_errors then
         return false, { kind = status == 504 and "timeout" or "error", status = status, message = oerr }
@@ -385,13 +391,13 @@ function _M.run(ctx, _, pipe)
     if not p then
         finish_usage(ctx, ai, nil, status or 499)
         if status then
-            send_error(ctx, pipe, ai, status, oerr)
+            send_error(ctx, ai, status, oerr)
         end
         return
     end
     if p.status >= 400 then
-        local headers = proxy.headers(p)
-        local body = proxy.read_all(ctx, p, MAX_RESPONSE) or ""
+        local headers = upstream.headers(p)
+        local body = upstream.read_all(ctx, p, MAX_RESPONSE) or ""
         local e = ai.driver.parse_error(p.status, headers, body) or {}
         local st = e.status or p.status
         if ai.api == "openai" and st == 529 then
@@ -403,15 +409,12 @@ function _M.run(ctx, _, pipe)
         end
         finish_usage(ctx, ai, nil, st)
         ai.usage.error = e.message
-        return send_error(ctx, pipe, ai, st, e.message, e.type, e.code, e.retry_after)
+        return send_error(ctx, ai, st, e.message, e.type, e.code, e.retry_after)
     end
     if ai.stream then
-        return stream(ctx, pipe, ai, p)
+        return stream(ctx, ai, p)
     end
-    return non_stream(ctx, pipe, ai, p)
+    return non_stream(ctx, ai, p)
 end
-
---- What a plugin puts in ctx.upstream_override so the proxy stage runs the AI call.
-_M.upstream = { run = _M.run }
 
 return _M

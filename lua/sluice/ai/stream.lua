@@ -18,8 +18,9 @@
 -- The usage record (sluice.ai.usage) counts what reached the client: the provider's usage once the events before
 -- it were written, else an estimate over the text written; a stream cut short is marked cut = "client" or
 -- "upstream".
-local proxy = require("sluice.proxy")
+local upstream = require("sluice.ai.upstream")
 local base = require("sluice.pdk.base")
+local response = require("sluice.pdk.response")
 local common = require("sluice.ai.common")
 local sse = require("sluice.ai.sse")
 local usage = require("sluice.ai.usage")
@@ -34,7 +35,7 @@ local null = cjson.null
 local json_encode = common.json_encode
 local finish_usage, scan_usage, completion_text_of = usage.finish_usage, usage.scan_usage, usage.completion_text_of
 
-local UPERR_TIMEOUT, UPERR_CLIENT_GONE = 3, 6
+local UPERR_TIMEOUT, UPERR_CLIENT_GONE = C.SL_UPERR_TIMEOUT, C.SL_UPERR_CLIENT_GONE
 
 local _M = {}
 
@@ -407,7 +408,7 @@ local function finish(ctx, ai, st, status, cut, err)
     end
 end
 
-local function stream(ctx, pipe, ai, p)
+local function stream(ctx, ai, p)
     local conf = ai.conf
     local max = conf and conf.max_event_size or sse.DEFAULT_MAX_SIZE
     -- a driver that must see every chunk (e.g. azure-openai drops prompt_filter_results chunks) opts out
@@ -450,7 +451,7 @@ local function stream(ctx, pipe, ai, p)
     -- writes out (starting the stream first) and commits b; false when the client is gone
     local function deliver(out, b)
         if not st.started then
-            if not proxy.stream_start(ctx, pipe, 200, SSE_HEADERS) then
+            if not response.stream_start(200, SSE_HEADERS, ctx) then
                 return false
             end
             st.started = true
@@ -463,7 +464,7 @@ local function stream(ctx, pipe, ai, p)
             rec.ttft = C.sl_time() - ai.t0
         end
         local data = concat(out)
-        if not proxy.stream_write(ctx, pipe, data) then
+        if not response.stream_write(data, ctx) then
             return false
         end
         commit(b, data)
@@ -471,7 +472,7 @@ local function stream(ctx, pipe, ai, p)
     end
 
     while true do
-        local bytes = proxy.read(ctx, p)
+        local bytes = upstream.read(ctx, p)
         if not bytes then
             break
         end
@@ -501,13 +502,16 @@ local function stream(ctx, pipe, ai, p)
         end
     end
 
+    if ctx._cut then -- a body_filter plugin failed: the stream was cut (logged with the request id)
+        return finish(ctx, ai, st, 500, "gateway", "a body_filter plugin failed")
+    end
     if gone or ctx.req.client_gone ~= 0 or p.error == UPERR_CLIENT_GONE then
         return finish(ctx, ai, st, 499, "client")
     end
     -- the client already has a whole answer ([DONE] or message_stop went out): whatever follows is not its business
     local client_done = (pass and pass.done) or (st.encoder and st.encoder.stopped)
     if not f and p.error ~= 0 then
-        local what = proxy.error_name(p.error)
+        local what = upstream.error_text(p.error)
         f = fault(p.error == UPERR_TIMEOUT and 504 or 502, "upstream " .. what ..
             (st.started and " during the stream" or " before the first event"))
         f.kind = p.error == UPERR_TIMEOUT and "timeout" or "error"
@@ -546,7 +550,7 @@ local function stream(ctx, pipe, ai, p)
             elseif not deliver(out, b) then
                 return finish(ctx, ai, st, 499, "client")
             end
-            proxy.stream_finish(ctx, pipe)
+            response.stream_finish(ctx)
             return finish(ctx, ai, st, 200)
         end
         if st.started then
@@ -558,7 +562,7 @@ local function stream(ctx, pipe, ai, p)
         end
     end
     if client_done then
-        proxy.stream_finish(ctx, pipe)
+        response.stream_finish(ctx)
         return finish(ctx, ai, st, 200)
     end
 
@@ -570,11 +574,11 @@ local function stream(ctx, pipe, ai, p)
         end
         finish(ctx, ai, st, status, "upstream", f.message)
         local body = common.error_body(ai.api, status, f.message, f.type)
-        proxy.respond(ctx, pipe, status, { ["content-type"] = "application/json" }, json_encode(body) or "{}")
+        response.deliver(ctx, status, json_encode(body) or "{}", { ["content-type"] = "application/json" }, true)
         return
     end
-    proxy.stream_write(ctx, pipe, stream_error_event(ai, status, f.message, f.type))
-    proxy.stream_finish(ctx, pipe)
+    response.stream_write(stream_error_event(ai, status, f.message, f.type), ctx)
+    response.stream_finish(ctx)
     finish(ctx, ai, st, status, "upstream", f.message)
 end
 

@@ -14,8 +14,8 @@
 -- messages, looser (+/-30%) on code, JSON, URLs, base64 and non-Latin scripts. It was not validated against
 -- the real tokenizer in this repository's test environment (no vocabulary files available); treat it as an
 -- estimate for budgets and rate limits, never for billing reconciliation.
-local byte, sub, find, ceil, floor = string.byte, string.sub, string.find, math.ceil, math.floor
-local type, ipairs, pairs = type, ipairs, pairs
+local byte, ceil, floor = string.byte, math.ceil, math.floor
+local type, ipairs = type, ipairs
 
 local _M = {}
 

@@ -110,7 +110,7 @@ local function values(src, ctx, attrs)
         local v = request.get_header(src[2], ctx)
         return { v and v ~= "" and v or MISSING }
     elseif kind == "var" then
-        local name, v = src[2], nil
+        local name, v = src[2]
         if name == "remote_addr" then
             v = request.get_client_ip(ctx)
         elseif name == "host" then
@@ -240,7 +240,8 @@ function _M.reserve(st, key_prefix, spec, amount, now)
     if amount > limit then
         r.never = true
     elseif spec.sliding then
-        r.retry_after = max(1, ceil(sliding_wait(limit, amount, count - amount, prev / max(1e-9, 1 - e / w), e, w) - 1e-6))
+        local unweighted = prev / max(1e-9, 1 - e / w)
+        r.retry_after = max(1, ceil(sliding_wait(limit, amount, count - amount, unweighted, e, w) - 1e-6))
     else
         r.retry_after = max(1, ceil(w - e))
     end

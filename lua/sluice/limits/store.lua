@@ -75,8 +75,8 @@ function _M.get(conf, plugin)
     if not d then
         return nil, err
     end
-    st = setmetatable({ remote = policy == "memcached", d = d, fail_open = fail ~= "closed", plugin = plugin or "limits",
-                        seen = {}, nseen = 0, logged = 0 }, Store)
+    st = setmetatable({ remote = policy == "memcached", d = d, fail_open = fail ~= "closed",
+                        plugin = plugin or "limits", seen = {}, nseen = 0, logged = 0 }, Store)
     cache[k] = st
     return st
 end
@@ -243,8 +243,7 @@ function Store:write(key, token, value, ttl, where)
         if not fine then
             return nil, ferr
         end
-        where = "local"
-        token = self.d:get(key)
+        token = self.d:get(key) -- memcached went away between read and write: this node's dict
     end
     local ok, err = self.d:cas(key, token, value, ttl)
     if ok then

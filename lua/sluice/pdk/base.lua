@@ -1,5 +1,7 @@
 -- What every PDK module shares: the FFI view of the C request (core/http/request.h, response.h,
--- upstream/proxy.h, lua/vm.h) and the lookup of the running request's context.
+-- upstream/proxy.h, upstream/pool.h, lua/vm.h) and the lookup of the running request's context.
+-- The structs and enums below mirror C; spec/ffi_layout_spec.lua checks them against core/lua/ffi_layout.c.
+-- Lua code names the constants through the cdef (C.SL_PROXY_TLS, C.SL_UPERR_TIMEOUT), never as copied numbers.
 local ffi = require("ffi")
 local C = require("sluice.core")
 
@@ -40,6 +42,14 @@ int sl_req_read_body(sl_req_t *r);
 int sl_req_log_field(sl_req_t *r, const char *name, size_t nlen, const char *json, size_t jlen);
 int sl_access_log_enabled(void);
 int sl_resp_abort(sl_req_t *r);
+enum { SL_PROXY_PASS = 0, SL_PROXY_FILTER = 1 };
+enum { SL_PROXY_TLS = 1, SL_PROXY_NO_VERIFY = 2, SL_PROXY_FORWARD = 4, SL_PROXY_LENGTH = 8, SL_PROXY_STREAM = 16,
+       SL_PROXY_ENV_PROXY = 32 };
+enum { SL_UPERR_NONE = 0, SL_UPERR_CONNECT = 1, SL_UPERR_DNS = 2, SL_UPERR_TIMEOUT = 3, SL_UPERR_RESET = 4,
+       SL_UPERR_BAD_RESPONSE = 5, SL_UPERR_CLIENT_GONE = 6, SL_UPERR_NOMEM = 7, SL_UPERR_TLS = 8,
+       SL_UPERR_BAD_REQUEST = 9 };
+const char *sl_uperr_name(int e);
+const char *sl_uperr_text(int e);
 typedef struct sl_proxy_opts {
     const char *host, *ca_file, *sni, *head, *skip, *body;
     size_t hostlen, headlen, skiplen, bodylen;
@@ -118,6 +128,16 @@ function _M.check_header(name, value, level)
     return value
 end
 
+--- Short name of an upstream error class (SL_UPERR_*: "connect", "timeout", ...), from C's one table.
+function _M.uperr_name(code)
+    return ffi_string(C.sl_uperr_name(code))
+end
+
+--- What an upstream error class means, for a client's message ("connect failed", "timed out", ...).
+function _M.uperr_text(code)
+    return ffi_string(C.sl_uperr_text(code))
+end
+
 --- The running request's context; raises when called outside a request.
 function _M.get_ctx()
     local ctx = ctxs[running()]
@@ -125,6 +145,17 @@ function _M.get_ctx()
         error("no request in this context (called from init or a timer?)", 3)
     end
     return ctx
+end
+
+--- The worker's live config state ({cfg, router, version, ...}) or nil before the first config; the request
+--- path (sluice.worker) installs the getter.
+function _M.live_state()
+    return nil
+end
+
+--- The newest config version this worker has looked at (applied or refused); installed by sluice.worker.
+function _M.seen_version()
+    return 0
 end
 
 --- The running request's context or nil.

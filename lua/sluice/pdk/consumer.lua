@@ -266,7 +266,8 @@ function _M.allowed(kind, name, ctx)
     local sets = rule_sets(st, ctx)
     for _, s in ipairs(sets) do
         if matches(s[2].deny[kind], names) then
-            return false, kind .. " " .. tostring(names[1]) .. " is denied to consumer " .. c.name .. " (" .. s[1] .. ")"
+            return false, kind .. " " .. tostring(names[1]) .. " is denied to consumer " .. c.name
+                .. " (" .. s[1] .. ")"
         end
     end
     local has_allow = false

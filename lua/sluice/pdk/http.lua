@@ -26,6 +26,7 @@ local ffi_string, ffi_gc = ffi.string, ffi.gc
 local yield = coroutine.yield
 
 ffi.cdef [[
+enum { SL_HTTP_STREAM = 1, SL_HTTP_NO_VERIFY = 2, SL_HTTP_NO_PROXY = 4, SL_HTTP_HAS_HOST = 8 };
 typedef struct sl_httpres {
     sl_header_t *headers; const char *body;
     uint32_t nheaders, body_len;
@@ -47,9 +48,10 @@ void sl_http_close(sl_httpres_t *res);
 const char *sl_version(void);
 ]]
 
-local STREAM, NO_VERIFY, NO_PROXY, HAS_HOST = 1, 2, 4, 8
-local ERR = { "connect", "dns", "timeout", "reset", "bad_response", "client_gone", "nomem", "tls", "bad_request" }
-local BAD_REQUEST = 9 -- a header C refused to send (core/http/field.c)
+local STREAM, NO_VERIFY, NO_PROXY, HAS_HOST = C.SL_HTTP_STREAM, C.SL_HTTP_NO_VERIFY, C.SL_HTTP_NO_PROXY,
+    C.SL_HTTP_HAS_HOST
+local BAD_REQUEST = C.SL_UPERR_BAD_REQUEST -- a header C refused to send (core/http/field.c)
+local uperr_name = base.uperr_name
 -- never taken from the caller: the client frames the message itself
 local SKIP = { ["content-length"] = true, ["transfer-encoding"] = true }
 
@@ -195,7 +197,7 @@ local function wait_all(hs, opts, results, errs, details)
                     end
                 elseif h.done ~= 0 then
                     if h.error ~= 0 then
-                        errs[i], details[i] = ERR[h.error] or "error", ffi_string(h.errmsg)
+                        errs[i], details[i] = uperr_name(h.error), ffi_string(h.errmsg)
                     else
                         results[i] = { status = h.status, headers = resp_headers(h), reused = h.reused ~= 0,
                                        body = not o.stream and ffi_string(h.body, h.body_len) or nil }

@@ -1,6 +1,5 @@
 -- sluice.log: the error log. Phases: all.
 --   sluice.log.warn("upstream ", name, " slow: ", ms, "ms")
-local ffi = require("ffi")
 local base = require("sluice.pdk.base")
 local C = base.C
 

@@ -26,6 +26,8 @@ local ffi_string, ffi_gc = ffi.string, ffi.gc
 local yield = coroutine.yield
 
 ffi.cdef [[
+enum { SL_MC_GET = 1, SL_MC_SET, SL_MC_ADD, SL_MC_INCR, SL_MC_DECR, SL_MC_DELETE, SL_MC_GETS, SL_MC_CAS };
+enum { SL_MC_OK = 0, SL_MC_NOT_FOUND = 1, SL_MC_NOT_STORED = 2 };
 typedef struct sl_mcop {
     char *value; uint32_t value_len; uint32_t flags; uint64_t num;
     int32_t rc; int32_t wake_id; uint8_t done; uint8_t waiting; char errmsg[160];
@@ -36,8 +38,10 @@ void sl_mc_free(sl_mcop_t *op);
 int sl_mc_circuit_state(void);
 ]]
 
-local GET, SET, ADD, INCR, DECR, DELETE, GETS, CAS = 1, 2, 3, 4, 5, 6, 7, 8
-local OK, NOT_FOUND, NOT_STORED = 0, 1, 2
+local GET, SET, ADD, INCR, DECR, DELETE = C.SL_MC_GET, C.SL_MC_SET, C.SL_MC_ADD, C.SL_MC_INCR, C.SL_MC_DECR,
+    C.SL_MC_DELETE
+local GETS, CAS = C.SL_MC_GETS, C.SL_MC_CAS
+local NOT_FOUND, NOT_STORED = C.SL_MC_NOT_FOUND, C.SL_MC_NOT_STORED
 
 local _M = {}
 

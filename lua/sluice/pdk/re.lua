@@ -1,6 +1,6 @@
 -- sluice.re: PCRE2 regular expressions (core/common/regex.c), shaped like ngx.re. Phases: all.
 --
---   local re = require("sluice.re")
+--   local re = require("sluice").re                              -- (the module itself: sluice.pdk.re)
 --   local m, err = re.match("key=42", [[(?<k>\w+)=(\d+)]], "jo")  -- m[0], m[1], m[2], m.k
 --   local from, to = re.find(s, "x+", "i", init)
 --   for m in re.gmatch(s, [[\d+]]) do ... end

@@ -185,9 +185,9 @@ function _M.get_json(ctx)
     elseif body == "" then
         return nil, "empty body"
     end
-    local t, err = cjson.decode(body)
+    local t, jerr = cjson.decode(body)
     if t == nil then
-        return nil, "invalid JSON: " .. tostring(err)
+        return nil, "invalid JSON: " .. tostring(jerr)
     end
     ctx.json = t
     return t
@@ -219,6 +219,13 @@ function _M.get_client_ip(ctx)
     ctx = ctx or get_ctx()
     local r = ctx.req
     return ffi_string(r.client_ip, r.client_ip_len)
+end
+
+--- True once the client has gone away (closed or reset its connection): nobody will read an answer, so work
+--- meant for it (retries, waits, a long upstream call) can stop.
+function _M.client_gone(ctx)
+    ctx = ctx or get_ctx()
+    return ctx.req.client_gone ~= 0
 end
 
 --- Request id as 16 hex digits (also in the access log).

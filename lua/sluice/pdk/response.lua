@@ -1,14 +1,26 @@
--- sluice.response: what the client gets. Phases: rewrite, access (exit), header_filter (status/headers).
+-- sluice.response: what the client gets. Phases: rewrite, access (exit), header_filter (status/headers), and
+-- the upstream stage of a plugin that took it over (send, stream_start/stream_write/stream_finish).
 --
 --   return sluice.response.exit(403, {error = {message = "forbidden"}})   -- table body -> JSON
 --   sluice.response.set_header("x-served-by", "sluice")                    -- added to the client response
 --
 -- A phase function may also simply `return status, body` to end the request the same way.
+--
+-- Every response goes through the route's header_filter and body_filter plugins (ctx.pipeline): a body made in
+-- memory as one chunk plus eof (send), a stream piece by piece (stream_*); the proxy stage of a route's upstream
+-- (sluice.proxy) uses the same runners. A filter that fails:
+--   - before the head is sent: the response becomes a 500 with the request id (filters do not run on it again),
+--     or, when the response is already the gateway's answer to a failure, goes out as it was given;
+--   - after the head is out: the stream is cut (the connection closes: never a truncated body that looks whole).
+-- Either way the failure is logged with the plugin's name and the request id.
 local base = require("sluice.pdk.base")
+local log = require("sluice.pdk.log")
 local cjson = require("cjson.safe")
 
+local C = base.C
 local get_ctx = base.get_ctx
-local type, tostring, pairs, lower, error = type, tostring, pairs, string.lower, error
+local type, tostring, pairs, lower, error, pcall = type, tostring, pairs, string.lower, error, pcall
+local yield = coroutine.yield
 
 local _M = {}
 
@@ -23,7 +35,7 @@ function _M.exit(status, body, headers, ctx)
     return status, body
 end
 
---- Response status: the upstream's (after header_filter began) or the one set by exit.
+--- Response status: the one going out (from header_filter on), else the one set by exit.
 function _M.get_status(ctx)
     ctx = ctx or get_ctx()
     return ctx.response and ctx.response.status or (ctx.exit and ctx.exit.status) or nil
@@ -110,6 +122,254 @@ function _M.encode_body(body)
         return cjson.encode(body) or "{}", "application/json"
     end
     return tostring(body), nil
+end
+
+--- The body of the gateway's own error answers: {error = {message, type, code}}.
+local function error_body(status, message, code)
+    return { error = { message = message, type = status >= 500 and "server_error" or "invalid_request_error",
+                       code = code or status } }
+end
+_M.error_body = error_body
+
+---------------------------------------------------------------------------------------------------------------
+-- The filter runners (also used by the proxy stage, sluice.proxy).
+
+local function filter_failed(ctx, item, phase, err)
+    log.err("plugin ", item.name, " ", phase, " failed (id ", ctx.request_id, "): ", err)
+end
+
+--- Runs the header_filter plugins `items` on ctx.response; nil, or the item that raised and its error (the
+--- plugins after it do not run). Sending a response from a filter is refused (ctx._filtering).
+local function run_header_filter(ctx, items)
+    ctx._filtering = true
+    for i = 1, #items do
+        local item = items[i]
+        ctx.plugin_name = item.name
+        local ok, err = pcall(item.plugin.header_filter, item.conf, ctx)
+        if not ok then
+            ctx._filtering = false
+            return item, err
+        end
+    end
+    ctx._filtering = false
+    return nil
+end
+_M.run_header_filter = run_header_filter
+
+--- Runs one chunk through the body_filter plugins `items` (a plugin returning a string replaces the chunk);
+--- the chunk, or nil, the item that raised and its error.
+local function run_body_filter(ctx, items, chunk, eof)
+    ctx._filtering = true
+    for i = 1, #items do
+        local item = items[i]
+        ctx.plugin_name = item.name
+        local ok, res = pcall(item.plugin.body_filter, item.conf, ctx, chunk, eof)
+        if not ok then
+            ctx._filtering = false
+            return nil, item, res
+        end
+        if type(res) == "string" then
+            chunk = res
+        end
+    end
+    ctx._filtering = false
+    return chunk
+end
+_M.run_body_filter = run_body_filter
+
+local function lower_keys(headers)
+    local out = {}
+    if headers then
+        for k, v in pairs(headers) do
+            out[lower(k)] = v
+        end
+    end
+    return out
+end
+
+-- The head and body as they are, without filters.
+local function send_raw(ctx, status, headers, bytes, extra)
+    local lines, n = _M.header_lines(headers, extra)
+    C.sl_resp_send(ctx.req, status, lines, #lines, n, bytes, #bytes)
+end
+
+--- The 500 a failed filter turns a response into (before its head went out): no filter runs on it.
+local function send_filter_error(ctx)
+    local bytes = cjson.encode(error_body(500, "internal error (id " .. ctx.request_id .. ")"))
+    local h = { ["content-type"] = "application/json" }
+    ctx.response = { status = 500, headers = h }
+    send_raw(ctx, 500, h, bytes, nil)
+end
+_M.send_filter_error = send_filter_error
+
+--- Sends a whole response made in memory through the route's filters (ctx.pipeline): header_filter, then
+--- body_filter over the body as one chunk and eof, then the head and body. failure: the response is the
+--- gateway's answer to a failure (upstream unreachable, a plugin that raised): a filter that fails on it sends it
+--- as it was given instead of a 500. Nothing happens once a head went out or the client is gone.
+local function deliver(ctx, status, body, headers, failure)
+    local r = ctx.req
+    if r.resp_started ~= 0 or r.client_gone ~= 0 then
+        return
+    end
+    local bytes, ctype = _M.encode_body(body)
+    local h = lower_keys(headers)
+    if ctype and not h["content-type"] then
+        h["content-type"] = ctype
+    end
+    local pipe = ctx.pipeline
+    local hf, bf = pipe and pipe.header_filter, pipe and pipe.body_filter
+    ctx.response = { status = status, headers = h }
+    if not (hf or bf) then
+        return send_raw(ctx, status, h, bytes, ctx.resp_headers)
+    end
+    -- what goes out when a filter fails on a failure response: as given, with the headers set before the filters
+    local h0, extra0, bytes0
+    if failure then
+        h0, extra0, bytes0 = lower_keys(h), ctx.resp_headers and lower_keys(ctx.resp_headers), bytes
+    end
+    local item, err, phase
+    if hf then
+        item, err = run_header_filter(ctx, hf)
+        phase = "header_filter"
+    end
+    if not item and bf then
+        local a, b
+        a, item, err = run_body_filter(ctx, bf, bytes, false)
+        if a then
+            b, item, err = run_body_filter(ctx, bf, "", true)
+            bytes = b and (a .. b)
+        end
+        phase = "body_filter"
+    end
+    if item then
+        filter_failed(ctx, item, phase, err)
+        if failure then
+            ctx.response = { status = status, headers = h0 }
+            return send_raw(ctx, status, h0, bytes0, extra0)
+        end
+        return send_filter_error(ctx)
+    end
+    local resp = ctx.response
+    send_raw(ctx, resp.status, resp.headers, bytes, ctx.resp_headers)
+end
+_M.deliver = deliver
+
+--- Sends the gateway's own error answer ({error = {message, type, code}}) through the filters (see deliver).
+function _M.send_error(ctx, status, message, code)
+    return deliver(ctx, status, error_body(status, message, code), nil, true)
+end
+
+local function check_status(status, level)
+    if type(status) ~= "number" or status < 100 or status > 599 or status % 1 ~= 0 then
+        error("status must be an integer between 100 and 599", level + 1)
+    end
+end
+
+--- Sends a whole response (body: string, or table sent as JSON; headers: {name = value}) through the route's
+--- header_filter and body_filter plugins. For the upstream stage of a plugin that took it over
+--- (sluice.upstream.take_over); does nothing once a head went out. Raises inside header_filter/body_filter.
+function _M.send(status, body, headers, ctx)
+    ctx = ctx or get_ctx()
+    check_status(status, 2)
+    if ctx._filtering then
+        error("sluice.response.send: not from header_filter or body_filter", 2)
+    end
+    return deliver(ctx, status, body, headers, false)
+end
+
+--- Starts a streamed response (length unknown: chunked) through the route's header_filter plugins; false when
+--- it cannot go out (a head was already sent, the client is gone, or a filter failed: a 500 went instead).
+function _M.stream_start(status, headers, ctx)
+    ctx = ctx or get_ctx()
+    check_status(status, 2)
+    if ctx._filtering then
+        error("sluice.response.stream_start: not from header_filter or body_filter", 2)
+    end
+    local r = ctx.req
+    if r.resp_started ~= 0 or r.client_gone ~= 0 then
+        return false
+    end
+    local h = lower_keys(headers)
+    ctx.response = { status = status, headers = h }
+    local pipe = ctx.pipeline
+    local hf = pipe and pipe.header_filter
+    if hf then
+        local item, err = run_header_filter(ctx, hf)
+        if item then
+            filter_failed(ctx, item, "header_filter", err)
+            send_filter_error(ctx)
+            return false
+        end
+    end
+    local resp = ctx.response
+    local lines, n = _M.header_lines(resp.headers, ctx.resp_headers)
+    return C.sl_resp_start(r, resp.status, lines, #lines, n, -1) == 0
+end
+
+-- A body_filter failed after the head went out: the response is cut, the connection closes.
+local function cut(ctx, item, err)
+    filter_failed(ctx, item, "body_filter", err)
+    ctx._cut = true
+    C.sl_resp_abort(ctx.req)
+end
+_M.cut = cut
+
+--- Writes to the client, then waits while more than 1 MiB is queued for it: a slow client must not make the
+--- gateway buffer an unbounded stream. False when the client is gone.
+local function write_client(r, data)
+    if C.sl_resp_write(r, data, #data) ~= 0 then
+        return false
+    end
+    if C.sl_resp_wait_drain(r) == 1 then
+        yield()
+    end
+    return r.client_gone == 0
+end
+_M.write_client = write_client
+
+--- Writes a piece of a streamed response through the body_filter plugins; false when the client is gone or
+--- the stream was cut (a filter failed).
+function _M.stream_write(data, ctx)
+    ctx = ctx or get_ctx()
+    local r = ctx.req
+    if r.client_gone ~= 0 or ctx._cut then
+        return false
+    end
+    local pipe = ctx.pipeline
+    local bf = pipe and pipe.body_filter
+    if bf then
+        local item, err
+        data, item, err = run_body_filter(ctx, bf, data, false)
+        if not data then
+            cut(ctx, item, err)
+            return false
+        end
+    end
+    if #data > 0 then
+        return write_client(r, data)
+    end
+    return true
+end
+
+--- Ends a streamed response (body_filter plugins get eof and may add a last piece).
+function _M.stream_finish(ctx)
+    ctx = ctx or get_ctx()
+    local r = ctx.req
+    if r.client_gone ~= 0 or ctx._cut then
+        return
+    end
+    local pipe = ctx.pipeline
+    local bf = pipe and pipe.body_filter
+    if bf then
+        local tail, item, err = run_body_filter(ctx, bf, "", true)
+        if not tail then
+            return cut(ctx, item, err)
+        end
+        if #tail > 0 then
+            C.sl_resp_write(r, tail, #tail)
+        end
+    end
+    C.sl_resp_finish(r)
 end
 
 return _M

@@ -1,7 +1,7 @@
 -- sluice.shared: shared dictionaries, visible to every worker (core/shared/shdict.c).
 -- Phases: all. Dicts are declared in config (node.shared_dicts: {name: bytes}) and created at startup.
 --
---   local shared = require("sluice.shared")
+--   local shared = require("sluice").shared                      -- (the module itself: sluice.pdk.shared)
 --   local d = shared.get("limits")  -- or shared.limits
 --   local ok, err, forcible = d:set("k", "v", 10)     -- ttl seconds (0/nil = none), flags optional
 --   local v, flags = d:get("k")
@@ -121,7 +121,7 @@ function dict.get(self, key)
         end
         return nil, ERRORS[rc] or ("error " .. rc)
     end
-    local t, value = type_p[0], nil
+    local t, value = type_p[0]
     if t == T_STRING then
         value = ffi_string(buf, size_p[0])
     elseif t == T_NUMBER then

@@ -2,7 +2,6 @@
 -- consumer's own budget and its group's shared one, the refusal in the client's shape saying which budget, a
 -- call whose estimate does not fit, GET /admin/consumers/{name}/usage.
 local helpers = require("helpers")
-local cjson = require("cjson.safe")
 
 describe("ai-budget", function()
     local gw

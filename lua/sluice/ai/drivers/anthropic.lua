@@ -200,10 +200,10 @@ function _M.to_anthropic_request(provider, body, opts)
         for _, t in ipairs(body.tools) do
             if type(t) == "table" and t.type == "function" and type(t["function"]) == "table" then
                 local f = t["function"]
-                local params = nn(f.parameters)
-                if type(params) ~= "table" then params = { type = "object", properties = {} } end
+                local schema = nn(f.parameters)
+                if type(schema) ~= "table" then schema = { type = "object", properties = {} } end
                 tools[#tools + 1] = {
-                    name = f.name, description = nn(f.description), input_schema = params,
+                    name = f.name, description = nn(f.description), input_schema = schema,
                     cache_control = t.cache_control,
                 }
             elseif type(t) == "table" and t.type ~= "function" and t.name then

@@ -1,0 +1,170 @@
+-- sluice.ai.upstream: explicit upstream calls for the AI layer, through the C proxy (core/upstream/proxy.c) in
+-- FILTER mode. The caller builds the whole request, reads the body chunk by chunk and answers the client itself
+-- with sluice.response.send / stream_start / stream_write / stream_finish, so the route's header_filter and
+-- body_filter plugins run on what it sends.
+--
+--   local p, status, err = upstream.open(ctx, {scheme = "https", host = "api.openai.com", path = "/v1/...",
+--                                              headers = {...}, body = json}, {timeout = {read = 60}})
+--   local body = upstream.read_all(ctx, p, limit)           -- or upstream.read(ctx, p) chunk by chunk
+--
+-- Upstream error codes (p.error) are the C enum SL_UPERR_* (cdef in sluice.pdk.base); their names come from C.
+local ffi = require("ffi")
+local base = require("sluice.pdk.base")
+local timer = require("sluice.pdk.timer")
+local proxy = require("sluice.proxy")
+
+local C = base.C
+local ffi_string, lower, pairs, type, concat = ffi.string, string.lower, pairs, type, table.concat
+local yield = coroutine.yield
+local uperr_text = base.uperr_text
+
+local HOP, resp_headers = proxy.HOP, proxy.resp_headers
+local FILTER = C.SL_PROXY_FILTER
+local UPERR_TIMEOUT, UPERR_CLIENT_GONE = C.SL_UPERR_TIMEOUT, C.SL_UPERR_CLIENT_GONE
+local PROXY_TLS, PROXY_NO_VERIFY, PROXY_ENV = C.SL_PROXY_TLS, C.SL_PROXY_NO_VERIFY, C.SL_PROXY_ENV_PROXY
+-- sl_proxy_start's options, filled for each call (C copies what it keeps before returning)
+local popts = ffi.new("sl_proxy_opts_t")
+
+local _M = {}
+
+-- The whole head of an explicit request and its number of header lines (checked in C: core/http/field.c).
+local function explicit_head(req, body_len)
+    local port, default = req.port, req.scheme == "https" and 443 or 80
+    local host = (port == nil or port == default) and req.host or (req.host .. ":" .. port)
+    local out, n = { req.method or "POST", " ", req.path or "/", " HTTP/1.1\r\nHost: ", host, "\r\n" }, 6
+    if req.headers then
+        for name, v in pairs(req.headers) do
+            if v and not HOP[lower(name)] then
+                out[n + 1], out[n + 2], out[n + 3], out[n + 4] = name, ": ", v, "\r\n"
+                n = n + 4
+            end
+        end
+    end
+    out[n + 1] = "Content-Length: " .. body_len .. "\r\n\r\n"
+    return concat(out, "", 1, n + 1), 2 + (n - 6) / 4
+end
+_M.explicit_head = explicit_head
+
+--- Sends req = {scheme, host, port, method, path, headers = {name = value}, body = string} upstream and waits for
+--- the response head. opts: timeout = {connect, send, read, header} (seconds; header: the whole response head within
+--- this once the request is sent, default read), keepalive = {size, idle_timeout},
+--- tls = {verify = false?, ca_file?} for https, proxy = false to ignore HTTP(S)_PROXY (honoured otherwise, with
+--- NO_PROXY: provider calls are the gateway's egress).
+--- Returns p (status, headers via _M.headers(p)) | nil, status for the client (502/504, or nil when the client
+--- went away), error text. The body is then read with _M.read(ctx, p). Phases: the proxy stage only.
+function _M.open(ctx, req, opts)
+    opts = opts or {}
+    local flags, tls = 0, opts.tls
+    if req.scheme == "https" then
+        flags = (tls and tls.verify == false) and (PROXY_TLS + PROXY_NO_VERIFY) or PROXY_TLS
+    end
+    if opts.proxy ~= false then
+        flags = flags + PROXY_ENV
+    end
+    local body = req.body or ""
+    local head, nfields = explicit_head(req, #body)
+    local t, ka = opts.timeout or {}, opts.keepalive or {}
+    local port = req.port or (flags ~= 0 and 443 or 80)
+    ctx.upstream_addr = req.host .. ":" .. port
+    local o = popts
+    o.host, o.hostlen, o.port, o.flags, o.ca_file, o.sni = req.host, #req.host, port, flags, tls and tls.ca_file,
+        tls and tls.sni
+    o.head, o.headlen, o.nfields, o.skip, o.skiplen, o.body, o.bodylen = head, #head, nfields, nil, 0, body, #body
+    o.mode, o.connect_timeout, o.send_timeout, o.read_timeout = FILTER, t.connect or 5, t.send or 30, t.read or 60
+    o.header_timeout, o.pool_size, o.idle_timeout = t.header or t.read or 60, ka.size or 64, ka.idle_timeout or 60
+    local p = C.sl_proxy_start(ctx.req, o)
+    if p == nil then -- out of memory, or a head that must not reach the wire (logged with the request's id)
+        return nil, 500, "cannot start the upstream request (id " .. ctx.request_id .. ")"
+    end
+    ctx.upstream = p
+    ctx._up_taken = false
+    yield()
+    if p.headers_done == 0 then
+        local err = p.error
+        if err == UPERR_CLIENT_GONE or ctx.req.client_gone ~= 0 then
+            return nil, nil, "client gone"
+        end
+        ctx.upstream_error = "upstream " .. uperr_text(err)
+        return nil, err == UPERR_TIMEOUT and 504 or 502, ctx.upstream_error
+    end
+    ctx.upstream_status = p.status
+    return p
+end
+
+--- Response headers of an opened upstream call (lower-case names).
+function _M.headers(p)
+    if type(p) == "table" then
+        return p.headers
+    end
+    return resp_headers(p)
+end
+
+--- A response made in Lua instead of an upstream call (the mock provider): waits latency_ms, then reads like
+--- one opened with open() — the body, or each of chunks with chunk_delay_ms between them.
+--- lr = {status, headers (lower-case names), body | chunks, latency_ms, chunk_delay_ms}.
+function _M.local_open(ctx, lr)
+    if (lr.latency_ms or 0) > 0 then
+        timer.sleep(lr.latency_ms / 1000)
+    end
+    if ctx.req.client_gone ~= 0 then
+        return nil, nil, "client gone"
+    end
+    ctx.upstream_status = lr.status or 200
+    return { status = lr.status or 200, error = 0, headers = lr.headers or {}, i = 0,
+             chunks = lr.chunks or { lr.body or "" }, delay = (lr.chunk_delay_ms or 0) / 1000 }
+end
+
+--- The next body chunk of an opened call, or nil at the end: then p.error is 0 for a complete body, else the
+--- failure (ctx.req.client_gone ~= 0 when the client went away; the C side has cancelled the upstream call).
+function _M.read(ctx, p)
+    if type(p) == "table" then -- made in Lua (local_open)
+        local i = p.i + 1
+        p.i = i
+        if i > 1 and p.delay > 0 and p.chunks[i] then
+            timer.sleep(p.delay)
+        end
+        return p.chunks[i]
+    end
+    if ctx._up_taken then
+        ctx._up_taken = false
+        if p.done ~= 0 then
+            return nil
+        end
+        C.sl_proxy_read(p)
+        yield()
+    end
+    while p.chunk_len == 0 do
+        if p.done ~= 0 or ctx.req.client_gone ~= 0 then
+            return nil
+        end
+        C.sl_proxy_read(p)
+        yield()
+    end
+    ctx._up_taken = true
+    return ffi_string(p.chunk, p.chunk_len)
+end
+
+--- The whole remaining body (string), or nil, error text when the call failed or is larger than limit bytes.
+function _M.read_all(ctx, p, limit)
+    local parts, n, size = {}, 0, 0
+    while true do
+        local c = _M.read(ctx, p)
+        if not c then
+            break
+        end
+        n, size = n + 1, size + #c
+        parts[n] = c
+        if limit and size > limit then
+            return nil, "response larger than " .. limit .. " bytes"
+        end
+    end
+    if p.error ~= 0 then
+        return nil, uperr_text(p.error)
+    end
+    return n == 1 and parts[1] or concat(parts, "", 1, n)
+end
+
+--- What an upstream error code (p.error) means ("connect failed", "timed out", ...), from C's one table.
+_M.error_text = uperr_text
+
+return _M
