@@ -49,7 +49,8 @@ describe_mc("sluice.memcached", function()
                      memcached = { servers = { "127.0.0.1:" .. port1, "127.0.0.1:" .. port2 }, timeout = 0.2,
                                    failure_threshold = 3, retry_after = 1 },
                      plugin_paths = { helpers.ROOT .. "/plugins", helpers.ROOT .. "/spec/fixtures/http_plugins" } },
-            routes = { { id = "mc", paths = { "/mc" }, plugins = { ["mc-probe"] = {} } } },
+            routes = { { id = "mc", paths = { "/mc" }, plugins = { ["mc-probe"] = {} } },
+                       { id = "count", paths = { "/count" }, plugins = { ["mc-count"] = {} } } },
         })
     end)
 
@@ -85,6 +86,23 @@ describe_mc("sluice.memcached", function()
         assert.same({ false, "exists" }, { r[2].a, r[2].b }) -- changed since that gets
         assert.equal("2", r[3].a)
         assert.same({ false, "not found" }, { r[4].a, r[4].b })
+    end)
+
+    it("counts every call when many first calls race to create a counter (incr with an initial value)", function()
+        -- memcached answers NOT_STORED to a creation that lost the race, without counting it: the bridge calls again
+        local spec = { urls = { gw.url("/count") }, n = 1200, concurrency = 40, method = "GET", collect = "x-count",
+                       seq_header = "x-seq", seq_every = 40 }
+        local code, out = helpers.exec("node " .. helpers.shell_quote(helpers.ROOT .. "/spec/support/burst.js") .. " "
+            .. helpers.shell_quote(cjson.encode(spec)), 60)
+        assert.equal(0, code, out)
+        local r = assert(cjson.decode(out))
+        assert.equal(1200, r.by_status["200"])
+        local values = {}
+        for _, v in ipairs(r.collected["200"]) do values[v] = (values[v] or 0) + 1 end
+        for i = 1, 40 do
+            assert.equal(30, values[tostring(i)], "value " .. i .. " came back " .. tostring(values[tostring(i)])
+                .. " times (30 counters of 40 calls each): " .. cjson.encode(values))
+        end
     end)
 
     it("expires values", function()

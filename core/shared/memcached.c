@@ -299,13 +299,21 @@ static void do_work(uv_work_t *req)
         break;
     case SL_MC_INCR:
     case SL_MC_DECR:
-        if (wk->has_initial)
+        if (!wk->has_initial) {
+            rc = (wk->kind == SL_MC_INCR ? memcached_increment : memcached_decrement)(
+                m, wk->key, wk->klen, (uint32_t)wk->delta, &op->num);
+            break;
+        }
+        /* Two first calls racing to create the counter: memcached stores one and answers the other
+         * NOT_STORED without counting it (libmemcached gives UINT64_MAX as its value). The key exists
+         * now: call again. */
+        for (int attempt = 0; attempt < 4; attempt++) {
             rc = (wk->kind == SL_MC_INCR ? memcached_increment_with_initial
                                          : memcached_decrement_with_initial)(
                 m, wk->key, wk->klen, wk->delta, wk->initial, wk->exptime, &op->num);
-        else
-            rc = (wk->kind == SL_MC_INCR ? memcached_increment : memcached_decrement)(
-                m, wk->key, wk->klen, (uint32_t)wk->delta, &op->num);
+            if (rc != MEMCACHED_NOTSTORED)
+                break;
+        }
         break;
     case SL_MC_DELETE:
         rc = memcached_delete(m, wk->key, wk->klen, 0);

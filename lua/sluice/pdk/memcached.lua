@@ -151,6 +151,7 @@ local function incr(kind, key, delta, init, exptime)
     local n = tonumber(op.num)
     free(op)
     if rc == NOT_FOUND then return nil, "not found" end
+    if rc == NOT_STORED then return nil, "not stored (the counter was being created)" end
     return n
 end
 
