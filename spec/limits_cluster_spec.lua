@@ -82,6 +82,9 @@ describe_mc("limits across three gateways sharing one memcached", function()
         for _, v in ipairs(r.collected["200"] or {}) do seen[#seen + 1] = tonumber(v) or -1 end
         table.sort(seen)
         assert.equal(200, count(r, 200), cjson.encode(r.by_status) .. " remaining seen: " .. cjson.encode(seen))
+        for i = 1, 200 do
+            assert.equal(i - 1, seen[i], "every count from 1 to 200 was given to exactly one request")
+        end
         assert.equal(400, count(r, 429), cjson.encode(r.by_status))
         for i = 1, 3 do
             assert.is_true((r.by_url[i]["200"] or 0) > 0, "gateway " .. i .. " served some") -- all three took part
