@@ -106,6 +106,13 @@ local function glob_list(list)
     return out
 end
 
+local function header_value(l, v)
+    if l.metric == "cost" then
+        return (gsub(gsub(format("%.6f", v / NANO), "0+$", ""), "%.$", ""))
+    end
+    return tostring(v)
+end
+
 -- Per conf: the limits with their window spec, key prefix id, header name, filters (weak cache).
 local compiled = setmetatable({}, { __mode = "k" })
 local function compile(conf)
@@ -121,9 +128,10 @@ local function compile(conf)
         c.list[i] = {
             metric = l.metric, by = limits.compile_by(l.by), header = hname:lower(),
             spec = { limit = lim, window = l.window, sliding = l.type == "sliding" },
-            id = i .. l.metric:sub(1, 1) .. l.window .. (l.type == "sliding" and "s" or "f"),
+            id = i .. l.metric:sub(1, 1) .. l.window .. (l.type == "sliding" and "s" or "f"), pcache = {},
             models = glob_list(l.models), providers = glob_list(l.providers), conf = l,
         }
+        c.list[i].limit_text = header_value(c.list[i], lim)
         if l.metric ~= "requests" then
             c.prompt = c.prompt or l.metric ~= "completion_tokens"
             c.completion = c.completion or l.metric ~= "prompt_tokens"
@@ -178,30 +186,23 @@ local function show(metric, v)
     return tostring(v)
 end
 
-local function header_value(l, v)
-    if l.metric == "cost" then
-        return (gsub(gsub(format("%.6f", v / NANO), "0+$", ""), "%.$", ""))
-    end
-    return tostring(v)
-end
-
--- Sets the headers of the limits reached (the lowest remaining per limit); kept in ctx for header_filter.
-local function apply_headers(ctx, hs)
-    for _, h in ipairs(hs) do
-        limits.set_headers(ctx, h.name, h.limit, h.remaining, h.reset)
-    end
-end
-
-local function note(hs, by_limit, l, r)
-    local h = by_limit[l]
+-- The headers: per limit, the lowest remaining over its keys. `hs` collects {l, remaining, reset} during access;
+-- header_filter turns them into X-RateLimit-* (numbers formatted once, on the way out).
+local function note(hs, l, r)
+    local h = hs[l]
     if not h then
-        h = { name = l.header }
-        by_limit[l] = h
-        hs[#hs + 1] = h
+        hs[#hs + 1] = l
+        hs[l] = { r.remaining, r.reset }
+    elseif r.remaining < h[1] then
+        h[1], h[2] = r.remaining, r.reset
     end
-    if h.rem == nil or r.remaining < h.rem then
-        h.rem, h.limit = r.remaining, header_value(l, l.spec.limit)
-        h.remaining, h.reset = header_value(l, r.remaining), r.reset
+end
+
+local function apply_headers(ctx, hs)
+    for i = 1, #hs do
+        local l = hs[i]
+        local h = hs[l]
+        limits.set_headers(ctx, l.header, l.limit_text, header_value(l, h[1]), h[2])
     end
 end
 
@@ -221,25 +222,22 @@ function _M.access(conf, ctx)
     local p, comp = call.estimate(cl, c.prompt, c.completion)
     local cost = c.cost and call.cost_nano(cl.price, p, comp) or 0
     local now = limits.now()
-    local res, hs, by_limit = {}, {}, {}
+    local res, hs = {}, {}
     for _, l in ipairs(c.list) do
         if applies(l, cl) then
             local need = amount(l.metric, p, comp, cost)
             for ki, k in ipairs(limits.keys(l.by, ctx, cl)) do
-                local prefix = limits.prefix("airl", conf.scope, ctx, l.id) .. k[1] .. ":"
+                local prefix = limits.key_prefix(l.pcache, "airl", conf.scope, ctx, l.id, k[1])
                 local r, err = limits.reserve(st, prefix, l.spec, need, now)
                 if not r then
                     give_back(st, res)
                     return limits.refuse(ctx, 503, "rate limit store unavailable: " .. tostring(err))
                 end
                 r.limit_ref, r.kidx = l, ki
-                note(hs, by_limit, l, r)
+                note(hs, l, r)
                 if not r.ok then
                     give_back(st, res)
-                    if conf.headers then
-                        apply_headers(ctx, hs)
-                        ctx._ai_rl = { headers = hs }
-                    end
+                    ctx._ai_rl = { headers = conf.headers and hs }
                     local what = l.metric == "requests" and "requests" or (l.metric == "cost" and "cost (USD)")
                         or gsub(l.metric, "_", " ")
                     local msg = format("Rate limit reached for %s on %s per %s: limit %s, remaining %s, requested %s.",
@@ -260,10 +258,8 @@ function _M.access(conf, ctx)
             end
         end
     end
+    -- the X-RateLimit-* headers go out from header_filter, which runs on every response of the route
     ctx._ai_rl = { res = res, st = st, p = p, c = comp, cost = cost, call = cl, headers = conf.headers and hs }
-    if conf.headers then
-        apply_headers(ctx, hs)
-    end
 end
 
 ---------------------------------------------------------------------------------------------------------------
@@ -288,12 +284,12 @@ function _M.header_filter(conf, ctx)
     end
     local cl = { provider = ctx.ai and ctx.ai.provider_name, model = ctx.ai and ctx.ai.requested_model }
     local now = limits.now()
-    local hs, by_limit = {}, {}
+    local hs = {}
     for _, l in ipairs(c.list) do
         if applies(l, cl) then
             for _, k in ipairs(limits.keys(l.by, ctx, cl)) do
-                note(hs, by_limit, l, limits.peek(st, limits.prefix("airl", conf.scope, ctx, l.id) .. k[1] .. ":",
-                    l.spec, now))
+                local prefix = limits.key_prefix(l.pcache, "airl", conf.scope, ctx, l.id, k[1])
+                note(hs, l, limits.peek(st, prefix, l.spec, now))
             end
         end
     end
@@ -325,7 +321,7 @@ function _M.log(conf, ctx)
             rl.st:decr(r.key, r.amount, r.where)
             local k = limits.keys(l.by, ctx, { provider = u.provider, model = u.requested_model })[r.kidx]
             if k then
-                local prefix = limits.prefix("airl", conf.scope, ctx, l.id) .. k[1] .. ":"
+                local prefix = limits.key_prefix(l.pcache, "airl", conf.scope, ctx, l.id, k[1])
                 rl.st:add(prefix .. floor(now / l.spec.window), used, 2 * l.spec.window + 1, r.where)
             end
         else

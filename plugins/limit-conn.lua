@@ -39,7 +39,7 @@ local compiled = setmetatable({}, { __mode = "k" })
 local function compile(conf)
     local c = compiled[conf]
     if not c then
-        c = { by = limits.compile_by(conf.by), header = conf.name:lower(), id = "c" .. conf.conn }
+        c = { by = limits.compile_by(conf.by), header = conf.name:lower(), id = "c" .. conf.conn, pcache = {} }
         compiled[conf] = c
     end
     return c
@@ -70,7 +70,7 @@ function _M.rewrite(conf, ctx)
     local ttl = conf.policy == "memcached" and conf.ttl or 0
     local held, lowest = {}, nil
     for _, k in ipairs(limits.keys(c.by, ctx, attrs(c, ctx))) do
-        local key = limits.prefix("lconn", conf.scope, ctx, c.id) .. k[1]
+        local key = limits.key_prefix(c.pcache, "lconn", conf.scope, ctx, c.id, k[1])
         local n, where = st:incr(key, 1, ttl)
         if not n then
             release(held)
@@ -79,10 +79,7 @@ function _M.rewrite(conf, ctx)
         if n > conf.conn then
             st:decr(key, 1, where)
             release(held)
-            if conf.headers then
-                limits.set_headers(ctx, c.header, conf.conn, 0)
-                ctx._limit_conn = { remaining = 0 }
-            end
+            ctx._limit_conn = { remaining = 0 }
             return limits.refuse(ctx, conf.status, format("Too many requests in flight for %s: at most %d at once.",
                 k[2] == "-" and "anonymous callers" or k[2], conf.conn), 1, "rate_limit_exceeded", nil, "requests")
         end
@@ -92,10 +89,7 @@ function _M.rewrite(conf, ctx)
             lowest = rem
         end
     end
-    ctx._limit_conn = { held = held, remaining = lowest or conf.conn }
-    if conf.headers then
-        limits.set_headers(ctx, c.header, conf.conn, lowest or conf.conn)
-    end
+    ctx._limit_conn = { held = held, remaining = lowest or conf.conn } -- header_filter sends X-RateLimit-*
 end
 
 function _M.header_filter(conf, ctx)
@@ -111,7 +105,7 @@ function _M.header_filter(conf, ctx)
             return
         end
         for _, k in ipairs(limits.keys(c.by, ctx, attrs(c, ctx))) do
-            local n = st:get(limits.prefix("lconn", conf.scope, ctx, c.id) .. k[1]) or 0
+            local n = st:get(limits.key_prefix(c.pcache, "lconn", conf.scope, ctx, c.id, k[1])) or 0
             local r = conf.conn - n
             if rem == nil or r < rem then
                 rem = r

@@ -47,7 +47,7 @@ local function compile(conf)
     local c = compiled[conf]
     if not c then
         c = { by = limits.compile_by(conf.by), rate = conf.rate / conf.per, header = conf.name:lower(),
-              id = format("%g/%g+%d", conf.rate, conf.per, conf.burst) }
+              id = format("%g/%g+%d", conf.rate, conf.per, conf.burst), pcache = {} }
         compiled[conf] = c
     end
     return c
@@ -80,17 +80,14 @@ function _M.rewrite(conf, ctx)
     local now = limits.now()
     local h, delay = {}, 0
     for _, k in ipairs(limits.keys(c.by, ctx, attrs(c, ctx))) do
-        local key = limits.prefix("lreq", conf.scope, ctx, c.id) .. k[1]
+        local key = limits.key_prefix(c.pcache, "lreq", conf.scope, ctx, c.id, k[1])
         local r, err = limits.leaky(st, key, c.rate, conf.burst, now)
         if not r then
             return limits.refuse(ctx, 503, "rate limit store unavailable: " .. tostring(err))
         end
         note(h, r)
         if not r.ok then
-            if conf.headers then
-                limits.set_headers(ctx, c.header, h.limit, 0, h.reset)
-                ctx._limit_req = h
-            end
+            ctx._limit_req = h -- header_filter (every response) sends X-RateLimit-*
             return limits.refuse(ctx, conf.status, format("Too many requests for %s: at most %g per %s with a "
                 .. "burst of %d. Please try again in %ds.", k[2] == "-" and "anonymous callers" or k[2], conf.rate,
                 limits.span(conf.per), conf.burst, r.retry_after), r.retry_after, "rate_limit_exceeded", nil,
@@ -100,10 +97,7 @@ function _M.rewrite(conf, ctx)
             delay = r.delay
         end
     end
-    if conf.headers then
-        limits.set_headers(ctx, c.header, h.limit, h.remaining, h.reset)
-        ctx._limit_req = h
-    end
+    ctx._limit_req = h
     if not conf.nodelay and delay > 0.001 then
         sluice.sleep(delay) -- keeps to the rate: the request goes when the bucket has leaked enough
     end
@@ -122,8 +116,8 @@ function _M.header_filter(conf, ctx)
         end
         h = {}
         for _, k in ipairs(limits.keys(c.by, ctx, attrs(c, ctx))) do
-            note(h, limits.leaky_peek(st, limits.prefix("lreq", conf.scope, ctx, c.id) .. k[1], c.rate, conf.burst,
-                limits.now()))
+            local key = limits.key_prefix(c.pcache, "lreq", conf.scope, ctx, c.id, k[1])
+            note(h, limits.leaky_peek(st, key, c.rate, conf.burst, limits.now()))
         end
     end
     if h.limit then

@@ -61,21 +61,33 @@ describe("limits whatever the other plugins do", function()
         assert.is_truthy(res.headers["retry-after"])
     end)
 
+    -- limit-conn gives its slot back in the log phase, just after a response went out: a request that follows at
+    -- once may find it still taken (a 429 naming the requests in flight); it comes back, unless it leaked
+    local function past_conn(path, key)
+        return helpers.wait_until(function()
+            local res = req(path, key)
+            if res.status == 429 and res.json.error.message:find("in flight", 1, true) then
+                return nil
+            end
+            return res
+        end, 5, "the limit-conn slot came back")
+    end
+
     it("counts requests another plugin answers early; their tokens are given back, their slot released", function()
-        assert.equal(200, req("/early/v1/chat/completions", "k2").status)
-        local res = req("/early/v1/chat/completions", "k2")
+        assert.equal(200, past_conn("/early/v1/chat/completions", "k2").status)
+        local res = past_conn("/early/v1/chat/completions", "k2")
         assert.equal(200, res.status)
         assert.same({ cached = true }, res.json)
         assert.equal("0", res.headers["x-ratelimit-remaining-requests"])
         assert.equal("1", res.headers["x-ratelimit-limit-concurrent"])
-        res = req("/early/v1/chat/completions", "k2")
-        assert.equal(429, res.status) -- limit-conn released the slot each time (else this would be its 429 too)
+        res = past_conn("/early/v1/chat/completions", "k2")
+        assert.equal(429, res.status)
         assert.matches("on requests per 1h", res.json.error.message, 1, true)
     end)
 
     it("releases a limit-conn slot even when another plugin's log phase fails first", function()
         for _ = 1, 4 do
-            assert.equal(200, req("/logfail/x", "k3").status)
+            assert.equal(200, past_conn("/logfail/x", "k3").status)
         end
         assert.matches("boom in log", gw:log(), 1, true)
     end)

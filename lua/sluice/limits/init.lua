@@ -87,28 +87,28 @@ end
 
 local MISSING = "-"
 
--- The values of one source for the request (a list: a consumer may be in several groups).
+-- The value of one source for the request: a string, or a list (a consumer may be in several groups).
 local function values(src, ctx, attrs)
     local kind = src[1]
     if kind == "consumer" then
         local c = ctx.consumer
-        return { type(c) == "table" and c.name or MISSING }
+        return type(c) == "table" and c.name or MISSING
     elseif kind == "consumer_group" then
         local g = consumer.groups(ctx)
-        return #g > 0 and g or { MISSING }
+        return #g > 1 and g or g[1] or MISSING
     elseif kind == "route" then
-        return { ctx.route and ctx.route.id or MISSING }
+        return ctx.route and ctx.route.id or MISSING
     elseif kind == "provider" then
-        return { attrs and attrs.provider or MISSING }
+        return attrs and attrs.provider or MISSING
     elseif kind == "model" then
-        return { attrs and attrs.model or MISSING }
+        return attrs and attrs.model or MISSING
     elseif kind == "ip" then
-        return { request.get_client_ip(ctx) or MISSING }
+        return request.get_client_ip(ctx) or MISSING
     elseif kind == "global" then
-        return { "*" }
+        return "*"
     elseif kind == "header" then
         local v = request.get_header(src[2], ctx)
-        return { v and v ~= "" and v or MISSING }
+        return v and v ~= "" and v or MISSING
     elseif kind == "var" then
         local name, v = src[2]
         if name == "remote_addr" then
@@ -122,17 +122,43 @@ local function values(src, ctx, attrs)
         else
             v = ctx.var[name]
         end
-        return { v ~= nil and tostring(v) or MISSING }
+        return v ~= nil and tostring(v) or MISSING
     end
-    return { MISSING }
+    return MISSING
 end
 
---- The counter keys of a request for compiled `by` (several when a source has several values), each a string
---- safe for memcached, plus a readable form for messages.
+-- Per compiled `by` of one source: value -> the one-key list (made once per value; bounded).
+local single = setmetatable({}, { __mode = "k" })
+
+--- The counter keys of a request for compiled `by` (several when a source has several values), each
+--- {safe for memcached, readable for messages}. The lists are shared: read them, do not change them.
 function _M.keys(by, ctx, attrs)
+    if #by == 1 then
+        local v = values(by[1], ctx, attrs)
+        if type(v) == "string" then
+            local c = single[by]
+            if not c then
+                c = { n = 0 }
+                single[by] = c
+            end
+            local r = c[v]
+            if not r then
+                if c.n >= 10000 then
+                    c = { n = 0 }
+                    single[by] = c
+                end
+                r = { { safe(v), v } }
+                c[v], c.n = r, c.n + 1
+            end
+            return r
+        end
+    end
     local parts = { { "", "" } }
     for _, src in ipairs(by) do
         local vs = values(src, ctx, attrs)
+        if type(vs) == "string" then
+            vs = { vs }
+        end
         local nxt = {}
         for _, p in ipairs(parts) do
             for _, v in ipairs(vs) do
@@ -152,6 +178,27 @@ function _M.prefix(short, scope, ctx, id)
         sc = ctx.route and ctx.route.id or "-"
     end
     return short .. ":" .. safe(sc) .. ":" .. id .. ":"
+end
+
+--- The counter key prefix of one key of one limit (prefix() .. key .. ":"), kept in `cache` (a table per limit
+--- and conf: the strings are made once, not per request).
+function _M.key_prefix(cache, short, scope, ctx, id, key)
+    local sc = (scope == nil or scope == "route") and (ctx.route and ctx.route.id or "-") or scope
+    local per = cache[sc]
+    if not per then
+        per = { n = 0 }
+        cache[sc] = per
+    end
+    local p = per[key]
+    if not p then
+        if per.n >= 10000 then -- keys from headers are the client's choice: bounded
+            per = { n = 0 }
+            cache[sc] = per
+        end
+        p = _M.prefix(short, sc, ctx, id) .. key .. ":"
+        per[key], per.n = p, per.n + 1
+    end
+    return p
 end
 
 ---------------------------------------------------------------------------------------------------------------
@@ -208,11 +255,28 @@ end
 --- Reserves `amount` under one limit for one key: spec = {limit, window (s), sliding}. Returns a result
 --- {ok, key, where, amount, remaining, reset, retry_after, never} or nil, err (the store is unavailable).
 --- A refused request has taken nothing.
+local window_keys = setmetatable({}, { __mode = "k" }) -- spec -> prefix -> {idx, key}: one string per window
+
+local function window_key(spec, key_prefix, idx)
+    local per = window_keys[spec]
+    if not per then
+        per = {}
+        window_keys[spec] = per
+    end
+    local e = per[key_prefix]
+    if e and e[1] == idx then
+        return e[2]
+    end
+    local key = key_prefix .. idx
+    per[key_prefix] = { idx, key }
+    return key
+end
+
 function _M.reserve(st, key_prefix, spec, amount, now)
     local w = spec.window
     local idx = floor(now / w)
     local e = now - idx * w
-    local key = key_prefix .. idx
+    local key = window_key(spec, key_prefix, idx)
     local count, where = st:incr(key, amount, spec.sliding and 2 * w + 1 or w + 1)
     if not count then
         return nil, where

@@ -56,9 +56,14 @@ describe("limit-conn", function()
         end)
 
         it("gives the slot back when the upstream fails", function()
+            -- the slot is given back in the log phase, just after the response went out: the next request may
+            -- come a moment before it
             for _ = 1, 3 do
-                local res = assert(helpers.http("POST", gw.url("/down/x"), { headers = { authorization = "Bearer ka" }, body = {} }))
-                assert.equal(502, res.status)
+                helpers.wait_until(function()
+                    local res = assert(helpers.http("POST", gw.url("/down/x"), { headers = { authorization = "Bearer ka" }, body = {} }))
+                    assert(res.status == 502 or res.status == 429, res.status)
+                    return res.status == 502
+                end, 5, "the slot came back")
             end
         end)
 
