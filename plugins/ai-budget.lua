@@ -40,12 +40,6 @@ local _M = {
     },
 }
 
-local function give_back(st, res)
-    for _, r in ipairs(res) do
-        st:decr(r.key, r.amount, r.where)
-    end
-end
-
 function _M.access(conf, ctx)
     local c = ctx.consumer
     if type(c) ~= "table" then
@@ -63,19 +57,25 @@ function _M.access(conf, ctx)
     local p, comp = call.estimate(cl, true, true)
     local est = call.cost_nano(cl.price, p, comp)
     local now = limits.now()
-    local res = {}
-    for _, b in ipairs(list) do
+    -- the estimate reserved in every budget at once (one round trip), all or nothing
+    local items, periods = {}, {}
+    for i, b in ipairs(list) do
         local _, label, reset, len = budget.period(b.period, now)
-        local key = budget.key(b, now)
-        local n, where = st:incr(key, est, len + 86400)
-        if not n then
-            give_back(st, res)
-            return limits.refuse(ctx, 503, "budget store unavailable: " .. tostring(where))
-        end
+        items[i] = { budget.key(b, now), est, len + 86400 }
+        periods[i] = { label, reset }
+    end
+    local counts, wheres = st:incr_many(items)
+    if not counts then
+        return limits.refuse(ctx, 503, "budget store unavailable: " .. tostring(wheres))
+    end
+    for i, b in ipairs(list) do
+        local n = counts[i]
         local before = n - est
         if before >= b.limit or n > b.limit then
-            st:decr(key, est, where)
-            give_back(st, res)
+            local back = {}
+            for k = 1, #items do back[k] = { items[k][1], -est, items[k][3], wheres[k] } end
+            st:adjust_many(back)
+            local label, reset = periods[i][1], periods[i][2]
             local msg
             if before >= b.limit then
                 msg = format("Budget exceeded: %s has spent $%s of its %s budget of $%s for %s; it resets in %ds.",
@@ -91,27 +91,24 @@ function _M.access(conf, ctx)
             return limits.refuse(ctx, conf.status, msg, nil, "insufficient_quota", true,
                 conf.status == 429 and "insufficient_quota" or "permission_error")
         end
-        res[#res + 1] = { key = key, amount = est, where = where, ttl = len + 86400 }
     end
-    ctx._ai_budget = { st = st, res = res, p = p, c = comp, cost = est }
+    ctx._ai_budget = { st = st, items = items, wheres = wheres, p = p, c = comp, cost = est }
 end
 
 function _M.log(conf, ctx)
     local b = ctx._ai_budget
-    if not b or not b.res then
+    if not b or not b.items then
         return
     end
     local _, _, used = call.used(b, ctx)
-    for _, r in ipairs(b.res) do
-        local delta = used - r.amount
-        if delta > 0 then
-            b.st:add(r.key, delta, r.ttl, r.where)
-        elseif delta < 0 then
-            b.st:decr(r.key, -delta, r.where)
+    if used ~= b.cost then
+        local changes = {}
+        for i, it in ipairs(b.items) do
+            changes[i] = { it[1], used - b.cost, it[3], b.wheres[i] }
         end
+        b.st:adjust_many(changes)
     end
-    b.res = nil
+    b.items = nil
 end
-
 
 return _M

@@ -206,12 +206,6 @@ local function apply_headers(ctx, hs)
     end
 end
 
-local function give_back(st, res)
-    for _, r in ipairs(res) do
-        st:decr(r.key, r.amount, r.where)
-    end
-end
-
 function _M.access(conf, ctx)
     local c = compile(conf)
     local st, serr = limits.store(conf, _M.name)
@@ -221,42 +215,47 @@ function _M.access(conf, ctx)
     local cl = call.call_of(ctx)
     local p, comp = call.estimate(cl, c.prompt, c.completion)
     local cost = c.cost and call.cost_nano(cl.price, p, comp) or 0
-    local now = limits.now()
-    local res, hs = {}, {}
+    -- every limit and key of the request, reserved together (one round trip), all or nothing
+    local list, keys = {}, {}
     for _, l in ipairs(c.list) do
         if applies(l, cl) then
             local need = amount(l.metric, p, comp, cost)
             for ki, k in ipairs(limits.keys(l.by, ctx, cl)) do
-                local prefix = limits.key_prefix(l.pcache, "airl", conf.scope, ctx, l.id, k[1])
-                local r, err = limits.reserve(st, prefix, l.spec, need, now)
-                if not r then
-                    give_back(st, res)
-                    return limits.refuse(ctx, 503, "rate limit store unavailable: " .. tostring(err))
-                end
-                r.limit_ref, r.kidx = l, ki
-                note(hs, l, r)
-                if not r.ok then
-                    give_back(st, res)
-                    ctx._ai_rl = { headers = conf.headers and hs }
-                    local what = l.metric == "requests" and "requests" or (l.metric == "cost" and "cost (USD)")
-                        or gsub(l.metric, "_", " ")
-                    local msg = format("Rate limit reached for %s on %s per %s: limit %s, remaining %s, requested %s.",
-                        k[2] == "-" and "anonymous callers" or k[2], what, limits.span(l.spec.window),
-                        show(l.metric, l.spec.limit), show(l.metric, r.remaining), show(l.metric, need))
-                    if r.never then
-                        msg = msg .. " The request is larger than the limit itself and can never be served."
-                    else
-                        msg = msg .. format(" Please try again in %ds.", r.retry_after)
-                    end
-                    if ctx.ai and ctx.ai.usage then
-                        ctx.ai.usage.status, ctx.ai.usage.error = 429, msg
-                    end
-                    return limits.refuse(ctx, 429, msg, r.retry_after, "rate_limit_exceeded", r.never,
-                        l.metric == "requests" and "requests" or "tokens")
-                end
-                res[#res + 1] = r
+                local n = #list + 1
+                list[n] = { prefix = limits.key_prefix(l.pcache, "airl", conf.scope, ctx, l.id, k[1]), spec = l.spec,
+                            amount = need, l = l, kidx = ki }
+                keys[n] = k[2]
             end
         end
+    end
+    local res, refused = limits.reserve_all(st, list, limits.now())
+    if not res then
+        return limits.refuse(ctx, 503, "rate limit store unavailable: " .. tostring(refused))
+    end
+    local hs = {}
+    for i = 1, #res do
+        res[i].limit_ref, res[i].kidx = list[i].l, list[i].kidx
+        note(hs, list[i].l, res[i])
+    end
+    if refused then
+        ctx._ai_rl = { headers = conf.headers and hs } -- header_filter (every response) sends X-RateLimit-*
+        local r, l, who = res[refused], list[refused].l, keys[refused]
+        local need = list[refused].amount
+        local what = l.metric == "requests" and "requests" or (l.metric == "cost" and "cost (USD)")
+            or gsub(l.metric, "_", " ")
+        local msg = format("Rate limit reached for %s on %s per %s: limit %s, remaining %s, requested %s.",
+            who == "-" and "anonymous callers" or who, what, limits.span(l.spec.window), show(l.metric, l.spec.limit),
+            show(l.metric, r.remaining), show(l.metric, need))
+        if r.never then
+            msg = msg .. " The request is larger than the limit itself and can never be served."
+        else
+            msg = msg .. format(" Please try again in %ds.", r.retry_after)
+        end
+        if ctx.ai and ctx.ai.usage then
+            ctx.ai.usage.status, ctx.ai.usage.error = 429, msg
+        end
+        return limits.refuse(ctx, 429, msg, r.retry_after, "rate_limit_exceeded", r.never,
+            l.metric == "requests" and "requests" or "tokens")
     end
     -- the X-RateLimit-* headers go out from header_filter, which runs on every response of the route
     ctx._ai_rl = { res = res, st = st, p = p, c = comp, cost = cost, call = cl, headers = conf.headers and hs }
@@ -307,6 +306,7 @@ function _M.log(conf, ctx)
     local p, c, cost, real = call.used(rl, ctx)
     local u = real and sluice.ai.get_usage(ctx) or nil
     local now = limits.now()
+    local changes = {}
     for _, r in ipairs(rl.res) do
         local l = r.limit_ref
         local used = amount(l.metric, p, c, cost)
@@ -318,18 +318,20 @@ function _M.log(conf, ctx)
             end
         end
         if moved then
-            rl.st:decr(r.key, r.amount, r.where)
+            changes[#changes + 1] = { r.key, -r.amount, r.ttl, r.where }
             local k = limits.keys(l.by, ctx, { provider = u.provider, model = u.requested_model })[r.kidx]
             if k then
                 local prefix = limits.key_prefix(l.pcache, "airl", conf.scope, ctx, l.id, k[1])
-                rl.st:add(prefix .. floor(now / l.spec.window), used, 2 * l.spec.window + 1, r.where)
+                changes[#changes + 1] = { prefix .. floor(now / l.spec.window), used, 2 * l.spec.window + 1, r.where }
             end
-        else
-            limits.adjust(rl.st, r, used - r.amount, l.spec.window)
+        elseif used ~= r.amount then
+            changes[#changes + 1] = { r.key, used - r.amount, r.ttl, r.where }
         end
     end
     rl.res = nil
+    if #changes > 0 then
+        rl.st:adjust_many(changes) -- one round trip for every limit of the request
+    end
 end
-
 
 return _M

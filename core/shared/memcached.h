@@ -21,7 +21,7 @@ enum {
     SL_MC_NOT_CONFIGURED = -3,
 };
 
-/** One memcached call, run on the libuv thread pool (the first block is read by Lua through FFI). */
+/** One memcached call, sent on the calling worker's connection (the first block is read by Lua through FFI). */
 typedef struct sl_mcop {
     char *value; /* get: the value (malloc'd, freed by sl_mc_free) */
     uint32_t value_len;
@@ -34,17 +34,18 @@ typedef struct sl_mcop {
     char errmsg[160];
 } sl_mcop_t;
 
-/** Configures the servers ("host:port,host:port"), the per-call timeout (connect and poll, seconds), and the
- *  circuit breaker: it opens after failure_threshold failures in a row, and lets one probe call through every
- *  retry_after seconds while open. Called once at startup, before the workers; 0 or -EINVAL / -ENOMEM. */
+/** Configures the servers ("host:port,host:port", resolved now), the per-call timeout (seconds, from the call to
+ *  its answer, connecting included), and the circuit breaker: it opens after failure_threshold failures in a
+ *  row, and lets one probe call through every retry_after seconds while open. Called once at startup, before the
+ *  workers; 0 or -EINVAL / -ENOMEM. */
 int sl_mc_configure(const char *servers, double timeout, int failure_threshold, double retry_after);
 /** Frees what sl_mc_configure built (at exit). */
 void sl_mc_shutdown(void);
 /** Starts a call on the calling worker (from Lua): `delta` is the amount of incr/decr and the cas unique of
- *  SL_MC_CAS; returns an op that is either done at once (circuit open,
- *  not configured: never queued) or completes on the thread pool and then wakes the coroutine (req, or
- *  wake_id for timers) through sl_vm_wake. NULL on out of memory or outside a worker. The caller frees it
- *  with sl_mc_free after done. */
+ *  SL_MC_CAS; returns an op that is either done at once (circuit open, not configured: never sent) or completes
+ *  from the worker's loop and then wakes the coroutine (req, or wake_id for timers) through sl_vm_wake, never
+ *  from inside this call. NULL on out of memory or outside a worker. The caller frees it with sl_mc_free after
+ *  done. */
 sl_mcop_t *sl_mc_start(sl_req_t *req, int op, const char *key, size_t klen, const char *val, size_t vlen,
                        uint32_t flags, double exptime, uint64_t delta, uint64_t initial, int has_initial);
 /** Frees a done op. */

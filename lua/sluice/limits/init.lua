@@ -252,15 +252,12 @@ local function sliding_wait(limit, need, cur, prev, e, w)
     return (w - e) + max(0, w * (1 - (limit - need) / cur))
 end
 
---- Reserves `amount` under one limit for one key: spec = {limit, window (s), sliding}. Returns a result
---- {ok, key, where, amount, remaining, reset, retry_after, never} or nil, err (the store is unavailable).
---- A refused request has taken nothing.
 local window_keys = setmetatable({}, { __mode = "k" }) -- spec -> prefix -> {idx, key}: one string per window
 
 local function window_key(spec, key_prefix, idx)
     local per = window_keys[spec]
     if not per then
-        per = {}
+        per = { n = 0 }
         window_keys[spec] = per
     end
     local e = per[key_prefix]
@@ -268,48 +265,90 @@ local function window_key(spec, key_prefix, idx)
         return e[2]
     end
     local key = key_prefix .. idx
+    if not e then
+        if per.n >= 10000 then -- prefixes from client-chosen keys: bounded
+            per = { n = 0 }
+            window_keys[spec] = per
+        end
+        per.n = per.n + 1
+    end
     per[key_prefix] = { idx, key }
     return key
 end
 
-function _M.reserve(st, key_prefix, spec, amount, now)
-    local w = spec.window
-    local idx = floor(now / w)
-    local e = now - idx * w
-    local key = window_key(spec, key_prefix, idx)
-    local count, where = st:incr(key, amount, spec.sliding and 2 * w + 1 or w + 1)
-    if not count then
-        return nil, where
+--- Reserves amounts under several limits at once, all or nothing (one round trip to the store): list[i] =
+--- {prefix, spec = {limit, window (s), sliding}, amount}. Returns the results (result[i] = {ok, key, where,
+--- amount, remaining, reset, limit, retry_after, never}) and the index of the first refusal (nil when every
+--- one fits: then every amount stays counted; else none does), or nil, err (the store is unavailable).
+function _M.reserve_all(st, list, now)
+    local n = #list
+    local items = {}
+    for i = 1, n do
+        local x = list[i]
+        local w = x.spec.window
+        local idx = floor(now / w)
+        items[i] = { window_key(x.spec, x.prefix, idx), x.amount, x.spec.sliding and 2 * w + 1 or w + 1 }
     end
-    local prev = 0
-    if spec.sliding then
-        local p, err = prev_count(st, key_prefix .. (idx - 1), now, w)
-        if not p then
-            st:decr(key, amount, where)
-            return nil, err
+    local counts, wheres = st:incr_many(items)
+    if not counts then
+        return nil, wheres
+    end
+    local results, refused = {}, nil
+    for i = 1, n do
+        local x = list[i]
+        local spec, amount, count = x.spec, x.amount, counts[i]
+        local w = spec.window
+        local idx = floor(now / w)
+        local e = now - idx * w
+        local prev = 0
+        if spec.sliding then
+            prev = (prev_count(st, x.prefix .. (idx - 1), now, w) or 0) * (1 - e / w)
         end
-        prev = p * (1 - e / w)
+        local limit = spec.limit
+        local used = prev + count
+        local r = { key = items[i][1], where = wheres[i], amount = amount, reset = ceil(w - e), limit = limit,
+                    ttl = items[i][3] }
+        results[i] = r
+        if used <= limit and used - amount < limit then
+            r.ok = true
+            r.remaining = max(0, floor(limit - used))
+        else
+            r.ok = false
+            r.remaining = max(0, floor(limit - (used - amount)))
+            if amount > limit then
+                r.never = true
+            elseif spec.sliding then
+                local unweighted = prev / max(1e-9, 1 - e / w)
+                r.retry_after = max(1, ceil(sliding_wait(limit, amount, count - amount, unweighted, e, w) - 1e-6))
+            else
+                r.retry_after = max(1, ceil(w - e))
+            end
+            refused = refused or i
+        end
     end
-    local limit = spec.limit
-    local used = prev + count
-    local r = { key = key, where = where, amount = amount, reset = ceil(w - e), limit = limit }
-    if used <= limit and used - amount < limit then
-        r.ok = true
-        r.remaining = max(0, floor(limit - used))
-        return r
+    if refused then -- all or nothing: every amount of this request goes back
+        local back = {}
+        for i = 1, n do
+            back[i] = { items[i][1], -list[i].amount, items[i][3], wheres[i] }
+        end
+        st:adjust_many(back)
+        for i = 1, n do
+            if results[i].ok then -- what it would have left had the request gone
+                results[i].remaining = results[i].remaining + list[i].amount
+            end
+        end
     end
-    st:decr(key, amount, where)
-    r.ok = false
-    r.remaining = max(0, floor(limit - (used - amount)))
-    if amount > limit then
-        r.never = true
-    elseif spec.sliding then
-        local unweighted = prev / max(1e-9, 1 - e / w)
-        r.retry_after = max(1, ceil(sliding_wait(limit, amount, count - amount, unweighted, e, w) - 1e-6))
-    else
-        r.retry_after = max(1, ceil(w - e))
+    return results, refused
+end
+
+--- Reserves `amount` under one limit for one key (reserve_all of one): a result as there, or nil, err. A refused
+--- request has taken nothing.
+function _M.reserve(st, key_prefix, spec, amount, now)
+    local rs, refused = _M.reserve_all(st, { { prefix = key_prefix, spec = spec, amount = amount } }, now)
+    if not rs then
+        return nil, refused
     end
-    return r
+    return rs[1]
 end
 
 --- What a request used, charged after the fact where its reservation was: delta = used - reserved (refunds when

@@ -150,6 +150,95 @@ function Store:incr(key, delta, ttl)
     return v, "local"
 end
 
+--- Adds to several counters at once (one memcached round trip): items[i] = {key, delta (>= 0), ttl}. Returns
+--- the counts and where each was counted (lists), or nil, err (memcached down with fail_mode closed: then
+--- nothing stays counted).
+function Store:incr_many(items)
+    local n = #items
+    if n == 1 then
+        local c, where = self:incr(items[1][1], items[1][2], items[1][3])
+        if not c then
+            return nil, where
+        end
+        return { c }, { where }
+    end
+    local counts, wheres = {}, {}
+    if not self.remote then
+        for i = 1, n do
+            local it = items[i]
+            local v, err = self.d:incr(it[1], it[2], 0, it[3])
+            if not v then
+                return nil, "shared dict: " .. tostring(err)
+            end
+            counts[i], wheres[i] = v, "local"
+        end
+        return counts, wheres
+    end
+    local calls = {}
+    for i = 1, n do
+        local it = items[i]
+        calls[i] = { "incr", it[1], it[2], it[2], exptime(it[3]) }
+    end
+    local res = mc.batch(calls)
+    local closed
+    for i = 1, n do
+        local r, it = res[i], items[i]
+        if r[1] then
+            self:remember(it[1], r[1])
+            counts[i], wheres[i] = r[1], "memcached"
+        else
+            local ok, ferr = self:failed(r[2])
+            if ok then
+                counts[i], wheres[i] = self.d:incr(it[1], it[2], self.seen[it[1]] or 0, it[3]), "local"
+            else
+                closed = ferr
+            end
+        end
+    end
+    if closed then
+        local back = {}
+        for i = 1, n do
+            if wheres[i] then back[#back + 1] = { items[i][1], -items[i][2], items[i][3], wheres[i] } end
+        end
+        self:adjust_many(back)
+        return nil, closed
+    end
+    return counts, wheres
+end
+
+--- Changes several counters after the fact, in the stores that counted them: items[i] = {key, delta, ttl,
+--- where}; a positive delta is added (created with ttl when gone), a negative one taken back (never below 0).
+--- One memcached round trip for all; errors are counted in the stats, not returned.
+function Store:adjust_many(items)
+    local calls = {}
+    for i = 1, #items do
+        local it = items[i]
+        local key, delta, ttl, where = it[1], it[2], it[3], it[4]
+        if delta ~= 0 then
+            if where == "memcached" then
+                if delta > 0 then
+                    calls[#calls + 1] = { "incr", key, delta, delta, exptime(ttl or 60) }
+                else
+                    calls[#calls + 1] = { "decr", key, -delta }
+                end
+            elseif delta > 0 then
+                self.d:incr(key, delta, 0, ttl)
+            else
+                self:decr(key, -delta, "local")
+            end
+        end
+    end
+    if #calls > 0 then
+        local res = mc.batch(calls)
+        for i = 1, #res do
+            local err = res[i][2]
+            if err and err ~= "not found" then
+                _M.count("memcached_errors", self.d)
+            end
+        end
+    end
+end
+
 --- Takes delta back from counter key in the store that counted it (best effort: a counter that expired meanwhile
 --- is left alone; never below 0).
 function Store:decr(key, delta, where)

@@ -10,6 +10,7 @@
 --   local n, err = mc.decr("budget", 5)           -- nil, "not found" without an initial value
 --   local ok, err = mc.delete("k")
 --   local v, cas = mc.gets("k")                   -- the value and its cas unique (v nil: no such key)
+--   local res = mc.batch({{"incr", "a", 1, 1, 60}, {"get", "b"}})   -- sent together: res[i] = {value, err}
 --   local ok, err = mc.cas("k", "v2", cas, 60)    -- false, "exists" when the item changed since gets
 --
 -- When memcached is down, calls fail fast with nil/false plus an error ("circuit open" once the breaker has
@@ -160,6 +161,84 @@ end
 -- is stored as is, delta is not added) and gets exptime.
 function _M.incr(key, delta, init, exptime)
     return incr(INCR, key, delta, init, exptime)
+end
+
+--- Several incr / decr / get calls sent together and answered together (one wait instead of one per call):
+--- calls[i] = {"incr", key, delta, init?, exptime?} | {"decr", key, delta, init?, exptime?} | {"get", key}.
+--- Returns a list: results[i] = {value} on success, {nil} for a miss (get) or {nil, err}; "not found" as incr.
+function _M.batch(calls)
+    if type(calls) ~= "table" then
+        error("calls must be a list", 2)
+    end
+    local ctx = base.current_ctx()
+    local req = ctx and ctx.req or nil
+    local ops, out, n = {}, {}, #calls
+    for i = 1, n do
+        local c = calls[i]
+        local kind, key = c[1], c[2]
+        if type(key) ~= "string" or #key == 0 or #key > 250 then
+            error("calls[" .. i .. "]: key must be a string of 1 to 250 bytes", 2)
+        end
+        local op
+        if kind == "incr" or kind == "decr" then
+            local delta, init, exptime = c[3] or 1, c[4], c[5] or 0
+            if type(delta) ~= "number" or delta < 0 or delta % 1 ~= 0 or (init == nil and delta > 4294967295) then
+                error("calls[" .. i .. "]: delta must be a non-negative integer", 2)
+            end
+            if init ~= nil and (type(init) ~= "number" or init < 0 or init % 1 ~= 0) then
+                error("calls[" .. i .. "]: init must be a non-negative integer", 2)
+            end
+            op = C.sl_mc_start(req, kind == "incr" and INCR or DECR, key, #key, nil, 0, 0, exptime, delta, init or 0,
+                init and 1 or 0)
+        elseif kind == "get" then
+            op = C.sl_mc_start(req, GET, key, #key, nil, 0, 0, 0, 0, 0, 0)
+        else
+            error("calls[" .. i .. "]: batch takes incr, decr and get", 2)
+        end
+        if op == nil then
+            out[i] = { nil, "out of memory" }
+        else
+            ops[i] = ffi_gc(op, C.sl_mc_free)
+        end
+    end
+    while true do
+        local pending = false
+        for i = 1, n do
+            local op = ops[i]
+            if op and op.done == 0 then pending = true break end
+        end
+        if not pending then break end
+        local _, id = timer.waiter()
+        for i = 1, n do
+            local op = ops[i]
+            if op and op.done == 0 then
+                op.waiting = 1
+                op.wake_id = id
+            end
+        end
+        yield()
+    end
+    for i = 1, n do
+        local op = ops[i]
+        if op then
+            local rc, err = result(op)
+            if not rc then
+                out[i] = { nil, err }
+            else
+                if calls[i][1] == "get" then
+                    out[i] = { rc ~= NOT_FOUND and ffi_string(op.value, op.value_len) or nil }
+                elseif rc == NOT_FOUND then
+                    out[i] = { nil, "not found" }
+                elseif rc == NOT_STORED then
+                    out[i] = { nil, "not stored (the counter was being created)" }
+                else
+                    out[i] = { tonumber(op.num) }
+                end
+                free(op)
+            end
+        end
+    end
+    return out
 end
 
 --- Subtracts delta (default 1), never below 0; as incr.
