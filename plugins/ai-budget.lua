@@ -85,8 +85,9 @@ function _M.access(conf, ctx)
                     .. "of $%s for %s; it resets in %ds.", budget.usd(est), b.owner, budget.usd(b.limit - before),
                     b.period, budget.usd(b.limit), label, ceil(reset))
             end
-            if ctx.ai and ctx.ai.usage then
-                ctx.ai.usage.status, ctx.ai.usage.error = conf.status, msg
+            local u = sluice.ai.get_usage(ctx) -- the AI call's record says why it was not made
+            if u then
+                u.status, u.error = conf.status, msg
             end
             return limits.refuse(ctx, conf.status, msg, nil, "insufficient_quota", true,
                 conf.status == 429 and "insufficient_quota" or "permission_error")

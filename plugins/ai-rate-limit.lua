@@ -251,8 +251,9 @@ function _M.access(conf, ctx)
         else
             msg = msg .. format(" Please try again in %ds.", r.retry_after)
         end
-        if ctx.ai and ctx.ai.usage then
-            ctx.ai.usage.status, ctx.ai.usage.error = 429, msg
+        local u = sluice.ai.get_usage(ctx) -- the AI call's record says why it was not made
+        if u then
+            u.status, u.error = 429, msg
         end
         return limits.refuse(ctx, 429, msg, r.retry_after, "rate_limit_exceeded", r.never,
             l.metric == "requests" and "requests" or "tokens")

@@ -179,15 +179,21 @@ describe("consumers", function()
                     { name = "free", keys = { "k-free" } },
                     { name = "blocked", keys = { "k-blocked" }, deny = { providers = { "mock*" } } },
                     { name = "noroute", keys = { "k-noroute" }, allow = { routes = { "other" } } },
+                    { name = "noa", keys = { "k-noa" }, deny = { providers = { "mock-a" } } },
+                    { name = "none", keys = { "k-none" }, deny = { providers = { "mock-*" } } },
                 },
                 consumer_groups = {
                     interns = { allow = { models = { "gpt-4o-mini" } } },
                     devs = { allow = { models = { "gpt-4o*", "claude-?aiku" } }, deny = { models = { "*-realtime-*" } } },
                 },
-                providers = { mockp = { kind = "mock", models = models_map } },
+                providers = { mockp = { kind = "mock", models = models_map },
+                              ["mock-a"] = { kind = "mock", models = models_map },
+                              ["mock-b"] = { kind = "mock", models = models_map } },
                 routes = {
                     { id = "chat", paths = { "/v1/*" }, plugins = { ["key-auth"] = {}, ["ai-proxy"] = { provider = "mockp" } } },
                     { id = "other", paths = { "/other/v1/*" }, plugins = { ["key-auth"] = {}, ["ai-proxy"] = { provider = "mockp" } } },
+                    { id = "multi", paths = { "/multi/v1/*" }, plugins = { ["key-auth"] = {}, ["ai-proxy-multi"] = {
+                        strategy = "priority", targets = { { provider = "mock-a", priority = 10 }, { provider = "mock-b" } } } } },
                 },
             })
         end)
@@ -226,7 +232,19 @@ describe("consumers", function()
             assert.same({ "gpt-4o-mini" }, models("k-intern", { ["anthropic-version"] = "2023-06-01" }))
         end)
 
-        it("refuses a route the roles do not allow (403 from key-auth)", function()
+        it("with ai-proxy-multi, serves from the targets whose provider the consumer may use", function()
+        local res = chat("k-free", "o1", "/multi/v1/chat/completions")
+        assert.equal(200, res.status)
+        assert.equal("mock-a", res.headers["x-sluice-route-target"]) -- the first by priority
+        res = chat("k-noa", "o1", "/multi/v1/chat/completions")
+        assert.equal(200, res.status, res.body)
+        assert.equal("mock-b", res.headers["x-sluice-route-target"])
+        res = chat("k-none", "o1", "/multi/v1/chat/completions")
+        assert.equal(403, res.status)
+        assert.equal("provider_not_allowed", res.json.error.code)
+    end)
+
+    it("refuses a route the roles do not allow (403 from key-auth)", function()
             local res = chat("k-noroute", "o1")
             assert.equal(403, res.status)
             assert.equal("route_not_allowed", res.json.error.code)

@@ -172,13 +172,15 @@ static void on_close(uv_handle_t *h)
     free(c);
 }
 
-/* Closes a connection that cannot go on; its calls fail with why. */
-static void conn_fail(mc_conn_t *c, const char *why)
+/* Closes a connection that cannot go on; its calls fail with why. Texts stay fixed, with libmemcached's
+ * return code for the failure (what callers and logs have always got: "connection failed (code 3)"). */
+static void conn_fail(mc_conn_t *c, const char *why, memcached_return_t code)
 {
     if (c->state == C_CLOSING)
         return;
     c->state = C_CLOSING;
-    snprintf(c->fail, sizeof(c->fail), "%s (%s)", why, servers[c->idx].name);
+    snprintf(c->fail, sizeof(c->fail), "%s (code %d)", why, (int)code);
+    sl_log(SL_LOG_DEBUG, "memcached: %s: %s", servers[c->idx].name, c->fail);
     if (c->net->conns[c->idx] == c)
         c->net->conns[c->idx] = NULL; /* the next call opens a new one */
     uv_close((uv_handle_t *)&c->tcp, on_close);
@@ -191,7 +193,7 @@ static void on_write(uv_write_t *req, int status)
     mc_conn_t *c = wr->conn;
     free(wr);
     if (status < 0 && status != UV_ECANCELED)
-        conn_fail(c, "write to server failed");
+        conn_fail(c, "write to server failed", MEMCACHED_WRITE_FAILURE);
 }
 
 /* Writes the calls not written yet: what the socket takes at once, the rest through one queued write. */
@@ -210,14 +212,14 @@ static void flush(mc_conn_t *c)
         int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
         size_t done = r > 0 ? (size_t)r : 0;
         if (r < 0 && r != UV_EAGAIN) {
-            conn_fail(c, "write to server failed");
+            conn_fail(c, "write to server failed", MEMCACHED_WRITE_FAILURE);
             return;
         }
         if (done == total)
             continue;
         mc_write_t *wr = malloc(sizeof(*wr) + (total - done));
         if (wr == NULL) {
-            conn_fail(c, "out of memory");
+            conn_fail(c, "out of memory", MEMCACHED_MEMORY_ALLOCATION_FAILURE);
             return;
         }
         size_t off = 0, skip = done;
@@ -235,7 +237,7 @@ static void flush(mc_conn_t *c)
         uv_buf_t b = uv_buf_init((char *)wr->data, (unsigned)off);
         if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
             free(wr);
-            conn_fail(c, "write to server failed");
+            conn_fail(c, "write to server failed", MEMCACHED_WRITE_FAILURE);
             return;
         }
     }
@@ -249,23 +251,27 @@ static void on_timer(uv_timer_t *t)
         return;
     }
     if (sl_now() > c->head->deadline)
-        conn_fail(c, c->state == C_CONNECTING ? "connect timeout" : "timeout");
+        conn_fail(c, c->state == C_CONNECTING ? "connect timeout" : "timeout", MEMCACHED_TIMEOUT);
 }
 
-static const char *status_text(uint16_t status)
+/* memcached's error status as a fixed text and libmemcached's return code for it. */
+static const char *status_text(uint16_t status, memcached_return_t *code)
 {
     switch (status) {
     case 0x03:
+        *code = MEMCACHED_E2BIG;
         return "value too large for memcached";
     case 0x04:
+        *code = MEMCACHED_INVALID_ARGUMENTS;
         return "invalid arguments";
     case 0x06:
+        *code = MEMCACHED_CLIENT_ERROR;
         return "value is not a number";
-    case 0x81:
-        return "unknown command";
     case 0x82:
+        *code = MEMCACHED_SERVER_MEMORY_ALLOCATION_FAILURE;
         return "server out of memory";
     default:
+        *code = MEMCACHED_SERVER_ERROR;
         return "server error";
     }
 }
@@ -300,7 +306,10 @@ static void answer(mc_conn_t *c, sl__mcwork_t *wk, const uint8_t *p, uint32_t bo
             size_t vlen = bodylen >= off ? bodylen - off : 0;
             char *v = malloc(vlen + 1);
             if (v == NULL) {
-                sl__mc_done(wk, SL_MC_ERR, "out of memory");
+                char msg[48];
+                snprintf(msg, sizeof(msg), "out of memory (code %d)",
+                         (int)MEMCACHED_MEMORY_ALLOCATION_FAILURE);
+                sl__mc_done(wk, SL_MC_ERR, msg);
                 return;
             }
             memcpy(v, body + off, vlen);
@@ -323,8 +332,10 @@ static void answer(mc_conn_t *c, sl__mcwork_t *wk, const uint8_t *p, uint32_t bo
     } else if (status == 0x05) {
         sl__mc_done(wk, SL_MC_NOT_STORED, NULL);
     } else {
+        memcached_return_t code;
+        const char *text = status_text(status, &code);
         char msg[96];
-        snprintf(msg, sizeof(msg), "%s (status 0x%02x)", status_text(status), status);
+        snprintf(msg, sizeof(msg), "%s (code %d)", text, (int)code);
         sl__mc_done(wk, SL_MC_ERR, msg);
     }
 }
@@ -352,7 +363,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     mc_conn_t *c = s->data;
     size_t off = 0;
     if (nread < 0) {
-        conn_fail(c, nread == UV_EOF ? "connection closed by server" : "read from server failed");
+        conn_fail(c, nread == UV_EOF ? "connection closed by server" : "read from server failed",
+                  nread == UV_EOF ? MEMCACHED_CONNECTION_FAILURE : MEMCACHED_READ_FAILURE);
         return;
     }
     if (nread == 0 || c->state == C_CLOSING)
@@ -362,14 +374,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         const uint8_t *p = c->rbuf + off;
         uint32_t bodylen = get32(p + 8);
         if (p[0] != 0x81 || bodylen > MAX_BODY) {
-            conn_fail(c, "protocol error");
+            conn_fail(c, "protocol error", MEMCACHED_PROTOCOL_ERROR);
             return;
         }
         if (c->rlen - off < 24 + (size_t)bodylen)
             break;
         sl__mcwork_t *wk = c->head;
         if (wk == NULL || wk == c->unsent || get32(p + 12) != wk->opaque) {
-            conn_fail(c, "protocol error (an answer to no call)");
+            conn_fail(c, "protocol error", MEMCACHED_PROTOCOL_ERROR); /* an answer to no call */
             return;
         }
         c->head = wk->next;
@@ -395,13 +407,13 @@ static void on_connect(uv_connect_t *req, int status)
     if (status == UV_ECANCELED || c->state == C_CLOSING)
         return;
     if (status < 0) {
-        conn_fail(c, "connection failed");
+        conn_fail(c, "connection failed", MEMCACHED_CONNECTION_FAILURE);
         return;
     }
     c->state = C_READY;
     uv_tcp_nodelay(&c->tcp, 1);
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
-        conn_fail(c, "read from server failed");
+        conn_fail(c, "read from server failed", MEMCACHED_READ_FAILURE);
         return;
     }
     flush(c);
@@ -470,9 +482,9 @@ static mc_conn_t *conn_of(mc_net_t *net, int idx)
     uv_unref((uv_handle_t *)&c->timer);
     net->conns[idx] = c;
     if (!servers[idx].ok)
-        conn_fail(c, "host lookup failed");
+        conn_fail(c, "host lookup failed", MEMCACHED_HOST_LOOKUP_FAILURE);
     else if (uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&servers[idx].addr, on_connect) != 0)
-        conn_fail(c, "connection failed");
+        conn_fail(c, "connection failed", MEMCACHED_CONNECTION_FAILURE);
     return c;
 }
 

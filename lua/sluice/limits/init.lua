@@ -2,9 +2,10 @@
 -- from the request ("by"), fixed and sliding windows with atomic reservations, the leaky bucket, the
 -- X-RateLimit-* headers and the errors in the client's API shape. Counters live in sluice.limits.store.
 --
--- Reservations, the rule every counter follows: a request adds its amount first (one atomic incr: shared dict or
--- memcached) and is admitted only if the count after it is within the limit and the window was not exhausted
--- before it; otherwise it takes the amount back at once and is refused. So concurrent requests, on any number of
+-- Reservations, the rule every counter follows: a request adds its amounts first (atomic increments, shared dict
+-- or memcached, every limit of the request in one round trip) and is admitted only if each count after it is
+-- within its limit and the window was not exhausted before it; otherwise it takes every amount back at once and
+-- is refused. So concurrent requests, on any number of
 -- workers and nodes sharing the store, are never admitted past the limit: with requests of one unit each exactly
 -- `limit` go through. (While a refused request's amount is being taken back, a request that would just have
 -- fitted may be refused too: never more than the limit, at worst fewer.) What a request really used is charged

@@ -1,5 +1,5 @@
--- sluice.memcached: cluster-wide state in memcached (core/shared/memcached.c: libmemcached, binary protocol,
--- ketama consistent hashing over node.memcached.servers, calls on the libuv thread pool).
+-- sluice.memcached: cluster-wide state in memcached (core/shared/memcached.c, mc_net.c: binary protocol pipelined
+-- on the worker's own connections, from its event loop; ketama consistent hashing over node.memcached.servers).
 -- Phases: rewrite, access, header_filter, body_filter, log, and timers. Each call yields the coroutine.
 --
 --   local mc = require("sluice").memcached

@@ -44,9 +44,17 @@ describe("ai-budget", function()
 
     teardown(helpers.stop_all)
 
+    -- A call is charged in its log phase, just after its response went out: wait for the charge before the next.
+    local function spent(owner_period, name, usd)
+        helpers.wait_until(function()
+            return math.abs(usage(name)[owner_period].spent_usd - usd) < 1e-9
+        end, 5, owner_period .. " spent " .. usd)
+    end
+
     it("charges each call's real cost and refuses once the day's budget is spent, saying so", function()
-        for _ = 1, 4 do
+        for i = 1, 4 do
             assert.equal(200, chat("k-alice").status) -- spent before each: 0, .003, .006, .009 (< .01)
+            spent("consumer alice daily", "alice", 0.003 * i)
         end
         local res = chat("k-alice")
         assert.equal(429, res.status)
@@ -68,7 +76,9 @@ describe("ai-budget", function()
 
     it("shares a group's budget among its members", function()
         assert.equal(200, chat("k-bob").status)
+        spent("group team monthly", "bob", 0.003)
         assert.equal(200, chat("k-carol").status) -- .003 spent before: still under .005
+        spent("group team monthly", "bob", 0.006)
         local res = chat("k-bob")
         assert.equal(429, res.status)
         assert.matches("group team has spent $0.006 of its monthly budget of $0.005", res.json.error.message, 1, true)
@@ -81,8 +91,7 @@ describe("ai-budget", function()
         assert.equal(429, res.status)
         assert.matches("this call may cost up to $1.2", res.json.error.message, 1, true)
         assert.equal(200, chat("k-dan", { max_tokens = 1000 }).status)
-        local u = usage("dan")
-        assert.equal(0.003, u["consumer dan monthly"].spent_usd) -- the estimate was replaced by the real cost
+        spent("consumer dan monthly", "dan", 0.003) -- the estimate was replaced by the real cost
     end)
 
     it("answers 404 for an unknown consumer and never shows a key", function()
