@@ -7,7 +7,7 @@ local breaker = require("sluice.ai.breaker")
 local qos_mod = require("sluice.ai.qos")
 local common = require("sluice.ai.common")
 
-local request, re, consumer = sluice.request, sluice.re, sluice.consumer
+local request, re, consumers = sluice.request, sluice.re, sluice.consumer
 local type, pairs, ipairs, tonumber = type, pairs, ipairs, tonumber
 local find, lower, concat = string.find, string.lower, table.concat
 
@@ -190,7 +190,7 @@ local function eligible(t)
     if t.weight <= 0 or cur_m.tried[t] or not serves(cur_rt, t, cur_m.requested) then
         return false
     end
-    if cur_ctx.consumer and not consumer.allowed("provider", t.provider, cur_ctx) then
+    if cur_ctx.consumer and not consumers.allowed("provider", t.provider, cur_ctx) then
         return false -- the consumer's roles deny this provider: the others serve it
     end
     local st, wait = cur_rt.br:state(t.key, cur_now)
