@@ -88,6 +88,16 @@ describe_mc("sluice.memcached", function()
         assert.same({ false, "not found" }, { r[4].a, r[4].b })
     end)
 
+    it("sends calls without waiting for them (send) and several at once (batch)", function()
+        local r = run({ { "send", { { "incr", "sent", 5, 5, 60 }, { "decr", "sent-missing", 1 } } } }).results
+        assert.is_true(r[1].ms < 100) -- it did not wait
+        helpers.wait_until(function()
+            return run({ { "get", "sent" } }).results[1].a == "5"
+        end, 5, "the sent incr arrived")
+        r = run({ { "batch", { { "incr", "sent", 2 }, { "get", "sent" }, { "decr", "nope", 1 }, { "get", "nope" } } } }).results
+        assert.same({ { 7 }, { "7" }, { cjson.null, "not found" }, {} }, r[1].a)
+    end)
+
     it("counts every call when many first calls race to create a counter (incr with an initial value)", function()
         -- memcached answers NOT_STORED to a creation that lost the race, without counting it: the bridge calls again
         local spec = { urls = { gw.url("/count") }, n = 1200, concurrency = 40, method = "GET", collect = "x-count",

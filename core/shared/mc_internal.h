@@ -24,6 +24,7 @@ typedef struct sl__mcwork {
     time_t exptime;
     uint64_t delta, initial; /* delta: also the cas unique of SL_MC_CAS */
     int has_initial;
+    int detached; /* nobody waits: freed by the bridge once answered (sl_mc_detach) */
     /* transport */
     struct sl__mcwork *next; /* in its connection's queue */
     uint32_t opaque;

@@ -124,6 +124,10 @@ void sl__mc_done(sl__mcwork_t *wk, int rc, const char *errmsg)
     wk->key = wk->val = NULL;
     wk->wire = NULL;
     op->done = 1;
+    if (wk->detached) {
+        sl_mc_free(op);
+        return;
+    }
     if (op->waiting) {
         op->waiting = 0;
         sl_vm_wake(wk->w, wk->req, op->wake_id);
@@ -201,4 +205,13 @@ void sl_mc_free(sl_mcop_t *op)
     free(wk);
     if (r)
         sl_req_release(r);
+}
+
+void sl_mc_detach(sl_mcop_t *op)
+{
+    sl__mcwork_t *wk = (sl__mcwork_t *)((char *)op - offsetof(sl__mcwork_t, op));
+    if (op->done)
+        sl_mc_free(op);
+    else
+        wk->detached = 1;
 }

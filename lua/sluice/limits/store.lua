@@ -208,7 +208,7 @@ end
 
 --- Changes several counters after the fact, in the stores that counted them: items[i] = {key, delta, ttl,
 --- where}; a positive delta is added (created with ttl when gone), a negative one taken back (never below 0).
---- One memcached round trip for all; errors are counted in the stats, not returned.
+--- Sent to memcached without waiting for the answers (nobody needs them; a failure counts for the circuit).
 function Store:adjust_many(items)
     local calls = {}
     for i = 1, #items do
@@ -229,13 +229,7 @@ function Store:adjust_many(items)
         end
     end
     if #calls > 0 then
-        local res = mc.batch(calls)
-        for i = 1, #res do
-            local err = res[i][2]
-            if err and err ~= "not found" then
-                _M.count("memcached_errors", self.d)
-            end
-        end
+        mc.send(calls)
     end
 end
 

@@ -11,6 +11,7 @@
 --   local ok, err = mc.delete("k")
 --   local v, cas = mc.gets("k")                   -- the value and its cas unique (v nil: no such key)
 --   local res = mc.batch({{"incr", "a", 1, 1, 60}, {"get", "b"}})   -- sent together: res[i] = {value, err}
+--   mc.send({{"decr", "a", 1}})                   -- incr/decr sent without waiting for their answers
 --   local ok, err = mc.cas("k", "v2", cas, 60)    -- false, "exists" when the item changed since gets
 --
 -- When memcached is down, calls fail fast with nil/false plus an error ("circuit open" once the breaker has
@@ -36,6 +37,7 @@ typedef struct sl_mcop {
 sl_mcop_t *sl_mc_start(sl_req_t *req, int op, const char *key, size_t klen, const char *val, size_t vlen,
     uint32_t flags, double exptime, uint64_t delta, uint64_t initial, int has_initial);
 void sl_mc_free(sl_mcop_t *op);
+void sl_mc_detach(sl_mcop_t *op);
 int sl_mc_circuit_state(void);
 ]]
 
@@ -163,6 +165,28 @@ function _M.incr(key, delta, init, exptime)
     return incr(INCR, key, delta, init, exptime)
 end
 
+-- Starts call c (the i-th of a batch): an op, or nil on out of memory. Misuse raises at the caller's caller.
+local function start_one(req, c, i, get_ok)
+    local kind, key = c[1], c[2]
+    if type(key) ~= "string" or #key == 0 or #key > 250 then
+        error("calls[" .. i .. "]: key must be a string of 1 to 250 bytes", 3)
+    end
+    if kind == "incr" or kind == "decr" then
+        local delta, init, exptime = c[3] or 1, c[4], c[5] or 0
+        if type(delta) ~= "number" or delta < 0 or delta % 1 ~= 0 or (init == nil and delta > 4294967295) then
+            error("calls[" .. i .. "]: delta must be a non-negative integer", 3)
+        end
+        if init ~= nil and (type(init) ~= "number" or init < 0 or init % 1 ~= 0) then
+            error("calls[" .. i .. "]: init must be a non-negative integer", 3)
+        end
+        return C.sl_mc_start(req, kind == "incr" and INCR or DECR, key, #key, nil, 0, 0, exptime, delta, init or 0,
+            init and 1 or 0)
+    elseif kind == "get" and get_ok then
+        return C.sl_mc_start(req, GET, key, #key, nil, 0, 0, 0, 0, 0, 0)
+    end
+    error("calls[" .. i .. "]: " .. (get_ok and "batch takes incr, decr and get" or "send takes incr and decr"), 3)
+end
+
 --- Several incr / decr / get calls sent together and answered together (one wait instead of one per call):
 --- calls[i] = {"incr", key, delta, init?, exptime?} | {"decr", key, delta, init?, exptime?} | {"get", key}.
 --- Returns a list: results[i] = {value} on success, {nil} for a miss (get) or {nil, err}; "not found" as incr.
@@ -174,27 +198,7 @@ function _M.batch(calls)
     local req = ctx and ctx.req or nil
     local ops, out, n = {}, {}, #calls
     for i = 1, n do
-        local c = calls[i]
-        local kind, key = c[1], c[2]
-        if type(key) ~= "string" or #key == 0 or #key > 250 then
-            error("calls[" .. i .. "]: key must be a string of 1 to 250 bytes", 2)
-        end
-        local op
-        if kind == "incr" or kind == "decr" then
-            local delta, init, exptime = c[3] or 1, c[4], c[5] or 0
-            if type(delta) ~= "number" or delta < 0 or delta % 1 ~= 0 or (init == nil and delta > 4294967295) then
-                error("calls[" .. i .. "]: delta must be a non-negative integer", 2)
-            end
-            if init ~= nil and (type(init) ~= "number" or init < 0 or init % 1 ~= 0) then
-                error("calls[" .. i .. "]: init must be a non-negative integer", 2)
-            end
-            op = C.sl_mc_start(req, kind == "incr" and INCR or DECR, key, #key, nil, 0, 0, exptime, delta, init or 0,
-                init and 1 or 0)
-        elseif kind == "get" then
-            op = C.sl_mc_start(req, GET, key, #key, nil, 0, 0, 0, 0, 0, 0)
-        else
-            error("calls[" .. i .. "]: batch takes incr, decr and get", 2)
-        end
+        local op = start_one(req, calls[i], i, true)
         if op == nil then
             out[i] = { nil, "out of memory" }
         else
@@ -239,6 +243,22 @@ function _M.batch(calls)
         end
     end
     return out
+end
+
+--- incr / decr calls sent without waiting for their answers (calls as for batch): for charges whose result does
+--- not matter. Their failures count for the circuit breaker only. Returns at once, without yielding.
+function _M.send(calls)
+    if type(calls) ~= "table" then
+        error("calls must be a list", 2)
+    end
+    local ctx = base.current_ctx()
+    local req = ctx and ctx.req or nil
+    for i = 1, #calls do
+        local op = start_one(req, calls[i], i, false)
+        if op ~= nil then
+            C.sl_mc_detach(op)
+        end
+    end
 end
 
 --- Subtracts delta (default 1), never below 0; as incr.
