@@ -58,13 +58,14 @@ function _M.access(conf, ctx)
     local est = call.cost_nano(cl.price, p, comp)
     local now = limits.now()
     -- the estimate reserved in every budget at once (one round trip), all or nothing
-    local items, periods = {}, {}
+    local items, periods, keys, amounts, ttls = {}, {}, {}, {}, {}
     for i, b in ipairs(list) do
         local _, label, reset, len = budget.period(b.period, now)
         items[i] = { budget.key(b, now), est, len + 86400 }
+        keys[i], amounts[i], ttls[i] = items[i][1], est, items[i][3]
         periods[i] = { label, reset }
     end
-    local counts, wheres = st:incr_many(items)
+    local counts, wheres = st:incr_many(keys, amounts, ttls)
     if not counts then
         return limits.refuse(ctx, 503, "budget store unavailable: " .. tostring(wheres))
     end

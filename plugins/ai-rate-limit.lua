@@ -26,7 +26,7 @@ local call = require("sluice.limits.call")
 local ipairs, tostring, setmetatable = ipairs, tostring, setmetatable
 local floor = math.floor
 local find, format, gsub = string.find, string.format, string.gsub
-local consumer = sluice.consumer
+local consumer, response = sluice.consumer, sluice.response
 
 local METRICS = { "total_tokens", "prompt_tokens", "completion_tokens", "cost", "requests" }
 local WORD = { total_tokens = "Tokens", prompt_tokens = "Prompt-Tokens", completion_tokens = "Completion-Tokens",
@@ -131,7 +131,9 @@ local function compile(conf)
             id = i .. l.metric:sub(1, 1) .. l.window .. (l.type == "sliding" and "s" or "f"), pcache = {},
             models = glob_list(l.models), providers = glob_list(l.providers), conf = l,
         }
-        c.list[i].limit_text = header_value(c.list[i], lim)
+        local cl = c.list[i]
+        cl.limit_text = header_value(cl, lim)
+        cl.h_limit, cl.h_remaining, cl.h_reset = limits.header_names(cl.header)
         if l.metric ~= "requests" then
             c.prompt = c.prompt or l.metric ~= "completion_tokens"
             c.completion = c.completion or l.metric ~= "prompt_tokens"
@@ -186,23 +188,25 @@ local function show(metric, v)
     return tostring(v)
 end
 
--- The headers: per limit, the lowest remaining over its keys. `hs` collects {l, remaining, reset} during access;
--- header_filter turns them into X-RateLimit-* (numbers formatted once, on the way out).
-local function note(hs, l, r)
-    local h = hs[l]
-    if not h then
-        hs[#hs + 1] = l
-        hs[l] = { r.remaining, r.reset }
-    elseif r.remaining < h[1] then
-        h[1], h[2] = r.remaining, r.reset
-    end
-end
-
-local function apply_headers(ctx, hs)
-    for i = 1, #hs do
-        local l = hs[i]
-        local h = hs[l]
-        limits.set_headers(ctx, l.header, l.limit_text, header_value(l, h[1]), h[2])
+-- The X-RateLimit-* headers of a request's results (res[i].limit_ref: its limit): per limit, the lowest
+-- remaining over its keys.
+local function apply_headers(ctx, res)
+    local set = response.set_header
+    for i = 1, #res do
+        local r = res[i]
+        local l, rem, reset = r.limit_ref, r.remaining, r.reset
+        for k = 1, #res do -- another key of the same limit with less left (a consumer in several groups)
+            local o = res[k]
+            if k ~= i and o.limit_ref == l and (o.remaining < rem or (o.remaining == rem and k < i)) then
+                rem = nil
+                break
+            end
+        end
+        if rem then
+            set(l.h_limit, l.limit_text, ctx)
+            set(l.h_remaining, l.metric == "cost" and header_value(l, rem) or rem, ctx)
+            set(l.h_reset, reset, ctx)
+        end
     end
 end
 
@@ -232,13 +236,11 @@ function _M.access(conf, ctx)
     if not res then
         return limits.refuse(ctx, 503, "rate limit store unavailable: " .. tostring(refused))
     end
-    local hs = {}
     for i = 1, #res do
         res[i].limit_ref, res[i].kidx = list[i].l, list[i].kidx
-        note(hs, list[i].l, res[i])
     end
     if refused then
-        ctx._ai_rl = { headers = conf.headers and hs } -- header_filter (every response) sends X-RateLimit-*
+        ctx._ai_rl = { headers = conf.headers and res } -- header_filter (every response) sends X-RateLimit-*
         local r, l, who = res[refused], list[refused].l, keys[refused]
         local need = list[refused].amount
         local what = l.metric == "requests" and "requests" or (l.metric == "cost" and "cost (USD)")
@@ -259,7 +261,7 @@ function _M.access(conf, ctx)
             l.metric == "requests" and "requests" or "tokens")
     end
     -- the X-RateLimit-* headers go out from header_filter, which runs on every response of the route
-    ctx._ai_rl = { res = res, st = st, p = p, c = comp, cost = cost, call = cl, headers = conf.headers and hs }
+    ctx._ai_rl = { res = res, st = st, p = p, c = comp, cost = cost, call = cl, headers = conf.headers and res }
 end
 
 ---------------------------------------------------------------------------------------------------------------
@@ -284,16 +286,18 @@ function _M.header_filter(conf, ctx)
     end
     local cl = { provider = ctx.ai and ctx.ai.provider_name, model = ctx.ai and ctx.ai.requested_model }
     local now = limits.now()
-    local hs = {}
+    local res = {}
     for _, l in ipairs(c.list) do
         if applies(l, cl) then
             for _, k in ipairs(limits.keys(l.by, ctx, cl)) do
                 local prefix = limits.key_prefix(l.pcache, "airl", conf.scope, ctx, l.id, k[1])
-                note(hs, l, limits.peek(st, prefix, l.spec, now))
+                local r = limits.peek(st, prefix, l.spec, now)
+                r.limit_ref = l
+                res[#res + 1] = r
             end
         end
     end
-    apply_headers(ctx, hs)
+    apply_headers(ctx, res)
 end
 
 ---------------------------------------------------------------------------------------------------------------

@@ -283,14 +283,14 @@ end
 --- one fits: then every amount stays counted; else none does), or nil, err (the store is unavailable).
 function _M.reserve_all(st, list, now)
     local n = #list
-    local items = {}
+    local keys, amounts, ttls = {}, {}, {}
     for i = 1, n do
         local x = list[i]
         local w = x.spec.window
-        local idx = floor(now / w)
-        items[i] = { window_key(x.spec, x.prefix, idx), x.amount, x.spec.sliding and 2 * w + 1 or w + 1 }
+        keys[i], amounts[i], ttls[i] = window_key(x.spec, x.prefix, floor(now / w)), x.amount,
+            x.spec.sliding and 2 * w + 1 or w + 1
     end
-    local counts, wheres = st:incr_many(items)
+    local counts, wheres = st:incr_many(keys, amounts, ttls)
     if not counts then
         return nil, wheres
     end
@@ -307,8 +307,8 @@ function _M.reserve_all(st, list, now)
         end
         local limit = spec.limit
         local used = prev + count
-        local r = { key = items[i][1], where = wheres[i], amount = amount, reset = ceil(w - e), limit = limit,
-                    ttl = items[i][3] }
+        local r = { key = keys[i], where = wheres[i], amount = amount, reset = ceil(w - e), limit = limit,
+                    ttl = ttls[i] }
         results[i] = r
         if used <= limit and used - amount < limit then
             r.ok = true
@@ -330,7 +330,7 @@ function _M.reserve_all(st, list, now)
     if refused then -- all or nothing: every amount of this request goes back
         local back = {}
         for i = 1, n do
-            back[i] = { items[i][1], -list[i].amount, items[i][3], wheres[i] }
+            back[i] = { keys[i], -list[i].amount, ttls[i], wheres[i] }
         end
         st:adjust_many(back)
         for i = 1, n do
@@ -425,12 +425,25 @@ end
 ---------------------------------------------------------------------------------------------------------------
 -- headers and errors
 
+local names_of = {}
+
+--- The three header names of a suffix: x-ratelimit-limit-<name>, -remaining-<name>, -reset-<name> (made once).
+function _M.header_names(name)
+    local t = names_of[name]
+    if not t then
+        t = { "x-ratelimit-limit-" .. name, "x-ratelimit-remaining-" .. name, "x-ratelimit-reset-" .. name }
+        names_of[name] = t
+    end
+    return t[1], t[2], t[3]
+end
+
 --- Sets X-RateLimit-Limit-<name>, -Remaining-<name>, -Reset-<name> (reset left out when nil) on the response.
 function _M.set_headers(ctx, name, limit, remaining, reset)
-    response.set_header("x-ratelimit-limit-" .. name, tostring(limit), ctx)
-    response.set_header("x-ratelimit-remaining-" .. name, tostring(remaining), ctx)
+    local hl, hr, hs = _M.header_names(name)
+    response.set_header(hl, limit, ctx)
+    response.set_header(hr, remaining, ctx)
     if reset then
-        response.set_header("x-ratelimit-reset-" .. name, tostring(reset), ctx)
+        response.set_header(hs, reset, ctx)
     end
 end
 

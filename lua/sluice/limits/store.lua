@@ -150,23 +150,16 @@ function Store:incr(key, delta, ttl)
     return v, "local"
 end
 
---- Adds to several counters at once (one memcached round trip): items[i] = {key, delta (>= 0), ttl}. Returns
---- the counts and where each was counted (lists), or nil, err (memcached down with fail_mode closed: then
---- nothing stays counted).
-function Store:incr_many(items)
-    local n = #items
-    if n == 1 then
-        local c, where = self:incr(items[1][1], items[1][2], items[1][3])
-        if not c then
-            return nil, where
-        end
-        return { c }, { where }
-    end
+--- Adds to several counters at once (one memcached round trip): keys[i] gets amounts[i] (>= 0), created with
+--- ttls[i] seconds. Returns the counts and where each was counted (lists), or nil, err (memcached down with
+--- fail_mode closed: then nothing stays counted).
+function Store:incr_many(keys, amounts, ttls)
+    local n = #keys
     local counts, wheres = {}, {}
     if not self.remote then
+        local d = self.d
         for i = 1, n do
-            local it = items[i]
-            local v, err = self.d:incr(it[1], it[2], 0, it[3])
+            local v, err = d:incr(keys[i], amounts[i], 0, ttls[i])
             if not v then
                 return nil, "shared dict: " .. tostring(err)
             end
@@ -176,20 +169,19 @@ function Store:incr_many(items)
     end
     local calls = {}
     for i = 1, n do
-        local it = items[i]
-        calls[i] = { "incr", it[1], it[2], it[2], exptime(it[3]) }
+        calls[i] = { "incr", keys[i], amounts[i], amounts[i], exptime(ttls[i]) }
     end
     local res = mc.batch(calls)
     local closed
     for i = 1, n do
-        local r, it = res[i], items[i]
+        local r, key = res[i], keys[i]
         if r[1] then
-            self:remember(it[1], r[1])
+            self:remember(key, r[1])
             counts[i], wheres[i] = r[1], "memcached"
         else
             local ok, ferr = self:failed(r[2])
             if ok then
-                counts[i], wheres[i] = self.d:incr(it[1], it[2], self.seen[it[1]] or 0, it[3]), "local"
+                counts[i], wheres[i] = self.d:incr(key, amounts[i], self.seen[key] or 0, ttls[i]), "local"
             else
                 closed = ferr
             end
@@ -198,7 +190,7 @@ function Store:incr_many(items)
     if closed then
         local back = {}
         for i = 1, n do
-            if wheres[i] then back[#back + 1] = { items[i][1], -items[i][2], items[i][3], wheres[i] } end
+            if wheres[i] then back[#back + 1] = { keys[i], -amounts[i], ttls[i], wheres[i] } end
         end
         self:adjust_many(back)
         return nil, closed
