@@ -284,6 +284,32 @@ describe("AI streams from a faulty provider (gateway + tests/mock/faulty_provide
         end
     end)
 
+    describe("a fault in the same read as the events before it (the whole answer in one write)", function()
+        -- the provider writes its whole stream, fault included, at once: what the gateway decoded of that read
+        -- before the fault never reached the client, so the client's answer is an error, and it is the usage
+        -- record's status (a translated stream's encoder may have finished its message meanwhile: that is not
+        -- an answer the client got)
+        for _, fault in ipairs({ "garbage", "close" }) do
+            it(fault, function()
+                for _, place in ipairs({ "first", "mid_first", "mid_stream", "mid_event", "before_end" }) do
+                    for _, pr in ipairs(PAIRS) do
+                        local what = fault .. "/" .. place .. "/one " .. pr[1] .. pr[2]
+                        local res, u = call("/" .. pr[1] .. "/v1" .. pr[2], chat("f/" .. fault .. "/" .. place .. "/one"))
+                        local got = outcome(res, pr[3])
+                        if got == "complete" then
+                            assert.equal(200, u.status, what)
+                        else
+                            assert.equal(502, u.status, what)
+                            if res.status ~= 200 then
+                                assert.equal(res.status, u.status, what)
+                            end
+                        end
+                    end
+                end
+            end)
+        end
+    end)
+
     describe("usage of a cut stream", function()
         it("a client that gives up (curl -m 1): status 499, cut client, counted as far as it got, upstream cancelled", function()
             helpers.write_file(usage_file, "")

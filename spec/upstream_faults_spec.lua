@@ -159,6 +159,8 @@ describe("upstream faults", function()
                 expect_status(pre .. "/noname", 502, "invalid response")
                 expect_status(pre .. "/noname2", 502, "invalid response")
                 assert.matches("without a name", gw:log(), 1, true)
+                expect_status(pre .. "/badname", 502, "invalid response") -- nor one that is not a token
+                assert.matches("response header name is not a token", gw:log(), 1, true)
                 healthy()
             end)
 
@@ -182,6 +184,12 @@ describe("upstream faults", function()
                     assert.equal("yes", r.headers["x-empty-body"])
                 end
                 assert.is_nil(gw:log():sub(before + 1):find("timed out", 1, true))
+                -- the same with the body delimited by the connection's end
+                local r, err = get(gw, pre .. "/eofempty", { timeout = 5 })
+                assert.is_not_nil(r, tostring(err))
+                assert.equal(200, r.status, r.body)
+                assert.equal("", r.body)
+                assert.equal("yes", r.headers["x-eof"])
                 healthy()
             end)
 
@@ -226,6 +234,7 @@ describe("upstream faults", function()
                 { "/version?v=HTTP/2.0", "bad_response" }, { "/version?v=HTTP/0.9", "bad_response" },
                 { "/rst-head", "reset" }, { "/rst-midhead", "reset" }, { "/stall", "timeout" },
                 { "/noname", "bad_response" }, { "/noname2", "bad_response" }, { "/hugetrailers", "bad_response" },
+                { "/badname", "bad_response" },
                 { "/reset", "reset" },
             }
             for _, c in ipairs(cases) do
@@ -242,6 +251,7 @@ describe("upstream faults", function()
             assert.equal("hello", t.body)
             assert.equal("a", t.header)
             assert.equal(200, call("/empty").status)
+            assert.equal(200, call("/eofempty").status)
             healthy()
         end)
 

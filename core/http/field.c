@@ -18,6 +18,16 @@ static const uint8_t tchar[256] = {
 /* Bytes that end a value's scan: the CR of its CRLF, or a byte no value may hold (LF, NUL). */
 static const uint8_t vstop[256] = {[0] = 1, ['\n'] = 1, ['\r'] = 1};
 
+int sl_http_token(const char *p, size_t len)
+{
+    if (len == 0)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!tchar[(uint8_t)p[i]])
+            return 0;
+    return 1;
+}
+
 static int bad(sl_field_err_t *err, const char *at, size_t len, const char *why, const char *kind)
 {
     err->kind = kind;

@@ -32,6 +32,8 @@ int sl_http_check_fields(const char *p, size_t len, uint32_t nfields, int flags,
  *  HTTP/1.1) followed by nfields header lines as sl_http_check_fields. Returns 0, or -EINVAL with *err
  *  filled. */
 int sl_http_check_request_head(const char *p, size_t len, uint32_t nfields, int flags, sl_field_err_t *err);
+/** Whether p[0, len) is a non-empty RFC 9110 token (a valid field name): 1 or 0. */
+int sl_http_token(const char *p, size_t len);
 /** Whether a host name may go into a request line or a Host header: 1 to 255 bytes, no spaces or controls. */
 int sl_http_host_ok(const char *host, size_t len);
 /** Describes err for a log line into out (always terminated): `header "x-a": value has CR, LF or NUL`, or for

@@ -117,6 +117,11 @@ function respond(sock, state, method, path, headers, body) {
       return sock.write(`HTTP/1.1 200 OK\r\n: ${'n'.repeat(3000)}\r\nContent-Length: 2\r\n${ka}\r\nok`);
     case '/noname2': // ... and one after a field whose value was empty
       return sock.write(`HTTP/1.1 200 OK\r\nX-Empty:\r\n: stray\r\nContent-Length: 2\r\n${ka}\r\nok`);
+    case '/eofempty': // no length: the body ends with the connection, and is empty (the head ends a write)
+      sock.write('HTTP/1.1 200 OK\r\nX-Eof: yes\r\n\r\n');
+      return setTimeout(() => sock.end(), 50);
+    case '/badname': // a field name with a space in it (llhttp lets it through)
+      return sock.write(`HTTP/1.1 200 OK\r\nX-Bad Name: v\r\nContent-Length: 2\r\n${ka}\r\nok`);
     case '/trailers': { // many trailer fields after a chunked body: more than the head's own header bytes
       let t = '';
       for (let i = 0; i < 100; i++) t += `X-Trailer-${i}: ${'t'.repeat(200)}\r\n`;

@@ -1,7 +1,7 @@
 -- fuzz_ai_stream: one fuzzed provider stream through sluice.ai.stream.run, the way sluice.ai.proxy hands a
 -- 2xx streaming answer over, with sluice.proxy's upstream side replaced by the fuzz input: read() returns the
 -- plan's pieces, then nil with p.error set to the fuzz-chosen end (0 clean, reset, timeout, client gone);
--- stream_start / stream_write / stream_finish record what the client would get; respond() a whole answer
+-- stream_start / stream_write / stream_finish record what the client would get; deliver() a whole answer
 -- (a failure before anything was streamed is answered as an HTTP error in the client's shape).
 --
 -- Input: byte 1 picks the driver (KINDS), byte 2 the options (bit 0: Anthropic client, else OpenAI; bit 1:
@@ -28,42 +28,46 @@ local KINDS = { "openai", "azure-openai", "deepseek", "openai-compatible", "anth
 local OPENAI_WIRE = { openai = true, ["openai-compatible"] = true, deepseek = true, ["azure-openai"] = true }
 local ENDS = { 0, 4, 3, 6 } -- none, SL_UPERR_RESET, SL_UPERR_TIMEOUT, SL_UPERR_CLIENT_GONE
 
--- the fake upstream side of sluice.proxy (only what stream.lua calls)
+-- the fake upstream side (sluice.ai.upstream) and client side (sluice.pdk.response's stream and whole-answer
+-- calls) of stream.lua: only what it calls
 local io_ = {}
-package.loaded["sluice.proxy"] = {
+package.loaded["sluice.ai.upstream"] = {
     read = function(ctx, p)
         io_.i = io_.i + 1
         local b = io_.reads[io_.i]
         if b == nil then p.error = io_.end_error end
         return b
     end,
-    stream_start = function(ctx, pipe, status, headers)
+    error_text = function(code) return "error" .. tostring(code) end,
+}
+do
+    local response = require("sluice.pdk.response")
+    response.stream_start = function(status, headers, ctx)
         if io_.started then error("stream_start called twice") end
         if status ~= 200 then error("stream_start with status " .. tostring(status)) end
         io_.started = true
         return true
-    end,
-    stream_write = function(ctx, pipe, data)
+    end
+    response.stream_write = function(data, ctx)
         if not io_.started then error("stream_write before stream_start") end
         if io_.finished then error("stream_write after stream_finish") end
         if type(data) ~= "string" then error("stream_write of a " .. type(data)) end
         io_.out[#io_.out + 1] = data
         return true
-    end,
-    stream_finish = function(ctx, pipe)
+    end
+    response.stream_finish = function(ctx)
         if not io_.started then error("stream_finish before stream_start") end
         if io_.finished then error("stream_finish called twice") end
         io_.finished = true
-    end,
-    respond = function(ctx, pipe, status, headers, body)
-        if io_.started then error("respond after stream_start") end
-        if io_.responded then error("respond called twice") end
-        if type(status) ~= "number" or status < 400 then error("respond with status " .. tostring(status)) end
-        if type(cjson.decode(body)) ~= "table" then error(fmt("respond with a body that is not JSON: %q", body)) end
+    end
+    response.deliver = function(ctx, status, body, headers)
+        if io_.started then error("a whole answer after stream_start") end
+        if io_.responded then error("a second whole answer") end
+        if type(status) ~= "number" or status < 400 then error("a whole answer with status " .. tostring(status)) end
+        if type(cjson.decode(body)) ~= "table" then error(fmt("a whole answer that is not JSON: %q", body)) end
         io_.responded = status
-    end,
-    error_name = function(code) return "error" .. tostring(code) end,
-}
+    end
+end
 local stream = require("sluice.ai.stream")
 local usage = require("sluice.ai.usage")
 
@@ -183,7 +187,7 @@ local function run(kind, opts, pieces)
     io_.reads, io_.i, io_.out, io_.started, io_.finished, io_.responded = pieces, 0, {}, false, false, nil
     io_.end_error = ENDS[math.floor(opts / 8) % 4 + 1]
     local p = { error = 0 }
-    local ok, r1, r2 = xpcall(stream.run, debug.traceback, ctx, {}, ai, p)
+    local ok, r1, r2 = xpcall(stream.run, debug.traceback, ctx, ai, p)
     if not ok and kind == "bedrock" and find(tostring(r1), "bedrock.lua", 1, true) and
         fz.known("bedrock-header-overrun") then
         return nil

@@ -27,6 +27,8 @@
 //          end        nowhere (with FAULT none)
 //   OPTION nN       N content events (default 5);  gN   N ms between events (default 2)
 //          eof      close-delimited body (no chunked framing: the body ends with the connection)
+//          one      the whole answer, fault included, in one TCP write (socket corked until the end): the gateway
+//                   reads it at once
 //          MiB/KiB count for nolf / bigevent (a bare number)
 // The content is "w0 w1 ... w(N-1) " (2 tokens per word for estimates); usage: OpenAI 11 prompt / N*2 completion,
 // Anthropic 12 input / N*2 output.
@@ -42,11 +44,12 @@ const GARBAGE = Buffer.concat([Buffer.from([0, 0xff, 0xfe]), Buffer.from('<html>
 
 function parseSpec(s) {
   const parts = String(s || 'none/end').split('/').filter(Boolean);
-  const spec = { fault: parts[0] || 'none', where: parts[1] || 'end', n: 5, gap: 2, eof: false, size: null };
+  const spec = { fault: parts[0] || 'none', where: parts[1] || 'end', n: 5, gap: 2, eof: false, size: null, one: false };
   for (const o of parts.slice(2)) {
     if (/^n\d+$/.test(o)) spec.n = Number(o.slice(1));
     else if (/^g\d+$/.test(o)) spec.gap = Number(o.slice(1));
     else if (o === 'eof') spec.eof = true;
+    else if (o === 'one') { spec.one = true; spec.gap = 0; }
     else if (/^\d+$/.test(o)) spec.size = Number(o);
   }
   if (/^\d+$/.test(spec.where)) spec.size = Number(spec.where);
@@ -91,6 +94,7 @@ class Writer {
   end() {
     if (this.sock.destroyed) return;
     if (!this.eof) this.sock.write('0\r\n\r\n');
+    if (this.one) this.sock.uncork();
     this.sock.end();
   }
   drained() { return new Promise((r) => (this.sock.writableNeedDrain ? this.sock.once('drain', r) : r())); }
@@ -115,6 +119,7 @@ function position(where, count) {
 
 async function stream(sock, rec, spec, api, model) {
   const w = new Writer(sock, spec.eof);
+  if (spec.one) { w.one = true; sock.cork(); } // head, events, fault and end leave in one write at w.end()
   const fin = () => { rec.done = true; }; // whatever ends the exchange from here on is the mock's doing
   const { events, terminal } = api === 'anthropic' ? anthropicEvents(model, spec.n) : openaiEvents(model, spec.n);
   if (spec.where === 'head' && spec.fault !== 'none') {

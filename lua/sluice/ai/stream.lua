@@ -509,7 +509,8 @@ local function stream(ctx, ai, p)
         return finish(ctx, ai, st, 499, "client")
     end
     -- the client already has a whole answer ([DONE] or message_stop went out): whatever follows is not its business
-    local client_done = (pass and pass.done) or (st.encoder and st.encoder.stopped)
+    -- (an encoder that stopped in a read whose output was held back by a fault sent the client nothing)
+    local client_done = st.started and ((pass and pass.done) or (st.encoder and st.encoder.stopped))
     if not f and p.error ~= 0 then
         local what = upstream.error_text(p.error)
         f = fault(p.error == UPERR_TIMEOUT and 504 or 502, "upstream " .. what ..
