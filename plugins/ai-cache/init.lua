@@ -300,15 +300,21 @@ function _M.log(conf, ctx)
             coalesce.release(d, cs.key, readable)
         end
     end
-    if cs.capture and rec and rec.status == 200 and not rec.cut and ctx.response and ctx.response.status == 200 then
+    -- a 200 answer; or a stream its client closed once it had it all: SDKs stop reading at [DONE] (message_stop)
+    -- and may close before the provider ends its response; capture.entry keeps only a whole stream
+    local whole = rec and (rec.status == 200 and not rec.cut or ai.stream and rec.cut == "client")
+    if cs.capture and whole and ctx.response and ctx.response.status == 200 then
         local value, why = capture.entry(ai.api, ai.stream, concat(cs.parts, "", 1, cs.n), rec, conf.cache_tool_calls)
         cs.parts = nil
         if value then
             local ok, err = store.put(cs.rt.st, cs.key, value, ready)
             if ok and cs.vector then
                 semantic_step.add(cs)
-            elseif not ok then
+            end
+            if not ok then
                 sluice.log.info("ai-cache: not stored (id ", ctx.request_id, "): ", err)
+            elseif err then -- in L1 only: other nodes will miss it
+                sluice.log.warn("ai-cache: stored on this node only (id ", ctx.request_id, "): ", err)
             end
         else
             sluice.log.debug("ai-cache: not stored (id ", ctx.request_id, "): ", why)

@@ -4,6 +4,7 @@
 -- Upstream calls are counted from the mock's /__requests. Every wait is bounded.
 local helpers = require("helpers")
 local cjson = require("cjson.safe")
+local socket = require("socket")
 
 local ROOT = helpers.ROOT
 
@@ -124,7 +125,7 @@ describe("ai-cache (gateway + mock providers)", function()
             node = { workers = 2, plugin_paths = { ROOT .. "/plugins", dir },
                      shared_dicts = { sluice = "1m", ["ai-cache"] = "8m" } },
             providers = {
-                oa = oa(mock), fail = oa(mock .. "/s/midfail-event/v1"), err = oa(mock .. "/s/500/v1"), slow = oa(slow),
+                oa = oa(mock), fail = oa(mock .. "/s/midfail-event/v1"), slowsse = oa(mock .. "/s/slow/v1"), err = oa(mock .. "/s/500/v1"), slow = oa(slow),
                 an = { kind = "anthropic", endpoint = mock, api_key = "k", models = { ["gpt-4o-mini"] = "claude-3-5-haiku-20241022" } },
                 long = { kind = "mock", models = { ["gpt-4o-mini"] = "mock-long" }, options = { text = long } },
             },
@@ -134,7 +135,7 @@ describe("ai-cache (gateway + mock providers)", function()
             consumer_groups = { team = {} },
             global_plugins = { ["cache-probe"] = { file = usage_file } },
             routes = {
-                route("oa", "oa"), route("an", "an"), route("fail", "fail"), route("err", "err"),
+                route("oa", "oa"), route("an", "an"), route("slowsse", "slowsse"), route("fail", "fail"), route("err", "err"),
                 route("slow", "slow", { scope = "global", coalesce_timeout = 10 }),
                 route("warm", "oa", { scope = "global", max_temperature = 1 }),
                 route("tools", "oa", { scope = "global", cache_tool_calls = true }),
@@ -235,6 +236,45 @@ describe("ai-cache (gateway + mock providers)", function()
         assert.equal("message", f.json.type)
         assert.equal("Hello from the mock.", f.json.content[1].text)
         assert.equal(1, upstream_calls(mock, "stream me"))
+    end)
+
+    -- The mock's slow scenario waits 150 ms after each event, [DONE] included, before it ends its response: a client
+    -- that closes as soon as it has [DONE] (as SDKs do) leaves before the provider's stream ends.
+    it("stores a stream whose client closed once it had [DONE], never one closed before", function()
+        local function stream_until(text, marker)
+            local b = assert(cjson.encode({ model = "gpt-4o-mini", temperature = 0, max_tokens = 64, stream = true,
+                messages = { { role = "system", content = "Be brief." }, { role = "user", content = text } } }))
+            helpers.write_file(usage_file, "")
+            local c = socket.tcp()
+            c:settimeout(5)
+            assert(c:connect("127.0.0.1", gw.port))
+            c:send("POST /slowsse/v1/chat/completions HTTP/1.1\r\nHost: spec\r\nContent-Type: application/json\r\n"
+                .. "Content-Length: " .. #b .. "\r\n\r\n" .. b)
+            local got = {}
+            for _ = 1, 20000 do
+                local ch = c:receive(1)
+                if not ch then break end
+                got[#got + 1] = ch
+                if ch == "\n" and table.concat(got):find(marker, 1, true) then break end
+            end
+            c:close()
+            assert.truthy(table.concat(got):find(marker, 1, true))
+            return helpers.wait_until(function() -- its record (a late one of an earlier test may come first)
+                for _, r in ipairs(usages()) do
+                    if r.cut == "client" then return r end
+                end
+            end, 5, "no usage record of the closed stream")
+        end
+        local u = stream_until("closed after done", "data: [DONE]")
+        assert.same({ "client", "MISS" }, { u.cut, u.cache })
+        local hit = chat("slowsse", "closed after done", { stream = true })
+        assert.equal("HIT", hit.headers["x-sluice-cache"])
+        local text, _, done = openai_stream(hit.body)
+        assert.same({ "Hello from the mock.", true }, { text, done })
+        -- closed after the first words: not a whole answer, never stored
+        u = stream_until("closed early", '"content":"Hello"')
+        assert.same({ "client", "MISS" }, { u.cut, u.cache })
+        assert.equal("MISS", chat("slowsse", "closed early", { stream = true }).headers["x-sluice-cache"])
     end)
 
     it("shares an entry between an Anthropic client (Anthropic provider) and an OpenAI client", function()
