@@ -3,7 +3,7 @@
 -- route's id). Used by the sync timer and by the Admin API's purge (sluice.admin.cache).
 local sluice = require("sluice")
 
-local type, ipairs, pairs = type, ipairs, pairs
+local type, ipairs = type, ipairs
 
 local _M = {}
 

@@ -102,7 +102,8 @@ function _M.embed(ctx, conf, text)
             ssl_verify = not (provider.tls and provider.tls.verify == false),
             ca_file = provider.tls and provider.tls.ca_file, proxy = provider.proxy, max_body = 16 * 1024 * 1024 })
         if not res then
-            return nil, "embeddings call failed: " .. tostring(err) .. (detail and (" (" .. tostring(detail) .. ")") or "")
+            return nil, "embeddings call failed: " .. tostring(err)
+                .. (detail and (" (" .. tostring(detail) .. ")") or "")
         end
         status, headers, body = res.status, res.headers, res.body
     end
