@@ -144,6 +144,9 @@ describe("ai-cache (gateway + mock providers)", function()
                 route("long", "long", { scope = "global", compress_min = 1024 }),
                 route("small", "long", { scope = "global", max_entry_size = 2048 }),
                 route("shared1", "oa", { scope = "global", namespace = "shared" }),
+                { id = "multi", paths = { "/multi/v1/*" },
+                  plugins = { ["ai-proxy-multi"] = { targets = { { provider = "oa" } } },
+                              ["ai-cache"] = { scope = "global" } } },
                 route("shared2", "oa", { scope = "global", namespace = "shared" }),
             },
         })
@@ -297,6 +300,18 @@ describe("ai-cache (gateway + mock providers)", function()
         assert.equal(anthropic_stream(d.body), e.json.choices[1].message.content)
         assert.equal(1, upstream_calls(mock, "cross format"))
         assert.equal(1, upstream_calls(mock, "anthropic stream"))
+    end)
+
+    it("caches the answers of ai-proxy-multi routes too", function()
+        local a = chat("multi", "multi repeat")
+        assert.equal(200, a.status, a.body)
+        assert.equal("MISS", a.headers["x-sluice-cache"])
+        local b = chat("multi", "multi repeat")
+        assert.equal("HIT", b.headers["x-sluice-cache"])
+        assert.equal(a.body, b.body)
+        assert.equal(1, upstream_calls(mock, "multi repeat"))
+        local u = last_usage()
+        assert.same({ "HIT", 22 }, { u.cache, u.saved_total_tokens })
     end)
 
     it("follows Cache-Control: no-cache refreshes, no-store neither looks up nor stores", function()
