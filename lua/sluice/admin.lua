@@ -5,6 +5,7 @@
 --   PUT    /admin/{kind}/{id}       create (201) or replace (200)
 --   DELETE /admin/{kind}/{id}       delete (409 while other entities still use it)
 --   GET|PUT /admin/global_plugins, GET /admin/plugins, POST /admin/plugins/reload, GET /admin/status
+--   GET /metrics, GET /admin/usage, /dashboard: sluice.admin.obs (docs/observability.md)
 --
 -- A change is checked twice (the entity alone, then the whole new document), written to the state file,
 -- and only then published to every worker. Publishing is asynchronous, so the last document published here
@@ -439,6 +440,10 @@ end
 function _M.handle(ctx)
     local st = state()
     local key = st and st.cfg and st.cfg.node.admin and st.cfg.node.admin.key
+    -- /metrics, /admin/usage, /dashboard: sluice.admin.obs (they also take Authorization: Bearer KEY)
+    local os_, ob, oh = require("sluice.admin.obs").handle(ctx, (ctx.path or ""):gsub("%?.*$", ""), key,
+        _M.secure_equal)
+    if os_ then return os_, ob, oh end
     if not _M.secure_equal(request.get_header("x-api-key", ctx), key) then
         return fail(401, "missing or wrong X-API-KEY header")
     end
