@@ -19,10 +19,7 @@ local C = require("sluice.core")
 local type, tonumber, tostring, ipairs, pcall, floor, find = type, tonumber, tostring, ipairs, pcall, math.floor,
     string.find
 
-pcall(ffi.cdef, [[
-int sl_worker_conn_stats(int32_t out[4]);
-uint64_t sl_reopen_generation(void);
-]])
+-- sl_worker_conn_stats: cdef in sluice.pdk.metrics (core/server/stats.h)
 
 local TPOT_BUCKETS = { 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64 }
 

@@ -20,7 +20,12 @@ local base = require("sluice.pdk.base")
 local shared = require("sluice.pdk.shared")
 local timer = require("sluice.pdk.timer")
 
+local ffi = require("ffi")
 local C = base.C
+ffi.cdef [[
+int sl_worker_conn_stats(int32_t out[4]);
+uint64_t sl_reopen_generation(void);
+]]
 local type, tostring, error, pairs, ipairs, tonumber, pcall = type, tostring, error, pairs, ipairs, tonumber, pcall
 local gsub, sub, format, find, concat, sort = string.gsub, string.sub, string.format, string.find, table.concat,
     table.sort

@@ -1,0 +1,215 @@
+-- ai-audit-log: one JSON record per AI interaction (who, what, which provider and model, status, tokens, cost,
+-- timings, retries, cache and guard outcomes, optionally the payloads) to a file with rotation and/or an HTTP
+-- collector in batches (Loki, Elasticsearch bulk, any webhook), and to the dashboard's list of recent records.
+--
+--   ai-audit-log:
+--     file: {path: /var/log/sluice/audit.log, max_size: 100m, rotate_interval: 1d, max_files: 7}
+--     http: {url: "http://collector:3100/loki/api/v1/push", format: loki, batch_size: 100, flush_interval: 1s}
+--     include_payloads: true      # the request and the answer (streams assembled), cut at max_payload
+--     max_payload: 16k
+--
+-- The record is built in the log phase (after the response went out) and handed to per-worker buffers; files are
+-- written and batches sent by timers (sluice.obs.audit), so neither slows a request. Payloads go through
+-- ctx.audit_redact(text, kind) when a plugin (PII masking) set it. Record schema: docs/observability.md.
+local sluice = require("sluice")
+local audit = require("sluice.obs.audit")
+local cjson = require("cjson.safe")
+
+local type, ipairs, tostring, pcall, floor = type, ipairs, tostring, pcall, math.floor
+local find, sub, gmatch, concat, format = string.find, string.sub, string.gmatch, table.concat, string.format
+local date = os.date
+local encode = cjson.encode
+
+local header_name = { type = "string", minLength = 1, format = "header_name" }
+
+local schema = {
+    type = "object",
+    additionalProperties = false,
+    properties = {
+        file = {
+            type = "object", required = { "path" }, additionalProperties = false,
+            properties = {
+                path = { type = "string", minLength = 1, maxLength = 1024 },
+                max_size = { type = "size", minimum = 0, default = 104857600 },      -- 0: no size rotation
+                rotate_interval = { type = "duration", minimum = 0, maximum = 31 * 86400, default = 0 },
+                max_files = { type = "integer", minimum = 0, maximum = 1000, default = 5 },
+                flush_interval = { type = "duration", minimum = 0.01, maximum = 60, default = 0.5 },
+                max_buffer = { type = "integer", minimum = 1, maximum = 1000000, default = 10000 },
+            },
+        },
+        http = {
+            type = "object", required = { "url" }, additionalProperties = false,
+            properties = {
+                url = { type = "string", format = "url" },
+                format = { enum = { "jsonl", "json_array", "es_bulk", "loki" }, default = "jsonl" },
+                headers = { type = "object", propertyNames = header_name,
+                            additionalProperties = { type = "string", format = "header_value" } },
+                loki_labels = { type = "object", additionalProperties = { type = "string" } },
+                batch_size = { type = "integer", minimum = 1, maximum = 10000, default = 100 },
+                flush_interval = { type = "duration", minimum = 0.01, maximum = 60, default = 1 },
+                timeout = { type = "duration", exclusiveMinimum = 0, maximum = 300, default = 5 },
+                max_buffer = { type = "integer", minimum = 1, maximum = 1000000, default = 10000 },
+                max_retries = { type = "integer", minimum = 0, maximum = 1000, default = 10 }, -- 0: forever
+                backoff = { type = "object", additionalProperties = false, default = {},
+                            properties = { base = { type = "duration", minimum = 0, maximum = 60, default = 0.2 },
+                                           max = { type = "duration", minimum = 0, maximum = 3600, default = 30 } } },
+                proxy = { type = "boolean" },
+            },
+        },
+        include_payloads = { type = "boolean", default = false },
+        max_payload = { type = "size", minimum = 0, maximum = 16777216, default = 16384 },
+        recent = { type = "integer", minimum = 0, maximum = 1000, default = 50 }, -- records the dashboard keeps
+    },
+}
+
+local _M = { name = "ai-audit-log", version = "1.0", priority = 390, schema = schema }
+
+--- ISO 8601 UTC with milliseconds.
+local function iso(t)
+    local s = floor(t)
+    return date("!%Y-%m-%dT%H:%M:%S", s) .. format(".%03dZ", floor((t - s) * 1000))
+end
+_M.iso = iso
+
+local function cut(s, n)
+    if type(s) ~= "string" then return s, false end
+    if #s <= n then return s, false end
+    -- never split a UTF-8 sequence: back off over continuation bytes
+    local k = n
+    while k > 0 and find(sub(s, k + 1, k + 1), "^[\128-\191]") do k = k - 1 end
+    return sub(s, 1, k), true
+end
+_M.cut = cut
+
+--- The text of a streamed answer (OpenAI chunks or Anthropic events, as the client got them).
+local function assemble(raw)
+    local out = {}
+    for line in gmatch(raw, "[^\n]+") do
+        local data = line:match("^data:%s?(.*)$")
+        if data and data ~= "[DONE]" and find(data, "^{") then
+            local ev = cjson.decode(data)
+            if type(ev) == "table" then
+                local ch = type(ev.choices) == "table" and ev.choices[1]
+                local d = type(ch) == "table" and (ch.delta or ch)
+                if type(d) == "table" and type(d.content) == "string" then
+                    out[#out + 1] = d.content
+                elseif type(d) == "table" and type(d.text) == "string" then
+                    out[#out + 1] = d.text
+                elseif type(ev.delta) == "table" and type(ev.delta.text) == "string" then -- Anthropic
+                    out[#out + 1] = ev.delta.text
+                end
+            end
+        end
+    end
+    return concat(out)
+end
+_M.assemble = assemble
+
+function _M.body_filter(conf, ctx, chunk)
+    if not conf.include_payloads or not ctx.ai or chunk == "" then return end
+    local b = ctx._audit_body
+    if not b then
+        b = { n = 0, size = 0 }
+        ctx._audit_body = b
+    end
+    -- keep a bounded raw copy: streams carry SSE framing, so a stream keeps up to 8x the payload bound
+    local limit = conf.max_payload * (ctx.ai.stream and 8 or 1) + 1
+    if b.size < limit then
+        local c = sub(chunk, 1, limit - b.size)
+        b.n = b.n + 1
+        b[b.n] = c
+        b.size = b.size + #c
+    end
+end
+
+local function redact(ctx, text, kind)
+    local f = ctx.audit_redact
+    if type(f) == "function" and type(text) == "string" then
+        local ok, out = pcall(f, text, kind)
+        if ok and type(out) == "string" then return out, true end
+        return "[redaction failed]", true
+    end
+    return text, false
+end
+
+--- The audit record of a request (a table), or nil outside an AI call.
+function _M.record(conf, ctx)
+    local ai = ctx.ai
+    local u = ai and ai.usage
+    if not u then return nil end
+    local tr = ctx.trace
+    local rec = {
+        time = iso(sluice.time()),
+        request_id = ctx.request_id,
+        trace_id = tr and tr.trace_id or nil,
+        consumer = u.consumer, route = u.route, provider = u.provider, provider_kind = u.provider_kind,
+        api = u.api, operation = u.op, stream = u.stream or false,
+        requested_model = u.requested_model, model = u.model,
+        status = u.status,
+        input_tokens = u.prompt_tokens, output_tokens = u.completion_tokens, cached_tokens = u.cached_tokens,
+        reasoning_tokens = u.reasoning_tokens, estimated = u.estimated or nil,
+        cost = u.cost,
+        latency_ms = u.latency and floor(u.latency * 1000 + 0.5) or nil,
+        ttft_ms = u.ttft and floor(u.ttft * 1000 + 0.5) or nil,
+        retries = u.retries or 0, fallbacks = u.fallbacks or 0,
+        route_target = u.route_target, degraded = u.degraded, cut = u.cut, error = u.error,
+        cache = u.cache, guard = u.guard, moderation = u.moderation, pii = u.pii,
+    }
+    if u.attempts then
+        local list = {}
+        for i, a in ipairs(u.attempts) do
+            list[i] = { target = a.target, status = a.status, kind = a.kind, error = a.error }
+        end
+        rec.attempts = list
+    end
+    if conf.include_payloads then
+        local okb, body = pcall(sluice.request.get_body, ctx)
+        local req_text = okb and body or nil
+        local trunc, redacted
+        req_text, redacted = redact(ctx, req_text, "request")
+        req_text, trunc = cut(req_text, conf.max_payload)
+        rec.request = req_text
+        rec.request_truncated = trunc or nil
+        local b = ctx._audit_body
+        if b and b.n > 0 then
+            local raw = concat(b, "", 1, b.n)
+            local text = ai.stream and assemble(raw) or raw
+            text = redact(ctx, text, "response")
+            text, trunc = cut(text, conf.max_payload)
+            rec.response = text
+            rec.response_truncated = (trunc or b.size >= conf.max_payload * (ai.stream and 8 or 1) + 1) or nil
+        end
+        rec.redacted = redacted or nil
+    end
+    return rec
+end
+
+function _M.log(conf, ctx)
+    local rec = _M.record(conf, ctx)
+    if not rec then return end
+    local json, err = encode(rec)
+    if not json then
+        sluice.log.warn("ai-audit-log: cannot encode the record: ", err)
+        return
+    end
+    if conf.file then audit.file_sink(conf.file):push(json) end
+    if conf.http then audit.http_sink(conf.http):push(json) end
+    if conf.recent > 0 then
+        if conf.include_payloads then -- the dashboard list never shows payloads
+            rec.request, rec.response = nil, nil
+            json = encode(rec) or json
+        end
+        audit.remember(json, conf.recent)
+    end
+end
+
+function _M.check(conf)
+    if conf.http and conf.http.backoff.max < conf.http.backoff.base then
+        return nil, "http.backoff.max must be >= http.backoff.base"
+    end
+    return true
+end
+
+_M._tostring = tostring
+
+return _M

@@ -1,0 +1,201 @@
+-- prometheus plugin, sluice.metrics and the usage reports through the real gateway (2 workers) against
+-- tests/mock/providers.js: the numbers /metrics and /admin/usage show are the ones sent, summed over workers,
+-- with bounded labels, behind the admin key, and the usage survives a reload.
+local helpers = require("helpers")
+local cjson = require("cjson.safe")
+local unit = require("unit_helpers")
+
+local ROOT = helpers.ROOT
+
+-- value of one series in a Prometheus text exposition: name and labels as a Lua table (all must match)
+local function value(text, name, labels)
+    local sum, found = 0, false
+    for line in text:gmatch("[^\n]+") do
+        local n, l, v = line:match("^([%w_:]+){(.-)} (%S+)$")
+        if not n then
+            n, v = line:match("^([%w_:]+) (%S+)$")
+            l = ""
+        end
+        if n == name then
+            local ok = true
+            for k, want in pairs(labels or {}) do
+                if not l:find(k .. '="' .. want:gsub("%p", "%%%0") .. '"', 1, false) then ok = false end
+            end
+            if ok then
+                sum, found = sum + tonumber(v), true
+            end
+        end
+    end
+    return found and sum or nil
+end
+
+describe("prometheus plugin", function()
+    local gw, mock_url
+
+    local function metrics_text()
+        local res = assert(helpers.http("GET", gw.admin_url("/metrics"), { headers = { authorization = "Bearer " .. gw.admin_key } }))
+        assert.equal(200, res.status)
+        return res.body
+    end
+
+    local function chat(key, path)
+        return assert(helpers.http("POST", gw.url(path or "/v1/chat/completions"), {
+            headers = { authorization = "Bearer " .. key },
+            body = { model = "gpt-4o-mini", messages = { { role = "user", content = "hello" } } } }))
+    end
+
+    setup(function()
+        local dir = helpers.tmpdir()
+        local port = helpers.free_port()
+        local p = helpers.spawn("node " .. helpers.shell_quote(ROOT .. "/tests/mock/providers.js") .. " " .. port
+            .. " >" .. helpers.shell_quote(dir .. "/mock.log") .. " 2>&1")
+        assert(helpers.wait_port(port, p, 10))
+        mock_url = "http://127.0.0.1:" .. port
+        gw = helpers.start_gateway({
+            node = { workers = 2 },
+            providers = {
+                oai = { kind = "openai", endpoint = mock_url, api_key = "sk-test",
+                        price = { ["gpt-4o-mini"] = { input = 0.15, output = 0.6 } } },
+                broken = { kind = "openai", endpoint = mock_url .. "/s/500/v1", api_key = "sk-test" },
+            },
+            consumers = { { name = "alice", keys = { "alice-key" } }, { name = "bob", keys = { "bob-key" } },
+                          { name = "carol", keys = { "carol-key" } } },
+            routes = {
+                { id = "chat", paths = { "/v1/chat/completions" },
+                  plugins = { ["key-auth"] = {}, ["ai-proxy"] = { provider = "oai" } } },
+                { id = "broken", paths = { "/broken/v1/chat/completions" },
+                  plugins = { ["key-auth"] = {}, ["ai-proxy"] = { provider = "broken" } } },
+            },
+            global_plugins = { prometheus = { max_consumers = 2, usage = { bucket = 60 } } },
+        })
+    end)
+    teardown(helpers.stop_all)
+
+    it("refuses /metrics and /admin/usage without the admin key", function()
+        local res = helpers.http("GET", gw.admin_url("/metrics"))
+        assert.equal(401, res.status)
+        res = helpers.http("GET", gw.admin_url("/metrics"), { headers = { authorization = "Bearer wrong-key-123" } })
+        assert.equal(401, res.status)
+        res = helpers.http("GET", gw.admin_url("/admin/usage"))
+        assert.equal(401, res.status)
+        res = helpers.http("GET", gw.admin_url("/metrics"), { headers = { ["x-api-key"] = gw.admin_key } })
+        assert.equal(200, res.status)
+        assert.matches("^text/plain; version=0.0.4", res.headers["content-type"])
+    end)
+
+    it("counts requests, tokens and cost summed over workers, labels bounded", function()
+        for _ = 1, 7 do assert.equal(200, chat("alice-key").status) end
+        for _ = 1, 3 do assert.equal(200, chat("bob-key").status) end
+        for _ = 1, 2 do assert.equal(200, chat("carol-key").status) end -- the third consumer: "other"
+        local bres = chat("alice-key", "/broken/v1/chat/completions")
+        assert.equal(500, bres.status, bres.body)
+        local text = helpers.wait_until(function()
+            local t = metrics_text()
+            return (value(t, "sluice_ai_requests_total", { route = "chat" }) or 0) == 12
+                and (value(t, "sluice_ai_requests_total", { route = "broken" }) or 0) == 1 and t
+        end, 5, "metrics did not reach the sent numbers")
+        assert.equal(7, value(text, "sluice_ai_requests_total", { route = "chat", consumer = "alice", status_class = "2xx" }))
+        assert.equal(3, value(text, "sluice_ai_requests_total", { consumer = "bob" }))
+        assert.equal(2, value(text, "sluice_ai_requests_total", { consumer = "other" }))
+        assert.is_nil(value(text, "sluice_ai_requests_total", { consumer = "carol" }))
+        -- the mock's OpenAI usage: 17 prompt (3 cached), 5 completion tokens per answer
+        assert.equal(17 * 7, value(text, "sluice_gen_ai_client_token_usage_total", { consumer = "alice", token_type = "input" }))
+        assert.equal(5 * 12, value(text, "sluice_gen_ai_client_token_usage_total", { route = "chat", token_type = "output" }))
+        assert.equal(3 * 12, value(text, "sluice_gen_ai_client_token_usage_total", { route = "chat", token_type = "cached" }))
+        local cost = value(text, "sluice_ai_cost_usd_total", { route = "chat" })
+        assert.near(12 * (17 * 0.15 + 5 * 0.6) / 1e6, cost, 1e-12)
+        assert.equal(1, value(text, "sluice_ai_errors_total", { route = "broken", type = "5xx" }))
+        assert.equal(12, value(text, "sluice_http_requests_total", { route = "chat", status_class = "2xx" }))
+        assert.equal(12, value(text, "sluice_gen_ai_client_operation_duration_seconds_count", { route = "chat" }))
+        assert.equal(12, value(text, "sluice_gen_ai_client_operation_duration_seconds_bucket", { route = "chat", le = "+Inf" }))
+        assert.equal(12, value(text, "sluice_http_request_duration_seconds_count", { route = "chat" }))
+        assert.truthy(value(text, "sluice_config_version"))
+        -- every metric family has HELP and TYPE, and no label holds a key, a path or prompt text
+        assert.matches("# TYPE sluice_ai_requests_total counter", text, 1, true)
+        assert.matches("# TYPE sluice_gen_ai_server_time_to_first_token_seconds histogram", text, 1, true)
+        assert.falsy(text:find("alice-key", 1, true))
+        assert.falsy(text:find("/v1/chat", 1, true))
+        assert.falsy(text:find("hello", 1, true))
+    end)
+
+    it("shows connection states per worker", function()
+        local c = helpers.client(gw.port)
+        local res = c:request("GET", "/v1/nothing")
+        assert.equal(404, res.status)
+        local text = helpers.wait_until(function()
+            local t = metrics_text()
+            return (value(t, "sluice_http_connections", { state = "idle" }) or 0) >= 1 and t
+        end, 5, "the idle keep-alive connection is not shown")
+        assert.truthy(value(text, "sluice_http_connections", { state = "active" }) >= 1)
+        c:close()
+    end)
+
+    it("reports usage by consumer, model, provider and route, as JSON and CSV, surviving a reload", function()
+        local function report(q)
+            local res = assert(gw:admin("GET", "/admin/usage?" .. q))
+            assert.equal(200, res.status, res.body)
+            return res
+        end
+        local rep = helpers.wait_until(function()
+            local j = report("group_by=consumer").json
+            return j.totals.requests == 13 and j
+        end, 5, "usage did not reach the sent numbers")
+        local by = {}
+        for _, r in ipairs(rep.rows) do by[r.key] = r end
+        assert.equal(8, by.alice.requests) -- 7 answered + 1 refused by the provider
+        assert.equal(17 * 7, by.alice.input_tokens)
+        assert.equal(3, by.bob.requests)
+        assert.equal(2, by.other.requests)
+        assert.near(7 * (17 * 0.15 + 5 * 0.6) / 1e6, by.alice.cost, 1e-12)
+        rep = report("group_by=route").json
+        by = {}
+        for _, r in ipairs(rep.rows) do by[r.key] = r end
+        assert.equal(12, by.chat.requests)
+        assert.equal(1, by.broken.requests)
+        rep = report("group_by=provider").json
+        by = {}
+        for _, r in ipairs(rep.rows) do by[r.key] = r end
+        assert.equal(12, by.oai.requests)
+        local csv = report("group_by=consumer&format=csv")
+        assert.matches("^text/csv", csv.headers["content-type"])
+        assert.matches("^consumer,requests,input_tokens,output_tokens,cached_tokens,cost_usd\r\n", csv.body)
+        assert.matches("\r\nalice,8,119,35,21,0%.000039\r\n", csv.body)
+        -- a range in the future is empty; bad parameters are refused
+        local future = os.time() + 86400 * 30
+        rep = report("group_by=model&from=" .. future .. "&to=" .. (future + 60)).json
+        assert.same({}, rep.rows)
+        assert.equal(0, rep.totals.requests)
+        assert.equal(400, gw:admin("GET", "/admin/usage?group_by=path").status)
+        assert.equal(400, gw:admin("GET", "/admin/usage?from=yesterday").status)
+        assert.equal(400, gw:admin("GET", "/admin/usage?from=2&to=1").status)
+        rep = report("group_by=consumer&from=2020-01-01T00:00:00Z").json
+        assert.equal(13, rep.totals.requests)
+        -- a reload keeps the store (shared dicts live as long as the process)
+        gw:reload()
+        helpers.wait_until(function() return gw:log():find("applied config version 2", 1, true)
+            or gw:admin("GET", "/admin/status").json.config_version >= 2 end, 5)
+        rep = report("group_by=consumer").json
+        assert.equal(13, rep.totals.requests)
+    end)
+end)
+
+describe("sluice.metrics", function()
+    local metrics = require("sluice.pdk.metrics")
+    it("refuses bad names, labels, buckets and a second registration of another shape", function()
+        assert.has_error(function() metrics.counter("bad name", "x") end)
+        assert.has_error(function() metrics.counter("ok_total", "x", { "le" }) end)
+        assert.has_error(function() metrics.histogram("h_seconds", "x", {}, { 1, 0.5 }) end)
+        local c = metrics.counter("spec_things_total", "x", { "a" })
+        assert.equal(c, metrics.counter("spec_things_total", "x", { "a" }))
+        assert.has_error(function() metrics.gauge("spec_things_total", "x", { "a" }) end)
+        assert.has_error(function() c:inc(-1, "x") end)
+    end)
+    it("escapes label values and cuts them at 128 bytes", function()
+        assert.truthy(unit) -- loads the FFI library for the PDK
+        local c = metrics.counter("spec_escape_total", "x", { "a" })
+        c:inc(1, 'say "hi"\n\\')
+        local s
+        for k in pairs(c.tree) do s = k end
+        assert.equal('say "hi"\n\\', s)
+    end)
+end)
