@@ -16,7 +16,7 @@ local audit = require("sluice.obs.audit")
 local cjson = require("cjson.safe")
 
 local type, ipairs, tostring, pcall, floor = type, ipairs, tostring, pcall, math.floor
-local find, sub, gmatch, concat, format = string.find, string.sub, string.gmatch, table.concat, string.format
+local find, sub, concat, format = string.find, string.sub, table.concat, string.format
 local date = os.date
 local encode = cjson.encode
 
@@ -81,40 +81,56 @@ local function cut(s, n)
 end
 _M.cut = cut
 
---- The text of a streamed answer (OpenAI chunks or Anthropic events, as the client got them).
-local function assemble(raw)
-    local out = {}
-    for line in gmatch(raw, "[^\n]+") do
-        local data = line:match("^data:%s?(.*)$")
-        if data and data ~= "[DONE]" and find(data, "^{") then
-            local ev = cjson.decode(data)
-            if type(ev) == "table" then
-                local ch = type(ev.choices) == "table" and ev.choices[1]
-                local d = type(ch) == "table" and (ch.delta or ch)
-                if type(d) == "table" and type(d.content) == "string" then
-                    out[#out + 1] = d.content
-                elseif type(d) == "table" and type(d.text) == "string" then
-                    out[#out + 1] = d.text
-                elseif type(ev.delta) == "table" and type(ev.delta.text) == "string" then -- Anthropic
-                    out[#out + 1] = ev.delta.text
-                end
+-- The text of one SSE event's data (OpenAI chunk or Anthropic event), or nil.
+local function event_text(data)
+    if data == "[DONE]" or not find(data, "^%s*{") then return nil end
+    local ev = cjson.decode(data)
+    if type(ev) ~= "table" then return nil end
+    local ch = type(ev.choices) == "table" and ev.choices[1]
+    local d = type(ch) == "table" and (ch.delta or ch)
+    if type(d) == "table" and type(d.content) == "string" then return d.content end
+    if type(d) == "table" and type(d.text) == "string" then return d.text end
+    if type(ev.delta) == "table" and type(ev.delta.text) == "string" then return ev.delta.text end -- Anthropic
+    return nil
+end
+
+--- Feeds a piece of a streamed answer to the assembly state b = {text parts, size, carry}: the answer's text
+--- is kept (up to limit bytes), the SSE framing is not.
+local function assemble(b, chunk, limit)
+    local s = b.carry .. chunk
+    local from = 1
+    while true do
+        local nl = find(s, "\n", from, true)
+        if not nl then break end
+        local line = sub(s, from, nl - 1)
+        from = nl + 1
+        local data = line:match("^data:%s?(.-)%s*$")
+        if data and b.size < limit then
+            local t = event_text(data)
+            if t and t ~= "" then
+                b.n = b.n + 1
+                b[b.n] = t
+                b.size = b.size + #t
             end
         end
     end
-    return concat(out)
+    b.carry = sub(s, from)
+    if #b.carry > 1048576 then b.carry = "" end -- a line that never ends: not an answer's text
 end
 _M.assemble = assemble
 
 function _M.body_filter(conf, ctx, chunk)
-    if not conf.include_payloads or not ctx.ai or chunk == "" then return end
+    local ai = ctx.ai
+    if not conf.include_payloads or not ai or chunk == "" then return end
     local b = ctx._audit_body
     if not b then
-        b = { n = 0, size = 0 }
+        b = { n = 0, size = 0, carry = "" }
         ctx._audit_body = b
     end
-    -- keep a bounded raw copy: streams carry SSE framing, so a stream keeps up to 8x the payload bound
-    local limit = conf.max_payload * (ctx.ai.stream and 8 or 1) + 1
-    if b.size < limit then
+    local limit = conf.max_payload + 1
+    if ai.stream then
+        assemble(b, chunk, limit)
+    elseif b.size < limit then
         local c = sub(chunk, 1, limit - b.size)
         b.n = b.n + 1
         b[b.n] = c
@@ -172,12 +188,10 @@ function _M.record(conf, ctx)
         rec.request_truncated = trunc or nil
         local b = ctx._audit_body
         if b and b.n > 0 then
-            local raw = concat(b, "", 1, b.n)
-            local text = ai.stream and assemble(raw) or raw
-            text = redact(ctx, text, "response")
+            local text = redact(ctx, concat(b, "", 1, b.n), "response")
             text, trunc = cut(text, conf.max_payload)
             rec.response = text
-            rec.response_truncated = (trunc or b.size >= conf.max_payload * (ai.stream and 8 or 1) + 1) or nil
+            rec.response_truncated = (trunc or b.size > conf.max_payload) or nil
         end
         rec.redacted = redacted or nil
     end

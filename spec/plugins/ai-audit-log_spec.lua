@@ -1,0 +1,162 @@
+-- ai-audit-log through the real gateway: the record schema and payloads (streams assembled, truncated), the
+-- file sink (rotation by size, reopen on SIGUSR1 after a move), the HTTP exporter against a collector that fails
+-- its first attempts (nothing lost, order kept) and one that is down for longer than the buffer (drops counted
+-- and logged, requests unaffected).
+local helpers = require("helpers")
+local cjson = require("cjson.safe")
+
+local ROOT = helpers.ROOT
+local SIGUSR1 = 10
+
+local function lines(path)
+    local out = {}
+    for l in (helpers.read_file(path) or ""):gmatch("[^\n]+") do out[#out + 1] = assert(cjson.decode(l), l) end
+    return out
+end
+
+local function start_provider()
+    local dir = helpers.tmpdir()
+    local port = helpers.free_port()
+    local p = helpers.spawn("node " .. helpers.shell_quote(ROOT .. "/tests/mock/providers.js") .. " " .. port
+        .. " >" .. helpers.shell_quote(dir .. "/mock.log") .. " 2>&1")
+    assert(helpers.wait_port(port, p, 10))
+    return "http://127.0.0.1:" .. port
+end
+
+local function chat(gw, body, key)
+    return assert(helpers.http("POST", gw.url("/v1/chat/completions"), {
+        headers = { authorization = "Bearer " .. (key or "alice-key") },
+        body = body or { model = "gpt-4o-mini", messages = { { role = "user", content = "hello there" } } } }))
+end
+
+local function base_config(mock_url, plugin_conf, workers)
+    return {
+        node = { workers = workers or 2 },
+        providers = { oai = { kind = "openai", endpoint = mock_url, api_key = "sk-test",
+                              price = { ["gpt-4o-mini"] = { input = 0.15, output = 0.6 } } } },
+        consumers = { { name = "alice", keys = { "alice-key" } } },
+        routes = { { id = "chat", paths = { "/v1/chat/completions" },
+                     plugins = { ["key-auth"] = {}, ["ai-proxy"] = { provider = "oai" },
+                                 ["ai-audit-log"] = plugin_conf } } },
+    }
+end
+
+describe("ai-audit-log", function()
+    local mock_url
+    setup(function() mock_url = start_provider() end)
+    teardown(helpers.stop_all)
+
+    it("writes one record per AI interaction with the schema's fields and the payloads", function()
+        local dir = helpers.tmpdir()
+        local path = dir .. "/audit.log"
+        local gw = helpers.start_gateway(base_config(mock_url, { file = { path = path, flush_interval = 0.05 },
+            include_payloads = true, max_payload = 40 }))
+        assert.equal(200, chat(gw).status)
+        local res = chat(gw, { model = "gpt-4o-mini", stream = true,
+                               messages = { { role = "user", content = "stream please" } } })
+        assert.equal(200, res.status)
+        local recs = helpers.wait_until(function() local l = lines(path) return #l == 2 and l end, 5, "no records")
+        local r = recs[1].stream and recs[2] or recs[1]
+        local s = recs[1].stream and recs[1] or recs[2]
+        assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$", r.time)
+        assert.matches("^%x+$", r.request_id)
+        assert.equal("alice", r.consumer)
+        assert.equal("chat", r.route)
+        assert.equal("oai", r.provider)
+        assert.equal("gpt-4o-mini", r.requested_model)
+        assert.equal(200, r.status)
+        assert.equal(17, r.input_tokens)
+        assert.equal(5, r.output_tokens)
+        assert.equal(3, r.cached_tokens)
+        assert.near((17 * 0.15 + 5 * 0.6) / 1e6, r.cost, 1e-12)
+        assert.is_number(r.latency_ms)
+        assert.is_number(r.ttft_ms)
+        assert.equal(0, r.retries)
+        -- payloads: the client's body cut at 40 bytes, the answer as sent
+        assert.equal(40, #r.request)
+        assert.is_true(r.request_truncated)
+        assert.matches('^{"', r.request)
+        assert.matches('^{"id"', r.response) -- a JSON answer as it was sent
+        assert.equal(40, #r.response)
+        assert.is_true(r.response_truncated)
+        -- the stream's answer is assembled from its events
+        assert.equal("Hello from the mock.", s.response)
+        assert.is_true(s.stream)
+        assert.falsy((helpers.read_file(path) or ""):find("alice-key", 1, true))
+    end)
+
+    it("rotates by size and reopens the file on SIGUSR1 after a move", function()
+        local dir = helpers.tmpdir()
+        local path = dir .. "/audit.log"
+        local gw = helpers.start_gateway(base_config(mock_url, { file = { path = path, flush_interval = 0.05,
+            max_size = 1500, max_files = 2 } }, 1))
+        helpers.wait_until(function()
+            assert.equal(200, chat(gw).status)
+            return helpers.read_file(path .. ".2") ~= nil
+        end, 10, "no rotation", 0.1)
+        assert.equal(200, chat(gw).status)
+        helpers.wait_until(function() return helpers.read_file(path) ~= nil end, 5, "no file after the rotation")
+        assert.is_nil(helpers.read_file(path .. ".3")) -- at most max_files rotated files are kept
+        assert.truthy(#lines(path .. ".1") >= 2)
+        -- logrotate-style: move the file away, signal, the next records go to a new file at path
+        assert(os.rename(path, dir .. "/moved.log"))
+        gw.proc:signal(SIGUSR1)
+        helpers.wait_until(function() return gw:log():find("SIGUSR1", 1, true) end, 5)
+        assert.equal(200, chat(gw).status)
+        helpers.wait_until(function() return #lines(path) == 1 end, 5, "no new file after SIGUSR1")
+        assert.truthy(gw.proc:alive())
+    end)
+
+    it("delivers every record in order to a collector that fails its first attempts", function()
+        local collector = helpers.mock_upstream({ status = 200, body = "ok", fail_first = 3 })
+        local gw = helpers.start_gateway(base_config(mock_url, { http = { url = collector.url("/ingest"),
+            batch_size = 3, flush_interval = 0.05, backoff = { base = 0.05, max = 0.2 } } }, 1))
+        local ids = {}
+        for i = 1, 10 do
+            local res = chat(gw)
+            assert.equal(200, res.status)
+            ids[i] = i
+        end
+        local got = helpers.wait_until(function()
+            local recs = {}
+            for _, req in ipairs(collector:requests()) do
+                recs[#recs + 1] = req
+            end
+            local ok = {}
+            local n = 0
+            for i, req in ipairs(recs) do
+                if i > 3 then -- the first 3 were refused: their records came again
+                    for l in req.body:gmatch("[^\n]+") do
+                        n = n + 1
+                        ok[n] = cjson.decode(l)
+                    end
+                end
+            end
+            return n >= 10 and ok
+        end, 10, "records lost")
+        assert.equal(10, #got)
+        for i = 2, #got do -- one worker: its order is the order of the requests
+            assert.truthy(tonumber(got[i].request_id, 16) > tonumber(got[i - 1].request_id, 16))
+        end
+        assert.equal("application/x-ndjson", collector:requests()[4].headers["content-type"])
+        local m = assert(helpers.http("GET", gw.admin_url("/metrics"), { headers = { ["x-api-key"] = gw.admin_key } }))
+        assert.equal(200, m.status)
+    end)
+
+    it("drops and counts records past the buffer while the collector is down; requests stay unaffected", function()
+        local down = "http://127.0.0.1:" .. helpers.free_port() .. "/ingest" -- nothing listens there
+        local cfg = base_config(mock_url, { http = { url = down, batch_size = 2, flush_interval = 0.05,
+            max_buffer = 5, timeout = 1, backoff = { base = 0.05, max = 0.1 } } }, 1)
+        cfg.global_plugins = { prometheus = {} }
+        local gw = helpers.start_gateway(cfg)
+        for _ = 1, 20 do assert.equal(200, chat(gw).status) end
+        local text = helpers.wait_until(function()
+            local res = helpers.http("GET", gw.admin_url("/metrics"), { headers = { ["x-api-key"] = gw.admin_key } })
+            return res and res.body:find('sluice_audit_dropped_total{sink="http",reason="buffer_full"}', 1, true)
+                and res.body:find('sluice_audit_export_failures_total{sink="http"}', 1, true) and res.body
+        end, 5, "drops not counted")
+        local n = tonumber(text:match('sluice_audit_dropped_total{sink="http",reason="buffer_full"} (%d+)'))
+        assert.truthy(n >= 10, n)
+        helpers.wait_until(function() return gw:log():find("buffer full: records dropped", 1, true) end, 5)
+    end)
+end)
