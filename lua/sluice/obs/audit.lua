@@ -46,11 +46,25 @@ end
 
 local _M = {}
 
-local written = metrics.counter("sluice_audit_records_total", "Audit records written or delivered, by sink", { "sink" })
-local dropped = metrics.counter("sluice_audit_dropped_total", "Audit records dropped, by sink and reason",
-    { "sink", "reason" })
-local failures = metrics.counter("sluice_audit_export_failures_total",
-    "Failed audit deliveries (a file write, an HTTP batch attempt), by sink", { "sink" })
+-- the counters of a family of sinks: "audit" (ai-audit-log) or "otel" (opentelemetry spans)
+local FAMILIES = {}
+local function family(name)
+    local f = FAMILIES[name]
+    if not f then
+        local what = name == "otel" and "Spans" or "Audit records"
+        f = {
+            written = metrics.counter("sluice_" .. name .. "_records_total", what .. " written or delivered, by sink",
+                { "sink" }),
+            dropped = metrics.counter("sluice_" .. name .. "_dropped_total", what .. " dropped, by sink and reason",
+                { "sink", "reason" }),
+            failures = metrics.counter("sluice_" .. name .. "_export_failures_total",
+                "Failed deliveries (a file write, an HTTP batch attempt), by sink", { "sink" }),
+        }
+        FAMILIES[name] = f
+    end
+    return f
+end
+family("audit")
 
 -- Kept across plugin reloads (this is a runtime module): one sink per path / URL and worker.
 local sinks = {}
@@ -59,14 +73,14 @@ local function warn_every(s, what, n)
     local now = C.sl_now()
     s.warn_n = (s.warn_n or 0) + n
     if not s.warn_t or now - s.warn_t >= 10 then
-        log.warn("ai-audit-log ", s.name, ": ", what, " (", s.warn_n, " in the last 10 s)")
+        log.warn(s.label or "ai-audit-log", " ", s.name, ": ", what, " (", s.warn_n, " in the last 10 s)")
         s.warn_t, s.warn_n = now, 0
     end
 end
 
 local function push(s, rec)
     if s.n >= s.conf.max_buffer then
-        dropped:inc(1, s.kind, "buffer_full")
+        s.fam.dropped:inc(1, s.kind, "buffer_full")
         warn_every(s, "buffer full: records dropped", 1)
         return false
     end
@@ -149,7 +163,7 @@ function File.service(s)
     if not s.fd then
         local ok, err = open_file(s)
         if not ok then
-            failures:inc(1, "file")
+            s.fam.failures:inc(1, "file")
             warn_every(s, err, 1)
             return
         end
@@ -167,15 +181,15 @@ function File.service(s)
     while off < len do
         local w = L.write(s.fd, ffi.cast("const char *", data) + off, len - off)
         if w <= 0 then
-            failures:inc(1, "file")
-            dropped:inc(n, "file", "write_error")
+            s.fam.failures:inc(1, "file")
+            s.fam.dropped:inc(n, "file", "write_error")
             warn_every(s, "write failed: " .. ffi.string(L.strerror(ffi.errno())), n)
             close_file(s)
             return
         end
         off = off + tonumber(w)
     end
-    written:inc(n, "file")
+    s.fam.written:inc(n, "file")
     if conf.max_size and conf.max_size > 0 then
         local _, size = ino_size(L.fstat(s.fd, statbuf))
         if size and size >= conf.max_size then rotate(s, d) end
@@ -185,7 +199,7 @@ end
 local function start(s, interval)
     local function loop()
         local ok, err = pcall(s.service, s)
-        if not ok then log.err("ai-audit-log ", s.name, ": ", err) end
+        if not ok then log.err(s.label or "ai-audit-log", " ", s.name, ": ", err) end
         timer.at(s.conf.flush_interval or interval, loop)
     end
     timer.at(interval, loop)
@@ -200,7 +214,7 @@ function _M.file_sink(conf)
         return s
     end
     s = setmetatable({ kind = "file", name = "file " .. conf.path, path = conf.path, conf = conf, q = {}, head = 1,
-                       tail = 0, n = 0 }, File)
+                       tail = 0, n = 0, fam = family("audit") }, File)
     sinks[id] = s
     start(s, conf.flush_interval)
     return s
@@ -224,6 +238,8 @@ local function body_of(s, list)
         end
         out[#out + 1] = ""
         return concat(out, "\n"), "application/x-ndjson"
+    elseif f == "otlp" then -- OTLP/HTTP JSON: the records are spans
+        return s.conf.envelope[1] .. concat(list, ",") .. s.conf.envelope[2], "application/json"
     elseif f == "loki" then
         local vals, ts = {}, format("%.0f", C.sl_time() * 1e9)
         local cjson = require("cjson.safe")
@@ -251,24 +267,24 @@ local function send_one(s)
                                            timeout = conf.timeout, proxy = conf.proxy })
     local ok = res and res.status >= 200 and res.status < 300
     if not ok then
-        failures:inc(1, "http")
+        s.fam.failures:inc(1, s.kind)
         s.attempts = s.attempts + 1
         local why = res and ("status " .. res.status) or (tostring(err) .. (detail and (": " .. detail) or ""))
         if conf.max_retries > 0 and s.attempts > conf.max_retries then
-            dropped:inc(k, "http", "retries_exhausted")
+            s.fam.dropped:inc(k, s.kind, "retries_exhausted")
             warn_every(s, "batch of " .. k .. " dropped after " .. s.attempts .. " attempts (" .. why .. ")", k)
         else
             local b = conf.backoff
             local delay = min(b.max, b.base * 2 ^ (s.attempts - 1)) * (0.5 + random() * 0.5)
             s.next_try = C.sl_now() + delay
             if s.attempts == 1 or s.attempts % 5 == 0 then
-                log.warn("ai-audit-log ", s.name, ": delivery failed (", why, "), attempt ", s.attempts,
+                log.warn(s.label or "ai-audit-log", " ", s.name, ": delivery failed (", why, "), attempt ", s.attempts,
                     ", retrying in ", format("%.2f", delay), " s")
             end
             return false
         end
     else
-        written:inc(k, "http")
+        s.fam.written:inc(k, s.kind)
     end
     for i = s.head, s.head + k - 1 do s.q[i] = nil end
     s.head, s.n, s.attempts = s.head + k, s.n - k, 0
@@ -281,7 +297,7 @@ function Http.service(s)
     while s.n > 0 and C.sl_now() >= s.next_try do
         local ok, moved = pcall(send_one, s)
         if not ok then
-            log.err("ai-audit-log ", s.name, ": ", moved)
+            log.err(s.label or "ai-audit-log", " ", s.name, ": ", moved)
             break
         end
         if not moved then break end
@@ -289,16 +305,19 @@ function Http.service(s)
     s.busy = false
 end
 
---- The HTTP sink of conf.url (and format) in this worker.
-function _M.http_sink(conf)
+--- The HTTP sink of conf.url (and format) in this worker. fam: "audit" (default) or "otel" (the counters it
+--- reports to; the otel family's sink label is "otlp").
+function _M.http_sink(conf, fam)
+    fam = fam or "audit"
     local id = "http:" .. conf.url .. "|" .. conf.format
     local s = sinks[id]
     if s then
         s.conf = conf
         return s
     end
-    s = setmetatable({ kind = "http", name = "http " .. conf.url, conf = conf, q = {}, head = 1, tail = 0, n = 0,
-                       attempts = 0, next_try = 0 }, Http)
+    s = setmetatable({ kind = fam == "otel" and "otlp" or "http", name = (fam == "otel" and "otlp " or "http ")
+                       .. conf.url, conf = conf, q = {}, head = 1, tail = 0, n = 0, attempts = 0, next_try = 0,
+                       fam = family(fam), label = fam == "otel" and "opentelemetry" or "ai-audit-log" }, Http)
     sinks[id] = s
     start(s, conf.flush_interval)
     return s
