@@ -172,7 +172,7 @@ local function start_trace(conf, ctx)
         tid = random_hex(16)
         sampled = ratio_sampled(tid, conf.sampling.ratio)
     end
-    local st = ctx.req.start_time
+    local _, _, st = sluice.metrics.request_stats(ctx)
     tr = { trace_id = tid, span_id = new_span_id(), parent = pid, sampled = sampled, spans = {}, conf = conf,
            start = st > 0 and st or sluice.time() }
     if pid then
@@ -346,8 +346,7 @@ end
 
 function _M.log(conf, ctx)
     local tr = ctx.trace or start_trace(conf, ctx)
-    local r = ctx.req
-    local status = r.status
+    local status = sluice.metrics.request_stats(ctx)
     local ai = ctx.ai
     local u = ai and ai.usage
     local is_error = status >= 500 or (u and ((u.status or 0) >= 500 or u.cut == "upstream")) or false
@@ -362,7 +361,7 @@ function _M.log(conf, ctx)
         ["http.route"] = route,
         ["http.response.status_code"] = status,
         ["server.address"] = ctx.host,
-        ["client.address"] = r.client_ip_len > 0 and require("ffi").string(r.client_ip, r.client_ip_len) or nil,
+        ["client.address"] = request.get_client_ip(ctx),
         ["sluice.request_id"] = ctx.request_id,
     }
     local name = ctx.method .. (route and (" " .. route) or "")

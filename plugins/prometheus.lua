@@ -163,22 +163,21 @@ local function ai_log(conf, u, route)
     end
 end
 
+local request_stats = metrics.request_stats
+
 function _M.log(conf, ctx)
-    local r = ctx.req
+    local status, sent, st, ut, bin = request_stats(ctx)
     local route = ctx.route
     route = route and route.id or ""
-    http_requests:inc(1, route, class_of(r.status))
-    local st = r.start_time
+    http_requests:inc(1, route, class_of(status))
     if st > 0 then
         http_duration:observe(C.sl_time() - st, route)
     end
-    local ut = r.upstream_time
     if ut > 0 then
         http_upstream:observe(ut, route)
     end
-    local bin = r.body_len
     if bin > 0 then bytes_in:inc(bin, route) end
-    bytes_out:inc(tonumber(r.bytes_sent), route)
+    bytes_out:inc(sent, route)
     local ai = ctx.ai
     local u = ai and ai.usage
     if u then

@@ -469,6 +469,15 @@ function _M.exposition()
     return concat(out)
 end
 
+--- The numbers of the running request a metrics plugin reads in its log phase, without reading the request's C
+--- struct: status, response bytes sent, arrival (wall clock, seconds), seconds waited on the upstream (0: none),
+--- request body bytes received. Phases: log (earlier: the values so far).
+function _M.request_stats(ctx)
+    ctx = ctx or base.get_ctx()
+    local r = ctx.req
+    return r.status, tonumber(r.bytes_sent), r.start_time, r.upstream_time, r.body_len
+end
+
 --- Drops this worker's unflushed sums and registry (specs).
 function _M._reset()
     registry, dirty, ndirty, bounds, dict_cache = {}, {}, 0, {}, nil
