@@ -20,8 +20,7 @@ local audit = require("sluice.obs.audit")
 local cjson = require("cjson.safe")
 
 local request = sluice.request
-local C = require("sluice.core")
-local type, pairs, ipairs, tostring, tonumber, pcall, floor, random = type, pairs, ipairs, tostring, tonumber, pcall,
+local type, pairs, ipairs, tostring, tonumber, floor, random = type, pairs, ipairs, tostring, tonumber,
     math.floor, math.random
 local find, sub, format, concat, gmatch, lower = string.find, string.sub, string.format, table.concat,
     string.gmatch, string.lower
@@ -249,7 +248,8 @@ local http_observer = {
         local method = opts.method or (opts.body and "POST" or "GET")
         local sp = { id = new_span_id(), parent = tr.span_id, kind = KIND_CLIENT, start = sluice.time(),
                      name = method, attrs = { ["http.request.method"] = method,
-                                              ["url.full"] = type(opts.url) == "string" and opts.url:gsub("%?.*$", "") or nil,
+                                              ["url.full"] = type(opts.url) == "string"
+                                                  and (opts.url:gsub("%?.*$", "")) or nil,
                                               ["sluice.plugin"] = ctx.plugin_name } }
         tr.spans[#tr.spans + 1] = sp
         if not tr.conf.propagate then return opts, sp end

@@ -2,7 +2,6 @@
 -- tests/mock/providers.js: the numbers /metrics and /admin/usage show are the ones sent, summed over workers,
 -- with bounded labels, behind the admin key, and the usage survives a reload.
 local helpers = require("helpers")
-local cjson = require("cjson.safe")
 local unit = require("unit_helpers")
 
 local ROOT = helpers.ROOT

@@ -32,7 +32,8 @@ local ASSETS = {
     ["/dashboard/"] = { "index.html", "text/html; charset=utf-8" },
     ["/dashboard/app.js"] = { "app.js", "application/javascript; charset=utf-8" },
     ["/dashboard/app.css"] = { "app.css", "text/css; charset=utf-8" },
-    ["/dashboard/vendor/uplot/uPlot.iife.min.js"] = { "vendor/uplot/uPlot.iife.min.js", "application/javascript; charset=utf-8" },
+    ["/dashboard/vendor/uplot/uPlot.iife.min.js"] = { "vendor/uplot/uPlot.iife.min.js",
+                                                     "application/javascript; charset=utf-8" },
     ["/dashboard/vendor/uplot/uPlot.min.css"] = { "vendor/uplot/uPlot.min.css", "text/css; charset=utf-8" },
 }
 local RECENT = 20 -- audit records sent with each update

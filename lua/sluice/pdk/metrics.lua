@@ -26,7 +26,7 @@ ffi.cdef [[
 int sl_worker_conn_stats(int32_t out[4]);
 uint64_t sl_reopen_generation(void);
 ]]
-local type, tostring, error, pairs, ipairs, tonumber, pcall = type, tostring, error, pairs, ipairs, tonumber, pcall
+local type, tostring, error, ipairs, tonumber, pcall = type, tostring, error, ipairs, tonumber, pcall
 local gsub, sub, format, find, concat, sort = string.gsub, string.sub, string.format, string.find, table.concat,
     table.sort
 local huge = math.huge
