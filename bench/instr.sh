@@ -2,8 +2,9 @@
 # Instructions per request of the gateway, counted by valgrind's callgrind: a number that does not depend on
 # what else the machine is doing, for A/B of a change on a shared machine (wall-clock runs there are noise).
 #
-#   bench/instr.sh [CASE ...]            cases: plain (default), plain-log, ai, ai-log, ai-prom, ai-obs (the
-#                                        observability plugins, docs/observability.md); nginx, nginx-log (the
+#   bench/instr.sh [CASE ...]            cases: plain (default), plain-log, ai, ai-log, ai-prom, ai-otel,
+#                                        ai-audit, ai-obs (the observability plugins, docs/observability.md);
+#                                        nginx, nginx-log (the
 #                                        nginx proxy_pass baseline of bench/run.sh, one process, for scale)
 #   SLUICE_BIN=/tmp/old/build/sluice bench/instr.sh plain      another build (its own Lua tree: the source
 #                                                              directory it was built from)
@@ -96,12 +97,18 @@ EOF
       plain) echo "routes: [{id: plain, paths: [\"/*\"], upstream: {nodes: [\"127.0.0.1:$UP\"]}}]" ;;
       ai) echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}}}]" ;;
-      ai-prom|ai-obs) # + prometheus; ai-obs also opentelemetry (every trace, to the upstream nginx as collector)
-          # and ai-audit-log to a file
+      ai-prom|ai-otel|ai-audit|ai-obs) # the observability plugins alone (prometheus; opentelemetry sampling every
+          # trace to the upstream nginx as collector; ai-audit-log to a file) and all three (ai-obs)
           echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
-          extra=""
-          [[ ${kind%-log} == ai-obs ]] && extra=", opentelemetry: {endpoint: \"http://127.0.0.1:$UP/v1/traces\"}, ai-audit-log: {file: {path: \"$TMP/audit.log\"}}"
-          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}, prometheus: {}$extra}}]" ;;
+          otel=", opentelemetry: {endpoint: \"http://127.0.0.1:$UP/v1/traces\"}"
+          audit=", ai-audit-log: {file: {path: \"$TMP/audit.log\"}}"
+          case ${kind%-log} in
+            ai-prom) extra=", prometheus: {}" ;;
+            ai-otel) extra=$otel ;;
+            ai-audit) extra=$audit ;;
+            ai-obs) extra=", prometheus: {}$otel$audit" ;;
+          esac
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}$extra}}]" ;;
     esac
   } >"$TMP/sluice.yaml"
   valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out.$kind.$n" "$SLUICE_BIN" -c "$TMP/sluice.yaml" \

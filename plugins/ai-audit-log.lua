@@ -64,10 +64,14 @@ local schema = {
 
 local _M = { name = "ai-audit-log", version = "1.0", priority = 390, schema = schema }
 
---- ISO 8601 UTC with milliseconds.
+--- ISO 8601 UTC with milliseconds (the date part made once a second).
+local last_sec, last_prefix = -1, ""
 local function iso(t)
     local s = floor(t)
-    return date("!%Y-%m-%dT%H:%M:%S", s) .. format(".%03dZ", floor((t - s) * 1000))
+    if s ~= last_sec then
+        last_sec, last_prefix = s, date("!%Y-%m-%dT%H:%M:%S", s)
+    end
+    return last_prefix .. format(".%03dZ", floor((t - s) * 1000))
 end
 _M.iso = iso
 

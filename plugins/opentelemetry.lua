@@ -79,12 +79,13 @@ local SYSTEMS = { openai = "openai", ["azure-openai"] = "az.ai.openai", anthropi
                   ["openai-compatible"] = "openai", mock = "mock" }
 local OPERATIONS = { chat = "chat", completions = "text_completion", embeddings = "embeddings" }
 
-local hexbuf = {}
-local function random_hex(nbytes)
-    for i = 1, nbytes do hexbuf[i] = format("%02x", random(0, 255)) end
-    return concat(hexbuf, "", 1, nbytes)
+local function new_span_id()
+    return format("%08x%08x", random(0, 4294967295), random(1, 4294967295))
 end
-local function new_span_id() return random_hex(8) end
+local function new_trace_id()
+    return format("%08x%08x%08x%08x", random(0, 4294967295), random(0, 4294967295), random(0, 4294967295),
+        random(1, 4294967295))
+end
 
 --- (trace_id, parent_span_id, flags) of a W3C traceparent header, or nil when it is not one.
 local function parse_traceparent(h)
@@ -112,45 +113,94 @@ local function nanos(t)
     return format("%.0f", t * 1e9)
 end
 
+-- Spans are written as JSON by hand (no table per attribute, no sort): attributes in the fixed order of ORDER.
 local DOUBLE = {} -- key of a number that must be a doubleValue even when it is whole
 local function dbl(v) return type(v) == "number" and { [DOUBLE] = v } or nil end
+
+local function jstr(v)
+    if find(v, '[%c"\\]') then return encode(v) end
+    return '"' .. v .. '"'
+end
 
 -- OTLP AnyValue of a Lua value (integers as intValue, other numbers doubleValue, lists arrayValue)
 local function any(v)
     local t = type(v)
-    if t == "string" then return { stringValue = v } end
-    if t == "boolean" then return { boolValue = v } end
+    if t == "string" then return '{"stringValue":' .. jstr(v) .. "}" end
     if t == "number" then
-        if v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then return { intValue = format("%d", v) } end
-        return { doubleValue = v }
+        if v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then return format('{"intValue":"%d"}', v) end
+        if v ~= v or v == math.huge or v == -math.huge then return '{"stringValue":"' .. tostring(v) .. '"}' end
+        return format('{"doubleValue":%.17g}', v)
     end
-    if t == "table" and v[DOUBLE] then return { doubleValue = v[DOUBLE] } end
+    if t == "boolean" then return v and '{"boolValue":true}' or '{"boolValue":false}' end
     if t == "table" then
-        local vals = {}
-        for i, x in ipairs(v) do vals[i] = any(x) end
-        return { arrayValue = { values = vals } }
+        local d = v[DOUBLE]
+        if d then return format('{"doubleValue":%.17g}', d) end
+        local parts = {}
+        for i, x in ipairs(v) do parts[i] = any(x) end
+        return '{"arrayValue":{"values":[' .. concat(parts, ",") .. "]}}"
     end
-    return { stringValue = tostring(v) }
+    return '{"stringValue":' .. jstr(tostring(v)) .. "}"
 end
 
-local function attrs(a)
-    local out = {}
-    for k, v in pairs(a) do out[#out + 1] = { key = k, value = any(v) } end
-    table.sort(out, function(x, y) return x.key < y.key end)
-    return out
+-- every attribute key a span may carry, in the order they are written
+local ORDER = {
+    "client.address", "error.type", "gen_ai.operation.name", "gen_ai.request.max_tokens", "gen_ai.request.model",
+    "gen_ai.request.temperature", "gen_ai.request.top_p", "gen_ai.response.finish_reasons", "gen_ai.response.id",
+    "gen_ai.response.model", "gen_ai.system", "gen_ai.usage.cache_read_input_tokens", "gen_ai.usage.input_tokens",
+    "gen_ai.usage.output_tokens", "http.request.method", "http.response.status_code", "http.route",
+    "server.address", "server.port", "sluice.consumer", "sluice.cost_usd", "sluice.fallbacks", "sluice.plugin",
+    "sluice.provider", "sluice.request_id", "sluice.requested_model", "sluice.retries", "sluice.ttft_s",
+    "url.full", "url.path",
+}
+local PREFIX = {}
+for _, k in ipairs(ORDER) do PREFIX[k] = '{"key":"' .. k .. '","value":' end
+
+local function attrs_json(a, out, n)
+    local first = true
+    for i = 1, #ORDER do
+        local k = ORDER[i]
+        local v = a[k]
+        if v ~= nil then
+            n = n + 1
+            out[n] = (first and "" or ",") .. PREFIX[k] .. any(v) .. "}"
+            first = false
+        end
+    end
+    return n
 end
 
+-- resource attributes (any keys: the order of the config is kept sorted once per conf)
+local function kv_json(a)
+    local keys = {}
+    for k in pairs(a) do keys[#keys + 1] = k end
+    table.sort(keys)
+    local parts = {}
+    for i, k in ipairs(keys) do parts[i] = '{"key":' .. jstr(k) .. ',"value":' .. any(a[k]) .. "}" end
+    return "[" .. concat(parts, ",") .. "]"
+end
+
+local spanbuf = {}
 local function span_json(tr, sp)
-    local s = {
-        traceId = tr.trace_id, spanId = sp.id, parentSpanId = sp.parent, name = sp.name, kind = sp.kind,
-        startTimeUnixNano = nanos(sp.start), endTimeUnixNano = nanos(sp.finish or sp.start),
-        attributes = attrs(sp.attrs),
-        status = { code = sp.error and STATUS_ERROR or STATUS_OK, message = sp.error or nil },
-    }
-    if sp.parent == nil or sp.parent == "" then s.parentSpanId = nil end
-    if sp.links then s.links = sp.links end
-    return encode(s)
+    local out = spanbuf
+    out[1] = '{"traceId":"' .. tr.trace_id .. '","spanId":"' .. sp.id .. '"'
+    local n = 1
+    if sp.parent then
+        n = n + 1
+        out[n] = ',"parentSpanId":"' .. sp.parent .. '"'
+    end
+    n = n + 1
+    out[n] = ',"name":' .. jstr(sp.name) .. ',"kind":' .. sp.kind .. ',"startTimeUnixNano":"' .. nanos(sp.start)
+        .. '","endTimeUnixNano":"' .. nanos(sp.finish or sp.start) .. '","attributes":['
+    n = attrs_json(sp.attrs, out, n)
+    n = n + 1
+    if sp.error then
+        out[n] = '],"status":{"code":' .. STATUS_ERROR .. ',"message":' .. jstr(tostring(sp.error)) .. "}}"
+    else
+        out[n] = '],"status":{"code":' .. STATUS_OK .. "}}"
+    end
+    return concat(out, "", 1, n)
 end
+_M.span_json = span_json
 
 ---------------------------------------------------------------------------------------------------------------
 -- per-request tracing state
@@ -168,7 +218,7 @@ local function start_trace(conf, ctx)
             sampled = ratio_sampled(tid, conf.sampling.ratio)
         end
     else
-        tid = random_hex(16)
+        tid = new_trace_id()
         sampled = ratio_sampled(tid, conf.sampling.ratio)
     end
     local _, _, st = sluice.metrics.request_stats(ctx)
@@ -278,7 +328,8 @@ function _M.rewrite(conf, ctx)
     local tr = start_trace(conf, ctx)
     ctx.ai_observer = ai_observer
     ctx.http_observer = http_observer
-    if conf.propagate then -- plain proxied routes: the upstream's parent is the gateway's span
+    local route = ctx.route
+    if conf.propagate and route and route.upstream ~= nil then -- proxied routes: the upstream's parent is ours
         request.set_header("traceparent", traceparent(tr, tr.span_id), ctx)
         if tr.tracestate then request.set_header("tracestate", tr.tracestate, ctx) end
     end
@@ -330,14 +381,13 @@ local function sink_of(conf)
         local res = { ["service.name"] = conf.service_name, ["telemetry.sdk.name"] = "sluice",
                       ["telemetry.sdk.language"] = "lua" }
         for k, v in pairs(conf.resource or {}) do res[k] = v end
-        local head = encode({ resource = { attributes = attrs(res) } })
         e = {
             url = conf.endpoint, format = "otlp", headers = conf.headers, batch_size = conf.batch.size,
             flush_interval = conf.batch.interval, timeout = conf.timeout, max_buffer = conf.batch.max_queue,
             max_retries = conf.retry.max, backoff = { base = conf.retry.base, max = conf.retry.max_delay },
             proxy = conf.proxy,
-            envelope = { '{"resourceSpans":[' .. sub(head, 1, -2)
-                .. ',"scopeSpans":[{"scope":{"name":"sluice","version":"1.0"},"spans":[', "]}]}]}" },
+            envelope = { '{"resourceSpans":[{"resource":{"attributes":' .. kv_json(res)
+                .. '},"scopeSpans":[{"scope":{"name":"sluice","version":"1.0"},"spans":[', "]}]}]}" },
         }
         envelopes[conf] = e
     end

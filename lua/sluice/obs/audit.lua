@@ -329,20 +329,25 @@ end
 local ring = {}
 local ring_timer = false
 
+local ring_n, ring_keep = 0, 50
 local function ring_flush()
     local d = shared.get("sluice")
-    local list = ring
-    ring = {}
-    if not d then return end
-    for _, e in ipairs(list) do
-        local i = d:incr("audit|recent|n", 1, 0)
-        if i then d:set("audit|recent|" .. (i % e[2]), e[1]) end
+    local list, count, keep = ring, ring_n, ring_keep
+    ring, ring_n = {}, 0
+    if not d or count == 0 then return end
+    if d:get("audit|recent|keep") ~= keep then d:set("audit|recent|keep", keep) end
+    -- only the newest `keep` of this batch can be among the last `keep`
+    for i = count > keep and count - keep + 1 or 1, count do
+        local at = d:incr("audit|recent|n", 1, 0)
+        if at then d:set("audit|recent|" .. (at % keep), list[i]) end
     end
 end
 
 --- Keeps json among the last n records shown by the dashboard (written by a timer).
 function _M.remember(json, n)
-    ring[#ring + 1] = { json, n }
+    ring_n = ring_n + 1
+    ring[ring_n] = json
+    ring_keep = n
     if not ring_timer then
         ring_timer = true
         local ok = pcall(timer.every, 0.5, ring_flush)
@@ -356,10 +361,11 @@ function _M.recent(n)
     local d = shared.get("sluice")
     if not d then return {} end
     local last = tonumber(d:get("audit|recent|n")) or 0
+    local keep = tonumber(d:get("audit|recent|keep")) or n
     local out = {}
-    for i = last, last - n + 1, -1 do
+    for i = last, last - min(n, keep) + 1, -1 do
         if i < 1 then break end
-        local v = d:get("audit|recent|" .. (i % n))
+        local v = d:get("audit|recent|" .. (i % keep))
         if type(v) == "string" then out[#out + 1] = v end
     end
     return out
