@@ -123,12 +123,63 @@ local function error_type(status, kind, message)
 end
 _M.error_type = error_type
 
+-- Hot path: the series a request adds to are found once per label set and kept in groups (one lookup per
+-- label for the whole request, then plain additions: sluice.metrics.add / observe on handles).
+local add, observe = metrics.add, metrics.observe
+
+local http_groups = {} -- route -> {classes = {[n] = handle}, dur, up, bin, bout}
+local function http_group(route)
+    local g = { route = route, classes = {}, dur = http_duration:handle(route), up = http_upstream:handle(route),
+                bin = bytes_in:handle(route), bout = bytes_out:handle(route) }
+    http_groups[route] = g
+    return g
+end
+
+local ai_groups = {} -- route -> provider -> model -> consumer -> group
+local function ai_group(route, provider, model, consumer)
+    local t = ai_groups
+    for _, k in ipairs({ route, provider, model, consumer }) do
+        local nx = t[k]
+        if not nx then
+            nx = {}
+            t[k] = nx
+        end
+        t = nx
+    end
+    local g = {
+        classes = {},
+        tin = ai_tokens:handle(route, provider, model, consumer, "input"),
+        tout = ai_tokens:handle(route, provider, model, consumer, "output"),
+        tcached = ai_tokens:handle(route, provider, model, consumer, "cached"),
+        cost = ai_cost:handle(route, provider, model, consumer),
+        dur = ai_duration:handle(route, provider, model),
+        ttft = ai_ttft:handle(route, provider, model),
+        tpot = ai_tpot:handle(route, provider, model),
+        slot = usage.slot(consumer, model, provider, route),
+        key = { route, provider, model, consumer },
+    }
+    t[true] = g
+    return g
+end
+
 local function ai_log(conf, u, route)
     local provider = u.provider or ""
     local model = bound(M, u.model or u.requested_model, conf.max_models)
     local consumer = bound(CN, u.consumer or "", conf.max_consumers)
+    local g
+    local t1 = ai_groups[route]
+    local t2 = t1 and t1[provider]
+    local t3 = t2 and t2[model]
+    local t4 = t3 and t3[consumer]
+    g = t4 and t4[true] or ai_group(route, provider, model, consumer)
     local st = u.status or 0
-    ai_requests:inc(1, route, provider, model, consumer, class_of(st))
+    local cls = floor(st / 100)
+    local ch = g.classes[cls]
+    if not ch then
+        ch = ai_requests:handle(route, provider, model, consumer, class_of(st))
+        g.classes[cls] = ch
+    end
+    add(ch, 1)
     local atts = u.attempts
     if atts then
         for i = 1, #atts do
@@ -139,17 +190,17 @@ local function ai_log(conf, u, route)
         ai_errors:inc(1, route, provider, model, u.cut == "upstream" and "stream_cut" or error_type(st, nil, u.error))
     end
     local inp, outp, cached = u.prompt_tokens or 0, u.completion_tokens or 0, u.cached_tokens or 0
-    if inp > 0 then ai_tokens:inc(inp, route, provider, model, consumer, "input") end
-    if outp > 0 then ai_tokens:inc(outp, route, provider, model, consumer, "output") end
-    if cached > 0 then ai_tokens:inc(cached, route, provider, model, consumer, "cached") end
+    if inp > 0 then add(g.tin, inp) end
+    if outp > 0 then add(g.tout, outp) end
+    if cached > 0 then add(g.tcached, cached) end
     local cost = u.cost or 0
-    if cost > 0 then ai_cost:inc(cost, route, provider, model, consumer) end
+    if cost > 0 then add(g.cost, cost) end
     local lat, ttft = u.latency, u.ttft
-    if lat then ai_duration:observe(lat, route, provider, model) end
+    if lat then observe(g.dur, lat) end
     if ttft and st < 400 then
-        ai_ttft:observe(ttft, route, provider, model)
+        observe(g.ttft, ttft)
         if u.stream and lat and outp > 1 then
-            ai_tpot:observe((lat - ttft) / (outp - 1), route, provider, model)
+            observe(g.tpot, (lat - ttft) / (outp - 1))
         end
     end
     local retries, fallbacks = u.retries or 0, u.fallbacks or 0
@@ -159,7 +210,7 @@ local function ai_log(conf, u, route)
     if u.shed then ai_shed:inc(1, route, u.shed) end
     if u.qos_wait then ai_qos_wait:observe(u.qos_wait, route) end
     if conf.usage.enabled then
-        usage.record(consumer, model, provider, route, inp, outp, cached, cost)
+        usage.record_slot(g.slot, inp, outp, cached, cost)
     end
 end
 
@@ -169,15 +220,18 @@ function _M.log(conf, ctx)
     local status, sent, st, ut, bin = request_stats(ctx)
     local route = ctx.route
     route = route and route.id or ""
-    http_requests:inc(1, route, class_of(status))
-    if st > 0 then
-        http_duration:observe(C.sl_time() - st, route)
+    local g = http_groups[route] or http_group(route)
+    local cls = floor(status / 100)
+    local ch = g.classes[cls]
+    if not ch then
+        ch = http_requests:handle(route, class_of(status))
+        g.classes[cls] = ch
     end
-    if ut > 0 then
-        http_upstream:observe(ut, route)
-    end
-    if bin > 0 then bytes_in:inc(bin, route) end
-    bytes_out:inc(sent, route)
+    add(ch, 1)
+    if st > 0 then observe(g.dur, C.sl_time() - st) end
+    if ut > 0 then observe(g.up, ut) end
+    if bin > 0 then add(g.bin, bin) end
+    add(g.bout, sent)
     local ai = ctx.ai
     local u = ai and ai.usage
     if u then

@@ -83,6 +83,43 @@ local function get(t, k)
     return v
 end
 
+local function slot_acc(slot, b)
+    local rs = get(get(get(get(acc, b), slot[1]), slot[2]), slot[3])
+    local a = rs[slot[4]]
+    if not a then
+        a = { 0, 0, 0, 0, 0 }
+        rs[slot[4]] = a
+    end
+    slot.b, slot.a, slot.acc = b, a, acc
+    return a
+end
+
+--- A slot for one (consumer, model, provider, route): kept by the caller, record_slot then costs a few adds.
+function _M.slot(consumer, model, provider, route)
+    return { consumer or "", model or "", provider or "", route or "", b = -1 }
+end
+
+--- Adds one request to a slot.
+function _M.record_slot(slot, input, output, cached, cost)
+    local b = bucket_of(C.sl_time(), opts_cur.bucket)
+    local a = slot.a
+    if slot.b ~= b or slot.acc ~= acc then -- another bucket, or the sums moved to the dict since
+        a = slot_acc(slot, b)
+    end
+    a[1] = a[1] + 1
+    a[2] = a[2] + (input or 0)
+    a[3] = a[3] + (output or 0)
+    a[4] = a[4] + (cached or 0)
+    a[5] = a[5] + (cost or 0)
+    if not pending then
+        pending = true
+        if not flusher then
+            local ok, h = pcall(timer.every, 1, flush)
+            flusher = ok and h or nil
+        end
+    end
+end
+
 --- Adds one request. Names are used as given (the caller bounds them); nil becomes "".
 function _M.record(consumer, model, provider, route, input, output, cached, cost)
     local b = bucket_of(C.sl_time(), opts_cur.bucket)

@@ -145,7 +145,7 @@ local function series(m, a, b, c, d, e, f)
     local ls = label_string(m.labels, vals)
     if m.kind == "histogram" then
         local nb = #m.buckets
-        s.counts, s.sum, s.count, s.keys = {}, 0, 0, {}
+        s.counts, s.sum, s.keys, s.vals, s.n = {}, 0, {}, {}, 0
         for i = 1, nb do
             s.counts[i] = 0
             s.keys[i] = PREFIX .. m.name .. "_bucket" .. ls .. format("\1%02d", i)
@@ -165,6 +165,37 @@ local function series(m, a, b, c, d, e, f)
     return s
 end
 
+-- Sorts the values a histogram series collected into its buckets (at flush, or when many wait).
+local function bucketize(s)
+    local bk, counts, vals = s.m.buckets, s.counts, s.vals
+    local nb = #bk
+    for j = 1, s.n do
+        local v = vals[j]
+        local i = 1
+        while i <= nb and v > bk[i] do i = i + 1 end
+        counts[i] = counts[i] + 1
+    end
+    s.n = 0
+end
+
+local MAX_PENDING = 4096 -- values a histogram series keeps before it sorts them into buckets
+
+-- Adds v to histogram series s: appended, bucketed later (no search on the request path).
+local function observe(s, v)
+    local n = s.n + 1
+    s.n = n
+    s.vals[n] = v
+    s.sum = s.sum + v
+    if n >= MAX_PENDING then bucketize(s) end
+    if not s.dirty then mark(s) end
+end
+
+-- Adds delta to counter series s.
+local function add(s, delta)
+    s.value = s.value + delta
+    if not s.dirty then mark(s) end
+end
+
 local Counter = {}
 Counter.__index = Counter
 
@@ -175,9 +206,7 @@ function Counter.inc(self, delta, a, b, c, d, e, f)
     elseif type(delta) ~= "number" or delta < 0 or delta ~= delta then
         error("counter " .. self.name .. ": delta must be a number >= 0", 2)
     end
-    local s = series(self, a, b, c, d, e, f)
-    s.value = s.value + delta
-    mark(s)
+    add(series(self, a, b, c, d, e, f), delta)
 end
 
 local Histogram = {}
@@ -188,15 +217,20 @@ function Histogram.observe(self, v, a, b, c, d, e, f)
     if type(v) ~= "number" or v ~= v then
         return
     end
-    local s = series(self, a, b, c, d, e, f)
-    local bk = self.buckets
-    local nb = #bk
-    local i = 1
-    while i <= nb and v > bk[i] do i = i + 1 end
-    s.counts[i] = s.counts[i] + 1
-    s.sum = s.sum + v
-    s.count = s.count + 1
-    mark(s)
+    observe(series(self, a, b, c, d, e, f), v)
+end
+
+--- m:handle(label values...) -> the series of a counter or histogram for these values. A hot path keeps it and
+--- then calls metrics.add(handle, delta) / metrics.observe(handle, value): no label lookup at all.
+function Counter.handle(self, a, b, c, d, e, f)
+    return series(self, a, b, c, d, e, f)
+end
+Histogram.handle = Counter.handle
+
+--- metrics.add(counter handle, delta >= 0); metrics.observe(histogram handle, number).
+_M.add = add
+function _M.observe(s, v)
+    if type(v) == "number" and v == v then observe(s, v) end
 end
 
 local Gauge = {}
@@ -323,6 +357,7 @@ function _M.flush()
         local m = s.m
         if not m.meta_done then _M.describe(m) end
         if m.kind == "histogram" then
+            bucketize(s)
             local counts, keys = s.counts, s.keys
             local run = 0
             for j = 1, #counts do
@@ -330,11 +365,11 @@ function _M.flush()
                 counts[j] = 0
                 if run > 0 then dd:incr(keys[j], run, 0) end
             end
-            if s.count > 0 then
-                dd:incr(s.count_key, s.count, 0)
+            if run > 0 then
+                dd:incr(s.count_key, run, 0)
                 dd:incr(s.sum_key, s.sum, 0)
             end
-            s.count, s.sum = 0, 0
+            s.sum = 0
         elseif s.value ~= 0 then
             dd:incr(s.key, s.value, 0)
             s.value = 0
