@@ -155,3 +155,35 @@ describe("ai-audit-log", function()
         helpers.wait_until(function() return gw:log():find("buffer full: records dropped", 1, true) end, 5)
     end)
 end)
+
+describe("ai-audit-log record encoding", function()
+    local unit = require("unit_helpers")
+    local plugin = unit.load_plugin("ai-audit-log")
+    it("writes valid JSON in field order for every value type", function()
+        local rec = { time = "2026-12-02T05:00:00.000Z", consumer = 'a"b\\c\n', model = "modèle", status = 200,
+                      cost = 5.55e-06, stream = false, estimated = true, guard = { plugin = "g", reason = "x" },
+                      attempts = { { target = "t", status = 500 } }, request = "\1\2 ctl" }
+        local json = plugin.to_json(rec)
+        local back = assert(cjson.decode(json))
+        assert.same(rec, back)
+        assert.matches('^{"time":', json)
+        assert.truthy(json:find('"consumer":', 1, true) < json:find('"status":', 1, true))
+        assert.equal("{}", plugin.to_json({}))
+    end)
+    it("cuts payloads on a UTF-8 boundary", function()
+        local s, cut = plugin.cut("aé", 2) -- é is two bytes: never half of it
+        assert.equal("a", s)
+        assert.is_true(cut)
+        assert.equal("abc", (plugin.cut("abc", 3)))
+    end)
+    it("assembles the text of OpenAI and Anthropic streams split anywhere", function()
+        local stream = 'data: {"choices":[{"delta":{"content":"Hel"}}]}\n\ndata: {"choices":[{"delta":{"content":"lo"}}]}\n\n'
+            .. 'event: content_block_delta\ndata: {"type":"content_block_delta","delta":{"type":"text_delta","text":"!"}}\n\n'
+            .. "data: [DONE]\n\n"
+        for step = 1, 7 do
+            local b = { n = 0, size = 0, carry = "" }
+            for i = 1, #stream, step do plugin.assemble(b, stream:sub(i, i + step - 1), 100) end
+            assert.equal("Hello!", table.concat(b, "", 1, b.n))
+        end
+    end)
+end)
