@@ -107,6 +107,18 @@ describe("ai-audit-log", function()
         assert.truthy(gw.proc:alive())
     end)
 
+    it("rotates by time", function()
+        local dir = helpers.tmpdir()
+        local path = dir .. "/audit.log"
+        local gw = helpers.start_gateway(base_config(mock_url, { file = { path = path, flush_interval = 0.05,
+            max_size = 0, rotate_interval = 1, max_files = 3 } }, 1))
+        helpers.wait_until(function()
+            assert.equal(200, chat(gw).status)
+            return helpers.read_file(path .. ".1") ~= nil
+        end, 10, "no rotation after the interval")
+        assert.truthy(#lines(path .. ".1") >= 1)
+    end)
+
     it("delivers every record in order to a collector that fails its first attempts", function()
         local collector = helpers.mock_upstream({ status = 200, body = "ok", fail_first = 3 })
         local gw = helpers.start_gateway(base_config(mock_url, { http = { url = collector.url("/ingest"),

@@ -199,3 +199,52 @@ describe("sluice.metrics", function()
         assert.equal('say "hi"\n\\', s)
     end)
 end)
+
+describe("usage reports across nodes (memcached)", function()
+    local MEMCACHED = "/usr/bin/memcached"
+    if not io.open(MEMCACHED) then
+        pending("memcached is not installed")
+        return
+    end
+    teardown(helpers.stop_all)
+
+    it("sums every node that published, and falls back to this node when memcached is gone", function()
+        local port = helpers.free_port()
+        local user = (io.popen("id -u"):read("*l") == "0") and " -u root" or ""
+        local mc = helpers.spawn(string.format("%s -l 127.0.0.1 -p %d -U 0 -m 16%s", MEMCACHED, port, user))
+        assert(helpers.wait_port(port, mc, 5))
+        local dir = helpers.tmpdir()
+        local mport = helpers.free_port()
+        local p = helpers.spawn("node " .. helpers.shell_quote(ROOT .. "/tests/mock/providers.js") .. " " .. mport
+            .. " >" .. helpers.shell_quote(dir .. "/mock.log") .. " 2>&1")
+        assert(helpers.wait_port(mport, p, 10))
+        local function node(id)
+            return helpers.start_gateway({
+                node = { workers = 1, memcached = { servers = { "127.0.0.1:" .. port }, timeout = 0.5 } },
+                providers = { oai = { kind = "openai", endpoint = "http://127.0.0.1:" .. mport, api_key = "k" } },
+                routes = { { id = "chat", paths = { "/v1/chat/completions" }, plugins = { ["ai-proxy"] = { provider = "oai" } } } },
+                global_plugins = { prometheus = { usage = { node_id = id, publish_interval = 1 } } },
+            })
+        end
+        local a, b = node("node-a"), node("node-b")
+        local body = { model = "gpt-4o-mini", messages = { { role = "user", content = "hi" } } }
+        for _ = 1, 3 do assert.equal(200, helpers.http("POST", a.url("/v1/chat/completions"), { body = body }).status) end
+        for _ = 1, 5 do assert.equal(200, helpers.http("POST", b.url("/v1/chat/completions"), { body = body }).status) end
+        local rep = helpers.wait_until(function()
+            local j = a:admin("GET", "/admin/usage?group_by=route").json
+            return j.nodes == 2 and j.totals.requests == 8 and j
+        end, 10, "node-b's usage never reached node-a")
+        assert.equal(8, rep.rows[1].requests)
+        assert.equal(8 * 17, rep.rows[1].input_tokens)
+        -- scope=node: this node alone
+        assert.equal(3, a:admin("GET", "/admin/usage?group_by=route&scope=node").json.totals.requests)
+        -- memcached gone: this node's numbers, marked partial
+        mc:stop(2)
+        rep = helpers.wait_until(function()
+            local j = a:admin("GET", "/admin/usage?group_by=route").json
+            return j.partial and j
+        end, 10, "no partial report without memcached")
+        assert.equal(3, rep.totals.requests)
+        assert.matches("^memcached", rep.error)
+    end)
+end)
