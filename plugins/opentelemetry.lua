@@ -155,14 +155,24 @@ local ORDER = {
 local PREFIX = {}
 for _, k in ipairs(ORDER) do PREFIX[k] = '{"key":"' .. k .. '","value":' end
 
+local CPREFIX = {} -- the same after the first attribute
+for _, k in ipairs(ORDER) do CPREFIX[k] = ',{"key":"' .. k .. '","value":' end
+
+-- Appends the attributes to out as pieces (no string is made per attribute but the value's own).
 local function attrs_json(a, out, n)
     local first = true
     for i = 1, #ORDER do
         local k = ORDER[i]
         local v = a[k]
         if v ~= nil then
-            n = n + 1
-            out[n] = (first and "" or ",") .. PREFIX[k] .. any(v) .. "}"
+            out[n + 1] = first and PREFIX[k] or CPREFIX[k]
+            if type(v) == "string" and not find(v, '[%c"\\]') then
+                out[n + 2], out[n + 3], out[n + 4] = '{"stringValue":"', v, '"}}'
+                n = n + 4
+            else
+                out[n + 2], out[n + 3] = any(v), "}"
+                n = n + 3
+            end
             first = false
         end
     end
