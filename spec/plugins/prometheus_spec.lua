@@ -198,6 +198,13 @@ describe("sluice.metrics", function()
         for k in pairs(c.tree) do s = k end
         assert.equal('say "hi"\n\\', s)
     end)
+    it("keeps label values valid UTF-8 for Prometheus", function()
+        local c = metrics.counter("spec_utf8_total", "x", { "a" })
+        local s = c:handle("caf\xc3\xa9 \xff")
+        assert.matches('a="caf\xc3\xa9 %?"', s.key)
+        s = c:handle(string.rep("x", 127) .. "\xc3\xa9") -- the cut at 128 bytes splits the last character
+        assert.matches('a="' .. string.rep("x", 127) .. '"}$', s.key)
+    end)
 end)
 
 describe("usage reports across nodes (memcached)", function()

@@ -58,12 +58,39 @@ local function dict()
 end
 _M.dict = dict
 
+local utf8_check
+local function utf8_ok(v)
+    if utf8_check == nil then
+        local ok, validate = pcall(require, "sluice.ai.validate") -- sl_utf8_valid (core/common/utf8.c)
+        utf8_check = ok and validate.utf8 or false
+    end
+    if not utf8_check then return not find(v, "[\128-\255]") end
+    return utf8_check(v)
+end
+
 local function escape(v)
     if type(v) ~= "string" then
         v = v == nil and "" or tostring(v)
     end
-    if #v > 128 then
+    local was_cut = #v > 128
+    if was_cut then
         v = sub(v, 1, 128)
+    end
+    if find(v, "[\128-\255]") and not utf8_ok(v) then -- Prometheus refuses a scrape with invalid UTF-8
+        local fixed
+        for k = 1, was_cut and 3 or 0 do -- a sequence split by the cut above
+            if utf8_ok(sub(v, 1, -1 - k)) then fixed = sub(v, 1, -1 - k) break end
+        end
+        if fixed then
+            v = fixed
+        else -- each bad byte becomes "?" (at most 128 rounds)
+            for _ = 1, 128 do
+                local ok, at = utf8_ok(v)
+                if ok then break end
+                if not at then v = gsub(v, "[\128-\255]", "?") break end
+                v = sub(v, 1, at) .. "?" .. sub(v, at + 2)
+            end
+        end
     end
     if find(v, '[\\"\n]') then
         v = gsub(gsub(gsub(v, "\\", "\\\\"), '"', '\\"'), "\n", "\\n")
