@@ -3,7 +3,8 @@
 # what else the machine is doing, for A/B of a change on a shared machine (wall-clock runs there are noise).
 #
 #   bench/instr.sh [CASE ...]            cases: plain (default), plain-log, ai, ai-log, ai-prom, ai-otel,
-#                                        ai-audit, ai-obs (the observability plugins, docs/observability.md);
+#                                        ai-audit, ai-obs (the observability plugins, docs/observability.md),
+#                                        ai-extra (ai-proxy + INSTR_PLUGINS, flow YAML: 'prometheus: {}');
 #                                        nginx, nginx-log (the
 #                                        nginx proxy_pass baseline of bench/run.sh, one process, for scale)
 #   SLUICE_BIN=/tmp/old/build/sluice bench/instr.sh plain      another build (its own Lua tree: the source
@@ -97,7 +98,7 @@ EOF
       plain) echo "routes: [{id: plain, paths: [\"/*\"], upstream: {nodes: [\"127.0.0.1:$UP\"]}}]" ;;
       ai) echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}}}]" ;;
-      ai-prom|ai-otel|ai-audit|ai-obs) # the observability plugins alone (prometheus; opentelemetry sampling every
+      ai-prom|ai-otel|ai-audit|ai-obs|ai-extra) # the observability plugins alone (prometheus; opentelemetry sampling every
           # trace to the upstream nginx as collector; ai-audit-log to a file) and all three (ai-obs)
           echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
           otel=", opentelemetry: {endpoint: \"http://127.0.0.1:$UP/v1/traces\"}"
@@ -107,6 +108,7 @@ EOF
             ai-otel) extra=$otel ;;
             ai-audit) extra=$audit ;;
             ai-obs) extra=", prometheus: {}$otel$audit" ;;
+            ai-extra) extra=", ${INSTR_PLUGINS:?ai-extra needs INSTR_PLUGINS (flow YAML, e.g. 'prometheus: {}')}" ;;
           esac
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}$extra}}]" ;;
     esac

@@ -22,8 +22,8 @@ local cjson = require("cjson.safe")
 local request = sluice.request
 local type, pairs, ipairs, tostring, tonumber, floor, random = type, pairs, ipairs, tostring, tonumber,
     math.floor, math.random
-local find, sub, format, concat, gmatch, lower = string.find, string.sub, string.format, table.concat,
-    string.gmatch, string.lower
+local find, sub, format, concat, match, lower = string.find, string.sub, string.format, table.concat,
+    string.match, string.lower
 local encode = cjson.encode
 
 local header_name = { type = "string", minLength = 1, format = "header_name" }
@@ -345,29 +345,44 @@ function _M.rewrite(conf, ctx)
     end
 end
 
-local REASON_PATTERNS = { '"finish_reason"%s*:%s*"([%w_]+)"', '"stop_reason"%s*:%s*"([%w_]+)"' }
+local REASON_KEYS = { '"finish_reason"', '"stop_reason"' }
+
+-- Adds the values of `key` in chunk to list fr (plain searches: a pattern tried at every byte of a large answer
+-- costs more than the whole request).
+local function reasons(chunk, key, fr)
+    local from = 1
+    while #fr < 8 do
+        local _, e = find(chunk, key, from, true)
+        if not e then return end
+        local r = match(chunk, '^%s*:%s*"([%w_]+)"', e + 1)
+        if r then
+            local dup = false
+            for i = 1, #fr do if fr[i] == r then dup = true end end
+            if not dup then fr[#fr + 1] = r end
+        end
+        from = e + 1
+    end
+end
 
 -- finish reasons and the response id, found in what the client gets (OpenAI and Anthropic shapes)
 function _M.body_filter(conf, ctx, chunk)
     if chunk == "" or not ctx.ai then return end
     local tr = ctx.trace
     if not tr then return end
-    if find(chunk, '"finish_reason"', 1, true) or find(chunk, '"stop_reason"', 1, true) then
-        local fr = tr.finish_reasons or {}
-        tr.finish_reasons = fr
-        for _, pat in ipairs(REASON_PATTERNS) do
-            for r in gmatch(chunk, pat) do
-                if #fr < 8 then
-                    local dup = false
-                    for _, x in ipairs(fr) do if x == r then dup = true end end
-                    if not dup then fr[#fr + 1] = r end
-                end
-            end
+    for i = 1, 2 do
+        local key = REASON_KEYS[i]
+        if find(chunk, key, 1, true) then
+            local fr = tr.finish_reasons or {}
+            tr.finish_reasons = fr
+            reasons(chunk, key, fr)
         end
     end
     if not tr.response_id then
-        local id = chunk:match('"id"%s*:%s*"([%w_%-]+)"')
-        if id then tr.response_id = id end
+        local _, e = find(chunk, '"id"', 1, true)
+        if e then
+            local id = match(chunk, '^%s*:%s*"([%w_%-]+)"', e + 1)
+            if id then tr.response_id = id end
+        end
     end
 end
 
