@@ -86,8 +86,11 @@ static int apply_node(lua_State *L, int idx)
         snprintf(a->host, sizeof(a->host), "%s", str_field(L, -1, "host") ? str_field(L, -1, "host") : "");
         a->port = (int)num_field(L, -1, "port", 0);
         lua_getfield(L, -1, "admin");
-        a->is_admin = lua_toboolean(L, -1);
-        lua_pop(L, 2);
+        a->is_admin = lua_toboolean(L, -1) ? SL_LISTEN_ADMIN : 0;
+        lua_getfield(L, -2, "metrics");
+        if (lua_toboolean(L, -1))
+            a->is_admin = SL_LISTEN_METRICS;
+        lua_pop(L, 3);
     }
     lua_pop(L, 1);
     const char *lvl = str_field(L, idx, "log_level");

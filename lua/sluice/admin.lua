@@ -438,6 +438,9 @@ end
 
 --- Handles one Admin API request; returns status, body (JSON text), headers.
 function _M.handle(ctx)
+    if ctx.req.is_admin == 2 then -- node.metrics.listen (SL_LISTEN_METRICS): /metrics and nothing else
+        return require("sluice.admin.obs").metrics_listener(ctx, (ctx.path or ""):gsub("%?.*$", ""))
+    end
     local st = state()
     local key = st and st.cfg and st.cfg.node.admin and st.cfg.node.admin.key
     -- /metrics, /admin/usage, /dashboard: sluice.admin.obs (they also take Authorization: Bearer KEY)

@@ -255,3 +255,65 @@ describe("usage reports across nodes (memcached)", function()
         assert.matches("^memcached", rep.error)
     end)
 end)
+
+describe("node.metrics.listen", function()
+    teardown(helpers.stop_all)
+
+    local function sluice_t(node)
+        local dir = helpers.tmpdir()
+        local file = dir .. "/sluice.yaml"
+        helpers.write_file(file, helpers.json({ node = node, routes = {} }) .. "\n")
+        return helpers.exec(("env SLUICE_HOME=%s %s -t -c %s"):format(helpers.shell_quote(ROOT),
+            helpers.shell_quote(helpers.BIN), helpers.shell_quote(file)), 15)
+    end
+
+    it("serves GET /metrics without a key on its own listener, and nothing else there", function()
+        local mport = helpers.free_port()
+        local gw = helpers.start_gateway({
+            node = { workers = 2, metrics = { listen = "127.0.0.1:" .. mport } },
+            routes = { { id = "r", paths = { "/*" }, upstream = { nodes = { "127.0.0.1:" .. helpers.free_port() } } } },
+            global_plugins = { prometheus = {} },
+        })
+        assert(helpers.wait_port(mport, gw.proc, 10))
+        for _ = 1, 4 do assert.equal(502, helpers.http("GET", gw.url("/nothing-behind")).status) end
+        local url = "http://127.0.0.1:" .. mport
+        local text = helpers.wait_until(function()
+            local res = helpers.http("GET", url .. "/metrics")
+            assert.equal(200, res.status)
+            assert.matches("^text/plain; version=0.0.4", res.headers["content-type"])
+            return (value(res.body, "sluice_http_requests_total", { route = "r" }) or 0) >= 4 and res.body
+        end, 10, "the requests never showed on the metrics listener")
+        assert.equal(4, value(text, "sluice_http_requests_total", { route = "r" }))
+        -- the Admin API, usage and dashboard are not on this listener, not even with the key
+        for _, p in ipairs({ "/admin/status", "/admin/routes", "/admin/usage?group_by=route", "/dashboard", "/" }) do
+            local res = helpers.http("GET", url .. p, { headers = { ["x-api-key"] = gw.admin_key } })
+            assert.equal(404, res.status, p)
+        end
+        assert.equal(405, helpers.http("POST", url .. "/metrics", { body = "x" }).status)
+        -- on the proxy's listener /metrics is just a path of route r (nothing listens behind it: 502)
+        local res = helpers.http("GET", gw.url("/metrics"))
+        assert.equal(502, res.status)
+        assert.falsy(res.body:find("sluice_http_requests_total", 1, true))
+        -- the admin listener still wants its key
+        assert.equal(401, helpers.http("GET", gw.admin_url("/metrics")).status)
+    end)
+
+    it("refuses a metrics address that another listener has (SO_REUSEPORT would split it)", function()
+        local p1, p2 = helpers.free_port(), helpers.free_port()
+        local code, out = sluice_t({ listen = { "127.0.0.1:" .. p1 }, metrics = { listen = "127.0.0.1:" .. p1 } })
+        assert.is_not.equal(0, code)
+        assert.matches("node.metrics.listen: same address as node.listen%[1%]", out)
+        code, out = sluice_t({ listen = { "127.0.0.1:" .. p1 }, metrics = { listen = "0.0.0.0:" .. p2 },
+                               admin = { listen = "127.0.0.1:" .. p2, key = "spec-admin-key-0123456789" } })
+        assert.is_not.equal(0, code)
+        assert.matches("node.metrics.listen: same address as node.admin.listen", out)
+        code, out = sluice_t({ listen = { "127.0.0.1:" .. p1 }, metrics = { listen = "localhost:x" } })
+        assert.is_not.equal(0, code)
+        assert.matches("node.metrics.listen: invalid address", out)
+        code, out = sluice_t({ listen = { "127.0.0.1:" .. p1 }, metrics = { listen = "127.0.0.1:" .. p2, key = "k" } })
+        assert.is_not.equal(0, code)
+        assert.matches("node.metrics", out)
+        code = sluice_t({ listen = { "127.0.0.1:" .. p1 }, metrics = { listen = "127.0.0.1:" .. p2 } })
+        assert.equal(0, code)
+    end)
+end)

@@ -31,15 +31,27 @@ local function denied()
         { ["content-type"] = "application/json", ["www-authenticate"] = 'Bearer realm="sluice"' }
 end
 
+local function exposition(ctx)
+    if ctx.method ~= "GET" and ctx.method ~= "HEAD" then
+        return 405, '{"error":{"message":"method not allowed (GET)"}}', { ["content-type"] = "application/json" }
+    end
+    metrics.flush() -- this worker's share is up to date; the others' are at most a second old
+    return 200, metrics.exposition(), TEXT
+end
+
+--- A request on node.metrics.listen: GET /metrics without a key (the listener is the access control: bind it
+--- where only Prometheus reaches it); every other path is a 404.
+function _M.metrics_listener(ctx, path)
+    if path == "/metrics" then return exposition(ctx) end
+    return 404, '{"error":{"message":"not found (this listener serves GET /metrics only)"}}',
+        { ["content-type"] = "application/json" }
+end
+
 --- Handles path when it is one of ours. key: the configured admin key; secure_equal: constant-time compare.
 function _M.handle(ctx, path, key, secure_equal)
     if path == "/metrics" then
         if not secure_equal(_M.presented_key(ctx), key) then return denied() end
-        if ctx.method ~= "GET" and ctx.method ~= "HEAD" then
-            return 405, '{"error":{"message":"method not allowed (GET)"}}', { ["content-type"] = "application/json" }
-        end
-        metrics.flush() -- this worker's share is up to date; the others' are at most a second old
-        return 200, metrics.exposition(), TEXT
+        return exposition(ctx)
     elseif path == "/admin/usage" then
         if not secure_equal(_M.presented_key(ctx), key) then return denied() end
         return require("sluice.admin.usage").handle(ctx)
