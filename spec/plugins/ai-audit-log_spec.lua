@@ -168,6 +168,72 @@ describe("ai-audit-log", function()
     end)
 end)
 
+describe("observability plugins' hostile config", function()
+    local mock_url
+    setup(function() mock_url = start_provider() end)
+    teardown(helpers.stop_all)
+
+    it("refuses bad confs of the three plugins with the field named, and keeps the running one", function()
+        local dir = helpers.tmpdir()
+        local path = dir .. "/audit.log"
+        local cfg = base_config(mock_url, { file = { path = path, flush_interval = 0.05 } }, 1)
+        cfg.global_plugins = { prometheus = {} }
+        local gw = helpers.start_gateway(cfg)
+        local bad = {
+            { prometheus = { max_consumers = 0 } }, "max_consumers",
+            { prometheus = { usage = { bucket = "1s" } } }, "bucket",
+            { prometheus = { usage = { node_id = "a b\n" } } }, "node_id",
+            { prometheus = { labels = { prompt = "x" } } }, "labels",
+            { opentelemetry = { endpoint = "not a url" } }, "endpoint",
+            { opentelemetry = { endpoint = "http://127.0.0.1:1/v1/traces", sampling = { ratio = 1.5 } } }, "ratio",
+            { opentelemetry = { endpoint = "http://127.0.0.1:1/v1/traces", headers = { ["bad name"] = "x" } } },
+            "headers",
+            { opentelemetry = { endpoint = "http://127.0.0.1:1/v1/traces", headers = { x = "a\r\nb: c" } } },
+            "headers",
+            { opentelemetry = { endpoint = "http://127.0.0.1:1/v1/traces", retry = { base = 5, max_delay = 1 } } },
+            "max_delay",
+            { opentelemetry = { endpoint = "http://127.0.0.1:1/v1/traces", batch = { max_queue = -1 } } }, "max_queue",
+            { ["ai-audit-log"] = { file = { path = "" } } }, "path",
+            { ["ai-audit-log"] = { file = { path = path, max_size = "lots" } } }, "max_size",
+            { ["ai-audit-log"] = { http = { url = "ftp://x/y" } } }, "url",
+            { ["ai-audit-log"] = { http = { url = "http://127.0.0.1:1/x", format = "xml" } } }, "format",
+            { ["ai-audit-log"] = { http = { url = "http://127.0.0.1:1/x", backoff = { base = 2, max = 1 } } } },
+            "backoff",
+            { ["ai-audit-log"] = { max_payload = "1g" } }, "max_payload",
+        }
+        for i = 1, #bad, 2 do
+            local res = gw:admin("PUT", "/admin/global_plugins", bad[i])
+            assert.equal(400, res.status, helpers.json(bad[i]))
+            assert.truthy(res.body:find(bad[i + 1], 1, true), res.body)
+        end
+        -- the running config is untouched: prometheus still counts, the audit record still written
+        assert.equal(200, chat(gw).status)
+        helpers.wait_until(function() return #lines(path) == 1 end, 5, "no audit record")
+        local res = helpers.http("GET", gw.admin_url("/metrics"), { headers = { ["x-api-key"] = gw.admin_key } })
+        assert.truthy(res.body:find('sluice_http_requests_total{route="chat",status_class="2xx"} 1', 1, true),
+            res.body)
+        assert.same({ prometheus = {} }, gw:admin("GET", "/admin/global_plugins").json.global_plugins)
+    end)
+
+    it("keeps serving when the audit file cannot be opened: failures counted and logged, records kept", function()
+        local dir = helpers.tmpdir() .. "/later"
+        local path = dir .. "/audit.log"
+        local cfg = base_config(mock_url, { file = { path = path, flush_interval = 0.05 } }, 1)
+        cfg.global_plugins = { prometheus = {} }
+        local gw = helpers.start_gateway(cfg)
+        for _ = 1, 5 do assert.equal(200, chat(gw).status) end
+        helpers.wait_until(function()
+            local res = helpers.http("GET", gw.admin_url("/metrics"), { headers = { ["x-api-key"] = gw.admin_key } })
+            return res.body:find('sluice_audit_export_failures_total{sink="file"} %d') -- retried every flush
+        end, 5, "the failures were not counted")
+        helpers.wait_until(function() return gw:log():find(path, 1, true) end, 5, "the open failure was not logged")
+        assert.equal(200, chat(gw).status)
+        -- the directory appears: the records kept meanwhile are written, in order
+        assert(os.execute("mkdir -p " .. helpers.shell_quote(dir)))
+        helpers.wait_until(function() return #lines(path) == 6 end, 5, "the kept records were not written")
+    end)
+end)
+
 describe("ai-audit-log record encoding", function()
     local unit = require("unit_helpers")
     local plugin = unit.load_plugin("ai-audit-log")
