@@ -117,8 +117,23 @@ end
 local DOUBLE = {} -- key of a number that must be a doubleValue even when it is whole
 local function dbl(v) return type(v) == "number" and { [DOUBLE] = v } or nil end
 
+-- Whether a string can go into JSON between quotes as it is, remembered for the values that come back on
+-- every request (models, providers, addresses): a pattern search per value costs more than the lookup.
+local plain_cache, plain_n = {}, 0
+local function plain(v)
+    local p = plain_cache[v]
+    if p == nil then
+        p = not find(v, '[%c"\\]')
+        if #v <= 64 then
+            if plain_n >= 2048 then plain_cache, plain_n = {}, 0 end
+            plain_cache[v], plain_n = p, plain_n + 1
+        end
+    end
+    return p
+end
+
 local function jstr(v)
-    if find(v, '[%c"\\]') then return encode(v) end
+    if not plain(v) then return encode(v) end
     return '"' .. v .. '"'
 end
 
@@ -166,7 +181,7 @@ local function attrs_json(a, out, n)
         local v = a[k]
         if v ~= nil then
             out[n + 1] = first and PREFIX[k] or CPREFIX[k]
-            if type(v) == "string" and not find(v, '[%c"\\]') then
+            if type(v) == "string" and plain(v) then
                 out[n + 2], out[n + 3], out[n + 4] = '{"stringValue":"', v, '"}}'
                 n = n + 4
             else

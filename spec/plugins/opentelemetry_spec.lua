@@ -214,4 +214,24 @@ describe("opentelemetry traceparent parsing", function()
         -- a future version may carry more fields
         assert.equal(CLIENT_TRACE, (plugin.parse_traceparent("01-" .. CLIENT_TRACE .. "-" .. CLIENT_SPAN .. "-01-xyz")))
     end)
+
+    it("writes spans as valid JSON whatever the attribute values hold, the same on every call", function()
+        local cjson = require("cjson.safe")
+        local tr = { trace_id = CLIENT_TRACE }
+        local values = { "gpt-4o", 'say "hi"', "a\\b", "line\nbreak", "tab\there", "\127", "caf\xc3\xa9",
+                         string.rep("x", 200) .. '"' }
+        for round = 1, 3 do -- the values seen before come from the cache of plain strings
+            for _, v in ipairs(values) do
+                local sp = { id = CLIENT_SPAN, kind = 3, name = v, start = 1, finish = 2,
+                             attrs = { ["gen_ai.request.model"] = v, ["url.path"] = v, ["server.port"] = 443,
+                                       ["gen_ai.response.finish_reasons"] = { v, "stop" } } }
+                local j = assert(cjson.decode(plugin.span_json(tr, sp)), "round " .. round .. ": " .. v)
+                assert.equal(v, j.name)
+                assert.equal(v, j.attributes[1].value.stringValue)
+                assert.equal(v, j.attributes[2].value.arrayValue.values[1].stringValue)
+                assert.equal("443", j.attributes[3].value.intValue)
+                assert.equal(v, j.attributes[4].value.stringValue)
+            end
+        end
+    end)
 end)
