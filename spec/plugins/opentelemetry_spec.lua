@@ -216,7 +216,6 @@ describe("opentelemetry traceparent parsing", function()
     end)
 
     it("writes spans as valid JSON whatever the attribute values hold, the same on every call", function()
-        local cjson = require("cjson.safe")
         local tr = { trace_id = CLIENT_TRACE }
         local values = { "gpt-4o", 'say "hi"', "a\\b", "line\nbreak", "tab\there", "\127", "caf\xc3\xa9",
                          string.rep("x", 200) .. '"' }
