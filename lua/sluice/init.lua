@@ -19,6 +19,7 @@ local _M = {
     ai = require("sluice.pdk.ai"),
     upstream = require("sluice.pdk.upstream"),
     metrics = require("sluice.pdk.metrics"), -- counters/histograms over all workers (docs/observability.md)
+    consumer = require("sluice.pdk.consumer"),
 }
 
 _M.sleep = _M.timer.sleep
