@@ -317,3 +317,50 @@ describe("node.metrics.listen", function()
         assert.equal(0, code)
     end)
 end)
+
+describe("refusals of the limiters", function()
+    teardown(helpers.stop_all)
+
+    it("counts each refusal of ai-rate-limit and limit-req by route, plugin and reason", function()
+        local dir = helpers.tmpdir()
+        local port = helpers.free_port()
+        local p = helpers.spawn("node " .. helpers.shell_quote(ROOT .. "/tests/mock/providers.js") .. " " .. port
+            .. " >" .. helpers.shell_quote(dir .. "/mock.log") .. " 2>&1")
+        assert(helpers.wait_port(port, p, 10))
+        local gw = helpers.start_gateway({
+            node = { workers = 2 },
+            providers = { oai = { kind = "openai", endpoint = "http://127.0.0.1:" .. port, api_key = "sk-test" } },
+            consumers = { { name = "alice", keys = { "alice-key-0123456789" } } },
+            routes = {
+                { id = "lim", paths = { "/v1/chat/completions" },
+                  plugins = { ["key-auth"] = {}, ["ai-proxy"] = { provider = "oai" },
+                              ["ai-rate-limit"] = { limits = { { by = "consumer", metric = "requests", limit = 2,
+                                                                 window = "1h" } } } } },
+                { id = "req", paths = { "/other/v1/chat/completions" },
+                  plugins = { ["ai-proxy"] = { provider = "oai" },
+                              ["limit-req"] = { by = "ip", rate = 1, per = "1h", burst = 0 } } },
+            },
+            global_plugins = { prometheus = {} },
+        })
+        local body = { model = "gpt-4o-mini", messages = { { role = "user", content = "hi" } } }
+        local codes = {}
+        for _ = 1, 5 do
+            local res = helpers.http("POST", gw.url("/v1/chat/completions"),
+                { headers = { authorization = "Bearer alice-key-0123456789" }, body = body })
+            codes[#codes + 1] = res.status
+        end
+        assert.same({ 200, 200, 429, 429, 429 }, codes)
+        codes = {}
+        for _ = 1, 3 do codes[#codes + 1] = helpers.http("POST", gw.url("/other/v1/chat/completions"), { body = body }).status end
+        assert.same({ 200, 429, 429 }, codes)
+        local text = helpers.wait_until(function()
+            local res = helpers.http("GET", gw.admin_url("/metrics"), { headers = { ["x-api-key"] = gw.admin_key } })
+            return value(res.body, "sluice_ai_refusals_total", { route = "req" }) == 2 and res.body
+        end, 10, "the refusals were not counted")
+        assert.equal(3, value(text, "sluice_ai_refusals_total",
+            { route = "lim", plugin = "ai-rate-limit", reason = "rate_limit_exceeded" }))
+        assert.equal(2, value(text, "sluice_ai_refusals_total",
+            { route = "req", plugin = "limit-req", reason = "rate_limit_exceeded" }))
+        assert.equal(5, value(text, "sluice_http_requests_total", { status_class = "4xx" }))
+    end)
+end)
