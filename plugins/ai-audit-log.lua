@@ -19,6 +19,7 @@ local type, ipairs, tostring, pcall, floor = type, ipairs, tostring, pcall, math
 local find, sub, concat, format = string.find, string.sub, table.concat, string.format
 local date = os.date
 local encode = cjson.encode
+local plain = audit.plain
 
 local header_name = { type = "string", minLength = 1, format = "header_name" }
 
@@ -215,7 +216,7 @@ for i, k in ipairs(ORDER) do KEY[k] = (i == 1 and '{"' or ',"') .. k .. '":' end
 local function jvalue(v)
     local t = type(v)
     if t == "string" then
-        if find(v, '[%c"\\\128-\255]') then return encode(v) end
+        if not plain(v) then return encode(v) end
         return '"' .. v .. '"'
     elseif t == "number" then
         if v == floor(v) and v > -1e15 and v < 1e15 then return format("%d", v) end

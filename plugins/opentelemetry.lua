@@ -117,20 +117,7 @@ end
 local DOUBLE = {} -- key of a number that must be a doubleValue even when it is whole
 local function dbl(v) return type(v) == "number" and { [DOUBLE] = v } or nil end
 
--- Whether a string can go into JSON between quotes as it is, remembered for the values that come back on
--- every request (models, providers, addresses): a pattern search per value costs more than the lookup.
-local plain_cache, plain_n = {}, 0
-local function plain(v)
-    local p = plain_cache[v]
-    if p == nil then
-        p = not find(v, '[%c"\\]')
-        if #v <= 64 then
-            if plain_n >= 2048 then plain_cache, plain_n = {}, 0 end
-            plain_cache[v], plain_n = p, plain_n + 1
-        end
-    end
-    return p
-end
+local plain = audit.plain -- a value that needs no escaping (cached)
 
 local function jstr(v)
     if not plain(v) then return encode(v) end

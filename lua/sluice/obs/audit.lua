@@ -46,6 +46,22 @@ end
 
 local _M = {}
 
+-- Whether a string can go into JSON between quotes as it is (no control character, quote or backslash; bytes
+-- over 127 pass, as cjson passes them). Remembered for short values, which come back on every record (models,
+-- providers, routes, addresses): a pattern search per value costs more than the lookup.
+local plain_cache, plain_n = {}, 0
+function _M.plain(v)
+    local p = plain_cache[v]
+    if p == nil then
+        p = not string.find(v, '[%c"\\]')
+        if #v <= 64 then
+            if plain_n >= 2048 then plain_cache, plain_n = {}, 0 end
+            plain_cache[v], plain_n = p, plain_n + 1
+        end
+    end
+    return p
+end
+
 -- the counters of a family of sinks: "audit" (ai-audit-log) or "otel" (opentelemetry spans)
 local FAMILIES = {}
 local function family(name)
