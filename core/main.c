@@ -160,10 +160,10 @@ static void fit_descriptors(void)
     }
     if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (rlim_t)INT32_MAX)
         return;
-    int admin = 0;
+    int admin = 0; /* listeners limited apart: the Admin API and the metrics listener */
     for (int i = 0; i < sl_settings.nlisten; i++)
-        admin |= sl_settings.listen[i].is_admin;
-    long reserve = 64 + 16L * sl_settings.workers + (admin ? SL_ADMIN_MAX_CONNECTIONS : 0);
+        admin += sl_settings.listen[i].is_admin != 0;
+    long reserve = 64 + 16L * sl_settings.workers + (long)admin * SL_ADMIN_MAX_CONNECTIONS;
     long cap = ((long)rl.rlim_cur - reserve) / 2;
     if (cap < sl_settings.workers)
         cap = sl_settings.workers; /* one each: they may still serve something */

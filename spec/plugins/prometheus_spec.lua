@@ -298,6 +298,51 @@ describe("node.metrics.listen", function()
         assert.equal(401, helpers.http("GET", gw.admin_url("/metrics")).status)
     end)
 
+    it("has a connection limit of its own: a flood there shuts out neither the Admin API nor traffic", function()
+        local socket = require("socket")
+        local LIMIT = 64 -- SL_ADMIN_MAX_CONNECTIONS (core/server/settings.h), per listener kind
+        local mport = helpers.free_port()
+        local gw = helpers.start_gateway({
+            node = { workers = 1, metrics = { listen = "127.0.0.1:" .. mport } },
+            routes = { { id = "r", paths = { "/*" }, upstream = { nodes = { "127.0.0.1:" .. helpers.free_port() } } } },
+        })
+        assert(helpers.wait_port(mport, gw.proc, 10))
+        helpers.sleep(0.3) -- the probe connections are gone
+        local flood = {}
+        for i = 1, LIMIT + 5 do
+            local c = socket.tcp()
+            c:settimeout(5)
+            assert(c:connect("127.0.0.1", mport))
+            flood[i] = c
+        end
+        -- the 5 past the limit get a 503; the others stay open
+        local refused = 0
+        helpers.wait_until(function()
+            for i, c in ipairs(flood) do
+                if c ~= false then
+                    c:settimeout(0)
+                    local data, err, partial = c:receive("*a")
+                    if (data or partial or ""):match("^HTTP/1%.1 503") or err == "closed" then
+                        refused, flood[i] = refused + 1, false
+                        c:close()
+                    end
+                end
+            end
+            return refused >= 5
+        end, 5, "no refusal past the metrics listener's limit")
+        helpers.sleep(0.2)
+        assert.equal(200, gw:admin("GET", "/admin/routes").status)
+        assert.equal(502, helpers.http("GET", gw.url("/x")).status)
+        helpers.wait_until(function() return gw:log():find("metrics listener connection limit", 1, true) end, 3,
+            "the refusals were not logged")
+        for _, c in ipairs(flood) do if c then c:close() end end
+        assert.equal(5, refused)
+        helpers.wait_until(function()
+            local res = helpers.http("GET", "http://127.0.0.1:" .. mport .. "/metrics")
+            return res and res.status == 200
+        end, 5, "/metrics not served after the flood left")
+    end)
+
     it("refuses a metrics address that another listener has (SO_REUSEPORT would split it)", function()
         local p1, p2 = helpers.free_port(), helpers.free_port()
         local code, out = sluice_t({ listen = { "127.0.0.1:" .. p1 }, metrics = { listen = "127.0.0.1:" .. p1 } })
