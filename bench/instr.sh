@@ -8,7 +8,10 @@
 #                                        ai-rate-limit with two token limits, counters in the shared dict or in a
 #                                        memcached started here: the gateway's side only, memcached not counted);
 #                                        ai-cache: cache-hit (L1), cache-l2 (L1 off, memcached), cache-miss and
-#                                        ai-unique (every request a different one: the miss and its baseline)
+#                                        ai-unique (every request a different one: the miss and its baseline);
+#                                        ai-prom, ai-otel, ai-audit, ai-obs (the observability plugins alone and
+#                                        together, docs/observability.md), ai-extra (ai-proxy + INSTR_PLUGINS,
+#                                        flow YAML, e.g. 'prometheus: {}')
 #   SLUICE_BIN=/tmp/old/build/sluice bench/instr.sh plain      another build (its own Lua tree: the source
 #                                                              directory it was built from)
 #   REQUESTS=2000 (per case), CONNECTIONS=4
@@ -140,6 +143,19 @@ EOF
           [[ ${kind%-log} == cache-l2 ]] && l1=false
           echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}, ai-cache: {scope: global, l1: $l1}}}]" ;;
+      ai-prom|ai-otel|ai-audit|ai-obs|ai-extra) # the observability plugins alone (prometheus; opentelemetry sampling every
+          # trace to the upstream nginx as collector; ai-audit-log to a file) and all three (ai-obs)
+          echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
+          otel=", opentelemetry: {endpoint: \"http://127.0.0.1:$UP/v1/traces\"}"
+          audit=", ai-audit-log: {file: {path: \"$TMP/audit.log\"}}"
+          case ${kind%-log} in
+            ai-prom) extra=", prometheus: {}" ;;
+            ai-otel) extra=$otel ;;
+            ai-audit) extra=$audit ;;
+            ai-obs) extra=", prometheus: {}$otel$audit" ;;
+            ai-extra) extra=", ${INSTR_PLUGINS:?ai-extra needs INSTR_PLUGINS (flow YAML, e.g. 'prometheus: {}')}" ;;
+          esac
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}$extra}}]" ;;
     esac
   } >"$TMP/sluice.yaml"
   valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out.$kind.$n" "$SLUICE_BIN" -c "$TMP/sluice.yaml" \
