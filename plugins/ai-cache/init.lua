@@ -287,7 +287,7 @@ function _M.log(conf, ctx)
     local ai = ctx.ai
     local rec = ai and ai.usage
     if cs.status then
-        stats.count(cs.rt.dict, cs.ns, cs.status, rec)
+        stats.count(cs.rt.dict, cs.ns, ctx.route and ctx.route.id or "", cs.status, rec)
     end
     if not cs.key then
         return

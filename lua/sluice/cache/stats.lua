@@ -8,13 +8,29 @@
 --   local t = stats.read(d, ns)       -- {hits, misses, bypasses, refreshes, saved_prompt_tokens,
 --                                     --  saved_completion_tokens, saved_cost}
 --
+-- The same goes to sluice.metrics (the prometheus plugin's /metrics, docs/observability.md), by route:
+--   sluice_ai_cache_total{route, result}              result: hit | miss | bypass | refresh
+--   sluice_ai_cache_saved_tokens_total{route}          tokens the hits did not pay for (prompt + completion)
+--   sluice_ai_cache_saved_cost_usd_total{route}        USD the hits did not pay for (the providers' price tables)
+--
 -- Items "m:NS:FIELD" (no TTL; counted since the node started, or since a sync that found this node too far behind
 -- the purge log emptied the dict: sluice.cache.store). Recently used, so the dict's LRU keeps them.
+local metrics = require("sluice.pdk.metrics")
+
 local type, tonumber, pairs, ipairs = type, tonumber, pairs, ipairs
 
 local _M = {}
 
 local STATUS = { HIT = "hits", MISS = "misses", BYPASS = "bypasses", REFRESH = "refreshes" }
+local RESULT = { HIT = "hit", MISS = "miss", BYPASS = "bypass", REFRESH = "refresh" }
+
+-- declared by the prometheus plugin too (same name and labels: the same metric)
+local m_cache = metrics.counter("sluice_ai_cache_total", "AI response cache lookups by result (hit, miss)",
+    { "route", "result" })
+local m_tokens = metrics.counter("sluice_ai_cache_saved_tokens_total",
+    "Tokens AI response cache hits did not pay for (prompt and completion)", { "route" })
+local m_cost = metrics.counter("sluice_ai_cache_saved_cost_usd_total",
+    "USD AI response cache hits did not pay for, from the providers' price tables", { "route" })
 local SAVED = { "saved_prompt_tokens", "saved_completion_tokens", "saved_cost" }
 
 -- item names per namespace, made once (no string building per request); namespaces come from the config
@@ -30,14 +46,15 @@ local function names_of(ns)
     return t
 end
 
---- Counts one request of namespace ns with cache status status (rec: its usage record, or nil).
-function _M.count(d, ns, status, rec)
+--- Counts one request of namespace ns on route (its id) with cache status status (rec: its usage record, or nil).
+function _M.count(d, ns, route, status, rec)
     local t = names_of(ns)
     local item = t[status]
     if not item then
         return
     end
     d:incr(item, 1, 0)
+    m_cache:inc(1, route, RESULT[status])
     if status == "HIT" and type(rec) == "table" then
         for i = 1, #SAVED do
             local f = SAVED[i]
@@ -46,6 +63,10 @@ function _M.count(d, ns, status, rec)
                 d:incr(t[f], v, 0)
             end
         end
+        local tokens = (tonumber(rec.saved_prompt_tokens) or 0) + (tonumber(rec.saved_completion_tokens) or 0)
+        if tokens > 0 then m_tokens:inc(tokens, route) end
+        local cost = tonumber(rec.saved_cost) or 0
+        if cost > 0 then m_cost:inc(cost, route) end
     end
 end
 

@@ -58,7 +58,7 @@ local function anthropic_stream(body)
 end
 
 describe("ai-cache (gateway + mock providers)", function()
-    local gw, mock, slow, usage_file
+    local gw, mock, slow, usage_file, audit_file
 
     local function upstream_calls(m, text)
         local n = 0
@@ -103,6 +103,7 @@ describe("ai-cache (gateway + mock providers)", function()
         local dir = helpers.tmpdir()
         helpers.write_file(dir .. "/cache-probe.lua", PROBE)
         usage_file = dir .. "/usage.jsonl"
+        audit_file = dir .. "/audit.jsonl"
         local function start_mock(name)
             local port = helpers.free_port()
             local p = helpers.spawn("node " .. helpers.shell_quote(ROOT .. "/tests/mock/providers.js") .. " " .. port
@@ -133,7 +134,8 @@ describe("ai-cache (gateway + mock providers)", function()
                           { name = "bob", keys = { "bob-key" }, groups = { "team" } },
                           { name = "carol", keys = { "carol-key" } } },
             consumer_groups = { team = {} },
-            global_plugins = { ["cache-probe"] = { file = usage_file } },
+            global_plugins = { ["cache-probe"] = { file = usage_file }, prometheus = {},
+                               ["ai-audit-log"] = { file = { path = audit_file } } },
             routes = {
                 route("oa", "oa"), route("an", "an"), route("slowsse", "slowsse"), route("fail", "fail"), route("err", "err"),
                 route("slow", "slow", { scope = "global", coalesce_timeout = 10 }),
@@ -183,6 +185,27 @@ describe("ai-cache (gateway + mock providers)", function()
         end, 5, "no HIT in the access log")
         assert.equal(22, line.ai.saved_tokens)
         assert.near((17 * 1.5 + 5 * 6) / 1e6, line.ai.saved_cost, 1e-12)
+        -- the audit log's record too
+        local audit = helpers.wait_until(function()
+            for l in (helpers.read_file(audit_file) or ""):gmatch("[^\n]+") do
+                local t = cjson.decode(l)
+                if t and t.cache == "HIT" and t.route == "oa" then return t end
+            end
+        end, 5, "no HIT in the audit log")
+        assert.equal(22, audit.saved_tokens)
+        assert.near((17 * 1.5 + 5 * 6) / 1e6, audit.saved_cost, 1e-9)
+        -- and the metrics (summed into the shared dict once a second)
+        local text = helpers.wait_until(function()
+            local res = helpers.http("GET", gw.admin_url("/metrics"),
+                { headers = { authorization = "Bearer " .. gw.admin_key } })
+            return res and res.body and res.body:find('sluice_ai_cache_saved_tokens_total{route="oa"}', 1, true)
+                and res.body
+        end, 5, "no saved tokens in /metrics")
+        assert.matches('sluice_ai_cache_total{route="oa",result="hit"} 1\n', text, 1, true)
+        assert.matches('sluice_ai_cache_total{route="oa",result="miss"} 1\n', text, 1, true)
+        assert.matches('sluice_ai_cache_saved_tokens_total{route="oa"} 22\n', text, 1, true)
+        local usd = tonumber(text:match('sluice_ai_cache_saved_cost_usd_total{route="oa"} (%S+)'))
+        assert.near((17 * 1.5 + 5 * 6) / 1e6, usd, 1e-9)
         -- and this node's counters for the route add it up (GET /admin/cache)
         local st = helpers.wait_until(function()
             local r = gw:admin("GET", "/admin/cache")
