@@ -153,12 +153,21 @@ local function write_atomic(path, data)
     return true
 end
 
+--- Writes a whole state table (a migration of its format), atomically. Returns true | nil, err.
+function _M.write(state_path, st)
+    local ok, data = pcall(cjson.encode, st)
+    if not ok then return nil, "cannot encode state: " .. tostring(data) end
+    return write_atomic(state_path, data)
+end
+
 -- Paths this process has written: if one of them is gone at the next change, it was removed behind our back,
 -- and writing only the new change would drop every earlier one at the next start.
 local written = {}
 
 --- Records one change (obj, or false to delete); the caller checked kind and id. Returns true | nil, err.
-function _M.put(state_path, kind, id, obj)
+--- seal(kind, id, entity) -> entity | nil, err, when given, turns every entity written into what is stored (secret
+--- fields sealed, sluice.secrets): the changed one, and any the file still holds with secrets in the clear.
+function _M.put(state_path, kind, id, obj, seal)
     local st, err, missing = _M.read(state_path)
     if not st then return nil, err end
     if missing and written[state_path] then
@@ -170,6 +179,27 @@ function _M.put(state_path, kind, id, obj)
     else
         st[kind] = st[kind] or {}
         st[kind][tostring(id)] = obj
+    end
+    if seal then
+        for k, coll in pairs(st) do
+            if k == "global_plugins" then
+                if type(coll) == "table" then
+                    local s, serr = seal(k, nil, coll)
+                    if not s then return nil, "cannot seal global_plugins: " .. tostring(serr) end
+                    st.global_plugins = s
+                end
+            elseif type(coll) == "table" then
+                for i, o in pairs(coll) do
+                    if type(o) == "table" then
+                        local s, serr = seal(k, i, o)
+                        if not s then
+                            return nil, "cannot seal " .. k .. "." .. tostring(i) .. ": " .. tostring(serr)
+                        end
+                        coll[i] = s
+                    end
+                end
+            end
+        end
     end
     local ok, data = pcall(cjson.encode, st)
     if not ok then return nil, "cannot encode state: " .. tostring(data) end
