@@ -40,7 +40,7 @@ end
 _M.placeholder_tail = placeholder_tail
 
 -- The start of the last word of s (response masking keeps it back: a value may continue in the next piece), or nil
--- when s ends with a space. Spaces between digits belong to the word (card and phone numbers).
+-- when s ends with a space. Spaces between digits belong to the word (card and phone numbers), also one at the end.
 local function word_tail(s)
     local n = #s
     local i = n
@@ -48,8 +48,10 @@ local function word_tail(s)
     while i > limit and i >= 1 do
         local c = byte(s, i)
         if c == 32 or c == 10 or c == 9 or c == 13 then
+            -- a space after a digit (or ')') may be inside a number still arriving: "4111 1111 ...", "(415) 555-..."
             local prev, nxt = byte(s, i - 1), byte(s, i + 1)
-            local digit_gap = c == 32 and prev and nxt and prev >= 48 and prev <= 57 and nxt >= 48 and nxt <= 57
+            local digit_gap = c == 32 and prev and ((prev >= 48 and prev <= 57) or prev == 41)
+                and (nxt == nil or (nxt >= 48 and nxt <= 57))
             if not digit_gap then
                 return i < n and i + 1 or nil
             end
