@@ -6,7 +6,7 @@ local json = require("sluice.ai.common.json")
 
 local type, ipairs, pairs, tostring, tonumber, next, setmetatable = type, ipairs, pairs, tostring, tonumber, next,
     setmetatable
-local gsub, sub, byte, concat = string.gsub, string.sub, string.byte, table.concat
+local gsub, sub, byte, lower, concat = string.gsub, string.sub, string.byte, string.lower, table.concat
 
 local _M = {}
 
@@ -23,6 +23,24 @@ local function keyword_pattern(k)
     return pre .. lit .. post
 end
 _M.keyword_pattern = keyword_pattern
+
+local function is_word(ch)
+    return ch and ((ch >= 48 and ch <= 57) or (ch >= 65 and ch <= 90) or (ch >= 97 and ch <= 122) or ch == 95)
+end
+
+--- Where a tail of text that could be the start of a block keyword begins (at a word boundary), or nil.
+function _M.keyword_tail(c, text)
+    local n = #text
+    if c.maxkw < 2 or n == 0 then return nil end
+    local from = n - c.maxkw + 2
+    if from < 1 then from = 1 end
+    for i = from, n do
+        if i == 1 or not is_word(byte(text, i - 1)) or not is_word(byte(text, i)) then
+            if c.prefixes[lower(sub(text, i))] then return i end
+        end
+    end
+    return nil
+end
 
 --- Compiles conf: {re (nil without categories), cats = {{name, threshold, action, group}}, roles} | nil, err.
 function _M.compile(conf)
@@ -47,7 +65,19 @@ function _M.compile(conf)
         cats[#cats + 1] = { name = cat.name, threshold = cat.threshold or 1, action = cat.action or "block",
                             gname = "k" .. i }
     end
-    local c = { cats = cats, roles = {} }
+    -- proper prefixes of the block keywords (lower case): a piece of a stream ending in one is kept back until the
+    -- word is whole, so the start of a blocked word never reaches the client
+    local prefixes, maxkw = {}, 0
+    for _, cat in ipairs(conf.categories or {}) do
+        if (cat.action or "block") == "block" then
+            for _, k in ipairs(cat.keywords or {}) do
+                local low = lower(k)
+                if #low > maxkw then maxkw = #low end
+                for j = 1, #low - 1 do prefixes[sub(low, 1, j)] = true end
+            end
+        end
+    end
+    local c = { cats = cats, roles = {}, prefixes = prefixes, maxkw = maxkw }
     for _, r in ipairs(conf.roles or { "user" }) do c.roles[r] = true end
     if #alts > 0 then
         local r, err = sluice.re.compile(concat(alts, "|"))

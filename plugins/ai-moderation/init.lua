@@ -35,7 +35,7 @@ local safety = require("sluice.ai.safety")
 local check = require("ai-moderation.check")
 
 local type, ipairs, tostring = type, ipairs, tostring
-local concat = table.concat
+local sub, concat = string.sub, table.concat
 
 local ACTIONS = { "block", "flag" }
 
@@ -199,13 +199,26 @@ local function handler(conf, ctx, c, rec)
         return false
     end
 
+    local pending = {}
     function h.text(_, key, s, is_json)
         if not decide(mon:piece(key, s)) then return nil, "stop" end
+        local p = pending[key]
+        if p then
+            s = p .. s
+            pending[key] = nil
+        end
+        local cut = check.keyword_tail(c, s) -- the start of a blocked word: kept until the word is whole
+        if cut then
+            pending[key] = sub(s, cut)
+            s = sub(s, 1, cut - 1)
+        end
         return s
     end
 
-    function h.flush()
-        return ""
+    function h.flush(_, key)
+        local p = pending[key]
+        pending[key] = nil
+        return p or ""
     end
 
     function h.finish()
