@@ -95,10 +95,22 @@ describe("secrets at rest (gateway)", function()
             ["ai-proxy"] = { provider = "echo" } } })
         assert.equal(201, res.status)
         assert.equal("***", res.json.item.plugins["ai-pii"].hash_salt)
+        -- a consumer's API key (key-auth) is a secret too
+        res = gw:admin("PUT", "/admin/consumers/alice", { keys = { "ALICE-CONSUMER-KEY-55" } })
+        assert.equal(201, res.status)
+        assert.same({ "***" }, res.json.item.keys)
+        res = gw:admin("PUT", "/admin/routes/authed", { paths = { "/authed/v1/*" }, plugins = {
+            ["key-auth"] = {}, ["ai-proxy"] = { provider = "echo" } } })
+        assert.equal(201, res.status)
     end
 
     local function plain_values()
-        return { SECRET, "BEDROCK-SECRET-KEY-77", "SESSION-TOKEN-88", "PII-SALT-SECRET-99" }
+        return { SECRET, "BEDROCK-SECRET-KEY-77", "SESSION-TOKEN-88", "PII-SALT-SECRET-99", "ALICE-CONSUMER-KEY-55" }
+    end
+
+    local function authed_status(gw, key)
+        return assert(helpers.http("POST", gw.url("/authed/v1/chat/completions"), { headers = { ["x-api-key"] = key },
+            body = { model = "m", messages = { { role = "user", content = "hi" } } } })).status
     end
 
     it("seals every secret in the state file, answers '***', and opens them after a restart", function()
@@ -120,6 +132,8 @@ describe("secrets at rest (gateway)", function()
         assert.equal(200, assert(helpers.http("POST", gw.url("/v1/chat/completions"),
             { body = { model = "m", messages = { { role = "user", content = "hi" } } } })).status)
         assert.equal("Bearer " .. SECRET, last_upstream_auth())
+        assert.equal(200, authed_status(gw, "ALICE-CONSUMER-KEY-55")) -- the consumer key opened after the restart
+        assert.equal(401, authed_status(gw, "not-alice"))
         local logs = gw:log() .. gw:access_log() .. (helpers.read_file(gw.dir .. "/sluice.yaml.state.audit.jsonl") or "")
         for _, v in ipairs(plain_values()) do assert.not_matches(v, logs, 1, true) end
         gw:stop()
@@ -148,7 +162,7 @@ describe("secrets at rest (gateway)", function()
         end
         local code, out = sluice("secrets rotate --new-key-file " .. helpers.shell_quote(kdir .. "/new.key"))
         assert.equal(0, code, out)
-        assert.matches("4 secret value%(s%) sealed with key " .. secrets.key_id(assert(secrets.parse_key(KEY2))), out)
+        assert.matches("5 secret value%(s%) sealed with key " .. secrets.key_id(assert(secrets.parse_key(KEY2))), out)
         local after = helpers.read_file(sp)
         assert.are_not.equal(before, after)
         for _, v in ipairs(plain_values()) do assert.not_matches(v, after, 1, true) end

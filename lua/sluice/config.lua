@@ -151,11 +151,14 @@ local ROUTE = { type = "object", required = { "id", "paths" }, additionalPropert
 
 local CONSUMER = { type = "object", required = { "name" }, additionalProperties = false, properties = {
     name = id_t, desc = str,
-    keys = { type = "array", default = {}, items = { type = "string", minLength = 1 } },
+    -- API keys (key-auth): kept encrypted in the state file, never shown (sluice.secrets)
+    keys = { type = "array", default = {}, items = { type = "string", minLength = 1, secret = true } },
     groups = { type = "array", default = {}, items = { type = "string", ref = "consumer_groups" } },
     metadata = { type = "object", default = {} },
     plugins = { type = "object", default = {} },
 } }
+
+secrets.ENTITY_SCHEMA.consumers = CONSUMER -- its keys are sealed in the state file
 
 local GROUP = { type = "object", additionalProperties = false, properties = {
     desc = str, plugins = { type = "object", default = {} }, metadata = { type = "object", default = {} } } }

@@ -14,8 +14,8 @@
 --
 -- Which fields are secret: those a schema marks `secret = true`: provider api_key, secret_key and session_token
 -- (sluice.config registers its entity schemas here), and fields of plugin configs whose plugin schema marks them
--- (routes, consumers, consumer groups, global plugins; plugin metadata with metadata_schema). Consumer keys are
--- not sealed here: they are kept as digests, never as keys.
+-- (routes, consumers, consumer groups, global plugins; plugin metadata with metadata_schema), and consumer
+-- keys (the consumer schema marks its `keys` items).
 local ffi = require("ffi")
 local C = require("sluice.core")
 local crypto = require("sluice.crypto")
