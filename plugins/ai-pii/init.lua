@@ -6,7 +6,7 @@
 --                                     # aws_access_key, github_token, jwt, private_key; groups: secrets, all
 --     action: placeholder             # redact ([EMAIL]) | mask (keep the last 4) | hash | placeholder (<PII_EMAIL_1>)
 --     actions: {secrets: redact, credit_card: mask}      # per detector or group
---     custom: [{name: employee_id, pattern: 'EMP-\d{6}', action: redact}]
+--     custom: [{name: employee_id, pattern: 'EMP-\d{6}', action: redact}]   # on with `all` (or named in detectors)
 --     roles: [system, user, assistant, tool]             # whose text is masked (default: every role)
 --     tool_calls: true                # also tool-call arguments (OpenAI) and tool_use inputs (Anthropic)
 --     restore: true                   # placeholders in the answer become the originals again

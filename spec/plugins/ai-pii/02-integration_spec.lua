@@ -37,6 +37,13 @@ describe("ai-pii (gateway)", function()
         end
         routes[#routes + 1] = { id = "cardmask", paths = { "/cardmask/v1/*" }, plugins = {
             ["ai-pii"] = { response = { detectors = { "credit_card" } } }, ["ai-proxy"] = { provider = "card" } } }
+        -- custom detectors are on with the default detectors (all), and by name in a list
+        routes[#routes + 1] = { id = "custom", paths = { "/custom/v1/*" }, plugins = {
+            ["ai-pii"] = { custom = { { name = "employee_id", pattern = [[EMP-\d{6}]], action = "redact" } } },
+            ["ai-proxy"] = { provider = "echo5" } } }
+        routes[#routes + 1] = { id = "custom2", paths = { "/custom2/v1/*" }, plugins = {
+            ["ai-pii"] = { detectors = { "email", "ticket" }, custom = { { name = "ticket", pattern = [[TCK-\d{4}]] } } },
+            ["ai-proxy"] = { provider = "echo5" } } }
         gw = helpers.start_gateway({ node = { workers = 1 }, providers = providers, routes = routes })
     end)
 
@@ -67,6 +74,19 @@ describe("ai-pii (gateway)", function()
         local sent = upstream_requests()
         local last = sent[#sent].body.messages[1].content
         assert.equal("Reach me at <PII_EMAIL_1> or <PII_PHONE_1>; card <PII_CREDIT_CARD_1>.", last)
+    end)
+
+    it("applies custom detectors (with the default detectors, and named in a list)", function()
+        local res = chat("custom", { model = "m", messages = { { role = "user", content = "EMP-123456 is bob@example.com" } } })
+        assert.equal(200, res.status)
+        local sent = upstream_requests()
+        assert.equal("[EMPLOYEE_ID] is <PII_EMAIL_1>", sent[#sent].body.messages[1].content)
+        assert.equal("[EMPLOYEE_ID] is bob@example.com", res.json.choices[1].message.content)
+        res = chat("custom2", { model = "m", messages = { { role = "user", content = "TCK-1234 by bob@example.com" } } })
+        assert.equal(200, res.status)
+        sent = upstream_requests()
+        assert.equal("<PII_TICKET_1> by <PII_EMAIL_1>", sent[#sent].body.messages[1].content)
+        assert.equal("TCK-1234 by bob@example.com", res.json.choices[1].message.content)
     end)
 
     it("restores the JSON answer for an Anthropic client", function()

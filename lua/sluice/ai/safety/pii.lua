@@ -5,7 +5,7 @@
 --                                 custom = {{name = "employee_id", pattern = [[EMP-\d{6}]]}} })
 --   local out, n = sc:scan(text, function(det, value) return "[" .. det.label .. "]" end)
 --
--- Detectors (names in config; `secrets` stands for the five secret kinds, `all` for every built-in one):
+-- Detectors (names in config; `secrets` stands for the five secret kinds, `all` for every one, custom ones too):
 --   email, phone (E.164 and common national forms: +49 30 1234567, (415) 555-0100, 415-555-0100, 020 7946 0958),
 --   credit_card (13-19 digits, spaces or dashes allowed, issuer prefix and Luhn checked), iban (country code,
 --   check digits, the country's length where known, mod-97 checked), us_ssn (AAA-GG-SSSS, the never-issued ranges
@@ -240,13 +240,18 @@ local function new_pass(kind, list)
     return { kind = kind, re = r, dets = list }
 end
 
---- Builds a scanner. opts: detectors (list of names, groups allowed; default all built-in ones), custom
---- ({name, pattern}: custom detectors, all enabled unless `detectors` lists names). Returns scanner | nil, err.
+--- Builds a scanner. opts: detectors (list of names, groups allowed; default all), custom ({name, pattern}: custom
+--- detectors, enabled by `all` or by their own name in `detectors`). Returns scanner | nil, err.
 function _M.scanner(opts)
     opts = opts or {}
     local custom = opts.custom or {}
-    local set, err = _M.expand(opts.detectors or { "all" }, custom)
+    local names = opts.detectors or { "all" }
+    local set, err = _M.expand(names, custom)
     if not set then return nil, err end
+    local with_all = false -- `all` is every detector: the built-in ones and the custom ones
+    for _, n in ipairs(names) do
+        if n == "all" then with_all = true end
+    end
     local dets, passes, own = {}, {}, {}
     local customs = {}
     for i, c in ipairs(custom) do
@@ -261,7 +266,7 @@ function _M.scanner(opts)
         end
         local alone, cerr = re.compile(c.pattern)
         if not alone then return nil, "custom[" .. i .. "].pattern: " .. tostring(cerr) end
-        if set[c.name] or opts.detectors == nil then
+        if set[c.name] or with_all then
             local d = { name = c.name, label = _M.label(c.name), group_name = "c_" .. c.name, custom = true,
                         pattern = c.pattern, prio = #dets + 1 }
             dets[#dets + 1] = d
