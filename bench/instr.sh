@@ -3,7 +3,10 @@
 # what else the machine is doing, for A/B of a change on a shared machine (wall-clock runs there are noise).
 #
 #   bench/instr.sh [CASE ...]            cases: plain (default), plain-log, ai, ai-log; nginx, nginx-log (the
-#                                        nginx proxy_pass baseline of bench/run.sh, one process, for scale)
+#                                        nginx proxy_pass baseline of bench/run.sh, one process, for scale);
+#                                        ai4k, ai4k-safety: the AI route with a 4 KB prompt, without and with
+#                                        ai-prompt-guard + ai-pii (every detector; payloads/chat-4k.json);
+#                                        ai4k-pii: with ai-pii alone
 #   SLUICE_BIN=/tmp/old/build/sluice bench/instr.sh plain      another build (its own Lua tree: the source
 #                                                              directory it was built from)
 #   REQUESTS=2000 (per case), CONNECTIONS=4
@@ -95,12 +98,26 @@ EOF
       plain) echo "routes: [{id: plain, paths: [\"/*\"], upstream: {nodes: [\"127.0.0.1:$UP\"]}}]" ;;
       ai) echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}}}]" ;;
+      ai4k) echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}}}]" ;;
+      ai4k-safety)
+          echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench},"
+          # the same rules as bench/run.sh's ai-safety case
+          echo "  ai-prompt-guard: {deny: [{name: injection, pattern: 'ignore (all|any|the) (previous|prior|above) (instructions|rules)', flags: i},"
+          echo "    {name: system-prompt, pattern: '(reveal|print|show) (your|the) (system prompt|instructions)', flags: i},"
+          echo "    {name: jailbreak, pattern: '\\b(DAN|developer mode|jailbreak)\\b'}]},"
+          echo "  ai-pii: {detectors: [all]}}}]" ;;
+      ai4k-pii)
+          echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}, ai-pii: {}}}]" ;;
     esac
   } >"$TMP/sluice.yaml"
   valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out.$kind.$n" "$SLUICE_BIN" -c "$TMP/sluice.yaml" \
     >"$TMP/gw.log" 2>&1 &
   fi
   if [[ ${kind%-log} == ai ]]; then path=/v1/chat/completions; body=$(cat "$HERE/lib/payloads/chat.json"); fi
+  if [[ $kind == ai4k* ]]; then path=/v1/chat/completions; body=$(cat "$HERE/lib/payloads/chat-4k.json"); fi
   local vpid=$!
   wait_port "$gw" || { echo "instr: gateway did not start: $(tail -3 "$TMP/gw.log")" >&2; exit 2; }
   client "$gw" "$path" "$body" 200 "$CONNECTIONS"   # warm-up: JIT traces, pools, caches
