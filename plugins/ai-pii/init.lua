@@ -180,10 +180,14 @@ local function mask_text(c, st, text, salt)
     return out
 end
 
--- Masks every string inside a JSON value (depth-bounded); true when something changed.
+-- The JSON decoder's own nesting limit (lua-cjson's decode_max_depth default): nothing decoded is deeper, so no
+-- string is left unmasked because of where it sits; deeper still (another decoder) refuses the request.
+local MAX_DEPTH = 1000
+
+-- Masks every string inside a JSON value; true when something changed.
 local function mask_value(c, st, v, salt, depth)
     local changed = false
-    if depth > 32 then return false end
+    if depth > MAX_DEPTH then error("tool arguments nest deeper than " .. MAX_DEPTH .. " levels", 0) end
     for k, x in pairs(v) do
         if type(x) == "string" then
             local y = mask_text(c, st, x, salt)

@@ -175,6 +175,28 @@ describe("ai-pii rewrite", function()
         assert.equal("card [CREDIT_CARD]", j.messages[3].content[1].content[1].text)
     end)
 
+    it("masks strings nested deep in tool-call arguments and tool_use inputs", function()
+        local function nest(leaf, n)
+            local v = leaf
+            for _ = 1, n do v = { x = v } end
+            return v
+        end
+        local res = run({ action = "redact" }, "/v1/chat/completions", { messages = {
+            { role = "assistant", tool_calls = { { id = "1", type = "function", ["function"] = { name = "f",
+                arguments = cjson.encode(nest({ a = "bob@example.com" }, 60)) } } } },
+            { role = "user", content = "hi" } } })
+        local args = res.json.messages[1].tool_calls[1]["function"].arguments
+        assert.not_matches("bob@example.com", args, 1, true)
+        assert.matches("[EMAIL]", args, 1, true)
+        res = run({ action = "redact" }, "/v1/messages", { model = "c", max_tokens = 5, messages = {
+            { role = "assistant", content = { { type = "tool_use", id = "t1", name = "f",
+                input = nest({ a = "bob@example.com" }, 60) } } },
+            { role = "user", content = "hi" } } })
+        local input = cjson.encode(res.json.messages[1].content[1].input)
+        assert.not_matches("bob@example.com", input, 1, true)
+        assert.matches("[EMAIL]", input, 1, true)
+    end)
+
     it("leaves a body without PII byte for byte (no re-encoding)", function()
         local res = run({}, "/v1/chat/completions", { messages = { { role = "user", content = "hello there" } } })
         assert.is_false(res.body_changed)

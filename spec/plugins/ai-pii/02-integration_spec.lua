@@ -89,6 +89,29 @@ describe("ai-pii (gateway)", function()
         assert.equal("TCK-1234 by bob@example.com", res.json.choices[1].message.content)
     end)
 
+    it("masks values nested deep in tool-call arguments and tool_use inputs before they leave", function()
+        local v = { a = "bob@example.com" }
+        for _ = 1, 60 do v = { x = v } end
+        local res = chat("echo5", { model = "m", messages = {
+            { role = "assistant", tool_calls = { { id = "c1", type = "function",
+                ["function"] = { name = "f", arguments = cjson.encode(v) } } } },
+            { role = "tool", tool_call_id = "c1", content = "ok" }, { role = "user", content = "hi" } } })
+        assert.equal(200, res.status)
+        local sent = upstream_requests()
+        local args = sent[#sent].body.messages[1].tool_calls[1]["function"].arguments
+        assert.not_matches("bob@example.com", args, 1, true)
+        assert.matches("<PII_EMAIL_1>", args, 1, true)
+        res = messages("echo5", { model = "m", max_tokens = 50, messages = {
+            { role = "user", content = "look it up" },
+            { role = "assistant", content = { { type = "tool_use", id = "t1", name = "f", input = v } } },
+            { role = "user", content = { { type = "tool_result", tool_use_id = "t1", content = "ok" } } } } })
+        assert.equal(200, res.status)
+        sent = upstream_requests()
+        local raw = cjson.encode(sent[#sent].body)
+        assert.not_matches("bob@example.com", raw, 1, true)
+        assert.matches("<PII_EMAIL_1>", raw, 1, true)
+    end)
+
     it("restores the JSON answer for an Anthropic client", function()
         for _, p in ipairs({ "mock5", "echo5" }) do
             local res = messages(p, { model = "m", max_tokens = 50, messages = { { role = "user", content = ORIGINAL } } })

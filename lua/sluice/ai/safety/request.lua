@@ -56,9 +56,10 @@ local function content_slots(t, k, slots, kind)
     end
 end
 
--- one slot per string value inside a JSON value (depth-bounded)
+-- one slot per string value inside a JSON value, however deep (up to the JSON decoder's own limit, lua-cjson's
+-- decode_max_depth default 1000: a string deeper than a lower bound would go out unchecked and unmasked)
 local function value_slots(t, slots, kind, depth)
-    if depth > 32 then return end
+    if depth > 1000 then return end
     for k, v in pairs(t) do
         if type(v) == "string" then
             slots[#slots + 1] = { t = t, k = k, kind = kind }
