@@ -200,6 +200,26 @@ describe("secrets at rest (gateway)", function()
         assert.equal("Bearer sk-legacy-PLAIN", last_upstream_auth())
     end)
 
+    it("a legacy state file with plain consumer keys, started with a key: keys hashed, everything sealed", function()
+        local dir = helpers.tmpdir()
+        helpers.write_file(dir .. "/sluice.yaml.state.json", cjson.encode({ version = 1, providers = {
+            echo = { kind = "openai-compatible", endpoint = "http://127.0.0.1:" .. echo_port, api_key = "sk-legacy-PLAIN2" } },
+            consumers = { bob = { name = "bob", keys = { "BOB-LEGACY-KEY-42" } } },
+            routes = { authed = { id = "authed", paths = { "/authed/v1/*" }, plugins = { ["key-auth"] = {},
+                ["ai-proxy"] = { provider = "echo" } } } } }))
+        local gw = helpers.start_gateway(config(), { dir = dir, env = { SLUICE_MASTER_KEY = KEY1 } })
+        local state = helpers.read_file(dir .. "/sluice.yaml.state.json")
+        assert.not_matches("sk-legacy-PLAIN2", state, 1, true)
+        assert.not_matches("BOB-LEGACY-KEY-42", state, 1, true)
+        assert.not_matches("sha256:", state, 1, true) -- the digest is sealed as well
+        assert.equal(200, authed_status(gw, "BOB-LEGACY-KEY-42"))
+        gw:stop()
+        gw = gw:restart({ env = { SLUICE_MASTER_KEY = KEY1 } })
+        assert.equal(200, authed_status(gw, "BOB-LEGACY-KEY-42"))
+        assert.equal(401, authed_status(gw, "not-bob"))
+        assert.equal("Bearer sk-legacy-PLAIN2", last_upstream_auth())
+    end)
+
     it("never shows a secret in a config error", function()
         local gw = helpers.start_gateway(config(), { env = { SLUICE_MASTER_KEY = KEY1 } })
         local res = gw:admin("PUT", "/admin/providers/bad", { kind = "openai", api_key = "sk-SHOWN-NOT\r\nx: y" })

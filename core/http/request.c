@@ -16,6 +16,7 @@ sl_req_t *sl_req_new(sl_conn_t *conn, uint64_t id)
     r->refs = 1;
     r->co_ref = -2; /* LUA_NOREF */
     r->conn = conn;
+    r->handler = conn ? conn->handler : NULL;
     r->id = id;
     r->method = r->path = r->query = r->host = r->body = "";
     r->client_ip = r->client_ip_buf;
@@ -54,7 +55,7 @@ void sl_req_release(sl_req_t *r)
     sl_buf_free(&r->bodybuf);
     sl_buf_free(&r->scratch);
     sl_buf_free(&r->log_extra);
-    free(r->hdr_alloc);
+    sl__hdrs_free(&r->hdrs);
     free(r);
 }
 

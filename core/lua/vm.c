@@ -360,3 +360,16 @@ sl_worker_t *sl_worker_current(void)
 {
     return cur_worker;
 }
+
+void sl__vm_set_worker(sl_worker_t *w)
+{
+    cur_worker = w;
+}
+
+static int resume_later(sl_req_t *r)
+{
+    return sl_req_sleep(r, 0);
+}
+
+const sl_handler_t sl_vm_handler = {
+    .handle = sl_vm_handle, .resume = sl_vm_resume, .resume_later = resume_later};

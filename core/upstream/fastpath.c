@@ -347,12 +347,11 @@ int sl_fast_serve(sl_worker_t *w, sl_req_t *r)
 
 void sl__fast_resume(sl_req_t *r)
 {
-    sl_proxy_t *p = r->proxy;
-    if (p == NULL || !p->resp.done || p->resp.error == 0 || r->resp_started || r->conn == NULL)
-        return;
-    if (p->resp.error == SL_UPERR_CLIENT_GONE)
+    const sl_upresp_t *u = (const sl_upresp_t *)r->proxy; /* the proxy's first member, as Lua reads it */
+    if (u == NULL || !u->done || u->error == 0 || u->error == SL_UPERR_CLIENT_GONE || r->resp_started ||
+        r->conn == NULL)
         return;
     char msg[96];
-    snprintf(msg, sizeof(msg), "upstream %s", sl_uperr_text(p->resp.error));
-    send_error(r, p->resp.error == SL_UPERR_TIMEOUT ? 504 : 502, msg);
+    snprintf(msg, sizeof(msg), "upstream %s", sl_uperr_text(u->error));
+    send_error(r, u->error == SL_UPERR_TIMEOUT ? 504 : 502, msg);
 }
