@@ -162,7 +162,8 @@ local BUDGET = { type = "object", additionalProperties = false, properties = { d
 local CONSUMER = { type = "object", required = { "name" }, additionalProperties = false, properties = {
     name = id_t, desc = str,
     -- digests (sluice.consumer); also sealed in the state file and never shown (sluice.secrets)
-    keys = { type = "array", default = {}, items = { type = "string", minLength = 1, maxLength = 4096, secret = true } },
+    keys = { type = "array", default = {},
+             items = { type = "string", minLength = 1, maxLength = 4096, secret = true } },
     groups = { type = "array", default = {}, items = { type = "string", ref = "consumer_groups" } },
     metadata = { type = "object", default = {} },
     plugins = { type = "object", default = {} },
