@@ -5,6 +5,7 @@
 --   PUT    /admin/{kind}/{id}       create (201) or replace (200)
 --   DELETE /admin/{kind}/{id}       delete (409 while other entities still use it)
 --   GET|PUT /admin/global_plugins, GET /admin/plugins, POST /admin/plugins/reload, GET /admin/status
+--   GET /metrics, GET /admin/usage, /dashboard: sluice.admin.obs (docs/observability.md)
 --   POST   /admin/consumers/{id}/keys   a generated key (the consumer created when absent), shown once
 --   GET    /admin/consumers/{id}/usage  budgets: spend and what remains;  GET /admin/limits: limiter stats
 --
@@ -535,8 +536,22 @@ end
 
 --- Handles one Admin API request; returns status, body (JSON text), headers.
 function _M.handle(ctx)
+    if ctx.req.is_admin == 2 then -- node.metrics.listen (SL_LISTEN_METRICS): /metrics and nothing else
+        return require("sluice.admin.obs").metrics_listener(ctx, (ctx.path or ""):gsub("%?.*$", ""))
+    end
     local st = state()
-    local who = audit.who(st and st.cfg and st.cfg.node.admin, request.get_header("x-api-key", ctx), _M.secure_equal)
+    local admin = st and st.cfg and st.cfg.node.admin
+    -- /metrics, /admin/usage, /dashboard: sluice.admin.obs (they also take Authorization: Bearer KEY); with named
+    -- keys (node.admin.keys), the one the caller presents counts, else the first
+    local obs = require("sluice.admin.obs")
+    local key = admin and admin.keys and admin.keys[1] and admin.keys[1].key or (admin and admin.key)
+    local presented = obs.presented_key(ctx)
+    for _, k in ipairs(admin and admin.keys or {}) do
+        if _M.secure_equal(presented, k.key) then key = k.key end
+    end
+    local os_, ob, oh = obs.handle(ctx, (ctx.path or ""):gsub("%?.*$", ""), key, _M.secure_equal)
+    if os_ then return os_, ob, oh end
+    local who = audit.who(admin, request.get_header("x-api-key", ctx), _M.secure_equal)
     if not who then
         return fail(401, "missing or wrong X-API-KEY header")
     end
