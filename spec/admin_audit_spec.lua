@@ -30,6 +30,16 @@ describe("admin audit log", function()
         return out
     end
 
+    it("every named key opens /metrics and /admin/usage (X-API-KEY or Bearer); a wrong key does not", function()
+        for _, k in ipairs({ "main-admin-key-0001", "ci-deploy-key-0002", "alice-key-0003" }) do
+            assert.equal(200, admin(k, "GET", "/metrics").status)
+            assert.equal(200, assert(helpers.http("GET", gw.admin_url("/admin/usage?group_by=model"),
+                { headers = { authorization = "Bearer " .. k } })).status)
+        end
+        assert.equal(401, admin("not-a-key-0000", "GET", "/metrics").status)
+        assert.equal(401, admin("not-a-key-0000", "GET", "/admin/usage?group_by=model").status)
+    end)
+
     it("names who made each change; before and after, secrets redacted", function()
         assert.equal(201, admin("ci-deploy-key-0002", "PUT", "/admin/providers/oa",
             { kind = "openai", api_key = "sk-AUDIT-SECRET-1" }).status)
