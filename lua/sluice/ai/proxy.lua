@@ -205,7 +205,9 @@ local function prepare(ctx, conf, provider_name)
     if ctx.method ~= "POST" then
         return api_error(api, 405, "use POST for " .. ctx.path)
     end
+    local fresh = ctx.json == nil -- decoded here from ctx.body: nobody else holds the table
     local body, err = request.get_json(ctx)
+    ctx._json_out = nil -- handed out again after this (sluice.request.get_json, sluice.ai.get_request): may change
     if type(body) ~= "table" then
         return api_error(api, 400, "request body must be a JSON object" .. (err and (": " .. err) or ""))
     end
@@ -245,6 +247,9 @@ local function prepare(ctx, conf, provider_name)
         return status, eb
     end
     ai.request = canon
+    if fresh and api == "openai" then -- the client's bytes, sent as they are while the request is unchanged
+        ai.raw, ai.raw_model = ctx.body, requested
+    end
     ai.stream = op ~= "embeddings" and canon.stream == true
     local so = canon.stream_options
     ai.include_usage = api == "openai" and type(so) == "table" and so.include_usage == true
@@ -360,9 +365,14 @@ end
 function _M.run(ctx)
     local ai = ctx.ai
     local canon = ai.request
+    -- the client's bytes still say what canon says: nobody was handed the table, the model sent is the one asked
+    local raw = ai.raw
+    if raw and (ctx._json_out or ctx.json_changed or ai.model ~= ai.raw_model) then
+        raw = nil
+    end
     canon.model = ai.model
     local req, err = ai.driver.build_request(ai.provider, ai.op, canon,
-        { stream = ai.stream, include_usage = true })
+        { stream = ai.stream, include_usage = true, raw = raw })
     if not req then
         finish_usage(ctx, ai, nil, 400)
         return send_error(ctx, ai, 400, tostring(err))
