@@ -24,7 +24,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 BUILD=${FUZZ_BUILD:-build-fuzz}
 OUT=${FUZZ_OUT:-fuzz-out}
-HARNESSES=(fuzz_request fuzz_response fuzz_chunked fuzz_router fuzz_path fuzz_sse fuzz_yaml fuzz_ai_stream)
+HARNESSES=(fuzz_request fuzz_response fuzz_chunked fuzz_conn fuzz_router fuzz_path fuzz_sse fuzz_yaml fuzz_ai_stream)
 
 build() {
     command -v clang >/dev/null || { echo "fuzz: clang is missing (scripts/deps.sh installs it)"; return 1; }
@@ -39,7 +39,7 @@ flags() {
     case $h in fuzz_yaml | fuzz_ai_stream) max=8192 ;; esac
     echo "-max_len=$max -timeout=10 -rss_limit_mb=2048 -print_final_stats=1"
     local dict="tests/fuzz/${h#fuzz_}.dict"
-    case $h in fuzz_request | fuzz_response | fuzz_chunked) dict=tests/fuzz/http.dict ;; esac
+    case $h in fuzz_request | fuzz_response | fuzz_chunked | fuzz_conn) dict=tests/fuzz/http.dict ;; esac
     [ -f "$dict" ] && echo "-dict=$dict"
 }
 

@@ -1,4 +1,5 @@
-/* Server side of HTTP/1.1: one connection, requests parsed by llhttp one at a time.
+/* Server side of HTTP/1.1: one connection, requests parsed by llhttp one at a time and handed to its handler
+ * (the Lua VM, or a test's stub), over a transport (the TCP socket, conn_tcp.c, or memory in tests).
  *
  * The parser is paused at the end of each message, so bytes of a pipelined request stay in the read buffer
  * until the current response is finished; responses therefore leave in request order without a queue. */
@@ -11,27 +12,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/ioctl.h>
-#include <unistd.h>
 
 #include "common/log.h"
 #include "http/access_log.h"
 #include "http/response.h"
-#include "lua/vm.h"
 #include "server/settings.h"
 #include "tls/listener.h"
 #include "upstream/proxy.h"
 
 #define READ_CHUNK 16384
 
-typedef struct wreq {
-    uv_write_t w;
-    sl_conn_t *c;
-    size_t len;
-    char data[];
-} wreq_t;
-
-static void on_close(uv_handle_t *h);
 static void on_timer_closed(uv_handle_t *h);
 static void parse_more(sl_conn_t *c);
 static void on_timer(uv_timer_t *t);
@@ -40,15 +30,11 @@ static void on_timer(uv_timer_t *t);
  * since libuv calls alloc and read callbacks back to back. */
 static __thread char tls_rbuf[4 * READ_CHUNK];
 
-/* Bytes the kernel has sent to the client so far: handed to it, less what its send queue still holds. */
+/* Bytes the client has received so far: handed to the transport, less what it still holds. */
 static uint64_t delivered(sl_conn_t *c)
 {
-    uint64_t handed = c->wrote_total - c->tcp.write_queue_size;
-    uv_os_fd_t fd;
-    int unsent = 0;
-    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 && ioctl(fd, TIOCOUTQ, &unsent) == 0 && unsent > 0)
-        handed -= (uint64_t)unsent < handed ? (uint64_t)unsent : handed;
-    return handed;
+    uint64_t unsent = c->io->unsent(c);
+    return unsent < c->wrote_total ? c->wrote_total - unsent : 0;
 }
 
 void sl__conn_timer(sl_conn_t *c, int kind, double seconds)
@@ -132,9 +118,8 @@ int sl__conn_rbuf_reserve(sl_conn_t *c)
     return 0;
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+void sl__conn_on_alloc(sl_conn_t *c, uv_buf_t *buf)
 {
-    sl_conn_t *c = h->data;
     if (c->tls) {
         *buf = uv_buf_init(tls_rbuf, sizeof(tls_rbuf));
         return;
@@ -151,14 +136,13 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 void sl__conn_read_stop(sl_conn_t *c)
 {
     if (c->reading) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->io->read_stop(c);
         c->reading = 0;
     }
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+void sl__conn_on_read(sl_conn_t *c, ssize_t nread, const uv_buf_t *buf)
 {
-    sl_conn_t *c = s->data;
     if (nread < 0) {
         sl__conn_client_left(c); /* EOF or an error */
         return;
@@ -180,7 +164,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 void sl__conn_read_start(sl_conn_t *c)
 {
     if (!c->reading && !c->eof && !c->closing) {
-        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        if (c->io->read_start(c) == 0)
             c->reading = 1;
     }
 }
@@ -194,7 +178,7 @@ static void dispatch(sl_conn_t *c)
     sl__conn_timer(c, r->body_pending ? TIMER_BODY : TIMER_NONE, sl_settings.body_timeout);
     if (c->nrequests >= (unsigned)sl_settings.keepalive_requests || c->w->stopping)
         r->keepalive = 0;
-    sl_vm_handle(c->w, r);
+    c->handler->handle(c->w, r);
     sl__conn_progress(c);
 }
 
@@ -255,9 +239,8 @@ static void parse_more(sl_conn_t *c)
 
 /* ---- writing ---- */
 
-static void on_write(uv_write_t *w, int status)
+void sl__conn_on_write(sl_conn_wreq_t *wr, int status)
 {
-    wreq_t *wr = (wreq_t *)w;
     sl_conn_t *c = wr->c;
     c->write_pending -= wr->len;
     free(wr);
@@ -273,7 +256,7 @@ static void on_write(uv_write_t *w, int status)
         sl_req_t *waiter = c->drain_wait;
         c->drain_wait = NULL;
         if (waiter->drain_waiting)
-            sl_vm_resume(waiter);
+            waiter->handler->resume(waiter);
         sl_req_release(waiter);
         if (c->closing)
             return;
@@ -318,7 +301,7 @@ int sl__conn_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
     return write_now(c, bufs, n);
 }
 
-/* Sends bytes as they are: at once when the socket takes them, else from a copy queued with uv_write. */
+/* Sends bytes as they are: at once when the transport takes them, else from a copy queued behind. */
 int sl__conn_sock_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
 {
     if (c->closing || c->timer_kind == TIMER_GONE)
@@ -329,7 +312,7 @@ int sl__conn_sock_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
     if (total == 0)
         return 0;
     if (c->write_pending == 0) {
-        int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+        int r = c->io->try_write(c, bufs, n);
         if (r >= 0) {
             done = (size_t)r;
             c->wrote_total += done;
@@ -340,7 +323,7 @@ int sl__conn_sock_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
         if (done == total)
             return 0;
     }
-    wreq_t *wr = malloc(sizeof(*wr) + total - done);
+    sl_conn_wreq_t *wr = malloc(sizeof(*wr) + total - done);
     if (wr == NULL)
         return UV_ENOMEM;
     size_t skip = done, off = 0;
@@ -356,8 +339,7 @@ int sl__conn_sock_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
     }
     wr->c = c;
     wr->len = off;
-    uv_buf_t b = uv_buf_init(wr->data, (unsigned)off);
-    int r = uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    int r = c->io->write(c, wr);
     if (r != 0) {
         free(wr);
         sl__conn_write_failed(c);
@@ -477,7 +459,7 @@ void sl__conn_close(sl_conn_t *c)
     if (drain_waiter) {
         /* from a timer, since this may run inside Lua (an abort); only if nothing resumed it meanwhile */
         if (drain_waiter->drain_waiting)
-            sl_req_sleep(drain_waiter, 0);
+            drain_waiter->handler->resume_later(drain_waiter);
         sl_req_release(drain_waiter);
     }
     sl_worker_t *w = c->w;
@@ -491,24 +473,22 @@ void sl__conn_close(sl_conn_t *c)
     w->nadmin -= c->is_admin;
     if (c->tls && c->write_pending == 0) /* best effort close_notify; a client may not wait for it */
         sl__conn_tls_close_notify(c);
-    /* the tcp handle's close frees the connection, timer included: it must come after the timer's close
-     * (libuv runs close callbacks newest first) */
+    /* the transport's close frees the connection, timer included: it comes after the timer's close */
     uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+}
+
+static void on_io_closed(sl_conn_t *c)
+{
+    free(c->rbuf);
+    sl_buf_free(&c->wbuf);
+    sl_tls_free(c->tls);
+    free(c);
 }
 
 static void on_timer_closed(uv_handle_t *h)
 {
     sl_conn_t *c = h->data;
-    uv_close((uv_handle_t *)&c->tcp, on_close);
-}
-
-static void on_close(uv_handle_t *h)
-{
-    sl_conn_t *c = h->data;
-    free(c->rbuf);
-    sl_buf_free(&c->wbuf);
-    sl_tls_free(c->tls);
-    free(c);
+    c->io->close(c, on_io_closed);
 }
 
 void sl__conn_drain(sl_conn_t *c)
@@ -519,39 +499,13 @@ void sl__conn_drain(sl_conn_t *c)
         c->req->keepalive = 0;
 }
 
-void sl_conn_accept(sl_listener_t *l, int fd, const struct sockaddr *peer, int peer_len)
+void sl__conn_start(sl_conn_t *c, sl_worker_t *w, const sl_conn_io_t *io, const sl_handler_t *handler,
+                    int is_admin)
 {
-    sl_worker_t *w = l->w;
-    sl_conn_t *c = calloc(1, sizeof(*c));
-    if (c == NULL) {
-        close(fd);
-        return;
-    }
-    uv_tcp_init(&w->loop, &c->tcp);
-    c->tcp.data = c;
-    if (uv_tcp_open(&c->tcp, fd) != 0) {
-        close(fd);
-        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
-        return;
-    }
-    if (l->tls_idx >= 0) {
-        char err[512];
-        sl_tls_server_ctx_t *ctx = sl_tls_listener_ctx(l->tls_idx, &l->tls, &l->tls_gen, err, sizeof(err));
-        if (ctx == NULL || (c->tls = sl_tls_new_server(ctx)) == NULL) {
-            sl_log(SL_LOG_ERROR, "worker %d: cannot start a TLS session: %s", w->id,
-                   ctx ? "out of memory" : err);
-            uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
-            return;
-        }
-    }
-    uv_tcp_nodelay(&c->tcp, 1);
-    c->peer_len = 0;
-    if (peer_len > 0 && (size_t)peer_len <= sizeof(c->peer)) {
-        memcpy(&c->peer, peer, (size_t)peer_len);
-        c->peer_len = peer_len;
-    }
     c->w = w;
-    c->is_admin = (uint8_t)l->is_admin;
+    c->io = io;
+    c->handler = handler;
+    c->is_admin = (uint8_t)is_admin;
     llhttp_init(&c->parser, HTTP_REQUEST, sl__http_parser_settings());
     c->parser.data = c;
     uv_timer_init(&w->loop, &c->timer);

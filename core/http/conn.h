@@ -8,11 +8,45 @@
 #include "http/request.h"
 #include "server/worker.h"
 
+struct sl_conn;
+
+/** One write the transport did not take at once, queued with a copy of its bytes (conn.c frees it). */
+typedef struct sl_conn_wreq {
+    uv_write_t w; /* the TCP transport's request; another transport may use w.data */
+    struct sl_conn *c;
+    size_t len;
+    char data[];
+} sl_conn_wreq_t;
+
+/** A client connection's byte transport: its TCP socket (conn_tcp.c; TLS runs above it, in conn_tls.c) or, in
+ *  C tests and the fuzz harness, memory. One indirect call per I/O. */
+typedef struct sl_conn_io {
+    /** Starts delivering input from the loop: sl__conn_on_alloc for a buffer, then sl__conn_on_read. 0 or a
+     *  negative code. */
+    int (*read_start)(struct sl_conn *c);
+    /** Stops delivering input. */
+    void (*read_stop)(struct sl_conn *c);
+    /** Writes what the transport takes at once: the byte count, UV_EAGAIN for none, or a negative code. */
+    int (*try_write)(struct sl_conn *c, const uv_buf_t *bufs, unsigned n);
+    /** Queues wr->len bytes of wr->data; sl__conn_on_write(wr, status) follows from the loop. 0, or a
+     *  negative code (no callback then). */
+    int (*write)(struct sl_conn *c, sl_conn_wreq_t *wr);
+    /** Bytes taken (at once or queued) that the peer has not received yet. */
+    uint64_t (*unsent)(struct sl_conn *c);
+    /** Whether the peer has closed or reset the connection (asked of connections that are not being read). */
+    int (*peer_closed)(struct sl_conn *c);
+    /** Closes the transport; done(c) follows from the loop, and the connection's memory goes then. */
+    void (*close)(struct sl_conn *c, void (*done)(struct sl_conn *c));
+} sl_conn_io_t;
+
 /** A client connection: reads and parses requests one at a time (pipelined ones wait in the read buffer, so
  *  responses go out in order), writes responses, enforces limits and timeouts. Freed in its close callback.
  */
 typedef struct sl_conn {
-    uv_tcp_t tcp; /* must stay first: the handle's memory is the connection's */
+    uv_tcp_t tcp;                /* the TCP transport's handle (unused by others) */
+    const sl_conn_io_t *io;      /* how bytes come and go */
+    void *io_data;               /* the transport's own state (another than TCP's) */
+    const sl_handler_t *handler; /* who runs the requests: sl_vm_handler, or a test's stub */
     sl_worker_t *w;
     struct sl_conn *prev, *next;
     llhttp_t parser;
@@ -26,6 +60,9 @@ typedef struct sl_conn {
     sl_buf_t wbuf;        /* writes gathered while corked, sent with one syscall at uncork */
     int corked;
     struct sockaddr_storage peer;
+    char peer_ip[48];     /* peer's address as text, made by the connection's first request (sl_req_new) */
+    uint8_t peer_ip_len;  /* 0 until then */
+    uint16_t peer_port;
     int peer_len;
     struct sl_proxy *blocked_proxy; /* an upstream stopped reading until we drain */
     sl_req_t *drain_wait;           /* a coroutine waits (sl_resp_wait_drain) for the client to catch up */
@@ -38,7 +75,6 @@ typedef struct sl_conn {
     uint8_t closing;
     uint8_t eof;
     uint8_t reading;
-    uint8_t in_header_value;
     uint8_t peer_gone; /* sl_conn_sweep found the client gone */
 } sl_conn_t;
 
@@ -55,9 +91,21 @@ enum { TIMER_NONE, TIMER_IDLE, TIMER_HEADER, TIMER_BODY, TIMER_SEND, TIMER_GONE 
 
 /** (Re)arms the connection's timer for kind; TIMER_NONE or seconds <= 0 stops it. */
 void sl__conn_timer(sl_conn_t *c, int kind, double seconds);
-/** Serves a connection accepted on listener l (fd non-blocking, peer its address); takes fd (closed on
- *  failure). */
+/** Serves a connection accepted on listener l (fd non-blocking, peer its address) over TCP (TLS when the
+ *  listener has it), its requests run by the worker's Lua VM (conn_tcp.c); takes fd (closed on failure). */
 void sl_conn_accept(sl_listener_t *l, int fd, const struct sockaddr *peer, int peer_len);
+/** Serves a connection over transport io with its requests run by handler: c is zeroed memory from calloc
+ *  (peer, tls and the transport's own fields already set), owned from now on by the connection, freed after
+ *  io->close. Starts reading. */
+void sl__conn_start(sl_conn_t *c, sl_worker_t *w, const sl_conn_io_t *io, const sl_handler_t *handler,
+                    int is_admin);
+/** The transport's input: a buffer for the next read (base NULL: none now, out of memory). */
+void sl__conn_on_alloc(sl_conn_t *c, uv_buf_t *buf);
+/** The transport's input: nread bytes landed in buf (from sl__conn_on_alloc), or nread < 0: EOF or an error.
+ */
+void sl__conn_on_read(sl_conn_t *c, ssize_t nread, const uv_buf_t *buf);
+/** A queued write (io->write) finished (status 0) or failed. */
+void sl__conn_on_write(sl_conn_wreq_t *wr, int status);
 /** Queues bytes to the client (copied when the socket cannot take them now); returns 0 or a negative code. */
 int sl__conn_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n);
 /** Gathers the following writes until sl__conn_uncork (nests); saves syscalls when a response is written in

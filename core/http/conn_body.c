@@ -9,7 +9,6 @@
  *    response is not lost to a reset (closing with unread bytes would send one). */
 #include "http/conn_body.h"
 
-#include "lua/vm.h"
 #include "server/settings.h"
 #include "upstream/proxy.h"
 
@@ -52,7 +51,7 @@ void sl__conn_body_done(sl_conn_t *c)
         sl__proxy_body_more(r->proxy); /* the tail, and the end of a chunked body */
     if (r->body_wait) {
         r->body_wait = 0;
-        sl_vm_resume(r); /* progresses the connection itself */
+        r->handler->resume(r); /* progresses the connection itself */
     } else if (c->req == r) {
         sl__conn_progress(c);
     }
@@ -84,11 +83,11 @@ void sl__req_body_fail(sl_req_t *r)
     if (!r->body_pending || r->body_failed)
         return;
     r->body_failed = 1;
-    if (r->proxy && r->proxy->body_stream)
+    if (r->proxy && sl__proxy_streams_body(r->proxy))
         sl__proxy_client_gone(r->proxy); /* the upstream would wait for the rest of the body */
     if (r->body_wait) {
         r->body_wait = 0;
-        sl_req_sleep(r, 0);
+        r->handler->resume_later(r);
     }
 }
 

@@ -10,9 +10,8 @@
  *    behind it), so an EOF or a reset shows at once;
  *  - a write that fails (EPIPE, ECONNRESET) when the client is not being read;
  *  - sl_conn_sweep, once a second, when it is not being read and nothing is written (an answer still awaited
- *    from the upstream): the kernel's TCP state tells whether the client's FIN or reset came. */
-#include <netinet/tcp.h>
-
+ *    from the upstream): the transport (the kernel's TCP state) tells whether the client's FIN or reset came.
+ */
 #include "http/conn.h"
 
 void sl__conn_client_left(sl_conn_t *c)
@@ -36,22 +35,11 @@ void sl__conn_write_failed(sl_conn_t *c)
     sl__conn_timer(c, TIMER_GONE, 0);
 }
 
-/* Whether the kernel has seen the client's FIN or reset on a connection we are not reading. */
-static int peer_closed(sl_conn_t *c)
-{
-    uv_os_fd_t fd;
-    struct tcp_info ti;
-    socklen_t len = sizeof(ti);
-    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
-        return 0;
-    return ti.tcpi_state == TCP_CLOSE_WAIT || ti.tcpi_state == TCP_CLOSE;
-}
-
 void sl_conn_sweep(sl_worker_t *w)
 {
     int found = 0;
     for (sl_conn_t *c = w->conns; c; c = c->next) {
-        c->peer_gone = c->busy && !c->reading && !c->closing && peer_closed(c);
+        c->peer_gone = c->busy && !c->reading && !c->closing && c->io->peer_closed(c);
         found |= c->peer_gone;
     }
     /* closing resumes Lua, which ends its own request only; the walk starts over anyway, the list having

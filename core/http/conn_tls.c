@@ -42,7 +42,7 @@ static void tls_fail(sl_conn_t *c, const char *what, int first_bytes_plain)
                                    "{\"error\":{\"message\":\"plain HTTP request sent to an HTTPS port\","
                                    "\"type\":\"invalid_request_error\"}}\n";
         uv_buf_t b = uv_buf_init((char *)resp, sizeof(resp) - 1);
-        uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        c->io->try_write(c, &b, 1);
     } else {
         tls_flush(c); /* the alert, if any */
     }
@@ -105,5 +105,5 @@ void sl__conn_tls_close_notify(sl_conn_t *c)
     size_t n = sl_tls_pending_out(c->tls, &p);
     uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
     if (n)
-        uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        c->io->try_write(c, &b, 1);
 }

@@ -35,7 +35,6 @@ static int on_message_begin(llhttp_t *p)
     c->req = sl_req_new(c, ((uint64_t)w->id << 48) | ++w->next_req_id);
     if (c->req == NULL)
         return reject(c, 503, "out of memory");
-    c->in_header_value = 0;
     sl__conn_timer(c, TIMER_HEADER, sl_settings.header_timeout);
     return 0;
 }
@@ -70,24 +69,9 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
     return head_append(c, at, len);
 }
 
-static int new_header(sl_req_t *r)
-{
-    if (r->nheaders == r->hdr_cap) {
-        uint32_t cap = r->hdr_cap ? r->hdr_cap * 2 : 16;
-        sl_header_t *h = realloc(r->hdr_alloc, cap * sizeof(*h));
-        if (h == NULL)
-            return -1;
-        r->hdr_alloc = h;
-        r->hdr_cap = cap;
-    }
-    sl_header_t *h = &r->hdr_alloc[r->nheaders++];
-    /* offsets until the head stops growing; turned into pointers in on_headers_complete */
-    h->name = (const char *)(uintptr_t)r->head.len;
-    h->name_len = 0;
-    h->value = NULL;
-    h->value_len = 0;
-    return 0;
-}
+/* Headers are collected as offsets into r->head until it stops growing (core/http/hdrs.h), turned into
+ * pointers in on_headers_complete. */
+#define MAX_HEADERS 256
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
@@ -99,12 +83,8 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
      * "Transfer-Encoding : chunked" as the real thing would frame the body another way than we did */
     if (memchr(at, ' ', len))
         return reject(c, 400, "whitespace in a header name");
-    if (r->nheaders == 0 || c->in_header_value) {
-        if (r->nheaders >= 256 || new_header(r) != 0)
-            return reject(c, 431, "request header fields too large");
-        c->in_header_value = 0;
-    }
-    r->hdr_alloc[r->nheaders - 1].name_len += (uint32_t)len;
+    if (sl__hdrs_name(&r->hdrs, r->head.len, len, MAX_HEADERS) != 0)
+        return reject(c, 431, "request header fields too large");
     return head_append(c, at, len);
 }
 
@@ -114,15 +94,9 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     sl_req_t *r = c->req;
     if (r->headers)
         return trailer_bytes(c, len);
-    if (r->nheaders ==
-        0) /* a value before any name: llhttp reports ": v" with an empty name, but not a promise */
+    /* a value before any name: llhttp reports ": v" with an empty name, but not a promise */
+    if (sl__hdrs_value(&r->hdrs, r->head.len, len) != 0)
         return reject(c, 400, "empty header name");
-    sl_header_t *h = &r->hdr_alloc[r->nheaders - 1];
-    if (!c->in_header_value) {
-        c->in_header_value = 1;
-        h->value = (const char *)(uintptr_t)r->head.len;
-    }
-    h->value_len += (uint32_t)len;
     return head_append(c, at, len);
 }
 
@@ -193,9 +167,9 @@ static int request_target(sl_conn_t *c, sl_req_t *r, target_t *t)
 {
     sl_header_t *host = NULL;
     int nhost = 0;
-    for (uint32_t i = 0; i < r->nheaders; i++) {
-        sl_header_t *h = &r->hdr_alloc[i];
-        if (h->name_len == 4 && strncasecmp(r->head.base + (uintptr_t)h->name, "host", 4) == 0 &&
+    for (uint32_t i = 0; i < r->hdrs.n; i++) {
+        sl_header_t *h = &r->hdrs.list[i];
+        if (h->name_len == 4 && strncasecmp(r->head.base + sl__hdrs_name_off(h), "host", 4) == 0 &&
             nhost++ == 0)
             host = h;
     }
@@ -205,10 +179,10 @@ static int request_target(sl_conn_t *c, sl_req_t *r, target_t *t)
         return reject(c, 400, nhost ? "more than one Host header" : "no Host header");
     if (host) {
         int hl =
-            host->value ? sl_authority_check(r->head.base + (uintptr_t)host->value, host->value_len) : -1;
+            host->value ? sl_authority_check(r->head.base + sl__hdrs_value_off(host), host->value_len) : -1;
         if (hl < 0)
             return reject(c, 400, "invalid Host header");
-        t->host_off = (uintptr_t)host->value;
+        t->host_off = sl__hdrs_value_off(host);
         t->host_len = (size_t)hl;
     }
     if (r->method_len == 7 && memcmp(r->method, "CONNECT", 7) == 0)
@@ -237,15 +211,12 @@ static int request_target(sl_conn_t *c, sl_req_t *r, target_t *t)
         t->host_off = r->url_off + ao;
         t->host_len = (size_t)sl_authority_check(url + ao, al);
         if (host) {
-            host->value = (const char *)(uintptr_t)t->host_off;
-            host->value_len = (uint32_t)al;
+            sl__hdrs_set_value(host, t->host_off, al);
         } else { /* HTTP/1.0 without Host: the upstream learns the host the client asked for all the same */
-            if (r->nheaders >= 256 || new_header(r) != 0 || sl_buf_append(&r->head, "Host", 4) != 0)
+            size_t name_off = r->head.len;
+            if (sl_buf_append(&r->head, "Host", 4) != 0 ||
+                sl__hdrs_add(&r->hdrs, name_off, 4, t->host_off, al, MAX_HEADERS) != 0)
                 return reject(c, 503, "out of memory");
-            host = &r->hdr_alloc[r->nheaders - 1];
-            host->name_len = 4;
-            host->value = (const char *)(uintptr_t)t->host_off;
-            host->value_len = (uint32_t)al;
         }
     }
     url = r->head.base + r->url_off; /* the head may have moved */
@@ -302,9 +273,9 @@ static int on_headers_complete(llhttp_t *p)
         return version_refused(c);
     /* A field name is at least one character (llhttp takes ": v"); a value's trailing whitespace is not part
      * of it (llhttp keeps it) */
-    for (uint32_t i = 0; i < r->nheaders; i++) {
-        sl_header_t *h = &r->hdr_alloc[i];
-        const char *v = r->head.base + (uintptr_t)h->value;
+    for (uint32_t i = 0; i < r->hdrs.n; i++) {
+        sl_header_t *h = &r->hdrs.list[i];
+        const char *v = h->value ? r->head.base + sl__hdrs_value_off(h) : NULL;
         if (h->name_len == 0)
             return reject(c, 400, "empty header name");
         while (h->value && h->value_len > 0 && (v[h->value_len - 1] == ' ' || v[h->value_len - 1] == '\t'))
@@ -314,12 +285,9 @@ static int on_headers_complete(llhttp_t *p)
     if (request_target(c, r, &t) != 0)
         return HPE_USER;
     /* the head is complete: offsets become pointers */
-    for (uint32_t i = 0; i < r->nheaders; i++) {
-        sl_header_t *h = &r->hdr_alloc[i];
-        h->name = r->head.base + (uintptr_t)h->name;
-        h->value = h->value ? r->head.base + (uintptr_t)h->value : "";
-    }
-    r->headers = r->hdr_alloc;
+    sl__hdrs_finish(&r->hdrs, r->head.base);
+    r->headers = r->hdrs.list;
+    r->nheaders = r->hdrs.n;
     /* RFC 9112 6.1: chunked is the only transfer coding understood; llhttp takes "gzip, chunked", whose body
      * would go upstream still gzip-coded and without a word about it */
     const sl_header_t *te =

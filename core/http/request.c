@@ -16,6 +16,7 @@ sl_req_t *sl_req_new(sl_conn_t *conn, uint64_t id)
     r->refs = 1;
     r->co_ref = -2; /* LUA_NOREF */
     r->conn = conn;
+    r->handler = conn ? conn->handler : NULL;
     r->id = id;
     r->method = r->path = r->query = r->host = r->body = "";
     r->client_ip = r->client_ip_buf;
@@ -24,20 +25,23 @@ sl_req_t *sl_req_new(sl_conn_t *conn, uint64_t id)
     gettimeofday(&tv, NULL);
     r->start_time = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
     if (conn && conn->peer_len > 0) {
-        const struct sockaddr_storage *ssp = &conn->peer;
-        {
+        if (conn->peer_ip_len == 0) { /* formatted once per connection: inet_ntop is not cheap */
+            const struct sockaddr_storage *ssp = &conn->peer;
             if (ssp->ss_family == AF_INET6) {
                 const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ssp;
-                uv_ip6_name(a, r->client_ip_buf, sizeof(r->client_ip_buf));
-                r->client_port = ntohs(a->sin6_port);
+                uv_ip6_name(a, conn->peer_ip, sizeof(conn->peer_ip));
+                conn->peer_port = ntohs(a->sin6_port);
             } else {
                 const struct sockaddr_in *a = (const struct sockaddr_in *)ssp;
-                uv_ip4_name(a, r->client_ip_buf, sizeof(r->client_ip_buf));
-                r->client_port = ntohs(a->sin_port);
+                uv_ip4_name(a, conn->peer_ip, sizeof(conn->peer_ip));
+                conn->peer_port = ntohs(a->sin_port);
             }
+            conn->peer_ip_len = (uint8_t)strlen(conn->peer_ip);
         }
+        memcpy(r->client_ip_buf, conn->peer_ip, conn->peer_ip_len + 1u);
+        r->client_ip_len = conn->peer_ip_len;
+        r->client_port = conn->peer_port;
     }
-    r->client_ip_len = (uint32_t)strlen(r->client_ip_buf);
     return r;
 }
 
@@ -51,7 +55,7 @@ void sl_req_release(sl_req_t *r)
     sl_buf_free(&r->bodybuf);
     sl_buf_free(&r->scratch);
     sl_buf_free(&r->log_extra);
-    free(r->hdr_alloc);
+    sl__hdrs_free(&r->hdrs);
     free(r);
 }
 

@@ -4,18 +4,26 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "http/hdrs.h"
 
 struct sl_conn;
 struct sl_proxy;
+struct sl_worker;
 struct lua_State;
+struct sl_req;
 
-/** One header: pointers into the owning request's (or upstream response's) memory. */
-typedef struct sl_header {
-    const char *name;
-    const char *value;
-    uint32_t name_len;
-    uint32_t value_len;
-} sl_header_t;
+/** Who runs the requests of a connection: the worker's Lua VM (sl_vm_handler, core/lua/vm.c) or, in C tests,
+ *  a stub. Set per connection, kept by each of its requests (which may outlive it). */
+typedef struct sl_handler {
+    /** Runs a request whose head is complete (its body too, or still arriving: body_pending); the response
+     * may come later. From libuv callbacks only. */
+    void (*handle)(struct sl_worker *w, struct sl_req *r);
+    /** The C work the request's handler waits for is done (a drained client, its body, upstream news): it
+     * goes on. From libuv callbacks only. */
+    void (*resume)(struct sl_req *r);
+    /** As resume, from a zero-delay timer (the caller may be inside the handler). 0 or -1. */
+    int (*resume_later)(struct sl_req *r);
+} sl_handler_t;
 
 /* The first block of sl_req_t is read directly by Lua through FFI (the ffi.cdef in lua/sluice/pdk/base.lua
  * declares the same fields in the same order; spec/ffi_layout_spec.lua compares the two through
@@ -58,12 +66,12 @@ typedef struct sl_req {
     int co_ref; /* registry ref of the coroutine while it runs, or LUA_NOREF */
     struct lua_State *co;
     struct sl_conn *conn;
+    const sl_handler_t *handler; /* the connection's, for wake-ups after it is gone */
     struct sl_proxy *proxy;
     sl_buf_t head; /* url + header bytes */
     sl_buf_t bodybuf;
     sl_buf_t scratch; /* filled by calls that hand data to Lua (e.g. body chunks) */
-    sl_header_t *hdr_alloc;
-    uint32_t hdr_cap;
+    sl_hdrs_t hdrs;   /* headers as they are parsed (offsets); headers/nheaders once the head is complete */
     uint32_t url_off, url_len;
     uint8_t chunked_resp; /* response body sent with chunked framing */
     uint8_t waiting;      /* the coroutine is suspended waiting for C */
@@ -77,6 +85,7 @@ typedef struct sl_req {
     uint8_t body_discard; /* the response is out before the body ended: the rest is read and dropped */
     uint8_t body_failed;  /* the body will never be complete (client error, gone, over max_body_size) */
     uint8_t client_abort; /* the client left before its response was written (logged as 499, as nginx does) */
+    uint8_t fast;         /* served by a route that runs no Lua (core/upstream/fastpath.c): no coroutine */
     uint8_t version_len;  /* bytes of the request line's version seen so far (parser.c checks them) */
     const char *reject_why; /* why the parser refused the request (a static string), or NULL */
     int64_t body_expected;  /* Content-Length of the request, -1 when chunked (or no body: 0) */

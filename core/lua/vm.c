@@ -16,6 +16,7 @@
 #include "http/response.h"
 #include "server/settings.h"
 #include "shared/snapshot.h"
+#include "upstream/fastpath.h"
 
 #define SL_VERSION "0.1.0"
 
@@ -150,6 +151,7 @@ int sl_vm_open(sl_worker_t *w)
 void sl_vm_close(sl_worker_t *w)
 {
     co_pool_n = 0; /* the refs die with the VM */
+    sl_fast_close(); /* its router belongs to the VM */
     if (w->L)
         lua_close(w->L);
     w->L = NULL;
@@ -216,6 +218,8 @@ static void after_resume(sl_req_t *r, int rc)
 
 void sl_vm_handle(sl_worker_t *w, sl_req_t *r)
 {
+    if (sl_fast_serve(w, r))
+        return; /* a route that runs no Lua: proxied in C */
     lua_State *L = w->L;
     lua_State *co;
     if (co_pool_n > 0) {
@@ -243,6 +247,10 @@ void sl_vm_handle(sl_worker_t *w, sl_req_t *r)
 void sl_vm_resume(sl_req_t *r)
 {
     lua_State *co = r->co;
+    if (co == NULL && r->fast) {
+        sl__fast_resume(r); /* no coroutine waits: the fast path answers an upstream failure itself */
+        return;
+    }
     if (co == NULL || lua_status(co) != LUA_YIELD)
         return;
     r->drain_waiting = 0;
@@ -352,3 +360,16 @@ sl_worker_t *sl_worker_current(void)
 {
     return cur_worker;
 }
+
+void sl__vm_set_worker(sl_worker_t *w)
+{
+    cur_worker = w;
+}
+
+static int resume_later(sl_req_t *r)
+{
+    return sl_req_sleep(r, 0);
+}
+
+const sl_handler_t sl_vm_handler = {
+    .handle = sl_vm_handle, .resume = sl_vm_resume, .resume_later = resume_later};

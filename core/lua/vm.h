@@ -13,6 +13,8 @@ struct lua_State *sl_vm_new(void);
 int sl_vm_open(sl_worker_t *w);
 /** Closes the worker's VM (after every request ended). */
 void sl_vm_close(sl_worker_t *w);
+/** The Lua VM as the handler of client connections' requests (sl_vm_handle, sl_vm_resume, sl_req_sleep 0). */
+extern const sl_handler_t sl_vm_handler;
 /** Runs a complete request in a new coroutine (from libuv callbacks only). */
 void sl_vm_handle(sl_worker_t *w, sl_req_t *r);
 /** Resumes the request's suspended coroutine (from libuv callbacks only). */
@@ -21,6 +23,10 @@ void sl_vm_resume(sl_req_t *r);
 void sl_vm_apply_snapshot(sl_worker_t *w);
 /** Calls a Lua function for a fired timer (from libuv callbacks only). */
 void sl_vm_timer(sl_worker_t *w, int id);
+
+/** Makes w the calling thread's worker without a VM (sl_vm_open does it otherwise): for C tests and fuzz
+ *  harnesses that run worker code, such as sl_http_start, with no Lua. */
+void sl__vm_set_worker(sl_worker_t *w);
 
 /** Wakes a coroutine suspended on async C work (libuv callbacks only): a request's coroutine (req given) is
  *  resumed by C so its end is noticed; any other (timer) coroutine through sluice.worker.on_timer(id). */

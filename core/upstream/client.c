@@ -1,10 +1,11 @@
-/* The HTTP/1.1 client behind sluice.http: one exchange per sl_http_t, over the worker's upstream connections
- * (pool.c: keep-alive pool, DNS cache, proxy, TLS). The response is parsed with llhttp; its body is buffered
- * (up to max_body) or, streaming, handed to Lua as it arrives with reading paused while Lua holds more than
- * SL_HTTP_STREAM_HIGH bytes.
+/* The HTTP/1.1 client behind sluice.http: an owner of one exchange (exchange.c: pooled connections, the
+ * request written and replayed once on a fresh connection when a kept-alive one was stale, the response
+ * parsed). The response body is buffered (up to max_body) or, streaming, handed to Lua as it arrives with
+ * reading paused while Lua holds more than SL_HTTP_STREAM_HIGH bytes; a total deadline bounds the whole
+ * exchange.
  *
- * As in proxy.c, nothing runs Lua from inside an FFI call: sl_http_start and sl_http_take continue from a
- * zero-delay timer, and coroutines are woken from libuv callbacks only. Lua may close the exchange while it
+ * As in proxy.c, nothing runs Lua from inside an FFI call: sl_http_start and sl_http_take continue from the
+ * exchange's kick, and coroutines are woken from libuv callbacks only. Lua may close the exchange while it
  * is being woken, so nothing touches it after a wake but the lua_closed check; memory goes in close
  * callbacks. */
 #include "upstream/client.h"
@@ -18,33 +19,25 @@
 #include "common/log.h"
 #include "http/field.h"
 #include "lua/vm.h"
+#include "upstream/exchange.h"
 #include "upstream/pool.h"
-#include "upstream/uphdrs.h"
 #include "upstream/url.h"
 
 typedef struct sl_http {
     sl_httpres_t res; /* first: Lua casts the pointer */
+    sl_exchange_t ex;
     sl_req_t *req;
     sl_worker_t *w;
-    sl_upconn_t *uc;
     struct sl_http *next, *prev; /* running exchanges of the worker */
-    sl_uptarget_t target;
     char *ca_file;
-    sl_buf_t out;
-    sl_uphdrs_t hdrs;
     sl_buf_t body;
-    uv_timer_t kick;     /* deferred work outside FFI calls */
     uv_timer_t deadline; /* the total deadline */
-    double read_timeout, send_timeout, max_body, idle_timeout;
-    int pool_size;
+    double max_body;
     int flags;
     int closed_timers;
-    uint8_t linked, started, opening, msg_done, is_head, got_bytes, retried, lua_closed;
+    uint8_t linked, started, lua_closed;
     uint8_t bad_proxy; /* HTTP(S)_PROXY is set but unusable: the request fails instead of going around it */
 } sl_http_t;
-
-static llhttp_settings_t csettings;
-static void attempt(sl_http_t *h);
 
 static sl_http_t **list_of(sl_worker_t *w)
 {
@@ -67,6 +60,11 @@ static void unlink_h(sl_http_t *h)
     h->next = h->prev = NULL;
 }
 
+static sl_http_t *of(sl_exchange_t *x)
+{
+    return (sl_http_t *)((char *)x - offsetof(sl_http_t, ex));
+}
+
 /* Wakes the coroutine if it waits (libuv callbacks only). */
 static void notify(sl_http_t *h)
 {
@@ -76,30 +74,17 @@ static void notify(sl_http_t *h)
     sl_vm_wake(h->w, h->req, h->res.wake_id);
 }
 
-static void detach(sl_http_t *h, int reusable)
-{
-    sl_upconn_t *uc = h->uc;
-    if (uc == NULL)
-        return;
-    h->uc = NULL;
-    uc->owner = NULL;
-    uv_timer_stop(&uc->timer);
-    if (reusable && uc->rpos == uc->rlen)
-        sl__pool_put(uc, h->pool_size, h->idle_timeout);
-    else
-        sl__upconn_close(uc);
-}
-
-static void end(sl_http_t *h, int error, const char *why)
+/* Tells Lua the exchange is over (error 0: the whole body is in res.body, or taken). */
+static void report(sl_http_t *h, int error, const char *msg)
 {
     if (h->res.done)
         return;
     h->res.done = 1;
     h->res.error = error;
-    if (error && why)
-        snprintf(h->res.errmsg, sizeof(h->res.errmsg), "%s", why);
+    h->res.reused = h->ex.reused;
+    if (error && msg)
+        snprintf(h->res.errmsg, sizeof(h->res.errmsg), "%s", msg);
     uv_timer_stop(&h->deadline);
-    detach(h, error == 0 && h->uc && llhttp_should_keep_alive(&h->uc->parser));
     if (error == 0) {
         h->res.body = h->body.base;
         h->res.body_len = (uint32_t)h->body.len;
@@ -107,251 +92,111 @@ static void end(sl_http_t *h, int error, const char *why)
     notify(h);
 }
 
-static void fail(sl_http_t *h, int error, const char *why)
+/* Streaming: what waits goes to Lua. */
+static void hand_body(sl_http_t *h)
 {
-    sl_upconn_t *uc = h->uc;
-    if (uc && uc->reused && !h->got_bytes && !h->retried && error == SL_UPERR_RESET &&
-        sl__http_replayable(h->out.base, h->out.len)) {
-        h->retried = 1; /* a kept-alive connection the server had closed: once more on a fresh one (attempt
-                           skips the pool: its other connections may be as stale) */
-        detach(h, 0);
-        attempt(h);
-        return;
-    }
-    detach(h, 0);
-    char msg[200];
-    snprintf(msg, sizeof(msg), "%s: %s", sl_uperr_name(error), why ? why : "failed");
-    sl_log(SL_LOG_DEBUG, "http client %s:%d: %s", h->target.host, h->target.port, msg);
-    end(h, error, msg);
+    h->res.body = h->body.base;
+    h->res.body_len = (uint32_t)h->body.len;
+    notify(h);
 }
 
-/* ---- response parsing ---- */
+/* ---- the exchange's events ---- */
 
-static sl_http_t *of(llhttp_t *hp)
+static int on_head(sl_exchange_t *x)
 {
-    return ((sl_upconn_t *)hp->data)->owner;
-}
-
-static int on_begin(llhttp_t *hp)
-{
-    sl__uphdrs_reset(&of(hp)->hdrs);
+    sl_http_t *h = of(x);
+    h->res.status = x->status;
+    h->res.headers = x->hdrs.list.list;
+    h->res.nheaders = x->hdrs.list.n;
+    h->res.reused = x->reused;
+    h->res.headers_done = 1;
     return 0;
 }
 
-static int on_field(llhttp_t *hp, const char *at, size_t len)
+static int on_body(sl_exchange_t *x, const char *at, size_t len)
 {
-    return sl__uphdrs_field(&of(hp)->hdrs, at, len, SL_UP_MAX_HEAD);
-}
-
-static int on_value(llhttp_t *hp, const char *at, size_t len)
-{
-    return sl__uphdrs_value(&of(hp)->hdrs, at, len, SL_UP_MAX_HEAD);
-}
-
-static int on_value_done(llhttp_t *hp)
-{
-    return sl__uphdrs_value_done(&of(hp)->hdrs);
-}
-
-static int on_headers(llhttp_t *hp)
-{
-    sl_http_t *h = of(hp);
-    int interim = sl__uphdrs_head_done(&h->hdrs, hp);
-    if (interim != 0)
-        return interim < 0 ? -1 : 0; /* refused, or 1xx: the real response follows */
-    h->res.status = llhttp_get_status_code(hp);
-    sl__uphdrs_finish(&h->hdrs);
-    h->res.headers = h->hdrs.list;
-    h->res.nheaders = h->hdrs.n;
-    h->res.headers_done = 1;
-    return h->is_head || h->res.status == 204 || h->res.status == 304 ? 1 : 0;
-}
-
-static int on_body(llhttp_t *hp, const char *at, size_t len)
-{
-    sl_http_t *h = of(hp);
+    sl_http_t *h = of(x);
     if (!(h->flags & SL_HTTP_STREAM) && (double)(h->body.len + len) > h->max_body) {
-        llhttp_set_error_reason(hp, "body larger than max_body");
+        llhttp_set_error_reason(&x->parser, "body larger than max_body");
         return -1;
     }
-    return sl_buf_append(&h->body, at, len) == 0 ? 0 : -1;
+    return sl_buf_append(&h->body, at, len);
 }
 
-static int on_complete(llhttp_t *hp)
+static int on_room(sl_exchange_t *x)
 {
-    sl_http_t *h = of(hp);
-    if (!h->res.headers_done)
-        return 0; /* an interim response */
-    h->msg_done = 1;
-    return HPE_PAUSED;
+    sl_http_t *h = of(x);
+    return !(h->flags & SL_HTTP_STREAM) || h->body.len < SL_HTTP_STREAM_HIGH;
 }
 
-static void process(sl_http_t *h)
+static void on_parsed(sl_exchange_t *x)
 {
-    sl_upconn_t *uc = h->uc;
-    while (uc && uc->rpos < uc->rlen && !h->msg_done) {
-        if ((h->flags & SL_HTTP_STREAM) && h->body.len >= SL_HTTP_STREAM_HIGH)
-            break;
-        llhttp_errno_t err = llhttp_execute(&uc->parser, uc->rbuf + uc->rpos, uc->rlen - uc->rpos);
-        if (err == HPE_OK) {
-            uc->rpos = uc->rlen;
-        } else if (err == HPE_PAUSED) {
-            uc->rpos = (size_t)(llhttp_get_error_pos(&uc->parser) - uc->rbuf);
-            llhttp_resume(&uc->parser);
-        } else {
-            char why[160];
-            if (h->hdrs.why)
-                snprintf(why, sizeof(why), "%s", h->hdrs.why);
-            else
-                snprintf(why, sizeof(why), "%s: %s", llhttp_errno_name(err) + 4,
-                         llhttp_get_error_reason(&uc->parser));
-            fail(h, SL_UPERR_BAD_RESPONSE, why);
-            return;
-        }
-    }
-    if (uc == NULL || h->res.done)
+    sl_http_t *h = of(x);
+    if (!(h->flags & SL_HTTP_STREAM) || h->body.len == 0)
         return;
-    if (h->msg_done && !(h->flags & SL_HTTP_STREAM && h->body.len > 0)) {
-        end(h, 0, NULL);
-        return;
-    }
-    if (uc->rpos == uc->rlen)
-        uc->rpos = uc->rlen = 0;
-    if (h->flags & SL_HTTP_STREAM) {
-        if (h->body.len > 0) {
-            h->res.body = h->body.base;
-            h->res.body_len = (uint32_t)h->body.len;
-            if (h->body.len >= SL_HTTP_STREAM_HIGH && h->uc)
-                sl__upconn_hold(h->uc); /* Lua catches up: no read timeout meanwhile */
-            notify(h);
-        }
-    }
+    if (h->body.len >= SL_HTTP_STREAM_HIGH)
+        sl__exchange_hold(x); /* Lua catches up: no read timeout meanwhile */
+    hand_body(h);
 }
 
-/* ---- connection events ---- */
-
-static void on_up_read(sl_upconn_t *uc, ssize_t n)
+static void on_end(sl_exchange_t *x, int error, const char *what, int code)
 {
-    sl_http_t *h = uc->owner;
-    if (n < 0) {
-        if (n == UV_EOF && h->res.headers_done && sl__up_parser_eof(&uc->parser)) {
-            uc->rpos = uc->rlen = 0; /* body delimited by the end of the connection */
-            h->msg_done = 1;
-            detach(h, 0);
-            if (!(h->flags & SL_HTTP_STREAM) || h->body.len == 0)
-                end(h, 0, NULL);
-            else {
-                h->res.body = h->body.base;
-                h->res.body_len = (uint32_t)h->body.len;
-                notify(h);
-            }
-        } else {
-            fail(h, SL_UPERR_RESET,
-                 n == UV_EOF ? "connection closed before the response was complete" : uv_strerror((int)n));
-        }
-        return;
-    }
-    h->got_bytes = 1;
-    sl__upconn_arm(uc, h->read_timeout);
-    process(h);
-}
-
-static void on_up_written(sl_upconn_t *uc, int status)
-{
-    sl_http_t *h = uc->owner;
-    if (status < 0)
-        fail(h, SL_UPERR_RESET, uv_strerror(status));
-    else
-        sl__upconn_arm(uc, h->read_timeout);
-}
-
-static void on_up_timeout(sl_upconn_t *uc)
-{
-    sl_http_t *h = uc->owner;
-    fail(h, SL_UPERR_TIMEOUT, h->got_bytes ? "read timed out" : "no response in time");
-}
-
-static void send_request(sl_http_t *h)
-{
-    sl_upconn_t *uc = h->uc;
-    sl__uphdrs_restart(&h->hdrs);
-    llhttp_init(&uc->parser, HTTP_RESPONSE, &csettings);
-    uc->parser.data = uc;
-    uc->rlen = uc->rpos = 0;
-    h->res.reused = (uint8_t)uc->reused;
-    sl__upconn_read_start(uc);
-    int rc = sl__upconn_write(uc, h->out.base, h->out.len);
-    if (rc < 0)
-        fail(h, SL_UPERR_RESET, uv_strerror(rc));
-    else
-        sl__upconn_arm(uc, rc == 1 ? h->read_timeout : h->send_timeout);
-}
-
-static void on_up_ready(sl_upconn_t *uc, int error, const char *why)
-{
-    sl_http_t *h = uc->owner;
-    h->opening = 0;
+    sl_http_t *h = of(x);
     if (error) {
-        h->uc = NULL;
-        fail(h, error, why);
-        return;
+        char msg[200];
+        snprintf(msg, sizeof(msg), "%s: %s", sl_uperr_name(error),
+                 code   ? uv_strerror(code)
+                 : what ? what
+                        : "failed");
+        sl_log(SL_LOG_DEBUG, "http client %s:%d: %s", x->target.host, x->target.port, msg);
+        report(h, error, msg);
+    } else if ((h->flags & SL_HTTP_STREAM) && h->body.len > 0) {
+        hand_body(h); /* done once Lua has taken the rest (on_kick) */
+    } else {
+        report(h, 0, NULL);
     }
-    h->uc = uc;
-    send_request(h);
 }
 
-static const sl_upconn_ops_t client_ops = {
-    .ready = on_up_ready, .read = on_up_read, .written = on_up_written, .timeout = on_up_timeout};
-
-static void attempt(sl_http_t *h)
+static void on_kick(sl_exchange_t *x)
 {
-    h->got_bytes = 0;
-    h->opening = 1;
-    h->uc = NULL;
-    sl_upconn_t *uc = sl__upconn_open(h->w, &h->target, &client_ops, h, h->retried);
-    if (uc == NULL) {
-        h->opening = 0;
-        end(h, SL_UPERR_NOMEM, "nomem: out of memory");
-        return;
-    }
-    if (h->opening)
-        h->uc = uc;
-}
-
-static void on_kick(uv_timer_t *t)
-{
-    sl_http_t *h = t->data;
+    sl_http_t *h = of(x);
     if (h->lua_closed)
         return;
     if (!h->started) {
         h->started = 1;
         if (h->bad_proxy)
-            fail(h, SL_UPERR_CONNECT,
-                 h->target.tls ? "HTTPS_PROXY is not an http:// proxy URL or host:port"
-                               : "HTTP_PROXY is not an http:// proxy URL or host:port");
+            sl__exchange_fail(x, SL_UPERR_CONNECT,
+                              x->target.tls ? "HTTPS_PROXY is not an http:// proxy URL or host:port"
+                                            : "HTTP_PROXY is not an http:// proxy URL or host:port",
+                              0);
         else
-            attempt(h);
+            sl__exchange_open(x);
         return;
     }
     if (h->res.done) {
         notify(h);
         return;
     }
-    if (h->msg_done && h->body.len == 0) {
-        end(h, 0, NULL);
+    if (x->done && h->body.len == 0) {
+        report(h, 0, NULL); /* streaming: the last of the body was taken */
         return;
     }
-    process(h);
-    if (!h->res.done && !h->lua_closed && h->uc && !h->opening && h->body.len < SL_HTTP_STREAM_HIGH &&
-        sl__upconn_unhold(h->uc))
-        sl__upconn_arm(h->uc, h->read_timeout);
+    sl__exchange_process(x);
+    if (!h->res.done && !h->lua_closed && h->body.len < SL_HTTP_STREAM_HIGH)
+        sl__exchange_resume_reads(x);
 }
+
+static const sl_exchange_ops_t client_ops = {
+    .kick = on_kick, .head = on_head, .body = on_body, .room = on_room, .parsed = on_parsed, .end = on_end};
 
 static void on_deadline(uv_timer_t *t)
 {
     sl_http_t *h = t->data;
-    if (!h->res.done && !h->lua_closed)
-        fail(h, SL_UPERR_TIMEOUT, "deadline passed");
+    if (!h->res.done && !h->lua_closed) {
+        sl__exchange_fail(&h->ex, SL_UPERR_TIMEOUT, "deadline passed", 0);
+        if (!h->res.done) /* the exchange had ended: streaming, Lua had not taken the rest */
+            report(h, SL_UPERR_TIMEOUT, "timeout: deadline passed");
+    }
 }
 
 /* ---- Lua API ---- */
@@ -362,26 +207,35 @@ int sl_http_check_url(const char *url, size_t len)
     return sl_url_parse(url, len, &u) == 0 ? 0 : -EINVAL;
 }
 
-static void on_timer_closed(uv_handle_t *t)
+/* The exchange's kick and the deadline timer are both closed: the memory goes once Lua let go too. */
+static void timer_closed(sl_http_t *h)
 {
-    sl_http_t *h = t->data;
     if (++h->closed_timers < 2 || !h->lua_closed)
         return;
     sl_req_t *r = h->req;
-    sl_buf_free(&h->out);
+    sl__exchange_free(&h->ex);
     sl_buf_free(&h->body);
-    sl__uphdrs_free(&h->hdrs);
     free(h->ca_file);
     free(h);
     if (r)
         sl_req_release(r);
 }
 
+static void on_deadline_closed(uv_handle_t *t)
+{
+    timer_closed(t->data);
+}
+
+static void on_exchange_closed(sl_exchange_t *x)
+{
+    timer_closed(of(x));
+}
+
 static void close_timers(sl_http_t *h)
 {
-    if (!uv_is_closing((uv_handle_t *)&h->kick)) {
-        uv_close((uv_handle_t *)&h->kick, on_timer_closed);
-        uv_close((uv_handle_t *)&h->deadline, on_timer_closed);
+    if (!h->ex.closed) {
+        sl__exchange_close(&h->ex, on_exchange_closed);
+        uv_close((uv_handle_t *)&h->deadline, on_deadline_closed);
     }
 }
 
@@ -397,14 +251,15 @@ sl_httpres_t *sl_http_start(sl_req_t *req, const sl_http_opts_t *o)
     sl_http_t *h = calloc(1, sizeof(*h));
     if (h == NULL)
         return NULL;
-    snprintf(h->target.host, sizeof(h->target.host), "%s", u.host);
-    h->target.port = u.port;
-    h->target.tls = u.tls;
-    h->target.verify = !(flags & SL_HTTP_NO_VERIFY);
-    h->target.connect_timeout = o->connect_timeout;
+    sl_uptarget_t *t = &h->ex.target;
+    snprintf(t->host, sizeof(t->host), "%s", u.host);
+    t->port = u.port;
+    t->tls = u.tls;
+    t->verify = !(flags & SL_HTTP_NO_VERIFY);
+    t->connect_timeout = o->connect_timeout;
     if (o->ca_file && *o->ca_file) {
         h->ca_file = strdup(o->ca_file);
-        h->target.ca_file = h->ca_file;
+        t->ca_file = h->ca_file;
     }
     sl_url_t px;
     int proxy_rc = flags & SL_HTTP_NO_PROXY ? 0 : sl_env_proxy(u.tls, u.host, u.port, &px);
@@ -419,11 +274,11 @@ sl_httpres_t *sl_http_start(sl_req_t *req, const sl_http_opts_t *o)
                    u.tls ? "HTTPS_PROXY" : "HTTP_PROXY");
     }
     if (via_proxy) {
-        snprintf(h->target.proxy_host, sizeof(h->target.proxy_host), "%s", px.host);
-        h->target.proxy_port = px.port;
+        snprintf(t->proxy_host, sizeof(t->proxy_host), "%s", px.host);
+        t->proxy_port = px.port;
     }
     /* request line and head */
-    sl_buf_t *out = &h->out;
+    sl_buf_t *out = &h->ex.out;
     int rc = sl_buf_reserve(out, mlen + ulen + hlen + blen + 600);
     char hostport[300];
     sl_url_authority(hostport, sizeof(hostport), u.host, strlen(u.host), u.port, u.tls);
@@ -457,36 +312,27 @@ sl_httpres_t *sl_http_start(sl_req_t *req, const sl_http_opts_t *o)
         free(h);
         return NULL;
     }
-    if (!csettings.on_message_complete) {
-        llhttp_settings_init(&csettings);
-        csettings.on_message_begin = on_begin;
-        csettings.on_header_field = on_field;
-        csettings.on_header_value = on_value;
-        csettings.on_header_value_complete = on_value_done;
-        csettings.on_headers_complete = on_headers;
-        csettings.on_body = on_body;
-        csettings.on_message_complete = on_complete;
-    }
     h->w = w;
     h->req = req;
     if (req)
         req->refs++;
     h->flags = flags;
-    h->is_head = mlen == 4 && memcmp(method, "HEAD", 4) == 0;
-    h->send_timeout = o->send_timeout;
-    h->read_timeout = o->read_timeout;
+    sl_exchange_t *x = &h->ex;
+    sl__exchange_init(x, w, &client_ops);
+    x->is_head = mlen == 4 && memcmp(method, "HEAD", 4) == 0;
+    x->send_timeout = o->send_timeout;
+    x->read_timeout = o->read_timeout;
+    x->pool_size = o->pool_size;
+    x->idle_timeout = o->idle_timeout;
     h->max_body = o->max_body > 0 ? o->max_body : 16.0 * 1024 * 1024;
-    h->pool_size = o->pool_size;
-    h->idle_timeout = o->idle_timeout;
     sl_http_t **head = list_of(w);
     h->next = *head;
     if (*head)
         (*head)->prev = h;
     *head = h;
     h->linked = 1;
-    uv_timer_init(&w->loop, &h->kick);
     uv_timer_init(&w->loop, &h->deadline);
-    h->kick.data = h->deadline.data = h;
+    h->deadline.data = h;
     sl_field_err_t e;
     if (sl_http_check_fields(headers, hlen, o->nfields, 0, &e) != 0) {
         /* never sent: the exchange is over before it began, Lua reads why (and raises: a plugin's mistake) */
@@ -495,7 +341,7 @@ sl_httpres_t *sl_http_start(sl_req_t *req, const sl_http_opts_t *o)
         sl_http_field_error(&e, h->res.errmsg, sizeof(h->res.errmsg));
         return &h->res;
     }
-    uv_timer_start(&h->kick, on_kick, 0, 0);
+    sl__exchange_kick(x);
     if (o->deadline > 0)
         uv_timer_start(&h->deadline, on_deadline, (uint64_t)(o->deadline * 1000), 0);
     return &h->res;
@@ -509,8 +355,7 @@ int sl_http_take(sl_httpres_t *res)
     h->body.len = 0;
     res->body = NULL;
     res->body_len = 0;
-    if (!uv_is_closing((uv_handle_t *)&h->kick))
-        uv_timer_start(&h->kick, on_kick, 0, 0);
+    sl__exchange_kick(&h->ex);
     return 0;
 }
 
@@ -521,11 +366,10 @@ void sl_http_close(sl_httpres_t *res)
         return;
     h->lua_closed = 1;
     res->waiting = 0;
-    detach(h, 0);
     unlink_h(h);
     if (h->closed_timers == 2) { /* the worker stopped and closed them already */
         h->closed_timers = 1;
-        on_timer_closed((uv_handle_t *)&h->kick);
+        timer_closed(h);
         return;
     }
     close_timers(h);
@@ -542,15 +386,15 @@ void sl__client_close_all(sl_worker_t *w)
             h = h->next;
         if (h == NULL)
             break;
-        fail(h, SL_UPERR_CLIENT_GONE, "worker stopping"); /* wakes Lua, which closes it */
+        sl__exchange_fail(&h->ex, SL_UPERR_CLIENT_GONE, "worker stopping",
+                          0); /* wakes Lua, which closes it */
         if (!h->res.done)
-            end(h, SL_UPERR_CLIENT_GONE, "client_gone: worker stopping");
+            report(h, SL_UPERR_CLIENT_GONE, "client_gone: worker stopping");
     }
     /* Whatever Lua did not close: stop the timers so the loop can end; sl_http_close frees them later. */
     while (p->clients) {
         sl_http_t *h = p->clients;
         unlink_h(h);
-        detach(h, 0);
         close_timers(h);
     }
 }

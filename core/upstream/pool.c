@@ -27,9 +27,18 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 sl_pool_t *sl__pool(sl_worker_t *w)
 {
     /* once the worker closes its handles the pool is gone for good: a new one would never be freed */
-    if (w->pool == NULL && w->stopping != 2)
+    if (w->pool == NULL && w->stopping != 2) {
         w->pool = calloc(1, sizeof(sl_pool_t));
+        if (w->pool)
+            w->pool->net = &sl_upnet_pool;
+    }
     return w->pool;
+}
+
+const sl_upnet_t *sl__upnet(sl_worker_t *w)
+{
+    sl_pool_t *p = sl__pool(w);
+    return p && p->net ? p->net : &sl_upnet_pool;
 }
 
 /* The one table of upstream error classes (SL_UPERR_*): a short name for logs and Lua code, and the text a
@@ -110,6 +119,15 @@ void sl__upconn_close(sl_upconn_t *uc)
     unlink_idle(uc);
     uc->owner = NULL;
     uv_close((uv_handle_t *)&uc->timer, on_timer_close);
+}
+
+void sl__upconn_release(sl_upconn_t *uc, int reusable, int max_per_key, double idle_timeout)
+{
+    uv_timer_stop(&uc->timer);
+    if (reusable)
+        sl__pool_put(uc, max_per_key, idle_timeout);
+    else
+        sl__upconn_close(uc);
 }
 
 /* Opening failed: the connection closes, the owner hears why (and must forget it). */
@@ -520,22 +538,10 @@ void sl__pool_close(sl_worker_t *w)
     w->pool = NULL;
 }
 
-int sl__http_replayable(const char *head, size_t len)
-{
-    static const char *const methods[] = {"GET ", "HEAD ", "OPTIONS ", "TRACE ", "PUT ", "DELETE "};
-    for (unsigned i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
-        size_t n = strlen(methods[i]);
-        if (len >= n && memcmp(head, methods[i], n) == 0)
-            return 1;
-    }
-    /* the head only: a body (in the same buffer) saying "\r\nIdempotency-Key:" makes nothing idempotent */
-    const char *end = memmem(head, len, "\r\n\r\n", 4);
-    if (end)
-        len = (size_t)(end - head) + 2;
-    static const char key[] = "\r\nidempotency-key:";
-    size_t klen = sizeof(key) - 1;
-    for (size_t i = 0; i + klen <= len; i++)
-        if (head[i] == '\r' && strncasecmp(head + i, key, klen) == 0)
-            return 1;
-    return 0;
-}
+const sl_upnet_t sl_upnet_pool = {.open = sl__upconn_open,
+                                  .writev = sl__upconn_writev,
+                                  .arm = sl__upconn_arm,
+                                  .read_start = sl__upconn_read_start,
+                                  .hold = sl__upconn_hold,
+                                  .unhold = sl__upconn_unhold,
+                                  .release = sl__upconn_release};

@@ -66,7 +66,6 @@ struct sl_upconn {
     void *owner;
     const sl_upconn_ops_t *ops;
     struct sl_upconn *next_idle, *prev_idle;
-    llhttp_t parser;
     char *rbuf; /* plaintext received, rpos..rlen not yet parsed */
     size_t rlen, rpos, rcap;
     struct sl_tls *tls;
@@ -86,16 +85,43 @@ struct sl_upconn {
     int reading;
 };
 
+/** How an exchange (exchange.c) gets and uses its connections: the worker's pool (sl_upnet_pool, the
+ * functions below) or, in C tests, a fake that answers from memory. The other half of the sl_upconn_ops_t
+ * seam. */
+typedef struct sl_upnet {
+    /** As sl__upconn_open. */
+    sl_upconn_t *(*open)(sl_worker_t *w, const sl_uptarget_t *t, const sl_upconn_ops_t *ops, void *owner,
+                         int fresh);
+    /** As sl__upconn_writev. */
+    int (*writev)(sl_upconn_t *uc, const uv_buf_t *bufs, unsigned nbufs);
+    /** As sl__upconn_arm. */
+    void (*arm)(sl_upconn_t *uc, double seconds);
+    /** As sl__upconn_read_start. */
+    void (*read_start)(sl_upconn_t *uc);
+    /** As sl__upconn_hold. */
+    void (*hold)(sl_upconn_t *uc);
+    /** As sl__upconn_unhold. */
+    int (*unhold)(sl_upconn_t *uc);
+    /** As sl__upconn_release. */
+    void (*release)(sl_upconn_t *uc, int reusable, int max_per_key, double idle_timeout);
+} sl_upnet_t;
+
+/** The worker's pool as an sl_upnet_t. */
+extern const sl_upnet_t sl_upnet_pool;
+
 /** Per-worker upstream state: idle connections, the DNS cache, running client exchanges. */
 typedef struct sl_pool {
     sl_upconn_t *idle; /* most recently used first */
     int nidle;
     sl_dns_cache_t dns;
-    void *clients; /* running sl_http_t exchanges (client.c), closed when the worker stops */
+    void *clients;         /* running sl_http_t exchanges (client.c), closed when the worker stops */
+    const sl_upnet_t *net; /* how this worker's exchanges reach upstreams: &sl_upnet_pool, or a test's fake */
 } sl_pool_t;
 
 /** The worker's pool, created on first use; NULL on out of memory. */
 sl_pool_t *sl__pool(sl_worker_t *w);
+/** How the worker's exchanges reach upstreams (its pool's net; sl_upnet_pool without a pool). */
+const sl_upnet_t *sl__upnet(sl_worker_t *w);
 /** Gets a ready connection to t for owner: an idle one from the pool (ready called before returning, with
  *  uc->reused set) unless fresh is set, or a new one (DNS through the cache, connect, proxy CONNECT, TLS
  *  handshake; ready called later from a libuv callback). A retry after a kept-alive connection failed asks
@@ -115,6 +141,9 @@ void sl__upconn_arm(sl_upconn_t *uc, double seconds);
 void sl__pool_put(sl_upconn_t *uc, int max_per_key, double idle_timeout);
 /** Closes a connection; its memory is freed in the close callback. */
 void sl__upconn_close(sl_upconn_t *uc);
+/** Its owner is done with the connection: its timer stops, and it goes back to the pool (sl__pool_put) when
+ *  reusable, else closes. */
+void sl__upconn_release(sl_upconn_t *uc, int reusable, int max_per_key, double idle_timeout);
 /** Starts reading (for the rest of the connection's life, unless stopped for back-pressure). */
 void sl__upconn_read_start(sl_upconn_t *uc);
 /** Stops reading (back-pressure); sl__upconn_read_start resumes. */
@@ -126,11 +155,6 @@ void sl__upconn_hold(sl_upconn_t *uc);
 /** Reads again after sl__upconn_hold. Returns 1 when the owner should arm its read timeout afresh (reading
  * had stopped and no write is queued), 0 otherwise. */
 int sl__upconn_unhold(sl_upconn_t *uc);
-/** Whether a request may be sent again after a kept-alive connection failed before any response byte:
- *  idempotent methods, or an Idempotency-Key header (as Go's transport; looked for in the head only, up to
- *  its blank line, never in the body that may follow in the same buffer). A POST is not replayed otherwise:
- *  the upstream may have acted on it before the connection died. */
-int sl__http_replayable(const char *head, size_t len);
 /** Closes every idle connection of a worker and fails its client exchanges (at stop). */
 void sl__pool_close(sl_worker_t *w);
 /** Short name of an error class for logs and Lua ("connect", "dns", "timeout", ...; "error" when unknown). */

@@ -1,15 +1,11 @@
 #ifndef SL_PROXY_H
 #define SL_PROXY_H
 
-#include <llhttp.h>
+#include <stddef.h>
 #include <stdint.h>
-#include <uv.h>
 
-#include "common/buf.h"
 #include "http/request.h"
-#include "server/worker.h"
 #include "upstream/pool.h"
-#include "upstream/uphdrs.h"
 
 /* Back-pressure: an upstream stops being read while more than HIGH bytes wait for a slow client. */
 #define SL_PROXY_HIGH_WATER (1024 * 1024)
@@ -41,45 +37,9 @@ typedef struct sl_upresp {
     uint8_t reused; /* went over a kept-alive connection */
 } sl_upresp_t;
 
-/** One proxied exchange, owned by its request (freed with it). */
-typedef struct sl_proxy {
-    sl_upresp_t resp; /* first: Lua casts the pointer */
-    sl_req_t *req;
-    sl_worker_t *w;
-    sl_upconn_t *uc;
-    char host[256];
-    int port;
-    sl_uptarget_t target;
-    char *ca_file;
-    int mode;
-    int pool_size;
-    double connect_timeout, send_timeout, read_timeout, idle_timeout;
-    double header_timeout; /* the whole response head (interim ones included) within this, once it is due */
-    uint64_t head_by;      /* loop time (ms) the head is due by; 0 until the request is sent or a byte came */
-    sl_buf_t out;          /* request bytes, kept to resend once if a reused connection was stale */
-    sl_uphdrs_t hdrs;      /* response headers */
-    sl_buf_t chunkbuf;
-    uint8_t opening;   /* waiting for sl__upconn_open's ready */
-    uint8_t got_bytes; /* any response byte seen on this attempt */
-    uint8_t retried;
-    uint8_t blocked;    /* PASS: reading stopped for client back-pressure */
-    uint8_t held;       /* FILTER: reading stopped until Lua takes what it was given */
-    uint8_t head_armed; /* the timer armed last is the head deadline, not the read timeout */
-    uint8_t lua_wants;  /* Lua asked for the next event */
-    uint8_t head_sent;  /* PASS: response head written to the client */
-    uint8_t started;    /* the first kick began the exchange */
-    uint8_t is_head;
-    uint8_t msg_done;     /* the parser saw the end of the final response */
-    uint8_t head_told;    /* FILTER: Lua was resumed for the head; later wake-ups need a chunk or the end */
-    uint8_t body_stream;  /* the client's body goes upstream as it arrives (SL_PROXY_STREAM) */
-    uint8_t body_chunked; /* ... re-framed as chunks (the client sent it chunked) */
-    uint8_t body_all;     /* ... and all of it is handed to the connection */
-    uint8_t body_moved;   /* a piece of it went beyond the first write: the request cannot be replayed */
-    uint8_t sent;         /* the request head is written on the current connection */
-    uint8_t bad_proxy;    /* SL_PROXY_ENV_PROXY and the variable is set but unusable: the call fails */
-    uv_timer_t kick;      /* runs deferred work outside of FFI calls */
-    double t_start;
-} sl_proxy_t;
+/** One proxied exchange, owned by its request (freed with it); its sl_upresp_t comes first (Lua casts the
+ *  pointer). The rest is private to proxy.c. */
+typedef struct sl_proxy sl_proxy_t;
 
 /** How to proxy one request (sl_proxy_start; declared again in Lua FFI, lua/sluice/pdk/base.lua). The strings
  *  need only live through the call. */
@@ -121,6 +81,8 @@ int sl_proxy_read(sl_proxy_t *p);
 void sl_proxy_set_read_timeout(sl_proxy_t *p, double seconds);
 /** FILTER mode after the headers: stream the rest of the body to the client in C (after sl_resp_start). */
 int sl_proxy_pass(sl_proxy_t *p);
+/** Whether the proxy sends the client's body upstream as it arrives (SL_PROXY_STREAM). */
+int sl__proxy_streams_body(const sl_proxy_t *p);
 /** Called by the client connection when the client went away: cancels the upstream side. */
 void sl__proxy_client_gone(sl_proxy_t *p);
 /** Called by the client connection when more of a streamed request body arrived (or all of it). */

@@ -1,11 +1,15 @@
-/* The response heads of an upstream exchange: headers collected, heads checked (see uphdrs.h). Shared by the
- * proxy (proxy_parse.c) and the client (client.c), so both refuse the same responses. */
+/* The response heads of an upstream exchange: headers collected (core/http/hdrs.c), heads checked (see
+ * uphdrs.h). Used by the exchange (exchange.c) for the proxy and the client alike, so both refuse the same
+ * responses. */
 #include "upstream/uphdrs.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "http/field.h"
+
+#define MAX_HEADERS 512
 
 /* The cap counts the headers of the interim responses before this one: 1xx heads are bounded too. */
 static int add_bytes(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
@@ -40,25 +44,11 @@ int sl__uphdrs_field(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
     if (h->done)
         return trailer(h, len, max);
     h->value_done = 0;
-    if (h->n == 0 || h->in_value) {
-        if (h->n == h->cap) {
-            uint32_t cap = h->cap ? h->cap * 2 : 16;
-            sl_header_t *l = cap > 512 ? NULL : realloc(h->list, cap * sizeof(*l));
-            if (l == NULL) {
-                h->why = cap > 512 ? "more than 512 response headers" : "out of memory";
-                return -1;
-            }
-            h->list = l;
-            h->cap = cap;
-        }
-        sl_header_t *x = &h->list[h->n++];
-        x->name = (const char *)(uintptr_t)h->bytes.len;
-        x->name_len = 0;
-        x->value = NULL;
-        x->value_len = 0;
-        h->in_value = 0;
+    int rc = sl__hdrs_name(&h->list, h->bytes.len, len, MAX_HEADERS);
+    if (rc != 0) {
+        h->why = rc == -E2BIG ? "more than 512 response headers" : "out of memory";
+        return -1;
     }
-    h->list[h->n - 1].name_len += (uint32_t)len;
     return add_bytes(h, at, len, max);
 }
 
@@ -66,19 +56,28 @@ int sl__uphdrs_value(sl_uphdrs_t *h, const char *at, size_t len, size_t max)
 {
     if (h->done)
         return trailer(h, len, max);
-    /* a field needs a name (RFC 9110 5.1: a token); without one, its value's offset would also be 0, the
-     * "no value" mark, and the value could not be found */
-    if (h->n == 0 || h->value_done || h->list[h->n - 1].name_len == 0) {
+    /* a field needs a name (RFC 9110 5.1: a token): llhttp takes ": value", and a value after a whole field
+     * with no name before it would run on into that field's value */
+    sl_hdrs_t *l = &h->list;
+    if (l->n == 0 || h->value_done || l->list[l->n - 1].name_len == 0) {
         h->why = "response header field without a name";
         return -1;
     }
-    sl_header_t *x = &h->list[h->n - 1];
-    if (!h->in_value) {
-        h->in_value = 1;
-        x->value = (const char *)(uintptr_t)h->bytes.len;
-    }
-    x->value_len += (uint32_t)len;
+    sl__hdrs_value(l, h->bytes.len, len);
     return add_bytes(h, at, len, max);
+}
+
+int sl__uphdrs_value_done(sl_uphdrs_t *h)
+{
+    h->value_done = 1;
+    h->list.in_value = 1; /* the next name starts a new field, also after an empty value */
+    return 0;
+}
+
+void sl__uphdrs_finish(sl_uphdrs_t *h)
+{
+    sl__hdrs_finish(&h->list, h->bytes.base);
+    h->done = 1;
 }
 
 int sl__up_parser_eof(llhttp_t *hp)
@@ -91,29 +90,13 @@ int sl__up_parser_eof(llhttp_t *hp)
     return e == HPE_OK || e == HPE_PAUSED; /* our on_complete callbacks pause at the end of a message */
 }
 
-int sl__uphdrs_value_done(sl_uphdrs_t *h)
-{
-    h->value_done = 1;
-    return 0;
-}
-
-void sl__uphdrs_finish(sl_uphdrs_t *h)
-{
-    h->done = 1;
-    for (uint32_t i = 0; i < h->n; i++) {
-        sl_header_t *x = &h->list[i];
-        x->name = h->bytes.base + (uintptr_t)x->name;
-        x->value = x->value ? h->bytes.base + (uintptr_t)x->value : "";
-    }
-}
-
 int sl__uphdrs_head_done(sl_uphdrs_t *h, const llhttp_t *hp)
 {
     int status = hp->status_code;
     /* llhttp lets some names through that no field name may be (a space inside, for one): what the gateway
      * would forward, or refuse to write for the client, it refuses here, as the upstream's fault */
-    for (uint32_t i = 0; i < h->n; i++)
-        if (!sl_http_token(h->bytes.base + (uintptr_t)h->list[i].name, h->list[i].name_len)) {
+    for (uint32_t i = 0; i < h->list.n; i++)
+        if (!sl_http_token(h->bytes.base + (uintptr_t)h->list.list[i].name, h->list.list[i].name_len)) {
             h->why = "response header name is not a token";
             return -1;
         }
@@ -133,9 +116,8 @@ int sl__uphdrs_head_done(sl_uphdrs_t *h, const llhttp_t *hp)
 
 void sl__uphdrs_reset(sl_uphdrs_t *h)
 {
-    h->n = 0;
+    sl__hdrs_reset(&h->list);
     h->bytes.len = 0;
-    h->in_value = 0;
     h->done = 0;
     h->trailer = 0;
     h->value_done = 0;
@@ -152,6 +134,6 @@ void sl__uphdrs_restart(sl_uphdrs_t *h)
 void sl__uphdrs_free(sl_uphdrs_t *h)
 {
     sl_buf_free(&h->bytes);
-    free(h->list);
+    sl__hdrs_free(&h->list);
     memset(h, 0, sizeof(*h));
 }

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "http/hdrs.h"
 #include "http/request.h"
 
 /* Response header bytes of an exchange, its interim (1xx) responses' included, and how many of those it takes
@@ -19,19 +20,18 @@
 /** Response headers of an exchange, collected by llhttp callbacks into one buffer. */
 typedef struct sl_uphdrs {
     sl_buf_t bytes;
-    sl_header_t *list;
-    uint32_t n, cap;
-    uint32_t ninterim; /* interim (1xx) responses so far */
-    size_t prior;      /* header bytes of those: the cap is for all heads of the exchange together */
-    const char *why;   /* why a head was refused (static text), for the error; NULL otherwise */
-    uint8_t in_value;
+    sl_hdrs_t list;     /* the final head's headers once sl__uphdrs_finish made them pointers */
+    uint32_t ninterim;  /* interim (1xx) responses so far */
+    size_t prior;       /* header bytes of those: the cap is for all heads of the exchange together */
+    const char *why;    /* why a head was refused (static text), for the error; NULL otherwise */
     uint8_t value_done; /* the last field's value ended: a value now without a field first has no name */
     uint8_t done;       /* the final head is finished (pointers made): what follows are trailers, dropped */
     size_t trailer;     /* trailer bytes seen (dropped, but bounded like the head) */
 } sl_uphdrs_t;
 
 /** llhttp header callbacks' bodies; return 0 or -1 (too many, too large together with the interim
- *  responses' headers, out of memory: why says which). */
+ *  responses' headers, a field without a name, out of memory: why says which). Trailer fields (after the
+ *  final head) are dropped within a cap of their own: the head handed on does not change once complete. */
 int sl__uphdrs_field(sl_uphdrs_t *h, const char *at, size_t len, size_t max_bytes);
 int sl__uphdrs_value(sl_uphdrs_t *h, const char *at, size_t len, size_t max_bytes);
 /** The upstream closed the connection: ends a body delimited by that close. A parser paused at the end of a
@@ -40,7 +40,7 @@ int sl__uphdrs_value(sl_uphdrs_t *h, const char *at, size_t len, size_t max_byte
 int sl__up_parser_eof(llhttp_t *hp);
 /** llhttp's on_header_value_complete: the current field is whole. Returns 0. */
 int sl__uphdrs_value_done(sl_uphdrs_t *h);
-/** Turns the stored offsets into pointers (at headers complete). */
+/** Turns the stored offsets into pointers (at the final head's end). */
 void sl__uphdrs_finish(sl_uphdrs_t *h);
 /** At the end of each response head (llhttp on_headers_complete): refuses a version other than HTTP/1.0 or
  *  1.1, a status outside 100-599 and more than SL_UP_MAX_INTERIM interim responses, and keeps an interim

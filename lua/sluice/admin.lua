@@ -430,6 +430,7 @@ local function status(method)
         workers = cfg and cfg.node.workers or nil,
         worker_id = base.C.sl_worker_id(),
         worker_status = workers(),
+        c_routes = st and st.c_routes or nil, -- routes this worker serves without Lua (core/upstream/fastpath.c)
         state_file = cfg and cfg.node.state_file or nil,
     })
 end

@@ -39,8 +39,9 @@ end
 -- The node for this request (smooth weighted round-robin; state on the upstream table of this worker's config).
 local function pick_node(up)
     local nodes = up.nodes
-    if #nodes == 1 then
-        return nodes[1]
+    if #nodes == 1 then -- a node of weight 0 is never chosen, alone or not
+        local n = nodes[1]
+        return n.weight > 0 and n or nil
     end
     return wrr.pick(nodes, weighted)
 end

@@ -9,6 +9,7 @@ local response = require("sluice.pdk.response")
 local timer = require("sluice.pdk.timer")
 local log = require("sluice.pdk.log")
 local proxy = require("sluice.proxy")
+local fastpath = require("sluice.fastpath")
 local cjson = require("cjson.safe")
 
 local C = base.C
@@ -197,7 +198,10 @@ function _M.apply(json, version)
             end
         end
     end
-    _M.state = { doc = doc, cfg = cfg, router = rt, version = version, global_pipeline = global_pipe }
+    -- routes that run no Lua are served by C from here on (core/upstream/fastpath.c), matched with rt too
+    local c_routes = fastpath.install(cfg, rt, global_pipe)
+    _M.state = { doc = doc, cfg = cfg, router = rt, version = version, global_pipeline = global_pipe,
+                 c_routes = c_routes }
     report(version, why)
     log.debug("worker ", _M.id, " applied config version ", version, ", plugin code version ", reg.version)
 end

@@ -36,6 +36,7 @@ typedef struct fz_resp_result {
     int status;      /* final status (0 before the headers) */
     uint64_t fp;     /* fingerprint of the final head: status and headers */
     int odd_headers; /* headers no longer readable (a known finding, tolerated by SLUICE_FUZZ_KNOWN) */
+    int refused;     /* PASS: a header could not go to our client (core/http/field.h): a 500 went instead */
     sl_buf_t body;   /* the body as the parser's user received it (the caller frees it) */
 } fz_resp_result_t;
 

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Instructions per request of the gateway, counted by valgrind's callgrind: a number that does not depend on
+# what else the machine is doing, for A/B of a change on a shared machine (wall-clock runs there are noise).
+#
+#   bench/instr.sh [CASE ...]            cases: plain (default), plain-log, ai, ai-log; nginx, nginx-log (the
+#                                        nginx proxy_pass baseline of bench/run.sh, one process, for scale)
+#   SLUICE_BIN=/tmp/old/build/sluice bench/instr.sh plain      another build (its own Lua tree: the source
+#                                                              directory it was built from)
+#   REQUESTS=2000 (per case), CONNECTIONS=4
+#
+# For each case: an nginx upstream answers from memory; the gateway (workers: 1) runs under callgrind; a
+# Python client sends REQUESTS requests over CONNECTIONS keep-alive connections, after a warm-up of 200 (the
+# counts of the warm-up are taken off by a second, warm-up-only run); prints instructions per request.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+SLUICE_BIN=${SLUICE_BIN:-$ROOT/build/sluice}
+REQUESTS=${REQUESTS:-2000}
+CONNECTIONS=${CONNECTIONS:-4}
+CASES=("$@")
+[[ ${#CASES[@]} -gt 0 ]] || CASES=(plain)
+command -v valgrind >/dev/null || { echo "instr: valgrind is missing" >&2; exit 2; }
+TMP=$(mktemp -d -t sluice-instr.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [[ ${KEEP_TMP:-0} == 1 ]] && echo "kept $TMP" >&2 || rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+UP=$(port)
+mkdir -p "$TMP/up"
+COMPLETION=$(python3 -c 'import sys; print(open(sys.argv[1]).read().replace("\\","\\\\").replace("'"'"'","\\'"'"'").replace("\n","\\n"), end="")' "$HERE/lib/payloads/completion.json")
+cat >"$TMP/up/nginx.conf" <<EOF
+worker_processes 1; daemon off; pid $TMP/up/nginx.pid; error_log $TMP/up/error.log warn;
+events { worker_connections 1024; }
+http { access_log off; client_body_temp_path $TMP/up/b; proxy_temp_path $TMP/up/p; fastcgi_temp_path $TMP/up/f;
+  uwsgi_temp_path $TMP/up/u; scgi_temp_path $TMP/up/s; keepalive_requests 100000000;
+  server { listen 127.0.0.1:$UP; location / { default_type application/json; return 200 '$COMPLETION'; } } }
+EOF
+/usr/sbin/nginx -p "$TMP/up" -e "$TMP/up/error.log" -c "$TMP/up/nginx.conf" </dev/null &
+PIDS+=($!)
+wait_port "$UP" || { echo "instr: upstream did not start" >&2; exit 2; }
+
+client() { # port path body n
+  python3 - "$@" <<'PY'
+import socket, sys, threading
+port, path, body, n, conns = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+b = body.encode()
+req = (("POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (path, len(b))).encode() + b
+       if b else ("GET %s HTTP/1.1\r\nHost: bench\r\n\r\n" % path).encode())
+def run(k):
+    s = socket.create_connection(("127.0.0.1", port)); f = s.makefile("rb")
+    for _ in range(k):
+        s.sendall(req)
+        line = f.readline(); assert line.startswith(b"HTTP/1.1 200"), line
+        length = 0
+        while True:
+            h = f.readline()
+            if h in (b"\r\n", b""): break
+            if h.lower().startswith(b"content-length:"): length = int(h.split(b":")[1])
+        f.read(length)
+    s.close()
+ts = [threading.Thread(target=run, args=(n // conns,)) for _ in range(conns)]
+[t.start() for t in ts]; [t.join() for t in ts]
+PY
+}
+
+measure() { # case n_requests -> total instructions (Ir) of the gateway process
+  local kind=$1 n=$2 gw log=off path=/static/chat.json body=""
+  gw=$(port)
+  [[ $kind == *-log ]] && log=$TMP/access.log
+  if [[ ${kind%-log} == nginx ]]; then
+    mkdir -p "$TMP/px"
+    cat >"$TMP/px/nginx.conf" <<EOF
+worker_processes 1; daemon off; master_process off; pid $TMP/px/nginx.pid; error_log $TMP/px/error.log warn;
+events { worker_connections 1024; }
+http { client_body_temp_path $TMP/px/b; proxy_temp_path $TMP/px/p; fastcgi_temp_path $TMP/px/f;
+  uwsgi_temp_path $TMP/px/u; scgi_temp_path $TMP/px/s; keepalive_requests 100000000;
+  $( [[ $log == off ]] && echo "access_log off;" || echo "access_log $log combined buffer=64k flush=1s;" )
+  upstream up { server 127.0.0.1:$UP; keepalive 64; }
+  proxy_http_version 1.1; proxy_set_header Connection "";
+  server { listen 127.0.0.1:$gw; location / { proxy_pass http://up; } } }
+EOF
+    valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out.$kind.$n" /usr/sbin/nginx -p "$TMP/px" \
+      -e "$TMP/px/error.log" -c "$TMP/px/nginx.conf" >"$TMP/gw.log" 2>&1 &
+  else
+  {
+    echo "node: {listen: [\"127.0.0.1:$gw\"], workers: 1, log_level: warn, access_log: {path: \"$log\"}}"
+    case ${kind%-log} in
+      plain) echo "routes: [{id: plain, paths: [\"/*\"], upstream: {nodes: [\"127.0.0.1:$UP\"]}}]" ;;
+      ai) echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}}}]" ;;
+    esac
+  } >"$TMP/sluice.yaml"
+  valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out.$kind.$n" "$SLUICE_BIN" -c "$TMP/sluice.yaml" \
+    >"$TMP/gw.log" 2>&1 &
+  fi
+  if [[ ${kind%-log} == ai ]]; then path=/v1/chat/completions; body=$(cat "$HERE/lib/payloads/chat.json"); fi
+  local vpid=$!
+  wait_port "$gw" || { echo "instr: gateway did not start: $(tail -3 "$TMP/gw.log")" >&2; exit 2; }
+  client "$gw" "$path" "$body" 200 "$CONNECTIONS"   # warm-up: JIT traces, pools, caches
+  (( n > 0 )) && client "$gw" "$path" "$body" "$n" "$CONNECTIONS"
+  kill -TERM "$vpid"; wait "$vpid" 2>/dev/null || true
+  callgrind_annotate "$TMP/callgrind.out.$kind.$n" 2>/dev/null | awk '/PROGRAM TOTALS/ && !d {gsub(",", "", $1); print $1; d = 1}'
+}
+
+for c in "${CASES[@]}"; do
+  base=$(measure "$c" 0)
+  total=$(measure "$c" "$REQUESTS")
+  who=$([[ ${c%-log} == nginx ]] && echo nginx || basename "$(dirname "$(dirname "$SLUICE_BIN")")")
+  echo "$c: $(( (total - base) / REQUESTS )) instructions per request ($REQUESTS requests, $who)"
+done
