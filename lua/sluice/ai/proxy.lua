@@ -34,6 +34,7 @@ local C = base.C
 local type, pairs, ipairs, tostring, pcall, require = type, pairs, ipairs, tostring, pcall, require
 local find = string.find
 local concat, sort = table.concat, table.sort
+local tnew = require("table.new")
 local json_encode = common.json_encode
 local new_usage, finish_usage, scan_usage = usage.new_usage, usage.finish_usage, usage.scan_usage
 local completion_text_of = usage.completion_text_of
@@ -178,7 +179,8 @@ end
 local function prepare(ctx, conf, provider_name)
     local api, op = detect(ctx.path)
     local st0 = ctx.req and ctx.req.start_time or 0
-    local ai = { api = api or "openai", op = op, conf = conf, t0 = st0 > 0 and st0 or C.sl_time() }
+    local ai = tnew(0, 32) -- about 20 fields by the end of a call: made with room for them (no rehash)
+    ai.api, ai.op, ai.conf, ai.t0 = api or "openai", op, conf, st0 > 0 and st0 or C.sl_time()
     ctx.ai = ai
     if not op then
         return api_error(ai.api, 404, "no AI API at " .. ctx.path ..
