@@ -7,9 +7,16 @@
 #                                        ai-key (ai, sent a client key), ai-limits, ai-limits-mc (key-auth and
 #                                        ai-rate-limit with two token limits, counters in the shared dict or in a
 #                                        memcached started here: the gateway's side only, memcached not counted);
+#                                        ai-cache: cache-hit (L1), cache-l2 (L1 off, memcached), cache-miss and
+#                                        ai-unique (every request a different one: the miss and its baseline);
 #                                        ai-prom, ai-otel, ai-audit, ai-obs (the observability plugins alone and
 #                                        together, docs/observability.md), ai-extra (ai-proxy + INSTR_PLUGINS,
-#                                        flow YAML, e.g. 'prometheus: {}')
+#                                        flow YAML, e.g. 'prometheus: {}');
+#                                        ai4k, ai4k-safety: the AI route with a 4 KB prompt, without and with
+#                                        ai-prompt-guard + ai-pii (every detector; payloads/chat-4k.json);
+#                                        ai4k-pii: with ai-pii alone
+#                                        ai-stream, ai-stream-moderation: a streamed answer (payloads/stream.sse, 10
+#                                        events) without and with ai-moderation (local categories) checking it
 #   SLUICE_BIN=/tmp/old/build/sluice bench/instr.sh plain      another build (its own Lua tree: the source
 #                                                              directory it was built from)
 #   REQUESTS=2000 (per case), CONNECTIONS=4
@@ -41,49 +48,67 @@ wait_port() { for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev
 UP=$(port)
 mkdir -p "$TMP/up"
 COMPLETION=$(python3 -c 'import sys; print(open(sys.argv[1]).read().replace("\\","\\\\").replace("'"'"'","\\'"'"'").replace("\n","\\n"), end="")' "$HERE/lib/payloads/completion.json")
+SSE=$(python3 -c 'import sys; print(open(sys.argv[1]).read().replace("\\","\\\\").replace("'"'"'","\\'"'"'").replace("\n","\\n"), end="")' "$HERE/lib/payloads/stream.sse")
 cat >"$TMP/up/nginx.conf" <<EOF
 worker_processes 1; daemon off; pid $TMP/up/nginx.pid; error_log $TMP/up/error.log warn;
 events { worker_connections 1024; }
 http { access_log off; client_body_temp_path $TMP/up/b; proxy_temp_path $TMP/up/p; fastcgi_temp_path $TMP/up/f;
   uwsgi_temp_path $TMP/up/u; scgi_temp_path $TMP/up/s; keepalive_requests 100000000;
-  server { listen 127.0.0.1:$UP; location / { default_type application/json; return 200 '$COMPLETION'; } } }
+  server { listen 127.0.0.1:$UP; location / { default_type application/json; return 200 '$COMPLETION'; }
+    location /sse/ { default_type text/event-stream; return 200 '$SSE'; } } }
 EOF
 /usr/sbin/nginx -p "$TMP/up" -e "$TMP/up/error.log" -c "$TMP/up/nginx.conf" </dev/null &
 PIDS+=($!)
 wait_port "$UP" || { echo "instr: upstream did not start" >&2; exit 2; }
 
-client() { # port path body n conns [extra header line]
+client() { # port path body n conns [extra header line] [unique: 1]
   python3 - "$@" <<'PY'
-import socket, sys, threading
+import socket, sys, threading, itertools, random
 port, path, body, n, conns = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 extra = (sys.argv[6] + "\r\n") if len(sys.argv) > 6 and sys.argv[6] else ""
-b = body.encode()
-req = (("POST %s HTTP/1.1\r\nHost: bench\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (path, extra, len(b))).encode() + b
-       if b else ("GET %s HTTP/1.1\r\nHost: bench\r\n%s\r\n" % (path, extra)).encode())
+unique = len(sys.argv) > 7 and sys.argv[7] == "1"
+seq, run_id = itertools.count(), random.randrange(1 << 30)
+def request():
+    b = body
+    if unique: # a different body every time: a counter in front of the first "content" string
+        at = b.index('"content":"') + 11
+        b = b[:at] + "%d-%d " % (run_id, next(seq)) + b[at:]
+    b = b.encode()
+    return (("POST %s HTTP/1.1\r\nHost: bench\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (path, extra, len(b))).encode() + b
+            if b else ("GET %s HTTP/1.1\r\nHost: bench\r\n%s\r\n" % (path, extra)).encode())
+req = request()
 def run(k):
     s = socket.create_connection(("127.0.0.1", port)); f = s.makefile("rb")
     for _ in range(k):
-        s.sendall(req)
+        s.sendall(request() if unique else req)
         line = f.readline(); assert line.startswith(b"HTTP/1.1 200"), line
-        length = 0
+        length, chunked = 0, False
         while True:
             h = f.readline()
             if h in (b"\r\n", b""): break
             if h.lower().startswith(b"content-length:"): length = int(h.split(b":")[1])
-        f.read(length)
+            if h.lower().startswith(b"transfer-encoding:") and b"chunked" in h.lower(): chunked = True
+        if not chunked:
+            f.read(length); continue
+        while True:  # a streamed answer: chunks to the last one
+            size = int(f.readline().split(b";")[0], 16)
+            f.read(size + 2)
+            if size == 0: break
     s.close()
 ts = [threading.Thread(target=run, args=(n // conns,)) for _ in range(conns)]
 [t.start() for t in ts]; [t.join() for t in ts]
 PY
 }
 
-MC_PORT=""
-start_memcached() { # the ai-limits-mc cases' memcached (not measured)
-  [[ -n $MC_PORT ]] && return 0
+# the memcached of the ai-limits-mc and cache-l2 cases (not measured), one per measure: a fresh one holds nothing
+# of the last run. Sets MC_PORT and MC_PID: measure runs in a $(...) subshell, whose PIDS the cleanup never sees,
+# so measure stops it itself.
+MC_PORT="" MC_PID=""
+start_memcached() {
   MC_PORT=$(port)
   local user=(); [[ $(id -u) == 0 ]] && user=(-u root)
-  /usr/bin/memcached -l 127.0.0.1 -p "$MC_PORT" -U 0 -m 64 "${user[@]}" >"$TMP/memcached.log" 2>&1 &
-  PIDS+=($!)
+  /usr/bin/memcached -l 127.0.0.1 -p "$MC_PORT" -U 0 -m 256 "${user[@]}" >"$TMP/memcached.log" 2>&1 &
+  MC_PID=$!
   wait_port "$MC_PORT" || { echo "instr: memcached did not start" >&2; exit 2; }
 }
 
@@ -107,15 +132,16 @@ EOF
       -e "$TMP/px/error.log" -c "$TMP/px/nginx.conf" >"$TMP/gw.log" 2>&1 &
   else
   local mcnode=""
-  if [[ ${kind%-log} == ai-limits-mc ]]; then
+  if [[ ${kind%-log} == ai-limits-mc || ${kind%-log} == cache-l2 ]]; then
     start_memcached
     mcnode=", memcached: {servers: [\"127.0.0.1:$MC_PORT\"]}"
   fi
+  [[ ${kind%-log} == cache-* ]] && mcnode="$mcnode, shared_dicts: {ai-cache: 256m}"
   {
     echo "node: {listen: [\"127.0.0.1:$gw\"], workers: 1, log_level: warn, access_log: {path: \"$log\"}$mcnode}"
     case ${kind%-log} in
       plain) echo "routes: [{id: plain, paths: [\"/*\"], upstream: {nodes: [\"127.0.0.1:$UP\"]}}]" ;;
-      ai|ai-key) echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
+      ai|ai-key|ai-unique) echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}}}]" ;;
       ai-limits|ai-limits-mc)
           local policy=local
@@ -125,6 +151,32 @@ EOF
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {key-auth: {}, ai-proxy: {provider: bench},"
           echo "  ai-rate-limit: {policy: $policy, limits: [{metric: total_tokens, limit: 1000000000000, window: 1m},"
           echo "                                             {metric: total_tokens, limit: 1000000000000, window: 1d}]}}}]" ;;
+      cache-*) # ai-proxy + ai-cache (docs/caching.md); the node line above has the dict (and memcached)
+          local l1=true
+          [[ ${kind%-log} == cache-l2 ]] && l1=false
+          echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}, ai-cache: {scope: global, l1: $l1}}}]" ;;
+      ai4k) echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}}}]" ;;
+      ai4k-safety)
+          echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench},"
+          # the same rules as bench/run.sh's ai-safety case
+          echo "  ai-prompt-guard: {deny: [{name: injection, pattern: 'ignore (all|any|the) (previous|prior|above) (instructions|rules)', flags: i},"
+          echo "    {name: system-prompt, pattern: '(reveal|print|show) (your|the) (system prompt|instructions)', flags: i},"
+          echo "    {name: jailbreak, pattern: '\\b(DAN|developer mode|jailbreak)\\b'}]},"
+          echo "  ai-pii: {detectors: [all]}}}]" ;;
+      ai-stream|ai-stream-moderation)
+          echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP/sse\", api_key: x}}"
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}"
+          # the same categories as bench/run.sh's ai-moderation case
+          [[ ${kind%-log} == ai-stream-moderation ]] && echo ", ai-moderation: {categories: [
+            {name: violence, keywords: [kill, murder, bomb, shoot, stab, massacre, assault], patterns: ['\\bblow(ing)? up\\b']},
+            {name: self-harm, keywords: [suicide, self-harm, cut myself]}, {name: profanity, keywords: [damn, crap], action: flag}]}"
+          echo "}}]" ;;
+      ai4k-pii)
+          echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}, ai-pii: {}}}]" ;;
       ai-prom|ai-otel|ai-audit|ai-obs|ai-extra) # the observability plugins alone (prometheus; opentelemetry sampling every
           # trace to the upstream nginx as collector; ai-audit-log to a file) and all three (ai-obs)
           echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
@@ -143,13 +195,18 @@ EOF
   valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out.$kind.$n" "$SLUICE_BIN" -c "$TMP/sluice.yaml" \
     >"$TMP/gw.log" 2>&1 &
   fi
-  if [[ ${kind%-log} == ai* ]]; then path=/v1/chat/completions; body=$(cat "$HERE/lib/payloads/chat.json"); fi
+  if [[ ${kind%-log} == ai* || ${kind%-log} == cache-* ]]; then path=/v1/chat/completions; body=$(cat "$HERE/lib/payloads/chat.json"); fi
+  local unique=0
+  [[ ${kind%-log} == cache-miss || ${kind%-log} == ai-unique ]] && unique=1
   [[ ${kind%-log} == ai-key || ${kind%-log} == ai-limits* ]] && auth="Authorization: Bearer bench-client-key-0123456789"
+  if [[ $kind == ai4k* ]]; then path=/v1/chat/completions; body=$(cat "$HERE/lib/payloads/chat-4k.json"); fi
+  if [[ $kind == ai-stream* ]]; then body=$(cat "$HERE/lib/payloads/chat-stream.json"); fi
   local vpid=$!
   wait_port "$gw" || { echo "instr: gateway did not start: $(tail -3 "$TMP/gw.log")" >&2; exit 2; }
-  client "$gw" "$path" "$body" 200 "$CONNECTIONS" "$auth"   # warm-up: JIT traces, pools, caches
-  (( n > 0 )) && client "$gw" "$path" "$body" "$n" "$CONNECTIONS" "$auth"
+  client "$gw" "$path" "$body" 200 "$CONNECTIONS" "$auth" "$unique"   # warm-up: JIT traces, pools, caches
+  (( n > 0 )) && client "$gw" "$path" "$body" "$n" "$CONNECTIONS" "$auth" "$unique"
   kill -TERM "$vpid"; wait "$vpid" 2>/dev/null || true
+  if [[ -n $MC_PID ]]; then kill "$MC_PID" 2>/dev/null || true; wait "$MC_PID" 2>/dev/null || true; fi
   callgrind_annotate "$TMP/callgrind.out.$kind.$n" 2>/dev/null | awk '/PROGRAM TOTALS/ && !d {gsub(",", "", $1); print $1; d = 1}'
 }
 
