@@ -1,16 +1,18 @@
-/* The memcached bridge: libmemcached (binary protocol, ketama consistent hashing) called on the libuv thread
- * pool, so a worker never blocks on the network. Each pool thread borrows a memcached_st clone from a locked
- * free list (a clone is not thread-safe, the list is), and gives it back after the call.
+/* The memcached bridge: libmemcached (binary protocol) called on the libuv thread pool, so a worker never
+ * blocks on the network. Which server a key goes to is the ring's choice (mc_ring.c: ketama consistent
+ * hashing with a circuit breaker per server); each server has its own memcached_st, and each call borrows a
+ * clone of it from that server's locked free list (a clone is not thread-safe, the list is), and gives it
+ * back after the call.
  *
- * A circuit breaker shared by all workers keeps calls off the network while memcached is down: after
- * failure_threshold failures in a row it opens, calls fail at once with SL_MC_CIRCUIT, and every retry_after
- * seconds one call goes through as a probe; its success closes the circuit. */
+ * While a server is down its circuit keeps calls off it: after failure_threshold failures in a row it opens
+ * and its keys go to the next servers on the ring (the other keys stay where they are), and every retry_after
+ * seconds one call goes to it as a probe, whose success closes the circuit. Only when every server's circuit
+ * is open do calls fail at once with SL_MC_CIRCUIT. */
 #include "shared/memcached.h"
 
 #include <errno.h>
 #include <libmemcached/memcached.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,7 @@
 #include "common/log.h"
 #include "lua/vm.h"
 #include "server/worker.h"
+#include "shared/mc_ring.h"
 
 typedef struct mc_clone {
     struct mc_clone *next;
@@ -31,6 +34,7 @@ typedef struct mc_work {
     sl_worker_t *w;
     sl_req_t *req;
     int kind;
+    int server; /* index in servers[] (the ring's choice) */
     int probe;
     char *key, *val;
     size_t klen, vlen;
@@ -40,124 +44,109 @@ typedef struct mc_work {
     int has_initial;
 } mc_work_t;
 
-static memcached_st *master;
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static mc_clone_t *free_clones;
-static int threshold = 5;
-static double retry_after = 5;
-static atomic_int failures;
-static atomic_int probing;
-static _Atomic double open_until; /* 0: closed */
+typedef struct mc_server {
+    memcached_st *master; /* this server alone; calls use clones of it */
+    mc_clone_t *free_clones;
+} mc_server_t;
 
-int sl_mc_configure(const char *servers, double timeout, int failure_threshold, double retry)
+static mc_server_t *servers;
+static int nservers;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+
+static memcached_st *server_new(const char *name, uint64_t ms)
 {
-    if (servers == NULL || *servers == '\0')
-        return -EINVAL;
-    memcached_server_list_st list = memcached_servers_parse(servers);
+    memcached_server_list_st list = memcached_servers_parse(name);
     if (list == NULL)
-        return -EINVAL;
+        return NULL;
     memcached_st *m = memcached_create(NULL);
-    if (m == NULL) {
+    if (m == NULL || memcached_server_list_count(list) != 1 ||
+        memcached_server_push(m, list) != MEMCACHED_SUCCESS) {
         memcached_server_list_free(list);
-        return -ENOMEM;
+        if (m)
+            memcached_free(m);
+        return NULL;
     }
-    int rc = memcached_server_push(m, list);
     memcached_server_list_free(list);
-    if (rc != MEMCACHED_SUCCESS) {
-        memcached_free(m);
-        return -EINVAL;
-    }
-    uint64_t ms = timeout > 0 ? (uint64_t)(timeout * 1000) : 200;
     memcached_behavior_set(m, MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, 1);
-    memcached_behavior_set(m, MEMCACHED_BEHAVIOR_DISTRIBUTION, MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA);
     memcached_behavior_set(m, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, ms);
     memcached_behavior_set(m, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, ms);
     memcached_behavior_set(m, MEMCACHED_BEHAVIOR_RCV_TIMEOUT, ms * 1000);
     memcached_behavior_set(m, MEMCACHED_BEHAVIOR_SND_TIMEOUT, ms * 1000);
     memcached_behavior_set(m, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1);
     memcached_behavior_set(m, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, 1);
-    master = m;
-    threshold = failure_threshold > 0 ? failure_threshold : 5;
-    retry_after = retry > 0 ? retry : 5;
+    return m;
+}
+
+int sl_mc_configure(const char *list, double timeout, int failure_threshold, double retry)
+{
+    if (list == NULL || *list == '\0')
+        return -EINVAL;
+    char *copy = strdup(list), *save = NULL;
+    const char *names[SL_MC_MAX_SERVERS];
+    mc_server_t *sv = calloc(SL_MC_MAX_SERVERS, sizeof(*sv));
+    int n = 0, rc = 0;
+    uint64_t ms = timeout > 0 ? (uint64_t)(timeout * 1000) : 200;
+    if (copy == NULL || sv == NULL)
+        rc = -ENOMEM;
+    for (char *t = copy ? strtok_r(copy, ", \t", &save) : NULL; rc == 0 && t;
+         t = strtok_r(NULL, ", \t", &save)) {
+        if (n == SL_MC_MAX_SERVERS || (sv[n].master = server_new(t, ms)) == NULL)
+            rc = -EINVAL;
+        else
+            names[n++] = t;
+    }
+    if (rc == 0 && n == 0)
+        rc = -EINVAL;
+    if (rc == 0)
+        rc = sl__mc_ring_init(names, n, failure_threshold, retry);
+    if (rc != 0) {
+        for (int i = 0; sv && i < n; i++)
+            memcached_free(sv[i].master);
+        free(sv);
+        free(copy);
+        return rc;
+    }
+    free(copy);
+    servers = sv;
+    nservers = n;
     return 0;
 }
 
 void sl_mc_shutdown(void)
 {
     pthread_mutex_lock(&lock);
-    while (free_clones) {
-        mc_clone_t *c = free_clones;
-        free_clones = c->next;
-        memcached_free(c->mc);
-        free(c);
+    for (int i = 0; i < nservers; i++) {
+        while (servers[i].free_clones) {
+            mc_clone_t *c = servers[i].free_clones;
+            servers[i].free_clones = c->next;
+            memcached_free(c->mc);
+            free(c);
+        }
+        memcached_free(servers[i].master);
     }
     pthread_mutex_unlock(&lock);
-    if (master)
-        memcached_free(master);
-    master = NULL;
+    free(servers);
+    servers = NULL;
+    nservers = 0;
+    sl__mc_ring_free();
 }
 
-int sl_mc_circuit_state(void)
-{
-    double until = atomic_load(&open_until);
-    if (until == 0)
-        return 0;
-    return atomic_load(&probing) ? 2 : 1;
-}
-
-/* May this call go out? Sets *probe when it is the half-open probe. */
-static int circuit_allows(int *probe)
-{
-    *probe = 0;
-    double until = atomic_load(&open_until);
-    if (until == 0)
-        return 1;
-    if (sl_now() < until)
-        return 0;
-    int expected = 0;
-    if (!atomic_compare_exchange_strong(&probing, &expected, 1))
-        return 0; /* another probe is out */
-    *probe = 1;
-    return 1;
-}
-
-static void circuit_result(int ok, int probe)
-{
-    if (ok) {
-        atomic_store(&failures, 0);
-        if (atomic_load(&open_until) != 0) {
-            atomic_store(&open_until, 0);
-            sl_log(SL_LOG_INFO, "memcached: circuit closed");
-        }
-    } else {
-        int n = atomic_fetch_add(&failures, 1) + 1;
-        if (probe || n >= threshold) {
-            if (atomic_load(&open_until) == 0)
-                sl_log(SL_LOG_WARN, "memcached: circuit open after %d failures (retry in %gs)", n,
-                       retry_after);
-            atomic_store(&open_until, sl_now() + retry_after);
-        }
-    }
-    if (probe)
-        atomic_store(&probing, 0);
-}
-
-static memcached_st *borrow(void)
+static memcached_st *borrow(int s)
 {
     pthread_mutex_lock(&lock);
-    mc_clone_t *c = free_clones;
+    mc_clone_t *c = servers[s].free_clones;
     if (c)
-        free_clones = c->next;
+        servers[s].free_clones = c->next;
     pthread_mutex_unlock(&lock);
     if (c) {
         memcached_st *m = c->mc;
         free(c);
         return m;
     }
-    return memcached_clone(NULL, master);
+    return memcached_clone(NULL, servers[s].master);
 }
 
-static void give_back(memcached_st *m)
+static void give_back(int s, memcached_st *m)
 {
     mc_clone_t *c = malloc(sizeof(*c));
     if (c == NULL) {
@@ -166,8 +155,8 @@ static void give_back(memcached_st *m)
     }
     c->mc = m;
     pthread_mutex_lock(&lock);
-    c->next = free_clones;
-    free_clones = c;
+    c->next = servers[s].free_clones;
+    servers[s].free_clones = c;
     pthread_mutex_unlock(&lock);
 }
 
@@ -228,7 +217,7 @@ static void do_work(uv_work_t *req)
 {
     mc_work_t *wk = req->data;
     sl_mcop_t *op = &wk->op;
-    memcached_st *m = borrow();
+    memcached_st *m = borrow(wk->server);
     if (m == NULL) {
         op->rc = SL_MC_ERR;
         snprintf(op->errmsg, sizeof(op->errmsg), "out of memory");
@@ -277,7 +266,7 @@ static void do_work(uv_work_t *req)
         op->rc = SL_MC_ERR;
         snprintf(op->errmsg, sizeof(op->errmsg), "%s (code %d)", error_text(rc), (int)rc);
     }
-    give_back(m);
+    give_back(wk->server, m);
 }
 
 /* Back on the worker's loop. */
@@ -291,9 +280,9 @@ static void after_work(uv_work_t *req, int status)
     }
     int ok = op->rc >= 0;
     if (!(op->rc == SL_MC_ERR && status == UV_ECANCELED))
-        circuit_result(ok, wk->probe);
+        sl__mc_ring_result(wk->server, ok, wk->probe);
     else if (wk->probe)
-        atomic_store(&probing, 0);
+        sl__mc_ring_unprobe(wk->server);
     free(wk->key);
     free(wk->val);
     wk->key = wk->val = NULL;
@@ -318,13 +307,14 @@ sl_mcop_t *sl_mc_start(sl_req_t *req, int kind, const char *key, size_t klen, co
     wk->req = req;
     if (req)
         req->refs++;
-    if (master == NULL) {
+    if (nservers == 0) {
         op->rc = SL_MC_NOT_CONFIGURED;
         snprintf(op->errmsg, sizeof(op->errmsg), "memcached is not configured (node.memcached.servers)");
         op->done = 1;
         return op;
     }
-    if (!circuit_allows(&wk->probe)) {
+    wk->server = sl__mc_ring_pick(key, klen, &wk->probe);
+    if (wk->server < 0) {
         op->rc = SL_MC_CIRCUIT;
         snprintf(op->errmsg, sizeof(op->errmsg), "circuit open");
         op->done = 1;
@@ -338,7 +328,7 @@ sl_mcop_t *sl_mc_start(sl_req_t *req, int kind, const char *key, size_t klen, co
         snprintf(op->errmsg, sizeof(op->errmsg), "out of memory");
         op->done = 1;
         if (wk->probe)
-            atomic_store(&probing, 0);
+            sl__mc_ring_unprobe(wk->server);
         return op;
     }
     memcpy(wk->key, key, klen);
@@ -358,7 +348,7 @@ sl_mcop_t *sl_mc_start(sl_req_t *req, int kind, const char *key, size_t klen, co
         snprintf(op->errmsg, sizeof(op->errmsg), "cannot queue work");
         op->done = 1;
         if (wk->probe)
-            atomic_store(&probing, 0);
+            sl__mc_ring_unprobe(wk->server);
     }
     return op;
 }

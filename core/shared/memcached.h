@@ -32,9 +32,10 @@ typedef struct sl_mcop {
     char errmsg[160];
 } sl_mcop_t;
 
-/** Configures the servers ("host:port,host:port"), the per-call timeout (connect and poll, seconds), and the
- *  circuit breaker: it opens after failure_threshold failures in a row, and lets one probe call through every
- *  retry_after seconds while open. Called once at startup, before the workers; 0 or -EINVAL / -ENOMEM. */
+/** Configures the servers ("host:port,host:port", at most 64), the per-call timeout (connect and poll,
+ *  seconds), and each server's circuit breaker: it opens after failure_threshold failures in a row (that server's
+ *  keys then go to the next servers on the ring), and lets one probe call through every retry_after seconds while
+ *  open. Called once at startup, before the workers; 0 or -EINVAL / -ENOMEM. */
 int sl_mc_configure(const char *servers, double timeout, int failure_threshold, double retry_after);
 /** Frees what sl_mc_configure built (at exit). */
 void sl_mc_shutdown(void);
@@ -46,7 +47,8 @@ sl_mcop_t *sl_mc_start(sl_req_t *req, int op, const char *key, size_t klen, cons
                        uint32_t flags, double exptime, uint64_t delta, uint64_t initial, int has_initial);
 /** Frees a done op. */
 void sl_mc_free(sl_mcop_t *op);
-/** Circuit state for status pages and specs: 0 closed, 1 open, 2 half-open (a probe is out). */
+/** The servers' circuits together (mc_ring.h has each one's): 0 every one closed, 1 every one open (calls fail at
+ *  once), 2 some open or probing (their keys go to the other servers). */
 int sl_mc_circuit_state(void);
 
 #endif
