@@ -20,6 +20,7 @@
 #include "shared/shdict.h"
 #include "shared/snapshot.h"
 #include "tls/listener.h"
+#include "tls/tls.h"
 
 extern int luaopen_cjson(lua_State *L);
 extern int luaopen_cjson_safe(lua_State *L);
@@ -31,6 +32,7 @@ static uv_signal_t sig_hup, sig_term, sig_int, sig_quit;
 static void usage(void)
 {
     fprintf(stderr, "usage: sluice [-c FILE] [-t] [-d] [-p PREFIX] [-g PIDFILE]\n"
+                    "       sluice [-c FILE] etcd import [--merge] CONFIG   (docs/cluster.md)\n"
                     "  -c FILE    config file (default PREFIX/conf/sluice.yaml)\n"
                     "  -t         check the config and exit (non-zero on error)\n"
                     "  -d         run as a daemon (writes node.pid_file or -g)\n"
@@ -241,6 +243,29 @@ static int master_call(const char *fn, int quiet)
     return 0;
 }
 
+/* `sluice [-c FILE] COMMAND ...`: a command-line tool (lua/sluice/cli.lua) instead of the gateway; its exit
+ * code. */
+static int run_command(int argc, char **argv)
+{
+    lua_settop(ML, 0);
+    lua_getglobal(ML, "require");
+    lua_pushstring(ML, "sluice.cli");
+    if (lua_pcall(ML, 1, 1, 0) != 0) {
+        fprintf(stderr, "sluice: cannot load the Lua runtime from %s/lua: %s\n", sl_settings.home,
+                lua_tostring(ML, -1));
+        return 1;
+    }
+    lua_getfield(ML, 1, "main");
+    lua_pushstring(ML, sl_settings.config_path);
+    for (int i = 0; i < argc; i++)
+        lua_pushstring(ML, argv[i]);
+    if (lua_pcall(ML, argc + 1, 1, 0) != 0) {
+        fprintf(stderr, "sluice: %s\n", lua_tostring(ML, -1));
+        return 1;
+    }
+    return (int)lua_tointeger(ML, -1);
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
     if (signum == SIGHUP) {
@@ -278,7 +303,7 @@ int main(int argc, char **argv)
 {
     int check = 0, daemon_mode = 0, opt, rc = 1;
     const char *conf = NULL, *prefix = getenv("SLUICE_HOME"), *pid_file = NULL;
-    while ((opt = getopt(argc, argv, "c:tdp:g:vh")) != -1) {
+    while ((opt = getopt(argc, argv, "+c:tdp:g:vh")) != -1) { /* '+': options end at a command */
         switch (opt) {
         case 'c': conf = optarg; break;
         case 't': check = 1; break;
@@ -306,6 +331,12 @@ int main(int argc, char **argv)
     ML = sl_vm_new();
     if (ML == NULL)
         return 1;
+    if (optind < argc) {
+        rc = run_command(argc - optind, argv + optind);
+        lua_close(ML);
+        sl_tls_thread_cleanup();
+        return rc;
+    }
     if (master_call(check ? "check" : "load", 0) != 0)
         goto out;
     if (check) {
@@ -365,6 +396,7 @@ out:
     sl_tls_listener_close_all();
     sl_access_log_close();
     lua_close(ML);
+    sl_tls_thread_cleanup(); /* the config center's first load may have used TLS on this thread */
     uv_loop_close(uv_default_loop());
     sl_log_close();
     return rc;

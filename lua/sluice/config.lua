@@ -78,7 +78,23 @@ local NODE = { type = "object", additionalProperties = false, properties = {
         servers = { type = { "array", "string" }, items = str },
         timeout = { type = "duration", exclusiveMinimum = 0, maximum = 60 },
         failure_threshold = count(1, 1e6), retry_after = duration(0, 86400) } },
-    etcd = obj_t, -- owned by a future shared-state layer; free-form here
+    id = { type = "string", minLength = 1, maxLength = 128, pattern = "^[%w%._:%-]+$" }, -- default: the host name
+    -- entities from etcd instead of this file (docs/cluster.md); read at start
+    config_center = { type = "object", required = { "kind", "endpoints" }, additionalProperties = false, properties = {
+        kind = { enum = { "etcd" } },
+        endpoints = { type = "array", minItems = 1, maxItems = 32, items = { type = "string", format = "url" } },
+        prefix = { type = "string", pattern = "^/[%w%._%-/]*$", maxLength = 256, default = "/sluice" },
+        timeout = duration(0.001, 60, 5), -- each request to etcd
+        watch_timeout = duration(1, 86400, 60), -- a quiet watch is opened again (from its revision) after this
+        snapshot_file = { type = "string", minLength = 1 }, -- default <config path>.etcd.json
+        tls = { type = "object", additionalProperties = false, properties = {
+            ca_file = { type = "string", minLength = 1, maxLength = 512 },
+            cert_file = { type = "string", minLength = 1, maxLength = 512 },
+            key_file = { type = "string", minLength = 1, maxLength = 512 },
+            verify = { type = "boolean", default = true } } },
+        auth = { type = "object", required = { "user", "password" }, additionalProperties = false, properties = {
+            user = { type = "string", minLength = 1, format = "header_value" },
+            password = { type = "string", format = "header_value" } } } } },
 } }
 
 local UPSTREAM = { type = "object", required = { "nodes" }, additionalProperties = false, properties = {
@@ -212,6 +228,32 @@ end
 
 local normalize_node_checked
 
+-- node.config_center with paths resolved (TLS files against the prefix, as listener certificates), the prefix
+-- without a trailing '/', and the snapshot file next to the config file unless given.
+local function normalize_center(c, path, errs, opts)
+    if c == nil then return nil end
+    local out = { kind = c.kind, endpoints = {}, prefix = c.prefix:gsub("/+$", ""), timeout = c.timeout,
+                  watch_timeout = c.watch_timeout, auth = c.auth }
+    if out.prefix == "" then add(errs, join(path, "prefix"), "must not be \"/\" alone (use e.g. \"/sluice\")") end
+    for i, e in ipairs(c.endpoints) do
+        if not e:match("^https?://[^/]+") then
+            add(errs, join(join(path, "endpoints"), i), "expected an http:// or https:// URL of an etcd member")
+        end
+        out.endpoints[i] = e:gsub("/+$", "")
+    end
+    if c.tls then
+        local t = c.tls
+        if (t.cert_file == nil) ~= (t.key_file == nil) then
+            add(errs, join(path, "tls"), "a client certificate needs both cert_file and key_file")
+        end
+        out.tls = { verify = t.verify, ca_file = t.ca_file and resolve_path(opts.prefix, t.ca_file),
+                    cert_file = t.cert_file and resolve_path(opts.prefix, t.cert_file),
+                    key_file = t.key_file and resolve_path(opts.prefix, t.key_file) }
+    end
+    out.snapshot_file = c.snapshot_file or (opts.file and (opts.file .. ".etcd.json")) or nil
+    return out
+end
+
 -- Normalizes even after schema errors, so address/size mistakes show up in the same run; a Lua
 -- error from a wrongly typed field is only a follow-up of an error already reported.
 local function normalize_node(raw, path, errs, opts)
@@ -225,7 +267,7 @@ end
 normalize_node_checked = function(n, path, errs, opts)
     local out = { log_level = n.log_level, access_log = n.access_log, pid_file = n.pid_file,
                   allow_encoded_slashes = n.allow_encoded_slashes,
-                  memcached = n.memcached, etcd = n.etcd, listen = {}, shared_dicts = {}, limits = {} }
+                  memcached = n.memcached, id = n.id, listen = {}, shared_dicts = {}, limits = {} }
     for i, l in ipairs(n.listen) do
         local addr = type(l) == "table" and l.addr or l
         local host, port = _M.parse_addr(addr)
@@ -245,6 +287,7 @@ normalize_node_checked = function(n, path, errs, opts)
     for i, p in ipairs(n.plugin_paths) do out.plugin_paths[i] = resolve_path(opts.prefix, p) end
     out.error_log = n.error_log == "stderr" and "stderr" or resolve_path(opts.prefix, n.error_log)
     out.state_file = n.state_file or (opts.file and (opts.file .. ".state.json")) or nil
+    out.config_center = normalize_center(n.config_center, join(path, "config_center"), errs, opts)
     -- sizes and durations are bytes and seconds already (schema types `size` and `duration`)
     for name, sz in pairs(n.shared_dicts) do out.shared_dicts[name] = sz end
     for k, v in pairs(n.limits) do out.limits[k] = v end
@@ -639,6 +682,8 @@ function _M.load(path, opts)
     local state_path = opts.state_file or (type(node.state_file) == "string" and node.state_file) or (path .. ".state.json")
     local st, err = state.read(state_path)
     if not st then return nil, err end
+    local dok, derr = require("sluice.config.store").decode_state(st) -- the entities' stored form (codecs)
+    if not dok then return nil, state_path .. ": " .. derr end
     local origin = {}
     state.overlay(doc, st, origin, KINDS, ID_FIELD)
     local vopts = setmetatable({ file = path, lines = lines }, { __index = opts })

@@ -153,6 +153,9 @@ local function write_atomic(path, data)
     return true
 end
 
+--- Writes data to path atomically (temp file, fsync, rename, directory fsync; mode 0600): true | nil, err.
+_M.write_atomic = write_atomic
+
 -- Paths this process has written: if one of them is gone at the next change, it was removed behind our back,
 -- and writing only the new change would drop every earlier one at the next start.
 local written = {}

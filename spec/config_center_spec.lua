@@ -1,0 +1,268 @@
+-- The config center (docs/cluster.md) against a real etcd (Debian's etcd-server) started here: entities loaded from
+-- etcd and watched, Admin API writes as transactions on the entity's revision, invalid entries refused with the last
+-- good config serving, etcd down (serving, status, 503 on writes, resync), start from the local snapshot or refusal
+-- to start, a compacted revision, SIGHUP, `sluice etcd import`, TLS with client certificates, etcd users.
+local helpers = require("helpers")
+local cluster = require("support.cluster")
+local cjson = require("cjson.safe")
+
+local format = string.format
+
+local describe_etcd = cluster.available() and describe or pending
+
+describe_etcd("config center (etcd)", function()
+    local e, mock
+
+    -- A node: config_center over etcd (or extra.center), plugin paths as usual, its own dir.
+    local function node_conf(extra)
+        extra = extra or {}
+        local node = { id = extra.id or "n1", workers = extra.workers or 2,
+                       config_center = extra.center or e:center(extra.center_extra) }
+        if extra.log_level then node.log_level = extra.log_level end
+        return { node = node }
+    end
+
+    local function start(extra, opts)
+        return helpers.start_gateway(node_conf(extra), opts)
+    end
+
+    local function status(gw)
+        local res = assert(gw:admin("GET", "/admin/status"))
+        assert.equal(200, res.status, res.body)
+        return res.json
+    end
+
+    local function serves(gw, path, want)
+        local res = helpers.http("GET", gw.url(path), { timeout = 2 })
+        return res and res.status == (want or 200)
+    end
+
+    local function route(id, path, upstream)
+        return cjson.encode({ paths = { path }, upstream = upstream or "mock" })
+    end
+
+    local function import(gw_file, text, args)
+        local dir = helpers.tmpdir()
+        local f = helpers.write_file(dir .. "/import.yaml", text)
+        return helpers.exec(format("env SLUICE_HOME=%s %s -c %s etcd import %s%s", helpers.shell_quote(helpers.ROOT),
+            helpers.shell_quote(helpers.BIN), helpers.shell_quote(gw_file), args and (args .. " ") or "",
+            helpers.shell_quote(f)))
+    end
+
+    setup(function()
+        e = cluster.etcd()
+        mock = helpers.mock_upstream({ body = "ok" })
+        e:put("/sluice/upstreams/mock", cjson.encode({ nodes = { mock.addr } }))
+        e:put("/sluice/routes/a", route("a", "/a"))
+    end)
+
+    teardown(function()
+        helpers.stop_all()
+    end)
+
+    it("loads entities from etcd and applies each change to every worker", function()
+        local gw = start()
+        assert.is_true(serves(gw, "/a"))
+        local st = status(gw)
+        assert.equal("etcd", st.config_center.kind)
+        assert.equal("connected", st.config_center.state)
+        assert.equal("etcd", st.config_center.started_from)
+        assert.equal("n1", st.node_id)
+        local rev = e:put("/sluice/routes/b", route("b", "/b"))
+        helpers.wait_until(function() return serves(gw, "/b") end, 5, "route b not served")
+        st = status(gw)
+        assert.is_true(st.config_center.revision >= rev)
+        for _, w in ipairs(st.worker_status) do -- every worker runs it
+            assert.equal(st.config_version, w.config_version)
+        end
+        e:del("/sluice/routes/b")
+        helpers.wait_until(function() return serves(gw, "/b", 404) end, 5, "route b still served")
+        gw:stop()
+    end)
+
+    it("writes Admin API changes to etcd in a transaction on the entity's revision (409 when it moved)", function()
+        local gw = start()
+        local res = gw:admin("PUT", "/admin/routes/c", { paths = { "/c" }, upstream = "mock" })
+        assert.equal(201, res.status, res.body)
+        local rev = res.json.revision
+        assert.is_number(rev)
+        assert.is_number(res.json.version)
+        assert.is_true(serves(gw, "/c")) -- the writer runs it when it answers (its own watch brought it back)
+        local v, mod = e:get("/sluice/routes/c")
+        assert.equal(rev, mod)
+        assert.same({ "/c" }, cjson.decode(v).paths)
+        assert.equal(rev, gw:admin("GET", "/admin/routes/c").json.revision)
+        -- someone else changes it: a write based on the old revision is refused
+        local rev2 = e:put("/sluice/routes/c", route("c", "/c2"))
+        helpers.wait_until(function() return serves(gw, "/c2") end, 5)
+        res = gw:admin("PUT", "/admin/routes/c", { paths = { "/c3" }, upstream = "mock" }, { ["if-match"] = tostring(rev) })
+        assert.equal(409, res.status, res.body)
+        assert.equal(rev2, res.json.revision)
+        assert.matches("changed by another writer", res.json.error.message)
+        assert.equal(400, gw:admin("PUT", "/admin/routes/c", { paths = { "/c3" } }, { ["if-match"] = "x" }).status)
+        res = gw:admin("DELETE", "/admin/routes/c", nil, { ["if-match"] = '"' .. rev2 .. '"' })
+        assert.equal(200, res.status, res.body)
+        assert.is_nil((e:get("/sluice/routes/c")))
+        assert.is_true(serves(gw, "/c2", 404))
+        -- global plugins are one key
+        res = gw:admin("PUT", "/admin/global_plugins", {})
+        assert.equal(200, res.status, res.body)
+        assert.equal("{}", (e:get("/sluice/global_plugins")))
+        gw:stop()
+    end)
+
+    it("refuses invalid entries written to etcd by hand; the last good config keeps serving", function()
+        local gw = start()
+        local good = e:put("/sluice/routes/d", route("d", "/d"))
+        helpers.wait_until(function() return serves(gw, "/d") end, 5)
+        e:put("/sluice/routes/d", cjson.encode({ paths = { "no-slash" }, upstream = "mock" })) -- a bad new version
+        e:put("/sluice/routes/e", "{not json")
+        e:put("/sluice/routes/f", route("f", "/f", "nowhere")) -- names an upstream that does not exist
+        local last = e:del("/sluice/upstreams/mock") -- still used by every route
+        helpers.wait_until(function() return status(gw).config_center.revision >= last end, 5)
+        local refused = {}
+        for _, r in ipairs(status(gw).config_center.refused) do refused[r.key] = r end
+        assert.matches("paths%[1%]", refused["/sluice/routes/d"].error)
+        assert.matches("not a JSON object", refused["/sluice/routes/e"].error)
+        assert.matches('unknown upstream "nowhere"', refused["/sluice/routes/f"].error)
+        assert.is_true(refused["/sluice/upstreams/mock"].deleted)
+        assert.is_true(serves(gw, "/d")) -- the last good version of d, over the upstream etcd no longer has
+        assert.is_true(serves(gw, "/a"))
+        assert.is_true(serves(gw, "/f", 404))
+        local log = gw:log()
+        assert.matches("config center: /sluice/routes/d %(etcd revision %d+%) refused, the running config keeps", log)
+        assert.matches("config center: the deletion of /sluice/upstreams/mock refused", log)
+        assert.equal(good, gw:admin("GET", "/admin/routes/d").json.revision)
+        -- the missing upstream appears: f is served now; fixing d and e clears their refusals
+        e:put("/sluice/upstreams/nowhere", cjson.encode({ nodes = { mock.addr } }))
+        helpers.wait_until(function() return serves(gw, "/f") end, 5, "f not served once its upstream exists")
+        e:put("/sluice/upstreams/mock", cjson.encode({ nodes = { mock.addr } }))
+        e:put("/sluice/routes/d", route("d", "/d"))
+        local rev = e:del("/sluice/routes/e")
+        helpers.wait_until(function() return status(gw).config_center.revision >= rev end, 5)
+        assert.same({}, status(gw).config_center.refused)
+        gw:stop()
+    end)
+
+    it("serves the last config while etcd is down, says so, refuses writes, and resyncs when it is back", function()
+        local gw = start()
+        assert.is_true(serves(gw, "/a"))
+        e:stop()
+        helpers.wait_until(function() return status(gw).config_center.state == "unreachable" end, 5)
+        local st = status(gw).config_center
+        assert.is_string(st.last_error)
+        for _ = 1, 20 do assert.is_true(serves(gw, "/a")) end
+        local res = gw:admin("PUT", "/admin/routes/g", { paths = { "/g" }, upstream = "mock" })
+        assert.equal(503, res.status, res.body)
+        assert.matches("nothing changed", res.json.error.message)
+        e:start()
+        helpers.wait_until(function() return status(gw).config_center.state == "connected" end, 10, "not back")
+        e:put("/sluice/routes/g", route("g", "/g"))
+        helpers.wait_until(function() return serves(gw, "/g") end, 5, "a change after etcd came back not applied")
+        assert.matches("etcd unreachable", gw:log())
+        e:del("/sluice/routes/g")
+        gw:stop()
+    end)
+
+    it("starts from its local snapshot while etcd is down, and refuses to start without one", function()
+        local gw = start()
+        e:put("/sluice/routes/h", route("h", "/h"))
+        helpers.wait_until(function() return serves(gw, "/h") end, 5)
+        gw:stop()
+        assert.is_truthy(helpers.read_file(gw.file .. ".etcd.json"))
+        e:stop()
+        local gw2 = gw:restart()
+        assert.is_true(serves(gw2, "/h"))
+        local st = status(gw2).config_center
+        assert.equal("snapshot", st.started_from)
+        assert.equal("unreachable", st.state)
+        assert.matches("starting from the local snapshot", gw2:log())
+        -- a node that never saw etcd has nothing to start from
+        local ok, err = pcall(start, { id = "fresh" })
+        assert.is_false(ok)
+        assert.matches("etcd is unreachable .* and there is no snapshot of an earlier config", err)
+        e:start()
+        e:put("/sluice/routes/h2", route("h2", "/h2"))
+        helpers.wait_until(function() return serves(gw2, "/h2") end, 10, "no resync after etcd came back")
+        assert.equal("connected", status(gw2).config_center.state)
+        gw2:stop()
+    end)
+
+    it("reads everything again after a compacted revision", function()
+        local proxy = cluster.tcp_proxy(e.port)
+        local gw = start({ center = { kind = "etcd", endpoints = { "http://127.0.0.1:" .. proxy.port },
+                                      timeout = "2s", watch_timeout = "1s" } })
+        assert.is_true(serves(gw, "/a"))
+        proxy:freeze() -- the watch goes quiet without closing: it ends at its 1 s deadline and is opened again
+        e:put("/sluice/routes/i", route("i", "/i"))
+        local rev = e:put("/sluice/routes/j", route("j", "/j"))
+        assert(e:compact(rev))
+        helpers.wait_until(function() return serves(gw, "/j") and serves(gw, "/i") end, 10, "not resynced")
+        assert.matches("was compacted", gw:log())
+        proxy:close_frozen()
+        gw:stop()
+    end)
+
+    it("keeps etcd's entities over a SIGHUP of the node settings", function()
+        local gw = start({ log_level = "info" })
+        e:put("/sluice/routes/k", route("k", "/k"))
+        helpers.wait_until(function() return serves(gw, "/k") end, 5)
+        local conf = node_conf({ log_level = "debug" })
+        conf.node.listen, conf.node.admin = { "127.0.0.1:" .. gw.port },
+            { listen = "127.0.0.1:" .. gw.admin_port, key = gw.admin_key }
+        conf.node.plugin_paths, conf.node.access_log = { helpers.ROOT .. "/plugins" }, { path = gw.dir .. "/access.log" }
+        helpers.write_file(gw.file, helpers.json(conf))
+        local before = status(gw).config_version
+        gw:reload()
+        helpers.wait_until(function() return status(gw).config_version > before end, 5)
+        assert.is_true(serves(gw, "/k"))
+        e:put("/sluice/routes/k2", route("k2", "/k2"))
+        helpers.wait_until(function() return serves(gw, "/k2") end, 5)
+        assert.is_true(serves(gw, "/k"))
+        gw:stop()
+    end)
+
+    it("imports a YAML config into etcd (replace, or --merge), refusing an invalid one", function()
+        local gw = start()
+        local code, out = import(gw.file, "routes:\n  - id: x\n    paths: [no-slash]\n")
+        assert.equal(1, code, out)
+        assert.matches("import.yaml:3: routes%[1%]%.paths%[1%]", out)
+        assert.matches("nothing imported", out)
+        code, out = import(gw.file, format("upstreams:\n  mock: {nodes: [\"%s\"]}\nroutes:\n  - {id: m1, paths: [/m1], "
+            .. "upstream: mock}\n", mock.addr), "--merge")
+        assert.equal(0, code, out)
+        assert.matches("1 written, 0 deleted, 1 unchanged", out)
+        helpers.wait_until(function() return serves(gw, "/m1") end, 5)
+        assert.is_true(serves(gw, "/a")) -- merged: a stays
+        code, out = import(gw.file, format("upstreams:\n  mock: {nodes: [\"%s\"]}\nroutes:\n  - {id: a, paths: [/a], "
+            .. "upstream: mock}\n", mock.addr))
+        assert.equal(0, code, out)
+        assert.matches("deleted", out)
+        helpers.wait_until(function() return serves(gw, "/m1", 404) end, 5)
+        assert.is_true(serves(gw, "/a"))
+        gw:stop()
+    end)
+
+    it("talks TLS with a client certificate to etcd", function()
+        local certs = helpers.tmpdir()
+        assert.equal(0, (helpers.exec(format("sh %s %s etcd=localhost client=client", helpers.shell_quote(
+            helpers.ROOT .. "/spec/support/certs.sh"), helpers.shell_quote(certs)))))
+        local te = cluster.etcd({ tls = { dir = certs } })
+        te:put("/sluice/upstreams/mock", cjson.encode({ nodes = { mock.addr } }))
+        te:put("/sluice/routes/t", route("t", "/t"))
+        local gw = start({ center = te:center({ tls = { ca_file = certs .. "/ca.crt", cert_file = certs .. "/client.crt",
+                                                         key_file = certs .. "/client.key" } }) })
+        assert.is_true(serves(gw, "/t")) -- the first load: the main thread's blocking client
+        local res = gw:admin("PUT", "/admin/routes/t2", { paths = { "/t2" }, upstream = "mock" })
+        assert.equal(201, res.status, res.body) -- worker 0: sluice.http with the client certificate
+        assert.is_truthy((te:get("/sluice/routes/t2")))
+        te:put("/sluice/routes/t3", route("t3", "/t3"))
+        helpers.wait_until(function() return serves(gw, "/t3") end, 5) -- the watch
+        gw:stop()
+        -- without the client certificate etcd refuses: nothing to start from
+        local ok, err = pcall(start, { id = "nocert", center = te:center({ tls = { ca_file = certs .. "/ca.crt" } }) })
+        assert.is_false(ok)
+        assert.matches("config center", err)
+        te:stop()
+    end)
+end)
