@@ -268,7 +268,7 @@ local function change(kind, id, obj, expect)
     if obj == nil then
         return commit(new, ncfg, reg, kind, id, false, 200, { deleted = true, id = id }, expect)
     end
-    local status = old == nil and 201 or 200
+    local status = (old == nil and kind ~= "global_plugins") and 201 or 200 -- global plugins always exist
     return commit(new, ncfg, reg, kind, id, obj, status,
         { [kind == "global_plugins" and "global_plugins" or "item"] = redact(kind, obj) }, expect)
 end

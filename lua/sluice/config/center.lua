@@ -667,7 +667,8 @@ function _M.import(conf, cfg, mode, reg, node)
         if not stored then return nil, key .. ": " .. tostring(serr) end
         local value = cjson.encode(stored)
         want[key] = true
-        if have[key] and have[key].value == value then
+        if have[key] and (have[key].value == value -- the same entity, whatever the order of its keys in the text
+                          or schema.deep_equal(vjson.decode(have[key].value), vjson.decode(value))) then
             sum.unchanged = sum.unchanged + 1
         else
             ops[#ops + 1] = { put = key, value = value }
