@@ -18,6 +18,7 @@ local _M = {
     memcached = require("sluice.pdk.memcached"),
     ai = require("sluice.pdk.ai"),
     upstream = require("sluice.pdk.upstream"),
+    consumer = require("sluice.pdk.consumer"),
 }
 
 _M.sleep = _M.timer.sleep

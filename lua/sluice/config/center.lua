@@ -632,6 +632,20 @@ end
 ---------------------------------------------------------------------------------------------------------------
 -- `sluice etcd import FILE`
 
+-- Do two stored values hold the same entity? Whatever the order of keys in the text, with or without the id
+-- field the key already gives.
+local function same_entity(kind, id, a, b)
+    if a == b then return true end
+    local x, y = vjson.decode(a), vjson.decode(b)
+    if type(x) ~= "table" or type(y) ~= "table" then return false end
+    local idf = ID_FIELD[kind]
+    if idf then
+        if x[idf] == nil then x[idf] = id end
+        if y[idf] == nil then y[idf] = id end
+    end
+    return schema.deep_equal(x, y)
+end
+
 --- Writes the entities of a validated config (cfg.raw) to etcd under conf's prefix. mode "replace" also deletes
 --- keys the file does not have; "merge" keeps them. Returns a summary {put, deleted, unchanged, revision} | nil,
 --- err. Main thread / command line only (blocking).
@@ -667,8 +681,7 @@ function _M.import(conf, cfg, mode, reg, node)
         if not stored then return nil, key .. ": " .. tostring(serr) end
         local value = cjson.encode(stored)
         want[key] = true
-        if have[key] and (have[key].value == value -- the same entity, whatever the order of its keys in the text
-                          or schema.deep_equal(vjson.decode(have[key].value), vjson.decode(value))) then
+        if have[key] and same_entity(o.kind, o.id, have[key].value, value) then
             sum.unchanged = sum.unchanged + 1
         else
             ops[#ops + 1] = { put = key, value = value }
@@ -677,9 +690,7 @@ function _M.import(conf, cfg, mode, reg, node)
     end
     if mode == "merge" then -- the result must validate as a whole
         local st = new_state(conf, "sync")
-        for _, kv in ipairs(cur.kvs) do
-            if not want[kv.key] then st.desired[kv.key] = decode_entry(st.prefix, kv, reg) end
-        end
+        for _, kv in ipairs(cur.kvs) do st.desired[kv.key] = decode_entry(st.prefix, kv, reg) end -- then the changes
         for _, op in ipairs(ops) do
             st.desired[op.put] = decode_entry(st.prefix, { key = op.put, value = op.value, create_revision = 0,
                                                            mod_revision = 0 }, reg)
