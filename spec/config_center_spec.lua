@@ -243,6 +243,29 @@ describe_etcd("config center (etcd)", function()
         gw:stop()
     end)
 
+    it("keeps only digests of consumer keys, whether imported or written to etcd by hand", function()
+        local gw = start()
+        local code, out = import(gw.file, format("upstreams:\n  mock: {nodes: [\"%s\"]}\nconsumers:\n  - {name: alice, "
+            .. "keys: [alice-plain-key]}\nroutes:\n  - {id: a, paths: [/a], upstream: mock}\n  - {id: ka, paths: [/ka], "
+            .. "upstream: mock, plugins: {key-auth: {}}}\n", mock.addr))
+        assert.equal(0, code, out)
+        local stored = assert(e:get("/sluice/consumers/alice"))
+        assert.not_matches("alice%-plain%-key", stored)
+        assert.matches("sha256:", stored)
+        e:put("/sluice/consumers/bob", cjson.encode({ keys = { "bob-plain-key" } })) -- by hand, in plain
+        helpers.wait_until(function()
+            local r = helpers.http("GET", gw.url("/ka"), { headers = { ["x-api-key"] = "bob-plain-key" } })
+            return r and r.status == 200
+        end, 5, "bob's key not accepted")
+        local r = helpers.http("GET", gw.url("/ka"), { headers = { ["x-api-key"] = "alice-plain-key" } })
+        assert.equal(200, r.status)
+        assert.equal(401, helpers.http("GET", gw.url("/ka"), { headers = { ["x-api-key"] = "wrong" } }).status)
+        e:del("/sluice/consumers/bob")
+        e:del("/sluice/consumers/alice")
+        e:del("/sluice/routes/ka")
+        gw:stop()
+    end)
+
     it("talks TLS with a client certificate to etcd", function()
         local certs = helpers.tmpdir()
         assert.equal(0, (helpers.exec(format("sh %s %s etcd=localhost client=client", helpers.shell_quote(
