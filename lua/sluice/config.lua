@@ -5,7 +5,8 @@
 -- (defaults filled, sizes in bytes, durations in seconds, addresses split) are what the core reads.
 local schema = require("sluice.schema")
 local state = require("sluice.config.state")
-local cjson = require("cjson")
+local crefs = require("sluice.config.refs")
+local cluster = require("sluice.config.cluster")
 
 local type, pairs, ipairs, tostring, tonumber, pcall, next = type, pairs, ipairs, tostring, tonumber, pcall, next
 local concat, sort, format = table.concat, table.sort, string.format
@@ -29,10 +30,7 @@ local function duration(lo, hi, default) return { type = "duration", minimum = l
 local function count(lo, hi, default) return { type = "integer", minimum = lo, maximum = hi, default = default } end
 local bool_t = { type = "boolean" }
 local obj_t = { type = "object" }
--- Entity ids (routes, upstreams, providers, consumers, consumer groups): letters, digits, '_', '.', '-', not
--- starting with '.' or '-' (no ".", "..", "-x"), 1..256 characters. They appear in Admin API URLs, the state
--- file, logs and (provider names) response headers.
-local id_t = { type = "string", format = "id", minLength = 1, maxLength = 256 }
+local id_t = crefs.ID_T -- entity ids: letters, digits, '_', '.', '-' (sluice.config.refs)
 -- Sent as a header: no CR, LF, NUL or other control characters (tab allowed).
 local header_value_t = { type = "string", format = "header_value" }
 local token_t = { type = "string", pattern = "^[%w%-%._]+$", maxLength = 128 } -- goes into URL paths and hosts
@@ -79,22 +77,7 @@ local NODE = { type = "object", additionalProperties = false, properties = {
         timeout = { type = "duration", exclusiveMinimum = 0, maximum = 60 },
         failure_threshold = count(1, 1e6), retry_after = duration(0, 86400) } },
     id = { type = "string", minLength = 1, maxLength = 128, pattern = "^[%w%._:%-]+$" }, -- default: the host name
-    -- entities from etcd instead of this file (docs/cluster.md); read at start
-    config_center = { type = "object", required = { "kind", "endpoints" }, additionalProperties = false, properties = {
-        kind = { enum = { "etcd" } },
-        endpoints = { type = "array", minItems = 1, maxItems = 32, items = { type = "string", format = "url" } },
-        prefix = { type = "string", pattern = "^/[%w%._%-/]*$", maxLength = 256, default = "/sluice" },
-        timeout = duration(0.001, 60, 5), -- each request to etcd
-        watch_timeout = duration(1, 86400, 60), -- a quiet watch is opened again (from its revision) after this
-        snapshot_file = { type = "string", minLength = 1 }, -- default <config path>.etcd.json
-        tls = { type = "object", additionalProperties = false, properties = {
-            ca_file = { type = "string", minLength = 1, maxLength = 512 },
-            cert_file = { type = "string", minLength = 1, maxLength = 512 },
-            key_file = { type = "string", minLength = 1, maxLength = 512 },
-            verify = { type = "boolean", default = true } } },
-        auth = { type = "object", required = { "user", "password" }, additionalProperties = false, properties = {
-            user = { type = "string", minLength = 1, format = "header_value" },
-            password = { type = "string", format = "header_value" } } } } },
+    config_center = cluster.SCHEMA, -- entities from etcd instead of this file (docs/cluster.md)
 } }
 
 local UPSTREAM = { type = "object", required = { "nodes" }, additionalProperties = false, properties = {
@@ -267,32 +250,6 @@ end
 
 local normalize_node_checked
 
--- node.config_center with paths resolved (TLS files against the prefix, as listener certificates), the prefix
--- without a trailing '/', and the snapshot file next to the config file unless given.
-local function normalize_center(c, path, errs, opts)
-    if c == nil then return nil end
-    local out = { kind = c.kind, endpoints = {}, prefix = c.prefix:gsub("/+$", ""), timeout = c.timeout,
-                  watch_timeout = c.watch_timeout, auth = c.auth }
-    if out.prefix == "" then add(errs, join(path, "prefix"), "must not be \"/\" alone (use e.g. \"/sluice\")") end
-    for i, e in ipairs(c.endpoints) do
-        if not e:match("^https?://[^/]+") then
-            add(errs, join(join(path, "endpoints"), i), "expected an http:// or https:// URL of an etcd member")
-        end
-        out.endpoints[i] = e:gsub("/+$", "")
-    end
-    if c.tls then
-        local t = c.tls
-        if (t.cert_file == nil) ~= (t.key_file == nil) then
-            add(errs, join(path, "tls"), "a client certificate needs both cert_file and key_file")
-        end
-        out.tls = { verify = t.verify, ca_file = t.ca_file and resolve_path(opts.prefix, t.ca_file),
-                    cert_file = t.cert_file and resolve_path(opts.prefix, t.cert_file),
-                    key_file = t.key_file and resolve_path(opts.prefix, t.key_file) }
-    end
-    out.snapshot_file = c.snapshot_file or (opts.file and (opts.file .. ".etcd.json")) or nil
-    return out
-end
-
 -- Normalizes even after schema errors, so address/size mistakes show up in the same run; a Lua
 -- error from a wrongly typed field is only a follow-up of an error already reported.
 local function normalize_node(raw, path, errs, opts)
@@ -326,7 +283,7 @@ normalize_node_checked = function(n, path, errs, opts)
     for i, p in ipairs(n.plugin_paths) do out.plugin_paths[i] = resolve_path(opts.prefix, p) end
     out.error_log = n.error_log == "stderr" and "stderr" or resolve_path(opts.prefix, n.error_log)
     out.state_file = n.state_file or (opts.file and (opts.file .. ".state.json")) or nil
-    out.config_center = normalize_center(n.config_center, join(path, "config_center"), errs, opts)
+    out.config_center = cluster.normalize(n.config_center, join(path, "config_center"), errs, opts)
     -- sizes and durations are bytes and seconds already (schema types `size` and `duration`)
     for name, sz in pairs(n.shared_dicts) do out.shared_dicts[name] = sz end
     for k, v in pairs(n.limits) do out.limits[k] = v end
@@ -449,61 +406,12 @@ function NORMALIZERS.plugin_metadata(m, path, errs, opts, id)
     return m
 end
 
-local ID_FIELD = { routes = "id", upstreams = "id", consumers = "name" }
--- What a reference names, for messages: kind -> singular, where it is defined.
-local REF_WHAT = { upstreams = { "upstream", "upstreams" }, providers = { "provider", "providers" },
-                   consumers = { "consumer", "consumers" }, consumer_groups = { "consumer group", "consumer_groups" },
-                   routes = { "route", "routes" }, shared_dicts = { "shared dict", "node.shared_dicts" },
-                   plugins = { "plugin", "node.plugin_paths" } }
+local ID_FIELD = crefs.ID_FIELD
 
--- A map key or list id must be an id (plugin metadata is keyed by plugin name, checked by its normalizer).
-local check_id
-
---- nil when id is a valid id for entities of kind (Admin API URLs), else why not.
-function _M.id_error(kind, id)
-    local errs = {}
-    if check_id(kind, id, "", errs) then return nil end
-    return errs[1].message
-end
-
-check_id = function(kind, id, path, errs)
-    if kind == "plugin_metadata" then
-        if type(id) ~= "string" or not id:match("^[%w_%-]+$") or #id > 128 then
-            add(errs, path, format("invalid plugin name %s", schema.describe(id) == "string" and format("%q", id) or schema.describe(id)))
-            return false
-        end
-        return true
-    end
-    local ok, e = schema.validate(id_t, id)
-    if not ok then add(errs, path, (ID_FIELD[kind] and "" or "key ") .. e[1].message) end
-    return ok ~= nil
-end
-
--- Yields (id, entity, path) for a kind written either as a map id -> entity or a list of entities.
-local function entries(kind, v, errs)
-    local list, id_field = {}, ID_FIELD[kind]
-    if v == nil or v == cjson.null then return list end
-    if type(v) ~= "table" then add(errs, kind, "expected " .. (kind == "routes" and "a list" or "a map") .. ", got " .. schema.describe(v)) return list end
-    if next(v) == nil then return list end
-    if is_array(v) then
-        if not id_field then add(errs, kind, "expected a map of name -> entry, got a list") return list end
-        for i, e in ipairs(v) do
-            if e ~= false then list[#list + 1] = { id = type(e) == "table" and e[id_field] or nil, obj = e, path = kind .. "[" .. i .. "]" } end
-        end
-    else
-        if kind == "routes" then add(errs, kind, "expected a list of routes") return list end
-        for id, e in pairs(v) do
-            if not id_field then check_id(kind, id, join(kind, id), errs) end
-            if type(e) == "table" and id_field and e[id_field] == nil then e[id_field] = id end
-            if type(e) == "table" and id_field and e[id_field] ~= id then
-                add(errs, join(join(kind, id), id_field), format("must match its key %q", tostring(id)))
-            end
-            list[#list + 1] = { id = id, obj = e, path = join(kind, id) }
-        end
-        sort(list, function(a, b) return tostring(a.id) < tostring(b.id) end)
-    end
-    return list
-end
+-- ids, cross-entity checks and error lines (sluice.config.refs), under their old names
+local check_id, entries = crefs.check_id, crefs.entries
+_M.id_error, _M.line_of, _M.format_errors = crefs.id_error, crefs.line_of, crefs.format_errors
+_M.resolve_refs, _M.users_of, _M.check_refs = crefs.resolve_refs, crefs.users_of, crefs.check_refs
 
 --- Validates a config table (from YAML or the Admin API); returns cfg | nil, errors ({path, message, line?}).
 function _M.validate(doc, opts)
@@ -566,91 +474,6 @@ function _M.validate(doc, opts)
     return cfg
 end
 
--- Finds each error's source line: the line of its path, or of the nearest parent that has one.
-function _M.line_of(lines, path)
-    local p = path
-    while p and p ~= "" do
-        if lines[p] then return lines[p] end
-        local parent = p:match("^(.*)%[%d+%]$") or p:match("^(.*)%.[^%.%[]*$")
-        if parent == p then break end
-        p = parent
-    end
-    return nil
-end
-
--- Does cfg define an entity of this kind and id? (plugins: opts.plugins, the registry, when there is one)
-local function defines(cfg, kind, id, opts)
-    if kind == "shared_dicts" then
-        return not cfg.node or (cfg.node.shared_dicts or {})[id] ~= nil -- no node: its errors are reported
-    elseif kind == "plugins" then
-        if not (opts and opts.plugins) then return true end
-        local ok, p = pcall(opts.plugins.get, id)
-        return ok and p ~= nil
-    elseif kind == "routes" or kind == "consumers" then
-        for _, e in ipairs(cfg[kind] or {}) do
-            if e[ID_FIELD[kind]] == id then return true end
-        end
-        return false
-    end
-    return (cfg[kind] or {})[id] ~= nil
-end
-
---- The reference checker, one for the config file, `sluice -t`, SIGHUP and the Admin API: every ref
---- ({kind, id, path} from `ref` schema annotations, core and plugin schemas alike) must name an entity that
---- cfg defines; each one that does not is an error at its path.
-function _M.resolve_refs(cfg, refs, errs, opts)
-    for _, r in ipairs(refs or {}) do
-        if not defines(cfg, r.kind, r.id, opts) then
-            local what = REF_WHAT[r.kind] or { r.kind, r.kind }
-            add(errs, r.path, format("unknown %s %q (not defined under %s)", what[1], tostring(r.id), what[2]))
-        end
-    end
-end
-
---- Who still names entity kind/id in cfg: a list of "kind id (path)" strings, empty when nothing does. The
---- Admin API refuses a delete with 409 while this is not empty (the same refs resolve_refs checks).
-function _M.users_of(cfg, kind, id)
-    local out, seen = {}, {}
-    for _, r in ipairs(cfg and cfg.refs or {}) do
-        if r.kind == kind and r.id == id then
-            local o = r.owner or {}
-            local who = o.id ~= nil and (REF_WHAT[o.kind] and REF_WHAT[o.kind][1] or tostring(o.kind)) .. " " .. tostring(o.id)
-                or tostring(o.kind or "config")
-            local s = who .. " (" .. r.path .. ")"
-            if not seen[s] then seen[s], out[#out + 1] = true, s end
-        end
-    end
-    return out
-end
-
---- Checks what refs do not cover: unique consumer keys; fills cfg.warnings (overlapping routes).
-function _M.check_refs(cfg, errs, paths)
-    local seen_route = {}
-    paths = paths or {}
-    for _, r in ipairs(cfg.routes) do
-        for _, p in ipairs(r.paths) do
-            for _, m in ipairs(r.methods or { "*" }) do
-                for _, h in ipairs(r.hosts or { "*" }) do
-                    local key = p .. " " .. m .. " " .. h
-                    if seen_route[key] then
-                        cfg.warnings[#cfg.warnings + 1] = format("routes %q and %q both match %s %s (host %s)", seen_route[key], r.id, m, p, h)
-                    end
-                    seen_route[key] = seen_route[key] or r.id
-                end
-            end
-        end
-    end
-    local keys = {}
-    for i, c in ipairs(cfg.consumers) do
-        for j, k in ipairs(c.keys) do
-            if keys[k] and keys[k] ~= c.name then
-                add(errs, join(paths[c] or ("consumers[" .. i .. "]"), "keys") .. "[" .. j .. "]", format("key is already used by consumer %q", keys[k]))
-            end
-            keys[k] = c.name
-        end
-    end
-end
-
 --- Validates one entity (Admin API); returns the normalized copy | nil, errors with entity-relative paths.
 function _M.validate_entity(kind, id, obj, cfg, opts)
     opts = opts or {}
@@ -700,18 +523,6 @@ function _M.validate_entity(kind, id, obj, cfg, opts)
     end
     if #errs > 0 then return nil, errs end
     return n
-end
-
---- Formats an error list as "FILE:LINE: path: message" lines (FILE/LINE left out when unknown).
-function _M.format_errors(errs, file, lines)
-    local out = {}
-    for i, e in ipairs(errs) do
-        local line = e.line or (lines and _M.line_of(lines, e.path))
-        local f = e.file or file
-        local where = f and (f .. (line and (":" .. line) or "") .. ": ") or ""
-        out[i] = where .. ((e.path == nil or e.path == "") and "(root)" or e.path) .. ": " .. tostring(e.message)
-    end
-    return concat(out, "\n")
 end
 
 function _M.load(path, opts)

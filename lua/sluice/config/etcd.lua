@@ -23,7 +23,7 @@ cjson.decode_max_depth(64)
 
 local C = require("sluice.core")
 
-local type, tostring, tonumber, ipairs, pairs, setmetatable = type, tostring, tonumber, ipairs, pairs, setmetatable
+local type, tostring, tonumber, ipairs, setmetatable = type, tostring, tonumber, ipairs, setmetatable
 local byte, char, sub, format, concat = string.byte, string.char, string.sub, string.format, table.concat
 local band, bor, lshift, rshift = bit.band, bit.bor, bit.lshift, bit.rshift
 
