@@ -48,7 +48,7 @@ local function import(node_path, args)
         io.stderr:write(config.format_errors(errs, file), "\nsluice: nothing imported\n")
         return 1
     end
-    local sum, err = require("sluice.config.center").import(conf, cfg, mode, reg, node)
+    local sum, err = require("sluice.config.import").run(conf, cfg, mode, reg, node)
     if not sum then
         io.stderr:write("sluice: etcd import: ", tostring(err), "\n")
         return 1

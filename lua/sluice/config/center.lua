@@ -9,7 +9,8 @@
 --    else the node refuses to start): initial(), through the blocking transport (sluice.config.etcd "sync").
 --  * worker 0 (beside the Admin API): the watch loop (run), Admin API writes (write), GET /admin/status (status).
 --    It validates every change as the Admin API does and publishes to every worker (sluice.master.publish).
---  * `sluice etcd import FILE` (import).
+--  * `sluice etcd import FILE`: sluice.config.import.
+-- Entries, their validation and the choice of what to serve: sluice.config.entries.
 --
 -- What a node serves is what etcd holds minus what does not validate. `desired` is every key as etcd has it,
 -- `applied` the entries the published config was built from. A change that would make the config invalid is
@@ -18,225 +19,25 @@
 -- its upstream is served once the upstream is there.
 local cjson = require("cjson.safe")
 local etcd = require("sluice.config.etcd")
-local store = require("sluice.config.store")
 local config = require("sluice.config")
-local schema = require("sluice.schema")
 local log = require("sluice.pdk.log")
+local E = require("sluice.config.entries")
 
 local type, pairs, ipairs, tostring, tonumber, next, pcall = type, pairs, ipairs, tostring, tonumber, next, pcall
-local format, concat, sort, min = string.format, table.concat, table.sort, math.min
-local is_array = schema.is_array
-
-local vjson = require("cjson.safe").new() -- entity values: the Admin API's rules for bodies
-vjson.decode_invalid_numbers(false)
-vjson.decode_max_depth(100)
+local format, sort, min = string.format, table.sort, math.min
+local key_of, decode_entry, fingerprint, build, settle, sorted, same, one_line, validate =
+    E.key, E.decode_entry, E.fingerprint, E.build, E.settle, E.sorted, E.same, E.one_line, E.validate
 
 local _M = {}
 
-local KINDS = { "upstreams", "providers", "consumer_groups", "plugin_metadata", "consumers", "global_plugins",
-                "routes" } -- what others refer to first (import writes in this order)
-local ENTITY = { routes = true, upstreams = true, providers = true, consumers = true, consumer_groups = true,
-                 plugin_metadata = true }
-local ID_FIELD = { routes = "id", upstreams = "id", consumers = "name" }
-local LIST = { routes = true, consumers = true }
-_M.KINDS = KINDS
+_M.KINDS = E.KINDS
+_M.key = key_of
+_M.fingerprint = fingerprint
 
 local BACKOFF_MIN, BACKOFF_MAX = 0.1, 2 -- seconds between attempts while etcd is unreachable (doubling)
 local PROBE_EVERY = 5                   -- a quiet watch cannot tell a vanished etcd: a cheap read this often
-local MAX_ERROR = 1000                  -- characters of a refusal kept and logged
 
 local S -- this process's state (one config center per process)
-
----------------------------------------------------------------------------------------------------------------
--- keys and entries
-
---- The etcd key of an entity.
-function _M.key(prefix, kind, id)
-    if kind == "global_plugins" then return prefix .. "/global_plugins" end
-    return prefix .. "/" .. kind .. "/" .. id
-end
-
--- kind, id of a key under prefix | nil, nil, why
-local function parse_key(prefix, key)
-    if key:sub(1, #prefix + 1) ~= prefix .. "/" then return nil, nil, "outside the prefix " .. prefix end
-    local rest = key:sub(#prefix + 2)
-    if rest == "global_plugins" then return "global_plugins", nil end
-    local kind, id = rest:match("^([%w_]+)/(.+)$")
-    if not kind or not ENTITY[kind] then
-        return nil, nil, "not a Sluice key (expected PREFIX/<routes|upstreams|providers|consumers|consumer_groups|"
-            .. "plugin_metadata>/<id> or PREFIX/global_plugins)"
-    end
-    local bad = config.id_error(kind, id)
-    if bad then return nil, nil, "invalid id in the key: " .. bad end
-    return kind, id
-end
-
-local function one_line(s)
-    s = tostring(s):gsub("\n", "; ")
-    if #s > MAX_ERROR then s = s:sub(1, MAX_ERROR) .. "..." end
-    return s
-end
-
--- An etcd kv as an entry {key, kind, id, value, obj, create_revision, mod_revision}; entry.err instead of obj
--- when the value is not a valid entity on its own (the Admin API's first check).
-local function decode_entry(prefix, kv, reg)
-    local e = { key = kv.key, value = kv.value, create_revision = kv.create_revision, mod_revision = kv.mod_revision }
-    local kind, id, why = parse_key(prefix, kv.key)
-    if not kind then e.err = why return e end
-    e.kind, e.id = kind, id
-    local t, jerr = vjson.decode(kv.value)
-    if type(t) ~= "table" or (next(t) ~= nil and is_array(t)) then
-        e.err = "the value is not a JSON object" .. (jerr and (" (" .. tostring(jerr) .. ")") or "")
-        return e
-    end
-    local obj, derr = store.decode(kind, id, t)
-    if not obj then e.err = derr return e end
-    local idf = ID_FIELD[kind]
-    if idf then
-        if obj[idf] ~= nil and obj[idf] ~= id then
-            e.err = format("%s %s does not match the id in the key (%q)", idf, cjson.encode(obj[idf]) or "?", id)
-            return e
-        end
-        obj[idf] = id
-    end
-    local ok, res, errs = pcall(config.validate_entity, kind, id, obj, nil, { plugins = reg.for_config })
-    if not ok then e.err = "cannot be checked: " .. tostring(res) return e end
-    if errs then e.err = one_line(config.format_errors(errs)) return e end
-    e.obj = obj
-    return e
-end
-
-local function copy(set)
-    local c = {}
-    for k, v in pairs(set) do c[k] = v end
-    return c
-end
-
-local function same(a, b)
-    for k, v in pairs(a) do if b[k] ~= v then return false end end
-    for k in pairs(b) do if a[k] == nil then return false end end
-    return true
-end
-
-local function sorted(set)
-    local list = {}
-    for _, e in pairs(set) do list[#list + 1] = e end
-    sort(list, function(x, y)
-        if x.create_revision ~= y.create_revision then return x.create_revision < y.create_revision end
-        return x.key < y.key
-    end)
-    return list
-end
-
---- A short digest of a set of entries (keys and revisions): equal sets, equal configs.
-local function fingerprint(set)
-    local lines = {}
-    for k, e in pairs(set) do lines[#lines + 1] = k .. "\t" .. tostring(e.mod_revision) end
-    sort(lines)
-    return require("sluice.crypto").sha256_hex(concat(lines, "\n")):sub(1, 32)
-end
-_M.fingerprint = fingerprint
-
--- The config document of a set of entries under node; where: {{path, key}} for blaming errors. Routes and
--- consumers are in creation order (etcd's create_revision), as appended through the Admin API.
-local function build(node, set)
-    local doc = { node = node, routes = {}, consumers = {}, upstreams = {}, providers = {}, consumer_groups = {},
-                  plugin_metadata = {} }
-    local where = {}
-    for _, e in ipairs(sorted(set)) do
-        local path
-        if e.kind == "global_plugins" then
-            doc.global_plugins, path = e.obj, "global_plugins"
-        elseif LIST[e.kind] then
-            local list = doc[e.kind]
-            list[#list + 1] = e.obj
-            path = e.kind .. "[" .. #list .. "]"
-        else
-            doc[e.kind][e.id], path = e.obj, e.kind .. "." .. e.id
-        end
-        where[#where + 1] = { path = path, key = e.key }
-    end
-    return doc, where
-end
-
--- The key an error path belongs to (the longest entry path it starts with), or nil.
-local function blame(where, path)
-    local best, blen = nil, 0
-    path = tostring(path or "")
-    for _, w in ipairs(where) do
-        local p = w.path
-        if #p > blen and (path == p or path:sub(1, #p + 1) == p .. "." or path:sub(1, #p + 1) == p .. "[") then
-            best, blen = w.key, #p
-        end
-    end
-    return best
-end
-
-local function validate(doc, reg)
-    return require("sluice.master").validate(doc, reg)
-end
-
--- The set to serve: cand where it validates, else cand without the changes (against base) that break it;
--- refuse(key, entry | nil (a deletion), message) for each change left out. Returns set, doc, cfg (doc nil: no
--- change could be applied, set is base).
-local function settle(base, cand, node, reg, refuse)
-    local why = {} -- key -> what was wrong with its change, for the changes left out in the end
-    local set, doc, cfg = copy(cand), nil, nil
-    for _ = 1, 50 do -- drop the changes the errors are at; each round drops at least one
-        local where, errs
-        doc, where = build(node, set)
-        cfg, errs = validate(doc, reg)
-        if cfg then break end
-        local blamed = {}
-        for _, e in ipairs(errs) do
-            local k = blame(where, e.path)
-            if k and set[k] ~= base[k] then
-                blamed[k] = blamed[k] or {}
-                blamed[k][#blamed[k] + 1] = tostring(e.path) .. ": " .. tostring(e.message)
-            end
-        end
-        if next(blamed) == nil then break end -- errors at entries that did not change: a deletion did it
-        for k, msgs in pairs(blamed) do
-            why[k] = concat(msgs, "; ")
-            set[k] = base[k]
-        end
-    end
-    if not cfg then -- one change at a time over base, oldest first, deletions last
-        local changes = {}
-        for k, e in pairs(cand) do if base[k] ~= e then changes[#changes + 1] = { key = k, e = e } end end
-        for k in pairs(base) do if cand[k] == nil then changes[#changes + 1] = { key = k } end end
-        sort(changes, function(a, b)
-            if (a.e == nil) ~= (b.e == nil) then return a.e ~= nil end
-            if a.e and a.e.mod_revision ~= b.e.mod_revision then return a.e.mod_revision < b.e.mod_revision end
-            return a.key < b.key
-        end)
-        set, doc = copy(base), nil
-        local progress = true
-        while progress do -- again while some change got in: it may be what another one needed
-            progress = false
-            for i, ch in ipairs(changes) do
-                if ch then
-                    local trial = copy(set)
-                    trial[ch.key] = ch.e
-                    local tdoc = build(node, trial)
-                    local tcfg, errs = validate(tdoc, reg)
-                    if tcfg then
-                        set, doc, cfg, changes[i], progress = trial, tdoc, tcfg, false, true
-                    else
-                        why[ch.key] = config.format_errors(errs)
-                    end
-                end
-            end
-        end
-    end
-    for k, e in pairs(cand) do
-        if set[k] ~= e then refuse(k, e, why[k] or "does not validate with the other changes") end
-    end
-    for k in pairs(base) do
-        if cand[k] == nil and set[k] ~= nil then refuse(k, nil, why[k] or "the config needs it") end
-    end
-    return set, doc, cfg
-end
 
 ---------------------------------------------------------------------------------------------------------------
 -- state
@@ -565,7 +366,7 @@ end
 
 --- The etcd revision of the entity this node serves (nil when it serves none, or without a config center).
 function _M.revision_of(kind, id)
-    local e = S and S.applied[_M.key(S.prefix, kind, id)]
+    local e = S and S.applied[key_of(S.prefix, kind, id)]
     return e and e.mod_revision or nil
 end
 
@@ -590,7 +391,7 @@ end
 function _M.write(kind, id, stored, expect)
     local st = S
     if not st then return nil, "the config center is not running on this worker", 503 end
-    local key = _M.key(st.prefix, kind, id)
+    local key = key_of(st.prefix, kind, id)
     local seen = st.desired[key]
     local rev = expect or (seen and seen.mod_revision) or 0
     local r, err, unreachable
@@ -627,107 +428,6 @@ function _M.status()
              last_error = st.state ~= "connected" and st.last_error or nil, started_from = st.source,
              entries = (function() local n = 0 for _ in pairs(st.applied) do n = n + 1 end return n end)(),
              refused = refused, snapshot_file = st.conf.snapshot_file }
-end
-
----------------------------------------------------------------------------------------------------------------
--- `sluice etcd import FILE`
-
--- Do two stored values hold the same entity? Whatever the order of keys in the text, with or without the id
--- field the key already gives.
-local function same_entity(kind, id, a, b)
-    if a == b then return true end
-    local x, y = vjson.decode(a), vjson.decode(b)
-    if type(x) ~= "table" or type(y) ~= "table" then return false end
-    local idf = ID_FIELD[kind]
-    if idf then
-        if x[idf] == nil then x[idf] = id end
-        if y[idf] == nil then y[idf] = id end
-    end
-    return schema.deep_equal(x, y)
-end
-
---- Writes the entities of a validated config (cfg.raw) to etcd under conf's prefix. mode "replace" also deletes
---- keys the file does not have; "merge" keeps them. Returns a summary {put, deleted, unchanged, revision} | nil,
---- err. Main thread / command line only (blocking).
-function _M.import(conf, cfg, mode, reg, node)
-    local client = etcd.new(conf, "sync")
-    local cur, err = client:range_prefix()
-    if not cur then return nil, "cannot read etcd: " .. tostring(err) end
-    local have = {}
-    for _, kv in ipairs(cur.kvs) do have[kv.key] = kv end
-    local want, order = {}, {}
-    for _, kind in ipairs(KINDS) do
-        local raw = cfg.raw[kind]
-        if kind == "global_plugins" then
-            if type(raw) == "table" and next(raw) ~= nil then
-                order[#order + 1] = { kind = kind, obj = raw }
-            end
-        else
-            local ids = {}
-            for id in pairs(raw or {}) do ids[#ids + 1] = id end
-            if kind == "routes" or kind == "consumers" then -- keep the file's order: it is the creation order
-                ids = {}
-                for _, n in ipairs(cfg[kind]) do ids[#ids + 1] = n[ID_FIELD[kind]] end
-            else
-                sort(ids)
-            end
-            for _, id in ipairs(ids) do order[#order + 1] = { kind = kind, id = id, obj = raw[id] } end
-        end
-    end
-    local ops, sum = {}, { put = 0, deleted = 0, unchanged = 0 }
-    for _, o in ipairs(order) do
-        local key = _M.key(client.prefix, o.kind, o.id)
-        local stored, serr = store.encode(o.kind, o.id, o.obj)
-        if not stored then return nil, key .. ": " .. tostring(serr) end
-        local value = cjson.encode(stored)
-        want[key] = true
-        if have[key] and same_entity(o.kind, o.id, have[key].value, value) then
-            sum.unchanged = sum.unchanged + 1
-        else
-            ops[#ops + 1] = { put = key, value = value }
-            sum.put = sum.put + 1
-        end
-    end
-    if mode == "merge" then -- the result must validate as a whole
-        local st = new_state(conf, "sync")
-        for _, kv in ipairs(cur.kvs) do st.desired[kv.key] = decode_entry(st.prefix, kv, reg) end -- then the changes
-        for _, op in ipairs(ops) do
-            st.desired[op.put] = decode_entry(st.prefix, { key = op.put, value = op.value, create_revision = 0,
-                                                           mod_revision = 0 }, reg)
-        end
-        local set = {} -- entries already in etcd that nodes refuse on their own stay refused: not checked here
-        for k, e in pairs(st.desired) do if e.obj then set[k] = e end end
-        local ok, verrs = validate(build(node, set), reg)
-        if not ok then
-            return nil, "the merged config would not be valid, nothing written:\n" .. config.format_errors(verrs)
-        end
-    else
-        local dels, rank = {}, {}
-        for i, kind in ipairs(KINDS) do rank[kind] = i end
-        for key in pairs(have) do
-            if not want[key] then
-                local kind = parse_key(client.prefix, key)
-                dels[#dels + 1] = { key = key, rank = rank[kind] or #KINDS + 1 }
-            end
-        end
-        sort(dels, function(a, b) -- what refers to others first: routes before the upstreams they name
-            if a.rank ~= b.rank then return a.rank > b.rank end
-            return a.key < b.key
-        end)
-        for i, d in ipairs(dels) do dels[i] = d.key end
-        for _, key in ipairs(dels) do ops[#ops + 1] = { delete = key } sum.deleted = sum.deleted + 1 end
-    end
-    sum.revision = cur.revision
-    for i = 1, #ops, 100 do -- etcd's default --max-txn-ops is 128
-        local batch = {}
-        for j = i, min(i + 99, #ops) do batch[#batch + 1] = ops[j] end
-        local r, terr = client:txn(batch)
-        if not r then
-            return nil, format("etcd refused the write after %d of %d changes: %s", i - 1, #ops, tostring(terr))
-        end
-        sum.revision = r.revision
-    end
-    return sum
 end
 
 return _M
