@@ -266,6 +266,82 @@ describe_etcd("config center (etcd)", function()
         gw:stop()
     end)
 
+    it("refuses bad config_center settings with clear errors (sluice -t)", function()
+        local dir = helpers.tmpdir()
+        local file = helpers.write_file(dir .. "/bad.yaml", table.concat({
+            "node:",
+            "  config_center:",
+            "    kind: etcd",
+            "    endpoints: [\"ftp://x:1\", \"not a url\"]",
+            "    prefix: /",
+            "    timeout: -1",
+            "    tls: {cert_file: c.crt}",
+            "    auth: {user: \"a\\r\\nb\", password: p}",
+            "    extra: 1",
+        }, "\n") .. "\n")
+        local code, out = helpers.exec(format("env SLUICE_HOME=%s %s -t -c %s", helpers.shell_quote(helpers.ROOT),
+            helpers.shell_quote(helpers.BIN), helpers.shell_quote(file)), 15)
+        assert.equal(1, code, out)
+        for _, want in ipairs({ "node.config_center.endpoints%[2%]", "node.config_center.timeout",
+                                "node.config_center.auth.user", "node.config_center.extra" }) do
+            assert.matches(want, out)
+        end
+        helpers.write_file(file, "node:\n  config_center: {kind: etcd, endpoints: [\"ftp://x:1\"], prefix: /, "
+            .. "tls: {cert_file: c.crt}}\n")
+        code, out = helpers.exec(format("env SLUICE_HOME=%s %s -t -c %s", helpers.shell_quote(helpers.ROOT),
+            helpers.shell_quote(helpers.BIN), helpers.shell_quote(file)), 15)
+        assert.equal(1, code, out)
+        assert.matches("node.config_center.endpoints%[1%]: expected an http:// or https:// URL", out)
+        assert.matches("node.config_center.prefix: must not be \"/\" alone", out)
+        assert.matches("node.config_center.tls: a client certificate needs both cert_file and key_file", out)
+        -- a command it does not know
+        code, out = helpers.exec(format("env SLUICE_HOME=%s %s -c %s etcd export", helpers.shell_quote(helpers.ROOT),
+            helpers.shell_quote(helpers.BIN), helpers.shell_quote(file)), 15)
+        assert.equal(2, code, out)
+        assert.matches("unknown command etcd export", out)
+    end)
+
+    it("refuses keys that are not Sluice's and huge or deep values, without harm", function()
+        local gw = start()
+        e:put("/sluice/widgets/w1", "{}")
+        e:put("/sluice/routes/bad id!", route("x", "/x"))
+        e:put("/sluice/routes/deep", string.rep("[", 5000) .. string.rep("]", 5000))
+        e:put("/sluice/routes/arr", "[1,2]")
+        e:put("/sluice/routes/big", cjson.encode({ paths = { "/big" }, upstream = "mock", desc = string.rep("x", 60 * 1024) }))
+        local rev = e:put("/sluice/routes/idmix", cjson.encode({ id = "other", paths = { "/idmix" }, upstream = "mock" }))
+        helpers.wait_until(function() return status(gw).config_center.revision >= rev end, 5)
+        local refused = {}
+        for _, r in ipairs(status(gw).config_center.refused) do refused[r.key] = r.error end
+        assert.matches("not a Sluice key", refused["/sluice/widgets/w1"])
+        assert.matches("invalid id in the key", refused["/sluice/routes/bad id!"])
+        assert.matches("not a JSON object", refused["/sluice/routes/deep"])
+        assert.matches("not a JSON object", refused["/sluice/routes/arr"])
+        assert.matches('does not match the id in the key %("idmix"%)', refused["/sluice/routes/idmix"])
+        assert.is_true(serves(gw, "/a"))
+        assert.is_true(serves(gw, "/big") or refused["/sluice/routes/big"] ~= nil)
+        for _, k in ipairs({ "/sluice/widgets/w1", "/sluice/routes/bad id!", "/sluice/routes/deep", "/sluice/routes/arr",
+                             "/sluice/routes/big", "/sluice/routes/idmix" }) do
+            e:del(k)
+        end
+        gw:stop()
+    end)
+
+    it("refuses to start on an endpoint that is not etcd, or on a damaged snapshot", function()
+        local ok, err = pcall(start, { id = "notetcd", center = { kind = "etcd", endpoints = { mock.url() },
+                                                                  timeout = "2s" } })
+        assert.is_false(ok)
+        assert.matches("config center", err)
+        -- a damaged snapshot while etcd is down: a clear refusal
+        local gw = start()
+        gw:stop()
+        helpers.write_file(gw.file .. ".etcd.json", "{\"version\":1,\"revision\":\"x\"")
+        e:stop()
+        ok, err = pcall(gw.restart, gw)
+        e:start()
+        assert.is_false(ok)
+        assert.matches("not a config center snapshot", err)
+    end)
+
     it("talks TLS with a client certificate to etcd", function()
         local certs = helpers.tmpdir()
         assert.equal(0, (helpers.exec(format("sh %s %s etcd=localhost client=client", helpers.shell_quote(
