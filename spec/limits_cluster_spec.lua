@@ -6,7 +6,7 @@
 -- count it in GET /admin/limits.
 local helpers = require("helpers")
 local cjson = require("cjson.safe")
-local tokens = require("sluice.ai.tokens")
+local call = require("sluice.limits.call")
 
 local MEMCACHED = "/usr/bin/memcached"
 local BURST = helpers.ROOT .. "/spec/support/burst.js"
@@ -29,7 +29,7 @@ end
 
 local MESSAGES = { { role = "user", content = "Tell me something about rate limits across a cluster." } }
 local MAX_TOKENS = 20
-local PROMPT = tokens.count_messages(MESSAGES) -- what the gateway estimates; the mock reports exactly this
+local PROMPT = call.prompt_tokens("chat", { messages = MESSAGES }) -- what the gateway estimates; the mock reports it
 local PER_CALL = PROMPT + MAX_TOKENS
 
 local function config(mc_port, plugins, provider_opts)

@@ -7,6 +7,7 @@ local C = require("sluice.core")
 local shared = require("sluice.pdk.shared")
 local limits = require("sluice.limits")
 local call = require("sluice.limits.call")
+local cjson = require("cjson.safe")
 local budget = require("sluice.limits.budget")
 local unit = require("unit_helpers")
 
@@ -139,6 +140,27 @@ describe("sluice.limits", function()
         cl.request.max_completion_tokens = -1
         assert.equal(0, select(2, call.estimate(cl, true, true)))
         assert.same({ 0, 0 }, { call.estimate({ op = "chat" }, true, true) })
+    end)
+
+    it("estimates prompt tokens as bytes / 4, 4 per message, 3 for the reply, 85 per image", function()
+        -- "hello world": 11 bytes -> 3, one message 4, the reply 3
+        assert.equal(10, call.prompt_tokens("chat", { messages = { { role = "user", content = "hello world" } } }))
+        local img = { type = "image_url", image_url = { url = "data:image/png;base64," .. string.rep("A", 4000) } }
+        assert.equal(3 + 4 + 85 + 2, call.prompt_tokens("chat", { messages = { { role = "user",
+            content = { { type = "text", text = "look at " }, img } } } }))
+        local args = string.rep("x", 40)
+        assert.equal(3 + 4 + 10, call.prompt_tokens("chat", { messages = { { role = "assistant", content = cjson.null,
+            tool_calls = { { type = "function", ["function"] = { name = "f", arguments = args } } } } } }))
+        local tools = { { type = "function", ["function"] = { name = "get_weather", parameters = { type = "object" } } } }
+        assert.equal(3 + math.ceil(#cjson.encode(tools) / 4), call.prompt_tokens("chat", { messages = {}, tools = tools }))
+        assert.equal(3, call.prompt_tokens("embeddings", { input = "0123456789" }))
+        assert.equal(2 + 2, call.prompt_tokens("embeddings", { input = { "01234567", 17, 42, false } }))
+        assert.equal(2, call.prompt_tokens("completions", { prompt = "say hi" }))
+        -- hostile shapes count what they can and never fail
+        assert.equal(3 + 4 + 4 + 1, call.prompt_tokens("chat", { messages = { "x", { content = { 1, "a", { text = 5 } } },
+            { content = "abc", tool_calls = { 1, { ["function"] = "f" } } } } }))
+        assert.equal(0, call.prompt_tokens("chat", "nope"))
+        assert.equal(3, call.prompt_tokens("chat", { messages = "nope", tools = "nope" }))
     end)
 
     it("knows budget periods: UTC days and calendar months", function()
