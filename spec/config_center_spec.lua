@@ -342,6 +342,33 @@ describe_etcd("config center (etcd)", function()
         assert.matches("not a config center snapshot", err)
     end)
 
+    it("authenticates as an etcd user, again when its token expired, and refuses a wrong password", function()
+        local ae = cluster.etcd({ auth = { password = "root-pw", token_ttl = 2 } })
+        assert.is_table(ae:call("/v3/kv/range", { key = "eA==" })) -- the spec's own calls work as root
+        ae:call("/v3/auth/user/add", { name = "gw", password = "gw-pw" })
+        ae:call("/v3/auth/role/add", { name = "gw" })
+        assert(ae:call("/v3/auth/role/grant", { name = "gw", perm = { permType = "READWRITE",
+            key = cluster.b64("/sluice/"), range_end = cluster.b64("/sluice0") } }))
+        ae:call("/v3/auth/user/grant", { user = "gw", role = "gw" })
+        ae:put("/sluice/upstreams/mock", cjson.encode({ nodes = { mock.addr } }))
+        ae:put("/sluice/routes/u", route("u", "/u"))
+        local gw = start({ id = "auth", center = ae:center({ auth = { user = "gw", password = "gw-pw" } }) })
+        assert.is_true(serves(gw, "/u"))
+        local res = gw:admin("PUT", "/admin/routes/u2", { paths = { "/u2" }, upstream = "mock" })
+        assert.equal(201, res.status, res.body)
+        helpers.sleep(4) -- the token (ttl 2 s) expires: the next call authenticates again
+        res = gw:admin("PUT", "/admin/routes/u3", { paths = { "/u3" }, upstream = "mock" })
+        assert.equal(201, res.status, res.body)
+        ae:put("/sluice/routes/u4", route("u4", "/u4"))
+        helpers.wait_until(function() return serves(gw, "/u4") end, 5, "the watch as user gw")
+        gw:stop()
+        -- a wrong password: nothing to start from
+        local ok, err = pcall(start, { id = "badpw", center = ae:center({ auth = { user = "gw", password = "nope" } }) })
+        assert.is_false(ok)
+        assert.matches("authentication failed", err)
+        ae:stop()
+    end)
+
     it("talks TLS with a client certificate to etcd", function()
         local certs = helpers.tmpdir()
         assert.equal(0, (helpers.exec(format("sh %s %s etcd=localhost client=client", helpers.shell_quote(

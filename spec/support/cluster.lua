@@ -17,6 +17,7 @@ local q = helpers.shell_quote
 local _M = {}
 
 _M.ETCD = "/usr/bin/etcd"
+_M.b64 = etcd_lib.b64
 _M.MEMCACHED = "/usr/bin/memcached"
 _M.NGINX = "/usr/sbin/nginx"
 
@@ -36,14 +37,22 @@ Etcd.__index = Etcd
 
 --- Starts etcd on two free ports (client, peer) with a fresh data dir. opts.tls = {dir = certs dir} serves
 --- HTTPS with DIR/etcd.crt|key and requires client certificates signed by DIR/ca.crt (then e.url is
---- https://localhost:PORT).
+--- https://localhost:PORT). opts.auth = {password = ..., token_ttl = seconds} turns on etcd's users: user root
+--- with that password (the spec's own calls authenticate as root), simple tokens that expire after token_ttl.
 function _M.etcd(opts)
     opts = opts or {}
     local e = setmetatable({ dir = helpers.tmpdir(), port = helpers.free_port(), peer = helpers.free_port(),
-                             tls = opts.tls }, Etcd)
+                             tls = opts.tls, token_ttl = opts.auth and opts.auth.token_ttl }, Etcd)
     e.host = e.tls and "localhost" or "127.0.0.1"
     e.url = format("%s://%s:%d", e.tls and "https" or "http", e.host, e.port)
     e:start()
+    if opts.auth then
+        assert(e:call("/v3/auth/user/add", { name = "root", password = opts.auth.password }))
+        assert(e:call("/v3/auth/user/grant", { user = "root", role = "root" }))
+        local t = assert(e:call("/v3/auth/enable", {}))
+        assert(t.header, helpers.json(t))
+        e.password = opts.auth.password
+    end
     return e
 end
 
@@ -58,8 +67,9 @@ function Etcd:start()
     self.proc = helpers.spawn(format("%s --name spec --data-dir %s --listen-client-urls %s://127.0.0.1:%d "
         .. "--advertise-client-urls %s://127.0.0.1:%d --listen-peer-urls http://127.0.0.1:%d "
         .. "--initial-advertise-peer-urls http://127.0.0.1:%d --initial-cluster spec=http://127.0.0.1:%d "
-        .. "--log-level error%s >>%s 2>&1", _M.ETCD, q(self.dir .. "/data"), scheme, self.port, scheme, self.port,
-        self.peer, self.peer, self.peer, tls, q(self.dir .. "/etcd.log")))
+        .. "--log-level error%s%s >>%s 2>&1", _M.ETCD, q(self.dir .. "/data"), scheme, self.port, scheme, self.port,
+        self.peer, self.peer, self.peer, tls, self.token_ttl and (" --auth-token-ttl " .. self.token_ttl) or "",
+        q(self.dir .. "/etcd.log")))
     self.proc.owner = self
     helpers.wait_until(function()
         assert(self.proc:alive(), "etcd exited: " .. (helpers.read_file(self.dir .. "/etcd.log") or ""))
@@ -71,12 +81,20 @@ function Etcd:stop()
     return self.proc:stop(10)
 end
 
---- A v3 gateway call through curl (TLS with the test certificates when etcd has them): the decoded answer.
+--- A v3 gateway call through curl (TLS with the test certificates when etcd has them; as root when etcd has
+--- users): the decoded answer.
 function Etcd:call(path, body)
     local tls = ""
     if self.tls then
         local d = self.tls.dir
         tls = format("--cacert %s --cert %s --key %s ", q(d .. "/ca.crt"), q(d .. "/client.crt"), q(d .. "/client.key"))
+    end
+    if self.password then
+        local code, out = helpers.exec(format("curl -s -m 5 %s-X POST %s -d %s", tls, q(self.url .. "/v3/auth/authenticate"),
+            q(helpers.json({ name = "root", password = self.password }))), 10)
+        local t = code == 0 and cjson.decode(out)
+        if not (t and t.token) then return nil, out end
+        tls = tls .. "-H " .. q("Authorization: " .. t.token) .. " "
     end
     local code, out = helpers.exec(format("curl -s -m 5 %s-X POST %s -d %s", tls, q(self.url .. path),
         q(helpers.json(body))), 10)
