@@ -219,6 +219,21 @@ describe_etcd("config center (etcd)", function()
         e:put("/sluice/routes/k2", route("k2", "/k2"))
         helpers.wait_until(function() return serves(gw, "/k2") end, 5)
         assert.is_true(serves(gw, "/k"))
+        -- another config center, or none, needs a restart: the reload is refused, nothing changes
+        for _, cc in ipairs({ e:center({ prefix = "/other" }), false }) do
+            conf.node.config_center = cc or nil
+            helpers.write_file(gw.file, helpers.json(conf))
+            local v = status(gw).config_version
+            gw:reload()
+            helpers.wait_until(function()
+                local _, n = gw:log():gsub("node.config_center: cannot be added, removed or changed by a reload", "")
+                return n >= (cc and 1 or 2)
+            end, 5, "reload not refused")
+            assert.equal(v, status(gw).config_version)
+            assert.is_true(serves(gw, "/k2"))
+        end
+        e:put("/sluice/routes/k3", route("k3", "/k3"))
+        helpers.wait_until(function() return serves(gw, "/k3") end, 5, "still watching the same etcd")
         gw:stop()
     end)
 

@@ -231,6 +231,12 @@ function _M.reload(path)
     local snap = published() or {}
     local pub = type(snap.plugins) == "table" and snap.plugins or {}
     local doc, info = _M.to_doc(cfg), nil
+    local live_node = type(snap.config) == "table" and type(snap.config.node) == "table" and snap.config.node or nil
+    if live_node and not require("sluice.schema").deep_equal(live_node.config_center, doc.node.config_center) then
+        -- the config center (its loop on worker 0, the entities it serves) is set up at start only
+        return nil, "node.config_center: cannot be added, removed or changed by a reload (SIGHUP); restart the node "
+            .. "for that (nothing was changed)"
+    end
     if cfg.node.config_center then -- the entities stay those from etcd; the file gives the node settings
         local live = type(snap.config) == "table" and snap.config or {}
         for _, k in ipairs(ENTITY_SECTIONS) do doc[k] = live[k] end
