@@ -306,10 +306,13 @@ function _M:watch(start_revision, fn, timeout)
     if not auth then return aerr end
     local body = cjson.encode({ create_request = { key = _M.b64(self.prefix .. "/"),
         range_end = _M.b64(_M.prefix_end(self.prefix .. "/")), start_revision = tostring(start_revision) } })
-    local buf, stopped = "", false
+    local parts, plen, stopped = {}, 0, false -- the message being received, in pieces (no copy per chunk)
     local function on_chunk(chunk)
-        buf = buf .. chunk
-        if #buf > MAX_LINE then return false end
+        plen = plen + #chunk
+        if plen > MAX_LINE then return false end
+        parts[#parts + 1] = chunk
+        if not chunk:find("\n", 1, true) then return end
+        local buf = concat(parts)
         while true do
             local nl = buf:find("\n", 1, true)
             if not nl then break end
@@ -323,6 +326,7 @@ function _M:watch(start_revision, fn, timeout)
                 end
             end
         end
+        parts, plen = { buf }, #buf
     end
     local opts = http_opts(self, ep .. "/v3/watch", body, "Content-Type: application/json\r\n" .. auth, timeout,
         on_chunk)
