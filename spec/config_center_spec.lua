@@ -108,6 +108,15 @@ describe_etcd("config center (etcd)", function()
         res = gw:admin("PUT", "/admin/global_plugins", {})
         assert.equal(200, res.status, res.body)
         assert.equal("{}", (e:get("/sluice/global_plugins")))
+        -- a generated consumer key: answered once, etcd gets its digest only
+        res = gw:admin("POST", "/admin/consumers/carol/keys")
+        assert.equal(201, res.status, res.body)
+        local key = res.json.key
+        assert.is_string(key)
+        local stored = assert(e:get("/sluice/consumers/carol"))
+        assert.is_nil(stored:find(key, 1, true))
+        assert.matches("sha256:", stored)
+        assert.equal(200, gw:admin("DELETE", "/admin/consumers/carol").status)
         gw:stop()
     end)
 
