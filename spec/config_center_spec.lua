@@ -197,6 +197,22 @@ describe_etcd("config center (etcd)", function()
         gw2:stop()
     end)
 
+    it("goes on to the next endpoint when one does not answer", function()
+        local dead = "http://127.0.0.1:" .. helpers.free_port()
+        local gw = start({ id = "eps", center = e:center({ endpoints = { dead, e.url } }) })
+        assert.is_true(serves(gw, "/a"))
+        local st = status(gw).config_center
+        assert.equal("connected", st.state)
+        assert.equal(e.url, st.endpoint)
+        local res = gw:admin("PUT", "/admin/routes/ep", { paths = { "/ep" }, upstream = "mock" })
+        assert.equal(201, res.status, res.body)
+        e:put("/sluice/routes/ep2", route("ep2", "/ep2"))
+        helpers.wait_until(function() return serves(gw, "/ep2") end, 5)
+        e:del("/sluice/routes/ep")
+        e:del("/sluice/routes/ep2")
+        gw:stop()
+    end)
+
     it("reads everything again after a compacted revision", function()
         local proxy = cluster.tcp_proxy(e.port)
         local gw = start({ center = { kind = "etcd", endpoints = { "http://127.0.0.1:" .. proxy.port },
