@@ -213,6 +213,26 @@ describe_etcd("config center (etcd)", function()
         gw:stop()
     end)
 
+    it("answers 504 when etcd takes a write and never answers, and says it does not know the outcome", function()
+        local proxy = cluster.tcp_proxy(e.port)
+        local gw = start({ id = "hold", center = { kind = "etcd", endpoints = { "http://127.0.0.1:" .. proxy.port },
+                                                   timeout = "1s", watch_timeout = "2s" } })
+        assert.is_true(serves(gw, "/a"))
+        proxy:hold_all()
+        local res = gw:admin("PUT", "/admin/routes/held", { paths = { "/held" }, upstream = "mock" })
+        assert.equal(504, res.status, res.body)
+        assert.matches("it may or may not have been made", res.json.error.message)
+        assert.is_true(serves(gw, "/a")) -- the running config serves on
+        helpers.wait_until(function() return status(gw).config_center.state == "unreachable" end, 10)
+        proxy:close_frozen()
+        helpers.wait_until(function() return status(gw).config_center.state == "connected" end, 10, "not back")
+        res = gw:admin("PUT", "/admin/routes/held", { paths = { "/held" }, upstream = "mock" })
+        assert.equal(201, res.status, res.body)
+        e:del("/sluice/routes/held")
+        gw:stop()
+        proxy:stop()
+    end)
+
     it("reads everything again after a compacted revision", function()
         local proxy = cluster.tcp_proxy(e.port)
         local gw = start({ center = { kind = "etcd", endpoints = { "http://127.0.0.1:" .. proxy.port },

@@ -6,7 +6,8 @@
 --   local m = cluster.memcached()             -- m.port, m.addr, m:stop(), m:start()
 --   local lb = cluster.nginx({gw1, gw2, gw3}) -- nginx balancing over the gateways' listen ports: lb.url(path)
 --   local load = cluster.load({url1, ...})    -- spec/support/load.js: load:stats(), load:stop()
---   local p = cluster.tcp_proxy(port)         -- spec/support/tcp_proxy.js: p.port, p:freeze(), p:close_frozen()
+--   local p = cluster.tcp_proxy(port)         -- spec/support/tcp_proxy.js: p.port, p:freeze(), p:hold_all(),
+--                                             -- p:close_frozen()
 local helpers = require("helpers")
 local cjson = require("cjson.safe")
 local etcd_lib = require("sluice.config.etcd")
@@ -263,6 +264,11 @@ end
 
 function Proxy:freeze()
     self.proc:signal(10) -- SIGUSR1
+end
+
+--- Every connection, open or new, forwards nothing (until close_frozen).
+function Proxy:hold_all()
+    self.proc:signal(1) -- SIGHUP
 end
 
 function Proxy:close_frozen()

@@ -403,7 +403,12 @@ function _M.write(kind, id, stored, expect)
         r, err, unreachable = st.client:delete_if(key, rev)
     end
     if not r then
-        return nil, "config center: " .. tostring(err) .. "; nothing changed", unreachable and 503 or 502
+        local e = tostring(err)
+        if e:lower():find("time", 1, true) then -- sent, maybe applied, no answer: say so, do not guess
+            return nil, "config center: " .. e .. "; etcd did not confirm the change: it may or may not have been "
+                .. "made (GET it before trying again)", 504
+        end
+        return nil, "config center: " .. e .. "; nothing changed", unreachable and 503 or 502
     end
     if not r.ok then
         return nil, format("changed by another writer: etcd has revision %d of it, this change was based on %s; "

@@ -133,7 +133,7 @@ end
 
 local function async_send(self, url, body, headers, timeout)
     local res, err, detail = require("sluice.pdk.http").request(http_opts(self, url, body, headers, timeout))
-    if not res then return nil, (detail and detail ~= "") and detail or tostring(err) end
+    if not res then return nil, tostring(err) .. ((detail and detail ~= "") and (": " .. tostring(detail)) or "") end
     return res.status, res.body
 end
 
