@@ -328,6 +328,17 @@ describe_etcd("config center (etcd)", function()
         gw:stop()
     end)
 
+    it("answers If-Match with 400 on a node without a config center (the state file keeps no revisions)", function()
+        local gw = helpers.start_gateway({ node = { workers = 1 }, upstreams = { mock = { nodes = { mock.addr } } } })
+        local res = gw:admin("PUT", "/admin/routes/r", { paths = { "/r" }, upstream = "mock" }, { ["if-match"] = "3" })
+        assert.equal(400, res.status, res.body)
+        assert.matches("If%-Match needs a config center", res.json.error.message)
+        assert.equal(201, gw:admin("PUT", "/admin/routes/r", { paths = { "/r" }, upstream = "mock" }).status)
+        assert.is_nil(gw:admin("GET", "/admin/routes/r").json.revision)
+        assert.equal("file", gw:admin("GET", "/admin/status").json.config_center.kind)
+        gw:stop()
+    end)
+
     it("refuses bad config_center settings with clear errors (sluice -t)", function()
         local dir = helpers.tmpdir()
         local file = helpers.write_file(dir .. "/bad.yaml", table.concat({

@@ -386,8 +386,8 @@ local function entity(method, kind, id, ctx)
         if obj == nil then return fail(404, format("%s %q not found", SINGULAR[kind], id)) end
         return reply(200, { item = redact(kind, obj), revision = revision_of(kind, id) })
     elseif method == "PUT" or method == "DELETE" then
-        local expect, bad, bs, bh = if_match(ctx)
-        if expect == false then return bad, bs, bh end
+        local expect, mb, bs, bh = if_match(ctx)
+        if expect == false then return mb, bs, bh end
         if method == "DELETE" then return change(kind, id, nil, nil, expect) end
         local obj, err = body_json(ctx)
         if not obj then return fail(400, err) end
