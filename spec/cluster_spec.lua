@@ -7,6 +7,7 @@
 --   two admins writing the same route at once: one gets 409;
 --   etcd stopped for 10 s then started: no failed request, changes made after it is back are applied;
 --   one memcached stopped: the limits go on (fail_mode open), its keys move to the other server, no node dies;
+--   the nodes agree (the same etcd revision, the same routes);
 --   a node SIGTERMed during the load: the balancer's clients see no failed request.
 -- The scenarios run in order over the same cluster.
 local helpers = require("helpers")
@@ -252,6 +253,24 @@ describe_cluster("cluster: three nodes, nginx, etcd, two memcached", function()
                 direct_failed))
             assert.equal(0, direct_failed)
         end)
+    end)
+
+    it("the nodes agree: the same etcd revision, the same routes", function()
+        local function view(gw)
+            local ids = {}
+            for _, r in ipairs(gw:admin("GET", "/admin/routes").json.list) do ids[#ids + 1] = r.id end
+            table.sort(ids)
+            return { revision = status(gw).config_center.revision, routes = table.concat(ids, ",") }
+        end
+        helpers.wait_until(function()
+            local a, b, c = view(gws[1]), view(gws[2]), view(gws[3])
+            return a.revision == b.revision and b.revision == c.revision and a.routes == b.routes
+                and b.routes == c.routes
+        end, 5, "the nodes do not agree")
+        local v = view(gws[1])
+        assert.matches("added", v.routes)
+        assert.matches("after", v.routes)
+        print(format("[cluster] the three nodes agree: etcd revision %d, routes %s", v.revision, v.routes))
     end)
 
     it("a node SIGTERMed during the load: the balancer's clients see no failed request", function()
