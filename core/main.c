@@ -35,6 +35,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: sluice [-c FILE] [-t] [-d] [-p PREFIX] [-g PIDFILE]\n"
             "       sluice [-c FILE] etcd import [--merge] CONFIG   (docs/cluster.md)\n"
+            "       sluice [-c FILE] [-p PREFIX] secrets rotate [--new-key-file PATH | --new-key-env NAME]\n"
             "  -c FILE    config file (default PREFIX/conf/sluice.yaml)\n"
             "  -t         check the config and exit (non-zero on error)\n"
             "  -d         run as a daemon (writes node.pid_file or -g)\n"

@@ -1,6 +1,8 @@
 -- Command-line tools run by `sluice [-c FILE] COMMAND ...` on the main thread (core/main.c), instead of starting
 -- the gateway:
 --
+--   sluice [-c FILE] secrets rotate ...: sluice.secrets.cli (docs/configuration.md, "Secrets at rest")
+--
 --   sluice [-c NODE.yaml] etcd import [--merge] FILE
 --       Validates FILE as a config (its routes, upstreams, providers, consumers, consumer groups, global plugins
 --       and plugin metadata, checked with NODE.yaml's node settings and plugins) and writes its entities to the
@@ -12,6 +14,7 @@ local config = require("sluice.config")
 local _M = {}
 
 local USAGE = "usage: sluice [-c NODE.yaml] etcd import [--merge] FILE\n"
+    .. "       sluice [-c FILE] [-p PREFIX] secrets rotate [--new-key-file PATH | --new-key-env NAME]\n"
 
 local function prefix()
     return SLUICE_HOME or os.getenv("SLUICE_HOME") or "."
@@ -65,6 +68,8 @@ function _M.main(config_path, ...)
     local cmd, sub = args[1], args[2]
     if cmd == "etcd" and sub == "import" then
         return import(config_path, { select(3, ...) })
+    elseif cmd == "secrets" then -- sluice secrets rotate ... (docs/configuration.md, "Secrets at rest")
+        return require("sluice.secrets").cli(config_path, { select(2, ...) })
     end
     io.stderr:write("sluice: unknown command ", tostring(cmd), (sub and (" " .. sub) or ""), "\n", USAGE)
     return 2

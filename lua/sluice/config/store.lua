@@ -7,9 +7,10 @@
 --   -- failure: nil, message, HTTP status (409: the entity changed since `expect`; 503: etcd unreachable)
 --
 -- A backend stores entities exactly as handed to it. Transforms of an entity's stored form (hashing a consumer's
--- keys, encrypting a provider's secrets) are codecs registered here, applied above every backend: `encode` on the
--- way to storage (state file and etcd alike), `decode` on the way back (the state file laid over the YAML at load,
--- entities read from etcd at start, at resync, from the watch and from the local etcd snapshot):
+-- keys) can be codecs registered here, applied above every backend: `encode` on the way to storage (state file
+-- and etcd alike), `decode` on the way back (entities read from etcd at start, at resync, from the watch and from
+-- the local etcd snapshot). Secrets in the state file are sealed by sluice.secrets in config.state_put (not a
+-- codec: etcd holds them as written):
 --
 --   store.add_codec({ name = "secrets", encode = function(kind, id, obj) ... return obj2 end,
 --                     decode = function(kind, id, obj) ... return obj2 end })  -- nil, err refuses the entity
@@ -17,7 +18,7 @@
 -- Codecs get (kind, id, obj) with kind one of routes, upstreams, providers, consumers, consumer_groups,
 -- plugin_metadata, global_plugins (id nil); they must not change obj in place (return a copy), and decode must
 -- accept what encode made. Encode runs in registration order, decode in reverse.
-local type, tostring, ipairs, pairs, error, setmetatable = type, tostring, ipairs, pairs, error, setmetatable
+local type, tostring, ipairs, error, setmetatable = type, tostring, ipairs, error, setmetatable
 
 local _M = {}
 
@@ -57,29 +58,6 @@ function _M.decode(kind, id, obj)
     return obj
 end
 
---- Decodes every entity of a state file table ({kind = {id = obj | false}, global_plugins = obj | false}) in
---- place: true | nil, err (naming the entity).
-function _M.decode_state(st)
-    for kind, v in pairs(st) do
-        if kind == "global_plugins" then
-            if type(v) == "table" then
-                local obj, err = _M.decode(kind, nil, v)
-                if not obj then return nil, "global_plugins: " .. err end
-                st[kind] = obj
-            end
-        elseif type(v) == "table" and kind ~= "version" then
-            for id, obj in pairs(v) do
-                if type(obj) == "table" then
-                    local out, err = _M.decode(kind, id, obj)
-                    if not out then return nil, kind .. "." .. tostring(id) .. ": " .. err end
-                    v[id] = out
-                end
-            end
-        end
-    end
-    return true
-end
-
 ---------------------------------------------------------------------------------------------------------------
 -- backends
 
@@ -87,10 +65,12 @@ local state_file = { kind = "state_file", publishes = false }
 state_file.__index = state_file
 
 -- The state file: the change is recorded, the caller publishes it to the workers.
-function state_file:put(kind, id, obj)
+function state_file:put(kind, id, obj, opts)
     local stored, err = obj and _M.encode(kind, id, obj) or false, nil
     if stored == nil then return nil, "cannot store the change: " .. tostring(err), 500 end
-    local ok, perr = require("sluice.config").state_put(self.path, kind, id, stored)
+    -- secrets are sealed on the way into the file (sluice.secrets: node.secrets, the plugins' schemas)
+    local ok, perr = require("sluice.config").state_put(self.path, kind, id, stored,
+        opts and { node = opts.node, plugins = opts.plugins })
     if not ok then return nil, "cannot persist the change, nothing applied: " .. tostring(perr), 500 end
     return {}
 end
