@@ -8,6 +8,7 @@ local state = require("sluice.config.state")
 local crefs = require("sluice.config.refs")
 local cluster = require("sluice.config.cluster")
 local secrets = require("sluice.secrets")
+local persist = require("sluice.config.persist")
 
 local type, pairs, ipairs, tostring, tonumber, pcall, next = type, pairs, ipairs, tostring, tonumber, pcall, next
 local concat, sort, format = table.concat, table.sort, string.format
@@ -19,14 +20,11 @@ local KINDS = { "upstreams", "providers", "routes", "consumers", "consumer_group
 local TOP = { node = true }
 for _, k in ipairs(KINDS) do TOP[k] = true end
 
-local LOG_FIELDS = { "time", "client", "method", "path", "query", "status", "bytes", "request_bytes", "latency_ms",
-                     "upstream_latency_ms", "route", "upstream", "request_id", "user_agent", "upstream_status" }
 local METHODS = { "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE" }
 local PROVIDER_KINDS = { "openai", "azure-openai", "anthropic", "gemini", "deepseek", "openai-compatible", "bedrock", "mock" }
 
 local str = { type = "string" }
 -- Sizes and durations as people write them ("8m", "500ms"); validation turns them into bytes and seconds.
-local function size(lo, hi, default) return { type = "size", minimum = lo, maximum = hi, default = default } end
 local function duration(lo, hi, default) return { type = "duration", minimum = lo, maximum = hi, default = default } end
 local function count(lo, hi, default) return { type = "integer", minimum = lo, maximum = hi, default = default } end
 local bool_t = { type = "boolean" }
@@ -38,64 +36,13 @@ local header_value_t = { type = "string", format = "header_value" }
 local secret_value_t = { type = "string", format = "header_value", secret = true }
 local token_t = { type = "string", pattern = "^[%w%-%._]+$", maxLength = 128 } -- goes into URL paths and hosts
 
-local YEAR = 86400 * 365
-local LIMITS = {
-    max_header_size = size(1, 1024 ^ 4, "16k"), max_body_size = size(1, 1024 ^ 4, "8m"),
-    body_buffer_size = size(1, 1024 ^ 4, "64k"), max_url_length = size(1, 1024 ^ 4, "8k"),
-    header_timeout = duration(0, YEAR, 10), body_timeout = duration(0, YEAR, 30),
-    body_deadline = duration(0, YEAR, 300), keepalive_timeout = duration(0, YEAR, 60), send_timeout = duration(0, YEAR, 30),
-    max_connections = count(1, 1e9, 10000), keepalive_requests = count(1, 1e9, 10000),
-}
 local TLS_CLIENT = { type = "object", additionalProperties = false, properties = {
     verify = { type = "boolean", default = true }, ca_file = { type = "string", minLength = 1, maxLength = 512 },
     sni = { type = "string", minLength = 1, maxLength = 255, format = "host" } } }
 local KEEPALIVE = { type = "object", default = {}, additionalProperties = false, properties = {
     size = count(0, 100000, 64), idle_timeout = duration(0, 86400, 60) } }
 
-local NODE = { type = "object", additionalProperties = false, properties = {
-    listen = { type = "array", minItems = 1, default = { "127.0.0.1:8080" }, items = {
-        type = { "string", "object" }, required = { "addr" }, additionalProperties = false, properties = {
-            addr = str,
-            tls = { type = "object", required = { "cert", "key" }, additionalProperties = false,
-                    properties = { cert = str, key = str, -- the default certificate; more, chosen by SNI:
-                                   certs = { type = "array", items = { type = "object", required = { "cert", "key" },
-                                             additionalProperties = false, properties = { cert = str, key = str } } } } } } } },
-    workers = { type = { "string", "integer" }, default = "auto" }, -- "auto" or 1..64, checked in normalize_node
-    admin = { type = "object", additionalProperties = false, properties = {
-        listen = { type = "string", default = "127.0.0.1:9180" },
-        key = { type = "string", minLength = 8, secret = true },
-        -- named keys: the name is who made a change in the audit log (the single `key` is named "admin")
-        keys = { type = "array", maxItems = 1000, items = { type = "object", required = { "name", "key" },
-                 additionalProperties = false, properties = { name = id_t,
-                 key = { type = "string", minLength = 8, secret = true } } } },
-        -- JSON lines of every change (sluice.admin.audit); "off"; default: next to the state file
-        audit_log = { type = "string", minLength = 1 } } },
-    -- secrets at rest (sluice.secrets): the master key that seals secret fields in the state file
-    secrets = { type = "object", additionalProperties = false, properties = {
-        key_file = { type = "string", minLength = 1 }, key_env = { type = "string", pattern = "^[%a_][%w_]*$" },
-        previous_key_files = { type = "array", items = { type = "string", minLength = 1 } } } },
-    -- a listener of its own for Prometheus (GET /metrics, no key; docs/observability.md)
-    metrics = { type = "object", required = { "listen" }, additionalProperties = false, properties = {
-        listen = { type = "string" } } },
-    plugin_paths = { type = "array", items = str, default = { "plugins" } },
-    log_level = { enum = { "debug", "info", "warn", "error" }, default = "info" },
-    error_log = { type = "string", minLength = 1, default = "stderr" },
-    access_log = { type = "object", default = {}, additionalProperties = false, properties = {
-        path = { type = "string", minLength = 1, default = "stdout" },
-        fields = { type = "array", uniqueItems = true, items = { enum = LOG_FIELDS },
-                   default = { "time", "client", "method", "path", "status", "bytes", "latency_ms", "route" } } } },
-    pid_file = str, state_file = str,
-    shared_dicts = { type = "object", default = { sluice = "10m" }, additionalProperties = size(65536, 1024 ^ 3) },
-    limits = { type = "object", default = {}, additionalProperties = false, properties = LIMITS },
-    drain_timeout = duration(0, 86400, 30),
-    allow_encoded_slashes = { type = "boolean", default = false }, -- %2F in paths: kept encoded instead of a 400
-    memcached = { type = "object", additionalProperties = false, properties = {
-        servers = { type = { "array", "string" }, items = str },
-        timeout = { type = "duration", exclusiveMinimum = 0, maximum = 60 },
-        failure_threshold = count(1, 1e6), retry_after = duration(0, 86400) } },
-    id = { type = "string", minLength = 1, maxLength = 128, pattern = "^[%w%._:%-]+$" }, -- default: the host name
-    config_center = cluster.SCHEMA, -- entities from etcd instead of this file (docs/cluster.md)
-} }
+local NODE = require("sluice.config.node_schema").SCHEMA -- the node section (listeners, admin, limits, ...)
 
 local UPSTREAM = { type = "object", required = { "nodes" }, additionalProperties = false, properties = {
     id = id_t, name = str, desc = str,
@@ -606,35 +553,8 @@ function _M.load(path, opts)
     if not doc then return nil, lines end
     local node = type(doc.node) == "table" and doc.node or {}
     local state_path = opts.state_file or (type(node.state_file) == "string" and node.state_file) or (path .. ".state.json")
-    local st, err = state.read(state_path)
-    if not st then return nil, err end
-    -- sealed secrets (sluice.secrets): opened in a copy, so `st` stays as the file has it
-    local kr, kerr = secrets.keyring(_M.secrets_node(node, opts.prefix))
-    if kerr then return nil, path .. ": " .. kerr end
-    local opened, oerr = secrets.open_state(st, kr)
-    if not opened then return nil, state_path .. ": " .. oerr end
-    local hashed = false
-    if type(opened.consumers) == "table" then
-        -- a state file written before keys were hashed: hash them (the opened values: a sealed key is hashed as the
-        -- key it holds), and write it back so no plain key stays
-        for _, c in pairs(opened.consumers) do
-            if _M.hash_keys(c) then hashed = true end
-        end
-    end
-    if hashed then
-        local out, serr = opened, nil
-        if kr and kr.current then
-            out, serr = secrets.seal_state(opened, kr, secrets.schema_lookup(opts.plugins and opts.plugins.get))
-        end
-        local ok, werr = false, serr
-        if out then ok, werr = state.write(state_path, out) end
-        if not ok then
-            io.stderr:write("sluice: warning: ", tostring(werr),
-                " (consumer keys are hashed in memory; the state file still has plain ones)\n")
-        end
-    elseif not opts.check_only then
-        _M.seal_plain_state(state_path, st, kr, opts.plugins)
-    end
+    local opened, err = persist.read(state_path, node, opts, path) -- secrets opened, plain consumer keys hashed
+    if not opened then return nil, err end
     local origin = {}
     state.overlay(doc, opened, origin, KINDS, ID_FIELD)
     local vopts = setmetatable({ file = path, lines = lines }, { __index = opts })
@@ -659,58 +579,12 @@ function _M.state_read(path)
     return state.read(path)
 end
 
---- Records one Admin API change in the state file (obj, or false to delete). Returns true | nil, err. opts: node (the
---- normalized node settings: the master key), plugins (a registry: which plugin config fields are secret); secret
---- fields are sealed when there is a master key.
+--- Records one Admin API change in the state file (obj, or false to delete), secrets sealed: sluice.config.persist.
 function _M.state_put(state_path, kind, id, obj, opts)
     if kind ~= "global_plugins" and (not NORMALIZERS[kind] or id == nil) then return nil, "invalid entity kind or id" end
-    opts = opts or {}
-    local kr, kerr = secrets.keyring(opts.node)
-    if kerr then return nil, kerr end
-    if not (kr and kr.current) then
-        return state.put(state_path, kind, id, obj)
-    end
-    local schema_of = secrets.schema_lookup(opts.plugins and function(n) return opts.plugins:get(n) end)
-    return state.put(state_path, kind, id, obj, function(k, i, o)
-        return secrets.seal_entity(kr, k, i, o, schema_of)
-    end)
+    return persist.put(state_path, kind, id, obj, opts)
 end
 
---- node.secrets of a node section as written, with its key files resolved against prefix (for sluice.secrets).
-function _M.secrets_node(node, prefix)
-    local s = type(node) == "table" and type(node.secrets) == "table" and node.secrets or nil
-    if not s then return nil end
-    local out = { secrets = { key_env = s.key_env, previous_key_files = {} } }
-    if type(s.key_file) == "string" then out.secrets.key_file = resolve_path(prefix, s.key_file) end
-    for i, f in ipairs(type(s.previous_key_files) == "table" and s.previous_key_files or {}) do
-        if type(f) == "string" then out.secrets.previous_key_files[i] = resolve_path(prefix, f) end
-    end
-    return out
-end
-
-local warned_plain
---- A state file written before there was a master key (or before secrets were sealed) keeps loading; with a key,
---- its secrets in the clear are sealed and the file rewritten once. Without a key, a warning says they are in the
---- clear. Never fails the load: a file that cannot be rewritten stays as it was (a warning says so).
-function _M.seal_plain_state(state_path, st, kr, reg)
-    local schema_of = secrets.schema_lookup(reg and reg.get)
-    local plain = secrets.plain_secrets(st, schema_of)
-    if not plain then return end
-    if not (kr and kr.current) then
-        if not warned_plain then
-            warned_plain = true
-            io.stderr:write("sluice: warning: ", state_path, ": ", #plain, " secret value(s) are stored in the clear",
-                " (set a master key: node.secrets or SLUICE_MASTER_KEY; docs/configuration.md, \"Secrets at rest\")\n")
-        end
-        return
-    end
-    local sealed, err = secrets.seal_state(st, kr, schema_of)
-    local ok, werr = false, err
-    if sealed then ok, werr = state.write(state_path, sealed) end
-    if not ok then
-        io.stderr:write("sluice: warning: ", state_path, ": cannot seal the secrets stored in the clear: ",
-            tostring(werr), "\n")
-    end
-end
+_M.secrets_node, _M.seal_plain_state = persist.secrets_node, persist.seal_plain_state
 
 return _M
