@@ -6,7 +6,9 @@
 --   an invalid entry written to etcd by hand is refused by every node, the previous config serves;
 --   two admins writing the same route at once: one gets 409;
 --   etcd stopped for 10 s then started: no failed request, changes made after it is back are applied;
---   one memcached stopped: the limits go on (fail_mode open), its keys move to the other server, no node dies;
+--   an AI answer cached on one node is a hit on the others (ai-cache, L2 in memcached);
+--   one memcached stopped: the limits and the cache go on (fail_mode open; L2 misses), its keys move to the other
+--   server, no node dies;
 --   the nodes agree (the same etcd revision, the same routes);
 --   a node SIGTERMed during the load: the balancer's clients see no failed request.
 -- The scenarios run in order over the same cluster.
@@ -73,10 +75,14 @@ describe_cluster("cluster: three nodes, nginx, etcd, two memcached", function()
         for i = 1, LIMITED do
             e:put("/sluice/routes/l" .. i, limited(i))
         end
+        -- an AI route whose answers are cached, L1 per node and L2 in memcached (shared by the nodes)
+        e:put("/sluice/providers/m", cjson.encode({ kind = "mock" }))
+        e:put("/sluice/routes/chat", cjson.encode({ paths = { "/v1/*" }, plugins = {
+            ["ai-proxy"] = { provider = "m" }, ["ai-cache"] = { scope = "global" } } }))
         gws = {}
         for i = 1, 3 do
             gws[i] = helpers.start_gateway({ node = {
-                id = "node" .. i, workers = 2, drain_timeout = 10,
+                id = "node" .. i, workers = 2, drain_timeout = 10, shared_dicts = { sluice = "10m", ["ai-cache"] = "4m" },
                 config_center = e:center(),
                 memcached = { servers = { mc[1].addr, mc[2].addr }, timeout = 0.2, failure_threshold = 3,
                               retry_after = 1 },
@@ -106,6 +112,24 @@ describe_cluster("cluster: three nodes, nginx, etcd, two memcached", function()
             assert.is_true(serves(gw.url("/l1")))
         end
         assert.equal(0, failed(), cjson.encode(load:stats().errors))
+    end)
+
+    local function chat(gw, text)
+        return helpers.http("POST", gw.url("/v1/chat/completions"), { timeout = 10, body = {
+            model = "demo", temperature = 0, messages = { { role = "user", content = text } } } })
+    end
+
+    it("an answer cached on one node is a hit on the others (L2 in memcached)", function()
+        local first = chat(gws[1], "shared answer")
+        assert.equal(200, first.status, first.body)
+        assert.equal("MISS", first.headers["x-sluice-cache"])
+        -- stored in the log phase, after the answer: the other nodes hit once it is in memcached
+        for i = 2, 3 do
+            helpers.wait_until(function()
+                local r = chat(gws[i], "shared answer")
+                return r and r.status == 200 and r.headers["x-sluice-cache"] == "HIT"
+            end, 5, "node " .. i .. " does not hit the answer cached by node 1")
+        end
     end)
 
     it("a route added through node 1's Admin API serves on nodes 2 and 3", function()
@@ -212,13 +236,20 @@ describe_cluster("cluster: three nodes, nginx, etcd, two memcached", function()
         end)
     end)
 
-    it("one memcached stopped: the limits go on, its keys move to the other server, no node dies", function()
+    it("one memcached stopped: limits and cache go on, its keys move to the other server, no node dies", function()
         local direct, direct_failed = 0, 0
         -- the balancer may send a node only some of the routes (its round robin in step with the load's): every
         -- key from this node, directly
+        local asked = 0
         local function touch(gw)
             for r = 1, LIMITED do
                 local res = helpers.http("GET", gw.url("/l" .. r), { timeout = 2 })
+                direct = direct + 1
+                if not (res and res.status == 200) then direct_failed = direct_failed + 1 end
+            end
+            for _ = 1, 4 do -- cached answers: keys on both servers; a miss in memcached is answered anyway
+                asked = asked + 1
+                local res = chat(gw, "question " .. asked)
                 direct = direct + 1
                 if not (res and res.status == 200) then direct_failed = direct_failed + 1 end
             end
