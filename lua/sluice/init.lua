@@ -18,6 +18,10 @@ local _M = {
     memcached = require("sluice.pdk.memcached"),
     ai = require("sluice.pdk.ai"),
     upstream = require("sluice.pdk.upstream"),
+    -- vectors, RAG indexes and provider calls from plugins (docs/vector.md, docs/ai-rag.md)
+    vector = require("sluice.pdk.vector"),
+    rag = require("sluice.pdk.rag"),
+    providers = require("sluice.pdk.providers"),
 }
 
 _M.sleep = _M.timer.sleep
