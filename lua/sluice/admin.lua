@@ -446,7 +446,10 @@ function _M.handle(ctx)
     local path = (ctx.path or ""):gsub("%?.*$", "")
     local a, b, c = path:match("^/admin/([^/]+)/?([^/]*)/?([^/]*)$")
     if not a then return fail(404, "not found: " .. path) end
-    if c ~= "" then
+    if a == "rag" then -- RAG indexes (lua/sluice/rag/admin.lua)
+        local st_, body = require("sluice.rag.admin").handle(method, b, c, request.get_raw_query(ctx))
+        return reply(st_, body)
+    elseif c ~= "" then
         return fail(404, "not found: " .. path)
     elseif a == "plugins" then
         if b == "" then return list_plugins(method) end
