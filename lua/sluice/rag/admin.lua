@@ -20,7 +20,9 @@ end
 
 local function describe(def)
     local d = build.resolve(def)
-    local info = sluice.rag.open(d.file):info()
+    local h = sluice.rag.open(d.file)
+    h:reload() -- a file replaced on disk is looked at now (a refused one is reported in `error`)
+    local info = h:info()
     info.name, info.source, info.provider = def.name, d.source, def.provider
     return info
 end
