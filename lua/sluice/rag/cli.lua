@@ -146,14 +146,59 @@ local function cmd_search(o, pos)
     return 0
 end
 
-local COMMANDS = { build = cmd_build, info = cmd_info, search = cmd_search }
+-- Retrieval quality: a JSON list of {q, file, heading}; a question is answered at rank r when the r-th hit's
+-- source is `file` and its heading contains `heading`. Prints recall@1 and recall@k per mode.
+local function cmd_eval(o, pos)
+    if #pos ~= 2 then return nil, "eval wants INDEX and QUESTIONS.json" end
+    local file, def = index_file(pos[1])
+    if not file then return nil, def end
+    local info, ierr = sluice.rag.check_file(file)
+    if not info then return nil, file .. ": " .. ierr end
+    local f, ferr = io.open(pos[2], "rb")
+    if not f then return nil, ferr end
+    local qs = cjson.decode(f:read("*a"))
+    f:close()
+    if type(qs) ~= "table" or #qs == 0 then return nil, pos[2] .. ": not a JSON list of questions" end
+    local texts = {}
+    for i, q in ipairs(qs) do
+        if type(q) ~= "table" or type(q.q) ~= "string" or type(q.file) ~= "string" or type(q.heading) ~= "string" then
+            return nil, pos[2] .. ": question " .. i .. " needs q, file and heading strings"
+        end
+        texts[i] = q.q
+    end
+    local b = info.build or {}
+    local vecs, eerr = sluice.providers.embed(b.provider or (def and def.provider) or "", texts,
+        { model = b.model, dimensions = b.dimensions })
+    if not vecs then return nil, "cannot embed the questions: " .. tostring(eerr) end
+    local k = tonumber(o.k) or 5
+    local idx = sluice.rag.open(file)
+    local report = { questions = #qs, k = k }
+    for _, mode in ipairs({ "bm25", "dense", "hybrid" }) do
+        local at1, atk, misses = 0, 0, {}
+        for i, q in ipairs(qs) do
+            local hits, serr = idx:search({ query = q.q, vector = vecs[i], k = k, mode = mode })
+            if not hits then return nil, serr end
+            local rank
+            for r, h in ipairs(hits) do
+                if h.source == q.file and h.heading:find(q.heading, 1, true) then rank = r; break end
+            end
+            if rank == 1 then at1 = at1 + 1 end
+            if rank then atk = atk + 1 else misses[#misses + 1] = q.q end
+        end
+        report[mode] = { recall_at_1 = at1 / #qs, ["recall_at_" .. k] = atk / #qs, misses = o.json and misses or nil }
+    end
+    out(cjson.encode(report))
+    return 0
+end
+
+local COMMANDS = { build = cmd_build, info = cmd_info, search = cmd_search, eval = cmd_eval }
 
 --- Entry from core/rag/cli.c: the arguments after `rag` (options -c/-p already taken).
 function _M.main(...)
     local args = { ... }
     local cmd = COMMANDS[args[1] or ""]
     if not cmd then
-        errln("unknown command ", tostring(args[1]), " (build, info, search; sluice rag -h)")
+        errln("unknown command ", tostring(args[1]), " (build, info, search, eval; sluice rag -h)")
         C.sl_rag_cli_done(2)
         return
     end
