@@ -449,6 +449,9 @@ function _M.handle(ctx)
     if a == "rag" then -- RAG indexes (lua/sluice/rag/admin.lua)
         local st_, body = require("sluice.rag.admin").handle(method, b, c, request.get_raw_query(ctx))
         return reply(st_, body)
+    elseif a == "sessions" then -- ai-context session memory (lua/sluice/ai/session.lua)
+        local st_, body = require("sluice.ai.session").admin(method, b, c)
+        return reply(st_, body)
     elseif c ~= "" then
         return fail(404, "not found: " .. path)
     elseif a == "plugins" then
