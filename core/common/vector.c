@@ -24,6 +24,7 @@
 /* Rows a first pass keeps per result by default, and at least. */
 #define OVERSAMPLE 8
 #define MIN_CANDIDATES 64
+#define BINARY_KEEP 64 /* binary first pass: keep at least n / BINARY_KEEP candidates */
 /* Below this many bytes of float rows an exact scan is as fast as a quantised one (it stays in cache). */
 #define AUTO_EXACT_BYTES (4u << 20)
 
@@ -241,6 +242,11 @@ int sl_vec_search(const sl_vecset_t *s, const float *q, uint32_t k, int mode, ui
         scan_f32(s, q, &t);
     } else {
         uint32_t c = candidates ? candidates : k * OVERSAMPLE;
+        /* one sign bit per dimension ranks coarsely: on a large set its default keeps 1/64 of the rows
+         * (rescoring them costs little next to the scan), which keeps recall near the exact answer's */
+        if (!candidates && mode == SL_VEC_BINARY && s->n / BINARY_KEEP > c)
+            c = (uint32_t)(s->n / BINARY_KEEP > SL_VEC_MAX_CANDIDATES ? SL_VEC_MAX_CANDIDATES
+                                                                      : s->n / BINARY_KEEP);
         if (c < MIN_CANDIDATES)
             c = MIN_CANDIDATES;
         if (c < k)

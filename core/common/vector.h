@@ -54,10 +54,11 @@ float sl_vec_quantize_i8(const float *v, size_t n, int8_t *q);
 void sl_vec_binarize(const float *v, size_t n, uint64_t *bits);
 
 /** The k rows nearest to the unit vector q (dims floats) with a score >= min_score, best first, into out
- * (room for k). mode: SL_VEC_EXACT scans every row; SL_VEC_INT8 / SL_VEC_BINARY scan the quantised copy and
- * score its best `candidates` rows exactly (0: a default of 8k, at least 64); SL_VEC_AUTO picks. NaN scores
- * never come out. Returns the number of hits, or -EINVAL (k 0 or over SL_VEC_MAX_K, dims mismatch, a missing
- * copy for the mode) or -ENOMEM. Thread-safe: it only reads the set. */
+ *  (room for k). mode: SL_VEC_EXACT scans every row; SL_VEC_INT8 / SL_VEC_BINARY scan the quantised copy and
+ *  score its best `candidates` rows exactly (0: 8 x k and at least 64; for SL_VEC_BINARY also at least n /
+ * 64); SL_VEC_AUTO picks. NaN scores never come out. Returns the number of hits, or -EINVAL (k 0 or over
+ *  SL_VEC_MAX_K, dims mismatch, a missing copy for the mode) or -ENOMEM. Thread-safe: it only reads the set.
+ */
 int sl_vec_search(const sl_vecset_t *s, const float *q, uint32_t k, int mode, uint32_t candidates,
                   float min_score, sl_vec_hit_t *out);
 
