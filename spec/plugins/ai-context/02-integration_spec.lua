@@ -50,7 +50,7 @@ describe("ai-context (gateway)", function()
         start_mc()
         mock = helpers.mock_upstream({ body = unit.chat_completion("ok"), headers = { ["content-type"] = "application/json" } })
         local session_route = function(id, session)
-            return { id = id, paths = { "/" .. id .. "/v1/chat/completions" },
+            return { id = id, paths = { "/" .. id .. "/v1/chat/completions", "/" .. id .. "/v1/messages" },
                      plugins = { ["key-auth"] = {}, ["ai-context"] = { session = session },
                                  ["ai-proxy"] = { provider = "oa" } } }
         end
@@ -119,6 +119,19 @@ describe("ai-context (gateway)", function()
                           "user: second question", "assistant: " .. ANSWER, "user: third question" },
                 contents(upstream_messages()))
         end
+    end)
+
+    it("remembers an Anthropic client's streamed answers too", function()
+        for i = 1, 2 do
+            local res = assert(helpers.http("POST", gw.url("/mem/v1/messages"), {
+                headers = { ["x-api-key"] = "alice-key-0001", ["x-session-id"] = "anthropic-1" },
+                body = { model = "gpt-4o-mini", max_tokens = 50, stream = true, system = "sys",
+                         messages = { { role = "user", content = { { type = "text", text = "turn " .. i } } } } } }))
+            assert.equal(200, res.status, res.body)
+            assert.truthy(res.body:find("content_block_delta", 1, true), res.body)
+        end
+        assert.same({ "system: sys", "user: turn 1", "assistant: " .. ANSWER, "user: turn 2" },
+            contents(upstream_messages()))
     end)
 
     it("keeps sessions apart per consumer, and requests without a session id stateless", function()
