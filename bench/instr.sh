@@ -4,6 +4,9 @@
 #
 #   bench/instr.sh [CASE ...]            cases: plain (default), plain-log, ai, ai-log; nginx, nginx-log (the
 #                                        nginx proxy_pass baseline of bench/run.sh, one process, for scale);
+#                                        ai-key (ai, sent a client key), ai-limits, ai-limits-mc (key-auth and
+#                                        ai-rate-limit with two token limits, counters in the shared dict or in a
+#                                        memcached started here: the gateway's side only, memcached not counted)
 #                                        ai-rag: the ai route with ai-rag (hybrid, k 4) on an index of
 #                                        RAG_FILES x RAG_SECTIONS (500 x 20 = 10,000) synthetic chunks, built
 #                                        first with `sluice rag build` (bench/rag_corpus.py, mock embeddings)
@@ -49,13 +52,14 @@ EOF
 PIDS+=($!)
 wait_port "$UP" || { echo "instr: upstream did not start" >&2; exit 2; }
 
-client() { # port path body n
+client() { # port path body n conns [extra header line]
   python3 - "$@" <<'PY'
 import socket, sys, threading
 port, path, body, n, conns = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+extra = (sys.argv[6] + "\r\n") if len(sys.argv) > 6 and sys.argv[6] else ""
 b = body.encode()
-req = (("POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (path, len(b))).encode() + b
-       if b else ("GET %s HTTP/1.1\r\nHost: bench\r\n\r\n" % path).encode())
+req = (("POST %s HTTP/1.1\r\nHost: bench\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (path, extra, len(b))).encode() + b
+       if b else ("GET %s HTTP/1.1\r\nHost: bench\r\n%s\r\n" % (path, extra)).encode())
 def run(k):
     s = socket.create_connection(("127.0.0.1", port)); f = s.makefile("rb")
     for _ in range(k):
@@ -73,8 +77,18 @@ ts = [threading.Thread(target=run, args=(n // conns,)) for _ in range(conns)]
 PY
 }
 
+MC_PORT=""
+start_memcached() { # the ai-limits-mc cases' memcached (not measured)
+  [[ -n $MC_PORT ]] && return 0
+  MC_PORT=$(port)
+  local user=(); [[ $(id -u) == 0 ]] && user=(-u root)
+  /usr/bin/memcached -l 127.0.0.1 -p "$MC_PORT" -U 0 -m 64 "${user[@]}" >"$TMP/memcached.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$MC_PORT" || { echo "instr: memcached did not start" >&2; exit 2; }
+}
+
 measure() { # case n_requests -> total instructions (Ir) of the gateway process
-  local kind=$1 n=$2 gw log=off path=/static/chat.json body=""
+  local kind=$1 n=$2 gw log=off path=/static/chat.json body="" auth=""
   gw=$(port)
   [[ $kind == *-log ]] && log=$TMP/access.log
   if [[ ${kind%-log} == nginx ]]; then
@@ -92,12 +106,25 @@ EOF
     valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out.$kind.$n" /usr/sbin/nginx -p "$TMP/px" \
       -e "$TMP/px/error.log" -c "$TMP/px/nginx.conf" >"$TMP/gw.log" 2>&1 &
   else
+  local mcnode=""
+  if [[ ${kind%-log} == ai-limits-mc ]]; then
+    start_memcached
+    mcnode=", memcached: {servers: [\"127.0.0.1:$MC_PORT\"]}"
+  fi
   {
-    echo "node: {listen: [\"127.0.0.1:$gw\"], workers: 1, log_level: warn, access_log: {path: \"$log\"}}"
+    echo "node: {listen: [\"127.0.0.1:$gw\"], workers: 1, log_level: warn, access_log: {path: \"$log\"}$mcnode}"
     case ${kind%-log} in
       plain) echo "routes: [{id: plain, paths: [\"/*\"], upstream: {nodes: [\"127.0.0.1:$UP\"]}}]" ;;
-      ai) echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
+      ai|ai-key) echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}}}]" ;;
+      ai-limits|ai-limits-mc)
+          local policy=local
+          [[ ${kind%-log} == ai-limits-mc ]] && policy=memcached
+          echo "consumers: [{name: bench, keys: [bench-client-key-0123456789]}]"
+          echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {key-auth: {}, ai-proxy: {provider: bench},"
+          echo "  ai-rate-limit: {policy: $policy, limits: [{metric: total_tokens, limit: 1000000000000, window: 1m},"
+          echo "                                             {metric: total_tokens, limit: 1000000000000, window: 1d}]}}}]" ;;
       ai-rag)
           echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}, emb: {kind: mock}}"
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench},"
@@ -115,6 +142,7 @@ EOF
     >"$TMP/gw.log" 2>&1 &
   fi
   if [[ ${kind%-log} == ai* ]]; then path=/v1/chat/completions; body=$(cat "$HERE/lib/payloads/chat.json"); fi
+  [[ ${kind%-log} == ai-key || ${kind%-log} == ai-limits* ]] && auth="Authorization: Bearer bench-client-key-0123456789"
   if [[ ${kind%-log} == ai-rag ]]; then # a question in the corpus' words, so retrieval finds chunks to inject
     body=$(python3 - "$HERE/lib/payloads/chat.json" "$TMP/corpus/doc0007.md" <<'PY'
 import json, sys
@@ -127,8 +155,8 @@ PY
   fi
   local vpid=$!
   wait_port "$gw" || { echo "instr: gateway did not start: $(tail -3 "$TMP/gw.log")" >&2; exit 2; }
-  client "$gw" "$path" "$body" 200 "$CONNECTIONS"   # warm-up: JIT traces, pools, caches
-  (( n > 0 )) && client "$gw" "$path" "$body" "$n" "$CONNECTIONS"
+  client "$gw" "$path" "$body" 200 "$CONNECTIONS" "$auth"   # warm-up: JIT traces, pools, caches
+  (( n > 0 )) && client "$gw" "$path" "$body" "$n" "$CONNECTIONS" "$auth"
   kill -TERM "$vpid"; wait "$vpid" 2>/dev/null || true
   callgrind_annotate "$TMP/callgrind.out.$kind.$n" 2>/dev/null | awk '/PROGRAM TOTALS/ && !d {gsub(",", "", $1); print $1; d = 1}'
 }

@@ -355,9 +355,24 @@ ensure_sluice() {
   fi
 }
 
+# The client key of the ai-limits cases (sent by wrk and the probe with the chat-key workload).
+BENCH_KEY=bench-client-key-0123456789
+MC_PORT=""
+ensure_memcached() { # one memcached for the *-mc cases, on the load core
+  [[ -n $MC_PORT ]] && return 0
+  local bin=${MEMCACHED:-/usr/bin/memcached} user=() pid
+  [[ -x $bin ]] || die "missing tool: memcached ($bin)"
+  [[ $(id -u) == 0 ]] && user=(-u root)
+  MC_PORT=$(free_ports 1)
+  taskset -c "$LOAD_CPU" "$bin" -l 127.0.0.1 -p "$MC_PORT" -U 0 -m 64 -t 1 "${user[@]}" >"$TMP/memcached.log" 2>&1 &
+  pid=$!; PIDS+=("$pid")
+  wait_port "$MC_PORT" "$pid" 5 || die "memcached did not start: $(tail -2 "$TMP/memcached.log")"
+}
+
 sluice_config() { # kind listen_port target_port out   (kind NAME-log: NAME with the default access log to a file)
   local kind=$1 port=$2 target=$3 out=$4 alog=off
   if [[ $kind == *-log ]]; then kind=${kind%-log}; alog=${out%.yaml}-access.log; fi
+  [[ $kind == ai-limits-mc ]] && ensure_memcached
   {
     cat <<EOF
 node:
@@ -366,6 +381,7 @@ node:
   log_level: warn
   access_log: {path: "$alog"}
 EOF
+    [[ $kind == ai-limits-mc ]] && printf '  memcached: {servers: ["127.0.0.1:%s"]}\n' "$MC_PORT"
     case $kind in
       plain)
         cat <<EOF
@@ -407,6 +423,33 @@ EOF
         fi
         echo "      ai-proxy: {provider: bench}"
         ;;
+      ai-limits|ai-limits-mc)
+        # key-auth and ai-rate-limit with limits a run never reaches (a token limit per minute and one per day),
+        # counters in the shared dict or in memcached (started by this script, pinned to the load core)
+        local policy=local
+        [[ $kind == ai-limits-mc ]] && policy=memcached
+        cat <<EOF
+consumers:
+  - {name: bench, keys: ["$BENCH_KEY"]}
+providers:
+  bench:
+    kind: openai-compatible
+    endpoint: "http://127.0.0.1:$target"
+    api_key: "x"
+    models: {gpt-4o-mini: gpt-4o-mini}
+routes:
+  - id: chat
+    paths: ["/v1/chat/completions"]
+    plugins:
+      key-auth: {}
+      ai-proxy: {provider: bench}
+      ai-rate-limit:
+        policy: $policy
+        limits:
+          - {metric: total_tokens, limit: 1000000000000, window: 1m}
+          - {metric: total_tokens, limit: 1000000000000, window: 1d}
+EOF
+        ;;
       ai-multi1|ai-multi3)
         # ai-proxy-multi: one target, or three weighted targets (same upstream, so only routing differs)
         cat <<EOF
@@ -445,6 +488,9 @@ sluice-ai|sluice:ai|chat|nginx-chat|direct-chat
 sluice-ai-full|sluice:ai-full|chat|nginx-chat|direct-chat
 nginx-chat-log|nginx|chat-log|nginx-chat-log|direct-chat
 sluice-ai-log|sluice:ai-log|chat-log|nginx-chat-log|direct-chat
+sluice-ai-key|sluice:ai|chat-key|nginx-chat|direct-chat
+sluice-ai-limits|sluice:ai-limits|chat-key|nginx-chat|direct-chat
+sluice-ai-limits-mc|sluice:ai-limits-mc|chat-key|nginx-chat|direct-chat
 sluice-ai-multi1|sluice:ai-multi1|chat|nginx-chat|direct-chat
 sluice-ai-multi3|sluice:ai-multi3|chat|nginx-chat|direct-chat
 direct-stream|direct|stream|nginx-stream|direct-stream
@@ -497,18 +543,19 @@ workload_port() { # workload server -> port to hit for direct / nginx
 workload_target() { # upstream port a sluice case proxies to
   case ${1%-log} in
     streams) echo "$U_STREAMS";;
-    get|chat) echo "$U_JSON";; stream) echo "$U_SSE";; ttft) echo "$U_PACED";; tls) echo "$U_TLS";;
+    get|chat|chat-key) echo "$U_JSON";; stream) echo "$U_SSE";; ttft) echo "$U_PACED";; tls) echo "$U_TLS";;
     upload|upload16k) echo "$U_UPLOAD";;
   esac
 }
 workload_path() { case ${1%-log} in get|tls) echo /static/chat.json;; upload*) echo /v1/files/upload;; *) echo /v1/chat/completions;; esac; }
 workload_body() {
   case ${1%-log} in
-    get|tls) echo "";; chat) echo "$CHAT_BODY";; upload) echo "$UPLOAD_BODY";; upload16k) echo "$UPLOAD16K_BODY";;
+    get|tls) echo "";; chat|chat-key) echo "$CHAT_BODY";; upload) echo "$UPLOAD_BODY";; upload16k) echo "$UPLOAD16K_BODY";;
     *) echo "$STREAM_BODY";;
   esac
 }
 workload_ctype() { case $1 in upload*) echo application/octet-stream;; *) echo application/json;; esac; }
+workload_auth() { case $1 in chat-key) echo "Bearer $BENCH_KEY";; *) echo "";; esac; } # Authorization header
 body_bytes() { # workload -> request body size in bytes (0 without a body)
   local body; body=$(workload_body "$1")
   if [[ -n $body ]]; then wc -c <"$body" | tr -d ' '; else echo 0; fi
@@ -520,6 +567,7 @@ probe() { # port workload -> prints HTTP status (000 on connection failure); bod
   local args=(-s -o "$TMP/probe.body" -w '%{http_code}' --max-time 10)
   # no "Expect: 100-continue" (curl adds it to large bodies): send what wrk sends
   [[ -n $body ]] && args+=(-X POST -H "Content-Type: $(workload_ctype "$wl")" -H 'Expect:' --data-binary "@$body")
+  [[ -n $(workload_auth "$wl") ]] && args+=(-H "Authorization: $(workload_auth "$wl")")
   curl "${args[@]}" "http://127.0.0.1:$port$(workload_path "$wl")" || true
 }
 
@@ -527,6 +575,7 @@ run_wrk() { # port workload threads conns dur_s out
   local port=$1 wl=$2 t=$3 c=$4 d=$5 out=$6 body
   body=$(workload_body "$wl")
   BENCH_METHOD=$([[ -n $body ]] && echo POST || echo GET) BENCH_BODY_FILE=$body BENCH_CTYPE=$(workload_ctype "$wl") \
+    BENCH_AUTH=$(workload_auth "$wl") \
     timeout $(( d + 30 )) taskset -c "$LOAD_CPU" "$WRK" -t"$t" -c"$c" -d"${d}s" --timeout 5s --latency \
     -s "$LIB/wrk_report.lua" "http://127.0.0.1:$port$(workload_path "$wl")" >"$out" 2>&1 || true
 }

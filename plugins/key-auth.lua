@@ -6,19 +6,22 @@
 --     - id: chat
 --       paths: ["/v1/chat/completions", "/v1/messages"]
 --       plugins:
---         key-auth: {}                 # Authorization: Bearer KEY, or x-api-key: KEY
+--         key-auth: {}                 # Authorization: Bearer KEY (OpenAI clients), or x-api-key: KEY (Anthropic)
 --
+-- Keys are kept as SHA-256 digests (the config loader and the Admin API hash plain ones) and looked up through
+-- sluice.consumer.find_by_key: the presented key is hashed once and compared digest to digest in constant time.
 -- Without a valid key: 401 in the client's API shape (OpenAI, or Anthropic on /v1/messages), unless
--- `anonymous: true` lets the request go on without a consumer. The key headers are removed before the request
+-- `anonymous: true` lets the request go on without a consumer. A consumer whose roles do not allow the route
+-- (allow/deny routes on the consumer or its groups) gets 403. The key headers are removed before the request
 -- goes upstream (hide_credentials, default true), so a client's key never reaches a provider.
 -- Runs in rewrite at priority 2500: before every prompt plugin, so they can read ctx.consumer.
 local sluice = require("sluice")
 
-local ipairs, find, sub, gsub = ipairs, string.find, string.sub, string.gsub
-local request = sluice.request
+local find, sub, gsub = string.find, string.sub, string.gsub
+local request, consumer = sluice.request, sluice.consumer
 
 local _M = {
-    name = "key-auth", version = "1.0", priority = 2500,
+    name = "key-auth", version = "1.1", priority = 2500,
     schema = {
         type = "object",
         additionalProperties = false,
@@ -28,20 +31,6 @@ local _M = {
         },
     },
 }
-
--- key -> consumer, built once per config (ctx.config is one table per config version).
-local index_cache = setmetatable({}, { __mode = "k" })
-local function index_of(cfg)
-    local idx = index_cache[cfg]
-    if not idx then
-        idx = {}
-        for _, c in ipairs(cfg.consumers or {}) do
-            for _, k in ipairs(c.keys or {}) do idx[k] = c end
-        end
-        index_cache[cfg] = idx
-    end
-    return idx
-end
 
 --- The key a request carries (Bearer token first, then x-api-key), or nil.
 function _M.key_of(ctx)
@@ -55,28 +44,34 @@ function _M.key_of(ctx)
     return nil
 end
 
-local function unauthorized(ctx, msg)
+local function refuse(ctx, status, msg)
     if find(ctx.path, "/messages$") then
-        return 401, { type = "error", error = { type = "authentication_error", message = msg } }
+        local typ = status == 401 and "authentication_error" or "permission_error"
+        return status, { type = "error", error = { type = typ, message = msg } }
     end
-    return 401, { error = { message = msg, type = "invalid_request_error", code = "invalid_api_key" } }
+    return status, { error = { message = msg, type = status == 401 and "invalid_request_error" or "permission_error",
+                               code = status == 401 and "invalid_api_key" or "route_not_allowed" } }
 end
 
 function _M.rewrite(conf, ctx)
     local key = _M.key_of(ctx)
-    local consumer = key and ctx.config and index_of(ctx.config)[key]
+    local c = key and consumer.find_by_key(key, ctx)
     if conf.hide_credentials then
         request.clear_header("authorization", ctx)
         request.clear_header("x-api-key", ctx)
     end
-    if consumer then
-        ctx.consumer = consumer
+    if c then
+        consumer.set(c, ctx)
+        local ok, why = consumer.allowed("route", ctx.route and ctx.route.id, ctx)
+        if not ok then
+            return refuse(ctx, 403, why)
+        end
         return
     end
     if conf.anonymous then
         return
     end
-    return unauthorized(ctx, key and "invalid API key" or "missing API key (Authorization: Bearer KEY or x-api-key)")
+    return refuse(ctx, 401, key and "invalid API key" or "missing API key (Authorization: Bearer KEY or x-api-key)")
 end
 
 return _M

@@ -49,7 +49,8 @@ describe_mc("sluice.memcached", function()
                      memcached = { servers = { "127.0.0.1:" .. port1, "127.0.0.1:" .. port2 }, timeout = 0.2,
                                    failure_threshold = 3, retry_after = 1 },
                      plugin_paths = { helpers.ROOT .. "/plugins", helpers.ROOT .. "/spec/fixtures/http_plugins" } },
-            routes = { { id = "mc", paths = { "/mc" }, plugins = { ["mc-probe"] = {} } } },
+            routes = { { id = "mc", paths = { "/mc" }, plugins = { ["mc-probe"] = {} } },
+                       { id = "count", paths = { "/count" }, plugins = { ["mc-count"] = {} } } },
         })
     end)
 
@@ -70,6 +71,48 @@ describe_mc("sluice.memcached", function()
         assert.equal("not found", r[9].b)
         assert.same({ true, cjson.null, false }, { r[10].a, r[11].a, r[12].a })
         assert.same({ "v", 7 }, { r[14].a, r[14].b })
+    end)
+
+    it("reads cas uniques and stores only over an unchanged item (gets, cas)", function()
+        local r = run({ { "set", "c", "1", 60 }, { "gets", "c" }, { "gets", "nope" } }).results
+        assert.equal("1", r[2].a)
+        local cas = r[2].b
+        assert.is_number(cas)
+        assert.equal(cjson.null, r[3].a)
+        assert.is_nil(r[3].b)
+        r = run({ { "cas", "c", "2", cas, 60 }, { "cas", "c", "3", cas, 60 }, { "get", "c" },
+                  { "cas", "gone", "x", cas } }).results
+        assert.is_true(r[1].a)
+        assert.same({ false, "exists" }, { r[2].a, r[2].b }) -- changed since that gets
+        assert.equal("2", r[3].a)
+        assert.same({ false, "not found" }, { r[4].a, r[4].b })
+    end)
+
+    it("sends calls without waiting for them (send) and several at once (batch)", function()
+        local r = run({ { "send", { { "incr", "sent", 5, 5, 60 }, { "decr", "sent-missing", 1 } } } }).results
+        assert.is_true(r[1].ms < 100) -- it did not wait
+        helpers.wait_until(function()
+            return run({ { "get", "sent" } }).results[1].a == "5"
+        end, 5, "the sent incr arrived")
+        r = run({ { "batch", { { "incr", "sent", 2 }, { "get", "sent" }, { "decr", "nope", 1 }, { "get", "nope" } } } }).results
+        assert.same({ { 7 }, { "7" }, { cjson.null, "not found" }, {} }, r[1].a)
+    end)
+
+    it("counts every call when many first calls race to create a counter (incr with an initial value)", function()
+        -- memcached answers NOT_STORED to a creation that lost the race, without counting it: the bridge calls again
+        local spec = { urls = { gw.url("/count") }, n = 1200, concurrency = 40, method = "GET", collect = "x-count",
+                       seq_header = "x-seq", seq_every = 40 }
+        local code, out = helpers.exec("node " .. helpers.shell_quote(helpers.ROOT .. "/spec/support/burst.js") .. " "
+            .. helpers.shell_quote(cjson.encode(spec)), 60)
+        assert.equal(0, code, out)
+        local r = assert(cjson.decode(out))
+        assert.equal(1200, r.by_status["200"])
+        local values = {}
+        for _, v in ipairs(r.collected["200"]) do values[v] = (values[v] or 0) + 1 end
+        for i = 1, 40 do
+            assert.equal(30, values[tostring(i)], "value " .. i .. " came back " .. tostring(values[tostring(i)])
+                .. " times (30 counters of 40 calls each): " .. cjson.encode(values))
+        end
     end)
 
     it("expires values", function()

@@ -79,6 +79,21 @@ describe("sluice.shared", function()
         assert.same({ nil, "not a number" }, { d:incr("str", 1) })
     end)
 
+    it("compare-and-sets a number (cas)", function()
+        local d = shared.spec
+        assert.same({ false, "changed" }, { d:cas("t", 1, 2) }) -- absent, but 1 expected
+        assert.is_true(d:cas("t", nil, 5, 60)) -- absent: created
+        assert.same({ false, "changed", 5 }, { d:cas("t", nil, 6) }) -- there now: the live value comes back
+        assert.same({ false, "changed", 5 }, { d:cas("t", 4, 6) })
+        assert.is_true(d:cas("t", 5, 6.5))
+        assert.equal(6.5, d:get("t"))
+        d:set("s", "text")
+        assert.same({ false, "changed" }, { d:cas("s", nil, 1) }) -- a string is not a number: no current
+        assert.equal("text", d:get("s"))
+        assert.has_error(function() d:cas("t", "5", 6) end)
+        assert.has_error(function() d:cas("t", 5, "6") end)
+    end)
+
     it("expires entries", function()
         local d = shared.spec
         d:set("short", "v", 0.05)

@@ -3,6 +3,7 @@
 --   BENCH_METHOD     GET (default) or POST
 --   BENCH_BODY_FILE  file whose content is sent as the body (POST)
 --   BENCH_CTYPE      Content-Type of the body (default application/json)
+--   BENCH_AUTH       Authorization header value (none when empty)
 -- done() prints one line "BENCH_JSON {...}" with throughput, latency
 -- percentiles (microseconds) and error counts; run.sh greps for it.
 -- No response() callback: it would run Lua on every response and slow
@@ -13,6 +14,10 @@ local body_file = os.getenv("BENCH_BODY_FILE")
 
 wrk.method = method
 wrk.headers["Connection"] = "keep-alive"
+local auth = os.getenv("BENCH_AUTH")
+if auth and auth ~= "" then
+  wrk.headers["Authorization"] = auth
+end
 if body_file and body_file ~= "" then
   local f = assert(io.open(body_file, "rb"))
   wrk.body = f:read("*a")

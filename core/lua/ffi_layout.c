@@ -231,6 +231,8 @@ static const sl_ffi_fact_t facts[] = {
     ENUM(SL_MC_INCR),
     ENUM(SL_MC_DECR),
     ENUM(SL_MC_DELETE),
+    ENUM(SL_MC_GETS),
+    ENUM(SL_MC_CAS),
     ENUM(SL_MC_OK),
     ENUM(SL_MC_NOT_FOUND),
     ENUM(SL_MC_NOT_STORED),

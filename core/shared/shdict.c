@@ -395,6 +395,55 @@ out:
     return rc;
 }
 
+int sl_shdict_cas_num(sl_shdict_t *d, const char *key, size_t klen, int has_old, double old, double num,
+                      double ttl, double *cur, int *forcible)
+{
+    uint32_t h = hash_key(key, klen);
+    shard_t *s;
+    uint64_t now, expires;
+    int rc = 0, match;
+    ent_t *e;
+
+    if (forcible)
+        *forcible = 0;
+    *cur = NAN;
+    if (!d || klen == 0 || klen > UINT16_MAX)
+        return SL_SHDICT_INVALID;
+    s = shard_of(d, h);
+    pthread_mutex_lock(&s->lock);
+    now = now_ns();
+    if (deadline(ttl, now, &expires) != 0) {
+        rc = SL_SHDICT_INVALID;
+        goto out;
+    }
+    e = lookup(s, key, klen, h);
+    if (e && expired(e, now)) {
+        remove_ent(s, e);
+        e = NULL;
+    }
+    if (e && e->type == SL_SHDICT_NUMBER)
+        *cur = e->num;
+    match = has_old ? (e && e->type == SL_SHDICT_NUMBER && e->num == old) : (e == NULL);
+    if (!match) {
+        rc = SL_SHDICT_EXISTS;
+        goto out;
+    }
+    if (e && e->vlen == 0) { /* a number in place: no allocator round trip */
+        e->type = SL_SHDICT_NUMBER;
+        e->num = num;
+        e->flags = 0;
+        e->expires = expires;
+        touch(s, e);
+        goto out;
+    }
+    if (e)
+        remove_ent(s, e);
+    rc = insert(s, key, klen, h, SL_SHDICT_NUMBER, num, NULL, 0, expires, 0, now, forcible);
+out:
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
 int sl_shdict_delete(sl_shdict_t *d, const char *key, size_t klen)
 {
     uint32_t h = hash_key(key, klen);

@@ -60,6 +60,14 @@ int sl_shdict_replace(sl_shdict_t *d, const char *key, size_t klen, int type, do
 int sl_shdict_incr(sl_shdict_t *d, const char *key, size_t klen, double delta, int has_init, double init,
                    double init_ttl, double *out, int *forcible);
 
+/** Compare-and-set of a number: stores num (ttl seconds, 0 = never) only when the live value is the number
+ *  `old` (has_old), or when the key is absent or expired (!has_old); the state machines of rate limiters
+ *  (leaky buckets) advance this way across workers. Returns 0 when stored, SL_SHDICT_EXISTS when the value was
+ *  something else (nothing changed; *cur is the live number, NAN when absent or not a number), SL_SHDICT_NOMEM,
+ *  SL_SHDICT_INVALID. *forcible (may be NULL) as sl_shdict_set. */
+int sl_shdict_cas_num(sl_shdict_t *d, const char *key, size_t klen, int has_old, double old, double num, double ttl,
+                      double *cur, int *forcible);
+
 /** Removes key. Returns 0 or SL_SHDICT_NOT_FOUND. */
 int sl_shdict_delete(sl_shdict_t *d, const char *key, size_t klen);
 

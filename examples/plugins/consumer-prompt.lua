@@ -18,7 +18,7 @@
 -- The text is prepended as a system message (OpenAI) or in front of `system` (Anthropic /v1/messages).
 local sluice = require("sluice")
 
-local type, ipairs, tostring, gsub, find, sub = type, ipairs, tostring, string.gsub, string.find, string.sub
+local type, tostring, gsub, find, sub = type, tostring, string.gsub, string.find, string.sub
 local request = sluice.request
 
 local _M = {
@@ -53,15 +53,12 @@ function _M.consumer(ctx)
     if not key or key == "" then
         return nil
     end
-    for _, c in ipairs(ctx.config and ctx.config.consumers or {}) do
-        for _, k in ipairs(c.keys or {}) do
-            if k == key then
-                ctx.consumer = c
-                return c
-            end
-        end
+    -- keys are kept hashed: the PDK hashes the presented one and compares digests in constant time
+    local c = sluice.consumer.find_by_key(key, ctx)
+    if c then
+        sluice.consumer.set(c, ctx)
     end
-    return nil
+    return c
 end
 
 --- conf.text with {{name}} and {{field}} filled from consumer c (pure, for specs).

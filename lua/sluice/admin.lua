@@ -5,6 +5,11 @@
 --   PUT    /admin/{kind}/{id}       create (201) or replace (200)
 --   DELETE /admin/{kind}/{id}       delete (409 while other entities still use it)
 --   GET|PUT /admin/global_plugins, GET /admin/plugins, POST /admin/plugins/reload, GET /admin/status
+--   POST   /admin/consumers/{id}/keys   a generated key (the consumer created when absent), shown once
+--   GET    /admin/consumers/{id}/usage  budgets: spend and what remains;  GET /admin/limits: limiter stats
+--
+-- Consumer keys are kept as SHA-256 digests: a plain key sent with PUT is hashed before it is validated,
+-- written to the state file or published, and no answer ever carries a key (except a generated one, once).
 --
 -- A change is checked twice (the entity alone, then the whole new document), written to the state file,
 -- and only then published to every worker. Publishing is asynchronous, so the last document published here
@@ -39,6 +44,7 @@ local REDACTED = "***"
 local JSON_HEADERS = { ["content-type"] = "application/json" }
 local EMPTY_LIST = "\0empty-list\0" -- cjson 2.1.0 writes {} for an empty table; see encode()
 
+local with_new_key -- defined with the key endpoints below
 local pending -- { doc, cfg, version, reg }: published from here, maybe not applied by this worker yet
 local RELOAD_WAIT = 5 -- seconds a reload waits for every worker's report
 
@@ -202,7 +208,7 @@ local function invalid(kind, errs)
 end
 
 -- Validates the change alone and in the whole document, then commits it.
-local function change(kind, id, obj)
+local function change(kind, id, obj, extra)
     local doc, cfg, reg = current()
     if not doc then return fail(503, "no configuration loaded yet") end
     local old = kind == "global_plugins" and doc.global_plugins or find(doc, kind, id)
@@ -210,6 +216,7 @@ local function change(kind, id, obj)
         local idf = ID_FIELD[kind]
         if idf and type(obj) == "table" and not is_array(obj) and obj[idf] == nil then obj[idf] = id end
         if type(obj) == "table" then unredact(kind, obj, old) end
+        if kind == "consumers" then config.hash_keys(obj) end -- only digests are kept (memory, state file)
         local _, errs = config.validate_entity(kind, id, obj, cfg, { plugins = reg.for_config })
         if errs then return invalid(kind, errs) end
     elseif old == nil then
@@ -235,7 +242,9 @@ local function change(kind, id, obj)
         return commit(new, ncfg, reg, kind, id, false, 200, { deleted = true, id = id })
     end
     local status = old == nil and 201 or 200
-    return commit(new, ncfg, reg, kind, id, obj, status, { [kind == "global_plugins" and "global_plugins" or "item"] = redact(kind, obj) })
+    local body = { [kind == "global_plugins" and "global_plugins" or "item"] = redact(kind, obj) }
+    for k, v in pairs(extra or {}) do body[k] = v end
+    return commit(new, ncfg, reg, kind, id, obj, status, body)
 end
 
 local function body_json(ctx)
@@ -249,6 +258,69 @@ end
 
 ---------------------------------------------------------------------------------------------------------------
 -- endpoints
+
+-- A new API key: "sk-sluice-" and 32 base64url characters (192 random bits from the kernel).
+local function new_key()
+    local crypto = require("sluice.crypto")
+    local raw = crypto.random(24)
+    return raw and ("sk-sluice-" .. crypto.b64url_encode(raw)) or nil
+end
+
+-- Creates consumer id with obj (or adds a key to the existing one) with a generated key, answered once: only
+-- its digest is kept.
+with_new_key = function(id, obj)
+    local key = new_key()
+    if not key then return fail(500, "cannot read random bytes for a key") end
+    if type(obj.keys) ~= "table" then obj.keys = {} end
+    obj.keys[#obj.keys + 1] = key
+    return change("consumers", id, obj, { key = key, message = "the key is shown only this once: store it now" })
+end
+
+-- POST /admin/consumers/{id}/keys: a generated key for a consumer (created when absent), answered once.
+local function consumer_keys(method, id, ctx)
+    if method ~= "POST" then return fail(405, "method not allowed (POST)") end
+    local bad = config.id_error("consumers", id)
+    if bad then return fail(400, "invalid id " .. format("%q", id:sub(1, 300)) .. ": " .. bad) end
+    local doc = current()
+    if not doc then return fail(503, "no configuration loaded yet") end
+    local old = find(doc, "consumers", id)
+    local obj = old and deep_copy(old) or { name = id }
+    local body = request.get_body(ctx)
+    if body and body ~= "" and old then
+        return fail(400, "the consumer exists: POST without a body adds a key; PUT changes its other fields")
+    elseif body and body ~= "" then
+        local t, err = body_json(ctx)
+        if not t then return fail(400, err) end
+        obj = t
+    end
+    return with_new_key(id, obj)
+end
+
+-- GET /admin/consumers/{id}/usage: spend and what remains of the consumer's budgets and its groups'.
+local function consumer_usage(method, id)
+    if method ~= "GET" then return fail(405, "method not allowed (GET)") end
+    local st = state()
+    local cfg = st and st.cfg
+    if not cfg then return fail(503, "no configuration loaded yet") end
+    local c
+    for _, e in ipairs(cfg.consumers) do
+        if e.name == id then c = e end
+    end
+    if not c then return fail(404, format("consumer %q not found", id)) end
+    local budget = require("sluice.limits.budget")
+    local now = require("sluice").time()
+    local list, err = budget.usage(cfg, c, now)
+    if not list then return fail(503, "cannot read the budget counters: " .. tostring(err)) end
+    return reply(200, { consumer = id, groups = list_of(c.groups or {}), budgets = list_of(list),
+                        store = budget.store_conf(cfg).policy or "local" })
+end
+
+-- GET /admin/limits: the limit plugins' counters of memcached trouble (metric-ready, summed over workers).
+local function limits_stats(method)
+    if method ~= "GET" then return fail(405, "method not allowed (GET)") end
+    local mc = require("sluice.pdk.memcached")
+    return reply(200, { stats = require("sluice.limits").stats(), memcached_circuit = mc.circuit() })
+end
 
 local function entity(method, kind, id, ctx)
     local bad = config.id_error(kind, id)
@@ -264,6 +336,15 @@ local function entity(method, kind, id, ctx)
     elseif method == "PUT" then
         local obj, err = body_json(ctx)
         if not obj then return fail(400, err) end
+        if kind == "consumers" and obj.generate_key ~= nil then
+            local gen = obj.generate_key
+            obj.generate_key = nil
+            if gen == true then
+                return with_new_key(id, obj)
+            elseif gen ~= false then
+                return fail(400, "generate_key must be true or false")
+            end
+        end
         return change(kind, id, obj)
     elseif method == "DELETE" then
         return change(kind, id, nil)
@@ -446,7 +527,11 @@ function _M.handle(ctx)
     local path = (ctx.path or ""):gsub("%?.*$", "")
     local a, b, c = path:match("^/admin/([^/]+)/?([^/]*)/?([^/]*)$")
     if not a then return fail(404, "not found: " .. path) end
-    if a == "rag" then -- RAG indexes (lua/sluice/rag/admin.lua)
+    if a == "consumers" and b ~= "" and c == "keys" then
+        return consumer_keys(method, b, ctx)
+    elseif a == "consumers" and b ~= "" and c == "usage" then
+        return consumer_usage(method, b)
+    elseif a == "rag" then -- RAG indexes (lua/sluice/rag/admin.lua)
         local st_, body = require("sluice.rag.admin").handle(method, b, c, request.get_raw_query(ctx))
         return reply(st_, body)
     elseif a == "sessions" then -- ai-context session memory (lua/sluice/ai/session.lua)
@@ -454,6 +539,8 @@ function _M.handle(ctx)
         return reply(st_, body)
     elseif c ~= "" then
         return fail(404, "not found: " .. path)
+    elseif a == "limits" and b == "" then
+        return limits_stats(method)
     elseif a == "plugins" then
         if b == "" then return list_plugins(method) end
         if b == "reload" then return reload_plugins(method) end

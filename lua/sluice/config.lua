@@ -133,16 +133,55 @@ local ROUTE = { type = "object", required = { "id", "paths" }, additionalPropert
     strip_prefix = { type = "boolean", default = false },
 } }
 
+-- Roles: which routes, providers and models (names or globs such as "gpt-4o*") a consumer or a group may use
+-- (allow) and may not (deny); sluice.consumer.allowed evaluates them.
+local names_t = { type = "array", items = { type = "string", minLength = 1, maxLength = 256 } }
+local ACCESS = { type = "object", additionalProperties = false, properties = {
+    routes = names_t, providers = names_t, models = names_t } }
+-- Spending budgets in USD (the ai-budget plugin enforces them): per UTC day and per calendar month (UTC).
+local usd_t = { type = "number", minimum = 0, maximum = 1e9 }
+local BUDGET = { type = "object", additionalProperties = false, properties = { daily = usd_t, monthly = usd_t } }
+
+-- keys: plain (hashed when loaded) or "sha256:<64 hex>" digests; only digests are kept (sluice.consumer).
 local CONSUMER = { type = "object", required = { "name" }, additionalProperties = false, properties = {
     name = id_t, desc = str,
-    keys = { type = "array", default = {}, items = { type = "string", minLength = 1 } },
+    keys = { type = "array", default = {}, items = { type = "string", minLength = 1, maxLength = 4096 } },
     groups = { type = "array", default = {}, items = { type = "string", ref = "consumer_groups" } },
     metadata = { type = "object", default = {} },
     plugins = { type = "object", default = {} },
+    allow = ACCESS, deny = ACCESS, budget = BUDGET,
 } }
 
 local GROUP = { type = "object", additionalProperties = false, properties = {
-    desc = str, plugins = { type = "object", default = {} }, metadata = { type = "object", default = {} } } }
+    desc = str, plugins = { type = "object", default = {} }, metadata = { type = "object", default = {} },
+    allow = ACCESS, deny = ACCESS, budget = BUDGET } }
+
+local consumer_pdk
+--- Replaces the plain keys of a consumer entity with their digests ("sha256:<hex>"), in place; other values are
+--- left for the schema to report. Returns true when something changed.
+function _M.hash_keys(c)
+    if type(c) ~= "table" or type(c.keys) ~= "table" then return false end
+    consumer_pdk = consumer_pdk or require("sluice.pdk.consumer")
+    local changed = false
+    for i, k in ipairs(c.keys) do
+        if type(k) == "string" and k ~= "" and not consumer_pdk.is_hashed(k) then
+            c.keys[i] = consumer_pdk.hash_key(k)
+            changed = true
+        end
+    end
+    return changed
+end
+
+-- Every consumer of a document (list or map) with its keys hashed; true when some key was plain.
+local function hash_doc_keys(doc)
+    local cs, changed = doc.consumers, false
+    if type(cs) ~= "table" then return false end
+    for _, c in pairs(cs) do
+        if _M.hash_keys(c) then changed = true end
+    end
+    return changed
+end
+_M.hash_doc_keys = hash_doc_keys
 
 local PLUGIN_META = { type = "object", properties = { disable = bool_t, priority = { type = "integer" } },
                       additionalProperties = false }
@@ -434,6 +473,7 @@ function _M.validate(doc, opts)
         return nil, { { path = "", message = "the config is empty: expected at least one section (node, routes, ...)" } }
     end
     doc = deep_copy(doc)
+    hash_doc_keys(doc) -- from here on (raw copies, snapshots, the Admin API) only digests
     errs.refs = {}
     for k in pairs(doc) do
         if not TOP[k] then add(errs, tostring(k), "unknown section (allowed: node, " .. concat(KINDS, ", ") .. ")") end
@@ -579,6 +619,7 @@ function _M.validate_entity(kind, id, obj, cfg, opts)
         return nil, { { path = "", message = "expected an object, got " .. schema.describe(obj) } }
     end
     obj = deep_copy(obj)
+    if kind == "consumers" then _M.hash_keys(obj) end
     errs.refs = {}
     if kind == "global_plugins" then
         check_plugins(obj, "", errs, opts)
@@ -639,6 +680,20 @@ function _M.load(path, opts)
     local state_path = opts.state_file or (type(node.state_file) == "string" and node.state_file) or (path .. ".state.json")
     local st, err = state.read(state_path)
     if not st then return nil, err end
+    if type(st.consumers) == "table" then
+        -- a state file written before keys were hashed: hash them, and write it back so no plain key stays
+        local plain = false
+        for _, c in pairs(st.consumers) do
+            if _M.hash_keys(c) then plain = true end
+        end
+        if plain then
+            local ok, werr = state.write(state_path, st)
+            if not ok then
+                io.stderr:write("sluice: warning: ", tostring(werr),
+                    " (consumer keys are hashed in memory; the state file still has plain ones)\n")
+            end
+        end
+    end
     local origin = {}
     state.overlay(doc, st, origin, KINDS, ID_FIELD)
     local vopts = setmetatable({ file = path, lines = lines }, { __index = opts })

@@ -18,6 +18,7 @@ local _M = {
     memcached = require("sluice.pdk.memcached"),
     ai = require("sluice.pdk.ai"),
     upstream = require("sluice.pdk.upstream"),
+    consumer = require("sluice.pdk.consumer"),
     -- vectors, RAG indexes and provider calls from plugins (docs/vector.md, docs/ai-rag.md)
     vector = require("sluice.pdk.vector"),
     rag = require("sluice.pdk.rag"),

@@ -221,6 +221,7 @@ local function models_answer(rt, ctx)
         end
     end
     sort(names)
+    names = sluice.consumer.filter("model", names, ctx) -- the consumer's roles
     local data = {}
     if request.get_header("anthropic-version", ctx) then
         for i, n in ipairs(names) do

@@ -7,7 +7,7 @@ local breaker = require("sluice.ai.breaker")
 local qos_mod = require("sluice.ai.qos")
 local common = require("sluice.ai.common")
 
-local request, re = sluice.request, sluice.re
+local request, re, consumers = sluice.request, sluice.re, sluice.consumer
 local type, pairs, ipairs, tonumber = type, pairs, ipairs, tonumber
 local find, lower, concat = string.find, string.lower, table.concat
 
@@ -168,7 +168,7 @@ _M.match_rule = match_rule
 -- choosing a target
 
 -- state of the pick in progress (picks never yield, so one set of upvalues serves every request)
-local cur_rt, cur_m, cur_now, cur_wait
+local cur_rt, cur_m, cur_now, cur_wait, cur_ctx
 
 local function serves(rt, t, requested)
     local k = requested or ""
@@ -189,6 +189,9 @@ end
 local function eligible(t)
     if t.weight <= 0 or cur_m.tried[t] or not serves(cur_rt, t, cur_m.requested) then
         return false
+    end
+    if cur_ctx.consumer and not consumers.allowed("provider", t.provider, cur_ctx) then
+        return false -- the consumer's roles deny this provider: the others serve it
     end
     local st, wait = cur_rt.br:state(t.key, cur_now)
     if st == "closed" or st == "half_open" then
@@ -230,7 +233,7 @@ end
 
 --- The next target of group g for request m (a half-open target counts only when a probe slot is free).
 local function pick(rt, g, m, ctx, now)
-    cur_rt, cur_m, cur_now, cur_wait = rt, m, now, nil
+    cur_rt, cur_m, cur_now, cur_wait, cur_ctx = rt, m, now, nil, ctx
     local strategy = rt.conf.strategy
     local arg
     if strategy == "hash" then

@@ -47,6 +47,25 @@ describe("key-auth", function()
         assert.matches("missing API key", res.body.error.message, 1, true)
     end)
 
+    it("finds keys kept as digests, never by the digest itself, and refuses a route the roles deny (403)", function()
+        local crypto = require("sluice.crypto")
+        local digest = "sha256:" .. crypto.sha256_hex("carol-key")
+        local cfg = { consumers = { { name = "carol", keys = { digest }, deny = { routes = { "chat" } } },
+                                    { name = "dave", keys = { "dave-key" } } } }
+        local function go(key, route)
+            return unit.run(plugin, "rewrite", {}, { path = "/v1/messages", config = cfg, route = route,
+                                                    headers = { ["x-api-key"] = key } })
+        end
+        assert.is_nil(go("carol-key", { id = "other" }).status)
+        assert.equal("carol", go("carol-key", { id = "other" }).ctx.consumer.name)
+        assert.equal(401, go(digest, { id = "other" }).status)
+        local res = go("carol-key", { id = "chat" })
+        assert.equal(403, res.status)
+        assert.same({ type = "error", error = { type = "permission_error",
+                      message = "route chat is denied to consumer carol (consumer carol)" } }, res.body)
+        assert.is_nil(go("dave-key", { id = "chat" }).status)
+    end)
+
     it("lets anonymous requests on with anonymous: true", function()
         local res = run({}, { anonymous = true })
         assert.is_nil(res.status)

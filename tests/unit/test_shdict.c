@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,7 +136,7 @@ static void test_ttl(void)
     CHECK_INT(count, 1);
     CHECK_INT(sl_shdict_get_keys(d, 0, buf, 3, &needed, &count), SL_SHDICT_NOBUFS);
     CHECK_INT(needed, 4 + 1 + 4 + 7);
-    CHECK_INT(sl_shdict_flush_expired(d, 0), 1); /* t2 */
+    CHECK_INT(sl_shdict_flush_expired(d, 0), 1);                                       /* t2 */
     CHECK_INT(sl_shdict_add(d, K("t2"), SL_SHDICT_NUMBER, 1, NULL, 0, 0, 0, NULL), 0); /* add over expired */
     CHECK_INT(sl_shdict_expire(d, K("forever"), 1), 0);
     CHECK_INT(sl_shdict_expire(d, K("t"), 0), 0);
@@ -240,6 +241,65 @@ static void test_threads(void)
     CHECK_INT(out, THREADS * ROUNDS);
 }
 
+/* Compare-and-set: threads advancing one counter only through cas_num (read, then cas the next value, retry
+ * on a change) lose no step, as a limiter's state machine must not. */
+static void *cas_worker(void *arg)
+{
+    sl_shdict_t *d = arg;
+    double cur = NAN;
+    for (int i = 0; i < ROUNDS; i++) {
+        for (;;) {
+            int has = !isnan(cur);
+            double next = (has ? cur : 0) + 1;
+            if (sl_shdict_cas_num(d, K("cas"), has, cur, next, 0, &cur, NULL) == 0) {
+                cur = next;
+                break;
+            }
+        }
+    }
+    return NULL;
+}
+
+static void test_cas(void)
+{
+    sl_shdict_t *d = sl_shdict_find(K("basic"));
+    pthread_t t[THREADS];
+    double cur = 0;
+
+    sl__shdict_set_clock(fake_clock);
+    CHECK_INT(sl_shdict_cas_num(d, K("c1"), 1, 5, 6, 0, &cur, NULL),
+              SL_SHDICT_EXISTS); /* absent, old given */
+    CHECK(isnan(cur));
+    CHECK_INT(sl_shdict_cas_num(d, K("c1"), 0, 0, 6, 0, &cur, NULL), 0); /* absent: created */
+    CHECK_STR(get(d, "c1"), "#6");
+    CHECK_INT(sl_shdict_cas_num(d, K("c1"), 0, 0, 7, 0, &cur, NULL), SL_SHDICT_EXISTS); /* present now */
+    CHECK(cur == 6);
+    CHECK_INT(sl_shdict_cas_num(d, K("c1"), 1, 5, 7, 0, &cur, NULL), SL_SHDICT_EXISTS); /* another value */
+    CHECK(cur == 6);
+    CHECK_STR(get(d, "c1"), "#6");
+    CHECK_INT(sl_shdict_cas_num(d, K("c1"), 1, 6, 7, 1, &cur, NULL), 0); /* matched: stored with a ttl */
+    CHECK_STR(get(d, "c1"), "#7");
+    fake_now += 2000000000u;
+    CHECK_STR(get(d, "c1"), ""); /* expired counts as absent */
+    CHECK_INT(sl_shdict_cas_num(d, K("c1"), 1, 7, 8, 0, &cur, NULL), SL_SHDICT_EXISTS);
+    CHECK_INT(sl_shdict_cas_num(d, K("c1"), 0, 0, 1, 0, &cur, NULL), 0);
+    CHECK_INT(set_str(d, "c2", "text", 0, NULL), 0);
+    CHECK_INT(sl_shdict_cas_num(d, K("c2"), 0, 0, 1, 0, &cur, NULL),
+              SL_SHDICT_EXISTS); /* a string is there */
+    CHECK(isnan(cur));
+    CHECK_INT(sl_shdict_cas_num(d, K("c2"), 1, 0, 1, 0, &cur, NULL), SL_SHDICT_EXISTS);
+    CHECK_STR(get(d, "c2"), "text");
+    CHECK_INT(sl_shdict_cas_num(d, "", 0, 0, 0, 1, 0, &cur, NULL), SL_SHDICT_INVALID);
+    CHECK_INT(sl_shdict_cas_num(d, K("c3"), 0, 0, 1, -1, &cur, NULL), SL_SHDICT_INVALID);
+
+    sl__shdict_set_clock(NULL); /* the threads below need no fake time */
+    for (int i = 0; i < THREADS; i++)
+        pthread_create(&t[i], NULL, cas_worker, d);
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    CHECK_INT(sl_shdict_cas_num(d, K("cas"), 1, THREADS * ROUNDS, 0, 0, &cur, NULL), 0);
+}
+
 int main(void)
 {
     test_registry();
@@ -247,6 +307,7 @@ int main(void)
     test_ttl();
     test_lru();
     test_threads();
+    test_cas();
     sl_shdict_close_all();
     CHECK(sl_shdict_find(K("basic")) == NULL);
     return sl_test_done();

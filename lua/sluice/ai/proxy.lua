@@ -28,6 +28,7 @@ local common = require("sluice.ai.common")
 local usage = require("sluice.ai.usage")
 local stream_mod = require("sluice.ai.stream")
 local validate = require("sluice.ai.validate")
+local consumer = require("sluice.pdk.consumer")
 local cjson = require("cjson.safe")
 
 local C = base.C
@@ -195,12 +196,18 @@ local function prepare(ctx, conf, provider_name)
         return api_error(ai.api, 500, derr)
     end
     ai.provider_name, ai.provider, ai.driver = provider_name, provider, d
+    -- roles of the consumer (sluice.consumer): providers and models it may use
+    local pok, pwhy = consumer.allowed("provider", provider_name, ctx)
     if op == "models" then
         if ctx.method ~= "GET" and ctx.method ~= "HEAD" then
             return api_error(ai.api, 405, "use GET for /models")
         end
         ai.anthropic_models = request.get_header("anthropic-version", ctx) ~= nil
-        return 200, models_body(ai, served_names(conf, provider) or {}, provider_name)
+        local names = pok and consumer.filter("model", served_names(conf, provider) or {}, ctx) or {}
+        return 200, models_body(ai, names, provider_name)
+    end
+    if not pok then
+        return api_error(ai.api, 403, pwhy, nil, "provider_not_allowed")
     end
     if ctx.method ~= "POST" then
         return api_error(api, 405, "use POST for " .. ctx.path)
@@ -243,6 +250,10 @@ local function prepare(ctx, conf, provider_name)
         local status, eb = api_error(api, requested and 404 or 400, msg, nil, requested and "model_not_found" or nil)
         eb.models = common.array(list)
         return status, eb
+    end
+    local mok, mwhy = consumer.allowed("model", { name, served }, ctx)
+    if not mok then
+        return api_error(api, 403, mwhy, nil, "model_not_allowed")
     end
     ai.request = canon
     ai.stream = op ~= "embeddings" and canon.stream == true

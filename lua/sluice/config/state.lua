@@ -153,6 +153,13 @@ local function write_atomic(path, data)
     return true
 end
 
+--- Writes a whole state table (a migration of its format), atomically. Returns true | nil, err.
+function _M.write(state_path, st)
+    local ok, data = pcall(cjson.encode, st)
+    if not ok then return nil, "cannot encode state: " .. tostring(data) end
+    return write_atomic(state_path, data)
+end
+
 -- Paths this process has written: if one of them is gone at the next change, it was removed behind our back,
 -- and writing only the new change would drop every earlier one at the next start.
 local written = {}

@@ -1,5 +1,5 @@
--- sluice.memcached: cluster-wide state in memcached (core/shared/memcached.c: libmemcached, binary protocol,
--- ketama consistent hashing over node.memcached.servers, calls on the libuv thread pool).
+-- sluice.memcached: cluster-wide state in memcached (core/shared/memcached.c, mc_net.c: binary protocol pipelined
+-- on the worker's own connections, from its event loop; ketama consistent hashing over node.memcached.servers).
 -- Phases: rewrite, access, header_filter, body_filter, log, and timers. Each call yields the coroutine.
 --
 --   local mc = require("sluice").memcached
@@ -9,6 +9,10 @@
 --   local n, err = mc.incr("hits", 1, 0, 60)      -- with an initial value (created with it, and exptime)
 --   local n, err = mc.decr("budget", 5)           -- nil, "not found" without an initial value
 --   local ok, err = mc.delete("k")
+--   local v, cas = mc.gets("k")                   -- the value and its cas unique (v nil: no such key)
+--   local res = mc.batch({{"incr", "a", 1, 1, 60}, {"get", "b"}})   -- sent together: res[i] = {value, err}
+--   mc.send({{"decr", "a", 1}})                   -- incr/decr sent without waiting for their answers
+--   local ok, err = mc.cas("k", "v2", cas, 60)    -- false, "exists" when the item changed since gets
 --
 -- When memcached is down, calls fail fast with nil/false plus an error ("circuit open" once the breaker has
 -- opened, after node.memcached.failure_threshold failures in a row; a probe goes through every retry_after
@@ -24,7 +28,7 @@ local ffi_string, ffi_gc = ffi.string, ffi.gc
 local yield = coroutine.yield
 
 ffi.cdef [[
-enum { SL_MC_GET = 1, SL_MC_SET, SL_MC_ADD, SL_MC_INCR, SL_MC_DECR, SL_MC_DELETE };
+enum { SL_MC_GET = 1, SL_MC_SET, SL_MC_ADD, SL_MC_INCR, SL_MC_DECR, SL_MC_DELETE, SL_MC_GETS, SL_MC_CAS };
 enum { SL_MC_OK = 0, SL_MC_NOT_FOUND = 1, SL_MC_NOT_STORED = 2 };
 typedef struct sl_mcop {
     char *value; uint32_t value_len; uint32_t flags; uint64_t num;
@@ -33,11 +37,13 @@ typedef struct sl_mcop {
 sl_mcop_t *sl_mc_start(sl_req_t *req, int op, const char *key, size_t klen, const char *val, size_t vlen,
     uint32_t flags, double exptime, uint64_t delta, uint64_t initial, int has_initial);
 void sl_mc_free(sl_mcop_t *op);
+void sl_mc_detach(sl_mcop_t *op);
 int sl_mc_circuit_state(void);
 ]]
 
 local GET, SET, ADD, INCR, DECR, DELETE = C.SL_MC_GET, C.SL_MC_SET, C.SL_MC_ADD, C.SL_MC_INCR, C.SL_MC_DECR,
     C.SL_MC_DELETE
+local GETS, CAS = C.SL_MC_GETS, C.SL_MC_CAS
 local NOT_FOUND, NOT_STORED = C.SL_MC_NOT_FOUND, C.SL_MC_NOT_STORED
 
 local _M = {}
@@ -148,6 +154,7 @@ local function incr(kind, key, delta, init, exptime)
     local n = tonumber(op.num)
     free(op)
     if rc == NOT_FOUND then return nil, "not found" end
+    if rc == NOT_STORED then return nil, "not stored (the counter was being created)" end
     return n
 end
 
@@ -158,9 +165,143 @@ function _M.incr(key, delta, init, exptime)
     return incr(INCR, key, delta, init, exptime)
 end
 
+-- Starts call c (the i-th of a batch): an op, or nil on out of memory. Misuse raises at the caller's caller.
+local function start_one(req, c, i, get_ok)
+    local kind, key = c[1], c[2]
+    if type(key) ~= "string" or #key == 0 or #key > 250 then
+        error("calls[" .. i .. "]: key must be a string of 1 to 250 bytes", 3)
+    end
+    if kind == "incr" or kind == "decr" then
+        local delta, init, exptime = c[3] or 1, c[4], c[5] or 0
+        if type(delta) ~= "number" or delta < 0 or delta % 1 ~= 0 or (init == nil and delta > 4294967295) then
+            error("calls[" .. i .. "]: delta must be a non-negative integer", 3)
+        end
+        if init ~= nil and (type(init) ~= "number" or init < 0 or init % 1 ~= 0) then
+            error("calls[" .. i .. "]: init must be a non-negative integer", 3)
+        end
+        return C.sl_mc_start(req, kind == "incr" and INCR or DECR, key, #key, nil, 0, 0, exptime, delta, init or 0,
+            init and 1 or 0)
+    elseif kind == "get" and get_ok then
+        return C.sl_mc_start(req, GET, key, #key, nil, 0, 0, 0, 0, 0, 0)
+    end
+    error("calls[" .. i .. "]: " .. (get_ok and "batch takes incr, decr and get" or "send takes incr and decr"), 3)
+end
+
+--- Several incr / decr / get calls sent together and answered together (one wait instead of one per call):
+--- calls[i] = {"incr", key, delta, init?, exptime?} | {"decr", key, delta, init?, exptime?} | {"get", key}.
+--- Returns a list: results[i] = {value} on success, {nil} for a miss (get) or {nil, err}; "not found" as incr.
+function _M.batch(calls)
+    if type(calls) ~= "table" then
+        error("calls must be a list", 2)
+    end
+    local ctx = base.current_ctx()
+    local req = ctx and ctx.req or nil
+    local ops, out, n = {}, {}, #calls
+    for i = 1, n do
+        local op = start_one(req, calls[i], i, true)
+        if op == nil then
+            out[i] = { nil, "out of memory" }
+        else
+            ops[i] = ffi_gc(op, C.sl_mc_free)
+        end
+    end
+    while true do
+        local pending = false
+        for i = 1, n do
+            local op = ops[i]
+            if op and op.done == 0 then pending = true break end
+        end
+        if not pending then break end
+        local _, id = timer.waiter()
+        for i = 1, n do
+            local op = ops[i]
+            if op and op.done == 0 then
+                op.waiting = 1
+                op.wake_id = id
+            end
+        end
+        yield()
+    end
+    for i = 1, n do
+        local op = ops[i]
+        if op then
+            local rc, err = result(op)
+            if not rc then
+                out[i] = { nil, err }
+            else
+                if calls[i][1] == "get" then
+                    out[i] = { rc ~= NOT_FOUND and ffi_string(op.value, op.value_len) or nil }
+                elseif rc == NOT_FOUND then
+                    out[i] = { nil, "not found" }
+                elseif rc == NOT_STORED then
+                    out[i] = { nil, "not stored (the counter was being created)" }
+                else
+                    out[i] = { tonumber(op.num) }
+                end
+                free(op)
+            end
+        end
+    end
+    return out
+end
+
+--- incr / decr calls sent without waiting for their answers (calls as for batch): for charges whose result does
+--- not matter. Their failures count for the circuit breaker only. Returns at once, without yielding.
+function _M.send(calls)
+    if type(calls) ~= "table" then
+        error("calls must be a list", 2)
+    end
+    local ctx = base.current_ctx()
+    local req = ctx and ctx.req or nil
+    for i = 1, #calls do
+        local op = start_one(req, calls[i], i, false)
+        if op ~= nil then
+            C.sl_mc_detach(op)
+        end
+    end
+end
+
 --- Subtracts delta (default 1), never below 0; as incr.
 function _M.decr(key, delta, init, exptime)
     return incr(DECR, key, delta, init, exptime)
+end
+
+--- Gets a value with its cas unique (a number): value, cas, flags (flags only when non-zero) | nil (miss) |
+--- nil, err. Pass cas to _M.cas to store only if nobody changed the item meanwhile.
+function _M.gets(key)
+    check_key(key)
+    local op, err = call(GETS, key)
+    if not op then return nil, err end
+    local rc, rerr = result(op)
+    if not rc then return nil, rerr end
+    if rc == NOT_FOUND then free(op) return nil end
+    local v = ffi_string(op.value, op.value_len)
+    local cas, flags = tonumber(op.num), op.flags
+    free(op)
+    if flags ~= 0 then return v, cas, flags end
+    return v, cas
+end
+
+--- Stores a value only if the item still has cas unique `cas` (from _M.gets): true | false, "exists" (changed
+--- since) | false, "not found" (gone) | false, err.
+function _M.cas(key, value, cas, exptime, flags)
+    check_key(key)
+    if type(value) == "number" then value = tostring(value) end
+    if type(value) ~= "string" then
+        error("value must be a string or a number", 2)
+    end
+    if type(cas) ~= "number" or cas < 0 or cas % 1 ~= 0 then
+        error("cas must be the number gets returned", 2)
+    end
+    exptime = check_exptime(exptime)
+    local op, err = call(CAS, key, value, flags, exptime, cas)
+    if not op then return false, err end
+    local rc, rerr = result(op)
+    if not rc then return false, rerr end
+    free(op)
+    if rc == NOT_STORED then return false, "exists" end
+    if rc == NOT_FOUND then return false, "not found" end
+    return true
 end
 
 --- Deletes a key: true | false, "not found" | false, err.

@@ -6,6 +6,7 @@
 --   local ok, err, forcible = d:set("k", "v", 10)     -- ttl seconds (0/nil = none), flags optional
 --   local v, flags = d:get("k")
 --   local n, err = d:incr("hits", 1, 0)
+--   local ok, err, cur = d:cas("tat", old, new, 60)   -- compare-and-set of a number (old nil: when absent)
 --
 -- Semantics follow OpenResty's ngx.shared.DICT: values are strings, numbers or booleans, setting nil
 -- deletes, `forcible` says that live entries were evicted to make room, `flags` come back only when
@@ -35,6 +36,8 @@ int sl_shdict_replace(sl_shdict_t *d, const char *key, size_t klen, int type, do
 int sl_shdict_incr(sl_shdict_t *d, const char *key, size_t klen, double delta, int has_init, double init,
                    double init_ttl, double *out, int *forcible);
 int sl_shdict_delete(sl_shdict_t *d, const char *key, size_t klen);
+int sl_shdict_cas_num(sl_shdict_t *d, const char *key, size_t klen, int has_old, double old, double num, double ttl,
+                      double *cur, int *forcible);
 int sl_shdict_ttl(sl_shdict_t *d, const char *key, size_t klen, double *ttl);
 int sl_shdict_expire(sl_shdict_t *d, const char *key, size_t klen, double ttl);
 void sl_shdict_flush_all(sl_shdict_t *d);
@@ -208,6 +211,32 @@ function dict.incr(self, key, delta, init, init_ttl)
         return nil, ERRORS[rc] or ("error " .. rc)
     end
     return num_p[0], nil, forcible_p[0] ~= 0
+end
+
+--- d:cas(key, old, new, ttl?) -> true | false, "changed", current | nil, err ; compare-and-set of a number:
+--- stores `new` only when the live value is the number `old` (old nil: only when the key is absent), atomic across
+--- workers. On "changed", `current` is the live number (nil when absent or not a number): retry from it.
+function dict.cas(self, key, old, new, ttl)
+    local k, kerr = check(self, key)
+    if not k then
+        return nil, kerr
+    end
+    if old ~= nil and type(old) ~= "number" then
+        error("bad old value (a number or nil): " .. tostring(old), 2)
+    end
+    if type(new) ~= "number" then
+        error("bad new value (a number): " .. tostring(new), 2)
+    end
+    local rc = C.sl_shdict_cas_num(self.cd, k, #k, old ~= nil and 1 or 0, old or 0, new, check_ttl(ttl), num_p,
+        forcible_p)
+    if rc == 0 then
+        return true
+    end
+    if rc == EXISTS then
+        local cur = num_p[0]
+        return false, "changed", cur == cur and cur or nil -- NaN: absent
+    end
+    return nil, ERRORS[rc] or ("error " .. rc)
 end
 
 --- d:ttl(key) -> seconds left (0 = never expires) | nil, "not found"

@@ -1,0 +1,49 @@
+#ifndef SL_MC_INTERNAL_H
+#define SL_MC_INTERNAL_H
+
+/* Between the memcached bridge (memcached.c: API, circuit breaker) and its transport (mc_net.c: binary
+ * protocol on each worker's loop). */
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "server/worker.h"
+#include "shared/memcached.h"
+
+/** One call: what Lua sees (op, first), what to send, where it waits on a connection. */
+typedef struct sl__mcwork {
+    sl_mcop_t op;
+    sl_worker_t *w;
+    sl_req_t *req;
+    int kind;
+    int probe;
+    char *key, *val;
+    size_t klen, vlen;
+    uint32_t flags;
+    time_t exptime;
+    uint64_t delta, initial; /* delta: also the cas unique of SL_MC_CAS */
+    int has_initial;
+    int detached; /* nobody waits: freed by the bridge once answered (sl_mc_detach) */
+    /* transport */
+    struct sl__mcwork *next; /* in its connection's queue */
+    uint32_t opaque;
+    int tries;       /* sends: a creation that lost a race is sent again */
+    double deadline; /* sl_now() after which it times out */
+    uint8_t *wire;   /* the encoded request */
+    size_t wlen;
+} sl__mcwork_t;
+
+/** Queues wk on the calling worker's connection to the server its key hashes to, sending it as soon as the
+ *  connection is up. The result comes through sl__mc_done (from a loop callback, never from inside this
+ * call). 0, or a negative code when it cannot even be queued (out of memory): the caller finishes the op
+ * itself. */
+int sl__mc_net_send(sl__mcwork_t *wk);
+/** Called by the transport when wk has its answer (rc: SL_MC_*; errmsg for SL_MC_ERR). */
+void sl__mc_done(sl__mcwork_t *wk, int rc, const char *errmsg);
+/** Resolves the configured servers (main thread, at configure): 0 or a negative code. */
+int sl__mc_net_configure(void *master, double timeout);
+/** Frees what sl__mc_net_configure made (at exit). */
+void sl__mc_net_shutdown(void);
+
+#endif

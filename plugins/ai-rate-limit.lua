@@ -1,0 +1,342 @@
+-- ai-rate-limit: token, cost and request limits for AI routes, per consumer, group, route, provider, model or a
+-- key from a header or a variable; several at once (100k tokens a minute and 2M a day).
+--
+--   ai-rate-limit:
+--     policy: memcached            # local (this node's shared dict, the default) | memcached (a cluster)
+--     fail_mode: open              # memcached down: open (serve, count on this node, log) | closed (503)
+--     limits:
+--       - {by: consumer, metric: total_tokens, limit: 100000, window: 1m}
+--       - {by: consumer, metric: total_tokens, limit: 2000000, window: 1d, type: sliding}
+--       - {by: [consumer, model], metric: cost, limit: 5, window: 1d, models: ["gpt-4o*"]}   # USD
+--       - {by: "header:x-tenant", metric: requests, limit: 600, window: 1m}
+--
+-- Before the call (access, after ai-proxy: the model, provider and canonical request are known) each limit
+-- reserves the request's estimate: prompt tokens counted locally (sluice.ai.tokens) plus max_tokens when the
+-- client set it, the cost of that at the provider's price, or 1 request. A request whose reservation does not
+-- fit is refused with 429 in the client's API shape and Retry-After (one that can never fit, larger than the
+-- limit itself, gets x-should-retry: false). After the response (log) the reservation is replaced by what the
+-- provider reported, streams included (the usage chunk; a stream cut by the client or the upstream counts what
+-- was delivered); a call that never happened gives its tokens back; without an AI call the estimate stays.
+-- X-RateLimit-Limit-<Name>, -Remaining-<Name>, -Reset-<Name> (seconds) go on every response of the route.
+-- docs/limits.md has the semantics and worked examples.
+local sluice = require("sluice")
+local limits = require("sluice.limits")
+local call = require("sluice.limits.call")
+
+local ipairs, tostring, setmetatable = ipairs, tostring, setmetatable
+local floor = math.floor
+local find, format, gsub = string.find, string.format, string.gsub
+local consumer, response = sluice.consumer, sluice.response
+
+local METRICS = { "total_tokens", "prompt_tokens", "completion_tokens", "cost", "requests" }
+local WORD = { total_tokens = "Tokens", prompt_tokens = "Prompt-Tokens", completion_tokens = "Completion-Tokens",
+               cost = "Cost", requests = "Requests" }
+local NANO = call.NANO -- cost counters count nano-USD
+
+local globs = { type = "array", minItems = 1, items = { type = "string", minLength = 1, maxLength = 256 } }
+
+local _M = {
+    name = "ai-rate-limit", version = "1.0",
+    priority = 1030, -- access, after ai-proxy / ai-proxy-multi (1040): the provider and model are known
+    schema = {
+        type = "object",
+        required = { "limits" },
+        additionalProperties = false,
+        properties = limits.store_schema({
+            limits = { type = "array", minItems = 1, maxItems = 16, items = {
+                type = "object", required = { "limit", "window" }, additionalProperties = false,
+                properties = {
+                    name = { type = "string", pattern = "^[%w%-]+$", maxLength = 64 }, -- header suffix
+                    by = limits.by_schema,
+                    metric = { enum = METRICS, default = "total_tokens" },
+                    limit = { type = "number", exclusiveMinimum = 0, maximum = 1e15 }, -- USD for cost
+                    window = { type = "duration", minimum = 1, maximum = 31 * 86400 },
+                    type = { enum = { "fixed", "sliding" }, default = "fixed" },
+                    models = globs, providers = globs, -- only calls to these (names or globs)
+                },
+            } },
+            scope = { type = "string", minLength = 1, maxLength = 200, default = "route" }, -- counters shared by
+            headers = { type = "boolean", default = true },                                  -- confs of one scope
+        }),
+    },
+}
+
+-- The header name of each limit: its `name`, else the metric's word (Tokens, Requests, ...), with the window
+-- added when several limits count the same metric (Tokens-1m, Tokens-1d).
+local function header_names(list)
+    local count, out = {}, {}
+    for _, l in ipairs(list) do
+        local w = WORD[l.metric]
+        count[w] = (count[w] or 0) + 1
+    end
+    for i, l in ipairs(list) do
+        local w = WORD[l.metric]
+        out[i] = l.name or (count[w] > 1 and (w .. "-" .. limits.span(l.window)) or w)
+    end
+    return out
+end
+
+--- Config checks: whole numbers of tokens and requests, header names that do not collide.
+function _M.check(conf)
+    local seen = {}
+    local hnames = header_names(conf.limits)
+    for i, l in ipairs(conf.limits) do
+        if l.metric ~= "cost" and l.limit % 1 ~= 0 then
+            return nil, "limits[" .. i .. "].limit: a whole number of " .. (l.metric == "requests" and "requests"
+                or "tokens") .. " (only cost limits take fractions, in USD)"
+        end
+        local n = hnames[i]:lower()
+        if seen[n] then
+            return nil, "limits[" .. i .. "]" .. (l.name and ".name" or "") .. ": " .. hnames[i] .. " is used twice"
+                .. " (it names the X-RateLimit-* headers" .. (l.name and "" or "; set `name`") .. ")"
+        end
+        seen[n] = true
+    end
+    return true
+end
+
+local function glob_list(list)
+    if not list then
+        return nil
+    end
+    local out = {}
+    for i, g in ipairs(list) do
+        out[i] = consumer._glob_pattern(g)
+    end
+    return out
+end
+
+local function header_value(l, v)
+    if l.metric == "cost" then
+        return (gsub(gsub(format("%.6f", v / NANO), "0+$", ""), "%.$", ""))
+    end
+    return tostring(v)
+end
+
+-- Per conf: the limits with their window spec, key prefix id, header name, filters (weak cache).
+local compiled = setmetatable({}, { __mode = "k" })
+local function compile(conf)
+    local c = compiled[conf]
+    if c then
+        return c
+    end
+    c = { list = {}, prompt = false, completion = false, cost = false }
+    local hnames = header_names(conf.limits)
+    for i, l in ipairs(conf.limits) do
+        local hname = hnames[i]
+        local lim = l.metric == "cost" and floor(l.limit * NANO + 0.5) or l.limit
+        c.list[i] = {
+            metric = l.metric, by = limits.compile_by(l.by), header = hname:lower(),
+            spec = { limit = lim, window = l.window, sliding = l.type == "sliding" },
+            id = i .. l.metric:sub(1, 1) .. l.window .. (l.type == "sliding" and "s" or "f"), pcache = {},
+            models = glob_list(l.models), providers = glob_list(l.providers), conf = l,
+        }
+        local cl = c.list[i]
+        cl.limit_text = header_value(cl, lim)
+        cl.h_limit, cl.h_remaining, cl.h_reset = limits.header_names(cl.header)
+        if l.metric ~= "requests" then
+            c.prompt = c.prompt or l.metric ~= "completion_tokens"
+            c.completion = c.completion or l.metric ~= "prompt_tokens"
+            c.cost = c.cost or l.metric == "cost"
+        end
+    end
+    compiled[conf] = c
+    return c
+end
+
+local function any_match(pats, names)
+    for _, p in ipairs(pats) do
+        for _, n in ipairs(names) do
+            if n and find(n, p) then
+                return true
+            end
+        end
+    end
+    return false
+end
+
+local function applies(l, attrs)
+    if l.models and not any_match(l.models, { attrs.model, attrs.served }) then
+        return false
+    end
+    if l.providers and not any_match(l.providers, { attrs.provider }) then
+        return false
+    end
+    return true
+end
+
+local function amount(metric, p, c, cost)
+    if metric == "requests" then
+        return 1
+    elseif metric == "prompt_tokens" then
+        return p
+    elseif metric == "completion_tokens" then
+        return c
+    elseif metric == "total_tokens" then
+        return p + c
+    end
+    return cost
+end
+
+---------------------------------------------------------------------------------------------------------------
+-- access: reserve
+
+local function show(metric, v)
+    if metric == "cost" then
+        return "$" .. (gsub(gsub(format("%.6f", v / NANO), "0+$", ""), "%.$", ""))
+    end
+    return tostring(v)
+end
+
+-- The X-RateLimit-* headers of a request's results (res[i].limit_ref: its limit): per limit, the lowest
+-- remaining over its keys.
+local function apply_headers(ctx, res)
+    local set = response.set_header
+    for i = 1, #res do
+        local r = res[i]
+        local l, rem, reset = r.limit_ref, r.remaining, r.reset
+        for k = 1, #res do -- another key of the same limit with less left (a consumer in several groups)
+            local o = res[k]
+            if k ~= i and o.limit_ref == l and (o.remaining < rem or (o.remaining == rem and k < i)) then
+                rem = nil
+                break
+            end
+        end
+        if rem then
+            set(l.h_limit, l.limit_text, ctx)
+            set(l.h_remaining, l.metric == "cost" and header_value(l, rem) or rem, ctx)
+            set(l.h_reset, reset, ctx)
+        end
+    end
+end
+
+function _M.access(conf, ctx)
+    local c = compile(conf)
+    local st, serr = limits.store(conf, _M.name)
+    if not st then
+        return limits.refuse(ctx, 503, "ai-rate-limit: " .. tostring(serr))
+    end
+    local cl = call.call_of(ctx)
+    local p, comp = call.estimate(cl, c.prompt, c.completion)
+    local cost = c.cost and call.cost_nano(cl.price, p, comp) or 0
+    -- every limit and key of the request, reserved together (one round trip), all or nothing
+    local list, keys = {}, {}
+    for _, l in ipairs(c.list) do
+        if applies(l, cl) then
+            local need = amount(l.metric, p, comp, cost)
+            for ki, k in ipairs(limits.keys(l.by, ctx, cl)) do
+                local n = #list + 1
+                list[n] = { prefix = limits.key_prefix(l.pcache, "airl", conf.scope, ctx, l.id, k[1]), spec = l.spec,
+                            amount = need, l = l, kidx = ki }
+                keys[n] = k[2]
+            end
+        end
+    end
+    local res, refused = limits.reserve_all(st, list, limits.now())
+    if not res then
+        return limits.refuse(ctx, 503, "rate limit store unavailable: " .. tostring(refused))
+    end
+    for i = 1, #res do
+        res[i].limit_ref, res[i].kidx = list[i].l, list[i].kidx
+    end
+    if refused then
+        ctx._ai_rl = { headers = conf.headers and res } -- header_filter (every response) sends X-RateLimit-*
+        local r, l, who = res[refused], list[refused].l, keys[refused]
+        local need = list[refused].amount
+        local what = l.metric == "requests" and "requests" or (l.metric == "cost" and "cost (USD)")
+            or gsub(l.metric, "_", " ")
+        local msg = format("Rate limit reached for %s on %s per %s: limit %s, remaining %s, requested %s.",
+            who == "-" and "anonymous callers" or who, what, limits.span(l.spec.window), show(l.metric, l.spec.limit),
+            show(l.metric, r.remaining), show(l.metric, need))
+        if r.never then
+            msg = msg .. " The request is larger than the limit itself and can never be served."
+        else
+            msg = msg .. format(" Please try again in %ds.", r.retry_after)
+        end
+        local u = sluice.ai.get_usage(ctx) -- the AI call's record says why it was not made
+        if u then
+            u.status, u.error = 429, msg
+        end
+        return limits.refuse(ctx, 429, msg, r.retry_after, "rate_limit_exceeded", r.never,
+            l.metric == "requests" and "requests" or "tokens")
+    end
+    -- the X-RateLimit-* headers go out from header_filter, which runs on every response of the route
+    ctx._ai_rl = { res = res, st = st, p = p, c = comp, cost = cost, call = cl, headers = conf.headers and res }
+end
+
+---------------------------------------------------------------------------------------------------------------
+-- header_filter: the headers on every response of the route
+
+function _M.header_filter(conf, ctx)
+    if not conf.headers then
+        return
+    end
+    local rl = ctx._ai_rl
+    if rl then
+        if rl.headers then
+            apply_headers(ctx, rl.headers)
+        end
+        return
+    end
+    -- the limiter did not run for this response (a plugin before it answered): the counters as they are
+    local c = compile(conf)
+    local st = limits.store(conf, _M.name)
+    if not st then
+        return
+    end
+    local cl = { provider = ctx.ai and ctx.ai.provider_name, model = ctx.ai and ctx.ai.requested_model }
+    local now = limits.now()
+    local res = {}
+    for _, l in ipairs(c.list) do
+        if applies(l, cl) then
+            for _, k in ipairs(limits.keys(l.by, ctx, cl)) do
+                local prefix = limits.key_prefix(l.pcache, "airl", conf.scope, ctx, l.id, k[1])
+                local r = limits.peek(st, prefix, l.spec, now)
+                r.limit_ref = l
+                res[#res + 1] = r
+            end
+        end
+    end
+    apply_headers(ctx, res)
+end
+
+---------------------------------------------------------------------------------------------------------------
+-- log: what the call really used replaces the reservation
+
+function _M.log(conf, ctx)
+    local rl = ctx._ai_rl
+    if not rl or not rl.res then
+        return
+    end
+    local p, c, cost, real = call.used(rl, ctx)
+    local u = real and sluice.ai.get_usage(ctx) or nil
+    local now = limits.now()
+    local changes = {}
+    for _, r in ipairs(rl.res) do
+        local l = r.limit_ref
+        local used = amount(l.metric, p, c, cost)
+        local moved = false
+        if u and (u.provider ~= rl.call.provider or u.requested_model ~= rl.call.model) then
+            -- another provider or model served it (ai-proxy-multi fallback): the keys that name them move
+            for _, src in ipairs(l.by) do
+                if src[1] == "provider" or src[1] == "model" then moved = true end
+            end
+        end
+        if moved then
+            changes[#changes + 1] = { r.key, -r.amount, r.ttl, r.where }
+            local k = limits.keys(l.by, ctx, { provider = u.provider, model = u.requested_model })[r.kidx]
+            if k then
+                local prefix = limits.key_prefix(l.pcache, "airl", conf.scope, ctx, l.id, k[1])
+                changes[#changes + 1] = { prefix .. floor(now / l.spec.window), used, 2 * l.spec.window + 1, r.where }
+            end
+        elseif used ~= r.amount then
+            changes[#changes + 1] = { r.key, used - r.amount, r.ttl, r.where }
+        end
+    end
+    rl.res = nil
+    if #changes > 0 then
+        rl.st:adjust_many(changes) -- one round trip for every limit of the request
+    end
+end
+
+return _M
