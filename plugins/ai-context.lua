@@ -7,11 +7,12 @@
 --     key-auth: {}
 --     ai-context:
 --       template: "You help {{consumer.name}} ({{consumer.metadata.team}}). Today is {{weekday}} {{date}}."
---       timezone: "+02:00"
+--       timezone: Europe/Paris          # UTC, a fixed offset (+05:30) or an IANA name (sluice.ai.tz)
 --       session: {header: X-Session-Id, store: memcached, ttl: 3600, budget_tokens: 2000}
 --
 -- Placeholders: {{consumer.name}}, {{consumer.groups}} (comma-separated), {{consumer.metadata.KEY}},
--- {{header.NAME}}, {{route.id}}, {{date}}, {{time}}, {{datetime}}, {{weekday}}, {{timezone}}, {{ctx.FIELD}}
+-- {{header.NAME}}, {{route.id}}, {{date}}, {{time}}, {{datetime}}, {{weekday}}, {{timezone}}, {{utc_offset}},
+-- {{ctx.FIELD}}
 -- (a string or number another plugin put in ctx: ctx.FIELD or ctx.var.FIELD). An unknown or missing value is
 -- empty; values are cut to 1000 bytes, control characters dropped.
 -- Placement: `before` (a system message before the client's), `after` (after the client's system
@@ -25,6 +26,7 @@
 -- key-auth, before ai-rag and ai-proxy).
 local sluice = require("sluice")
 local session = require("sluice.ai.session")
+local tz = require("sluice.ai.tz")
 local cjson = require("cjson.safe")
 
 local type, ipairs, tostring, tonumber, pcall, floor = type, ipairs, tostring, tonumber, pcall, math.floor
@@ -39,7 +41,7 @@ local schema = {
     properties = {
         template = { type = "string", minLength = 1, maxLength = 100000 },
         placement = { type = "string", enum = { "before", "after", "merge" }, default = "before" },
-        timezone = { type = "string", maxLength = 10, default = "UTC" }, -- UTC or a fixed offset: +05:30
+        timezone = { type = "string", maxLength = 64, default = "UTC" }, -- UTC, +05:30, or Europe/Paris
         date_format = { type = "string", minLength = 1, maxLength = 100, default = "%Y-%m-%d" },
         time_format = { type = "string", minLength = 1, maxLength = 100, default = "%H:%M" },
         format = { type = "string", enum = { "auto", "openai", "anthropic" }, default = "auto" },
@@ -62,25 +64,18 @@ local schema = {
 }
 local _M = { name = "ai-context", version = "1.0", priority = 1065, schema = schema }
 
-local function tz_offset(tz)
-    if tz == "UTC" or tz == "Z" then return 0 end
-    local sign, h, m = tz:match("^([%+%-])(%d%d):?(%d%d)$")
-    if not sign then return nil end
-    h, m = tonumber(h), tonumber(m)
-    if h > 14 or m > 59 then return nil end
-    return (sign == "-" and -1 or 1) * (h * 3600 + m * 60)
-end
-
 function _M.check(conf)
     if not conf.template and not conf.session then
         return nil, "template or session must be set"
     end
-    if not tz_offset(conf.timezone) then
-        return nil, "timezone must be UTC or a fixed offset such as +05:30"
+    local ok, err = tz.zone(conf.timezone)
+    if not ok then
+        return nil, "timezone: " .. tostring(err) .. " (UTC, a fixed offset such as +05:30, or a name such as "
+            .. "Europe/Paris)"
     end
     for _, f in ipairs({ conf.date_format, conf.time_format }) do
-        local ok = pcall(os.date, "!" .. f, 0)
-        if not ok or find(f, "%%[^aAbBcdHIjmMpSUwWxXyYzZ%%]") then
+        local fine = pcall(os.date, "!" .. f, 0)
+        if not fine or find(f, "%%[^aAbBcdHIjmMpSUwWxXyYzZ%%]") then
             return nil, "date_format / time_format: unsupported conversion in " .. f
         end
     end
@@ -106,8 +101,9 @@ local function path_get(t, path)
 end
 
 local function fill(conf, ctx)
-    local now = tonumber(sluice.time()) + tz_offset(conf.timezone)
-    local t = floor(now)
+    local utc = floor(tonumber(sluice.time()))
+    local offset = tz.offset(assert(tz.zone(conf.timezone)), utc)
+    local t = utc + offset
     local consumer = ctx.consumer
     return (gsub(conf.template, "{{%s*([%w_%.%-]+)%s*}}", function(name)
         if name == "date" then return os.date("!" .. conf.date_format, t) end
@@ -115,6 +111,10 @@ local function fill(conf, ctx)
         if name == "datetime" then return os.date("!" .. conf.date_format .. " " .. conf.time_format, t) end
         if name == "weekday" then return os.date("!%A", t) end
         if name == "timezone" then return conf.timezone end
+        if name == "utc_offset" then
+            local a = offset < 0 and -offset or offset
+            return (offset < 0 and "-" or "+") .. string.format("%02d:%02d", floor(a / 3600), floor(a % 3600 / 60))
+        end
         if name == "route.id" then return clean(ctx.route and ctx.route.id) end
         local head, rest = name:match("^([%w_]+)%.(.+)$")
         if head == "header" then

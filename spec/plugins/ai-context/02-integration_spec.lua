@@ -73,10 +73,10 @@ describe("ai-context (gateway)", function()
                 session_route("shd", { store = "shared", budget_tokens = 60 }),
                 { id = "tpl", paths = { "/tpl/v1/chat/completions", "/tpl/v1/messages" }, upstream = "llm",
                   plugins = { ["key-auth"] = {}, ["ctx-tagger"] = { plan = "gold" }, ["ai-context"] = {
-                      timezone = "+05:30", placement = "after",
+                      timezone = "Asia/Kolkata", placement = "after",
                       template = "User {{consumer.name}} of {{consumer.metadata.team}} ({{consumer.groups}}), "
                           .. "tenant {{header.x-tenant}}, route {{route.id}}, plan {{ctx.plan}}, region "
-                          .. "{{ctx.region}}, key '{{consumer.keys}}', cfg '{{ctx.config}}', {{date}} {{timezone}}." } } },
+                          .. "{{ctx.region}}, key '{{consumer.keys}}', cfg '{{ctx.config}}', {{date}} {{timezone}} {{utc_offset}}." } } },
             },
         })
     end)
@@ -97,7 +97,7 @@ describe("ai-context (gateway)", function()
         local text = got[2].content
         assert.equal("system", got[2].role)
         assert.truthy(text == "User alice of payments (staff, admins), tenant acme, route tpl, plan gold, region "
-            .. "eu-west, key '', cfg '', " .. dates[1] .. " +05:30." or text:find(dates[2], 1, true), text)
+            .. "eu-west, key '', cfg '', " .. dates[1] .. " Asia/Kolkata +05:30." or text:find(dates[2], 1, true), text)
         assert.falsy(text:find("alice-key", 1, true))
 
         res = assert(helpers.http("POST", gw.url("/tpl/v1/messages"), {
@@ -106,6 +106,16 @@ describe("ai-context (gateway)", function()
         assert.equal(200, res.status, res.body)
         local sys = assert(cjson.decode(mock:last().body)).system
         assert.truthy(sys:find("^client rules\n\nUser bob of  %(%), tenant , route tpl"), sys)
+    end)
+
+    it("refuses an unknown time zone", function()
+        local res = assert(gw:admin("PUT", "/admin/routes/badtz", { paths = { "/badtz" }, upstream = "llm",
+            plugins = { ["ai-context"] = { template = "x", timezone = "Mars/Olympus_Mons" } } }))
+        assert.equal(400, res.status)
+        assert.truthy(res.body:find("unknown time zone Mars", 1, true), res.body)
+        res = assert(gw:admin("PUT", "/admin/routes/badtz", { paths = { "/badtz" }, upstream = "llm",
+            plugins = { ["ai-context"] = { template = "x", timezone = "../../etc/passwd" } } }))
+        assert.equal(400, res.status)
     end)
 
     it("remembers a conversation across three SDK requests, not streamed and streamed", function()
