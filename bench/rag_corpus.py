@@ -13,15 +13,19 @@ sections = int(sys.argv[3]) if len(sys.argv) > 3 else 20
 rnd = random.Random(17)
 syll = ["ka", "lo", "mi", "ner", "tos", "va", "qui", "ben", "dra", "sel", "um", "pra", "ti", "gor", "zen", "fa"]
 vocab = sorted({"".join(rnd.choice(syll) for _ in range(rnd.randint(2, 4))) for _ in range(8000)})
-weights = [1.0 / (i + 1) ** 0.9 for i in range(len(vocab))]
+cum, acc = [], 0.0
+for i in range(len(vocab)):
+    acc += 1.0 / (i + 1) ** 0.9
+    cum.append(acc)
 os.makedirs(out, exist_ok=True)
 for f in range(files):
     lines = [f"# Document {f}", ""]
     for s in range(sections):
         lines += [f"## Section {s} {rnd.choice(vocab)} {rnd.choice(vocab)}", ""]
         words, size = [], 0
-        while size < 700:
-            w = rnd.choices(vocab, weights)[0]
+        for w in rnd.choices(vocab, cum_weights=cum, k=140):
+            if size >= 700:
+                break
             words.append(w)
             size += len(w) + 1
         lines += [" ".join(words) + ".", ""]
