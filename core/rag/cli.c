@@ -129,7 +129,10 @@ int sl_rag_cli(int argc, char **argv)
             rest[nrest++] = argv[i];
         }
     }
-    if (nrest == 0) {
+    if (nrest == 0 || (strcmp(rest[0], "build") != 0 && strcmp(rest[0], "info") != 0 &&
+                       strcmp(rest[0], "search") != 0 && strcmp(rest[0], "eval") != 0)) {
+        if (nrest > 0) /* said before the config is loaded: a typo needs no valid config */
+            fprintf(stderr, "sluice rag: unknown command %s (build, info, search, eval)\n", rest[0]);
         usage();
         free(rest);
         return 2;
