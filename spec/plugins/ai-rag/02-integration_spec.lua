@@ -65,6 +65,9 @@ describe("ai-rag (gateway)", function()
                 { id = "strict", paths = { "/strict/v1/chat/completions" }, upstream = "llm",
                   plugins = { ["ai-rag"] = { on_error = "fail", index = { name = "nothing", file = dir .. "/none.idx",
                                                        source = dir .. "/docs", provider = "emb" } } } },
+                { id = "brk", paths = { "/brk/v1/chat/completions" }, upstream = "llm",
+                  plugins = { ["ai-rag"] = { index = { name = "broken", file = dir .. "/broken.idx",
+                                                       source = dir .. "/docs", provider = "nope" } } } },
                 { id = "ext", paths = { "/ext/v1/chat/completions" }, upstream = "llm",
                   plugins = { ["ai-rag"] = { min_score = 0.5, retrieval = {
                       url = retr.url("/search"), headers = { authorization = "Bearer vdb" },
@@ -186,6 +189,19 @@ describe("ai-rag (gateway)", function()
         assert.truthy(out:find('"embedded_chunks":0', 1, true), out)
     end)
 
+    it("keeps the old file when a rebuild fails", function()
+        local good = assert(helpers.read_file(idx_file))
+        helpers.write_file(dir .. "/broken.idx", good)
+        local r = assert(gw:admin("POST", "/admin/rag/broken/rebuild?full=1"))
+        assert.equal(500, r.status, r.body)
+        assert.truthy(r.body:find("embedding failed", 1, true), r.body)
+        assert.equal(good, helpers.read_file(dir .. "/broken.idx"))
+        local _, got = chat("/brk/v1/chat/completions", { messages = { { role = "user", content = "How often are API keys rotated?" } } })
+        -- the embedder is missing: hybrid search falls back to BM25 alone, and still finds the answer
+        assert.truthy(got.messages[1].content:find("[1] security.md (Security > Key rotation)", 1, true))
+        assert.truthy(gw:log():find("BM25 alone", 1, true))
+    end)
+
     it("asks an external retrieval endpoint and maps its answer", function()
         local res, got = chat("/ext/v1/chat/completions", { messages = { { role = "user", content = "vpn host?" } } })
         local sys = got.messages[1].content
@@ -196,7 +212,7 @@ describe("ai-rag (gateway)", function()
         assert.same({ q = "vpn host?", limit = 4, ns = "prod" }, cjson.decode(q.body))
         assert.equal("[1] wiki/vpn.md#VPN", res.headers["x-sluice-rag-sources"])
         retr:respond({ status = 500, body = "down" })
-        _, got = chat("/ext/v1/chat/completions", { messages = { { role = "user", content = "vpn host?" } } })
+        res, got = chat("/ext/v1/chat/completions", { messages = { { role = "user", content = "vpn host?" } } })
         assert.same({ { role = "user", content = "vpn host?" } }, got.messages)
     end)
 
