@@ -214,6 +214,7 @@ describe("ai-rag (gateway)", function()
         retr:respond({ status = 500, body = "down" })
         res, got = chat("/ext/v1/chat/completions", { messages = { { role = "user", content = "vpn host?" } } })
         assert.same({ { role = "user", content = "vpn host?" } }, got.messages)
+        assert.is_nil(res.headers["x-sluice-rag-sources"])
     end)
 
     it("rejects bad configs with a clear error", function()
