@@ -126,6 +126,14 @@ local function vector(text, dims)
 end
 _M.embed_text = vector
 
+local lazy_body = { __index = function(t, k)
+    if k == "body" then
+        local b = json_encode(t.decoded)
+        rawset(t, "body", b)
+        return b
+    end
+end }
+
 local function error_response(o, stream)
     local e = o.error
     local status = tonumber(e.status) or 500
@@ -187,9 +195,10 @@ function _M.respond(provider, op, body, opts)
         local resp = { object = "list", data = data, model = model,
                        usage = { prompt_tokens = u.prompt_tokens, total_tokens = u.prompt_tokens } }
         -- `decoded`: the answer as a table too, for callers inside the gateway (sluice.providers) that would
-        -- only decode the JSON again
-        return { status = 200, headers = json_headers, latency_ms = latency, body = json_encode(resp),
-                 decoded = resp }
+        -- only decode the JSON again; the JSON `body` is then made only when something reads it (encoding
+        -- hundreds of floats per call was most of a RAG query's cost with this provider)
+        return setmetatable({ status = 200, headers = json_headers, latency_ms = latency, decoded = resp },
+            lazy_body)
     end
 
     local text = o.echo and last_user_text(body) or o.text or DEFAULT_TEXT
