@@ -146,6 +146,8 @@ describe("ai-rag (gateway)", function()
 
     it("refuses a corrupt or truncated index file and keeps serving the previous one", function()
         local good = assert(helpers.read_file(idx_file))
+        local _, first = ask("How often are API keys rotated?") -- the index is served (loaded) before it is damaged
+        assert.truthy(first.messages[1].content:find("keyctl rotate", 1, true))
         local function replace(bytes)
             helpers.write_file(idx_file .. ".new", bytes)
             assert(os.rename(idx_file .. ".new", idx_file))
