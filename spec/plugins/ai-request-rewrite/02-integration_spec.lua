@@ -6,7 +6,7 @@ local unit = require("unit_helpers")
 local cjson = require("cjson.safe")
 
 describe("ai-request-rewrite (gateway)", function()
-    local mock, gw
+    local mock, rw_up, gw
 
     local function route(id, conf, extra)
         local plugins = { ["ai-request-rewrite"] = conf }
@@ -22,12 +22,16 @@ describe("ai-request-rewrite (gateway)", function()
 
     setup(function()
         mock = helpers.mock_upstream({ body = unit.chat_completion("ok"), headers = { ["content-type"] = "application/json" } })
+        rw_up = helpers.mock_upstream({ body = unit.chat_completion("Rewritten over HTTP."),
+                                        headers = { ["content-type"] = "application/json" } })
         local prompt = "Translate the user's message to English."
         gw = helpers.start_gateway({
             providers = {
                 rw = { kind = "mock", options = { text = "Where is the train station?" } },
                 slow = { kind = "mock", options = { text = "late", latency_ms = 3000 } },
                 broken = { kind = "mock", options = { error = { status = 500, message = "down" } } },
+                remote = { kind = "openai", endpoint = rw_up.url(), api_key = "sk-rewriter",
+                           models = { small = "gpt-4o-mini-2024-07-18" } },
             },
             upstreams = { llm = { nodes = { mock.addr } } },
             routes = {
@@ -37,6 +41,7 @@ describe("ai-request-rewrite (gateway)", function()
                 route("broken", { provider = "broken", prompt = prompt }),
                 route("strict", { provider = "broken", prompt = prompt, on_error = "fail" }),
                 route("nope", { provider = "missing", prompt = prompt }),
+                route("remote", { provider = "remote", model = "small", prompt = prompt, max_tokens = 64 }),
             },
         })
     end)
@@ -60,6 +65,25 @@ describe("ai-request-rewrite (gateway)", function()
         assert.equal(200, res.status)
         assert.same({ { type = "text", text = "Where is the train station?" }, { type = "image", source = {
             type = "base64", media_type = "image/png", data = "iVBORw0KGgo=" } } }, got.messages[1].content)
+    end)
+
+    it("calls a provider over HTTP (the provider's driver, key and model mapping)", function()
+        local res, got = post("/remote/v1/chat/completions", { messages = { { role = "user", content = "hola" } } })
+        assert.equal(200, res.status)
+        assert.equal("Rewritten over HTTP.", got.messages[1].content)
+        local call = assert(rw_up:last())
+        assert.equal("Bearer sk-rewriter", call.headers.authorization)
+        local sent = assert(cjson.decode(call.body))
+        assert.equal("gpt-4o-mini-2024-07-18", sent.model)
+        assert.equal(64, sent.max_tokens)
+        assert.same({ { role = "system", content = "Translate the user's message to English." },
+                      { role = "user", content = "hola" } }, sent.messages)
+        rw_up:respond({ status = 401, body = { error = { message = "bad key", type = "invalid_request_error" } },
+                        headers = { ["content-type"] = "application/json" } })
+        res, got = post("/remote/v1/chat/completions", { messages = { { role = "user", content = "hola" } } })
+        assert.equal("0", res.headers["x-sluice-rewritten"])
+        assert.equal("hola", got.messages[1].content)
+        assert.truthy(gw:log():find("provider remote: 401", 1, true), gw:log())
     end)
 
     it("rewrites every user message with messages: all_user", function()
