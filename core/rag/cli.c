@@ -61,8 +61,11 @@ static void close_walk(uv_handle_t *h, void *arg)
         uv_close(h, sl__lua_timer_free);
     else if (h->type == UV_TIMER && h->data == &sl__req_timer_tag)
         uv_close(h, sl__req_timer_shutdown);
-    else
+    else if (h->type == UV_TIMER && h->data == NULL)
         uv_close(h, NULL);
+    /* anything else has an owner that closes it (sl__pool_close: upstream connections and their timers, which
+     * their own close callbacks close in turn: closing them here first aborted in uv_close), as in worker.c
+     */
 }
 
 /* Loads and publishes the config the way main() does at start; 0 or -1 (the reason printed). */

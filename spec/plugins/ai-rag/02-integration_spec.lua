@@ -15,12 +15,12 @@ local DOCS = {
 }
 
 describe("ai-rag (gateway)", function()
-    local mock, retr, gw, dir, idx_file
+    local mock, retr, gw, dir, idx_file, oa_port
 
-    local function build_index(extra)
-        local code, out = helpers.exec(string.format("SLUICE_HOME=%s %s rag build -c %s %s docs",
+    local function build_index(extra, name)
+        local code, out = helpers.exec(string.format("SLUICE_HOME=%s %s rag build -c %s %s %s",
             helpers.shell_quote(helpers.ROOT), helpers.shell_quote(helpers.BIN), helpers.shell_quote(gw.file),
-            extra or ""), 60)
+            extra or "", name or "docs"), 60)
         assert(code == 0, out)
         return out
     end
@@ -45,10 +45,16 @@ describe("ai-rag (gateway)", function()
             data = { matches = {
                 { doc = { body = "The VPN endpoint is vpn.example.com.", path = "wiki/vpn.md", title = "VPN" }, sim = 0.91 },
                 { doc = { body = "Unrelated low score text.", path = "wiki/x.md", title = "X" }, sim = 0.2 } } } } })
+        oa_port = helpers.free_port() -- an OpenAI-style embeddings provider over HTTP (tests/mock/providers.js)
+        local p = helpers.spawn(string.format("node %s %d > /dev/null 2>&1",
+            helpers.shell_quote(helpers.ROOT .. "/tests/mock/providers.js"), oa_port))
+        assert(helpers.wait_port(oa_port, p, 10))
         local index = { name = "docs", file = idx_file, source = dir .. "/docs", provider = "emb", chunk_size = 300,
                         overlap = 40 }
         gw = helpers.start_gateway({
-            providers = { emb = { kind = "mock" } },
+            providers = { emb = { kind = "mock" },
+                          oaemb = { kind = "openai", endpoint = "http://127.0.0.1:" .. oa_port, api_key = "sk-emb",
+                                    models = { ["text-embedding-3-small"] = "text-embedding-3-small" } } },
             upstreams = { llm = { nodes = { mock.addr } } },
             routes = {
                 { id = "rag", paths = { "/v1/chat/completions", "/v1/messages" }, upstream = "llm",
@@ -65,6 +71,9 @@ describe("ai-rag (gateway)", function()
                 { id = "strict", paths = { "/strict/v1/chat/completions" }, upstream = "llm",
                   plugins = { ["ai-rag"] = { on_error = "fail", index = { name = "nothing", file = dir .. "/none.idx",
                                                        source = dir .. "/docs", provider = "emb" } } } },
+                { id = "http", paths = { "/http/v1/chat/completions" }, upstream = "llm",
+                  plugins = { ["ai-rag"] = { index = { name = "httpdocs", file = dir .. "/http.idx",
+                      source = dir .. "/docs", provider = "oaemb", model = "text-embedding-3-small" } } } },
                 { id = "brk", paths = { "/brk/v1/chat/completions" }, upstream = "llm",
                   plugins = { ["ai-rag"] = { index = { name = "broken", file = dir .. "/broken.idx",
                                                        source = dir .. "/docs", provider = "nope" } } } },
@@ -189,6 +198,19 @@ describe("ai-rag (gateway)", function()
         -- the CLI's incremental build: nothing changed, nothing embedded
         local out = build_index()
         assert.truthy(out:find('"embedded_chunks":0', 1, true), out)
+    end)
+
+    it("builds and queries with an embeddings provider over HTTP", function()
+        local out = build_index(nil, "httpdocs")
+        assert.truthy(out:find('"dims":8', 1, true), out)
+        local _, got = chat("/http/v1/chat/completions", { messages = { { role = "user", content = "How fast are refunds paid?" } } })
+        assert.truthy(got.messages[1].content:find("[1] billing.md (Billing > Refunds)", 1, true), got.messages[1].content)
+        local res = assert(helpers.http("GET", "http://127.0.0.1:" .. oa_port .. "/__requests"))
+        local calls = assert(cjson.decode(res.body))
+        local last = calls[#calls]
+        assert.equal("/v1/embeddings", last.path)
+        assert.equal("Bearer sk-emb", last.headers.authorization)
+        assert.same({ "How fast are refunds paid?" }, last.body.input) -- the query, embedded per request
     end)
 
     it("keeps the old file when a rebuild fails", function()
