@@ -20,9 +20,10 @@
 -- goes before or after the client's.
 -- Session memory: the session is the header's value scoped to the consumer (another consumer with the same id
 -- has another session); the client's new messages and the assistant's answer (a streamed answer assembled from
--- its events) are stored after the response, trimmed to `budget_tokens` (oldest turns first; system prompts are
--- never stored, so they are always kept) and put back before the client's messages of the next request. A
--- failing store is logged and the request is served without memory. Runs in rewrite at priority 1065 (after
+-- its events) are stored when the answer's last piece passes body_filter, before the response's end is sent,
+-- trimmed to `budget_tokens` (oldest turns first; system prompts are never stored, so they are always kept) and
+-- put back before the client's messages of the next request. A failing store is logged and the request is
+-- served without memory. Runs in rewrite at priority 1065 (after
 -- key-auth, before ai-rag and ai-proxy).
 local sluice = require("sluice")
 local session = require("sluice.ai.session")
@@ -249,19 +250,6 @@ function _M.header_filter(_, ctx)
     end
 end
 
-function _M.body_filter(conf, ctx, chunk)
-    local st = ctx.ai_context
-    if st and st.ok and chunk ~= "" then
-        st.size = st.size + #chunk
-        if st.size > conf.session.max_answer_bytes then
-            st.ok = false
-            st.parts = {}
-        else
-            st.parts[#st.parts + 1] = chunk
-        end
-    end
-end
-
 -- The assistant's text of a response body (JSON or SSE, OpenAI or Anthropic), or nil.
 local function answer_text(body, sse)
     if not sse then
@@ -295,9 +283,11 @@ local function answer_text(body, sse)
     return seen and concat(out) or nil
 end
 
-function _M.log(conf, ctx)
+-- Writes the turn (once): the history, the client's new messages and the answer.
+local function store(conf, ctx)
     local st = ctx.ai_context
-    if not st or not st.ok or #st.new == 0 then return end
+    if not st or st.stored or not st.ok or #st.new == 0 then return end
+    st.stored = true
     local text = answer_text(concat(st.parts), st.sse)
     if not text then return end
     local s = conf.session
@@ -309,6 +299,23 @@ function _M.log(conf, ctx)
     if not ok then
         log.warn("[ai-context] cannot store session memory: ", err)
     end
+end
+
+-- The turn is written when the last piece of the answer passes, before the end of the response reaches the
+-- client: a client that sends its next message as soon as it has the answer finds this turn remembered.
+function _M.body_filter(conf, ctx, chunk, eof)
+    local st = ctx.ai_context
+    if not st then return end
+    if st.ok and chunk ~= "" then
+        st.size = st.size + #chunk
+        if st.size > conf.session.max_answer_bytes then
+            st.ok = false
+            st.parts = {}
+        else
+            st.parts[#st.parts + 1] = chunk
+        end
+    end
+    if eof then store(conf, ctx) end
 end
 
 _M._answer_text = answer_text
