@@ -134,6 +134,18 @@ describe("ai-context (gateway)", function()
         end
     end)
 
+    it("remembers a raw HTTP client's answers, not streamed, in the shared dict too", function()
+        for _, route in ipairs({ "mem", "shd" }) do
+            for i = 1, 2 do
+                local res = assert(helpers.http("POST", gw.url("/" .. route .. "/v1/chat/completions"), {
+                    headers = { authorization = "Bearer alice-key-0001", ["x-session-id"] = "raw-1" },
+                    body = { model = "gpt-4o-mini", messages = { { role = "user", content = "raw " .. i } } } }))
+                assert.equal(200, res.status, res.body)
+            end
+            assert.same({ "user: raw 1", "assistant: " .. ANSWER, "user: raw 2" }, contents(upstream_messages()), route)
+        end
+    end)
+
     it("remembers an Anthropic client's streamed answers too", function()
         for i = 1, 2 do
             local res = assert(helpers.http("POST", gw.url("/mem/v1/messages"), {
