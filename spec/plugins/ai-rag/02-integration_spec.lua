@@ -9,7 +9,7 @@ local DOCS = {
     ["security.md"] = "# Security\n\nHow the service is protected.\n\n## Key rotation\n\n"
         .. "API keys are rotated every 90 days with the keyctl rotate command; the old key stays valid for one day.\n\n"
         .. "## Audit log\n\nEvery admin action is written to the audit log, kept for seven years.\n",
-    ["billing.md"] = "# Billing\n\n## Refunds\n\nRefunds are paid within 14 days to the original card. "
+    ["billing.md"] = "---\nteam: finance\n---\n# Billing\n\n## Refunds\n\nRefunds are paid within 14 days to the original card. "
         .. "Invoices are sent on the first day of each month.\n",
     ["ops/backups.txt"] = "Backups run nightly at 02:00 UTC to the cold storage bucket and are kept for 35 days.\n",
 }
@@ -74,6 +74,11 @@ describe("ai-rag (gateway)", function()
                 { id = "http", paths = { "/http/v1/chat/completions" }, upstream = "llm",
                   plugins = { ["ai-rag"] = { index = { name = "httpdocs", file = dir .. "/http.idx",
                       source = dir .. "/docs", provider = "oaemb", model = "text-embedding-3-small" } } } },
+                { id = "flt", paths = { "/flt/v1/chat/completions" }, upstream = "llm",
+                  plugins = { ["ai-rag"] = { index = index, k = 4, filter = { sources = { "ops/*" } } } } },
+                { id = "meta", paths = { "/meta/v1/chat/completions" }, upstream = "llm",
+                  plugins = { ["ai-rag"] = { index = index, k = 4, mode = "bm25",
+                                             filter = { meta = { team = "finance" } } } } },
                 { id = "brk", paths = { "/brk/v1/chat/completions" }, upstream = "llm",
                   plugins = { ["ai-rag"] = { index = { name = "broken", file = dir .. "/broken.idx",
                                                        source = dir .. "/docs", provider = "nope" } } } },
@@ -132,6 +137,20 @@ describe("ai-rag (gateway)", function()
         assert.truthy(got.messages[2].content:find("^CONTEXT <1|security.md>"), got.messages[2].content)
         assert.truthy(got.messages[2].content:find("seven years%. END$"), got.messages[2].content)
         assert.same({ role = "user", content = "how long?" }, got.messages[3])
+    end)
+
+    it("searches only the sources and metadata a filter lets through", function()
+        local q = { messages = { { role = "user", content = "How often are API keys rotated? When do backups run? refunds" } } }
+        local res, got = chat("/flt/v1/chat/completions", q)
+        local sys = got.messages[1].content
+        assert.truthy(sys:find("ops/backups.txt", 1, true), sys)
+        assert.falsy(sys:find("security.md", 1, true) or sys:find("billing.md", 1, true), sys)
+        assert.falsy(res.headers["x-sluice-rag-sources"]:find("security", 1, true))
+        res, got = chat("/meta/v1/chat/completions", q)
+        sys = got.messages[1].content
+        assert.equal("[1] billing.md#Billing > Refunds", res.headers["x-sluice-rag-sources"])
+        assert.truthy(sys:find("[1] billing.md (Billing > Refunds)", 1, true), sys)
+        assert.falsy(sys:find("security.md", 1, true) or sys:find("ops/", 1, true), sys)
     end)
 
     it("keeps the context within the token budget", function()
