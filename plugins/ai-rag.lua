@@ -221,10 +221,13 @@ local function embedded(conf, query, ctx)
         end
     end
     local hits, err = idx:search(q)
-    if not hits then return nil, err end
-    -- hybrid: RRF ranks a chunk found by one signal alone too; keep it only when that signal passed its threshold
-    -- (the C search already applies min_bm25 / min_similarity to each list)
-    return hits
+    if not hits and q.mode == "hybrid" and q.vector then
+        -- the embedder's vectors do not fit the index (another model or dimensions since the build): BM25 alone
+        log.warn("[ai-rag] index ", def.name, ": ", err, "; BM25 alone (rebuild the index with this embedder)")
+        q.mode, q.vector = "bm25", nil
+        hits, err = idx:search(q)
+    end
+    return hits, err
 end
 
 -- ---- rendering ----

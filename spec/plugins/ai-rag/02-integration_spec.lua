@@ -79,6 +79,9 @@ describe("ai-rag (gateway)", function()
                 { id = "meta", paths = { "/meta/v1/chat/completions" }, upstream = "llm",
                   plugins = { ["ai-rag"] = { index = index, k = 4, mode = "bm25",
                                              filter = { meta = { team = "finance" } } } } },
+                { id = "dims", paths = { "/dims/v1/chat/completions" }, upstream = "llm",
+                  plugins = { ["ai-rag"] = { index = { name = "docs8", file = idx_file, source = dir .. "/docs",
+                      provider = "oaemb", model = "text-embedding-3-small" } } } },
                 { id = "brk", paths = { "/brk/v1/chat/completions" }, upstream = "llm",
                   plugins = { ["ai-rag"] = { index = { name = "broken", file = dir .. "/broken.idx",
                                                        source = dir .. "/docs", provider = "nope" } } } },
@@ -230,6 +233,12 @@ describe("ai-rag (gateway)", function()
         assert.equal("/v1/embeddings", last.path)
         assert.equal("Bearer sk-emb", last.headers.authorization)
         assert.same({ "How fast are refunds paid?" }, last.body.input) -- the query, embedded per request
+    end)
+
+    it("falls back to BM25 when the embedder's vectors do not fit the index", function()
+        local _, got = chat("/dims/v1/chat/completions", { messages = { { role = "user", content = "How fast are refunds paid?" } } })
+        assert.truthy(got.messages[1].content:find("[1] billing.md (Billing > Refunds)", 1, true), got.messages[1].content)
+        assert.truthy(gw:log():find("vector has 8 dimensions, expected 256; BM25 alone", 1, true))
     end)
 
     it("keeps the old file when a rebuild fails", function()
