@@ -6,7 +6,10 @@
 #                                        nginx proxy_pass baseline of bench/run.sh, one process, for scale);
 #                                        ai-key (ai, sent a client key), ai-limits, ai-limits-mc (key-auth and
 #                                        ai-rate-limit with two token limits, counters in the shared dict or in a
-#                                        memcached started here: the gateway's side only, memcached not counted)
+#                                        memcached started here: the gateway's side only, memcached not counted);
+#                                        ai-prom, ai-otel, ai-audit, ai-obs (the observability plugins alone and
+#                                        together, docs/observability.md), ai-extra (ai-proxy + INSTR_PLUGINS,
+#                                        flow YAML, e.g. 'prometheus: {}');
 #                                        ai-rag: the ai route with ai-rag (hybrid, k 4) on an index of
 #                                        RAG_FILES x RAG_SECTIONS (500 x 20 = 10,000) synthetic chunks, built
 #                                        first with `sluice rag build` (bench/rag_corpus.py, mock embeddings)
@@ -125,6 +128,19 @@ EOF
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {key-auth: {}, ai-proxy: {provider: bench},"
           echo "  ai-rate-limit: {policy: $policy, limits: [{metric: total_tokens, limit: 1000000000000, window: 1m},"
           echo "                                             {metric: total_tokens, limit: 1000000000000, window: 1d}]}}}]" ;;
+      ai-prom|ai-otel|ai-audit|ai-obs|ai-extra) # the observability plugins alone (prometheus; opentelemetry sampling every
+          # trace to the upstream nginx as collector; ai-audit-log to a file) and all three (ai-obs)
+          echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
+          otel=", opentelemetry: {endpoint: \"http://127.0.0.1:$UP/v1/traces\"}"
+          audit=", ai-audit-log: {file: {path: \"$TMP/audit.log\"}}"
+          case ${kind%-log} in
+            ai-prom) extra=", prometheus: {}" ;;
+            ai-otel) extra=$otel ;;
+            ai-audit) extra=$audit ;;
+            ai-obs) extra=", prometheus: {}$otel$audit" ;;
+            ai-extra) extra=", ${INSTR_PLUGINS:?ai-extra needs INSTR_PLUGINS (flow YAML, e.g. 'prometheus: {}')}" ;;
+          esac
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}$extra}}]" ;;
       ai-rag)
           echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}, emb: {kind: mock}}"
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench},"

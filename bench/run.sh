@@ -403,7 +403,7 @@ routes:
     upstream: up
 EOF
         ;;
-      ai|ai-full)
+      ai|ai-full|ai-prom|ai-obs)
         cat <<EOF
 providers:
   bench:
@@ -420,6 +420,15 @@ EOF
           while IFS= read -r line; do
             [[ -n ${line// /} ]] && printf '      %s\n' "$line"
           done <<<"$AI_FULL_PLUGINS"
+        fi
+        if [[ $kind == ai-prom || $kind == ai-obs ]]; then
+          echo "      prometheus: {}"
+        fi
+        if [[ $kind == ai-obs ]]; then
+          # every trace sampled, sent to a collector that is up (the upstream nginx answers 200 to any POST);
+          # the audit log to a file
+          echo "      opentelemetry: {endpoint: \"http://127.0.0.1:$target/v1/traces\", sampling: {ratio: 1.0}}"
+          echo "      ai-audit-log: {file: {path: \"${out%.yaml}-audit.log\"}}"
         fi
         echo "      ai-proxy: {provider: bench}"
         ;;
@@ -486,6 +495,8 @@ direct-chat|direct|chat|nginx-chat|direct-chat
 nginx-chat|nginx|chat|nginx-chat|direct-chat
 sluice-ai|sluice:ai|chat|nginx-chat|direct-chat
 sluice-ai-full|sluice:ai-full|chat|nginx-chat|direct-chat
+sluice-ai-prom|sluice:ai-prom|chat|nginx-chat|direct-chat
+sluice-ai-obs|sluice:ai-obs|chat|nginx-chat|direct-chat
 nginx-chat-log|nginx|chat-log|nginx-chat-log|direct-chat
 sluice-ai-log|sluice:ai-log|chat-log|nginx-chat-log|direct-chat
 sluice-ai-key|sluice:ai|chat-key|nginx-chat|direct-chat
@@ -498,6 +509,7 @@ nginx-stream|nginx|stream|nginx-stream|direct-stream
 sluice-plain-stream|sluice:plain|stream|nginx-stream|direct-stream
 sluice-ai-stream|sluice:ai|stream|nginx-stream|direct-stream
 sluice-ai-full-stream|sluice:ai-full|stream|nginx-stream|direct-stream
+sluice-ai-obs-stream|sluice:ai-obs|stream|nginx-stream|direct-stream
 direct-upload|direct|upload|nginx-upload|direct-upload
 nginx-upload|nginx|upload|nginx-upload|direct-upload
 sluice-plain-upload|sluice:plain|upload|nginx-upload|direct-upload

@@ -16,6 +16,7 @@
 #include "lua/vm.h"
 #include "rag/cli.h"
 #include "server/settings.h"
+#include "server/stats.h"
 #include "server/worker.h"
 #include "shared/memcached.h"
 #include "shared/shdict.h"
@@ -27,17 +28,18 @@ extern int luaopen_cjson_safe(lua_State *L);
 extern lua_CFunction sl__luaopen_cjson, sl__luaopen_cjson_safe;
 
 static lua_State *ML; /* the main thread's VM: loads and checks config */
-static uv_signal_t sig_hup, sig_term, sig_int, sig_quit;
+static uv_signal_t sig_hup, sig_term, sig_int, sig_quit, sig_usr1;
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: sluice [-c FILE] [-t] [-d] [-p PREFIX] [-g PIDFILE]\n"
-                    "       sluice rag build|info|search ... (sluice rag -h)\n"
-                    "  -c FILE    config file (default PREFIX/conf/sluice.yaml)\n"
-                    "  -t         check the config and exit (non-zero on error)\n"
-                    "  -d         run as a daemon (writes node.pid_file or -g)\n"
-                    "  -p PREFIX  where lua/ and plugins/ are (default: SLUICE_HOME or the build's source dir)\n"
-                    "  -v         print the version\n");
+    fprintf(stderr,
+            "usage: sluice [-c FILE] [-t] [-d] [-p PREFIX] [-g PIDFILE]\n"
+            "       sluice rag build|info|search|eval ... (sluice rag -h)\n"
+            "  -c FILE    config file (default PREFIX/conf/sluice.yaml)\n"
+            "  -t         check the config and exit (non-zero on error)\n"
+            "  -d         run as a daemon (writes node.pid_file or -g)\n"
+            "  -p PREFIX  where lua/ and plugins/ are (default: SLUICE_HOME or the build's source dir)\n"
+            "  -v         print the version\n");
 }
 
 static double num_field(lua_State *L, int idx, const char *k, double dflt)
@@ -86,8 +88,11 @@ static int apply_node(lua_State *L, int idx)
         snprintf(a->host, sizeof(a->host), "%s", str_field(L, -1, "host") ? str_field(L, -1, "host") : "");
         a->port = (int)num_field(L, -1, "port", 0);
         lua_getfield(L, -1, "admin");
-        a->is_admin = lua_toboolean(L, -1);
-        lua_pop(L, 2);
+        a->is_admin = lua_toboolean(L, -1) ? SL_LISTEN_ADMIN : 0;
+        lua_getfield(L, -2, "metrics");
+        if (lua_toboolean(L, -1))
+            a->is_admin = SL_LISTEN_METRICS;
+        lua_pop(L, 3);
     }
     lua_pop(L, 1);
     const char *lvl = str_field(L, idx, "log_level");
@@ -128,8 +133,9 @@ static int apply_node(lua_State *L, int idx)
     lua_pop(L, 1);
     lua_getfield(L, idx, "memcached");
     const char *mcs = lua_istable(L, -1) ? str_field(L, -1, "servers") : NULL;
-    if (mcs && sl_mc_configure(mcs, num_field(L, -1, "timeout", 0.2), (int)num_field(L, -1, "failure_threshold", 5),
-                               num_field(L, -1, "retry_after", 5)) != 0) {
+    if (mcs &&
+        sl_mc_configure(mcs, num_field(L, -1, "timeout", 0.2), (int)num_field(L, -1, "failure_threshold", 5),
+                        num_field(L, -1, "retry_after", 5)) != 0) {
         sl_log(SL_LOG_ERROR, "node.memcached.servers: cannot use \"%s\" (expected host:port entries)", mcs);
         return -1;
     }
@@ -156,25 +162,27 @@ static void fit_descriptors(void)
     }
     if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (rlim_t)INT32_MAX)
         return;
-    int admin = 0;
+    int admin = 0; /* listeners limited apart: the Admin API and the metrics listener */
     for (int i = 0; i < sl_settings.nlisten; i++)
-        admin |= sl_settings.listen[i].is_admin;
-    long reserve = 64 + 16L * sl_settings.workers + (admin ? SL_ADMIN_MAX_CONNECTIONS : 0);
+        admin += sl_settings.listen[i].is_admin != 0;
+    long reserve = 64 + 16L * sl_settings.workers + (long)admin * SL_ADMIN_MAX_CONNECTIONS;
     long cap = ((long)rl.rlim_cur - reserve) / 2;
     if (cap < sl_settings.workers)
         cap = sl_settings.workers; /* one each: they may still serve something */
     if (sl_settings.max_connections > cap) {
-        sl_log(SL_LOG_WARN,
-               "limits.max_connections %d is more than the open-files limit (%llu) allows: using %ld (a proxied "
-               "connection holds two descriptors); raise the limit (ulimit -n, LimitNOFILE=) to serve more",
-               sl_settings.max_connections, (unsigned long long)rl.rlim_cur, cap);
+        sl_log(
+            SL_LOG_WARN,
+            "limits.max_connections %d is more than the open-files limit (%llu) allows: using %ld (a proxied "
+            "connection holds two descriptors); raise the limit (ulimit -n, LimitNOFILE=) to serve more",
+            sl_settings.max_connections, (unsigned long long)rl.rlim_cur, cap);
         sl_settings.max_connections = (int)cap;
     }
 }
 
-/* Loads the certificates of the TLS listeners (node settings at idx: listen[i].tls = {{cert, key}, ...}). At start
- * a failure stops the start; on reload (SIGHUP) it keeps that listener's previous certificates. Listeners
- * themselves are only set up at start, so a reload only renews certificates of listeners that had TLS. */
+/* Loads the certificates of the TLS listeners (node settings at idx: listen[i].tls = {{cert, key}, ...}). At
+ * start a failure stops the start; on reload (SIGHUP) it keeps that listener's previous certificates.
+ * Listeners themselves are only set up at start, so a reload only renews certificates of listeners that had
+ * TLS. */
 static int apply_tls(lua_State *L, int idx, int reload)
 {
     int rc = 0;
@@ -245,6 +253,11 @@ static int master_call(const char *fn, int quiet)
 
 static void on_signal(uv_signal_t *s, int signum)
 {
+    if (signum == SIGUSR1) { /* reopen log files (after logrotate moved them): plugins watch the generation */
+        sl_log(SL_LOG_INFO, "SIGUSR1: reopening log files");
+        sl__reopen_bump();
+        return;
+    }
     if (signum == SIGHUP) {
         sl_log(SL_LOG_INFO, "SIGHUP: reloading %s and plugins", sl_settings.config_path);
         if (master_call("reload", 1) == 0) {
@@ -257,13 +270,17 @@ static void on_signal(uv_signal_t *s, int signum)
         return;
     }
     int drain = signum != SIGQUIT;
-    sl_log(SL_LOG_INFO, "%s: %s", signum == SIGQUIT ? "SIGQUIT" : signum == SIGINT ? "SIGINT" : "SIGTERM",
+    sl_log(SL_LOG_INFO, "%s: %s",
+           signum == SIGQUIT  ? "SIGQUIT"
+           : signum == SIGINT ? "SIGINT"
+                              : "SIGTERM",
            drain ? "draining" : "stopping now");
     sl_workers_stop(drain);
     uv_close((uv_handle_t *)&sig_hup, NULL);
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_close((uv_handle_t *)&sig_quit, NULL);
+    uv_close((uv_handle_t *)&sig_usr1, NULL);
 }
 
 static int write_pid(const char *path)
@@ -287,13 +304,27 @@ int main(int argc, char **argv)
     }
     while ((opt = getopt(argc, argv, "c:tdp:g:vh")) != -1) {
         switch (opt) {
-        case 'c': conf = optarg; break;
-        case 't': check = 1; break;
-        case 'd': daemon_mode = 1; break;
-        case 'p': prefix = optarg; break;
-        case 'g': pid_file = optarg; break;
-        case 'v': printf("sluice %s\n", sl_version()); return 0;
-        default: usage(); return opt == 'h' ? 0 : 2;
+        case 'c':
+            conf = optarg;
+            break;
+        case 't':
+            check = 1;
+            break;
+        case 'd':
+            daemon_mode = 1;
+            break;
+        case 'p':
+            prefix = optarg;
+            break;
+        case 'g':
+            pid_file = optarg;
+            break;
+        case 'v':
+            printf("sluice %s\n", sl_version());
+            return 0;
+        default:
+            usage();
+            return opt == 'h' ? 0 : 2;
         }
     }
     sl_settings_defaults();
@@ -344,16 +375,19 @@ int main(int argc, char **argv)
     uv_signal_init(loop, &sig_term);
     uv_signal_init(loop, &sig_int);
     uv_signal_init(loop, &sig_quit);
+    uv_signal_init(loop, &sig_usr1);
     uv_signal_start(&sig_hup, on_signal, SIGHUP);
     uv_signal_start(&sig_term, on_signal, SIGTERM);
     uv_signal_start(&sig_int, on_signal, SIGINT);
     uv_signal_start(&sig_quit, on_signal, SIGQUIT);
+    uv_signal_start(&sig_usr1, on_signal, SIGUSR1);
     if (sl_workers_start(sl_settings.workers) != 0) {
         sl_log(SL_LOG_ERROR, "could not start the workers");
         uv_close((uv_handle_t *)&sig_hup, NULL);
         uv_close((uv_handle_t *)&sig_term, NULL);
         uv_close((uv_handle_t *)&sig_int, NULL);
         uv_close((uv_handle_t *)&sig_quit, NULL);
+        uv_close((uv_handle_t *)&sig_usr1, NULL);
         uv_run(loop, UV_RUN_DEFAULT);
         goto out;
     }

@@ -7,6 +7,7 @@ PKGS=(build-essential cmake pkg-config
       lua-busted lua-socket lua-cjson
       memcached etcd-server etcd-client nginx-light wrk curl openssl ca-certificates
       valgrind
+      prometheus chromium  # tests/e2e/obs.sh: a real Prometheus server, the dashboard in headless Chromium
       clang libclang-rt-14-dev)  # libFuzzer + sanitizers for tests/fuzz (scripts/fuzz.sh)
 missing=()
 for p in "${PKGS[@]}"; do
@@ -23,7 +24,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # The official SDKs for the end-to-end tests (tests/e2e/sdk.sh), pinned by tests/e2e/package-lock.json.
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-if [ ! -d "$ROOT/tests/e2e/node_modules/openai" ] || [ ! -d "$ROOT/tests/e2e/node_modules/@anthropic-ai/sdk" ]; then
+# Also the OpenTelemetry JS SDK and puppeteer-core (tests/e2e/obs.sh; puppeteer-core drives Debian's chromium and
+# downloads no browser).
+if [ ! -d "$ROOT/tests/e2e/node_modules/openai" ] || [ ! -d "$ROOT/tests/e2e/node_modules/@anthropic-ai/sdk" ] ||
+   [ ! -d "$ROOT/tests/e2e/node_modules/puppeteer-core" ] || [ ! -d "$ROOT/tests/e2e/node_modules/@opentelemetry/sdk-trace-node" ]; then
     echo "deps: npm ci --prefix tests/e2e"
     npm ci --prefix "$ROOT/tests/e2e" --no-audit --no-fund >/dev/null
 fi

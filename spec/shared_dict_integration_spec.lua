@@ -15,8 +15,11 @@ describe("shared dicts in the gateway", function()
     teardown(function() helpers.stop_all() end)
 
     it("counts across workers with one atomic counter", function()
-        local workers, last, added = {}, 0, 0
-        for i = 1, 60 do
+        -- which worker accepts a connection is the kernel's choice: on a busy machine one worker can take a long
+        -- run of them, so go on (bounded) until a second worker has counted too
+        local workers, nworkers, last, added, i = {}, 0, 0, 0, 0
+        while i < 60 or (nworkers < 2 and i < 1000) do
+            i = i + 1
             local r = assert(helpers.http("GET", gw.url("/count")))
             assert.equal(200, r.status, r.body)
             local j = cjson.decode(r.body)
@@ -24,13 +27,13 @@ describe("shared dicts in the gateway", function()
             assert.is_true(j.missing)
             assert.is_true(j.ttl > 0 and j.ttl <= 60)
             if j.added then added = added + 1 end
-            workers[j.worker] = true
+            if not workers[j.worker] then
+                workers[j.worker], nworkers = true, nworkers + 1
+            end
             last = j
         end
-        assert.equal(60, last.hits)
+        assert.equal(i, last.hits)
         assert.equal(1, added) -- add succeeds once, whichever worker ran first
-        local n = 0
-        for _ in pairs(workers) do n = n + 1 end
-        assert.is_true(n >= 2, "requests reached " .. n .. " worker(s)")
+        assert.is_true(nworkers >= 2, "requests reached " .. nworkers .. " worker(s)")
     end)
 end)

@@ -470,7 +470,8 @@ void sl__conn_close(sl_conn_t *c)
     if (c->next)
         c->next->prev = c->prev;
     w->nconns--;
-    w->nadmin -= c->is_admin;
+    w->nadmin -= c->is_admin == SL_LISTEN_ADMIN;
+    w->nmetrics -= c->is_admin == SL_LISTEN_METRICS;
     if (c->tls && c->write_pending == 0) /* best effort close_notify; a client may not wait for it */
         sl__conn_tls_close_notify(c);
     /* the transport's close frees the connection, timer included: it comes after the timer's close */
@@ -515,7 +516,8 @@ void sl__conn_start(sl_conn_t *c, sl_worker_t *w, const sl_conn_io_t *io, const 
         w->conns->prev = c;
     w->conns = c;
     w->nconns++;
-    w->nadmin += c->is_admin;
+    w->nadmin += c->is_admin == SL_LISTEN_ADMIN;
+    w->nmetrics += c->is_admin == SL_LISTEN_METRICS;
     sl__conn_timer(c, TIMER_IDLE, sl_settings.header_timeout);
     sl__conn_read_start(c);
 }

@@ -49,7 +49,7 @@ typedef struct sl_req {
     uint8_t resp_started; /* response head queued to the client */
     uint8_t resp_done;    /* whole response queued */
     uint8_t client_gone;  /* client connection closed or failed */
-    uint8_t is_admin;     /* arrived on the Admin API listener */
+    uint8_t is_admin;     /* arrived on the Admin API (1) or metrics (2) listener: SL_LISTEN_* */
     uint8_t body_pending; /* handled before its body finished arriving (sl_req_read_body waits for it) */
     int32_t status;       /* response status sent (0 before) */
     uint64_t id;

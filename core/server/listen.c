@@ -102,10 +102,15 @@ static void on_acceptable(uv_poll_t *h, int status, int events)
                 return;
             }
         }
-        int admin = l->is_admin != 0;
-        if (w->stopping || (admin ? w->nadmin : w->nconns - w->nadmin) >= limit_of(admin)) {
+        /* each of traffic, the Admin API and the keyless metrics listener has its own limit: a flood of one
+         * does not shut the others out */
+        int kind = l->is_admin; /* 0, SL_LISTEN_ADMIN or SL_LISTEN_METRICS */
+        int n = kind == SL_LISTEN_ADMIN     ? w->nadmin
+                : kind == SL_LISTEN_METRICS ? w->nmetrics
+                                            : w->nconns - w->nadmin - w->nmetrics;
+        if (w->stopping || n >= limit_of(kind != 0)) {
             refuse(l, fd);
-            w->refused[admin]++;
+            w->refused[kind]++;
             continue;
         }
         sl_conn_accept(l, fd, (struct sockaddr *)&ss, (int)len);
@@ -125,12 +130,17 @@ void sl_listener_report(sl_worker_t *w)
                "worker %d: Admin API connection limit (%d) reached: refused %u connection(s) in the "
                "last second",
                w->id, limit_of(1), w->refused[1]);
+    if (w->refused[2])
+        sl_log(SL_LOG_WARN,
+               "worker %d: metrics listener connection limit (%d) reached: refused %u connection(s) in the "
+               "last second",
+               w->id, limit_of(1), w->refused[2]);
     if (w->paused)
         sl_log(SL_LOG_ERROR,
                "worker %d: accept: %s: accepting paused for %d ms (%u time(s) in the last second); raise the "
                "open-files limit or lower limits.max_connections",
                w->id, strerror(w->pause_errno), SL_ACCEPT_PAUSE_MS, w->paused);
-    w->refused[0] = w->refused[1] = 0;
+    w->refused[0] = w->refused[1] = w->refused[2] = 0;
     w->paused = 0;
 }
 

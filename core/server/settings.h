@@ -10,12 +10,17 @@
  * the limit does not shut operators out). */
 #define SL_ADMIN_MAX_CONNECTIONS 64
 
-/** One listening address from node.listen (or node.admin.listen). */
+/** sl_listen_addr_t.is_admin of the Admin API listener (node.admin.listen). */
+#define SL_LISTEN_ADMIN 1
+/** sl_listen_addr_t.is_admin of the metrics listener (node.metrics.listen): GET /metrics only, no key. */
+#define SL_LISTEN_METRICS 2
+
+/** One listening address from node.listen (or node.admin.listen, node.metrics.listen). */
 typedef struct sl_listen_addr {
     char host[64];
     int port;
-    int is_admin;
-    int tls; /* certificates in core/tls/listener.c under this entry's index */
+    int is_admin; /* 0, SL_LISTEN_ADMIN or SL_LISTEN_METRICS: both served by worker 0, limited apart */
+    int tls;      /* certificates in core/tls/listener.c under this entry's index */
 } sl_listen_addr_t;
 
 /** Node settings read once at start (a change to node.* other than log_level needs a restart). */
@@ -36,7 +41,7 @@ typedef struct sl_settings {
     int keepalive_requests;
     double drain_timeout;
     int allow_encoded_slashes; /* %2F in a path is kept encoded instead of refused (core/http/path.h) */
-    int access_log_fields; /* bit set of SL_ALOG_* */
+    int access_log_fields;     /* bit set of SL_ALOG_* */
     char access_log_path[PATH_MAX];
     char home[PATH_MAX];
     char config_path[PATH_MAX];

@@ -37,14 +37,16 @@ typedef struct sl_worker {
     struct sl_conn *conns; /* doubly linked list of open client connections */
     int nconns;
     int nadmin;           /* of nconns, on the Admin API listener (limited apart: SL_ADMIN_MAX_CONNECTIONS) */
-    unsigned refused[2];  /* refused over the limit since the last report: [0] traffic, [1] Admin API */
+    int nmetrics;         /* of nconns, on the metrics listener (limited apart, as the Admin API) */
+    unsigned refused[3];  /* refused over the limit since the last report: [0] traffic, [1] Admin API, [2]
+                             metrics */
     unsigned paused;      /* times accepting paused for lack of descriptors since the last report */
     int pause_errno;      /* what the last pause was for (EMFILE, ENFILE, ...) */
     struct sl_pool *pool; /* idle upstream connections */
     uint64_t config_version;
     uint64_t next_req_id;
     int stop_mode; /* 0 running, 1 drain, 2 stop now (written by main under atomics) */
-    int stopping; /* 0 running, 1 draining, 3 closing connections, 2 closing handles */
+    int stopping;  /* 0 running, 1 draining, 3 closing connections, 2 closing handles */
     uv_timer_t drain_timer;
     int started; /* the thread ran its init successfully */
     int init_rc;

@@ -5,6 +5,7 @@
 --   PUT    /admin/{kind}/{id}       create (201) or replace (200)
 --   DELETE /admin/{kind}/{id}       delete (409 while other entities still use it)
 --   GET|PUT /admin/global_plugins, GET /admin/plugins, POST /admin/plugins/reload, GET /admin/status
+--   GET /metrics, GET /admin/usage, /dashboard: sluice.admin.obs (docs/observability.md)
 --   POST   /admin/consumers/{id}/keys   a generated key (the consumer created when absent), shown once
 --   GET    /admin/consumers/{id}/usage  budgets: spend and what remains;  GET /admin/limits: limiter stats
 --
@@ -518,8 +519,15 @@ end
 
 --- Handles one Admin API request; returns status, body (JSON text), headers.
 function _M.handle(ctx)
+    if ctx.req.is_admin == 2 then -- node.metrics.listen (SL_LISTEN_METRICS): /metrics and nothing else
+        return require("sluice.admin.obs").metrics_listener(ctx, (ctx.path or ""):gsub("%?.*$", ""))
+    end
     local st = state()
     local key = st and st.cfg and st.cfg.node.admin and st.cfg.node.admin.key
+    -- /metrics, /admin/usage, /dashboard: sluice.admin.obs (they also take Authorization: Bearer KEY)
+    local os_, ob, oh = require("sluice.admin.obs").handle(ctx, (ctx.path or ""):gsub("%?.*$", ""), key,
+        _M.secure_equal)
+    if os_ then return os_, ob, oh end
     if not _M.secure_equal(request.get_header("x-api-key", ctx), key) then
         return fail(401, "missing or wrong X-API-KEY header")
     end

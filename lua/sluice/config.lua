@@ -62,6 +62,9 @@ local NODE = { type = "object", additionalProperties = false, properties = {
     workers = { type = { "string", "integer" }, default = "auto" }, -- "auto" or 1..64, checked in normalize_node
     admin = { type = "object", required = { "key" }, additionalProperties = false, properties = {
         listen = { type = "string", default = "127.0.0.1:9180" }, key = { type = "string", minLength = 8 } } },
+    -- a listener of its own for Prometheus (GET /metrics, no key; docs/observability.md)
+    metrics = { type = "object", required = { "listen" }, additionalProperties = false, properties = {
+        listen = { type = "string" } } },
     plugin_paths = { type = "array", items = str, default = { "plugins" } },
     log_level = { enum = { "debug", "info", "warn", "error" }, default = "info" },
     error_log = { type = "string", minLength = 1, default = "stderr" },
@@ -279,6 +282,29 @@ normalize_node_checked = function(n, path, errs, opts)
         local host, port = _M.parse_addr(n.admin.listen)
         if not host then add(errs, join(path, "admin.listen"), port) end
         out.admin = { listen = { host = host, port = port }, key = n.admin.key }
+    end
+    if n.metrics then
+        local host, port = _M.parse_addr(n.metrics.listen)
+        if not host then add(errs, join(path, "metrics.listen"), port) end
+        out.metrics = { listen = { host = host, port = port } }
+    end
+    -- Listeners are bound with SO_REUSEPORT: two on one address would both bind and split its connections
+    -- (keyless /metrics answering on the proxy's port, admin requests reaching the metrics listener).
+    local WILD = { ["0.0.0.0"] = true, ["::"] = true, ["*"] = true }
+    local function clash(a, b)
+        return a and b and a.host and b.host and a.port ~= 0 and a.port == b.port
+            and (a.host == b.host or WILD[a.host] or WILD[b.host])
+    end
+    for _, own in ipairs({ "admin", "metrics" }) do
+        local l = out[own] and out[own].listen
+        for i, p in ipairs(out.listen) do
+            if clash(l, p) then
+                add(errs, join(path, own .. ".listen"), format("same address as node.listen[%d]", i))
+            end
+        end
+    end
+    if clash(out.admin and out.admin.listen, out.metrics and out.metrics.listen) then
+        add(errs, join(path, "metrics.listen"), "same address as node.admin.listen")
     end
     out.plugin_paths = {}
     for i, p in ipairs(n.plugin_paths) do out.plugin_paths[i] = resolve_path(opts.prefix, p) end

@@ -18,6 +18,7 @@ local _M = {
     memcached = require("sluice.pdk.memcached"),
     ai = require("sluice.pdk.ai"),
     upstream = require("sluice.pdk.upstream"),
+    metrics = require("sluice.pdk.metrics"), -- counters/histograms over all workers (docs/observability.md)
     consumer = require("sluice.pdk.consumer"),
     -- vectors, RAG indexes and provider calls from plugins (docs/vector.md, docs/ai-rag.md)
     vector = require("sluice.pdk.vector"),

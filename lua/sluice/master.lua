@@ -83,6 +83,9 @@ local function node_settings(cfg)
     if n.admin then
         s.listen[#s.listen + 1] = { host = n.admin.listen.host, port = n.admin.listen.port, admin = true }
     end
+    if n.metrics then -- GET /metrics only, without a key (sluice.admin.obs)
+        s.listen[#s.listen + 1] = { host = n.metrics.listen.host, port = n.metrics.listen.port, metrics = true }
+    end
     for name, size in pairs(n.shared_dicts or {}) do
         s.shared_dicts[#s.shared_dicts + 1] = { name = name, size = size }
     end

@@ -187,6 +187,7 @@ local function run(ctx)
                 if t.max_concurrency then
                     local q = conf.qos
                     local got, why = rt.qos:acquire(t.key, t.max_concurrency, m.class, min(deadline, now + q.queue_timeout))
+                    rec.qos_wait = (rec.qos_wait or 0) + (now_s() - now) -- for the metrics (prometheus)
                     if not got then
                         rec.shed = why
                         ai_proxy.finish_usage(ctx, ai, nil, q.shed_status)

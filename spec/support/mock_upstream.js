@@ -2,7 +2,8 @@
 // usage: node mock_upstream.js CONF_FILE LOG_FILE PORT_FILE
 // Listens on 127.0.0.1:<free port> (written to PORT_FILE), appends every request as one JSON line to LOG_FILE
 // before answering, and answers as CONF_FILE (re-read per request) says:
-//   {status, headers, body, chunks: [..], delay, chunk_delay, paths: {"/x": {...same fields}}}
+//   {status, headers, body, chunks: [..], delay, chunk_delay, paths: {"/x": {...same fields}},
+//    fail_first: N (the first N requests get fail_status, default 503)}
 // Without a body or chunks it echoes the request as JSON. Keep-alive is node's default.
 'use strict';
 const http = require('http');
@@ -10,6 +11,7 @@ const fs = require('fs');
 
 const [confFile, logFile, portFile] = process.argv.slice(2);
 let connSeq = 0;
+let seen = 0;
 
 function conf(path) {
   let c = {};
@@ -25,7 +27,10 @@ const server = http.createServer((req, res) => {
     const rec = { method: req.method, path: req.url, headers: req.headers,
                   body: Buffer.concat(parts).toString('utf8'), conn: req.socket.sl_id };
     fs.appendFileSync(logFile, JSON.stringify(rec) + '\n');
-    const c = conf(req.url);
+    let c = conf(req.url);
+    // fail_first: N answers fail_status (503) to the first N requests since the start (collectors that fail)
+    seen++;
+    if (c.fail_first && seen <= c.fail_first) c = { status: c.fail_status || 503, body: '{"error":"failing"}' };
     const send = () => {
       const headers = Object.assign({}, c.headers || {});
       if (c.chunks) {

@@ -368,7 +368,7 @@ end
 --- With ai.defer_errors set (ai-proxy-multi), a failure before anything reached the client is not answered:
 --- run returns false, {kind = "error" | "timeout" | "status", status, client_status?, message, type?, code?,
 --- retry_after?} so the caller can try another provider (ai.call_opts, when set, replaces the call options).
-function _M.run(ctx)
+local function run(ctx)
     local ai = ctx.ai
     local canon = ai.request
     canon.model = ai.model
@@ -379,6 +379,10 @@ function _M.run(ctx)
         return send_error(ctx, ai, 400, tostring(err))
     end
     ai.upstream_request = req
+    local ob = ctx.ai_observer
+    if ob then -- a tracing plugin: one span per attempt, its traceparent in req.headers
+        ai.attempt_token = ob.start(ctx, ai, req)
+    end
     local p, status, oerr
     if req.local_response then -- the mock provider answers in Lua
         p, status, oerr = upstream.local_open(ctx, req.local_response)
@@ -415,6 +419,23 @@ function _M.run(ctx)
         return stream(ctx, ai, p)
     end
     return non_stream(ctx, ai, p)
+end
+
+-- ctx.ai_observer = {start = fn(ctx, ai, req) -> token, finish = fn(ctx, ai, token, res, fail)}: set by a plugin
+-- (opentelemetry) before the upstream stage; sees every call of run (each attempt of ai-proxy-multi).
+function _M.run(ctx)
+    local ob = ctx.ai_observer
+    if not ob then
+        return run(ctx)
+    end
+    local ai = ctx.ai
+    ai.attempt_token = nil
+    local res, fail = run(ctx)
+    if ai.attempt_token then
+        ob.finish(ctx, ai, ai.attempt_token, res, fail)
+        ai.attempt_token = nil
+    end
+    return res, fail
 end
 
 return _M

@@ -23,6 +23,9 @@ local type, ipairs, tostring, setmetatable = type, ipairs, tostring, setmetatabl
 local floor, ceil, max, min, random = math.floor, math.ceil, math.max, math.min, math.random
 local find, sub, format, upper = string.find, string.sub, string.format, string.upper
 local json_null = require("sluice.pdk.json").null
+-- the refusals of every limiter, in the metric the prometheus plugin declares (docs/observability.md)
+local refusals = require("sluice.pdk.metrics").counter("sluice_ai_refusals_total",
+    "Requests refused by rate-limit, budget and guard plugins", { "route", "plugin", "reason" })
 
 local _M = { store = store_mod.get, stats = store_mod.stats, count = store_mod.count }
 
@@ -481,6 +484,9 @@ end
 --- Refuses the request: status with an error body in the client's shape; Retry-After when given, and
 --- x-should-retry: false when waiting cannot help (the official SDKs then do not retry).
 function _M.refuse(ctx, status, message, retry_after, code, never, typ)
+    local route = ctx.route
+    refusals:inc(1, route and route.id or "", ctx.plugin_name or "", code or (status == 503 and "unavailable")
+        or tostring(status))
     local h = { ["content-type"] = "application/json" }
     if retry_after then
         h["retry-after"] = tostring(ceil(retry_after))

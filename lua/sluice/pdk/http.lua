@@ -243,7 +243,7 @@ end
 --   max_body (bytes buffered when not streaming, default 16 MiB), ssl_verify (true), ca_file,
 --   proxy (false: ignore HTTP(S)_PROXY), keepalive {size (16), idle_timeout (30)}.
 -- Returns res {status, headers, body, reused} or nil, err, detail.
-function _M.request(opts)
+local function request(opts)
     local h, err, detail = start(current_req(), opts)
     if not h then
         return nil, err, detail
@@ -254,6 +254,21 @@ function _M.request(opts)
         return nil, errs[1], details[1]
     end
     return results[1]
+end
+
+-- A request's observer (ctx.http_observer = {start = fn(ctx, opts) -> opts, token; finish = fn(ctx, token,
+-- res, err)}), set by a tracing plugin: sees each call of the request's plugins (a span per call) and may
+-- return a copy of opts with headers added (traceparent).
+function _M.request(opts)
+    local ctx = base.current_ctx()
+    local ob = ctx and ctx.http_observer
+    if not ob or type(opts) ~= "table" then
+        return request(opts)
+    end
+    local o2, token = ob.start(ctx, opts)
+    local res, err, detail = request(o2 or opts)
+    ob.finish(ctx, token, res, err, detail)
+    return res, err, detail
 end
 
 --- Sends several requests at once and waits for all of them.

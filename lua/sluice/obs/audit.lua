@@ -1,0 +1,395 @@
+-- sluice.obs.audit: the sinks of the ai-audit-log plugin, per worker: a file with rotation and an HTTP batch
+-- exporter, plus the ring of recent records the dashboard shows. Records are JSON text; nothing here runs on
+-- the request path except push() (a table append): writes and sends happen in timers.
+--
+--   local s = audit.file_sink(conf.file)      -- same path: same sink (the options follow the newest conf)
+--   local h = audit.http_sink(conf.http)
+--   s:push(json) ; h:push(json)                -- false when the buffer is full (the record is dropped, counted)
+--   audit.remember(json, n)                    -- the dashboard's ring of the last n records (shared dict)
+--
+-- File: opened O_APPEND by every worker (one write(2) per flush, so lines of workers never interleave),
+-- reopened when SIGUSR1 bumped the reopen generation or when the path no longer names the open file (moved by
+-- logrotate or by another worker's rotation). Rotation (by max_size, by rotate_interval) renames path -> path.1
+-- -> path.2 ... up to max_files, under a shared-dict lock so one worker rotates.
+-- HTTP: one batch in flight per sink and worker, in order; a failed batch is retried with exponential backoff
+-- and jitter before anything after it; past max_retries it is dropped. A full buffer drops new records. Drops and
+-- failures are counted (sluice_audit_dropped_total, sluice_audit_export_failures_total) and logged at most every
+-- 10 s with the count.
+local ffi = require("ffi")
+local shared = require("sluice.pdk.shared")
+local timer = require("sluice.pdk.timer")
+local log = require("sluice.pdk.log")
+local metrics = require("sluice.pdk.metrics")
+local base = require("sluice.pdk.base")
+
+local C = base.C
+local L = ffi.C -- libc
+local type, pairs, ipairs, tostring, tonumber, pcall, min, floor, random = type, pairs, ipairs, tostring,
+    tonumber, pcall, math.min, math.floor, math.random
+local concat, format = table.concat, string.format
+
+-- one declaration per cdef: other modules (sluice.config.state) declare some of them too
+for _, decl in ipairs({ "int open(const char *path, int flags, ...);", "long write(int fd, const void *buf, size_t n);",
+                        "int close(int fd);", "int rename(const char *from, const char *to);",
+                        "int unlink(const char *path);", "int stat(const char *path, void *buf);",
+                        "int fstat(int fd, void *buf);", "char *strerror(int errnum);" }) do
+    pcall(ffi.cdef, decl)
+end
+
+local O_WRONLY, O_CREAT, O_APPEND, O_CLOEXEC = 1, 64, 1024, 524288
+local statbuf = ffi.new("uint8_t[256]") -- struct stat; st_ino at 8, st_size at 48 (x86-64 and arm64 glibc)
+local function ino_size(ok)
+    if ok ~= 0 then return nil end
+    local p = ffi.cast("uint64_t *", statbuf)
+    return tonumber(p[1]), tonumber(ffi.cast("int64_t *", statbuf + 48)[0])
+end
+
+local _M = {}
+
+-- Whether a string can go into JSON between quotes as it is (no control character, quote or backslash; bytes
+-- over 127 pass, as cjson passes them). Remembered for short values, which come back on every record (models,
+-- providers, routes, addresses): a pattern search per value costs more than the lookup.
+local plain_cache, plain_n = {}, 0
+function _M.plain(v)
+    local p = plain_cache[v]
+    if p == nil then
+        p = not string.find(v, '[%c"\\]')
+        if #v <= 64 then
+            if plain_n >= 2048 then plain_cache, plain_n = {}, 0 end
+            plain_cache[v], plain_n = p, plain_n + 1
+        end
+    end
+    return p
+end
+
+-- the counters of a family of sinks: "audit" (ai-audit-log) or "otel" (opentelemetry spans)
+local FAMILIES = {}
+local function family(name)
+    local f = FAMILIES[name]
+    if not f then
+        local what = name == "otel" and "Spans" or "Audit records"
+        f = {
+            written = metrics.counter("sluice_" .. name .. "_records_total", what .. " written or delivered, by sink",
+                { "sink" }),
+            dropped = metrics.counter("sluice_" .. name .. "_dropped_total", what .. " dropped, by sink and reason",
+                { "sink", "reason" }),
+            failures = metrics.counter("sluice_" .. name .. "_export_failures_total",
+                "Failed deliveries (a file write, an HTTP batch attempt), by sink", { "sink" }),
+        }
+        FAMILIES[name] = f
+    end
+    return f
+end
+family("audit")
+
+-- Kept across plugin reloads (this is a runtime module): one sink per path / URL and worker.
+local sinks = {}
+
+local function warn_every(s, what, n)
+    local now = C.sl_now()
+    s.warn_n = (s.warn_n or 0) + n
+    if not s.warn_t or now - s.warn_t >= 10 then
+        log.warn(s.label or "ai-audit-log", " ", s.name, ": ", what, " (", s.warn_n, " in the last 10 s)")
+        s.warn_t, s.warn_n = now, 0
+    end
+end
+
+local function push(s, rec)
+    if s.n >= s.conf.max_buffer then
+        s.fam.dropped:inc(1, s.kind, "buffer_full")
+        warn_every(s, "buffer full: records dropped", 1)
+        return false
+    end
+    s.n = s.n + 1
+    s.tail = s.tail + 1
+    s.q[s.tail] = rec
+    return true
+end
+
+---------------------------------------------------------------------------------------------------------------
+-- file
+
+local File = {}
+File.__index = File
+File.push = push
+
+local function open_file(s)
+    local fd = L.open(s.path, O_WRONLY + O_CREAT + O_APPEND + O_CLOEXEC, ffi.new("int", 420)) -- 0644
+    if fd < 0 then
+        return nil, "cannot open " .. s.path .. ": " .. ffi.string(L.strerror(ffi.errno()))
+    end
+    s.fd = fd
+    s.gen = C.sl_reopen_generation()
+    s.ino = ino_size(L.fstat(fd, statbuf))
+    return true
+end
+
+local function close_file(s)
+    if s.fd then
+        L.close(s.fd)
+        s.fd = nil
+    end
+end
+
+-- path -> path.1 -> ... -> path.max_files (the oldest is replaced), by one worker
+local function rotate(s, d)
+    if d and not d:add("audit|rot|" .. s.path, 1, 5) then
+        return -- another worker rotates now
+    end
+    local n = s.conf.max_files
+    for i = n - 1, 1, -1 do
+        L.rename(s.path .. "." .. i, s.path .. "." .. (i + 1))
+    end
+    if n >= 1 then
+        L.rename(s.path, s.path .. ".1")
+    else
+        L.unlink(s.path)
+    end
+    close_file(s)
+    if d then
+        d:set("audit|at|" .. s.path, floor(C.sl_time()))
+        d:delete("audit|rot|" .. s.path)
+    end
+end
+
+function File.service(s)
+    local conf = s.conf
+    -- reopen: SIGUSR1, or the path now names another file (or none)
+    if s.fd then
+        local moved = s.gen ~= C.sl_reopen_generation()
+        if not moved then
+            local ino = ino_size(L.stat(s.path, statbuf))
+            moved = ino ~= s.ino
+        end
+        if moved then close_file(s) end
+    end
+    local d = shared.get("sluice")
+    local now = C.sl_time()
+    if conf.rotate_interval and conf.rotate_interval > 0 and d then
+        local at = d:get("audit|at|" .. s.path)
+        if not at then
+            d:add("audit|at|" .. s.path, floor(now))
+        elseif floor(now / conf.rotate_interval) ~= floor(at / conf.rotate_interval) then
+            if not s.fd then open_file(s) end
+            local _, size = ino_size(L.stat(s.path, statbuf))
+            if size and size > 0 then rotate(s, d) else d:set("audit|at|" .. s.path, floor(now)) end
+        end
+    end
+    if s.n == 0 then return end
+    if not s.fd then
+        local ok, err = open_file(s)
+        if not ok then
+            s.fam.failures:inc(1, "file")
+            warn_every(s, err, 1)
+            return
+        end
+    end
+    local parts = {}
+    for i = s.head, s.tail do
+        parts[#parts + 1] = s.q[i]
+        s.q[i] = nil
+    end
+    local n = s.n
+    s.head, s.tail, s.n = s.tail + 1, s.tail, 0
+    parts[#parts + 1] = ""
+    local data = concat(parts, "\n")
+    local off, len = 0, #data
+    while off < len do
+        local w = L.write(s.fd, ffi.cast("const char *", data) + off, len - off)
+        if w <= 0 then
+            s.fam.failures:inc(1, "file")
+            s.fam.dropped:inc(n, "file", "write_error")
+            warn_every(s, "write failed: " .. ffi.string(L.strerror(ffi.errno())), n)
+            close_file(s)
+            return
+        end
+        off = off + tonumber(w)
+    end
+    s.fam.written:inc(n, "file")
+    if conf.max_size and conf.max_size > 0 then
+        local _, size = ino_size(L.fstat(s.fd, statbuf))
+        if size and size >= conf.max_size then rotate(s, d) end
+    end
+end
+
+local function start(s, interval)
+    local function loop()
+        local ok, err = pcall(s.service, s)
+        if not ok then log.err(s.label or "ai-audit-log", " ", s.name, ": ", err) end
+        timer.at(s.conf.flush_interval or interval, loop)
+    end
+    timer.at(interval, loop)
+end
+
+--- The file sink of conf.path in this worker (made and started on first use).
+function _M.file_sink(conf)
+    local id = "file:" .. conf.path
+    local s = sinks[id]
+    if s then
+        s.conf = conf
+        return s
+    end
+    s = setmetatable({ kind = "file", name = "file " .. conf.path, path = conf.path, conf = conf, q = {}, head = 1,
+                       tail = 0, n = 0, fam = family("audit") }, File)
+    sinks[id] = s
+    start(s, conf.flush_interval)
+    return s
+end
+
+---------------------------------------------------------------------------------------------------------------
+-- HTTP
+
+local Http = {}
+Http.__index = Http
+Http.push = push
+
+local function body_of(s, list)
+    local f = s.conf.format
+    if f == "json_array" then
+        return "[" .. concat(list, ",") .. "]", "application/json"
+    elseif f == "es_bulk" then
+        local out = {}
+        for i, r in ipairs(list) do
+            out[2 * i - 1], out[2 * i] = '{"index":{}}', r
+        end
+        out[#out + 1] = ""
+        return concat(out, "\n"), "application/x-ndjson"
+    elseif f == "otlp" then -- OTLP/HTTP JSON: the records are spans
+        return s.conf.envelope[1] .. concat(list, ",") .. s.conf.envelope[2], "application/json"
+    elseif f == "loki" then
+        local vals, ts = {}, format("%.0f", C.sl_time() * 1e9)
+        local cjson = require("cjson.safe")
+        for i, r in ipairs(list) do vals[i] = { ts, r } end
+        return cjson.encode({ streams = { { stream = s.conf.loki_labels or { job = "sluice-audit" },
+                                            values = vals } } }), "application/json"
+    end
+    list[#list + 1] = ""
+    local b = concat(list, "\n")
+    list[#list] = nil
+    return b, "application/x-ndjson"
+end
+
+-- Sends the oldest batch; true when the queue moved on (sent, or dropped past the retries).
+local function send_one(s)
+    local conf = s.conf
+    local k = min(s.n, conf.batch_size)
+    local list = {}
+    for i = 1, k do list[i] = s.q[s.head + i - 1] end
+    local body, ctype = body_of(s, list)
+    local headers = { ["content-type"] = ctype }
+    for name, v in pairs(conf.headers or {}) do headers[name] = v end
+    local http = require("sluice.pdk.http")
+    local res, err, detail = http.request({ method = "POST", url = conf.url, headers = headers, body = body,
+                                           timeout = conf.timeout, proxy = conf.proxy })
+    local ok = res and res.status >= 200 and res.status < 300
+    if not ok then
+        s.fam.failures:inc(1, s.kind)
+        s.attempts = s.attempts + 1
+        local why = res and ("status " .. res.status) or (tostring(err) .. (detail and (": " .. detail) or ""))
+        if conf.max_retries > 0 and s.attempts > conf.max_retries then
+            s.fam.dropped:inc(k, s.kind, "retries_exhausted")
+            warn_every(s, "batch of " .. k .. " dropped after " .. s.attempts .. " attempts (" .. why .. ")", k)
+        else
+            local b = conf.backoff
+            local delay = min(b.max, b.base * 2 ^ (s.attempts - 1)) * (0.5 + random() * 0.5)
+            s.next_try = C.sl_now() + delay
+            if s.attempts == 1 or s.attempts % 5 == 0 then
+                log.warn(s.label or "ai-audit-log", " ", s.name, ": delivery failed (", why, "), attempt ", s.attempts,
+                    ", retrying in ", format("%.2f", delay), " s")
+            end
+            return false
+        end
+    else
+        s.fam.written:inc(k, s.kind)
+    end
+    for i = s.head, s.head + k - 1 do s.q[i] = nil end
+    s.head, s.n, s.attempts = s.head + k, s.n - k, 0
+    return true
+end
+
+function Http.service(s)
+    if s.busy then return end
+    s.busy = true
+    while s.n > 0 and C.sl_now() >= s.next_try do
+        local ok, moved = pcall(send_one, s)
+        if not ok then
+            log.err(s.label or "ai-audit-log", " ", s.name, ": ", moved)
+            break
+        end
+        if not moved then break end
+    end
+    s.busy = false
+end
+
+--- The HTTP sink of conf.url (and format) in this worker. fam: "audit" (default) or "otel" (the counters it
+--- reports to; the otel family's sink label is "otlp").
+function _M.http_sink(conf, fam)
+    fam = fam or "audit"
+    local id = "http:" .. conf.url .. "|" .. conf.format
+    local s = sinks[id]
+    if s then
+        s.conf = conf
+        return s
+    end
+    s = setmetatable({ kind = fam == "otel" and "otlp" or "http", name = (fam == "otel" and "otlp " or "http ")
+                       .. conf.url, conf = conf, q = {}, head = 1, tail = 0, n = 0, attempts = 0, next_try = 0,
+                       fam = family(fam), label = fam == "otel" and "opentelemetry" or "ai-audit-log" }, Http)
+    sinks[id] = s
+    start(s, conf.flush_interval)
+    return s
+end
+
+---------------------------------------------------------------------------------------------------------------
+-- the dashboard's ring of recent records (shared by the workers)
+
+local ring = {}
+local ring_timer = false
+
+local ring_n, ring_keep = 0, 50
+local function ring_flush()
+    local d = shared.get("sluice")
+    local list, count, keep = ring, ring_n, ring_keep
+    ring, ring_n = {}, 0
+    if not d or count == 0 then return end
+    if d:get("audit|recent|keep") ~= keep then d:set("audit|recent|keep", keep) end
+    -- only the newest `keep` of this batch can be among the last `keep`
+    for i = count > keep and count - keep + 1 or 1, count do
+        local at = d:incr("audit|recent|n", 1, 0)
+        if at then d:set("audit|recent|" .. (at % keep), list[i]) end
+    end
+end
+
+--- Keeps json among the last n records shown by the dashboard (written by a timer).
+function _M.remember(json, n)
+    ring_n = ring_n + 1
+    ring[ring_n] = json
+    ring_keep = n
+    if not ring_timer then
+        ring_timer = true
+        local ok = pcall(timer.every, 0.5, ring_flush)
+        if not ok then ring_timer = false end
+    end
+end
+
+--- The last n records (newest first), as JSON strings.
+function _M.recent(n)
+    ring_flush()
+    local d = shared.get("sluice")
+    if not d then return {} end
+    local last = tonumber(d:get("audit|recent|n")) or 0
+    local keep = tonumber(d:get("audit|recent|keep")) or n
+    local out = {}
+    for i = last, last - min(n, keep) + 1, -1 do
+        if i < 1 then break end
+        local v = d:get("audit|recent|" .. (i % keep))
+        if type(v) == "string" then out[#out + 1] = v end
+    end
+    return out
+end
+
+--- Every sink of this worker (specs, shutdown).
+function _M.sinks()
+    return sinks
+end
+
+return _M
