@@ -41,6 +41,7 @@ int fnmatch(const char *pattern, const char *string, int flags);
 
 local FORMAT = 1 -- bump when chunking changes: an old index is then rebuilt in full
 local MAX_FILES = 100000
+local MAX_FILE_BYTES = 32 * 1024 * 1024 -- a document over this is skipped (logged): a stray dump, not a page
 local DEFAULT_INCLUDE = { "*.md", "*.markdown", "*.txt", "*.text", "*.html", "*.htm" }
 
 local _M = { DEFAULT_INCLUDE = DEFAULT_INCLUDE }
@@ -164,7 +165,9 @@ function _M.run(def, opts)
     end
     local docs, pending = {}, {}
     for _, f in ipairs(files) do
-        if matches(f.path, include) and not matches(f.path, exclude) then
+        if matches(f.path, include) and not matches(f.path, exclude) and f.size > MAX_FILE_BYTES then
+            log(format("%s skipped: %d bytes, over %d", f.path, f.size, MAX_FILE_BYTES))
+        elseif matches(f.path, include) and not matches(f.path, exclude) then
             local text, rerr = read_file(def.source .. "/" .. f.path)
             if not text then return nil, "cannot read " .. f.path .. ": " .. tostring(rerr) end
             if not text:sub(1, 8192):find("%z") then -- a NUL: binary, not a document
