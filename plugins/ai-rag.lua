@@ -199,9 +199,14 @@ local function embedded(conf, query, ctx)
     if (idx.checked_at or 0) + conf.check_interval <= now then
         idx.checked_at = now
         local rc, rerr = idx:reload()
-        if rc == nil and rerr ~= idx.last_refused then
+        if rc == nil and rerr ~= idx.last_refused then -- logged once per reason
             idx.last_refused = rerr
-            log.err("[ai-rag] index ", def.name, ": the new file is refused, the previous index keeps serving: ", rerr)
+            if idx.idx ~= nil then
+                log.err("[ai-rag] index ", def.name, ": the new file is refused, the previous index keeps serving: ",
+                    rerr)
+            else
+                log.err("[ai-rag] index ", def.name, " (", file, ") cannot be served: ", rerr)
+            end
         end
     end
     local q = { query = query, k = conf.k, mode = conf.mode, min_bm25 = conf.min_bm25,
