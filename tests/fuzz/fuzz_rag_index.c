@@ -101,10 +101,10 @@ static size_t recipe(fz_in_t *in, unsigned opts, uint8_t **out)
         int nch = 1 + fz_byte(in) % 4;
         for (int c = 0; c < nch; c++) {
             size_t tl = fz_byte(in) % 48;
-            if (tl > in->n)
-                tl = in->n;
             for (uint32_t i = 0; i < d; i++)
                 v[i] = (float)((int)fz_byte(in) - 128);
+            if (tl > in->n) /* after the vector's bytes: they may have used up the input */
+                tl = in->n;
             sl_rag_writer_chunk(w, "h", 1, (const char *)in->p, tl, v);
             in->p += tl;
             in->n -= tl;
