@@ -198,16 +198,7 @@ local function embedded(conf, query, ctx)
     local now = tonumber(sluice.time())
     if (idx.checked_at or 0) + conf.check_interval <= now then
         idx.checked_at = now
-        local rc, rerr = idx:reload()
-        if rc == nil and rerr ~= idx.last_refused then -- logged once per reason
-            idx.last_refused = rerr
-            if idx.idx ~= nil then
-                log.err("[ai-rag] index ", def.name, ": the new file is refused, the previous index keeps serving: ",
-                    rerr)
-            else
-                log.err("[ai-rag] index ", def.name, " (", file, ") cannot be served: ", rerr)
-            end
-        end
+        idx:reload() -- a replaced file is loaded now, or refused (logged) while the old index serves
     end
     local q = { query = query, k = conf.k, mode = conf.mode, min_bm25 = conf.min_bm25,
                 min_similarity = conf.min_similarity, filter = conf.filter }

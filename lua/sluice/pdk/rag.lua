@@ -17,6 +17,7 @@ local ffi = require("ffi")
 local C = require("sluice.core")
 local vector = require("sluice.pdk.vector")
 local cjson = require("cjson.safe")
+local log = require("sluice.pdk.log")
 
 local type, pairs, ipairs, tostring, tonumber, error, setmetatable = type, pairs, ipairs, tostring, tonumber, error,
     setmetatable
@@ -148,8 +149,18 @@ end
 function H.reload(self, force)
     local rc = C.sl_rag_slot_reload(self.slot, force and 1 or 0, errbuf, 256)
     if rc < 0 then
-        return nil, ffi_string(errbuf)
+        local err = ffi_string(errbuf)
+        if err ~= self.last_refused then -- logged once per reason and worker, whoever looked (plugin, Admin API)
+            self.last_refused = err
+            if C.sl_rag_slot_gen(self.slot) > 0 then
+                log.err("index ", self.path, ": the new file is refused, the previous index keeps serving: ", err)
+            else
+                log.err("index ", self.path, " cannot be served: ", err)
+            end
+        end
+        return nil, err
     end
+    self.last_refused = nil
     return rc
 end
 
