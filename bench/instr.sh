@@ -10,6 +10,11 @@
 #                                        ai-prom, ai-otel, ai-audit, ai-obs (the observability plugins alone and
 #                                        together, docs/observability.md), ai-extra (ai-proxy + INSTR_PLUGINS,
 #                                        flow YAML, e.g. 'prometheus: {}');
+#                                        ai4k, ai4k-safety: the AI route with a 4 KB prompt, without and with
+#                                        ai-prompt-guard + ai-pii (every detector; payloads/chat-4k.json);
+#                                        ai4k-pii: with ai-pii alone
+#                                        ai-stream, ai-stream-moderation: a streamed answer (payloads/stream.sse, 10
+#                                        events) without and with ai-moderation (local categories) checking it
 #                                        ai-rag: the ai route with ai-rag (hybrid, k 4) on an index of
 #                                        RAG_FILES x RAG_SECTIONS (500 x 20 = 10,000) synthetic chunks, built
 #                                        first with `sluice rag build` (bench/rag_corpus.py, mock embeddings)
@@ -44,12 +49,14 @@ wait_port() { for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev
 UP=$(port)
 mkdir -p "$TMP/up"
 COMPLETION=$(python3 -c 'import sys; print(open(sys.argv[1]).read().replace("\\","\\\\").replace("'"'"'","\\'"'"'").replace("\n","\\n"), end="")' "$HERE/lib/payloads/completion.json")
+SSE=$(python3 -c 'import sys; print(open(sys.argv[1]).read().replace("\\","\\\\").replace("'"'"'","\\'"'"'").replace("\n","\\n"), end="")' "$HERE/lib/payloads/stream.sse")
 cat >"$TMP/up/nginx.conf" <<EOF
 worker_processes 1; daemon off; pid $TMP/up/nginx.pid; error_log $TMP/up/error.log warn;
 events { worker_connections 1024; }
 http { access_log off; client_body_temp_path $TMP/up/b; proxy_temp_path $TMP/up/p; fastcgi_temp_path $TMP/up/f;
   uwsgi_temp_path $TMP/up/u; scgi_temp_path $TMP/up/s; keepalive_requests 100000000;
-  server { listen 127.0.0.1:$UP; location / { default_type application/json; return 200 '$COMPLETION'; } } }
+  server { listen 127.0.0.1:$UP; location / { default_type application/json; return 200 '$COMPLETION'; }
+    location /sse/ { default_type text/event-stream; return 200 '$SSE'; } } }
 EOF
 /usr/sbin/nginx -p "$TMP/up" -e "$TMP/up/error.log" -c "$TMP/up/nginx.conf" </dev/null &
 PIDS+=($!)
@@ -68,12 +75,18 @@ def run(k):
     for _ in range(k):
         s.sendall(req)
         line = f.readline(); assert line.startswith(b"HTTP/1.1 200"), line
-        length = 0
+        length, chunked = 0, False
         while True:
             h = f.readline()
             if h in (b"\r\n", b""): break
             if h.lower().startswith(b"content-length:"): length = int(h.split(b":")[1])
-        f.read(length)
+            if h.lower().startswith(b"transfer-encoding:") and b"chunked" in h.lower(): chunked = True
+        if not chunked:
+            f.read(length); continue
+        while True:  # a streamed answer: chunks to the last one
+            size = int(f.readline().split(b";")[0], 16)
+            f.read(size + 2)
+            if size == 0: break
     s.close()
 ts = [threading.Thread(target=run, args=(n // conns,)) for _ in range(conns)]
 [t.start() for t in ts]; [t.join() for t in ts]
@@ -128,6 +141,27 @@ EOF
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {key-auth: {}, ai-proxy: {provider: bench},"
           echo "  ai-rate-limit: {policy: $policy, limits: [{metric: total_tokens, limit: 1000000000000, window: 1m},"
           echo "                                             {metric: total_tokens, limit: 1000000000000, window: 1d}]}}}]" ;;
+      ai4k) echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}}}]" ;;
+      ai4k-safety)
+          echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench},"
+          # the same rules as bench/run.sh's ai-safety case
+          echo "  ai-prompt-guard: {deny: [{name: injection, pattern: 'ignore (all|any|the) (previous|prior|above) (instructions|rules)', flags: i},"
+          echo "    {name: system-prompt, pattern: '(reveal|print|show) (your|the) (system prompt|instructions)', flags: i},"
+          echo "    {name: jailbreak, pattern: '\\b(DAN|developer mode|jailbreak)\\b'}]},"
+          echo "  ai-pii: {detectors: [all]}}}]" ;;
+      ai-stream|ai-stream-moderation)
+          echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP/sse\", api_key: x}}"
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}"
+          # the same categories as bench/run.sh's ai-moderation case
+          [[ ${kind%-log} == ai-stream-moderation ]] && echo ", ai-moderation: {categories: [
+            {name: violence, keywords: [kill, murder, bomb, shoot, stab, massacre, assault], patterns: ['\\bblow(ing)? up\\b']},
+            {name: self-harm, keywords: [suicide, self-harm, cut myself]}, {name: profanity, keywords: [damn, crap], action: flag}]}"
+          echo "}}]" ;;
+      ai4k-pii)
+          echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}, ai-pii: {}}}]" ;;
       ai-prom|ai-otel|ai-audit|ai-obs|ai-extra) # the observability plugins alone (prometheus; opentelemetry sampling every
           # trace to the upstream nginx as collector; ai-audit-log to a file) and all three (ai-obs)
           echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
@@ -159,6 +193,8 @@ EOF
   fi
   if [[ ${kind%-log} == ai* ]]; then path=/v1/chat/completions; body=$(cat "$HERE/lib/payloads/chat.json"); fi
   [[ ${kind%-log} == ai-key || ${kind%-log} == ai-limits* ]] && auth="Authorization: Bearer bench-client-key-0123456789"
+  if [[ $kind == ai4k* ]]; then path=/v1/chat/completions; body=$(cat "$HERE/lib/payloads/chat-4k.json"); fi
+  if [[ $kind == ai-stream* ]]; then body=$(cat "$HERE/lib/payloads/chat-stream.json"); fi
   if [[ ${kind%-log} == ai-rag ]]; then # a question in the corpus' words, so retrieval finds chunks to inject
     body=$(python3 - "$HERE/lib/payloads/chat.json" "$TMP/corpus/doc0007.md" <<'PY'
 import json, sys

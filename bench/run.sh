@@ -184,6 +184,7 @@ EOF
 COMPLETION=$(nginx_str "$LIB/payloads/completion.json")
 SSE_BODY=$(nginx_str "$LIB/payloads/stream.sse")
 CHAT_BODY=$LIB/payloads/chat.json
+CHAT4K_BODY=$LIB/payloads/chat-4k.json # a 4 KB prompt with an e-mail, a phone, a card, an IBAN, an IP in it
 STREAM_BODY=$LIB/payloads/chat-stream.json
 # Upload bodies (the *-upload cases): 1 MiB, over Sluice's default node.limits.body_buffer_size (64k), so it
 # streams to the upstream as it arrives; 16 KiB, under it, so it is read whole first. Made here, not stored.
@@ -432,6 +433,41 @@ EOF
         fi
         echo "      ai-proxy: {provider: bench}"
         ;;
+      ai-safety|ai-moderation)
+        # the content-safety plugins (docs/ai-prompt-guard.md, ai-pii.md, ai-moderation.md): ai-safety is
+        # ai-prompt-guard (injection rules) + ai-pii (every detector, placeholders); ai-moderation local categories
+        cat <<EOF
+providers:
+  bench:
+    kind: openai-compatible
+    endpoint: "http://127.0.0.1:$target"
+    api_key: "x"
+    models: {gpt-4o-mini: gpt-4o-mini}
+routes:
+  - id: chat
+    paths: ["/v1/chat/completions"]
+    plugins:
+      ai-proxy: {provider: bench}
+EOF
+        if [[ $kind == ai-safety ]]; then
+          cat <<'EOF'
+      ai-prompt-guard:
+        deny:
+          - {name: injection, pattern: 'ignore (all|any|the) (previous|prior|above) (instructions|rules)', flags: i}
+          - {name: system-prompt, pattern: '(reveal|print|show) (your|the) (system prompt|instructions)', flags: i}
+          - {name: jailbreak, pattern: '\b(DAN|developer mode|jailbreak)\b'}
+      ai-pii: {detectors: [all]}
+EOF
+        else
+          cat <<'EOF'
+      ai-moderation:
+        categories:
+          - {name: violence, keywords: [kill, murder, bomb, shoot, stab, massacre, assault], patterns: ['\bblow(ing)? up\b']}
+          - {name: self-harm, keywords: [suicide, self-harm, cut myself]}
+          - {name: profanity, keywords: [damn, crap], action: flag}
+EOF
+        fi
+        ;;
       ai-limits|ai-limits-mc)
         # key-auth and ai-rate-limit with limits a run never reaches (a token limit per minute and one per day),
         # counters in the shared dict or in memcached (started by this script, pinned to the load core)
@@ -503,12 +539,16 @@ sluice-ai-key|sluice:ai|chat-key|nginx-chat|direct-chat
 sluice-ai-limits|sluice:ai-limits|chat-key|nginx-chat|direct-chat
 sluice-ai-limits-mc|sluice:ai-limits-mc|chat-key|nginx-chat|direct-chat
 sluice-ai-multi1|sluice:ai-multi1|chat|nginx-chat|direct-chat
+nginx-chat4k|nginx|chat4k|nginx-chat4k|direct-chat
+sluice-ai-4k|sluice:ai|chat4k|nginx-chat4k|direct-chat
+sluice-ai-safety-4k|sluice:ai-safety|chat4k|sluice-ai-4k|direct-chat
 sluice-ai-multi3|sluice:ai-multi3|chat|nginx-chat|direct-chat
 direct-stream|direct|stream|nginx-stream|direct-stream
 nginx-stream|nginx|stream|nginx-stream|direct-stream
 sluice-plain-stream|sluice:plain|stream|nginx-stream|direct-stream
 sluice-ai-stream|sluice:ai|stream|nginx-stream|direct-stream
 sluice-ai-full-stream|sluice:ai-full|stream|nginx-stream|direct-stream
+sluice-ai-moderation-stream|sluice:ai-moderation|stream|sluice-ai-stream|direct-stream
 sluice-ai-obs-stream|sluice:ai-obs|stream|nginx-stream|direct-stream
 direct-upload|direct|upload|nginx-upload|direct-upload
 nginx-upload|nginx|upload|nginx-upload|direct-upload
@@ -520,6 +560,7 @@ ttft-direct|direct|ttft|ttft-nginx|ttft-direct
 ttft-nginx|nginx|ttft|ttft-nginx|ttft-direct
 ttft-sluice-plain|sluice:plain|ttft|ttft-nginx|ttft-direct
 ttft-sluice-ai|sluice:ai|ttft|ttft-nginx|ttft-direct
+ttft-sluice-ai-moderation|sluice:ai-moderation|ttft|ttft-sluice-ai|ttft-direct
 streams-nginx|nginx|streams|streams-nginx|streams-nginx
 streams-sluice-plain|sluice:plain|streams|streams-nginx|streams-nginx
 streams-sluice-ai|sluice:ai|streams|streams-nginx|streams-nginx
@@ -541,11 +582,11 @@ workload_port() { # workload server -> port to hit for direct / nginx
     nginx:get-log|nginx:chat-log) echo "$P_JSON_LOG";;
     direct:*-log) workload_port "${1%-log}" "$2";;
     nginx:streams) echo "$P_STREAMS";;
-    direct:get|direct:chat) echo "$U_JSON";;
+    direct:get|direct:chat|direct:chat4k) echo "$U_JSON";;
     direct:stream) echo "$U_SSE";;
     direct:ttft) echo "$U_PACED";;
     direct:upload|direct:upload16k) echo "$U_UPLOAD";;
-    nginx:get|nginx:chat) echo "$P_JSON";;
+    nginx:get|nginx:chat|nginx:chat4k) echo "$P_JSON";;
     nginx:stream) echo "$P_SSE";;
     nginx:ttft) echo "$P_PACED";;
     nginx:tls) echo "$P_TLS";;
@@ -555,14 +596,15 @@ workload_port() { # workload server -> port to hit for direct / nginx
 workload_target() { # upstream port a sluice case proxies to
   case ${1%-log} in
     streams) echo "$U_STREAMS";;
-    get|chat|chat-key) echo "$U_JSON";; stream) echo "$U_SSE";; ttft) echo "$U_PACED";; tls) echo "$U_TLS";;
+    get|chat|chat-key|chat4k) echo "$U_JSON";; stream) echo "$U_SSE";; ttft) echo "$U_PACED";; tls) echo "$U_TLS";;
     upload|upload16k) echo "$U_UPLOAD";;
   esac
 }
 workload_path() { case ${1%-log} in get|tls) echo /static/chat.json;; upload*) echo /v1/files/upload;; *) echo /v1/chat/completions;; esac; }
 workload_body() {
   case ${1%-log} in
-    get|tls) echo "";; chat|chat-key) echo "$CHAT_BODY";; upload) echo "$UPLOAD_BODY";; upload16k) echo "$UPLOAD16K_BODY";;
+    get|tls) echo "";; chat|chat-key) echo "$CHAT_BODY";; chat4k) echo "$CHAT4K_BODY";;
+    upload) echo "$UPLOAD_BODY";; upload16k) echo "$UPLOAD16K_BODY";;
     *) echo "$STREAM_BODY";;
   esac
 }

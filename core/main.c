@@ -35,6 +35,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: sluice [-c FILE] [-t] [-d] [-p PREFIX] [-g PIDFILE]\n"
             "       sluice rag build|info|search|eval ... (sluice rag -h)\n"
+            "       sluice [-c FILE] [-p PREFIX] secrets rotate [--new-key-file PATH | --new-key-env NAME]\n"
             "  -c FILE    config file (default PREFIX/conf/sluice.yaml)\n"
             "  -t         check the config and exit (non-zero on error)\n"
             "  -d         run as a daemon (writes node.pid_file or -g)\n"
@@ -251,6 +252,33 @@ static int master_call(const char *fn, int quiet)
     return 0;
 }
 
+/* `sluice secrets ...`: sluice.secrets.cli(config_path, {words after "secrets"}); returns the exit code. */
+static int secrets_command(int argc, char **argv)
+{
+    lua_settop(ML, 0);
+    lua_getglobal(ML, "require");
+    lua_pushstring(ML, "sluice.secrets");
+    if (lua_pcall(ML, 1, 1, 0) != 0) {
+        fprintf(stderr, "sluice: cannot load the Lua runtime from %s/lua: %s\n", sl_settings.home,
+                lua_tostring(ML, -1));
+        return 1;
+    }
+    lua_getfield(ML, 1, "cli");
+    lua_pushstring(ML, sl_settings.config_path);
+    lua_createtable(ML, argc, 0);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(ML, argv[i]);
+        lua_rawseti(ML, -2, i + 1);
+    }
+    if (lua_pcall(ML, 2, 1, 0) != 0) {
+        fprintf(stderr, "sluice: secrets: %s\n", lua_tostring(ML, -1));
+        return 1;
+    }
+    int rc = (int)lua_tointeger(ML, -1);
+    lua_settop(ML, 0);
+    return rc;
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
     if (signum == SIGUSR1) { /* reopen log files (after logrotate moved them): plugins watch the generation */
@@ -302,7 +330,7 @@ int main(int argc, char **argv)
         sl__luaopen_cjson_safe = luaopen_cjson_safe;
         return sl_rag_cli(argc - 1, argv + 1);
     }
-    while ((opt = getopt(argc, argv, "c:tdp:g:vh")) != -1) {
+    while ((opt = getopt(argc, argv, "+c:tdp:g:vh")) != -1) { /* '+': stop at a command word */
         switch (opt) {
         case 'c':
             conf = optarg;
@@ -327,6 +355,11 @@ int main(int argc, char **argv)
             return opt == 'h' ? 0 : 2;
         }
     }
+    int command = optind < argc && strcmp(argv[optind], "secrets") == 0;
+    if (optind < argc && !command) {
+        usage();
+        return 2;
+    }
     sl_settings_defaults();
     sl__luaopen_cjson = luaopen_cjson;
     sl__luaopen_cjson_safe = luaopen_cjson_safe;
@@ -344,6 +377,11 @@ int main(int argc, char **argv)
     ML = sl_vm_new();
     if (ML == NULL)
         return 1;
+    if (command) {
+        rc = secrets_command(argc - optind - 1, argv + optind + 1);
+        lua_close(ML);
+        return rc;
+    }
     if (master_call(check ? "check" : "load", 0) != 0)
         goto out;
     if (check) {

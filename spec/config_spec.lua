@@ -45,7 +45,9 @@ describe("config.load", function()
         assert.same({ host = "127.0.0.1", port = 8080 }, n.listen[1])
         assert.same({ host = "::1", port = 8443, tls = { cert = "c.pem", key = "k.pem" } }, n.listen[2])
         assert.equal(2, n.workers)
-        assert.same({ listen = { host = "127.0.0.1", port = 9180 }, key = "secret-key" }, n.admin)
+        assert.same({ listen = { host = "127.0.0.1", port = 9180 }, key = "secret-key",
+                      keys = { { name = "admin", key = "secret-key" } },
+                      audit_log = FIX .. "full.yaml.state.audit.jsonl" }, n.admin)
         assert.same({ "/srv/plugins", "/opt/plugins" }, n.plugin_paths)
         assert.same({ sluice = 10 * 1024 * 1024, cache = 512 * 1024 }, n.shared_dicts)
         assert.equal(1024 * 1024, n.limits.max_body_size)

@@ -62,6 +62,11 @@ function _M.load_plugin(name, dir)
     if not chunk then
         error("cannot load plugin " .. name .. ": " .. tostring(err), 2)
     end
+    -- a folder plugin requires its helpers as "<name>.helper" (the gateway puts plugin folders on the path)
+    local entry = dir .. "/?.lua"
+    if not package.path:find(entry, 1, true) then
+        package.path = entry .. ";" .. package.path
+    end
     local p = chunk(name)
     local ok, cerr = plugins.check_module(name, p)
     if not ok then

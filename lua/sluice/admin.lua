@@ -28,6 +28,8 @@ local schema = require("sluice.schema")
 local plugins = require("sluice.plugins")
 local request = require("sluice.pdk.request")
 local base = require("sluice.pdk.base")
+local secrets = require("sluice.secrets")
+local audit = require("sluice.admin.audit")
 
 local type, pairs, ipairs, tostring, next, pcall, require = type, pairs, ipairs, tostring, next, pcall, require
 local byte, format, concat, sort = string.byte, string.format, table.concat, table.sort
@@ -47,6 +49,7 @@ local EMPTY_LIST = "\0empty-list\0" -- cjson 2.1.0 writes {} for an empty table;
 
 local with_new_key -- defined with the key endpoints below
 local pending -- { doc, cfg, version, reg }: published from here, maybe not applied by this worker yet
+local caller = {} -- the running request's admin key name and client address (sluice.admin.audit)
 local RELOAD_WAIT = 5 -- seconds a reload waits for every worker's report
 
 ---------------------------------------------------------------------------------------------------------------
@@ -159,12 +162,16 @@ local function put(doc, kind, id, obj)
     end
 end
 
-local function redact(kind, obj)
+-- Plugin schemas of the registry changes are validated with (which plugin config fields are secret).
+local function schema_of(reg)
+    return secrets.schema_lookup(function(n) return (reg or plugins.current()):get(n) end)
+end
+
+-- Secrets are never answered: schema `secret = true` fields (provider credentials, plugin secrets) and keys.
+local function redact(kind, obj, id, reg)
     if type(obj) ~= "table" then return obj end
-    if kind == "providers" and obj.api_key ~= nil then
-        obj = deep_copy(obj)
-        obj.api_key = REDACTED
-    elseif kind == "consumers" and type(obj.keys) == "table" then
+    obj = secrets.redact(kind, obj, schema_of(reg), id)
+    if kind == "consumers" and type(obj.keys) == "table" then
         obj = deep_copy(obj)
         for i in ipairs(obj.keys) do obj.keys[i] = REDACTED end
     end
@@ -172,11 +179,10 @@ local function redact(kind, obj)
 end
 
 -- A client that GETs an entity and PUTs it back sends "***" for secrets: keep the stored values.
-local function unredact(kind, obj, old)
+local function unredact(kind, obj, old, id, reg)
     if type(old) ~= "table" then return end
-    if kind == "providers" and obj.api_key == REDACTED then
-        obj.api_key = old.api_key
-    elseif kind == "consumers" and type(obj.keys) == "table" and type(old.keys) == "table" then
+    secrets.unredact(kind, obj, old, schema_of(reg), id)
+    if kind == "consumers" and type(obj.keys) == "table" and type(old.keys) == "table" then
         for i, k in ipairs(obj.keys) do
             if k == REDACTED and old.keys[i] ~= nil then obj.keys[i] = old.keys[i] end
         end
@@ -189,12 +195,21 @@ local function commit(doc, cfg, reg, kind, id, obj, status, body)
     if not path then
         return fail(500, "no state file configured (node.state_file); change not applied")
     end
-    local ok, err = config.state_put(path, kind, id, obj)
+    -- the audit line first (who, what, before/after with secrets redacted): a change that cannot be audited is not made
+    local cur = current()
+    local before = cur and (kind == "global_plugins" and cur.global_plugins or find(cur, kind, id)) or nil
+    local aok, aerr = audit.change(cfg.node, caller.who, caller.client, kind, id, before, obj or nil, schema_of(reg))
+    if not aok then
+        return fail(500, "change not applied: " .. tostring(aerr))
+    end
+    local ok, err = config.state_put(path, kind, id, obj, { node = cfg.node, plugins = reg })
     if not ok then
+        audit.failed(cfg.node, caller.who, kind, id, err)
         return fail(500, "cannot persist the change, nothing applied: " .. tostring(err))
     end
     local version, perr = require("sluice.master").publish(doc, reg)
     if not version then
+        audit.failed(cfg.node, caller.who, kind, id, perr)
         return fail(500, "change persisted but not published: " .. tostring(perr))
     end
     pending = { doc = doc, cfg = cfg, version = version, reg = reg }
@@ -216,7 +231,7 @@ local function change(kind, id, obj, extra)
     if obj ~= nil then
         local idf = ID_FIELD[kind]
         if idf and type(obj) == "table" and not is_array(obj) and obj[idf] == nil then obj[idf] = id end
-        if type(obj) == "table" then unredact(kind, obj, old) end
+        if type(obj) == "table" then unredact(kind, obj, old, id, reg) end
         if kind == "consumers" then config.hash_keys(obj) end -- only digests are kept (memory, state file)
         local _, errs = config.validate_entity(kind, id, obj, cfg, { plugins = reg.for_config })
         if errs then return invalid(kind, errs) end
@@ -243,7 +258,7 @@ local function change(kind, id, obj, extra)
         return commit(new, ncfg, reg, kind, id, false, 200, { deleted = true, id = id })
     end
     local status = old == nil and 201 or 200
-    local body = { [kind == "global_plugins" and "global_plugins" or "item"] = redact(kind, obj) }
+    local body = { [kind == "global_plugins" and "global_plugins" or "item"] = redact(kind, obj, id, reg) }
     for k, v in pairs(extra or {}) do body[k] = v end
     return commit(new, ncfg, reg, kind, id, obj, status, body)
 end
@@ -333,7 +348,7 @@ local function entity(method, kind, id, ctx)
         if not doc then return fail(503, "no configuration loaded yet") end
         local obj = find(doc, kind, id)
         if obj == nil then return fail(404, format("%s %q not found", SINGULAR[kind], id)) end
-        return reply(200, { item = redact(kind, obj) })
+        return reply(200, { item = redact(kind, obj, id) })
     elseif method == "PUT" then
         local obj, err = body_json(ctx)
         if not obj then return fail(400, err) end
@@ -359,7 +374,7 @@ local function collection(method, kind)
     if not doc then return fail(503, "no configuration loaded yet") end
     local list = {}
     for i, e in ipairs(entities(doc, kind)) do
-        local obj = redact(kind, e.obj)
+        local obj = redact(kind, e.obj, e.id)
         if not ID_FIELD[kind] and type(obj) == "table" then
             obj = deep_copy(obj)
             obj.name = obj.name or e.id -- map entries carry their name in the key
@@ -373,7 +388,7 @@ local function global_plugins(method, ctx)
     if method == "GET" then
         local doc = current()
         if not doc then return fail(503, "no configuration loaded yet") end
-        return reply(200, { global_plugins = doc.global_plugins or {} })
+        return reply(200, { global_plugins = redact("global_plugins", doc.global_plugins or {}) })
     elseif method == "PUT" then
         local obj, err = body_json(ctx)
         if not obj then return fail(400, err) end
@@ -469,6 +484,8 @@ local function reload_plugins(method)
                             .. "config; nothing was changed" } })
     end
     staged.version = master.next_code_version()
+    local aok, aerr = audit.reload(cfg.node, caller.who, caller.client, changed, staged.version)
+    if not aok then return fail(500, "reload not made: " .. tostring(aerr)) end
     plugins.offer(staged) -- this worker applies the snapshot with the code it validated
     local version, perr = master.publish(doc, staged)
     if not version then return fail(500, "reload not published: " .. tostring(perr)) end
@@ -523,14 +540,22 @@ function _M.handle(ctx)
         return require("sluice.admin.obs").metrics_listener(ctx, (ctx.path or ""):gsub("%?.*$", ""))
     end
     local st = state()
-    local key = st and st.cfg and st.cfg.node.admin and st.cfg.node.admin.key
-    -- /metrics, /admin/usage, /dashboard: sluice.admin.obs (they also take Authorization: Bearer KEY)
-    local os_, ob, oh = require("sluice.admin.obs").handle(ctx, (ctx.path or ""):gsub("%?.*$", ""), key,
-        _M.secure_equal)
+    local admin = st and st.cfg and st.cfg.node.admin
+    -- /metrics, /admin/usage, /dashboard: sluice.admin.obs (they also take Authorization: Bearer KEY); with named
+    -- keys (node.admin.keys), the one the caller presents counts, else the first
+    local obs = require("sluice.admin.obs")
+    local key = admin and admin.keys and admin.keys[1] and admin.keys[1].key or (admin and admin.key)
+    local presented = obs.presented_key(ctx)
+    for _, k in ipairs(admin and admin.keys or {}) do
+        if _M.secure_equal(presented, k.key) then key = k.key end
+    end
+    local os_, ob, oh = obs.handle(ctx, (ctx.path or ""):gsub("%?.*$", ""), key, _M.secure_equal)
     if os_ then return os_, ob, oh end
-    if not _M.secure_equal(request.get_header("x-api-key", ctx), key) then
+    local who = audit.who(admin, request.get_header("x-api-key", ctx), _M.secure_equal)
+    if not who then
         return fail(401, "missing or wrong X-API-KEY header")
     end
+    caller.who, caller.client = who, request.get_client_ip(ctx) -- read by commit (no yield in between)
     local method = ctx.method
     local path = (ctx.path or ""):gsub("%?.*$", "")
     local a, b, c = path:match("^/admin/([^/]+)/?([^/]*)/?([^/]*)$")

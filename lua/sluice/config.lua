@@ -5,6 +5,7 @@
 -- (defaults filled, sizes in bytes, durations in seconds, addresses split) are what the core reads.
 local schema = require("sluice.schema")
 local state = require("sluice.config.state")
+local secrets = require("sluice.secrets")
 local cjson = require("cjson")
 
 local type, pairs, ipairs, tostring, tonumber, pcall, next = type, pairs, ipairs, tostring, tonumber, pcall, next
@@ -35,6 +36,8 @@ local obj_t = { type = "object" }
 local id_t = { type = "string", format = "id", minLength = 1, maxLength = 256 }
 -- Sent as a header: no CR, LF, NUL or other control characters (tab allowed).
 local header_value_t = { type = "string", format = "header_value" }
+-- A credential: sent as a header, kept encrypted in the state file, never shown (sluice.secrets)
+local secret_value_t = { type = "string", format = "header_value", secret = true }
 local token_t = { type = "string", pattern = "^[%w%-%._]+$", maxLength = 128 } -- goes into URL paths and hosts
 
 local YEAR = 86400 * 365
@@ -60,8 +63,19 @@ local NODE = { type = "object", additionalProperties = false, properties = {
                                    certs = { type = "array", items = { type = "object", required = { "cert", "key" },
                                              additionalProperties = false, properties = { cert = str, key = str } } } } } } } },
     workers = { type = { "string", "integer" }, default = "auto" }, -- "auto" or 1..64, checked in normalize_node
-    admin = { type = "object", required = { "key" }, additionalProperties = false, properties = {
-        listen = { type = "string", default = "127.0.0.1:9180" }, key = { type = "string", minLength = 8 } } },
+    admin = { type = "object", additionalProperties = false, properties = {
+        listen = { type = "string", default = "127.0.0.1:9180" },
+        key = { type = "string", minLength = 8, secret = true },
+        -- named keys: the name is who made a change in the audit log (the single `key` is named "admin")
+        keys = { type = "array", maxItems = 1000, items = { type = "object", required = { "name", "key" },
+                 additionalProperties = false, properties = { name = id_t,
+                 key = { type = "string", minLength = 8, secret = true } } } },
+        -- JSON lines of every change (sluice.admin.audit); "off"; default: next to the state file
+        audit_log = { type = "string", minLength = 1 } } },
+    -- secrets at rest (sluice.secrets): the master key that seals secret fields in the state file
+    secrets = { type = "object", additionalProperties = false, properties = {
+        key_file = { type = "string", minLength = 1 }, key_env = { type = "string", pattern = "^[%a_][%w_]*$" },
+        previous_key_files = { type = "array", items = { type = "string", minLength = 1 } } } },
     -- a listener of its own for Prometheus (GET /metrics, no key; docs/observability.md)
     metrics = { type = "object", required = { "listen" }, additionalProperties = false, properties = {
         listen = { type = "string" } } },
@@ -102,8 +116,8 @@ local UPSTREAM = { type = "object", required = { "nodes" }, additionalProperties
 local PROVIDER = { type = "object", required = { "kind" }, properties = {
     kind = { enum = PROVIDER_KINDS },
     endpoint = { type = "string", format = "url" },
-    api_key = header_value_t, access_key = header_value_t, secret_key = header_value_t,
-    session_token = header_value_t,
+    api_key = secret_value_t, access_key = header_value_t, secret_key = secret_value_t,
+    session_token = secret_value_t,
     api_version = token_t, region = token_t, deployment = { type = "string", minLength = 1, format = "header_value" },
     options = { type = "object", properties = {
         headers = { type = "object", propertyNames = { type = "string", format = "header_name" },
@@ -124,6 +138,8 @@ local PROVIDER = { type = "object", required = { "kind" }, properties = {
     price = { type = "object", additionalProperties = { type = "object", properties = {
         input = { type = "number", minimum = 0 }, output = { type = "number", minimum = 0 } } } },
 } }
+
+secrets.ENTITY_SCHEMA.providers = PROVIDER -- its `secret = true` fields are sealed in the state file
 
 local ROUTE = { type = "object", required = { "id", "paths" }, additionalProperties = false, properties = {
     id = id_t, name = str, desc = str,
@@ -148,12 +164,16 @@ local BUDGET = { type = "object", additionalProperties = false, properties = { d
 -- keys: plain (hashed when loaded) or "sha256:<64 hex>" digests; only digests are kept (sluice.consumer).
 local CONSUMER = { type = "object", required = { "name" }, additionalProperties = false, properties = {
     name = id_t, desc = str,
-    keys = { type = "array", default = {}, items = { type = "string", minLength = 1, maxLength = 4096 } },
+    -- digests (sluice.consumer); also sealed in the state file and never shown (sluice.secrets)
+    keys = { type = "array", default = {},
+             items = { type = "string", minLength = 1, maxLength = 4096, secret = true } },
     groups = { type = "array", default = {}, items = { type = "string", ref = "consumer_groups" } },
     metadata = { type = "object", default = {} },
     plugins = { type = "object", default = {} },
     allow = ACCESS, deny = ACCESS, budget = BUDGET,
 } }
+
+secrets.ENTITY_SCHEMA.consumers = CONSUMER -- its keys are sealed in the state file
 
 local GROUP = { type = "object", additionalProperties = false, properties = {
     desc = str, plugins = { type = "object", default = {} }, metadata = { type = "object", default = {} },
@@ -281,7 +301,32 @@ normalize_node_checked = function(n, path, errs, opts)
     if n.admin then
         local host, port = _M.parse_addr(n.admin.listen)
         if not host then add(errs, join(path, "admin.listen"), port) end
-        out.admin = { listen = { host = host, port = port }, key = n.admin.key }
+        out.admin = { listen = { host = host, port = port }, key = n.admin.key, keys = {},
+                      audit_log = n.admin.audit_log }
+        -- every key with its name: the single `key` is "admin"
+        local names = {}
+        if n.admin.key then out.admin.keys[1] = { name = "admin", key = n.admin.key }; names.admin = "key" end
+        for i, k in ipairs(n.admin.keys or {}) do
+            local kp = join(path, "admin.keys") .. "[" .. i .. "]"
+            if names[k.name] then
+                add(errs, kp .. ".name", format("name %q is already used (%s)", k.name, names[k.name]))
+            else
+                names[k.name] = kp
+            end
+            for _, o in ipairs(out.admin.keys) do
+                if o.key == k.key then add(errs, kp .. ".key", format("the same key as %q", o.name)) end
+            end
+            out.admin.keys[#out.admin.keys + 1] = { name = k.name, key = k.key }
+        end
+        if #out.admin.keys == 0 then add(errs, join(path, "admin"), "give key or keys (the Admin API needs a key)") end
+    end
+    if n.secrets then
+        local sec = { key_env = n.secrets.key_env, previous_key_files = {} }
+        if n.secrets.key_file then sec.key_file = resolve_path(opts.prefix, n.secrets.key_file) end
+        for i, f in ipairs(n.secrets.previous_key_files or {}) do
+            sec.previous_key_files[i] = resolve_path(opts.prefix, f)
+        end
+        out.secrets = sec
     end
     if n.metrics then
         local host, port = _M.parse_addr(n.metrics.listen)
@@ -310,6 +355,9 @@ normalize_node_checked = function(n, path, errs, opts)
     for i, p in ipairs(n.plugin_paths) do out.plugin_paths[i] = resolve_path(opts.prefix, p) end
     out.error_log = n.error_log == "stderr" and "stderr" or resolve_path(opts.prefix, n.error_log)
     out.state_file = n.state_file or (opts.file and (opts.file .. ".state.json")) or nil
+    if out.admin and out.admin.audit_log == nil and out.state_file then
+        out.admin.audit_log = (out.state_file:gsub("%.json$", "")) .. ".audit.jsonl"
+    end
     -- sizes and durations are bytes and seconds already (schema types `size` and `duration`)
     for name, sz in pairs(n.shared_dicts) do out.shared_dicts[name] = sz end
     for k, v in pairs(n.limits) do out.limits[k] = v end
@@ -706,22 +754,35 @@ function _M.load(path, opts)
     local state_path = opts.state_file or (type(node.state_file) == "string" and node.state_file) or (path .. ".state.json")
     local st, err = state.read(state_path)
     if not st then return nil, err end
-    if type(st.consumers) == "table" then
-        -- a state file written before keys were hashed: hash them, and write it back so no plain key stays
-        local plain = false
-        for _, c in pairs(st.consumers) do
-            if _M.hash_keys(c) then plain = true end
-        end
-        if plain then
-            local ok, werr = state.write(state_path, st)
-            if not ok then
-                io.stderr:write("sluice: warning: ", tostring(werr),
-                    " (consumer keys are hashed in memory; the state file still has plain ones)\n")
-            end
+    -- sealed secrets (sluice.secrets): opened in a copy, so `st` stays as the file has it
+    local kr, kerr = secrets.keyring(_M.secrets_node(node, opts.prefix))
+    if kerr then return nil, path .. ": " .. kerr end
+    local opened, oerr = secrets.open_state(st, kr)
+    if not opened then return nil, state_path .. ": " .. oerr end
+    local hashed = false
+    if type(opened.consumers) == "table" then
+        -- a state file written before keys were hashed: hash them (the opened values: a sealed key is hashed as the
+        -- key it holds), and write it back so no plain key stays
+        for _, c in pairs(opened.consumers) do
+            if _M.hash_keys(c) then hashed = true end
         end
     end
+    if hashed then
+        local out, serr = opened, nil
+        if kr and kr.current then
+            out, serr = secrets.seal_state(opened, kr, secrets.schema_lookup(opts.plugins and opts.plugins.get))
+        end
+        local ok, werr = false, serr
+        if out then ok, werr = state.write(state_path, out) end
+        if not ok then
+            io.stderr:write("sluice: warning: ", tostring(werr),
+                " (consumer keys are hashed in memory; the state file still has plain ones)\n")
+        end
+    elseif not opts.check_only then
+        _M.seal_plain_state(state_path, st, kr, opts.plugins)
+    end
     local origin = {}
-    state.overlay(doc, st, origin, KINDS, ID_FIELD)
+    state.overlay(doc, opened, origin, KINDS, ID_FIELD)
     local vopts = setmetatable({ file = path, lines = lines }, { __index = opts })
     local cfg, errs = _M.validate(doc, vopts)
     if not cfg then
@@ -744,10 +805,58 @@ function _M.state_read(path)
     return state.read(path)
 end
 
---- Records one Admin API change in the state file (obj, or false to delete). Returns true | nil, err.
-function _M.state_put(state_path, kind, id, obj)
+--- Records one Admin API change in the state file (obj, or false to delete). Returns true | nil, err. opts: node (the
+--- normalized node settings: the master key), plugins (a registry: which plugin config fields are secret); secret
+--- fields are sealed when there is a master key.
+function _M.state_put(state_path, kind, id, obj, opts)
     if kind ~= "global_plugins" and (not NORMALIZERS[kind] or id == nil) then return nil, "invalid entity kind or id" end
-    return state.put(state_path, kind, id, obj)
+    opts = opts or {}
+    local kr, kerr = secrets.keyring(opts.node)
+    if kerr then return nil, kerr end
+    if not (kr and kr.current) then
+        return state.put(state_path, kind, id, obj)
+    end
+    local schema_of = secrets.schema_lookup(opts.plugins and function(n) return opts.plugins:get(n) end)
+    return state.put(state_path, kind, id, obj, function(k, i, o)
+        return secrets.seal_entity(kr, k, i, o, schema_of)
+    end)
+end
+
+--- node.secrets of a node section as written, with its key files resolved against prefix (for sluice.secrets).
+function _M.secrets_node(node, prefix)
+    local s = type(node) == "table" and type(node.secrets) == "table" and node.secrets or nil
+    if not s then return nil end
+    local out = { secrets = { key_env = s.key_env, previous_key_files = {} } }
+    if type(s.key_file) == "string" then out.secrets.key_file = resolve_path(prefix, s.key_file) end
+    for i, f in ipairs(type(s.previous_key_files) == "table" and s.previous_key_files or {}) do
+        if type(f) == "string" then out.secrets.previous_key_files[i] = resolve_path(prefix, f) end
+    end
+    return out
+end
+
+local warned_plain
+--- A state file written before there was a master key (or before secrets were sealed) keeps loading; with a key,
+--- its secrets in the clear are sealed and the file rewritten once. Without a key, a warning says they are in the
+--- clear. Never fails the load: a file that cannot be rewritten stays as it was (a warning says so).
+function _M.seal_plain_state(state_path, st, kr, reg)
+    local schema_of = secrets.schema_lookup(reg and reg.get)
+    local plain = secrets.plain_secrets(st, schema_of)
+    if not plain then return end
+    if not (kr and kr.current) then
+        if not warned_plain then
+            warned_plain = true
+            io.stderr:write("sluice: warning: ", state_path, ": ", #plain, " secret value(s) are stored in the clear",
+                " (set a master key: node.secrets or SLUICE_MASTER_KEY; docs/configuration.md, \"Secrets at rest\")\n")
+        end
+        return
+    end
+    local sealed, err = secrets.seal_state(st, kr, schema_of)
+    local ok, werr = false, err
+    if sealed then ok, werr = state.write(state_path, sealed) end
+    if not ok then
+        io.stderr:write("sluice: warning: ", state_path, ": cannot seal the secrets stored in the clear: ",
+            tostring(werr), "\n")
+    end
 end
 
 return _M

@@ -145,9 +145,9 @@ end
 
 -- Loads the file with the plugin code on disk now (a new registry, holding the plugins the config uses): node
 -- settings, cfg, registry | nil, errors.
-local function load(path)
+local function load(path, check_only)
     local reg = plugins.stage(plugin_paths_of(path), {})
-    local cfg, err = config.load(path, { plugins = reg.for_config, prefix = prefix() })
+    local cfg, err = config.load(path, { plugins = reg.for_config, prefix = prefix(), check_only = check_only })
     if not cfg then
         return nil, err
     end
@@ -175,7 +175,7 @@ end
 
 --- For `sluice -t`.
 function _M.check(path)
-    local settings, cfg, reg = load(path)
+    local settings, cfg, reg = load(path, true)
     if not settings then
         return nil, cfg
     end

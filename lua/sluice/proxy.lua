@@ -228,6 +228,9 @@ function _M.run(ctx, up)
             if #chunk > 0 and not write_client(r, chunk) then
                 return
             end
+            if ctx._ended then -- a filter ended the response (sluice.response.end_stream): the rest is not read
+                break
+            end
             if p.done == 0 then
                 C.sl_proxy_read(p)
                 yield()
@@ -239,7 +242,7 @@ function _M.run(ctx, up)
             break
         end
     end
-    if p.error ~= 0 then
+    if p.error ~= 0 and not ctx._ended then
         -- the upstream cut its body short: so must we, or the client takes a partial body as complete
         ctx.upstream_error = uperr_text(p.error)
         C.sl_resp_abort(r)

@@ -2,7 +2,8 @@
 --
 -- validate(schema, value) never throws: a bad value, a bad schema or a cyclic table all end up
 -- as error entries. `pattern` and `patternProperties` keys are Lua patterns, not regexes.
--- Beyond JSON schema: `format` names a built-in check (FORMATS below: host, header_name, header_value, url,
+-- Beyond JSON schema: `secret = true` marks a value that is a secret (error messages never show it; sluice.secrets
+-- keeps it encrypted in the state file and redacts it in Admin API answers). `format` names a built-in check (FORMATS below: host, header_name, header_value, url,
 -- uri_path, id), and `ref = KIND` marks a string that names another config entity (a provider, an upstream, ...):
 -- validate() only collects such references; sluice.config resolves them against the whole config.
 -- Types people write in YAML (docs/configuration.md, "Values"): `duration` (seconds, or "500ms"/"5s"/"1m30s" ->
@@ -178,7 +179,9 @@ local function describe(v)
     return tv
 end
 
-local function show(v)
+-- The value for an error message; a field the schema marks `secret = true` never shows its value.
+local function show(v, s)
+    if s and s.secret and v ~= nil then return "(a secret value, not shown)" end
     if type(v) == "string" then return format("%q", v) end
     if type(v) == "table" then return describe(v) end
     return tostring(v)
@@ -334,7 +337,7 @@ local function check_string(s, v, path, errs)
     local len = #v
     local fmt = s.format and FORMATS[s.format]
     if fmt and not fmt[1](v) then
-        add(errs, path, format("must be %s, got %s", fmt[2], show(v)))
+        add(errs, path, format("must be %s, got %s", fmt[2], show(v, s)))
     end
     if type(s.ref) == "string" and errs.refs then
         errs.refs[#errs.refs + 1] = { kind = s.ref, id = v, path = path }
@@ -343,7 +346,7 @@ local function check_string(s, v, path, errs)
     if s.maxLength and len > s.maxLength then add(errs, path, format("must be at most %d character(s) long", s.maxLength)) end
     if type(s.pattern) == "string" then
         local okp, hit = pcall(find, v, s.pattern)
-        if not (okp and hit) then add(errs, path, format("does not match pattern %q, got %s", s.pattern, show(v))) end
+        if not (okp and hit) then add(errs, path, format("does not match pattern %q, got %s", s.pattern, show(v, s))) end
     end
 end
 
@@ -435,9 +438,9 @@ local function type_error(s, list, v)
         spelled = spelled or names[i] ~= tn
     end
     -- for the types with spellings the value itself helps; plain types name the type they got
-    local got = (spelled and type(v) ~= "table") and show(v) or describe(v)
+    local got = (spelled and type(v) ~= "table") and show(v, s) or describe(v)
     local msg = format("expected %s, got %s", concat(names, " or "), got)
-    if type(v) == "number" and #list == 1 and list[1] == "string" then
+    if type(v) == "number" and #list == 1 and list[1] == "string" and not s.secret then
         msg = msg .. " " .. tostring(v) .. " (YAML reads an unquoted number as a number: put it in quotes)"
     end
     return msg
@@ -494,11 +497,11 @@ check = function(s, v, path, errs, depth)
         if not found then
             local names = {}
             for i, e in ipairs(s.enum) do names[i] = type(e) == "string" and e or tostring(e) end
-            add(errs, path, format("expected one of: %s; got %s", concat(names, ", "), show(v)))
+            add(errs, path, format("expected one of: %s; got %s", concat(names, ", "), show(v, s)))
         end
     end
     if s.const ~= nil and not deep_equal(s.const, v) then
-        add(errs, path, format("expected %s, got %s", show(s.const), show(v)))
+        add(errs, path, format("expected %s, got %s", show(s.const), show(v, s)))
     end
     local tv = type(v)
     if tv == "table" then
@@ -624,6 +627,7 @@ meta_check = function(s, path, depth)
     end
     need(s.uniqueItems == nil or type(s.uniqueItems) == "boolean", join(path, "uniqueItems"), "must be a boolean")
     need(s.classes == nil or type(s.classes) == "boolean", join(path, "classes"), "must be a boolean")
+    need(s.secret == nil or type(s.secret) == "boolean", join(path, "secret"), "must be a boolean")
     for _, kw in ipairs({ "oneOf", "anyOf", "allOf" }) do
         if s[kw] ~= nil then meta_list(s, kw, path, depth) end
     end

@@ -401,6 +401,9 @@ local function delivered_text(st)
 end
 
 local function finish(ctx, ai, st, status, cut, err)
+    if response.stream_ended(ctx) then -- a body_filter ended the stream (sluice.response.end_stream): complete
+        status, cut, err = 200, "filter", nil
+    end
     local u = st.usage
     finish_usage(ctx, ai, u, status, not u and delivered_text(st) or nil, cut)
     if err then

@@ -165,7 +165,9 @@ end
 local written = {}
 
 --- Records one change (obj, or false to delete); the caller checked kind and id. Returns true | nil, err.
-function _M.put(state_path, kind, id, obj)
+--- seal(kind, id, entity) -> entity | nil, err, when given, turns every entity written into what is stored (secret
+--- fields sealed, sluice.secrets): the changed one, and any the file still holds with secrets in the clear.
+function _M.put(state_path, kind, id, obj, seal)
     local st, err, missing = _M.read(state_path)
     if not st then return nil, err end
     if missing and written[state_path] then
@@ -177,6 +179,27 @@ function _M.put(state_path, kind, id, obj)
     else
         st[kind] = st[kind] or {}
         st[kind][tostring(id)] = obj
+    end
+    if seal then
+        for k, coll in pairs(st) do
+            if k == "global_plugins" then
+                if type(coll) == "table" then
+                    local s, serr = seal(k, nil, coll)
+                    if not s then return nil, "cannot seal global_plugins: " .. tostring(serr) end
+                    st.global_plugins = s
+                end
+            elseif type(coll) == "table" then
+                for i, o in pairs(coll) do
+                    if type(o) == "table" then
+                        local s, serr = seal(k, i, o)
+                        if not s then
+                            return nil, "cannot seal " .. k .. "." .. tostring(i) .. ": " .. tostring(serr)
+                        end
+                        coll[i] = s
+                    end
+                end
+            end
+        end
     end
     local ok, data = pcall(cjson.encode, st)
     if not ok then return nil, "cannot encode state: " .. tostring(data) end

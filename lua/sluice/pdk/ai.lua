@@ -6,7 +6,8 @@
 --   local u = sluice.ai.get_usage()         -- the usage record (complete in log):
 --     {consumer, route, provider, provider_kind, api, op, stream, requested_model, model, prompt_tokens,
 --      completion_tokens, total_tokens, cached_tokens, reasoning_tokens, cost (USD), estimated, latency (s),
---      ttft (s), status, retries, fallbacks, error}
+--      ttft (s), status, retries, fallbacks, error, safety (the content-safety plugins' outcomes: get_safety)}
+--   local s = sluice.ai.get_safety()        -- {guard, pii, moderation} outcomes (docs/ai-safety.md)
 --
 -- Phases: access (after ai-proxy, priority < 1040), header_filter, body_filter, log. Outside an AI route every
 -- getter returns nil.
@@ -55,6 +56,14 @@ end
 function _M.get_usage(ctx)
     ctx = ctx or get_ctx()
     return ctx.ai and ctx.ai.usage or nil
+end
+
+--- What the content-safety plugins did to this request: {guard = {...}, pii = {...}, moderation = {...}} (each
+--- section only when its plugin ran; docs/ai-safety.md), or nil. Works without ai-proxy too (a guard refusal comes
+--- before it); on an AI call the usage record carries the same table as usage.safety.
+function _M.get_safety(ctx)
+    ctx = ctx or get_ctx()
+    return ctx.safety
 end
 
 --- True when the client asked for a stream.

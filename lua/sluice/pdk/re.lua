@@ -6,6 +6,8 @@
 --   for m in re.gmatch(s, [[\d+]]) do ... end
 --   local out, n, err = re.gsub(s, [[(\w+)]], "<$1>")             -- or a function(m) -> string
 --   local parts = re.split("a, b,c", [[\s*,\s*]])
+--   local r = assert(re.compile([[(?<a>x+)|(?<b>y+)]], "i"))     -- compiled once (per config), kept by the caller
+--   local from, to = r:exec(s, init)                              -- no table per match: r:group(i) -> from, to
 --
 -- Flags: i m s x u a D j o (o caches the compiled pattern per worker; use it for constant patterns).
 -- Unmatched groups are false. A bad user regex returns nil, err; bad argument types raise.
@@ -335,6 +337,74 @@ end
 --- re.gsub(subject, regex, replacement, flags?) -> new, n | nil, nil, err ; every match.
 function _M.gsub(subject, regex, repl, flags)
     return substitute(subject, regex, repl, flags, true)
+end
+
+---------------------------------------------------------------------------------------------------------------
+-- Compiled patterns: for code that matches one pattern many times (a plugin compiles its patterns once per
+-- config and keeps them in the conf's cache). Matching allocates nothing: positions stay in the object's own
+-- ovector until the next exec.
+
+local Compiled = {}
+Compiled.__index = Compiled
+
+--- re.compile(regex, flags?) -> r | nil, err. r:exec(s, init?) -> from, to (1-based, inclusive; nil when none;
+--- nil, err on a match error); then r:group(i) -> from, to of group i (nil when it did not take part) and
+--- r:group_of(name) -> i. r.ncaptures: the number of groups. A compiled pattern belongs to the worker that
+--- compiled it (keep it in per-worker state such as a conf table, never in a shared dict).
+function _M.compile(regex, flags)
+    if type(regex) ~= "string" then
+        error("bad regex: string expected, got " .. type(regex), 2)
+    end
+    if flags ~= nil and type(flags) ~= "string" then
+        error("bad flags: string expected, got " .. type(flags), 2)
+    end
+    flags = (flags or ""):gsub("o", "") -- the object is the cache; keep the worker's LRU for others
+    local rc = C.sl_regex_compile(regex, #regex, flags, #flags, re_pp, errbuf, ERRLEN)
+    if rc ~= 0 then
+        return nil, "failed to compile regex \"" .. regex .. "\": " .. ffi_string(errbuf)
+    end
+    local re = ffi.gc(re_pp[0], C.sl_regex_free)
+    local ncap = C.sl_regex_ncaptures(re)
+    local names = {}
+    for i = 0, C.sl_regex_name_count(re) - 1 do
+        local g = C.sl_regex_name(re, i, name_pp, len_p)
+        names[ffi_string(name_pp[0], len_p[0])] = g
+    end
+    return setmetatable({ re = re, ncaptures = ncap, names = names, ov = ffi_new("int[?]", (ncap + 1) * 2),
+                          subject = nil }, Compiled)
+end
+
+--- r:exec(subject, init?) -> from, to of the first match at or after byte init (default 1) | nil | nil, err
+function Compiled:exec(subject, init)
+    local start = init and init - 1 or 0
+    if start < 0 then start = 0 end
+    if start > #subject then
+        return nil
+    end
+    local o = self.ov
+    local rc = C.sl_regex_exec(self.re, subject, #subject, start, o, self.ncaptures + 1)
+    if rc < 0 then
+        C.sl_regex_strerror(rc, errbuf, ERRLEN)
+        return nil, ffi_string(errbuf)
+    end
+    if rc == 0 then
+        return nil
+    end
+    return o[0] + 1, o[1]
+end
+
+--- r:group(i) -> from, to of group i in the last match (1-based, inclusive), nil when it did not take part.
+function Compiled:group(i)
+    local s = self.ov[2 * i]
+    if s < 0 then
+        return nil
+    end
+    return s + 1, self.ov[2 * i + 1]
+end
+
+--- r:group_of(name) -> the number of the named group, or nil.
+function Compiled:group_of(name)
+    return self.names[name]
 end
 
 --- re.split(subject, regex, flags?, limit?) -> array of pieces | nil, err

@@ -41,11 +41,15 @@ function _M.get_status(ctx)
     return ctx.response and ctx.response.status or (ctx.exit and ctx.exit.status) or nil
 end
 
---- Changes the status sent to the client (header_filter).
+--- Changes the status sent to the client (header_filter; also body_filter while the head is not out: a body made
+--- in memory, see head_sent).
 function _M.set_status(status, ctx)
     ctx = ctx or get_ctx()
     if not ctx.response then
         error("set_status is for header_filter", 2)
+    end
+    if ctx.req.resp_started ~= 0 then
+        error("set_status: the response head is already sent", 2)
     end
     if type(status) ~= "number" or status < 100 or status > 599 or status % 1 ~= 0 then
         error("status must be an integer between 100 and 599", 2)
@@ -75,6 +79,33 @@ function _M.set_header(name, value, ctx)
     end
     ctx.resp_headers = ctx.resp_headers or {}
     ctx.resp_headers[lower(name)] = value ~= nil and value or false
+end
+
+--- True once the response head went out. In body_filter it is false for a body made in memory (an exit, an answer
+--- sent whole, an AI answer that is not streamed): the filter sees the whole body in one chunk and may still change
+--- the status and headers (set_status, set_header); it is true for streamed and proxied bodies.
+function _M.head_sent(ctx)
+    ctx = ctx or get_ctx()
+    return ctx.req.resp_started ~= 0
+end
+
+--- Ends a streamed response early (body_filter): the chunk this round of filters returns is the last one the client
+--- gets, then the response ends as a complete one (body_filter plugins get their eof call as usual, and what they
+--- return then still goes out). Whoever produces the stream stops: the upstream is closed without reading the
+--- rest, and an AI call's usage record says cut = "filter". For a plugin that ends a stream with a well-formed last
+--- event of its own (a moderation refusal); a body made in memory is whole already, so nothing changes for it.
+function _M.end_stream(ctx)
+    ctx = ctx or get_ctx()
+    if not ctx._filtering then
+        error("end_stream is for body_filter", 2)
+    end
+    ctx._ended = true
+end
+
+--- True once a body_filter ended the stream (end_stream); for producers of a stream, to stop.
+function _M.stream_ended(ctx)
+    ctx = ctx or get_ctx()
+    return ctx._ended == true
 end
 
 --- Encodes a header table into "Name: value\r\n" lines, merging plugin-set headers (skips framing ones); returns
@@ -332,7 +363,7 @@ _M.write_client = write_client
 function _M.stream_write(data, ctx)
     ctx = ctx or get_ctx()
     local r = ctx.req
-    if r.client_gone ~= 0 or ctx._cut then
+    if r.client_gone ~= 0 or ctx._cut or ctx._finished then
         return false
     end
     local pipe = ctx.pipeline
@@ -345,8 +376,12 @@ function _M.stream_write(data, ctx)
             return false
         end
     end
-    if #data > 0 then
-        return write_client(r, data)
+    if #data > 0 and not write_client(r, data) then
+        return false
+    end
+    if ctx._ended then -- a filter ended the stream: finish it now; the producer stops on false
+        _M.stream_finish(ctx)
+        return false
     end
     return true
 end
@@ -355,9 +390,10 @@ end
 function _M.stream_finish(ctx)
     ctx = ctx or get_ctx()
     local r = ctx.req
-    if r.client_gone ~= 0 or ctx._cut then
+    if r.client_gone ~= 0 or ctx._cut or ctx._finished then
         return
     end
+    ctx._finished = true
     local pipe = ctx.pipeline
     local bf = pipe and pipe.body_filter
     if bf then

@@ -15,6 +15,11 @@
 --   fail_after_chunks n: stream n content chunks, then an error event and no [DONE] (mid-stream failure)
 --   embedding_dimensions (default 256; a request's `dimensions` wins): embeddings are hashed bags of words
 --                    (see vector() below): deterministic, and near each other when the texts share words
+--   moderation       the /v1/moderations answers (mock.moderations, used by ai-moderation), all optional:
+--                    {words = {category = {word, ...}}: a category scores 0.9 when one of its words is in the input
+--                     (case-insensitive), else 0.01 (default words below, MODERATION_WORDS); latency_ms;
+--                     error = {status, message}: answer with this error; fail_after = n: the first n calls answer,
+--                     later ones fail with a 500 (for fail_open / fail_closed tests)}
 local common = require("sluice.ai.common")
 local openai = require("sluice.ai.drivers.openai")
 local tokens = require("sluice.ai.tokens")
@@ -261,6 +266,60 @@ function _M.respond(provider, op, body, opts)
     end
     return { status = 200, headers = { ["Content-Type"] = "text/event-stream", ["Cache-Control"] = "no-cache" },
         chunks = chunks, latency_ms = latency, chunk_delay_ms = tonumber(o.chunk_delay_ms) or 0 }
+end
+
+-- The mock moderation model's word lists (OpenAI's category names).
+local MODERATION_WORDS = {
+    harassment = { "idiot", "moron" }, ["harassment/threatening"] = { "i will hurt you" },
+    hate = { "hateful slur" }, ["hate/threatening"] = {}, illicit = { "counterfeit" }, ["illicit/violent"] = {},
+    ["self-harm"] = { "self-harm" }, ["self-harm/intent"] = {}, ["self-harm/instructions"] = {},
+    sexual = { "explicit sex" }, ["sexual/minors"] = {},
+    violence = { "kill", "murder", "bomb" }, ["violence/graphic"] = { "gore" },
+}
+_M.MODERATION_WORDS = MODERATION_WORDS
+
+local moderation_calls = 0 -- per worker, for fail_after
+
+--- Answers an OpenAI /v1/moderations request body ({input = string | {strings}, model}) deterministically:
+--- {status, headers, body (JSON text), latency_ms}. See `moderation` in the header.
+function _M.moderations(provider, body)
+    local o = (provider and provider.options) or {}
+    local m = type(o.moderation) == "table" and o.moderation or {}
+    local latency = tonumber(m.latency_ms) or 0
+    local json_headers = { ["Content-Type"] = "application/json" }
+    moderation_calls = moderation_calls + 1
+    local e = m.error
+    if type(e) ~= "table" and m.fail_after and moderation_calls > tonumber(m.fail_after) then
+        e = { status = 500, message = "mock: moderation failed after " .. tostring(m.fail_after) .. " calls" }
+    end
+    if type(e) == "table" then
+        local status = tonumber(e.status) or 500
+        return { status = status, headers = json_headers, latency_ms = latency,
+            body = json_encode(common.error_body("openai", status, e.message or "mock moderation error")) }
+    end
+    local inputs = type(body) == "table" and body.input or nil
+    if type(inputs) == "string" then inputs = { inputs } end
+    local words = type(m.words) == "table" and m.words or MODERATION_WORDS
+    local results = {}
+    for i, text in ipairs(type(inputs) == "table" and inputs or {}) do
+        local low = tostring(text):lower()
+        local cats, scores, flagged = {}, {}, false
+        for cat in pairs(MODERATION_WORDS) do
+            cats[cat], scores[cat] = false, 0.01
+        end
+        for cat, list in pairs(words) do
+            local hit = false
+            for _, w in ipairs(list) do
+                if low:find(tostring(w):lower(), 1, true) then hit = true break end
+            end
+            cats[cat], scores[cat] = hit, hit and 0.9 or 0.01
+            flagged = flagged or hit
+        end
+        results[i] = { flagged = flagged, categories = cats, category_scores = scores }
+    end
+    return { status = 200, headers = json_headers, latency_ms = latency, body = json_encode({
+        id = "modr-" .. common.new_id("mock", 20),
+        model = type(body) == "table" and body.model or "mock-moderation", results = common.array(results) }) }
 end
 
 function _M.build_request(provider, op, body, opts)

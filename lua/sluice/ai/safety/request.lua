@@ -1,0 +1,196 @@
+-- sluice.ai.safety.request: the texts of a chat request in either client format, as units a safety plugin can read
+-- and replace, and refusals in the client's shape.
+--
+--   local sreq = require("sluice.ai.safety.request")
+--   local api = sreq.api(ctx.path)                      -- "openai" | "anthropic" (/messages)
+--   for _, u in ipairs(sreq.units(body, api)) do        -- in request order
+--       -- u.role: "system" | "user" | "assistant" | "tool"; u.index: the message (0: Anthropic's system)
+--       for _, s in ipairs(u.slots) do                  -- s.kind: "text" | "tool_args" (JSON text) | "tool_input"
+--           local text = s.t[s.k]; s.t[s.k] = new_text
+--       end
+--   end
+--
+-- What counts as text:
+--   OpenAI (/chat/completions): messages[].content (a string, or the `text` of text parts); `developer` is a system
+--     role; tool results are `tool` (and legacy `function`) messages; assistant tool_calls[].function.arguments and
+--     legacy function_call.arguments are tool_args (JSON text). /completions: `prompt`; /embeddings: `input`
+--     (strings, as user text).
+--   Anthropic (/messages): `system` (a string or text blocks), messages[].content (a string, text blocks);
+--     tool_result blocks are units of their own with role "tool" (their content: a string or text blocks); tool_use
+--     blocks' `input` objects give one tool_input slot per string value inside.
+-- Images, documents, thinking blocks and everything else are not text here.
+local errors = require("sluice.ai.common.errors")
+
+local type, ipairs, pairs, next = type, ipairs, pairs, next
+local find = string.find
+
+local _M = {}
+
+local function ends_with(s, suffix)
+    local n = #s - #suffix + 1
+    return n >= 1 and find(s, suffix, n, true) == n
+end
+
+--- The client API of a request path: "anthropic" for .../messages, else "openai".
+function _M.api(path)
+    if type(path) == "string" and ends_with(path, "/messages") then
+        return "anthropic"
+    end
+    return "openai"
+end
+
+local ROLE = { system = "system", developer = "system", user = "user", assistant = "assistant", tool = "tool",
+               ["function"] = "tool" }
+
+-- slots for an OpenAI content value (string or parts) held at t[k]
+local function content_slots(t, k, slots, kind)
+    local c = t[k]
+    if type(c) == "string" then
+        slots[#slots + 1] = { t = t, k = k, kind = kind }
+    elseif type(c) == "table" then
+        for _, p in ipairs(c) do
+            if type(p) == "table" and (p.type == "text" or p.type == "input_text") and type(p.text) == "string" then
+                slots[#slots + 1] = { t = p, k = "text", kind = kind }
+            end
+        end
+    end
+end
+
+-- one slot per string value inside a JSON value, however deep (up to the JSON decoder's own limit, lua-cjson's
+-- decode_max_depth default 1000: a string deeper than a lower bound would go out unchecked and unmasked)
+local function value_slots(t, slots, kind, depth)
+    if depth > 1000 then return end
+    for k, v in pairs(t) do
+        if type(v) == "string" then
+            slots[#slots + 1] = { t = t, k = k, kind = kind }
+        elseif type(v) == "table" then
+            value_slots(v, slots, kind, depth + 1)
+        end
+    end
+end
+_M.value_slots = value_slots
+
+local function openai_units(body, out)
+    local msgs = body.messages
+    if type(msgs) == "table" then
+        for i, m in ipairs(msgs) do
+            if type(m) == "table" then
+                local role = ROLE[m.role] or "user"
+                local slots = {}
+                content_slots(m, "content", slots, role == "tool" and "tool_result" or "text")
+                if type(m.tool_calls) == "table" then
+                    for _, tc in ipairs(m.tool_calls) do
+                        local f = type(tc) == "table" and tc["function"]
+                        if type(f) == "table" and type(f.arguments) == "string" then
+                            slots[#slots + 1] = { t = f, k = "arguments", kind = "tool_args" }
+                        end
+                    end
+                end
+                local fc = m.function_call
+                if type(fc) == "table" and type(fc.arguments) == "string" then
+                    slots[#slots + 1] = { t = fc, k = "arguments", kind = "tool_args" }
+                end
+                out[#out + 1] = { role = role, index = i, slots = slots }
+            end
+        end
+    end
+    for _, key in ipairs({ "prompt", "input" }) do
+        local v = body[key]
+        local slots = {}
+        if type(v) == "string" then
+            slots[1] = { t = body, k = key, kind = "text" }
+        elseif type(v) == "table" then
+            for j, x in ipairs(v) do
+                if type(x) == "string" then slots[#slots + 1] = { t = v, k = j, kind = "text" } end
+            end
+        end
+        if #slots > 0 then out[#out + 1] = { role = "user", index = 1, slots = slots } end
+    end
+end
+
+local function anthropic_blocks(content, slots)
+    for _, b in ipairs(content) do
+        if type(b) == "table" and b.type == "text" and type(b.text) == "string" then
+            slots[#slots + 1] = { t = b, k = "text", kind = "text" }
+        end
+    end
+end
+
+local function anthropic_units(body, out)
+    local sys = body.system
+    if type(sys) == "string" then
+        out[#out + 1] = { role = "system", index = 0, slots = { { t = body, k = "system", kind = "text" } } }
+    elseif type(sys) == "table" then
+        local slots = {}
+        anthropic_blocks(sys, slots)
+        out[#out + 1] = { role = "system", index = 0, slots = slots }
+    end
+    local msgs = body.messages
+    if type(msgs) ~= "table" then return end
+    for i, m in ipairs(msgs) do
+        if type(m) == "table" then
+            local role = m.role == "assistant" and "assistant" or "user"
+            local c = m.content
+            if type(c) == "string" then
+                out[#out + 1] = { role = role, index = i, slots = { { t = m, k = "content", kind = "text" } } }
+            elseif type(c) == "table" then
+                local slots = {}
+                local unit = { role = role, index = i, slots = slots }
+                out[#out + 1] = unit
+                for _, b in ipairs(c) do
+                    if type(b) == "table" then
+                        if b.type == "text" and type(b.text) == "string" then
+                            slots[#slots + 1] = { t = b, k = "text", kind = "text" }
+                        elseif b.type == "tool_use" and type(b.input) == "table" then
+                            value_slots(b.input, slots, "tool_input", 0)
+                        elseif b.type == "tool_result" then
+                            local tslots = {}
+                            if type(b.content) == "string" then
+                                tslots[1] = { t = b, k = "content", kind = "tool_result" }
+                            elseif type(b.content) == "table" then
+                                anthropic_blocks(b.content, tslots)
+                                for _, s in ipairs(tslots) do s.kind = "tool_result" end
+                            end
+                            out[#out + 1] = { role = "tool", index = i, slots = tslots }
+                        end
+                    end
+                end
+            end
+        end
+    end
+end
+
+--- The units of a request body (decoded JSON) for api, in request order (see the header). Never raises.
+function _M.units(body, api)
+    local out = {}
+    if type(body) ~= "table" then return out end
+    if api == "anthropic" then
+        anthropic_units(body, out)
+    else
+        openai_units(body, out)
+    end
+    return out
+end
+
+--- The text of a unit: its slots' strings joined with "\n".
+function _M.unit_text(u)
+    local s = u.slots
+    if #s == 1 then return s[1].t[s[1].k] end
+    local parts = {}
+    for i, x in ipairs(s) do parts[i] = x.t[x.k] end
+    return table.concat(parts, "\n")
+end
+
+--- A refusal (default 400) in the client's shape: OpenAI {"error": {message, type, param, code}}, Anthropic
+--- {"type": "error", "error": {type, message}}. Returns status, body table.
+function _M.refusal(api, status, message, code)
+    status = status or 400
+    return status, errors.error_body(api, status, message, nil, code)
+end
+
+--- True when t has no key (a helper for plugins checking optional sections).
+function _M.empty(t)
+    return type(t) ~= "table" or next(t) == nil
+end
+
+return _M

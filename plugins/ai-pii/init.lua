@@ -1,0 +1,311 @@
+-- ai-pii: masks personal data and secrets in a chat request before it leaves for a provider, and puts the
+-- originals back into the answer before it reaches the client.
+--
+--   ai-pii:
+--     detectors: [all]                # email, phone, credit_card, iban, us_ssn, ipv4, ipv6, api_key,
+--                                     # aws_access_key, github_token, jwt, private_key; groups: secrets, all
+--     action: placeholder             # redact ([EMAIL]) | mask (keep the last 4) | hash | placeholder (<PII_EMAIL_1>)
+--     actions: {secrets: redact, credit_card: mask}      # per detector or group
+--     custom: [{name: employee_id, pattern: 'EMP-\d{6}', action: redact}]   # on with `all` (or named in detectors)
+--     roles: [system, user, assistant, tool]             # whose text is masked (default: every role)
+--     tool_calls: true                # also tool-call arguments (OpenAI) and tool_use inputs (Anthropic)
+--     restore: true                   # placeholders in the answer become the originals again
+--     response: {detectors: [credit_card, secrets], action: redact}   # also mask what the model writes (opt-in)
+--     hash_salt: "${PII_HASH_SALT}"   # required with the hash action (a secret: encrypted at rest)
+--
+-- Placeholders and their originals live only in the request's memory (ctx); the log and the usage record get counts
+-- per detector, never values. Runs in rewrite (1056: after ai-prompt-guard, which sees the originals, before
+-- ai-moderation, whose provider then sees masked text) and in body_filter (restore: JSON and SSE answers in both
+-- client formats, a placeholder split over any number of events included). See docs/ai-pii.md.
+local sluice = require("sluice")
+local pii = require("sluice.ai.safety.pii")
+local sreq = require("sluice.ai.safety.request")
+local rs = require("sluice.ai.safety.response")
+local safety = require("sluice.ai.safety")
+local json = require("sluice.ai.common.json")
+local restore = require("ai-pii.restore")
+
+local type, ipairs, pairs, tostring, pcall, next = type, ipairs, pairs, tostring, pcall, next
+local gsub, sub = string.gsub, string.sub
+
+local ACTIONS = { "redact", "mask", "hash", "placeholder" }
+local names = { type = "array", minItems = 1, uniqueItems = true, items = { type = "string", minLength = 1 } }
+
+local _M = {
+    name = "ai-pii",
+    version = "1.0",
+    priority = 1056,
+    schema = {
+        type = "object",
+        additionalProperties = false,
+        properties = {
+            detectors = { type = "array", minItems = 1, uniqueItems = true, default = { "all" },
+                          items = { type = "string", minLength = 1 } },
+            action = { enum = ACTIONS, default = "placeholder" },
+            actions = { type = "object", default = {}, additionalProperties = { enum = ACTIONS } },
+            custom = { type = "array", default = {}, maxItems = 100, items = {
+                type = "object", required = { "name", "pattern" }, additionalProperties = false,
+                properties = {
+                    name = { type = "string", pattern = "^[a-z][a-z0-9_]*$", maxLength = 64 },
+                    pattern = { type = "string", minLength = 1, maxLength = 16384 },
+                    action = { enum = ACTIONS },
+                } } },
+            roles = { type = "array", minItems = 1, uniqueItems = true,
+                      default = { "system", "user", "assistant", "tool" },
+                      items = { enum = { "system", "user", "assistant", "tool" } } },
+            tool_calls = { type = "boolean", default = true },
+            restore = { type = "boolean", default = true },
+            response = { type = "object", additionalProperties = false, properties = {
+                detectors = names,
+                action = { enum = { "redact", "mask", "hash" }, default = "redact" },
+            } },
+            hash_salt = { type = "string", minLength = 8, maxLength = 1024, secret = true },
+        },
+    },
+}
+
+local log = sluice.log.named(_M.name)
+
+---------------------------------------------------------------------------------------------------------------
+-- config
+
+-- detector name -> action, from `action`, `actions` (names and groups; a name beats its group) and custom ones
+local function action_map(conf, scanner)
+    local map = {}
+    for _, d in ipairs(scanner:detectors()) do map[d.name] = conf.action end
+    for k, a in pairs(conf.actions or {}) do
+        if pii.GROUPS[k] then
+            for _, n in ipairs(pii.GROUPS[k]) do
+                if map[n] and not (conf.actions or {})[n] then map[n] = a end
+            end
+        end
+    end
+    for k, a in pairs(conf.actions or {}) do
+        if not pii.GROUPS[k] and map[k] then map[k] = a end
+    end
+    for _, c in ipairs(conf.custom or {}) do
+        if c.action and map[c.name] then map[c.name] = c.action end
+    end
+    return map
+end
+
+--- Compiles conf: {scanner, actions, response_scanner?, roles} | nil, err.
+function _M.compile(conf)
+    local sc, err = pii.scanner({ detectors = conf.detectors, custom = conf.custom })
+    if not sc then return nil, err end
+    for k in pairs(conf.actions or {}) do
+        if not pii.GROUPS[k] and not sc.by_name[k] then
+            return nil, "actions." .. tostring(k) .. ": not an enabled detector"
+        end
+    end
+    local actions = action_map(conf, sc)
+    for name, a in pairs(actions) do
+        if a == "hash" and not conf.hash_salt then
+            return nil, "hash_salt is required with the hash action (" .. name .. ")"
+        end
+    end
+    local c = { scanner = sc, actions = actions, roles = {} }
+    for _, r in ipairs(conf.roles or {}) do c.roles[r] = true end
+    local resp = conf.response
+    if resp then
+        c.response_scanner, err = pii.scanner({ detectors = resp.detectors or conf.detectors, custom = conf.custom })
+        if not c.response_scanner then return nil, "response: " .. tostring(err) end
+        c.response_action = resp.action or "redact"
+        if c.response_action == "hash" and not conf.hash_salt then
+            return nil, "hash_salt is required with the hash action (response)"
+        end
+    end
+    return c
+end
+
+function _M.check(conf)
+    local _, err = _M.compile(conf)
+    if err then return nil, err end
+    return true
+end
+
+---------------------------------------------------------------------------------------------------------------
+-- actions
+
+--- value with every letter and digit but the last four turned into '*' (separators stay).
+local function mask(value)
+    local alnum = #gsub(value, "[^%w]", "")
+    local keep = alnum - 4
+    if keep <= 0 then return (gsub(value, "%w", "*")) end
+    local n = 0
+    return (gsub(value, "%w", function(c)
+        n = n + 1
+        if n <= keep then return "*" end
+        return c
+    end))
+end
+_M.mask = mask
+
+local crypto
+local function hash(label, value, salt)
+    crypto = crypto or require("sluice.crypto")
+    return "[" .. label .. ":" .. sub(crypto.hmac_sha256_hex(salt, value), 1, 16) .. "]"
+end
+
+--- The text for one detected value (det: the scanner's detector) under action; placeholders are recorded in st.
+function _M.replace(st, det, value, action, salt)
+    if action == "redact" then
+        return "[" .. det.label .. "]"
+    elseif action == "mask" then
+        return mask(value)
+    elseif action == "hash" then
+        return hash(det.label, value, salt)
+    end
+    local ph = st.by_value[value]
+    if not ph then
+        local n = (st.per_label[det.label] or 0) + 1
+        st.per_label[det.label] = n
+        ph = "<PII_" .. det.label .. "_" .. n .. ">"
+        st.by_value[value] = ph
+        st.by_ph[ph] = value
+        st.nph = st.nph + 1
+    end
+    return ph
+end
+
+-- Masks one string; returns the new string (the same one when nothing was found).
+local function mask_text(c, st, text, salt)
+    local out, _, err = c.scanner:scan(text, function(det, value)
+        st.counts[det.name] = (st.counts[det.name] or 0) + 1
+        return _M.replace(st, det, value, c.actions[det.name], salt)
+    end)
+    if not out then
+        error("pii scan failed: " .. tostring(err), 0)
+    end
+    return out
+end
+
+-- The JSON decoder's own nesting limit (lua-cjson's decode_max_depth default): nothing decoded is deeper, so no
+-- string is left unmasked because of where it sits; deeper still (another decoder) refuses the request.
+local MAX_DEPTH = 1000
+
+-- Masks every string inside a JSON value; true when something changed.
+local function mask_value(c, st, v, salt, depth)
+    local changed = false
+    if depth > MAX_DEPTH then error("tool arguments nest deeper than " .. MAX_DEPTH .. " levels", 0) end
+    for k, x in pairs(v) do
+        if type(x) == "string" then
+            local y = mask_text(c, st, x, salt)
+            if y ~= x then v[k] = y; changed = true end
+        elseif type(x) == "table" then
+            if mask_value(c, st, x, salt, depth + 1) then changed = true end
+        end
+    end
+    return changed
+end
+
+--- Masks a decoded request body in place for compiled conf c; st collects placeholders and counts. True when the
+--- body changed (pure apart from st: for specs).
+function _M.mask_body(c, conf, st, body, api)
+    local changed = false
+    local salt = conf.hash_salt
+    for _, u in ipairs(sreq.units(body, api)) do
+        if c.roles[u.role] then
+            for _, s in ipairs(u.slots) do
+                local text = s.t[s.k]
+                if s.kind == "tool_args" or s.kind == "tool_input" then
+                    if conf.tool_calls then
+                        local v = s.kind == "tool_args" and json.json_decode(text) or nil
+                        if type(v) == "table" then -- arguments are JSON text: mask the strings inside
+                            if mask_value(c, st, v, salt, 0) then
+                                s.t[s.k] = json.json_encode(v) or text
+                                changed = true
+                            end
+                        else
+                            local y = mask_text(c, st, text, salt)
+                            if y ~= text then s.t[s.k] = y; changed = true end
+                        end
+                    end
+                else
+                    local y = mask_text(c, st, text, salt)
+                    if y ~= text then s.t[s.k] = y; changed = true end
+                end
+            end
+        end
+    end
+    return changed
+end
+
+--- A new per-request state: placeholders (by value, by placeholder), counts per detector.
+function _M.new_state()
+    return { by_value = {}, by_ph = {}, per_label = {}, nph = 0, counts = {}, restored = 0, response_counts = {} }
+end
+
+---------------------------------------------------------------------------------------------------------------
+-- phases
+
+local function build(conf)
+    return _M.compile(conf)
+end
+
+function _M.rewrite(conf, ctx)
+    local body = sluice.request.get_json(ctx)
+    if type(body) ~= "table" then
+        return
+    end
+    local api = sreq.api(ctx.path)
+    local c, err = safety.per_conf(conf, build)
+    if not c then
+        log.err("cannot compile the detectors (id ", ctx.request_id, "): ", err)
+        return sreq.refusal(api, 500, "PII masking is misconfigured (id " .. ctx.request_id .. ")")
+    end
+    local st = _M.new_state()
+    local ok, res = pcall(_M.mask_body, c, conf, st, body, api)
+    if not ok then
+        -- fail closed: nothing unmasked leaves because a scan failed (a match limit on hostile input)
+        log.warn("request refused (id ", ctx.request_id, "): ", res)
+        return sreq.refusal(api, 400, "the request could not be checked for personal data", "pii_scan_failed")
+    end
+    ctx.pii = st
+    local rec = safety.record(ctx, "pii")
+    rec.detected = st.counts
+    rec.placeholders = st.nph
+    if res then
+        sluice.request.set_json(body, ctx)
+    end
+end
+
+function _M.header_filter(conf, ctx)
+    safety.link(ctx)
+end
+
+function _M.body_filter(conf, ctx, chunk, eof)
+    local st = ctx.pii
+    if not st then return nil end
+    local f = st.filter
+    if f == nil then
+        local c = safety.per_conf(conf, build)
+        local want_restore = conf.restore and st.nph > 0
+        if not c or not (want_restore or c.response_scanner) then
+            st.filter = false
+            return nil
+        end
+        f = rs.new(ctx, restore.handler(c, conf, st, want_restore, _M.replace))
+        st.filter = f
+    elseif f == false then
+        return nil
+    end
+    return f:filter(chunk, eof)
+end
+
+function _M.log(conf, ctx)
+    local st = ctx.pii
+    if not st then return end
+    local rec = ctx.safety and ctx.safety.pii
+    if rec then
+        rec.restored = st.restored
+        rec.response_masked = next(st.response_counts) and st.response_counts or nil
+    end
+    if sluice.log.access_enabled() then
+        sluice.log.access("pii", { detected = next(st.counts) and st.counts or nil, placeholders = st.nph,
+                                   restored = st.restored,
+                                   response_masked = next(st.response_counts) and st.response_counts or nil })
+    end
+end
+
+return _M

@@ -1,0 +1,194 @@
+-- ai-prompt-guard: refuses chat requests whose text matches a deny pattern (or, with allow patterns, matches none),
+-- before anything leaves for a provider. Both client formats (OpenAI and Anthropic, see sluice.ai.safety.request
+-- for what counts as text: string and part-array content, Anthropic system and blocks, tool calls and results).
+--
+--   ai-prompt-guard:
+--     deny:                                   # PCRE2 (sluice.re), compiled once per config
+--       - {name: ssn-request, pattern: '\bsocial security number\b', flags: i}
+--       - 'ignore (all|any) previous instructions'          # a bare pattern is named deny[2]
+--     allow: [{name: on-topic, pattern: '(?i)invoice|order|refund'}]   # optional: text must match one
+--     roles: [user]                           # system, user, assistant, tool (default user)
+--     history: false                          # true: every message of those roles; false: the last one
+--     message: "Your request was blocked by the content policy."
+--
+-- A refusal is a 400 in the client's shape (OpenAI error code "prompt_blocked", Anthropic invalid_request_error)
+-- with `message`; the log and ctx.safety.guard name the rule, never the text it matched. Runs in rewrite (1058):
+-- after the prompt plugins built the final prompt, before ai-pii masks it (1056). See docs/ai-prompt-guard.md.
+local sluice = require("sluice")
+local sreq = require("sluice.ai.safety.request")
+local safety = require("sluice.ai.safety")
+
+local type, ipairs, tostring = type, ipairs, tostring
+local concat = table.concat
+
+local rule = {
+    type = { "string", "object" },
+    additionalProperties = false,
+    required = { "pattern" },
+    minLength = 1,
+    properties = {
+        name = { type = "string", minLength = 1, maxLength = 128, pattern = "^[%w%._%-]+$" },
+        pattern = { type = "string", minLength = 1, maxLength = 16384 },
+        -- i caseless, m multiline, s dotall, x extended
+        flags = { type = "string", pattern = "^[imsx]*$", default = "" },
+    },
+}
+
+local _M = {
+    name = "ai-prompt-guard",
+    version = "1.0",
+    priority = 1058,
+    schema = {
+        type = "object",
+        additionalProperties = false,
+        properties = {
+            deny = { type = "array", items = rule, default = {}, maxItems = 1000 },
+            allow = { type = "array", items = rule, default = {}, maxItems = 1000 },
+            roles = { type = "array", minItems = 1, uniqueItems = true, default = { "user" },
+                      items = { enum = { "system", "user", "assistant", "tool" } } },
+            history = { type = "boolean", default = false },
+            message = { type = "string", minLength = 1, maxLength = 4096,
+                        default = "The request was blocked by the content policy." },
+        },
+    },
+}
+
+local log = sluice.log.named(_M.name)
+
+-- {name, pattern, flags} for each rule of list (a bare string gets a positional name).
+local function rules_of(list, what)
+    local out = {}
+    for i, r in ipairs(list) do
+        if type(r) == "string" then
+            out[i] = { name = what .. "[" .. i .. "]", pattern = r, flags = "" }
+        else
+            out[i] = { name = r.name or (what .. "[" .. i .. "]"), pattern = r.pattern, flags = r.flags or "" }
+        end
+    end
+    return out
+end
+
+-- One alternation per list: each rule a named group with its flags scoped to it, so a text is scanned once.
+local function compile_list(list, what)
+    if #list == 0 then return nil end
+    local alts, names = {}, {}
+    for i, r in ipairs(rules_of(list, what)) do
+        -- each rule alone first: a bad pattern is reported with its own name, not as the alternation
+        local ok, err = sluice.re.compile(r.pattern, r.flags)
+        if not ok then
+            return nil, what .. "[" .. i .. "] (" .. r.name .. "): " .. tostring(err)
+        end
+        local g = "r" .. i
+        alts[i] = "(?<" .. g .. ">(?" .. (r.flags ~= "" and r.flags or "") .. ":" .. r.pattern .. "))"
+        names[i] = r.name
+    end
+    local re, err = sluice.re.compile(concat(alts, "|"))
+    if not re then
+        return nil, what .. ": " .. tostring(err)
+    end
+    local groups = {}
+    for i = 1, #names do groups[i] = re:group_of("r" .. i) end
+    return { re = re, names = names, groups = groups }
+end
+
+--- Compiles conf's patterns: {deny = compiled | nil, allow = compiled | nil, roles = set} | nil, err.
+function _M.compile(conf)
+    local deny, err = compile_list(conf.deny or {}, "deny")
+    if err then return nil, err end
+    local allow
+    allow, err = compile_list(conf.allow or {}, "allow")
+    if err then return nil, err end
+    local roles = {}
+    for _, r in ipairs(conf.roles or { "user" }) do roles[r] = true end
+    return { deny = deny, allow = allow, roles = roles }
+end
+
+function _M.check(conf)
+    local _, err = _M.compile(conf)
+    if err then return nil, err end
+    return true
+end
+
+-- The name of the rule of c that matches text, or nil; nil, err on a match error.
+local function first_match(c, text)
+    local from, err = c.re:exec(text)
+    if not from then return nil, err end
+    for i = 1, #c.groups do
+        if c.re:group(c.groups[i]) then return c.names[i] end
+    end
+    return c.names[1]
+end
+
+--- The verdict for a decoded request body: nil when it passes, else {kind = "deny" | "allow" | "error", rule, role,
+--- index} (pure: for specs).
+function _M.verdict(compiled, body, api)
+    local units = sreq.units(body, api)
+    local roles = compiled.roles
+    local list = {}
+    for _, u in ipairs(units) do
+        if roles[u.role] and #u.slots > 0 then list[#list + 1] = u end
+    end
+    if not compiled.history and #list > 1 then
+        list = { list[#list] }
+    end
+    for _, u in ipairs(list) do
+        local text = sreq.unit_text(u)
+        if compiled.deny then
+            local name, err = first_match(compiled.deny, text)
+            if err then return { kind = "error", rule = "match error: " .. tostring(err), role = u.role,
+                                 index = u.index } end
+            if name then return { kind = "deny", rule = name, role = u.role, index = u.index } end
+        end
+        if compiled.allow then
+            local name, err = first_match(compiled.allow, text)
+            if err then return { kind = "error", rule = "match error: " .. tostring(err), role = u.role,
+                                 index = u.index } end
+            if not name then return { kind = "allow", rule = "allow", role = u.role, index = u.index } end
+        end
+    end
+    return nil
+end
+
+local function build(conf)
+    local c, err = _M.compile(conf)
+    if not c then return nil, err end
+    c.history = conf.history
+    return c
+end
+
+function _M.rewrite(conf, ctx)
+    local body = sluice.request.get_json(ctx)
+    if type(body) ~= "table" then
+        return -- not JSON: not a chat request (ai-proxy answers it with its own 400)
+    end
+    local api = sreq.api(ctx.path)
+    local compiled, err = safety.per_conf(conf, build)
+    if not compiled then
+        log.err("cannot compile the patterns (id ", ctx.request_id, "): ", err)
+        return sreq.refusal(api, 500, "the prompt guard is misconfigured (id " .. ctx.request_id .. ")")
+    end
+    local v = _M.verdict(compiled, body, api)
+    local rec = safety.record(ctx, "guard")
+    if not v then
+        rec.action = "pass"
+        return
+    end
+    rec.action, rec.kind, rec.rule, rec.role, rec.message_index = "block", v.kind, v.rule, v.role, v.index
+    if v.kind == "allow" then
+        log.warn("request refused (id ", ctx.request_id, "): the ", v.role, " message ", v.index,
+            " matches no allow rule")
+    else
+        log.warn("request refused (id ", ctx.request_id, "): ", v.kind, " rule \"", v.rule, "\" matched the ",
+            v.role, " message ", v.index)
+    end
+    return sreq.refusal(api, 400, conf.message, "prompt_blocked")
+end
+
+function _M.log(conf, ctx)
+    local s = ctx.safety and ctx.safety.guard
+    if s and sluice.log.access_enabled() then
+        sluice.log.access("prompt_guard", { action = s.action, rule = s.rule, kind = s.kind, role = s.role })
+    end
+end
+
+return _M
