@@ -29,7 +29,8 @@ end
 
 -- Options (--name value, --flag) and positionals; nil, err for an unknown option or a missing value.
 local VALUED = { source = true, out = true, provider = true, model = true, ["chunk-size"] = true, overlap = true,
-                 quantize = true, dimensions = true, mode = true, k = true, include = true }
+                 quantize = true, dimensions = true, mode = true, k = true, include = true,
+                 ["rrf-k"] = true, candidates = true }
 local FLAGS = { full = true, json = true }
 local function parse(args)
     local o, pos = {}, {}
@@ -176,7 +177,8 @@ local function cmd_eval(o, pos)
     for _, mode in ipairs({ "bm25", "dense", "hybrid" }) do
         local at1, atk, misses = 0, 0, {}
         for i, q in ipairs(qs) do
-            local hits, serr = idx:search({ query = q.q, vector = vecs[i], k = k, mode = mode })
+            local hits, serr = idx:search({ query = q.q, vector = vecs[i], k = k, mode = mode,
+                                            rrf_k = tonumber(o["rrf-k"]), candidates = tonumber(o.candidates) })
             if not hits then return nil, serr end
             local rank
             for r, h in ipairs(hits) do
