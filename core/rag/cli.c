@@ -45,12 +45,16 @@ static void usage(void)
         "                        [--model MODEL] [--chunk-size N] [--overlap N] [--quantize int8,binary]\n"
         "       sluice rag info [-c FILE] [-p PREFIX] FILE\n"
         "       sluice rag search [-c FILE] [-p PREFIX] [--mode hybrid|bm25|dense] [-k N] INDEX QUERY\n"
+        "       sluice rag eval [-c FILE] [-p PREFIX] [-k N] [--json] [--rrf-k N] [--candidates N]\n"
+        "                       INDEX QUESTIONS.json\n"
         "  NAME       an index defined by an ai-rag plugin config (index.name) in the config file\n"
         "  INDEX      an index name or an index file\n"
         "  -c FILE    config file (default PREFIX/conf/sluice.yaml): its providers map serves the "
         "embeddings\n"
         "  -p PREFIX  where lua/ and plugins/ are (default: SLUICE_HOME or the build's source dir)\n"
-        "  --full     rebuild every file (default: only files that changed since the index was built)\n");
+        "  --full     rebuild every file (default: only files that changed since the index was built)\n"
+        "  eval       recall@1 and recall@k of BM25, dense and hybrid search over a JSON list of questions\n"
+        "             [{\"q\": ..., \"file\": ..., \"heading\": ...}] (--json: the misses too)\n");
 }
 
 static void close_walk(uv_handle_t *h, void *arg)
