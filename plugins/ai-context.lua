@@ -208,7 +208,10 @@ local function start_session(conf, ctx, body, fmt)
             nsys = i
         else
             local text = session.text_of(m.content)
-            if type(m.role) == "string" and text then new[#new + 1] = { role = m.role, content = text } end
+            -- user and assistant text only: tool calls and results replayed without their pairs are refused
+            if (m.role == "user" or m.role == "assistant") and text and text ~= "" then
+                new[#new + 1] = { role = m.role, content = text }
+            end
             rest[#rest + 1] = m
         end
     end

@@ -146,6 +146,23 @@ describe("ai-context (gateway)", function()
         end
     end)
 
+    it("remembers user and assistant text only (tool calls and results are not replayed)", function()
+        local function send(messages)
+            local res = assert(helpers.http("POST", gw.url("/mem/v1/chat/completions"), {
+                headers = { authorization = "Bearer alice-key-0001", ["x-session-id"] = "tools-1" },
+                body = { model = "gpt-4o-mini", messages = messages } }))
+            assert.equal(200, res.status, res.body)
+        end
+        send({ { role = "user", content = "weather?" },
+               { role = "assistant", content = cjson.null, tool_calls = { { id = "call_1", type = "function",
+                   ["function"] = { name = "get_weather", arguments = "{}" } } } },
+               { role = "tool", tool_call_id = "call_1", content = "sunny" },
+               { role = "user", content = "so?" } })
+        send({ { role = "user", content = "thanks" } })
+        assert.same({ "user: weather?", "user: so?", "assistant: " .. ANSWER, "user: thanks" },
+            contents(upstream_messages()))
+    end)
+
     it("remembers an Anthropic client's streamed answers too", function()
         for i = 1, 2 do
             local res = assert(helpers.http("POST", gw.url("/mem/v1/messages"), {
