@@ -7,6 +7,8 @@
 #                                        ai-key (ai, sent a client key), ai-limits, ai-limits-mc (key-auth and
 #                                        ai-rate-limit with two token limits, counters in the shared dict or in a
 #                                        memcached started here: the gateway's side only, memcached not counted);
+#                                        ai-cache: cache-hit (L1), cache-l2 (L1 off, memcached), cache-miss and
+#                                        ai-unique (every request a different one: the miss and its baseline);
 #                                        ai-prom, ai-otel, ai-audit, ai-obs (the observability plugins alone and
 #                                        together, docs/observability.md), ai-extra (ai-proxy + INSTR_PLUGINS,
 #                                        flow YAML, e.g. 'prometheus: {}');
@@ -62,18 +64,26 @@ EOF
 PIDS+=($!)
 wait_port "$UP" || { echo "instr: upstream did not start" >&2; exit 2; }
 
-client() { # port path body n conns [extra header line]
+client() { # port path body n conns [extra header line] [unique: 1]
   python3 - "$@" <<'PY'
-import socket, sys, threading
+import socket, sys, threading, itertools, random
 port, path, body, n, conns = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 extra = (sys.argv[6] + "\r\n") if len(sys.argv) > 6 and sys.argv[6] else ""
-b = body.encode()
-req = (("POST %s HTTP/1.1\r\nHost: bench\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (path, extra, len(b))).encode() + b
-       if b else ("GET %s HTTP/1.1\r\nHost: bench\r\n%s\r\n" % (path, extra)).encode())
+unique = len(sys.argv) > 7 and sys.argv[7] == "1"
+seq, run_id = itertools.count(), random.randrange(1 << 30)
+def request():
+    b = body
+    if unique: # a different body every time: a counter in front of the first "content" string
+        at = b.index('"content":"') + 11
+        b = b[:at] + "%d-%d " % (run_id, next(seq)) + b[at:]
+    b = b.encode()
+    return (("POST %s HTTP/1.1\r\nHost: bench\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (path, extra, len(b))).encode() + b
+            if b else ("GET %s HTTP/1.1\r\nHost: bench\r\n%s\r\n" % (path, extra)).encode())
+req = request()
 def run(k):
     s = socket.create_connection(("127.0.0.1", port)); f = s.makefile("rb")
     for _ in range(k):
-        s.sendall(req)
+        s.sendall(request() if unique else req)
         line = f.readline(); assert line.startswith(b"HTTP/1.1 200"), line
         length, chunked = 0, False
         while True:
@@ -93,13 +103,15 @@ ts = [threading.Thread(target=run, args=(n // conns,)) for _ in range(conns)]
 PY
 }
 
-MC_PORT=""
-start_memcached() { # the ai-limits-mc cases' memcached (not measured)
-  [[ -n $MC_PORT ]] && return 0
+# the memcached of the ai-limits-mc and cache-l2 cases (not measured), one per measure: a fresh one holds nothing
+# of the last run. Sets MC_PORT and MC_PID: measure runs in a $(...) subshell, whose PIDS the cleanup never sees,
+# so measure stops it itself.
+MC_PORT="" MC_PID=""
+start_memcached() {
   MC_PORT=$(port)
   local user=(); [[ $(id -u) == 0 ]] && user=(-u root)
-  /usr/bin/memcached -l 127.0.0.1 -p "$MC_PORT" -U 0 -m 64 "${user[@]}" >"$TMP/memcached.log" 2>&1 &
-  PIDS+=($!)
+  /usr/bin/memcached -l 127.0.0.1 -p "$MC_PORT" -U 0 -m 256 "${user[@]}" >"$TMP/memcached.log" 2>&1 &
+  MC_PID=$!
   wait_port "$MC_PORT" || { echo "instr: memcached did not start" >&2; exit 2; }
 }
 
@@ -123,15 +135,16 @@ EOF
       -e "$TMP/px/error.log" -c "$TMP/px/nginx.conf" >"$TMP/gw.log" 2>&1 &
   else
   local mcnode=""
-  if [[ ${kind%-log} == ai-limits-mc ]]; then
+  if [[ ${kind%-log} == ai-limits-mc || ${kind%-log} == cache-l2 ]]; then
     start_memcached
     mcnode=", memcached: {servers: [\"127.0.0.1:$MC_PORT\"]}"
   fi
+  [[ ${kind%-log} == cache-* ]] && mcnode="$mcnode, shared_dicts: {ai-cache: 256m}"
   {
     echo "node: {listen: [\"127.0.0.1:$gw\"], workers: 1, log_level: warn, access_log: {path: \"$log\"}$mcnode}"
     case ${kind%-log} in
       plain) echo "routes: [{id: plain, paths: [\"/*\"], upstream: {nodes: [\"127.0.0.1:$UP\"]}}]" ;;
-      ai|ai-key) echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
+      ai|ai-key|ai-unique) echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}}}]" ;;
       ai-limits|ai-limits-mc)
           local policy=local
@@ -141,6 +154,11 @@ EOF
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {key-auth: {}, ai-proxy: {provider: bench},"
           echo "  ai-rate-limit: {policy: $policy, limits: [{metric: total_tokens, limit: 1000000000000, window: 1m},"
           echo "                                             {metric: total_tokens, limit: 1000000000000, window: 1d}]}}}]" ;;
+      cache-*) # ai-proxy + ai-cache (docs/caching.md); the node line above has the dict (and memcached)
+          local l1=true
+          [[ ${kind%-log} == cache-l2 ]] && l1=false
+          echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}, ai-cache: {scope: global, l1: $l1}}}]" ;;
       ai4k) echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}}}]" ;;
       ai4k-safety)
@@ -191,7 +209,9 @@ EOF
   valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out.$kind.$n" "$SLUICE_BIN" -c "$TMP/sluice.yaml" \
     >"$TMP/gw.log" 2>&1 &
   fi
-  if [[ ${kind%-log} == ai* ]]; then path=/v1/chat/completions; body=$(cat "$HERE/lib/payloads/chat.json"); fi
+  if [[ ${kind%-log} == ai* || ${kind%-log} == cache-* ]]; then path=/v1/chat/completions; body=$(cat "$HERE/lib/payloads/chat.json"); fi
+  local unique=0
+  [[ ${kind%-log} == cache-miss || ${kind%-log} == ai-unique ]] && unique=1
   [[ ${kind%-log} == ai-key || ${kind%-log} == ai-limits* ]] && auth="Authorization: Bearer bench-client-key-0123456789"
   if [[ $kind == ai4k* ]]; then path=/v1/chat/completions; body=$(cat "$HERE/lib/payloads/chat-4k.json"); fi
   if [[ $kind == ai-stream* ]]; then body=$(cat "$HERE/lib/payloads/chat-stream.json"); fi
@@ -207,9 +227,10 @@ PY
   fi
   local vpid=$!
   wait_port "$gw" || { echo "instr: gateway did not start: $(tail -3 "$TMP/gw.log")" >&2; exit 2; }
-  client "$gw" "$path" "$body" 200 "$CONNECTIONS" "$auth"   # warm-up: JIT traces, pools, caches
-  (( n > 0 )) && client "$gw" "$path" "$body" "$n" "$CONNECTIONS" "$auth"
+  client "$gw" "$path" "$body" 200 "$CONNECTIONS" "$auth" "$unique"   # warm-up: JIT traces, pools, caches
+  (( n > 0 )) && client "$gw" "$path" "$body" "$n" "$CONNECTIONS" "$auth" "$unique"
   kill -TERM "$vpid"; wait "$vpid" 2>/dev/null || true
+  if [[ -n $MC_PID ]]; then kill "$MC_PID" 2>/dev/null || true; wait "$MC_PID" 2>/dev/null || true; fi
   callgrind_annotate "$TMP/callgrind.out.$kind.$n" 2>/dev/null | awk '/PROGRAM TOTALS/ && !d {gsub(",", "", $1); print $1; d = 1}'
 }
 

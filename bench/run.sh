@@ -373,7 +373,7 @@ ensure_memcached() { # one memcached for the *-mc cases, on the load core
 sluice_config() { # kind listen_port target_port out   (kind NAME-log: NAME with the default access log to a file)
   local kind=$1 port=$2 target=$3 out=$4 alog=off
   if [[ $kind == *-log ]]; then kind=${kind%-log}; alog=${out%.yaml}-access.log; fi
-  [[ $kind == ai-limits-mc ]] && ensure_memcached
+  [[ $kind == ai-limits-mc || $kind == cache-l2 ]] && ensure_memcached
   {
     cat <<EOF
 node:
@@ -382,7 +382,8 @@ node:
   log_level: warn
   access_log: {path: "$alog"}
 EOF
-    [[ $kind == ai-limits-mc ]] && printf '  memcached: {servers: ["127.0.0.1:%s"]}\n' "$MC_PORT"
+    [[ $kind == cache* ]] && echo "  shared_dicts: {ai-cache: 256m}"
+    [[ $kind == ai-limits-mc || $kind == cache-l2 ]] && printf '  memcached: {servers: ["127.0.0.1:%s"]}\n' "$MC_PORT"
     case $kind in
       plain)
         cat <<EOF
@@ -433,8 +434,10 @@ EOF
         fi
         echo "      ai-proxy: {provider: bench}"
         ;;
-      ai-safety|ai-moderation)
-        # the content-safety plugins (docs/ai-prompt-guard.md, ai-pii.md, ai-moderation.md): ai-safety is
+      cache|cache-l2|ai-safety|ai-moderation)
+        # ai-cache (docs/caching.md): every request of the chat workload is the same one, so all but the first are
+        # hits (L1: this node's shared dict; cache-l2: L1 off, memcached); chat-unique makes every one a miss.
+        # The content-safety plugins (docs/ai-prompt-guard.md, ai-pii.md, ai-moderation.md): ai-safety is
         # ai-prompt-guard (injection rules) + ai-pii (every detector, placeholders); ai-moderation local categories
         cat <<EOF
 providers:
@@ -449,7 +452,11 @@ routes:
     plugins:
       ai-proxy: {provider: bench}
 EOF
-        if [[ $kind == ai-safety ]]; then
+        if [[ $kind == cache ]]; then
+          echo "      ai-cache: {scope: global, l1: true}"
+        elif [[ $kind == cache-l2 ]]; then
+          echo "      ai-cache: {scope: global, l1: false}"
+        elif [[ $kind == ai-safety ]]; then
           cat <<'EOF'
       ai-prompt-guard:
         deny:
@@ -535,6 +542,10 @@ sluice-ai-prom|sluice:ai-prom|chat|nginx-chat|direct-chat
 sluice-ai-obs|sluice:ai-obs|chat|nginx-chat|direct-chat
 nginx-chat-log|nginx|chat-log|nginx-chat-log|direct-chat
 sluice-ai-log|sluice:ai-log|chat-log|nginx-chat-log|direct-chat
+sluice-cache-hit|sluice:cache|chat|nginx-chat|direct-chat
+sluice-cache-l2|sluice:cache-l2|chat|nginx-chat|direct-chat
+sluice-ai-unique|sluice:ai|chat-unique|nginx-chat|direct-chat
+sluice-cache-miss|sluice:cache|chat-unique|nginx-chat|direct-chat
 sluice-ai-key|sluice:ai|chat-key|nginx-chat|direct-chat
 sluice-ai-limits|sluice:ai-limits|chat-key|nginx-chat|direct-chat
 sluice-ai-limits-mc|sluice:ai-limits-mc|chat-key|nginx-chat|direct-chat
@@ -582,11 +593,11 @@ workload_port() { # workload server -> port to hit for direct / nginx
     nginx:get-log|nginx:chat-log) echo "$P_JSON_LOG";;
     direct:*-log) workload_port "${1%-log}" "$2";;
     nginx:streams) echo "$P_STREAMS";;
-    direct:get|direct:chat|direct:chat4k) echo "$U_JSON";;
+    direct:get|direct:chat|direct:chat-unique|direct:chat4k) echo "$U_JSON";;
     direct:stream) echo "$U_SSE";;
     direct:ttft) echo "$U_PACED";;
     direct:upload|direct:upload16k) echo "$U_UPLOAD";;
-    nginx:get|nginx:chat|nginx:chat4k) echo "$P_JSON";;
+    nginx:get|nginx:chat|nginx:chat-unique|nginx:chat4k) echo "$P_JSON";;
     nginx:stream) echo "$P_SSE";;
     nginx:ttft) echo "$P_PACED";;
     nginx:tls) echo "$P_TLS";;
@@ -596,14 +607,14 @@ workload_port() { # workload server -> port to hit for direct / nginx
 workload_target() { # upstream port a sluice case proxies to
   case ${1%-log} in
     streams) echo "$U_STREAMS";;
-    get|chat|chat-key|chat4k) echo "$U_JSON";; stream) echo "$U_SSE";; ttft) echo "$U_PACED";; tls) echo "$U_TLS";;
+    get|chat|chat-unique|chat-key|chat4k) echo "$U_JSON";; stream) echo "$U_SSE";; ttft) echo "$U_PACED";; tls) echo "$U_TLS";;
     upload|upload16k) echo "$U_UPLOAD";;
   esac
 }
 workload_path() { case ${1%-log} in get|tls) echo /static/chat.json;; upload*) echo /v1/files/upload;; *) echo /v1/chat/completions;; esac; }
 workload_body() {
   case ${1%-log} in
-    get|tls) echo "";; chat|chat-key) echo "$CHAT_BODY";; chat4k) echo "$CHAT4K_BODY";;
+    get|tls) echo "";; chat|chat-unique|chat-key) echo "$CHAT_BODY";; chat4k) echo "$CHAT4K_BODY";;
     upload) echo "$UPLOAD_BODY";; upload16k) echo "$UPLOAD16K_BODY";;
     *) echo "$STREAM_BODY";;
   esac
@@ -629,6 +640,7 @@ run_wrk() { # port workload threads conns dur_s out
   local port=$1 wl=$2 t=$3 c=$4 d=$5 out=$6 body
   body=$(workload_body "$wl")
   BENCH_METHOD=$([[ -n $body ]] && echo POST || echo GET) BENCH_BODY_FILE=$body BENCH_CTYPE=$(workload_ctype "$wl") \
+    BENCH_UNIQUE=$([[ $wl == chat-unique ]] && echo 1 || echo 0) \
     BENCH_AUTH=$(workload_auth "$wl") \
     timeout $(( d + 30 )) taskset -c "$LOAD_CPU" "$WRK" -t"$t" -c"$c" -d"${d}s" --timeout 5s --latency \
     -s "$LIB/wrk_report.lua" "http://127.0.0.1:$port$(workload_path "$wl")" >"$out" 2>&1 || true

@@ -43,7 +43,8 @@ expected = ["direct", "nginx", "sluice-plain", "direct-chat", "nginx-chat", "slu
             "direct-stream", "nginx-stream", "sluice-ai-stream", "direct-upload", "nginx-upload", "sluice-plain-upload",
             "direct-upload16k", "nginx-upload16k", "sluice-plain-upload16k", "ttft-direct", "ttft-nginx", "ttft-sluice-ai",
             "nginx-log", "sluice-plain-log", "nginx-chat-log", "sluice-ai-log",
-            "streams-nginx", "streams-sluice-plain", "streams-sluice-ai"]
+            "streams-nginx", "streams-sluice-plain", "streams-sluice-ai",
+            "sluice-cache-hit", "sluice-cache-l2", "sluice-ai-unique", "sluice-cache-miss"]
 for n in expected:
     assert n in names, "case missing: " + n
 for c in d["cases"]:

@@ -175,6 +175,7 @@ function _M.record(conf, ctx)
         retries = u.retries or 0, fallbacks = u.fallbacks or 0,
         route_target = u.route_target, degraded = u.degraded, cut = u.cut, error = u.error,
         cache = u.cache, guard = u.guard, moderation = u.moderation, pii = u.pii,
+        saved_tokens = u.saved_total_tokens, saved_cost = u.saved_cost, -- ai-cache hits (docs/caching.md)
     }
     if u.attempts then
         local list = {}
@@ -208,7 +209,8 @@ end
 local ORDER = { "time", "request_id", "trace_id", "consumer", "route", "provider", "provider_kind", "api", "operation",
                 "stream", "requested_model", "model", "status", "input_tokens", "output_tokens", "cached_tokens",
                 "reasoning_tokens", "estimated", "cost", "latency_ms", "ttft_ms", "retries", "fallbacks",
-                "route_target", "degraded", "cut", "error", "attempts", "cache", "guard", "moderation", "pii",
+                "route_target", "degraded", "cut", "error", "attempts", "cache", "saved_tokens", "saved_cost",
+                "guard", "moderation", "pii",
                 "redacted", "request", "request_truncated", "response", "response_truncated" }
 local KEY = {}
 for i, k in ipairs(ORDER) do KEY[k] = (i == 1 and '{"' or ',"') .. k .. '":' end

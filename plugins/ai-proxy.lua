@@ -64,6 +64,8 @@ function _M.log(conf, ctx)
         estimated = u.estimated or nil, stream = u.stream or nil, cut = u.cut,
         ttft_ms = u.ttft and math.floor(u.ttft * 1000 + 0.5) or nil,
         latency_ms = u.latency and math.floor(u.latency * 1000 + 0.5) or nil,
+        -- ai-cache (docs/caching.md): HIT | MISS | BYPASS | REFRESH, and what a hit saved
+        cache = u.cache, saved_tokens = u.saved_total_tokens, saved_cost = u.saved_cost,
     })
 end
 

@@ -3,7 +3,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config
       libluajit2-5.1-dev luajit2 libuv1-dev node-llhttp libmbedtls-dev lua-cjson-dev
-      libmemcached-dev libyaml-dev libpcre2-dev
+      libmemcached-dev libyaml-dev libpcre2-dev zlib1g-dev
       lua-busted lua-socket lua-cjson
       memcached etcd-server etcd-client nginx-light wrk curl openssl ca-certificates
       valgrind

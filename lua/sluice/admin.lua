@@ -8,6 +8,7 @@
 --   GET /metrics, GET /admin/usage, /dashboard: sluice.admin.obs (docs/observability.md)
 --   POST   /admin/consumers/{id}/keys   a generated key (the consumer created when absent), shown once
 --   GET    /admin/consumers/{id}/usage  budgets: spend and what remains;  GET /admin/limits: limiter stats
+--   GET|DELETE /admin/cache[/routes/ID | /keys/KEY]   ai-cache: what it holds, purges (sluice.admin.cache)
 --
 -- Consumer keys are kept as SHA-256 digests: a plain key sent with PUT is hashed before it is validated,
 -- written to the state file or published, and no answer ever carries a key (except a generated one, once).
@@ -558,6 +559,9 @@ function _M.handle(ctx)
     caller.who, caller.client = who, request.get_client_ip(ctx) -- read by commit (no yield in between)
     local method = ctx.method
     local path = (ctx.path or ""):gsub("%?.*$", "")
+    if path == "/admin/cache" or path:sub(1, 13) == "/admin/cache/" then -- ai-cache's purges
+        return require("sluice.admin.cache").handle(method, path)
+    end
     local a, b, c = path:match("^/admin/([^/]+)/?([^/]*)/?([^/]*)$")
     if not a then return fail(404, "not found: " .. path) end
     if a == "consumers" and b ~= "" and c == "keys" then

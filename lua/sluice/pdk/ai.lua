@@ -6,7 +6,11 @@
 --   local u = sluice.ai.get_usage()         -- the usage record (complete in log):
 --     {consumer, route, provider, provider_kind, api, op, stream, requested_model, model, prompt_tokens,
 --      completion_tokens, total_tokens, cached_tokens, reasoning_tokens, cost (USD), estimated, latency (s),
---      ttft (s), status, retries, fallbacks, error, safety (the content-safety plugins' outcomes: get_safety)}
+--      ttft (s), status, retries, fallbacks, error, safety (the content-safety plugins' outcomes: get_safety),
+--      cache ("HIT" | "MISS" | "BYPASS" | "REFRESH" when ai-cache runs), and on a hit cache_layer ("l1" | "l2"),
+--      cache_match ("exact" | "coalesced" | "semantic"), cache_similarity (semantic), saved_prompt_tokens,
+--      saved_completion_tokens, saved_total_tokens, saved_cost (USD: what the provider call would have cost);
+--      docs/caching.md}
 --   local s = sluice.ai.get_safety()        -- {guard, pii, moderation} outcomes (docs/ai-safety.md)
 --
 -- Phases: access (after ai-proxy, priority < 1040), header_filter, body_filter, log. Outside an AI route every

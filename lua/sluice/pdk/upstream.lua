@@ -17,13 +17,16 @@ local get_ctx, type, error = base.get_ctx, type, error
 
 local _M = {}
 
---- Makes handler(ctx) the request's upstream stage (the last call wins).
+--- Makes handler(ctx) the request's upstream stage (the last call wins). Returns the handler it replaces (nil
+--- when none), so a plugin can wrap it: ai-cache answers from its cache, or calls ai-proxy's handler on a miss.
 function _M.take_over(handler, ctx)
     ctx = ctx or get_ctx()
     if type(handler) ~= "function" then
         error("handler must be a function(ctx)", 2)
     end
+    local prev = ctx._upstream_handler
     ctx._upstream_handler, ctx._upstream_plugin = handler, ctx.plugin_name
+    return prev
 end
 
 --- True when a plugin took over the upstream stage of this request.
