@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "http/access_log.h"
 #include "lua/vm.h"
+#include "rag/cli.h"
 #include "server/settings.h"
 #include "server/stats.h"
 #include "server/worker.h"
@@ -35,6 +36,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: sluice [-c FILE] [-t] [-d] [-p PREFIX] [-g PIDFILE]\n"
             "       sluice [-c FILE] etcd import [--merge] CONFIG   (docs/cluster.md)\n"
+            "       sluice rag build|info|search|eval ... (sluice rag -h)\n"
             "       sluice [-c FILE] [-p PREFIX] secrets rotate [--new-key-file PATH | --new-key-env NAME]\n"
             "  -c FILE    config file (default PREFIX/conf/sluice.yaml)\n"
             "  -t         check the config and exit (non-zero on error)\n"
@@ -321,6 +323,11 @@ int main(int argc, char **argv)
 {
     int check = 0, daemon_mode = 0, opt, rc = 1;
     const char *conf = NULL, *prefix = getenv("SLUICE_HOME"), *pid_file = NULL;
+    if (argc > 1 && strcmp(argv[1], "rag") == 0) { /* sluice rag build|info|search: core/rag/cli.c */
+        sl__luaopen_cjson = luaopen_cjson;
+        sl__luaopen_cjson_safe = luaopen_cjson_safe;
+        return sl_rag_cli(argc - 1, argv + 1);
+    }
     while ((opt = getopt(argc, argv, "+c:tdp:g:vh")) != -1) { /* '+': options end at a command */
         switch (opt) {
         case 'c':

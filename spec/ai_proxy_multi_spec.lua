@@ -363,10 +363,10 @@ describe("ai-proxy-multi (gateway + mock providers)", function()
 
     it("time to first token bound: a slow head moves on to the next target", function()
         knobs("m3", { latency_ms = 1000 })
-        local t0 = socket.gettime()
+        -- no wall-clock check (noise on a loaded machine): the first attempt ending as a timeout, not as the
+        -- answer the mock sends after 1 s, is what shows the bound fired
         local t = target_of("ttft")
         assert.equal("t2", t)
-        assert.is_true(socket.gettime() - t0 < 0.9)
         assert.equal("timeout", last_usage().attempts[1].kind)
     end)
 

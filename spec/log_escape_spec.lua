@@ -144,6 +144,36 @@ describe("logs and hostile input", function()
         assert.is_nil(entry.line:find("[%z\1-\31\127\255]"))
     end)
 
+    it("escapes a byte at every offset of a long value (the access log copies plain ASCII 8 bytes at a time)", function()
+        -- each byte to escape (or keep) at offsets 0..17 of a value longer than one 8-byte word, so that it
+        -- falls in every lane of a word, in the first and second word, and in the tail after the last word
+        local cases = { { '"', '\\"' }, { "\\", "\\\\" }, { "\t", "\\u0009" }, { "\255", "\\\\xff" },
+                        { "\194\133", "\\u0085" }, { "\195\169", "\195\169" }, { "~", "~" } }
+        local want = {}
+        for ci, c in ipairs(cases) do
+            for pos = 0, 17 do
+                local tag = format("w%02d%02d", ci, pos)
+                local ua = tag .. rep("a", pos) .. c[1] .. rep("b", 21 - pos)
+                local res = helpers.raw(gw.port, "GET /note/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" ..
+                    "User-Agent: " .. ua .. "\r\n\r\n")
+                assert.matches("^HTTP/1.1 200", res)
+                want[tag] = '"user_agent":"' .. tag .. rep("a", pos) .. c[2] .. rep("b", 21 - pos) .. '"'
+            end
+        end
+        helpers.wait_until(function()
+            local n = 0
+            for line in gw:access_log():gmatch("[^\n]+") do
+                local tag = line:match('"user_agent":"(w%d%d%d%d)')
+                if tag then
+                    assert(cjson.decode(line), "not JSON: " .. line)
+                    assert.matches(want[tag], line, 1, true)
+                    n = n + 1
+                end
+            end
+            return n == #cases * 18
+        end, 10, "not every access log line was written")
+    end)
+
     it("logs a request refused before its head was complete (user_agent in the fields: once a crash)", function()
         local res = helpers.raw(gw.port, "GET /note/x HTTP/1.1\r\nHost: x\r\nUser-Agent: big\r\nX-Big: " ..
             rep("b", 20000) .. "\r\n\r\n")

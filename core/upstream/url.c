@@ -196,12 +196,30 @@ static const char *env2(const char *a, const char *b)
     return v && *v ? v : getenv(b);
 }
 
+/* The proxy variables, read once per thread: the environment does not change after start, and getenv walks
+ * all of it (two calls on every upstream request). */
+static __thread struct {
+    int read;
+    const char *http, *https, *no;
+} env;
+
+void sl_env_proxy_reread(void)
+{
+    env.read = 0;
+}
+
 int sl_env_proxy(int tls, const char *host, int port, sl_url_t *proxy)
 {
-    const char *p = tls ? env2("https_proxy", "HTTPS_PROXY") : env2("http_proxy", "HTTP_PROXY");
+    if (!env.read) {
+        env.http = env2("http_proxy", "HTTP_PROXY");
+        env.https = env2("https_proxy", "HTTPS_PROXY");
+        env.no = env2("no_proxy", "NO_PROXY");
+        env.read = 1;
+    }
+    const char *p = tls ? env.https : env.http;
     if (p == NULL || *p == '\0')
         return 0;
-    if (sl_no_proxy_match(env2("no_proxy", "NO_PROXY"), host, port))
+    if (sl_no_proxy_match(env.no, host, port))
         return 0;
     char tmp[600];
     size_t n = strlen(p);

@@ -31,5 +31,8 @@ int sl_no_proxy_match(const char *no_proxy, const char *host, int port);
  *  connection, or -EINVAL when the variable is set but unusable (not an http:// URL or "host:port"): the
  *  caller fails the request rather than going around the proxy. */
 int sl_env_proxy(int tls, const char *host, int port, sl_url_t *proxy);
+/** Makes the calling thread's next sl_env_proxy read the environment again (it reads it once: for tests that
+ *  change it). */
+void sl_env_proxy_reread(void);
 
 #endif

@@ -641,6 +641,12 @@ function _M.handle(ctx)
         return consumer_keys(method, b, ctx)
     elseif a == "consumers" and b ~= "" and c == "usage" then
         return consumer_usage(method, b)
+    elseif a == "rag" then -- RAG indexes (lua/sluice/rag/admin.lua)
+        local st_, body = require("sluice.rag.admin").handle(method, b, c, request.get_raw_query(ctx))
+        return reply(st_, body)
+    elseif a == "sessions" then -- ai-context session memory (lua/sluice/ai/session.lua)
+        local st_, body = require("sluice.ai.session").admin(method, b, c)
+        return reply(st_, body)
     elseif c ~= "" then
         return fail(404, "not found: " .. path)
     elseif a == "limits" and b == "" then

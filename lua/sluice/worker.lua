@@ -17,6 +17,7 @@ local ctxs = base.ctxs
 local ffi_string, ffi_copy = ffi.string, ffi.copy
 local pairs, ipairs, type, pcall, tostring, tonumber, sort = pairs, ipairs, type, pcall, tostring, tonumber, table.sort
 local running, format, gmatch = coroutine.running, string.format, string.gmatch
+local tnew = require("table.new")
 local deliver, send_error, error_body = response.deliver, response.send_error, response.error_body
 
 local PHASES = { "rewrite", "access", "header_filter", "body_filter", "log" }
@@ -271,12 +272,14 @@ end }
 -- when no route matched.
 local function serve(r, co)
     local st = _M.state
-    local ctx = setmetatable({
-        req = r,
-        method = ffi_string(r.method, r.method_len),
-        path = ffi_string(r.path, r.path_len),
-        host = r.host_len > 0 and ffi_string(r.host, r.host_len) or nil,
-    }, ctx_mt)
+    -- room for the fields a request gathers (route, config, plugin state, upstream...): grown from 4, the
+    -- table was rehashed three times per request
+    local ctx = tnew(0, 32)
+    ctx.req, ctx.method, ctx.path = r, ffi_string(r.method, r.method_len), ffi_string(r.path, r.path_len)
+    if r.host_len > 0 then
+        ctx.host = ffi_string(r.host, r.host_len)
+    end
+    setmetatable(ctx, ctx_mt)
     ctxs[co] = ctx
     if r.is_admin ~= 0 then
         local status, body, headers = require("sluice.admin").handle(ctx)

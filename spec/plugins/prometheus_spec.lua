@@ -400,7 +400,10 @@ describe("refusals of the limiters", function()
         assert.same({ 200, 429, 429 }, codes)
         local text = helpers.wait_until(function()
             local res = helpers.http("GET", gw.admin_url("/metrics"), { headers = { ["x-api-key"] = gw.admin_key } })
-            return value(res.body, "sluice_ai_refusals_total", { route = "req" }) == 2 and res.body
+            -- metrics are flushed per worker: wait until every count this test makes is in
+            return value(res.body, "sluice_ai_refusals_total", { route = "req" }) == 2
+                and value(res.body, "sluice_ai_refusals_total", { route = "lim" }) == 3
+                and value(res.body, "sluice_http_requests_total", { status_class = "4xx" }) == 5 and res.body
         end, 10, "the refusals were not counted")
         assert.equal(3, value(text, "sluice_ai_refusals_total",
             { route = "lim", plugin = "ai-rate-limit", reason = "rate_limit_exceeded" }))

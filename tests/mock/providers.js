@@ -35,7 +35,7 @@
 //   429 / 500 / 400 / 401 / 529   the provider's error body with that status (429 sends retry-after: 7)
 //   hang          never answers (for timeouts)
 // Usage numbers are fixed per provider so tests can compare: see USAGE below (also in each record).
-// Test hooks: GET /__requests -> every request so far [{method, path, headers, body (parsed JSON when it is),
+// Test hooks: GET /__requests -> every request so far [{method, path, headers, body (parsed JSON when it is), raw,
 // scenario, kind, usage, aborted, invalid}], POST /__reset forgets them, GET /__health.
 // Per-instance knobs (for multi-provider specs), POST /__config with a JSON object (replaces the knobs; {} = none),
 // GET /__config reads them; they apply to every API request of this instance:
@@ -585,7 +585,7 @@ const server = http.createServer((req, res) => {
     if (knobs.stream_fail === 'after' && sc === 'ok') sc = 'midfail';
     const p = url.pathname.replace(/\/[sk]\/[\w-]+(?=\/|$)/g, '') || '/';
     const kind = kindOf(url, p);
-    const rec = { method: req.method, path: req.url, headers: req.headers, body: parsed, scenario: sc, kind };
+    const rec = { method: req.method, path: req.url, headers: req.headers, body: parsed, raw, scenario: sc, kind };
     requests.push(rec);
     res.on('close', () => { if (!res.writableEnded) rec.aborted = true; }); // the client (gateway) went away
     if (body === null) return json(res, 400, { error: { message: 'We could not parse the JSON body of your request (mock)', type: 'invalid_request_error', param: null, code: null } });

@@ -90,36 +90,47 @@ static void test_env_proxy(void)
     unsetenv("HTTP_PROXY");
     unsetenv("HTTPS_PROXY");
     unsetenv("NO_PROXY");
+    sl_env_proxy_reread();
     CHECK_INT(sl_env_proxy(0, "a.com", 80, &p), 0);
     setenv("HTTP_PROXY", "http://proxy:3128", 1);
     setenv("https_proxy", "proxy2:8443", 1);
     setenv("NO_PROXY", "internal.lan", 1);
+    sl_env_proxy_reread();
     CHECK_INT(sl_env_proxy(0, "a.com", 80, &p), 1);
     CHECK_STR(p.host, "proxy");
     CHECK_INT(p.port, 3128);
+    sl_env_proxy_reread();
     CHECK_INT(sl_env_proxy(1, "a.com", 443, &p), 1);
     CHECK_STR(p.host, "proxy2");
     CHECK_INT(p.port, 8443);
+    sl_env_proxy_reread();
     CHECK_INT(sl_env_proxy(0, "db.internal.lan", 80, &p), 0);
     /* lower-case first; an empty one falls back to the upper-case one */
     setenv("http_proxy", "http://[::1]:8888/", 1);
+    sl_env_proxy_reread();
     CHECK_INT(sl_env_proxy(0, "a.com", 80, &p), 1);
     CHECK_STR(p.host, "::1");
     CHECK_INT(p.port, 8888);
     setenv("http_proxy", "", 1);
+    sl_env_proxy_reread();
     CHECK_INT(sl_env_proxy(0, "a.com", 80, &p), 1);
     CHECK_STR(p.host, "proxy");
     setenv("HTTP_PROXY", "http://user:pw@proxy", 1); /* default port 80; credentials are not used */
+    sl_env_proxy_reread();
     CHECK_INT(sl_env_proxy(0, "a.com", 80, &p), 1);
     CHECK_STR(p.host, "proxy");
     CHECK_INT(p.port, 80);
     /* set but unusable: an error, never a silent direct connection */
     setenv("https_proxy", "https://proxy:443", 1);
+    sl_env_proxy_reread();
     CHECK_INT(sl_env_proxy(1, "a.com", 443, &p), -EINVAL);
     setenv("https_proxy", "socks5://proxy:1080", 1);
+    sl_env_proxy_reread();
     CHECK_INT(sl_env_proxy(1, "a.com", 443, &p), -EINVAL);
     setenv("https_proxy", "proxy 2:80", 1);
+    sl_env_proxy_reread();
     CHECK_INT(sl_env_proxy(1, "a.com", 443, &p), -EINVAL);
+    sl_env_proxy_reread();
     CHECK_INT(sl_env_proxy(1, "x.internal.lan", 443, &p), 0); /* NO_PROXY first */
     unsetenv("http_proxy");
     unsetenv("HTTP_PROXY");

@@ -35,6 +35,7 @@ local C = base.C
 local type, pairs, ipairs, tostring, pcall, require = type, pairs, ipairs, tostring, pcall, require
 local find = string.find
 local concat, sort = table.concat, table.sort
+local tnew = require("table.new")
 local json_encode = common.json_encode
 local new_usage, finish_usage, scan_usage = usage.new_usage, usage.finish_usage, usage.scan_usage
 local completion_text_of = usage.completion_text_of
@@ -179,7 +180,8 @@ end
 local function prepare(ctx, conf, provider_name)
     local api, op = detect(ctx.path)
     local st0 = ctx.req and ctx.req.start_time or 0
-    local ai = { api = api or "openai", op = op, conf = conf, t0 = st0 > 0 and st0 or C.sl_time() }
+    local ai = tnew(0, 32) -- about 20 fields by the end of a call: made with room for them (no rehash)
+    ai.api, ai.op, ai.conf, ai.t0 = api or "openai", op, conf, st0 > 0 and st0 or C.sl_time()
     ctx.ai = ai
     if not op then
         return api_error(ai.api, 404, "no AI API at " .. ctx.path ..
@@ -212,7 +214,9 @@ local function prepare(ctx, conf, provider_name)
     if ctx.method ~= "POST" then
         return api_error(api, 405, "use POST for " .. ctx.path)
     end
+    local fresh = ctx.json == nil -- decoded here from ctx.body: nobody else holds the table
     local body, err = request.get_json(ctx)
+    ctx._json_out = nil -- handed out again after this (sluice.request.get_json, sluice.ai.get_request): may change
     if type(body) ~= "table" then
         return api_error(api, 400, "request body must be a JSON object" .. (err and (": " .. err) or ""))
     end
@@ -256,6 +260,9 @@ local function prepare(ctx, conf, provider_name)
         return api_error(api, 403, mwhy, nil, "model_not_allowed")
     end
     ai.request = canon
+    if fresh and api == "openai" then -- the client's bytes, sent as they are while the request is unchanged
+        ai.raw, ai.raw_model = ctx.body, requested
+    end
     ai.stream = op ~= "embeddings" and canon.stream == true
     local so = canon.stream_options
     ai.include_usage = api == "openai" and type(so) == "table" and so.include_usage == true
@@ -371,9 +378,14 @@ end
 local function run(ctx)
     local ai = ctx.ai
     local canon = ai.request
+    -- the client's bytes still say what canon says: nobody was handed the table, the model sent is the one asked
+    local raw = ai.raw
+    if raw and (ctx._json_out or ctx.json_changed or ai.model ~= ai.raw_model) then
+        raw = nil
+    end
     canon.model = ai.model
     local req, err = ai.driver.build_request(ai.provider, ai.op, canon,
-        { stream = ai.stream, include_usage = true })
+        { stream = ai.stream, include_usage = true, raw = raw })
     if not req then
         finish_usage(ctx, ai, nil, 400)
         return send_error(ctx, ai, 400, tostring(err))

@@ -4,6 +4,7 @@
 -- streaming one (sluice.ai.stream); sluice.ai.proxy re-exports new_usage, finish_usage and scan_usage.
 local base = require("sluice.pdk.base")
 local common = require("sluice.ai.common")
+local json = require("sluice.ai.common.json")
 local cjson = require("cjson.safe")
 
 local C = base.C
@@ -11,6 +12,7 @@ local type, ipairs, tonumber, pcall, require = type, ipairs, tonumber, pcall, re
 local find, match, byte = string.find, string.match, string.byte
 local concat = table.concat
 local decode = cjson.decode
+local usage_numbers = json.usage_numbers
 
 local _M = {}
 
@@ -113,6 +115,12 @@ local function scan_usage(s, from)
     end
     if not at then
         return nil
+    end
+    -- the usual object (numbers, null, one level of *_details) read in C: no decode, no table but the result
+    local p, c, total, cached, reasoning = usage_numbers(s, at)
+    if p then
+        return { prompt_tokens = p, completion_tokens = c, total_tokens = total or (p + c),
+                 cached_tokens = cached, reasoning_tokens = reasoning }
     end
     local obj = match(s, "^%b{}", at)
     if not obj then

@@ -37,6 +37,7 @@ end
 --- The parsed request in canonical form (the table sent upstream: changes made in access are sent).
 function _M.get_request(ctx)
     ctx = ctx or get_ctx()
+    ctx._json_out = true -- it may be changed in place: sluice.ai.proxy then encodes it
     return ctx.ai and ctx.ai.request or nil
 end
 

@@ -176,6 +176,7 @@ end
 --- Body decoded as JSON (cached); nil, err when it is not JSON.
 function _M.get_json(ctx)
     ctx = ctx or get_ctx()
+    ctx._json_out = true -- the table may be changed in place by whoever gets it (sluice.ai.proxy checks)
     if ctx.json ~= nil then
         return ctx.json
     end

@@ -5,7 +5,7 @@ local fmt, byte, lower, gsub = string.format, string.byte, string.lower, string.
 local _M = {}
 
 --- Parses "scheme://host[:port][/base]" -> {scheme, host, port, base} | nil, err. base has no trailing "/".
-function _M.parse_endpoint(endpoint)
+local function parse_endpoint(endpoint)
     if type(endpoint) ~= "string" or endpoint == "" then
         return nil, "endpoint is required"
     end
@@ -30,6 +30,27 @@ function _M.parse_endpoint(endpoint)
     port = tonumber(port) or (scheme == "https" and 443 or 80)
     base = (base or ""):gsub("/+$", "")
     return { scheme = scheme, host = host, port = port, base = base }
+end
+
+-- Parsed endpoints by string: drivers parse the provider's endpoint on every call (four pattern matches and a
+-- gsub), and the strings are the few of the config. Bounded: emptied when it fills up.
+local ep_cache, ep_count = {}, 0
+
+--- An endpoint "scheme://host[:port][/base]" -> {scheme, host, port, base} (shared: do not change it), or nil, err.
+function _M.parse_endpoint(endpoint)
+    local ep = ep_cache[endpoint]
+    if ep then
+        return ep
+    end
+    local err
+    ep, err = parse_endpoint(endpoint)
+    if ep then
+        if ep_count >= 256 then
+            ep_cache, ep_count = {}, 0
+        end
+        ep_cache[endpoint], ep_count = ep, ep_count + 1
+    end
+    return ep, err
 end
 
 --- Host header value for an endpoint (port only when not the scheme's default).

@@ -9,11 +9,19 @@
 --   * any empty table under a key that is always an array in the APIs we speak (`choices`, `messages`,
 --     `content`, `tool_calls`, `parts`, ... see ARRAY_KEYS), so decoded-then-re-encoded bodies keep their shape.
 -- When a newer cjson with `array_mt` is installed, its markers are used as well.
+local ffi = require("ffi")
+local C = require("sluice.core")
 local cjson = require("cjson.safe")
 
 local type, pairs, next = type, pairs, next
 local setmetatable, getmetatable = setmetatable, getmetatable
-local gsub = string.gsub
+local gsub, find = string.gsub, string.find
+local cjson_encode = cjson.encode
+
+ffi.cdef [[
+int sl_json_plain_object(const char *s, size_t len);
+int sl_json_usage(const char *s, size_t len, size_t off, double *u);
+]]
 
 local _M = {}
 
@@ -75,10 +83,16 @@ end
 --- Encodes v as JSON (see the empty-array rules above); returns string | nil, err.
 function _M.json_encode(v)
     if type(v) ~= "table" then
-        return cjson.encode(v)
+        return cjson_encode(v)
     end
     if next(v) == nil then
         return is_array_marked(v) and "[]" or "{}"
+    end
+    -- Every empty table encodes as "{}": without one in the text there was none to mark, and the walk below (a
+    -- pass over every table) would change nothing. Most bodies have none.
+    local s0 = cjson_encode(v)
+    if s0 and not find(s0, "{}", 1, true) then
+        return s0
     end
     local changed = {}
     mark_empty(v, changed, 0)
@@ -90,6 +104,26 @@ function _M.json_encode(v)
         s = gsub(s, SENTINEL_PAT, "[]")
     end
     return s, err
+end
+
+--- True when the JSON text s is one object that can be sent on as it is instead of re-encoding its decoded table:
+--- strict JSON, no object with a repeated key (a reader taking the first one would see another value than the
+--- gateway did) and no escaped key (sl_json_plain_object).
+function _M.plain_object(s)
+    return type(s) == "string" and C.sl_json_plain_object(s, #s) == 1
+end
+
+local usage_out = ffi.new("double[5]")
+
+--- The numbers of the plain usage object at s[at] ('{'): prompt, completion, total, cached, reasoning (each nil
+--- when absent; total nil -> the caller adds), or false when it is not plain (decode it instead).
+function _M.usage_numbers(s, at)
+    local have = C.sl_json_usage(s, #s, at - 1, usage_out)
+    if have < 0 then
+        return false
+    end
+    local u = usage_out
+    return u[0], u[1], have % 8 >= 4 and u[2] or nil, have % 16 >= 8 and u[3] or nil, have >= 16 and u[4] or nil
 end
 
 --- Decodes s; returns value | nil, err (never raises).

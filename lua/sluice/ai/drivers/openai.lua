@@ -20,7 +20,8 @@ local stream_base = require("sluice.ai.common.stream_base")
 local type, pairs, ipairs, tostring, tonumber, next, setmetatable = type, pairs, ipairs, tostring, tonumber, next,
     setmetatable
 local json_encode, json_decode, nn = json.json_encode, json.json_decode, json.nn
-local shallow_copy = json.shallow_copy
+local shallow_copy, plain_object = json.shallow_copy, json.plain_object
+local find, sub, byte = string.find, string.sub, string.byte
 
 local OP_PATH = {
     chat = "/chat/completions",
@@ -197,6 +198,53 @@ end
 local Stream = stream_base.class(handle_event)
 
 -- ---------------------------------------------------------------------------------------------------------
+-- the client's bytes instead of a re-encoded body
+
+-- True when tables a and b have the same keys with the same (identical) values.
+local function same_fields(a, b)
+    for k, v in pairs(a) do
+        if b[k] ~= v then return false end
+    end
+    for k in pairs(b) do
+        if a[k] == nil then return false end
+    end
+    return true
+end
+
+local INCLUDE_USAGE = ',"stream_options":{"include_usage":true}'
+
+-- The body to send when b (built from the client's table `body`) says what the client's bytes `raw` say: raw
+-- itself, or raw with the stream_options the gateway adds; nil when b differs (then it is encoded). Decoding and
+-- re-encoding would give the same value in other bytes, and cost most of a request's time in Lua; the bytes
+-- must be plain JSON (json.plain_object: no repeated key, whose reading would depend on the upstream's parser).
+local function raw_body(raw, body, b)
+    local bso, so = body.stream_options, b.stream_options
+    local add = false
+    if so ~= bso then
+        if type(so) ~= "table" or type(bso) ~= "table" or not same_fields(so, bso) then
+            -- the one change spliced in: stream_options = {include_usage = true} where the client sent none
+            if bso ~= nil or type(so) ~= "table" or so.include_usage ~= true or next(so, next(so)) ~= nil then
+                return nil
+            end
+            add = true
+        end
+        b.stream_options = bso -- compared as the client's below, put back after
+    end
+    local same = same_fields(b, body)
+    b.stream_options = so
+    if not same or not plain_object(raw) then
+        return nil
+    end
+    if not add then
+        return raw
+    end
+    local last = #raw
+    while byte(raw, last) ~= 125 do last = last - 1 end -- '}' (plain_object: it ends the object)
+    local first = find(raw, "[^ \t\r\n]", find(raw, "{", 1, true) + 1)
+    return sub(raw, 1, last - 1) .. (first == last and sub(INCLUDE_USAGE, 2) or INCLUDE_USAGE) .. sub(raw, last)
+end
+
+-- ---------------------------------------------------------------------------------------------------------
 -- family factory
 
 local _M = {}
@@ -285,8 +333,10 @@ function _M.family(spec)
             b, err = spec.transform(provider, op, b, opts)
             if not b then return nil, err end
         end
-        local encoded
-        encoded, err = json_encode(b)
+        local encoded = opts.raw and raw_body(opts.raw, body, b)
+        if not encoded then
+            encoded, err = json_encode(b)
+        end
         if not encoded then return nil, spec.kind .. ": cannot encode body: " .. tostring(err) end
         return {
             method = "POST", scheme = ep.scheme, host = ep.host, port = ep.port, path = path,
