@@ -1,8 +1,8 @@
-/* Loading a RAG index file (format.h): mmap, then every byte the search will read is checked once, so the
- * search code can trust offsets and ids. A file is untrusted input (cut short by a full disk, damaged, or
- * made by hand): it is refused with a one-line reason, never read out of bounds. tests/fuzz/fuzz_rag_index.c
- * feeds this loader fuzzed files (with the checksums off, so the fuzzer gets past them) and searches what it
- * accepts. */
+/* Loading a RAG index file (format.h): read into memory, then every byte the search will read is checked
+ * once, so the search code can trust offsets and ids. A file is untrusted input (cut short by a full disk,
+ * damaged, or made by hand): it is refused with a one-line reason, never read out of bounds.
+ * tests/fuzz/fuzz_rag_index.c feeds this loader fuzzed files (with the checksums off, so the fuzzer gets past
+ * them) and searches what it accepts. */
 #include "rag/index.h"
 
 #include <errno.h>
@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -229,17 +228,34 @@ int sl_rag_load(const char *path, sl_rag_index_t **out, char *err, size_t errlen
         return fail(err, errlen, -EBADMSG, "truncated: %zu bytes, less than the %zu-byte header", n,
                     sizeof(sl_rag_hdr_t));
     }
-    void *m = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    close(fd); /* the mapping keeps the file (even once a new one is renamed over the path) */
-    if (m == MAP_FAILED)
-        return fail(err, errlen, -e, "mmap: %s", strerror(e));
+    /* read, not mapped: a file written in place or cut short while served would change (or unmap, SIGBUS)
+     * pages after they were checked; a private copy cannot change under the search */
+    uint8_t *m = malloc(n);
+    if (m == NULL) {
+        close(fd);
+        return fail(err, errlen, -ENOMEM, "out of memory for %zu bytes", n);
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(fd, m + got, n - got, (off_t)got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            int e = r < 0 ? errno : EBADMSG;
+            close(fd);
+            free(m);
+            return r < 0 ? fail(err, errlen, -e, "read: %s", strerror(e))
+                         : fail(err, errlen, -e, "truncated while read: %zu of %zu bytes", got, n);
+        }
+        got += (size_t)r;
+    }
+    close(fd);
     int rc = sl_rag_load_mem(m, n, 0, out, err, errlen);
     if (rc != 0) {
-        munmap(m, n);
+        free(m);
         return rc;
     }
-    (*out)->mapped = 1;
+    (*out)->mapped = 2;
     return 0;
 }
 
@@ -252,9 +268,7 @@ void sl_rag_release(sl_rag_index_t *idx)
 {
     if (idx == NULL || __atomic_sub_fetch(&idx->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
-    if (idx->mapped == 1)
-        munmap((void *)idx->base, idx->size);
-    else if (idx->mapped == 2)
+    if (idx->mapped == 2)
         free((void *)idx->base);
     free(idx);
 }

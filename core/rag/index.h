@@ -1,7 +1,7 @@
 #ifndef SL_RAG_INDEX_H
 #define SL_RAG_INDEX_H
 
-/* The RAG index: a file (format.h) loaded read-only with mmap, checked once, shared by every worker thread
+/* The RAG index: a file (format.h) read into memory, checked once, shared by every worker thread
  * and searched with BM25, cosine k-NN or both fused (search.c). Indexes are reference-counted: a new file
  * replaces the one a path serves (registry.c) while searches already holding the old one finish on it. */
 #include <stddef.h>
@@ -14,7 +14,7 @@
 typedef struct sl_rag_index {
     const uint8_t *base;
     size_t size;
-    int mapped; /* munmap (1) or free (2) base when the last reference goes; 0: borrowed memory */
+    int mapped; /* 2: base is ours, freed when the last reference goes; 0: borrowed memory */
     int refs;   /* atomic */
     const sl_rag_hdr_t *hdr;
     const char *str;

@@ -113,7 +113,7 @@ int sl_rag_slot_reload(sl_rag_slot_t *s, int force, char *err, size_t errlen)
         s->bad_rc = rc;
     }
     pthread_mutex_unlock(&s->lock);
-    sl_rag_release(old); /* workers still holding it keep it mapped */
+    sl_rag_release(old); /* workers still holding it keep it alive */
     if (rc != 0 && err && errlen)
         snprintf(err, errlen, "%s", e);
     return rc == 0 ? 1 : rc;

@@ -205,6 +205,35 @@ describe("ai-rag (gateway)", function()
         assert.truthy(gw:log():find("the new file is refused, the previous index keeps serving", 1, true))
     end)
 
+    it("keeps serving when the served file is written over in place or cut short", function()
+        local good = assert(helpers.read_file(idx_file))
+        local _, first = ask("How often are API keys rotated?")
+        assert.truthy(first.messages[1].content:find("keyctl rotate", 1, true))
+        -- same inode: a file the gateway had only mapped would change (or vanish: SIGBUS) under the search
+        local f = assert(io.open(idx_file, "r+b"))
+        f:write(string.rep("\255", #good))
+        f:close()
+        for _ = 1, 5 do
+            local res, got = ask("How often are API keys rotated?")
+            assert.equal(200, res.status)
+            assert.truthy(got.messages[1].content:find("keyctl rotate", 1, true))
+        end
+        f = assert(io.open(idx_file, "wb")) -- truncated to nothing, then a short write
+        f:write("SLRAG")
+        f:close()
+        for _ = 1, 5 do
+            local res, got = ask("How often are API keys rotated?")
+            assert.equal(200, res.status)
+            assert.truthy(got.messages[1].content:find("keyctl rotate", 1, true))
+        end
+        helpers.write_file(idx_file .. ".new", good)
+        assert(os.rename(idx_file .. ".new", idx_file))
+        helpers.wait_until(function()
+            local r = gw:admin("GET", "/admin/rag/docs")
+            return r and r.status == 200 and r.json.error == nil
+        end, 5, "the good file is served again")
+    end)
+
     it("rebuilds changed files through the Admin API and serves the new index", function()
         helpers.write_file(dir .. "/docs/billing.md", "# Billing\n\n## Refunds\n\nRefunds now take 30 days "
             .. "and go to a gift card.\n")
