@@ -209,6 +209,7 @@ local function deep_equal(a, b, depth)
     end
     return true
 end
+_M.deep_equal = deep_equal
 
 local function join(path, key)
     if type(key) == "number" then return path .. "[" .. key .. "]" end
