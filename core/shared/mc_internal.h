@@ -45,6 +45,8 @@ void sl__mc_done(sl__mcwork_t *wk, int rc, const char *errmsg);
 /** Resolves the n configured servers (main thread, at configure; their order is the ring's): 0 or a negative
  *  code. */
 int sl__mc_net_configure(const char *const *hosts, const int *ports, int n, double timeout);
+/** Closes worker w's memcached connections (their waiting calls fail) as the worker stops. */
+void sl__mc_net_close(sl_worker_t *w);
 /** Frees what sl__mc_net_configure made (at exit). */
 void sl__mc_net_shutdown(void);
 

@@ -530,8 +530,29 @@ static int encode(sl__mcwork_t *wk)
     return 0;
 }
 
+static void on_net_close(uv_handle_t *h)
+{
+    mc_net_t *net = h->data;
+    free(net->conns);
+    free(net);
+}
+
+void sl__mc_net_close(sl_worker_t *w)
+{
+    if (w->id < 0 || w->id >= MAX_WORKERS || nets[w->id] == NULL)
+        return;
+    mc_net_t *net = nets[w->id];
+    nets[w->id] = NULL;
+    for (int i = 0; i < nservers; i++)
+        if (net->conns[i])
+            conn_fail(net->conns[i], "gateway stopping", MEMCACHED_CONNECTION_FAILURE);
+    uv_close((uv_handle_t *)&net->flusher, on_net_close);
+}
+
 int sl__mc_net_send(sl__mcwork_t *wk)
 {
+    if (wk->w->stopping >= 2) /* its connections are closed (sl__mc_net_close): none is opened again */
+        return -ECANCELED;
     mc_net_t *net = net_of(wk->w);
     if (net == NULL || encode(wk) != 0)
         return -ENOMEM;

@@ -142,9 +142,11 @@ sl_mcop_t *sl_mc_start(sl_req_t *req, int kind, const char *key, size_t klen, co
     wk->delta = delta;
     wk->initial = initial;
     wk->has_initial = has_initial;
-    if (sl__mc_net_send(wk) != 0) {
+    int rc = sl__mc_net_send(wk);
+    if (rc != 0) {
         op->rc = SL_MC_ERR;
-        snprintf(op->errmsg, sizeof(op->errmsg), "out of memory");
+        snprintf(op->errmsg, sizeof(op->errmsg), "%s",
+                 rc == -ECANCELED ? "gateway stopping" : "out of memory");
         op->done = 1;
         if (wk->probe)
             sl__mc_ring_unprobe(wk->server);
@@ -165,6 +167,11 @@ void sl_mc_free(sl_mcop_t *op)
     free(wk);
     if (r)
         sl_req_release(r);
+}
+
+void sl_mc_worker_stop(sl_worker_t *w)
+{
+    sl__mc_net_close(w);
 }
 
 void sl_mc_detach(sl_mcop_t *op)

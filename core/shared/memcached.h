@@ -55,6 +55,8 @@ void sl_mc_free(sl_mcop_t *op);
 /** Lets go of an op nobody will wait for (a charge whose answer does not matter): freed now when done, else
  * by the bridge when its answer comes (its failure still counts for the circuit breaker). */
 void sl_mc_detach(sl_mcop_t *op);
+/** Closes worker w's connections as it stops (calls waiting on them fail; later calls fail at once). */
+void sl_mc_worker_stop(struct sl_worker *w);
 /** The servers' circuits together (mc_ring.h has each one's): 0 every one closed, 1 every one open (calls
  * fail at once), 2 some open or probing (their keys go to the other servers). */
 int sl_mc_circuit_state(void);
