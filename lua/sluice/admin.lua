@@ -1,6 +1,6 @@
 -- The Admin API (docs/admin-api.md), served by worker 0 on node.admin.listen.
 --
---   GET    /admin/{kind}            list     (kind: routes upstreams providers consumers consumer_groups plugin_metadata)
+--   GET    /admin/{kind}            list (routes upstreams providers consumers consumer_groups plugin_metadata)
 --   GET    /admin/{kind}/{id}       one entity, as written (secrets redacted)
 --   PUT    /admin/{kind}/{id}       create (201) or replace (200)
 --   DELETE /admin/{kind}/{id}       delete (409 while other entities still use it)

@@ -16,12 +16,14 @@ local deep_copy, is_array = schema.deep_copy, schema.is_array
 
 local _M = {}
 
-local KINDS = { "upstreams", "providers", "routes", "consumers", "consumer_groups", "global_plugins", "plugin_metadata" }
+local KINDS = { "upstreams", "providers", "routes", "consumers", "consumer_groups", "global_plugins",
+                "plugin_metadata" }
 local TOP = { node = true }
 for _, k in ipairs(KINDS) do TOP[k] = true end
 
 local METHODS = { "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE" }
-local PROVIDER_KINDS = { "openai", "azure-openai", "anthropic", "gemini", "deepseek", "openai-compatible", "bedrock", "mock" }
+local PROVIDER_KINDS = { "openai", "azure-openai", "anthropic", "gemini", "deepseek", "openai-compatible",
+                         "bedrock", "mock" }
 
 local str = { type = "string" }
 -- Sizes and durations as people write them ("8m", "500ms"); validation turns them into bytes and seconds.
@@ -196,7 +198,9 @@ function _M.parse_addr(s, dport)
     if not host then host, port = s:match("^([%w%.%-_]+):(%d+)$") end
     if not host and dport then host = s:match("^%[([%x:%.]+)%]$") or s:match("^([%w%.%-_]+)$") ; port = dport end
     port = tonumber(port)
-    if not host or not port then return nil, format("invalid address %q, expected \"host:port\" or \"[ipv6]:port\"", s) end
+    if not host or not port then
+        return nil, format("invalid address %q, expected \"host:port\" or \"[ipv6]:port\"", s)
+    end
     if port > 65535 then return nil, format("port %d is out of range (0..65535)", port) end
     return host, port
 end
@@ -243,7 +247,9 @@ normalize_node_checked = function(n, path, errs, opts)
     local w = n.workers ~= "auto" and tonumber(n.workers) -- "4" as well as 4
     if n.workers == "auto" then out.workers, out.workers_auto = cpu_count(), true
     elseif w and w % 1 == 0 and w >= 1 and w <= 64 then out.workers = w
-    else add(errs, join(path, "workers"), format("expected \"auto\" or an integer 1..64, got %s", tostring(n.workers))) end
+    else
+        add(errs, join(path, "workers"), format("expected \"auto\" or an integer 1..64, got %s", tostring(n.workers)))
+    end
     if n.admin then
         local host, port = _M.parse_addr(n.admin.listen)
         if not host then add(errs, join(path, "admin.listen"), port) end
@@ -334,7 +340,9 @@ local function normalize_upstream(u, path, errs)
     end
     for k, v in pairs(u.timeout) do out.timeout[k] = v end
     out.keepalive.idle_timeout = u.keepalive.idle_timeout
-    if u.pass_host == "rewrite" and not u.host then add(errs, join(path, "host"), "is required when pass_host is \"rewrite\"") end
+    if u.pass_host == "rewrite" and not u.host then
+        add(errs, join(path, "host"), "is required when pass_host is \"rewrite\"")
+    end
     return out
 end
 
@@ -355,13 +363,16 @@ local function check_plugins(plugins, path, errs, opts)
                 conf._meta = nil
                 local ok, p, err = pcall(reg.get, name)
                 if not ok or not p then
-                    add(errs, np, "unknown plugin " .. format("%q", tostring(name)) .. ((ok and err) and (" (" .. tostring(err) .. ")") or ""))
+                    local why = (ok and err) and (" (" .. tostring(err) .. ")") or ""
+                    add(errs, np, "unknown plugin " .. format("%q", tostring(name)) .. why)
                 elseif type(p.schema) == "table" then
                     local sok, serr = schema.check_schema(p.schema)
                     if not sok then add(errs, np, "plugin has an invalid schema: " .. serr)
                     elseif check(p.schema, conf, np, errs) and type(p.check) == "function" then
                         local cok, res, cerr = pcall(p.check, conf)
-                        if not cok or not res then add(errs, np, tostring(cok and (cerr or "rejected by plugin check") or res)) end
+                        if not cok or not res then
+                            add(errs, np, tostring(cok and (cerr or "rejected by plugin check") or res))
+                        end
                     end
                 end
                 conf._meta = meta
@@ -442,7 +453,8 @@ function _M.validate(doc, opts)
         return nil, { { path = "", message = "config must be a mapping of sections (node, routes, ...)" } }
     end
     if next(doc) == nil then
-        return nil, { { path = "", message = "the config is empty: expected at least one section (node, routes, ...)" } }
+        return nil, { { path = "", message = "the config is empty: expected at least one section (node, routes, ...)" }
+        }
     end
     doc = deep_copy(doc)
     hash_doc_keys(doc) -- from here on (raw copies, snapshots, the Admin API) only digests
@@ -473,12 +485,17 @@ function _M.validate(doc, opts)
                 local n = NORMALIZERS[kind](e.obj, e.path, errs, opts, e.id)
                 if n and e.id ~= nil then
                     if seen[e.id] then
-                        add(errs, join(e.path, ID_FIELD[kind] or ""), format("duplicate %s %q (also at %s)", ID_FIELD[kind] or "name", tostring(e.id), seen[e.id]))
+                        add(errs, join(e.path, ID_FIELD[kind] or ""), format("duplicate %s %q (also at %s)",
+                            ID_FIELD[kind] or "name", tostring(e.id), seen[e.id]))
                     else
                         seen[e.id] = e.path
                         paths[n] = e.path
                         cfg.raw[kind][e.id] = raw
-                        if kind == "routes" or kind == "consumers" then cfg[kind][#cfg[kind] + 1] = n else cfg[kind][e.id] = n end
+                        if kind == "routes" or kind == "consumers" then
+                            cfg[kind][#cfg[kind] + 1] = n
+                        else
+                            cfg[kind][e.id] = n
+                        end
                     end
                 end
             end
@@ -535,7 +552,9 @@ function _M.validate_entity(kind, id, obj, cfg, opts)
                 for _, c in ipairs(cfg.consumers or {}) do
                     if c.name ~= n.name then
                         for _, k2 in ipairs(c.keys) do
-                            if k == k2 then add(errs, "keys[" .. j .. "]", format("key is already used by consumer %q", c.name)) end
+                            if k == k2 then
+                                add(errs, "keys[" .. j .. "]", format("key is already used by consumer %q", c.name))
+                            end
                         end
                     end
                 end
@@ -552,7 +571,8 @@ function _M.load(path, opts)
     local doc, lines = yaml.load_file(path)
     if not doc then return nil, lines end
     local node = type(doc.node) == "table" and doc.node or {}
-    local state_path = opts.state_file or (type(node.state_file) == "string" and node.state_file) or (path .. ".state.json")
+    local state_path = opts.state_file or (type(node.state_file) == "string" and node.state_file)
+        or (path .. ".state.json")
     local opened, err = persist.read(state_path, node, opts, path) -- secrets opened, plain consumer keys hashed
     if not opened then return nil, err end
     local origin = {}
@@ -581,7 +601,9 @@ end
 
 --- Records one Admin API change in the state file (obj, or false to delete), secrets sealed: sluice.config.persist.
 function _M.state_put(state_path, kind, id, obj, opts)
-    if kind ~= "global_plugins" and (not NORMALIZERS[kind] or id == nil) then return nil, "invalid entity kind or id" end
+    if kind ~= "global_plugins" and (not NORMALIZERS[kind] or id == nil) then
+        return nil, "invalid entity kind or id"
+    end
     return persist.put(state_path, kind, id, obj, opts)
 end
 

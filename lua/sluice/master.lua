@@ -82,7 +82,8 @@ local function node_settings(cfg)
     local n = cfg.node
     local s = {
         workers = n.workers, log_level = n.log_level, error_log = n.error_log, pid_file = n.pid_file,
-        drain_timeout = n.drain_timeout, allow_encoded_slashes = n.allow_encoded_slashes, listen = {}, shared_dicts = {},
+        drain_timeout = n.drain_timeout, allow_encoded_slashes = n.allow_encoded_slashes,
+        listen = {}, shared_dicts = {},
         access_log_path = n.access_log and n.access_log.path or "off",
         access_log_fields = n.access_log and n.access_log.fields or {},
     }
@@ -169,7 +170,8 @@ local function load(path, check_only)
         return nil, config.format_errors(tls_errs, path, type(lines) == "table" and lines or nil)
     end
     for _, w in ipairs(cfg.warnings or {}) do
-        io.stderr:write(path, ": warning: ", type(w) == "table" and (tostring(w.path) .. ": " .. tostring(w.message)) or tostring(w), "\n")
+        local text = type(w) == "table" and (tostring(w.path) .. ": " .. tostring(w.message)) or tostring(w)
+        io.stderr:write(path, ": warning: ", text, "\n")
     end
     return node_settings(cfg), cfg, reg
 end

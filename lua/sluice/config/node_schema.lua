@@ -19,7 +19,8 @@ local LIMITS = {
     max_header_size = size(1, 1024 ^ 4, "16k"), max_body_size = size(1, 1024 ^ 4, "8m"),
     body_buffer_size = size(1, 1024 ^ 4, "64k"), max_url_length = size(1, 1024 ^ 4, "8k"),
     header_timeout = duration(0, YEAR, 10), body_timeout = duration(0, YEAR, 30),
-    body_deadline = duration(0, YEAR, 300), keepalive_timeout = duration(0, YEAR, 60), send_timeout = duration(0, YEAR, 30),
+    body_deadline = duration(0, YEAR, 300), keepalive_timeout = duration(0, YEAR, 60),
+    send_timeout = duration(0, YEAR, 30),
     max_connections = count(1, 1e9, 10000), keepalive_requests = count(1, 1e9, 10000),
 }
 _M.SCHEMA = { type = "object", additionalProperties = false, properties = {
@@ -29,7 +30,8 @@ _M.SCHEMA = { type = "object", additionalProperties = false, properties = {
             tls = { type = "object", required = { "cert", "key" }, additionalProperties = false,
                     properties = { cert = str, key = str, -- the default certificate; more, chosen by SNI:
                                    certs = { type = "array", items = { type = "object", required = { "cert", "key" },
-                                             additionalProperties = false, properties = { cert = str, key = str } } } } } } } },
+                                             additionalProperties = false,
+                                             properties = { cert = str, key = str } } } } } } } },
     workers = { type = { "string", "integer" }, default = "auto" }, -- "auto" or 1..64, checked in normalize_node
     admin = { type = "object", additionalProperties = false, properties = {
         listen = { type = "string", default = "127.0.0.1:9180" },

@@ -49,7 +49,8 @@ end
 function _M.check_id(kind, id, path, errs)
     if kind == "plugin_metadata" then
         if type(id) ~= "string" or not id:match("^[%w_%-]+$") or #id > 128 then
-            add(errs, path, format("invalid plugin name %s", schema.describe(id) == "string" and format("%q", id) or schema.describe(id)))
+            local shown = schema.describe(id) == "string" and format("%q", id) or schema.describe(id)
+            add(errs, path, format("invalid plugin name %s", shown))
             return false
         end
         return true
@@ -64,12 +65,18 @@ end
 function _M.entries(kind, v, errs)
     local list, id_field = {}, ID_FIELD[kind]
     if v == nil or v == cjson.null then return list end
-    if type(v) ~= "table" then add(errs, kind, "expected " .. (kind == "routes" and "a list" or "a map") .. ", got " .. schema.describe(v)) return list end
+    if type(v) ~= "table" then
+        add(errs, kind, "expected " .. (kind == "routes" and "a list" or "a map") .. ", got " .. schema.describe(v))
+        return list
+    end
     if next(v) == nil then return list end
     if is_array(v) then
         if not id_field then add(errs, kind, "expected a map of name -> entry, got a list") return list end
         for i, e in ipairs(v) do
-            if e ~= false then list[#list + 1] = { id = type(e) == "table" and e[id_field] or nil, obj = e, path = kind .. "[" .. i .. "]" } end
+            if e ~= false then
+                list[#list + 1] = { id = type(e) == "table" and e[id_field] or nil, obj = e,
+                                    path = kind .. "[" .. i .. "]" }
+            end
         end
     else
         if kind == "routes" then add(errs, kind, "expected a list of routes") return list end
@@ -136,7 +143,8 @@ function _M.users_of(cfg, kind, id)
     for _, r in ipairs(cfg and cfg.refs or {}) do
         if r.kind == kind and r.id == id then
             local o = r.owner or {}
-            local who = o.id ~= nil and (REF_WHAT[o.kind] and REF_WHAT[o.kind][1] or tostring(o.kind)) .. " " .. tostring(o.id)
+            local who = o.id ~= nil
+                and (REF_WHAT[o.kind] and REF_WHAT[o.kind][1] or tostring(o.kind)) .. " " .. tostring(o.id)
                 or tostring(o.kind or "config")
             local s = who .. " (" .. r.path .. ")"
             if not seen[s] then seen[s], out[#out + 1] = true, s end
@@ -155,7 +163,8 @@ function _M.check_refs(cfg, errs, paths)
                 for _, h in ipairs(r.hosts or { "*" }) do
                     local key = p .. " " .. m .. " " .. h
                     if seen_route[key] then
-                        cfg.warnings[#cfg.warnings + 1] = format("routes %q and %q both match %s %s (host %s)", seen_route[key], r.id, m, p, h)
+                        cfg.warnings[#cfg.warnings + 1] = format("routes %q and %q both match %s %s (host %s)",
+                            seen_route[key], r.id, m, p, h)
                     end
                     seen_route[key] = seen_route[key] or r.id
                 end
@@ -166,7 +175,8 @@ function _M.check_refs(cfg, errs, paths)
     for i, c in ipairs(cfg.consumers) do
         for j, k in ipairs(c.keys) do
             if keys[k] and keys[k] ~= c.name then
-                add(errs, join(paths[c] or ("consumers[" .. i .. "]"), "keys") .. "[" .. j .. "]", format("key is already used by consumer %q", keys[k]))
+                add(errs, join(paths[c] or ("consumers[" .. i .. "]"), "keys") .. "[" .. j .. "]",
+                    format("key is already used by consumer %q", keys[k]))
             end
             keys[k] = c.name
         end

@@ -43,7 +43,8 @@ local function read_file(path)
     local f, err, code = io.open(path, "rb")
     if not f then
         if code == ENOENT then return nil end
-        return false, path .. ": cannot read the state file: " .. tostring(err):gsub("^" .. path:gsub("%p", "%%%0") .. ": ", "")
+        local why = tostring(err):gsub("^" .. path:gsub("%p", "%%%0") .. ": ", "")
+        return false, path .. ": cannot read the state file: " .. why
     end
     local s, rerr = f:read("*a")
     f:close()
