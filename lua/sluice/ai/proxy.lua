@@ -53,6 +53,7 @@ _M.OPENAI_WIRE = OPENAI_WIRE
 
 -- the usage record (sluice.ai.usage), public here as it always was
 _M.new_usage, _M.finish_usage, _M.scan_usage = new_usage, finish_usage, scan_usage
+_M.log_usage = usage.log_access
 
 ---------------------------------------------------------------------------------------------------------------
 -- small helpers
