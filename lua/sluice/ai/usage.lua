@@ -27,7 +27,7 @@ end
 
 --- A fresh usage record for ctx.ai (fields filled in as the call goes on).
 local function new_usage(ctx, ai)
-    local consumer = ctx.consumer
+    local consumer = rawget(ctx, "consumer") -- unset: no call of the context's __index
     return {
         consumer = type(consumer) == "table" and consumer.name or nil,
         route = ctx.route and ctx.route.id or nil,
