@@ -209,6 +209,7 @@ local function deep_equal(a, b, depth)
     end
     return true
 end
+_M.deep_equal = deep_equal
 
 local function join(path, key)
     if type(key) == "number" then return path .. "[" .. key .. "]" end
@@ -440,8 +441,10 @@ local function type_error(s, list, v)
     -- for the types with spellings the value itself helps; plain types name the type they got
     local got = (spelled and type(v) ~= "table") and show(v, s) or describe(v)
     local msg = format("expected %s, got %s", concat(names, " or "), got)
-    if type(v) == "number" and #list == 1 and list[1] == "string" and not s.secret then
-        msg = msg .. " " .. tostring(v) .. " (YAML reads an unquoted number as a number: put it in quotes)"
+    if type(v) == "number" and #list == 1 and list[1] == "string" then
+        -- the hint helps with a secret too (an all-digit key), without its value
+        msg = msg .. (s.secret and "" or " " .. tostring(v))
+            .. " (YAML reads an unquoted number as a number: put it in quotes)"
     end
     return msg
 end

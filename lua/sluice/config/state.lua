@@ -153,6 +153,9 @@ local function write_atomic(path, data)
     return true
 end
 
+--- Writes data to path atomically (temp file, fsync, rename, directory fsync; mode 0600): true | nil, err.
+_M.write_atomic = write_atomic
+
 --- Writes a whole state table (a migration of its format), atomically. Returns true | nil, err.
 function _M.write(state_path, st)
     local ok, data = pcall(cjson.encode, st)
