@@ -5,6 +5,7 @@
 
 #include "common/vector.h"
 #include "common/vstore.h"
+#include "http/access_log.h"
 #include "http/request.h"
 #include "plugin/cplugin.h"
 #include "plugin/plugin_abi.h"
@@ -71,6 +72,28 @@ static const sl_ffi_fact_t facts[] = {
     OFF(sl_req_t, upstream_status),
     OFF(sl_req_t, upstream_time),
     OFF(sl_req_t, upstream_addr),
+
+    SIZE(sl_log_ai_t),
+    OFF(sl_log_ai_t, provider),
+    OFF(sl_log_ai_t, model),
+    OFF(sl_log_ai_t, requested_model),
+    OFF(sl_log_ai_t, cut),
+    OFF(sl_log_ai_t, cache),
+    OFF(sl_log_ai_t, provider_len),
+    OFF(sl_log_ai_t, model_len),
+    OFF(sl_log_ai_t, requested_model_len),
+    OFF(sl_log_ai_t, cut_len),
+    OFF(sl_log_ai_t, cache_len),
+    OFF(sl_log_ai_t, status),
+    OFF(sl_log_ai_t, prompt_tokens),
+    OFF(sl_log_ai_t, completion_tokens),
+    OFF(sl_log_ai_t, cost),
+    OFF(sl_log_ai_t, ttft_ms),
+    OFF(sl_log_ai_t, latency_ms),
+    OFF(sl_log_ai_t, saved_tokens),
+    OFF(sl_log_ai_t, saved_cost),
+    OFF(sl_log_ai_t, estimated),
+    OFF(sl_log_ai_t, stream),
 
     SIZE(sl_upresp_t),
     OFF(sl_upresp_t, headers),

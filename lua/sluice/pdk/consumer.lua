@@ -278,7 +278,7 @@ function _M.allowed(kind, name, ctx)
     if kind ~= "route" and kind ~= "provider" and kind ~= "model" then
         error("kind must be route, provider or model", 2)
     end
-    local c = ctx.consumer
+    local c = rawget(ctx, "consumer")
     if type(c) ~= "table" or type(ctx.config) ~= "table" or name == nil then
         return true
     end
