@@ -126,6 +126,8 @@ static const sl_ffi_fact_t facts[] = {
     OFF(sl_http_opts_t, headers),
     OFF(sl_http_opts_t, body),
     OFF(sl_http_opts_t, ca_file),
+    OFF(sl_http_opts_t, cert_file),
+    OFF(sl_http_opts_t, key_file),
     OFF(sl_http_opts_t, mlen),
     OFF(sl_http_opts_t, ulen),
     OFF(sl_http_opts_t, hlen),

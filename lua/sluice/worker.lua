@@ -205,6 +205,9 @@ function _M.apply(json, version)
                  c_routes = c_routes }
     report(version, why)
     log.debug("worker ", _M.id, " applied config version ", version, ", plugin code version ", reg.version)
+    if _M.id == 0 and cfg.node.config_center then -- worker 0 watches etcd (docs/cluster.md)
+        require("sluice.config.center").on_apply(cfg, snap.center, version)
+    end
 end
 
 --- Called by C when a Lua timer fires.
