@@ -199,18 +199,23 @@ CLONES static void scan_i8(const sl_vecset_t *s, const int8_t *q, sl_topk_t *t)
 }
 
 /* The sign-bit pass keeps no heap: it writes every row's Hamming distance (UINT16_MAX for a row filtered out)
- * into ham, and the caller picks the c nearest from a histogram of the distances (pick_bits): a heap push per
- * row that improved the c-th best cost more than the popcounts themselves. */
-CLONES static void scan_bits(const sl_vecset_t *s, const uint64_t *q, uint16_t *ham)
+ * into ham and counts them in hist (dims + 1 counts), and the caller picks the c nearest from a histogram of
+ * the distances (pick_bits): a heap push per row that improved the c-th best cost more than the popcounts
+ * themselves. A distance is at most 64 x words <= SL_VEC_MAX_DIMS (hist has room for that much, even from a
+ * file whose unused bits are set). */
+CLONES static void scan_bits(const sl_vecset_t *s, const uint64_t *q, uint16_t *ham, uint32_t *hist)
 {
     const size_t w = sl_vec_words(s->dims);
+    memset(hist, 0, (s->dims + 1) * sizeof(*hist));
     const int filtered = s->allow || s->expires;
     if (w == 4 && !filtered) { /* 256 dimensions, the common embedding size: unrolled */
         const uint64_t q0 = q[0], q1 = q[1], q2 = q[2], q3 = q[3];
         for (size_t i = 0; i < s->n; i++) {
             const uint64_t *restrict r = s->bits + i * 4;
-            ham[i] = (uint16_t)(__builtin_popcountll(r[0] ^ q0) + __builtin_popcountll(r[1] ^ q1) +
-                                __builtin_popcountll(r[2] ^ q2) + __builtin_popcountll(r[3] ^ q3));
+            uint32_t h = (uint32_t)(__builtin_popcountll(r[0] ^ q0) + __builtin_popcountll(r[1] ^ q1) +
+                                    __builtin_popcountll(r[2] ^ q2) + __builtin_popcountll(r[3] ^ q3));
+            ham[i] = (uint16_t)h;
+            hist[h]++;
         }
         return;
     }
@@ -224,6 +229,7 @@ CLONES static void scan_bits(const sl_vecset_t *s, const uint64_t *q, uint16_t *
         for (size_t j = 0; j < w; j++)
             h += (uint32_t)__builtin_popcountll(r[j] ^ q[j]);
         ham[i] = (uint16_t)h;
+        hist[h]++;
     }
 }
 
@@ -239,14 +245,10 @@ CLONES static void rescore(const sl_vecset_t *s, const float *q, const uint32_t 
 }
 
 /* The (at most) c rows of smallest distance into ids, ties by lower row first (as the heap of the other
- * passes orders them); returns how many. Distances are at most dims (hist: dims + 1 counts). */
+ * passes orders them), from the histogram of the distances; returns how many. */
 static uint32_t pick_bits(const uint16_t *ham, size_t n, uint32_t dims, uint32_t c, uint32_t *hist,
                           uint32_t *ids)
 {
-    memset(hist, 0, (dims + 1) * sizeof(*hist));
-    for (size_t i = 0; i < n; i++)
-        if (ham[i] <= dims)
-            hist[ham[i]]++;
     uint32_t below = 0, cut = 0; /* rows with a distance under cut: below (< c); those at cut fill up */
     for (; cut <= dims; cut++) {
         if (below + hist[cut] >= c)
@@ -336,7 +338,7 @@ int sl_vec_search(const sl_vecset_t *s, const float *q, uint32_t k, int mode, ui
                 ham_n = s->n;
             }
             sl_vec_binarize(q, s->dims, qq);
-            scan_bits(s, qq, ham);
+            scan_bits(s, qq, ham, hist);
             uint32_t nc = pick_bits(ham, s->n, s->dims, c, hist, ids);
             sl_topk_init(&t, out, k);
             rescore(s, q, ids, nc, &t);
