@@ -198,21 +198,73 @@ CLONES static void scan_i8(const sl_vecset_t *s, const int8_t *q, sl_topk_t *t)
     }
 }
 
-CLONES static void scan_bits(const sl_vecset_t *s, const uint64_t *q, sl_topk_t *t)
+/* The sign-bit pass keeps no heap: it writes every row's Hamming distance (UINT16_MAX for a row filtered out)
+ * into ham and counts them in hist (dims + 1 counts), and the caller picks the c nearest from a histogram of
+ * the distances (pick_bits): a heap push per row that improved the c-th best cost more than the popcounts
+ * themselves. A distance is at most 64 x words <= SL_VEC_MAX_DIMS (hist has room for that much, even from a
+ * file whose unused bits are set). */
+CLONES static void scan_bits(const sl_vecset_t *s, const uint64_t *q, uint16_t *ham, uint32_t *hist)
 {
     const size_t w = sl_vec_words(s->dims);
+    memset(hist, 0, (s->dims + 1) * sizeof(*hist));
     const int filtered = s->allow || s->expires;
-    for (size_t i = 0; i < s->n; i++) {
-        if (filtered && !row_ok(s, i))
-            continue;
-        const uint64_t *restrict r = s->bits + i * w;
-        uint32_t ham = 0;
-        for (size_t j = 0; j < w; j++)
-            ham += (uint32_t)__builtin_popcountll(r[j] ^ q[j]);
-        float sc = -(float)ham;
-        if (t->n < t->k || sc > t->h[0].score)
-            sl_topk_push(t, (uint32_t)i, sc);
+    if (w == 4 && !filtered) { /* 256 dimensions, the common embedding size: unrolled */
+        const uint64_t q0 = q[0], q1 = q[1], q2 = q[2], q3 = q[3];
+        for (size_t i = 0; i < s->n; i++) {
+            const uint64_t *restrict r = s->bits + i * 4;
+            uint32_t h = (uint32_t)(__builtin_popcountll(r[0] ^ q0) + __builtin_popcountll(r[1] ^ q1) +
+                                    __builtin_popcountll(r[2] ^ q2) + __builtin_popcountll(r[3] ^ q3));
+            ham[i] = (uint16_t)h;
+            hist[h]++;
+        }
+        return;
     }
+    for (size_t i = 0; i < s->n; i++) {
+        if (filtered && !row_ok(s, i)) {
+            ham[i] = UINT16_MAX;
+            continue;
+        }
+        const uint64_t *restrict r = s->bits + i * w;
+        uint32_t h = 0;
+        for (size_t j = 0; j < w; j++)
+            h += (uint32_t)__builtin_popcountll(r[j] ^ q[j]);
+        ham[i] = (uint16_t)h;
+        hist[h]++;
+    }
+}
+
+/* The exact scores of rows ids (a first pass's candidates) offered to t. */
+CLONES static void rescore(const sl_vecset_t *s, const float *q, const uint32_t *ids, uint32_t n,
+                           sl_topk_t *t)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        float sc = dot(s->f32 + (size_t)ids[i] * s->dims, q, s->dims);
+        if (t->n < t->k || sc > t->h[0].score)
+            sl_topk_push(t, ids[i], sc);
+    }
+}
+
+/* The (at most) c rows of smallest distance into ids, ties by lower row first (as the heap of the other
+ * passes orders them), from the histogram of the distances; returns how many. */
+static uint32_t pick_bits(const uint16_t *ham, size_t n, uint32_t dims, uint32_t c, uint32_t *hist,
+                          uint32_t *ids)
+{
+    uint32_t below = 0, cut = 0; /* rows with a distance under cut: below (< c); those at cut fill up */
+    for (; cut <= dims; cut++) {
+        if (below + hist[cut] >= c)
+            break;
+        below += hist[cut];
+    }
+    uint32_t m = 0, at_cut = c - below;
+    for (size_t i = 0; i < n && m < c; i++) {
+        if (ham[i] < cut)
+            ids[m++] = (uint32_t)i;
+        else if (ham[i] == cut && at_cut > 0) {
+            ids[m++] = (uint32_t)i;
+            at_cut--;
+        }
+    }
+    return m;
 }
 
 int sl_vec_auto_mode(const sl_vecset_t *s)
@@ -253,30 +305,44 @@ int sl_vec_search(const sl_vecset_t *s, const float *q, uint32_t k, int mode, ui
             c = k;
         if (c > SL_VEC_MAX_CANDIDATES)
             c = SL_VEC_MAX_CANDIDATES;
-        size_t qbytes = mode == SL_VEC_INT8 ? s->dims : sl_vec_words(s->dims) * 8;
-        sl_vec_hit_t *cand = malloc(c * sizeof(*cand));
-        void *qq = malloc(qbytes);
-        if (cand == NULL || qq == NULL) {
-            free(cand);
-            free(qq);
-            return -ENOMEM;
-        }
-        sl_topk_init(&t, cand, c);
+        uint64_t qq[SL_VEC_MAX_DIMS / 8]; /* the query's int8 or sign-bit copy */
         if (mode == SL_VEC_INT8) {
-            sl_vec_quantize_i8(q, s->dims, qq);
-            scan_i8(s, qq, &t);
+            sl_vec_hit_t *cand = malloc(c * sizeof(*cand));
+            if (cand == NULL)
+                return -ENOMEM;
+            sl_topk_init(&t, cand, c);
+            sl_vec_quantize_i8(q, s->dims, (int8_t *)qq);
+            scan_i8(s, (const int8_t *)qq, &t);
+            uint32_t nc = t.n;
+            sl_topk_init(&t, out, k);
+            for (uint32_t i = 0; i < nc; i++) {
+                uint32_t id = cand[i].id;
+                sl_topk_push(&t, id, sl_vec_dot(s->f32 + (size_t)id * s->dims, q, s->dims));
+            }
+            free(cand);
         } else {
+            /* per thread, grown to the largest set searched: distances, histogram, candidate rows */
+            static __thread uint16_t *ham;
+            static __thread uint32_t *hist, *ids;
+            static __thread size_t ham_n;
+            if (hist == NULL && (hist = malloc((SL_VEC_MAX_DIMS + 1) * sizeof(*hist))) == NULL)
+                return -ENOMEM;
+            if (ids == NULL && (ids = malloc(SL_VEC_MAX_CANDIDATES * sizeof(*ids))) == NULL)
+                return -ENOMEM;
+            if (s->n > ham_n) {
+                uint16_t *h = malloc(s->n * sizeof(*h));
+                if (h == NULL)
+                    return -ENOMEM;
+                free(ham);
+                ham = h;
+                ham_n = s->n;
+            }
             sl_vec_binarize(q, s->dims, qq);
-            scan_bits(s, qq, &t);
+            scan_bits(s, qq, ham, hist);
+            uint32_t nc = pick_bits(ham, s->n, s->dims, c, hist, ids);
+            sl_topk_init(&t, out, k);
+            rescore(s, q, ids, nc, &t);
         }
-        uint32_t nc = t.n;
-        sl_topk_init(&t, out, k);
-        for (uint32_t i = 0; i < nc; i++) {
-            uint32_t id = cand[i].id;
-            sl_topk_push(&t, id, sl_vec_dot(s->f32 + (size_t)id * s->dims, q, s->dims));
-        }
-        free(cand);
-        free(qq);
     }
     uint32_t n = sl_topk_sort(&t);
     while (n > 0 && !(out[n - 1].score >= min_score))

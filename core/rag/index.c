@@ -194,7 +194,11 @@ int sl_rag_load_mem(const void *p, size_t n, unsigned flags, sl_rag_index_t **ou
     x->vecs.n = h.nchunks;
     x->vecs.dims = h.dims;
     int rc = check_records(x, err, errlen);
+    if (rc == 0)
+        rc = sl__rag_prepare(x, err, errlen);
     if (rc != 0) {
+        free(x->impact);
+        free(x->term_max);
         free(x);
         return rc;
     }
@@ -270,6 +274,8 @@ void sl_rag_release(sl_rag_index_t *idx)
         return;
     if (idx->mapped == 2)
         free((void *)idx->base);
+    free(idx->impact);
+    free(idx->term_max);
     free(idx);
 }
 

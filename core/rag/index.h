@@ -24,6 +24,9 @@ typedef struct sl_rag_index {
     const sl_rag_term_t *terms;
     const sl_rag_posting_t *postings;
     sl_vecset_t vecs; /* f32 always; i8, bits when the file has them */
+    /* computed at load (search.c): each posting's BM25 weight without the idf, tf (k1 + 1) / (tf + k1 (1 - b
+     * + b dl / avgdl)), and each term's largest one (the bound that lets a search skip what cannot rank) */
+    float *impact, *term_max;
 } sl_rag_index_t;
 
 /** What Lua reads of a chunk (pointers into the index; valid while a reference is held). */
@@ -75,6 +78,10 @@ int sl_rag_source_get(const sl_rag_index_t *idx, uint32_t i, sl_rag_source_view_
 const float *sl_rag_chunk_vector(const sl_rag_index_t *idx, uint32_t i);
 
 /* ---- search (search.c) ---- */
+
+/** Computes idx->impact and idx->term_max (load time; idx is checked); also checks that each term's postings
+ *  ascend by chunk. Returns 0, -ENOMEM or -EBADMSG with the reason in err. */
+int sl__rag_prepare(sl_rag_index_t *idx, char *err, size_t errlen);
 
 /** Search modes. */
 enum { SL_RAG_BM25 = 1, SL_RAG_DENSE = 2, SL_RAG_HYBRID = 3 };

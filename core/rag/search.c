@@ -3,8 +3,10 @@
  * arrays (scores per chunk), grown to the largest index it searched and cleaned after each search by walking
  * only the chunks it touched. */
 #include <errno.h>
+#include <float.h>
 #include <fnmatch.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -98,35 +100,175 @@ static int allowed(const uint8_t *allow, uint32_t i)
     return allow == NULL || (allow[i / 8] & (1u << (i % 8)));
 }
 
-/* Scores every chunk holding a query term into acc; returns how many chunks were touched. */
-static uint32_t bm25_accumulate(const sl_rag_index_t *x, const sl_rag_query_t *q)
+static float bm25_idf(const sl_rag_index_t *x, uint32_t df)
+{
+    const float N = (float)x->hdr->nchunks, d = (float)df;
+    return logf(1.0f + (N - d + 0.5f) / (d + 0.5f));
+}
+
+int sl__rag_prepare(sl_rag_index_t *x, char *err, size_t errlen)
+{
+    const uint32_t nterms = x->hdr->nterms;
+    const uint64_t np = x->hdr->npostings;
+    const float avgdl = x->hdr->avgdl > 0 ? x->hdr->avgdl : 1;
+    x->impact = malloc((np ? np : 1) * sizeof(float));
+    x->term_max = malloc((nterms ? nterms : 1) * sizeof(float));
+    if (x->impact == NULL || x->term_max == NULL) {
+        snprintf(err, errlen, "out of memory for the BM25 weights of %llu postings", (unsigned long long)np);
+        return -ENOMEM;
+    }
+    for (uint32_t t = 0; t < nterms; t++) {
+        const sl_rag_term_t *e = &x->terms[t];
+        const sl_rag_posting_t *p = x->postings + e->post;
+        float m = 0;
+        for (uint32_t j = 0; j < e->df; j++) {
+            /* searches look chunks up by halving a term's run: it must ascend (the builder writes it so) */
+            if ((j > 0 && p[j].chunk <= p[j - 1].chunk) || p[j].tf == 0) {
+                snprintf(err, errlen, "corrupt: term %u: postings out of order or of frequency 0", t);
+                return -EBADMSG;
+            }
+            float tf = (float)p[j].tf, dl = (float)x->chunks[p[j].chunk].length;
+            float w = tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * dl / avgdl));
+            if (!(w >= FLT_MIN))
+                w = FLT_MIN; /* > 0: a touched chunk's score is never 0 (0 marks untouched) */
+            x->impact[e->post + j] = w;
+            if (w > m)
+                m = w;
+        }
+        x->term_max[t] = m;
+    }
+    return 0;
+}
+
+/* A query term with its idf and the most it can add to a chunk's score. */
+typedef struct qw {
+    const sl_rag_term_t *e;
+    float idf, ub;
+} qw_t;
+
+/* The BM25 weight term w gives chunk c (0 when c does not hold it): a halving search of the term's run. */
+static float weight_in(const sl_rag_index_t *x, const qw_t *w, uint32_t c)
+{
+    const sl_rag_posting_t *p = x->postings + w->e->post;
+    uint32_t lo = 0, hi = w->e->df;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (p[mid].chunk < c)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < w->e->df && p[lo].chunk == c ? w->idf * x->impact[w->e->post + lo] : 0;
+}
+
+/* The query's terms found in the index, best bound first; returns how many. */
+static int query_terms(const sl_rag_index_t *x, const sl_rag_query_t *q, qw_t *w)
 {
     static __thread qterms_t qt;
     qt.n = 0;
     sl_rag_tokenize(q->text, q->text_len, on_qterm, &qt);
-    const float N = (float)x->hdr->nchunks, avgdl = x->hdr->avgdl > 0 ? x->hdr->avgdl : 1;
-    uint32_t nt = 0;
+    int nw = 0;
     for (int i = 0; i < qt.n; i++) {
         const sl_rag_term_t *e = find_term(x, qt.buf[i], qt.len[i]);
         if (e == NULL)
             continue;
-        float df = (float)e->df;
-        float idf = logf(1.0f + (N - df + 0.5f) / (df + 0.5f));
+        float idf = bm25_idf(x, e->df);
         if (!(idf > 0))
             continue;
-        const sl_rag_posting_t *p = x->postings + e->post;
-        for (uint32_t j = 0; j < e->df; j++) {
-            uint32_t c = p[j].chunk;
-            if (!allowed(q->allow, c))
+        qw_t t = {e, idf, idf * x->term_max[e - x->terms]};
+        int j = nw++;
+        for (; j > 0 && w[j - 1].ub < t.ub; j--)
+            w[j] = w[j - 1];
+        w[j] = t;
+    }
+    return nw;
+}
+
+/* The most a chunk can still gain from the terms not added yet, rounded up for the float sums. */
+static float still(float rem)
+{
+    return rem * 1.001f + 1e-6f;
+}
+
+/* Whether at least c of the touched chunks score over lim (and min): then a chunk no term has touched yet,
+ * which can reach lim at most, cannot rank among the c best. */
+static int c_above(uint32_t nt, uint32_t c, float lim, float min)
+{
+    if (lim < min)
+        lim = min;
+    uint32_t m = 0;
+    for (uint32_t i = 0; i < nt && m < c; i++)
+        m += acc[touched[i]] > lim;
+    return m >= c;
+}
+
+/* BM25 of every chunk that can rank among the c best into acc, term by term, rarest (highest bound) first.
+ * While an untouched chunk could still reach the c-th best, each term's whole run is added (every chunk in
+ * it touched); after that (the max-score bound of the remaining terms is under c scores already), only the
+ * touched chunks that can still reach the c-th best are kept (the others set back to 0) and completed, each
+ * by a halving search of the remaining runs or a walk of a run when that is cheaper. Returns how many chunks
+ * are in touched (their acc is their exact score when *pruned is 0, else the kept ones' is). */
+static uint32_t bm25_accumulate(const sl_rag_index_t *x, const sl_rag_query_t *q, uint32_t c, qw_t *w, int nw,
+                                sl_vec_hit_t *room, int *pruned)
+{
+    float rem[MAX_QUERY_TERMS + 1];
+    rem[nw] = 0;
+    for (int i = nw - 1; i >= 0; i--)
+        rem[i] = rem[i + 1] + w[i].ub;
+    uint32_t nt = 0;
+    int i = 0;
+    *pruned = 0;
+    for (; i < nw; i++) {
+        if (nt >= c && c_above(nt, c, still(rem[i]), q->min_bm25))
+            break;
+        const sl_rag_posting_t *p = x->postings + w[i].e->post;
+        const float *imp = x->impact + w[i].e->post, idf = w[i].idf;
+        for (uint32_t j = 0, df = w[i].e->df; j < df; j++) {
+            uint32_t ch = p[j].chunk;
+            if (!allowed(q->allow, ch))
                 continue;
-            float tf = (float)p[j].tf;
-            float dl = (float)x->chunks[c].length;
-            float s = idf * tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * dl / avgdl));
+            float s = idf * imp[j];
             if (!(s > 0))
                 continue;
-            if (acc[c] == 0)
-                touched[nt++] = c;
-            acc[c] += s;
+            if (acc[ch] == 0)
+                touched[nt++] = ch;
+            acc[ch] += s;
+        }
+    }
+    if (i == nw)
+        return nt;
+    *pruned = 1;
+    for (; i <= nw; i++) {
+        /* the c-th best so far (a lower bound of the final one): keep what can still reach it */
+        sl_topk_t t;
+        sl_topk_init(&t, room, c);
+        for (uint32_t j = 0; j < nt; j++) {
+            float a = acc[touched[j]];
+            if (a >= q->min_bm25 && (t.n < c || a > room[0].score))
+                sl_topk_push(&t, touched[j], a);
+        }
+        float theta = t.n == c ? room[0].score : -1, r = still(rem[i]);
+        uint32_t m = 0;
+        for (uint32_t j = 0; j < nt; j++) {
+            uint32_t ch = touched[j];
+            if (acc[ch] + r >= theta && acc[ch] + r >= q->min_bm25)
+                touched[m++] = ch;
+            else
+                acc[ch] = 0;
+        }
+        nt = m;
+        if (i == nw)
+            break;
+        const uint32_t df = w[i].e->df;
+        if ((uint64_t)nt * 16 < df) {
+            for (uint32_t j = 0; j < nt; j++)
+                acc[touched[j]] += weight_in(x, &w[i], touched[j]);
+        } else {
+            const sl_rag_posting_t *p = x->postings + w[i].e->post;
+            const float *imp = x->impact + w[i].e->post, idf = w[i].idf;
+            for (uint32_t j = 0; j < df; j++)
+                if (acc[p[j].chunk] != 0)
+                    acc[p[j].chunk] += idf * imp[j];
         }
     }
     return nt;
@@ -161,12 +303,15 @@ int sl_rag_search(const sl_rag_index_t *x, const sl_rag_query_t *q, sl_rag_hit_t
     sl_rag_hit_t *fused = malloc(2 * (size_t)C * sizeof(*fused));
     int rc = 0;
     uint32_t nb = 0, nd = 0, nt = 0;
+    static __thread qw_t w[MAX_QUERY_TERMS];
+    int nw = 0, pruned = 0;
     if (bl == NULL || dl == NULL || fused == NULL) {
         rc = -ENOMEM;
         goto out;
     }
     if ((q->mode & SL_RAG_BM25) && q->text) {
-        nt = bm25_accumulate(x, q);
+        nw = query_terms(x, q, w);
+        nt = bm25_accumulate(x, q, C, w, nw, bl, &pruned);
         sl_topk_t t;
         sl_topk_init(&t, bl, C);
         for (uint32_t i = 0; i < nt; i++)
@@ -205,7 +350,12 @@ int sl_rag_search(const sl_rag_index_t *x, const sl_rag_query_t *q, sl_rag_hit_t
         sl_rag_hit_t *h = r ? &fused[r - 1] : &fused[nf++];
         if (!r) {
             h->chunk = c;
-            h->bm25 = acc[c];
+            h->bm25 = 0; /* its score though under the BM25 list (pruned: looked up, else in acc) */
+            if (pruned && acc[c] == 0)
+                for (int j = 0; j < nw; j++)
+                    h->bm25 += weight_in(x, &w[j], c);
+            else
+                h->bm25 = acc[c];
             h->bm25_rank = 0;
         }
         h->dense = dl[i].score;

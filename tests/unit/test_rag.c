@@ -318,11 +318,120 @@ static void test_registry(void)
     rmdir(dir);
 }
 
+/* The BM25 search cuts work (max-score: terms by bound, only chunks that can still rank completed): its
+ * results must be those of scoring every posting. A corpus of Zipf-like words (a few in nearly every chunk,
+ * many rare), queries mixing both; every hit's score, and the k-th best, checked against a full scoring here.
+ */
+static float naive_bm25(const sl_rag_index_t *x, const char (*q)[16], int nq, uint32_t c)
+{
+    float s = 0, N = (float)x->hdr->nchunks, avgdl = x->hdr->avgdl;
+    for (int i = 0; i < nq; i++) {
+        for (uint32_t t = 0; t < x->hdr->nterms; t++) {
+            const sl_rag_term_t *e = &x->terms[t];
+            if (e->term.len != strlen(q[i]) || memcmp(x->str + e->term.off, q[i], e->term.len) != 0)
+                continue;
+            float idf = logf(1.0f + (N - (float)e->df + 0.5f) / ((float)e->df + 0.5f));
+            for (uint32_t j = 0; j < e->df; j++) {
+                const sl_rag_posting_t *p = &x->postings[e->post + j];
+                if (p->chunk != c)
+                    continue;
+                float tf = (float)p->tf, dl = (float)x->chunks[c].length;
+                s += idf * (tf * 2.2f / (tf + 1.2f * (0.25f + 0.75f * dl / avgdl)));
+            }
+        }
+    }
+    return s;
+}
+
+static void test_bm25_pruning_exact(void)
+{
+    enum { NCH = 3000, VOC = 400 };
+    sl_rag_writer_t *w = sl_rag_writer_new(D, 0);
+    CHECK_INT(sl_rag_writer_source(w, "a.md", 4, "", 0, 1, 1, 1), 0);
+    uint64_t r = 12345;
+    char text[4096];
+    float v[D];
+    for (uint32_t c = 0; c < NCH; c++) {
+        size_t n = 0;
+        int words = 20 + (int)(c % 60);
+        for (int i = 0; i < words; i++) {
+            r = r * 6364136223846793005ull + 1442695040888963407ull;
+            double u = (double)(r >> 11) / (double)(1ull << 53);
+            int id = (int)(pow(VOC, u * u * u)) - 1; /* skewed: low ids are common */
+            n += (size_t)snprintf(text + n, sizeof(text) - n, "w%dz ", id);
+        }
+        for (int d = 0; d < D; d++)
+            v[d] = (float)((c * 7 + (uint32_t)d * 3) % 11) - 5;
+        CHECK(sl_rag_writer_chunk(w, "", 0, text, n, v) >= 0);
+    }
+    uint8_t *b = NULL;
+    size_t nb = 0;
+    CHECK_INT(sl_rag_writer_bytes(w, &b, &nb), 0);
+    sl_rag_writer_free(w);
+    sl_rag_index_t *x = load_bytes(b, nb);
+    CHECK(x != NULL);
+    if (x == NULL) {
+        free(b);
+        return;
+    }
+    static const char *queries[][6] = {
+        {"w0z", "w1z", "w2z", "w150z", "w390z", NULL}, {"w0z", "w3z", "w77z", NULL},
+        {"w0z", "w1z", "w2z", "w3z", "w4z", NULL},     {"w300z", "w0z", NULL},
+        {"w399z", "w1z", "w5z", "w200z", NULL},        {"w9z", "w10z", "w11z", "w12z", "w250z", NULL},
+    };
+    float qv[D] = {1, -1, 2, 0, 1, 3, -2, 1};
+    for (size_t qi = 0; qi < sizeof(queries) / sizeof(queries[0]); qi++) {
+        char q[6][16], qtext[128];
+        int nq = 0;
+        size_t ql = 0;
+        for (; queries[qi][nq]; nq++) {
+            snprintf(q[nq], sizeof(q[nq]), "%s", queries[qi][nq]);
+            ql += (size_t)snprintf(qtext + ql, sizeof(qtext) - ql, "%s ", q[nq]);
+        }
+        static float full[NCH];
+        float sorted[NCH];
+        for (uint32_t c = 0; c < NCH; c++)
+            sorted[c] = full[c] = naive_bm25(x, (const char(*)[16])q, nq, c);
+        for (uint32_t k = 1; k <= 20; k += 19) {
+            for (int mode = SL_RAG_BM25; mode <= SL_RAG_HYBRID; mode += 2) {
+                sl_rag_query_t sq = {.text = qtext,
+                                     .text_len = ql,
+                                     .vec = qv,
+                                     .dims = D,
+                                     .k = k,
+                                     .mode = mode,
+                                     .quant = SL_VEC_EXACT,
+                                     .min_dense = -1};
+                sl_rag_hit_t hits[20];
+                int got = sl_rag_search(x, &sq, hits);
+                CHECK(got == (int)k);
+                for (int i = 0; i < got; i++) /* every score is the chunk's full BM25 */
+                    CHECK(fabsf(hits[i].bm25 - full[hits[i].chunk]) <= 1e-4f * (1 + full[hits[i].chunk]));
+                if (mode != SL_RAG_BM25)
+                    continue;
+                /* the k-th best of all chunks, and nothing better left out */
+                for (uint32_t i = 0; i < k; i++)
+                    for (uint32_t j = i + 1; j < NCH; j++)
+                        if (sorted[j] > sorted[i]) {
+                            float t = sorted[i];
+                            sorted[i] = sorted[j];
+                            sorted[j] = t;
+                        }
+                for (int i = 0; i < got; i++)
+                    CHECK(fabsf(hits[i].bm25 - sorted[i]) <= 1e-4f * (1 + sorted[i]));
+            }
+        }
+    }
+    sl_rag_release(x);
+    free(b);
+}
+
 int main(void)
 {
     test_tokenize();
     test_roundtrip_and_search();
     test_damage();
+    test_bm25_pruning_exact();
     test_registry();
     return sl_test_done();
 }
