@@ -39,7 +39,9 @@ _M.NEVER = NEVER
 
 -- One buffer for every key of the worker: the serialisation is written into it and hashed where it lies (no
 -- Lua string of it is made, no table of pieces). Nothing in here yields, so requests cannot interleave in it.
+-- Space grown for a large request is given back after it (KEEP), not held by the worker for good.
 local buf = buffer.new(1024)
+local KEEP = 65536
 local hex = ffi.new("char[64]")
 
 local put
@@ -199,7 +201,11 @@ end
 function _M.serialize(request, ignore)
     buf:reset()
     put_request(request, ignore)
-    return buf:get()
+    local s = buf:get()
+    if #s > KEEP then
+        buf:free()
+    end
+    return s
 end
 
 --- 64 hex digits of SHA-256(s).
@@ -216,7 +222,11 @@ function _M.of(prefix, request, model, ignore)
     put_request(request, ignore)
     local p, len = buf:ref()
     C.sl_sha256_hex(p, len, hex)
-    buf:reset()
+    if len > KEEP then
+        buf:free()
+    else
+        buf:reset()
+    end
     return ffi.string(hex, 64)
 end
 
