@@ -142,7 +142,7 @@ end
 local function set_status(ctx, cs, status)
     cs.status = status
     response.set_header(cs.conf.header, status, ctx)
-    local rec = ctx.ai.usage
+    local rec = sluice.ai.get_usage(ctx)
     if rec then rec.cache = status end
 end
 
