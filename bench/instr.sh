@@ -23,6 +23,7 @@
 #   SLUICE_BIN=/tmp/old/build/sluice bench/instr.sh plain      another build (its own Lua tree: the source
 #                                                              directory it was built from)
 #   REQUESTS=2000 (per case), CONNECTIONS=4
+#   CACHE_CONF='coalesce: false'             more ai-cache fields for the cache-* cases (what a part costs)
 #
 # For each case: an nginx upstream answers from memory; the gateway (workers: 1) runs under callgrind; a
 # Python client sends REQUESTS requests over CONNECTIONS keep-alive connections, after a warm-up of 200 (the
@@ -158,7 +159,7 @@ EOF
           local l1=true
           [[ ${kind%-log} == cache-l2 ]] && l1=false
           echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
-          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}, ai-cache: {scope: global, l1: $l1}}}]" ;;
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}, ai-cache: {scope: global, l1: $l1${CACHE_CONF:+, $CACHE_CONF}}}}]" ;;
       ai4k) echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}}}]" ;;
       ai4k-safety)
