@@ -100,7 +100,13 @@ local function field(self, line, out)
         if self.dlen > self.max then
             return false
         end
-        if not self.data then self.data = "" elseif self.more then self.more[#self.more + 1] = "" else self.more = { "" } end
+        if not self.data then
+            self.data = ""
+        elseif self.more then
+            self.more[#self.more + 1] = ""
+        else
+            self.more = { "" }
+        end
     elseif name == "event" then
         self.event = value
     elseif name == "id" then

@@ -149,7 +149,8 @@ function Pass:scan(s, a, b)
         if byte(s, k) == 123 then -- '{': not null
             local ev = sub(s, a, b)
             self.usage = scan_usage(ev) or self.usage
-            if not self.ai.include_usage and (find(ev, '"choices":[]', 1, true) or find(ev, '"choices": []', 1, true)) then
+            if not self.ai.include_usage
+                and (find(ev, '"choices":[]', 1, true) or find(ev, '"choices": []', 1, true)) then
                 return DROP
             end
         end

@@ -130,7 +130,8 @@ end
 ---------------------------------------------------------------------------------------------------------------
 -- OpenAI
 
-local OPENAI_ROLES = { system = true, developer = true, user = true, assistant = true, tool = true, ["function"] = true }
+local OPENAI_ROLES = { system = true, developer = true, user = true, assistant = true, tool = true,
+                       ["function"] = true }
 
 local function openai_part(p, path)
     want(p, is_object(p), path, "object")

@@ -61,7 +61,8 @@ local function resolve(ref, ctx, path)
     local target = type(defs) == "table" and defs[name:gsub("~1", "/"):gsub("~0", "~")] or nil
     if ref == "#" then target, name = ctx.root, "#" end
     if type(target) ~= "table" then
-        return nil, path .. ".$ref: " .. ref .. " cannot be resolved (only #/$defs/... and #/definitions/... are inlined)"
+        return nil, path .. ".$ref: " .. ref
+            .. " cannot be resolved (only #/$defs/... and #/definitions/... are inlined)"
     end
     return target, nil, name
 end

@@ -51,7 +51,9 @@ local function to_blocks(content)
         elseif p.type == "image" then
             b = image_block(p.url)
         elseif p.type == "file" then
-            if p.mime then b = { type = "document", source = { type = "base64", media_type = p.mime, data = p.data } } end
+            if p.mime then
+                b = { type = "document", source = { type = "base64", media_type = p.mime, data = p.data } }
+            end
         elseif p.type == "other" and NATIVE[p.part.type] then
             b = p.part
         end
@@ -132,7 +134,8 @@ function _M.to_anthropic_request(provider, body, opts)
                 for _, tc in ipairs(m.tool_calls) do
                     local f = tc["function"] or {}
                     local input = content_mod.tool_args(tc)
-                    blocks[#blocks + 1] = { type = "tool_use", id = content_mod.call_id(tc.id), name = f.name, input = input }
+                    blocks[#blocks + 1] = { type = "tool_use", id = content_mod.call_id(tc.id), name = f.name,
+                                            input = input }
                 end
             end
             push("assistant", blocks)

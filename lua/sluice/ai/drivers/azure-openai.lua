@@ -27,7 +27,8 @@ local GA_PARAMS = { "temperature", "top_p", "n", "stop", "max_tokens", "max_comp
     "seed", "tools", "tool_choice", "functions", "function_call", "data_sources" }
 local LATER_PARAMS = { "reasoning_effort", "store", "metadata", "prediction", "modalities", "audio",
     "user_security_context" }
-local ACCEPTS = { [false] = params.set(params.BASE, GA_PARAMS), [true] = params.set(params.BASE, GA_PARAMS, LATER_PARAMS) }
+local ACCEPTS = { [false] = params.set(params.BASE, GA_PARAMS),
+                  [true] = params.set(params.BASE, GA_PARAMS, LATER_PARAMS) }
 
 local function newer(provider)
     return tostring(provider.api_version or DEFAULT_API_VERSION):sub(1, 10) >= NEWER

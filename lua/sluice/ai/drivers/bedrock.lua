@@ -93,7 +93,8 @@ local function tool_specs(body, used)
     end
     if #tools > 0 then return tools, false end
     for _, name in ipairs(used) do
-        tools[#tools + 1] = { toolSpec = { name = name, inputSchema = { json = { type = "object", properties = {} } } } }
+        local schema = { json = { type = "object", properties = {} } }
+        tools[#tools + 1] = { toolSpec = { name = name, inputSchema = schema } }
     end
     return #tools > 0 and tools or nil, true
 end
@@ -197,7 +198,8 @@ function _M.build_request(provider, op, body, opts)
     end
     local region = provider.region or (provider.options and provider.options.region)
     if not provider.endpoint and not region then return nil, "bedrock: provider.region is required" end
-    local ep, err = common.parse_endpoint(provider.endpoint or ("https://bedrock-runtime." .. region .. ".amazonaws.com"))
+    local ep, err = common.parse_endpoint(provider.endpoint
+        or ("https://bedrock-runtime." .. region .. ".amazonaws.com"))
     if not ep then return nil, "bedrock: " .. err end
     region = region or ep.host:match("^bedrock%-runtime%.([%w-]+)%.") or "us-east-1"
     local stream = opts.stream

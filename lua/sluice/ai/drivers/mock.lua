@@ -329,7 +329,8 @@ function _M.build_request(provider, op, body, opts)
     end
     if op ~= "models" and type(body) ~= "table" then return nil, "mock: request body must be a table" end
     opts = opts or {}
-    local stream = op ~= "embeddings" and op ~= "models" and (opts.stream or (opts.stream == nil and body.stream == true))
+    local stream = op ~= "embeddings" and op ~= "models"
+        and (opts.stream or (opts.stream == nil and body.stream == true))
     local lr = _M.respond(provider, op, body, { stream = stream, include_usage = opts.include_usage, now = opts.now })
     return {
         method = op == "models" and "GET" or "POST", scheme = "http", host = "mock", port = 0,
