@@ -12,6 +12,8 @@
 
 const char *sl_status_text(int status)
 {
+    /* a table reads best one line per status */
+    /* clang-format off */
     switch (status) {
     case 100: return "Continue";
     case 101: return "Switching Protocols";
@@ -47,6 +49,7 @@ const char *sl_status_text(int status)
     case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
     }
+    /* clang-format on */
 }
 
 static const char *http_date(void)
@@ -103,11 +106,13 @@ static int bodyless(const sl_req_t *r, int status)
            (r->method_len == 4 && memcmp(r->method, "HEAD", 4) == 0);
 }
 
-static int write_head(sl_req_t *r, int status, const char *headers, size_t hlen, const char *framing, size_t flen)
+static int write_head(sl_req_t *r, int status, const char *headers, size_t hlen, const char *framing,
+                      size_t flen)
 {
     char pre[256];
     size_t plen = sl__resp_head_prefix(pre, sizeof(pre), r->http_minor, status);
-    const char *conn_hdr = r->keepalive ? (r->http_minor ? "" : "Connection: keep-alive\r\n") : "Connection: close\r\n";
+    const char *conn_hdr =
+        r->keepalive ? (r->http_minor ? "" : "Connection: keep-alive\r\n") : "Connection: close\r\n";
     uv_buf_t bufs[5] = {uv_buf_init(pre, (unsigned)plen), uv_buf_init((char *)headers, (unsigned)hlen),
                         uv_buf_init((char *)framing, (unsigned)flen),
                         uv_buf_init((char *)conn_hdr, (unsigned)strlen(conn_hdr)), uv_buf_init("\r\n", 2)};
@@ -134,8 +139,8 @@ static int refused(sl_req_t *r, const char *headers, size_t hlen, uint32_t nfiel
     return 1;
 }
 
-int sl_resp_send(sl_req_t *r, int status, const char *headers, size_t hlen, uint32_t nfields, const char *body,
-                 size_t blen)
+int sl_resp_send(sl_req_t *r, int status, const char *headers, size_t hlen, uint32_t nfields,
+                 const char *body, size_t blen)
 {
     if (r->resp_started)
         return SL_ERR_STATE;
@@ -252,8 +257,8 @@ int sl_resp_send_error(sl_req_t *r, int status, const char *message)
 {
     char body[512];
     const char *type = status >= 500 ? "server_error" : "invalid_request_error";
-    int n = snprintf(body, sizeof(body), "{\"error\":{\"message\":\"%s\",\"type\":\"%s\",\"code\":%d}}", message,
-                     type, status);
+    int n = snprintf(body, sizeof(body), "{\"error\":{\"message\":\"%s\",\"type\":\"%s\",\"code\":%d}}",
+                     message, type, status);
     static const char hdr[] = "Content-Type: application/json\r\n";
     r->keepalive = 0;
     return sl_resp_send(r, status, hdr, sizeof(hdr) - 1, 1, body, (size_t)n);

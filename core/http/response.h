@@ -22,8 +22,8 @@
  *  sl_http_check_fields (a name that is not a token, CR, LF or NUL in a value, another number of lines than
  *  nfields) are refused here and in sl_resp_start: the error log names the header, the client gets a 500
  *  with the request's id instead, and SL_ERR_HEADER is returned. */
-int sl_resp_send(sl_req_t *r, int status, const char *headers, size_t hlen, uint32_t nfields, const char *body,
-                 size_t blen);
+int sl_resp_send(sl_req_t *r, int status, const char *headers, size_t hlen, uint32_t nfields,
+                 const char *body, size_t blen);
 /** Starts a streamed response; content_length < 0 means unknown (chunked for HTTP/1.1, close for 1.0). */
 int sl_resp_start(sl_req_t *r, int status, const char *headers, size_t hlen, uint32_t nfields,
                   int64_t content_length);

@@ -150,7 +150,7 @@ int sl_vm_open(sl_worker_t *w)
 
 void sl_vm_close(sl_worker_t *w)
 {
-    co_pool_n = 0; /* the refs die with the VM */
+    co_pool_n = 0;   /* the refs die with the VM */
     sl_fast_close(); /* its router belongs to the VM */
     if (w->L)
         lua_close(w->L);

@@ -32,8 +32,8 @@ extern "C" {
 #define SL_PLUGIN_OK 0
 #define SL_PLUGIN_NOT_FOUND (-2) /* -ENOENT: no such header */
 #define SL_PLUGIN_NOMEM (-12)    /* -ENOMEM: out of memory, or over the 16 MiB a callback may record */
-#define SL_PLUGIN_INVALID (-22)  /* -EINVAL: NULL handle, bad header name/value (CR, LF, NUL, ':' in a name) \
-                                  */
+/* -EINVAL: NULL handle, bad header name or value (CR, LF or NUL; ':' in a name) */
+#define SL_PLUGIN_INVALID (-22)
 
 /* Log levels for sl_plugin_log. */
 #define SL_PLUGIN_LOG_DEBUG 0

@@ -242,8 +242,8 @@ sl_shdict_t *sl_shdict_find(const char *name, size_t len)
     return NULL;
 }
 
-int sl_shdict_get(sl_shdict_t *d, const char *key, size_t klen, int *type, double *num, char *buf, size_t buflen,
-                  size_t *vlen, uint32_t *flags)
+int sl_shdict_get(sl_shdict_t *d, const char *key, size_t klen, int *type, double *num, char *buf,
+                  size_t buflen, size_t *vlen, uint32_t *flags)
 {
     uint32_t h = hash_key(key, klen);
     shard_t *s = shard_of(d, h);
@@ -276,8 +276,8 @@ out:
     return rc;
 }
 
-static int store(sl_shdict_t *d, int mode, const char *key, size_t klen, int type, double num, const char *str,
-                 size_t slen, double ttl, uint32_t flags, int *forcible)
+static int store(sl_shdict_t *d, int mode, const char *key, size_t klen, int type, double num,
+                 const char *str, size_t slen, double ttl, uint32_t flags, int *forcible)
 {
     uint32_t h = hash_key(key, klen);
     shard_t *s;
@@ -332,14 +332,14 @@ out:
     return rc;
 }
 
-int sl_shdict_set(sl_shdict_t *d, const char *key, size_t klen, int type, double num, const char *str, size_t slen,
-                  double ttl, uint32_t flags, int *forcible)
+int sl_shdict_set(sl_shdict_t *d, const char *key, size_t klen, int type, double num, const char *str,
+                  size_t slen, double ttl, uint32_t flags, int *forcible)
 {
     return store(d, MODE_SET, key, klen, type, num, str, slen, ttl, flags, forcible);
 }
 
-int sl_shdict_add(sl_shdict_t *d, const char *key, size_t klen, int type, double num, const char *str, size_t slen,
-                  double ttl, uint32_t flags, int *forcible)
+int sl_shdict_add(sl_shdict_t *d, const char *key, size_t klen, int type, double num, const char *str,
+                  size_t slen, double ttl, uint32_t flags, int *forcible)
 {
     return store(d, MODE_ADD, key, klen, type, num, str, slen, ttl, flags, forcible);
 }

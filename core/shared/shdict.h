@@ -37,19 +37,19 @@ sl_shdict_t *sl_shdict_find(const char *name, size_t len);
 /** Copies the value of key out: *type, *num (numbers, booleans as 0/1), string bytes into buf with
  *  *vlen, *flags. Returns 0, SL_SHDICT_NOT_FOUND (absent or expired), or SL_SHDICT_NOBUFS with *vlen set
  *  to the size buf needs (nothing else filled; retry with a bigger buffer). */
-int sl_shdict_get(sl_shdict_t *d, const char *key, size_t klen, int *type, double *num, char *buf, size_t buflen,
-                  size_t *vlen, uint32_t *flags);
+int sl_shdict_get(sl_shdict_t *d, const char *key, size_t klen, int *type, double *num, char *buf,
+                  size_t buflen, size_t *vlen, uint32_t *flags);
 
 /** Stores a value (SL_SHDICT_NIL deletes); ttl in seconds, 0 = never expires. Evicts expired, then least
  *  recently used entries to make room, setting *forcible (may be NULL) when live entries were evicted.
  *  Returns 0, SL_SHDICT_TOOBIG (over sl_shdict_max_item; the old value stays), SL_SHDICT_NOMEM,
  *  SL_SHDICT_INVALID. */
-int sl_shdict_set(sl_shdict_t *d, const char *key, size_t klen, int type, double num, const char *str, size_t slen,
-                  double ttl, uint32_t flags, int *forcible);
+int sl_shdict_set(sl_shdict_t *d, const char *key, size_t klen, int type, double num, const char *str,
+                  size_t slen, double ttl, uint32_t flags, int *forcible);
 
 /** As sl_shdict_set, only when the key is absent or expired; SL_SHDICT_EXISTS otherwise. */
-int sl_shdict_add(sl_shdict_t *d, const char *key, size_t klen, int type, double num, const char *str, size_t slen,
-                  double ttl, uint32_t flags, int *forcible);
+int sl_shdict_add(sl_shdict_t *d, const char *key, size_t klen, int type, double num, const char *str,
+                  size_t slen, double ttl, uint32_t flags, int *forcible);
 
 /** As sl_shdict_set, only when the key is present and live; SL_SHDICT_NOT_FOUND otherwise. */
 int sl_shdict_replace(sl_shdict_t *d, const char *key, size_t klen, int type, double num, const char *str,
@@ -62,11 +62,11 @@ int sl_shdict_incr(sl_shdict_t *d, const char *key, size_t klen, double delta, i
 
 /** Compare-and-set of a number: stores num (ttl seconds, 0 = never) only when the live value is the number
  *  `old` (has_old), or when the key is absent or expired (!has_old); the state machines of rate limiters
- *  (leaky buckets) advance this way across workers. Returns 0 when stored, SL_SHDICT_EXISTS when the value was
- *  something else (nothing changed; *cur is the live number, NAN when absent or not a number), SL_SHDICT_NOMEM,
- *  SL_SHDICT_INVALID. *forcible (may be NULL) as sl_shdict_set. */
-int sl_shdict_cas_num(sl_shdict_t *d, const char *key, size_t klen, int has_old, double old, double num, double ttl,
-                      double *cur, int *forcible);
+ *  (leaky buckets) advance this way across workers. Returns 0 when stored, SL_SHDICT_EXISTS when the value
+ * was something else (nothing changed; *cur is the live number, NAN when absent or not a number),
+ * SL_SHDICT_NOMEM, SL_SHDICT_INVALID. *forcible (may be NULL) as sl_shdict_set. */
+int sl_shdict_cas_num(sl_shdict_t *d, const char *key, size_t klen, int has_old, double old, double num,
+                      double ttl, double *cur, int *forcible);
 
 /** Removes key. Returns 0 or SL_SHDICT_NOT_FOUND. */
 int sl_shdict_delete(sl_shdict_t *d, const char *key, size_t klen);

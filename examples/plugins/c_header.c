@@ -17,11 +17,12 @@
 #include "plugin/plugin_abi.h"
 
 /* Lua patterns, not regular expressions (docs/c-plugins.md). */
-static const char schema[] = "{\"type\":\"object\",\"required\":[\"value\"],\"additionalProperties\":false,"
-                             "\"properties\":{"
-                             "\"header\":{\"type\":\"string\",\"default\":\"x-c-plugin\",\"pattern\":\"^[%w%-]+$\","
-                             "\"maxLength\":64},"
-                             "\"value\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":256}}}";
+static const char schema[] =
+    "{\"type\":\"object\",\"required\":[\"value\"],\"additionalProperties\":false,"
+    "\"properties\":{"
+    "\"header\":{\"type\":\"string\",\"default\":\"x-c-plugin\",\"pattern\":\"^[%w%-]+$\","
+    "\"maxLength\":64},"
+    "\"value\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":256}}}";
 
 /* ---- a tiny reader for the flat JSON object the schema guarantees ---- */
 
@@ -45,6 +46,7 @@ static const char *read_string(const char *p, const char *end, char *out, size_t
         if (ch == '\\') {
             if (++p >= end)
                 return NULL;
+            /* clang-format off */
             switch (*p) {
             case 'n': ch = '\n'; break;
             case 't': ch = '\t'; break;
@@ -67,6 +69,7 @@ static const char *read_string(const char *p, const char *end, char *out, size_t
             }
             default: ch = *p; break; /* \" \\ \/ */
             }
+            /* clang-format on */
         }
         if (n + 1 >= cap)
             return NULL;
@@ -163,8 +166,8 @@ static int access(sl_plugin_req_t *req, const char *conf, size_t len)
     const char *v;
     size_t vlen;
     if (sl_plugin_get_header(req, "x-block", 7, &v, &vlen) == SL_PLUGIN_OK && vlen == 1 && v[0] == '1') {
-        static const char body[] =
-            "{\"error\":{\"message\":\"blocked by c_header\",\"type\":\"invalid_request_error\",\"code\":403}}";
+        static const char body[] = "{\"error\":{\"message\":\"blocked by "
+                                   "c_header\",\"type\":\"invalid_request_error\",\"code\":403}}";
         sl_plugin_set_body(req, body, sizeof(body) - 1, "application/json");
         sl_plugin_log(req, SL_PLUGIN_LOG_INFO, "blocked (x-block: 1)", 20);
         return 403;
