@@ -249,15 +249,17 @@ describe("ai-pii restore", function()
 end)
 
 describe("ai-pii pre-filter", function()
-    -- The digit-led detectors run only inside runs of digits, capitals and separators (core/common/runs.c); the
-    -- reference is the same pattern over the whole text (prefilter = false). Same candidates, same order, on random
+    -- The digit-led, e-mail and IPv6 detectors run only inside runs of their bytes around digits, '@' and colons
+    -- (core/common/runs.c); the reference is the same patterns over the whole text (prefilter = false). Same candidates, same order, on random
     -- text made of the bytes that matter (and PII-shaped pieces), short and long.
     local fast = assert(pii.scanner({}))
     local plain = assert(pii.scanner({ prefilter = false }))
     local PIECES = { "4111 1111 1111 1111", "4111-1111-1111-1112", "DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432",
                      "+49 30 1234567", "(415) 555-0100", "415-555-0100", "020 7946 0958", "078-05-1120", "203.0.113.42",
-                     "1.2.3.4.5", "10.0.0.256", "0.5", "12", "+1", "88231-44", "14:32", "DE89", "ID 12 34" }
-    local BYTES = "0123456789012345678901234567890123456789 ABCDEFGHIJKLMNOPQRSTUVWXYZ abcxyz +-.()/ :@_,;\n\t\"-"
+                     "1.2.3.4.5", "10.0.0.256", "0.5", "12", "+1", "88231-44", "14:32", "DE89", "ID 12 34",
+                     "jane.doe@example.com", "a@b", "x_y%z+q@mail.example.co.uk", "@", "-@-.de", "2001:db8::1",
+                     "::ffff:192.0.2.1", "fe80::1:2", "ab:cd", "1:2:3:4:5:6:7:8", ":::", "dead:beef::cafe" }
+    local BYTES = "0123456789012345678901234567890123456789 ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefxyz +-.()/ :::@@_%,;\n\t\"-"
 
     local function random_text(rng, n)
         local out = {}

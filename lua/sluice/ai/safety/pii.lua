@@ -156,8 +156,9 @@ end
 -- name -> {label, pattern, check, pass}. Patterns are PCRE2 alternatives without numbered groups. Each starts with
 -- a definite character (a digit, '+', '(', an upper-case letter, a literal prefix) and looks behind only after it,
 -- so PCRE2's JIT skips to candidate positions instead of trying every byte. pass: how the detector runs
---   "numbers": the digit-led detectors, one alternation; "own": a pattern of its own (its literal prefix makes the
---   scan a memchr-like skip); "at": e-mail, tried only near an '@'; "colon": IPv6, only near a ':'.
+--   "numbers": the digit-led detectors, one alternation, run only around digits; "own": a pattern of its own (its
+--   literal prefix makes the scan a memchr-like skip); "at": e-mail, only around an '@'; "colon": IPv6, only around
+--   colons (RUNS below).
 local DETECTORS = {
     private_key = { label = "PRIVATE_KEY", pass = "own",
         pattern = [[-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY-----[\s\S]{1,16384}?]]
@@ -250,8 +251,9 @@ local function new_pass(kind, list)
 end
 
 --- Builds a scanner. opts: detectors (list of names, groups allowed; default all), custom ({name, pattern}: custom
---- detectors, enabled by `all` or by their own name in `detectors`), prefilter (default true; false runs the digit-led
---- detectors over the whole text: the reference the pre-filter is tested against). Returns scanner | nil, err.
+--- detectors, enabled by `all` or by their own name in `detectors`), prefilter (default true; false runs the
+--- digit-led, e-mail and IPv6 detectors over the whole text: the reference the pre-filters are tested against).
+--- Returns scanner | nil, err.
 function _M.scanner(opts)
     opts = opts or {}
     local custom = opts.custom or {}
@@ -305,7 +307,7 @@ function _M.scanner(opts)
         passes[#passes + 1] = p
     end
     for _, o in ipairs(own) do
-        p, err = new_pass(o[1], { o[2] })
+        p, err = new_pass(opts.prefilter == false and "own" or o[1], { o[2] })
         if not p then return nil, err end
         passes[#passes + 1] = p
     end
@@ -318,11 +320,6 @@ function _M.scanner(opts)
     for _, d in ipairs(dets) do by_name[d.name] = d end
     return setmetatable({ passes = passes, dets = dets, by_name = by_name }, Scanner)
 end
-
--- How far a value can reach around its trigger character (windowed passes): e-mail (64 before the '@', a domain
--- after it), IPv6 (an address is at most 45 characters).
-local WINDOW = { at = { "@", 64, 260 }, colon = { ":", 40, 46 } }
-local LOCAL_PART = "[A-Za-z0-9._%%+-]"
 
 -- Appends the candidate from..to of pass p to list (flat triples: from, to, det; det = false for a candidate that
 -- failed its check: it still covers its bytes).
@@ -340,17 +337,28 @@ local function add(p, r, text, from, to, list)
     list[n + 1], list[n + 2], list[n + 3] = from, to, det
 end
 
--- The digit-led detectors' pre-filter (core/common/runs.c). Every value of theirs is made of digits, A-Z, space and
--- + - . ( ) / and holds at least two digits (an IBAN: its check digits; a card, an SSN, a phone number, an IPv4
--- address: more), so it lies inside a maximal run of those bytes holding two digits or more. The pattern runs only
--- inside such runs, with the subject cut one byte after the run: the byte that ends it is not one of those bytes, so
--- no look-ahead can need more (`\.\d` cannot start there), and look-behinds still see the text before. The same
--- candidates as a scan of the whole text (spec/plugins/ai-pii/01-unit_spec.lua compares the two on random text), for
--- a fraction of the cost: prose has few digits, and PCRE2 would stop at every digit and capital letter.
-local RUN_CLASS = ffi.new("unsigned char[256]")
-for c = 48, 57 do RUN_CLASS[c] = 1 end
-for c = 65, 90 do RUN_CLASS[c] = 1 end
-for c in ("+-.()/ "):gmatch(".") do RUN_CLASS[byte(c)] = 1 end
+-- Pre-filters (core/common/runs.c): a pass runs only inside the maximal runs of the bytes its values are made of that
+-- hold enough of its mark, with the subject cut one byte after the run (the byte that ends a run is not one of those
+-- bytes, so no look-ahead of these patterns needs more: `\.\d` cannot start there), look-behinds still seeing the
+-- text before. The same candidates as a scan of the whole text (spec/plugins/ai-pii/01-unit_spec.lua compares the two
+-- on random text), for a fraction of the cost: prose has few digits, '@' and colons, and PCRE2 would otherwise stop
+-- at every digit and capital letter (numbers), every letter (e-mail) or every byte (IPv6 has no first character).
+--   numbers: digits, A-Z, space and + - . ( ) /, two digits at least (an IBAN: its check digits; a card, an SSN, a
+--     phone number, an IPv4 address: more); e-mail: the local part's and the domain's bytes and one '@'; IPv6: hex
+--     digits, ':' and '.' (an embedded IPv4 address), two colons at least.
+local function class(ranges, chars)
+    local cls = ffi.new("unsigned char[256]")
+    for i = 1, #ranges, 2 do
+        for c = byte(ranges, i), byte(ranges, i + 1) do cls[c] = 1 end
+    end
+    for i = 1, #chars do cls[byte(chars, i)] = 1 end
+    return cls
+end
+local RUNS = {
+    numbers = { class("09AZ", "+-.()/ "), -1, 2 },
+    at = { class("09AZaz", "._%+-@"), byte("@"), 1 },
+    colon = { class("09AFaf", ":."), byte(":"), 2 },
+}
 local TRIPLES = 64
 local found = ffi.new("int[?]", TRIPLES * 3)
 local next_p = ffi.new("size_t[1]")
@@ -382,46 +390,19 @@ end
 -- Candidates of one pass over text, appended to list. Returns nil, or an error (a match limit hit).
 local function run_pass(p, text, list)
     local r, len = p.re, #text
-    if p.kind == "numbers" then return run_in_runs(p, text, list, RUN_CLASS, -1, 2) end
-    local w = WINDOW[p.kind]
-    if not w then -- the whole text: the pattern's first character lets the JIT skip to candidates
-        local pos = 1
-        while pos <= len do
-            local from, to = r:exec(text, pos)
-            if not from then
-                return to
-            elseif to < from then -- an empty match (a custom pattern that can match nothing)
-                pos = from + 1
-            else
-                add(p, r, text, from, to, list)
-                pos = to + 1
-            end
-        end
-        return
-    end
-    -- only around each trigger character, in a bounded window (never a scan of the rest of the text)
-    local trig, before, after = w[1], w[2], w[3]
+    local run = RUNS[p.kind]
+    if run then return run_in_runs(p, text, list, run[1], run[2], run[3]) end
+    -- the whole text: the pattern's first character lets the JIT skip to candidates
     local pos = 1
-    while true do
-        local t = find(text, trig, pos, true)
-        if not t then return end
-        local a = t - before
-        if a < pos then a = pos end
-        local win = sub(text, a, t + after)
-        local from, to = r:exec(win)
-        if from then
-            from, to = from + a - 1, to + a - 1
-            -- the window may start inside a word: a value that starts at its edge must start there in the text too
-            if from == a and a > 1 and p.kind == "at" and find(sub(text, a - 1, a - 1), LOCAL_PART) then
-                pos = t + 1
-            else
-                add(p, r, text, from, to, list)
-                pos = (to >= t and to or t) + 1
-            end
-        elseif to then
+    while pos <= len do
+        local from, to = r:exec(text, pos)
+        if not from then
             return to
+        elseif to < from then -- an empty match (a custom pattern that can match nothing)
+            pos = from + 1
         else
-            pos = t + 1
+            add(p, r, text, from, to, list)
+            pos = to + 1
         end
     end
 end
