@@ -17,9 +17,13 @@
 #                                        ai4k-pii: with ai-pii alone
 #                                        ai-stream, ai-stream-moderation: a streamed answer (payloads/stream.sse, 10
 #                                        events) without and with ai-moderation (local categories) checking it
+#                                        ai-rag: the ai route with ai-rag (hybrid, k 4) on an index of
+#                                        RAG_FILES x RAG_SECTIONS (500 x 20 = 10,000) synthetic chunks, built
+#                                        first with `sluice rag build` (bench/rag_corpus.py, mock embeddings)
 #   SLUICE_BIN=/tmp/old/build/sluice bench/instr.sh plain      another build (its own Lua tree: the source
 #                                                              directory it was built from)
 #   REQUESTS=2000 (per case), CONNECTIONS=4
+#   CACHE_CONF='coalesce: false'             more ai-cache fields for the cache-* cases (what a part costs)
 #
 # For each case: an nginx upstream answers from memory; the gateway (workers: 1) runs under callgrind; a
 # Python client sends REQUESTS requests over CONNECTIONS keep-alive connections, after a warm-up of 200 (the
@@ -155,7 +159,7 @@ EOF
           local l1=true
           [[ ${kind%-log} == cache-l2 ]] && l1=false
           echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
-          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}, ai-cache: {scope: global, l1: $l1}}}]" ;;
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}, ai-cache: {scope: global, l1: $l1${CACHE_CONF:+, $CACHE_CONF}}}}]" ;;
       ai4k) echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}}}]" ;;
       ai4k-safety)
@@ -190,8 +194,19 @@ EOF
             ai-extra) extra=", ${INSTR_PLUGINS:?ai-extra needs INSTR_PLUGINS (flow YAML, e.g. 'prometheus: {}')}" ;;
           esac
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}$extra}}]" ;;
+      ai-rag)
+          echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}, emb: {kind: mock}}"
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench},"
+          echo "  ai-rag: {k: 4, index: {name: bench, file: \"$TMP/rag.idx\", source: \"$TMP/corpus\", provider: emb}}}}]" ;;
     esac
   } >"$TMP/sluice.yaml"
+  if [[ ${kind%-log} == ai-rag && ! -f $TMP/rag.idx ]]; then
+    python3 "$HERE/rag_corpus.py" "$TMP/corpus" "${RAG_FILES:-500}" "${RAG_SECTIONS:-20}"
+    local t0=$SECONDS
+    "$SLUICE_BIN" rag build -c "$TMP/sluice.yaml" bench >"$TMP/rag-build.log" 2>&1 ||
+      { echo "instr: rag build failed: $(tail -3 "$TMP/rag-build.log")" >&2; exit 2; }
+    echo "ai-rag index: $(grep -o '[0-9]* chunks ([0-9]* embedded), [0-9]* dimensions' "$TMP/rag-build.log" | tail -1), built in $((SECONDS - t0)) s" >&2
+  fi
   valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out.$kind.$n" "$SLUICE_BIN" -c "$TMP/sluice.yaml" \
     >"$TMP/gw.log" 2>&1 &
   fi
@@ -201,6 +216,16 @@ EOF
   [[ ${kind%-log} == ai-key || ${kind%-log} == ai-limits* ]] && auth="Authorization: Bearer bench-client-key-0123456789"
   if [[ $kind == ai4k* ]]; then path=/v1/chat/completions; body=$(cat "$HERE/lib/payloads/chat-4k.json"); fi
   if [[ $kind == ai-stream* ]]; then body=$(cat "$HERE/lib/payloads/chat-stream.json"); fi
+  if [[ ${kind%-log} == ai-rag ]]; then # a question in the corpus' words, so retrieval finds chunks to inject
+    body=$(python3 - "$HERE/lib/payloads/chat.json" "$TMP/corpus/doc0007.md" <<'PY'
+import json, sys
+b = json.load(open(sys.argv[1]))
+words = [l for l in open(sys.argv[2]).read().split("\n") if l and not l.startswith("#")][3].split()[:12]
+b["messages"][-1]["content"] = "What about " + " ".join(words) + "?"
+print(json.dumps(b))
+PY
+)
+  fi
   local vpid=$!
   wait_port "$gw" || { echo "instr: gateway did not start: $(tail -3 "$TMP/gw.log")" >&2; exit 2; }
   client "$gw" "$path" "$body" 200 "$CONNECTIONS" "$auth" "$unique"   # warm-up: JIT traces, pools, caches

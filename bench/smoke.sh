@@ -18,7 +18,7 @@ export SLUICE_BUILD=${SLUICE_BUILD:-0} RESULTS_DIR=$OUT
 
 start=$(date +%s)
 rc=0
-timeout 300 bash "$HERE/run.sh" >"$OUT/run.log" 2>&1 || rc=$?
+timeout 600 bash "$HERE/run.sh" >"$OUT/run.log" 2>&1 || rc=$?
 if [[ $rc != 0 ]]; then
   cat "$OUT/run.log" >&2
   echo "bench smoke: FAIL: bench/run.sh exited $rc" >&2

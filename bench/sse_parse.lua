@@ -2,7 +2,8 @@
 -- (sluice.ai.stream), on a typical chat stream and on a pathological one (a line that never ends).
 --
 --   luajit bench/sse_parse.lua                 # from the repository root, after scripts/build.sh
---   SSE_MODULE=/tmp/old_sse.lua luajit bench/sse_parse.lua   # another sse.lua (e.g. `git show REV:lua/sluice/ai/sse.lua`)
+-- SSE_MODULE=/tmp/old_sse.lua luajit bench/sse_parse.lua   # another sse.lua
+--                                                        # (e.g. `git show REV:lua/sluice/ai/sse.lua`)
 --
 -- Prints MB/s and events/s per case (best of 5 runs). Not a test: speed goes here, specs check behaviour.
 package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
@@ -20,9 +21,11 @@ end
 local function chat_stream(n)
     local ev = {}
     for i = 1, n do
-        ev[i] = 'data: {"id":"chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT","object":"chat.completion.chunk","created":1741569952,' ..
-            '"model":"gpt-4o-mini-2024-07-18","service_tier":"default","system_fingerprint":"fp_06737a9306","choices":' ..
-            '[{"index":0,"delta":{"content":" word' .. i .. '"},"logprobs":null,"finish_reason":null}],"usage":null}\n\n'
+        ev[i] = 'data: {"id":"chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT","object":"chat.completion.chunk",' ..
+            '"created":1741569952,"model":"gpt-4o-mini-2024-07-18","service_tier":"default",' ..
+            '"system_fingerprint":"fp_06737a9306","choices":' ..
+            '[{"index":0,"delta":{"content":" word' .. i ..
+            '"},"logprobs":null,"finish_reason":null}],"usage":null}\n\n'
     end
     ev[#ev + 1] = "data: [DONE]\n\n"
     return table.concat(ev)
@@ -44,7 +47,8 @@ local function measure(name, bytes, fn)
         local dt = now() - t0
         if dt < best then best = dt end
     end
-    print(string.format("%-46s %9.1f MB/s %12.0f events/s %8.2f ms", name, bytes / best / 1e6, events / best, best * 1e3))
+    print(string.format("%-46s %9.1f MB/s %12.0f events/s %8.2f ms", name, bytes / best / 1e6, events / best,
+        best * 1e3))
 end
 
 -- 40 answers of 500 events (a fresh parser each), and one answer of 20000 events: the events of one stream look

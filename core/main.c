@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "http/access_log.h"
 #include "lua/vm.h"
+#include "rag/cli.h"
 #include "server/settings.h"
 #include "server/stats.h"
 #include "server/worker.h"
@@ -21,6 +22,7 @@
 #include "shared/shdict.h"
 #include "shared/snapshot.h"
 #include "tls/listener.h"
+#include "tls/tls.h"
 
 extern int luaopen_cjson(lua_State *L);
 extern int luaopen_cjson_safe(lua_State *L);
@@ -33,6 +35,8 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: sluice [-c FILE] [-t] [-d] [-p PREFIX] [-g PIDFILE]\n"
+            "       sluice [-c FILE] etcd import [--merge] CONFIG   (docs/cluster.md)\n"
+            "       sluice rag build|info|search|eval ... (sluice rag -h)\n"
             "       sluice [-c FILE] [-p PREFIX] secrets rotate [--new-key-file PATH | --new-key-env NAME]\n"
             "  -c FILE    config file (default PREFIX/conf/sluice.yaml)\n"
             "  -t         check the config and exit (non-zero on error)\n"
@@ -250,31 +254,27 @@ static int master_call(const char *fn, int quiet)
     return 0;
 }
 
-/* `sluice secrets ...`: sluice.secrets.cli(config_path, {words after "secrets"}); returns the exit code. */
-static int secrets_command(int argc, char **argv)
+/* `sluice [-c FILE] COMMAND ...`: a command-line tool (lua/sluice/cli.lua) instead of the gateway; its exit
+ * code. */
+static int run_command(int argc, char **argv)
 {
     lua_settop(ML, 0);
     lua_getglobal(ML, "require");
-    lua_pushstring(ML, "sluice.secrets");
+    lua_pushstring(ML, "sluice.cli");
     if (lua_pcall(ML, 1, 1, 0) != 0) {
         fprintf(stderr, "sluice: cannot load the Lua runtime from %s/lua: %s\n", sl_settings.home,
                 lua_tostring(ML, -1));
         return 1;
     }
-    lua_getfield(ML, 1, "cli");
+    lua_getfield(ML, 1, "main");
     lua_pushstring(ML, sl_settings.config_path);
-    lua_createtable(ML, argc, 0);
-    for (int i = 0; i < argc; i++) {
+    for (int i = 0; i < argc; i++)
         lua_pushstring(ML, argv[i]);
-        lua_rawseti(ML, -2, i + 1);
-    }
-    if (lua_pcall(ML, 2, 1, 0) != 0) {
-        fprintf(stderr, "sluice: secrets: %s\n", lua_tostring(ML, -1));
+    if (lua_pcall(ML, argc + 1, 1, 0) != 0) {
+        fprintf(stderr, "sluice: %s\n", lua_tostring(ML, -1));
         return 1;
     }
-    int rc = (int)lua_tointeger(ML, -1);
-    lua_settop(ML, 0);
-    return rc;
+    return (int)lua_tointeger(ML, -1);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -323,7 +323,12 @@ int main(int argc, char **argv)
 {
     int check = 0, daemon_mode = 0, opt, rc = 1;
     const char *conf = NULL, *prefix = getenv("SLUICE_HOME"), *pid_file = NULL;
-    while ((opt = getopt(argc, argv, "+c:tdp:g:vh")) != -1) { /* '+': stop at a command word */
+    if (argc > 1 && strcmp(argv[1], "rag") == 0) { /* sluice rag build|info|search: core/rag/cli.c */
+        sl__luaopen_cjson = luaopen_cjson;
+        sl__luaopen_cjson_safe = luaopen_cjson_safe;
+        return sl_rag_cli(argc - 1, argv + 1);
+    }
+    while ((opt = getopt(argc, argv, "+c:tdp:g:vh")) != -1) { /* '+': options end at a command */
         switch (opt) {
         case 'c':
             conf = optarg;
@@ -348,11 +353,6 @@ int main(int argc, char **argv)
             return opt == 'h' ? 0 : 2;
         }
     }
-    int command = optind < argc && strcmp(argv[optind], "secrets") == 0;
-    if (optind < argc && !command) {
-        usage();
-        return 2;
-    }
     sl_settings_defaults();
     sl__luaopen_cjson = luaopen_cjson;
     sl__luaopen_cjson_safe = luaopen_cjson_safe;
@@ -370,9 +370,10 @@ int main(int argc, char **argv)
     ML = sl_vm_new();
     if (ML == NULL)
         return 1;
-    if (command) {
-        rc = secrets_command(argc - optind - 1, argv + optind + 1);
+    if (optind < argc) {
+        rc = run_command(argc - optind, argv + optind);
         lua_close(ML);
+        sl_tls_thread_cleanup();
         return rc;
     }
     if (master_call(check ? "check" : "load", 0) != 0)
@@ -437,6 +438,7 @@ out:
     sl_tls_listener_close_all();
     sl_access_log_close();
     lua_close(ML);
+    sl_tls_thread_cleanup(); /* the config center's first load may have used TLS on this thread */
     uv_loop_close(uv_default_loop());
     sl_log_close();
     return rc;

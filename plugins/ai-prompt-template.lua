@@ -180,7 +180,8 @@ local function resolve(conf, t, given)
         if tv == "number" or tv == "boolean" then
             v = tostring(v)
         elseif tv ~= "string" then
-            return nil, fail("invalid_template_variable", format("template variable %q must be a string, number or boolean", k))
+            return nil, fail("invalid_template_variable",
+                format("template variable %q must be a string, number or boolean", k))
         end
         if #v > (def.max_length or conf.max_variable_length) then
             return nil, fail("invalid_template_variable",

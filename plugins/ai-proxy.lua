@@ -58,15 +58,10 @@ function _M.log(conf, ctx)
     if not u or not sluice.log.access_enabled() then
         return
     end
-    sluice.log.access("ai", {
-        provider = u.provider, model = u.model, requested_model = u.requested_model, status = u.status,
-        prompt_tokens = u.prompt_tokens, completion_tokens = u.completion_tokens, cost = u.cost,
-        estimated = u.estimated or nil, stream = u.stream or nil, cut = u.cut,
-        ttft_ms = u.ttft and math.floor(u.ttft * 1000 + 0.5) or nil,
-        latency_ms = u.latency and math.floor(u.latency * 1000 + 0.5) or nil,
-        -- ai-cache (docs/caching.md): HIT | MISS | BYPASS | REFRESH, and what a hit saved
-        cache = u.cache, saved_tokens = u.saved_total_tokens, saved_cost = u.saved_cost,
-    })
+    -- provider, model, requested_model, status, prompt_tokens, completion_tokens, cost, estimated, stream, cut,
+    -- ttft_ms, latency_ms (3 decimals), and from ai-cache (docs/caching.md) cache (HIT | MISS | BYPASS | REFRESH),
+    -- saved_tokens, saved_cost: written by C from the record, without a table and its encoding
+    ai_proxy.log_usage(ctx, u)
 end
 
 return _M

@@ -8,7 +8,8 @@ PKGS=(build-essential cmake pkg-config
       memcached etcd-server etcd-client nginx-light wrk curl openssl ca-certificates
       valgrind
       prometheus chromium  # tests/e2e/obs.sh: a real Prometheus server, the dashboard in headless Chromium
-      clang libclang-rt-14-dev)  # libFuzzer + sanitizers for tests/fuzz (scripts/fuzz.sh)
+      clang libclang-rt-14-dev   # libFuzzer + sanitizers for tests/fuzz (scripts/fuzz.sh)
+      clang-format lua-check)    # the lint step of scripts/test.sh
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -24,7 +24,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 BUILD=${FUZZ_BUILD:-build-fuzz}
 OUT=${FUZZ_OUT:-fuzz-out}
-HARNESSES=(fuzz_request fuzz_response fuzz_chunked fuzz_conn fuzz_router fuzz_path fuzz_sse fuzz_yaml fuzz_ai_stream)
+HARNESSES=(fuzz_request fuzz_response fuzz_chunked fuzz_conn fuzz_router fuzz_path fuzz_sse fuzz_yaml fuzz_ai_stream fuzz_rag_index)
 
 build() {
     command -v clang >/dev/null || { echo "fuzz: clang is missing (scripts/deps.sh installs it)"; return 1; }
@@ -36,7 +36,7 @@ build() {
 # libFuzzer flags of one harness: input size bound and dictionary.
 flags() {
     local h=$1 max=4096
-    case $h in fuzz_yaml | fuzz_ai_stream) max=8192 ;; esac
+    case $h in fuzz_yaml | fuzz_ai_stream) max=8192 ;; fuzz_rag_index) max=16384 ;; esac
     echo "-max_len=$max -timeout=10 -rss_limit_mb=2048 -print_final_stats=1"
     local dict="tests/fuzz/${h#fuzz_}.dict"
     case $h in fuzz_request | fuzz_response | fuzz_chunked | fuzz_conn) dict=tests/fuzz/http.dict ;; esac

@@ -161,13 +161,15 @@ describe("config spellings", function()
         local file = helpers.write_file(dir .. "/bad.yaml", BAD)
         local code, out = sluice_t(file)
         assert.is_not.equal(0, code)
+        assert.is_nil(out:find("12345678", 1, true)) -- a secret's value is never shown
         for _, want in ipairs({
             ":2: node.shared_dicts.sluice: must be >= 65536 bytes, got 1024 bytes",
             ':2: node.shared_dicts.other: expected a size (bytes, or a number with k, m or g: 64k, 8m, 1g), got "8 megs"',
             ':3: node.drain_timeout: expected a duration (seconds, or a number with ms, s, m, h or d: 500ms, 5s, 1m30s), got "5 minutes"',
             ":4: node.limits.max_body_size: expected a size",
             ':4: node.limits.header_timeout: expected a duration (seconds, or a number with ms, s, m, h or d: 500ms, 5s, 1m30s), got "10x"',
-            ":6: providers.p.api_key: expected string, got integer 12345678 (YAML reads an unquoted number as a number: put it in quotes)",
+            -- api_key is a secret: the hint, never the value
+            ":6: providers.p.api_key: expected string, got integer (YAML reads an unquoted number as a number: put it in quotes)",
             ":8: upstreams.u.timeout.read: must be >= 0.001 s, got 0 s",
             ':12: routes[1].strip_prefix: expected a boolean (true/false, yes/no, on/off), got "maybe"',
             ":18: routes[2].plugins.ai-proxy-multi.fallback_on[2]: does not match any allowed form",

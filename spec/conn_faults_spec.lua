@@ -4,7 +4,6 @@
 -- request ends at once: the upstream call is cancelled, pipelined requests not yet started are dropped, the
 -- access log says 499; the gateway's descriptors return to where they were and it goes on serving.
 local helpers = require("helpers")
-local socket = require("socket")
 local cf = require("support.conn_faults")
 
 local REQ = "GET %s HTTP/1.1\r\nHost: x\r\n\r\n"

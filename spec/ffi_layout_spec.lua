@@ -9,6 +9,8 @@ require("sluice.pdk.http")
 require("sluice.pdk.memcached")
 require("sluice.cplugin")
 require("sluice.router")
+require("sluice.pdk.vector")
+require("sluice.pdk.rag")
 
 local C = base.C
 
@@ -29,7 +31,8 @@ end
 
 -- struct names declared with a body in the Lua cdefs
 local MIRROR_FILES = { "lua/sluice/pdk/base.lua", "lua/sluice/pdk/http.lua", "lua/sluice/pdk/memcached.lua",
-                       "lua/sluice/cplugin.lua", "lua/sluice/router.lua" }
+                       "lua/sluice/cplugin.lua", "lua/sluice/router.lua", "lua/sluice/pdk/vector.lua",
+                       "lua/sluice/pdk/rag.lua" }
 
 describe("FFI layout: the Lua cdefs match C", function()
     local all = facts()

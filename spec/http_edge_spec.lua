@@ -464,7 +464,8 @@ describe("HTTP edge cases", function()
             local c = connect(port, 30)
             c:send(req("GET", "/big"))
             socket.sleep(1) -- let the gateway fill the socket buffers and apply back-pressure
-            local res = assert(c:response(nil, 30))
+            -- the deadline is the reader's own (a loaded machine reads 20 MiB slowly); it reports "truncated"
+            local res = assert(c:response(nil, 120))
             assert.equal(200, res.status)
             assert.is_true(res.body == BIG, "body differs from what the upstream sent")
             c:close()

@@ -1,5 +1,6 @@
 -- sluice.memcached against real memcached servers (/usr/bin/memcached) started here: values round-trip, keys
--- spread over two servers (ketama), a stopped server fails fast, the circuit opens and closes again.
+-- spread over two servers (ketama), a stopped server fails fast and its circuit opens, its keys (only its keys)
+-- move to the other server and come back with it; every server down: calls fail at once.
 local helpers = require("helpers")
 local socket = require("socket")
 local cjson = require("cjson.safe")
@@ -134,31 +135,63 @@ describe_mc("sluice.memcached", function()
         assert.is_true(on1 >= 5 and on2 >= 5, on1 .. " / " .. on2)
     end)
 
-    it("fails fast when a server is down, opens the circuit, and closes it when the server is back", function()
-        -- keys that live on server 2
-        local keys = {}
+    it("moves only a stopped server's keys: its circuit opens, its keys go to the other server, and come back", function()
+        -- keys that live on each server
+        local on1, on2 = {}, {}
         for i = 1, 40 do
-            if holds(port2, "dist:" .. i) then keys[#keys + 1] = "dist:" .. i end
+            if holds(port2, "dist:" .. i) then on2[#on2 + 1] = "dist:" .. i else on1[#on1 + 1] = "dist:" .. i end
         end
+        assert.is_true(#on1 >= 3 and #on2 >= 4)
         mc2:stop()
+        -- the first calls to server 2 fail, fast; threshold 3: then its circuit opens
         local calls = {}
-        for i = 1, 6 do calls[i] = { "get", keys[(i - 1) % #keys + 1] } end
+        for i = 1, 3 do calls[i] = { "get", on2[i] } end
         local r = run(calls)
-        for i = 1, 6 do
+        for i = 1, 3 do
             assert.equal(cjson.null, r.results[i].a)
             assert.is_string(r.results[i].b)
             assert.is_true(r.results[i].ms < 500, "took " .. r.results[i].ms .. " ms")
         end
-        assert.equal("circuit open", r.results[6].b) -- threshold 3: the later calls never reach the network
-        assert.equal("open", r.circuit)
-        -- a key on the live server fails too while the circuit is open (the caller degrades)
-        -- then the server comes back: after retry_after one probe goes out and closes the circuit
+        assert.equal("degraded", r.circuit)
+        -- server 2's keys now go to server 1 (a miss there, not an error), server 1's keys never stopped working
+        r = run({ { "get", on2[4] }, { "set", on2[4], "moved", 60 }, { "get", on2[4] }, { "get", on1[1] } })
+        assert.equal(cjson.null, r.results[1].a)
+        assert.is_nil(r.results[1].b)
+        assert.same({ true, "moved", tostring(on1[1]:match("%d+")) },
+            { r.results[2].a, r.results[3].a, r.results[4].a })
+        assert.is_true(holds(port1, on2[4]), "the moved key is on server 1")
+        local st = helpers.http("GET", gw.admin_url("/admin/status"), { headers = { ["x-api-key"] = gw.admin_key } })
+        local servers = {}
+        for _, sv in ipairs(st.json.memcached.servers) do servers[sv.address] = sv.state end
+        assert.same({ ["127.0.0.1:" .. port1] = "up", ["127.0.0.1:" .. port2] = "down" }, servers)
+        -- the server comes back: after retry_after one probe goes to it and closes its circuit; its keys move back
         mc2 = start_mc(port2)
         helpers.wait_until(function()
-            local x = run({ { "set", keys[1], "back", 60 } })
+            local x = run({ { "set", on2[1], "back", 60 } })
             return x.results[1].a == true and x.circuit == "closed"
         end, 5, "circuit did not close")
-        assert.equal("back", run({ { "get", keys[1] } }).results[1].a)
+        assert.equal("back", run({ { "get", on2[1] } }).results[1].a)
+        assert.is_true(holds(port2, on2[1]), "server 2 holds its key again")
+    end)
+
+    it("fails at once when every server is down", function()
+        mc1:stop()
+        mc2:stop()
+        local calls = {}
+        for i = 1, 12 do calls[i] = { "get", "dist:" .. i } end
+        local r = run(calls)
+        for i = 1, 12 do
+            assert.equal(cjson.null, r.results[i].a)
+            assert.is_true(r.results[i].ms < 500, "took " .. r.results[i].ms .. " ms")
+        end
+        assert.equal("circuit open", r.results[12].b) -- both circuits open: nothing reaches the network
+        assert.equal("open", r.circuit)
+        mc1, mc2 = start_mc(port1), start_mc(port2)
+        -- a circuit closes when a call of one of its keys probes it: keys enough for both servers (which keys
+        -- live where depends on the ports, chosen afresh each run)
+        local sets = {}
+        for i = 1, 20 do sets[i] = { "set", "dist:" .. i, "v", 60 } end
+        helpers.wait_until(function() return run(sets).circuit == "closed" end, 6, "circuits did not close")
     end)
 
     it("reports an error without servers configured", function()

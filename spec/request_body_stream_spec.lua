@@ -335,7 +335,7 @@ describe("request body streaming to a slow upstream", function()
 end)
 
 describe("request body streaming over an HTTPS listener", function()
-    local up, gw, dir, tls_port
+    local up, dir, tls_port
     local q = helpers.shell_quote
 
     setup(function()
@@ -345,7 +345,7 @@ describe("request body streaming over an HTTPS listener", function()
             " gw.test", 30)
         assert(code == 0, out)
         tls_port = helpers.free_port()
-        gw = helpers.start_gateway({
+        helpers.start_gateway({
             node = { workers = 1, limits = { body_buffer_size = "64k", max_body_size = "48m" },
                      listen = { "127.0.0.1:" .. helpers.free_port(), { addr = "127.0.0.1:" .. tls_port,
                                 tls = { cert = dir .. "/gw.test.crt", key = dir .. "/gw.test.key" } } } },

@@ -287,7 +287,7 @@ describe("schema.format_errors", function()
 end)
 
 describe("schema formats, propertyNames and refs", function()
-    local function errs_of(s, v)
+    local function errs_or_none(s, v)
         local ok, e = schema.validate(s, v)
         return ok and {} or e
     end
@@ -310,7 +310,7 @@ describe("schema formats, propertyNames and refs", function()
         end
         for f, list in pairs(bad) do
             for _, v in ipairs(list) do
-                local e = errs_of({ type = "string", format = f }, v)
+                local e = errs_or_none({ type = "string", format = f }, v)
                 assert.equal(1, #e, f .. ": " .. v)
                 assert.matches("^must be ", e[1].message)
             end
@@ -320,7 +320,7 @@ describe("schema formats, propertyNames and refs", function()
     it("checks object keys with propertyNames, with the key's path", function()
         local s = { type = "object", propertyNames = { type = "string", format = "header_name" } }
         assert.is_true(schema.validate(s, { ["x-a"] = 1 }))
-        local e = errs_of(s, { ["bad name"] = 1 })
+        local e = errs_or_none(s, { ["bad name"] = 1 })
         assert.equal("bad name", e[1].path)
     end)
 

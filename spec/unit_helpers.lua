@@ -25,8 +25,8 @@ local base = require("sluice.pdk.base")
 local schema = require("sluice.schema")
 local plugins = require("sluice.plugins")
 
-local type, pairs, ipairs, tostring, pcall, error, select = type, pairs, ipairs, tostring, pcall, error, select
-local format, concat = string.format, table.concat
+local type, pairs, ipairs, tostring, pcall, error = type, pairs, ipairs, tostring, pcall, error
+local format = string.format
 local C = base.C
 
 pcall(ffi.cdef, [[

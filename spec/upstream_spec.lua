@@ -44,7 +44,7 @@ local function rss_kb(pid)
 end
 
 describe("upstreams", function()
-    local pki, tport, wport, bad
+    local pki, tport, wport
 
     setup(function()
         pki = make_pki(helpers.tmpdir())
@@ -122,7 +122,7 @@ describe("upstreams", function()
     describe("streaming", function()
         it("proxies a 100 MB response with flat gateway memory", function()
             local dir = helpers.tmpdir()
-            bad = helpers.spawn(string.format("node %s %s >/dev/null 2>&1",
+            helpers.spawn(string.format("node %s %s >/dev/null 2>&1",
                 helpers.shell_quote(helpers.ROOT .. "/spec/support/bad_upstream.js"), helpers.shell_quote(dir .. "/port")))
             local bport = helpers.wait_until(function() return tonumber(helpers.read_file(dir .. "/port")) end, 10)
             local gw = helpers.start_gateway({
@@ -138,7 +138,7 @@ describe("upstreams", function()
             local got, max_rss, t0 = 0, base_rss, socket.gettime()
             -- read slowly at first (a slow client: the gateway must not buffer the stream), then fast
             while true do
-                local data, err, partial = c:receive(got < 8 * 1024 * 1024 and 16384 or 1048576)
+                local data, _, partial = c:receive(got < 8 * 1024 * 1024 and 16384 or 1048576)
                 local piece = data or partial
                 if piece and #piece > 0 then got = got + #piece end
                 if got < 8 * 1024 * 1024 then socket.sleep(0.001) end

@@ -211,7 +211,8 @@ static void parse_mapping(loader *ld, int depth)
         km = ld->ev.start_mark;
         if (ld->ev.type != YAML_SCALAR_EVENT)
             sl__yaml_fail(ld, &km, "mapping keys must be scalars");
-        merge = ld->ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE && strcmp((char *)ld->ev.data.scalar.value, "<<") == 0;
+        merge = ld->ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+                strcmp((char *)ld->ev.data.scalar.value, "<<") == 0;
         lua_pushlstring(L, (char *)ld->ev.data.scalar.value, ld->ev.data.scalar.length);
         if (!merge) {
             path_key(ld, (char *)ld->ev.data.scalar.value, ld->ev.data.scalar.length);
@@ -396,8 +397,8 @@ int sl_yaml_load_string(lua_State *L, const char *s, size_t len, const char *nam
     ld.src_len = len;
     ld.doc_ref = ld.lines_ref = LUA_NOREF;
     if (len > SL_YAML_MAX_SIZE) {
-        lua_pushfstring(L, "%s:1:1: document is too large (%d bytes, limit %d)", ld.name, (int)(len > 0x7fffffff ? 0x7fffffff : len),
-                        (int)SL_YAML_MAX_SIZE);
+        lua_pushfstring(L, "%s:1:1: document is too large (%d bytes, limit %d)", ld.name,
+                        (int)(len > 0x7fffffff ? 0x7fffffff : len), (int)SL_YAML_MAX_SIZE);
         goto done;
     }
     if (lua_cpcall(L, do_load, &ld) != 0) {

@@ -14,10 +14,12 @@
 /* scalar bytes repeated by aliases (one big anchored string, many *a) */
 #define SL_YAML_MAX_ALIAS_BYTES SL_YAML_MAX_SIZE
 
-/** Parses YAML from a file and pushes (doc, lines) onto L; on error returns -1 and pushes one string "FILE:LINE:COL: problem". */
+/** Parses YAML from a file and pushes (doc, lines) onto L; on error returns -1 and pushes one string
+ * "FILE:LINE:COL: problem". */
 int sl_yaml_load_file(lua_State *L, const char *path);
 
-/** Same from memory; name is used in error messages. Returns 0 with (doc, lines) pushed, or -1 with the error string pushed. */
+/** Same from memory; name is used in error messages. Returns 0 with (doc, lines) pushed, or -1 with the error
+ * string pushed. */
 int sl_yaml_load_string(lua_State *L, const char *s, size_t len, const char *name);
 
 /** Parses YAML from memory in a Lua state of its own, with no gateway running (for fuzzers and tools): 0 when

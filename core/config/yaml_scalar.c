@@ -45,7 +45,8 @@ void sl__yaml_expand_env(loader *ld, const char *s, size_t n, const yaml_mark_t 
         var[name_len] = '\0';
         for (j = 0; j < name_len; j++) {
             char c = var[j];
-            int ok = c == '_' || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (j && c >= '0' && c <= '9');
+            int ok =
+                c == '_' || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (j && c >= '0' && c <= '9');
             if (!ok)
                 sl__yaml_fail(ld, m, lua_pushfstring(ld->L, "bad environment variable name " LUA_QS, var));
         }

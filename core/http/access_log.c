@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/time.h>
@@ -306,6 +308,77 @@ void sl_access_log(sl_worker_t *w, const sl_req_t *r)
     b->len = (size_t)(p - b->base);
     if (b->len >= 16384)
         sl_access_log_flush();
+}
+
+/* v as cjson writes a number ("%.14g"): integers by hand (token counts, statuses), fractions (costs) by
+ * printf. */
+static char *put_num(char *p, double v)
+{
+    if (v == (double)(int64_t)v && v > -1e15 && v < 1e15) {
+        if (v < 0) {
+            *p++ = '-';
+            v = -v;
+        }
+        return put_uint(p, (uint64_t)v);
+    }
+    return p + snprintf(p, 32, "%.14g", v);
+}
+
+#define AI_STR(field)                                                                                        \
+    if (a->field != NULL) {                                                                                  \
+        KEY(p, #field);                                                                                      \
+        p = put_str(p, a->field, a->field##_len);                                                            \
+    }
+#define AI_NUM(field, put)                                                                                   \
+    if (isfinite(a->field)) {                                                                                \
+        KEY(p, #field);                                                                                      \
+        p = put(p, a->field);                                                                                \
+    }
+
+int sl_req_log_ai(sl_req_t *r, const sl_log_ai_t *a)
+{
+    size_t strs = (size_t)a->provider_len + a->model_len + a->requested_model_len + a->cut_len + a->cache_len;
+    size_t max = FIXED_MAX + strs * ESC_MAX;
+    if (r->log_extra.len + strs > 16384) /* the bound of sl_req_log_field: a line stays a line */
+        return -1;
+    if (sl_buf_reserve(&r->log_extra, max))
+        return -1;
+    char *start = r->log_extra.base + r->log_extra.len;
+    char *p = start;
+    memcpy(p, ",\"ai\":", 6);
+    p += 6;
+    char *first = p; /* the first member's comma becomes the '{' */
+    AI_STR(provider)
+    AI_STR(model)
+    AI_STR(requested_model)
+    AI_NUM(status, put_num)
+    AI_NUM(prompt_tokens, put_num)
+    AI_NUM(completion_tokens, put_num)
+    AI_NUM(cost, put_num)
+    if (a->estimated) {
+        KEY(p, "estimated");
+        memcpy(p, "true", 4);
+        p += 4;
+    }
+    if (a->stream) {
+        KEY(p, "stream");
+        memcpy(p, "true", 4);
+        p += 4;
+    }
+    AI_STR(cut)
+    AI_NUM(ttft_ms, put_ms)
+    AI_NUM(latency_ms, put_ms)
+    AI_STR(cache)
+    AI_NUM(saved_tokens, put_num)
+    AI_NUM(saved_cost, put_num)
+    if (p == first) {
+        *p++ = '{';
+    } else {
+        *first = '{';
+    }
+    *p++ = '}';
+    r->log_extra.len += (size_t)(p - start);
+    return 0;
 }
 
 void sl_access_log_flush(void)

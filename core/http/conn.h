@@ -60,8 +60,8 @@ typedef struct sl_conn {
     sl_buf_t wbuf;        /* writes gathered while corked, sent with one syscall at uncork */
     int corked;
     struct sockaddr_storage peer;
-    char peer_ip[48];     /* peer's address as text, made by the connection's first request (sl_req_new) */
-    uint8_t peer_ip_len;  /* 0 until then */
+    char peer_ip[48];    /* peer's address as text, made by the connection's first request (sl_req_new) */
+    uint8_t peer_ip_len; /* 0 until then */
     uint16_t peer_port;
     int peer_len;
     struct sl_proxy *blocked_proxy; /* an upstream stopped reading until we drain */

@@ -3,9 +3,13 @@
  * size the offset of its first private member. */
 #include "lua/ffi_layout.h"
 
+#include "common/vector.h"
+#include "common/vstore.h"
+#include "http/access_log.h"
 #include "http/request.h"
 #include "plugin/cplugin.h"
 #include "plugin/plugin_abi.h"
+#include "rag/index.h"
 #include "router/router.h"
 #include "shared/memcached.h"
 #include "upstream/client.h"
@@ -69,6 +73,28 @@ static const sl_ffi_fact_t facts[] = {
     OFF(sl_req_t, upstream_time),
     OFF(sl_req_t, upstream_addr),
 
+    SIZE(sl_log_ai_t),
+    OFF(sl_log_ai_t, provider),
+    OFF(sl_log_ai_t, model),
+    OFF(sl_log_ai_t, requested_model),
+    OFF(sl_log_ai_t, cut),
+    OFF(sl_log_ai_t, cache),
+    OFF(sl_log_ai_t, provider_len),
+    OFF(sl_log_ai_t, model_len),
+    OFF(sl_log_ai_t, requested_model_len),
+    OFF(sl_log_ai_t, cut_len),
+    OFF(sl_log_ai_t, cache_len),
+    OFF(sl_log_ai_t, status),
+    OFF(sl_log_ai_t, prompt_tokens),
+    OFF(sl_log_ai_t, completion_tokens),
+    OFF(sl_log_ai_t, cost),
+    OFF(sl_log_ai_t, ttft_ms),
+    OFF(sl_log_ai_t, latency_ms),
+    OFF(sl_log_ai_t, saved_tokens),
+    OFF(sl_log_ai_t, saved_cost),
+    OFF(sl_log_ai_t, estimated),
+    OFF(sl_log_ai_t, stream),
+
     SIZE(sl_upresp_t),
     OFF(sl_upresp_t, headers),
     OFF(sl_upresp_t, chunk),
@@ -123,6 +149,8 @@ static const sl_ffi_fact_t facts[] = {
     OFF(sl_http_opts_t, headers),
     OFF(sl_http_opts_t, body),
     OFF(sl_http_opts_t, ca_file),
+    OFF(sl_http_opts_t, cert_file),
+    OFF(sl_http_opts_t, key_file),
     OFF(sl_http_opts_t, mlen),
     OFF(sl_http_opts_t, ulen),
     OFF(sl_http_opts_t, hlen),
@@ -233,6 +261,63 @@ static const sl_ffi_fact_t facts[] = {
     ENUM(SL_MC_OK),
     ENUM(SL_MC_NOT_FOUND),
     ENUM(SL_MC_NOT_STORED),
+
+    /* sluice.vector, sluice.rag (lua/sluice/pdk/vector.lua, rag.lua) */
+    SIZE(sl_vstore_hit_t),
+    OFF(sl_vstore_hit_t, key),
+    OFF(sl_vstore_hit_t, key_len),
+    OFF(sl_vstore_hit_t, score),
+    SIZE(sl_rag_chunk_view_t),
+    OFF(sl_rag_chunk_view_t, text),
+    OFF(sl_rag_chunk_view_t, heading),
+    OFF(sl_rag_chunk_view_t, source),
+    OFF(sl_rag_chunk_view_t, meta),
+    OFF(sl_rag_chunk_view_t, text_len),
+    OFF(sl_rag_chunk_view_t, meta_len),
+    OFF(sl_rag_chunk_view_t, source_id),
+    OFF(sl_rag_chunk_view_t, ordinal),
+    SIZE(sl_rag_source_view_t),
+    OFF(sl_rag_source_view_t, path),
+    OFF(sl_rag_source_view_t, meta),
+    OFF(sl_rag_source_view_t, first),
+    OFF(sl_rag_source_view_t, count),
+    OFF(sl_rag_source_view_t, hash),
+    OFF(sl_rag_source_view_t, size),
+    OFF(sl_rag_source_view_t, mtime),
+    SIZE(sl_rag_query_t),
+    OFF(sl_rag_query_t, text),
+    OFF(sl_rag_query_t, text_len),
+    OFF(sl_rag_query_t, vec),
+    OFF(sl_rag_query_t, allow),
+    OFF(sl_rag_query_t, dims),
+    OFF(sl_rag_query_t, k),
+    OFF(sl_rag_query_t, candidates),
+    OFF(sl_rag_query_t, mode),
+    OFF(sl_rag_query_t, quant),
+    OFF(sl_rag_query_t, min_bm25),
+    OFF(sl_rag_query_t, min_dense),
+    OFF(sl_rag_query_t, rrf_k),
+    SIZE(sl_rag_hit_t),
+    OFF(sl_rag_hit_t, chunk),
+    OFF(sl_rag_hit_t, score),
+    OFF(sl_rag_hit_t, bm25),
+    OFF(sl_rag_hit_t, dense),
+    OFF(sl_rag_hit_t, bm25_rank),
+    OFF(sl_rag_hit_t, dense_rank),
+    ENUM(SL_VEC_EXACT),
+    ENUM(SL_VEC_INT8),
+    ENUM(SL_VEC_BINARY),
+    ENUM(SL_VEC_AUTO),
+    ENUM(SL_VEC_MAX_K),
+    ENUM(SL_VEC_MAX_DIMS),
+    ENUM(SL_VSTORE_KEY_MAX),
+    ENUM(SL_VSTORE_I8),
+    ENUM(SL_VSTORE_BITS),
+    ENUM(SL_RAG_BM25),
+    ENUM(SL_RAG_DENSE),
+    ENUM(SL_RAG_HYBRID),
+    ENUM(SL_RAG_HAS_I8),
+    ENUM(SL_RAG_HAS_BITS),
 };
 
 const sl_ffi_fact_t *sl_ffi_layout(size_t *n)

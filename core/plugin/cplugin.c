@@ -1,5 +1,6 @@
-/* Accessors for C plugins (plugin_abi.h) over the request handle filled by lua/sluice/cplugin.lua. Nothing here
- * calls into Lua: getters read what Lua put in the handle, setters record into its buffers (see cplugin.h). */
+/* Accessors for C plugins (plugin_abi.h) over the request handle filled by lua/sluice/cplugin.lua. Nothing
+ * here calls into Lua: getters read what Lua put in the handle, setters record into its buffers (see
+ * cplugin.h). */
 #include "plugin/cplugin.h"
 
 #include <stdio.h>
@@ -46,7 +47,8 @@ static int name_eq(const sl_header_t *h, const char *name, size_t len)
     return h->name_len == len && strncasecmp(h->name, name, len) == 0;
 }
 
-int sl_plugin_get_header(sl_plugin_req_t *req, const char *name, size_t name_len, const char **out, size_t *len)
+int sl_plugin_get_header(sl_plugin_req_t *req, const char *name, size_t name_len, const char **out,
+                         size_t *len)
 {
     if (req == NULL || name == NULL || out == NULL || len == NULL)
         return SL_PLUGIN_INVALID;
@@ -204,6 +206,7 @@ void sl_plugin_log(sl_plugin_req_t *req, int level, const char *msg, size_t len)
         sl_log(level, "[c-plugin] %.*s", (int)len, msg);
         return;
     }
-    sl_log(level, "[%.*s] %.*s (request %.*s)", (int)req->plugin_name_len, req->plugin_name ? req->plugin_name : "",
-           (int)len, msg, (int)req->request_id_len, req->request_id ? req->request_id : "");
+    sl_log(level, "[%.*s] %.*s (request %.*s)", (int)req->plugin_name_len,
+           req->plugin_name ? req->plugin_name : "", (int)len, msg, (int)req->request_id_len,
+           req->request_id ? req->request_id : "");
 }

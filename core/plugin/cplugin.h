@@ -2,10 +2,10 @@
  * plugin_abi.h.
  *
  * LuaJIT forbids re-entering the VM from a C function called through FFI, so no accessor calls Lua. Instead
- * lua/sluice/cplugin.lua fills the handle from the request before each callback (method, path, headers and the
- * headers earlier plugins set), and the setters record what the plugin asks for into the handle's buffers;
- * Lua applies the recorded operations after the callback returns. One handle per VM is reused for every
- * call, so the buffers keep their capacity. */
+ * lua/sluice/cplugin.lua fills the handle from the request before each callback (method, path, headers and
+ * the headers earlier plugins set), and the setters record what the plugin asks for into the handle's
+ * buffers; Lua applies the recorded operations after the callback returns. One handle per VM is reused for
+ * every call, so the buffers keep their capacity. */
 #ifndef SL_CPLUGIN_H
 #define SL_CPLUGIN_H
 
@@ -16,11 +16,12 @@
 
 /* Kinds of recorded operations. */
 enum {
-    SL_CPLUGIN_OP_REQ_HEADER = 1,  /* set (or with value_len == UINT32_MAX remove) an upstream request header */
+    SL_CPLUGIN_OP_REQ_HEADER =
+        1, /* set (or with value_len == UINT32_MAX remove) an upstream request header */
     SL_CPLUGIN_OP_RESP_HEADER = 2, /* same for a client response header */
 };
 
-#define SL_CPLUGIN_REMOVE UINT32_MAX /* value_len of a remove operation */
+#define SL_CPLUGIN_REMOVE UINT32_MAX    /* value_len of a remove operation */
 #define SL_CPLUGIN_MAX_DATA (16u << 20) /* bytes one callback may record */
 
 /** One recorded setter call; name and value are offsets into the handle's data buffer. */

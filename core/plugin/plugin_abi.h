@@ -32,7 +32,8 @@ extern "C" {
 #define SL_PLUGIN_OK 0
 #define SL_PLUGIN_NOT_FOUND (-2) /* -ENOENT: no such header */
 #define SL_PLUGIN_NOMEM (-12)    /* -ENOMEM: out of memory, or over the 16 MiB a callback may record */
-#define SL_PLUGIN_INVALID (-22)  /* -EINVAL: NULL handle, bad header name/value (CR, LF, NUL, ':' in a name) */
+#define SL_PLUGIN_INVALID (-22)  /* -EINVAL: NULL handle, bad header name/value (CR, LF, NUL, ':' in a name) \
+                                  */
 
 /* Log levels for sl_plugin_log. */
 #define SL_PLUGIN_LOG_DEBUG 0
@@ -52,11 +53,12 @@ typedef int (*sl_plugin_phase_fn)(sl_plugin_req_t *req, const char *conf_json, s
 
 /** The descriptor exported as `sluice_plugin`. Layout is the ABI: fields are never moved or removed. */
 typedef struct sl_plugin {
-    uint32_t abi_version;    /* SL_PLUGIN_ABI_VERSION the plugin was built against; must stay first */
-    const char *name;        /* must equal the file name without ".so" ([A-Za-z0-9_-]+) */
-    const char *version;     /* free-form, e.g. "1.0" (may be NULL) */
-    int32_t priority;        /* higher runs first, as for Lua plugins */
-    const char *schema_json; /* config schema as JSON in Sluice's schema subset (docs/c-plugins.md), or NULL */
+    uint32_t abi_version; /* SL_PLUGIN_ABI_VERSION the plugin was built against; must stay first */
+    const char *name;     /* must equal the file name without ".so" ([A-Za-z0-9_-]+) */
+    const char *version;  /* free-form, e.g. "1.0" (may be NULL) */
+    int32_t priority;     /* higher runs first, as for Lua plugins */
+    const char
+        *schema_json; /* config schema as JSON in Sluice's schema subset (docs/c-plugins.md), or NULL */
     /** Optional extra validation after the schema (defaults applied): returns 0 when valid, else non-zero
      *  with a NUL-terminated message written into errbuf (at most errlen bytes, errlen >= 256). */
     int (*check)(const char *conf_json, size_t conf_len, char *errbuf, size_t errlen);
@@ -77,7 +79,8 @@ int sl_plugin_get_path(sl_plugin_req_t *req, const char **out, size_t *len);
 
 /** First value of a request header, name case-insensitive; reflects headers set or removed by plugins that
  *  ran before this callback. Returns 0 (found), SL_PLUGIN_NOT_FOUND (*out NULL, *len 0) or INVALID. */
-int sl_plugin_get_header(sl_plugin_req_t *req, const char *name, size_t name_len, const char **out, size_t *len);
+int sl_plugin_get_header(sl_plugin_req_t *req, const char *name, size_t name_len, const char **out,
+                         size_t *len);
 
 /** Response status: the upstream's in header_filter, the one sent in log, 0 before. Returns it (or -22). */
 int sl_plugin_get_status(sl_plugin_req_t *req);

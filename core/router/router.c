@@ -100,7 +100,8 @@ static int name_ok(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+              c == '-'))
             return 0;
     }
     return 1;
@@ -202,8 +203,8 @@ sl_router_t *sl_router_new(void)
     return r;
 }
 
-int sl_router_add(sl_router_t *r, int id, const char *path, size_t path_len, unsigned methods, const char *host,
-                  size_t host_len, int priority)
+int sl_router_add(sl_router_t *r, int id, const char *path, size_t path_len, unsigned methods,
+                  const char *host, size_t host_len, int priority)
 {
     route_t rt = {0};
     int rc;
@@ -240,7 +241,8 @@ fail:
     return rc;
 }
 
-/* Total order = precedence: host kind, host, path kind, then kind-specific specificity, priority, insertion. */
+/* Total order = precedence: host kind, host, path kind, then kind-specific specificity, priority, insertion.
+ */
 static int cmp_route(const void *a, const void *b)
 {
     const route_t *x = *(route_t *const *)a, *y = *(route_t *const *)b;
@@ -404,7 +406,8 @@ static int found(const route_t *rt, sl_route_match_t *m)
     return 0;
 }
 
-static int match_group(const group_t *g, unsigned method, const char *p, size_t n, sl_route_match_t *m, int *seen)
+static int match_group(const group_t *g, unsigned method, const char *p, size_t n, sl_route_match_t *m,
+                       int *seen)
 {
     uint32_t h = fnv1a(p, n);
 
@@ -455,8 +458,8 @@ static const group_t *find_exact_host(const sl_router_t *r, const char *h, size_
     return NULL;
 }
 
-int sl_router_match(const sl_router_t *r, unsigned method, const char *path, size_t path_len, const char *host,
-                    size_t host_len, sl_route_match_t *m)
+int sl_router_match(const sl_router_t *r, unsigned method, const char *path, size_t path_len,
+                    const char *host, size_t host_len, sl_route_match_t *m)
 {
     int seen = 0;
 

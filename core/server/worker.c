@@ -15,6 +15,7 @@
 #include "lua/vm.h"
 #include "server/listen.h"
 #include "server/settings.h"
+#include "shared/memcached.h"
 #include "tls/listener.h"
 #include "upstream/pool.h"
 
@@ -68,6 +69,7 @@ static void shutdown_worker(sl_worker_t *w)
         sl__conn_close(w->conns);
     w->stopping = 2;
     sl__pool_close(w);
+    sl_mc_worker_stop(w);
     sl_access_log_flush();
     uv_close((uv_handle_t *)&w->notify, NULL);
     uv_close((uv_handle_t *)&wt.flush, NULL);

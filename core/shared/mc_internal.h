@@ -1,8 +1,8 @@
 #ifndef SL_MC_INTERNAL_H
 #define SL_MC_INTERNAL_H
 
-/* Between the memcached bridge (memcached.c: API, circuit breaker) and its transport (mc_net.c: binary
- * protocol on each worker's loop). */
+/* Between the memcached bridge (memcached.c: API; mc_ring.c: which server, circuit breakers) and its
+ * transport (mc_net.c: binary protocol on each worker's loop). */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -17,6 +17,7 @@ typedef struct sl__mcwork {
     sl_worker_t *w;
     sl_req_t *req;
     int kind;
+    int server; /* the ring's choice (mc_ring.c) */
     int probe;
     char *key, *val;
     size_t klen, vlen;
@@ -34,15 +35,18 @@ typedef struct sl__mcwork {
     size_t wlen;
 } sl__mcwork_t;
 
-/** Queues wk on the calling worker's connection to the server its key hashes to, sending it as soon as the
+/** Queues wk on the calling worker's connection to server wk->server, sending it as soon as the
  *  connection is up. The result comes through sl__mc_done (from a loop callback, never from inside this
  * call). 0, or a negative code when it cannot even be queued (out of memory): the caller finishes the op
  * itself. */
 int sl__mc_net_send(sl__mcwork_t *wk);
 /** Called by the transport when wk has its answer (rc: SL_MC_*; errmsg for SL_MC_ERR). */
 void sl__mc_done(sl__mcwork_t *wk, int rc, const char *errmsg);
-/** Resolves the configured servers (main thread, at configure): 0 or a negative code. */
-int sl__mc_net_configure(void *master, double timeout);
+/** Resolves the n configured servers (main thread, at configure; their order is the ring's): 0 or a negative
+ *  code. */
+int sl__mc_net_configure(const char *const *hosts, const int *ports, int n, double timeout);
+/** Closes worker w's memcached connections (their waiting calls fail) as the worker stops. */
+void sl__mc_net_close(sl_worker_t *w);
 /** Frees what sl__mc_net_configure made (at exit). */
 void sl__mc_net_shutdown(void);
 

@@ -4,16 +4,14 @@
  * thread-pool round trip (four context switches), which is what limits counting in memcached on every request
  * need.
  *
- * Servers are resolved once (at configure); which server a key goes to is libmemcached's ketama hash over the
- * configured list (a per-worker clone of the configured memcached_st, used only for hashing), so keys land
- * where libmemcached clients put them. A connection that fails, times out or answers out of order is closed;
- * the calls queued on it fail (from its close callback: never inside the FFI call that started one) and the
- * next call opens a new one. A creation of a counter that lost the race to another first call (NOT_STORED) is
- * sent again. */
+ * Servers are resolved once (at configure); which server a call goes to was chosen before it gets here
+ * (wk->server: mc_ring.c, ketama with a circuit breaker per server). A connection that fails, times out or
+ * answers out of order is closed; the calls queued on it fail (from its close callback: never inside the FFI
+ * call that started one) and the next call opens a new one. A creation of a counter that lost the race to
+ * another first call (NOT_STORED) is sent again. */
 #include <errno.h>
 #include <libmemcached/memcached.h>
 #include <netdb.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,7 +54,6 @@ typedef struct mc_conn {
 
 typedef struct mc_net {
     sl_worker_t *w;
-    memcached_st *hash;
     mc_conn_t **conns;
     uv_timer_t
         flusher; /* writes what a loop turn queued, in one write per connection, at the next turn's start */
@@ -72,8 +69,6 @@ typedef struct mc_write {
 static mc_server_t *servers;
 static int nservers;
 static double op_timeout = 0.2;
-static memcached_st *hash_master;
-static pthread_mutex_t hash_lock = PTHREAD_MUTEX_INITIALIZER;
 static mc_net_t *nets[MAX_WORKERS];
 
 static void put16(uint8_t *p, uint16_t v)
@@ -109,34 +104,31 @@ static uint64_t get64(const uint8_t *p)
     return ((uint64_t)get32(p) << 32) | get32(p + 4);
 }
 
-int sl__mc_net_configure(void *master, double timeout)
+int sl__mc_net_configure(const char *const *hosts, const int *ports, int n, double timeout)
 {
-    memcached_st *m = master;
-    uint32_t n = memcached_server_count(m);
-    if (n == 0)
+    if (n <= 0)
         return -EINVAL;
-    servers = calloc(n, sizeof(*servers));
-    if (servers == NULL)
+    mc_server_t *sv = calloc((size_t)n, sizeof(*sv));
+    if (sv == NULL)
         return -ENOMEM;
-    nservers = (int)n;
-    op_timeout = timeout > 0 ? timeout : 0.2;
-    hash_master = m;
-    for (uint32_t i = 0; i < n; i++) {
-        const memcached_instance_st *inst = memcached_server_instance_by_position(m, i);
-        const char *host = memcached_server_name(inst);
+    for (int i = 0; i < n; i++) {
         char port[16];
         struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
-        snprintf(port, sizeof(port), "%u", (unsigned)memcached_server_port(inst));
-        snprintf(servers[i].name, sizeof(servers[i].name), "%s:%s", host, port);
-        if (getaddrinfo(host, port, &hints, &res) == 0 && res) {
-            memcpy(&servers[i].addr, res->ai_addr, res->ai_addrlen);
-            servers[i].ok = 1;
+        snprintf(port, sizeof(port), "%d", ports[i]);
+        snprintf(sv[i].name, sizeof(sv[i].name), "%s:%s", hosts[i], port);
+        if (getaddrinfo(hosts[i], port, &hints, &res) == 0 && res) {
+            memcpy(&sv[i].addr, res->ai_addr, res->ai_addrlen);
+            sv[i].ok = 1;
         } else {
-            sl_log(SL_LOG_WARN, "memcached: cannot resolve %s: calls to it fail", servers[i].name);
+            sl_log(SL_LOG_WARN, "memcached: cannot resolve %s: calls to it fail", sv[i].name);
         }
         if (res)
             freeaddrinfo(res);
     }
+    free(servers);
+    servers = sv;
+    nservers = n;
+    op_timeout = timeout > 0 ? timeout : 0.2;
     return 0;
 }
 
@@ -146,7 +138,6 @@ void sl__mc_net_shutdown(void)
     free(servers);
     servers = NULL;
     nservers = 0;
-    hash_master = NULL;
 }
 
 /* The calls queued on c get the failure (from a close callback: the loop, not an FFI call). */
@@ -443,12 +434,7 @@ static mc_net_t *net_of(sl_worker_t *w)
     if (net == NULL)
         return NULL;
     net->conns = calloc((size_t)nservers, sizeof(*net->conns));
-    if (nservers > 1) {
-        pthread_mutex_lock(&hash_lock);
-        net->hash = memcached_clone(NULL, hash_master); /* this worker's, for hashing only */
-        pthread_mutex_unlock(&hash_lock);
-    }
-    if (net->conns == NULL || (nservers > 1 && net->hash == NULL)) {
+    if (net->conns == NULL) {
         free(net->conns);
         free(net);
         return NULL;
@@ -544,14 +530,35 @@ static int encode(sl__mcwork_t *wk)
     return 0;
 }
 
+static void on_net_close(uv_handle_t *h)
+{
+    mc_net_t *net = h->data;
+    free(net->conns);
+    free(net);
+}
+
+void sl__mc_net_close(sl_worker_t *w)
+{
+    if (w->id < 0 || w->id >= MAX_WORKERS || nets[w->id] == NULL)
+        return;
+    mc_net_t *net = nets[w->id];
+    nets[w->id] = NULL;
+    for (int i = 0; i < nservers; i++)
+        if (net->conns[i])
+            conn_fail(net->conns[i], "gateway stopping", MEMCACHED_CONNECTION_FAILURE);
+    uv_close((uv_handle_t *)&net->flusher, on_net_close);
+}
+
 int sl__mc_net_send(sl__mcwork_t *wk)
 {
+    if (wk->w->stopping >= 2) /* its connections are closed (sl__mc_net_close): none is opened again */
+        return -ECANCELED;
     mc_net_t *net = net_of(wk->w);
     if (net == NULL || encode(wk) != 0)
         return -ENOMEM;
-    int idx = nservers > 1 ? (int)memcached_generate_hash(net->hash, wk->key, wk->klen) : 0;
+    int idx = wk->server;
     if (idx < 0 || idx >= nservers)
-        idx = 0;
+        return -EINVAL;
     mc_conn_t *c = conn_of(net, idx);
     if (c == NULL)
         return -ENOMEM;

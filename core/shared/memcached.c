@@ -1,16 +1,16 @@
 /* The memcached bridge: calls from Lua (sluice.memcached) go out on the calling worker's own connections, in
  * memcached's binary protocol, pipelined (mc_net.c): nothing blocks, nothing waits on another thread.
- * libmemcached parses the server list and hashes keys to servers (ketama consistent hashing), so keys land
- * where libmemcached clients put them.
+ * libmemcached only parses the server list; which server a key goes to is the ring's choice (mc_ring.c:
+ * ketama consistent hashing with a circuit breaker per server, shared by all workers).
  *
- * A circuit breaker shared by all workers keeps calls off the network while memcached is down: after
- * failure_threshold failures in a row it opens, calls fail at once with SL_MC_CIRCUIT, and every retry_after
- * seconds one call goes through as a probe; its success closes the circuit. */
+ * While a server is down its circuit keeps calls off it: after failure_threshold failures in a row it opens
+ * and its keys go to the next servers on the ring (the other keys stay where they are), and every retry_after
+ * seconds one call goes to it as a probe, whose success closes the circuit. Only when every server's circuit
+ * is open do calls fail at once with SL_MC_CIRCUIT. */
 #include "shared/memcached.h"
 
 #include <errno.h>
 #include <libmemcached/memcached.h>
-#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,95 +20,54 @@
 #include "lua/vm.h"
 #include "server/worker.h"
 #include "shared/mc_internal.h"
+#include "shared/mc_ring.h"
 
-static memcached_st *master;
-static int threshold = 5;
-static double retry_after = 5;
-static atomic_int failures;
-static atomic_int probing;
-static _Atomic double open_until; /* 0: closed */
+static int configured;
 
-int sl_mc_configure(const char *servers, double timeout, int failure_threshold, double retry)
+int sl_mc_configure(const char *list, double timeout, int failure_threshold, double retry)
 {
-    if (servers == NULL || *servers == '\0')
+    if (list == NULL || *list == '\0')
         return -EINVAL;
-    memcached_server_list_st list = memcached_servers_parse(servers);
-    if (list == NULL)
+    memcached_server_list_st parsed = memcached_servers_parse(list);
+    if (parsed == NULL)
         return -EINVAL;
     memcached_st *m = memcached_create(NULL);
-    if (m == NULL) {
-        memcached_server_list_free(list);
-        return -ENOMEM;
+    int rc = m ? 0 : -ENOMEM;
+    if (rc == 0 && memcached_server_push(m, parsed) != MEMCACHED_SUCCESS)
+        rc = -EINVAL;
+    memcached_server_list_free(parsed);
+    uint32_t n = rc == 0 ? memcached_server_count(m) : 0;
+    if (rc == 0 && (n == 0 || n > SL_MC_MAX_SERVERS))
+        rc = -EINVAL;
+    static char names[SL_MC_MAX_SERVERS][300];
+    const char *name_of[SL_MC_MAX_SERVERS], *host_of[SL_MC_MAX_SERVERS];
+    int port_of[SL_MC_MAX_SERVERS];
+    for (uint32_t i = 0; rc == 0 && i < n; i++) {
+        const memcached_instance_st *inst = memcached_server_instance_by_position(m, i);
+        host_of[i] = memcached_server_name(inst);
+        port_of[i] = (int)memcached_server_port(inst);
+        snprintf(names[i], sizeof(names[i]), "%s:%d", host_of[i], port_of[i]);
+        name_of[i] = names[i];
     }
-    int rc = memcached_server_push(m, list);
-    memcached_server_list_free(list);
-    if (rc != MEMCACHED_SUCCESS) {
-        memcached_free(m);
-        return -EINVAL;
+    if (rc == 0)
+        rc = sl__mc_ring_init(name_of, (int)n, failure_threshold, retry);
+    if (rc == 0) {
+        rc = sl__mc_net_configure(host_of, port_of, (int)n, timeout);
+        if (rc != 0)
+            sl__mc_ring_free();
     }
-    memcached_behavior_set(m, MEMCACHED_BEHAVIOR_DISTRIBUTION, MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA);
-    rc = sl__mc_net_configure(m, timeout);
-    if (rc != 0) {
-        memcached_free(m);
-        return rc;
-    }
-    master = m;
-    threshold = failure_threshold > 0 ? failure_threshold : 5;
-    retry_after = retry > 0 ? retry : 5;
-    return 0;
+    if (m)
+        memcached_free(m); /* the list was only parsed: calls go out through mc_net.c */
+    if (rc == 0)
+        configured = 1;
+    return rc;
 }
 
 void sl_mc_shutdown(void)
 {
     sl__mc_net_shutdown();
-    if (master)
-        memcached_free(master);
-    master = NULL;
-}
-
-int sl_mc_circuit_state(void)
-{
-    double until = atomic_load(&open_until);
-    if (until == 0)
-        return 0;
-    return atomic_load(&probing) ? 2 : 1;
-}
-
-/* May this call go out? Sets *probe when it is the half-open probe. */
-static int circuit_allows(int *probe)
-{
-    *probe = 0;
-    double until = atomic_load(&open_until);
-    if (until == 0)
-        return 1;
-    if (sl_now() < until)
-        return 0;
-    int expected = 0;
-    if (!atomic_compare_exchange_strong(&probing, &expected, 1))
-        return 0; /* another probe is out */
-    *probe = 1;
-    return 1;
-}
-
-static void circuit_result(int ok, int probe)
-{
-    if (ok) {
-        atomic_store(&failures, 0);
-        if (atomic_load(&open_until) != 0) {
-            atomic_store(&open_until, 0);
-            sl_log(SL_LOG_INFO, "memcached: circuit closed");
-        }
-    } else {
-        int n = atomic_fetch_add(&failures, 1) + 1;
-        if (probe || n >= threshold) {
-            if (atomic_load(&open_until) == 0)
-                sl_log(SL_LOG_WARN, "memcached: circuit open after %d failures (retry in %gs)", n,
-                       retry_after);
-            atomic_store(&open_until, sl_now() + retry_after);
-        }
-    }
-    if (probe)
-        atomic_store(&probing, 0);
+    sl__mc_ring_free();
+    configured = 0;
 }
 
 void sl__mc_done(sl__mcwork_t *wk, int rc, const char *errmsg)
@@ -117,7 +76,7 @@ void sl__mc_done(sl__mcwork_t *wk, int rc, const char *errmsg)
     op->rc = rc;
     if (rc == SL_MC_ERR)
         snprintf(op->errmsg, sizeof(op->errmsg), "%s", errmsg ? errmsg : "memcached error");
-    circuit_result(rc >= 0, wk->probe);
+    sl__mc_ring_result(wk->server, rc >= 0, wk->probe);
     free(wk->key);
     free(wk->val);
     free(wk->wire);
@@ -148,13 +107,14 @@ sl_mcop_t *sl_mc_start(sl_req_t *req, int kind, const char *key, size_t klen, co
     wk->req = req;
     if (req)
         req->refs++;
-    if (master == NULL) {
+    if (!configured) {
         op->rc = SL_MC_NOT_CONFIGURED;
         snprintf(op->errmsg, sizeof(op->errmsg), "memcached is not configured (node.memcached.servers)");
         op->done = 1;
         return op;
     }
-    if (!circuit_allows(&wk->probe)) {
+    wk->server = sl__mc_ring_pick(key, klen, &wk->probe);
+    if (wk->server < 0) {
         op->rc = SL_MC_CIRCUIT;
         snprintf(op->errmsg, sizeof(op->errmsg), "circuit open");
         op->done = 1;
@@ -168,7 +128,7 @@ sl_mcop_t *sl_mc_start(sl_req_t *req, int kind, const char *key, size_t klen, co
         snprintf(op->errmsg, sizeof(op->errmsg), "out of memory");
         op->done = 1;
         if (wk->probe)
-            atomic_store(&probing, 0);
+            sl__mc_ring_unprobe(wk->server);
         return op;
     }
     memcpy(wk->key, key, klen);
@@ -182,12 +142,14 @@ sl_mcop_t *sl_mc_start(sl_req_t *req, int kind, const char *key, size_t klen, co
     wk->delta = delta;
     wk->initial = initial;
     wk->has_initial = has_initial;
-    if (sl__mc_net_send(wk) != 0) {
+    int rc = sl__mc_net_send(wk);
+    if (rc != 0) {
         op->rc = SL_MC_ERR;
-        snprintf(op->errmsg, sizeof(op->errmsg), "out of memory");
+        snprintf(op->errmsg, sizeof(op->errmsg), "%s",
+                 rc == -ECANCELED ? "gateway stopping" : "out of memory");
         op->done = 1;
         if (wk->probe)
-            atomic_store(&probing, 0);
+            sl__mc_ring_unprobe(wk->server);
     }
     return op;
 }
@@ -205,6 +167,11 @@ void sl_mc_free(sl_mcop_t *op)
     free(wk);
     if (r)
         sl_req_release(r);
+}
+
+void sl_mc_worker_stop(sl_worker_t *w)
+{
+    sl__mc_net_close(w);
 }
 
 void sl_mc_detach(sl_mcop_t *op)

@@ -35,10 +35,11 @@ typedef struct sl_mcop {
     char errmsg[160];
 } sl_mcop_t;
 
-/** Configures the servers ("host:port,host:port", resolved now), the per-call timeout (seconds, from the call
- * to its answer, connecting included), and the circuit breaker: it opens after failure_threshold failures in
- * a row, and lets one probe call through every retry_after seconds while open. Called once at startup, before
- * the workers; 0 or -EINVAL / -ENOMEM. */
+/** Configures the servers ("host:port,host:port", at most 64, resolved now), the per-call timeout (seconds,
+ * from the call to its answer, connecting included), and each server's circuit breaker: it opens after
+ *  failure_threshold failures in a row (that server's keys then go to the next servers on the ring), and lets
+ * one probe call through every retry_after seconds while open. Called once at startup, before the workers; 0
+ * or -EINVAL / -ENOMEM. */
 int sl_mc_configure(const char *servers, double timeout, int failure_threshold, double retry_after);
 /** Frees what sl_mc_configure built (at exit). */
 void sl_mc_shutdown(void);
@@ -54,7 +55,10 @@ void sl_mc_free(sl_mcop_t *op);
 /** Lets go of an op nobody will wait for (a charge whose answer does not matter): freed now when done, else
  * by the bridge when its answer comes (its failure still counts for the circuit breaker). */
 void sl_mc_detach(sl_mcop_t *op);
-/** Circuit state for status pages and specs: 0 closed, 1 open, 2 half-open (a probe is out). */
+/** Closes worker w's connections as it stops (calls waiting on them fail; later calls fail at once). */
+void sl_mc_worker_stop(struct sl_worker *w);
+/** The servers' circuits together (mc_ring.h has each one's): 0 every one closed, 1 every one open (calls
+ * fail at once), 2 some open or probing (their keys go to the other servers). */
 int sl_mc_circuit_state(void);
 
 #endif

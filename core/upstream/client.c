@@ -29,7 +29,7 @@ typedef struct sl_http {
     sl_req_t *req;
     sl_worker_t *w;
     struct sl_http *next, *prev; /* running exchanges of the worker */
-    char *ca_file;
+    char *ca_file, *cert_file, *key_file;
     sl_buf_t body;
     uv_timer_t deadline; /* the total deadline */
     double max_body;
@@ -216,6 +216,8 @@ static void timer_closed(sl_http_t *h)
     sl__exchange_free(&h->ex);
     sl_buf_free(&h->body);
     free(h->ca_file);
+    free(h->cert_file);
+    free(h->key_file);
     free(h);
     if (r)
         sl_req_release(r);
@@ -260,6 +262,10 @@ sl_httpres_t *sl_http_start(sl_req_t *req, const sl_http_opts_t *o)
     if (o->ca_file && *o->ca_file) {
         h->ca_file = strdup(o->ca_file);
         t->ca_file = h->ca_file;
+    }
+    if (o->cert_file && *o->cert_file && o->key_file && *o->key_file) {
+        t->cert_file = h->cert_file = strdup(o->cert_file);
+        t->key_file = h->key_file = strdup(o->key_file);
     }
     sl_url_t px;
     int proxy_rc = flags & SL_HTTP_NO_PROXY ? 0 : sl_env_proxy(u.tls, u.host, u.port, &px);
@@ -309,6 +315,8 @@ sl_httpres_t *sl_http_start(sl_req_t *req, const sl_http_opts_t *o)
     if (rc != 0) {
         sl_buf_free(out);
         free(h->ca_file);
+        free(h->cert_file);
+        free(h->key_file);
         free(h);
         return NULL;
     }

@@ -50,6 +50,7 @@ typedef struct sl_http_opts {
     double deadline; /* the whole exchange, seconds */
     double max_body; /* bytes buffered when not streaming; 0: 16 MiB */
     double idle_timeout;
+    const char *cert_file, *key_file; /* HTTPS: client certificate and key (PEM), or NULL */
 } sl_http_opts_t;
 
 /** Starts an HTTP/1.1 request on the calling worker (from Lua; it continues from a zero-delay timer, never

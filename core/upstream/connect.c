@@ -50,7 +50,10 @@ void sl__upconn_handshake(sl_upconn_t *uc)
 static void start_tls(sl_upconn_t *uc)
 {
     char err[256] = "";
-    sl_tls_client_opts_t o = {.ca_file = uc->t.ca_file, .insecure_no_verify = !uc->t.verify};
+    sl_tls_client_opts_t o = {.ca_file = uc->t.ca_file,
+                              .cert_file = uc->t.cert_file,
+                              .key_file = uc->t.key_file,
+                              .insecure_no_verify = !uc->t.verify};
     sl_tls_client_ctx_t *ctx = sl_tls_client_ctx_get(&o, err, sizeof(err));
     if (ctx == NULL) {
         char msg[300];

@@ -280,7 +280,8 @@ static void on_up_read(sl_upconn_t *uc, ssize_t nread)
         return;
     void *t = hold(x);
     if (nread < 0) {
-        if (nread == UV_EOF && x->headers_done && !x->done && (sl__up_parser_eof(&x->parser) || x->msg_done)) {
+        if (nread == UV_EOF && x->headers_done && !x->done &&
+            (sl__up_parser_eof(&x->parser) || x->msg_done)) {
             /* a body delimited by the close of the connection (llhttp pauses in on_complete) */
             uc->rpos = uc->rlen = 0;
             x->msg_done = 1;

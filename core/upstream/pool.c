@@ -439,7 +439,8 @@ static size_t key_int(char *key, size_t at, int v)
 }
 
 /* The pool key of a target (no printf: this runs on every request) and its FNV-1a hash. Never cut:
- * connections verified against one CA must not serve a target that names another (ca_file is bounded to 512
+ * connections verified against one CA must not serve a target that names another (ca_file, cert_file and
+ * key_file are bounded to 512
  * bytes, host, SNI and proxy names to 255, so the key always fits in sl_upconn_t.key). */
 static size_t make_key(const sl_uptarget_t *t, char *key, uint64_t *hash)
 {
@@ -451,6 +452,8 @@ static size_t make_key(const sl_uptarget_t *t, char *key, uint64_t *hash)
     n = key_put(key, n, t->proxy_host, sizeof(t->proxy_host));
     n = key_int(key, n, t->proxy_port);
     n = key_put(key, n, t->ca_file ? t->ca_file : "", 512);
+    n = key_put(key, n, t->cert_file ? t->cert_file : "", 512);
+    n = key_put(key, n, t->key_file ? t->key_file : "", 512);
     uint64_t h = 1469598103934665603ULL;
     for (size_t i = 0; i < n; i++)
         h = (h ^ (unsigned char)key[i]) * 1099511628211ULL;
@@ -462,8 +465,9 @@ sl_upconn_t *sl__upconn_open(sl_worker_t *w, const sl_uptarget_t *t, const sl_up
                              int fresh)
 {
     sl_pool_t *p = sl__pool(w);
-    if (p == NULL || (t->ca_file && strlen(t->ca_file) > 512))
-        return NULL; /* the pool key must hold the whole CA path (see make_key) */
+    if (p == NULL || (t->ca_file && strlen(t->ca_file) > 512) ||
+        (t->cert_file && strlen(t->cert_file) > 512) || (t->key_file && strlen(t->key_file) > 512))
+        return NULL; /* the pool key must hold the whole CA and certificate paths (see make_key) */
     char key[sizeof(((sl_upconn_t *)0)->key)];
     uint64_t hash;
     size_t klen = make_key(t, key, &hash);

@@ -31,11 +31,12 @@ enum {
 typedef struct sl_uptarget {
     char host[256];
     int port;
-    int tls;              /* 1: HTTPS */
-    int verify;           /* 1: check the certificate against ca_file (default bundle when NULL) and host */
-    const char *ca_file;  /* per-upstream CA bundle, or NULL */
-    char sni[256];        /* name sent as SNI and checked in the certificate; "" means host */
-    char proxy_host[256]; /* "" for a direct connection; else an HTTP proxy (CONNECT for TLS) */
+    int tls;             /* 1: HTTPS */
+    int verify;          /* 1: check the certificate against ca_file (default bundle when NULL) and host */
+    const char *ca_file; /* per-upstream CA bundle, or NULL */
+    const char *cert_file, *key_file; /* client certificate and key (PEM), or NULL */
+    char sni[256];                    /* name sent as SNI and checked in the certificate; "" means host */
+    char proxy_host[256];             /* "" for a direct connection; else an HTTP proxy (CONNECT for TLS) */
     int proxy_port;
     double connect_timeout; /* DNS + TCP connect + CONNECT + TLS handshake */
 } sl_uptarget_t;
@@ -73,7 +74,7 @@ struct sl_upconn {
     sl_buf_t tunnel; /* CONNECT response bytes */
     int state;
     int pending_writes;
-    char key[1536]; /* host, port, TLS settings (CA path, SNI), proxy: see make_key */
+    char key[2560]; /* host, port, TLS settings (CA path, client certificate, SNI), proxy: see make_key */
     size_t key_len;
     uint64_t key_hash; /* compared first: pool scans run on every request */
     sl_uptarget_t t;

@@ -1,6 +1,6 @@
 -- The Admin API (docs/admin-api.md), served by worker 0 on node.admin.listen.
 --
---   GET    /admin/{kind}            list     (kind: routes upstreams providers consumers consumer_groups plugin_metadata)
+--   GET    /admin/{kind}            list (routes upstreams providers consumers consumer_groups plugin_metadata)
 --   GET    /admin/{kind}/{id}       one entity, as written (secrets redacted)
 --   PUT    /admin/{kind}/{id}       create (201) or replace (200)
 --   DELETE /admin/{kind}/{id}       delete (409 while other entities still use it)
@@ -29,6 +29,7 @@ local schema = require("sluice.schema")
 local plugins = require("sluice.plugins")
 local request = require("sluice.pdk.request")
 local base = require("sluice.pdk.base")
+local store = require("sluice.config.store")
 local secrets = require("sluice.secrets")
 local audit = require("sluice.admin.audit")
 
@@ -190,11 +191,27 @@ local function unredact(kind, obj, old, id, reg)
     end
 end
 
--- Persists then publishes a new document (validated with registry reg); returns the response for a success.
-local function commit(doc, cfg, reg, kind, id, obj, status, body)
-    local path = cfg.node.state_file
-    if not path then
-        return fail(500, "no state file configured (node.state_file); change not applied")
+--- The plugin registry a change made here was validated with while this worker has not applied it yet, or nil
+--- (the config center publishes with it too: sluice.config.center).
+function _M.pending_registry()
+    return pending and base.seen_version() < pending.version and pending.reg or nil
+end
+
+local function what(kind, id)
+    return kind == "global_plugins" and "global plugins" or format("%s %q", SINGULAR[kind], id)
+end
+
+-- Stores a change through the config's backend (sluice.config.store: the state file, or etcd with node.config_center)
+-- and, unless the backend's own path publishes it (etcd: the watch, on every node), publishes the new document
+-- (validated with registry reg). expect: the entity's revision the writer based the change on (etcd). Returns the
+-- response.
+local function commit(doc, cfg, reg, kind, id, obj, status, body, expect)
+    local backend, berr = store.backend(cfg)
+    if not backend then
+        return fail(500, berr)
+    end
+    if expect and not backend.publishes then
+        return fail(400, "If-Match needs a config center (node.config_center): the state file keeps no revisions")
     end
     -- the audit line first (who, what, before/after with secrets redacted): a change that cannot be audited is not made
     local cur = current()
@@ -203,10 +220,27 @@ local function commit(doc, cfg, reg, kind, id, obj, status, body)
     if not aok then
         return fail(500, "change not applied: " .. tostring(aerr))
     end
-    local ok, err = config.state_put(path, kind, id, obj, { node = cfg.node, plugins = reg })
-    if not ok then
+    local res, err, code, extra = backend:put(kind, id, obj, { expect = expect, node = cfg.node, plugins = reg })
+    if not res then
         audit.failed(cfg.node, caller.who, kind, id, err)
-        return fail(500, "cannot persist the change, nothing applied: " .. tostring(err))
+        if code == 409 then
+            return reply(409, { error = { message = what(kind, id) .. " was " .. tostring(err) },
+                                revision = extra and extra.revision })
+        end
+        return fail(code or 500, err)
+    end
+    if backend.publishes then
+        body.revision, body.version = res.revision, res.version
+        if res.refused then
+            body.error = { message = format("written to etcd (revision %d) but refused by this node, which keeps "
+                .. "its last good config: %s", res.revision, res.refused) }
+            return reply(202, body)
+        elseif not res.applied then
+            body.error = { message = format("written to etcd (revision %d); not applied on this node yet (see "
+                .. "GET /admin/status)", res.revision) }
+            return reply(202, body)
+        end
+        return reply(status, body)
     end
     local version, perr = require("sluice.master").publish(doc, reg)
     if not version then
@@ -225,7 +259,7 @@ local function invalid(kind, errs)
 end
 
 -- Validates the change alone and in the whole document, then commits it.
-local function change(kind, id, obj, extra)
+local function change(kind, id, obj, extra, expect)
     local doc, cfg, reg = current()
     if not doc then return fail(503, "no configuration loaded yet") end
     local old = kind == "global_plugins" and doc.global_plugins or find(doc, kind, id)
@@ -256,12 +290,12 @@ local function change(kind, id, obj, extra)
     local ncfg, errs = require("sluice.master").validate(new, reg)
     if not ncfg then return invalid(kind, errs) end
     if obj == nil then
-        return commit(new, ncfg, reg, kind, id, false, 200, { deleted = true, id = id })
+        return commit(new, ncfg, reg, kind, id, false, 200, { deleted = true, id = id }, expect)
     end
-    local status = old == nil and 201 or 200
+    local status = (old == nil and kind ~= "global_plugins") and 201 or 200 -- global plugins always exist
     local body = { [kind == "global_plugins" and "global_plugins" or "item"] = redact(kind, obj, id, reg) }
     for k, v in pairs(extra or {}) do body[k] = v end
-    return commit(new, ncfg, reg, kind, id, obj, status, body)
+    return commit(new, ncfg, reg, kind, id, obj, status, body, expect)
 end
 
 local function body_json(ctx)
@@ -271,6 +305,22 @@ local function body_json(ctx)
     if t == nil then return nil, "invalid JSON: " .. tostring(err) end
     if type(t) ~= "table" or (next(t) ~= nil and is_array(t)) then return nil, "expected a JSON object" end
     return t
+end
+
+-- The revision an If-Match header names ("12" or 12): number | nil | false, error response.
+local function if_match(ctx)
+    local v = request.get_header("if-match", ctx)
+    if v == nil then return nil end
+    local n = type(v) == "string" and tonumber(v:match('^%s*"?(%d+)"?%s*$'))
+    if not n or n > 2 ^ 53 then
+        return false, fail(400, "If-Match must be an entity's revision (a number, as GET returns it)")
+    end
+    return n
+end
+
+-- The etcd revision of an entity (with a config center), for GET and If-Match.
+local function revision_of(kind, id)
+    return require("sluice.config.center").revision_of(kind, id)
 end
 
 ---------------------------------------------------------------------------------------------------------------
@@ -285,12 +335,13 @@ end
 
 -- Creates consumer id with obj (or adds a key to the existing one) with a generated key, answered once: only
 -- its digest is kept.
-with_new_key = function(id, obj)
+with_new_key = function(id, obj, expect)
     local key = new_key()
     if not key then return fail(500, "cannot read random bytes for a key") end
     if type(obj.keys) ~= "table" then obj.keys = {} end
     obj.keys[#obj.keys + 1] = key
-    return change("consumers", id, obj, { key = key, message = "the key is shown only this once: store it now" })
+    return change("consumers", id, obj, { key = key, message = "the key is shown only this once: store it now" },
+        expect)
 end
 
 -- POST /admin/consumers/{id}/keys: a generated key for a consumer (created when absent), answered once.
@@ -349,22 +400,23 @@ local function entity(method, kind, id, ctx)
         if not doc then return fail(503, "no configuration loaded yet") end
         local obj = find(doc, kind, id)
         if obj == nil then return fail(404, format("%s %q not found", SINGULAR[kind], id)) end
-        return reply(200, { item = redact(kind, obj, id) })
-    elseif method == "PUT" then
+        return reply(200, { item = redact(kind, obj, id), revision = revision_of(kind, id) })
+    elseif method == "PUT" or method == "DELETE" then
+        local expect, mb, bs, bh = if_match(ctx)
+        if expect == false then return mb, bs, bh end
+        if method == "DELETE" then return change(kind, id, nil, nil, expect) end
         local obj, err = body_json(ctx)
         if not obj then return fail(400, err) end
         if kind == "consumers" and obj.generate_key ~= nil then
             local gen = obj.generate_key
             obj.generate_key = nil
             if gen == true then
-                return with_new_key(id, obj)
+                return with_new_key(id, obj, expect)
             elseif gen ~= false then
                 return fail(400, "generate_key must be true or false")
             end
         end
-        return change(kind, id, obj)
-    elseif method == "DELETE" then
-        return change(kind, id, nil)
+        return change(kind, id, obj, nil, expect)
     end
     return fail(405, "method not allowed (GET, PUT, DELETE)")
 end
@@ -389,11 +441,14 @@ local function global_plugins(method, ctx)
     if method == "GET" then
         local doc = current()
         if not doc then return fail(503, "no configuration loaded yet") end
-        return reply(200, { global_plugins = redact("global_plugins", doc.global_plugins or {}) })
+        return reply(200, { global_plugins = redact("global_plugins", doc.global_plugins or {}),
+                            revision = revision_of("global_plugins") })
     elseif method == "PUT" then
+        local expect, bad, bs, bh = if_match(ctx)
+        if expect == false then return bad, bs, bh end
         local obj, err = body_json(ctx)
         if not obj then return fail(400, err) end
-        return change("global_plugins", nil, obj)
+        return change("global_plugins", nil, obj, nil, expect)
     end
     return fail(405, "method not allowed (GET, PUT)")
 end
@@ -516,13 +571,31 @@ local function reload_plugins(method)
     return reply(200, body)
 end
 
+local hostname
+local function node_id(cfg)
+    if cfg and cfg.node.id then return cfg.node.id end
+    if not hostname then
+        local ffi = require("ffi")
+        pcall(ffi.cdef, "int gethostname(char *name, size_t len);")
+        local buf = ffi.new("char[256]")
+        hostname = ffi.C.gethostname(buf, 255) == 0 and ffi.string(buf) or "unknown"
+    end
+    return hostname
+end
+
 local function status(method)
     if method ~= "GET" then return fail(405, "method not allowed (GET)") end
     current() -- drops `pending` once applied
     local st = state()
     local ok, version = pcall(function() return require("ffi").string(require("sluice.core").sl_version()) end)
     local cfg = st and st.cfg
+    local center = cfg and cfg.node.config_center and require("sluice.config.center").status()
+    if center then center.refused = list_of(center.refused) end
     return reply(200, {
+        node_id = node_id(cfg),
+        config_center = center or { kind = cfg and cfg.node.config_center and "etcd" or "file",
+                                    state = cfg and cfg.node.config_center and "starting" or nil },
+        memcached = require("sluice.pdk.memcached").status(),
         version = ok and version or "unknown",
         config_version = st and st.version or 0,
         pending_version = pending and pending.version or nil,
@@ -531,7 +604,7 @@ local function status(method)
         worker_id = base.C.sl_worker_id(),
         worker_status = workers(),
         c_routes = st and st.c_routes or nil, -- routes this worker serves without Lua (core/upstream/fastpath.c)
-        state_file = cfg and cfg.node.state_file or nil,
+        state_file = cfg and not cfg.node.config_center and cfg.node.state_file or nil,
     })
 end
 
@@ -568,6 +641,12 @@ function _M.handle(ctx)
         return consumer_keys(method, b, ctx)
     elseif a == "consumers" and b ~= "" and c == "usage" then
         return consumer_usage(method, b)
+    elseif a == "rag" then -- RAG indexes (lua/sluice/rag/admin.lua)
+        local st_, body = require("sluice.rag.admin").handle(method, b, c, request.get_raw_query(ctx))
+        return reply(st_, body)
+    elseif a == "sessions" then -- ai-context session memory (lua/sluice/ai/session.lua)
+        local st_, body = require("sluice.ai.session").admin(method, b, c)
+        return reply(st_, body)
     elseif c ~= "" then
         return fail(404, "not found: " .. path)
     elseif a == "limits" and b == "" then

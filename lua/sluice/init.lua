@@ -20,6 +20,10 @@ local _M = {
     upstream = require("sluice.pdk.upstream"),
     metrics = require("sluice.pdk.metrics"), -- counters/histograms over all workers (docs/observability.md)
     consumer = require("sluice.pdk.consumer"),
+    -- vectors, RAG indexes and provider calls from plugins (docs/vector.md, docs/ai-rag.md)
+    vector = require("sluice.pdk.vector"),
+    rag = require("sluice.pdk.rag"),
+    providers = require("sluice.pdk.providers"),
 }
 
 _M.sleep = _M.timer.sleep

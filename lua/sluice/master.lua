@@ -41,12 +41,23 @@ function _M.to_doc(cfg)
     for i, c in ipairs(cfg.consumers) do
         doc.consumers[i] = raw.consumers[c.name]
     end
-    -- keep the state file where load() found it, so Admin API changes persist next to this config
+    -- keep the state file (and the config center's snapshot) where load() found it, next to this config: the
+    -- workers validate the document without knowing the file's path
     doc.node = doc.node or {}
-    if cfg.node.state_file and not doc.node.state_file then
+    local cc = cfg.node.config_center
+    local need_state = cfg.node.state_file and not doc.node.state_file
+    local need_snap = cc and cc.snapshot_file and type(doc.node.config_center) == "table"
+        and not doc.node.config_center.snapshot_file
+    if need_state or need_snap then
         doc.node = setmetatable({}, nil)
         for k, v in pairs(raw.node or {}) do doc.node[k] = v end
-        doc.node.state_file = cfg.node.state_file
+        if need_state then doc.node.state_file = cfg.node.state_file end
+        if need_snap then
+            local c = {}
+            for k, v in pairs(raw.node.config_center) do c[k] = v end
+            c.snapshot_file = cc.snapshot_file
+            doc.node.config_center = c
+        end
     end
     return doc
 end
@@ -56,9 +67,10 @@ function _M.validate(doc, reg)
     return config.validate(doc, { plugins = (reg or plugins.current()).for_config, prefix = prefix() })
 end
 
---- The snapshot text for a document and the plugin registry it was validated with.
-function _M.snapshot(doc, reg)
-    return cjson.encode({ config = doc, plugins = { version = reg.version, code = reg:manifest() } })
+--- The snapshot text for a document and the plugin registry it was validated with; center: what the config
+--- center built it from ({fingerprint, revision, source}, sluice.config.center), nil without one.
+function _M.snapshot(doc, reg, center)
+    return cjson.encode({ config = doc, plugins = { version = reg.version, code = reg:manifest() }, center = center })
 end
 
 --- Reserves the version a registry with new plugin code is published as.
@@ -70,7 +82,8 @@ local function node_settings(cfg)
     local n = cfg.node
     local s = {
         workers = n.workers, log_level = n.log_level, error_log = n.error_log, pid_file = n.pid_file,
-        drain_timeout = n.drain_timeout, allow_encoded_slashes = n.allow_encoded_slashes, listen = {}, shared_dicts = {},
+        drain_timeout = n.drain_timeout, allow_encoded_slashes = n.allow_encoded_slashes,
+        listen = {}, shared_dicts = {},
         access_log_path = n.access_log and n.access_log.path or "off",
         access_log_fields = n.access_log and n.access_log.fields or {},
     }
@@ -157,12 +170,18 @@ local function load(path, check_only)
         return nil, config.format_errors(tls_errs, path, type(lines) == "table" and lines or nil)
     end
     for _, w in ipairs(cfg.warnings or {}) do
-        io.stderr:write(path, ": warning: ", type(w) == "table" and (tostring(w.path) .. ": " .. tostring(w.message)) or tostring(w), "\n")
+        local text = type(w) == "table" and (tostring(w.path) .. ": " .. tostring(w.message)) or tostring(w)
+        io.stderr:write(path, ": warning: ", text, "\n")
     end
     return node_settings(cfg), cfg, reg
 end
 
---- For `sluice -c`: node settings for C and the first snapshot, or nil, errors text.
+--- Loads and checks a config file with the plugin code on disk (no state kept): settings, cfg, registry | nil,
+--- errors text. For command-line tools (sluice.cli).
+_M.load_checked = load
+
+--- For `sluice -c`: node settings for C and the first snapshot, or nil, errors text. With node.config_center the
+--- entities come from etcd (or the local snapshot of it): sluice.config.center.
 function _M.load(path)
     local settings, cfg, reg = load(path)
     if not settings then
@@ -170,7 +189,14 @@ function _M.load(path)
     end
     reg.version = _M.next_code_version()
     plugins.use(reg)
-    return settings, _M.snapshot(_M.to_doc(cfg), reg)
+    local doc, info = _M.to_doc(cfg), nil
+    if cfg.node.config_center then
+        doc, info = require("sluice.config.center").initial(cfg, doc.node, reg, path)
+        if not doc then
+            return nil, info
+        end
+    end
+    return settings, _M.snapshot(doc, reg, info)
 end
 
 --- For `sluice -t`.
@@ -184,9 +210,9 @@ end
 
 pcall(ffi.cdef, "void free(void *ptr);")
 
--- The plugin code of the live snapshot ({version, code = {name: hash}}), or nil. The Admin API may have
+-- The live snapshot ({config, plugins = {version, code = {name: hash}}, center}), or nil. The Admin API may have
 -- published newer code than this VM loaded, so a reload compares with what was published, not with this VM.
-local function published_code()
+local function published()
     local ver, json, len = ffi.new("uint64_t[1]"), ffi.new("char *[1]"), ffi.new("size_t[1]")
     if C.sl_snapshot_fetch(ver, json, len) ~= 1 then
         return nil
@@ -194,8 +220,11 @@ local function published_code()
     local text = ffi.string(json[0], len[0])
     ffi.C.free(json[0])
     local ok, snap = pcall(cjson.decode, text)
-    return ok and type(snap) == "table" and type(snap.plugins) == "table" and snap.plugins or nil
+    return ok and type(snap) == "table" and snap or nil
 end
+
+local ENTITY_SECTIONS = { "routes", "upstreams", "providers", "consumers", "consumer_groups", "plugin_metadata",
+                          "global_plugins" }
 
 --- For SIGHUP: the file and the plugin code on disk, validated together; nil, errors when rejected (nothing of
 --- either is published then). Plugin code that did not change keeps its version.
@@ -204,7 +233,24 @@ function _M.reload(path)
     if not settings then
         return nil, cfg
     end
-    local pub = published_code() or {}
+    local snap = published() or {}
+    local pub = type(snap.plugins) == "table" and snap.plugins or {}
+    local doc, info = _M.to_doc(cfg), nil
+    local live_node = type(snap.config) == "table" and type(snap.config.node) == "table" and snap.config.node or nil
+    if live_node and not require("sluice.schema").deep_equal(live_node.config_center, doc.node.config_center) then
+        -- the config center (its loop on worker 0, the entities it serves) is set up at start only
+        return nil, "node.config_center: cannot be added, removed or changed by a reload (SIGHUP); restart the node "
+            .. "for that (nothing was changed)"
+    end
+    if cfg.node.config_center then -- the entities stay those from etcd; the file gives the node settings
+        local live = type(snap.config) == "table" and snap.config or {}
+        for _, k in ipairs(ENTITY_SECTIONS) do doc[k] = live[k] end
+        info = snap.center
+        local ok, errs = _M.validate(doc, reg)
+        if not ok then
+            return nil, config.format_errors(errs)
+        end
+    end
     local was, changed = type(pub.code) == "table" and pub.code or {}, {}
     for name, h in pairs(reg:manifest()) do -- the plugins the config uses: the same code as published?
         if was[name] ~= h then changed[#changed + 1] = name end
@@ -221,12 +267,13 @@ function _M.reload(path)
     for _, e in ipairs(reg:errors()) do
         require("sluice.pdk.log").warn("plugin ", e.plugin, " cannot be loaded (no config uses it): ", e.message)
     end
-    return settings, _M.snapshot(_M.to_doc(cfg), reg)
+    return settings, _M.snapshot(doc, reg, info)
 end
 
---- Publishes a document validated with registry reg to every worker; returns the new snapshot version.
-function _M.publish(doc, reg)
-    local json = _M.snapshot(doc, reg)
+--- Publishes a document validated with registry reg to every worker; returns the new snapshot version. center:
+--- as for snapshot().
+function _M.publish(doc, reg, center)
+    local json = _M.snapshot(doc, reg, center)
     local v = C.sl_snapshot_publish(json, #json)
     if v < 0 then
         return nil, "out of memory"

@@ -60,7 +60,8 @@ local function find(paths, name)
         return nil, "invalid plugin name"
     end
     for _, p in ipairs(paths) do
-        for _, f in ipairs({ p .. "/" .. name .. ".lua", p .. "/" .. name .. "/init.lua", p .. "/" .. name .. ".so" }) do
+        local base = p .. "/" .. name
+        for _, f in ipairs({ base .. ".lua", base .. "/init.lua", base .. ".so" }) do
             if file_exists(f) then
                 return f
             end

@@ -167,8 +167,10 @@ function _M.run(ctx, up)
         flags = flags + PROXY_STREAM -- nobody read the body: it goes upstream as it arrives
     end
     local o = popts
-    o.host, o.hostlen, o.port, o.flags, o.ca_file, o.sni = node.host, #node.host, node.port, flags, tls and tls.ca_file, sni
-    o.head, o.headlen, o.nfields, o.skip, o.skiplen, o.body, o.bodylen = head, #head, nfields, skip, skip and #skip or 0,
+    o.host, o.hostlen, o.port, o.flags = node.host, #node.host, node.port, flags
+    o.ca_file, o.sni = tls and tls.ca_file, sni
+    o.head, o.headlen, o.nfields, o.skip, o.skiplen, o.body, o.bodylen =
+        head, #head, nfields, skip, skip and #skip or 0,
         body_ptr, body_len
     o.mode, o.connect_timeout, o.send_timeout, o.read_timeout = filter and FILTER or PASS, t.connect or 5, t.send or 30,
         t.read or 60

@@ -205,6 +205,9 @@ function _M.apply(json, version)
                  c_routes = c_routes }
     report(version, why)
     log.debug("worker ", _M.id, " applied config version ", version, ", plugin code version ", reg.version)
+    if _M.id == 0 and cfg.node.config_center then -- worker 0 watches etcd (docs/cluster.md)
+        require("sluice.config.center").on_apply(cfg, snap.center, version)
+    end
 end
 
 --- Called by C when a Lua timer fires.
@@ -224,10 +227,11 @@ local function run_phase(ctx, items, phase)
                          failure = true }
             return true
         end
-        if type(status) == "number" and not ctx.exit then
+        -- rawget: an unset field of ctx goes through ctx_mt.__index, a call, on every plugin of every request
+        if type(status) == "number" and not rawget(ctx, "exit") then
             ctx.exit = { status = status, body = body }
         end
-        if ctx.exit then
+        if rawget(ctx, "exit") then
             return true
         end
     end
@@ -306,7 +310,7 @@ local function serve(r, co)
     if ended then
         local e = ctx.exit
         deliver(ctx, e.status, e.body, e.headers, e.failure)
-    elseif ctx._upstream_handler then
+    elseif rawget(ctx, "_upstream_handler") then
         local ok, err = pcall(ctx._upstream_handler, ctx)
         if not ok then
             log.err("plugin ", ctx._upstream_plugin or "?", " upstream stage failed (id ", ctx.request_id, "): ", err)

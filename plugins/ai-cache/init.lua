@@ -142,7 +142,7 @@ end
 local function set_status(ctx, cs, status)
     cs.status = status
     response.set_header(cs.conf.header, status, ctx)
-    local rec = ctx.ai.usage
+    local rec = sluice.ai.get_usage(ctx)
     if rec then rec.cache = status end
 end
 
@@ -203,6 +203,14 @@ end
 ---------------------------------------------------------------------------------------------------------------
 -- the upstream stage
 
+-- Lets the requests waiting on cs's key go, once: readable when its entry can be read now.
+local function release(cs, readable)
+    if cs.leader then
+        cs.leader = false
+        coalesce.release(cs.rt.dict, cs.key, readable)
+    end
+end
+
 local function upstream_stage(ctx)
     local cs = ctx.ai_cache
     local conf, ai, prev = cs.conf, ctx.ai, cs.prev
@@ -229,7 +237,7 @@ local function upstream_stage(ctx)
                 -- stores after its client got the answer): its entry is in L1 now
                 local value = store.get_l1(rt.st, cs.key)
                 if value and serve_hit(ctx, cs, value, "l1", "exact", cs.key) then
-                    coalesce.release(d, cs.key, true)
+                    release(cs, true)
                     return
                 end
             else
@@ -292,14 +300,6 @@ function _M.log(conf, ctx)
     if not cs.key then
         return
     end
-    local d = cs.rt.dict
-    local released = false
-    local function ready(readable)
-        if cs.leader and not released then
-            released = true
-            coalesce.release(d, cs.key, readable)
-        end
-    end
     -- a 200 answer; or a stream its client closed once it had it all: SDKs stop reading at [DONE] (message_stop)
     -- and may close before the provider ends its response; capture.entry keeps only a whole stream
     local whole = rec and (rec.status == 200 and not rec.cut or ai.stream and rec.cut == "client")
@@ -307,7 +307,7 @@ function _M.log(conf, ctx)
         local value, why = capture.entry(ai.api, ai.stream, concat(cs.parts, "", 1, cs.n), rec, conf.cache_tool_calls)
         cs.parts = nil
         if value then
-            local ok, err = store.put(cs.rt.st, cs.key, value, ready)
+            local ok, err = store.put(cs.rt.st, cs.key, value, release, cs)
             if ok and cs.vector then
                 semantic_step.add(cs)
             end
@@ -320,7 +320,7 @@ function _M.log(conf, ctx)
             sluice.log.debug("ai-cache: not stored (id ", ctx.request_id, "): ", why)
         end
     end
-    ready(false)
+    release(cs, false)
 end
 
 -- Worker 0 of every node keeps the node in step with memcached (purges made on other nodes).

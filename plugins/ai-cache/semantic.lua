@@ -38,7 +38,7 @@ function _M.lookup(ctx, cs, prefix, try_hit)
         return false
     end
     if try_hit(ctx, cs, "semantic", key) then
-        local rec = ctx.ai.usage
+        local rec = sluice.ai.get_usage(ctx)
         if rec then rec.cache_similarity = sim end
         return true
     end

@@ -43,7 +43,8 @@ local function switch(ctx, ai, rt, m, t, deadline, now)
     local left = deadline - now
     if left < (o.timeout.read or 60) or left < (o.timeout.connect or 5) then
         o = { timeout = { connect = min(o.timeout.connect or 5, left), send = o.timeout.send,
-                          read = min(o.timeout.read or 60, left) }, keepalive = o.keepalive, tls = o.tls, proxy = o.proxy }
+                          read = min(o.timeout.read or 60, left) },
+              keepalive = o.keepalive, tls = o.tls, proxy = o.proxy }
     end
     ai.call_opts, ai.idle_timeout = o, t.idle
     local rec = ai.usage
@@ -186,7 +187,8 @@ local function run(ctx)
                 local slot = false
                 if t.max_concurrency then
                     local q = conf.qos
-                    local got, why = rt.qos:acquire(t.key, t.max_concurrency, m.class, min(deadline, now + q.queue_timeout))
+                    local got, why = rt.qos:acquire(t.key, t.max_concurrency, m.class,
+                        min(deadline, now + q.queue_timeout))
                     rec.qos_wait = (rec.qos_wait or 0) + (now_s() - now) -- for the metrics (prometheus)
                     if not got then
                         rec.shed = why

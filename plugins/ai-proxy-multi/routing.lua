@@ -59,7 +59,9 @@ local function runtime(conf, cfg)
     for g, list in pairs(members) do
         rt.groups[g] = { name = g, targets = list, bal = balancer.new(conf.strategy, list) }
     end
-    for _, f in ipairs(conf.fallback_on) do rt.fallback_on[tostring(f)] = true end -- 429 -> "429", as retryable() looks up
+    for _, f in ipairs(conf.fallback_on) do
+        rt.fallback_on[tostring(f)] = true -- 429 -> "429", as retryable() looks it up
+    end
     rt.rules = {}
     for i, r in ipairs(conf.rules or {}) do
         local c = { name = r.name or ("rule" .. i), group = r.group, prompt = r.prompt, headers = r.headers,

@@ -1,7 +1,6 @@
 local mock = require("sluice.ai.drivers.mock")
 local S = require("ai.support")
 local cjson = require("cjson.safe")
-local common = require("sluice.ai.common")
 
 local body = { model = "mock-model", messages = { { role = "user", content = "Tell me a joke" } } }
 

@@ -36,6 +36,21 @@ describe("key-auth", function()
         assert.equal("bob-key", res.headers["x-api-key"])
     end)
 
+    it("reads the Bearer token as the pattern ^[Bb]earer%s+ would (spacing, case, empty token, no separator)",
+        function()
+        for _, c in ipairs({
+            { "Bearer alice-2", "alice" }, { "bearer alice-2", "alice" }, { "Bearer \t  alice-2", "alice" },
+            { "Bearer\talice-2", "alice" }, { "BEARER alice-2", nil }, { "Bearer", nil }, { "Bearer ", nil },
+            { "Bearer    ", nil }, { "Beareralice-2", nil }, { "Basic alice-2", nil }, { "Bearer alice-2 ", nil },
+        }) do
+            local res = run({ authorization = c[1] })
+            assert.equal(c[2], res.ctx.consumer and res.ctx.consumer.name, c[1])
+        end
+        -- an unusable Authorization falls through to x-api-key
+        local res = run({ authorization = "Bearer   ", ["x-api-key"] = "bob-key" })
+        assert.equal("bob", res.ctx.consumer.name)
+    end)
+
     it("answers 401 in the client's API shape", function()
         local res = run({ authorization = "Bearer nope" })
         assert.equal(401, res.status)

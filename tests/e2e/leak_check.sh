@@ -16,7 +16,7 @@ cleanup() {
 }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(port); GW=$(port); ADM=$(port); DEAD=$(port)
+UP=$(port); GW=$(port); ADM=$(port); DEAD=$(port); MC=$(port)
 cat > "$dir/up.conf" <<NGX
 worker_processes 1; daemon off; pid $dir/up.pid; error_log $dir/up.err;
 events { worker_connections 1024; }
@@ -28,6 +28,8 @@ http { access_log off; client_max_body_size 16m; client_body_temp_path $dir; pro
     location / { default_type application/json; return 200 '{"ok":true}'; } } }
 NGX
 nginx -c "$dir/up.conf" -e "$dir/up.err" & pids+=($!)
+# memcached: a live server and a dead one, so each worker holds connections (and a failed one) when it stops
+memcached -l 127.0.0.1 -p "$MC" -U 0 -u nobody > "$dir/mc.log" 2>&1 & pids+=($!)
 # slow heads and streams, for clients that leave mid-response
 node spec/support/stream_upstream.js "$dir/stream.port" > "$dir/stream.log" 2>&1 & pids+=($!)
 for _ in $(seq 100); do [ -s "$dir/stream.port" ] && break; sleep 0.1; done
@@ -43,6 +45,7 @@ node:
   drain_timeout: 5
   plugin_paths: ["$PWD/plugins", "$PWD/spec/fixtures/http_plugins", "$PWD/spec/fixtures/plugins"]
   shared_dicts: {probe: 1m}
+  memcached: {servers: ["127.0.0.1:$MC", "127.0.0.1:$DEAD"], timeout: 0.5}
 upstreams:
   up: {nodes: ["127.0.0.1:$UP"]}
   dead: {nodes: ["127.0.0.1:$DEAD"], timeout: {connect: 1}}
@@ -53,6 +56,7 @@ routes:
   - {id: api, paths: ["/api/*"], upstream: up, strip_prefix: true}
   - {id: dead, paths: ["/dead"], upstream: dead}
   - {id: probe, paths: ["/probe"], plugins: {http-probe: {}}}
+  - {id: mc, paths: ["/mc"], plugins: {mc-count: {}}}
 YAML
 ASAN_OPTIONS=detect_leaks=1:halt_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
     "$BIN" -c "$dir/sluice.yaml" 2> "$dir/err.log" & gw=$!
@@ -61,6 +65,8 @@ for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$GW/" && break; s
 c() { curl -s -m 5 -o /dev/null -w '%{http_code}\n' "$@" || true; }
 [ "$(c "http://127.0.0.1:$GW/api/x")" = 200 ]
 [ "$(c "http://127.0.0.1:$GW/nope")" = 404 ]
+# memcached calls from both workers (new connections each time: the kernel spreads them), to both servers
+for i in $(seq 1 40); do c -H "x-seq: $i" "http://127.0.0.1:$GW/mc" > /dev/null; done
 [ "$(c "http://127.0.0.1:$GW/dead")" = 502 ]
 [ "$(c -X POST --data-binary @/etc/services "http://127.0.0.1:$GW/api/post")" = 200 ]
 # bodies over body_buffer_size stream upstream (length, chunked), are dropped after an early answer, or meet a

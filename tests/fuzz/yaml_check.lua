@@ -3,8 +3,9 @@
 --   * yaml.load_string raises nothing: it returns doc, lines or nil and an error located as "NAME:LINE:COL: ";
 --   * a loaded doc is a table within the loader's limits (nesting depth, number of values), whose line map
 --     gives positive line numbers no greater than the document's line count;
---   * config.validate(doc) (plugin configs checked by the bundled plugins' schemas) raises nothing: it returns a config or a list of errors, each with a path and a
---     message (a hostile config gets a clear error, never a crash).
+--   * config.validate(doc) (plugin configs checked by the bundled plugins' schemas) raises nothing: it returns a
+--     config or a list of errors, each with a path and a message (a hostile config gets a clear error, never a
+--     crash).
 local yaml = require("sluice.yaml")
 local config = require("sluice.config")
 local fmt = string.format

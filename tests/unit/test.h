@@ -13,7 +13,7 @@ static int sl_test_passed, sl_test_failed;
             sl_test_passed++;                                                                                \
         } else {                                                                                             \
             sl_test_failed++;                                                                                \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);                        \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);                         \
         }                                                                                                    \
     } while (0)
 
@@ -24,7 +24,7 @@ static int sl_test_passed, sl_test_failed;
             sl_test_passed++;                                                                                \
         } else {                                                                                             \
             sl_test_failed++;                                                                                \
-            fprintf(stderr, "%s:%d: %s == %lld, expected %lld\n", __FILE__, __LINE__, #a, a_, b_);          \
+            fprintf(stderr, "%s:%d: %s == %lld, expected %lld\n", __FILE__, __LINE__, #a, a_, b_);           \
         }                                                                                                    \
     } while (0)
 
@@ -35,7 +35,7 @@ static int sl_test_passed, sl_test_failed;
             sl_test_passed++;                                                                                \
         } else {                                                                                             \
             sl_test_failed++;                                                                                \
-            fprintf(stderr, "%s:%d: %s == \"%s\", expected \"%s\"\n", __FILE__, __LINE__, #a,               \
+            fprintf(stderr, "%s:%d: %s == \"%s\", expected \"%s\"\n", __FILE__, __LINE__, #a,                \
                     a_ ? a_ : "(null)", b_ ? b_ : "(null)");                                                 \
         }                                                                                                    \
     } while (0)

@@ -97,22 +97,22 @@ static void test_precedence(void)
     add(14, "/a/*", 0, "x.y.example.com", 0);
     CHECK_INT(sl_router_compile(R), 0);
 
-    CHECK_INT(match(GET, "/a/b", NULL), 5);           /* exact over param over prefix */
-    CHECK_INT(match(GET, "/a/c", NULL), 4);           /* param over prefix */
-    CHECK_INT(match(GET, "/a/b/c", NULL), 3);         /* longest prefix */
+    CHECK_INT(match(GET, "/a/b", NULL), 5);   /* exact over param over prefix */
+    CHECK_INT(match(GET, "/a/c", NULL), 4);   /* param over prefix */
+    CHECK_INT(match(GET, "/a/b/c", NULL), 3); /* longest prefix */
     CHECK_INT(match(GET, "/a/c/d", NULL), 2);
     CHECK_INT(match(GET, "/zzz", NULL), 1);
-    CHECK_INT(match(GET, "/p/1/x", NULL), 9);           /* priority */
-    CHECK_INT(match(GET, "/q/1/x", NULL), 10);          /* insertion order */
-    CHECK_INT(match(GET, "/c/d", NULL), 13);          /* more literal segments */
+    CHECK_INT(match(GET, "/p/1/x", NULL), 9);  /* priority */
+    CHECK_INT(match(GET, "/q/1/x", NULL), 10); /* insertion order */
+    CHECK_INT(match(GET, "/c/d", NULL), 13);   /* more literal segments */
     CHECK_INT(match(GET, "/d/d", NULL), 12);
     CHECK_INT(match(GET, "/a/b", "Example.COM:8080"), 6); /* host-specific first, case and port */
     CHECK_INT(match(GET, "/a/b", "example.com."), 6);
-    CHECK_INT(match(GET, "/a/b", "www.example.com"), 7); /* wildcard host prefix beats host-less exact */
+    CHECK_INT(match(GET, "/a/b", "www.example.com"), 7);  /* wildcard host prefix beats host-less exact */
     CHECK_INT(match(GET, "/a/b", "x.y.example.com"), 14); /* exact host before wildcard */
     CHECK_INT(match(GET, "/a/b", "a.b.example.com"), 7);
     CHECK_INT(match(GET, "/a/b", "notexample.com"), 5);
-    CHECK_INT(match(GET, "/zzz", "example.com"), 1);  /* falls back to host-less */
+    CHECK_INT(match(GET, "/zzz", "example.com"), 1); /* falls back to host-less */
     CHECK_INT(match(GET, "/a/b", "[::1]:80"), 5);
 }
 
@@ -172,7 +172,11 @@ static void test_scale(void)
 
     reset();
     for (int i = 0; i < 1000; i++) {
-        int len = snprintf(path, sizeof(path), i % 3 == 0 ? "/svc%d/items" : i % 3 == 1 ? "/svc%d/:id" : "/svc%d/*", i);
+        int len = snprintf(path, sizeof(path),
+                           i % 3 == 0   ? "/svc%d/items"
+                           : i % 3 == 1 ? "/svc%d/:id"
+                                        : "/svc%d/*",
+                           i);
         CHECK_INT(sl_router_add(R, i, path, (size_t)len, 0, NULL, 0, 0), 0);
     }
     CHECK_INT(sl_router_compile(R), 0);

@@ -23,7 +23,8 @@ static const char *eval(const char *expr)
     static char out[512];
     char code[512];
 
-    snprintf(code, sizeof(code), "local D, LN = ...; local v = %s; return type(v) .. ':' .. tostring(v)", expr);
+    snprintf(code, sizeof(code), "local D, LN = ...; local v = %s; return type(v) .. ':' .. tostring(v)",
+             expr);
     if (luaL_loadstring(L, code) != 0)
         return lua_tostring(L, -1);
     lua_pushvalue(L, 1);
@@ -123,8 +124,10 @@ static void test_anchors(void)
     CHECK_STR(eval("D.merged.nodes[1]"), "string:n1");
     CHECK_STR(eval("LN['copy.nodes[1]']"), "number:2");
     CHECK(strstr(err("a: *nope\n"), "t.yaml:1:4:") != NULL);
-    /* a merge list of something other than mappings is refused where its key is (fuzz: yaml-merge-location) */
-    CHECK_STR(err("x: 1\nm:\n  <<: [1, 2]\n"), "t.yaml:3:3: merge key '<<' needs a mapping or a list of mappings");
+    /* a merge list of something other than mappings is refused where its key is (fuzz: yaml-merge-location)
+     */
+    CHECK_STR(err("x: 1\nm:\n  <<: [1, 2]\n"),
+              "t.yaml:3:3: merge key '<<' needs a mapping or a list of mappings");
     CHECK_STR(err("b: &b {k: 1}\nm:\n  <<: [*b, x]\n"),
               "t.yaml:3:3: merge key '<<' needs a mapping or a list of mappings");
     CHECK_INT(load("b: &b {k: 1}\nc: &c {j: 2}\nm:\n  <<: [*b, *c]\n"), 0);
@@ -249,9 +252,11 @@ static void test_module(void)
     lua_settop(L, 0);
     luaopen_sluice_yaml(L);
     lua_setglobal(L, "Y");
-    CHECK_INT(luaL_dostring(L, "local d, l = Y.load_string('a: {b: 2}', 'm.yaml'); assert(d.a.b == 2 and l['a.b'] == 1)\n"
-                               "local d2, e = Y.load_string('a: [', 'm.yaml'); assert(d2 == nil and e:match('^m.yaml:'))\n"
-                               "local d3, e3 = Y.load_file('/nonexistent'); assert(d3 == nil and type(e3) == 'string')"),
+    CHECK_INT(luaL_dostring(
+                  L,
+                  "local d, l = Y.load_string('a: {b: 2}', 'm.yaml'); assert(d.a.b == 2 and l['a.b'] == 1)\n"
+                  "local d2, e = Y.load_string('a: [', 'm.yaml'); assert(d2 == nil and e:match('^m.yaml:'))\n"
+                  "local d3, e3 = Y.load_file('/nonexistent'); assert(d3 == nil and type(e3) == 'string')"),
               0);
     if (lua_gettop(L))
         fprintf(stderr, "%s\n", lua_tostring(L, -1));

@@ -53,6 +53,7 @@ _M.OPENAI_WIRE = OPENAI_WIRE
 
 -- the usage record (sluice.ai.usage), public here as it always was
 _M.new_usage, _M.finish_usage, _M.scan_usage = new_usage, finish_usage, scan_usage
+_M.log_usage = usage.log_access
 
 ---------------------------------------------------------------------------------------------------------------
 -- small helpers
@@ -214,13 +215,13 @@ local function prepare(ctx, conf, provider_name)
     if ctx.method ~= "POST" then
         return api_error(api, 405, "use POST for " .. ctx.path)
     end
-    local fresh = ctx.json == nil -- decoded here from ctx.body: nobody else holds the table
+    local fresh = rawget(ctx, "json") == nil -- decoded here from ctx.body: nobody else holds the table
     local body, err = request.get_json(ctx)
     ctx._json_out = nil -- handed out again after this (sluice.request.get_json, sluice.ai.get_request): may change
     if type(body) ~= "table" then
         return api_error(api, 400, "request body must be a JSON object" .. (err and (": " .. err) or ""))
     end
-    local valid, verr, param = validate.request(api, op, body, not ctx.json_changed and ctx.body or nil)
+    local valid, verr, param = validate.request(api, op, body, not rawget(ctx, "json_changed") and ctx.body or nil)
     if not valid then
         local status, eb = api_error(api, 400, verr)
         if api == "openai" and param then
@@ -380,7 +381,7 @@ local function run(ctx)
     local canon = ai.request
     -- the client's bytes still say what canon says: nobody was handed the table, the model sent is the one asked
     local raw = ai.raw
-    if raw and (ctx._json_out or ctx.json_changed or ai.model ~= ai.raw_model) then
+    if raw and (rawget(ctx, "_json_out") or rawget(ctx, "json_changed") or ai.model ~= ai.raw_model) then
         raw = nil
     end
     canon.model = ai.model
@@ -391,7 +392,7 @@ local function run(ctx)
         return send_error(ctx, ai, 400, tostring(err))
     end
     ai.upstream_request = req
-    local ob = ctx.ai_observer
+    local ob = rawget(ctx, "ai_observer") -- unset on most requests: no call of ctx's __index
     if ob then -- a tracing plugin: one span per attempt, its traceparent in req.headers
         ai.attempt_token = ob.start(ctx, ai, req)
     end
@@ -436,7 +437,7 @@ end
 -- ctx.ai_observer = {start = fn(ctx, ai, req) -> token, finish = fn(ctx, ai, token, res, fail)}: set by a plugin
 -- (opentelemetry) before the upstream stage; sees every call of run (each attempt of ai-proxy-multi).
 function _M.run(ctx)
-    local ob = ctx.ai_observer
+    local ob = rawget(ctx, "ai_observer") -- unset on most requests: no call of ctx's __index
     if not ob then
         return run(ctx)
     end

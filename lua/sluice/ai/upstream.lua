@@ -125,7 +125,7 @@ function _M.read(ctx, p)
         end
         return p.chunks[i]
     end
-    if ctx._up_taken then
+    if rawget(ctx, "_up_taken") then -- unset before the first read: no call of the context's __index
         ctx._up_taken = false
         if p.done ~= 0 then
             return nil
@@ -144,13 +144,13 @@ function _M.read(ctx, p)
     return ffi_string(p.chunk, p.chunk_len)
 end
 
---- The whole remaining body (string), or nil, error text when the call failed or is larger than limit bytes.
-function _M.read_all(ctx, p, limit)
-    local parts, n, size = {}, 0, 0
+-- The chunks after the first two, appended to parts; n, or nil and an error past limit. A loop of its own: the
+-- usual answer is one chunk, and a loop in read_all kept the traces through it from compiling.
+local function read_rest(ctx, p, limit, parts, n, size)
     while true do
         local c = _M.read(ctx, p)
         if not c then
-            break
+            return n
         end
         n, size = n + 1, size + #c
         parts[n] = c
@@ -158,10 +158,31 @@ function _M.read_all(ctx, p, limit)
             return nil, "response larger than " .. limit .. " bytes"
         end
     end
+end
+
+--- The whole remaining body (string), or nil, error text when the call failed or is larger than limit bytes.
+function _M.read_all(ctx, p, limit)
+    local first = _M.read(ctx, p)
+    local body = first or ""
+    if limit and #body > limit then
+        return nil, "response larger than " .. limit .. " bytes"
+    end
+    local c = first and _M.read(ctx, p)
+    if c then
+        if limit and #body + #c > limit then
+            return nil, "response larger than " .. limit .. " bytes"
+        end
+        local parts = { body, c }
+        local n, err = read_rest(ctx, p, limit, parts, 2, #body + #c)
+        if not n then
+            return nil, err
+        end
+        body = concat(parts, "", 1, n)
+    end
     if p.error ~= 0 then
         return nil, uperr_text(p.error)
     end
-    return n == 1 and parts[1] or concat(parts, "", 1, n)
+    return body
 end
 
 --- What an upstream error code (p.error) means ("connect failed", "timed out", ...), from C's one table.

@@ -27,7 +27,7 @@ end
 
 --- A fresh usage record for ctx.ai (fields filled in as the call goes on).
 local function new_usage(ctx, ai)
-    local consumer = ctx.consumer
+    local consumer = rawget(ctx, "consumer") -- unset: no call of the context's __index
     return {
         consumer = type(consumer) == "table" and consumer.name or nil,
         route = ctx.route and ctx.route.id or nil,
@@ -155,5 +155,43 @@ local function completion_text_of(resp)
     return concat(out)
 end
 _M.completion_text_of = completion_text_of
+
+-- The access log's "ai" object of rec, written by C (sl_req_log_ai) from one reused struct: a Lua table for it
+-- and its encoding cost about a tenth of an AI request. A field the record does not have is left out.
+local ffi = require("ffi")
+local NAN = 0 / 0
+local line = ffi.new("sl_log_ai_t")
+
+local function num(v)
+    return type(v) == "number" and v or NAN
+end
+
+local function ms(v)
+    return type(v) == "number" and v * 1000 or NAN
+end
+
+--- Adds rec's "ai" object to ctx's access log line; true, or nil and an error (the line would be too long).
+function _M.log_access(ctx, rec)
+    local a, s = line, rec.provider
+    if type(s) == "string" then a.provider, a.provider_len = s, #s else a.provider = nil end
+    s = rec.model
+    if type(s) == "string" then a.model, a.model_len = s, #s else a.model = nil end
+    s = rec.requested_model
+    if type(s) == "string" then a.requested_model, a.requested_model_len = s, #s else a.requested_model = nil end
+    s = rec.cut
+    if type(s) == "string" then a.cut, a.cut_len = s, #s else a.cut = nil end
+    s = rec.cache
+    if type(s) == "string" then a.cache, a.cache_len = s, #s else a.cache = nil end
+    a.status, a.prompt_tokens, a.completion_tokens = num(rec.status), num(rec.prompt_tokens), num(rec.completion_tokens)
+    a.cost, a.ttft_ms, a.latency_ms = num(rec.cost), ms(rec.ttft), ms(rec.latency)
+    a.saved_tokens, a.saved_cost = num(rec.saved_total_tokens), num(rec.saved_cost)
+    a.estimated, a.stream = rec.estimated and 1 or 0, rec.stream and 1 or 0
+    local rc = C.sl_req_log_ai(ctx.req, a)
+    a.provider, a.model, a.requested_model, a.cut, a.cache = nil, nil, nil, nil, nil -- no pointer kept past the call
+    if rc ~= 0 then
+        return nil, "access log line too long"
+    end
+    return true
+end
 
 return _M

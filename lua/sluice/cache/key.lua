@@ -14,15 +14,19 @@
 --     is a list of one;
 --   * object keys are sorted; numbers are written exactly (integers as integers, others with 17 digits);
 --     strings are length-prefixed, so no two different requests serialise alike.
-local crypto = require("sluice.crypto")
+local ffi = require("ffi")
+local buffer = require("string.buffer")
 local cjson = require("cjson.safe")
+local C = require("sluice.core")
+
+pcall(ffi.cdef, [[
+void sl_sha256_hex(const void *p, size_t len, char out[64]);
+]])
 
 local type, pairs, next, tostring, tonumber = type, pairs, next, tostring, tonumber
-local sort, concat = table.sort, table.concat
-local format, byte = string.format, string.byte
+local sort = table.sort
 local floor, huge = math.floor, math.huge
 local null = cjson.null
-local sha256 = crypto.sha256
 
 local _M = {}
 
@@ -33,36 +37,53 @@ local NEVER = {
 }
 _M.NEVER = NEVER
 
+-- One buffer for every key of the worker: the serialisation is written into it and hashed where it lies (no
+-- Lua string of it is made, no table of pieces). Nothing in here yields, so requests cannot interleave in it.
+-- Space grown for a large request is given back after it (KEEP), not held by the worker for good.
+local buf = buffer.new(1024)
+local KEEP = 65536
+local hex = ffi.new("char[64]")
+
 local put
 
 local function is_array(t)
     return t[1] ~= nil or next(t) == nil
 end
 
-local function put_number(v, out, n)
+local function put_number(v)
     if v == floor(v) and v > -9007199254740992 and v < 9007199254740992 then
-        out[n + 1] = format("n%d;", v)
+        buf:putf("n%d;", v)
     elseif v ~= v then
-        out[n + 1] = "nnan;"
+        buf:put("nnan;")
     elseif v == huge or v == -huge then
-        out[n + 1] = v > 0 and "ninf;" or "n-inf;"
+        buf:put(v > 0 and "ninf;" or "n-inf;")
     else
-        out[n + 1] = format("n%.17g;", v)
+        buf:putf("n%.17g;", v)
     end
-    return n + 1
 end
 
-local function put_string(v, out, n)
-    out[n + 1] = "s" .. #v .. ":"
-    out[n + 2] = v
-    return n + 2
+local function put_string(v)
+    buf:put("s", #v, ":", v)
 end
 
 -- A content array made of text parts only ({type = "text", text = string} and nothing else but cache_control):
 -- its texts joined with "\n", else nil.
 local function text_only(parts)
+    local n = #parts
+    if n == 1 then -- the common case: no joining
+        local p = parts[1]
+        if type(p) ~= "table" or p.type ~= "text" or type(p.text) ~= "string" then
+            return nil
+        end
+        for k in pairs(p) do
+            if k ~= "type" and k ~= "text" and k ~= "cache_control" then
+                return nil
+            end
+        end
+        return p.text
+    end
     local texts = {}
-    for i = 1, #parts do
+    for i = 1, n do
         local p = parts[i]
         if type(p) ~= "table" or p.type ~= "text" or type(p.text) ~= "string" then
             return nil
@@ -74,10 +95,11 @@ local function text_only(parts)
         end
         texts[i] = p.text
     end
-    return concat(texts, "\n")
+    return table.concat(texts, "\n")
 end
 
-local function put_object(t, out, n)
+-- Writes object t with its keys sorted; content: a value standing for t.content (a message's text parts).
+local function put_object(t, content)
     local keys, nk = {}, 0
     for k, v in pairs(t) do
         if v ~= null and k ~= "cache_control" then
@@ -86,74 +108,63 @@ local function put_object(t, out, n)
         end
     end
     sort(keys)
-    n = n + 1
-    out[n] = "{"
+    buf:put("{")
     for i = 1, nk do
         local k = keys[i]
         local v = t[k]
         if v == nil then -- a number key written as a string
             v = t[tonumber(k)]
         end
-        n = put_string(k, out, n)
-        n = put(v, out, n)
+        if content ~= nil and k == "content" then
+            v = content
+        end
+        put_string(k)
+        put(v)
     end
-    n = n + 1
-    out[n] = "}"
-    return n
+    buf:put("}")
 end
 
-local function put_array(t, out, n)
-    n = n + 1
-    out[n] = "["
+local function put_array(t)
+    buf:put("[")
     for i = 1, #t do
-        n = put(t[i], out, n)
+        put(t[i])
     end
-    n = n + 1
-    out[n] = "]"
-    return n
+    buf:put("]")
 end
 
-put = function(v, out, n)
+put = function(v)
     local tv = type(v)
     if tv == "string" then
-        return put_string(v, out, n)
+        put_string(v)
     elseif tv == "number" then
-        return put_number(v, out, n)
+        put_number(v)
     elseif tv == "boolean" then
-        n = n + 1
-        out[n] = v and "t" or "f"
-        return n
+        buf:put(v and "t" or "f")
     elseif tv == "table" then
         if is_array(v) then
-            return put_array(v, out, n)
+            put_array(v)
+        else
+            put_object(v)
         end
-        return put_object(v, out, n)
+    else
+        buf:put("z") -- null (inside arrays), or a value JSON cannot carry
     end
-    n = n + 1
-    out[n] = "z" -- null (inside arrays), or a value JSON cannot carry
-    return n
 end
 
 -- One message: its content as a string when it is text parts only.
-local function put_message(m, out, n)
+local function put_message(m)
     if type(m) ~= "table" or is_array(m) then
-        return put(m, out, n)
+        return put(m)
     end
     local c = m.content
     if type(c) == "table" and c[1] ~= nil then
-        local s = text_only(c)
-        if s then
-            local copy = {}
-            for k, v in pairs(m) do copy[k] = v end
-            copy.content = s
-            m = copy
-        end
+        return put_object(m, text_only(c))
     end
-    return put_object(m, out, n)
+    return put_object(m)
 end
 
---- The canonical serialisation of request (see the top of this file), without model and the ignored fields.
-function _M.serialize(request, ignore)
+-- Writes the canonical serialisation of request into buf.
+local function put_request(request, ignore)
     local fields, keys, nk = {}, {}, 0
     for k, v in pairs(request) do
         if v ~= null and type(k) == "string" and not NEVER[k] and not (ignore and ignore[k]) then
@@ -170,38 +181,53 @@ function _M.serialize(request, ignore)
         end
     end
     sort(keys)
-    local out, n = {}, 0
     for i = 1, nk do
         local k = keys[i]
         local v = fields[k]
-        n = put_string(k, out, n)
+        put_string(k)
         if k == "messages" and type(v) == "table" then
-            n = n + 1
-            out[n] = "["
+            buf:put("[")
             for j = 1, #v do
-                n = put_message(v[j], out, n)
+                put_message(v[j])
             end
-            n = n + 1
-            out[n] = "]"
+            buf:put("]")
         else
-            n = put(v, out, n)
+            put(v)
         end
     end
-    return concat(out, "", 1, n)
 end
 
-local HEX32 = string.rep("%02x", 32)
+--- The canonical serialisation of request (see the top of this file), without model and the ignored fields.
+function _M.serialize(request, ignore)
+    buf:reset()
+    put_request(request, ignore)
+    local s = buf:get()
+    if #s > KEEP then
+        buf:free()
+    end
+    return s
+end
 
 --- 64 hex digits of SHA-256(s).
 function _M.hash(s)
-    local d = sha256(s)
-    return format(HEX32, byte(d, 1, 32))
+    C.sl_sha256_hex(s, #s, hex)
+    return ffi.string(hex, 64)
 end
 
 --- The key of a canonical chat request served as model, under prefix; ignore: set of top-level fields left out.
 function _M.of(prefix, request, model, ignore)
     model = tostring(model) -- length-prefixed: a model name holding "\0" cannot pass for part of the request
-    return _M.hash(prefix .. "\0" .. #model .. ":" .. model .. "\0" .. _M.serialize(request, ignore))
+    buf:reset()
+    buf:put(prefix, "\0", #model, ":", model, "\0")
+    put_request(request, ignore)
+    local p, len = buf:ref()
+    C.sl_sha256_hex(p, len, hex)
+    if len > KEEP then
+        buf:free()
+    else
+        buf:reset()
+    end
+    return ffi.string(hex, 64)
 end
 
 return _M

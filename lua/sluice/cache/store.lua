@@ -4,7 +4,7 @@
 --
 --   local st = store.new({dict = d, l1 = true, l2 = true, ttl = 3600, max_size = 1048576, compress_min = 8192})
 --   local value, layer = store.get(st, key)       -- the stored string and "l1" | "l2", or nil (a miss)
---   store.put(st, key, value, before_l2)           -- L1 now; before_l2() (if given) runs before the L2 write
+--   store.put(st, key, value, ready, arg)          -- L1 now, then L2; ready(arg, readable) once (see put)
 --
 -- Layout (key: 64 hex digits from sluice.cache.key):
 --   L1  "e:KEY" -> value (flags = 0) or compressed value (flags = the original length); TTL = ttl
@@ -106,13 +106,14 @@ function _M.get(st, key)
     return out, "l2"
 end
 
---- Stores value under key: L1 at once (when it fits one item of the dict), then L2 (yields). ready(readable),
---- when given, is called once as soon as the entry can be read on this node (readable true: after the L1 write,
---- or after the L2 write without L1) or storing failed (false): the caller's moment to let waiting requests go.
+--- Stores value under key: L1 at once (when it fits one item of the dict), then L2 (yields). ready(arg,
+--- readable), when given, is called once as soon as the entry can be read on this node (readable true: after the
+--- L1 write, or after the L2 write without L1) or storing failed (false): the caller's moment to let waiting
+--- requests go (a function and its argument rather than a closure: no closure made per request).
 --- Values over max_size are not stored. Returns true, or nil, why.
-function _M.put(st, key, value, ready)
+function _M.put(st, key, value, ready, arg)
     if #value > st.max_size then
-        if ready then ready(false) end
+        if ready then ready(arg, false) end
         return nil, "larger than max_size (" .. #value .. " bytes)"
     end
     local stored, flags = value, 0
@@ -127,20 +128,20 @@ function _M.put(st, key, value, ready)
     if st.l1 then
         l1_ok, err = st.dict:set("e:" .. key, stored, ttl, flags)
         if l1_ok and ready then
-            ready(true)
+            ready(arg, true)
             ready = nil
         end
     end
     if st.l2 then
         local expires = floor(now() + ttl)
         local ok, merr = memcached.set(PREFIX .. "e:" .. key, expires .. ":" .. stored, ttl, flags)
-        if ready then ready(ok == true) end
+        if ready then ready(arg, ok == true) end
         if not ok then
             return l1_ok or nil, "l2: " .. tostring(merr)
         end
         return true
     end
-    if ready then ready(false) end
+    if ready then ready(arg, false) end
     return l1_ok or nil, err and ("l1: " .. tostring(err)) or nil
 end
 

@@ -43,7 +43,8 @@ local function read_file(path)
     local f, err, code = io.open(path, "rb")
     if not f then
         if code == ENOENT then return nil end
-        return false, path .. ": cannot read the state file: " .. tostring(err):gsub("^" .. path:gsub("%p", "%%%0") .. ": ", "")
+        local why = tostring(err):gsub("^" .. path:gsub("%p", "%%%0") .. ": ", "")
+        return false, path .. ": cannot read the state file: " .. why
     end
     local s, rerr = f:read("*a")
     f:close()
@@ -152,6 +153,9 @@ local function write_atomic(path, data)
     C.close(dfd)
     return true
 end
+
+--- Writes data to path atomically (temp file, fsync, rename, directory fsync; mode 0600): true | nil, err.
+_M.write_atomic = write_atomic
 
 --- Writes a whole state table (a migration of its format), atomically. Returns true | nil, err.
 function _M.write(state_path, st)

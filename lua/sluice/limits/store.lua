@@ -61,23 +61,28 @@ local Store = {}
 Store.__index = Store
 
 local cache = {}
+local by_conf = setmetatable({}, { __mode = "k" }) -- conf -> {plugin, store}: no key string made per request
 
 --- The store for a plugin conf ({policy, dict, fail_mode}); one per distinct triple. nil, err when the dict is
 --- missing (the config checker refuses that earlier).
 function _M.get(conf, plugin)
+    local hit = by_conf[conf]
+    if hit and hit[1] == plugin then
+        return hit[2]
+    end
     local policy, dname, fail = conf.policy or "local", conf.dict or "sluice", conf.fail_mode or "open"
     local k = policy .. "|" .. dname .. "|" .. fail .. "|" .. (plugin or "")
     local st = cache[k]
-    if st then
-        return st
+    if not st then
+        local d, err = shared.get(dname)
+        if not d then
+            return nil, err
+        end
+        st = setmetatable({ remote = policy == "memcached", d = d, fail_open = fail ~= "closed",
+                            plugin = plugin or "limits", seen = {}, nseen = 0, logged = 0 }, Store)
+        cache[k] = st
     end
-    local d, err = shared.get(dname)
-    if not d then
-        return nil, err
-    end
-    st = setmetatable({ remote = policy == "memcached", d = d, fail_open = fail ~= "closed",
-                        plugin = plugin or "limits", seen = {}, nseen = 0, logged = 0 }, Store)
-    cache[k] = st
+    by_conf[conf] = { plugin, st }
     return st
 end
 

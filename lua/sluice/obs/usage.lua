@@ -174,9 +174,11 @@ local function local_rows(from, to)
     return list
 end
 
---- This node's id: opts.node_id, else host name and the first listen port.
+--- This node's id: opts.node_id, else node.id (docs/cluster.md), else host name and the first listen port.
 function _M.node_id()
     if opts_cur.node_id then return opts_cur.node_id end
+    local live = base.live_state()
+    if live and live.cfg and live.cfg.node.id then return live.cfg.node.id end
     local host = "localhost"
     local f = io.open("/proc/sys/kernel/hostname", "r")
     if f then

@@ -41,6 +41,13 @@ int sl_resp_wait_drain(sl_req_t *r);
 int sl_req_read_body(sl_req_t *r);
 int sl_req_log_field(sl_req_t *r, const char *name, size_t nlen, const char *json, size_t jlen);
 int sl_access_log_enabled(void);
+typedef struct sl_log_ai {
+    const char *provider, *model, *requested_model, *cut, *cache;
+    uint32_t provider_len, model_len, requested_model_len, cut_len, cache_len;
+    double status, prompt_tokens, completion_tokens, cost, ttft_ms, latency_ms, saved_tokens, saved_cost;
+    int32_t estimated, stream;
+} sl_log_ai_t;
+int sl_req_log_ai(sl_req_t *r, const sl_log_ai_t *a);
 int sl_resp_abort(sl_req_t *r);
 enum { SL_PROXY_PASS = 0, SL_PROXY_FILTER = 1 };
 enum { SL_PROXY_TLS = 1, SL_PROXY_NO_VERIFY = 2, SL_PROXY_FORWARD = 4, SL_PROXY_LENGTH = 8, SL_PROXY_STREAM = 16,

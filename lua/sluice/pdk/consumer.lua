@@ -160,6 +160,28 @@ function _M.find(name, ctx)
     return state_of(ctx.config).by_name[name]
 end
 
+local EMPTY = {}
+
+-- The group names of lists a and b (either may be nil), strings only, each once.
+local function merge_groups(a, b)
+    local list, seen = {}, {}
+    for _, src in ipairs({ a, b }) do
+        if type(src) == "table" then
+            for _, g in ipairs(src) do
+                if type(g) == "string" and not seen[g] then
+                    seen[g] = true
+                    list[#list + 1] = g
+                end
+            end
+        end
+    end
+    return list
+end
+
+-- A consumer's groups list (config tables do not change) -> its merged list, shared by the requests of that
+-- consumer: groups() hands it out to be read, not changed.
+local own_groups = setmetatable({}, { __mode = "k" })
+
 --- Makes c the request's consumer (ctx.consumer); `groups` (optional) adds group names an authentication plugin
 --- found (e.g. a token's claim) to the consumer's own. c may be a table made by the plugin ({name = ...}) for a
 --- caller the config does not list.
@@ -173,18 +195,21 @@ function _M.set(c, ctx, groups)
     end
     ctx.consumer = c
     ctx._groups_of = c
-    local list, seen = {}, {}
-    for _, src in ipairs({ c.groups, groups }) do
-        if type(src) == "table" then
-            for _, g in ipairs(src) do
-                if type(g) == "string" and not seen[g] then
-                    seen[g] = true
-                    list[#list + 1] = g
-                end
-            end
+    if groups == nil then -- the consumer's own groups (key-auth on every request): merged once per groups list
+        local own = c.groups
+        if type(own) ~= "table" then
+            ctx._consumer_groups = EMPTY
+            return
         end
+        local list = own_groups[own]
+        if not list then
+            list = merge_groups(own)
+            own_groups[own] = list
+        end
+        ctx._consumer_groups = list
+        return
     end
-    ctx._consumer_groups = list
+    ctx._consumer_groups = merge_groups(c.groups, groups)
 end
 
 --- The request's consumer, or nil.
@@ -193,9 +218,8 @@ function _M.get(ctx)
     return ctx.consumer
 end
 
-local EMPTY = {}
-
---- The caller's group names (the consumer's groups and those set with it); an empty list without a consumer.
+--- The caller's group names (the consumer's groups and those set with it); an empty list without a consumer. The
+--- list is shared: read it, do not change it.
 function _M.groups(ctx)
     ctx = ctx or get_ctx()
     local c = ctx.consumer
@@ -254,7 +278,7 @@ function _M.allowed(kind, name, ctx)
     if kind ~= "route" and kind ~= "provider" and kind ~= "model" then
         error("kind must be route, provider or model", 2)
     end
-    local c = ctx.consumer
+    local c = rawget(ctx, "consumer")
     if type(c) ~= "table" or type(ctx.config) ~= "table" or name == nil then
         return true
     end

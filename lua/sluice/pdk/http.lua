@@ -41,6 +41,7 @@ typedef struct sl_http_opts {
     uint32_t nfields;
     int32_t flags, pool_size;
     double connect_timeout, send_timeout, read_timeout, deadline, max_body, idle_timeout;
+    const char *cert_file, *key_file;
 } sl_http_opts_t;
 sl_httpres_t *sl_http_start(sl_req_t *req, const sl_http_opts_t *o);
 int sl_http_take(sl_httpres_t *res);
@@ -150,6 +151,14 @@ local function start(req, o)
     if o.ca_file ~= nil and (type(o.ca_file) ~= "string" or #o.ca_file > 512) then
         error("ca_file must be a path of at most 512 bytes", 3)
     end
+    for _, f in ipairs({ "cert_file", "key_file" }) do
+        if o[f] ~= nil and (type(o[f]) ~= "string" or #o[f] > 512) then
+            error(f .. " must be a path of at most 512 bytes", 3)
+        end
+    end
+    if (o.cert_file == nil) ~= (o.key_file == nil) then
+        error("a client certificate needs both cert_file and key_file", 3)
+    end
     if o.ssl_verify == false then flags = flags + NO_VERIFY end
     if o.proxy == false then flags = flags + NO_PROXY end
     if has_host then flags = flags + HAS_HOST end
@@ -163,6 +172,7 @@ local function start(req, o)
     so.connect_timeout, so.send_timeout, so.read_timeout = t.connect or (timeout < 5 and timeout or 5),
         t.send or timeout, t.read or timeout
     so.deadline, so.pool_size, so.idle_timeout = timeout, ka.size or 16, ka.idle_timeout or 30
+    so.cert_file, so.key_file = o.cert_file, o.key_file
     local h = C.sl_http_start(req, so)
     if h == nil then
         return nil, "nomem", "cannot start the request (out of memory or worker stopping)"
@@ -240,7 +250,8 @@ end
 -- opts: url (required), method (GET, or POST with a body), headers {name = value | {values}},
 --   body (string, or table sent as JSON), timeout (total deadline, seconds, default 60),
 --   timeouts {connect (5), send, read (default: timeout)}, stream = function(chunk) (return false to stop),
---   max_body (bytes buffered when not streaming, default 16 MiB), ssl_verify (true), ca_file,
+--   max_body (bytes buffered when not streaming, default 16 MiB), ssl_verify (true), ca_file, cert_file +
+--   key_file (a client certificate),
 --   proxy (false: ignore HTTP(S)_PROXY), keepalive {size (16), idle_timeout (30)}.
 -- Returns res {status, headers, body, reused} or nil, err, detail.
 local function request(opts)

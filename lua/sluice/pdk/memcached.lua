@@ -14,9 +14,10 @@
 --   mc.send({{"decr", "a", 1}})                   -- incr/decr sent without waiting for their answers
 --   local ok, err = mc.cas("k", "v2", cas, 60)    -- false, "exists" when the item changed since gets
 --
--- When memcached is down, calls fail fast with nil/false plus an error ("circuit open" once the breaker has
--- opened, after node.memcached.failure_threshold failures in a row; a probe goes through every retry_after
--- seconds). The caller decides how to degrade (e.g. fall back to sluice.shared). Error texts are fixed, one per
+-- Each server has its own circuit breaker: after node.memcached.failure_threshold failures in a row on a server
+-- its keys go to the next servers on the ring (only its keys move), and a probe goes to it every retry_after
+-- seconds. Calls to a server that is failing fail fast with nil/false plus an error, and "circuit open" once every
+-- server is down. The caller decides how to degrade (e.g. fall back to sluice.shared). Error texts are fixed, one per
 -- libmemcached return code ("connection failed (code 3)"), never libmemcached's own message.
 local ffi = require("ffi")
 local base = require("sluice.pdk.base")
@@ -39,6 +40,8 @@ sl_mcop_t *sl_mc_start(sl_req_t *req, int op, const char *key, size_t klen, cons
 void sl_mc_free(sl_mcop_t *op);
 void sl_mc_detach(sl_mcop_t *op);
 int sl_mc_circuit_state(void);
+int sl_mc_server_count(void);
+int sl_mc_server_info(int i, char *addr, size_t len, int *state, int *failures);
 ]]
 
 local GET, SET, ADD, INCR, DECR, DELETE = C.SL_MC_GET, C.SL_MC_SET, C.SL_MC_ADD, C.SL_MC_INCR, C.SL_MC_DECR,
@@ -316,10 +319,33 @@ function _M.delete(key)
     return true
 end
 
---- "closed", "open" or "half-open".
+local SERVER_STATE = { [0] = "up", [1] = "down", [2] = "probing" }
+
+--- Each server and its circuit: { {address, state = "up" | "down" | "probing", failures}, ... } (empty without
+--- node.memcached). A "down" server's keys go to the next servers on the ring until a probe finds it back.
+function _M.servers()
+    local out, n = {}, C.sl_mc_server_count()
+    local addr, st, fails = ffi.new("char[128]"), ffi.new("int[1]"), ffi.new("int[1]")
+    for i = 0, n - 1 do
+        if C.sl_mc_server_info(i, addr, 128, st, fails) == 0 then
+            out[#out + 1] = { address = ffi_string(addr), state = SERVER_STATE[st[0]] or "unknown",
+                              failures = tonumber(fails[0]) }
+        end
+    end
+    return out
+end
+
+--- The memcached part of GET /admin/status: {circuit, servers} | nil without node.memcached.
+function _M.status()
+    if C.sl_mc_server_count() == 0 then return nil end
+    return { circuit = _M.circuit(), servers = _M.servers() }
+end
+
+--- The servers' circuits together: "closed" (every server up), "open" (every one down: calls fail at once) or
+--- "degraded" (some down or probing: their keys go to the others).
 function _M.circuit()
     local s = C.sl_mc_circuit_state()
-    return s == 0 and "closed" or s == 1 and "open" or "half-open"
+    return s == 0 and "closed" or s == 1 and "open" or "degraded"
 end
 
 return _M

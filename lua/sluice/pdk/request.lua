@@ -159,8 +159,9 @@ end
 --- away or sent a bad or too large body, or the body already streamed to the upstream.
 function _M.get_body(ctx)
     ctx = ctx or get_ctx()
-    if ctx.body ~= nil then
-        return ctx.body
+    local b = rawget(ctx, "body")
+    if b ~= nil then
+        return b
     end
     local r = ctx.req
     while r.body_pending ~= 0 do
@@ -177,8 +178,9 @@ end
 function _M.get_json(ctx)
     ctx = ctx or get_ctx()
     ctx._json_out = true -- the table may be changed in place by whoever gets it (sluice.ai.proxy checks)
-    if ctx.json ~= nil then
-        return ctx.json
+    local j = rawget(ctx, "json") -- unset on first use: no call of the context's __index
+    if j ~= nil then
+        return j
     end
     local body, err = _M.get_body(ctx)
     if body == nil then

@@ -251,7 +251,7 @@ local function deliver(ctx, status, body, headers, failure)
     local hf, bf = pipe and pipe.header_filter, pipe and pipe.body_filter
     ctx.response = { status = status, headers = h }
     if not (hf or bf) then
-        return send_raw(ctx, status, h, bytes, ctx.resp_headers)
+        return send_raw(ctx, status, h, bytes, rawget(ctx, "resp_headers"))
     end
     -- what goes out when a filter fails on a failure response: as given, with the headers set before the filters
     local h0, extra0, bytes0

@@ -24,7 +24,7 @@ function _M.take_over(handler, ctx)
     if type(handler) ~= "function" then
         error("handler must be a function(ctx)", 2)
     end
-    local prev = ctx._upstream_handler
+    local prev = rawget(ctx, "_upstream_handler") -- unset: no call of the context's __index
     ctx._upstream_handler, ctx._upstream_plugin = handler, ctx.plugin_name
     return prev
 end

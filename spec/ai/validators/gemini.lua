@@ -13,7 +13,7 @@
 --     functionCall part of every model turn of the current turn (docs: /gemini-api/docs/thought-signatures)
 local C = require("ai.validators.check")
 
-local str, num, int, bool, arr, obj, map, nullable = C.str, C.num, C.int, C.bool, C.arr, C.obj, C.map, C.nullable
+local str, num, int, bool, arr, obj, map = C.str, C.num, C.int, C.bool, C.arr, C.obj, C.map
 local add, join = C.add, C.join
 
 local _M = {}

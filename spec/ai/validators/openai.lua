@@ -6,7 +6,7 @@ local C = require("ai.validators.check")
 
 local str, num, int, bool, arr, obj, map, nullable, alt, union =
     C.str, C.num, C.int, C.bool, C.arr, C.obj, C.map, C.nullable, C.alt, C.union
-local add, join, jtype = C.add, C.join, C.jtype
+local add, join = C.add, C.join
 
 local _M = {}
 

@@ -29,6 +29,23 @@ describe("ai-cache key", function()
         assert.equal(k, key(again))
     end)
 
+    it("is SHA-256 of the prefix, the model and the canonical form, the same as earlier versions made", function()
+        -- pinned: nodes of two versions share L2 entries, so the key of a request must not change
+        local req = { model = "gpt", messages = { { role = "system", content = "Be brief." },
+                      { role = "user", content = { { type = "text", text = "Say" }, { type = "text", text = "hello" } } } },
+                      max_tokens = 50, temperature = 0.25, stop = "x", logit_bias = { ["7"] = -1 } }
+        assert.equal("27519f42478d90a76bb54d8b3893013056a48cb5f083af9d2b42fa54c623b2d7", key(req))
+        local crypto = require("sluice.crypto") -- mbedTLS's SHA-256, against core/common/sha256.c
+        assert.equal(crypto.sha256_hex("p\0" .. "1:m\0" .. keys.serialize(req)), key(req))
+        -- a request larger than the serialisation buffer keeps between keys, then a small one again
+        local big = unit.deep_copy(req)
+        big.messages[2].content = string.rep("0123456789abcdef", 20000)
+        local kb = key(big)
+        assert.equal(crypto.sha256_hex("p\0" .. "1:m\0" .. keys.serialize(big)), kb)
+        assert.equal(kb, key(unit.deep_copy(big)))
+        assert.equal("27519f42478d90a76bb54d8b3893013056a48cb5f083af9d2b42fa54c623b2d7", key(req))
+    end)
+
     it("is shared by an OpenAI and an Anthropic client asking the same thing", function()
         local a = anthropic_api.to_openai({ model = "claude", system = "Be brief.", max_tokens = 50, temperature = 0,
             messages = { { role = "user", content = { { type = "text", text = "Say hello",

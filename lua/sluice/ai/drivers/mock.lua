@@ -4,7 +4,7 @@
 -- anywhere for it: it waits `latency_ms`, then hands `body` to parse_response (non-streaming) or feeds each
 -- string of `chunks` to new_stream():feed(), waiting `chunk_delay_ms` between them:
 --   req.local_response = {status=, headers=, body=string | nil, chunks={sse strings} | nil,
---                         latency_ms=, chunk_delay_ms=}
+--                         latency_ms=, chunk_delay_ms=, decoded=table | nil (embeddings: the body decoded)}
 -- provider.options (all optional):
 --   text             reply text (default "This is a mock response.")     echo = true: reply with the last user text
 --   prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens    reported usage (default: local estimate)
@@ -13,7 +13,8 @@
 --   tool_calls       list of {name=, arguments=table|string}: answer with tool calls instead of text
 --   error            {status=, message=, type=, code=, retry_after=}: answer with this error
 --   fail_after_chunks n: stream n content chunks, then an error event and no [DONE] (mid-stream failure)
---   embedding_dimensions (default 8): embeddings are deterministic vectors derived from the input text
+--   embedding_dimensions (default 256; a request's `dimensions` wins): embeddings are hashed bags of words
+--                    (see vector() below): deterministic, and near each other when the texts share words
 --   moderation       the /v1/moderations answers (mock.moderations, used by ai-moderation), all optional:
 --                    {words = {category = {word, ...}}: a category scores 0.9 when one of its words is in the input
 --                     (case-insensitive), else 0.01 (default words below, MODERATION_WORDS); latency_ms;
@@ -26,10 +27,12 @@ local tokens = require("sluice.ai.tokens")
 local type, ipairs, tostring, tonumber = type, ipairs, tostring, tonumber
 local json_encode, null = common.json_encode, common.null
 local byte = string.byte
+local bit = require("bit")
 
 local _M = { kind = "mock", ["local"] = true }
 
 local DEFAULT_TEXT = "This is a mock response."
+local DEFAULT_DIMS = 256
 
 local function last_user_text(body)
     local msgs = type(body) == "table" and body.messages
@@ -53,15 +56,88 @@ local function split_text(text, chunk_chars)
     return out
 end
 
+-- Embeddings: a hashed bag of words, so texts that share words are near each other (what a retrieval test
+-- needs) and the same text always gives the same vector. Words are lower-cased, stop words dropped, plural /
+-- -ing / -ed / final e stripped; each word and each of its character trigrams (weighted 0.3, so "configure"
+-- and "configuration" stay close) is hashed (FNV-1a) into 4 dimensions with a sign, weighted by 1 + log(tf),
+-- and the vector is scaled to unit length: a random projection of the word counts, whose cosines follow
+-- the texts' word overlap. Not a language model: synonyms are not near.
+local STOP = {}
+for w in ([[a about after all also am an and any are as at be been before being but by can could did do does
+doing for from had has have having he her here him his how i if in into is it its itself just me more most my no
+nor not of off on once only or other our out over own same she should so some such than that the their them then
+there these they this those through to too under until up very was we were what when where which while who whom
+why will with would you your yours]]):gmatch("%a+") do STOP[w] = true end
+
+local band, bxor, lshift, rshift, tobit = bit.band, bit.bxor, bit.lshift, bit.rshift, bit.tobit
+local log, sqrt, floor = math.log, math.sqrt, math.floor
+
+local function fnv(s)
+    local h = -2128831035 -- 2166136261 as a signed 32-bit number
+    for i = 1, #s do
+        h = bxor(h, byte(s, i))
+        h = tobit(lshift(h, 24) + h * 403) -- h * 16777619 mod 2^32, exact in doubles
+    end
+    return h
+end
+
+local function stem(w)
+    local n = #w
+    if n > 4 and w:sub(-3) == "ies" then w = w:sub(1, -4) .. "y"
+    elseif n > 3 and w:sub(-1) == "s" and w:sub(-2) ~= "ss" and w:sub(-2) ~= "us" and w:sub(-2) ~= "is" then
+        w = w:sub(1, -2)
+    end
+    if #w >= 6 and w:sub(-3) == "ing" then w = w:sub(1, -4)
+    elseif #w >= 5 and w:sub(-2) == "ed" then w = w:sub(1, -3) end
+    if #w > 3 and w:sub(-1) == "e" then w = w:sub(1, -2) end
+    return w
+end
+
+local function add_feature(v, dims, feature, weight)
+    local h = fnv(feature)
+    for _ = 1, 4 do
+        h = bxor(h, lshift(h, 13)); h = bxor(h, rshift(h, 17)); h = bxor(h, lshift(h, 5))
+        local idx = band(h, 0x7fffffff) % dims + 1
+        v[idx] = v[idx] + (band(h, 0x80000000) ~= 0 and -weight or weight)
+    end
+end
+
 local function vector(text, dims)
-    local v, h = {}, 2166136261
-    for i = 1, #text do h = (h * 16777619 + byte(text, i)) % 4294967296 end
-    for i = 1, dims do
-        h = (h * 1103515245 + 12345) % 2147483648
-        v[i] = (h / 2147483648) * 2 - 1
+    local tf = {}
+    for w in text:lower():gmatch("[%w\128-\255]+") do
+        if #w > 1 and not STOP[w] then
+            w = stem(w)
+            tf[w] = (tf[w] or 0) + 1
+        end
+    end
+    local v = {}
+    for i = 1, dims do v[i] = 0 end
+    local words = {}
+    for w in pairs(tf) do words[#words + 1] = w end
+    table.sort(words) -- the same order every time: float sums do not depend on hash order
+    for _, w in ipairs(words) do
+        local weight = 1 + log(tf[w])
+        add_feature(v, dims, w, weight)
+        local padded = "^" .. w .. "$"
+        for i = 1, #padded - 2 do add_feature(v, dims, padded:sub(i, i + 2), 0.3 * weight) end
+    end
+    local ss = 0
+    for i = 1, dims do ss = ss + v[i] * v[i] end
+    if ss > 0 then
+        local inv = 1 / sqrt(ss)
+        for i = 1, dims do v[i] = floor(v[i] * inv * 1e6 + 0.5) / 1e6 end
     end
     return v
 end
+_M.embed_text = vector
+
+local lazy_body = { __index = function(t, k)
+    if k == "body" then
+        local b = json_encode(t.decoded)
+        rawset(t, "body", b)
+        return b
+    end
+end }
 
 local function error_response(o, stream)
     local e = o.error
@@ -116,14 +192,18 @@ function _M.respond(provider, op, body, opts)
         local input = body.input
         if type(input) == "string" then input = { input } end
         local data = {}
+        local dims = tonumber(body.dimensions) or tonumber(o.embedding_dimensions) or DEFAULT_DIMS
         for i, text in ipairs(type(input) == "table" and input or {}) do
-            data[i] = { object = "embedding", index = i - 1,
-                embedding = vector(tostring(text), tonumber(o.embedding_dimensions) or 8) }
+            data[i] = { object = "embedding", index = i - 1, embedding = vector(tostring(text), dims) }
         end
         local u = usage_for(o, op, body, "")
-        return { status = 200, headers = json_headers, latency_ms = latency, body = json_encode({
-            object = "list", data = data, model = model,
-            usage = { prompt_tokens = u.prompt_tokens, total_tokens = u.prompt_tokens } }) }
+        local resp = { object = "list", data = data, model = model,
+                       usage = { prompt_tokens = u.prompt_tokens, total_tokens = u.prompt_tokens } }
+        -- `decoded`: the answer as a table too, for callers inside the gateway (sluice.providers) that would
+        -- only decode the JSON again; the JSON `body` is then made only when something reads it (encoding
+        -- hundreds of floats per call was most of a RAG query's cost with this provider)
+        return setmetatable({ status = 200, headers = json_headers, latency_ms = latency, decoded = resp },
+            lazy_body)
     end
 
     local text = o.echo and last_user_text(body) or o.text or DEFAULT_TEXT

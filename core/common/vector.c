@@ -1,0 +1,351 @@
+/* Brute-force k nearest neighbours (see vector.h). The scans are plain loops the compiler vectorises: this
+ * file is built with reassociation allowed (CMakeLists.txt), so a float sum may be split across SIMD lanes,
+ * and on x86-64 each scan is also compiled for Haswell-class CPUs (AVX2, FMA, POPCNT), picked at load time by
+ * the dynamic linker (target_clones). One call scans every row once; the row loop stays inside the cloned
+ * function so the dispatch costs one indirect call per search, not per row. */
+#include "common/vector.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SL_VEC_NO_CLONES /* ifunc resolvers run before the sanitizer's runtime is ready */
+#endif
+#endif
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__) && !defined(SL_VEC_NO_CLONES)
+#define CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define CLONES
+#endif
+
+/* Rows a first pass keeps per result by default, and at least. */
+#define OVERSAMPLE 8
+#define MIN_CANDIDATES 64
+#define BINARY_KEEP 64 /* binary first pass: keep at least n / BINARY_KEEP candidates */
+/* Below this many bytes of float rows an exact scan is as fast as a quantised one (it stays in cache). */
+#define AUTO_EXACT_BYTES (4u << 20)
+
+static inline float dot(const float *restrict a, const float *restrict b, uint32_t n)
+{
+    float s = 0;
+    for (uint32_t i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+float sl_vec_dot(const float *a, const float *b, size_t n)
+{
+    float s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+float sl_vec_normalize(float *v, size_t n)
+{
+    double ss = 0;
+    for (size_t i = 0; i < n; i++)
+        ss += (double)v[i] * v[i];
+    double len = sqrt(ss);
+    if (!(len > 0) || isinf(len)) { /* zero, NaN or overflow: no direction to keep */
+        memset(v, 0, n * sizeof(float));
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        v[i] = (float)(v[i] / len);
+    return (float)len;
+}
+
+float sl_vec_quantize_i8(const float *v, size_t n, int8_t *q)
+{
+    float m = 0;
+    for (size_t i = 0; i < n; i++) {
+        float a = fabsf(v[i]);
+        if (a > m)
+            m = a;
+    }
+    if (!(m > 0) || isinf(m)) {
+        memset(q, 0, n);
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        float x = v[i] / m * 127.0f;
+        long r = lroundf(x);
+        q[i] = (int8_t)(r > 127 ? 127 : r < -127 ? -127 : r);
+    }
+    return m / 127.0f;
+}
+
+void sl_vec_binarize(const float *v, size_t n, uint64_t *bits)
+{
+    memset(bits, 0, sl_vec_words((uint32_t)n) * 8);
+    for (size_t i = 0; i < n; i++)
+        if (v[i] > 0)
+            bits[i / 64] |= 1ull << (i % 64);
+}
+
+/* ---------------------------------------------------------------------------------------------------------
+ * top-k: a min-heap, the worst kept hit at the root */
+
+void sl_topk_init(sl_topk_t *t, sl_vec_hit_t *room, uint32_t k)
+{
+    t->h = room;
+    t->n = 0;
+    t->k = k;
+}
+
+static inline int worse(const sl_vec_hit_t *a, const sl_vec_hit_t *b)
+{
+    return a->score < b->score || (a->score == b->score && a->id > b->id);
+}
+
+static void sift_down(sl_vec_hit_t *h, uint32_t n, uint32_t i)
+{
+    for (;;) {
+        uint32_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && worse(&h[l], &h[m]))
+            m = l;
+        if (r < n && worse(&h[r], &h[m]))
+            m = r;
+        if (m == i)
+            return;
+        sl_vec_hit_t tmp = h[i];
+        h[i] = h[m];
+        h[m] = tmp;
+        i = m;
+    }
+}
+
+void sl_topk_push(sl_topk_t *t, uint32_t id, float score)
+{
+    if (score != score || t->k == 0)
+        return; /* NaN */
+    sl_vec_hit_t x = {id, score};
+    if (t->n < t->k) {
+        uint32_t i = t->n++;
+        while (i > 0) {
+            uint32_t p = (i - 1) / 2;
+            if (!worse(&x, &t->h[p]))
+                break;
+            t->h[i] = t->h[p];
+            i = p;
+        }
+        t->h[i] = x;
+        return;
+    }
+    if (!worse(&t->h[0], &x))
+        return;
+    t->h[0] = x;
+    sift_down(t->h, t->n, 0);
+}
+
+uint32_t sl_topk_sort(sl_topk_t *t)
+{
+    uint32_t n = t->n;
+    /* heap sort: repeatedly move the worst to the end, so the array ends best first */
+    for (uint32_t end = n; end > 1; end--) {
+        sl_vec_hit_t tmp = t->h[0];
+        t->h[0] = t->h[end - 1];
+        t->h[end - 1] = tmp;
+        sift_down(t->h, end - 1, 0);
+    }
+    t->n = 0;
+    return n;
+}
+
+/* ---------------------------------------------------------------------------------------------------------
+ * scans */
+
+static inline int row_ok(const sl_vecset_t *s, size_t i)
+{
+    if (s->allow && !(s->allow[i / 8] & (1u << (i % 8))))
+        return 0;
+    if (s->expires && s->expires[i] != 0 && s->now >= s->expires[i])
+        return 0;
+    return 1;
+}
+
+CLONES static void scan_f32(const sl_vecset_t *s, const float *q, sl_topk_t *t)
+{
+    const uint32_t d = s->dims;
+    const int filtered = s->allow || s->expires;
+    for (size_t i = 0; i < s->n; i++) {
+        if (filtered && !row_ok(s, i))
+            continue;
+        float sc = dot(s->f32 + i * d, q, d);
+        if (t->n < t->k || sc > t->h[0].score)
+            sl_topk_push(t, (uint32_t)i, sc);
+    }
+}
+
+CLONES static void scan_i8(const sl_vecset_t *s, const int8_t *q, sl_topk_t *t)
+{
+    const uint32_t d = s->dims;
+    const int filtered = s->allow || s->expires;
+    for (size_t i = 0; i < s->n; i++) {
+        if (filtered && !row_ok(s, i))
+            continue;
+        const int8_t *restrict r = s->i8 + i * d;
+        int32_t acc = 0;
+        for (uint32_t j = 0; j < d; j++)
+            acc += (int32_t)r[j] * q[j];
+        float sc = (float)acc * s->i8_scale[i];
+        if (t->n < t->k || sc > t->h[0].score)
+            sl_topk_push(t, (uint32_t)i, sc);
+    }
+}
+
+/* The sign-bit pass keeps no heap: it writes every row's Hamming distance (UINT16_MAX for a row filtered out)
+ * into ham and counts them in hist (dims + 1 counts), and the caller picks the c nearest from a histogram of
+ * the distances (pick_bits): a heap push per row that improved the c-th best cost more than the popcounts
+ * themselves. A distance is at most 64 x words <= SL_VEC_MAX_DIMS (hist has room for that much, even from a
+ * file whose unused bits are set). */
+CLONES static void scan_bits(const sl_vecset_t *s, const uint64_t *q, uint16_t *ham, uint32_t *hist)
+{
+    const size_t w = sl_vec_words(s->dims);
+    memset(hist, 0, (s->dims + 1) * sizeof(*hist));
+    const int filtered = s->allow || s->expires;
+    if (w == 4 && !filtered) { /* 256 dimensions, the common embedding size: unrolled */
+        const uint64_t q0 = q[0], q1 = q[1], q2 = q[2], q3 = q[3];
+        for (size_t i = 0; i < s->n; i++) {
+            const uint64_t *restrict r = s->bits + i * 4;
+            uint32_t h = (uint32_t)(__builtin_popcountll(r[0] ^ q0) + __builtin_popcountll(r[1] ^ q1) +
+                                    __builtin_popcountll(r[2] ^ q2) + __builtin_popcountll(r[3] ^ q3));
+            ham[i] = (uint16_t)h;
+            hist[h]++;
+        }
+        return;
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        if (filtered && !row_ok(s, i)) {
+            ham[i] = UINT16_MAX;
+            continue;
+        }
+        const uint64_t *restrict r = s->bits + i * w;
+        uint32_t h = 0;
+        for (size_t j = 0; j < w; j++)
+            h += (uint32_t)__builtin_popcountll(r[j] ^ q[j]);
+        ham[i] = (uint16_t)h;
+        hist[h]++;
+    }
+}
+
+/* The exact scores of rows ids (a first pass's candidates) offered to t. */
+CLONES static void rescore(const sl_vecset_t *s, const float *q, const uint32_t *ids, uint32_t n,
+                           sl_topk_t *t)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        float sc = dot(s->f32 + (size_t)ids[i] * s->dims, q, s->dims);
+        if (t->n < t->k || sc > t->h[0].score)
+            sl_topk_push(t, ids[i], sc);
+    }
+}
+
+/* The (at most) c rows of smallest distance into ids, ties by lower row first (as the heap of the other
+ * passes orders them), from the histogram of the distances; returns how many. */
+static uint32_t pick_bits(const uint16_t *ham, size_t n, uint32_t dims, uint32_t c, uint32_t *hist,
+                          uint32_t *ids)
+{
+    uint32_t below = 0, cut = 0; /* rows with a distance under cut: below (< c); those at cut fill up */
+    for (; cut <= dims; cut++) {
+        if (below + hist[cut] >= c)
+            break;
+        below += hist[cut];
+    }
+    uint32_t m = 0, at_cut = c - below;
+    for (size_t i = 0; i < n && m < c; i++) {
+        if (ham[i] < cut)
+            ids[m++] = (uint32_t)i;
+        else if (ham[i] == cut && at_cut > 0) {
+            ids[m++] = (uint32_t)i;
+            at_cut--;
+        }
+    }
+    return m;
+}
+
+int sl_vec_auto_mode(const sl_vecset_t *s)
+{
+    if ((double)s->n * s->dims * sizeof(float) <= AUTO_EXACT_BYTES)
+        return SL_VEC_EXACT;
+    if (s->bits)
+        return SL_VEC_BINARY;
+    if (s->i8 && s->i8_scale)
+        return SL_VEC_INT8;
+    return SL_VEC_EXACT;
+}
+
+int sl_vec_search(const sl_vecset_t *s, const float *q, uint32_t k, int mode, uint32_t candidates,
+                  float min_score, sl_vec_hit_t *out)
+{
+    if (k == 0 || k > SL_VEC_MAX_K || s->dims == 0 || s->dims > SL_VEC_MAX_DIMS || (s->n && !s->f32))
+        return -EINVAL;
+    if (mode == SL_VEC_AUTO)
+        mode = sl_vec_auto_mode(s);
+    if ((mode == SL_VEC_INT8 && !(s->i8 && s->i8_scale)) || (mode == SL_VEC_BINARY && !s->bits) ||
+        (mode != SL_VEC_EXACT && mode != SL_VEC_INT8 && mode != SL_VEC_BINARY))
+        return -EINVAL;
+    sl_topk_t t;
+    if (mode == SL_VEC_EXACT) {
+        sl_topk_init(&t, out, k);
+        scan_f32(s, q, &t);
+    } else {
+        uint32_t c = candidates ? candidates : k * OVERSAMPLE;
+        /* one sign bit per dimension ranks coarsely: on a large set its default keeps 1/64 of the rows
+         * (rescoring them costs little next to the scan), which keeps recall near the exact answer's */
+        if (!candidates && mode == SL_VEC_BINARY && s->n / BINARY_KEEP > c)
+            c = (uint32_t)(s->n / BINARY_KEEP > SL_VEC_MAX_CANDIDATES ? SL_VEC_MAX_CANDIDATES
+                                                                      : s->n / BINARY_KEEP);
+        if (c < MIN_CANDIDATES)
+            c = MIN_CANDIDATES;
+        if (c < k)
+            c = k;
+        if (c > SL_VEC_MAX_CANDIDATES)
+            c = SL_VEC_MAX_CANDIDATES;
+        uint64_t qq[SL_VEC_MAX_DIMS / 8]; /* the query's int8 or sign-bit copy */
+        if (mode == SL_VEC_INT8) {
+            sl_vec_hit_t *cand = malloc(c * sizeof(*cand));
+            if (cand == NULL)
+                return -ENOMEM;
+            sl_topk_init(&t, cand, c);
+            sl_vec_quantize_i8(q, s->dims, (int8_t *)qq);
+            scan_i8(s, (const int8_t *)qq, &t);
+            uint32_t nc = t.n;
+            sl_topk_init(&t, out, k);
+            for (uint32_t i = 0; i < nc; i++) {
+                uint32_t id = cand[i].id;
+                sl_topk_push(&t, id, sl_vec_dot(s->f32 + (size_t)id * s->dims, q, s->dims));
+            }
+            free(cand);
+        } else {
+            /* per thread, grown to the largest set searched: distances, histogram, candidate rows */
+            static __thread uint16_t *ham;
+            static __thread uint32_t *hist, *ids;
+            static __thread size_t ham_n;
+            if (hist == NULL && (hist = malloc((SL_VEC_MAX_DIMS + 1) * sizeof(*hist))) == NULL)
+                return -ENOMEM;
+            if (ids == NULL && (ids = malloc(SL_VEC_MAX_CANDIDATES * sizeof(*ids))) == NULL)
+                return -ENOMEM;
+            if (s->n > ham_n) {
+                uint16_t *h = malloc(s->n * sizeof(*h));
+                if (h == NULL)
+                    return -ENOMEM;
+                free(ham);
+                ham = h;
+                ham_n = s->n;
+            }
+            sl_vec_binarize(q, s->dims, qq);
+            scan_bits(s, qq, ham, hist);
+            uint32_t nc = pick_bits(ham, s->n, s->dims, c, hist, ids);
+            sl_topk_init(&t, out, k);
+            rescore(s, q, ids, nc, &t);
+        }
+    }
+    uint32_t n = sl_topk_sort(&t);
+    while (n > 0 && !(out[n - 1].score >= min_score))
+        n--;
+    return (int)n;
+}
