@@ -247,3 +247,60 @@ describe("ai-pii restore", function()
         assert.same({ key = 'a "quoted"\nkey' }, cjson.decode(out))
     end)
 end)
+
+describe("ai-pii pre-filter", function()
+    -- The digit-led, e-mail and IPv6 detectors run only inside runs of their bytes around digits, '@' and colons
+    -- (core/common/runs.c); the reference is the same patterns over the whole text (prefilter = false). Same candidates, same order, on random
+    -- text made of the bytes that matter (and PII-shaped pieces), short and long.
+    local fast = assert(pii.scanner({}))
+    local plain = assert(pii.scanner({ prefilter = false }))
+    local PIECES = { "4111 1111 1111 1111", "4111-1111-1111-1112", "DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432",
+                     "+49 30 1234567", "(415) 555-0100", "415-555-0100", "020 7946 0958", "078-05-1120", "203.0.113.42",
+                     "1.2.3.4.5", "10.0.0.256", "0.5", "12", "+1", "88231-44", "14:32", "DE89", "ID 12 34",
+                     "jane.doe@example.com", "a@b", "x_y%z+q@mail.example.co.uk", "@", "-@-.de", "2001:db8::1",
+                     "::ffff:192.0.2.1", "fe80::1:2", "ab:cd", "1:2:3:4:5:6:7:8", ":::", "dead:beef::cafe" }
+    local BYTES = "0123456789012345678901234567890123456789 ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefxyz +-.()/ :::@@_%,;\n\t\"-"
+
+    local function random_text(rng, n)
+        local out = {}
+        for i = 1, n do
+            local r = rng(100)
+            if r <= 8 then
+                out[i] = PIECES[rng(#PIECES)]
+            elseif r <= 50 then
+                local k = rng(#BYTES)
+                out[i] = BYTES:sub(k, k)
+            elseif r <= 60 then
+                out[i] = string.char(rng(0, 255))
+            else
+                out[i] = ("the quick brown fox "):sub(rng(20))
+            end
+        end
+        return table.concat(out)
+    end
+
+    it("finds the same candidates as the plain scan on random text", function()
+        math.randomseed(20261202)
+        local rng = math.random
+        local seen = 0
+        for round = 1, 3000 do
+            local text = random_text(rng, rng(1, round % 10 == 0 and 400 or 40))
+            local a = assert(fast:candidates(text))
+            local b = assert(plain:candidates(text))
+            seen = seen + #a
+            assert.same(b, a, text)
+        end
+        assert.is_true(seen > 1000) -- the texts do hold candidates
+    end)
+
+    it("more candidates than one call into C returns (resumed where it stopped)", function()
+        local parts = {}
+        for i = 1, 300 do parts[i] = "10.0." .. (i % 250) .. "." .. (i % 7) .. (i % 3 == 0 and " 4111 1111 1111 1111" or "") end
+        local text = table.concat(parts, " ")
+        local a = assert(fast:candidates(text))
+        assert.is_true(#a > 300)
+        assert.same(assert(plain:candidates(text)), a)
+        local big = string.rep("1 ", 200) .. string.rep("7", 40000) .. " +44 20 7946 0958"
+        assert.same(assert(plain:candidates(big)), assert(fast:candidates(big)))
+    end)
+end)

@@ -18,6 +18,13 @@
 -- number of detectors; alternatives start with a look-behind that fails inside a word, so each word costs one
 -- attempt per alternative (no quadratic rescans). The scanner is built once per config (the caller keeps it).
 local re = require("sluice.pdk.re")
+local ffi = require("ffi")
+local C = require("sluice.core")
+
+ffi.cdef [[
+int sl_text_runs_match(const sl_regex_t *re, const char *text, size_t len, size_t start, const unsigned char cls[256],
+                       int mark, int need, int *out, int triples, size_t *next);
+]]
 
 local type, ipairs, tostring, tonumber, setmetatable = type, ipairs, tostring, tonumber, setmetatable
 local byte, sub, gsub, upper, find, concat = string.byte, string.sub, string.gsub, string.upper, string.find,
@@ -149,8 +156,9 @@ end
 -- name -> {label, pattern, check, pass}. Patterns are PCRE2 alternatives without numbered groups. Each starts with
 -- a definite character (a digit, '+', '(', an upper-case letter, a literal prefix) and looks behind only after it,
 -- so PCRE2's JIT skips to candidate positions instead of trying every byte. pass: how the detector runs
---   "numbers": the digit-led detectors, one alternation; "own": a pattern of its own (its literal prefix makes the
---   scan a memchr-like skip); "at": e-mail, tried only near an '@'; "colon": IPv6, only near a ':'.
+--   "numbers": the digit-led detectors, one alternation, run only around digits; "own": a pattern of its own (its
+--   literal prefix makes the scan a memchr-like skip); "at": e-mail, only around an '@'; "colon": IPv6, only around
+--   colons (RUNS below).
 local DETECTORS = {
     private_key = { label = "PRIVATE_KEY", pass = "own",
         pattern = [[-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY-----[\s\S]{1,16384}?]]
@@ -233,15 +241,19 @@ local function new_pass(kind, list)
     end
     local r, err = re.compile(concat(alts, "|"))
     if not r then return nil, err end
+    local by_group = {}
     for _, d in ipairs(list) do
         d.group = r:group_of(d.group_name)
         if not d.group then return nil, "internal: group " .. d.group_name .. " not found" end
+        by_group[d.group] = d
     end
-    return { kind = kind, re = r, dets = list }
+    return { kind = kind, re = r, dets = list, by_group = by_group }
 end
 
 --- Builds a scanner. opts: detectors (list of names, groups allowed; default all), custom ({name, pattern}: custom
---- detectors, enabled by `all` or by their own name in `detectors`). Returns scanner | nil, err.
+--- detectors, enabled by `all` or by their own name in `detectors`), prefilter (default true; false runs the
+--- digit-led, e-mail and IPv6 detectors over the whole text: the reference the pre-filters are tested against).
+--- Returns scanner | nil, err.
 function _M.scanner(opts)
     opts = opts or {}
     local custom = opts.custom or {}
@@ -295,12 +307,12 @@ function _M.scanner(opts)
         passes[#passes + 1] = p
     end
     for _, o in ipairs(own) do
-        p, err = new_pass(o[1], { o[2] })
+        p, err = new_pass(opts.prefilter == false and "own" or o[1], { o[2] })
         if not p then return nil, err end
         passes[#passes + 1] = p
     end
     if #numbers > 0 then
-        p, err = new_pass("numbers", numbers)
+        p, err = new_pass(opts.prefilter == false and "own" or "numbers", numbers)
         if not p then return nil, err end
         passes[#passes + 1] = p
     end
@@ -308,11 +320,6 @@ function _M.scanner(opts)
     for _, d in ipairs(dets) do by_name[d.name] = d end
     return setmetatable({ passes = passes, dets = dets, by_name = by_name }, Scanner)
 end
-
--- How far a value can reach around its trigger character (windowed passes): e-mail (64 before the '@', a domain
--- after it), IPv6 (an address is at most 45 characters).
-local WINDOW = { at = { "@", 64, 260 }, colon = { ":", 40, 46 } }
-local LOCAL_PART = "[A-Za-z0-9._%%+-]"
 
 -- Appends the candidate from..to of pass p to list (flat triples: from, to, det; det = false for a candidate that
 -- failed its check: it still covers its bytes).
@@ -330,48 +337,72 @@ local function add(p, r, text, from, to, list)
     list[n + 1], list[n + 2], list[n + 3] = from, to, det
 end
 
+-- Pre-filters (core/common/runs.c): a pass runs only inside the maximal runs of the bytes its values are made of that
+-- hold enough of its mark, with the subject cut one byte after the run (the byte that ends a run is not one of those
+-- bytes, so no look-ahead of these patterns needs more: `\.\d` cannot start there), look-behinds still seeing the
+-- text before. The same candidates as a scan of the whole text (spec/plugins/ai-pii/01-unit_spec.lua compares the two
+-- on random text), for a fraction of the cost: prose has few digits, '@' and colons, and PCRE2 would otherwise stop
+-- at every digit and capital letter (numbers), every letter (e-mail) or every byte (IPv6 has no first character).
+--   numbers: digits, A-Z, space and + - . ( ) /, two digits at least (an IBAN: its check digits; a card, an SSN, a
+--     phone number, an IPv4 address: more); e-mail: the local part's and the domain's bytes and one '@'; IPv6: hex
+--     digits, ':' and '.' (an embedded IPv4 address), two colons at least.
+local function class(ranges, chars)
+    local cls = ffi.new("unsigned char[256]")
+    for i = 1, #ranges, 2 do
+        for c = byte(ranges, i), byte(ranges, i + 1) do cls[c] = 1 end
+    end
+    for i = 1, #chars do cls[byte(chars, i)] = 1 end
+    return cls
+end
+local RUNS = {
+    numbers = { class("09AZ", "+-.()/ "), -1, 2 },
+    at = { class("09AZaz", "._%+-@"), byte("@"), 1 },
+    colon = { class("09AFaf", ":."), byte(":"), 2 },
+}
+local TRIPLES = 64
+local found = ffi.new("int[?]", TRIPLES * 3)
+local next_p = ffi.new("size_t[1]")
+local errbuf = ffi.new("char[?]", 256)
+
+-- Candidates of a pass run inside the runs of cls (mark: a byte, or -1 for digits; need: how many of them): one call
+-- into C for the whole text (core/common/runs.c), then the checks here.
+local function run_in_runs(p, text, list, cls, mark, need)
+    local len, start = #text, 0
+    local by_group = p.by_group
+    while true do
+        local n = C.sl_text_runs_match(p.re.re, text, len, start, cls, mark, need, found, TRIPLES, next_p)
+        if n < 0 then
+            C.sl_regex_strerror(n, errbuf, 256)
+            return ffi.string(errbuf)
+        end
+        for i = 0, n - 1 do
+            local from, to = found[3 * i] + 1, found[3 * i + 1]
+            local det = by_group[found[3 * i + 2]] or p.dets[1]
+            if det.check and not det.check(sub(text, from, to)) then det = false end
+            local k = #list
+            list[k + 1], list[k + 2], list[k + 3] = from, to, det
+        end
+        if n < TRIPLES then return end
+        start = tonumber(next_p[0])
+    end
+end
+
 -- Candidates of one pass over text, appended to list. Returns nil, or an error (a match limit hit).
 local function run_pass(p, text, list)
     local r, len = p.re, #text
-    local w = WINDOW[p.kind]
-    if not w then -- the whole text: the pattern's first character lets the JIT skip to candidates
-        local pos = 1
-        while pos <= len do
-            local from, to = r:exec(text, pos)
-            if not from then
-                return to
-            elseif to < from then -- an empty match (a custom pattern that can match nothing)
-                pos = from + 1
-            else
-                add(p, r, text, from, to, list)
-                pos = to + 1
-            end
-        end
-        return
-    end
-    -- only around each trigger character, in a bounded window (never a scan of the rest of the text)
-    local trig, before, after = w[1], w[2], w[3]
+    local run = RUNS[p.kind]
+    if run then return run_in_runs(p, text, list, run[1], run[2], run[3]) end
+    -- the whole text: the pattern's first character lets the JIT skip to candidates
     local pos = 1
-    while true do
-        local t = find(text, trig, pos, true)
-        if not t then return end
-        local a = t - before
-        if a < pos then a = pos end
-        local win = sub(text, a, t + after)
-        local from, to = r:exec(win)
-        if from then
-            from, to = from + a - 1, to + a - 1
-            -- the window may start inside a word: a value that starts at its edge must start there in the text too
-            if from == a and a > 1 and p.kind == "at" and find(sub(text, a - 1, a - 1), LOCAL_PART) then
-                pos = t + 1
-            else
-                add(p, r, text, from, to, list)
-                pos = (to >= t and to or t) + 1
-            end
-        elseif to then
+    while pos <= len do
+        local from, to = r:exec(text, pos)
+        if not from then
             return to
+        elseif to < from then -- an empty match (a custom pattern that can match nothing)
+            pos = from + 1
         else
-            pos = t + 1
+            add(p, r, text, from, to, list)
+            pos = to + 1
         end
     end
 end
@@ -427,6 +458,21 @@ function Scanner:scan(text, fn)
     if not out then return text, n end
     out[k + 1] = sub(text, copied)
     return concat(out, "", 1, k + 1), n
+end
+
+--- Every candidate of text before overlaps are settled: a list of {from, to, name} (name false for a candidate that
+--- failed its check), in pass order; nil, err on a match error. For specs (the pre-filter against the plain scan).
+function Scanner:candidates(text)
+    local list = {}
+    for i = 1, #self.passes do
+        local err = run_pass(self.passes[i], text, list)
+        if err then return nil, err end
+    end
+    local out = {}
+    for i = 1, #list, 3 do
+        out[#out + 1] = { list[i], list[i + 1], list[i + 2] and list[i + 2].name }
+    end
+    return out
 end
 
 --- The detectors of this scanner, in priority order.
