@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: C unit tests (ctest, under ASan/UBSan), busted specs (unit and integration against the real
 # gateway), end-to-end checks (leak check of the ASan build under traffic, benchmark harness smoke run), and a
-# short libFuzzer run of every harness in tests/fuzz (scripts/fuzz.sh --smoke).
+# short libFuzzer run of every harness in tests/fuzz (scripts/fuzz.sh --smoke), and the lint of Lua (luacheck)
+# and C (clang-format).
 # Installs what is missing first (Debian 12, as root). Prints one closing line "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,19 @@ fp=$(grep -c '^ok   ' "$log/fuzz.txt")
 ff=$(grep -c '^FAIL ' "$log/fuzz.txt")
 [ $((fp + ff)) -gt 0 ] || ff=1 # the harnesses did not build
 passed=$((passed + fp)); failed=$((failed + ff))
+
+echo "== lint (luacheck with .luacheckrc; clang-format --dry-run with .clang-format)"
+if luacheck -q . > "$log/luacheck.txt" 2>&1; then
+    echo "ok   luacheck"; passed=$((passed + 1))
+else
+    echo "FAIL luacheck"; sed 's/^/    /' "$log/luacheck.txt" | tail -40; failed=$((failed + 1))
+fi
+if git ls-files '*.c' '*.h' | grep -v '^tests/e2e/' | xargs clang-format --dry-run -Werror > "$log/format.txt" 2>&1; then
+    echo "ok   clang-format"; passed=$((passed + 1))
+else
+    echo "FAIL clang-format (clang-format -i the files named)"; grep -o '^[^:]*\.[ch]:' "$log/format.txt" | sort -u |
+        sed 's/^/    /' | head -40; failed=$((failed + 1))
+fi
 
 echo
 echo "${passed} passed, ${failed} failed"

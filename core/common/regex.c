@@ -49,6 +49,7 @@ static int parse_flags(const char *f, size_t n, uint32_t *opts, int *cache, char
     *opts = 0;
     *cache = 0;
     for (size_t i = 0; i < n; i++) {
+        /* clang-format off */
         switch (f[i]) {
         case 'i': *opts |= PCRE2_CASELESS; break;
         case 'm': *opts |= PCRE2_MULTILINE; break;
@@ -64,6 +65,7 @@ static int parse_flags(const char *f, size_t n, uint32_t *opts, int *cache, char
                 snprintf(err, errlen, "unknown flag '%c'", f[i]);
             return -EINVAL;
         }
+        /* clang-format on */
     }
     return 0;
 }
