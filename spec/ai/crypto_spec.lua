@@ -24,3 +24,16 @@ describe("sluice.crypto", function()
         assert.equals(crypto.crc32("hello world"), crypto.crc32(" world", crypto.crc32("hello")))
     end)
 end)
+
+describe("crypto.sha256 through the core's sl_sha256", function()
+    it("equals mbedTLS for every length 0..300", function()
+        local ffi = require("ffi")
+        local lib = ffi.load("mbedcrypto")
+        local out = ffi.new("unsigned char[32]")
+        for n = 0, 300 do
+            local s = string.rep("\x5a\x00\xff", 101):sub(1, n)
+            assert.equal(0, lib.mbedtls_sha256_ret(s, n, out, 0))
+            assert.equal(ffi.string(out, 32), crypto.sha256(s), "length " .. n)
+        end
+    end)
+end)
