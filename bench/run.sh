@@ -122,9 +122,11 @@ HARD_NOFILE=$(ulimit -Hn)
 [[ $HARD_NOFILE == unlimited ]] && HARD_NOFILE=1048576
 ulimit -n "$HARD_NOFILE" 2>/dev/null || true
 NOFILE=$(ulimit -n)
-if (( IDLE_CONNS > 0 && IDLE_CONNS + 200 > NOFILE )); then
-  log "IDLE_CONNS=$IDLE_CONNS needs more fds than ulimit -n $NOFILE; using $((NOFILE - 200))"
-  IDLE_CONNS=$((NOFILE - 200))
+# The gateway keeps max_connections within half the limit (a proxied connection holds two descriptors) and
+# answers 503 past it, so the idle connections must fit in that half.
+if (( IDLE_CONNS > 0 && 2 * IDLE_CONNS + 400 > NOFILE )); then
+  log "IDLE_CONNS=$IDLE_CONNS needs more fds than ulimit -n $NOFILE allows; using $(((NOFILE - 400) / 2))"
+  IDLE_CONNS=$(((NOFILE - 400) / 2))
 fi
 
 # Everything this script runs without an explicit pin (curl, python clients,
