@@ -20,7 +20,7 @@
 -- goes before or after the client's.
 -- Session memory: the session is the header's value scoped to the consumer (another consumer with the same id
 -- has another session); the client's new messages and the assistant's answer (a streamed answer assembled from
--- its events) are stored when the answer's last piece passes body_filter, before the response's end is sent,
+-- its events) are stored when the answer's last piece (a stream's last event) passes body_filter, before it is sent,
 -- trimmed to `budget_tokens` (oldest turns first; system prompts are never stored, so they are always kept) and
 -- put back before the client's messages of the next request. A failing store is logged and the request is
 -- served without memory. Runs in rewrite at priority 1065 (after
@@ -304,8 +304,16 @@ local function store(conf, ctx)
     end
 end
 
--- The turn is written when the last piece of the answer passes, before the end of the response reaches the
--- client: a client that sends its next message as soon as it has the answer finds this turn remembered.
+-- The last event of a stream (OpenAI's [DONE], Anthropic's message_stop) at the start of a line of chunk. Inside
+-- an event's JSON a newline is escaped, so the model's text cannot fake one.
+local function stream_end(chunk)
+    return find(chunk, "\ndata: [DONE]", 1, true) or find(chunk, "\nevent: message_stop", 1, true)
+        or sub(chunk, 1, 12) == "data: [DONE]" or sub(chunk, 1, 19) == "event: message_stop"
+end
+
+-- The turn is written when the last piece of the answer passes, before that piece reaches the client: a client
+-- that sends its next message as soon as it has the answer (the SDKs stop reading a stream at its last event,
+-- before the response's end) finds this turn remembered.
 function _M.body_filter(conf, ctx, chunk, eof)
     local st = ctx.ai_context
     if not st then return end
@@ -318,7 +326,7 @@ function _M.body_filter(conf, ctx, chunk, eof)
             st.parts[#st.parts + 1] = chunk
         end
     end
-    if eof then store(conf, ctx) end
+    if eof or (st.sse and st.ok and chunk ~= "" and stream_end(chunk)) then store(conf, ctx) end
 end
 
 _M._answer_text = answer_text
