@@ -22,10 +22,6 @@
 #include "shared/snapshot.h"
 #include "upstream/pool.h"
 
-extern char sl__lua_timer_tag, sl__req_timer_tag;
-void sl__lua_timer_free(uv_handle_t *h);
-void sl__req_timer_shutdown(uv_handle_t *h);
-
 static int exit_code = 1;
 static sl_worker_t *cli_worker;
 
@@ -55,21 +51,6 @@ static void usage(void)
         "  --full     rebuild every file (default: only files that changed since the index was built)\n"
         "  eval       recall@1 and recall@k of BM25, dense and hybrid search over a JSON list of questions\n"
         "             [{\"q\": ..., \"file\": ..., \"heading\": ...}] (--json: the misses too)\n");
-}
-
-static void close_walk(uv_handle_t *h, void *arg)
-{
-    if (uv_is_closing(h))
-        return;
-    if (h->type == UV_TIMER && h->data == &sl__lua_timer_tag)
-        uv_close(h, sl__lua_timer_free);
-    else if (h->type == UV_TIMER && h->data == &sl__req_timer_tag)
-        uv_close(h, sl__req_timer_shutdown);
-    else if (h->type == UV_TIMER && h->data == NULL)
-        uv_close(h, NULL);
-    /* anything else has an owner that closes it (sl__pool_close: upstream connections and their timers, which
-     * their own close callbacks close in turn: closing them here first aborted in uv_close), as in worker.c
-     */
 }
 
 /* Loads and publishes the config the way main() does at start; 0 or -1 (the reason printed). */
@@ -181,7 +162,7 @@ int sl_rag_cli(int argc, char **argv)
     /* the command ended (or never started): close what the worker holds, as a stopping worker does */
     w->stopping = 2;
     sl__pool_close(w);
-    uv_walk(&w->loop, close_walk, NULL);
+    sl__worker_close_timers(w);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     sl_vm_close(w);
     uv_loop_close(&w->loop);

@@ -74,6 +74,11 @@ static void shutdown_worker(sl_worker_t *w)
     uv_close((uv_handle_t *)&w->notify, NULL);
     uv_close((uv_handle_t *)&wt.flush, NULL);
     uv_close((uv_handle_t *)&wt.drain_check, NULL);
+    sl__worker_close_timers(w);
+}
+
+void sl__worker_close_timers(sl_worker_t *w)
+{
     uv_walk(&w->loop, close_walk, NULL);
 }
 

@@ -60,6 +60,9 @@ void sl_workers_stop(int drain);
 void sl_workers_join(void);
 /** Wakes every worker to look at the config snapshot (called after a publish, from any thread). */
 void sl_workers_notify(void);
+/** Closes the Lua and request timers left on w's loop (everything else has an owner that closes it: upstream
+ *  connections and their timers through sl__pool_close); for a worker stopping, or a command run in one. */
+void sl__worker_close_timers(sl_worker_t *w);
 /** Returns the worker running on the calling thread, or NULL outside workers. */
 sl_worker_t *sl_worker_current(void);
 
