@@ -151,6 +151,47 @@ describe("ai-audit-log", function()
         assert.equal(200, m.status)
     end)
 
+    it("frames batches in each collector format (json_array, es_bulk, loki), batch_size records at most", function()
+        local decode = {
+            json_array = function(body) return assert(cjson.decode(body)) end,
+            es_bulk = function(body)
+                local out, i = {}, 0
+                for l in body:gmatch("[^\n]+") do
+                    i = i + 1
+                    if i % 2 == 1 then assert.equal('{"index":{}}', l) else out[#out + 1] = assert(cjson.decode(l)) end
+                end
+                assert.equal("\n", body:sub(-1))
+                return out
+            end,
+            loki = function(body)
+                local out = {}
+                for _, v in ipairs(assert(cjson.decode(body)).streams[1].values) do
+                    out[#out + 1] = assert(cjson.decode(v[2]))
+                end
+                return out
+            end,
+        }
+        for fmt, dec in pairs(decode) do
+            local collector = helpers.mock_upstream({ status = 200, body = "ok" })
+            local gw = helpers.start_gateway(base_config(mock_url, { http = { url = collector.url("/ingest"),
+                format = fmt, batch_size = 2, flush_interval = 0.05 } }, 1))
+            for _ = 1, 5 do assert.equal(200, chat(gw).status) end
+            local got = helpers.wait_until(function()
+                local recs = {}
+                for _, req in ipairs(collector:requests()) do
+                    local list = dec(req.body)
+                    assert.truthy(#list >= 1 and #list <= 2, fmt)
+                    for _, r in ipairs(list) do recs[#recs + 1] = r end
+                end
+                return #recs >= 5 and recs
+            end, 10, fmt .. ": records lost")
+            assert.equal(5, #got, fmt)
+            for i = 1, #got do assert.equal("alice", got[i].consumer, fmt) end
+            gw:stop()
+            collector:stop()
+        end
+    end)
+
     it("drops and counts records past the buffer while the collector is down; requests stay unaffected", function()
         local down = "http://127.0.0.1:" .. helpers.free_port() .. "/ingest" -- nothing listens there
         local cfg = base_config(mock_url, { http = { url = down, batch_size = 2, flush_interval = 0.05,

@@ -16,6 +16,7 @@
 -- failures are counted (sluice_audit_dropped_total, sluice_audit_export_failures_total) and logged at most every
 -- 10 s with the count.
 local ffi = require("ffi")
+local buffer = require("string.buffer")
 local shared = require("sluice.pdk.shared")
 local timer = require("sluice.pdk.timer")
 local log = require("sluice.pdk.log")
@@ -241,41 +242,84 @@ end
 
 local Http = {}
 Http.__index = Http
-Http.push = push
 
-local function body_of(s, list)
-    local f = s.conf.format
-    if f == "json_array" then
-        return "[" .. concat(list, ",") .. "]", "application/json"
-    elseif f == "es_bulk" then
-        local out = {}
-        for i, r in ipairs(list) do
-            out[2 * i - 1], out[2 * i] = '{"index":{}}', r
+-- Batches are formed as records arrive, each one a string buffer with the format's framing already in place
+-- (records are appended, never kept as strings of their own and joined at send time); loki batches keep a list,
+-- since each record becomes a JSON string there. A batch holds at most batch_size records; sends take the oldest.
+local SEP = { otlp = ",", json_array = ",", jsonl = "", es_bulk = "" }
+local PRE = { es_bulk = '{"index":{}}\n' }
+local POST = { jsonl = "\n", es_bulk = "\n" }
+
+-- The batch to append to (a new one when the last is full): nil when the sink's buffer is full (counted).
+local function batch_for(s)
+    if s.n >= s.conf.max_buffer then
+        s.fam.dropped:inc(1, s.kind, "buffer_full")
+        warn_every(s, "buffer full: records dropped", 1)
+        return nil
+    end
+    local b = s.q[s.tail]
+    if not b or b.n >= s.conf.batch_size or b.sending then
+        s.tail = s.tail + 1
+        b = { n = 0 }
+        if s.conf.format == "loki" then
+            b.list = {}
+        else
+            b.buf = buffer.new()
+            local f = s.conf.format
+            if f == "otlp" then b.buf:put(s.conf.envelope[1]) elseif f == "json_array" then b.buf:put("[") end
         end
-        out[#out + 1] = ""
-        return concat(out, "\n"), "application/x-ndjson"
-    elseif f == "otlp" then -- OTLP/HTTP JSON: the records are spans
-        return s.conf.envelope[1] .. concat(list, ",") .. s.conf.envelope[2], "application/json"
-    elseif f == "loki" then
+        s.q[s.tail] = b
+    end
+    s.n = s.n + 1
+    b.n = b.n + 1
+    return b
+end
+
+local function put_record(s, b, rec)
+    if b.list then
+        b.list[b.n] = type(rec) == "string" and rec or rec:tostring()
+        return
+    end
+    local f = s.conf.format
+    local buf = b.buf
+    if b.n > 1 then buf:put(SEP[f] or "") end
+    local pre, post = PRE[f], POST[f]
+    if pre then buf:put(pre) end
+    buf:put(rec)
+    if post then buf:put(post) end
+end
+
+--- Queues one record (a JSON string, or a string buffer whose contents are copied): false when the buffer is full.
+function Http.push(s, rec)
+    local b = batch_for(s)
+    if not b then return false end
+    put_record(s, b, rec)
+    return true
+end
+
+local function body_of(s, b)
+    local f = s.conf.format
+    if f == "loki" then
         local vals, ts = {}, format("%.0f", C.sl_time() * 1e9)
         local cjson = require("cjson.safe")
-        for i, r in ipairs(list) do vals[i] = { ts, r } end
+        for i, r in ipairs(b.list) do vals[i] = { ts, r } end
         return cjson.encode({ streams = { { stream = s.conf.loki_labels or { job = "sluice-audit" },
                                             values = vals } } }), "application/json"
     end
-    list[#list + 1] = ""
-    local b = concat(list, "\n")
-    list[#list] = nil
-    return b, "application/x-ndjson"
+    if not b.closed then -- the batch's opening went in with its first record
+        b.closed = true
+        if f == "otlp" then b.buf:put(s.conf.envelope[2]) elseif f == "json_array" then b.buf:put("]") end
+    end
+    return b.buf:tostring(), (f == "otlp" or f == "json_array") and "application/json" or "application/x-ndjson"
 end
 
 -- Sends the oldest batch; true when the queue moved on (sent, or dropped past the retries).
 local function send_one(s)
     local conf = s.conf
-    local k = min(s.n, conf.batch_size)
-    local list = {}
-    for i = 1, k do list[i] = s.q[s.head + i - 1] end
-    local body, ctype = body_of(s, list)
+    local b = s.q[s.head]
+    local k = b.n
+    b.sending = true -- nothing more is appended to a batch once it went out (a retry sends the same)
+    local body, ctype = body_of(s, b)
     local headers = { ["content-type"] = ctype }
     for name, v in pairs(conf.headers or {}) do headers[name] = v end
     local http = require("sluice.pdk.http")
@@ -290,8 +334,8 @@ local function send_one(s)
             s.fam.dropped:inc(k, s.kind, "retries_exhausted")
             warn_every(s, "batch of " .. k .. " dropped after " .. s.attempts .. " attempts (" .. why .. ")", k)
         else
-            local b = conf.backoff
-            local delay = min(b.max, b.base * 2 ^ (s.attempts - 1)) * (0.5 + random() * 0.5)
+            local bo = conf.backoff
+            local delay = min(bo.max, bo.base * 2 ^ (s.attempts - 1)) * (0.5 + random() * 0.5)
             s.next_try = C.sl_now() + delay
             if s.attempts == 1 or s.attempts % 5 == 0 then
                 log.warn(s.label or "ai-audit-log", " ", s.name, ": delivery failed (", why, "), attempt ", s.attempts,
@@ -302,8 +346,8 @@ local function send_one(s)
     else
         s.fam.written:inc(k, s.kind)
     end
-    for i = s.head, s.head + k - 1 do s.q[i] = nil end
-    s.head, s.n, s.attempts = s.head + k, s.n - k, 0
+    s.q[s.head] = nil
+    s.head, s.n, s.attempts = s.head + 1, s.n - k, 0
     return true
 end
 
