@@ -85,6 +85,33 @@ describe("ai-audit-log", function()
         assert.falsy((helpers.read_file(path) or ""):find("alice-key", 1, true))
     end)
 
+    it("keeps the last `recent` records, newest first and without payloads, for the dashboard", function()
+        local dir = helpers.tmpdir()
+        local gw = helpers.start_gateway(base_config(mock_url, { file = { path = dir .. "/audit.log" },
+            include_payloads = true, recent = 3 }, 1))
+        for i = 1, 7 do
+            assert.equal(200, chat(gw, { model = "gpt-4o-mini", messages = { { role = "user", content = "n" .. i } } })
+                .status)
+        end
+        local login = assert(helpers.http("POST", gw.admin_url("/dashboard/login"), { body = { key = gw.admin_key } }))
+        assert.equal(200, login.status)
+        local token = assert(cjson.decode(login.body)).token
+        local res = assert(helpers.http("GET", gw.admin_url("/dashboard/data"),
+            { headers = { authorization = "Bearer " .. token } }))
+        assert.equal(200, res.status)
+        local recent = assert(cjson.decode(res.body)).recent
+        assert.equal(3, #recent)
+        for i = 1, 3 do
+            assert.equal("alice", recent[i].consumer)
+            assert.is_nil(recent[i].request)
+            assert.is_nil(recent[i].response)
+            if i > 1 then
+                assert.truthy(tonumber(recent[i - 1].request_id, 16) > tonumber(recent[i].request_id, 16))
+            end
+        end
+        gw:stop()
+    end)
+
     it("rotates by size and reopens the file on SIGUSR1 after a move", function()
         local dir = helpers.tmpdir()
         local path = dir .. "/audit.log"

@@ -1,11 +1,12 @@
 -- sluice.obs.audit: the sinks of the ai-audit-log plugin, per worker: a file with rotation and an HTTP batch
 -- exporter, plus the ring of recent records the dashboard shows. Records are JSON text; nothing here runs on
--- the request path except push() (a table append): writes and sends happen in timers.
+-- the request path except push() (an append to the sink's buffer): writes and sends happen in timers.
 --
 --   local s = audit.file_sink(conf.file)      -- same path: same sink (the options follow the newest conf)
 --   local h = audit.http_sink(conf.http)
 --   s:push(json) ; h:push(json)                -- false when the buffer is full (the record is dropped, counted)
---   audit.remember(json, n)                    -- the dashboard's ring of the last n records (shared dict)
+--   audit.remember(json, n)                    -- the dashboard's ring of the last n records (shared dict);
+--   audit.remember(rec, n, encode)             -- a table, encoded by the ring's timer when it is kept
 --
 -- File: opened O_APPEND by every worker (one write(2) per flush, so lines of workers never interleave),
 -- reopened when SIGUSR1 bumped the reopen generation or when the path no longer names the open file (moved by
@@ -27,7 +28,7 @@ local C = base.C
 local L = ffi.C -- libc
 local type, pairs, ipairs, tostring, tonumber, pcall, min, floor, random = type, pairs, ipairs, tostring,
     tonumber, pcall, math.min, math.floor, math.random
-local concat, format = table.concat, string.format
+local format = string.format
 
 -- one declaration per cdef: other modules (sluice.config.state) declare some of them too
 for _, decl in ipairs({ "int open(const char *path, int flags, ...);", "long write(int fd, const void *buf, size_t n);",
@@ -95,24 +96,24 @@ local function warn_every(s, what, n)
     end
 end
 
-local function push(s, rec)
+---------------------------------------------------------------------------------------------------------------
+-- file
+
+local File = {}
+File.__index = File
+
+--- Queues one record (a JSON string, or a string buffer whose contents are copied) as a line of the file's next
+--- write: false when the buffer is full (dropped, counted).
+function File.push(s, rec)
     if s.n >= s.conf.max_buffer then
         s.fam.dropped:inc(1, s.kind, "buffer_full")
         warn_every(s, "buffer full: records dropped", 1)
         return false
     end
     s.n = s.n + 1
-    s.tail = s.tail + 1
-    s.q[s.tail] = rec
+    s.buf:put(rec, "\n")
     return true
 end
-
----------------------------------------------------------------------------------------------------------------
--- file
-
-local File = {}
-File.__index = File
-File.push = push
 
 local function open_file(s)
     local fd = L.open(s.path, O_WRONLY + O_CREAT + O_APPEND + O_CLOEXEC, ffi.new("int", 420)) -- 0644
@@ -185,27 +186,23 @@ function File.service(s)
             return
         end
     end
-    local parts = {}
-    for i = s.head, s.tail do
-        parts[#parts + 1] = s.q[i]
-        s.q[i] = nil
-    end
-    local n = s.n
-    s.head, s.tail, s.n = s.tail + 1, s.tail, 0
-    parts[#parts + 1] = ""
-    local data = concat(parts, "\n")
-    local off, len = 0, #data
-    while off < len do
-        local w = L.write(s.fd, ffi.cast("const char *", data) + off, len - off)
+    local n, buf = s.n, s.buf
+    s.n = 0
+    -- the lines go out of the buffer as they are (one write(2) unless the kernel takes less)
+    while #buf > 0 do
+        local p, len = buf:ref()
+        local w = L.write(s.fd, p, len)
         if w <= 0 then
+            buf:reset()
             s.fam.failures:inc(1, "file")
             s.fam.dropped:inc(n, "file", "write_error")
             warn_every(s, "write failed: " .. ffi.string(L.strerror(ffi.errno())), n)
             close_file(s)
             return
         end
-        off = off + tonumber(w)
+        buf:skip(tonumber(w))
     end
+    buf:reset()
     s.fam.written:inc(n, "file")
     if conf.max_size and conf.max_size > 0 then
         local _, size = ino_size(L.fstat(s.fd, statbuf))
@@ -230,8 +227,8 @@ function _M.file_sink(conf)
         s.conf = conf
         return s
     end
-    s = setmetatable({ kind = "file", name = "file " .. conf.path, path = conf.path, conf = conf, q = {}, head = 1,
-                       tail = 0, n = 0, fam = family("audit") }, File)
+    s = setmetatable({ kind = "file", name = "file " .. conf.path, path = conf.path, conf = conf, buf = buffer.new(),
+                       n = 0, fam = family("audit") }, File)
     sinks[id] = s
     start(s, conf.flush_interval)
     return s
@@ -386,28 +383,33 @@ end
 ---------------------------------------------------------------------------------------------------------------
 -- the dashboard's ring of recent records (shared by the workers)
 
-local ring = {}
+-- The last `keep` records of this worker since the last flush (a circular list; tables are encoded by the flush,
+-- so a record that a newer one replaces before it is never encoded).
+local ring, ring_n, ring_keep, ring_enc = {}, 0, 50, nil
 local ring_timer = false
 
-local ring_n, ring_keep = 0, 50
 local function ring_flush()
     local d = shared.get("sluice")
-    local list, count, keep = ring, ring_n, ring_keep
-    ring, ring_n = {}, 0
+    local count, keep = ring_n, ring_keep
+    ring_n = 0
     if not d or count == 0 then return end
     if d:get("audit|recent|keep") ~= keep then d:set("audit|recent|keep", keep) end
-    -- only the newest `keep` of this batch can be among the last `keep`
-    for i = count > keep and count - keep + 1 or 1, count do
+    for j = count > keep and count - keep + 1 or 1, count do
+        local v = ring[(j - 1) % keep + 1]
+        if type(v) ~= "string" then v = ring_enc(v) end
         local at = d:incr("audit|recent|n", 1, 0)
-        if at then d:set("audit|recent|" .. (at % keep), list[i]) end
+        if at then d:set("audit|recent|" .. (at % keep), v) end
     end
+    ring = {}
 end
 
---- Keeps json among the last n records shown by the dashboard (written by a timer).
-function _M.remember(json, n)
+--- Keeps a record among the last n records shown by the dashboard (written by a timer): its JSON text, or a
+--- table and the function that encodes it (called by the timer, only for the records that are kept).
+function _M.remember(rec, n, encode)
+    if n ~= ring_keep and ring_n > 0 then ring_flush() end
+    ring_keep, ring_enc = n, encode or ring_enc
     ring_n = ring_n + 1
-    ring[ring_n] = json
-    ring_keep = n
+    ring[(ring_n - 1) % n + 1] = rec
     if not ring_timer then
         ring_timer = true
         local ok = pcall(timer.every, 0.5, ring_flush)
