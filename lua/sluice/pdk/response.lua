@@ -16,6 +16,7 @@
 local base = require("sluice.pdk.base")
 local log = require("sluice.pdk.log")
 local cjson = require("cjson.safe")
+local buffer = require("string.buffer")
 
 local C = base.C
 local get_ctx = base.get_ctx
@@ -68,6 +69,20 @@ function _M.get_header(name, ctx)
     return ctx.response and ctx.response.headers[lname] or nil
 end
 
+-- Lower-case forms of the names plugins set (the same few on every request; bounded like base's name cache).
+local lower_names, nlower = {}, 0
+local function lower_name(name)
+    local l = lower_names[name]
+    if not l then
+        l = lower(name)
+        if nlower >= 1024 then
+            lower_names, nlower = {}, 0
+        end
+        lower_names[name], nlower = l, nlower + 1
+    end
+    return l
+end
+
 --- Sets (nil removes) a header on the client response; works in every phase before the head is sent. Raises for
 --- a name that is not a token or a value with CR, LF or NUL.
 function _M.set_header(name, value, ctx)
@@ -77,8 +92,12 @@ function _M.set_header(name, value, ctx)
     else
         value = base.check_header(name, value, 2)
     end
-    ctx.resp_headers = ctx.resp_headers or {}
-    ctx.resp_headers[lower(name)] = value ~= nil and value or false
+    local rh = ctx.resp_headers
+    if not rh then
+        rh = {}
+        ctx.resp_headers = rh
+    end
+    rh[lower_name(name)] = value ~= nil and value or false
 end
 
 --- True once the response head went out. In body_filter it is false for a body made in memory (an exit, an answer
@@ -115,8 +134,10 @@ end
 --- id, never onto the wire.
 local framing = { ["content-length"] = true, ["transfer-encoding"] = true, connection = true,
                   ["keep-alive"] = true, date = true, server = true }
+local hbuf = buffer.new() -- the lines are written here and copied out once (no string per line)
 function _M.header_lines(headers, extra)
-    local out, n = {}, 0
+    local buf, n = hbuf, 0
+    buf:reset()
     if headers then
         for k, v in pairs(headers) do
             if not framing[k] and not (extra and extra[k] ~= nil) then
@@ -124,11 +145,11 @@ function _M.header_lines(headers, extra)
                 if type(v) == "table" then
                     for i = 1, #v do
                         n = n + 1
-                        out[n] = k .. ": " .. tostring(v[i]) .. "\r\n"
+                        buf:put(k, ": ", tostring(v[i]), "\r\n")
                     end
                 else
                     n = n + 1
-                    out[n] = k .. ": " .. tostring(v) .. "\r\n"
+                    buf:put(k, ": ", type(v) == "string" and v or tostring(v), "\r\n")
                 end
             end
         end
@@ -137,11 +158,11 @@ function _M.header_lines(headers, extra)
         for k, v in pairs(extra) do
             if v and not framing[k] then
                 n = n + 1
-                out[n] = k .. ": " .. v .. "\r\n"
+                buf:put(k, ": ", v, "\r\n")
             end
         end
     end
-    return table.concat(out, "", 1, n), n
+    return buf:tostring(), n
 end
 
 --- Turns an exit body into bytes and a content type.
