@@ -188,26 +188,53 @@ local function show(metric, v)
     return tostring(v)
 end
 
--- The X-RateLimit-* headers of a request's results (res[i].limit_ref: its limit): per limit, the lowest
--- remaining over its keys.
-local function apply_headers(ctx, res)
+-- The three headers of one result.
+local function set_headers(ctx, l, rem, reset)
     local set = response.set_header
-    for i = 1, #res do
-        local r = res[i]
-        local l, rem, reset = r.limit_ref, r.remaining, r.reset
-        for k = 1, #res do -- another key of the same limit with less left (a consumer in several groups)
-            local o = res[k]
-            if k ~= i and o.limit_ref == l and (o.remaining < rem or (o.remaining == rem and k < i)) then
-                rem = nil
-                break
-            end
-        end
-        if rem then
-            set(l.h_limit, l.limit_text, ctx)
-            set(l.h_remaining, l.metric == "cost" and header_value(l, rem) or rem, ctx)
-            set(l.h_reset, reset, ctx)
+    set(l.h_limit, l.limit_text, ctx)
+    set(l.h_remaining, l.metric == "cost" and header_value(l, rem) or rem, ctx)
+    set(l.h_reset, reset, ctx)
+end
+
+-- Whether result i is the one whose headers go out for its limit: the lowest remaining over the limit's keys
+-- (a consumer in several groups has one key per group), the first of equals.
+local function lowest_of_limit(res, i)
+    local r = res[i]
+    local l, rem = r.limit_ref, r.remaining
+    for k = 1, #res do
+        local o = res[k]
+        if k ~= i and o.limit_ref == l and (o.remaining < rem or (o.remaining == rem and k < i)) then
+            return false
         end
     end
+    return true
+end
+
+-- The X-RateLimit-* headers of a request's results (res[i].limit_ref: its limit): per limit, the lowest
+-- remaining over its keys. res.single: one result per limit (no comparison needed; loop-free per result, so
+-- it compiles).
+local function apply_headers(ctx, res)
+    local single = res.single
+    for i = 1, #res do
+        local r = res[i]
+        if single or lowest_of_limit(res, i) then
+            set_headers(ctx, r.limit_ref, r.remaining, r.reset)
+        end
+    end
+end
+
+-- Adds the reservations of limit l for the request to list/keys (one per key); false when l has several keys.
+local function plan(list, keys, l, ctx, cl, scope, need)
+    local ks = limits.keys(l.by, ctx, cl)
+    local nk = #ks
+    for ki = 1, nk do
+        local k = ks[ki]
+        local n = #list + 1
+        list[n] = { prefix = limits.key_prefix(l.pcache, "airl", scope, ctx, l.id, k[1]), spec = l.spec,
+                    amount = need, l = l, kidx = ki }
+        keys[n] = k[2]
+    end
+    return nk == 1
 end
 
 function _M.access(conf, ctx)
@@ -220,16 +247,12 @@ function _M.access(conf, ctx)
     local p, comp = call.estimate(cl, c.prompt, c.completion)
     local cost = c.cost and call.cost_nano(cl.price, p, comp) or 0
     -- every limit and key of the request, reserved together (one round trip), all or nothing
-    local list, keys = {}, {}
-    for _, l in ipairs(c.list) do
+    local list, keys, single = {}, {}, true
+    local cls = c.list
+    for i = 1, #cls do
+        local l = cls[i]
         if applies(l, cl) then
-            local need = amount(l.metric, p, comp, cost)
-            for ki, k in ipairs(limits.keys(l.by, ctx, cl)) do
-                local n = #list + 1
-                list[n] = { prefix = limits.key_prefix(l.pcache, "airl", conf.scope, ctx, l.id, k[1]), spec = l.spec,
-                            amount = need, l = l, kidx = ki }
-                keys[n] = k[2]
-            end
+            single = plan(list, keys, l, ctx, cl, conf.scope, amount(l.metric, p, comp, cost)) and single
         end
     end
     local res, refused = limits.reserve_all(st, list, limits.now())
@@ -239,6 +262,7 @@ function _M.access(conf, ctx)
     for i = 1, #res do
         res[i].limit_ref, res[i].kidx = list[i].l, list[i].kidx
     end
+    res.single = single
     if refused then
         ctx._ai_rl = { headers = conf.headers and res } -- header_filter (every response) sends X-RateLimit-*
         local r, l, who = res[refused], list[refused].l, keys[refused]
@@ -303,6 +327,28 @@ end
 ---------------------------------------------------------------------------------------------------------------
 -- log: what the call really used replaces the reservation
 
+-- What one reservation becomes after the call: appended to changes (nothing when it was right).
+local function charge(changes, r, used, u, rl, conf, ctx, now)
+    local l = r.limit_ref
+    local moved = false
+    if u and (u.provider ~= rl.call.provider or u.requested_model ~= rl.call.model) then
+        -- another provider or model served it (ai-proxy-multi fallback): the keys that name them move
+        for _, src in ipairs(l.by) do
+            if src[1] == "provider" or src[1] == "model" then moved = true end
+        end
+    end
+    if moved then
+        changes[#changes + 1] = { r.key, -r.amount, r.ttl, r.where }
+        local k = limits.keys(l.by, ctx, { provider = u.provider, model = u.requested_model })[r.kidx]
+        if k then
+            local prefix = limits.key_prefix(l.pcache, "airl", conf.scope, ctx, l.id, k[1])
+            changes[#changes + 1] = { prefix .. floor(now / l.spec.window), used, 2 * l.spec.window + 1, r.where }
+        end
+    elseif used ~= r.amount then
+        changes[#changes + 1] = { r.key, used - r.amount, r.ttl, r.where }
+    end
+end
+
 function _M.log(conf, ctx)
     local rl = ctx._ai_rl
     if not rl or not rl.res then
@@ -312,26 +358,10 @@ function _M.log(conf, ctx)
     local u = real and sluice.ai.get_usage(ctx) or nil
     local now = limits.now()
     local changes = {}
-    for _, r in ipairs(rl.res) do
-        local l = r.limit_ref
-        local used = amount(l.metric, p, c, cost)
-        local moved = false
-        if u and (u.provider ~= rl.call.provider or u.requested_model ~= rl.call.model) then
-            -- another provider or model served it (ai-proxy-multi fallback): the keys that name them move
-            for _, src in ipairs(l.by) do
-                if src[1] == "provider" or src[1] == "model" then moved = true end
-            end
-        end
-        if moved then
-            changes[#changes + 1] = { r.key, -r.amount, r.ttl, r.where }
-            local k = limits.keys(l.by, ctx, { provider = u.provider, model = u.requested_model })[r.kidx]
-            if k then
-                local prefix = limits.key_prefix(l.pcache, "airl", conf.scope, ctx, l.id, k[1])
-                changes[#changes + 1] = { prefix .. floor(now / l.spec.window), used, 2 * l.spec.window + 1, r.where }
-            end
-        elseif used ~= r.amount then
-            changes[#changes + 1] = { r.key, used - r.amount, r.ttl, r.where }
-        end
+    local res = rl.res
+    for i = 1, #res do
+        local r = res[i]
+        charge(changes, r, amount(r.limit_ref.metric, p, c, cost), u, rl, conf, ctx, now)
     end
     rl.res = nil
     if #changes > 0 then

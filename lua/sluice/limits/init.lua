@@ -280,6 +280,43 @@ local function window_key(spec, key_prefix, idx)
     return key
 end
 
+-- The result of one reservation once its count is known (count: the window's count with the amount in it).
+-- The per-item work of reserve_all, in functions without loops: LuaJIT compiles them whatever the number of
+-- limits, where a loop of one or two rounds per request is never compiled (its trace leaves the loop).
+local function settle(st, x, key, where, ttl, count, now)
+    local spec, amount = x.spec, x.amount
+    local w = spec.window
+    local idx = floor(now / w)
+    local e = now - idx * w
+    local prev = 0
+    if spec.sliding then
+        prev = (prev_count(st, x.prefix .. (idx - 1), now, w) or 0) * (1 - e / w)
+    end
+    local limit = spec.limit
+    local used = prev + count
+    local r = { key = key, where = where, amount = amount, reset = ceil(w - e), limit = limit, ttl = ttl }
+    if used <= limit and used - amount < limit then
+        r.ok = true
+        r.remaining = max(0, floor(limit - used))
+    else
+        r.ok = false
+        r.remaining = max(0, floor(limit - (used - amount)))
+        if amount > limit then
+            r.never = true
+        elseif spec.sliding then
+            local unweighted = prev / max(1e-9, 1 - e / w)
+            r.retry_after = max(1, ceil(sliding_wait(limit, amount, count - amount, unweighted, e, w) - 1e-6))
+        else
+            r.retry_after = max(1, ceil(w - e))
+        end
+    end
+    return r
+end
+
+local function ttl_of(spec)
+    return spec.sliding and 2 * spec.window + 1 or spec.window + 1
+end
+
 --- Reserves amounts under several limits at once, all or nothing (one round trip to the store): list[i] =
 --- {prefix, spec = {limit, window (s), sliding}, amount}. Returns the results (result[i] = {ok, key, where,
 --- amount, remaining, reset, limit, retry_after, never}) and the index of the first refusal (nil when every
@@ -289,9 +326,8 @@ function _M.reserve_all(st, list, now)
     local keys, amounts, ttls = {}, {}, {}
     for i = 1, n do
         local x = list[i]
-        local w = x.spec.window
-        keys[i], amounts[i], ttls[i] = window_key(x.spec, x.prefix, floor(now / w)), x.amount,
-            x.spec.sliding and 2 * w + 1 or w + 1
+        local spec = x.spec
+        keys[i], amounts[i], ttls[i] = window_key(spec, x.prefix, floor(now / spec.window)), x.amount, ttl_of(spec)
     end
     local counts, wheres = st:incr_many(keys, amounts, ttls)
     if not counts then
@@ -299,36 +335,9 @@ function _M.reserve_all(st, list, now)
     end
     local results, refused = {}, nil
     for i = 1, n do
-        local x = list[i]
-        local spec, amount, count = x.spec, x.amount, counts[i]
-        local w = spec.window
-        local idx = floor(now / w)
-        local e = now - idx * w
-        local prev = 0
-        if spec.sliding then
-            prev = (prev_count(st, x.prefix .. (idx - 1), now, w) or 0) * (1 - e / w)
-        end
-        local limit = spec.limit
-        local used = prev + count
-        local r = { key = keys[i], where = wheres[i], amount = amount, reset = ceil(w - e), limit = limit,
-                    ttl = ttls[i] }
+        local r = settle(st, list[i], keys[i], wheres[i], ttls[i], counts[i], now)
         results[i] = r
-        if used <= limit and used - amount < limit then
-            r.ok = true
-            r.remaining = max(0, floor(limit - used))
-        else
-            r.ok = false
-            r.remaining = max(0, floor(limit - (used - amount)))
-            if amount > limit then
-                r.never = true
-            elseif spec.sliding then
-                local unweighted = prev / max(1e-9, 1 - e / w)
-                r.retry_after = max(1, ceil(sliding_wait(limit, amount, count - amount, unweighted, e, w) - 1e-6))
-            else
-                r.retry_after = max(1, ceil(w - e))
-            end
-            refused = refused or i
-        end
+        if not refused and not r.ok then refused = i end
     end
     if refused then -- all or nothing: every amount of this request goes back
         local back = {}
