@@ -313,8 +313,15 @@ local function settle(st, x, key, where, ttl, count, now)
     return r
 end
 
-local function ttl_of(spec)
-    return spec.sliding and 2 * spec.window + 1 or spec.window + 1
+-- The window key, amount and ttl of list[i]. Lists of one or two are the rule, and LuaJIT never compiles a loop
+-- of one or two rounds (its trace leaves the loop) nor a trace through it: callers do the first two outside
+-- their loops.
+local function prepare(list, i, keys, amounts, ttls, now)
+    local x = list[i]
+    local spec = x.spec
+    local w = spec.window
+    keys[i], amounts[i], ttls[i] = window_key(spec, x.prefix, floor(now / w)), x.amount,
+        spec.sliding and 2 * w + 1 or w + 1
 end
 
 --- Reserves amounts under several limits at once, all or nothing (one round trip to the store): list[i] =
@@ -324,20 +331,34 @@ end
 function _M.reserve_all(st, list, now)
     local n = #list
     local keys, amounts, ttls = {}, {}, {}
-    for i = 1, n do
-        local x = list[i]
-        local spec = x.spec
-        keys[i], amounts[i], ttls[i] = window_key(spec, x.prefix, floor(now / spec.window)), x.amount, ttl_of(spec)
+    -- (one or two limits as a rule: the first two outside the loops, see prepare)
+    if n >= 1 then prepare(list, 1, keys, amounts, ttls, now) end
+    if n >= 2 then prepare(list, 2, keys, amounts, ttls, now) end
+    for i = 3, n do
+        prepare(list, i, keys, amounts, ttls, now)
     end
     local counts, wheres = st:incr_many(keys, amounts, ttls)
     if not counts then
         return nil, wheres
     end
-    local results, refused = {}, nil
-    for i = 1, n do
-        local r = settle(st, list[i], keys[i], wheres[i], ttls[i], counts[i], now)
-        results[i] = r
-        if not refused and not r.ok then refused = i end
+    local results = {}
+    if n >= 1 then results[1] = settle(st, list[1], keys[1], wheres[1], ttls[1], counts[1], now) end
+    if n >= 2 then results[2] = settle(st, list[2], keys[2], wheres[2], ttls[2], counts[2], now) end
+    for i = 3, n do
+        results[i] = settle(st, list[i], keys[i], wheres[i], ttls[i], counts[i], now)
+    end
+    local refused
+    if n >= 1 and not results[1].ok then
+        refused = 1
+    elseif n >= 2 and not results[2].ok then
+        refused = 2
+    else
+        for i = 3, n do
+            if not results[i].ok then
+                refused = i
+                break
+            end
+        end
     end
     if refused then -- all or nothing: every amount of this request goes back
         local back = {}

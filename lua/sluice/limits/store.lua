@@ -155,6 +155,16 @@ function Store:incr(key, delta, ttl)
     return v, "local"
 end
 
+-- counts[i] after adding amounts[i] to keys[i] in the shared dict; the error, or nil.
+local function local_incr(d, keys, amounts, ttls, counts, wheres, i)
+    local v, err = d:incr(keys[i], amounts[i], 0, ttls[i])
+    if not v then
+        return err or "failed"
+    end
+    counts[i], wheres[i] = v, "local"
+    return nil
+end
+
 --- Adds to several counters at once (one memcached round trip): keys[i] gets amounts[i] (>= 0), created with
 --- ttls[i] seconds. Returns the counts and where each was counted (lists), or nil, err (memcached down with
 --- fail_mode closed: then nothing stays counted).
@@ -162,13 +172,17 @@ function Store:incr_many(keys, amounts, ttls)
     local n = #keys
     local counts, wheres = {}, {}
     if not self.remote then
+        -- (the first two outside the loop: one or two limits as a rule, see sluice.limits' prepare)
         local d = self.d
-        for i = 1, n do
-            local v, err = d:incr(keys[i], amounts[i], 0, ttls[i])
-            if not v then
-                return nil, "shared dict: " .. tostring(err)
-            end
-            counts[i], wheres[i] = v, "local"
+        local err
+        if n >= 1 then err = local_incr(d, keys, amounts, ttls, counts, wheres, 1) end
+        if n >= 2 and not err then err = local_incr(d, keys, amounts, ttls, counts, wheres, 2) end
+        for i = 3, n do
+            if err then break end
+            err = local_incr(d, keys, amounts, ttls, counts, wheres, i)
+        end
+        if err then
+            return nil, "shared dict: " .. tostring(err)
         end
         return counts, wheres
     end
