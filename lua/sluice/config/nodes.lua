@@ -130,7 +130,9 @@ end
 
 -- The lease is gone (expired, revoked): the next step grants another one.
 local function lost(r, why)
-    if r.lease then log.warn("nodes: the lease of this node's registration is gone (", why, "): registering again") end
+    if r.lease and not leaving() then
+        log.warn("nodes: the lease of this node's registration is gone (", why, "): registering again")
+    end
     r.lease, r.alt_key, r.written = nil, nil, nil
     ffi.C.sl_node_lease_set(0)
 end
@@ -314,7 +316,10 @@ function _M.list()
         out[#out + 1] = me
     end
     local count = {}
-    for _, n in ipairs(out) do count[n.id] = (count[n.id] or 0) + 1 end
+    for _, n in ipairs(out) do
+        n.id = n.id or "?"
+        count[n.id] = (count[n.id] or 0) + 1
+    end
     for _, n in ipairs(out) do if count[n.id] > 1 then n.conflict = true end end
     sort(out, function(a, b)
         if a.id ~= b.id then return tostring(a.id) < tostring(b.id) end
@@ -342,12 +347,15 @@ end
 -- leaving (main thread)
 
 --- On a stop signal (main thread): revokes this node's lease, so that every node's list loses it now. Blocking,
---- bounded by conf.timeout and 2 s; an error is logged (the lease then expires by itself).
+--- each request bounded by conf.timeout and 2 s; an error is logged (the lease then expires by itself).
 function _M.leave(conf)
     local id = ffi.C.sl_node_lease_take()
     if id <= 0 then return end
     local lease = from_i64(id)
-    local ok, err = etcd.new(conf, "sync"):lease_revoke(lease, min(conf.timeout or 5, 2))
+    local quick = {} -- every request of it (authentication too) bounded by 2 s: the node is stopping
+    for k, v in pairs(conf) do quick[k] = v end
+    quick.timeout = min(conf.timeout or 5, 2)
+    local ok, err = etcd.new(quick, "sync"):lease_revoke(lease)
     if ok then
         log.info("nodes: left the cluster's list (lease ", lease, " revoked)")
     else
