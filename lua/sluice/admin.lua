@@ -607,12 +607,15 @@ function _M.handle(ctx)
     -- /metrics, /admin/usage, /dashboard: sluice.admin.obs (they also take Authorization: Bearer KEY); with named
     -- keys (node.admin.keys), the one the caller presents counts, else the first
     local obs = require("sluice.admin.obs")
-    local key = admin and admin.keys and admin.keys[1] and admin.keys[1].key or (admin and admin.key)
+    local keys = {} -- every admin key: the dashboard's login may be made with any of them
+    if admin and admin.key then keys[1] = admin.key end
+    for _, k in ipairs(admin and admin.keys or {}) do keys[#keys + 1] = k.key end
+    local key = keys[1]
     local presented = obs.presented_key(ctx)
-    for _, k in ipairs(admin and admin.keys or {}) do
-        if _M.secure_equal(presented, k.key) then key = k.key end
+    for _, k in ipairs(keys) do
+        if _M.secure_equal(presented, k) then key = k end
     end
-    local os_, ob, oh = obs.handle(ctx, (ctx.path or ""):gsub("%?.*$", ""), key, _M.secure_equal)
+    local os_, ob, oh = obs.handle(ctx, (ctx.path or ""):gsub("%?.*$", ""), key, _M.secure_equal, keys)
     if os_ then return os_, ob, oh end
     local who = audit.who(admin, request.get_header("x-api-key", ctx), _M.secure_equal)
     if not who then
