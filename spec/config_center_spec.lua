@@ -286,6 +286,8 @@ describe_etcd("config center (etcd)", function()
 
     it("imports a YAML config into etcd (replace, or --merge), refusing an invalid one", function()
         local gw = start()
+        local me = "/sluice/nodes/" .. status(gw).node_id -- the node's registration: not config
+        helpers.wait_until(function() return e:get(me) ~= nil end, 5, "the node did not register")
         local code, out = import(gw.file, "routes:\n  - id: x\n    paths: [no-slash]\n")
         assert.equal(1, code, out)
         assert.matches("import.yaml:3: routes%[1%]%.paths%[1%]", out)
@@ -302,6 +304,7 @@ describe_etcd("config center (etcd)", function()
         assert.matches("deleted", out)
         helpers.wait_until(function() return serves(gw, "/m1", 404) end, 5)
         assert.is_true(serves(gw, "/a"))
+        assert.is_not_nil((e:get(me))) -- a replacing import leaves the registrations alone
         gw:stop()
     end)
 

@@ -3,6 +3,7 @@
 --   PREFIX/routes/ID  PREFIX/upstreams/ID  PREFIX/providers/NAME  PREFIX/consumers/NAME
 --   PREFIX/consumer_groups/NAME  PREFIX/plugin_metadata/PLUGIN  PREFIX/global_plugins
 -- each holding the entity as JSON (the Admin API's body, in its stored form: sluice.config.store codecs).
+-- PREFIX/nodes/ID holds the nodes' registrations, not config: the watch hands them to sluice.config.nodes.
 --
 -- Where each part runs:
 --  * the main thread, before the workers: the first load (etcd; else the local snapshot of the last config seen;
@@ -22,6 +23,7 @@ local etcd = require("sluice.config.etcd")
 local config = require("sluice.config")
 local log = require("sluice.pdk.log")
 local E = require("sluice.config.entries")
+local nodes = require("sluice.config.nodes")
 
 local type, pairs, ipairs, tostring, tonumber, next, pcall = type, pairs, ipairs, tostring, tonumber, next, pcall
 local format, sort, min = string.format, table.sort, math.min
@@ -175,7 +177,9 @@ function _M.initial(cfg, node, reg, file)
             conf.snapshot_file, ")")
         snap, source = saved, "snapshot"
     end
-    for _, kv in ipairs(snap.kvs) do st.desired[kv.key] = decode_entry(st.prefix, kv, reg) end
+    for _, kv in ipairs(snap.kvs) do
+        if not nodes.is_key(st.prefix, kv.key) then st.desired[kv.key] = decode_entry(st.prefix, kv, reg) end
+    end
     st.revision = snap.revision
     local doc = reconcile(st, node, reg)
     if not doc then doc = build(node, st.applied) end -- nothing valid in etcd: start with no entities
@@ -222,7 +226,7 @@ local function process(st, revision)
             local version, err = require("sluice.master").publish(doc, reg,
                 { fingerprint = fp, revision = revision, source = "etcd" })
             if version then
-                st.published_version, st.published_fp = version, fp
+                st.published_version, st.published_fp, st.config_revision = version, fp, revision
                 log.info("config center: etcd revision ", revision, " published as config version ", version)
             else
                 log.err("config center: cannot publish: ", err)
@@ -239,9 +243,16 @@ local function resync(st)
     local snap, err = st.client:range_prefix()
     if not snap then return nil, err end
     local reg = registry()
-    local desired = {}
-    for _, kv in ipairs(snap.kvs) do desired[kv.key] = decode_entry(st.prefix, kv, reg) end
+    local desired, regs = {}, {}
+    for _, kv in ipairs(snap.kvs) do
+        if nodes.is_key(st.prefix, kv.key) then
+            regs[#regs + 1] = kv
+        else
+            desired[kv.key] = decode_entry(st.prefix, kv, reg)
+        end
+    end
     st.desired = desired
+    nodes.reset(regs)
     st.revision = 0 -- a full read replaces everything: the revision goes back to what it read
     process(st, snap.revision)
     st.synced = true
@@ -265,14 +276,16 @@ local function on_message(st, msg)
         return
     end
     local events = type(r.events) == "table" and r.events or {}
-    local reg, top = registry(), st.revision
+    local reg, top, changed = registry(), st.revision, #events == 0
     for _, ev in ipairs(events) do
         local kv = type(ev) == "table" and type(ev.kv) == "table" and etcd.kv_of(ev.kv)
         if kv and kv.key and kv.mod_revision > st.revision then
-            if ev.type == "DELETE" then
-                st.desired[kv.key] = nil
+            if nodes.is_key(st.prefix, kv.key) then -- a node's registration: not config
+                nodes.on_kv(kv.key, ev.type ~= "DELETE" and kv or nil)
+            elseif ev.type == "DELETE" then
+                st.desired[kv.key], changed = nil, true
             else
-                st.desired[kv.key] = decode_entry(st.prefix, kv, reg)
+                st.desired[kv.key], changed = decode_entry(st.prefix, kv, reg), true
             end
             if kv.mod_revision > top then top = kv.mod_revision end
         end
@@ -281,7 +294,9 @@ local function on_message(st, msg)
         local h = tonumber(type(r.header) == "table" and r.header.revision)
         if h and h > top then top = h end
     end
-    if top > st.revision then process(st, top) end
+    if top > st.revision then
+        if changed then process(st, top) else st.revision = top end -- registrations alone change no config
+    end
 end
 
 local function sleep(s)
@@ -350,10 +365,12 @@ function _M.on_apply(cfg, info, version)
         S = new_state(conf, "async")
         S.source = type(info) == "table" and info.source or nil
         S.revision = type(info) == "table" and tonumber(info.revision) or 0
+        S.config_revision = S.revision
         if S.source == "snapshot" then set_state(S, "unreachable", info.error) end
         local timer = require("sluice.pdk.timer")
         timer.at(0, function() run(S) end)
         timer.at(0, function() probe(S) end)
+        nodes.start(S)
     end
     S.live_fp = type(info) == "table" and info.fingerprint or nil
     if version ~= S.published_version then
@@ -368,6 +385,17 @@ end
 function _M.revision_of(kind, id)
     local e = S and S.applied[key_of(S.prefix, kind, id)]
     return e and e.mod_revision or nil
+end
+
+--- The etcd revision at which the config this node serves last changed (nil without a config center).
+function _M.config_revision()
+    return S and S.config_revision or nil
+end
+
+--- A short digest of the entries this node serves: two nodes serving the same entries show the same one.
+function _M.config_fingerprint()
+    local fp = S and (S.published_fp or S.live_fp)
+    return fp and fp:sub(1, 12) or nil
 end
 
 --- True while this process runs a config center (worker 0).

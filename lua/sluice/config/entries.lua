@@ -39,6 +39,7 @@ function _M.parse_key(prefix, key)
     local rest = key:sub(#prefix + 2)
     if rest == "global_plugins" then return "global_plugins", nil end
     local kind, id = rest:match("^([%w_]+)/(.+)$")
+    if kind == "nodes" then return nil, nil, "a node's registration (sluice.config.nodes), not config" end
     if not kind or not ENTITY[kind] then
         return nil, nil, "not a Sluice key (expected PREFIX/<routes|upstreams|providers|consumers|consumer_groups|"
             .. "plugin_metadata>/<id> or PREFIX/global_plugins)"

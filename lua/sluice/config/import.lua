@@ -35,8 +35,13 @@ function _M.run(conf, cfg, mode, reg, node)
     local client = etcd.new(conf, "sync")
     local cur, err = client:range_prefix()
     if not cur then return nil, "cannot read etcd: " .. tostring(err) end
-    local have = {}
-    for _, kv in ipairs(cur.kvs) do have[kv.key] = kv end
+    local have, kvs = {}, {}
+    for _, kv in ipairs(cur.kvs) do -- the nodes' registrations (PREFIX/nodes/) are not config: left alone
+        if not require("sluice.config.nodes").is_key(client.prefix, kv.key) then
+            have[kv.key] = kv
+            kvs[#kvs + 1] = kv
+        end
+    end
     local want, order = {}, {}
     for _, kind in ipairs(KINDS) do
         local raw = cfg.raw[kind]
@@ -72,7 +77,7 @@ function _M.run(conf, cfg, mode, reg, node)
     end
     if mode == "merge" then -- the result must validate as a whole
         local desired, prefix = {}, client.prefix
-        for _, kv in ipairs(cur.kvs) do desired[kv.key] = E.decode_entry(prefix, kv, reg) end -- then the changes
+        for _, kv in ipairs(kvs) do desired[kv.key] = E.decode_entry(prefix, kv, reg) end -- then the changes
         for _, op in ipairs(ops) do
             desired[op.put] = E.decode_entry(prefix, { key = op.put, value = op.value, create_revision = 0,
                                                        mod_revision = 0 }, reg)
