@@ -336,6 +336,33 @@ function _M.open_state(st, kr)
     return out
 end
 
+--- A copy of one entity's value v (kind, id) with every sealed string opened: copy | nil, err (every value that
+--- does not open, named by kind.id.path, never by value). v itself when it holds nothing sealed.
+function _M.open_entity(kr, kind, id, v)
+    if type(v) ~= "table" then return v end
+    local out = deep_copy(v)
+    local errs = {}
+    open_all(kr, kind, id, out, "", errs, 0)
+    if #errs > 0 then
+        table.sort(errs)
+        return nil, concat(errs, "; ")
+    end
+    return out
+end
+
+--- The secret fields of one entity (kind, id) held in the clear, as paths (kind.id.path), or nil.
+function _M.plain_in_entity(kind, id, obj, schema_of)
+    local found
+    _M.each_secret(kind, obj, entity_schema_of(kind, id, schema_of), function(holder, k, path)
+        if not _M.is_sealed(holder[k]) and holder[k] ~= REDACTED then
+            found = found or {}
+            found[#found + 1] = kind .. "." .. tostring(id or "") .. "." .. path
+        end
+    end)
+    if found then table.sort(found) end
+    return found
+end
+
 --- Does state table st hold a secret in the clear (a secret field whose value is not sealed)? The paths, or nil.
 function _M.plain_secrets(st, schema_of)
     local found
