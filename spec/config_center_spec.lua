@@ -507,6 +507,70 @@ describe_etcd("config center (etcd)", function()
         echo:stop(2)
     end)
 
+    it("rotates the master key of the secrets in etcd with `sluice secrets rotate`", function()
+        local secrets = require("sluice.secrets")
+        local KEYA, KEYB = string.rep("55", 32), string.rep("66", 32)
+        local IDA, IDB = secrets.key_id(secrets.parse_key(KEYA)), secrets.key_id(secrets.parse_key(KEYB))
+        local kdir = helpers.tmpdir()
+        helpers.write_file(kdir .. "/a.key", KEYA .. "\n")
+        helpers.write_file(kdir .. "/b.key", KEYB .. "\n")
+        local echo, endpoint = echo_llm()
+        local gw = start({ id = "rot" }, { env = { SLUICE_MASTER_KEY = "" } })
+        local conf = cjson.decode(helpers.read_file(gw.file))
+        local function rekey(sec) -- new node.secrets, SIGHUP, until the node runs them
+            conf.node.secrets = sec
+            helpers.write_file(gw.file, helpers.json(conf))
+            local v = status(gw).config_version
+            gw:reload()
+            helpers.wait_until(function() return status(gw).config_version > v end, 5, "reload not applied")
+        end
+        local function rotate(args)
+            return helpers.exec(format("env SLUICE_MASTER_KEY= SLUICE_HOME=%s %s -c %s secrets rotate %s",
+                helpers.shell_quote(helpers.ROOT), helpers.shell_quote(helpers.BIN), helpers.shell_quote(gw.file),
+                args or ""), 20)
+        end
+        rekey({ key_file = kdir .. "/a.key" })
+        local res = gw:admin("PUT", "/admin/providers/rot", { kind = "openai-compatible", endpoint = endpoint,
+                                                              api_key = "sk-ROTATE-3f3f" })
+        assert.equal(201, res.status, res.body)
+        res = gw:admin("PUT", "/admin/routes/rot", { paths = { "/rot/*" }, plugins = { ["ai-proxy"] = { provider = "rot" } } })
+        assert.equal(201, res.status, res.body)
+        assert.matches("enc:v1:" .. IDA .. ":", assert(e:get("/sluice/providers/rot")), 1, true)
+        -- a value that does not open stops the rotation before anything is written
+        local copy = cjson.encode({ kind = "openai-compatible", endpoint = endpoint,
+                                    api_key = cjson.decode((e:get("/sluice/providers/rot"))).api_key })
+        e:put("/sluice/providers/rotcopy", copy)
+        local code, out = rotate("--new-key-file " .. helpers.shell_quote(kdir .. "/b.key"))
+        assert.equal(1, code, out)
+        assert.matches("/sluice/providers/rotcopy: providers%.rotcopy%.api_key: cannot be opened with key " .. IDA, out)
+        assert.matches("nothing written", out)
+        assert.matches("enc:v1:" .. IDA .. ":", assert(e:get("/sluice/providers/rot")), 1, true)
+        e:del("/sluice/providers/rotcopy")
+        -- every node can open the new key first, then the values move to it; the node serves on
+        rekey({ key_file = kdir .. "/a.key", previous_key_files = { kdir .. "/b.key" } })
+        code, out = rotate("--new-key-file " .. helpers.shell_quote(kdir .. "/b.key"))
+        assert.equal(0, code, out)
+        assert.matches("1 secret value%(s%) in 1 entities sealed with key " .. IDB, out)
+        local raw = assert(e:get("/sluice/providers/rot"))
+        assert.matches("enc:v1:" .. IDB .. ":", raw, 1, true)
+        assert.is_nil(raw:find("sk-ROTATE-3f3f", 1, true))
+        helpers.wait_until(function() return status(gw).config_center.revision >= select(2, e:get("/sluice/providers/rot")) end, 5)
+        assert.same({}, status(gw).config_center.refused)
+        assert.equal("Bearer sk-ROTATE-3f3f", chat(gw, "/rot", endpoint))
+        -- the node moves to the new key; a second run finds nothing left to seal; the old key can go
+        rekey({ key_file = kdir .. "/b.key", previous_key_files = { kdir .. "/a.key" } })
+        code, out = rotate()
+        assert.equal(0, code, out)
+        assert.matches("0 secret value%(s%) in 0 entities sealed with key " .. IDB .. " %(1 entities already sealed with it", out)
+        rekey({ key_file = kdir .. "/b.key" })
+        assert.same({}, status(gw).config_center.refused)
+        assert.equal("Bearer sk-ROTATE-3f3f", chat(gw, "/rot", endpoint))
+        e:del("/sluice/routes/rot")
+        e:del("/sluice/providers/rot")
+        gw:stop()
+        echo:stop(2)
+    end)
+
     it("answers If-Match with 400 on a node without a config center (the state file keeps no revisions)", function()
         local gw = helpers.start_gateway({ node = { workers = 1 }, upstreams = { mock = { nodes = { mock.addr } } } })
         local res = gw:admin("PUT", "/admin/routes/r", { paths = { "/r" }, upstream = "mock" }, { ["if-match"] = "3" })
