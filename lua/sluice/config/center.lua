@@ -18,6 +18,10 @@
 -- refused (logged once per key and revision, listed in GET /admin/status) and the entity keeps its last good
 -- version (or stays absent); refused entries are tried again whenever anything changes, so a route written before
 -- its upstream is served once the upstream is there.
+--
+-- Secrets (docs/cluster.md, "Secrets in etcd"): with a master key (node.secrets) the Admin API seals them as it
+-- writes (sluice.config.store.seal); entries are opened with this node's keys as they arrive (an entry that does
+-- not open is refused like an invalid one) and read again when a reload changes the keys.
 local cjson = require("cjson.safe")
 local etcd = require("sluice.config.etcd")
 local config = require("sluice.config")
