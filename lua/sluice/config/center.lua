@@ -60,12 +60,13 @@ end
 -- secrets: sealed in etcd with the master key (node.secrets) as in the state file, opened as entries arrive
 
 -- The keys (sluice.secrets keyring) of node settings node_cfg (normalized: cfg.node) become the ones entries are
--- opened with. Returns true when they differ from those the entries in st.desired were read with.
+-- opened with; keys that cannot be read now (a key file gone) leave the ones in use. Returns true when they differ
+-- from those the entries in st.desired were read with.
 local function use_keys(st, node_cfg)
     local kr, err = secrets.keyring(node_cfg)
     if err then
-        log.err("config center: ", err, ": secrets sealed in etcd cannot be opened")
-        kr = nil
+        log.err("config center: ", err, st.keys_sig and ": keeping the keys read before" or "")
+        return false
     end
     local ids = {}
     for id in pairs(kr and kr.by_id or {}) do ids[#ids + 1] = id end
@@ -230,7 +231,8 @@ function _M.initial(cfg, node, reg, file)
         snap, source = saved, "snapshot"
     end
     for _, kv in ipairs(snap.kvs) do
-        if not nodes.is_key(st.prefix, kv.key) then st.desired[kv.key] = decode(st, kv, reg) end
+        -- worker 0 reads everything again within a second: it says which secrets are in the clear
+        if not nodes.is_key(st.prefix, kv.key) then st.desired[kv.key] = decode_entry(st.prefix, kv, reg, st.kr) end
     end
     if not (st.kr and st.kr.current) then
         local plain = {}
