@@ -351,7 +351,7 @@ describe_etcd("config center (etcd)", function()
         return list[#list].headers.authorization
     end
 
-    local function refused(gw)
+    local function refusals(gw)
         local out = {}
         for _, r in ipairs(status(gw).config_center.refused) do out[r.key] = r.error end
         return out
@@ -395,13 +395,13 @@ describe_etcd("config center (etcd)", function()
         local gw2 = start({ id = "k2" }, { env = { SLUICE_MASTER_KEY = KEY1 } })
         assert.equal("Bearer " .. SECRET, chat(gw2, "/chat", endpoint))
         assert.equal("Bearer " .. HAND, chat(gw2, "/hand", endpoint))
-        assert.matches("cannot be opened with key " .. ID1, refused(gw2)["/sluice/providers/copy"])
+        assert.matches("cannot be opened with key " .. ID1, refusals(gw2)["/sluice/providers/copy"])
 
         -- a node with another key, and one with none: the sealed entry is refused with the reason, the rest serves
         local gw3 = start({ id = "k3", log_level = "info" }, { env = { SLUICE_MASTER_KEY = KEY2 } })
         local gw4 = start({ id = "k4" })
         for _, gw in ipairs({ gw3, gw4 }) do
-            local r = refused(gw)
+            local r = refusals(gw)
             assert.matches("a sealed secret does not open: providers%.echo%.api_key: sealed with key " .. ID1
                 .. ", which is not configured", r["/sluice/providers/echo"])
             assert.matches('unknown provider "echo"', r["/sluice/routes/chat"])
@@ -410,8 +410,8 @@ describe_etcd("config center (etcd)", function()
             assert.equal("Bearer " .. HAND, chat(gw, "/hand", endpoint))
             assert.is_true(serves(gw, "/a"))
         end
-        assert.matches("have: " .. ID2, refused(gw3)["/sluice/providers/echo"])
-        assert.matches("have: none", refused(gw4)["/sluice/providers/echo"])
+        assert.matches("have: " .. ID2, refusals(gw3)["/sluice/providers/echo"])
+        assert.matches("have: none", refusals(gw4)["/sluice/providers/echo"])
         assert.matches("config center: 1 secret%(s%) in etcd are stored in the clear %(providers%.hand%.api_key%)",
             gw4:log())
 
@@ -428,7 +428,7 @@ describe_etcd("config center (etcd)", function()
         assert.matches("enc:v1:" .. ID1 .. ":", raw, 1, true)
         assert.equal("Bearer " .. HAND2, chat(gw1, "/hand", endpoint))
         helpers.wait_until(function() return chat(gw2, "/hand", endpoint) == "Bearer " .. HAND2 end, 5, "k2 did not take it")
-        helpers.wait_until(function() return refused(gw3)["/sluice/providers/hand"] ~= nil end, 5, "k3 took it")
+        helpers.wait_until(function() return refusals(gw3)["/sluice/providers/hand"] ~= nil end, 5, "k3 took it")
         assert.equal("Bearer " .. HAND, chat(gw3, "/hand", endpoint))
         assert.matches("keeps the last good version", gw3:log())
         -- 409 on a stale revision as before
@@ -447,13 +447,13 @@ describe_etcd("config center (etcd)", function()
         gw3:reload()
         helpers.wait_until(function() return chat(gw3, "/chat", endpoint) == "Bearer " .. SECRET end, 10, "k3 not rekeyed")
         assert.equal("Bearer " .. HAND2, chat(gw3, "/hand", endpoint))
-        assert.is_nil(refused(gw3)["/sluice/providers/echo"])
+        assert.is_nil(refusals(gw3)["/sluice/providers/echo"])
         res = gw3:admin("PUT", "/admin/providers/echo", { kind = "openai-compatible", endpoint = endpoint,
                                                           api_key = SECRET .. "-v2" })
         assert.equal(200, res.status, res.body)
         assert.matches("enc:v1:" .. ID2 .. ":", assert(e:get("/sluice/providers/echo")), 1, true)
         assert.equal("Bearer " .. SECRET .. "-v2", chat(gw3, "/chat", endpoint))
-        helpers.wait_until(function() return refused(gw1)["/sluice/providers/echo"] ~= nil end, 5)
+        helpers.wait_until(function() return refusals(gw1)["/sluice/providers/echo"] ~= nil end, 5)
         assert.equal("Bearer " .. SECRET, chat(gw1, "/chat", endpoint)) -- k1 (old key only) keeps the last good version
 
         -- no secret in the clear in any node's files (logs, audit logs, snapshots)
