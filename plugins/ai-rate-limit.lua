@@ -254,6 +254,10 @@ local function plan(list, keys, l, ctx, cl, scope, p, comp, cost)
     return nk == 1
 end
 
+local function link(res, list, i)
+    res[i].limit_ref, res[i].kidx = list[i].l, list[i].kidx
+end
+
 function _M.access(conf, ctx)
     local c = compile(conf)
     local st, serr = limits.store(conf, _M.name)
@@ -276,8 +280,11 @@ function _M.access(conf, ctx)
     if not res then
         return limits.refuse(ctx, 503, "rate limit store unavailable: " .. tostring(refused))
     end
-    for i = 1, #res do -- (a plain copy: compiled or not, it costs little)
-        res[i].limit_ref, res[i].kidx = list[i].l, list[i].kidx
+    local nres = #res
+    if nres >= 1 then link(res, list, 1) end
+    if nres >= 2 then link(res, list, 2) end
+    for i = 3, nres do
+        link(res, list, i)
     end
     res.single = single
     if refused then

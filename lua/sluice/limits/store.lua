@@ -222,25 +222,34 @@ end
 --- Sent to memcached without waiting for the answers (nobody needs them; a failure counts for the circuit).
 function Store:adjust_many(items)
     local calls = {}
-    for i = 1, #items do
-        local it = items[i]
-        local key, delta, ttl, where = it[1], it[2], it[3], it[4]
-        if delta ~= 0 then
-            if where == "memcached" then
-                if delta > 0 then
-                    calls[#calls + 1] = { "incr", key, delta, delta, exptime(ttl or 60) }
-                else
-                    calls[#calls + 1] = { "decr", key, -delta }
-                end
-            elseif delta > 0 then
-                self.d:incr(key, delta, 0, ttl)
-            else
-                self:decr(key, -delta, "local")
-            end
-        end
+    local n = #items
+    -- (the first two outside the loop: one or two limits as a rule, see sluice.limits' prepare)
+    if n >= 1 then self:adjust_one(items[1], calls) end
+    if n >= 2 then self:adjust_one(items[2], calls) end
+    for i = 3, n do
+        self:adjust_one(items[i], calls)
     end
     if #calls > 0 then
         mc.send(calls)
+    end
+end
+
+-- One item of adjust_many: done in the shared dict, or added to calls for memcached.
+function Store:adjust_one(it, calls)
+    local key, delta, ttl, where = it[1], it[2], it[3], it[4]
+    if delta == 0 then
+        return
+    end
+    if where == "memcached" then
+        if delta > 0 then
+            calls[#calls + 1] = { "incr", key, delta, delta, exptime(ttl or 60) }
+        else
+            calls[#calls + 1] = { "decr", key, -delta }
+        end
+    elseif delta > 0 then
+        self.d:incr(key, delta, 0, ttl)
+    else
+        self:decr(key, -delta, "local")
     end
 end
 
