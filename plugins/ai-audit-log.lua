@@ -125,7 +125,10 @@ local function assemble(b, chunk, limit)
 end
 _M.assemble = assemble
 
-function _M.body_filter(conf, ctx, chunk)
+-- The phase runs in a function of its own, called (not tail-called) from the entry point: run_phase calls
+-- plugins through pcall, and a LuaJIT trace cannot return through a pcall it did not start in, so a phase
+-- function's own body never compiles; this one does.
+local function body_filter_phase(conf, ctx, chunk)
     local ai = ctx.ai
     if not conf.include_payloads or not ai or chunk == "" then return end
     local b = ctx._audit_body
@@ -142,6 +145,11 @@ function _M.body_filter(conf, ctx, chunk)
         b[b.n] = c
         b.size = b.size + #c
     end
+end
+
+function _M.body_filter(conf, ctx, chunk)
+    local a, b = body_filter_phase(conf, ctx, chunk)
+    return a, b
 end
 
 local function redact(ctx, text, kind)
@@ -259,7 +267,7 @@ end
 _M.to_json = to_json
 
 local recbuf = buffer.new() -- one record at a time, copied into the sinks' buffers
-function _M.log(conf, ctx)
+local function log_phase(conf, ctx)
     local rec = _M.record(conf, ctx)
     if not rec then return end
     if conf.file or conf.http then
@@ -274,6 +282,11 @@ function _M.log(conf, ctx)
         end
         audit.remember(rec, conf.recent, to_json) -- encoded by the ring's timer, if it is still among the last
     end
+end
+
+function _M.log(conf, ctx)
+    local a, b = log_phase(conf, ctx)
+    return a, b
 end
 
 function _M.check(conf)

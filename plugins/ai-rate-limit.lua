@@ -258,7 +258,10 @@ local function link(res, list, i)
     res[i].limit_ref, res[i].kidx = list[i].l, list[i].kidx
 end
 
-function _M.access(conf, ctx)
+-- The phase runs in a function of its own, called (not tail-called) from the entry point: run_phase calls
+-- plugins through pcall, and a LuaJIT trace cannot return through a pcall it did not start in, so a phase
+-- function's own body never compiles; this one does.
+local function access_phase(conf, ctx)
     local c = compile(conf)
     local st, serr = limits.store(conf, _M.name)
     if not st then
@@ -312,10 +315,15 @@ function _M.access(conf, ctx)
     ctx._ai_rl = { res = res, st = st, p = p, c = comp, cost = cost, call = cl, headers = conf.headers and res }
 end
 
+function _M.access(conf, ctx)
+    local a, b = access_phase(conf, ctx)
+    return a, b
+end
+
 ---------------------------------------------------------------------------------------------------------------
 -- header_filter: the headers on every response of the route
 
-function _M.header_filter(conf, ctx)
+local function header_filter_phase(conf, ctx)
     if not conf.headers then
         return
     end
@@ -348,6 +356,11 @@ function _M.header_filter(conf, ctx)
     apply_headers(ctx, res)
 end
 
+function _M.header_filter(conf, ctx)
+    local a, b = header_filter_phase(conf, ctx)
+    return a, b
+end
+
 ---------------------------------------------------------------------------------------------------------------
 -- log: what the call really used replaces the reservation
 
@@ -373,7 +386,7 @@ local function charge(changes, r, used, u, rl, conf, ctx, now)
     end
 end
 
-function _M.log(conf, ctx)
+local function log_phase(conf, ctx)
     local rl = ctx._ai_rl
     if not rl or not rl.res then
         return
@@ -394,6 +407,11 @@ function _M.log(conf, ctx)
     if #changes > 0 then
         rl.st:adjust_many(changes) -- one round trip for every limit of the request
     end
+end
+
+function _M.log(conf, ctx)
+    local a, b = log_phase(conf, ctx)
+    return a, b
 end
 
 return _M

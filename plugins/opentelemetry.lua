@@ -368,7 +368,10 @@ local http_observer = {
     end,
 }
 
-function _M.rewrite(conf, ctx)
+-- The phase runs in a function of its own, called (not tail-called) from the entry point: run_phase calls
+-- plugins through pcall, and a LuaJIT trace cannot return through a pcall it did not start in, so a phase
+-- function's own body never compiles; this one does.
+local function rewrite_phase(conf, ctx)
     local tr = start_trace(conf, ctx)
     ctx.ai_observer = ai_observer
     ctx.http_observer = http_observer
@@ -377,6 +380,11 @@ function _M.rewrite(conf, ctx)
         request.set_header("traceparent", traceparent(tr, tr.span_id), ctx)
         if tr.tracestate then request.set_header("tracestate", tr.tracestate, ctx) end
     end
+end
+
+function _M.rewrite(conf, ctx)
+    local a, b = rewrite_phase(conf, ctx)
+    return a, b
 end
 
 local REASON_KEYS = { '"finish_reason"', '"stop_reason"' }
@@ -399,7 +407,7 @@ local function reasons(chunk, key, fr)
 end
 
 -- finish reasons and the response id, found in what the client gets (OpenAI and Anthropic shapes)
-function _M.body_filter(conf, ctx, chunk)
+local function body_filter_phase(conf, ctx, chunk)
     if chunk == "" or not ctx.ai then return end
     local tr = ctx.trace
     if not tr then return end
@@ -418,6 +426,11 @@ function _M.body_filter(conf, ctx, chunk)
             if id then tr.response_id = id end
         end
     end
+end
+
+function _M.body_filter(conf, ctx, chunk)
+    local a, b = body_filter_phase(conf, ctx, chunk)
+    return a, b
 end
 
 local function usage_attrs(a, u, tr)
@@ -454,7 +467,7 @@ local function sink_of(conf)
     return audit.http_sink(e, "otel")
 end
 
-function _M.log(conf, ctx)
+local function log_phase(conf, ctx)
     local tr = ctx.trace or start_trace(conf, ctx)
     local status = sluice.metrics.request_stats(ctx)
     local ai = ctx.ai
@@ -504,6 +517,11 @@ function _M.log(conf, ctx)
         put_span(buf, tr, sp)
         sink:push(buf)
     end
+end
+
+function _M.log(conf, ctx)
+    local a, b = log_phase(conf, ctx)
+    return a, b
 end
 
 function _M.check(conf)
