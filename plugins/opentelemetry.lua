@@ -19,6 +19,7 @@ local sluice = require("sluice")
 local audit = require("sluice.obs.audit")
 local cjson = require("cjson.safe")
 local buffer = require("string.buffer")
+local tnew = require("table.new")
 
 local request = sluice.request
 local type, pairs, ipairs, tostring, tonumber, floor, random = type, pairs, ipairs, tostring, tonumber,
@@ -292,18 +293,19 @@ local ai_observer = {
         local op = OPERATIONS[ai.op] or ai.op or "chat"
         sp.name = op .. " " .. tostring(ai.model or ai.requested_model or "")
         local body = ai.request or {}
-        sp.attrs = {
-            ["gen_ai.operation.name"] = op,
-            ["gen_ai.system"] = SYSTEMS[ai.provider and ai.provider.kind or ""] or (ai.provider and ai.provider.kind),
-            ["gen_ai.request.model"] = ai.model,
-            ["sluice.provider"] = ai.provider_name,
-            ["sluice.requested_model"] = ai.requested_model,
-            ["server.address"] = req.host, ["server.port"] = req.port or (req.scheme == "https" and 443 or 80),
-            ["http.request.method"] = req.method or "POST",
-            ["gen_ai.request.max_tokens"] = type(body.max_tokens) == "number" and body.max_tokens or nil,
-            ["gen_ai.request.temperature"] = dbl(body.temperature),
-            ["gen_ai.request.top_p"] = dbl(body.top_p),
-        }
+        -- sized for every attribute the span gets later (finish, usage): no rehash as they come
+        local a = tnew(0, 32)
+        a["gen_ai.operation.name"] = op
+        a["gen_ai.system"] = SYSTEMS[ai.provider and ai.provider.kind or ""] or (ai.provider and ai.provider.kind)
+        a["gen_ai.request.model"] = ai.model
+        a["sluice.provider"] = ai.provider_name
+        a["sluice.requested_model"] = ai.requested_model
+        a["server.address"], a["server.port"] = req.host, req.port or (req.scheme == "https" and 443 or 80)
+        a["http.request.method"] = req.method or "POST"
+        a["gen_ai.request.max_tokens"] = type(body.max_tokens) == "number" and body.max_tokens or nil
+        a["gen_ai.request.temperature"] = dbl(body.temperature)
+        a["gen_ai.request.top_p"] = dbl(body.top_p)
+        sp.attrs = a
         if tr.conf.propagate and type(req.headers) == "table" then
             add_propagation(tr, req.headers, sp.id)
         end
@@ -478,15 +480,14 @@ local function log_phase(conf, ctx)
     end
     local route = ctx.route and ctx.route.id
     local now = sluice.time()
-    local a = {
-        ["http.request.method"] = ctx.method,
-        ["url.path"] = ctx.path,
-        ["http.route"] = route,
-        ["http.response.status_code"] = status,
-        ["server.address"] = ctx.host,
-        ["client.address"] = request.get_client_ip(ctx),
-        ["sluice.request_id"] = ctx.request_id,
-    }
+    local a = tnew(0, 32) -- sized for every attribute the server span may carry: no rehash as they are added
+    a["http.request.method"] = ctx.method
+    a["url.path"] = ctx.path
+    a["http.route"] = route
+    a["http.response.status_code"] = status
+    a["server.address"] = ctx.host
+    a["client.address"] = request.get_client_ip(ctx)
+    a["sluice.request_id"] = ctx.request_id
     local name = ctx.method .. (route and (" " .. route) or "")
     if u then
         local op = OPERATIONS[u.op] or u.op
