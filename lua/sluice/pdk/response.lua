@@ -16,7 +16,6 @@
 local base = require("sluice.pdk.base")
 local log = require("sluice.pdk.log")
 local cjson = require("cjson.safe")
-local buffer = require("string.buffer")
 
 local C = base.C
 local get_ctx = base.get_ctx
@@ -134,10 +133,8 @@ end
 --- id, never onto the wire.
 local framing = { ["content-length"] = true, ["transfer-encoding"] = true, connection = true,
                   ["keep-alive"] = true, date = true, server = true }
-local hbuf = buffer.new() -- the lines are written here and copied out once (no string per line)
 function _M.header_lines(headers, extra)
-    local buf, n = hbuf, 0
-    buf:reset()
+    local out, n = {}, 0
     if headers then
         for k, v in pairs(headers) do
             if not framing[k] and not (extra and extra[k] ~= nil) then
@@ -145,11 +142,11 @@ function _M.header_lines(headers, extra)
                 if type(v) == "table" then
                     for i = 1, #v do
                         n = n + 1
-                        buf:put(k, ": ", tostring(v[i]), "\r\n")
+                        out[n] = k .. ": " .. tostring(v[i]) .. "\r\n"
                     end
                 else
                     n = n + 1
-                    buf:put(k, ": ", type(v) == "string" and v or tostring(v), "\r\n")
+                    out[n] = k .. ": " .. tostring(v) .. "\r\n"
                 end
             end
         end
@@ -158,11 +155,11 @@ function _M.header_lines(headers, extra)
         for k, v in pairs(extra) do
             if v and not framing[k] then
                 n = n + 1
-                buf:put(k, ": ", v, "\r\n")
+                out[n] = k .. ": " .. v .. "\r\n"
             end
         end
     end
-    return buf:tostring(), n
+    return table.concat(out, "", 1, n), n
 end
 
 --- Turns an exit body into bytes and a content type.
