@@ -86,6 +86,7 @@ family("audit")
 
 -- Kept across plugin reloads (this is a runtime module): one sink per path / URL and worker.
 local sinks = {}
+local sink_of_conf = setmetatable({}, { __mode = "k" }) -- conf table -> its sink
 
 local function warn_every(s, what, n)
     local now = C.sl_now()
@@ -221,15 +222,22 @@ end
 
 --- The file sink of conf.path in this worker (made and started on first use).
 function _M.file_sink(conf)
+    local hit = sink_of_conf[conf] -- (no id string made per record)
+    if hit then
+        hit.conf = conf
+        return hit
+    end
     local id = "file:" .. conf.path
     local s = sinks[id]
     if s then
         s.conf = conf
+        sink_of_conf[conf] = s
         return s
     end
     s = setmetatable({ kind = "file", name = "file " .. conf.path, path = conf.path, conf = conf, buf = buffer.new(),
                        n = 0, fam = family("audit") }, File)
     sinks[id] = s
+    sink_of_conf[conf] = s
     start(s, conf.flush_interval)
     return s
 end
@@ -365,17 +373,24 @@ end
 --- The HTTP sink of conf.url (and format) in this worker. fam: "audit" (default) or "otel" (the counters it
 --- reports to; the otel family's sink label is "otlp").
 function _M.http_sink(conf, fam)
+    local hit = sink_of_conf[conf] -- (no id string made per record)
+    if hit then
+        hit.conf = conf
+        return hit
+    end
     fam = fam or "audit"
     local id = "http:" .. conf.url .. "|" .. conf.format
     local s = sinks[id]
     if s then
         s.conf = conf
+        sink_of_conf[conf] = s
         return s
     end
     s = setmetatable({ kind = fam == "otel" and "otlp" or "http", name = (fam == "otel" and "otlp " or "http ")
                        .. conf.url, conf = conf, q = {}, head = 1, tail = 0, n = 0, attempts = 0, next_try = 0,
                        fam = family(fam), label = fam == "otel" and "opentelemetry" or "ai-audit-log" }, Http)
     sinks[id] = s
+    sink_of_conf[conf] = s
     start(s, conf.flush_interval)
     return s
 end
