@@ -76,7 +76,7 @@ describe("sluice.re.set", function()
                                     { pattern = "a b # c", flags = "x" }, [[\Qopen]] }))
         local m = set:members()
         assert.is_true(m[1].combined)
-        assert.same({ " previous" }, m[1].literals) -- one literal of 8 bytes or more beats two
+        assert.same({ " previous" }, m[1].literals) -- one literal of 6 bytes or more beats two
         assert.is_false(m[2].combined)
         assert.equal("back-reference", m[2].why)
         assert.is_false(m[3].combined)

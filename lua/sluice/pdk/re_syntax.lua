@@ -37,14 +37,14 @@ local function minlen(set)
     return m
 end
 
--- The better of two literal sets (nil when neither is worth anything): longer shortest literals first (up to 8
+-- The better of two literal sets (nil when neither is worth anything): longer shortest literals first (up to 6
 -- bytes: past that a literal is rare enough), then fewer literals (one vector pass each), then longer ones.
 local function better(a, b)
     if not a or #a == 0 or #a > CAP or minlen(a) < 1 then a = nil end
     if not b or #b == 0 or #b > CAP or minlen(b) < 1 then b = nil end
     if not a then return b end
     if not b then return a end
-    local la, lb = math.min(minlen(a), 8), math.min(minlen(b), 8)
+    local la, lb = math.min(minlen(a), 6), math.min(minlen(b), 6)
     if la ~= lb then return la > lb and a or b end
     if #a ~= #b then return #b < #a and b or a end
     return minlen(b) > minlen(a) and b or a
