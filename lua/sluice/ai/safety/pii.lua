@@ -52,13 +52,38 @@ local function luhn(digits)
 end
 _M.luhn = luhn
 
+-- The checks read the value's bytes in place (no digits-only copy made with gsub): they run on every candidate.
+
+--- The number of ASCII digits in v, and the first one's value (nil when none).
+local function digits_of(v)
+    local n, first = 0, nil
+    for i = 1, #v do
+        local c = byte(v, i)
+        if c >= 48 and c <= 57 then
+            n = n + 1
+            if not first then first = c - 48 end
+        end
+    end
+    return n, first
+end
+
 local function card_ok(v)
-    local digits = gsub(v, "[^%d]", "")
-    local n = #digits
+    local n, first = digits_of(v)
     if n < 13 or n > 19 then return false end
-    local first = byte(digits, 1) - 48
     if first < 2 or first > 6 then return false end -- issuers: 2 (Mastercard), 3 (Amex, Diners, JCB), 4, 5, 6
-    return luhn(digits)
+    local sum, dbl = 0, false -- Luhn over the digits of v, skipping its separators
+    for i = #v, 1, -1 do
+        local d = byte(v, i) - 48
+        if d >= 0 and d <= 9 then
+            if dbl then
+                d = d * 2
+                if d > 9 then d = d - 9 end
+            end
+            sum = sum + d
+            dbl = not dbl
+        end
+    end
+    return sum % 10 == 0
 end
 
 -- IBAN lengths by country (ISO 13616 registry); a country not listed is checked by mod-97 alone (15..34).
@@ -75,9 +100,9 @@ local IBAN_LEN = {
 --- mod-97 (ISO 7064) of an IBAN without spaces: the first four characters moved to the end, letters as 10..35.
 local function mod97(s)
     local r = 0
-    local t = sub(s, 5) .. sub(s, 1, 4)
-    for i = 1, #t do
-        local c = byte(t, i)
+    local n = #s
+    for k = 5, n + 4 do
+        local c = byte(s, k <= n and k or k - n)
         if c >= 48 and c <= 57 then
             r = (r * 10 + (c - 48)) % 97
         elseif c >= 65 and c <= 90 then
@@ -91,7 +116,7 @@ end
 _M.mod97 = mod97
 
 local function iban_ok(v)
-    local s = gsub(v, " ", "")
+    local s = find(v, " ", 1, true) and gsub(v, " ", "") or v
     local n = #s
     if n < 15 or n > 34 then return false end
     local want = IBAN_LEN[sub(s, 1, 2)]
@@ -100,7 +125,7 @@ local function iban_ok(v)
 end
 
 local function phone_ok(v)
-    local digits = #gsub(v, "[^%d]", "")
+    local digits = digits_of(v)
     if byte(v, 1) == 43 then -- '+': E.164 allows up to 15 digits with the country code
         return digits >= 8 and digits <= 15
     elseif byte(v, 1) == 40 or (byte(v, 1) ~= 48) then -- (415) 555-0100, 415-555-0100
@@ -142,9 +167,17 @@ end
 ---------------------------------------------------------------------------------------------------------------
 -- detectors
 
+-- Four dotted octets (the pattern's shape): none past 255, none with a leading zero.
 local function ipv4_ok(v)
-    for o in v:gmatch("%d+") do
-        if tonumber(o) > 255 or (#o > 1 and byte(o, 1) == 48) then return false end
+    local o, len = 0, 0
+    for i = 1, #v + 1 do
+        local c = byte(v, i) or 46
+        if c == 46 then
+            if o > 255 or (len > 1 and byte(v, i - len) == 48) then return false end
+            o, len = 0, 0
+        else
+            o, len = o * 10 + (c - 48), len + 1
+        end
     end
     return true
 end
