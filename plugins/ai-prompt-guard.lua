@@ -153,7 +153,7 @@ local function build(conf)
 end
 
 function _M.rewrite(conf, ctx)
-    local body = sluice.request.get_json(ctx)
+    local body = sluice.request.peek_json(ctx) -- read only: unchanged bytes still go upstream as sent
     if type(body) ~= "table" then
         return -- not JSON: not a chat request (ai-proxy answers it with its own 400)
     end

@@ -249,7 +249,7 @@ local function build(conf)
 end
 
 function _M.rewrite(conf, ctx)
-    local body = sluice.request.get_json(ctx)
+    local body = sluice.request.peek_json(ctx) -- changed only with set_json: no mask, the bytes as sent
     if type(body) ~= "table" then
         return
     end
