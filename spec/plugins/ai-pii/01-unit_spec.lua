@@ -100,12 +100,12 @@ describe("ai-pii detectors", function()
             { name = "quoted_ref", pattern = [[(["'])REF\d{4}\1]] },                -- \1 again, not the first's
             { name = "ticket", pattern = [[(?<q>T)(?<n>\d{3})-\k<n>]] },            -- names and a named reference
         } }))
-        local function redact(text)
+        local function scrub(text)
             return (s:scan(text, function(d) return "[" .. d.label .. "]" end))
         end
-        assert.equal("[DUP_CODE] and AB-123-CD", redact("AB-123-AB and AB-123-CD"))
-        assert.equal("say [QUOTED_REF] not 'REF1234\"", redact("say \"REF1234\" not 'REF1234\""))
-        assert.equal("[TICKET] T123-124", redact("T123-123 T123-124"))
+        assert.equal("[DUP_CODE] and AB-123-CD", scrub("AB-123-AB and AB-123-CD"))
+        assert.equal("say [QUOTED_REF] not 'REF1234\"", scrub("say \"REF1234\" not 'REF1234\""))
+        assert.equal("[TICKET] T123-124", scrub("T123-123 T123-124"))
     end)
 
     it("a hostile input ends (bounded patterns, no catastrophic backtracking)", function()
