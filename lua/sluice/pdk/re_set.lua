@@ -32,6 +32,7 @@ local Set = {}
 Set.__index = Set
 
 local MAX_LITERALS = 32 -- past this, scanning for them costs more than the patterns they would spare
+local SHORT = 256       -- a subject shorter than this is given to the patterns without the pre-filter
 
 local function member_of(x, i)
     if type(x) == "string" then return x, "" end
@@ -112,6 +113,7 @@ end
 local function prefilter(self, subject)
     local maybe = self.maybe
     local found = self.found
+    if found and #subject < SHORT then found = nil end -- PCRE2 over a few hundred bytes costs less than the search
     if found then
         C.sl_literals_find(subject, #subject, self.ptrs, self.lens, self.fold, self.nlit, found)
     end
@@ -119,7 +121,7 @@ local function prefilter(self, subject)
     for _, m in ipairs(self.list) do
         local ok = true
         local l = m.lits
-        if l then
+        if l and found then
             ok = false
             for j = 1, #l do
                 if found[l[j] - 1] ~= 0 then ok = true break end
