@@ -18,7 +18,8 @@
 -- and on a hit the tokens and cost it saved (docs/caching.md). Helpers: sluice.cache.key (the key),
 -- .store (L1 shared dict, L2 memcached, generations, purges), .coalesce (one upstream call per key and node),
 -- .capture (the answer as the client got it -> the stored form), .replay (the stored form -> the client's
--- API), .semantic and .vectors (the semantic cache). Purge: DELETE /admin/cache (sluice.admin.cache).
+-- API), .semantic (the semantic cache: embeddings; prompts in the node's vector store). Purge: DELETE
+-- /admin/cache (sluice.admin.cache).
 local sluice = require("sluice")
 local usage = require("sluice.ai.usage")
 local common = require("sluice.ai.common")
@@ -30,6 +31,7 @@ local replay = require("sluice.cache.replay")
 local routes = require("sluice.cache.routes")
 local stats = require("sluice.cache.stats")
 local semantic_step = require("ai-cache.semantic")
+local semantic = require("sluice.cache.semantic")
 
 local response, request = sluice.response, sluice.request
 local type, ipairs, next, tostring, tonumber, setmetatable = type, ipairs, next, tostring, tonumber, setmetatable
@@ -76,9 +78,11 @@ local function runtime(conf, ctx)
     local has_mc = routes.has_memcached(ctx.config)
     local ignore = {}
     for _, f in ipairs(conf.ignore_fields) do ignore[f] = true end
+    local sem = conf.semantic
     rt = { conf = conf, dict = d, ignore = ignore,
            st = store.new({ dict = d, l1 = conf.l1, l2 = conf.l2 and has_mc, ttl = conf.ttl,
-                            max_size = conf.max_entry_size, compress_min = conf.compress_min }) }
+                            max_size = conf.max_entry_size, compress_min = conf.compress_min }),
+           index = sem and semantic.index(conf.shared_dict, sem.capacity, sem.max_entries) }
     runtimes[conf] = rt
     return rt
 end
