@@ -76,10 +76,11 @@ local function runtime(conf, ctx)
         return false
     end
     local has_mc = routes.has_memcached(ctx.config)
-    local ignore = {}
-    for _, f in ipairs(conf.ignore_fields) do ignore[f] = true end
+    local ignore, sorted = {}, {}
+    for i, f in ipairs(conf.ignore_fields) do ignore[f], sorted[i] = true, #f .. ":" .. f end
+    table.sort(sorted)
     local sem = conf.semantic
-    rt = { conf = conf, dict = d, ignore = ignore,
+    rt = { conf = conf, dict = d, ignore = ignore, ignore_sig = concat(sorted, ","),
            st = store.new({ dict = d, l1 = conf.l1, l2 = conf.l2 and has_mc, ttl = conf.ttl,
                             max_size = conf.max_entry_size, compress_min = conf.compress_min }),
            index = sem and semantic.index(conf.shared_dict, sem.capacity, sem.max_entries) }
@@ -207,6 +208,24 @@ end
 ---------------------------------------------------------------------------------------------------------------
 -- the upstream stage
 
+-- The request's key (sluice.cache.key). A body still the client's JSON (ai.raw while nobody was handed the
+-- decoded table) has its key memoised by its bytes: a repeated request skips the canonical serialisation.
+local function key_of(ctx, rt, prefix, ai)
+    local raw = ai.raw
+    if not raw or rawget(ctx, "_json_out") or rawget(ctx, "json_changed") then
+        return keys.of(prefix, ai.request, ai.model, rt.ignore)
+    end
+    local d = rt.dict
+    local name = keys.raw_name(prefix, ai.model, rt.ignore_sig, raw)
+    local key = keys.raw_key((d:get(name)))
+    if key then
+        return key
+    end
+    key = keys.of(prefix, ai.request, ai.model, rt.ignore)
+    d:set(name, keys.raw_value(key), rt.conf.ttl) -- a memo without its entry yet is right all the same
+    return key
+end
+
 -- Lets the requests waiting on cs's key go, once: readable when its entry can be read now.
 local function release(cs, readable)
     if cs.leader then
@@ -228,7 +247,7 @@ local function upstream_stage(ctx)
         return prev(ctx)
     end
     local prefix = "v1\0" .. ns .. "\0" .. store.generation(rt.dict, ns) .. "\0" .. tenant_of(conf, ctx)
-    cs.key = keys.of(prefix, ai.request, ai.model, rt.ignore)
+    cs.key = key_of(ctx, rt, prefix, ai)
     local refresh = control == "no-cache"
     if not refresh then
         if try_hit(ctx, cs, "exact") then return end

@@ -14,6 +14,15 @@
 --     is a list of one;
 --   * object keys are sorted; numbers are written exactly (integers as integers, others with 17 digits);
 --     strings are length-prefixed, so no two different requests serialise alike.
+--
+-- The raw memo, for a request whose body is still the client's JSON (nothing changed the table decoded from it):
+-- its key is then a function of (prefix, model, ignored fields, body bytes) alone, so ai-cache memoises it in the
+-- node's dict and a repeated request skips the canonical serialisation and SHA-256:
+--   local name = key.raw_name(prefix, model, ignore_sig, body)  -- "r:" .. XXH64 of those (kept in a buffer)
+--   local k = key.raw_key(d:get(name))     -- the memo's key, nil unless the memo was made from the same bytes
+--   d:set(name, key.raw_value(k), ttl)     -- after key.of: the memo of the last raw_name
+-- The memo holds the bytes it was made from and raw_key compares them all, so a hash collision can never hand
+-- out another request's key (it only costs a miss of the memo).
 local ffi = require("ffi")
 local buffer = require("string.buffer")
 local cjson = require("cjson.safe")
@@ -22,9 +31,16 @@ local C = require("sluice.core")
 pcall(ffi.cdef, [[
 void sl_sha256_hex(const void *p, size_t len, char out[64]);
 ]])
+pcall(ffi.cdef, [[
+uint64_t sl_xxh64(const void *p, size_t n, uint64_t seed);
+int memcmp(const void *a, const void *b, size_t n);
+]])
+local libc = ffi.C
+local tohex = require("bit").tohex
 
 local type, pairs, next, tostring, tonumber = type, pairs, next, tostring, tonumber
-local sort = table.sort
+local sub = string.sub
+local table_sort = table.sort
 local floor, huge = math.floor, math.huge
 local null = cjson.null
 
@@ -43,6 +59,24 @@ _M.NEVER = NEVER
 local buf = buffer.new(1024)
 local KEEP = 65536
 local hex = ffi.new("char[64]")
+local rbuf = buffer.new(1024) -- the raw memo's bytes (raw_name .. raw_key / raw_value)
+
+-- Sorts the n strings of list in place in byte order (as table.sort does): an insertion sort for the few keys
+-- most objects have, which the JIT compiles in line where table.sort is a call into C; table.sort past that.
+local function sort(list, n)
+    if n > 12 then
+        return table_sort(list)
+    end
+    for i = 2, n do
+        local v = list[i]
+        local j = i - 1
+        while j > 0 and v < list[j] do
+            list[j + 1] = list[j]
+            j = j - 1
+        end
+        list[j + 1] = v
+    end
+end
 
 local put
 
@@ -51,7 +85,9 @@ local function is_array(t)
 end
 
 local function put_number(v)
-    if v == floor(v) and v > -9007199254740992 and v < 9007199254740992 then
+    if v == floor(v) and v > -1e14 and v < 1e14 then -- tostring writes these as %d does (14 digits), but -0
+        buf:put("n", v == 0 and "0" or tostring(v), ";")
+    elseif v == floor(v) and v > -9007199254740992 and v < 9007199254740992 then
         buf:putf("n%d;", v)
     elseif v ~= v then
         buf:put("nnan;")
@@ -107,7 +143,7 @@ local function put_object(t, content)
             keys[nk] = type(k) == "string" and k or tostring(k)
         end
     end
-    sort(keys)
+    sort(keys, nk)
     buf:put("{")
     for i = 1, nk do
         local k = keys[i]
@@ -180,7 +216,7 @@ local function put_request(request, ignore)
             end
         end
     end
-    sort(keys)
+    sort(keys, nk)
     for i = 1, nk do
         local k = keys[i]
         local v = fields[k]
@@ -228,6 +264,38 @@ function _M.of(prefix, request, model, ignore)
         buf:reset()
     end
     return ffi.string(hex, 64)
+end
+
+--- See the top of this file: the name of the raw memo of a request (its bytes stay in a buffer for raw_key and
+--- raw_value, until the next raw_name).
+function _M.raw_name(prefix, model, ignore_sig, body)
+    model = tostring(model)
+    rbuf:reset()
+    rbuf:put(prefix, "\0", #model, ":", model, "\0", ignore_sig, "\0", body)
+    local p, len = rbuf:ref()
+    return "r:" .. tohex(C.sl_xxh64(p, len, 0))
+end
+
+--- The key a raw memo value holds when it was made from the bytes of the last raw_name, else nil.
+function _M.raw_key(v)
+    if type(v) ~= "string" then
+        return nil
+    end
+    local p, len = rbuf:ref()
+    if #v ~= len + 64 or libc.memcmp(v, p, len) ~= 0 then
+        return nil
+    end
+    return sub(v, len + 1)
+end
+
+--- The raw memo value for key k and the bytes of the last raw_name.
+function _M.raw_value(k)
+    local p, len = rbuf:ref()
+    local v = ffi.string(p, len) .. k
+    if len > KEEP then
+        rbuf:free()
+    end
+    return v
 end
 
 return _M

@@ -8,6 +8,7 @@
 --
 -- Layout (key: 64 hex digits from sluice.cache.key):
 --   L1  "e:KEY" -> value (flags = 0) or compressed value (flags = the original length); TTL = ttl
+--   L1  "r:XXH64" -> the raw memo of a request's key (sluice.cache.key, made by ai-cache); TTL = ttl
 --   L2  PREFIX .. "e:KEY" -> "EXPIRES:" .. value (flags as in L1); EXPIRES is the epoch second the entry dies at,
 --       so an L2 hit fills L1 with what is left of the TTL, never more
 -- Generations make purges cheap on every node: the key prefix holds the generation of "all" and of the entry's

@@ -204,6 +204,27 @@ describe("ai-cache storage helpers", function()
         assert.is_nil(zip.inflate("garbage", 100))
     end)
 
+    it("memoises the key of a body's bytes and hands it out for those bytes only", function()
+        local req = { model = "gpt", messages = { { role = "user", content = "Say hello" } }, temperature = 0 }
+        local body = cjson.encode(req)
+        local k = keys.of("p", req, "m", {})
+        local name = keys.raw_name("p", "m", "", body)
+        assert.matches("^r:%x+$", name)
+        local v = keys.raw_value(k)
+        assert.equal(k, keys.raw_key(v))
+        assert.equal(name, keys.raw_name("p", "m", "", body))
+        for _, other in ipairs({ { "q", "m", "", body }, { "p", "m2", "", body }, { "p", "m", "5:top_p", body },
+                                 { "p", "m", "", body .. " " }, { "p", "m", "", body:upper() } }) do
+            assert.not_equal(name, keys.raw_name(unpack(other)))
+            assert.is_nil(keys.raw_key(v), other[1] .. other[2] .. other[3] .. other[4]) -- made from other bytes
+        end
+        keys.raw_name("p", "m", "", body)
+        assert.equal(k, keys.raw_key(v))
+        assert.is_nil(keys.raw_key("x" .. v:sub(2))) -- one byte differs: never trusted
+        assert.is_nil(keys.raw_key(v .. "0"))
+        assert.is_nil(keys.raw_key(nil))
+    end)
+
     it("finds the nearest prompt of a partition in the vector store and evicts the partition's oldest", function()
         local ix = semantic.index("unit-" .. os.time(), 10, 2)
         local p, q = string.rep("1", 64), string.rep("2", 64)
