@@ -20,7 +20,7 @@
 -- node's dict and a repeated request skips the canonical serialisation and SHA-256:
 --   local name = key.raw_name(prefix, model, ignore_sig, body)  -- "r:" .. XXH64 of those (kept in a buffer)
 --   local k = key.raw_key(d:get(name))     -- the memo's key, nil unless the memo was made from the same bytes
---   d:set(name, key.raw_value(k), ttl)     -- after key.of: the memo of the last raw_name
+--   d:set(name, key.raw_value(k), ttl)     -- the memo of the bytes of the last raw_name
 -- The memo holds the bytes it was made from and raw_key compares them all, so a hash collision can never hand
 -- out another request's key (it only costs a miss of the memo).
 local ffi = require("ffi")

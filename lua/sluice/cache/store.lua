@@ -161,7 +161,7 @@ local function gen_of(d, name)
         seen[d] = mine
     end
     if v then
-        mine[name] = v
+        if mine[name] ~= v then mine[name] = v end
         return v
     end
     v = mine[name]
@@ -172,9 +172,21 @@ local function gen_of(d, name)
     return "0"
 end
 
+-- per namespace: its generation item's name, and the last prefix made (no string built per request)
+local ns_items = {}
+
 --- The generation prefix of namespace ns in dict d (this node's view): "ALL/NS".
 function _M.generation(d, ns)
-    return gen_of(d, "g:all") .. "/" .. gen_of(d, "g:ns:" .. ns)
+    local t = ns_items[ns]
+    if not t then
+        t = { name = "g:ns:" .. ns }
+        ns_items[ns] = t
+    end
+    local all, mine = gen_of(d, "g:all"), gen_of(d, t.name)
+    if t.all ~= all or t.ns ~= mine then
+        t.all, t.ns, t.prefix = all, mine, all .. "/" .. mine
+    end
+    return t.prefix
 end
 
 local function token()
