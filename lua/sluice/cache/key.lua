@@ -39,8 +39,7 @@ local libc = ffi.C
 local tohex = require("bit").tohex
 
 local type, pairs, next, tostring, tonumber = type, pairs, next, tostring, tonumber
-local sub = string.sub
-local table_sort = table.sort
+local sort = table.sort
 local floor, huge = math.floor, math.huge
 local null = cjson.null
 
@@ -61,23 +60,6 @@ local KEEP = 65536
 local hex = ffi.new("char[64]")
 local rbuf = buffer.new(1024) -- the raw memo's bytes (raw_name .. raw_key / raw_value)
 
--- Sorts the n strings of list in place in byte order (as table.sort does): an insertion sort for the few keys
--- most objects have, which the JIT compiles in line where table.sort is a call into C; table.sort past that.
-local function sort(list, n)
-    if n > 12 then
-        return table_sort(list)
-    end
-    for i = 2, n do
-        local v = list[i]
-        local j = i - 1
-        while j > 0 and v < list[j] do
-            list[j + 1] = list[j]
-            j = j - 1
-        end
-        list[j + 1] = v
-    end
-end
-
 local put
 
 local function is_array(t)
@@ -85,9 +67,7 @@ local function is_array(t)
 end
 
 local function put_number(v)
-    if v == floor(v) and v > -1e14 and v < 1e14 then -- tostring writes these as %d does (14 digits), but -0
-        buf:put("n", v == 0 and "0" or tostring(v), ";")
-    elseif v == floor(v) and v > -9007199254740992 and v < 9007199254740992 then
+    if v == floor(v) and v > -9007199254740992 and v < 9007199254740992 then
         buf:putf("n%d;", v)
     elseif v ~= v then
         buf:put("nnan;")
@@ -143,7 +123,7 @@ local function put_object(t, content)
             keys[nk] = type(k) == "string" and k or tostring(k)
         end
     end
-    sort(keys, nk)
+    sort(keys)
     buf:put("{")
     for i = 1, nk do
         local k = keys[i]
@@ -216,7 +196,7 @@ local function put_request(request, ignore)
             end
         end
     end
-    sort(keys, nk)
+    sort(keys)
     for i = 1, nk do
         local k = keys[i]
         local v = fields[k]
@@ -282,10 +262,14 @@ function _M.raw_key(v)
         return nil
     end
     local p, len = rbuf:ref()
-    if #v ~= len + 64 or libc.memcmp(v, p, len) ~= 0 then
+    if #v ~= len + 64 then
         return nil
     end
-    return sub(v, len + 1)
+    local vp = ffi.cast("const char *", v)
+    if libc.memcmp(vp, p, len) ~= 0 then
+        return nil
+    end
+    return ffi.string(vp + len, 64)
 end
 
 --- The raw memo value for key k and the bytes of the last raw_name.
