@@ -238,9 +238,9 @@ local function prefix_of(rt, ns, gen, tenant)
     return prefix
 end
 
--- The request's key (sluice.cache.key), and the name of the raw memo to make when its entry is found. A body still
--- the client's JSON (ai.raw while nobody was handed the decoded table) has its key memoised by its bytes once it
--- hit: a repeated request then skips the canonical serialisation (a one-off request pays one dict lookup more).
+-- The request's key (sluice.cache.key), and true when that key is to be memoised once its entry is found. A body
+-- still the client's JSON (ai.raw while nobody was handed the decoded table) has its key memoised by its bytes
+-- once it hit: a repeated request then skips the canonical serialisation (a one-off one pays a dict lookup more).
 local function key_of(ctx, rt, prefix, ai)
     local raw = ai.raw
     if not raw or rawget(ctx, "_json_out") or rawget(ctx, "json_changed") then
