@@ -39,9 +39,10 @@ static void usage(void)
         "usage: sluice rag build [-c FILE] [-p PREFIX] [--full] NAME\n"
         "       sluice rag build [-c FILE] [-p PREFIX] [--full] --source DIR --out FILE --provider NAME\n"
         "                        [--model MODEL] [--chunk-size N] [--overlap N] [--quantize int8,binary]\n"
+        "                        [--ivf-lists N] [--ivf-probes N]\n"
         "       sluice rag info [-c FILE] [-p PREFIX] FILE\n"
-        "       sluice rag search [-c FILE] [-p PREFIX] [--mode hybrid|bm25|dense] [-k N] INDEX QUERY\n"
-        "       sluice rag eval [-c FILE] [-p PREFIX] [-k N] [--json] [--rrf-k N] [--candidates N]\n"
+        "       sluice rag search [-c FILE] [-p PREFIX] [--mode hybrid|bm25|dense] [-k N] [--probes N] INDEX QUERY\n"
+        "       sluice rag eval [-c FILE] [-p PREFIX] [-k N] [--json] [--rrf-k N] [--candidates N] [--probes N]\n"
         "                       INDEX QUESTIONS.json\n"
         "  NAME       an index defined by an ai-rag plugin config (index.name) in the config file\n"
         "  INDEX      an index name or an index file\n"
@@ -49,6 +50,8 @@ static void usage(void)
         "embeddings\n"
         "  -p PREFIX  where lua/ and plugins/ are (default: SLUICE_HOME or the build's source dir)\n"
         "  --full     rebuild every file (default: only files that changed since the index was built)\n"
+        "  --ivf-lists N   inverted-file lists of the vectors (default: about sqrt(chunks) from 4096 chunks on;\n"
+        "                  0: none, brute force); --ivf-probes N: lists a search scans (default 1/16, >= 8)\n"
         "  eval       recall@1 and recall@k of BM25, dense and hybrid search over a JSON list of questions\n"
         "             [{\"q\": ..., \"file\": ..., \"heading\": ...}] (--json: the misses too)\n");
 }

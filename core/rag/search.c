@@ -327,6 +327,7 @@ int sl_rag_search(const sl_rag_index_t *x, const sl_rag_query_t *q, sl_rag_hit_t
         sl_vec_normalize(qnorm, dims);
         sl_vecset_t vs = x->vecs;
         vs.allow = q->allow;
+        vs.probes = q->probes;
         int r = sl_vec_search(&vs, qnorm, C, q->quant, 0, q->min_dense, dl);
         if (r < 0) {
             rc = r;

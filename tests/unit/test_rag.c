@@ -212,9 +212,9 @@ static void test_damage(void)
     CHECK(refused(c, n, "bad magic"));
     sl_rag_hdr_t *h = (sl_rag_hdr_t *)c;
     memcpy(c, b, n);
-    h->version = 2;
+    h->version = 3;
     rehash(c, n);
-    CHECK(refused(c, n, "format version 2"));
+    CHECK(refused(c, n, "format version 3"));
     memcpy(c, b, n);
     h->nchunks += 1;
     rehash(c, n);
