@@ -1,7 +1,7 @@
 /* k-NN speed of core/common/vector.c: N unit vectors of D dimensions (seeded), Q queries, top K by cosine, in
  * each mode (exact float32; int8 and sign-bit first passes rescored exactly; the inverted file of ivf.c with
- * its default probes, then a sweep of probes). Prints per-query p50 / p99 / max in milliseconds on one thread,
- * and the recall@K of every approximate mode against the exact answer.
+ * its default probes, then a sweep of probes). Prints per-query p50 / p99 / max in milliseconds on one
+ * thread, and the recall@K of every approximate mode against the exact answer.
  *
  *   build/bench_knn [N=100000] [D=768] [Q=200] [K=10] [--data random|clustered|both] [--lists L] [--sweep]
  *
@@ -66,7 +66,8 @@ static void make_rows(float *f32, size_t n, uint32_t d, int clustered)
         float *v = f32 + i * d;
         size_t st = i * 7 % (TOPICS * SUBTOPICS); /* subtopics interleaved: not grouped by row number */
         for (uint32_t j = 0; j < d; j++)
-            v[j] = clustered ? topic[(st / SUBTOPICS) * d + j] + 0.7f * sub[st * d + j] + 1.5f * gauss() : gauss();
+            v[j] = clustered ? topic[(st / SUBTOPICS) * d + j] + 0.7f * sub[st * d + j] + 1.5f * gauss()
+                             : gauss();
         sl_vec_normalize(v, d);
     }
     free(topic);
@@ -197,10 +198,14 @@ int main(int argc, char **argv)
         for (uint32_t l = 0; l < lists; l++)
             if (offs[l + 1] - offs[l] > big)
                 big = offs[l + 1] - offs[l];
-        sl_ivf_t ivf = {.centroids = cent, .offs = offs, .ids = ids, .nlist = lists,
+        sl_ivf_t ivf = {.centroids = cent,
+                        .offs = offs,
+                        .ids = ids,
+                        .nlist = lists,
                         .nprobe = sl_ivf_default_probes(lists)};
-        printf("  inverted file: %u lists (largest %u rows), k-means + assignment %.1f s, default probes %u\n",
-               lists, big, (now_ms() - t0) / 1e3, ivf.nprobe);
+        printf(
+            "  inverted file: %u lists (largest %u rows), k-means + assignment %.1f s, default probes %u\n",
+            lists, big, (now_ms() - t0) / 1e3, ivf.nprobe);
         s.ivf = &ivf;
         char name[32];
         snprintf(name, sizeof(name), "ivf%u+int8", ivf.nprobe);

@@ -82,10 +82,11 @@ static uint64_t next(uint64_t *x)
     return *x;
 }
 
-/* The centroids again from the rows of the sample assigned to them (sums, normalised); an empty list takes the
- * sample row its centroid fits worst (a new cluster where the partition is poorest), one per empty list. */
-static void update(const float *rows, const uint32_t *ix, size_t ns, uint32_t dims, float *cent, uint32_t nlist,
-                   const uint32_t *label, float *best, uint32_t *count)
+/* The centroids again from the rows of the sample assigned to them (sums, normalised); an empty list takes
+ * the sample row its centroid fits worst (a new cluster where the partition is poorest), one per empty list.
+ */
+static void update(const float *rows, const uint32_t *ix, size_t ns, uint32_t dims, float *cent,
+                   uint32_t nlist, const uint32_t *label, float *best, uint32_t *count)
 {
     memset(cent, 0, (size_t)nlist * dims * sizeof(float));
     memset(count, 0, nlist * sizeof(*count));

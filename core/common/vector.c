@@ -199,9 +199,9 @@ CLONES static void scan_i8(const sl_vecset_t *s, const int8_t *q, const uint32_t
 
 /* The sign-bit pass keeps no heap: it writes every scanned row's Hamming distance (UINT16_MAX for a row
  * filtered out) into ham (by scan position) and counts them in hist (dims + 1 counts), and the caller picks
- * the c nearest from a histogram of the distances (pick_bits): a heap push per row that improved the c-th best
- * cost more than the popcounts themselves. A distance is at most 64 x words <= SL_VEC_MAX_DIMS (hist has room
- * for that much, even from a file whose unused bits are set). */
+ * the c nearest from a histogram of the distances (pick_bits): a heap push per row that improved the c-th
+ * best cost more than the popcounts themselves. A distance is at most 64 x words <= SL_VEC_MAX_DIMS (hist has
+ * room for that much, even from a file whose unused bits are set). */
 CLONES static void scan_bits(const sl_vecset_t *s, const uint64_t *q, const uint32_t *ids, size_t n,
                              uint16_t *ham, uint32_t *hist)
 {
@@ -246,7 +246,8 @@ CLONES static void rescore(const sl_vecset_t *s, const float *q, const uint32_t 
 }
 
 /* The (at most) c scanned rows of smallest distance into out, ties by scan order (ascending rows within a
- * scan, as the heap of the other passes orders them), from the histogram of the distances; returns how many. */
+ * scan, as the heap of the other passes orders them), from the histogram of the distances; returns how many.
+ */
 static uint32_t pick_bits(const uint16_t *ham, const uint32_t *ids, size_t n, uint32_t dims, uint32_t c,
                           uint32_t *hist, uint32_t *out)
 {

@@ -86,8 +86,8 @@ uint32_t sl_ivf_default_lists(size_t n);
 /** The default number of lists a search probes out of nlist (recall@10 >= 0.95 on clustered data,
  *  docs/vector.md). */
 uint32_t sl_ivf_default_probes(uint32_t nlist);
-/** Partitions n unit rows of dims floats into nlist lists: spherical k-means (seeded, so the same rows give the
- *  same lists) on a sample, then every row to its nearest centroid. Writes centroids (nlist x dims), offs
+/** Partitions n unit rows of dims floats into nlist lists: spherical k-means (seeded, so the same rows give
+ * the same lists) on a sample, then every row to its nearest centroid. Writes centroids (nlist x dims), offs
  *  (nlist + 1) and ids (n). Returns 0, -EINVAL (nlist 0, over n or SL_IVF_MAX_LISTS), -ENOMEM. */
 int sl_ivf_train(const float *rows, size_t n, uint32_t dims, uint32_t nlist, uint64_t seed, float *centroids,
                  uint32_t *offs, uint32_t *ids);

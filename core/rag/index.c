@@ -32,7 +32,7 @@ static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
 }
 
 static const char *const SEC_NAME[SL_RAG_NSEC] = {
-    "strings",      "sources",     "chunks",    "terms",         "postings",      "vectors",
+    "strings",      "sources",     "chunks",    "terms",         "postings",       "vectors",
     "int8 vectors", "int8 scales", "sign bits", "IVF centroids", "IVF list table", "IVF rows"};
 
 /* The size section s must have for the header's counts. */
@@ -131,8 +131,8 @@ static int check_ivf(sl_rag_index_t *x, char *err, size_t errlen)
     const uint32_t *ids = (const uint32_t *)(x->base + h->sec[SL_RAG_SEC_IVF_IDS].off);
     const float *cent = (const float *)(x->base + h->sec[SL_RAG_SEC_IVF_CENT].off);
     if (offs[0] != 0 || offs[nl] != n)
-        return fail(err, errlen, -EBADMSG, "corrupt: IVF lists cover rows %u..%u of %u chunks", offs[0], offs[nl],
-                    n);
+        return fail(err, errlen, -EBADMSG, "corrupt: IVF lists cover rows %u..%u of %u chunks", offs[0],
+                    offs[nl], n);
     for (uint32_t l = 0; l < nl; l++)
         if (offs[l + 1] < offs[l])
             return fail(err, errlen, -EBADMSG, "corrupt: IVF list %u ends before it starts", l);
@@ -206,8 +206,8 @@ int sl_rag_load_mem(const void *p, size_t n, unsigned flags, sl_rag_index_t **ou
     if ((h.flags & SL_RAG_HAS_IVF) ? h.nlist == 0 || h.nlist > h.nchunks || h.nlist > SL_IVF_MAX_LISTS ||
                                          h.nprobe == 0 || h.nprobe > h.nlist
                                    : h.nlist != 0 || h.nprobe != 0)
-        return fail(err, errlen, -EBADMSG, "corrupt: %u IVF lists, %u probes, for %u chunks", h.nlist, h.nprobe,
-                    h.nchunks);
+        return fail(err, errlen, -EBADMSG, "corrupt: %u IVF lists, %u probes, for %u chunks", h.nlist,
+                    h.nprobe, h.nchunks);
     if (h.npostings > n / sizeof(sl_rag_posting_t))
         return fail(err, errlen, -EBADMSG, "corrupt: %llu postings in %zu bytes",
                     (unsigned long long)h.npostings, n);

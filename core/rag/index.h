@@ -14,8 +14,8 @@
 typedef struct sl_rag_index {
     const uint8_t *base;
     size_t size;
-    int mapped; /* 2: base is ours, freed when the last reference goes; 0: borrowed memory */
-    int refs;   /* atomic */
+    int mapped;              /* 2: base is ours, freed when the last reference goes; 0: borrowed memory */
+    int refs;                /* atomic */
     const sl_rag_hdr_t *hdr; /* &hdr_mem: a version 1 header read into this version's, IVF fields 0 */
     sl_rag_hdr_t hdr_mem;
     const char *str;
@@ -106,7 +106,7 @@ typedef struct sl_rag_query {
     float min_bm25;      /* a chunk enters the BM25 list only with at least this score */
     float min_dense;     /* ... the dense list only with at least this cosine */
     float rrf_k;         /* reciprocal rank fusion constant (0: 60) */
-    uint32_t probes;     /* IVF lists the dense pass probes (0: the index's default; its lists or more: all) */
+    uint32_t probes; /* IVF lists the dense pass probes (0: the index's default; its lists or more: all) */
 } sl_rag_query_t;
 
 /** One result: its fused score (RRF for hybrid, else the signal's own), both signals' scores (0 when the

@@ -261,9 +261,9 @@ static inline float best_theta(const best_t *b)
  * c-th best, each term's whole run is added (every chunk in it touched); once the max-score bound of the
  * remaining terms is under the heap's threshold, only the touched chunks that can still reach it are kept
  * (the others set back to 0; one walk of the touched chunks per remaining term, which the first walk shrinks
- * to the few contenders) and completed, each by a halving search of the remaining runs or a walk of a run when
- * that is cheaper. Returns how many chunks are in touched (their acc is their exact score when *pruned is 0,
- * else the kept ones' is). */
+ * to the few contenders) and completed, each by a halving search of the remaining runs or a walk of a run
+ * when that is cheaper. Returns how many chunks are in touched (their acc is their exact score when *pruned
+ * is 0, else the kept ones' is). */
 static uint32_t bm25_accumulate(const sl_rag_index_t *x, const sl_rag_query_t *q, uint32_t c, qw_t *w, int nw,
                                 int *pruned)
 {

@@ -350,7 +350,10 @@ int sl_rag_writer_bytes(sl_rag_writer_t *w, uint8_t **out, size_t *len)
     h.npostings = w->npostings;
     h.flags = w->flags | (nlist ? SL_RAG_HAS_IVF : 0);
     h.nlist = nlist;
-    h.nprobe = !nlist ? 0 : !w->ivf_probes ? sl_ivf_default_probes(nlist) : w->ivf_probes > nlist ? nlist : w->ivf_probes;
+    h.nprobe = !nlist                  ? 0
+               : !w->ivf_probes        ? sl_ivf_default_probes(nlist)
+               : w->ivf_probes > nlist ? nlist
+                                       : w->ivf_probes;
     h.avgdl = n ? (float)((double)w->total_len / n) : 0;
     h.info = w->info;
     h.body_hash = sl_xxh64(b + sizeof(h), pos - sizeof(h), 0);

@@ -247,8 +247,12 @@ static void test_index(void)
         allow[i / 8] |= (uint8_t)(1u << (i % 8));
     for (int t = 0; t < 20; t++) {
         uint32_t row = (uint32_t)(t * 131 % N);
-        sl_rag_query_t q = {.vec = rows + (size_t)row * D, .dims = D, .k = 5, .mode = SL_RAG_DENSE,
-                            .quant = SL_VEC_AUTO, .min_dense = -1};
+        sl_rag_query_t q = {.vec = rows + (size_t)row * D,
+                            .dims = D,
+                            .k = 5,
+                            .mode = SL_RAG_DENSE,
+                            .quant = SL_VEC_AUTO,
+                            .min_dense = -1};
         sl_rag_hit_t hits[5], all[5];
         CHECK_INT(sl_rag_search(x, &q, hits), 5);
         CHECK_INT(hits[0].chunk, row);
