@@ -44,6 +44,14 @@ static double now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* This thread's CPU time: on a loaded machine, what a query cost without the time others ran meanwhile. */
+static double cpu_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -82,7 +90,7 @@ typedef struct run {
     const float *qs;
     const sl_vec_hit_t *exact; /* NULL: this run is the exact one, it fills `into` */
     sl_vec_hit_t *into, *hits;
-    double *t;
+    double *t, *c;
     int q;
     uint32_t d, k;
 } run_t;
@@ -94,9 +102,10 @@ static double measure(const run_t *r, const char *name, int mode)
     size_t found = 0;
     for (int i = 0; i < r->q; i++) {
         sl_vec_hit_t *out = r->exact ? r->hits : r->into + (size_t)i * r->k;
-        double t0 = now_ms();
+        double t0 = now_ms(), c0 = cpu_ms();
         int got = sl_vec_search(r->s, r->qs + (size_t)i * r->d, r->k, mode, 0, -1.0f, out);
         r->t[i] = now_ms() - t0;
+        r->c[i] = cpu_ms() - c0;
         if (got < 0) {
             fprintf(stderr, "bench_knn: search failed (%d)\n", got);
             return -1;
@@ -107,9 +116,10 @@ static double measure(const run_t *r, const char *name, int mode)
                     found += out[a].id == r->exact[(size_t)i * r->k + b].id;
     }
     qsort(r->t, (size_t)r->q, sizeof(double), cmp_double);
+    qsort(r->c, (size_t)r->q, sizeof(double), cmp_double);
     double recall = (double)found / ((double)r->q * r->k);
-    printf("  %-16s p50 %7.3f ms  p99 %7.3f ms  max %7.3f ms", name, r->t[r->q / 2], r->t[(r->q * 99) / 100],
-           r->t[r->q - 1]);
+    printf("  %-14s p50 %7.3f p99 %7.3f max %7.3f ms | cpu p50 %7.3f p99 %7.3f ms", name, r->t[r->q / 2],
+           r->t[(r->q * 99) / 100], r->t[r->q - 1], r->c[r->q / 2], r->c[(r->q * 99) / 100]);
     if (r->exact)
         printf("  recall@%u vs exact %.3f", r->k, recall);
     printf("\n");
@@ -130,7 +140,7 @@ static int index_bench(const char *path, int q, uint32_t k, int sweep)
     const uint32_t d = s.dims;
     const size_t n = s.n;
     float *qs = malloc((size_t)q * d * sizeof(float)), *noise = malloc(d * sizeof(float));
-    double *t = malloc((size_t)q * sizeof(double));
+    double *t = malloc((size_t)q * sizeof(double)), *c = malloc((size_t)q * sizeof(double));
     sl_vec_hit_t *exact = malloc((size_t)q * k * sizeof(sl_vec_hit_t)),
                  *hits = malloc(k * sizeof(sl_vec_hit_t));
     if (n == 0 || !qs || !noise || !t || !exact || !hits) {
@@ -147,7 +157,7 @@ static int index_bench(const char *path, int q, uint32_t k, int sweep)
         sl_vec_normalize(qs + (size_t)i * d, d);
     }
     printf("k-NN over the %zu x %u vectors of %s, %d queries, top %u, one thread\n", n, d, path, q, k);
-    run_t r = {.s = &brute, .qs = qs, .into = exact, .hits = hits, .t = t, .q = q, .d = d, .k = k};
+    run_t r = {.s = &brute, .qs = qs, .into = exact, .hits = hits, .t = t, .c = c, .q = q, .d = d, .k = k};
     if (measure(&r, "exact", SL_VEC_EXACT) < 0)
         return 1;
     r.exact = exact;
@@ -162,6 +172,9 @@ static int index_bench(const char *path, int q, uint32_t k, int sweep)
         snprintf(name, sizeof(name), "ivf%u+auto", s.ivf->nprobe);
         if (measure(&r, name, SL_VEC_AUTO) < 0)
             return 1;
+        snprintf(name, sizeof(name), "ivf%u+int8", s.ivf->nprobe);
+        if (s.i8 && measure(&r, name, SL_VEC_INT8) < 0)
+            return 1;
         for (uint32_t p = 1; sweep && p < s.ivf->nlist; p *= 2) {
             s.probes = p;
             snprintf(name, sizeof(name), "ivf%u+auto", p);
@@ -169,7 +182,7 @@ static int index_bench(const char *path, int q, uint32_t k, int sweep)
                 return 1;
         }
     }
-    free(qs), free(noise), free(t), free(exact), free(hits);
+    free(qs), free(noise), free(t), free(c), free(exact), free(hits);
     sl_rag_release(x);
     return 0;
 }
@@ -219,10 +232,10 @@ int main(int argc, char **argv)
     uint64_t *bits = malloc(n * words * sizeof(uint64_t));
     float *qs = malloc((size_t)q * d * sizeof(float)), *cent = malloc((size_t)(lists ? lists : 1) * d * 4);
     uint32_t *offs = malloc(((size_t)lists + 1) * 4), *ids = malloc(n * 4);
-    double *t = malloc((size_t)q * sizeof(double));
+    double *t = malloc((size_t)q * sizeof(double)), *c = malloc((size_t)q * sizeof(double));
     sl_vec_hit_t *exact = malloc((size_t)q * k * sizeof(sl_vec_hit_t)),
                  *hits = malloc(k * sizeof(sl_vec_hit_t));
-    if (!f32 || !scale || !i8 || !bits || !qs || !cent || !offs || !ids || !t || !exact || !hits) {
+    if (!f32 || !scale || !i8 || !bits || !qs || !cent || !offs || !ids || !t || !c || !exact || !hits) {
         fprintf(stderr, "bench_knn: out of memory\n");
         return 1;
     }
@@ -245,7 +258,7 @@ int main(int argc, char **argv)
         }
         printf("%s data:\n", clustered ? "clustered" : "random");
         sl_vecset_t s = {.f32 = f32, .i8 = i8, .i8_scale = scale, .bits = bits, .n = n, .dims = d};
-        run_t r = {.s = &s, .qs = qs, .into = exact, .hits = hits, .t = t, .q = q, .d = d, .k = k};
+        run_t r = {.s = &s, .qs = qs, .into = exact, .hits = hits, .t = t, .c = c, .q = q, .d = d, .k = k};
         if (measure(&r, "exact", SL_VEC_EXACT) < 0)
             return 1;
         r.exact = exact;
@@ -264,9 +277,22 @@ int main(int argc, char **argv)
         for (uint32_t l = 0; l < lists; l++)
             if (offs[l + 1] - offs[l] > big)
                 big = offs[l + 1] - offs[l];
+        /* the int8 rows again in list order, as an index file has them (IVF_I8, IVF_I8S) */
+        int8_t *gi8 = malloc(n * d);
+        float *gsc = malloc(n * sizeof(float));
+        if (!gi8 || !gsc) {
+            fprintf(stderr, "bench_knn: out of memory\n");
+            return 1;
+        }
+        for (size_t p = 0; p < n; p++) {
+            memcpy(gi8 + p * d, i8 + (size_t)ids[p] * d, d);
+            gsc[p] = scale[ids[p]];
+        }
         sl_ivf_t ivf = {.centroids = cent,
                         .offs = offs,
                         .ids = ids,
+                        .i8 = gi8,
+                        .i8_scale = gsc,
                         .nlist = lists,
                         .nprobe = sl_ivf_default_probes(lists)};
         printf(
@@ -289,8 +315,11 @@ int main(int argc, char **argv)
             if (measure(&r, name, SL_VEC_AUTO) < 0)
                 return 1;
         }
+        free(gi8);
+        free(gsc);
     }
-    free(f32), free(scale), free(i8), free(bits), free(qs), free(cent), free(offs), free(ids), free(t);
+    free(f32), free(scale), free(i8), free(bits), free(qs), free(cent), free(offs), free(ids), free(t),
+        free(c);
     free(exact), free(hits);
     return 0;
 }

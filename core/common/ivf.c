@@ -190,11 +190,11 @@ static int reserve(void **p, size_t *cap, size_t n, size_t sz)
     return 0;
 }
 
-int sl__ivf_probe(const sl_vecset_t *s, const float *q, uint32_t want, const uint32_t **ids)
+int sl__ivf_probe(const sl_vecset_t *s, const float *q, uint32_t want, const uint32_t **pos)
 {
     static __thread sl_vec_hit_t *sel;
-    static __thread uint32_t *rows;
-    static __thread size_t sel_n, rows_n;
+    static __thread uint32_t *places;
+    static __thread size_t sel_n, places_n;
     const sl_ivf_t *v = s->ivf;
     const int filtered = s->allow || s->expires;
     uint32_t probes = s->probes ? s->probes : v->nprobe;
@@ -203,29 +203,27 @@ int sl__ivf_probe(const sl_vecset_t *s, const float *q, uint32_t want, const uin
     if (probes > v->nlist)
         probes = v->nlist;
     if (reserve((void **)&sel, &sel_n, filtered ? v->nlist : probes, sizeof(*sel)) != 0 ||
-        reserve((void **)&rows, &rows_n, s->n, sizeof(*rows)) != 0)
+        reserve((void **)&places, &places_n, s->n, sizeof(*places)) != 0)
         return -ENOMEM;
     uint32_t np = nearest_lists(v, s->dims, q, probes, sel);
     size_t m = 0, pass = 0;
-    for (uint32_t i = 0; i < np; i++) {
-        uint32_t a = v->offs[sel[i].id], b = v->offs[sel[i].id + 1];
-        memcpy(rows + m, v->ids + a, (size_t)(b - a) * sizeof(*rows));
-        m += b - a;
-    }
+    for (uint32_t i = 0; i < np; i++)
+        for (uint32_t p = v->offs[sel[i].id]; p < v->offs[sel[i].id + 1]; p++)
+            places[m++] = p;
     if (filtered) {
         for (size_t j = 0; j < m; j++)
-            pass += sl_vec_row_ok(s, rows[j]);
+            pass += sl_vec_row_ok(s, v->ids[places[j]]);
         /* a filter that keeps out most of the nearest lists: the next lists, nearest first, until enough pass
          * (the lists in order again: a rare case, one more pass over the centroids) */
         if (pass < want && np < v->nlist) {
             np = nearest_lists(v, s->dims, q, v->nlist, sel);
             for (uint32_t i = probes; i < np && pass < want; i++)
-                for (uint32_t j = v->offs[sel[i].id]; j < v->offs[sel[i].id + 1]; j++) {
-                    rows[m++] = v->ids[j];
-                    pass += sl_vec_row_ok(s, v->ids[j]);
+                for (uint32_t p = v->offs[sel[i].id]; p < v->offs[sel[i].id + 1]; p++) {
+                    places[m++] = p;
+                    pass += sl_vec_row_ok(s, v->ids[p]);
                 }
         }
     }
-    *ids = rows;
+    *pos = places;
     return (int)m;
 }

@@ -161,11 +161,12 @@ uint32_t sl_topk_sort(sl_topk_t *t)
 
 #define row_ok sl_vec_row_ok
 
-/* Each scan walks rows 0..n-1 of the set, or with ids the n rows ids[0..n-1] (the probed lists of an
- * inverted file); `ROW(j)` is the j-th row scanned. */
-#define ROW(j) (ids ? (size_t)ids[j] : (j))
+/* Each scan walks rows 0..n-1 of the set, or with pos the n places pos[0..n-1] of an inverted file's list
+ * order (the probed lists: ivf->ids[p] is the row at place p, and ivf->i8 holds the int8 rows in that order,
+ * so a list is scanned from contiguous memory); `ROW(j)` is the j-th row scanned. */
+#define ROW(j) (pos ? (size_t)s->ivf->ids[pos[j]] : (j))
 
-CLONES static void scan_f32(const sl_vecset_t *s, const float *q, const uint32_t *ids, size_t n, sl_topk_t *t)
+CLONES static void scan_f32(const sl_vecset_t *s, const float *q, const uint32_t *pos, size_t n, sl_topk_t *t)
 {
     const uint32_t d = s->dims;
     const int filtered = s->allow || s->expires;
@@ -179,19 +180,19 @@ CLONES static void scan_f32(const sl_vecset_t *s, const float *q, const uint32_t
     }
 }
 
-CLONES static void scan_i8(const sl_vecset_t *s, const int8_t *q, const uint32_t *ids, size_t n, sl_topk_t *t)
+CLONES static void scan_i8(const sl_vecset_t *s, const int8_t *q, const uint32_t *pos, size_t n, sl_topk_t *t)
 {
     const uint32_t d = s->dims;
-    const int filtered = s->allow || s->expires;
+    const int filtered = s->allow || s->expires, grouped = pos && s->ivf->i8;
     for (size_t j = 0; j < n; j++) {
-        size_t i = ROW(j);
+        size_t i = ROW(j), at = grouped ? pos[j] : i;
         if (filtered && !row_ok(s, i))
             continue;
-        const int8_t *restrict r = s->i8 + i * d;
+        const int8_t *restrict r = (grouped ? s->ivf->i8 : s->i8) + at * d;
         int32_t acc = 0;
         for (uint32_t x = 0; x < d; x++)
             acc += (int32_t)r[x] * q[x];
-        float sc = (float)acc * s->i8_scale[i];
+        float sc = (float)acc * (grouped ? s->ivf->i8_scale : s->i8_scale)[at];
         if (t->n < t->k || sc > t->h[0].score)
             sl_topk_push(t, (uint32_t)i, sc);
     }
@@ -202,13 +203,13 @@ CLONES static void scan_i8(const sl_vecset_t *s, const int8_t *q, const uint32_t
  * the c nearest from a histogram of the distances (pick_bits): a heap push per row that improved the c-th
  * best cost more than the popcounts themselves. A distance is at most 64 x words <= SL_VEC_MAX_DIMS (hist has
  * room for that much, even from a file whose unused bits are set). */
-CLONES static void scan_bits(const sl_vecset_t *s, const uint64_t *q, const uint32_t *ids, size_t n,
+CLONES static void scan_bits(const sl_vecset_t *s, const uint64_t *q, const uint32_t *pos, size_t n,
                              uint16_t *ham, uint32_t *hist)
 {
     const size_t w = sl_vec_words(s->dims);
     memset(hist, 0, (s->dims + 1) * sizeof(*hist));
     const int filtered = s->allow || s->expires;
-    if (w == 4 && !filtered && !ids) { /* 256 dimensions, the common embedding size: unrolled */
+    if (w == 4 && !filtered && !pos) { /* 256 dimensions, the common embedding size: unrolled */
         const uint64_t q0 = q[0], q1 = q[1], q2 = q[2], q3 = q[3];
         for (size_t i = 0; i < n; i++) {
             const uint64_t *restrict r = s->bits + i * 4;
@@ -248,11 +249,11 @@ CLONES static void rescore(const sl_vecset_t *s, const float *q, const uint32_t 
 /* The (at most) c scanned rows of smallest distance into out, ties by scan order (ascending rows within a
  * scan, as the heap of the other passes orders them), from the histogram of the distances; returns how many.
  */
-static uint32_t pick_bits(const uint16_t *ham, const uint32_t *ids, size_t n, uint32_t dims, uint32_t c,
-                          uint32_t *hist, uint32_t *out)
+static uint32_t pick_bits(const sl_vecset_t *s, const uint16_t *ham, const uint32_t *pos, size_t n,
+                          uint32_t c, uint32_t *hist, uint32_t *out)
 {
     uint32_t below = 0, cut = 0; /* rows with a distance under cut: below (< c); those at cut fill up */
-    for (; cut <= dims; cut++) {
+    for (; cut <= s->dims; cut++) {
         if (below + hist[cut] >= c)
             break;
         below += hist[cut];
@@ -292,16 +293,19 @@ int sl_vec_search(const sl_vecset_t *s, const float *q, uint32_t k, int mode, ui
     if (k == 0 || k > SL_VEC_MAX_K || s->dims == 0 || s->dims > SL_VEC_MAX_DIMS || (s->n && !s->f32))
         return -EINVAL;
     /* an inverted file: only the rows of the lists nearest to q (probing every list is a brute-force scan) */
-    const uint32_t *ids = NULL;
+    const uint32_t *pos = NULL;
     size_t n = s->n;
     if (s->ivf && s->ivf->nlist > 0 && (s->probes ? s->probes : s->ivf->nprobe) < s->ivf->nlist) {
-        int m = sl__ivf_probe(s, q, k, &ids);
+        int m = sl__ivf_probe(s, q, k, &pos);
         if (m < 0)
             return m;
         n = (size_t)m;
     }
-    if (mode == SL_VEC_AUTO) /* by the rows this search scans: a few probed lists stay in cache */
-        mode = ids && s->i8 && s->i8_scale && (double)n * s->dims * sizeof(float) > AUTO_EXACT_BYTES
+    /* by the rows this search scans; probed lists with their own contiguous int8 copy: that copy (a quarter
+     * of the bytes, read in order, where the float rows would be gathered from all over the set) */
+    if (mode == SL_VEC_AUTO)
+        mode = pos && s->i8 && s->i8_scale &&
+                       (s->ivf->i8 || (double)n * s->dims * sizeof(float) > AUTO_EXACT_BYTES)
                    ? SL_VEC_INT8
                    : auto_mode(s, n);
     if ((mode == SL_VEC_INT8 && !(s->i8 && s->i8_scale)) || (mode == SL_VEC_BINARY && !s->bits) ||
@@ -310,7 +314,7 @@ int sl_vec_search(const sl_vecset_t *s, const float *q, uint32_t k, int mode, ui
     sl_topk_t t;
     if (mode == SL_VEC_EXACT) {
         sl_topk_init(&t, out, k);
-        scan_f32(s, q, ids, n, &t);
+        scan_f32(s, q, pos, n, &t);
     } else {
         uint32_t c = candidates ? candidates : k * OVERSAMPLE;
         /* one sign bit per dimension ranks coarsely: on a large set its default keeps 1/64 of the rows
@@ -330,7 +334,7 @@ int sl_vec_search(const sl_vecset_t *s, const float *q, uint32_t k, int mode, ui
                 return -ENOMEM;
             sl_topk_init(&t, cand, c);
             sl_vec_quantize_i8(q, s->dims, (int8_t *)qq);
-            scan_i8(s, (const int8_t *)qq, ids, n, &t);
+            scan_i8(s, (const int8_t *)qq, pos, n, &t);
             uint32_t nc = t.n;
             sl_topk_init(&t, out, k);
             for (uint32_t i = 0; i < nc; i++) {
@@ -356,8 +360,8 @@ int sl_vec_search(const sl_vecset_t *s, const float *q, uint32_t k, int mode, ui
                 ham_n = n;
             }
             sl_vec_binarize(q, s->dims, qq);
-            scan_bits(s, qq, ids, n, ham, hist);
-            uint32_t nc = pick_bits(ham, ids, n, s->dims, c, hist, cids);
+            scan_bits(s, qq, pos, n, ham, hist);
+            uint32_t nc = pick_bits(s, ham, pos, n, c, hist, cids);
             sl_topk_init(&t, out, k);
             rescore(s, q, cids, nc, &t);
         }

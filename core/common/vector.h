@@ -24,7 +24,9 @@ enum { SL_VEC_EXACT = 0, SL_VEC_INT8 = 1, SL_VEC_BINARY = 2, SL_VEC_AUTO = -1 };
 typedef struct sl_ivf {
     const float *centroids; /* nlist x dims unit vectors */
     const uint32_t *offs;   /* nlist + 1: list l holds ids[offs[l] .. offs[l + 1]) */
-    const uint32_t *ids;    /* every row once, grouped by list */
+    const uint32_t *ids;    /* every row once, grouped by list: ids[p] is the row at place p */
+    const int8_t *i8;       /* NULL, or the set's int8 rows in list order (place p: row ids[p]) */
+    const float *i8_scale;  /* with i8: their scales, in list order */
     uint32_t nlist;
     uint32_t nprobe; /* lists a search probes when the set's probes is 0 */
 } sl_ivf_t;
@@ -91,11 +93,11 @@ uint32_t sl_ivf_default_probes(uint32_t nlist);
  *  (nlist + 1) and ids (n). Returns 0, -EINVAL (nlist 0, over n or SL_IVF_MAX_LISTS), -ENOMEM. */
 int sl_ivf_train(const float *rows, size_t n, uint32_t dims, uint32_t nlist, uint64_t seed, float *centroids,
                  uint32_t *offs, uint32_t *ids);
-/** The rows of the lists of s->ivf nearest to q (s->probes of them, or ivf->nprobe), for sl_vec_search: *ids
- *  points to them (per-thread memory, valid until the thread's next call). With a filter (allow, expires),
- *  lists further away are added while fewer than want rows of the probed ones pass it. Returns how many rows,
- *  or -ENOMEM. */
-int sl__ivf_probe(const sl_vecset_t *s, const float *q, uint32_t want, const uint32_t **ids);
+/** The places (in list order: ivf->ids[p] is the row) of the lists of s->ivf nearest to q (s->probes of them,
+ *  or ivf->nprobe), for sl_vec_search: *pos points to them (per-thread memory, valid until the thread's next
+ *  call). With a filter (allow, expires), lists further away are added while fewer than want rows of the
+ *  probed ones pass it. Returns how many, or -ENOMEM. */
+int sl__ivf_probe(const sl_vecset_t *s, const float *q, uint32_t want, const uint32_t **pos);
 
 /** Whether row i passes the set's filters (allow bitmap, expiry). */
 static inline int sl_vec_row_ok(const sl_vecset_t *s, size_t i)

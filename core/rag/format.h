@@ -16,6 +16,9 @@
  *     IVF_CENT  nlist x dims float32 unit centroids                     (optional: flag SL_RAG_HAS_IVF)
  *     IVF_OFFS  nlist + 1 uint32: list l holds IVF_IDS[offs[l] .. offs[l + 1])
  *     IVF_IDS   nchunks uint32: every chunk once, grouped by list (ascending within a list)
+ *     IVF_I8, IVF_I8S  the I8 and I8S rows again in IVF_IDS order, so a probed list is read from contiguous
+ *               memory                                                 (with SL_RAG_HAS_IVF and
+ * SL_RAG_HAS_I8)
  *
  * Little-endian, fixed-size records, offsets from the start of the file. hdr_hash covers the header (with
  * hdr_hash itself zero), body_hash every byte after it. Nothing in a file is trusted before index.c checked
@@ -44,6 +47,8 @@ enum {
     SL_RAG_SEC_IVF_CENT,
     SL_RAG_SEC_IVF_OFFS,
     SL_RAG_SEC_IVF_IDS,
+    SL_RAG_SEC_IVF_I8,
+    SL_RAG_SEC_IVF_I8S,
     SL_RAG_NSEC
 };
 #define SL_RAG_NSEC_V1 (SL_RAG_SEC_BITS + 1)

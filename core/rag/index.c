@@ -32,8 +32,9 @@ static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
 }
 
 static const char *const SEC_NAME[SL_RAG_NSEC] = {
-    "strings",      "sources",     "chunks",    "terms",         "postings",       "vectors",
-    "int8 vectors", "int8 scales", "sign bits", "IVF centroids", "IVF list table", "IVF rows"};
+    "strings",        "sources",      "chunks",           "terms",          "postings",
+    "vectors",        "int8 vectors", "int8 scales",      "sign bits",      "IVF centroids",
+    "IVF list table", "IVF rows",     "IVF int8 vectors", "IVF int8 scales"};
 
 /* The size section s must have for the header's counts. */
 static uint64_t want_size(const sl_rag_hdr_t *h, int s)
@@ -62,6 +63,10 @@ static uint64_t want_size(const sl_rag_hdr_t *h, int s)
         return h->nlist ? ((uint64_t)h->nlist + 1) * sizeof(uint32_t) : 0;
     case SL_RAG_SEC_IVF_IDS:
         return h->nlist ? n * sizeof(uint32_t) : 0;
+    case SL_RAG_SEC_IVF_I8:
+        return h->nlist && (h->flags & SL_RAG_HAS_I8) ? n * h->dims : 0;
+    case SL_RAG_SEC_IVF_I8S:
+        return h->nlist && (h->flags & SL_RAG_HAS_I8) ? n * sizeof(float) : 0;
     default:
         return 0;
     }
@@ -155,6 +160,10 @@ static int check_ivf(sl_rag_index_t *x, char *err, size_t errlen)
     free(seen);
     if (rc == 0) {
         x->ivf = (sl_ivf_t){.centroids = cent, .offs = offs, .ids = ids, .nlist = nl, .nprobe = h->nprobe};
+        if (h->flags & SL_RAG_HAS_I8) { /* any bytes are an int8 row; a NaN scale gives a NaN, dropped */
+            x->ivf.i8 = (const int8_t *)(x->base + h->sec[SL_RAG_SEC_IVF_I8].off);
+            x->ivf.i8_scale = (const float *)(x->base + h->sec[SL_RAG_SEC_IVF_I8S].off);
+        }
         x->vecs.ivf = &x->ivf;
     }
     return rc;

@@ -288,6 +288,10 @@ int sl_rag_writer_bytes(sl_rag_writer_t *w, uint8_t **out, size_t *len)
         sizes[SL_RAG_SEC_IVF_CENT] = (uint64_t)nlist * d * sizeof(float);
         sizes[SL_RAG_SEC_IVF_OFFS] = ((uint64_t)nlist + 1) * sizeof(uint32_t);
         sizes[SL_RAG_SEC_IVF_IDS] = (uint64_t)n * sizeof(uint32_t);
+        if (w->flags & SL_RAG_HAS_I8) {
+            sizes[SL_RAG_SEC_IVF_I8] = (uint64_t)n * d;
+            sizes[SL_RAG_SEC_IVF_I8S] = (uint64_t)n * sizeof(float);
+        }
     }
     sl_rag_hdr_t h;
     memset(&h, 0, sizeof(h));
@@ -338,6 +342,13 @@ int sl_rag_writer_bytes(sl_rag_writer_t *w, uint8_t **out, size_t *len)
         free(b);
         return -ENOMEM;
     }
+    if (nlist && (w->flags & SL_RAG_HAS_I8)) /* the int8 rows again in list order */
+        for (uint32_t p = 0; p < n; p++) {
+            uint32_t r = ((const uint32_t *)AT(SL_RAG_SEC_IVF_IDS))[p];
+            memcpy((int8_t *)AT(SL_RAG_SEC_IVF_I8) + (size_t)p * d,
+                   (int8_t *)AT(SL_RAG_SEC_I8) + (size_t)r * d, d);
+            ((float *)AT(SL_RAG_SEC_IVF_I8S))[p] = ((const float *)AT(SL_RAG_SEC_I8S))[r];
+        }
 #undef AT
     memcpy(h.magic, SL_RAG_MAGIC, 8);
     h.version = SL_RAG_VERSION;

@@ -260,6 +260,13 @@ static void test_index(void)
         q.quant = SL_VEC_EXACT;
         CHECK_INT(sl_rag_search(x, &q, all), 5);
         q.probes = 0;
+        q.quant = SL_VEC_INT8; /* the first pass over the lists' own int8 copy, rescored exactly */
+        CHECK_INT(sl_rag_search(x, &q, hits), 5);
+        CHECK_INT(hits[0].chunk, row);
+        for (int i = 0; i < 5; i++)
+            CHECK(fabsf(hits[i].dense -
+                        sl_vec_dot(rows + (size_t)hits[i].chunk * D, rows + (size_t)row * D, D)) < 1e-5f);
+        q.quant = SL_VEC_AUTO;
         q.allow = allow;
         int m = sl_rag_search(x, &q, hits);
         CHECK(m > 0);
@@ -299,6 +306,8 @@ static void test_index(void)
     DAMAGE(h->nlist = 31, "section is");
     DAMAGE(h->flags &= ~(uint32_t)SL_RAG_HAS_IVF, "IVF lists");
     DAMAGE(h->sec[SL_RAG_SEC_IVF_IDS].size -= 4, "IVF rows section is");
+    DAMAGE(h->sec[SL_RAG_SEC_IVF_I8].size = 0, "IVF int8 vectors section is");
+    DAMAGE(h->sec[SL_RAG_SEC_IVF_I8S].off = n, "outside the");
     DAMAGE(h->sec[SL_RAG_SEC_IVF_OFFS].off = n - 8, "outside the");
     DAMAGE(h->version = 1, "header size");
     free(c);
