@@ -52,10 +52,9 @@ static inline float dot(const float *restrict a, const float *restrict b, uint32
     return s;
 }
 
-/* The nearest centroid of each of the n rows (rows[ix[i]] when ix, else rows[i]) into label, its cosine into
- * best (when not NULL). */
+/* The nearest centroid of each of the n rows (rows[ix[i]] when ix, else rows[i]) into label. */
 CLONES static void assign(const float *rows, const uint32_t *ix, size_t n, uint32_t dims, const float *cent,
-                          uint32_t nlist, uint32_t *label, float *best)
+                          uint32_t nlist, uint32_t *label)
 {
     for (size_t i = 0; i < n; i++) {
         const float *r = rows + (ix ? ix[i] : i) * (size_t)dims;
@@ -69,8 +68,6 @@ CLONES static void assign(const float *rows, const uint32_t *ix, size_t n, uint3
             }
         }
         label[i] = l;
-        if (best)
-            best[i] = b;
     }
 }
 
@@ -82,11 +79,13 @@ static uint64_t next(uint64_t *x)
     return *x;
 }
 
-/* The centroids again from the rows of the sample assigned to them (sums, normalised); an empty list takes
- * the sample row its centroid fits worst (a new cluster where the partition is poorest), one per empty list.
- */
+/* The centroids again from the rows of the sample assigned to them (sums, normalised). A list left with
+ * under a quarter of its share of the sample (empty, or an outlier's: in many dimensions a few centroids draw
+ * most rows, hubs, and the rest keep a handful) is moved to split the largest list instead: both take its
+ * centroid, nudged apart, and the next assignment divides its rows (faiss does the same for empty lists). The
+ * lists come out closer to equal, so a probe reads about its share of the rows. */
 static void update(const float *rows, const uint32_t *ix, size_t ns, uint32_t dims, float *cent,
-                   uint32_t nlist, const uint32_t *label, float *best, uint32_t *count)
+                   uint32_t nlist, const uint32_t *label, uint32_t *count)
 {
     memset(cent, 0, (size_t)nlist * dims * sizeof(float));
     memset(count, 0, nlist * sizeof(*count));
@@ -97,17 +96,28 @@ static void update(const float *rows, const uint32_t *ix, size_t ns, uint32_t di
             c[j] += r[j];
         count[label[i]]++;
     }
+    for (uint32_t l = 0; l < nlist; l++)
+        sl_vec_normalize(cent + (size_t)l * dims, dims);
+    const uint32_t small = (uint32_t)(ns / nlist / 4);
     for (uint32_t l = 0; l < nlist; l++) {
-        float *c = cent + (size_t)l * dims;
-        if (count[l] == 0) {
-            size_t w = 0;
-            for (size_t i = 1; i < ns; i++)
-                if (best[i] < best[w])
-                    w = i;
-            memcpy(c, rows + (size_t)ix[w] * dims, dims * sizeof(float));
-            best[w] = INFINITY; /* not taken twice */
+        if (count[l] > small && count[l] > 0)
+            continue;
+        uint32_t big = 0;
+        for (uint32_t m = 1; m < nlist; m++)
+            if (count[m] > count[big])
+                big = m;
+        if (count[big] < 2 * (small + 1))
+            break; /* nothing large enough to split */
+        float *c = cent + (size_t)l * dims, *b = cent + (size_t)big * dims;
+        for (uint32_t j = 0; j < dims; j++) {
+            float e = (j % 2 ? 1.0f : -1.0f) / 1024.0f;
+            c[j] = b[j] * (1 + e);
+            b[j] *= 1 - e;
         }
         sl_vec_normalize(c, dims);
+        sl_vec_normalize(b, dims);
+        count[l] = count[big] / 2;
+        count[big] -= count[l];
     }
 }
 
@@ -121,9 +131,8 @@ int sl_ivf_train(const float *rows, size_t n, uint32_t dims, uint32_t nlist, uin
         ns = n;
     uint32_t *ix = malloc(n * sizeof(*ix)), *label = malloc(n * sizeof(*label));
     uint32_t *count = malloc(nlist * sizeof(*count));
-    float *best = malloc(ns * sizeof(*best));
     int rc = -ENOMEM;
-    if (ix == NULL || label == NULL || count == NULL || best == NULL)
+    if (ix == NULL || label == NULL || count == NULL)
         goto out;
     /* the sample: the first ns of a seeded shuffle (its first nlist rows are the first centroids) */
     uint64_t x = seed ? seed : 0x9e3779b97f4a7c15ull;
@@ -140,11 +149,11 @@ int sl_ivf_train(const float *rows, size_t n, uint32_t dims, uint32_t nlist, uin
         sl_vec_normalize(centroids + (size_t)l * dims, dims);
     }
     for (int it = 0; it < ITERATIONS; it++) {
-        assign(rows, ix, ns, dims, centroids, nlist, label, best);
-        update(rows, ix, ns, dims, centroids, nlist, label, best, count);
+        assign(rows, ix, ns, dims, centroids, nlist, label);
+        update(rows, ix, ns, dims, centroids, nlist, label, count);
     }
     /* every row to its list; ids grouped by list, ascending within one (a counting sort) */
-    assign(rows, NULL, n, dims, centroids, nlist, label, NULL);
+    assign(rows, NULL, n, dims, centroids, nlist, label);
     memset(offs, 0, ((size_t)nlist + 1) * sizeof(*offs));
     for (size_t i = 0; i < n; i++)
         offs[label[i] + 1]++;
@@ -158,7 +167,6 @@ out:
     free(ix);
     free(label);
     free(count);
-    free(best);
     return rc;
 }
 

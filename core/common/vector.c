@@ -180,7 +180,10 @@ CLONES static void scan_f32(const sl_vecset_t *s, const float *q, const uint32_t
     }
 }
 
-CLONES static void scan_i8(const sl_vecset_t *s, const int8_t *q, const uint32_t *pos, size_t n, sl_topk_t *t)
+/* q is the query's int8 copy widened to int16: int8 x int16 products summed in int32 compile to vpmaddwd (two
+ * products and their sum per 32-bit lane), int8 x int8 to a multiply and two widenings. */
+CLONES static void scan_i8(const sl_vecset_t *s, const int16_t *q, const uint32_t *pos, size_t n,
+                           sl_topk_t *t)
 {
     const uint32_t d = s->dims;
     const int filtered = s->allow || s->expires, grouped = pos && s->ivf->i8;
@@ -191,7 +194,7 @@ CLONES static void scan_i8(const sl_vecset_t *s, const int8_t *q, const uint32_t
         const int8_t *restrict r = (grouped ? s->ivf->i8 : s->i8) + at * d;
         int32_t acc = 0;
         for (uint32_t x = 0; x < d; x++)
-            acc += (int32_t)r[x] * q[x];
+            acc += (int16_t)r[x] * q[x];
         float sc = (float)acc * (grouped ? s->ivf->i8_scale : s->i8_scale)[at];
         if (t->n < t->k || sc > t->h[0].score)
             sl_topk_push(t, (uint32_t)i, sc);
@@ -329,12 +332,15 @@ int sl_vec_search(const sl_vecset_t *s, const float *q, uint32_t k, int mode, ui
             c = SL_VEC_MAX_CANDIDATES;
         uint64_t qq[SL_VEC_MAX_DIMS / 8]; /* the query's int8 or sign-bit copy */
         if (mode == SL_VEC_INT8) {
-            sl_vec_hit_t *cand = malloc(c * sizeof(*cand));
+            sl_vec_hit_t *cand = malloc(c * sizeof(*cand) + s->dims * sizeof(int16_t));
             if (cand == NULL)
                 return -ENOMEM;
             sl_topk_init(&t, cand, c);
             sl_vec_quantize_i8(q, s->dims, (int8_t *)qq);
-            scan_i8(s, (const int8_t *)qq, pos, n, &t);
+            int16_t *q16 = (int16_t *)(cand + c); /* after the candidates: one allocation */
+            for (uint32_t x = 0; x < s->dims; x++)
+                q16[x] = ((const int8_t *)qq)[x];
+            scan_i8(s, q16, pos, n, &t);
             uint32_t nc = t.n;
             sl_topk_init(&t, out, k);
             for (uint32_t i = 0; i < nc; i++) {
