@@ -304,11 +304,10 @@ int sl_vec_search(const sl_vecset_t *s, const float *q, uint32_t k, int mode, ui
             return m;
         n = (size_t)m;
     }
-    /* by the rows this search scans; probed lists with their own contiguous int8 copy: that copy (a quarter
-     * of the bytes, read in order, where the float rows would be gathered from all over the set) */
+    /* by the rows this search scans: probed lists small enough stay in cache (exact), more are read from the
+     * lists' own contiguous int8 copy */
     if (mode == SL_VEC_AUTO)
-        mode = pos && s->i8 && s->i8_scale &&
-                       (s->ivf->i8 || (double)n * s->dims * sizeof(float) > AUTO_EXACT_BYTES)
+        mode = pos && s->i8 && s->i8_scale && (double)n * s->dims * sizeof(float) > AUTO_EXACT_BYTES
                    ? SL_VEC_INT8
                    : auto_mode(s, n);
     if ((mode == SL_VEC_INT8 && !(s->i8 && s->i8_scale)) || (mode == SL_VEC_BINARY && !s->bits) ||
@@ -332,21 +331,21 @@ int sl_vec_search(const sl_vecset_t *s, const float *q, uint32_t k, int mode, ui
             c = SL_VEC_MAX_CANDIDATES;
         uint64_t qq[SL_VEC_MAX_DIMS / 8]; /* the query's int8 or sign-bit copy */
         if (mode == SL_VEC_INT8) {
-            sl_vec_hit_t *cand = malloc(c * sizeof(*cand) + s->dims * sizeof(int16_t));
+            sl_vec_hit_t *cand = malloc(c * (sizeof(*cand) + sizeof(uint32_t)) + s->dims * sizeof(int16_t));
             if (cand == NULL)
                 return -ENOMEM;
+            uint32_t *cids = (uint32_t *)(cand + c); /* one allocation: candidates, their rows, the query */
+            int16_t *q16 = (int16_t *)(cids + c);
             sl_topk_init(&t, cand, c);
             sl_vec_quantize_i8(q, s->dims, (int8_t *)qq);
-            int16_t *q16 = (int16_t *)(cand + c); /* after the candidates: one allocation */
             for (uint32_t x = 0; x < s->dims; x++)
                 q16[x] = ((const int8_t *)qq)[x];
             scan_i8(s, q16, pos, n, &t);
             uint32_t nc = t.n;
+            for (uint32_t i = 0; i < nc; i++)
+                cids[i] = cand[i].id;
             sl_topk_init(&t, out, k);
-            for (uint32_t i = 0; i < nc; i++) {
-                uint32_t id = cand[i].id;
-                sl_topk_push(&t, id, sl_vec_dot(s->f32 + (size_t)id * s->dims, q, s->dims));
-            }
+            rescore(s, q, cids, nc, &t);
             free(cand);
         } else {
             /* per thread, grown to the largest scan: distances, histogram, candidate rows */

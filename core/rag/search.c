@@ -203,6 +203,7 @@ static float still(float rem)
 typedef struct best {
     uint32_t *h, *pos;
     uint32_t n, c;
+    float theta; /* acc of the root once the heap is full, else -1: below it a chunk cannot enter */
 } best_t;
 
 static inline int hworse(uint32_t a, uint32_t b)
@@ -230,7 +231,7 @@ static void best_down(best_t *b, uint32_t i)
 }
 
 /* Chunk ch's score grew: it enters (or moves in) the heap when it is among the c best. */
-static inline void best_offer(best_t *b, uint32_t ch)
+static void best_update(best_t *b, uint32_t ch)
 {
     if (b->pos[ch]) {
         best_down(b, b->pos[ch] - 1);
@@ -248,12 +249,21 @@ static inline void best_offer(best_t *b, uint32_t ch)
         b->h[0] = ch;
         best_down(b, 0);
     }
+    if (b->n == b->c)
+        b->theta = acc[b->h[0]];
+}
+
+/* best_update for the few postings that change the heap: most chunks stay under its root, a test inline. */
+static inline void best_offer(best_t *b, uint32_t ch)
+{
+    if (acc[ch] >= b->theta || b->pos[ch])
+        best_update(b, ch);
 }
 
 /* The c-th best score so far, or -1 while fewer than c chunks scored. */
 static inline float best_theta(const best_t *b)
 {
-    return b->n == b->c ? acc[b->h[0]] : -1;
+    return b->theta;
 }
 
 /* BM25 of every chunk that can rank among the c best into acc, term by term, rarest (highest bound) first,
@@ -271,7 +281,7 @@ static uint32_t bm25_accumulate(const sl_rag_index_t *x, const sl_rag_query_t *q
     rem[nw] = 0;
     for (int i = nw - 1; i >= 0; i--)
         rem[i] = rem[i + 1] + w[i].ub;
-    best_t b = {heap, heap_pos, 0, c};
+    best_t b = {heap, heap_pos, 0, c, -1};
     uint32_t nt = 0;
     int i = 0;
     *pruned = 0;
@@ -302,7 +312,8 @@ static uint32_t bm25_accumulate(const sl_rag_index_t *x, const sl_rag_query_t *q
             uint32_t m = 0;
             for (uint32_t j = 0; j < nt; j++) {
                 uint32_t ch = touched[j];
-                if (heap_pos[ch] || (acc[ch] + r >= theta && acc[ch] + r >= q->min_bm25))
+                float a = acc[ch] + r; /* under theta: not in the heap (its chunks score theta or more) */
+                if (a >= theta && (a >= q->min_bm25 || heap_pos[ch]))
                     touched[m++] = ch;
                 else
                     acc[ch] = 0;
