@@ -571,18 +571,6 @@ local function reload_plugins(method)
     return reply(200, body)
 end
 
-local hostname
-local function node_id(cfg)
-    if cfg and cfg.node.id then return cfg.node.id end
-    if not hostname then
-        local ffi = require("ffi")
-        pcall(ffi.cdef, "int gethostname(char *name, size_t len);")
-        local buf = ffi.new("char[256]")
-        hostname = ffi.C.gethostname(buf, 255) == 0 and ffi.string(buf) or "unknown"
-    end
-    return hostname
-end
-
 local function status(method)
     if method ~= "GET" then return fail(405, "method not allowed (GET)") end
     current() -- drops `pending` once applied
@@ -592,10 +580,11 @@ local function status(method)
     local center = cfg and cfg.node.config_center and require("sluice.config.center").status()
     if center then center.refused = list_of(center.refused) end
     return reply(200, {
-        node_id = node_id(cfg),
+        node_id = require("sluice.config.nodes").id(cfg and cfg.node),
         config_center = center or { kind = cfg and cfg.node.config_center and "etcd" or "file",
                                     state = cfg and cfg.node.config_center and "starting" or nil },
         memcached = require("sluice.pdk.memcached").status(),
+        cluster = require("sluice.config.nodes").status(), -- the nodes this node sees (docs/cluster.md, "Nodes")
         version = ok and version or "unknown",
         config_version = st and st.version or 0,
         pending_version = pending and pending.version or nil,

@@ -142,7 +142,7 @@ local function add_hist(h, s)
 end
 
 --- The dashboard's data: totals, per-dimension rows, cumulative histograms, breaker states, queue depths, the
---- last audit records.
+--- cluster's nodes (as GET /admin/status lists them), the last audit records.
 function _M.data()
     metrics.flush()
     local out = {
@@ -150,7 +150,7 @@ function _M.data()
                                      input_tokens = 0, output_tokens = 0, cached_tokens = 0, cost = 0 },
         by = { provider = {}, model = {}, consumer = {}, route = {} },
         hist = { http_latency = {}, ai_latency = {}, ttft = {} },
-        breakers = {}, queues = {}, inflight = {},
+        breakers = {}, queues = {}, inflight = {}, nodes = require("sluice.config.nodes").list(),
     }
     local t = out.totals
     for _, s in ipairs(metrics.collect()) do
