@@ -92,26 +92,46 @@ _M.finish_usage = finish_usage
 -- The `"usage":{...}` object of an OpenAI body or chunk, decoded and normalized (nil when absent or null).
 -- Plain searches only (memchr speed): `"usage"` with unescaped quotes can only be a key, since quotes inside
 -- JSON strings are escaped. The last one wins (the top-level usage comes last in OpenAI bodies).
-local function scan_usage(s, from)
+-- The position of the `{` of a `"usage"` whose quote ends at e, or nil.
+local function usage_object_at(s, e)
+    local k = e + 1
+    local c = byte(s, k)
+    while c == 32 or c == 9 or c == 10 or c == 13 do k = k + 1; c = byte(s, k) end
+    if c == 58 then -- ':'
+        k = k + 1
+        c = byte(s, k)
+        while c == 32 or c == 9 or c == 10 or c == 13 do k = k + 1; c = byte(s, k) end
+        if c == 123 then -- '{'
+            return k
+        end
+    end
+    return nil
+end
+
+-- The last `"usage": {` from `from` on, when s holds it more than once.
+local function last_usage_object(s, from)
     local at
-    from = from or 1
     while true do
         local j, e = find(s, '"usage"', from, true)
         if not j then
-            break
+            return at
         end
-        local k = e + 1
-        local c = byte(s, k)
-        while c == 32 or c == 9 or c == 10 or c == 13 do k = k + 1; c = byte(s, k) end
-        if c == 58 then -- ':'
-            k = k + 1
-            c = byte(s, k)
-            while c == 32 or c == 9 or c == 10 or c == 13 do k = k + 1; c = byte(s, k) end
-            if c == 123 then -- '{'
-                at = k
-            end
-        end
+        at = usage_object_at(s, e) or at
         from = e + 1
+    end
+end
+
+local function scan_usage(s, from)
+    from = from or 1
+    local j, e = find(s, '"usage"', from, true)
+    if not j then
+        return nil
+    end
+    local at
+    if find(s, '"usage"', e + 1, true) then
+        at = last_usage_object(s, from)
+    else -- one: the usual case, kept free of loops that iterate, so the JIT compiles it within its caller's trace
+        at = usage_object_at(s, e)
     end
     if not at then
         return nil
