@@ -215,7 +215,8 @@ local function prepare(ctx, conf, provider_name)
     if ctx.method ~= "POST" then
         return api_error(api, 405, "use POST for " .. ctx.path)
     end
-    local fresh = rawget(ctx, "json") == nil -- decoded here from ctx.body: nobody else holds the table
+    -- decoded here from ctx.body, or before only by readers (sluice.request.peek_json): nobody changed the table
+    local fresh = rawget(ctx, "json") == nil or (not rawget(ctx, "_json_out") and not rawget(ctx, "json_changed"))
     local body, err = request.get_json(ctx)
     ctx._json_out = nil -- handed out again after this (sluice.request.get_json, sluice.ai.get_request): may change
     if type(body) ~= "table" then
