@@ -256,7 +256,8 @@ local function prepare(ctx, conf, provider_name)
         eb.models = common.array(list)
         return status, eb
     end
-    local mok, mwhy = consumer.allowed("model", { name, served }, ctx)
+    -- one name when the route serves the name asked for (no table: a deny or allow of {n, n} is one of n)
+    local mok, mwhy = consumer.allowed("model", served ~= name and { name, served } or name, ctx)
     if not mok then
         return api_error(api, 403, mwhy, nil, "model_not_allowed")
     end

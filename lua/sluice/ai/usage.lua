@@ -9,10 +9,10 @@ local cjson = require("cjson.safe")
 
 local C = base.C
 local type, ipairs, tonumber, pcall, require = type, ipairs, tonumber, pcall, require
-local find, match, byte = string.find, string.match, string.byte
+local match = string.match
 local concat = table.concat
 local decode = cjson.decode
-local usage_numbers = json.usage_numbers
+local usage_numbers, usage_at = json.usage_numbers, json.usage_at
 
 local _M = {}
 
@@ -90,29 +90,10 @@ end
 _M.finish_usage = finish_usage
 
 -- The `"usage":{...}` object of an OpenAI body or chunk, decoded and normalized (nil when absent or null).
--- Plain searches only (memchr speed): `"usage"` with unescaped quotes can only be a key, since quotes inside
+-- A plain search, in C (json.usage_at): `"usage"` with unescaped quotes can only be a key, since quotes inside
 -- JSON strings are escaped. The last one wins (the top-level usage comes last in OpenAI bodies).
 local function scan_usage(s, from)
-    local at
-    from = from or 1
-    while true do
-        local j, e = find(s, '"usage"', from, true)
-        if not j then
-            break
-        end
-        local k = e + 1
-        local c = byte(s, k)
-        while c == 32 or c == 9 or c == 10 or c == 13 do k = k + 1; c = byte(s, k) end
-        if c == 58 then -- ':'
-            k = k + 1
-            c = byte(s, k)
-            while c == 32 or c == 9 or c == 10 or c == 13 do k = k + 1; c = byte(s, k) end
-            if c == 123 then -- '{'
-                at = k
-            end
-        end
-        from = e + 1
-    end
+    local at = usage_at(s, from)
     if not at then
         return nil
     end

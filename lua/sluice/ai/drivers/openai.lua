@@ -44,10 +44,7 @@ local NOT_OPENAI = { "thinking", "top_k" }
 
 --- A parameter set taking everything but `names` (OpenAI adds parameters often: the openai kind forwards
 --- what it does not know).
-local function all_but(names)
-    local no = params.set(names)
-    return setmetatable({}, { __index = function(_, k) return not no[k] end })
-end
+local all_but = params.all_but
 local ALL_BUT_EXTENSIONS = all_but(NOT_OPENAI)
 
 -- A copy of list whose tables carrying `field` are copied without it, or nil when none carries it (the client's
@@ -95,9 +92,10 @@ local function clean_message(m)
             nm.tool_calls = calls
         end
     end
-    if content_mod.call_id(m.tool_call_id) ~= m.tool_call_id then
+    local tcid = m.tool_call_id
+    if tcid ~= nil and content_mod.call_id(tcid) ~= tcid then
         nm = nm or shallow_copy(m)
-        nm.tool_call_id = content_mod.call_id(m.tool_call_id)
+        nm.tool_call_id = content_mod.call_id(tcid)
     end
     if m.is_error ~= nil then -- an OpenAI tool message is {role, content, tool_call_id}
         nm = nm or shallow_copy(m)
@@ -265,6 +263,7 @@ function _M.family(spec)
     local d = { kind = spec.kind, stream_passthrough = spec.stream_passthrough }
     local paths = spec.paths or OP_PATH
     local accepts = spec.accepts or function() return ALL_BUT_EXTENSIONS end
+    local paths_of = setmetatable({}, { __mode = "k" }) -- endpoint table -> op -> path
 
     function d.build_request(provider, op, body, opts)
         opts = opts or {}
@@ -283,8 +282,17 @@ function _M.family(spec)
             path, err = spec.url(provider, op, body, opts, ep)
             if not path then return nil, err end
         else
-            local base = ep.base ~= "" and ep.base or (spec.default_base or "/v1")
-            path = base .. suffix
+            local by_op = paths_of[ep] -- the parsed endpoint is shared: its paths are made once
+            if not by_op then
+                by_op = {}
+                paths_of[ep] = by_op
+            end
+            path = by_op[op]
+            if not path then
+                local base = ep.base ~= "" and ep.base or (spec.default_base or "/v1")
+                path = base .. suffix
+                by_op[op] = path
+            end
         end
 
         local headers = {
