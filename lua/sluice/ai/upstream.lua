@@ -81,6 +81,12 @@ _M.explicit_head = explicit_head
 
 local EMPTY = {}
 
+-- What popts' fields other than the head and body were last filled from: an AI route calls one provider with
+-- the same options table again and again (sluice.ai.proxy caches them per config; they are never changed once
+-- made), and a cdata field stored from interpreted code is a call into the VM each. The references keep the
+-- strings popts points at (host, tls.ca_file, tls.sni) alive.
+local last = { opts = nil, host = nil, port = nil, flags = nil, addr = nil }
+
 --- Sends req = {scheme, host, port, method, path, headers = {name = value}, body = string} upstream and waits for
 --- the response head. opts: timeout = {connect, send, read, header} (seconds; header: the whole response head within
 --- this once the request is sent, default read), keepalive = {size, idle_timeout},
@@ -99,16 +105,21 @@ function _M.open(ctx, req, opts)
     end
     local body = req.body or ""
     local nfields = put_head(req, #body)
-    local t, ka = opts.timeout or EMPTY, opts.keepalive or EMPTY
+    local host = req.host
     local port = req.port or (flags ~= 0 and 443 or 80)
-    ctx.upstream_addr = req.host .. ":" .. port
     local o = popts
-    o.host, o.hostlen, o.port, o.flags, o.ca_file, o.sni = req.host, #req.host, port, flags, tls and tls.ca_file,
-        tls and tls.sni
+    if opts ~= last.opts or host ~= last.host or port ~= last.port or flags ~= last.flags then
+        local t, ka = opts.timeout or EMPTY, opts.keepalive or EMPTY
+        o.host, o.hostlen, o.port, o.flags, o.ca_file, o.sni = host, #host, port, flags, tls and tls.ca_file,
+            tls and tls.sni
+        o.skip, o.skiplen = nil, 0
+        o.mode, o.connect_timeout, o.send_timeout, o.read_timeout = FILTER, t.connect or 5, t.send or 30, t.read or 60
+        o.header_timeout, o.pool_size, o.idle_timeout = t.header or t.read or 60, ka.size or 64, ka.idle_timeout or 60
+        last.opts, last.host, last.port, last.flags, last.addr = opts, host, port, flags, host .. ":" .. port
+    end
+    ctx.upstream_addr = last.addr
     local head, headlen = head_buf:ref()
-    o.head, o.headlen, o.nfields, o.skip, o.skiplen, o.body, o.bodylen = head, headlen, nfields, nil, 0, body, #body
-    o.mode, o.connect_timeout, o.send_timeout, o.read_timeout = FILTER, t.connect or 5, t.send or 30, t.read or 60
-    o.header_timeout, o.pool_size, o.idle_timeout = t.header or t.read or 60, ka.size or 64, ka.idle_timeout or 60
+    o.head, o.headlen, o.nfields, o.body, o.bodylen = head, headlen, nfields, body, #body
     local p = C.sl_proxy_start(ctx.req, o)
     if p == nil then -- out of memory, or a head that must not reach the wire (logged with the request's id)
         return nil, 500, "cannot start the upstream request (id " .. ctx.request_id .. ")"
