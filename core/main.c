@@ -277,6 +277,22 @@ static int run_command(int argc, char **argv)
     return (int)lua_tointeger(ML, -1);
 }
 
+/* A stop signal: sluice.master.stop() lets the node leave the cluster's list (its registration's lease
+ * revoked, lua/sluice/config/nodes.lua) while the workers drain; bounded by a short timeout, errors only
+ * logged. */
+static void master_stop(void)
+{
+    lua_settop(ML, 0);
+    lua_getglobal(ML, "require");
+    lua_pushstring(ML, "sluice.master");
+    if (lua_pcall(ML, 1, 1, 0) == 0) {
+        lua_getfield(ML, 1, "stop");
+        if (lua_isfunction(ML, -1) && lua_pcall(ML, 0, 0, 0) != 0)
+            sl_log(SL_LOG_WARN, "stop: %s", lua_tostring(ML, -1));
+    }
+    lua_settop(ML, 0);
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
     if (signum == SIGUSR1) { /* reopen log files (after logrotate moved them): plugins watch the generation */
@@ -302,6 +318,7 @@ static void on_signal(uv_signal_t *s, int signum)
                               : "SIGTERM",
            drain ? "draining" : "stopping now");
     sl_workers_stop(drain);
+    master_stop();
     uv_close((uv_handle_t *)&sig_hup, NULL);
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);

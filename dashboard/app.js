@@ -169,6 +169,7 @@
     }
     renderBreakdown(cur, prev1);
     renderTargets(cur);
+    renderNodes(cur.nodes || [], cur.time);
     renderRecent(cur.recent || []);
   }
 
@@ -215,6 +216,36 @@
       const tr = document.createElement('tr');
       const td = cell(tr, 'no ai-proxy-multi targets');
       td.colSpan = 4;
+      tbody.appendChild(tr);
+    }
+  }
+
+  // the cluster's nodes as this node sees them (its config center's list; this node alone without one)
+  function renderNodes(list, now) {
+    const tbody = document.querySelector('#nodes tbody');
+    tbody.textContent = '';
+    const ago = (t) => (typeof t === 'number' && now) ? fmt(Math.max(0, now - t)) + ' s ago' : '-';
+    const when = (t) => typeof t === 'number' ? new Date(t * 1000).toISOString().replace('T', ' ').replace(/\.\d+Z$/, '') : '-';
+    for (const n of list) {
+      const tr = document.createElement('tr');
+      tr.dataset.id = n.id || '';
+      if (n.self) tr.className = 'self';
+      const name = cell(tr, (n.id || '?') + (n.self ? ' (this node)' : ''));
+      name.className = 'node-id';
+      if (n.conflict) {
+        const warn = document.createElement('span');
+        warn.className = 'conflict';
+        warn.textContent = ' id used twice';
+        name.appendChild(warn);
+      }
+      cell(tr, n.version || '-');
+      cell(tr, n.hostname ? n.hostname + (n.pid ? ' (pid ' + n.pid + ')' : '') : '-');
+      cell(tr, Array.isArray(n.listen) && n.listen.length ? n.listen.join(', ') : '-');
+      cell(tr, n.revision === undefined ? '-' : String(n.revision)).className = 'revision';
+      const mc = n.memcached;
+      cell(tr, mc ? mc.up + '/' + mc.servers + ' up' : '-').className = mc ? 'state-' + mc.circuit : '';
+      cell(tr, when(n.started_at));
+      cell(tr, ago(n.last_seen)).className = 'last-seen';
       tbody.appendChild(tr);
     }
   }

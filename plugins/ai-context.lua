@@ -150,19 +150,7 @@ end
 
 local function place(conf, body, fmt, text)
     if fmt == "anthropic" then
-        local sys = body.system
-        local before = conf.placement == "before"
-        if type(sys) == "table" then
-            local blocks = {}
-            if before then blocks[1] = { type = "text", text = text } end
-            for _, b in ipairs(sys) do blocks[#blocks + 1] = b end
-            if not before then blocks[#blocks + 1] = { type = "text", text = text } end
-            body.system = blocks
-        elseif type(sys) == "string" and sys ~= "" then
-            body.system = before and (text .. "\n\n" .. sys) or (sys .. "\n\n" .. text)
-        else
-            body.system = text
-        end
+        sluice.ai.add_anthropic_system(body, text, conf.placement == "before")
         return
     end
     local msgs = body.messages

@@ -114,21 +114,11 @@ end
 
 -- ---- the query ----
 
-local function content_text(c)
-    if type(c) == "string" then return c end
-    if type(c) ~= "table" then return nil end
-    local parts = {}
-    for _, p in ipairs(c) do
-        if type(p) == "table" and p.type == "text" and type(p.text) == "string" then parts[#parts + 1] = p.text end
-    end
-    return #parts > 0 and concat(parts, "\n") or nil
-end
-
 local function last_user(messages)
     for i = #messages, 1, -1 do
         local m = messages[i]
         if type(m) == "table" and m.role == "user" then
-            return i, content_text(m.content)
+            return i, sluice.ai.text_of(m.content)
         end
     end
 end
@@ -278,18 +268,7 @@ local function place(conf, body, fmt, text, user_i)
     end
     local before = p == "system_before"
     if fmt == "anthropic" then
-        local sys = body.system
-        if type(sys) == "table" then
-            local blocks = {}
-            if before then blocks[1] = { type = "text", text = text } end
-            for _, b in ipairs(sys) do blocks[#blocks + 1] = b end
-            if not before then blocks[#blocks + 1] = { type = "text", text = text } end
-            body.system = blocks
-        elseif type(sys) == "string" and sys ~= "" then
-            body.system = before and (text .. "\n\n" .. sys) or (sys .. "\n\n" .. text)
-        else
-            body.system = text
-        end
+        sluice.ai.add_anthropic_system(body, text, before)
         return
     end
     local msgs = body.messages

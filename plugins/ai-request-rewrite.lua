@@ -18,7 +18,6 @@
 local sluice = require("sluice")
 
 local type, ipairs, tostring = type, ipairs, tostring
-local concat = table.concat
 local request, response, log = sluice.request, sluice.response, sluice.log
 
 local schema = {
@@ -40,15 +39,7 @@ local schema = {
 
 local _M = { name = "ai-request-rewrite", version = "1.0", priority = 1068, schema = schema }
 
-local function text_of(c)
-    if type(c) == "string" then return c end
-    if type(c) ~= "table" then return nil end
-    local parts = {}
-    for _, p in ipairs(c) do
-        if type(p) == "table" and p.type == "text" and type(p.text) == "string" then parts[#parts + 1] = p.text end
-    end
-    return #parts > 0 and concat(parts, "\n") or nil
-end
+local text_of = sluice.ai.text_of
 
 local function set_text(m, text)
     if type(m.content) == "string" then

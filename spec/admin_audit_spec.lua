@@ -40,6 +40,24 @@ describe("admin audit log", function()
         assert.equal(401, admin("not-a-key-0000", "GET", "/admin/usage?group_by=model").status)
     end)
 
+    it("the dashboard opens a session with any admin key; a wrong key or an unknown token is a 401", function()
+        for _, k in ipairs({ "main-admin-key-0001", "ci-deploy-key-0002", "alice-key-0003" }) do
+            local res = assert(helpers.http("POST", gw.admin_url("/dashboard/login"), { body = { key = k } }))
+            assert.equal(200, res.status)
+            local tok = assert(cjson.decode(res.body)).token
+            assert.matches("^%x+$", tok)
+            res = assert(helpers.http("GET", gw.admin_url("/dashboard/data"),
+                { headers = { authorization = "Bearer " .. tok } }))
+            assert.equal(200, res.status)
+            assert.is_table(cjson.decode(res.body))
+        end
+        local res = assert(helpers.http("POST", gw.admin_url("/dashboard/login"), { body = { key = "not-a-key-0000" } }))
+        assert.equal(401, res.status)
+        res = assert(helpers.http("GET", gw.admin_url("/dashboard/data"),
+            { headers = { authorization = "Bearer " .. string.rep("ab", 32) } }))
+        assert.equal(401, res.status)
+    end)
+
     it("names who made each change; before and after, secrets redacted", function()
         assert.equal(201, admin("ci-deploy-key-0002", "PUT", "/admin/providers/oa",
             { kind = "openai", api_key = "sk-AUDIT-SECRET-1" }).status)

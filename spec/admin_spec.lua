@@ -97,6 +97,16 @@ describe("Admin API", function()
             assert.is_string(s.version)
             assert.is_number(s.config_version)
             assert.equal(2, s.workers)
+            -- without a config center the cluster is this node alone
+            assert.equal(1, #s.cluster.nodes)
+            local me = s.cluster.nodes[1]
+            assert.is_true(me.self)
+            assert.equal(s.node_id, me.id)
+            assert.equal(s.version, me.version)
+            assert.is_number(me.pid)
+            assert.is_true(me.started_at <= os.time() and me.started_at > os.time() - 600)
+            assert.same({ "127.0.0.1:" .. gw.port }, me.listen)
+            assert.is_nil(s.cluster.lease)
         end)
     end)
 

@@ -10,7 +10,11 @@
 --   one memcached stopped: the limits and the cache go on (fail_mode open; L2 misses), its keys move to the other
 --   server, no node dies;
 --   the nodes agree (the same etcd revision, the same routes);
---   a node SIGTERMed during the load: the balancer's clients see no failed request.
+--   the nodes list each other (registrations under /sluice/nodes/ with a lease): a node killed with SIGKILL leaves
+--   the lists when its lease expires, two nodes with one id are both listed and marked, a lease revoked by hand is
+--   granted again, etcd stopped and started: every node registered again;
+--   a node SIGTERMed during the load: the balancer's clients see no failed request, and it leaves the others'
+--   lists at once (its lease revoked).
 -- The scenarios run in order over the same cluster.
 local helpers = require("helpers")
 local cluster = require("support.cluster")
@@ -22,6 +26,7 @@ local format = string.format
 local describe_cluster = cluster.available() and describe or pending
 
 local LIMITED = 8 -- routes with their own memcached-backed limit: their keys spread over both servers
+local NODE_TTL = 4 -- seconds: the lease of each node's registration (node.config_center.node_ttl)
 
 describe_cluster("cluster: three nodes, nginx, etcd, two memcached", function()
     local e, mc, mock, gws, lb, load
@@ -30,6 +35,31 @@ describe_cluster("cluster: three nodes, nginx, etcd, two memcached", function()
         local res = assert(gw:admin("GET", "/admin/status"))
         assert.equal(200, res.status, res.body)
         return res.json
+    end
+
+    -- The nodes gw lists: id -> entry (an id listed twice: a list of its entries).
+    local function listed(gw)
+        local out = {}
+        for _, n in ipairs(status(gw).cluster.nodes) do
+            if out[n.id] then
+                out[n.id] = out[n.id][1] and out[n.id] or { out[n.id] }
+                table.insert(out[n.id], n)
+            else
+                out[n.id] = n
+            end
+        end
+        return out
+    end
+
+    local function listed_ids(gw)
+        local list = {}
+        for id in pairs(listed(gw)) do list[#list + 1] = id end
+        table.sort(list)
+        return table.concat(list, ",")
+    end
+
+    local function extra_node(id)
+        return helpers.start_gateway({ node = { id = id, workers = 1, config_center = e:center({ node_ttl = NODE_TTL }) } })
     end
 
     local function serves(url, want)
@@ -83,7 +113,7 @@ describe_cluster("cluster: three nodes, nginx, etcd, two memcached", function()
         for i = 1, 3 do
             gws[i] = helpers.start_gateway({ node = {
                 id = "node" .. i, workers = 2, drain_timeout = 10, shared_dicts = { sluice = "10m", ["ai-cache"] = "4m" },
-                config_center = e:center(),
+                config_center = e:center({ node_ttl = NODE_TTL }),
                 memcached = { servers = { mc[1].addr, mc[2].addr }, timeout = 0.2, failure_threshold = 3,
                               retry_after = 1 },
             } })
@@ -112,6 +142,92 @@ describe_cluster("cluster: three nodes, nginx, etcd, two memcached", function()
             assert.is_true(serves(gw.url("/l1")))
         end
         assert.equal(0, failed(), cjson.encode(load:stats().errors))
+    end)
+
+    it("every node lists the three nodes (their registrations in etcd, under /sluice/nodes/)", function()
+        for i, gw in ipairs(gws) do
+            helpers.wait_until(function() return listed_ids(gw) == "node1,node2,node3" end, 5,
+                "node " .. i .. " does not list the three nodes")
+            local st = status(gw)
+            assert.is_true(st.cluster.registered)
+            assert.equal(NODE_TTL, st.cluster.ttl)
+            assert.equal("/sluice/nodes/node" .. i, st.cluster.key)
+            assert.same({}, st.config_center.refused) -- registrations are not config entries
+            local l = listed(gw)
+            for j = 1, 3 do
+                local n = l["node" .. j]
+                assert.equal(st.version, n.version)
+                assert.equal(j == i or nil, n.self)
+                assert.is_number(n.last_seen)
+                assert.is_number(n.revision)
+                assert.equal(2, n.memcached.servers)
+                assert.same({ "127.0.0.1:" .. gws[j].port }, n.listen)
+            end
+            assert.equal(st.cluster.lease, l["node" .. i].lease)
+        end
+        local v = cjson.decode((e:get("/sluice/nodes/node2")))
+        assert.equal("node2", v.id)
+        assert.equal(gws[2].pid, v.pid)
+        assert.equal("127.0.0.1:" .. gws[2].admin_port, v.admin)
+        assert.not_matches("/sluice/nodes/[^\n]*refused", gws[1]:log())
+    end)
+
+    it("a node killed with SIGKILL leaves the others' lists when its lease expires", function()
+        local n4 = extra_node("node4")
+        for i, gw in ipairs(gws) do
+            helpers.wait_until(function() return listed(gw).node4 ~= nil end, 5, "node " .. i .. " does not list node4")
+        end
+        n4.proc:signal(9)
+        assert.is_true(n4.proc:wait(5))
+        local t0 = socket.gettime()
+        helpers.wait_until(function() return listed(gws[1]).node4 == nil end, NODE_TTL + 5,
+            "node4 is still listed after its lease's TTL")
+        local took = socket.gettime() - t0
+        for _, gw in ipairs(gws) do
+            helpers.wait_until(function() return listed_ids(gw) == "node1,node2,node3" end, 2)
+        end
+        print(format("[cluster] node4 killed (SIGKILL): gone from node 1's list after %.1f s (node_ttl %d s)", took,
+            NODE_TTL))
+        assert.is_true(took > NODE_TTL / 3, "gone before its lease could expire")
+    end)
+
+    it("two nodes with one id: both are listed and marked, a warning is logged, nothing stops", function()
+        local dup = extra_node("node2")
+        helpers.wait_until(function()
+            local l = listed(gws[1]).node2
+            return l[1] ~= nil and #l == 2
+        end, 5, "node 1 does not list both nodes with id node2")
+        for _, n in ipairs(listed(gws[1]).node2) do assert.is_true(n.conflict) end
+        local st = status(dup)
+        assert.equal("/sluice/nodes/node2", st.cluster.conflict.key)
+        assert.equal(gws[2].pid, st.cluster.conflict.pid)
+        assert.matches("^/sluice/nodes/node2@%d+$", st.cluster.key)
+        assert.matches("nodes: another node is registered as node2", dup:log())
+        helpers.wait_until(function() return status(gws[2]).cluster.conflict ~= nil end, 5)
+        assert.matches("nodes: another node registered with this node's id node2", gws[2]:log())
+        local v = cjson.decode((e:get("/sluice/nodes/node2"))) -- the first one keeps the key
+        assert.equal(gws[2].pid, v.pid)
+        assert.is_true(dup:stop(10))
+        for i, gw in ipairs(gws) do
+            assert.is_true(gw.proc:alive())
+            helpers.wait_until(function()
+                local n = listed(gw).node2
+                return n.id == "node2" and not n.conflict
+            end, 3, "node " .. i .. " still lists two nodes with id node2")
+        end
+    end)
+
+    it("a node whose lease is revoked by hand registers again with a new one", function()
+        local old = status(gws[2]).cluster.lease
+        assert.matches("^%d+$", old)
+        local r = assert(e:call("/v3/lease/revoke", { ID = old }))
+        assert.is_nil(r.error, cjson.encode(r))
+        helpers.wait_until(function()
+            local n = listed(gws[1]).node2
+            return n and n.lease and n.lease ~= old
+        end, 5, "node2 did not register again")
+        assert.matches("nodes: the lease of this node's registration is gone", gws[2]:log())
+        assert.equal(listed(gws[1]).node2.lease, status(gws[2]).cluster.lease)
     end)
 
     local function chat(gw, text)
@@ -227,6 +343,12 @@ describe_cluster("cluster: three nodes, nginx, etcd, two memcached", function()
                 helpers.wait_until(function() return status(gw).config_center.state == "connected" end, 15,
                     "node " .. i .. " did not reconnect")
             end
+            for i, gw in ipairs(gws) do -- and registered: every node lists the three again, from etcd
+                helpers.wait_until(function()
+                    local c = status(gw).cluster
+                    return c.registered and not c.stale and listed_ids(gw) == "node1,node2,node3"
+                end, 10, "node " .. i .. " does not list the three nodes after etcd came back")
+            end
             res = gws[3]:admin("PUT", "/admin/routes/after", { paths = { "/after" }, upstream = "mock" })
             assert.equal(201, res.status, res.body)
             for i, gw in ipairs(gws) do
@@ -304,10 +426,20 @@ describe_cluster("cluster: three nodes, nginx, etcd, two memcached", function()
         print(format("[cluster] the three nodes agree: etcd revision %d, routes %s", v.revision, v.routes))
     end)
 
-    it("a node SIGTERMed during the load: the balancer's clients see no failed request", function()
+    it("a node SIGTERMed during the load: no failed request, it leaves the others' lists at once", function()
         no_failures("node 3 SIGTERMed", function()
             helpers.sleep(0.5)
-            assert.is_true(gws[3]:stop(15))
+            local t0 = socket.gettime()
+            gws[3].proc:signal(15)
+            -- its lease is revoked as it starts draining: gone well before the lease could expire
+            helpers.wait_until(function() return listed_ids(gws[1]) == "node1,node2" end, NODE_TTL / 2,
+                "node 3 is still listed by node 1")
+            local took = socket.gettime() - t0
+            assert.is_true(gws[3].proc:wait(15))
+            helpers.wait_until(function() return listed_ids(gws[2]) == "node1,node2" end, 1)
+            print(format("[cluster] node 3 SIGTERMed: gone from node 1's list after %.0f ms (node_ttl %d s)",
+                took * 1000, NODE_TTL))
+            assert.matches("nodes: left the cluster's list", gws[3]:log())
             helpers.sleep(1)
             assert.is_true(gws[1].proc:alive() and gws[2].proc:alive())
         end)

@@ -41,10 +41,11 @@ describe_etcd("config center (etcd)", function()
         return cjson.encode({ paths = { path }, upstream = upstream or "mock" })
     end
 
-    local function import(gw_file, text, args)
+    local function import(gw_file, text, args, env)
         local dir = helpers.tmpdir()
         local f = helpers.write_file(dir .. "/import.yaml", text)
-        return helpers.exec(format("env SLUICE_HOME=%s %s -c %s etcd import %s%s", helpers.shell_quote(helpers.ROOT),
+        return helpers.exec(format("env %sSLUICE_HOME=%s %s -c %s etcd import %s%s", env and (env .. " ") or "",
+            helpers.shell_quote(helpers.ROOT),
             helpers.shell_quote(helpers.BIN), helpers.shell_quote(gw_file), args and (args .. " ") or "",
             helpers.shell_quote(f)))
     end
@@ -286,6 +287,8 @@ describe_etcd("config center (etcd)", function()
 
     it("imports a YAML config into etcd (replace, or --merge), refusing an invalid one", function()
         local gw = start()
+        local me = "/sluice/nodes/" .. status(gw).node_id -- the node's registration: not config
+        helpers.wait_until(function() return e:get(me) ~= nil end, 5, "the node did not register")
         local code, out = import(gw.file, "routes:\n  - id: x\n    paths: [no-slash]\n")
         assert.equal(1, code, out)
         assert.matches("import.yaml:3: routes%[1%]%.paths%[1%]", out)
@@ -302,6 +305,7 @@ describe_etcd("config center (etcd)", function()
         assert.matches("deleted", out)
         helpers.wait_until(function() return serves(gw, "/m1", 404) end, 5)
         assert.is_true(serves(gw, "/a"))
+        assert.is_not_nil((e:get(me))) -- a replacing import leaves the registrations alone
         gw:stop()
     end)
 
@@ -326,6 +330,245 @@ describe_etcd("config center (etcd)", function()
         e:del("/sluice/consumers/alice")
         e:del("/sluice/routes/ka")
         gw:stop()
+    end)
+
+    -- An OpenAI-wire provider that records what it gets (spec/support/echo_llm.js): proc, its URL.
+    local function echo_llm()
+        local pf = helpers.tmpdir() .. "/echo.port"
+        local proc = helpers.spawn("node " .. helpers.shell_quote(helpers.ROOT .. "/spec/support/echo_llm.js") .. " "
+            .. helpers.shell_quote(pf) .. " >/dev/null 2>&1")
+        local port = helpers.wait_until(function() return tonumber(helpers.read_file(pf) or "") end, 10, "echo")
+        assert(helpers.wait_port(port, proc, 10))
+        return proc, "http://127.0.0.1:" .. port
+    end
+
+    -- The Authorization header the provider at endpoint got for a chat through gw on path (nil, status: no 200).
+    local function chat(gw, path, endpoint)
+        local res = helpers.http("POST", gw.url(path .. "/v1/chat/completions"),
+            { body = { model = "m", messages = { { role = "user", content = "hi" } } }, timeout = 5 })
+        if not (res and res.status == 200) then return nil, res and res.status end
+        local list = cjson.decode(assert(helpers.http("GET", endpoint .. "/_requests")).body)
+        return list[#list].headers.authorization
+    end
+
+    local function refusals(gw)
+        local out = {}
+        for _, r in ipairs(status(gw).config_center.refused) do out[r.key] = r.error end
+        return out
+    end
+
+    it("seals secrets in etcd with the master key; nodes with it serve them, a node without refuses them", function()
+        local secrets = require("sluice.secrets")
+        local KEY1, KEY2 = string.rep("11", 32), string.rep("22", 32)
+        local ID1, ID2 = secrets.key_id(secrets.parse_key(KEY1)), secrets.key_id(secrets.parse_key(KEY2))
+        local SECRET, HAND, HAND2 = "sk-etcd-SEALED-5c1e", "sk-etcd-HAND-9b2f", "sk-etcd-HAND2-0d7a"
+        local echo, endpoint = echo_llm()
+        -- a provider with its api_key in the clear, written by hand, and a route to it
+        e:put("/sluice/providers/hand", cjson.encode({ kind = "openai-compatible", endpoint = endpoint, api_key = HAND }))
+        e:put("/sluice/routes/hand", cjson.encode({ paths = { "/hand/*" }, plugins = { ["ai-proxy"] = { provider = "hand" } } }))
+
+        local gw1 = start({ id = "k1", log_level = "info" }, { env = { SLUICE_MASTER_KEY = KEY1 } })
+        assert.equal("Bearer " .. HAND, chat(gw1, "/hand", endpoint)) -- read as plain
+        assert.matches("/sluice/providers/hand %(etcd revision %d+%) holds 1 secret%(s%) in the clear "
+            .. "%(providers%.hand%.api_key%) although a master key is configured", gw1:log())
+        local snap = assert(helpers.read_file(gw1.file .. ".etcd.json")) -- sealed in the local snapshot
+        assert.is_nil(snap:find(HAND, 1, true))
+        assert.matches("enc:v1:" .. ID1 .. ":", snap, 1, true)
+
+        -- the Admin API seals what it writes; a chat reaches the provider with the real key
+        local res = gw1:admin("PUT", "/admin/providers/echo", { kind = "openai-compatible", endpoint = endpoint,
+                                                                api_key = SECRET })
+        assert.equal(201, res.status, res.body)
+        assert.equal("***", res.json.item.api_key)
+        res = gw1:admin("PUT", "/admin/routes/chat", { paths = { "/chat/*" }, plugins = { ["ai-proxy"] = { provider = "echo" } } })
+        assert.equal(201, res.status, res.body)
+        local raw = assert(e:get("/sluice/providers/echo"))
+        assert.is_nil(raw:find(SECRET, 1, true))
+        assert.matches('"api_key":"enc:v1:' .. ID1 .. ':%x+"', raw)
+        assert.equal("Bearer " .. SECRET, chat(gw1, "/chat", endpoint))
+        assert.equal("***", gw1:admin("GET", "/admin/providers/echo").json.item.api_key)
+        -- a sealed value copied to another entity does not open there: refused, never served as a key
+        e:put("/sluice/providers/copy", cjson.encode({ kind = "openai-compatible", endpoint = endpoint,
+                                                       api_key = cjson.decode(raw).api_key }))
+
+        -- another node with the same key serves it
+        local gw2 = start({ id = "k2" }, { env = { SLUICE_MASTER_KEY = KEY1 } })
+        assert.equal("Bearer " .. SECRET, chat(gw2, "/chat", endpoint))
+        assert.equal("Bearer " .. HAND, chat(gw2, "/hand", endpoint))
+        assert.matches("cannot be opened with key " .. ID1, refusals(gw2)["/sluice/providers/copy"])
+
+        -- a node with another key, and one with none: the sealed entry is refused with the reason, the rest serves
+        local gw3 = start({ id = "k3", log_level = "info" }, { env = { SLUICE_MASTER_KEY = KEY2 } })
+        local gw4 = start({ id = "k4" })
+        for _, gw in ipairs({ gw3, gw4 }) do
+            local r = refusals(gw)
+            assert.matches("a sealed secret does not open: providers%.echo%.api_key: sealed with key " .. ID1
+                .. ", which is not configured", r["/sluice/providers/echo"])
+            assert.matches('unknown provider "echo"', r["/sluice/routes/chat"])
+            assert.matches("config center: /sluice/providers/echo %(etcd revision %d+%) refused", gw:log())
+            assert.is_nil(chat(gw, "/chat", endpoint))
+            assert.equal("Bearer " .. HAND, chat(gw, "/hand", endpoint))
+            assert.is_true(serves(gw, "/a"))
+        end
+        assert.matches("have: " .. ID2, refusals(gw3)["/sluice/providers/echo"])
+        assert.matches("have: none", refusals(gw4)["/sluice/providers/echo"])
+        assert.matches("config center: 1 secret%(s%) in etcd are stored in the clear %(providers%.hand%.api_key%)",
+            gw4:log())
+
+        -- the Admin API writes a new version of the hand-written provider: sealed; the node with another key keeps
+        -- the last good version (the plain one)
+        res = gw1:admin("GET", "/admin/providers/hand")
+        local item = res.json.item
+        item.name, item.api_key = nil, HAND2
+        res = gw1:admin("PUT", "/admin/providers/hand", item, { ["if-match"] = tostring(res.json.revision) })
+        assert.equal(200, res.status, res.body)
+        local hand_rev = res.json.revision
+        raw = assert(e:get("/sluice/providers/hand"))
+        assert.is_nil(raw:find(HAND2, 1, true))
+        assert.matches("enc:v1:" .. ID1 .. ":", raw, 1, true)
+        assert.equal("Bearer " .. HAND2, chat(gw1, "/hand", endpoint))
+        helpers.wait_until(function() return chat(gw2, "/hand", endpoint) == "Bearer " .. HAND2 end, 5, "k2 did not take it")
+        helpers.wait_until(function() return refusals(gw3)["/sluice/providers/hand"] ~= nil end, 5, "k3 took it")
+        assert.equal("Bearer " .. HAND, chat(gw3, "/hand", endpoint))
+        assert.matches("keeps the last good version", gw3:log())
+        -- 409 on a stale revision as before
+        res = gw1:admin("PUT", "/admin/providers/hand", item, { ["if-match"] = tostring(hand_rev - 1) })
+        assert.equal(409, res.status, res.body)
+        assert.equal(hand_rev, res.json.revision)
+
+        -- rotation: k3 reloads with its key and the old one in previous_key_files; it serves everything, and
+        -- what it writes is sealed with its own key, which a node holding both keys opens too
+        local kdir = helpers.tmpdir()
+        helpers.write_file(kdir .. "/new.key", KEY2 .. "\n")
+        helpers.write_file(kdir .. "/old.key", KEY1 .. "\n")
+        local conf = cjson.decode(helpers.read_file(gw3.file))
+        conf.node.secrets = { key_file = kdir .. "/new.key", previous_key_files = { kdir .. "/old.key" } }
+        helpers.write_file(gw3.file, helpers.json(conf))
+        gw3:reload()
+        helpers.wait_until(function() return chat(gw3, "/chat", endpoint) == "Bearer " .. SECRET end, 10, "k3 not rekeyed")
+        assert.equal("Bearer " .. HAND2, chat(gw3, "/hand", endpoint))
+        assert.is_nil(refusals(gw3)["/sluice/providers/echo"])
+        res = gw3:admin("PUT", "/admin/providers/echo", { kind = "openai-compatible", endpoint = endpoint,
+                                                          api_key = SECRET .. "-v2" })
+        assert.equal(200, res.status, res.body)
+        assert.matches("enc:v1:" .. ID2 .. ":", assert(e:get("/sluice/providers/echo")), 1, true)
+        assert.equal("Bearer " .. SECRET .. "-v2", chat(gw3, "/chat", endpoint))
+        helpers.wait_until(function() return refusals(gw1)["/sluice/providers/echo"] ~= nil end, 5)
+        assert.equal("Bearer " .. SECRET, chat(gw1, "/chat", endpoint)) -- k1 (old key only) keeps the last good version
+
+        -- no secret in the clear in any node's files (logs, audit logs, snapshots)
+        gw1:stop() gw2:stop() gw3:stop() gw4:stop()
+        for _, gw in ipairs({ gw1, gw2, gw3 }) do
+            for _, v in ipairs({ SECRET, HAND, HAND2 }) do
+                local code, out = helpers.exec("grep -rlF " .. helpers.shell_quote(v) .. " " .. helpers.shell_quote(gw.dir))
+                assert.are_not.equal(0, code, out)
+            end
+        end
+        for _, k in ipairs({ "/sluice/routes/chat", "/sluice/routes/hand", "/sluice/providers/echo",
+                             "/sluice/providers/hand", "/sluice/providers/copy" }) do
+            e:del(k)
+        end
+        echo:stop(2)
+    end)
+
+    it("seals secrets as `sluice etcd import` writes them; the same file again changes nothing", function()
+        local secrets = require("sluice.secrets")
+        local KEY = string.rep("33", 32)
+        local ID = secrets.key_id(secrets.parse_key(KEY))
+        local echo, endpoint = echo_llm()
+        local gw = start({ id = "imp" }, { env = { SLUICE_MASTER_KEY = KEY } })
+        local text = format("upstreams:\n  mock: {nodes: [\"%s\"]}\nproviders:\n  llm: {kind: openai-compatible, "
+            .. "endpoint: \"%s\", api_key: sk-IMPORTED-77a1}\nroutes:\n  - {id: a, paths: [/a], upstream: mock}\n"
+            .. "  - {id: ic, paths: [/ic/*], plugins: {ai-proxy: {provider: llm}}}\n", mock.addr, endpoint)
+        e:put("/sluice/providers/llm", cjson.encode({ kind = "openai-compatible", endpoint = endpoint,
+                                                      api_key = "sk-IMPORTED-77a1" })) -- the same, in the clear
+        local code, out = import(gw.file, text, "--merge", "SLUICE_MASTER_KEY=" .. KEY)
+        assert.equal(0, code, out)
+        assert.matches("2 written, 0 deleted, 2 unchanged", out) -- llm again: now sealed
+        local raw = assert(e:get("/sluice/providers/llm"))
+        assert.is_nil(raw:find("sk-IMPORTED-77a1", 1, true))
+        assert.matches("enc:v1:" .. ID .. ":", raw, 1, true)
+        helpers.wait_until(function() return chat(gw, "/ic", endpoint) == "Bearer sk-IMPORTED-77a1" end, 5)
+        code, out = import(gw.file, text, "--merge", "SLUICE_MASTER_KEY=" .. KEY)
+        assert.equal(0, code, out)
+        assert.matches("0 written, 0 deleted, 4 unchanged", out)
+        assert.equal(raw, (e:get("/sluice/providers/llm")))
+        -- another key cannot tell: it writes its own sealing; without a key the file is written in the clear
+        code, out = import(gw.file, text, "--merge", "SLUICE_MASTER_KEY=" .. string.rep("44", 32))
+        assert.equal(0, code, out)
+        assert.matches("1 written", out)
+        code, out = import(gw.file, text, "--merge", "SLUICE_MASTER_KEY=")
+        assert.equal(0, code, out)
+        assert.matches("1 written", out)
+        assert.matches("sk%-IMPORTED%-77a1", (e:get("/sluice/providers/llm")))
+        e:del("/sluice/routes/ic")
+        e:del("/sluice/providers/llm")
+        gw:stop()
+        echo:stop(2)
+    end)
+
+    it("rotates the master key of the secrets in etcd with `sluice secrets rotate`", function()
+        local secrets = require("sluice.secrets")
+        local KEYA, KEYB = string.rep("55", 32), string.rep("66", 32)
+        local IDA, IDB = secrets.key_id(secrets.parse_key(KEYA)), secrets.key_id(secrets.parse_key(KEYB))
+        local kdir = helpers.tmpdir()
+        helpers.write_file(kdir .. "/a.key", KEYA .. "\n")
+        helpers.write_file(kdir .. "/b.key", KEYB .. "\n")
+        local echo, endpoint = echo_llm()
+        local gw = start({ id = "rot" }, { env = { SLUICE_MASTER_KEY = "" } })
+        local conf = cjson.decode(helpers.read_file(gw.file))
+        local function rekey(sec) -- new node.secrets, SIGHUP, until the node runs them
+            conf.node.secrets = sec
+            helpers.write_file(gw.file, helpers.json(conf))
+            local v = status(gw).config_version
+            gw:reload()
+            helpers.wait_until(function() return status(gw).config_version > v end, 5, "reload not applied")
+        end
+        local function rotate(args)
+            return helpers.exec(format("env SLUICE_MASTER_KEY= SLUICE_HOME=%s %s -c %s secrets rotate %s",
+                helpers.shell_quote(helpers.ROOT), helpers.shell_quote(helpers.BIN), helpers.shell_quote(gw.file),
+                args or ""), 20)
+        end
+        rekey({ key_file = kdir .. "/a.key" })
+        local res = gw:admin("PUT", "/admin/providers/rot", { kind = "openai-compatible", endpoint = endpoint,
+                                                              api_key = "sk-ROTATE-3f3f" })
+        assert.equal(201, res.status, res.body)
+        res = gw:admin("PUT", "/admin/routes/rot", { paths = { "/rot/*" }, plugins = { ["ai-proxy"] = { provider = "rot" } } })
+        assert.equal(201, res.status, res.body)
+        assert.matches("enc:v1:" .. IDA .. ":", assert(e:get("/sluice/providers/rot")), 1, true)
+        -- a value that does not open stops the rotation before anything is written
+        local copy = cjson.encode({ kind = "openai-compatible", endpoint = endpoint,
+                                    api_key = cjson.decode((e:get("/sluice/providers/rot"))).api_key })
+        e:put("/sluice/providers/rotcopy", copy)
+        local code, out = rotate("--new-key-file " .. helpers.shell_quote(kdir .. "/b.key"))
+        assert.equal(1, code, out)
+        assert.matches("/sluice/providers/rotcopy: providers%.rotcopy%.api_key: cannot be opened with key " .. IDA, out)
+        assert.matches("nothing written", out)
+        assert.matches("enc:v1:" .. IDA .. ":", assert(e:get("/sluice/providers/rot")), 1, true)
+        e:del("/sluice/providers/rotcopy")
+        -- every node can open the new key first, then the values move to it; the node serves on
+        rekey({ key_file = kdir .. "/a.key", previous_key_files = { kdir .. "/b.key" } })
+        code, out = rotate("--new-key-file " .. helpers.shell_quote(kdir .. "/b.key"))
+        assert.equal(0, code, out)
+        assert.matches("1 secret value%(s%) in 1 entities sealed with key " .. IDB, out)
+        local raw = assert(e:get("/sluice/providers/rot"))
+        assert.matches("enc:v1:" .. IDB .. ":", raw, 1, true)
+        assert.is_nil(raw:find("sk-ROTATE-3f3f", 1, true))
+        helpers.wait_until(function() return status(gw).config_center.revision >= select(2, e:get("/sluice/providers/rot")) end, 5)
+        assert.same({}, status(gw).config_center.refused)
+        assert.equal("Bearer sk-ROTATE-3f3f", chat(gw, "/rot", endpoint))
+        -- the node moves to the new key; a second run finds nothing left to seal; the old key can go
+        rekey({ key_file = kdir .. "/b.key", previous_key_files = { kdir .. "/a.key" } })
+        code, out = rotate()
+        assert.equal(0, code, out)
+        assert.matches("0 secret value%(s%) in 0 entities sealed with key " .. IDB .. " %(1 entities already sealed with it", out)
+        rekey({ key_file = kdir .. "/b.key" })
+        assert.same({}, status(gw).config_center.refused)
+        assert.equal("Bearer sk-ROTATE-3f3f", chat(gw, "/rot", endpoint))
+        e:del("/sluice/routes/rot")
+        e:del("/sluice/providers/rot")
+        gw:stop()
+        echo:stop(2)
     end)
 
     it("answers If-Match with 400 on a node without a config center (the state file keeps no revisions)", function()

@@ -159,3 +159,35 @@ describe("PDK doors for plugins", function()
         assert.equal("", out)
     end)
 end)
+
+describe("sluice.ai content helpers", function()
+    package.path = ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;" .. package.path
+    local ai = require("sluice.pdk.ai")
+
+    it("text_of: a string, the text parts of a list joined by newlines, nil without text", function()
+        assert.equal("hi", ai.text_of("hi"))
+        assert.equal("a\nb", ai.text_of({ { type = "text", text = "a" }, { type = "image_url", image_url = {} },
+                                          { type = "text", text = "b" } }))
+        assert.is_nil(ai.text_of({ { type = "tool_use", id = "t" } }))
+        assert.is_nil(ai.text_of({}))
+        assert.is_nil(ai.text_of(42))
+        assert.is_nil(ai.text_of({ { type = "text", text = 5 } }))
+    end)
+
+    it("add_anthropic_system: absent, string and blocks, before and after", function()
+        local b = {}
+        ai.add_anthropic_system(b, "ctx", true)
+        assert.equal("ctx", b.system)
+        b = { system = "be brief" }
+        ai.add_anthropic_system(b, "ctx", true)
+        assert.equal("ctx\n\nbe brief", b.system)
+        b = { system = "be brief" }
+        ai.add_anthropic_system(b, "ctx", false)
+        assert.equal("be brief\n\nctx", b.system)
+        b = { system = { { type = "text", text = "s" } } }
+        ai.add_anthropic_system(b, "ctx", true)
+        assert.same({ { type = "text", text = "ctx" }, { type = "text", text = "s" } }, b.system)
+        ai.add_anthropic_system(b, "end", false)
+        assert.same("end", b.system[3].text)
+    end)
+end)

@@ -62,3 +62,19 @@ void sl_buf_free(sl_buf_t *b)
     b->base = NULL;
     b->len = b->cap = 0;
 }
+
+size_t sl_iov_gather(char *dst, const uv_buf_t *bufs, unsigned n, size_t skip)
+{
+    size_t off = 0;
+    for (unsigned i = 0; i < n; i++) {
+        size_t len = bufs[i].len;
+        if (skip >= len) {
+            skip -= len;
+            continue;
+        }
+        memcpy(dst + off, bufs[i].base + skip, len - skip);
+        off += len - skip;
+        skip = 0;
+    }
+    return off;
+}

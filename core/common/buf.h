@@ -3,6 +3,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 /** A growable byte buffer; the owner frees it with sl_buf_free. */
 typedef struct sl_buf {
@@ -22,6 +23,9 @@ void sl_buf_consume(sl_buf_t *b, size_t n);
 /** Writes v in decimal at dst (at least 21 bytes of room), no NUL; returns the length. For hot paths where
  *  printf costs more than the rest of the work. */
 size_t sl_fmt_u64(char *dst, uint64_t v);
+/** Copies what follows the first skip bytes of bufs[0..n) to dst (room for all of it); returns the bytes
+ * copied. For the part of a vectored write that a try-write left unsent. */
+size_t sl_iov_gather(char *dst, const uv_buf_t *bufs, unsigned n, size_t skip);
 /** Frees the memory and empties the buffer. */
 void sl_buf_free(sl_buf_t *b);
 

@@ -136,6 +136,22 @@ static const char *scan_literal(const char *p, const char *e, const char *lit, s
 
 static const char *scan_value(scan_t *sc, const char *p);
 
+/* After a member or element (*p: its end, NULL when it failed): 1 with *p at the next one past a comma, 0
+ * with *p at the closing bracket, -1 for anything else (a comma before the bracket is one). */
+static int after_item(const char **p, const char *e, char close)
+{
+    const char *q = *p;
+    if (q == NULL)
+        return -1;
+    q = skip_ws(q, e);
+    if (q < e && *q == ',') {
+        *p = skip_ws(q + 1, e);
+        return 1;
+    }
+    *p = q;
+    return q < e && *q == close ? 0 : -1;
+}
+
 static const char *scan_object(scan_t *sc, const char *p)
 {
     const char *e = sc->end;
@@ -164,16 +180,11 @@ static const char *scan_object(scan_t *sc, const char *p)
         if (p >= e || *p != ':')
             return NULL;
         p = scan_value(sc, skip_ws(p + 1, e));
-        if (p == NULL)
+        int more = after_item(&p, e, '}');
+        if (more < 0)
             return NULL;
-        p = skip_ws(p, e);
-        if (p < e && *p == ',') {
-            p = skip_ws(p + 1, e);
-            continue;
-        }
-        if (p < e && *p == '}')
+        if (more == 0)
             goto done;
-        return NULL;
     }
 done:
     sc->nkeys = first;
@@ -191,16 +202,11 @@ static const char *scan_array(scan_t *sc, const char *p)
         goto done;
     for (;;) {
         p = scan_value(sc, p);
-        if (p == NULL)
+        int more = after_item(&p, e, ']');
+        if (more < 0)
             return NULL;
-        p = skip_ws(p, e);
-        if (p < e && *p == ',') {
-            p = skip_ws(p + 1, e);
-            continue;
-        }
-        if (p < e && *p == ']')
+        if (more == 0)
             goto done;
-        return NULL;
     }
 done:
     sc->depth--;

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/buf.h"
 #include "common/log.h"
 #include "http/access_log.h"
 #include "http/response.h"
@@ -326,17 +327,7 @@ int sl__conn_sock_write(sl_conn_t *c, const uv_buf_t *bufs, unsigned n)
     sl_conn_wreq_t *wr = malloc(sizeof(*wr) + total - done);
     if (wr == NULL)
         return UV_ENOMEM;
-    size_t skip = done, off = 0;
-    for (unsigned i = 0; i < n; i++) {
-        size_t len = bufs[i].len;
-        if (skip >= len) {
-            skip -= len;
-            continue;
-        }
-        memcpy(wr->data + off, bufs[i].base + skip, len - skip);
-        off += len - skip;
-        skip = 0;
-    }
+    size_t off = sl_iov_gather(wr->data, bufs, n, done);
     wr->c = c;
     wr->len = off;
     int r = c->io->write(c, wr);

@@ -139,8 +139,9 @@ static int refused(sl_req_t *r, const char *headers, size_t hlen, uint32_t nfiel
     return 1;
 }
 
-int sl_resp_send(sl_req_t *r, int status, const char *headers, size_t hlen, uint32_t nfields,
-                 const char *body, size_t blen)
+/* Why a head cannot start now (an SL_ERR_*), or 0: one already started, the client is gone, or a header line
+ * is refused (then the client already has its 500). */
+static int unsendable(sl_req_t *r, const char *headers, size_t hlen, uint32_t nfields)
 {
     if (r->resp_started)
         return SL_ERR_STATE;
@@ -148,6 +149,15 @@ int sl_resp_send(sl_req_t *r, int status, const char *headers, size_t hlen, uint
         return SL_ERR_GONE;
     if (refused(r, headers, hlen, nfields))
         return SL_ERR_HEADER;
+    return 0;
+}
+
+int sl_resp_send(sl_req_t *r, int status, const char *headers, size_t hlen, uint32_t nfields,
+                 const char *body, size_t blen)
+{
+    int rc = unsendable(r, headers, hlen, nfields);
+    if (rc != 0)
+        return rc;
     char framing[64] = "";
     int flen = 0;
     int nobody = bodyless(r, status);
@@ -155,7 +165,7 @@ int sl_resp_send(sl_req_t *r, int status, const char *headers, size_t hlen, uint
         flen = content_length_line(framing, blen);
     sl_conn_t *c = r->conn;
     sl__conn_cork(c);
-    int rc = write_head(r, status, headers, hlen, framing, (size_t)flen);
+    rc = write_head(r, status, headers, hlen, framing, (size_t)flen);
     if (rc == 0 && !nobody && blen > 0) {
         uv_buf_t b = uv_buf_init((char *)body, (unsigned)blen);
         rc = sl__conn_write(c, &b, 1) == 0 ? 0 : SL_ERR_GONE;
@@ -170,12 +180,9 @@ int sl_resp_send(sl_req_t *r, int status, const char *headers, size_t hlen, uint
 int sl_resp_start(sl_req_t *r, int status, const char *headers, size_t hlen, uint32_t nfields,
                   int64_t content_length)
 {
-    if (r->resp_started)
-        return SL_ERR_STATE;
-    if (r->conn == NULL || r->client_gone)
-        return SL_ERR_GONE;
-    if (refused(r, headers, hlen, nfields))
-        return SL_ERR_HEADER;
+    int rc = unsendable(r, headers, hlen, nfields);
+    if (rc != 0)
+        return rc;
     char framing[64] = "";
     int flen = 0;
     if (bodyless(r, status)) {

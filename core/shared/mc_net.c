@@ -17,6 +17,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "common/buf.h"
 #include "common/log.h"
 #include "lua/vm.h"
 #include "shared/mc_internal.h"
@@ -213,17 +214,7 @@ static void flush(mc_conn_t *c)
             conn_fail(c, "out of memory", MEMCACHED_MEMORY_ALLOCATION_FAILURE);
             return;
         }
-        size_t off = 0, skip = done;
-        for (unsigned i = 0; i < n; i++) {
-            size_t len = bufs[i].len;
-            if (skip >= len) {
-                skip -= len;
-                continue;
-            }
-            memcpy(wr->data + off, bufs[i].base + skip, len - skip);
-            off += len - skip;
-            skip = 0;
-        }
+        size_t off = sl_iov_gather((char *)wr->data, bufs, n, done);
         wr->conn = c;
         uv_buf_t b = uv_buf_init((char *)wr->data, (unsigned)off);
         if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {

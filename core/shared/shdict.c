@@ -135,6 +135,17 @@ static void remove_ent(shard_t *s, ent_t *e)
     free(e);
 }
 
+/* The live entry of key, or NULL: an expired one found on the way is dropped. */
+static ent_t *lookup_live(shard_t *s, const char *key, size_t klen, uint32_t h, uint64_t now)
+{
+    ent_t *e = lookup(s, key, klen, h);
+    if (e && expired(e, now)) {
+        remove_ent(s, e);
+        e = NULL;
+    }
+    return e;
+}
+
 /* Makes room for `need` bytes: expired entries first, then least recently used ones. */
 static int make_room(shard_t *s, size_t need, uint64_t now, int *forcible)
 {
@@ -251,11 +262,7 @@ int sl_shdict_get(sl_shdict_t *d, const char *key, size_t klen, int *type, doubl
     ent_t *e;
 
     pthread_mutex_lock(&s->lock);
-    e = lookup(s, key, klen, h);
-    if (e && expired(e, now_ns())) {
-        remove_ent(s, e);
-        e = NULL;
-    }
+    e = lookup_live(s, key, klen, h, now_ns());
     if (!e) {
         rc = SL_SHDICT_NOT_FOUND;
         goto out;
@@ -299,11 +306,7 @@ static int store(sl_shdict_t *d, int mode, const char *key, size_t klen, int typ
         rc = SL_SHDICT_INVALID;
         goto out;
     }
-    e = lookup(s, key, klen, h);
-    if (e && expired(e, now)) {
-        remove_ent(s, e);
-        e = NULL;
-    }
+    e = lookup_live(s, key, klen, h, now);
     if ((mode == MODE_ADD && e) || (mode == MODE_REPLACE && !e)) {
         rc = e ? SL_SHDICT_EXISTS : SL_SHDICT_NOT_FOUND;
         goto out;
@@ -365,11 +368,7 @@ int sl_shdict_incr(sl_shdict_t *d, const char *key, size_t klen, double delta, i
         return SL_SHDICT_INVALID;
     pthread_mutex_lock(&s->lock);
     now = now_ns();
-    e = lookup(s, key, klen, h);
-    if (e && expired(e, now)) {
-        remove_ent(s, e);
-        e = NULL;
-    }
+    e = lookup_live(s, key, klen, h, now);
     if (e) {
         if (e->type != SL_SHDICT_NUMBER) {
             rc = SL_SHDICT_NOT_NUMBER;
@@ -416,11 +415,7 @@ int sl_shdict_cas_num(sl_shdict_t *d, const char *key, size_t klen, int has_old,
         rc = SL_SHDICT_INVALID;
         goto out;
     }
-    e = lookup(s, key, klen, h);
-    if (e && expired(e, now)) {
-        remove_ent(s, e);
-        e = NULL;
-    }
+    e = lookup_live(s, key, klen, h, now);
     if (e && e->type == SL_SHDICT_NUMBER)
         *cur = e->num;
     match = has_old ? (e && e->type == SL_SHDICT_NUMBER && e->num == old) : (e == NULL);
@@ -476,11 +471,7 @@ static int ttl_op(sl_shdict_t *d, const char *key, size_t klen, double *get, con
         rc = SL_SHDICT_INVALID;
         goto out;
     }
-    e = lookup(s, key, klen, h);
-    if (e && expired(e, now)) {
-        remove_ent(s, e);
-        e = NULL;
-    }
+    e = lookup_live(s, key, klen, h, now);
     if (!e) {
         rc = SL_SHDICT_NOT_FOUND;
         goto out;

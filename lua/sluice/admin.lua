@@ -571,18 +571,6 @@ local function reload_plugins(method)
     return reply(200, body)
 end
 
-local hostname
-local function node_id(cfg)
-    if cfg and cfg.node.id then return cfg.node.id end
-    if not hostname then
-        local ffi = require("ffi")
-        pcall(ffi.cdef, "int gethostname(char *name, size_t len);")
-        local buf = ffi.new("char[256]")
-        hostname = ffi.C.gethostname(buf, 255) == 0 and ffi.string(buf) or "unknown"
-    end
-    return hostname
-end
-
 local function status(method)
     if method ~= "GET" then return fail(405, "method not allowed (GET)") end
     current() -- drops `pending` once applied
@@ -592,10 +580,11 @@ local function status(method)
     local center = cfg and cfg.node.config_center and require("sluice.config.center").status()
     if center then center.refused = list_of(center.refused) end
     return reply(200, {
-        node_id = node_id(cfg),
+        node_id = require("sluice.config.nodes").id(cfg and cfg.node),
         config_center = center or { kind = cfg and cfg.node.config_center and "etcd" or "file",
                                     state = cfg and cfg.node.config_center and "starting" or nil },
         memcached = require("sluice.pdk.memcached").status(),
+        cluster = require("sluice.config.nodes").status(), -- the nodes this node sees (docs/cluster.md, "Nodes")
         version = ok and version or "unknown",
         config_version = st and st.version or 0,
         pending_version = pending and pending.version or nil,
@@ -618,12 +607,15 @@ function _M.handle(ctx)
     -- /metrics, /admin/usage, /dashboard: sluice.admin.obs (they also take Authorization: Bearer KEY); with named
     -- keys (node.admin.keys), the one the caller presents counts, else the first
     local obs = require("sluice.admin.obs")
-    local key = admin and admin.keys and admin.keys[1] and admin.keys[1].key or (admin and admin.key)
+    local keys = {} -- every admin key: the dashboard's login may be made with any of them
+    if admin and admin.key then keys[1] = admin.key end
+    for _, k in ipairs(admin and admin.keys or {}) do keys[#keys + 1] = k.key end
+    local key = keys[1]
     local presented = obs.presented_key(ctx)
-    for _, k in ipairs(admin and admin.keys or {}) do
-        if _M.secure_equal(presented, k.key) then key = k.key end
+    for _, k in ipairs(keys) do
+        if _M.secure_equal(presented, k) then key = k end
     end
-    local os_, ob, oh = obs.handle(ctx, (ctx.path or ""):gsub("%?.*$", ""), key, _M.secure_equal)
+    local os_, ob, oh = obs.handle(ctx, (ctx.path or ""):gsub("%?.*$", ""), key, _M.secure_equal, keys)
     if os_ then return os_, ob, oh end
     local who = audit.who(admin, request.get_header("x-api-key", ctx), _M.secure_equal)
     if not who then

@@ -180,6 +180,8 @@ end
 --- errors text. For command-line tools (sluice.cli).
 _M.load_checked = load
 
+local center_conf -- node.config_center as loaded at start (a reload cannot change it)
+
 --- For `sluice -c`: node settings for C and the first snapshot, or nil, errors text. With node.config_center the
 --- entities come from etcd (or the local snapshot of it): sluice.config.center.
 function _M.load(path)
@@ -187,6 +189,7 @@ function _M.load(path)
     if not settings then
         return nil, cfg
     end
+    center_conf = cfg.node.config_center
     reg.version = _M.next_code_version()
     plugins.use(reg)
     local doc, info = _M.to_doc(cfg), nil
@@ -197,6 +200,13 @@ function _M.load(path)
         end
     end
     return settings, _M.snapshot(doc, reg, info)
+end
+
+--- On a stop signal (main thread, as the workers begin to drain): with a config center, the node leaves the
+--- cluster's list at once (sluice.config.nodes.leave revokes its registration's lease; blocking, a few seconds
+--- at most).
+function _M.stop()
+    if center_conf then require("sluice.config.nodes").leave(center_conf) end
 end
 
 --- For `sluice -t`.

@@ -272,6 +272,11 @@ local function entity_schema_of(kind, id, schema_of)
     return schema_of
 end
 
+--- each_secret for one entity (kind, id): plugin metadata's id names the plugin whose metadata_schema applies.
+function _M.each_secret_of(kind, id, obj, schema_of, fn)
+    return _M.each_secret(kind, obj, entity_schema_of(kind, id, schema_of), fn)
+end
+
 --- A copy of entity obj with every secret string sealed (a string that already is sealed stays as it is). With no
 --- keyring, obj itself. Returns the copy | nil, err.
 function _M.seal_entity(kr, kind, id, obj, schema_of)
@@ -334,6 +339,33 @@ function _M.open_state(st, kr)
         return nil, "cannot open secrets in the state file: " .. concat(errs, "; ")
     end
     return out
+end
+
+--- A copy of one entity's value v (kind, id) with every sealed string opened: copy | nil, err (every value that
+--- does not open, named by kind.id.path, never by value). v itself when it holds nothing sealed.
+function _M.open_entity(kr, kind, id, v)
+    if type(v) ~= "table" then return v end
+    local out = deep_copy(v)
+    local errs = {}
+    open_all(kr, kind, id, out, "", errs, 0)
+    if #errs > 0 then
+        table.sort(errs)
+        return nil, concat(errs, "; ")
+    end
+    return out
+end
+
+--- The secret fields of one entity (kind, id) held in the clear, as paths (kind.id.path), or nil.
+function _M.plain_in_entity(kind, id, obj, schema_of)
+    local found
+    _M.each_secret(kind, obj, entity_schema_of(kind, id, schema_of), function(holder, k, path)
+        if not _M.is_sealed(holder[k]) and holder[k] ~= REDACTED then
+            found = found or {}
+            found[#found + 1] = kind .. "." .. tostring(id or "") .. "." .. path
+        end
+    end)
+    if found then table.sort(found) end
+    return found
 end
 
 --- Does state table st hold a secret in the clear (a secret field whose value is not sealed)? The paths, or nil.
@@ -438,6 +470,8 @@ local USAGE = [[usage: sluice [-c FILE] [-p PREFIX] secrets rotate [--new-key-fi
   under the new key, and rewrites the file atomically. Without a new key: under the configured one.
   Then point node.secrets at the new key (keep the old one in previous_key_files until every gateway runs with
   the new key) and restart, or send SIGHUP.
+  With node.config_center: the same for every entity in etcd (each written back if unchanged meanwhile); the
+  state file only with --state-file.
 ]]
 
 local function read_new_key(args)
@@ -499,6 +533,9 @@ function _M.cli(config_path, argv)
             return 1
         end
         new_key = kr.current.key
+    end
+    if type(node.config_center) == "table" and not args.state then -- the entities live in etcd
+        return require("sluice.config.reseal").cli(config_path, kr, new_key, out, err_out)
     end
     local path = args.state or (type(node.state_file) == "string" and node.state_file) or (config_path .. ".state.json")
     local st, rerr, missing = state.read(path)

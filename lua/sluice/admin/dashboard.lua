@@ -8,7 +8,7 @@
 --   GET  /dashboard/data            the numbers, once a second (Authorization: Bearer TOKEN)
 --
 -- Sessions live in the shared dict `sluice` (hash of the token -> hash of the admin key, 8 hours): changing the
--- admin key ends every session.
+-- admin key a session was opened with (any of node.admin.keys) ends that session.
 local metrics = require("sluice.pdk.metrics")
 local shared = require("sluice.pdk.shared")
 local request = require("sluice.pdk.request")
@@ -79,13 +79,18 @@ local function dict()
     return shared.get("sluice")
 end
 
-local function session_ok(ctx, key)
+-- A session is good while the admin key it was opened with is still one of the configured keys.
+local function session_ok(ctx, keys)
     local auth = request.get_header("authorization", ctx)
     local tok = type(auth) == "string" and auth:match("^[Bb]earer%s+(%x+)%s*$")
     if not tok or #tok ~= 64 then return false end
     local d = dict()
     local v = d and d:get("D|sess|" .. crypto.sha256_hex(tok))
-    return v ~= nil and v == crypto.sha256_hex(key or "")
+    if v == nil then return false end
+    for _, k in ipairs(keys) do
+        if v == crypto.sha256_hex(k) then return true end
+    end
+    return false
 end
 
 ---------------------------------------------------------------------------------------------------------------
@@ -137,7 +142,7 @@ local function add_hist(h, s)
 end
 
 --- The dashboard's data: totals, per-dimension rows, cumulative histograms, breaker states, queue depths, the
---- last audit records.
+--- cluster's nodes (as GET /admin/status lists them), the last audit records.
 function _M.data()
     metrics.flush()
     local out = {
@@ -145,7 +150,7 @@ function _M.data()
                                      input_tokens = 0, output_tokens = 0, cached_tokens = 0, cost = 0 },
         by = { provider = {}, model = {}, consumer = {}, route = {} },
         hist = { http_latency = {}, ai_latency = {}, ttft = {} },
-        breakers = {}, queues = {}, inflight = {},
+        breakers = {}, queues = {}, inflight = {}, nodes = require("sluice.config.nodes").list(),
     }
     local t = out.totals
     for _, s in ipairs(metrics.collect()) do
@@ -225,7 +230,8 @@ end
 
 ---------------------------------------------------------------------------------------------------------------
 
-function _M.handle(ctx, path, key, secure_equal)
+--- Handles a /dashboard path. keys: every configured admin key (a login may use any of them).
+function _M.handle(ctx, path, keys, secure_equal)
     local method = ctx.method
     if ASSETS[path] then
         if method ~= "GET" and method ~= "HEAD" then return reply(405, { error = { message = "use GET" } }) end
@@ -235,7 +241,11 @@ function _M.handle(ctx, path, key, secure_equal)
         local body = request.get_body(ctx)
         local j = type(body) == "string" and cjson.decode(body)
         local given = type(j) == "table" and j.key
-        if not key or not secure_equal(given, key) then
+        local key
+        for _, k in ipairs(keys) do
+            if secure_equal(given, k) then key = k end
+        end
+        if not key then
             return reply(401, { error = { message = "wrong admin key" } })
         end
         local tok = random_token()
@@ -253,7 +263,7 @@ function _M.handle(ctx, path, key, secure_equal)
         return reply(200, { ok = true })
     elseif path == "/dashboard/data" then
         if method ~= "GET" then return reply(405, { error = { message = "use GET" } }) end
-        if not session_ok(ctx, key) then
+        if not session_ok(ctx, keys) then
             return reply(401, { error = { message = "no valid session: log in again" } })
         end
         return 200, encode_data(), headers(JSON)

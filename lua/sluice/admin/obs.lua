@@ -47,8 +47,9 @@ function _M.metrics_listener(ctx, path)
         { ["content-type"] = "application/json" }
 end
 
---- Handles path when it is one of ours. key: the configured admin key; secure_equal: constant-time compare.
-function _M.handle(ctx, path, key, secure_equal)
+--- Handles path when it is one of ours. key: the admin key the caller presents (else the first configured);
+--- secure_equal: constant-time compare; keys: every configured admin key.
+function _M.handle(ctx, path, key, secure_equal, keys)
     if path == "/metrics" then
         if not secure_equal(_M.presented_key(ctx), key) then return denied() end
         return exposition(ctx)
@@ -56,7 +57,7 @@ function _M.handle(ctx, path, key, secure_equal)
         if not secure_equal(_M.presented_key(ctx), key) then return denied() end
         return require("sluice.admin.usage").handle(ctx)
     elseif path == "/dashboard" or sub(path, 1, 11) == "/dashboard/" then
-        return require("sluice.admin.dashboard").handle(ctx, path, key, secure_equal)
+        return require("sluice.admin.dashboard").handle(ctx, path, keys or { key }, secure_equal)
     end
     return nil
 end

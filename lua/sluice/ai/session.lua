@@ -20,15 +20,9 @@ function _M.key(conf, consumer, id)
         .. crypto.sha256_hex(concat({ conf.namespace or "", consumer or "", id }, "\0"))
 end
 
---- The text of an OpenAI or Anthropic message content (a string, or text parts / blocks).
+--- The text of an OpenAI or Anthropic message content (sluice.ai.text_of), "" for a list without text.
 function _M.text_of(c)
-    if type(c) == "string" then return c end
-    if type(c) ~= "table" then return nil end
-    local parts = {}
-    for _, p in ipairs(c) do
-        if type(p) == "table" and p.type == "text" and type(p.text) == "string" then parts[#parts + 1] = p.text end
-    end
-    return concat(parts, "\n")
+    return sluice.ai.text_of(c) or (type(c) == "table" and "" or nil)
 end
 
 --- Reads a session's messages: list | nil, err (a store failure; a missing or foreign record is an empty list).

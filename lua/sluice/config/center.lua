@@ -3,6 +3,7 @@
 --   PREFIX/routes/ID  PREFIX/upstreams/ID  PREFIX/providers/NAME  PREFIX/consumers/NAME
 --   PREFIX/consumer_groups/NAME  PREFIX/plugin_metadata/PLUGIN  PREFIX/global_plugins
 -- each holding the entity as JSON (the Admin API's body, in its stored form: sluice.config.store codecs).
+-- PREFIX/nodes/ID holds the nodes' registrations, not config: the watch hands them to sluice.config.nodes.
 --
 -- Where each part runs:
 --  * the main thread, before the workers: the first load (etcd; else the local snapshot of the last config seen;
@@ -17,14 +18,20 @@
 -- refused (logged once per key and revision, listed in GET /admin/status) and the entity keeps its last good
 -- version (or stays absent); refused entries are tried again whenever anything changes, so a route written before
 -- its upstream is served once the upstream is there.
+--
+-- Secrets (docs/cluster.md, "Secrets in etcd"): with a master key (node.secrets) the Admin API seals them as it
+-- writes (sluice.config.store.seal); entries are opened with this node's keys as they arrive (an entry that does
+-- not open is refused like an invalid one) and read again when a reload changes the keys.
 local cjson = require("cjson.safe")
 local etcd = require("sluice.config.etcd")
 local config = require("sluice.config")
 local log = require("sluice.pdk.log")
+local secrets = require("sluice.secrets")
 local E = require("sluice.config.entries")
+local nodes = require("sluice.config.nodes")
 
 local type, pairs, ipairs, tostring, tonumber, next, pcall = type, pairs, ipairs, tostring, tonumber, next, pcall
-local format, sort, min = string.format, table.sort, math.min
+local format, sort, min, concat = string.format, table.sort, math.min, table.concat
 local key_of, decode_entry, fingerprint, build, settle, sorted, same, one_line, validate =
     E.key, E.decode_entry, E.fingerprint, E.build, E.settle, E.sorted, E.same, E.one_line, E.validate
 
@@ -44,9 +51,54 @@ local S -- this process's state (one config center per process)
 
 local function new_state(conf, mode)
     local st = { conf = conf, client = etcd.new(conf, mode), desired = {}, applied = {}, refused = {},
-                 revision = 0, state = "connecting", since = os.time(), source = nil }
+                 revision = 0, state = "connecting", since = os.time(), source = nil, warned = {} }
     st.prefix = st.client.prefix
     return st
+end
+
+---------------------------------------------------------------------------------------------------------------
+-- secrets: sealed in etcd with the master key (node.secrets) as in the state file, opened as entries arrive
+
+-- The keys (sluice.secrets keyring) of node settings node_cfg (normalized: cfg.node) become the ones entries are
+-- opened with; keys that cannot be read now (a key file gone) leave the ones in use. Returns true when they differ
+-- from those the entries in st.desired were read with.
+local function use_keys(st, node_cfg)
+    local kr, err = secrets.keyring(node_cfg)
+    if err then
+        log.err("config center: ", err, st.keys_sig and ": keeping the keys read before" or "")
+        return false
+    end
+    local ids = {}
+    for id in pairs(kr and kr.by_id or {}) do ids[#ids + 1] = id end
+    sort(ids)
+    local sig = (kr and kr.current and kr.current.id or "-") .. "|" .. concat(ids, ",")
+    local changed = st.keys_sig ~= nil and sig ~= st.keys_sig
+    st.kr, st.keys_sig = kr, sig
+    return changed
+end
+
+-- With a master key, a secret in the clear in etcd (written by hand) is served as it is and said once per version.
+local function note_plain(st, e)
+    if not (e.plain and st.kr and st.kr.current) or st.warned[e.key] == e.mod_revision then return end
+    st.warned[e.key] = e.mod_revision
+    log.warn("config center: ", e.key, " (etcd revision ", e.mod_revision, ") holds ", #e.plain, " secret(s) in the ",
+        "clear (", concat(e.plain, ", "), ") although a master key is configured: served as they are; the Admin ",
+        "API seals them at its next write of it, `sluice etcd import` too")
+end
+
+-- An etcd kv as an entry (sluice.config.entries), sealed secrets opened with st's keys.
+local function decode(st, kv, reg)
+    local e = decode_entry(st.prefix, kv, reg, st.kr)
+    note_plain(st, e)
+    return e
+end
+
+-- Every entry read again with the keys now configured (a refused entry may open now, or a served one no longer).
+local function redecode(st, reg)
+    for k, e in pairs(st.desired) do
+        st.desired[k] = decode(st, { key = e.key, value = e.value, create_revision = e.create_revision,
+                                     mod_revision = e.mod_revision }, reg)
+    end
 end
 
 local function refuse(st, key, e, msg)
@@ -110,7 +162,9 @@ local function write_snapshot(st)
     if not path then return end
     local kvs = {}
     for i, e in ipairs(sorted(st.applied)) do
-        kvs[i] = { key = e.key, value = e.value, create_revision = e.create_revision, mod_revision = e.mod_revision }
+        -- with a master key, a secret held in the clear in etcd is sealed here: the file never has one in the clear
+        local value = st.kr and st.kr.current and e.sealed_value or e.value
+        kvs[i] = { key = e.key, value = value, create_revision = e.create_revision, mod_revision = e.mod_revision }
     end
     local data = cjson.encode({ version = 1, prefix = st.prefix, revision = st.revision, saved_at = os.time(),
                                 kvs = #kvs > 0 and kvs or nil })
@@ -158,6 +212,7 @@ function _M.initial(cfg, node, reg, file)
             "from etcd); import them with `sluice etcd import FILE`")
     end
     local st = new_state(conf, "sync")
+    use_keys(st, cfg.node)
     local snap, err, unreachable = st.client:range_prefix()
     local source = "etcd"
     if not snap then
@@ -175,7 +230,23 @@ function _M.initial(cfg, node, reg, file)
             conf.snapshot_file, ")")
         snap, source = saved, "snapshot"
     end
-    for _, kv in ipairs(snap.kvs) do st.desired[kv.key] = decode_entry(st.prefix, kv, reg) end
+    for _, kv in ipairs(snap.kvs) do
+        -- worker 0 reads everything again within a second: it says which secrets are in the clear
+        if not nodes.is_key(st.prefix, kv.key) then st.desired[kv.key] = decode_entry(st.prefix, kv, reg, st.kr) end
+    end
+    if not (st.kr and st.kr.current) then
+        local plain = {}
+        for _, e in pairs(st.desired) do
+            for _, p in ipairs(e.plain or {}) do plain[#plain + 1] = p end
+        end
+        if #plain > 0 then
+            sort(plain)
+            log.warn("config center: ", #plain, " secret(s) in ", source == "etcd" and "etcd" or "the local snapshot",
+                " are stored in the clear (", concat(plain, ", ", 1, min(#plain, 10)), #plain > 10 and ", ..." or "",
+                "): set a master key on every node (node.secrets, docs/configuration.md \"Secrets at rest\") and ",
+                "the Admin API seals them as it writes them")
+        end
+    end
     st.revision = snap.revision
     local doc = reconcile(st, node, reg)
     if not doc then doc = build(node, st.applied) end -- nothing valid in etcd: start with no entities
@@ -222,7 +293,7 @@ local function process(st, revision)
             local version, err = require("sluice.master").publish(doc, reg,
                 { fingerprint = fp, revision = revision, source = "etcd" })
             if version then
-                st.published_version, st.published_fp = version, fp
+                st.published_version, st.published_fp, st.config_revision = version, fp, revision
                 log.info("config center: etcd revision ", revision, " published as config version ", version)
             else
                 log.err("config center: cannot publish: ", err)
@@ -239,9 +310,16 @@ local function resync(st)
     local snap, err = st.client:range_prefix()
     if not snap then return nil, err end
     local reg = registry()
-    local desired = {}
-    for _, kv in ipairs(snap.kvs) do desired[kv.key] = decode_entry(st.prefix, kv, reg) end
+    local desired, regs = {}, {}
+    for _, kv in ipairs(snap.kvs) do
+        if nodes.is_key(st.prefix, kv.key) then
+            regs[#regs + 1] = kv
+        else
+            desired[kv.key] = decode(st, kv, reg)
+        end
+    end
     st.desired = desired
+    nodes.reset(regs)
     st.revision = 0 -- a full read replaces everything: the revision goes back to what it read
     process(st, snap.revision)
     st.synced = true
@@ -265,14 +343,16 @@ local function on_message(st, msg)
         return
     end
     local events = type(r.events) == "table" and r.events or {}
-    local reg, top = registry(), st.revision
+    local reg, top, changed = registry(), st.revision, #events == 0
     for _, ev in ipairs(events) do
         local kv = type(ev) == "table" and type(ev.kv) == "table" and etcd.kv_of(ev.kv)
         if kv and kv.key and kv.mod_revision > st.revision then
-            if ev.type == "DELETE" then
-                st.desired[kv.key] = nil
+            if nodes.is_key(st.prefix, kv.key) then -- a node's registration: not config
+                nodes.on_kv(kv.key, ev.type ~= "DELETE" and kv or nil)
+            elseif ev.type == "DELETE" then
+                st.desired[kv.key], changed = nil, true
             else
-                st.desired[kv.key] = decode_entry(st.prefix, kv, reg)
+                st.desired[kv.key], changed = decode(st, kv, reg), true
             end
             if kv.mod_revision > top then top = kv.mod_revision end
         end
@@ -281,7 +361,9 @@ local function on_message(st, msg)
         local h = tonumber(type(r.header) == "table" and r.header.revision)
         if h and h > top then top = h end
     end
-    if top > st.revision then process(st, top) end
+    if top > st.revision then
+        if changed then process(st, top) else st.revision = top end -- registrations alone change no config
+    end
 end
 
 local function sleep(s)
@@ -346,21 +428,35 @@ end
 function _M.on_apply(cfg, info, version)
     local conf = cfg and cfg.node and cfg.node.config_center
     if not conf then return end
+    local rekeyed = false
     if not S then
         S = new_state(conf, "async")
+        use_keys(S, cfg.node)
         S.source = type(info) == "table" and info.source or nil
         S.revision = type(info) == "table" and tonumber(info.revision) or 0
+        S.config_revision = S.revision
         if S.source == "snapshot" then set_state(S, "unreachable", info.error) end
         local timer = require("sluice.pdk.timer")
         timer.at(0, function() run(S) end)
         timer.at(0, function() probe(S) end)
+        nodes.start(S)
+    else
+        rekeyed = use_keys(S, cfg.node) -- a SIGHUP may have added, changed or rotated the master key
     end
     S.live_fp = type(info) == "table" and info.fingerprint or nil
+    local stale = false
     if version ~= S.published_version then
         S.published_fp = nil
-        if S.synced and S.live_fp ~= fingerprint(S.applied) then
-            require("sluice.pdk.timer").at(0, function() process(S, S.revision) end)
+        stale = S.live_fp ~= fingerprint(S.applied)
+    end
+    if S.synced and (stale or rekeyed) then
+        if rekeyed then
+            log.info("config center: the master keys changed (node.secrets): reading the entries again with them")
         end
+        require("sluice.pdk.timer").at(0, function()
+            if rekeyed then redecode(S, registry()) end
+            process(S, S.revision)
+        end)
     end
 end
 
@@ -368,6 +464,17 @@ end
 function _M.revision_of(kind, id)
     local e = S and S.applied[key_of(S.prefix, kind, id)]
     return e and e.mod_revision or nil
+end
+
+--- The etcd revision at which the config this node serves last changed (nil without a config center).
+function _M.config_revision()
+    return S and S.config_revision or nil
+end
+
+--- A short digest of the entries this node serves: two nodes serving the same entries show the same one.
+function _M.config_fingerprint()
+    local fp = S and (S.published_fp or S.live_fp)
+    return fp and fp:sub(1, 12) or nil
 end
 
 --- True while this process runs a config center (worker 0).

@@ -26,6 +26,7 @@ _M.SCHEMA = { type = "object", required = { "kind", "endpoints" }, additionalPro
     timeout = duration(0.001, 60, 5), -- each request to etcd
     watch_timeout = duration(1, 86400, 60), -- a quiet watch is opened again (from its revision) after this
     snapshot_file = { type = "string", minLength = 1 }, -- default <config path>.etcd.json
+    node_ttl = duration(2, 3600, 15), -- the lease of this node's registration (PREFIX/nodes/ID)
     tls = { type = "object", additionalProperties = false, properties = {
         ca_file = { type = "string", minLength = 1, maxLength = 512 },
         cert_file = { type = "string", minLength = 1, maxLength = 512 },
@@ -40,7 +41,7 @@ _M.SCHEMA = { type = "object", required = { "kind", "endpoints" }, additionalPro
 function _M.normalize(c, path, errs, opts)
     if c == nil then return nil end
     local out = { kind = c.kind, endpoints = {}, prefix = c.prefix:gsub("/+$", ""), timeout = c.timeout,
-                  watch_timeout = c.watch_timeout, auth = c.auth }
+                  watch_timeout = c.watch_timeout, node_ttl = c.node_ttl, auth = c.auth }
     if out.prefix == "" then add(errs, join(path, "prefix"), "must not be \"/\" alone (use e.g. \"/sluice\")") end
     for i, e in ipairs(c.endpoints) do
         if not e:match("^https?://[^/]+") then

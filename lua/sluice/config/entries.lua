@@ -5,6 +5,7 @@ local cjson = require("cjson.safe")
 local store = require("sluice.config.store")
 local config = require("sluice.config")
 local schema = require("sluice.schema")
+local secrets = require("sluice.secrets")
 
 local type, pairs, ipairs, tostring, next, pcall = type, pairs, ipairs, tostring, next, pcall
 local format, concat, sort = string.format, table.concat, table.sort
@@ -39,6 +40,7 @@ function _M.parse_key(prefix, key)
     local rest = key:sub(#prefix + 2)
     if rest == "global_plugins" then return "global_plugins", nil end
     local kind, id = rest:match("^([%w_]+)/(.+)$")
+    if kind == "nodes" then return nil, nil, "a node's registration (sluice.config.nodes), not config" end
     if not kind or not ENTITY[kind] then
         return nil, nil, "not a Sluice key (expected PREFIX/<routes|upstreams|providers|consumers|consumer_groups|"
             .. "plugin_metadata>/<id> or PREFIX/global_plugins)"
@@ -56,8 +58,11 @@ function _M.one_line(s)
 end
 
 --- An etcd kv as an entry {key, kind, id, value, obj, create_revision, mod_revision}; entry.err instead of obj
---- when the value is not a valid entity on its own (the Admin API's first check).
-function _M.decode_entry(prefix, kv, reg)
+--- when the value is not a valid entity on its own (the Admin API's first check), or holds a sealed secret that
+--- keyring kr (sluice.secrets; nil: no master key) does not open. entry.plain lists the secret fields the value
+--- holds in the clear; with a master key, entry.sealed_value is then the value with them sealed (for the local
+--- snapshot, which never holds a secret in the clear when there is a key).
+function _M.decode_entry(prefix, kv, reg, kr)
     local e = { key = kv.key, value = kv.value, create_revision = kv.create_revision, mod_revision = kv.mod_revision }
     local kind, id, why = _M.parse_key(prefix, kv.key)
     if not kind then e.err = why return e end
@@ -67,7 +72,15 @@ function _M.decode_entry(prefix, kv, reg)
         e.err = "the value is not a JSON object" .. (jerr and (" (" .. tostring(jerr) .. ")") or "")
         return e
     end
-    local obj, derr = store.decode(kind, id, t)
+    local schema_of = secrets.schema_lookup(reg and function(n) return reg:get(n) end)
+    e.plain = secrets.plain_in_entity(kind, id, t, schema_of)
+    if e.plain and kr and kr.current then
+        local sealed = secrets.seal_entity(kr, kind, id, t, schema_of)
+        e.sealed_value = sealed and cjson.encode(sealed) or nil
+    end
+    local opened, serr = secrets.open_entity(kr, kind, id, t)
+    if not opened then e.err = "a sealed secret does not open: " .. serr return e end
+    local obj, derr = store.decode(kind, id, opened)
     if not obj then e.err = derr return e end
     local idf = ID_FIELD[kind]
     if idf then

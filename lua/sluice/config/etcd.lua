@@ -1,5 +1,6 @@
--- An etcd v3 client over etcd's JSON gateway (POST /v3/kv/range, /v3/kv/txn, /v3/watch, /v3/auth/authenticate;
--- etcd 3.4 and later), for the config center (lua/sluice/config/center.lua, docs/cluster.md).
+-- An etcd v3 client over etcd's JSON gateway (POST /v3/kv/range, /v3/kv/txn, /v3/watch, /v3/lease/*,
+-- /v3/auth/authenticate; etcd 3.4 and later), for the config center (lua/sluice/config/center.lua, docs/cluster.md)
+-- and the nodes' registrations (lua/sluice/config/nodes.lua).
 --
 -- Two transports, one API:
 --   "sync":  a blocking request (core/config/fetch.c) for the main thread before the workers run (a node's first
@@ -10,12 +11,15 @@
 --   local r, err = c:range_prefix()    -- {revision = n, kvs = {{key, value, create_revision, mod_revision}}}
 --   local r, err = c:put_if(key, value, mod_revision) -- {ok = true, revision} | {ok = false, current = mod}
 --   local r, err = c:delete_if(key, mod_revision)
---   local r, err = c:txn(ops)          -- {{put = key, value = text} | {delete = key}, ...}, no conditions
+--   local r, err = c:txn(ops)          -- {{put = key, value = text, lease = id?} | {delete = key}, ...}, no conditions
+--   local id, err = c:lease_grant(ttl) -- c:lease_keepalive(id) -> remaining TTL (0: gone), c:lease_revoke(id)
+--   local r, err = c:claim(key, value, lease) -- {ok = true, revision} | {ok = false, holder = kv}
 --   local err, detail = c:watch(start_revision, fn, timeout) -- fn(msg) per watch message; false stops it
 --
 -- Keys and values are plain strings here (the gateway's base64 is this module's business); revisions are Lua
--- numbers (the gateway writes int64 as strings). Errors: nil, message; `unreachable` is true in a third return
--- when no endpoint answered (as opposed to etcd answering with an error).
+-- numbers (the gateway writes int64 as strings); lease ids stay decimal strings (they use all 64 bits). Errors:
+-- nil, message; `unreachable` is true in a third return when no endpoint answered (as opposed to etcd answering
+-- with an error).
 local ffi = require("ffi")
 local bit = require("bit")
 local cjson = require("cjson.safe").new()
@@ -225,7 +229,8 @@ end
 
 local function kv_of(kv)
     return { key = _M.unb64(kv.key or ""), value = kv.value and _M.unb64(kv.value) or "",
-             create_revision = tonumber(kv.create_revision) or 0, mod_revision = tonumber(kv.mod_revision) or 0 }
+             create_revision = tonumber(kv.create_revision) or 0, mod_revision = tonumber(kv.mod_revision) or 0,
+             lease = type(kv.lease) == "string" and kv.lease ~= "0" and kv.lease or nil }
 end
 _M.kv_of = kv_of
 
@@ -287,12 +292,66 @@ end
 function _M:txn(ops)
     local list = {}
     for i, o in ipairs(ops) do
-        list[i] = o.put and { request_put = { key = _M.b64(o.put), value = _M.b64(o.value) } }
+        list[i] = o.put and { request_put = { key = _M.b64(o.put), value = _M.b64(o.value), lease = o.lease } }
             or { request_delete_range = { key = _M.b64(o.delete) } }
     end
     local t, err, unreachable = self:call("/v3/kv/txn", { success = list })
     if not t then return nil, err, unreachable end
     return { revision = tonumber(type(t.header) == "table" and t.header.revision) or 0 }
+end
+
+--- A lease of ttl seconds: its id (a decimal string), the TTL etcd granted | nil, err, unreachable.
+function _M:lease_grant(ttl)
+    local t, err, unreachable = self:call("/v3/lease/grant", { TTL = tostring(ttl) })
+    if not t then return nil, err, unreachable end
+    if type(t.error) == "string" and t.error ~= "" then return nil, t.error end
+    if type(t.ID) ~= "string" or not t.ID:match("^%d+$") then return nil, "etcd granted no lease id" end
+    return t.ID, tonumber(t.TTL) or ttl
+end
+
+--- Renews a lease once: the seconds it has left (0 when it expired or was revoked) | nil, err, unreachable.
+function _M:lease_keepalive(id)
+    -- a stream in gRPC, one request and one answer ({"result": {...}}) through the gateway
+    local t, err, unreachable = self:call("/v3/lease/keepalive", { ID = id })
+    if not t then return nil, err, unreachable end
+    if type(t.error) == "table" then return nil, tostring(t.error.message) end
+    local r = type(t.result) == "table" and t.result or t
+    return tonumber(r.TTL) or 0
+end
+
+--- Revokes a lease, deleting the keys attached to it: true (also when it was gone already) | nil, err, unreachable.
+function _M:lease_revoke(id, timeout)
+    local t, err, unreachable = self:call("/v3/lease/revoke", { ID = id }, timeout)
+    if not t then
+        if tostring(err):find("lease not found", 1, true) then return true end
+        return nil, err, unreachable
+    end
+    return true
+end
+
+--- Puts value at key attached to lease when the key is absent or already attached to that lease: {ok = true,
+--- revision}; {ok = false, holder = kv (kv.lease: the lease of whoever holds it)} when another lease holds it.
+--- An unknown lease (expired, revoked) is an error with "lease not found" in it.
+function _M:claim(key, value, lease)
+    local k = _M.b64(key)
+    local put = { request_put = { key = k, value = _M.b64(value), lease = lease } }
+    local conds = { { key = k, target = "LEASE", result = "EQUAL", lease = lease },  -- ours already
+                    { key = k, target = "CREATE", result = "EQUAL", create_revision = "0" } } -- nobody's
+    for _, cond in ipairs(conds) do
+        local t, err, unreachable = self:call("/v3/kv/txn", { compare = { cond }, success = { put },
+                                                               failure = { { request_range = { key = k } } } })
+        if not t then return nil, err, unreachable end
+        if t.succeeded then
+            return { ok = true, revision = tonumber(type(t.header) == "table" and t.header.revision) or 0 }
+        end
+        local r = type(t.responses) == "table" and t.responses[1]
+        local kvs = type(r) == "table" and type(r.response_range) == "table" and r.response_range.kvs
+        if type(kvs) == "table" and type(kvs[1]) == "table" then
+            local kv = kv_of(kvs[1])
+            if kv.lease ~= lease then return { ok = false, holder = kv } end
+        end
+    end
+    return { ok = false } -- taken and let go between the two: the caller tries again later
 end
 
 local MAX_LINE = 256 * 1024 * 1024

@@ -6,6 +6,7 @@ local store = require("sluice.config.store")
 local config = require("sluice.config")
 local schema = require("sluice.schema")
 local E = require("sluice.config.entries")
+local secrets = require("sluice.secrets")
 
 local type, pairs, ipairs, tostring, next = type, pairs, ipairs, tostring, next
 local format, sort, min = string.format, table.sort, math.min
@@ -14,12 +15,16 @@ local KINDS, ID_FIELD, vjson = E.KINDS, E.ID_FIELD, E.vjson
 local _M = {}
 
 
--- Do two stored values hold the same entity? Whatever the order of keys in the text, with or without the id
--- field the key already gives.
-local function same_entity(kind, id, a, b)
-    if a == b then return true end
-    local x, y = vjson.decode(a), vjson.decode(b)
+-- Does etcd's value a hold the entity whose stored form (secrets not sealed yet) is b? Whatever the order of keys
+-- in the text, with or without the id field the key already gives, its secrets sealed (opened with keyring kr to
+-- compare) or not. With a master key, a value that holds a secret in the clear is not the same: it is written
+-- again, sealed.
+local function same_entity(kind, id, a, b, kr, schema_of)
+    local x, y = vjson.decode(a), vjson.decode(cjson.encode(b))
     if type(x) ~= "table" or type(y) ~= "table" then return false end
+    if kr and kr.current and secrets.plain_in_entity(kind, id, x, schema_of) then return false end
+    x = secrets.open_entity(kr, kind, id, x)
+    if not x then return false end
     local idf = ID_FIELD[kind]
     if idf then
         if x[idf] == nil then x[idf] = id end
@@ -29,14 +34,23 @@ local function same_entity(kind, id, a, b)
 end
 
 --- Writes the entities of a validated config (cfg.raw) to etcd under conf's prefix. mode "replace" also deletes
---- keys the file does not have; "merge" keeps them. Returns a summary {put, deleted, unchanged, revision} | nil,
+--- keys the file does not have; "merge" keeps them. Secret fields are sealed with the master key of cfg.node
+--- (node.secrets), as the Admin API writes them. Returns a summary {put, deleted, unchanged, revision} | nil,
 --- err. Main thread / command line only (blocking).
 function _M.run(conf, cfg, mode, reg, node)
+    local kr, kerr = secrets.keyring(cfg.node)
+    if kerr then return nil, kerr end
+    local schema_of = secrets.schema_lookup(function(n) return reg:get(n) end)
     local client = etcd.new(conf, "sync")
     local cur, err = client:range_prefix()
     if not cur then return nil, "cannot read etcd: " .. tostring(err) end
-    local have = {}
-    for _, kv in ipairs(cur.kvs) do have[kv.key] = kv end
+    local have, kvs = {}, {}
+    for _, kv in ipairs(cur.kvs) do -- the nodes' registrations (PREFIX/nodes/) are not config: left alone
+        if not require("sluice.config.nodes").is_key(client.prefix, kv.key) then
+            have[kv.key] = kv
+            kvs[#kvs + 1] = kv
+        end
+    end
     local want, order = {}, {}
     for _, kind in ipairs(KINDS) do
         local raw = cfg.raw[kind]
@@ -61,9 +75,11 @@ function _M.run(conf, cfg, mode, reg, node)
         local key = E.key(client.prefix, o.kind, o.id)
         local stored, serr = store.encode(o.kind, o.id, o.obj)
         if not stored then return nil, key .. ": " .. tostring(serr) end
-        local value = cjson.encode(stored)
+        local sealed, eerr = store.seal(o.kind, o.id, stored, { node = cfg.node, plugins = reg })
+        if not sealed then return nil, key .. ": cannot seal the secrets: " .. tostring(eerr) end
+        local value = cjson.encode(sealed)
         want[key] = true
-        if have[key] and same_entity(o.kind, o.id, have[key].value, value) then
+        if have[key] and same_entity(o.kind, o.id, have[key].value, stored, kr, schema_of) then
             sum.unchanged = sum.unchanged + 1
         else
             ops[#ops + 1] = { put = key, value = value }
@@ -72,10 +88,10 @@ function _M.run(conf, cfg, mode, reg, node)
     end
     if mode == "merge" then -- the result must validate as a whole
         local desired, prefix = {}, client.prefix
-        for _, kv in ipairs(cur.kvs) do desired[kv.key] = E.decode_entry(prefix, kv, reg) end -- then the changes
+        for _, kv in ipairs(kvs) do desired[kv.key] = E.decode_entry(prefix, kv, reg, kr) end -- then the changes
         for _, op in ipairs(ops) do
             desired[op.put] = E.decode_entry(prefix, { key = op.put, value = op.value, create_revision = 0,
-                                                       mod_revision = 0 }, reg)
+                                                       mod_revision = 0 }, reg, kr)
         end
         local set = {} -- entries already in etcd that nodes refuse on their own stay refused: not checked here
         for k, e in pairs(desired) do if e.obj then set[k] = e end end

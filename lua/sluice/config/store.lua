@@ -9,8 +9,9 @@
 -- A backend stores entities exactly as handed to it. Transforms of an entity's stored form (hashing a consumer's
 -- keys) can be codecs registered here, applied above every backend: `encode` on the way to storage (state file
 -- and etcd alike), `decode` on the way back (entities read from etcd at start, at resync, from the watch and from
--- the local etcd snapshot). Secrets in the state file are sealed by sluice.secrets in config.state_put (not a
--- codec: etcd holds them as written):
+-- the local etcd snapshot). Secrets are sealed with the master key by sluice.secrets (not a codec: it needs the
+-- node's keys and the plugins' schemas): in config.state_put for the state file, in store.seal for etcd (opened by
+-- sluice.config.entries as entries arrive):
 --
 --   store.add_codec({ name = "secrets", encode = function(kind, id, obj) ... return obj2 end,
 --                     decode = function(kind, id, obj) ... return obj2 end })  -- nil, err refuses the entity
@@ -79,6 +80,18 @@ function state_file:revision()
     return nil
 end
 
+--- An entity's stored form with its secret fields sealed under the master key, as the state file has them (the
+--- etcd backend, `sluice etcd import`): obj itself without a key | nil, err. opts: node (normalized node settings:
+--- node.secrets), plugins (a registry: which plugin config fields are secret).
+function _M.seal(kind, id, obj, opts)
+    local secrets = require("sluice.secrets")
+    local kr, kerr = secrets.keyring(opts and opts.node)
+    if kerr then return nil, kerr end
+    if not (kr and kr.current) then return obj end
+    local reg = opts.plugins
+    return secrets.seal_entity(kr, kind, id, obj, secrets.schema_lookup(reg and function(n) return reg:get(n) end))
+end
+
 local etcd = { kind = "etcd", publishes = true }
 etcd.__index = etcd
 
@@ -87,6 +100,10 @@ etcd.__index = etcd
 function etcd:put(kind, id, obj, opts)
     local stored, err = obj and _M.encode(kind, id, obj) or false, nil
     if stored == nil then return nil, "cannot store the change: " .. tostring(err), 500 end
+    if stored then -- secrets sealed as in the state file (sluice.secrets: node.secrets, the plugins' schemas)
+        stored, err = _M.seal(kind, id, stored, opts)
+        if not stored then return nil, "cannot seal the secrets, nothing changed: " .. tostring(err), 500 end
+    end
     return require("sluice.config.center").write(kind, id, stored, opts and opts.expect)
 end
 

@@ -17,6 +17,8 @@
 -- getter returns nil.
 local base = require("sluice.pdk.base")
 local get_ctx = base.get_ctx
+local type, ipairs = type, ipairs
+local concat = table.concat
 
 local _M = {}
 
@@ -69,6 +71,35 @@ end
 function _M.get_safety(ctx)
     ctx = ctx or get_ctx()
     return ctx.safety
+end
+
+--- The text of an OpenAI or Anthropic message content: the string itself, or the text parts / blocks of a list
+--- joined by newlines; nil when it has no text (images, tool calls alone, not a content at all).
+function _M.text_of(content)
+    if type(content) == "string" then return content end
+    if type(content) ~= "table" then return nil end
+    local parts = {}
+    for _, p in ipairs(content) do
+        if type(p) == "table" and p.type == "text" and type(p.text) == "string" then parts[#parts + 1] = p.text end
+    end
+    return #parts > 0 and concat(parts, "\n") or nil
+end
+
+--- Adds text to an Anthropic request body's `system` (absent, a string, or a list of blocks), before or after what
+--- the client sent there.
+function _M.add_anthropic_system(body, text, before)
+    local sys = body.system
+    if type(sys) == "table" then
+        local blocks = {}
+        if before then blocks[1] = { type = "text", text = text } end
+        for _, b in ipairs(sys) do blocks[#blocks + 1] = b end
+        if not before then blocks[#blocks + 1] = { type = "text", text = text } end
+        body.system = blocks
+    elseif type(sys) == "string" and sys ~= "" then
+        body.system = before and (text .. "\n\n" .. sys) or (sys .. "\n\n" .. text)
+    else
+        body.system = text
+    end
 end
 
 --- True when the client asked for a stream.

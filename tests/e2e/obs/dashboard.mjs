@@ -65,6 +65,13 @@ test('dashboard: login, live numbers, breakdowns, screenshots, no JS errors', { 
     const cookies = await page.cookies();
     assert.equal(cookies.length, 0, 'no cookie');
 
+    // the nodes table: without a config center, this node alone (its id as GET /admin/status has it)
+    const st = await (await fetch(ADMIN + '/admin/status', { headers: { 'x-api-key': ADMIN_KEY } })).json();
+    await page.waitForSelector('#nodes tbody tr.self', { timeout: 10000 });
+    assert.equal(await page.$$eval('#nodes tbody tr', (rows) => rows.length), 1);
+    assert.equal(await page.$eval('#nodes tbody tr.self td.node-id', (el) => el.textContent), st.node_id + ' (this node)');
+    assert.match(await page.$eval('#nodes tbody tr.self td.last-seen', (el) => el.textContent), /^\d+ s ago$/);
+
     // traffic: 6 requests for alice, 4 for bob (the mock provider: 17 input, 5 output tokens each)
     await chat('alice-key', 6);
     await chat('bob-key', 4);
