@@ -23,6 +23,7 @@ local json_encode, json_decode, nn = json.json_encode, json.json_decode, json.nn
 local shallow_copy, plain_object = json.shallow_copy, json.plain_object
 local find, sub, byte = string.find, string.sub, string.byte
 local nkeys = require("table.nkeys")
+local tclone = require("table.clone")
 
 local OP_PATH = {
     chat = "/chat/completions",
@@ -248,7 +249,8 @@ local _M = {}
 
 --- Builds an OpenAI-wire driver. spec:
 ---   kind, default_endpoint, default_base ("/v1"), paths (op -> suffix, default OP_PATH),
----   auth(provider, headers), url(provider, op, body, opts, ep) -> path (optional full override),
+---   auth(provider, headers) (a function of provider.api_key and provider.options alone: the headers are made
+---     once per provider), url(provider, op, body, opts, ep) -> path (optional full override),
 ---   accepts(provider) -> set of the chat parameters the provider takes (default: every OpenAI parameter
 ---     but the canonical extensions, NOT_OPENAI); the others are dropped or refused (options.drop_params),
 ---   message(provider, m, i) -> m | nil, err (maps one chat message, after the canonical extensions are gone),
@@ -263,6 +265,12 @@ function _M.family(spec)
     local paths = spec.paths or OP_PATH
     local accepts = spec.accepts or function() return ALL_BUT_EXTENSIONS end
     local paths_of = setmetatable({}, { __mode = "k" }) -- endpoint table -> op -> path
+    local headers_of = setmetatable({}, { __mode = "k" }) -- provider table -> {ep, key, options, [accept] = headers}
+    -- the closure over provider is made here, not in build_request: a closure there would make every call of
+    -- build_request close an upvalue on return (bytecode UCLO), which LuaJIT does not compile
+    local function message_mapper(provider)
+        return function(m, i) return spec.message(provider, m, i) end
+    end
 
     function d.build_request(provider, op, body, opts)
         opts = opts or {}
@@ -294,13 +302,27 @@ function _M.family(spec)
             end
         end
 
-        local headers = {
-            ["Host"] = common.host_header(ep),
-            ["Content-Type"] = "application/json",
-            ["Accept"] = opts.stream and "text/event-stream" or "application/json",
-        }
-        spec.auth(provider, headers)
-        common.extra_headers(provider, headers)
+        -- The headers are made once per provider table and Accept value, and copied for each call (the caller
+        -- may add to its copy: a tracing plugin's traceparent). They depend on the provider's api_key and options
+        -- alone (auth, options.headers): a provider whose key or options table changed gets them made again.
+        local accept = opts.stream and "text/event-stream" or "application/json"
+        local hc = headers_of[provider]
+        if not hc or hc.ep ~= ep or hc.key ~= provider.api_key or hc.options ~= provider.options then
+            hc = { ep = ep, key = provider.api_key, options = provider.options }
+            headers_of[provider] = hc
+        end
+        local made = hc[accept]
+        if not made then
+            made = {
+                ["Host"] = common.host_header(ep),
+                ["Content-Type"] = "application/json",
+                ["Accept"] = accept,
+            }
+            spec.auth(provider, made)
+            common.extra_headers(provider, made)
+            hc[accept] = made
+        end
+        local headers = tclone(made)
 
         if op == "models" then
             return { method = "GET", scheme = ep.scheme, host = ep.host, port = ep.port, path = path,
@@ -333,7 +355,7 @@ function _M.family(spec)
             if spec.max_stop and type(stop) == "table" and #stop > spec.max_stop then
                 return nil, spec.kind .. ": stop: at most " .. spec.max_stop .. " stop sequences (got " .. #stop .. ")"
             end
-            b, err = sanitize(b, spec.message and function(m, i) return spec.message(provider, m, i) end)
+            b, err = sanitize(b, spec.message and message_mapper(provider))
             if not b then return nil, err end
         end
         if spec.transform then
