@@ -42,6 +42,8 @@ local completion_text_of = usage.completion_text_of
 local stream = stream_mod.run
 
 local MAX_RESPONSE = 64 * 1024 * 1024
+-- shared, never changed: sluice.response.deliver copies the headers it is given
+local JSON_HEADERS = { ["content-type"] = "application/json" }
 local UPERR_TIMEOUT, UPERR_CLIENT_GONE = C.SL_UPERR_TIMEOUT, C.SL_UPERR_CLIENT_GONE
 
 local _M = {}
@@ -348,7 +350,7 @@ local function non_stream(ctx, ai, p)
     end
     finish_usage(ctx, ai, u, 200, ai.completion_text)
     ai.usage.ttft = ai.usage.latency
-    response.deliver(ctx, 200, out, { ["content-type"] = "application/json" })
+    response.deliver(ctx, 200, out, JSON_HEADERS)
 end
 
 
