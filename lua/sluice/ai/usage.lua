@@ -90,8 +90,9 @@ end
 _M.finish_usage = finish_usage
 
 -- The `"usage":{...}` object of an OpenAI body or chunk, decoded and normalized (nil when absent or null).
--- A plain search, in C (json.usage_at): `"usage"` with unescaped quotes can only be a key, since quotes inside
--- JSON strings are escaped. The last one wins (the top-level usage comes last in OpenAI bodies).
+-- A plain search, in C (json.usage_at: one FFI call and no loop here, so callers' traces are not aborted by an
+-- inner loop): `"usage"` with unescaped quotes can only be a key, since quotes inside JSON strings are escaped.
+-- The last one wins (the top-level usage comes last in OpenAI bodies).
 local function scan_usage(s, from)
     local at = usage_at(s, from)
     if not at then
