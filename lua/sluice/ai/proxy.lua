@@ -42,6 +42,8 @@ local completion_text_of = usage.completion_text_of
 local stream = stream_mod.run
 
 local MAX_RESPONSE = 64 * 1024 * 1024
+-- shared, never changed: sluice.response.deliver copies the headers it is given
+local JSON_HEADERS = { ["content-type"] = "application/json" }
 local UPERR_TIMEOUT, UPERR_CLIENT_GONE = C.SL_UPERR_TIMEOUT, C.SL_UPERR_CLIENT_GONE
 
 local _M = {}
@@ -257,7 +259,8 @@ local function prepare(ctx, conf, provider_name)
         eb.models = common.array(list)
         return status, eb
     end
-    local mok, mwhy = consumer.allowed("model", { name, served }, ctx)
+    -- one name when the route serves the name asked for (no table: a deny or allow of {n, n} is one of n)
+    local mok, mwhy = consumer.allowed("model", served ~= name and { name, served } or name, ctx)
     if not mok then
         return api_error(api, 403, mwhy, nil, "model_not_allowed")
     end
@@ -348,7 +351,7 @@ local function non_stream(ctx, ai, p)
     end
     finish_usage(ctx, ai, u, 200, ai.completion_text)
     ai.usage.ttft = ai.usage.latency
-    response.deliver(ctx, 200, out, { ["content-type"] = "application/json" })
+    response.deliver(ctx, 200, out, JSON_HEADERS)
 end
 
 
