@@ -18,8 +18,7 @@ local sluice = require("sluice")
 local sreq = require("sluice.ai.safety.request")
 local safety = require("sluice.ai.safety")
 
-local type, ipairs, tostring = type, ipairs, tostring
-local concat = table.concat
+local type, ipairs, tostring, tonumber = type, ipairs, tostring, tonumber
 
 local rule = {
     type = { "string", "object" },
@@ -68,27 +67,26 @@ local function rules_of(list, what)
     return out
 end
 
--- One alternation per list: each rule a named group with its flags scoped to it, so a text is scanned once.
+-- One set per list (sluice.re.set): matched as one alternation would be, each rule meaning what it means alone
+-- (its own group numbers and names), and rules whose literals are absent from a text never run over it.
 local function compile_list(list, what)
     if #list == 0 then return nil end
-    local alts, names = {}, {}
-    for i, r in ipairs(rules_of(list, what)) do
-        -- each rule alone first: a bad pattern is reported with its own name, not as the alternation
-        local ok, err = sluice.re.compile(r.pattern, r.flags)
-        if not ok then
-            return nil, what .. "[" .. i .. "] (" .. r.name .. "): " .. tostring(err)
-        end
-        local g = "r" .. i
-        alts[i] = "(?<" .. g .. ">(?" .. (r.flags ~= "" and r.flags or "") .. ":" .. r.pattern .. "))"
+    local rules = rules_of(list, what)
+    local members, names = {}, {}
+    for i, r in ipairs(rules) do
+        members[i] = { pattern = r.pattern, flags = r.flags }
         names[i] = r.name
     end
-    local re, err = sluice.re.compile(concat(alts, "|"))
-    if not re then
+    local set, err = sluice.re.set(members)
+    if not set then
+        -- "[i]: ..." from the set: report the rule by its position and name
+        local i = tonumber(tostring(err):match("^%[(%d+)%]"))
+        if i and rules[i] then
+            return nil, what .. "[" .. i .. "] (" .. rules[i].name .. "): " .. tostring(err):gsub("^%[%d+%]: ", "")
+        end
         return nil, what .. ": " .. tostring(err)
     end
-    local groups = {}
-    for i = 1, #names do groups[i] = re:group_of("r" .. i) end
-    return { re = re, names = names, groups = groups }
+    return { set = set, names = names }
 end
 
 --- Compiles conf's patterns: {deny = compiled | nil, allow = compiled | nil, roles = set} | nil, err.
@@ -109,14 +107,12 @@ function _M.check(conf)
     return true
 end
 
--- The name of the rule of c that matches text, or nil; nil, err on a match error.
+-- The name of the rule of c that matches text (the match that starts first; at one start, the earlier rule), or
+-- nil; nil, err on a match error.
 local function first_match(c, text)
-    local from, err = c.re:exec(text)
-    if not from then return nil, err end
-    for i = 1, #c.groups do
-        if c.re:group(c.groups[i]) then return c.names[i] end
-    end
-    return c.names[1]
+    local from, to_or_err, i = c.set:exec(text)
+    if not from then return nil, to_or_err end
+    return c.names[i]
 end
 
 --- The verdict for a decoded request body: nil when it passes, else {kind = "deny" | "allow" | "error", rule, role,
@@ -157,7 +153,7 @@ local function build(conf)
 end
 
 function _M.rewrite(conf, ctx)
-    local body = sluice.request.get_json(ctx)
+    local body = sluice.request.peek_json(ctx) -- read only: unchanged bytes still go upstream as sent
     if type(body) ~= "table" then
         return -- not JSON: not a chat request (ai-proxy answers it with its own 400)
     end

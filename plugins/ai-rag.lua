@@ -39,6 +39,16 @@ local index_def = {
         include = { type = "array", items = { type = "string", minLength = 1 }, maxItems = 100 },
         exclude = { type = "array", items = { type = "string", minLength = 1 }, maxItems = 100 },
         quantize = { type = "array", items = { type = "string", enum = { "int8", "binary" } }, maxItems = 2 },
+        -- the vectors' inverted file (docs/vector.md): lists (default ~sqrt(chunks) from 4096 chunks, 0: none)
+        -- and the lists a search probes by default
+        ivf = {
+            type = "object",
+            additionalProperties = false,
+            properties = {
+                lists = { type = "integer", minimum = 0, maximum = 65536 },
+                probes = { type = "integer", minimum = 1, maximum = 65536 },
+            },
+        },
         timeout = { type = "number", minimum = 0.001, maximum = 3600 },
     },
 }
@@ -70,6 +80,7 @@ local schema = {
         retrieval = retrieval_def,
         mode = { type = "string", enum = { "hybrid", "bm25", "dense" }, default = "hybrid" },
         k = { type = "integer", minimum = 1, maximum = 50, default = 4 },
+        probes = { type = "integer", minimum = 1, maximum = 65536 }, -- IVF lists searched (default: the index's)
         min_bm25 = { type = "number", minimum = 0, default = 0 },             -- BM25 score a chunk needs
         min_similarity = { type = "number", minimum = -1, maximum = 1, default = 0 }, -- cosine a chunk needs
         min_score = { type = "number", default = 0 },                       -- external retrieval: score a hit needs
@@ -191,7 +202,7 @@ local function embedded(conf, query, ctx)
         idx:reload() -- a replaced file is loaded now, or refused (logged) while the old index serves
     end
     local q = { query = query, k = conf.k, mode = conf.mode, min_bm25 = conf.min_bm25,
-                min_similarity = conf.min_similarity, filter = conf.filter }
+                min_similarity = conf.min_similarity, filter = conf.filter, probes = conf.probes }
     if conf.mode ~= "bm25" then
         local ok, cerr = idx:current()
         if not ok then return nil, cerr end -- no index: no embedding call either

@@ -54,6 +54,9 @@ describe("ai-proxy: the client's bytes go upstream when nothing changes", functi
                 { id = "compat", paths = { "/compat/v1/*" }, plugins = { ["ai-proxy"] = { provider = "compat" } } },
                 { id = "edited", paths = { "/edited/v1/*" },
                   plugins = { ["ai-proxy"] = { provider = "any" }, ["ai-req-editor"] = {} } },
+                { id = "safe", paths = { "/safe/v1/*" }, plugins = { ["ai-proxy"] = { provider = "any" },
+                  ["ai-prompt-guard"] = { deny = { "ignore previous instructions" } }, ["ai-pii"] = {},
+                  ["ai-moderation"] = { categories = { { name = "violence", keywords = { "kill" } } } } } },
             },
         })
     end)
@@ -88,6 +91,18 @@ describe("ai-proxy: the client's bytes go upstream when nothing changes", functi
         local res, up = post("/compat/v1/chat/completions", raw)
         assert.equal(200, res.status)
         assert.equal(raw, up.raw)
+    end)
+
+    it("the safety plugins only read the request: its bytes go as they are unless ai-pii masks something", function()
+        local res, up = post("/safe/v1/chat/completions", RAW)
+        assert.equal(200, res.status, res.body)
+        assert.equal(RAW, up.raw)
+        local raw = RAW:gsub("ok", "mail me at jane@example.com")
+        res, up = post("/safe/v1/chat/completions", raw)
+        assert.equal(200, res.status, res.body)
+        assert.not_equal(raw, up.raw)
+        assert.equal("caf\u{e9} / mail me at <PII_EMAIL_1>", up.body.messages[1].content)
+        assert.not_matches("jane@", up.raw)
     end)
 
     it("a repeated key: re-encoded, so the upstream reads the value the gateway checked", function()

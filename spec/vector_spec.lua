@@ -1,5 +1,5 @@
 -- sluice.vector through the gateway (a test plugin runs the calls): one store per name for every worker, top-k by
--- cosine, replace, remove, eviction of the oldest when full (bounded memory), TTL, and misuse refused.
+-- cosine, replace, remove, eviction of the oldest when full (bounded memory), groups, TTL, and misuse refused.
 local helpers = require("helpers")
 local cjson = require("cjson.safe")
 
@@ -60,6 +60,20 @@ describe("sluice.vector store (gateway)", function()
         helpers.sleep(1.2)
         r = run({ store = "small", dims = 2, capacity = 3, calls = { { "search", { 1, 0 }, 1 } } })
         assert.equal("c", r.results[1].a[1].key) -- t, nearer, expired
+    end)
+
+    it("bounds a group of keys (a key prefix) and searches one group alone", function()
+        local r = run({ store = "grp", dims = 2, capacity = 10, calls = {
+            { "add", "p1/a", { 1, 0 }, 0, 3, 2 }, { "add", "p2/a", { 1, 0 }, 0, 3, 2 },
+            { "add", "p1/b", { 0.9, 0.1 }, 0, 3, 2 }, { "add", "p1/c", { 0.8, 0.2 }, 0, 3, 2 },
+            { "search", { 1, 0 }, 10, -1, "exact", "p1/" }, { "search", { 1, 0 }, 10, -1, "exact", "p2/" },
+            { "add", "p1/d", { 1, 0 }, 0, 9, 2 } } }).results
+        assert.equal("p1/a", r[4].b) -- p1 full: its oldest went, not p2's older entry
+        assert.same({ "p1/b", "p1/c" }, { r[5].a[1].key, r[5].a[2].key })
+        assert.equal(2, #r[5].a)
+        assert.same({ "p2/a" }, { r[6].a[1].key })
+        assert.equal(1, #r[6].a)
+        assert.truthy(r[7].error:find("group_len", 1, true), r[7].error) -- a group longer than the key
     end)
 
     it("refuses misuse with clear errors", function()

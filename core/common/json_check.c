@@ -380,3 +380,23 @@ int sl_json_usage(const char *s, size_t len, size_t off, double *u)
     }
     return out;
 }
+
+long sl_json_usage_at(const char *s, size_t len, size_t from)
+{
+    static const char key[] = "\"usage\"";
+    const size_t klen = sizeof(key) - 1;
+    const char *e = s + len;
+    long at = -1;
+    if (s == NULL || from >= len)
+        return -1;
+    for (const char *p = s + from; (p = memmem(p, (size_t)(e - p), key, klen)) != NULL;) {
+        p += klen;
+        const char *k = skip_ws(p, e);
+        if (k < e && *k == ':') {
+            k = skip_ws(k + 1, e);
+            if (k < e && *k == '{')
+                at = (long)(k - s);
+        }
+    }
+    return at;
+}

@@ -19,4 +19,9 @@ int sl_json_plain_object(const char *s, size_t len);
  * caller decodes that one itself. */
 int sl_json_usage(const char *s, size_t len, size_t off, double *u);
 
+/** The offset of the '{' of the last `"usage"` key in s[from..len) followed by ':' and an object (whitespace
+ *  allowed between them), or -1 when there is none. A plain search: quotes inside JSON strings are escaped,
+ * so an unescaped `"usage"` can only be a key (the top-level usage comes last in OpenAI bodies). */
+long sl_json_usage_at(const char *s, size_t len, size_t from);
+
 #endif

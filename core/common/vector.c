@@ -159,20 +159,19 @@ uint32_t sl_topk_sort(sl_topk_t *t)
 /* ---------------------------------------------------------------------------------------------------------
  * scans */
 
-static inline int row_ok(const sl_vecset_t *s, size_t i)
-{
-    if (s->allow && !(s->allow[i / 8] & (1u << (i % 8))))
-        return 0;
-    if (s->expires && s->expires[i] != 0 && s->now >= s->expires[i])
-        return 0;
-    return 1;
-}
+#define row_ok sl_vec_row_ok
 
-CLONES static void scan_f32(const sl_vecset_t *s, const float *q, sl_topk_t *t)
+/* Each scan walks rows 0..n-1 of the set, or with pos the n places pos[0..n-1] of an inverted file's list
+ * order (the probed lists: ivf->ids[p] is the row at place p, and ivf->i8 holds the int8 rows in that order,
+ * so a list is scanned from contiguous memory); `ROW(j)` is the j-th row scanned. */
+#define ROW(j) (pos ? (size_t)s->ivf->ids[pos[j]] : (j))
+
+CLONES static void scan_f32(const sl_vecset_t *s, const float *q, const uint32_t *pos, size_t n, sl_topk_t *t)
 {
     const uint32_t d = s->dims;
     const int filtered = s->allow || s->expires;
-    for (size_t i = 0; i < s->n; i++) {
+    for (size_t j = 0; j < n; j++) {
+        size_t i = ROW(j);
         if (filtered && !row_ok(s, i))
             continue;
         float sc = dot(s->f32 + i * d, q, d);
@@ -181,36 +180,41 @@ CLONES static void scan_f32(const sl_vecset_t *s, const float *q, sl_topk_t *t)
     }
 }
 
-CLONES static void scan_i8(const sl_vecset_t *s, const int8_t *q, sl_topk_t *t)
+/* q is the query's int8 copy widened to int16: int8 x int16 products summed in int32 compile to vpmaddwd (two
+ * products and their sum per 32-bit lane), int8 x int8 to a multiply and two widenings. */
+CLONES static void scan_i8(const sl_vecset_t *s, const int16_t *q, const uint32_t *pos, size_t n,
+                           sl_topk_t *t)
 {
     const uint32_t d = s->dims;
-    const int filtered = s->allow || s->expires;
-    for (size_t i = 0; i < s->n; i++) {
+    const int filtered = s->allow || s->expires, grouped = pos && s->ivf->i8;
+    for (size_t j = 0; j < n; j++) {
+        size_t i = ROW(j), at = grouped ? pos[j] : i;
         if (filtered && !row_ok(s, i))
             continue;
-        const int8_t *restrict r = s->i8 + i * d;
+        const int8_t *restrict r = (grouped ? s->ivf->i8 : s->i8) + at * d;
         int32_t acc = 0;
-        for (uint32_t j = 0; j < d; j++)
-            acc += (int32_t)r[j] * q[j];
-        float sc = (float)acc * s->i8_scale[i];
+        for (uint32_t x = 0; x < d; x++)
+            acc += (int16_t)r[x] * q[x];
+        float sc = (float)acc * (grouped ? s->ivf->i8_scale : s->i8_scale)[at];
         if (t->n < t->k || sc > t->h[0].score)
             sl_topk_push(t, (uint32_t)i, sc);
     }
 }
 
-/* The sign-bit pass keeps no heap: it writes every row's Hamming distance (UINT16_MAX for a row filtered out)
- * into ham and counts them in hist (dims + 1 counts), and the caller picks the c nearest from a histogram of
- * the distances (pick_bits): a heap push per row that improved the c-th best cost more than the popcounts
- * themselves. A distance is at most 64 x words <= SL_VEC_MAX_DIMS (hist has room for that much, even from a
- * file whose unused bits are set). */
-CLONES static void scan_bits(const sl_vecset_t *s, const uint64_t *q, uint16_t *ham, uint32_t *hist)
+/* The sign-bit pass keeps no heap: it writes every scanned row's Hamming distance (UINT16_MAX for a row
+ * filtered out) into ham (by scan position) and counts them in hist (dims + 1 counts), and the caller picks
+ * the c nearest from a histogram of the distances (pick_bits): a heap push per row that improved the c-th
+ * best cost more than the popcounts themselves. A distance is at most 64 x words <= SL_VEC_MAX_DIMS (hist has
+ * room for that much, even from a file whose unused bits are set). */
+CLONES static void scan_bits(const sl_vecset_t *s, const uint64_t *q, const uint32_t *pos, size_t n,
+                             uint16_t *ham, uint32_t *hist)
 {
     const size_t w = sl_vec_words(s->dims);
     memset(hist, 0, (s->dims + 1) * sizeof(*hist));
     const int filtered = s->allow || s->expires;
-    if (w == 4 && !filtered) { /* 256 dimensions, the common embedding size: unrolled */
+    if (w == 4 && !filtered && !pos) { /* 256 dimensions, the common embedding size: unrolled */
         const uint64_t q0 = q[0], q1 = q[1], q2 = q[2], q3 = q[3];
-        for (size_t i = 0; i < s->n; i++) {
+        for (size_t i = 0; i < n; i++) {
             const uint64_t *restrict r = s->bits + i * 4;
             uint32_t h = (uint32_t)(__builtin_popcountll(r[0] ^ q0) + __builtin_popcountll(r[1] ^ q1) +
                                     __builtin_popcountll(r[2] ^ q2) + __builtin_popcountll(r[3] ^ q3));
@@ -219,16 +223,17 @@ CLONES static void scan_bits(const sl_vecset_t *s, const uint64_t *q, uint16_t *
         }
         return;
     }
-    for (size_t i = 0; i < s->n; i++) {
+    for (size_t j = 0; j < n; j++) {
+        size_t i = ROW(j);
         if (filtered && !row_ok(s, i)) {
-            ham[i] = UINT16_MAX;
+            ham[j] = UINT16_MAX;
             continue;
         }
         const uint64_t *restrict r = s->bits + i * w;
         uint32_t h = 0;
-        for (size_t j = 0; j < w; j++)
-            h += (uint32_t)__builtin_popcountll(r[j] ^ q[j]);
-        ham[i] = (uint16_t)h;
+        for (size_t x = 0; x < w; x++)
+            h += (uint32_t)__builtin_popcountll(r[x] ^ q[x]);
+        ham[j] = (uint16_t)h;
         hist[h]++;
     }
 }
@@ -244,32 +249,34 @@ CLONES static void rescore(const sl_vecset_t *s, const float *q, const uint32_t 
     }
 }
 
-/* The (at most) c rows of smallest distance into ids, ties by lower row first (as the heap of the other
- * passes orders them), from the histogram of the distances; returns how many. */
-static uint32_t pick_bits(const uint16_t *ham, size_t n, uint32_t dims, uint32_t c, uint32_t *hist,
-                          uint32_t *ids)
+/* The (at most) c scanned rows of smallest distance into out, ties by scan order (ascending rows within a
+ * scan, as the heap of the other passes orders them), from the histogram of the distances; returns how many.
+ */
+static uint32_t pick_bits(const sl_vecset_t *s, const uint16_t *ham, const uint32_t *pos, size_t n,
+                          uint32_t c, uint32_t *hist, uint32_t *out)
 {
     uint32_t below = 0, cut = 0; /* rows with a distance under cut: below (< c); those at cut fill up */
-    for (; cut <= dims; cut++) {
+    for (; cut <= s->dims; cut++) {
         if (below + hist[cut] >= c)
             break;
         below += hist[cut];
     }
     uint32_t m = 0, at_cut = c - below;
-    for (size_t i = 0; i < n && m < c; i++) {
-        if (ham[i] < cut)
-            ids[m++] = (uint32_t)i;
-        else if (ham[i] == cut && at_cut > 0) {
-            ids[m++] = (uint32_t)i;
+    for (size_t j = 0; j < n && m < c; j++) {
+        if (ham[j] < cut)
+            out[m++] = (uint32_t)ROW(j);
+        else if (ham[j] == cut && at_cut > 0) {
+            out[m++] = (uint32_t)ROW(j);
             at_cut--;
         }
     }
     return m;
 }
 
-int sl_vec_auto_mode(const sl_vecset_t *s)
+/* The mode SL_VEC_AUTO uses for a scan of n rows of the set. */
+static int auto_mode(const sl_vecset_t *s, size_t n)
 {
-    if ((double)s->n * s->dims * sizeof(float) <= AUTO_EXACT_BYTES)
+    if ((double)n * s->dims * sizeof(float) <= AUTO_EXACT_BYTES)
         return SL_VEC_EXACT;
     if (s->bits)
         return SL_VEC_BINARY;
@@ -278,27 +285,44 @@ int sl_vec_auto_mode(const sl_vecset_t *s)
     return SL_VEC_EXACT;
 }
 
+int sl_vec_auto_mode(const sl_vecset_t *s)
+{
+    return auto_mode(s, s->n);
+}
+
 int sl_vec_search(const sl_vecset_t *s, const float *q, uint32_t k, int mode, uint32_t candidates,
                   float min_score, sl_vec_hit_t *out)
 {
     if (k == 0 || k > SL_VEC_MAX_K || s->dims == 0 || s->dims > SL_VEC_MAX_DIMS || (s->n && !s->f32))
         return -EINVAL;
+    /* an inverted file: only the rows of the lists nearest to q (probing every list is a brute-force scan) */
+    const uint32_t *pos = NULL;
+    size_t n = s->n;
+    if (s->ivf && s->ivf->nlist > 0 && (s->probes ? s->probes : s->ivf->nprobe) < s->ivf->nlist) {
+        int m = sl__ivf_probe(s, q, k, &pos);
+        if (m < 0)
+            return m;
+        n = (size_t)m;
+    }
+    /* by the rows this search scans: probed lists small enough stay in cache (exact), more are read from the
+     * lists' own contiguous int8 copy */
     if (mode == SL_VEC_AUTO)
-        mode = sl_vec_auto_mode(s);
+        mode = pos && s->i8 && s->i8_scale && (double)n * s->dims * sizeof(float) > AUTO_EXACT_BYTES
+                   ? SL_VEC_INT8
+                   : auto_mode(s, n);
     if ((mode == SL_VEC_INT8 && !(s->i8 && s->i8_scale)) || (mode == SL_VEC_BINARY && !s->bits) ||
         (mode != SL_VEC_EXACT && mode != SL_VEC_INT8 && mode != SL_VEC_BINARY))
         return -EINVAL;
     sl_topk_t t;
     if (mode == SL_VEC_EXACT) {
         sl_topk_init(&t, out, k);
-        scan_f32(s, q, &t);
+        scan_f32(s, q, pos, n, &t);
     } else {
         uint32_t c = candidates ? candidates : k * OVERSAMPLE;
         /* one sign bit per dimension ranks coarsely: on a large set its default keeps 1/64 of the rows
          * (rescoring them costs little next to the scan), which keeps recall near the exact answer's */
-        if (!candidates && mode == SL_VEC_BINARY && s->n / BINARY_KEEP > c)
-            c = (uint32_t)(s->n / BINARY_KEEP > SL_VEC_MAX_CANDIDATES ? SL_VEC_MAX_CANDIDATES
-                                                                      : s->n / BINARY_KEEP);
+        if (!candidates && mode == SL_VEC_BINARY && n / BINARY_KEEP > c)
+            c = (uint32_t)(n / BINARY_KEEP > SL_VEC_MAX_CANDIDATES ? SL_VEC_MAX_CANDIDATES : n / BINARY_KEEP);
         if (c < MIN_CANDIDATES)
             c = MIN_CANDIDATES;
         if (c < k)
@@ -307,45 +331,48 @@ int sl_vec_search(const sl_vecset_t *s, const float *q, uint32_t k, int mode, ui
             c = SL_VEC_MAX_CANDIDATES;
         uint64_t qq[SL_VEC_MAX_DIMS / 8]; /* the query's int8 or sign-bit copy */
         if (mode == SL_VEC_INT8) {
-            sl_vec_hit_t *cand = malloc(c * sizeof(*cand));
+            sl_vec_hit_t *cand = malloc(c * (sizeof(*cand) + sizeof(uint32_t)) + s->dims * sizeof(int16_t));
             if (cand == NULL)
                 return -ENOMEM;
+            uint32_t *cids = (uint32_t *)(cand + c); /* one allocation: candidates, their rows, the query */
+            int16_t *q16 = (int16_t *)(cids + c);
             sl_topk_init(&t, cand, c);
             sl_vec_quantize_i8(q, s->dims, (int8_t *)qq);
-            scan_i8(s, (const int8_t *)qq, &t);
+            for (uint32_t x = 0; x < s->dims; x++)
+                q16[x] = ((const int8_t *)qq)[x];
+            scan_i8(s, q16, pos, n, &t);
             uint32_t nc = t.n;
+            for (uint32_t i = 0; i < nc; i++)
+                cids[i] = cand[i].id;
             sl_topk_init(&t, out, k);
-            for (uint32_t i = 0; i < nc; i++) {
-                uint32_t id = cand[i].id;
-                sl_topk_push(&t, id, sl_vec_dot(s->f32 + (size_t)id * s->dims, q, s->dims));
-            }
+            rescore(s, q, cids, nc, &t);
             free(cand);
         } else {
-            /* per thread, grown to the largest set searched: distances, histogram, candidate rows */
+            /* per thread, grown to the largest scan: distances, histogram, candidate rows */
             static __thread uint16_t *ham;
-            static __thread uint32_t *hist, *ids;
+            static __thread uint32_t *hist, *cids;
             static __thread size_t ham_n;
             if (hist == NULL && (hist = malloc((SL_VEC_MAX_DIMS + 1) * sizeof(*hist))) == NULL)
                 return -ENOMEM;
-            if (ids == NULL && (ids = malloc(SL_VEC_MAX_CANDIDATES * sizeof(*ids))) == NULL)
+            if (cids == NULL && (cids = malloc(SL_VEC_MAX_CANDIDATES * sizeof(*cids))) == NULL)
                 return -ENOMEM;
-            if (s->n > ham_n) {
-                uint16_t *h = malloc(s->n * sizeof(*h));
+            if (n > ham_n) {
+                uint16_t *h = malloc(n * sizeof(*h));
                 if (h == NULL)
                     return -ENOMEM;
                 free(ham);
                 ham = h;
-                ham_n = s->n;
+                ham_n = n;
             }
             sl_vec_binarize(q, s->dims, qq);
-            scan_bits(s, qq, ham, hist);
-            uint32_t nc = pick_bits(ham, s->n, s->dims, c, hist, ids);
+            scan_bits(s, qq, pos, n, ham, hist);
+            uint32_t nc = pick_bits(s, ham, pos, n, c, hist, cids);
             sl_topk_init(&t, out, k);
-            rescore(s, q, ids, nc, &t);
+            rescore(s, q, cids, nc, &t);
         }
     }
-    uint32_t n = sl_topk_sort(&t);
-    while (n > 0 && !(out[n - 1].score >= min_score))
-        n--;
-    return (int)n;
+    uint32_t m = sl_topk_sort(&t);
+    while (m > 0 && !(out[m - 1].score >= min_score))
+        m--;
+    return (int)m;
 }

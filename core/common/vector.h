@@ -19,6 +19,18 @@ enum { SL_VEC_EXACT = 0, SL_VEC_INT8 = 1, SL_VEC_BINARY = 2, SL_VEC_AUTO = -1 };
 /** Most dimensions a vector may have. */
 #define SL_VEC_MAX_DIMS 16384
 
+/** An inverted-file partition of a row set (ivf.c): rows grouped by their nearest of nlist centroids, so a
+ *  search scans only the lists whose centroids are nearest the query. Pointers borrowed. */
+typedef struct sl_ivf {
+    const float *centroids; /* nlist x dims unit vectors */
+    const uint32_t *offs;   /* nlist + 1: list l holds ids[offs[l] .. offs[l + 1]) */
+    const uint32_t *ids;    /* every row once, grouped by list: ids[p] is the row at place p */
+    const int8_t *i8;       /* NULL, or the set's int8 rows in list order (place p: row ids[p]) */
+    const float *i8_scale;  /* with i8: their scales, in list order */
+    uint32_t nlist;
+    uint32_t nprobe; /* lists a search probes when the set's probes is 0 */
+} sl_ivf_t;
+
 /** A set of rows to search (all pointers borrowed; none is written). */
 typedef struct sl_vecset {
     const float *f32;      /* n rows of dims floats, unit length */
@@ -28,6 +40,8 @@ typedef struct sl_vecset {
     const uint8_t *allow;  /* NULL, or a bitmap: row i is searched only when bit i is set */
     const double *expires; /* NULL, or per row: 0 never, else the row is skipped once now >= expires[i] */
     double now;
+    const sl_ivf_t *ivf; /* NULL (brute force), or the rows' partition: only the nearest lists are searched */
+    uint32_t probes;     /* with ivf: lists to search (0: ivf->nprobe; nlist or more: every row) */
     size_t n;
     uint32_t dims;
 } sl_vecset_t;
@@ -61,6 +75,39 @@ void sl_vec_binarize(const float *v, size_t n, uint64_t *bits);
  */
 int sl_vec_search(const sl_vecset_t *s, const float *q, uint32_t k, int mode, uint32_t candidates,
                   float min_score, sl_vec_hit_t *out);
+
+/* ---- inverted file (ivf.c) ---- */
+
+/** Fewest rows the default partition is made for: under it a brute-force scan is as fast. */
+#define SL_IVF_MIN_ROWS 4096
+/** Most lists a partition may have. */
+#define SL_IVF_MAX_LISTS 65536
+
+/** The default number of lists for n rows: 0 (none) under SL_IVF_MIN_ROWS, else about sqrt(n). */
+uint32_t sl_ivf_default_lists(size_t n);
+/** The default number of lists a search probes out of nlist (recall@10 >= 0.95 on clustered data,
+ *  docs/vector.md). */
+uint32_t sl_ivf_default_probes(uint32_t nlist);
+/** Partitions n unit rows of dims floats into nlist lists: spherical k-means (seeded, so the same rows give
+ * the same lists) on a sample, then every row to its nearest centroid. Writes centroids (nlist x dims), offs
+ *  (nlist + 1) and ids (n). Returns 0, -EINVAL (nlist 0, over n or SL_IVF_MAX_LISTS), -ENOMEM. */
+int sl_ivf_train(const float *rows, size_t n, uint32_t dims, uint32_t nlist, uint64_t seed, float *centroids,
+                 uint32_t *offs, uint32_t *ids);
+/** The places (in list order: ivf->ids[p] is the row) of the lists of s->ivf nearest to q (s->probes of them,
+ *  or ivf->nprobe), for sl_vec_search: *pos points to them (per-thread memory, valid until the thread's next
+ *  call). With a filter (allow, expires), lists further away are added while fewer than want rows of the
+ *  probed ones pass it. Returns how many, or -ENOMEM. */
+int sl__ivf_probe(const sl_vecset_t *s, const float *q, uint32_t want, const uint32_t **pos);
+
+/** Whether row i passes the set's filters (allow bitmap, expiry). */
+static inline int sl_vec_row_ok(const sl_vecset_t *s, size_t i)
+{
+    if (s->allow && !(s->allow[i / 8] & (1u << (i % 8))))
+        return 0;
+    if (s->expires && s->expires[i] != 0 && s->now >= s->expires[i])
+        return 0;
+    return 1;
+}
 
 /** The mode SL_VEC_AUTO uses for this set: exact while the rows are small enough to stay in cache, else the
  *  smallest quantised copy there is. */

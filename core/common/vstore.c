@@ -194,10 +194,46 @@ static void drop(sl_vstore_t *s, uint32_t i)
     s->count--;
 }
 
+static int key_has_prefix(const sl_vstore_t *s, uint32_t i, const char *prefix, size_t plen)
+{
+    return s->klen[i] >= plen && memcmp(s->keys + (size_t)i * SL_VSTORE_KEY_MAX, prefix, plen) == 0;
+}
+
+/* The oldest live slot whose key starts with prefix when at least max such keys are live, else NONE: the walk
+ * goes in insertion order and stops at the max-th match. Linear in the store's entries. */
+static uint32_t group_full(const sl_vstore_t *s, const char *prefix, size_t plen, uint32_t max)
+{
+    uint32_t oldest = NONE, n = 0;
+    for (uint32_t i = s->head; i != NONE; i = s->nextin[i]) {
+        if (!key_has_prefix(s, i, prefix, plen))
+            continue;
+        if (oldest == NONE)
+            oldest = i;
+        if (++n >= max)
+            return oldest;
+    }
+    return NONE;
+}
+
+static void evict(sl_vstore_t *s, uint32_t i, char *evicted, uint32_t *evicted_len)
+{
+    if (evicted && evicted_len) {
+        memcpy(evicted, s->keys + (size_t)i * SL_VSTORE_KEY_MAX, s->klen[i]);
+        *evicted_len = s->klen[i];
+    }
+    drop(s, i);
+}
+
 int sl_vstore_add(sl_vstore_t *s, const char *key, size_t klen, const float *v, double ttl, char *evicted,
                   uint32_t *evicted_len)
 {
-    if (klen == 0 || klen > SL_VSTORE_KEY_MAX)
+    return sl_vstore_add_in(s, key, klen, 0, 0, v, ttl, evicted, evicted_len);
+}
+
+int sl_vstore_add_in(sl_vstore_t *s, const char *key, size_t klen, size_t glen, uint32_t gmax, const float *v,
+                     double ttl, char *evicted, uint32_t *evicted_len)
+{
+    if (klen == 0 || klen > SL_VSTORE_KEY_MAX || glen > klen)
         return -EINVAL;
     float *tmp = malloc(s->dims * sizeof(float));
     if (tmp == NULL)
@@ -214,13 +250,11 @@ int sl_vstore_add(sl_vstore_t *s, const char *key, size_t klen, const float *v, 
         drop(s, i);
         rc = 1;
     }
-    if (s->nfree == 0) {
-        uint32_t old = s->head;
-        if (evicted && evicted_len) {
-            memcpy(evicted, s->keys + (size_t)old * SL_VSTORE_KEY_MAX, s->klen[old]);
-            *evicted_len = s->klen[old];
-        }
-        drop(s, old);
+    uint32_t old = glen && gmax ? group_full(s, key, glen, gmax) : NONE;
+    if (old == NONE && s->nfree == 0)
+        old = s->head;
+    if (old != NONE) { /* the group's oldest, else the store's: either frees the one slot needed */
+        evict(s, old, evicted, evicted_len);
         rc = 2;
     }
     i = s->freelist[--s->nfree];
@@ -265,30 +299,48 @@ int sl_vstore_remove(sl_vstore_t *s, const char *key, size_t klen)
 int sl_vstore_search(sl_vstore_t *s, const float *q, uint32_t k, float min_score, int mode,
                      sl_vstore_hit_t *out)
 {
-    if (k == 0 || k > SL_VEC_MAX_K)
+    return sl_vstore_search_in(s, NULL, 0, q, k, min_score, mode, out);
+}
+
+int sl_vstore_search_in(sl_vstore_t *s, const char *prefix, size_t plen, const float *q, uint32_t k,
+                        float min_score, int mode, sl_vstore_hit_t *out)
+{
+    if (k == 0 || k > SL_VEC_MAX_K || plen > SL_VSTORE_KEY_MAX)
         return -EINVAL;
     float *qn = malloc(s->dims * sizeof(float));
     sl_vec_hit_t *hits = malloc(k * sizeof(*hits));
-    if (qn == NULL || hits == NULL) {
+    uint8_t *allow = plen ? calloc(((size_t)s->cap + 7) / 8, 1) : NULL;
+    if (qn == NULL || hits == NULL || (plen && allow == NULL)) {
         free(qn);
         free(hits);
+        free(allow);
         return -ENOMEM;
     }
     memcpy(qn, q, s->dims * sizeof(float));
     sl_vec_normalize(qn, s->dims);
     pthread_rwlock_rdlock(&s->lock);
+    uint32_t rows = s->count;
+    if (allow) { /* the live rows of the group only */
+        rows = 0;
+        for (uint32_t i = s->head; i != NONE; i = s->nextin[i])
+            if (key_has_prefix(s, i, prefix, plen)) {
+                allow[i / 8] |= (uint8_t)(1u << (i % 8));
+                rows++;
+            }
+    }
     sl_vecset_t vs = {.f32 = s->f32,
                       .i8 = s->i8,
                       .i8_scale = s->i8s,
                       .bits = s->bits,
-                      .allow = s->live,
+                      .allow = allow ? allow : s->live,
                       .expires = s->expires,
                       .now = wall(),
                       .n = s->cap,
                       .dims = s->dims};
-    if (mode == SL_VEC_AUTO && (double)s->count * 4 < (double)s->cap)
-        mode = SL_VEC_EXACT; /* a mostly empty store: the quantised pass would gain nothing */
-    int n = s->count ? sl_vec_search(&vs, qn, k, mode, 0, min_score, hits) : 0;
+    if (mode == SL_VEC_AUTO && (double)rows * 4 < (double)s->cap)
+        mode =
+            SL_VEC_EXACT; /* a mostly empty store (or a small group): the quantised pass would gain nothing */
+    int n = rows ? sl_vec_search(&vs, qn, k, mode, 0, min_score, hits) : 0;
     for (int j = 0; j < n; j++) {
         uint32_t i = hits[j].id;
         memcpy(out[j].key, s->keys + (size_t)i * SL_VSTORE_KEY_MAX, s->klen[i]);
@@ -298,6 +350,7 @@ int sl_vstore_search(sl_vstore_t *s, const float *q, uint32_t k, float min_score
     pthread_rwlock_unlock(&s->lock);
     free(qn);
     free(hits);
+    free(allow);
     return n;
 }
 

@@ -42,12 +42,21 @@ void sl_vstore_release(sl_vstore_t *s);
  *  (added), 1 (replaced), 2 (added after evicting), or -EINVAL (bad key, a zero or NaN vector). */
 int sl_vstore_add(sl_vstore_t *s, const char *key, size_t klen, const float *v, double ttl, char *evicted,
                   uint32_t *evicted_len);
+/** sl_vstore_add with a bound per group: the group of key is its first glen bytes (glen <= klen); when gmax >
+ * 0 and gmax live keys share them, the oldest of those is evicted (reported as for a full store) instead of
+ * the store's oldest. glen 0 or gmax 0: sl_vstore_add. The group is found by a walk over the store's entries
+ *  (linear in their number). Same returns as sl_vstore_add. */
+int sl_vstore_add_in(sl_vstore_t *s, const char *key, size_t klen, size_t glen, uint32_t gmax, const float *v,
+                     double ttl, char *evicted, uint32_t *evicted_len);
 /** Removes key; returns 0, or -ENOENT when it is not there. */
 int sl_vstore_remove(sl_vstore_t *s, const char *key, size_t klen);
 /** The k entries nearest to q (dims floats, any length) with a score >= min_score, best first, expired ones
  *  left out; mode as sl_vec_search (SL_VEC_AUTO picks). Returns the count, or -EINVAL / -ENOMEM. */
 int sl_vstore_search(sl_vstore_t *s, const float *q, uint32_t k, float min_score, int mode,
                      sl_vstore_hit_t *out);
+/** sl_vstore_search over the keys that start with prefix (plen bytes; 0: every key) only. */
+int sl_vstore_search_in(sl_vstore_t *s, const char *prefix, size_t plen, const float *q, uint32_t k,
+                        float min_score, int mode, sl_vstore_hit_t *out);
 /** Live entries (expired ones count until they are evicted or removed). */
 uint32_t sl_vstore_count(sl_vstore_t *s);
 /** Dimensions and capacity of the store. */

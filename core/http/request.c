@@ -80,3 +80,11 @@ const sl_header_t *sl_req_header(const sl_req_t *r, const char *name, uint32_t l
     }
     return NULL;
 }
+
+void sl_req_set_route(sl_req_t *r, const char *id, size_t len)
+{
+    if (len >= sizeof(r->route_id))
+        len = sizeof(r->route_id) - 1;
+    memcpy(r->route_id, id, len);
+    r->route_id_len = (uint32_t)len;
+}

@@ -106,6 +106,9 @@ int sl_req_log_field(sl_req_t *r, const char *name, size_t nlen, const char *jso
  *  0 when r->body holds it, 1 when the caller must yield until it has arrived (or failed), -1 when it cannot
  * be had (already streamed to an upstream, or the request failed). */
 int sl_req_read_body(sl_req_t *r);
+/** Records the id of the route that serves r (FFI, for the access log; cut at 63 bytes): one call where Lua
+ *  would store two fields, each a call into the VM when interpreted. */
+void sl_req_set_route(sl_req_t *r, const char *id, size_t len);
 /** Finds a request header by case-insensitive name; returns a pointer to it or NULL. */
 const sl_header_t *sl_req_header(const sl_req_t *req, const char *name, uint32_t len);
 

@@ -297,6 +297,7 @@ static const sl_ffi_fact_t facts[] = {
     OFF(sl_rag_query_t, min_bm25),
     OFF(sl_rag_query_t, min_dense),
     OFF(sl_rag_query_t, rrf_k),
+    OFF(sl_rag_query_t, probes),
     SIZE(sl_rag_hit_t),
     OFF(sl_rag_hit_t, chunk),
     OFF(sl_rag_hit_t, score),

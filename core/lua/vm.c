@@ -235,8 +235,17 @@ void sl_vm_handle(sl_worker_t *w, sl_req_t *r)
     r->refs++; /* held by the coroutine until it ends */
     r->refs++; /* held by this call */
     lua_rawgeti(co, LUA_REGISTRYINDEX, ref_handle);
+    /* what every request reads first, as arguments: made into strings here instead of by FFI field reads and
+     * ffi.string calls in Lua, each a call into the VM when interpreted */
+    lua_pushlstring(co, r->method, r->method_len);
+    lua_pushlstring(co, r->path, r->path_len);
+    if (r->host_len > 0)
+        lua_pushlstring(co, r->host, r->host_len);
+    else
+        lua_pushnil(co);
+    lua_pushboolean(co, r->is_admin);
     starting_req = r;
-    int rc = lua_resume(co, 0);
+    int rc = lua_resume(co, 4);
     starting_req = NULL;
     after_resume(r, rc);
     if (r->conn)

@@ -13,14 +13,25 @@
  *     F32       nchunks x dims float32        unit vectors
  *     I8, I8S   nchunks x dims int8 + nchunks float32 scales          (optional: flag SL_RAG_HAS_I8)
  *     BITS      nchunks x ceil(dims/64) uint64 sign bits               (optional: flag SL_RAG_HAS_BITS)
+ *     IVF_CENT  nlist x dims float32 unit centroids                     (optional: flag SL_RAG_HAS_IVF)
+ *     IVF_OFFS  nlist + 1 uint32: list l holds IVF_IDS[offs[l] .. offs[l + 1])
+ *     IVF_IDS   nchunks uint32: every chunk once, grouped by list (ascending within a list)
+ *     IVF_I8, IVF_I8S  the I8 and I8S rows again in IVF_IDS order, so a probed list is read from contiguous
+ *               memory                                                 (with SL_RAG_HAS_IVF and
+ * SL_RAG_HAS_I8)
  *
  * Little-endian, fixed-size records, offsets from the start of the file. hdr_hash covers the header (with
  * hdr_hash itself zero), body_hash every byte after it. Nothing in a file is trusted before index.c checked
- * the checksums, every offset, length and count, and every cross reference. */
+ * the checksums, every offset, length and count, and every cross reference.
+ *
+ * Version 2 added the three IVF sections and the header's nlist / nprobe after the section table; a version 1
+ * file (its header ends after the BITS entry: SL_RAG_HDR_V1_SIZE bytes) still loads, searched by brute force.
+ */
+#include <stddef.h>
 #include <stdint.h>
 
 #define SL_RAG_MAGIC "SLRAGIX\x01"
-#define SL_RAG_VERSION 1
+#define SL_RAG_VERSION 2
 #define SL_RAG_ALIGN 64
 
 enum {
@@ -33,10 +44,16 @@ enum {
     SL_RAG_SEC_I8,
     SL_RAG_SEC_I8S,
     SL_RAG_SEC_BITS,
+    SL_RAG_SEC_IVF_CENT,
+    SL_RAG_SEC_IVF_OFFS,
+    SL_RAG_SEC_IVF_IDS,
+    SL_RAG_SEC_IVF_I8,
+    SL_RAG_SEC_IVF_I8S,
     SL_RAG_NSEC
 };
+#define SL_RAG_NSEC_V1 (SL_RAG_SEC_BITS + 1)
 
-enum { SL_RAG_HAS_I8 = 1, SL_RAG_HAS_BITS = 2 };
+enum { SL_RAG_HAS_I8 = 1, SL_RAG_HAS_BITS = 2, SL_RAG_HAS_IVF = 4 };
 
 /** Bytes in the STR section. */
 typedef struct sl_rag_str {
@@ -65,7 +82,12 @@ typedef struct sl_rag_hdr {
     float avgdl;       /* mean chunk length in terms (BM25) */
     sl_rag_str_t info; /* build information (JSON text, from the builder) */
     sl_rag_sec_t sec[SL_RAG_NSEC];
+    uint32_t nlist;  /* IVF lists (0 without SL_RAG_HAS_IVF) */
+    uint32_t nprobe; /* lists a search probes by default */
 } sl_rag_hdr_t;
+
+/** Bytes of a version 1 header: up to the end of its section table (no IVF entries, no nlist / nprobe). */
+#define SL_RAG_HDR_V1_SIZE (offsetof(sl_rag_hdr_t, sec) + SL_RAG_NSEC_V1 * sizeof(sl_rag_sec_t))
 
 /** A file the index was built from. */
 typedef struct sl_rag_source {

@@ -31,9 +31,10 @@ static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
     return code;
 }
 
-static const char *const SEC_NAME[SL_RAG_NSEC] = {"strings",      "sources",     "chunks",
-                                                  "terms",        "postings",    "vectors",
-                                                  "int8 vectors", "int8 scales", "sign bits"};
+static const char *const SEC_NAME[SL_RAG_NSEC] = {
+    "strings",        "sources",      "chunks",           "terms",          "postings",
+    "vectors",        "int8 vectors", "int8 scales",      "sign bits",      "IVF centroids",
+    "IVF list table", "IVF rows",     "IVF int8 vectors", "IVF int8 scales"};
 
 /* The size section s must have for the header's counts. */
 static uint64_t want_size(const sl_rag_hdr_t *h, int s)
@@ -56,6 +57,16 @@ static uint64_t want_size(const sl_rag_hdr_t *h, int s)
         return (h->flags & SL_RAG_HAS_I8) ? n * sizeof(float) : 0;
     case SL_RAG_SEC_BITS:
         return (h->flags & SL_RAG_HAS_BITS) ? n * sl_vec_words(h->dims) * 8 : 0;
+    case SL_RAG_SEC_IVF_CENT:
+        return (uint64_t)h->nlist * h->dims * sizeof(float);
+    case SL_RAG_SEC_IVF_OFFS:
+        return h->nlist ? ((uint64_t)h->nlist + 1) * sizeof(uint32_t) : 0;
+    case SL_RAG_SEC_IVF_IDS:
+        return h->nlist ? n * sizeof(uint32_t) : 0;
+    case SL_RAG_SEC_IVF_I8:
+        return h->nlist && (h->flags & SL_RAG_HAS_I8) ? n * h->dims : 0;
+    case SL_RAG_SEC_IVF_I8S:
+        return h->nlist && (h->flags & SL_RAG_HAS_I8) ? n * sizeof(float) : 0;
     default:
         return 0;
     }
@@ -116,43 +127,96 @@ static int check_records(sl_rag_index_t *x, char *err, size_t errlen)
     return 0;
 }
 
+/* The inverted file: lists that cover every chunk exactly once, finite centroids. */
+static int check_ivf(sl_rag_index_t *x, char *err, size_t errlen)
+{
+    const sl_rag_hdr_t *h = x->hdr;
+    const uint32_t nl = h->nlist, n = h->nchunks;
+    const uint32_t *offs = (const uint32_t *)(x->base + h->sec[SL_RAG_SEC_IVF_OFFS].off);
+    const uint32_t *ids = (const uint32_t *)(x->base + h->sec[SL_RAG_SEC_IVF_IDS].off);
+    const float *cent = (const float *)(x->base + h->sec[SL_RAG_SEC_IVF_CENT].off);
+    if (offs[0] != 0 || offs[nl] != n)
+        return fail(err, errlen, -EBADMSG, "corrupt: IVF lists cover rows %u..%u of %u chunks", offs[0],
+                    offs[nl], n);
+    for (uint32_t l = 0; l < nl; l++)
+        if (offs[l + 1] < offs[l])
+            return fail(err, errlen, -EBADMSG, "corrupt: IVF list %u ends before it starts", l);
+    for (uint64_t i = 0; i < (uint64_t)nl * h->dims; i++)
+        if (!isfinite(cent[i]))
+            return fail(err, errlen, -EBADMSG, "corrupt: IVF centroid %llu is not finite",
+                        (unsigned long long)(i / h->dims));
+    uint8_t *seen = calloc((size_t)n / 8 + 1, 1);
+    if (seen == NULL)
+        return fail(err, errlen, -ENOMEM, "out of memory");
+    int rc = 0;
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
+        uint32_t c = ids[i];
+        if (c >= n || (seen[c / 8] & (1u << (c % 8))))
+            rc = fail(err, errlen, -EBADMSG, "corrupt: IVF row %u names chunk %u %s", i, c,
+                      c >= n ? "past the chunks" : "twice");
+        else
+            seen[c / 8] |= (uint8_t)(1u << (c % 8));
+    }
+    free(seen);
+    if (rc == 0) {
+        x->ivf = (sl_ivf_t){.centroids = cent, .offs = offs, .ids = ids, .nlist = nl, .nprobe = h->nprobe};
+        if (h->flags & SL_RAG_HAS_I8) { /* any bytes are an int8 row; a NaN scale gives a NaN, dropped */
+            x->ivf.i8 = (const int8_t *)(x->base + h->sec[SL_RAG_SEC_IVF_I8].off);
+            x->ivf.i8_scale = (const float *)(x->base + h->sec[SL_RAG_SEC_IVF_I8S].off);
+        }
+        x->vecs.ivf = &x->ivf;
+    }
+    return rc;
+}
+
 int sl_rag_load_mem(const void *p, size_t n, unsigned flags, sl_rag_index_t **out, char *err, size_t errlen)
 {
     *out = NULL;
     const uint8_t *b = p;
-    if (n < sizeof(sl_rag_hdr_t))
+    if (n < SL_RAG_HDR_V1_SIZE)
         return fail(err, errlen, -EBADMSG, "truncated: %zu bytes, less than the %zu-byte header", n,
-                    sizeof(sl_rag_hdr_t));
+                    (size_t)SL_RAG_HDR_V1_SIZE);
     if (((uintptr_t)p & 7) != 0)
         return fail(err, errlen, -EINVAL, "index memory is not 8-byte aligned");
+    /* a version 1 header is a prefix of this one: read into a zeroed one, its IVF fields stay 0 */
     sl_rag_hdr_t h;
-    memcpy(&h, b, sizeof(h));
+    memset(&h, 0, sizeof(h));
+    memcpy(&h, b, SL_RAG_HDR_V1_SIZE);
     if (memcmp(h.magic, SL_RAG_MAGIC, 8) != 0)
         return fail(err, errlen, -EBADMSG, "not a Sluice RAG index (bad magic)");
-    if (h.version != SL_RAG_VERSION)
+    if (h.version != 1 && h.version != SL_RAG_VERSION)
         return fail(err, errlen, -EPROTO,
-                    "index format version %u, this build reads version %d: rebuild it with "
+                    "index format version %u, this build reads versions 1 to %d: rebuild it with "
                     "`sluice rag build`",
                     h.version, SL_RAG_VERSION);
-    if (h.hdr_size != sizeof(sl_rag_hdr_t))
+    const size_t hsize = h.version == 1 ? SL_RAG_HDR_V1_SIZE : sizeof(sl_rag_hdr_t);
+    if (h.hdr_size != hsize)
         return fail(err, errlen, -EBADMSG, "corrupt: header size %u", h.hdr_size);
+    if (n < hsize)
+        return fail(err, errlen, -EBADMSG, "truncated: %zu bytes, less than the %zu-byte header", n, hsize);
+    memcpy(&h, b, hsize);
     if (h.file_size != n)
         return fail(err, errlen, -EBADMSG, "%s: %zu bytes, the header says %llu",
                     n < h.file_size ? "truncated" : "trailing bytes", n, (unsigned long long)h.file_size);
     if (!(flags & SL_RAG_NO_CHECKSUM)) {
-        uint64_t want = h.hdr_hash;
-        h.hdr_hash = 0;
-        if (sl_xxh64(&h, sizeof(h), 0) != want)
+        sl_rag_hdr_t z = h;
+        z.hdr_hash = 0;
+        if (sl_xxh64(&z, hsize, 0) != h.hdr_hash)
             return fail(err, errlen, -EBADMSG, "corrupt: header checksum mismatch");
-        h.hdr_hash = want;
-        if (sl_xxh64(b + sizeof(h), n - sizeof(h), 0) != h.body_hash)
+        if (sl_xxh64(b + hsize, n - hsize, 0) != h.body_hash)
             return fail(err, errlen, -EBADMSG,
                         "corrupt: checksum mismatch (the file was changed or damaged)");
     }
     if (h.dims == 0 || h.dims > SL_VEC_MAX_DIMS)
         return fail(err, errlen, -EBADMSG, "corrupt: %u dimensions", h.dims);
-    if (h.flags & ~(uint32_t)(SL_RAG_HAS_I8 | SL_RAG_HAS_BITS))
+    if (h.flags & ~(uint32_t)(SL_RAG_HAS_I8 | SL_RAG_HAS_BITS | SL_RAG_HAS_IVF) ||
+        (h.version == 1 && (h.flags & SL_RAG_HAS_IVF)))
         return fail(err, errlen, -EBADMSG, "corrupt: unknown flags %#x", h.flags);
+    if ((h.flags & SL_RAG_HAS_IVF) ? h.nlist == 0 || h.nlist > h.nchunks || h.nlist > SL_IVF_MAX_LISTS ||
+                                         h.nprobe == 0 || h.nprobe > h.nlist
+                                   : h.nlist != 0 || h.nprobe != 0)
+        return fail(err, errlen, -EBADMSG, "corrupt: %u IVF lists, %u probes, for %u chunks", h.nlist,
+                    h.nprobe, h.nchunks);
     if (h.npostings > n / sizeof(sl_rag_posting_t))
         return fail(err, errlen, -EBADMSG, "corrupt: %llu postings in %zu bytes",
                     (unsigned long long)h.npostings, n);
@@ -165,7 +229,7 @@ int sl_rag_load_mem(const void *p, size_t n, unsigned flags, sl_rag_index_t **ou
                         SEC_NAME[s], (unsigned long long)size, (unsigned long long)want_size(&h, s));
         if (size == 0)
             continue;
-        if (off % 8 != 0 || off < sizeof(h) || off > n || size > n - off)
+        if (off % 8 != 0 || off < hsize || off > n || size > n - off)
             return fail(err, errlen, -EBADMSG, "corrupt: %s section at %llu+%llu outside the %zu-byte file",
                         SEC_NAME[s], (unsigned long long)off, (unsigned long long)size, n);
     }
@@ -175,7 +239,8 @@ int sl_rag_load_mem(const void *p, size_t n, unsigned flags, sl_rag_index_t **ou
     x->base = b;
     x->size = n;
     x->refs = 1;
-    x->hdr = (const sl_rag_hdr_t *)b;
+    x->hdr_mem = h;
+    x->hdr = &x->hdr_mem;
 #define AT(s) (b + h.sec[s].off)
     x->str = (const char *)AT(SL_RAG_SEC_STR);
     x->strsize = h.sec[SL_RAG_SEC_STR].size;
@@ -194,6 +259,8 @@ int sl_rag_load_mem(const void *p, size_t n, unsigned flags, sl_rag_index_t **ou
     x->vecs.n = h.nchunks;
     x->vecs.dims = h.dims;
     int rc = check_records(x, err, errlen);
+    if (rc == 0 && (h.flags & SL_RAG_HAS_IVF))
+        rc = check_ivf(x, err, errlen);
     if (rc == 0)
         rc = sl__rag_prepare(x, err, errlen);
     if (rc != 0) {
@@ -227,10 +294,10 @@ int sl_rag_load(const char *path, sl_rag_index_t **out, char *err, size_t errlen
         close(fd);
         return fail(err, errlen, -EFBIG, "file too large (%lld bytes)", (long long)st.st_size);
     }
-    if (n < sizeof(sl_rag_hdr_t)) {
+    if (n < SL_RAG_HDR_V1_SIZE) {
         close(fd);
         return fail(err, errlen, -EBADMSG, "truncated: %zu bytes, less than the %zu-byte header", n,
-                    sizeof(sl_rag_hdr_t));
+                    (size_t)SL_RAG_HDR_V1_SIZE);
     }
     /* read, not mapped: a file written in place or cut short while served would change (or unmap, SIGBUS)
      * pages after they were checked; a private copy cannot change under the search */
@@ -302,6 +369,21 @@ uint32_t sl_rag_dims(const sl_rag_index_t *idx)
 uint32_t sl_rag_flags(const sl_rag_index_t *idx)
 {
     return idx->hdr->flags;
+}
+
+uint32_t sl_rag_ivf_lists(const sl_rag_index_t *idx)
+{
+    return idx->hdr->nlist;
+}
+
+uint32_t sl_rag_ivf_probes(const sl_rag_index_t *idx)
+{
+    return idx->hdr->nprobe;
+}
+
+uint32_t sl_rag_version(const sl_rag_index_t *idx)
+{
+    return idx->hdr->version;
 }
 
 const char *sl_rag_info(const sl_rag_index_t *idx, uint32_t *len)

@@ -14,16 +14,18 @@
 typedef struct sl_rag_index {
     const uint8_t *base;
     size_t size;
-    int mapped; /* 2: base is ours, freed when the last reference goes; 0: borrowed memory */
-    int refs;   /* atomic */
-    const sl_rag_hdr_t *hdr;
+    int mapped;              /* 2: base is ours, freed when the last reference goes; 0: borrowed memory */
+    int refs;                /* atomic */
+    const sl_rag_hdr_t *hdr; /* &hdr_mem: a version 1 header read into this version's, IVF fields 0 */
+    sl_rag_hdr_t hdr_mem;
     const char *str;
     uint64_t strsize;
     const sl_rag_source_t *sources;
     const sl_rag_chunk_t *chunks;
     const sl_rag_term_t *terms;
     const sl_rag_posting_t *postings;
-    sl_vecset_t vecs; /* f32 always; i8, bits when the file has them */
+    sl_vecset_t vecs; /* f32 always; i8, bits, ivf when the file has them */
+    sl_ivf_t ivf;
     /* computed at load (search.c): each posting's BM25 weight without the idf, tf (k1 + 1) / (tf + k1 (1 - b
      * + b dl / avgdl)), and each term's largest one (the bound that lets a search skip what cannot rank) */
     float *impact, *term_max;
@@ -68,6 +70,10 @@ uint32_t sl_rag_nsources(const sl_rag_index_t *idx);
 uint32_t sl_rag_nterms(const sl_rag_index_t *idx);
 uint32_t sl_rag_dims(const sl_rag_index_t *idx);
 uint32_t sl_rag_flags(const sl_rag_index_t *idx);
+/** The inverted file's lists and default probes (0 and 0 without one), and the file's format version. */
+uint32_t sl_rag_ivf_lists(const sl_rag_index_t *idx);
+uint32_t sl_rag_ivf_probes(const sl_rag_index_t *idx);
+uint32_t sl_rag_version(const sl_rag_index_t *idx);
 /** The build information text (JSON from the builder); *len its length. */
 const char *sl_rag_info(const sl_rag_index_t *idx, uint32_t *len);
 /** Fills v for chunk i; returns 0 or -ERANGE. */
@@ -100,6 +106,7 @@ typedef struct sl_rag_query {
     float min_bm25;      /* a chunk enters the BM25 list only with at least this score */
     float min_dense;     /* ... the dense list only with at least this cosine */
     float rrf_k;         /* reciprocal rank fusion constant (0: 60) */
+    uint32_t probes; /* IVF lists the dense pass probes (0: the index's default; its lists or more: all) */
 } sl_rag_query_t;
 
 /** One result: its fused score (RRF for hybrid, else the signal's own), both signals' scores (0 when the

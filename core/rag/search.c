@@ -19,9 +19,11 @@
 #define DEFAULT_RRF_K 60.0f
 
 /* Per-thread scratch: BM25 score per chunk (0: untouched), the touched chunks, the rank of a chunk in the
- * BM25 list (0: not in it), the normalised query. */
+ * BM25 list (0: not in it), a chunk's place in the heap of the best so far (best_t; 0: not in it) and the
+ * heap, the normalised query. */
 static __thread float *acc;
-static __thread uint32_t *touched, *rank_of;
+static __thread uint32_t *touched, *rank_of, *heap_pos;
+static __thread uint32_t heap[SL_VEC_MAX_K];
 static __thread uint32_t scratch_n;
 static __thread float *qnorm;
 static __thread uint32_t qnorm_n;
@@ -31,18 +33,22 @@ static int scratch(uint32_t n, uint32_t dims)
     if (n > scratch_n) {
         float *a = calloc(n, sizeof(float));
         uint32_t *t = malloc((size_t)n * sizeof(uint32_t)), *r = calloc(n, sizeof(uint32_t));
-        if (a == NULL || t == NULL || r == NULL) {
+        uint32_t *hp = calloc(n, sizeof(uint32_t));
+        if (a == NULL || t == NULL || r == NULL || hp == NULL) {
             free(a);
             free(t);
             free(r);
+            free(hp);
             return -ENOMEM;
         }
         free(acc);
         free(touched);
         free(rank_of);
+        free(heap_pos);
         acc = a;
         touched = t;
         rank_of = r;
+        heap_pos = hp;
         scratch_n = n;
     }
     if (dims > qnorm_n) {
@@ -190,37 +196,99 @@ static float still(float rem)
     return rem * 1.001f + 1e-6f;
 }
 
-/* Whether at least c of the touched chunks score over lim (and min): then a chunk no term has touched yet,
- * which can reach lim at most, cannot rank among the c best. */
-static int c_above(uint32_t nt, uint32_t c, float lim, float min)
+/* The c best chunks so far, a min-heap on their running score acc[] (ties: the higher chunk id is worse),
+ * with each chunk's place in it (pos, 1-based; 0: not in it), so a chunk whose score grew moves down in
+ * O(log c). acc only grows while terms are added, so the root is the c-th best score so far: a lower bound of
+ * the final c-th best, the threshold below which a chunk cannot rank. */
+typedef struct best {
+    uint32_t *h, *pos;
+    uint32_t n, c;
+    float theta; /* acc of the root once the heap is full, else -1: below it a chunk cannot enter */
+} best_t;
+
+static inline int hworse(uint32_t a, uint32_t b)
 {
-    if (lim < min)
-        lim = min;
-    uint32_t m = 0;
-    for (uint32_t i = 0; i < nt && m < c; i++)
-        m += acc[touched[i]] > lim;
-    return m >= c;
+    return acc[a] < acc[b] || (acc[a] == acc[b] && a > b);
 }
 
-/* BM25 of every chunk that can rank among the c best into acc, term by term, rarest (highest bound) first.
- * While an untouched chunk could still reach the c-th best, each term's whole run is added (every chunk in
- * it touched); after that (the max-score bound of the remaining terms is under c scores already), only the
- * touched chunks that can still reach the c-th best are kept (the others set back to 0) and completed, each
- * by a halving search of the remaining runs or a walk of a run when that is cheaper. Returns how many chunks
- * are in touched (their acc is their exact score when *pruned is 0, else the kept ones' is). */
+static void best_down(best_t *b, uint32_t i)
+{
+    uint32_t x = b->h[i];
+    for (;;) {
+        uint32_t l = 2 * i + 1, r = l + 1, m = l;
+        if (l >= b->n)
+            break;
+        if (r < b->n && hworse(b->h[r], b->h[l]))
+            m = r;
+        if (!hworse(b->h[m], x))
+            break;
+        b->h[i] = b->h[m];
+        b->pos[b->h[i]] = i + 1;
+        i = m;
+    }
+    b->h[i] = x;
+    b->pos[x] = i + 1;
+}
+
+/* Chunk ch's score grew: it enters (or moves in) the heap when it is among the c best. */
+static void best_update(best_t *b, uint32_t ch)
+{
+    if (b->pos[ch]) {
+        best_down(b, b->pos[ch] - 1);
+    } else if (b->n < b->c) {
+        uint32_t i = b->n++;
+        while (i > 0 && hworse(ch, b->h[(i - 1) / 2])) {
+            b->h[i] = b->h[(i - 1) / 2];
+            b->pos[b->h[i]] = i + 1;
+            i = (i - 1) / 2;
+        }
+        b->h[i] = ch;
+        b->pos[ch] = i + 1;
+    } else if (hworse(b->h[0], ch)) {
+        b->pos[b->h[0]] = 0;
+        b->h[0] = ch;
+        best_down(b, 0);
+    }
+    if (b->n == b->c)
+        b->theta = acc[b->h[0]];
+}
+
+/* best_update for the few postings that change the heap: most chunks stay under its root, a test inline. */
+static inline void best_offer(best_t *b, uint32_t ch)
+{
+    if (acc[ch] >= b->theta || b->pos[ch])
+        best_update(b, ch);
+}
+
+/* The c-th best score so far, or -1 while fewer than c chunks scored. */
+static inline float best_theta(const best_t *b)
+{
+    return b->theta;
+}
+
+/* BM25 of every chunk that can rank among the c best into acc, term by term, rarest (highest bound) first,
+ * keeping the c best so far in a heap (best_t) as scores grow. While an untouched chunk could still reach the
+ * c-th best, each term's whole run is added (every chunk in it touched); once the max-score bound of the
+ * remaining terms is under the heap's threshold, only the touched chunks that can still reach it are kept
+ * (the others set back to 0; one walk of the touched chunks per remaining term, which the first walk shrinks
+ * to the few contenders) and completed, each by a halving search of the remaining runs or a walk of a run
+ * when that is cheaper. Returns how many chunks are in touched (their acc is their exact score when *pruned
+ * is 0, else the kept ones' is). */
 static uint32_t bm25_accumulate(const sl_rag_index_t *x, const sl_rag_query_t *q, uint32_t c, qw_t *w, int nw,
-                                sl_vec_hit_t *room, int *pruned)
+                                int *pruned)
 {
     float rem[MAX_QUERY_TERMS + 1];
     rem[nw] = 0;
     for (int i = nw - 1; i >= 0; i--)
         rem[i] = rem[i + 1] + w[i].ub;
+    best_t b = {heap, heap_pos, 0, c, -1};
     uint32_t nt = 0;
     int i = 0;
     *pruned = 0;
     for (; i < nw; i++) {
-        if (nt >= c && c_above(nt, c, still(rem[i]), q->min_bm25))
-            break;
+        float lim = still(rem[i]);
+        if (best_theta(&b) > (lim > q->min_bm25 ? lim : q->min_bm25))
+            break; /* c chunks already score over what an untouched one can still reach */
         const sl_rag_posting_t *p = x->postings + w[i].e->post;
         const float *imp = x->impact + w[i].e->post, idf = w[i].idf;
         for (uint32_t j = 0, df = w[i].e->df; j < df; j++) {
@@ -233,44 +301,48 @@ static uint32_t bm25_accumulate(const sl_rag_index_t *x, const sl_rag_query_t *q
             if (acc[ch] == 0)
                 touched[nt++] = ch;
             acc[ch] += s;
+            best_offer(&b, ch);
         }
     }
-    if (i == nw)
-        return nt;
-    *pruned = 1;
-    for (; i <= nw; i++) {
-        /* the c-th best so far (a lower bound of the final one): keep what can still reach it */
-        sl_topk_t t;
-        sl_topk_init(&t, room, c);
-        for (uint32_t j = 0; j < nt; j++) {
-            float a = acc[touched[j]];
-            if (a >= q->min_bm25 && (t.n < c || a > room[0].score))
-                sl_topk_push(&t, touched[j], a);
-        }
-        float theta = t.n == c ? room[0].score : -1, r = still(rem[i]);
-        uint32_t m = 0;
-        for (uint32_t j = 0; j < nt; j++) {
-            uint32_t ch = touched[j];
-            if (acc[ch] + r >= theta && acc[ch] + r >= q->min_bm25)
-                touched[m++] = ch;
-            else
-                acc[ch] = 0;
-        }
-        nt = m;
-        if (i == nw)
-            break;
-        const uint32_t df = w[i].e->df;
-        if ((uint64_t)nt * 16 < df) {
-            for (uint32_t j = 0; j < nt; j++)
-                acc[touched[j]] += weight_in(x, &w[i], touched[j]);
-        } else {
-            const sl_rag_posting_t *p = x->postings + w[i].e->post;
-            const float *imp = x->impact + w[i].e->post, idf = w[i].idf;
-            for (uint32_t j = 0; j < df; j++)
-                if (acc[p[j].chunk] != 0)
-                    acc[p[j].chunk] += idf * imp[j];
+    if (i < nw) {
+        *pruned = 1;
+        for (; i <= nw; i++) {
+            /* keep what can still reach the c-th best so far (the heap's own chunks always: they can) */
+            float theta = best_theta(&b), r = still(rem[i]);
+            uint32_t m = 0;
+            for (uint32_t j = 0; j < nt; j++) {
+                uint32_t ch = touched[j];
+                float a = acc[ch] + r; /* under theta: not in the heap (its chunks score theta or more) */
+                if (a >= theta && (a >= q->min_bm25 || heap_pos[ch]))
+                    touched[m++] = ch;
+                else
+                    acc[ch] = 0;
+            }
+            nt = m;
+            if (i == nw)
+                break;
+            const uint32_t df = w[i].e->df;
+            if ((uint64_t)nt * 16 < df) {
+                for (uint32_t j = 0; j < nt; j++) {
+                    float s = weight_in(x, &w[i], touched[j]);
+                    if (s > 0) {
+                        acc[touched[j]] += s;
+                        best_offer(&b, touched[j]);
+                    }
+                }
+            } else {
+                const sl_rag_posting_t *p = x->postings + w[i].e->post;
+                const float *imp = x->impact + w[i].e->post, idf = w[i].idf;
+                for (uint32_t j = 0; j < df; j++)
+                    if (acc[p[j].chunk] != 0) {
+                        acc[p[j].chunk] += idf * imp[j];
+                        best_offer(&b, p[j].chunk);
+                    }
+            }
         }
     }
+    for (uint32_t j = 0; j < b.n; j++)
+        heap_pos[b.h[j]] = 0;
     return nt;
 }
 
@@ -311,7 +383,7 @@ int sl_rag_search(const sl_rag_index_t *x, const sl_rag_query_t *q, sl_rag_hit_t
     }
     if ((q->mode & SL_RAG_BM25) && q->text) {
         nw = query_terms(x, q, w);
-        nt = bm25_accumulate(x, q, C, w, nw, bl, &pruned);
+        nt = bm25_accumulate(x, q, C, w, nw, &pruned);
         sl_topk_t t;
         sl_topk_init(&t, bl, C);
         for (uint32_t i = 0; i < nt; i++)
@@ -327,6 +399,7 @@ int sl_rag_search(const sl_rag_index_t *x, const sl_rag_query_t *q, sl_rag_hit_t
         sl_vec_normalize(qnorm, dims);
         sl_vecset_t vs = x->vecs;
         vs.allow = q->allow;
+        vs.probes = q->probes;
         int r = sl_vec_search(&vs, qnorm, C, q->quant, 0, q->min_dense, dl);
         if (r < 0) {
             rc = r;

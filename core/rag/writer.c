@@ -41,6 +41,8 @@ struct sl_rag_writer {
     uint64_t npostings, total_len;
     sl_rag_str_t info;
     uint32_t cur_chunk; /* the chunk being tokenized */
+    int32_t ivf_lists;  /* < 0: the default for the count (sl_ivf_default_lists), 0: none */
+    uint32_t ivf_probes;
     int oom;
 };
 
@@ -78,7 +80,25 @@ sl_rag_writer_t *sl_rag_writer_new(uint32_t dims, uint32_t flags)
         return NULL;
     w->dims = dims;
     w->flags = flags;
+    w->ivf_lists = -1;
     return w;
+}
+
+int sl_rag_writer_ivf(sl_rag_writer_t *w, int32_t lists, uint32_t probes)
+{
+    if (lists > SL_IVF_MAX_LISTS || probes > SL_IVF_MAX_LISTS)
+        return -EINVAL;
+    w->ivf_lists = lists;
+    w->ivf_probes = probes;
+    return 0;
+}
+
+uint32_t sl_rag_writer_lists(const sl_rag_writer_t *w)
+{
+    if (w->ivf_lists < 0)
+        return sl_ivf_default_lists(w->nchunks);
+    /* a list of one row or none partitions nothing */
+    return w->nchunks >= 2 * (uint32_t)w->ivf_lists ? (uint32_t)w->ivf_lists : 0;
 }
 
 int sl_rag_writer_source(sl_rag_writer_t *w, const char *path, size_t plen, const char *meta, size_t mlen,
@@ -263,6 +283,16 @@ int sl_rag_writer_bytes(sl_rag_writer_t *w, uint8_t **out, size_t *len)
     }
     if (w->flags & SL_RAG_HAS_BITS)
         sizes[SL_RAG_SEC_BITS] = (uint64_t)n * sl_vec_words(d) * 8;
+    const uint32_t nlist = sl_rag_writer_lists(w);
+    if (nlist) {
+        sizes[SL_RAG_SEC_IVF_CENT] = (uint64_t)nlist * d * sizeof(float);
+        sizes[SL_RAG_SEC_IVF_OFFS] = ((uint64_t)nlist + 1) * sizeof(uint32_t);
+        sizes[SL_RAG_SEC_IVF_IDS] = (uint64_t)n * sizeof(uint32_t);
+        if (w->flags & SL_RAG_HAS_I8) {
+            sizes[SL_RAG_SEC_IVF_I8] = (uint64_t)n * d;
+            sizes[SL_RAG_SEC_IVF_I8S] = (uint64_t)n * sizeof(float);
+        }
+    }
     sl_rag_hdr_t h;
     memset(&h, 0, sizeof(h));
     size_t pos = align(sizeof(h));
@@ -306,8 +336,20 @@ int sl_rag_writer_bytes(sl_rag_writer_t *w, uint8_t **out, size_t *len)
         if (w->flags & SL_RAG_HAS_BITS)
             sl_vec_binarize(v, d, (uint64_t *)AT(SL_RAG_SEC_BITS) + (size_t)i * sl_vec_words(d));
     }
-#undef AT
     free(sorted);
+    if (nlist && sl_ivf_train(w->vecs, n, d, nlist, 0, (float *)AT(SL_RAG_SEC_IVF_CENT),
+                              (uint32_t *)AT(SL_RAG_SEC_IVF_OFFS), (uint32_t *)AT(SL_RAG_SEC_IVF_IDS)) != 0) {
+        free(b);
+        return -ENOMEM;
+    }
+    if (nlist && (w->flags & SL_RAG_HAS_I8)) /* the int8 rows again in list order */
+        for (uint32_t p = 0; p < n; p++) {
+            uint32_t r = ((const uint32_t *)AT(SL_RAG_SEC_IVF_IDS))[p];
+            memcpy((int8_t *)AT(SL_RAG_SEC_IVF_I8) + (size_t)p * d,
+                   (int8_t *)AT(SL_RAG_SEC_I8) + (size_t)r * d, d);
+            ((float *)AT(SL_RAG_SEC_IVF_I8S))[p] = ((const float *)AT(SL_RAG_SEC_I8S))[r];
+        }
+#undef AT
     memcpy(h.magic, SL_RAG_MAGIC, 8);
     h.version = SL_RAG_VERSION;
     h.hdr_size = sizeof(h);
@@ -317,7 +359,12 @@ int sl_rag_writer_bytes(sl_rag_writer_t *w, uint8_t **out, size_t *len)
     h.nsources = w->nsources;
     h.nterms = nt;
     h.npostings = w->npostings;
-    h.flags = w->flags;
+    h.flags = w->flags | (nlist ? SL_RAG_HAS_IVF : 0);
+    h.nlist = nlist;
+    h.nprobe = !nlist                  ? 0
+               : !w->ivf_probes        ? sl_ivf_default_probes(nlist)
+               : w->ivf_probes > nlist ? nlist
+                                       : w->ivf_probes;
     h.avgdl = n ? (float)((double)w->total_len / n) : 0;
     h.info = w->info;
     h.body_hash = sl_xxh64(b + sizeof(h), pos - sizeof(h), 0);

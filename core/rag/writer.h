@@ -23,6 +23,13 @@ int sl_rag_writer_source(sl_rag_writer_t *w, const char *path, size_t plen, cons
  *  zero). Returns the chunk id, or -EINVAL (no source yet), -ENOMEM, -E2BIG. */
 int sl_rag_writer_chunk(sl_rag_writer_t *w, const char *heading, size_t hlen, const char *text, size_t tlen,
                         const float *vec);
+/** Sets the inverted file (docs/vector.md) written with the vectors: lists < 0 the default for the chunk
+ * count (none under SL_IVF_MIN_ROWS chunks, else about their square root), 0 none, else that many lists (none
+ * when there are fewer than 2 chunks per list); probes the lists a search probes by default (0: the default
+ * for the lists). Returns 0, or -EINVAL over SL_IVF_MAX_LISTS. */
+int sl_rag_writer_ivf(sl_rag_writer_t *w, int32_t lists, uint32_t probes);
+/** The lists the writer would write for its chunks now (0: none). */
+uint32_t sl_rag_writer_lists(const sl_rag_writer_t *w);
 /** Sets the build information (JSON text) stored in the header. Returns 0 or -ENOMEM. */
 int sl_rag_writer_info(sl_rag_writer_t *w, const char *json, size_t len);
 /** Writes the index to path (replacing it atomically). Returns 0, or a negative code with the reason in err.

@@ -1,6 +1,5 @@
 -- One worker's request path: config application (router + per-route plugin pipelines) and the request
 -- coroutine: route match -> rewrite -> access -> upstream -> header_filter -> body_filter -> log.
-local ffi = require("ffi")
 local base = require("sluice.pdk.base")
 local config = require("sluice.config")
 local plugins = require("sluice.plugins")
@@ -14,7 +13,6 @@ local cjson = require("cjson.safe")
 
 local C = base.C
 local ctxs = base.ctxs
-local ffi_string, ffi_copy = ffi.string, ffi.copy
 local pairs, ipairs, type, pcall, tostring, tonumber, sort = pairs, ipairs, type, pcall, tostring, tonumber, table.sort
 local running, format, gmatch = coroutine.running, string.format, string.gmatch
 local tnew = require("table.new")
@@ -260,7 +258,9 @@ local function run_log(ctx, pipe)
 end
 
 --- The request coroutine's body. The request comes from sl_vm_req(), not as an argument: turning a light
---- userdata into a pointer (ffi.cast) is not compiled by LuaJIT, and would keep this function interpreted.
+--- userdata into a pointer (ffi.cast) is not compiled by LuaJIT, and would keep this function interpreted. Its
+--- method, path and host come as arguments, strings made in C: read field by field through the FFI they were
+--- calls into the VM each (the request coroutine's start runs interpreted).
 -- Fields of a request context made on first use: most requests never need them.
 local ctx_mt = { __index = function(ctx, k)
     local v
@@ -278,18 +278,15 @@ end }
 -- Every response of a request on a config goes through one pipeline's header_filter and body_filter
 -- (sluice.response.deliver, or the proxy stage) and then its log phase: the route's, or the global plugins'
 -- when no route matched.
-local function serve(r, co)
+local function serve(r, co, method, path, host, is_admin)
     local st = _M.state
     -- room for the fields a request gathers (route, config, plugin state, upstream...): grown from 4, the
     -- table was rehashed three times per request
     local ctx = tnew(0, 32)
-    ctx.req, ctx.method, ctx.path = r, ffi_string(r.method, r.method_len), ffi_string(r.path, r.path_len)
-    if r.host_len > 0 then
-        ctx.host = ffi_string(r.host, r.host_len)
-    end
+    ctx.req, ctx.method, ctx.path, ctx.host = r, method, path, host
     setmetatable(ctx, ctx_mt)
     ctxs[co] = ctx
-    if r.is_admin ~= 0 then
+    if is_admin then
         local status, body, headers = require("sluice.admin").handle(ctx)
         return deliver(ctx, status, body, headers)
     end
@@ -310,8 +307,7 @@ local function serve(r, co)
     local pipe = route.pipeline
     ctx.route, ctx.params, ctx.config, ctx.pipeline = route, params, st.cfg, pipe
     local rid = route.id_c
-    ffi_copy(r.route_id, rid, #rid)
-    r.route_id_len = #rid
+    C.sl_req_set_route(r, rid, #rid)
     local ended = (pipe.rewrite and run_phase(ctx, pipe.rewrite, "rewrite"))
         or (pipe.access and run_phase(ctx, pipe.access, "access"))
     if ended then
@@ -343,9 +339,10 @@ local function serve(r, co)
 end
 
 --- The body of every request coroutine (C keeps finished coroutines for reuse: the context must not stay).
-function _M.handle()
+--- C passes the request's method, path, host (nil when it has none) and whether it is for the Admin API.
+function _M.handle(method, path, host, is_admin)
     local co = running()
-    serve(C.sl_vm_req(), co)
+    serve(C.sl_vm_req(), co, method, path, host, is_admin)
     ctxs[co] = nil
 end
 

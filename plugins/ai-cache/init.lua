@@ -18,7 +18,8 @@
 -- and on a hit the tokens and cost it saved (docs/caching.md). Helpers: sluice.cache.key (the key),
 -- .store (L1 shared dict, L2 memcached, generations, purges), .coalesce (one upstream call per key and node),
 -- .capture (the answer as the client got it -> the stored form), .replay (the stored form -> the client's
--- API), .semantic and .vectors (the semantic cache). Purge: DELETE /admin/cache (sluice.admin.cache).
+-- API), .semantic (the semantic cache: embeddings; prompts in the node's vector store). Purge: DELETE
+-- /admin/cache (sluice.admin.cache).
 local sluice = require("sluice")
 local usage = require("sluice.ai.usage")
 local common = require("sluice.ai.common")
@@ -30,6 +31,7 @@ local replay = require("sluice.cache.replay")
 local routes = require("sluice.cache.routes")
 local stats = require("sluice.cache.stats")
 local semantic_step = require("ai-cache.semantic")
+local semantic = require("sluice.cache.semantic")
 
 local response, request = sluice.response, sluice.request
 local type, ipairs, next, tostring, tonumber, setmetatable = type, ipairs, next, tostring, tonumber, setmetatable
@@ -74,11 +76,14 @@ local function runtime(conf, ctx)
         return false
     end
     local has_mc = routes.has_memcached(ctx.config)
-    local ignore = {}
-    for _, f in ipairs(conf.ignore_fields) do ignore[f] = true end
-    rt = { conf = conf, dict = d, ignore = ignore,
+    local ignore, sorted = {}, {}
+    for i, f in ipairs(conf.ignore_fields) do ignore[f], sorted[i] = true, #f .. ":" .. f end
+    table.sort(sorted)
+    local sem = conf.semantic
+    rt = { conf = conf, dict = d, ignore = ignore, ignore_sig = concat(sorted, ","), prefixes = {},
            st = store.new({ dict = d, l1 = conf.l1, l2 = conf.l2 and has_mc, ttl = conf.ttl,
-                            max_size = conf.max_entry_size, compress_min = conf.compress_min }) }
+                            max_size = conf.max_entry_size, compress_min = conf.compress_min }),
+           index = sem and semantic.index(conf.shared_dict, sem.capacity, sem.max_entries) }
     runtimes[conf] = rt
     return rt
 end
@@ -115,16 +120,8 @@ end
 
 -- The tenant part of the key: "" (global), the consumer, or the consumer's groups. A request without a consumer
 -- shares only with other requests without one; a consumer without groups is its own group.
-local function tenant_of(conf, ctx)
-    if conf.scope == "global" then
-        return "g"
-    end
-    local c = ctx.consumer
-    local name = type(c) == "table" and type(c.name) == "string" and c.name or nil
-    if not name then
-        return "anonymous"
-    end
-    if conf.scope == "consumer" then
+local function make_tenant(scope, c, name)
+    if scope == "consumer" then
         return "c:" .. #name .. ":" .. name
     end
     local groups = type(c.groups) == "table" and c.groups or {}
@@ -137,6 +134,32 @@ local function tenant_of(conf, ctx)
     local out = {}
     for i, g in ipairs(list) do out[i] = #g .. ":" .. g end
     return "cg:" .. table.concat(out, ",")
+end
+
+-- tenants by consumer (a config's table, the same on every request of a config version) and scope
+local tenants = setmetatable({}, { __mode = "k" })
+
+local function tenant_of(conf, ctx)
+    local scope = conf.scope
+    if scope == "global" then
+        return "g"
+    end
+    local c = ctx.consumer
+    local name = type(c) == "table" and type(c.name) == "string" and c.name or nil
+    if not name then
+        return "anonymous"
+    end
+    local by_scope = tenants[c]
+    if not by_scope then
+        by_scope = {}
+        tenants[c] = by_scope
+    end
+    local t = by_scope[scope]
+    if not t then
+        t = make_tenant(scope, c, name)
+        by_scope[scope] = t
+    end
+    return t
 end
 
 local function set_status(ctx, cs, status)
@@ -203,6 +226,40 @@ end
 ---------------------------------------------------------------------------------------------------------------
 -- the upstream stage
 
+-- The key prefix: namespace, generations, tenant. The last one made per namespace is kept (no string built for
+-- a request like the one before).
+local function prefix_of(rt, ns, gen, tenant)
+    local last = rt.prefixes[ns]
+    if last and last.gen == gen and last.tenant == tenant then
+        return last.prefix
+    end
+    local prefix = "v1\0" .. ns .. "\0" .. gen .. "\0" .. tenant
+    rt.prefixes[ns] = { gen = gen, tenant = tenant, prefix = prefix }
+    return prefix
+end
+
+-- The request's key (sluice.cache.key), and true when that key is to be memoised once its entry is found. A body
+-- still the client's JSON (ai.raw while nobody was handed the decoded table) has its key memoised by its bytes
+-- once it hit: a repeated request then skips the canonical serialisation (a one-off one pays a dict lookup more).
+local function key_of(ctx, rt, prefix, ai)
+    local raw = ai.raw
+    if not raw or rawget(ctx, "_json_out") or rawget(ctx, "json_changed") then
+        return keys.of(prefix, ai.request, ai.model, rt.ignore)
+    end
+    local name = keys.raw_name(prefix, ai.model, rt.ignore_sig, raw)
+    local key = keys.raw_key((rt.dict:get(name)))
+    if key then
+        return key
+    end
+    return keys.of(prefix, ai.request, ai.model, rt.ignore), true
+end
+
+-- Memoises the key of a request whose entry was found by its canonical key (key_of said memo).
+local function memoise(rt, prefix, ai, key)
+    local name = keys.raw_name(prefix, ai.model, rt.ignore_sig, ai.raw) -- again: a lookup in L2 yields
+    rt.dict:set(name, keys.raw_value(key), rt.conf.ttl)
+end
+
 -- Lets the requests waiting on cs's key go, once: readable when its entry can be read now.
 local function release(cs, readable)
     if cs.leader then
@@ -223,11 +280,15 @@ local function upstream_stage(ctx)
         set_status(ctx, cs, "BYPASS")
         return prev(ctx)
     end
-    local prefix = "v1\0" .. ns .. "\0" .. store.generation(rt.dict, ns) .. "\0" .. tenant_of(conf, ctx)
-    cs.key = keys.of(prefix, ai.request, ai.model, rt.ignore)
+    local prefix = prefix_of(rt, ns, store.generation(rt.dict, ns), tenant_of(conf, ctx))
+    local memo
+    cs.key, memo = key_of(ctx, rt, prefix, ai)
     local refresh = control == "no-cache"
     if not refresh then
-        if try_hit(ctx, cs, "exact") then return end
+        if try_hit(ctx, cs, "exact") then
+            if memo then memoise(rt, prefix, ai, cs.key) end
+            return
+        end
         if conf.semantic and semantic_step.lookup(ctx, cs, prefix, try_hit) then return end
         if conf.coalesce then
             local d, wait = rt.dict, conf.coalesce_timeout
@@ -304,7 +365,9 @@ function _M.log(conf, ctx)
     -- and may close before the provider ends its response; capture.entry keeps only a whole stream
     local whole = rec and (rec.status == 200 and not rec.cut or ai.stream and rec.cut == "client")
     if cs.capture and whole and ctx.response and ctx.response.status == 200 then
-        local value, why = capture.entry(ai.api, ai.stream, concat(cs.parts, "", 1, cs.n), rec, conf.cache_tool_calls)
+        local n = cs.n
+        local body = n == 1 and cs.parts[1] or concat(cs.parts, "", 1, n)
+        local value, why = capture.entry(ai.api, ai.stream, body, rec, conf.cache_tool_calls)
         cs.parts = nil
         if value then
             local ok, err = store.put(cs.rt.st, cs.key, value, release, cs)

@@ -43,6 +43,8 @@ return {
                 model = { type = "string", minLength = 1 },
                 threshold = { type = "number", minimum = 0, maximum = 1, default = 0.95 }, -- cosine similarity
                 max_entries = { type = "integer", minimum = 1, maximum = 100000, default = 1000 }, -- per partition
+                -- prompts kept on this node in all (the vector store's size: capacity x dimensions x 4 bytes)
+                capacity = { type = "integer", minimum = 1, maximum = 1000000, default = 10000 },
                 timeout = { type = "duration", exclusiveMinimum = 0, maximum = 60, default = "1s" },
             },
         },

@@ -1,12 +1,11 @@
 -- ai-cache.semantic: the semantic step of ai-cache's upstream stage. After an exact miss, the last user message is
--- embedded (sluice.cache.semantic) and compared with the prompts stored in its partition on this node
--- (sluice.cache.vectors); the nearest one at or above conf.semantic.threshold is a hit, answered with that
--- prompt's entry. A miss keeps the embedding, and once the answer is stored its prompt joins the partition.
--- Any failure (the embeddings provider down or slow past semantic.timeout, a bad answer) is a miss, logged,
--- never an error for the client.
+-- embedded (sluice.cache.semantic) and compared with the prompts stored in its partition on this node (the
+-- node's vector store, sluice.vector, through sluice.cache.semantic); the nearest one at or above
+-- conf.semantic.threshold is a hit, answered with that prompt's entry. A miss keeps the embedding, and once the
+-- answer is stored its prompt joins the partition. Any failure (the embeddings provider down or slow past
+-- semantic.timeout, a bad answer) is a miss, logged, never an error for the client.
 local sluice = require("sluice")
 local semantic = require("sluice.cache.semantic")
-local vectors = require("sluice.cache.vectors")
 
 local _M = {}
 
@@ -33,8 +32,8 @@ function _M.lookup(ctx, cs, prefix, try_hit)
         return false
     end
     local sconf = cs.conf.semantic
-    local key, sim = vectors.nearest(cs.rt.dict, cs.partition, vec, sconf.max_entries)
-    if not key or sim < sconf.threshold then
+    local key, sim = semantic.nearest(cs.rt.index, cs.partition, vec, sconf.threshold)
+    if not key then
         return false
     end
     if try_hit(ctx, cs, "semantic", key) then
@@ -47,7 +46,7 @@ end
 
 --- Adds the stored answer's prompt to its partition (log phase, after the entry was stored).
 function _M.add(cs)
-    local ok, err = vectors.add(cs.rt.dict, cs.partition, cs.vector, cs.key, cs.conf.semantic.max_entries)
+    local ok, err = semantic.add(cs.rt.index, cs.partition, cs.vector, cs.key, cs.conf.ttl)
     if not ok then
         sluice.log.warn("ai-cache: prompt not added to the semantic index: ", err)
     end

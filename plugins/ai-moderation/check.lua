@@ -1,4 +1,4 @@
--- ai-moderation's checks: local categories compiled into one PCRE2 alternation per config, the /v1/moderations
+-- ai-moderation's checks: local categories compiled into one regex set per config (sluice.re.set), the /v1/moderations
 -- provider call, and the monitor that follows a streamed answer window by window.
 local sluice = require("sluice")
 local common_http = require("sluice.ai.common.http")
@@ -42,28 +42,33 @@ function _M.keyword_tail(c, text)
     return nil
 end
 
---- Compiles conf: {re (nil without categories), cats = {{name, threshold, action, group}}, roles} | nil, err.
+--- Compiles conf: {set (nil without categories), cats = {{name, threshold, action}}, cat_of (set member -> cat),
+--- roles} | nil, err. The keywords of a category are one member of the set, each pattern one more: matched as one
+--- alternation would be (sluice.re.set), each pattern with its own group numbers and names.
 function _M.compile(conf)
-    local alts, cats = {}, {}
+    local members, cat_of, cats = {}, {}, {}
     for i, cat in ipairs(conf.categories or {}) do
-        local parts = {}
         local kws = {}
+        local entry = { name = cat.name, threshold = cat.threshold or 1, action = cat.action or "block" }
         for _, k in ipairs(cat.keywords or {}) do kws[#kws + 1] = keyword_pattern(k) end
-        if #kws > 0 then parts[#parts + 1] = "(?i:" .. concat(kws, "|") .. ")" end
+        local before = #members
+        if #kws > 0 then
+            members[#members + 1] = "(?i:" .. concat(kws, "|") .. ")"
+            cat_of[#members] = entry
+        end
         for j, p in ipairs(cat.patterns or {}) do
             local ok, err = sluice.re.compile(p)
             if not ok then
                 return nil, "categories[" .. i .. "] (" .. tostring(cat.name) .. ").patterns[" .. j .. "]: " ..
                     tostring(err)
             end
-            parts[#parts + 1] = "(?:" .. p .. ")"
+            members[#members + 1] = p
+            cat_of[#members] = entry
         end
-        if #parts == 0 then
+        if #members == before then
             return nil, "categories[" .. i .. "] (" .. tostring(cat.name) .. "): give keywords or patterns"
         end
-        alts[#alts + 1] = "(?<k" .. i .. ">" .. concat(parts, "|") .. ")"
-        cats[#cats + 1] = { name = cat.name, threshold = cat.threshold or 1, action = cat.action or "block",
-                            gname = "k" .. i }
+        cats[#cats + 1] = entry
     end
     -- proper prefixes of the block keywords (lower case): a piece of a stream ending in one is kept back until the
     -- word is whole, so the start of a blocked word never reaches the client
@@ -77,31 +82,26 @@ function _M.compile(conf)
             end
         end
     end
-    local c = { cats = cats, roles = {}, prefixes = prefixes, maxkw = maxkw }
+    local c = { cats = cats, cat_of = cat_of, roles = {}, prefixes = prefixes, maxkw = maxkw }
     for _, r in ipairs(conf.roles or { "user" }) do c.roles[r] = true end
-    if #alts > 0 then
-        local r, err = sluice.re.compile(concat(alts, "|"))
-        if not r then return nil, "categories: " .. tostring(err) end
-        for _, cat in ipairs(cats) do cat.group = r:group_of(cat.gname) end
-        c.re = r
+    if #members > 0 then
+        local set, err = sluice.re.set(members)
+        if not set then return nil, "categories: " .. tostring(err) end
+        c.set = set
     end
     return c
 end
 
 -- Counts the matches of each category in text that end after byte `after` into hits; nil or an error.
 local function count(c, text, after, hits)
-    local r = c.re
+    local set = c.set
     local pos, len = 1, #text
     while pos <= len do
-        local from, to = r:exec(text, pos)
+        local from, to, i = set:exec(text, pos)
         if not from then return to end
         if to >= from and to > after then
-            for _, cat in ipairs(c.cats) do
-                if r:group(cat.group) then
-                    hits[cat.name] = (hits[cat.name] or 0) + 1
-                    break
-                end
-            end
+            local name = c.cat_of[i].name
+            hits[name] = (hits[name] or 0) + 1
         end
         pos = (to >= from and to or from) + 1
     end
@@ -128,7 +128,7 @@ end
 
 --- The local verdict over text (a request): nil, or {action, category, source = "local", hits, flags}.
 function _M.local_verdict(c, text)
-    if not c.re then return nil end
+    if not c.set then return nil end
     local hits = {}
     local err = count(c, text, 0, hits)
     if err then
@@ -254,7 +254,7 @@ function Mon:piece(key, s)
     end
     local c = self.c
     local v
-    if c.re then
+    if c.set then
         local win = k.tail .. s
         local err = count(c, win, #k.tail, self.hits)
         if err then

@@ -112,7 +112,7 @@ end
 
 function _M.rewrite(conf, ctx)
     if not conf.request then return end
-    local body = sluice.request.get_json(ctx)
+    local body = sluice.request.peek_json(ctx) -- read only: unchanged bytes still go upstream as sent
     if type(body) ~= "table" then return end
     local api = sreq.api(ctx.path)
     local c, err = safety.per_conf(conf, build)

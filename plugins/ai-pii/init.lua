@@ -168,12 +168,16 @@ function _M.replace(st, det, value, action, salt)
     return ph
 end
 
+-- The replacement of one detected value (st.c: the compiled conf, st.salt: conf.hash_salt, set by mask_text).
+local function on_value(det, value, _, _, st)
+    st.counts[det.name] = (st.counts[det.name] or 0) + 1
+    return _M.replace(st, det, value, st.c.actions[det.name], st.salt)
+end
+
 -- Masks one string; returns the new string (the same one when nothing was found).
 local function mask_text(c, st, text, salt)
-    local out, _, err = c.scanner:scan(text, function(det, value)
-        st.counts[det.name] = (st.counts[det.name] or 0) + 1
-        return _M.replace(st, det, value, c.actions[det.name], salt)
-    end)
+    st.c, st.salt = c, salt -- no closure per string: on_value finds them in st
+    local out, _, err = c.scanner:scan(text, on_value, st)
     if not out then
         error("pii scan failed: " .. tostring(err), 0)
     end
@@ -228,6 +232,7 @@ function _M.mask_body(c, conf, st, body, api)
             end
         end
     end
+    st.c, st.salt = nil, nil -- the state outlives the rewrite phase: no secret kept in it
     return changed
 end
 
@@ -244,7 +249,7 @@ local function build(conf)
 end
 
 function _M.rewrite(conf, ctx)
-    local body = sluice.request.get_json(ctx)
+    local body = sluice.request.peek_json(ctx) -- changed only with set_json: no mask, the bytes as sent
     if type(body) ~= "table" then
         return
     end

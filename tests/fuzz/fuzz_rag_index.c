@@ -5,8 +5,9 @@
  *   bit 0 clear (raw): the rest is an index file, loaded with the checksums off (the fuzzer cannot forge
  *     XXH64: every other check is reached) or, with bit 1, on;
  *   bit 0 set (recipe): the rest makes a valid index through the writer (sources and chunks from the bytes,
- *     vectors from them too, bit 2: int8 copy, bit 3: sign bits), then up to 8 patches (offset, byte) damage
- *     it; with bit 1 the checksums are made right again, so the damage reaches the structural checks.
+ *     vectors from them too, bit 2: int8 copy, bit 3: sign bits, bit 4: an inverted file of 1 to 4 lists),
+ *     then up to 8 patches (offset, byte) damage it; with bit 1 the checksums are made right again, so the
+ *     damage reaches the structural checks.
  * Invariants (besides no sanitizer report): a refused file gives a non-empty reason; on an accepted one every
  * search returns at most k hits, each an existing chunk with a non-NaN score, best first; every chunk and
  * source reads back within the file; a filter passes at most every chunk. */
@@ -73,7 +74,8 @@ static void exercise(const sl_rag_index_t *x, fz_in_t *in)
                                  .k = 1 + (uint32_t)(tl % 8),
                                  .mode = mode,
                                  .quant = quant,
-                                 .allow = (quant & 1) ? allow : NULL};
+                                 .allow = (quant & 1) ? allow : NULL,
+                                 .probes = (uint32_t)(tl % 3)};
             int n = sl_rag_search(x, &qq, hits);
             if (n == -EINVAL) /* a quantised mode the file has no copy for */
                 continue;
@@ -110,6 +112,8 @@ static size_t recipe(fz_in_t *in, unsigned opts, uint8_t **out)
             in->n -= tl;
         }
     }
+    if (opts & 16)
+        sl_rag_writer_ivf(w, 1 + fz_byte(in) % 4, fz_byte(in) % 4);
     size_t n = 0;
     if (sl_rag_writer_bytes(w, out, &n) != 0)
         n = 0;

@@ -127,9 +127,35 @@ static void test_usage(void)
     CHECK_INT(sl_json_usage("{}", 2, 2, u), -1);
 }
 
+static long usage_at(const char *s, size_t from)
+{
+    return sl_json_usage_at(s, strlen(s), from);
+}
+
+static void test_usage_at(void)
+{
+    CHECK_INT(usage_at("{\"usage\":{\"prompt_tokens\":1}}", 0), 9);
+    CHECK_INT(usage_at("{\"usage\" \t:\r\n {}}", 0), 14);
+    /* the last one wins; null, a string or a number after the key is none */
+    CHECK_INT(usage_at("{\"a\":{\"usage\":{}},\"usage\":{}}", 0), 26);
+    CHECK_INT(usage_at("{\"a\":{\"usage\":{}},\"usage\":null}", 0), 14);
+    CHECK_INT(usage_at("{\"usage\":null}", 0), -1);
+    CHECK_INT(usage_at("{\"usage\":\"{\"}", 0), -1);
+    CHECK_INT(usage_at("{\"usage\"}", 0), -1);
+    CHECK_INT(usage_at("{\"usage\":", 0), -1);
+    CHECK_INT(usage_at("{\"usage\"", 0), -1);
+    CHECK_INT(usage_at("\"usage\"\"usage\":{}", 0), 15);
+    /* from: where the search starts */
+    CHECK_INT(usage_at("{\"usage\":{}}", 1), 9);
+    CHECK_INT(usage_at("{\"usage\":{}}", 2), -1);
+    CHECK_INT(usage_at("{}", 2), -1);
+    CHECK_INT(sl_json_usage_at(NULL, 0, 0), -1);
+}
+
 int main(void)
 {
     test_plain_object();
     test_usage();
+    test_usage_at();
     return sl_test_done();
 }

@@ -212,9 +212,9 @@ static void test_damage(void)
     CHECK(refused(c, n, "bad magic"));
     sl_rag_hdr_t *h = (sl_rag_hdr_t *)c;
     memcpy(c, b, n);
-    h->version = 2;
+    h->version = 3;
     rehash(c, n);
-    CHECK(refused(c, n, "format version 2"));
+    CHECK(refused(c, n, "format version 3"));
     memcpy(c, b, n);
     h->nchunks += 1;
     rehash(c, n);
@@ -419,6 +419,13 @@ static void test_bm25_pruning_exact(void)
                         }
                 for (int i = 0; i < got; i++)
                     CHECK(fabsf(hits[i].bm25 - sorted[i]) <= 1e-4f * (1 + sorted[i]));
+                /* a floor between the scores: exactly the chunks over it, still the best first */
+                sq.min_bm25 = sorted[k / 2] + 1e-3f;
+                got = sl_rag_search(x, &sq, hits);
+                CHECK(got == (int)(k / 2) || (got < (int)(k / 2) && sorted[got] < sq.min_bm25));
+                for (int i = 0; i < got; i++)
+                    CHECK(hits[i].bm25 >= sq.min_bm25 &&
+                          fabsf(hits[i].bm25 - sorted[i]) <= 1e-4f * (1 + sorted[i]));
             }
         }
     }

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/hash.h"
 #include "common/vector.h"
@@ -202,6 +203,34 @@ static void test_vstore_churn(void)
     sl_vstore_release(s);
 }
 
+/* Groups (a key prefix): at most gmax entries per group, the group's oldest evicted; a search sees one group.
+ */
+static void test_vstore_groups(void)
+{
+    int err;
+    sl_vstore_t *s = sl_vstore_open("groups", 6, 2, 8, 0, &err);
+    float a[2] = {1, 0}, b[2] = {0.9f, 0.1f}, c[2] = {0.8f, 0.2f};
+    char ev[SL_VSTORE_KEY_MAX];
+    uint32_t evl = 0;
+    CHECK_INT(sl_vstore_add_in(s, "p1:a", 4, 3, 2, a, 0, ev, &evl), 0);
+    CHECK_INT(sl_vstore_add_in(s, "p2:a", 4, 3, 2, a, 0, ev, &evl), 0);
+    CHECK_INT(sl_vstore_add_in(s, "p1:b", 4, 3, 2, b, 0, ev, &evl), 0);
+    CHECK_INT(sl_vstore_add_in(s, "p1:b", 4, 3, 2, b, 0, ev, &evl), 1); /* replaced, not evicted */
+    CHECK_INT(sl_vstore_add_in(s, "p1:c", 4, 3, 2, c, 0, ev, &evl), 2); /* p1 full: p1:a goes, p2:a stays */
+    CHECK(evl == 4 && memcmp(ev, "p1:a", 4) == 0);
+    CHECK_INT(sl_vstore_count(s), 3);
+    CHECK_INT(sl_vstore_add_in(s, "x", 1, 2, 1, a, 0, ev, &evl), -EINVAL); /* group longer than the key */
+    sl_vstore_hit_t hits[4];
+    int n = sl_vstore_search_in(s, "p1:", 3, a, 4, -1, SL_VEC_AUTO, hits);
+    CHECK_INT(n, 2);
+    CHECK(memcmp(hits[0].key, "p1:b", 4) == 0 && memcmp(hits[1].key, "p1:c", 4) == 0);
+    n = sl_vstore_search_in(s, "p2:", 3, c, 4, -1, SL_VEC_EXACT, hits);
+    CHECK(n == 1 && memcmp(hits[0].key, "p2:a", 4) == 0);
+    CHECK_INT(sl_vstore_search_in(s, "p3:", 3, a, 4, -1, SL_VEC_EXACT, hits), 0);
+    CHECK_INT(sl_vstore_search_in(s, NULL, 0, a, 4, -1, SL_VEC_EXACT, hits), 3);
+    sl_vstore_release(s);
+}
+
 int main(void)
 {
     test_xxh64();
@@ -210,5 +239,6 @@ int main(void)
     test_search();
     test_vstore();
     test_vstore_churn();
+    test_vstore_groups();
     return sl_test_done();
 }

@@ -42,6 +42,8 @@ local completion_text_of = usage.completion_text_of
 local stream = stream_mod.run
 
 local MAX_RESPONSE = 64 * 1024 * 1024
+-- shared, never changed: sluice.response.deliver copies the headers it is given
+local JSON_HEADERS = { ["content-type"] = "application/json" }
 local UPERR_TIMEOUT, UPERR_CLIENT_GONE = C.SL_UPERR_TIMEOUT, C.SL_UPERR_CLIENT_GONE
 
 local _M = {}
@@ -215,7 +217,8 @@ local function prepare(ctx, conf, provider_name)
     if ctx.method ~= "POST" then
         return api_error(api, 405, "use POST for " .. ctx.path)
     end
-    local fresh = rawget(ctx, "json") == nil -- decoded here from ctx.body: nobody else holds the table
+    -- decoded here from ctx.body, or before only by readers (sluice.request.peek_json): nobody changed the table
+    local fresh = rawget(ctx, "json") == nil or (not rawget(ctx, "_json_out") and not rawget(ctx, "json_changed"))
     local body, err = request.get_json(ctx)
     ctx._json_out = nil -- handed out again after this (sluice.request.get_json, sluice.ai.get_request): may change
     if type(body) ~= "table" then
@@ -256,7 +259,8 @@ local function prepare(ctx, conf, provider_name)
         eb.models = common.array(list)
         return status, eb
     end
-    local mok, mwhy = consumer.allowed("model", { name, served }, ctx)
+    -- one name when the route serves the name asked for (no table: a deny or allow of {n, n} is one of n)
+    local mok, mwhy = consumer.allowed("model", served ~= name and { name, served } or name, ctx)
     if not mok then
         return api_error(api, 403, mwhy, nil, "model_not_allowed")
     end
@@ -347,7 +351,7 @@ local function non_stream(ctx, ai, p)
     end
     finish_usage(ctx, ai, u, 200, ai.completion_text)
     ai.usage.ttft = ai.usage.latency
-    response.deliver(ctx, 200, out, { ["content-type"] = "application/json" })
+    response.deliver(ctx, 200, out, JSON_HEADERS)
 end
 
 

@@ -12,6 +12,7 @@ local ffi = require("ffi")
 local base = require("sluice.pdk.base")
 local timer = require("sluice.pdk.timer")
 local proxy = require("sluice.proxy")
+local buffer = require("string.buffer")
 
 local C = base.C
 local ffi_string, lower, pairs, type, concat = ffi.string, string.lower, pairs, type, table.concat
@@ -27,23 +28,64 @@ local popts = ffi.new("sl_proxy_opts_t")
 
 local _M = {}
 
--- The whole head of an explicit request and its number of header lines (checked in C: core/http/field.c).
-local function explicit_head(req, body_len)
+-- Hop-by-hop verdicts by header name as given (HOP has lower-case names): the names are the few the drivers and
+-- plugins use, so lower() (a new string) is paid once per name. Bounded: emptied when it fills up.
+local hop_of, hop_n = {}, 0
+local function is_hop(name)
+    local h = hop_of[name]
+    if h == nil then
+        h = HOP[lower(name)] == true
+        if hop_n >= 256 then
+            hop_of, hop_n = {}, 0
+        end
+        hop_of[name], hop_n = h, hop_n + 1
+    end
+    return h
+end
+
+-- The head is built in one reused buffer and handed to C by pointer (sl_proxy_start copies it before returning):
+-- no table of pieces, no string made per request.
+local head_buf = buffer.new(512)
+
+-- Writes the whole head of an explicit request into head_buf; returns its number of header lines (checked in C:
+-- core/http/field.c).
+local function put_head(req, body_len)
     local port, default = req.port, req.scheme == "https" and 443 or 80
-    local host = (port == nil or port == default) and req.host or (req.host .. ":" .. port)
-    local out, n = { req.method or "POST", " ", req.path or "/", " HTTP/1.1\r\nHost: ", host, "\r\n" }, 6
-    if req.headers then
-        for name, v in pairs(req.headers) do
-            if v and not HOP[lower(name)] then
-                out[n + 1], out[n + 2], out[n + 3], out[n + 4] = name, ": ", v, "\r\n"
-                n = n + 4
+    local b = head_buf
+    b:reset()
+    b:put(req.method or "POST", " ", req.path or "/", " HTTP/1.1\r\nHost: ", req.host)
+    if port ~= nil and port ~= default then
+        b:put(":", port)
+    end
+    b:put("\r\n")
+    local n = 0
+    local headers = req.headers
+    if headers then
+        for name, v in pairs(headers) do
+            if v and not is_hop(name) then
+                b:put(name, ": ", v, "\r\n")
+                n = n + 1
             end
         end
     end
-    out[n + 1] = "Content-Length: " .. body_len .. "\r\n\r\n"
-    return concat(out, "", 1, n + 1), 2 + (n - 6) / 4
+    b:put("Content-Length: ", body_len, "\r\n\r\n")
+    return 2 + n
+end
+
+--- The whole head of an explicit request (string) and its number of header lines.
+local function explicit_head(req, body_len)
+    local nfields = put_head(req, body_len)
+    return head_buf:tostring(), nfields
 end
 _M.explicit_head = explicit_head
+
+local EMPTY = {}
+
+-- What popts' fields other than the head and body were last filled from: an AI route calls one provider with
+-- the same options table again and again (sluice.ai.proxy caches them per config; they are never changed once
+-- made), and a cdata field stored from interpreted code is a call into the VM each. The references keep the
+-- strings popts points at (host, tls.ca_file, tls.sni) alive.
+local last = { opts = nil, host = nil, port = nil, flags = nil, addr = nil }
 
 --- Sends req = {scheme, host, port, method, path, headers = {name = value}, body = string} upstream and waits for
 --- the response head. opts: timeout = {connect, send, read, header} (seconds; header: the whole response head within
@@ -53,7 +95,7 @@ _M.explicit_head = explicit_head
 --- Returns p (status, headers via _M.headers(p)) | nil, status for the client (502/504, or nil when the client
 --- went away), error text. The body is then read with _M.read(ctx, p). Phases: the proxy stage only.
 function _M.open(ctx, req, opts)
-    opts = opts or {}
+    opts = opts or EMPTY
     local flags, tls = 0, opts.tls
     if req.scheme == "https" then
         flags = (tls and tls.verify == false) and (PROXY_TLS + PROXY_NO_VERIFY) or PROXY_TLS
@@ -62,16 +104,22 @@ function _M.open(ctx, req, opts)
         flags = flags + PROXY_ENV
     end
     local body = req.body or ""
-    local head, nfields = explicit_head(req, #body)
-    local t, ka = opts.timeout or {}, opts.keepalive or {}
+    local nfields = put_head(req, #body)
+    local host = req.host
     local port = req.port or (flags ~= 0 and 443 or 80)
-    ctx.upstream_addr = req.host .. ":" .. port
     local o = popts
-    o.host, o.hostlen, o.port, o.flags, o.ca_file, o.sni = req.host, #req.host, port, flags, tls and tls.ca_file,
-        tls and tls.sni
-    o.head, o.headlen, o.nfields, o.skip, o.skiplen, o.body, o.bodylen = head, #head, nfields, nil, 0, body, #body
-    o.mode, o.connect_timeout, o.send_timeout, o.read_timeout = FILTER, t.connect or 5, t.send or 30, t.read or 60
-    o.header_timeout, o.pool_size, o.idle_timeout = t.header or t.read or 60, ka.size or 64, ka.idle_timeout or 60
+    if opts ~= last.opts or host ~= last.host or port ~= last.port or flags ~= last.flags then
+        local t, ka = opts.timeout or EMPTY, opts.keepalive or EMPTY
+        o.host, o.hostlen, o.port, o.flags, o.ca_file, o.sni = host, #host, port, flags, tls and tls.ca_file,
+            tls and tls.sni
+        o.skip, o.skiplen = nil, 0
+        o.mode, o.connect_timeout, o.send_timeout, o.read_timeout = FILTER, t.connect or 5, t.send or 30, t.read or 60
+        o.header_timeout, o.pool_size, o.idle_timeout = t.header or t.read or 60, ka.size or 64, ka.idle_timeout or 60
+        last.opts, last.host, last.port, last.flags, last.addr = opts, host, port, flags, host .. ":" .. port
+    end
+    ctx.upstream_addr = last.addr
+    local head, headlen = head_buf:ref()
+    o.head, o.headlen, o.nfields, o.body, o.bodylen = head, headlen, nfields, body, #body
     local p = C.sl_proxy_start(ctx.req, o)
     if p == nil then -- out of memory, or a head that must not reach the wire (logged with the request's id)
         return nil, 500, "cannot start the upstream request (id " .. ctx.request_id .. ")"

@@ -9,10 +9,10 @@ local cjson = require("cjson.safe")
 
 local C = base.C
 local type, ipairs, tonumber, pcall, require = type, ipairs, tonumber, pcall, require
-local find, match, byte = string.find, string.match, string.byte
+local match = string.match
 local concat = table.concat
 local decode = cjson.decode
-local usage_numbers = json.usage_numbers
+local usage_numbers, usage_at = json.usage_numbers, json.usage_at
 
 local _M = {}
 
@@ -90,29 +90,11 @@ end
 _M.finish_usage = finish_usage
 
 -- The `"usage":{...}` object of an OpenAI body or chunk, decoded and normalized (nil when absent or null).
--- Plain searches only (memchr speed): `"usage"` with unescaped quotes can only be a key, since quotes inside
--- JSON strings are escaped. The last one wins (the top-level usage comes last in OpenAI bodies).
+-- A plain search, in C (json.usage_at: one FFI call and no loop here, so callers' traces are not aborted by an
+-- inner loop): `"usage"` with unescaped quotes can only be a key, since quotes inside JSON strings are escaped.
+-- The last one wins (the top-level usage comes last in OpenAI bodies).
 local function scan_usage(s, from)
-    local at
-    from = from or 1
-    while true do
-        local j, e = find(s, '"usage"', from, true)
-        if not j then
-            break
-        end
-        local k = e + 1
-        local c = byte(s, k)
-        while c == 32 or c == 9 or c == 10 or c == 13 do k = k + 1; c = byte(s, k) end
-        if c == 58 then -- ':'
-            k = k + 1
-            c = byte(s, k)
-            while c == 32 or c == 9 or c == 10 or c == 13 do k = k + 1; c = byte(s, k) end
-            if c == 123 then -- '{'
-                at = k
-            end
-        end
-        from = e + 1
-    end
+    local at = usage_at(s, from)
     if not at then
         return nil
     end
@@ -170,25 +152,74 @@ local function ms(v)
     return type(v) == "number" and v * 1000 or NAN
 end
 
+-- What `line` holds now. line is reused and only the fields that differ from the last request are stored: a cdata
+-- field store from interpreted code is a call into the VM (a few hundred instructions), and most fields repeat
+-- (provider, model, status, flags). The strings line points at stay referenced here while it does.
+local held = { status = 0, prompt_tokens = 0, completion_tokens = 0, cost = 0, ttft_ms = 0, latency_ms = 0,
+               saved_tokens = 0, saved_cost = 0, estimated = 0, stream = 0 }
+
+-- x differs from held y: NaN ("absent") equals NaN; 0 and -0 differ (they are written differently)
+local function differs(x, y)
+    if x == y then
+        return x == 0 and 1 / x ~= 1 / y
+    end
+    return x == x or y == y
+end
+
 --- Adds rec's "ai" object to ctx's access log line; true, or nil and an error (the line would be too long).
 function _M.log_access(ctx, rec)
-    local a, s = line, rec.provider
-    if type(s) == "string" then a.provider, a.provider_len = s, #s else a.provider = nil end
+    local a, h = line, held
+    local s = rec.provider
+    if type(s) ~= "string" then s = nil end
+    if s ~= h.provider then
+        h.provider = s
+        if s then a.provider, a.provider_len = s, #s else a.provider = nil end
+    end
     s = rec.model
-    if type(s) == "string" then a.model, a.model_len = s, #s else a.model = nil end
+    if type(s) ~= "string" then s = nil end
+    if s ~= h.model then
+        h.model = s
+        if s then a.model, a.model_len = s, #s else a.model = nil end
+    end
     s = rec.requested_model
-    if type(s) == "string" then a.requested_model, a.requested_model_len = s, #s else a.requested_model = nil end
+    if type(s) ~= "string" then s = nil end
+    if s ~= h.requested_model then
+        h.requested_model = s
+        if s then a.requested_model, a.requested_model_len = s, #s else a.requested_model = nil end
+    end
     s = rec.cut
-    if type(s) == "string" then a.cut, a.cut_len = s, #s else a.cut = nil end
+    if type(s) ~= "string" then s = nil end
+    if s ~= h.cut then
+        h.cut = s
+        if s then a.cut, a.cut_len = s, #s else a.cut = nil end
+    end
     s = rec.cache
-    if type(s) == "string" then a.cache, a.cache_len = s, #s else a.cache = nil end
-    a.status, a.prompt_tokens, a.completion_tokens = num(rec.status), num(rec.prompt_tokens), num(rec.completion_tokens)
-    a.cost, a.ttft_ms, a.latency_ms = num(rec.cost), ms(rec.ttft), ms(rec.latency)
-    a.saved_tokens, a.saved_cost = num(rec.saved_total_tokens), num(rec.saved_cost)
-    a.estimated, a.stream = rec.estimated and 1 or 0, rec.stream and 1 or 0
-    local rc = C.sl_req_log_ai(ctx.req, a)
-    a.provider, a.model, a.requested_model, a.cut, a.cache = nil, nil, nil, nil, nil -- no pointer kept past the call
-    if rc ~= 0 then
+    if type(s) ~= "string" then s = nil end
+    if s ~= h.cache then
+        h.cache = s
+        if s then a.cache, a.cache_len = s, #s else a.cache = nil end
+    end
+    local v = num(rec.status)
+    if differs(v, h.status) then h.status = v; a.status = v end
+    v = num(rec.prompt_tokens)
+    if differs(v, h.prompt_tokens) then h.prompt_tokens = v; a.prompt_tokens = v end
+    v = num(rec.completion_tokens)
+    if differs(v, h.completion_tokens) then h.completion_tokens = v; a.completion_tokens = v end
+    v = num(rec.cost)
+    if differs(v, h.cost) then h.cost = v; a.cost = v end
+    v = ms(rec.ttft)
+    if differs(v, h.ttft_ms) then h.ttft_ms = v; a.ttft_ms = v end
+    v = ms(rec.latency)
+    if differs(v, h.latency_ms) then h.latency_ms = v; a.latency_ms = v end
+    v = num(rec.saved_total_tokens)
+    if differs(v, h.saved_tokens) then h.saved_tokens = v; a.saved_tokens = v end
+    v = num(rec.saved_cost)
+    if differs(v, h.saved_cost) then h.saved_cost = v; a.saved_cost = v end
+    v = rec.estimated and 1 or 0
+    if v ~= h.estimated then h.estimated = v; a.estimated = v end
+    v = rec.stream and 1 or 0
+    if v ~= h.stream then h.stream = v; a.stream = v end
+    if C.sl_req_log_ai(ctx.req, a) ~= 0 then
         return nil, "access log line too long"
     end
     return true

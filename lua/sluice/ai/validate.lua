@@ -43,15 +43,18 @@ local function is_array(v)
     end
     local n = #v
     for k in pairs(v) do
-        if type(k) ~= "number" or k < 1 or k > n or k ~= floor(k) then
+        -- k % 1: an integer test without a call (keys are never NaN; an infinite one fails the bounds)
+        if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then
             return false
         end
     end
     return true
 end
 
+-- #v == 0: an empty table, or one that has a key outside 1..0 and so is no array (cjson's objects, every
+-- message): no walk over the keys.
 local function is_object(v)
-    return type(v) == "table" and (next(v) == nil or not is_array(v))
+    return type(v) == "table" and (#v == 0 or not is_array(v))
 end
 
 local function is_integer(v)
@@ -83,29 +86,31 @@ local function want(v, ok, path, what)
     end
 end
 
+-- The opt_* checks join path .. k only for a failure: every request passes through them, and a concatenation is
+-- a string made (or looked up) each time.
 local function opt_string(t, k, path)
     local v = t[k]
-    if present(v) then want(v, type(v) == "string", path .. k, "string") end
+    if present(v) and type(v) ~= "string" then want(v, false, path .. k, "string") end
 end
 
 local function opt_number(t, k, path)
     local v = t[k]
-    if present(v) then want(v, type(v) == "number", path .. k, "number") end
+    if present(v) and type(v) ~= "number" then want(v, false, path .. k, "number") end
 end
 
 local function opt_integer(t, k, path)
     local v = t[k]
-    if present(v) then want(v, is_integer(v), path .. k, "integer") end
+    if present(v) and not is_integer(v) then want(v, false, path .. k, "integer") end
 end
 
 local function opt_boolean(t, k, path)
     local v = t[k]
-    if present(v) then want(v, type(v) == "boolean", path .. k, "boolean") end
+    if present(v) and type(v) ~= "boolean" then want(v, false, path .. k, "boolean") end
 end
 
 local function opt_object(t, k, path)
     local v = t[k]
-    if present(v) then want(v, is_object(v), path .. k, "object") end
+    if present(v) and not is_object(v) then want(v, false, path .. k, "object") end
 end
 
 local function string_or_strings(t, k, path)
@@ -133,32 +138,42 @@ end
 local OPENAI_ROLES = { system = true, developer = true, user = true, assistant = true, tool = true,
                        ["function"] = true }
 
-local function openai_part(p, path)
-    want(p, is_object(p), path, "object")
-    want(p.type, type(p.type) == "string", path .. ".type", "string")
+-- The paths of the OpenAI checks ("messages[1].content[0]") are made only when a check fails: path(i[, j])
+-- below, called on the failure branch.
+local function msg_path(i)
+    return "messages[" .. (i - 1) .. "]"
+end
+
+local function part_path(i, j)
+    return msg_path(i) .. ".content[" .. (j - 1) .. "]"
+end
+
+local function openai_part(p, i, j)
+    if not is_object(p) then want(p, false, part_path(i, j), "object") end
     local t = p.type
+    if type(t) ~= "string" then want(t, false, part_path(i, j) .. ".type", "string") end
     if t == "text" or t == "input_text" then
-        want(p.text, type(p.text) == "string", path .. ".text", "string")
+        if type(p.text) ~= "string" then want(p.text, false, part_path(i, j) .. ".text", "string") end
     elseif t == "image_url" then
         local iu = p.image_url
-        want(iu, is_object(iu), path .. ".image_url", "object")
-        want(iu.url, type(iu.url) == "string", path .. ".image_url.url", "string")
+        if not is_object(iu) then want(iu, false, part_path(i, j) .. ".image_url", "object") end
+        if type(iu.url) ~= "string" then want(iu.url, false, part_path(i, j) .. ".image_url.url", "string") end
     elseif t == "input_audio" or t == "file" then
-        opt_object(p, t, path .. ".")
+        local v = p[t]
+        if present(v) and not is_object(v) then opt_object(p, t, part_path(i, j) .. ".") end
     end -- other part types: the provider's business
 end
 
-local function openai_content(m, path, nullable)
+local function openai_content(m, i, nullable)
     local c = m.content
-    local p = path .. ".content"
     if not present(c) then
-        if not nullable then fail(p, "expected string or array") end
+        if not nullable then fail(msg_path(i) .. ".content", "expected string or array") end
         return
     end
     if type(c) == "string" then return end
-    want(c, is_array(c), p, "string or array")
-    for i = 1, #c do
-        openai_part(c[i], p .. "[" .. (i - 1) .. "]")
+    if not is_array(c) then want(c, false, msg_path(i) .. ".content", "string or array") end
+    for j = 1, #c do
+        openai_part(c[j], i, j)
     end
 end
 
@@ -181,21 +196,24 @@ end
 
 local function openai_messages(b)
     local msgs = b.messages
-    want(msgs, is_array(msgs) and msgs[1] ~= nil, "messages", "a non-empty array")
+    if not (is_array(msgs) and msgs[1] ~= nil) then want(msgs, false, "messages", "a non-empty array") end
     for i = 1, #msgs do
-        local m, path = msgs[i], "messages[" .. (i - 1) .. "]"
-        want(m, is_object(m), path, "object")
+        local m = msgs[i]
+        if not is_object(m) then want(m, false, msg_path(i), "object") end
         local role = m.role
-        want(role, type(role) == "string", path .. ".role", "string")
+        if type(role) ~= "string" then want(role, false, msg_path(i) .. ".role", "string") end
         if not OPENAI_ROLES[role] then
-            fail(path .. ".role", "expected one of system, developer, user, assistant, tool, got " .. role)
+            fail(msg_path(i) .. ".role", "expected one of system, developer, user, assistant, tool, got " .. role)
         end
-        openai_content(m, path, role == "assistant" or role == "function")
-        opt_string(m, "name", path .. ".")
-        if role == "assistant" then
-            openai_tool_calls(m, path)
-        elseif role == "tool" then
-            want(m.tool_call_id, type(m.tool_call_id) == "string", path .. ".tool_call_id", "string")
+        if type(m.content) ~= "string" then -- a string needs no check
+            openai_content(m, i, role == "assistant" or role == "function")
+        end
+        local name = m.name
+        if present(name) and type(name) ~= "string" then opt_string(m, "name", msg_path(i) .. ".") end
+        if role == "assistant" and present(m.tool_calls) then
+            openai_tool_calls(m, msg_path(i))
+        elseif role == "tool" and type(m.tool_call_id) ~= "string" then
+            want(m.tool_call_id, false, msg_path(i) .. ".tool_call_id", "string")
         end
     end
 end
@@ -238,19 +256,37 @@ local function openai_stream_options(b)
     end
 end
 
+-- The chat checks in the order of common_fields, openai_stream_options and the rest, written out: every chat
+-- request passes here, and most of these fields are absent (one load and compare each instead of a call).
+local function openai_chat(b)
+    local v = b.model
+    if v ~= nil and v ~= null and type(v) ~= "string" then want(v, false, "model", "string") end
+    v = b.stream
+    if v ~= nil and v ~= null and type(v) ~= "boolean" then want(v, false, "stream", "boolean") end
+    v = b.max_tokens
+    if v ~= nil and v ~= null and not is_integer(v) then want(v, false, "max_tokens", "integer") end
+    v = b.temperature
+    if v ~= nil and v ~= null and type(v) ~= "number" then want(v, false, "temperature", "number") end
+    v = b.top_p
+    if v ~= nil and v ~= null and type(v) ~= "number" then want(v, false, "top_p", "number") end
+    if b.stream_options ~= nil then openai_stream_options(b) end
+    v = b.max_completion_tokens
+    if v ~= nil and v ~= null and not is_integer(v) then want(v, false, "max_completion_tokens", "integer") end
+    v = b.n
+    if v ~= nil and v ~= null and not is_integer(v) then want(v, false, "n", "integer") end
+    v = b.presence_penalty
+    if v ~= nil and v ~= null and type(v) ~= "number" then want(v, false, "presence_penalty", "number") end
+    v = b.frequency_penalty
+    if v ~= nil and v ~= null and type(v) ~= "number" then want(v, false, "frequency_penalty", "number") end
+    if b.stop ~= nil then string_or_strings(b, "stop", "") end
+    v = b.response_format
+    if v ~= nil and v ~= null and not is_object(v) then want(v, false, "response_format", "object") end
+    openai_messages(b)
+    if b.tools ~= nil or b.tool_choice ~= nil then openai_tools(b) end
+end
+
 local OPENAI = {
-    chat = function(b)
-        common_fields(b)
-        openai_stream_options(b)
-        opt_integer(b, "max_completion_tokens", "")
-        opt_integer(b, "n", "")
-        opt_number(b, "presence_penalty", "")
-        opt_number(b, "frequency_penalty", "")
-        string_or_strings(b, "stop", "")
-        opt_object(b, "response_format", "")
-        openai_messages(b)
-        openai_tools(b)
-    end,
+    chat = openai_chat,
     completions = function(b)
         common_fields(b)
         openai_stream_options(b)

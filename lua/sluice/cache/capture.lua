@@ -32,10 +32,14 @@ local function has_usage(s)
         if not e then
             return false
         end
-        local j = find(s, "[^ \t\r\n]", e + 1)
-        if j and byte(s, j) == 58 then -- ':'
-            local k = find(s, "[^ \t\r\n]", j + 1)
-            if k and byte(s, k) == 123 then -- '{'
+        local k = e + 1
+        local c = byte(s, k)
+        while c == 32 or c == 9 or c == 13 or c == 10 do k = k + 1; c = byte(s, k) end -- byte loops: JIT-compiled
+        if c == 58 then -- ':'
+            k = k + 1
+            c = byte(s, k)
+            while c == 32 or c == 9 or c == 13 or c == 10 do k = k + 1; c = byte(s, k) end
+            if c == 123 then -- '{'
                 return true
             end
         end

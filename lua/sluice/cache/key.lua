@@ -14,6 +14,15 @@
 --     is a list of one;
 --   * object keys are sorted; numbers are written exactly (integers as integers, others with 17 digits);
 --     strings are length-prefixed, so no two different requests serialise alike.
+--
+-- The raw memo, for a request whose body is still the client's JSON (nothing changed the table decoded from it):
+-- its key is then a function of (prefix, model, ignored fields, body bytes) alone, so ai-cache memoises it in the
+-- node's dict and a repeated request skips the canonical serialisation and SHA-256:
+--   local name = key.raw_name(prefix, model, ignore_sig, body)  -- "r:" .. XXH64 of those (kept in a buffer)
+--   local k = key.raw_key(d:get(name))     -- the memo's key, nil unless the memo was made from the same bytes
+--   d:set(name, key.raw_value(k), ttl)     -- the memo of the bytes of the last raw_name
+-- The memo holds the bytes it was made from and raw_key compares them all, so a hash collision can never hand
+-- out another request's key (it only costs a miss of the memo).
 local ffi = require("ffi")
 local buffer = require("string.buffer")
 local cjson = require("cjson.safe")
@@ -22,6 +31,12 @@ local C = require("sluice.core")
 pcall(ffi.cdef, [[
 void sl_sha256_hex(const void *p, size_t len, char out[64]);
 ]])
+pcall(ffi.cdef, [[
+uint64_t sl_xxh64(const void *p, size_t n, uint64_t seed);
+int memcmp(const void *a, const void *b, size_t n);
+]])
+local libc = ffi.C
+local tohex = require("bit").tohex
 
 local type, pairs, next, tostring, tonumber = type, pairs, next, tostring, tonumber
 local sort = table.sort
@@ -43,6 +58,7 @@ _M.NEVER = NEVER
 local buf = buffer.new(1024)
 local KEEP = 65536
 local hex = ffi.new("char[64]")
+local rbuf = buffer.new(1024) -- the raw memo's bytes (raw_name .. raw_key / raw_value)
 
 local put
 
@@ -228,6 +244,42 @@ function _M.of(prefix, request, model, ignore)
         buf:reset()
     end
     return ffi.string(hex, 64)
+end
+
+--- See the top of this file: the name of the raw memo of a request (its bytes stay in a buffer for raw_key and
+--- raw_value, until the next raw_name).
+function _M.raw_name(prefix, model, ignore_sig, body)
+    model = tostring(model)
+    rbuf:reset()
+    rbuf:put(prefix, "\0", #model, ":", model, "\0", ignore_sig, "\0", body)
+    local p, len = rbuf:ref()
+    return "r:" .. tohex(C.sl_xxh64(p, len, 0))
+end
+
+--- The key a raw memo value holds when it was made from the bytes of the last raw_name, else nil.
+function _M.raw_key(v)
+    if type(v) ~= "string" then
+        return nil
+    end
+    local p, len = rbuf:ref()
+    if #v ~= len + 64 then
+        return nil
+    end
+    local vp = ffi.cast("const char *", v)
+    if libc.memcmp(vp, p, len) ~= 0 then
+        return nil
+    end
+    return ffi.string(vp + len, 64)
+end
+
+--- The raw memo value for key k and the bytes of the last raw_name.
+function _M.raw_value(k)
+    local p, len = rbuf:ref()
+    local v = ffi.string(p, len) .. k
+    if len > KEEP then
+        rbuf:free()
+    end
+    return v
 end
 
 return _M

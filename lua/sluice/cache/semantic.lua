@@ -8,12 +8,26 @@
 --   local vec, err = semantic.embed(ctx, conf, text)   -- conf: {provider, model, timeout}; yields
 --     the embedding of text by the provider (its driver builds the call: any provider kind with embeddings),
 --     bounded by conf.timeout; nil, err on any failure (the caller then treats the request as a miss)
+--   local ix = semantic.index(dict_name, capacity, max_entries)      -- the prompts' vectors (below)
+--   local ok, err = semantic.add(ix, partition, vec, key, ttl)
+--   local key, sim = semantic.nearest(ix, partition, vec, threshold)
+--
+-- The prompts' vectors live in the node's vector store (sluice.vector: the k-NN code ai-rag uses), one store
+-- per dict, dimensions and capacity, shared by every worker and by the routes with those settings. A stored
+-- key is PARTITION .. KEY (two 64-hex-digit hashes): the partition is the store's group, so a partition keeps
+-- at most max_entries prompts (adding to a full one replaces its oldest) and a lookup compares its own
+-- partition alone; the whole store keeps at most `capacity` (its oldest goes). A prompt expires with its answer
+-- (ttl). Per node: another node has its own vectors, the answers are shared through L2.
 local sluice = require("sluice")
+local vector = require("sluice.pdk.vector")
 local key = require("sluice.cache.key")
 local common = require("sluice.ai.common")
 
 local type, pairs, ipairs, tostring, tonumber, pcall, require = type, pairs, ipairs, tostring, tonumber, pcall, require
+local sub = string.sub
 local nn = common.nn
+
+local PARTITION_LEN = 64 -- sluice.cache.key: 64 hex digits
 
 local _M = {}
 
@@ -115,6 +129,41 @@ function _M.embed(ctx, conf, text)
     local vec = embedding_of(t)
     if not vec then return nil, "embeddings call: no embedding in the answer" end
     return vec
+end
+
+--- The prompts' vectors of one ai-cache conf (see the top of this file); stores are opened on first use, when
+--- the embeddings' dimensions are known.
+function _M.index(dict_name, capacity, max_entries)
+    return { name = "ai-cache/" .. dict_name .. "/", capacity = capacity, max = max_entries, stores = {} }
+end
+
+-- The store for vectors of n numbers, or nil, err.
+local function store_of(ix, n)
+    local st = ix.stores[n]
+    if st then return st end
+    if n < 1 or n > 16384 then return nil, "embedding of " .. n .. " dimensions" end
+    local err
+    st, err = vector.store(ix.name .. n .. "/" .. ix.capacity, { dims = n, capacity = ix.capacity })
+    if not st then return nil, err end
+    ix.stores[n] = st
+    return st
+end
+
+--- Adds the prompt vec answered by key to partition (its oldest prompt goes when it is full); true or nil, err.
+function _M.add(ix, partition, vec, k, ttl)
+    local st, err = store_of(ix, #vec)
+    if not st then return nil, err end
+    return st:add(partition .. k, vec, ttl, PARTITION_LEN, ix.max)
+end
+
+--- The key of the prompt of partition nearest to vec with a cosine similarity >= threshold, and that
+--- similarity; nil when there is none.
+function _M.nearest(ix, partition, vec, threshold)
+    local st = store_of(ix, #vec)
+    local hits = st and st:search(vec, 1, threshold, "exact", partition)
+    local h = hits and hits[1]
+    if not h then return nil end
+    return sub(h.key, PARTITION_LEN + 1), h.score
 end
 
 return _M

@@ -8,6 +8,7 @@
 --
 -- Layout (key: 64 hex digits from sluice.cache.key):
 --   L1  "e:KEY" -> value (flags = 0) or compressed value (flags = the original length); TTL = ttl
+--   L1  "r:XXH64" -> the raw memo of a request's key (sluice.cache.key, made by ai-cache); TTL = ttl
 --   L2  PREFIX .. "e:KEY" -> "EXPIRES:" .. value (flags as in L1); EXPIRES is the epoch second the entry dies at,
 --       so an L2 hit fills L1 with what is left of the TTL, never more
 -- Generations make purges cheap on every node: the key prefix holds the generation of "all" and of the entry's
@@ -160,7 +161,7 @@ local function gen_of(d, name)
         seen[d] = mine
     end
     if v then
-        mine[name] = v
+        if mine[name] ~= v then mine[name] = v end
         return v
     end
     v = mine[name]
@@ -171,9 +172,21 @@ local function gen_of(d, name)
     return "0"
 end
 
+-- per namespace: its generation item's name, and the last prefix made (no string built per request)
+local ns_items = {}
+
 --- The generation prefix of namespace ns in dict d (this node's view): "ALL/NS".
 function _M.generation(d, ns)
-    return gen_of(d, "g:all") .. "/" .. gen_of(d, "g:ns:" .. ns)
+    local t = ns_items[ns]
+    if not t then
+        t = { name = "g:ns:" .. ns }
+        ns_items[ns] = t
+    end
+    local all, mine = gen_of(d, "g:all"), gen_of(d, t.name)
+    if t.all ~= all or t.ns ~= mine then
+        t.all, t.ns, t.prefix = all, mine, all .. "/" .. mine
+    end
+    return t.prefix
 end
 
 local function token()

@@ -6,7 +6,7 @@
 --   local hits, err = idx:search({query = "how do I rotate keys", vector = emb, k = 4, mode = "hybrid",
 --                                 filter = {sources = {"admin/*"}, meta = {lang = "en"}}})
 --   -- hits[i] = {chunk, score, bm25, similarity, bm25_rank, dense_rank, source, heading, text, meta, ordinal}
---   idx:info()      -- {file, chunks, sources, terms, dims, generation, loaded_at, build = {...}, error}
+--   idx:info()      -- {file, chunks, sources, terms, dims, ivf, generation, loaded_at, build = {...}, error}
 --   idx:reload()    -- load the file again if it changed (1), 0 unchanged, nil, err refused (old one serves)
 --
 -- A search uses the newest index of the file: when `sluice rag build` or POST /admin/rag/NAME/rebuild replaced
@@ -22,6 +22,7 @@ local log = require("sluice.pdk.log")
 local type, pairs, ipairs, tostring, tonumber, error, setmetatable = type, pairs, ipairs, tostring, tonumber, error,
     setmetatable
 local ffi_new, ffi_string, ffi_gc = ffi.new, ffi.string, ffi.gc
+local band = require("bit").band
 local concat, sort, find = table.concat, table.sort, string.find
 
 ffi.cdef [[
@@ -45,16 +46,20 @@ typedef struct sl_rag_query {
     uint32_t dims, k, candidates;
     int32_t mode, quant;
     float min_bm25, min_dense, rrf_k;
+    uint32_t probes;
 } sl_rag_query_t;
 typedef struct sl_rag_hit { uint32_t chunk; float score, bm25, dense; uint32_t bm25_rank, dense_rank; } sl_rag_hit_t;
 enum { SL_RAG_BM25 = 1, SL_RAG_DENSE = 2, SL_RAG_HYBRID = 3 };
-enum { SL_RAG_HAS_I8 = 1, SL_RAG_HAS_BITS = 2 };
+enum { SL_RAG_HAS_I8 = 1, SL_RAG_HAS_BITS = 2, SL_RAG_HAS_IVF = 4 };
 void sl_rag_release(sl_rag_index_t *idx);
 uint32_t sl_rag_nchunks(const sl_rag_index_t *idx);
 uint32_t sl_rag_nsources(const sl_rag_index_t *idx);
 uint32_t sl_rag_nterms(const sl_rag_index_t *idx);
 uint32_t sl_rag_dims(const sl_rag_index_t *idx);
 uint32_t sl_rag_flags(const sl_rag_index_t *idx);
+uint32_t sl_rag_ivf_lists(const sl_rag_index_t *idx);
+uint32_t sl_rag_ivf_probes(const sl_rag_index_t *idx);
+uint32_t sl_rag_version(const sl_rag_index_t *idx);
 const char *sl_rag_info(const sl_rag_index_t *idx, uint32_t *len);
 int sl_rag_chunk_get(const sl_rag_index_t *idx, uint32_t i, sl_rag_chunk_view_t *v);
 int sl_rag_source_get(const sl_rag_index_t *idx, uint32_t i, sl_rag_source_view_t *v);
@@ -205,9 +210,10 @@ local function chunk_table(idx, i)
 end
 
 --- Searches: q = {query = text (BM25), vector = embedding (dense), k = 4, mode = "hybrid" | "bm25" | "dense",
---- quantize = "auto" | "exact" | "int8" | "binary", candidates (per-signal list before fusion), min_bm25,
---- min_similarity, rrf_k = 60, filter = {sources = {glob, ...}, meta = {key = value}}}. Returns hits (see the
---- top of the file), or nil, err (no index, a vector of other dimensions).
+--- quantize = "auto" | "exact" | "int8" | "binary", candidates (per-signal list before fusion), probes (IVF
+--- lists the dense pass scans; default the index's), min_bm25, min_similarity, rrf_k = 60, filter = {sources =
+--- {glob, ...}, meta = {key = value}}}. Returns hits (see the top of the file), or nil, err (no index, a vector
+--- of other dimensions).
 function H.search(self, q)
     if type(q) ~= "table" then error("search wants a table", 2) end
     local mode = MODES[q.mode or "hybrid"]
@@ -219,6 +225,10 @@ function H.search(self, q)
         error("k must be an integer from 1 to " .. MAX_K, 2)
     end
     if q.query ~= nil and type(q.query) ~= "string" then error("query must be a string", 2) end
+    local probes = q.probes or 0
+    if type(probes) ~= "number" or probes < 0 or probes > 65536 or probes % 1 ~= 0 then
+        error("probes must be an integer from 0 (the index's default) to 65536", 2)
+    end
     local idx, err = self:current()
     if not idx then return nil, err end
     local dims = C.sl_rag_dims(idx)
@@ -234,6 +244,7 @@ function H.search(self, q)
     query.vec, query.dims, query.allow = vec, dims, allow
     query.k, query.candidates, query.mode, query.quant = k, q.candidates or 0, mode, quant
     query.min_bm25, query.min_dense, query.rrf_k = q.min_bm25 or 0, q.min_similarity or -1, q.rrf_k or 0
+    query.probes = probes
     if k > hits_cap then hits_buf, hits_cap = ffi_new("sl_rag_hit_t[?]", k), k end
     local n = C.sl_rag_search(idx, query, hits_buf)
     query.text, query.vec, query.allow = nil, nil, nil
@@ -280,9 +291,15 @@ function H.sources(self)
     return out
 end
 
---- What the index is: {file, chunks, sources, terms, dims, int8, binary, generation, loaded_at, build = the
---- builder's information}, and error (the last refused load) when there is one. Without an index: {file,
---- error}.
+-- The inverted file of idx: {lists, probes}, or false (brute force).
+local function ivf_info(idx)
+    local lists = C.sl_rag_ivf_lists(idx)
+    return lists > 0 and { lists = lists, probes = C.sl_rag_ivf_probes(idx) } or false
+end
+
+--- What the index is: {file, chunks, sources, terms, dims, int8, binary, ivf = {lists, probes} | false, format,
+--- generation, loaded_at, build = the builder's information}, and error (the last refused load) when there is
+--- one. Without an index: {file, error}.
 function H.info(self)
     local idx, err = self:current()
     C.sl_rag_slot_error(self.slot, errbuf, 256)
@@ -294,7 +311,8 @@ function H.info(self)
     local build = cjson.decode(ffi_string(C.sl_rag_info(idx, len_p), len_p[0]))
     return {
         file = self.path, chunks = C.sl_rag_nchunks(idx), sources = C.sl_rag_nsources(idx),
-        terms = C.sl_rag_nterms(idx), dims = C.sl_rag_dims(idx), int8 = flags % 2 == 1, binary = flags >= 2,
+        terms = C.sl_rag_nterms(idx), dims = C.sl_rag_dims(idx), int8 = band(flags, C.SL_RAG_HAS_I8) ~= 0,
+        binary = band(flags, C.SL_RAG_HAS_BITS) ~= 0, ivf = ivf_info(idx), format = C.sl_rag_version(idx),
         generation = tonumber(self.gen), loaded_at = tonumber(C.sl_rag_slot_loaded_at(self.slot)), build = build,
         error = last ~= "" and last or nil,
     }
@@ -318,8 +336,10 @@ function _M.check_file(path)
     end
     local idx = ffi_gc(pp[0], C.sl_rag_release)
     local out = { file = path, chunks = C.sl_rag_nchunks(idx), sources = C.sl_rag_nsources(idx),
-                  terms = C.sl_rag_nterms(idx), dims = C.sl_rag_dims(idx),
-                  build = cjson.decode(ffi_string(C.sl_rag_info(idx, len_p), len_p[0])) }
+                  terms = C.sl_rag_nterms(idx), dims = C.sl_rag_dims(idx), format = C.sl_rag_version(idx),
+                  int8 = band(C.sl_rag_flags(idx), C.SL_RAG_HAS_I8) ~= 0,
+                  binary = band(C.sl_rag_flags(idx), C.SL_RAG_HAS_BITS) ~= 0,
+                  ivf = ivf_info(idx), build = cjson.decode(ffi_string(C.sl_rag_info(idx, len_p), len_p[0])) }
     C.sl_rag_release(ffi_gc(idx, nil))
     return out
 end

@@ -8,6 +8,8 @@
 --   local parts = re.split("a, b,c", [[\s*,\s*]])
 --   local r = assert(re.compile([[(?<a>x+)|(?<b>y+)]], "i"))     -- compiled once (per config), kept by the caller
 --   local from, to = r:exec(s, init)                              -- no table per match: r:group(i) -> from, to
+--   local set = assert(re.set({ {pattern = "a+", flags = "i"}, [[(b)\1]] }))  -- patterns matched as one
+--   local from, to, i = set:exec(s, init)                         -- the first match, and whose it is
 --
 -- Flags: i m s x u a D j o (o caches the compiled pattern per worker; use it for constant patterns).
 -- Unmatched groups are false. A bad user regex returns nil, err; bad argument types raise.
@@ -405,6 +407,12 @@ end
 --- r:group_of(name) -> the number of the named group, or nil.
 function Compiled:group_of(name)
     return self.names[name]
+end
+
+--- re.set(list) -> set | nil, err: many patterns ({pattern, flags} or strings) matched as one alternation would,
+--- each meaning what it means alone; set:exec(s, init?) -> from, to, i. See sluice/pdk/re_set.lua.
+function _M.set(list)
+    return require("sluice.pdk.re_set").new(list) -- a tail call: argument errors point at the caller
 end
 
 --- re.split(subject, regex, flags?, limit?) -> array of pieces | nil, err

@@ -5,6 +5,7 @@
 --   sluice.request.get_path()              --> "/v1/chat/completions"
 --   sluice.request.get_header("x-api-key") --> value or nil (case-insensitive; first value)
 --   sluice.request.get_json()              --> decoded body table, or nil, err (cached per request)
+--   sluice.request.peek_json()             --> the same, for reading only (the client's bytes may still go upstream)
 --   sluice.request.set_header("x-user", "alice")   -- changes what the upstream receives
 --
 -- The C request (core/http/request.h) is read through FFI; strings are copied out once and cached in ctx.
@@ -174,10 +175,8 @@ function _M.get_body(ctx)
     return ctx.body
 end
 
---- Body decoded as JSON (cached); nil, err when it is not JSON.
-function _M.get_json(ctx)
-    ctx = ctx or get_ctx()
-    ctx._json_out = true -- the table may be changed in place by whoever gets it (sluice.ai.proxy checks)
+-- The decoded body (cached in ctx.json); nil, err when it is not JSON.
+local function decoded(ctx)
     local j = rawget(ctx, "json") -- unset on first use: no call of the context's __index
     if j ~= nil then
         return j
@@ -194,6 +193,20 @@ function _M.get_json(ctx)
     end
     ctx.json = t
     return t
+end
+
+--- Body decoded as JSON (cached); nil, err when it is not JSON. The caller may change the table in place (it is
+--- then what goes upstream, re-encoded).
+function _M.get_json(ctx)
+    ctx = ctx or get_ctx()
+    ctx._json_out = true -- the table may be changed in place by whoever gets it (sluice.ai.proxy checks)
+    return decoded(ctx)
+end
+
+--- Body decoded as JSON (cached) for reading only: the caller never changes the table, so a request nobody
+--- changed still goes upstream as the client's own bytes (sluice.ai.proxy); to change it, use set_json after.
+function _M.peek_json(ctx)
+    return decoded(ctx or get_ctx())
 end
 
 --- Replaces the body sent upstream (string).

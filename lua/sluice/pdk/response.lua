@@ -16,6 +16,7 @@
 local base = require("sluice.pdk.base")
 local log = require("sluice.pdk.log")
 local cjson = require("cjson.safe")
+local buffer = require("string.buffer")
 
 local C = base.C
 local get_ctx = base.get_ctx
@@ -133,8 +134,13 @@ end
 --- id, never onto the wire.
 local framing = { ["content-length"] = true, ["transfer-encoding"] = true, connection = true,
                   ["keep-alive"] = true, date = true, server = true }
-function _M.header_lines(headers, extra)
-    local out, n = {}, 0
+-- The lines are written into one reused buffer: no string per line, no table of them. C copies what it is given
+-- before returning (sl_resp_send, sl_resp_start), so send_raw hands it the buffer itself.
+local lines_buf = buffer.new(256)
+
+local function put_lines(headers, extra)
+    local b, n = lines_buf, 0
+    b:reset()
     if headers then
         for k, v in pairs(headers) do
             if not framing[k] and not (extra and extra[k] ~= nil) then
@@ -142,11 +148,11 @@ function _M.header_lines(headers, extra)
                 if type(v) == "table" then
                     for i = 1, #v do
                         n = n + 1
-                        out[n] = k .. ": " .. tostring(v[i]) .. "\r\n"
+                        b:put(k, ": ", tostring(v[i]), "\r\n")
                     end
                 else
                     n = n + 1
-                    out[n] = k .. ": " .. tostring(v) .. "\r\n"
+                    b:put(k, ": ", tostring(v), "\r\n")
                 end
             end
         end
@@ -155,11 +161,16 @@ function _M.header_lines(headers, extra)
         for k, v in pairs(extra) do
             if v and not framing[k] then
                 n = n + 1
-                out[n] = k .. ": " .. v .. "\r\n"
+                b:put(k, ": ", v, "\r\n")
             end
         end
     end
-    return table.concat(out, "", 1, n), n
+    return n
+end
+
+function _M.header_lines(headers, extra)
+    local n = put_lines(headers, extra)
+    return lines_buf:tostring(), n
 end
 
 --- Turns an exit body into bytes and a content type.
@@ -226,11 +237,23 @@ local function run_body_filter(ctx, items, chunk, eof)
 end
 _M.run_body_filter = run_body_filter
 
+-- Lower-case header names by name as given: the names are the few plugins and drivers use, so lower() (a new
+-- string) is paid once per name. Bounded: emptied when it fills up.
+local lower_of, lower_n = {}, 0
+
 local function lower_keys(headers)
     local out = {}
     if headers then
         for k, v in pairs(headers) do
-            out[lower(k)] = v
+            local lk = lower_of[k]
+            if not lk then
+                lk = lower(k)
+                if lower_n >= 256 then
+                    lower_of, lower_n = {}, 0
+                end
+                lower_of[k], lower_n = lk, lower_n + 1
+            end
+            out[lk] = v
         end
     end
     return out
@@ -238,8 +261,9 @@ end
 
 -- The head and body as they are, without filters.
 local function send_raw(ctx, status, headers, bytes, extra)
-    local lines, n = _M.header_lines(headers, extra)
-    C.sl_resp_send(ctx.req, status, lines, #lines, n, bytes, #bytes)
+    local n = put_lines(headers, extra)
+    local lines, len = lines_buf:ref()
+    C.sl_resp_send(ctx.req, status, lines, len, n, bytes, #bytes)
 end
 
 --- The 500 a failed filter turns a response into (before its head went out): no filter runs on it.
@@ -351,8 +375,9 @@ function _M.stream_start(status, headers, ctx)
         end
     end
     local resp = ctx.response
-    local lines, n = _M.header_lines(resp.headers, ctx.resp_headers)
-    return C.sl_resp_start(r, resp.status, lines, #lines, n, -1) == 0
+    local n = put_lines(resp.headers, ctx.resp_headers)
+    local lines, len = lines_buf:ref()
+    return C.sl_resp_start(r, resp.status, lines, len, n, -1) == 0
 end
 
 -- A body_filter failed after the head went out: the response is cut, the connection closes.

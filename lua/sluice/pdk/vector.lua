@@ -6,6 +6,8 @@
 --   local store = vector.store("semcache", {dims = 1536, capacity = 10000})   -- same store in every worker
 --   local ok, evicted = store:add("cache-key-1", embedding, 3600)              -- ttl seconds (optional)
 --   local hits = store:search(embedding, 3, 0.92)        -- {{key = "cache-key-1", score = 0.97}, ...}
+--   store:add("p1/key-2", embedding, 3600, 3, 100)  -- at most 100 keys starting with "p1/" (their oldest goes)
+--   store:search(embedding, 1, 0.92, nil, "p1/")      -- only keys starting with "p1/"
 --   store:remove("cache-key-1"); store:count(); store:clear()
 --   local v = vector.new({0.1, 0.2, ...}); vector.cosine(a, b)
 --
@@ -32,8 +34,12 @@ sl_vstore_t *sl_vstore_open(const char *name, size_t nlen, uint32_t dims, uint32
 void sl_vstore_release(sl_vstore_t *s);
 int sl_vstore_add(sl_vstore_t *s, const char *key, size_t klen, const float *v, double ttl, char *evicted,
                   uint32_t *evicted_len);
+int sl_vstore_add_in(sl_vstore_t *s, const char *key, size_t klen, size_t glen, uint32_t gmax, const float *v,
+                     double ttl, char *evicted, uint32_t *evicted_len);
 int sl_vstore_remove(sl_vstore_t *s, const char *key, size_t klen);
 int sl_vstore_search(sl_vstore_t *s, const float *q, uint32_t k, float min_score, int mode, sl_vstore_hit_t *out);
+int sl_vstore_search_in(sl_vstore_t *s, const char *prefix, size_t plen, const float *q, uint32_t k,
+                        float min_score, int mode, sl_vstore_hit_t *out);
 uint32_t sl_vstore_count(sl_vstore_t *s);
 void sl_vstore_clear(sl_vstore_t *s);
 ]]
@@ -154,16 +160,23 @@ function _M.store(name, opts)
         store_mt)
 end
 
---- Adds (or replaces) key with vector v; ttl seconds (optional) until it is no longer found. Returns true,
---- plus the key evicted to make room when the store was full; nil, err for a zero or NaN vector.
-function S.add(self, key, v, ttl)
+--- Adds (or replaces) key with vector v; ttl seconds (optional) until it is no longer found. group_len,
+--- group_max (optional): the key's first group_len bytes are its group, which keeps at most group_max keys
+--- (adding to a full group evicts the group's oldest). Returns true, plus the key evicted to make room (a full
+--- store or group); nil, err for a zero or NaN vector.
+function S.add(self, key, v, ttl, group_len, group_max)
     check_key(key, 2)
     if ttl ~= nil and (type(ttl) ~= "number" or ttl < 0) then
         error("ttl must be a non-negative number", 2)
     end
+    group_len, group_max = group_len or 0, group_max or 0
+    if type(group_len) ~= "number" or group_len < 0 or group_len > #key or group_len % 1 ~= 0
+        or type(group_max) ~= "number" or group_max < 0 or group_max >= 2 ^ 32 or group_max % 1 ~= 0 then
+        error("group_len must be an integer from 0 to the key's length, group_max a non-negative integer", 2)
+    end
     local f, err = as_floats(v, self.dims, 2)
     if not f then return nil, err end
-    local rc = C.sl_vstore_add(self.cd, key, #key, f, ttl or 0, evbuf, evlen_p)
+    local rc = C.sl_vstore_add_in(self.cd, key, #key, group_len, group_max, f, ttl or 0, evbuf, evlen_p)
     if rc < 0 then
         return nil, rc == -12 and "out of memory" or "vector is all zero or not a number"
     end
@@ -182,8 +195,9 @@ end
 local hits_buf, hits_cap = nil, 0
 
 --- The k (default 1) entries nearest to v with a cosine >= min_score (default -1), best first:
---- {{key = , score = }, ...}; mode "auto" (default), "exact", "int8", "binary". nil, err on failure.
-function S.search(self, v, k, min_score, mode)
+--- {{key = , score = }, ...}; mode "auto" (default), "exact", "int8", "binary"; prefix (optional): only keys
+--- that start with it. nil, err on failure.
+function S.search(self, v, k, min_score, mode, prefix)
     k = k or 1
     if type(k) ~= "number" or k < 1 or k > MAX_K or k % 1 ~= 0 then
         error("k must be an integer from 1 to " .. MAX_K, 2)
@@ -192,12 +206,15 @@ function S.search(self, v, k, min_score, mode)
     if m == nil then
         error("mode must be auto, exact, int8 or binary", 2)
     end
+    if prefix ~= nil and (type(prefix) ~= "string" or #prefix > KEY_MAX) then
+        error("prefix must be a string of at most " .. KEY_MAX .. " bytes", 2)
+    end
     local f, err = as_floats(v, self.dims, 2)
     if not f then return nil, err end
     if k > hits_cap then
         hits_buf, hits_cap = ffi_new("sl_vstore_hit_t[?]", k), k
     end
-    local n = C.sl_vstore_search(self.cd, f, k, min_score or -1, m, hits_buf)
+    local n = C.sl_vstore_search_in(self.cd, prefix, prefix and #prefix or 0, f, k, min_score or -1, m, hits_buf)
     if n < 0 then
         return nil, n == -12 and "out of memory" or "invalid search"
     end

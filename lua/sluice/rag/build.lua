@@ -2,7 +2,8 @@
 --
 --   local stats, err = build.run({name = "docs", file = "/var/lib/sluice/docs.idx", source = "./docs",
 --                                 provider = "embedder", model = "text-embedding-3-small",
---                                 chunk_size = 1200, overlap = 150, include = {"*.md"}, quantize = {"int8", "binary"}},
+--                                 chunk_size = 1200, overlap = 150, include = {"*.md"}, quantize = {"int8", "binary"},
+--                                 ivf = {lists = 100, probes = 8}},   -- optional; lists 0: no inverted file
 --                                {full = false, log = print})
 --
 -- Files are read, chunked (sluice.rag.chunk), embedded through the provider (sluice.providers.embed; yields) and
@@ -30,6 +31,8 @@ int sl_rag_writer_source(sl_rag_writer_t *w, const char *path, size_t plen, cons
 int sl_rag_writer_chunk(sl_rag_writer_t *w, const char *heading, size_t hlen, const char *text, size_t tlen,
                         const float *vec);
 int sl_rag_writer_info(sl_rag_writer_t *w, const char *json, size_t len);
+int sl_rag_writer_ivf(sl_rag_writer_t *w, int32_t lists, uint32_t probes);
+uint32_t sl_rag_writer_lists(const sl_rag_writer_t *w);
 int sl_rag_writer_write(sl_rag_writer_t *w, const char *path, char *err, size_t errlen);
 uint32_t sl_rag_writer_count(const sl_rag_writer_t *w);
 void sl_rag_writer_free(sl_rag_writer_t *w);
@@ -217,6 +220,10 @@ function _M.run(def, opts)
     end
     local w = ffi_gc(C.sl_rag_writer_new(dims, flags), C.sl_rag_writer_free)
     if w == nil then return nil, "cannot make an index of " .. dims .. " dimensions" end
+    local ivf = def.ivf or {}
+    if C.sl_rag_writer_ivf(w, ivf.lists or -1, ivf.probes or 0) ~= 0 then
+        return nil, "ivf.lists and ivf.probes must be at most 65536"
+    end
     local zero = ffi_new("float[?]", dims)
     local nchunks, reused = 0, 0
     for _, d in ipairs(docs) do
@@ -231,6 +238,7 @@ function _M.run(def, opts)
             nchunks = nchunks + 1
         end
     end
+    local lists = C.sl_rag_writer_lists(w)
     local info = cjson.encode({
         name = def.name, provider = def.provider, model = def.model, dimensions = dims, chunk_size = size,
         overlap = overlap, source = def.source, built_at = os.time(), files = #docs, chunks = nchunks,
@@ -244,9 +252,9 @@ function _M.run(def, opts)
     C.sl_rag_writer_free(ffi_gc(w, nil))
     if old then C.sl_rag_release(ffi_gc(old.idx, nil)) end
     local stats = { name = def.name, file = def.file, files = #docs, chunks = nchunks, reused_files = reused,
-                    embedded_chunks = #pending, dims = dims, seconds = now() - t0 }
-    log(format("wrote %s: %d files, %d chunks (%d embedded), %d dimensions, %.2f s", def.file, #docs, nchunks,
-        #pending, dims, stats.seconds))
+                    embedded_chunks = #pending, dims = dims, ivf_lists = lists, seconds = now() - t0 }
+    log(format("wrote %s: %d files, %d chunks (%d embedded), %d dimensions, %s, %.2f s", def.file, #docs, nchunks,
+        #pending, dims, lists > 0 and (lists .. " IVF lists") or "no IVF (brute force)", stats.seconds))
     return stats
 end
 
@@ -257,7 +265,8 @@ function _M.definitions(each_conf)
     for conf in each_conf("ai-rag") do
         local d = conf.index
         if type(d) == "table" and d.name then
-            local key = cjson.encode({ d.file, d.source, d.provider, d.model, d.dimensions, d.chunk_size, d.overlap })
+            local key = cjson.encode({ d.file, d.source, d.provider, d.model, d.dimensions, d.chunk_size, d.overlap,
+                                       d.ivf or cjson.null })
             if defs[d.name] and where[d.name] ~= key then
                 return nil, "index " .. d.name .. " is defined twice with different settings"
             end

@@ -30,7 +30,7 @@ end
 -- Options (--name value, --flag) and positionals; nil, err for an unknown option or a missing value.
 local VALUED = { source = true, out = true, provider = true, model = true, ["chunk-size"] = true, overlap = true,
                  quantize = true, dimensions = true, mode = true, k = true, include = true,
-                 ["rrf-k"] = true, candidates = true }
+                 ["rrf-k"] = true, candidates = true, ["ivf-lists"] = true, ["ivf-probes"] = true, probes = true }
 local FLAGS = { full = true, json = true }
 local function parse(args)
     local o, pos = {}, {}
@@ -96,6 +96,18 @@ local function cmd_build(o, pos)
     if o.dimensions then def.dimensions = tonumber(o.dimensions) end
     if o.quantize then def.quantize = o.quantize == "none" and {} or split_list(o.quantize) end
     if o.include then def.include = split_list(o.include) end
+    for _, name in ipairs({ "lists", "probes" }) do
+        local arg = o["ivf-" .. name]
+        if arg then
+            local v, low = tonumber(arg), name == "lists" and 0 or 1
+            if not (v and v % 1 == 0 and v >= low and v <= 65536) then
+                return nil, format("--ivf-%s must be an integer from %d to 65536", name, low)
+            end
+            -- a copy: def.ivf may be the config's own table
+            def.ivf = { lists = def.ivf and def.ivf.lists, probes = def.ivf and def.ivf.probes }
+            def.ivf[name] = v
+        end
+    end
     if not def.chunk_size or def.chunk_size < 100 or (def.overlap and def.overlap < 0) then
         return nil, "--chunk-size must be at least 100 and --overlap at least 0"
     end
@@ -129,7 +141,7 @@ local function cmd_search(o, pos)
     local info, ierr = sluice.rag.check_file(file)
     if not info then return nil, file .. ": " .. ierr end
     local mode = o.mode or "hybrid"
-    local q = { query = pos[2], k = tonumber(o.k) or 5, mode = mode }
+    local q = { query = pos[2], k = tonumber(o.k) or 5, mode = mode, probes = tonumber(o.probes) }
     local b = info.build or {}
     if mode ~= "bm25" then
         local vecs, eerr = sluice.providers.embed(b.provider or (def and def.provider) or "", { pos[2] },
@@ -178,7 +190,8 @@ local function cmd_eval(o, pos)
         local at1, atk, misses = 0, 0, {}
         for i, q in ipairs(qs) do
             local hits, serr = idx:search({ query = q.q, vector = vecs[i], k = k, mode = mode,
-                                            rrf_k = tonumber(o["rrf-k"]), candidates = tonumber(o.candidates) })
+                                            rrf_k = tonumber(o["rrf-k"]), candidates = tonumber(o.candidates),
+                                            probes = tonumber(o.probes) })
             if not hits then return nil, serr end
             local rank
             for r, h in ipairs(hits) do

@@ -1,5 +1,6 @@
 -- ai-cache, unit: the key (what shares an entry and what does not), the stored form captured from each client
--- format and replayed into each (round trips), compression, the vector store. Plain LuaJIT with the real FFI core.
+-- format and replayed into each (round trips), compression, the semantic cache's vector index. Plain LuaJIT with
+-- the real FFI core.
 local unit = require("unit_helpers")
 package.path = unit.ROOT .. "/plugins/?.lua;" .. unit.ROOT .. "/plugins/?/init.lua;" .. package.path
 local cjson = require("cjson.safe")
@@ -8,7 +9,6 @@ local capture = require("sluice.cache.capture")
 local replay = require("sluice.cache.replay")
 local anthropic_api = require("sluice.ai.anthropic_api")
 local zip = require("sluice.zip")
-local vectors = require("sluice.cache.vectors")
 local semantic = require("sluice.cache.semantic")
 
 local function key(req, model, ignore)
@@ -204,22 +204,48 @@ describe("ai-cache storage helpers", function()
         assert.is_nil(zip.inflate("garbage", 100))
     end)
 
-    it("finds the nearest stored vector and evicts the oldest of a full partition", function()
-        local d = assert(require("sluice.pdk.shared").get("ai-cache-spec")
-            or (require("sluice.core").sl_shdict_create("ai-cache-spec", 1048576) == 0
-                and require("sluice.pdk.shared").get("ai-cache-spec")))
+    it("memoises the key of a body's bytes and hands it out for those bytes only", function()
+        local req = { model = "gpt", messages = { { role = "user", content = "Say hello" } }, temperature = 0 }
+        local body = cjson.encode(req)
+        local k = keys.of("p", req, "m", {})
+        local name = keys.raw_name("p", "m", "", body)
+        assert.matches("^r:%x+$", name)
+        local v = keys.raw_value(k)
+        assert.equal(k, keys.raw_key(v))
+        assert.equal(name, keys.raw_name("p", "m", "", body))
+        for _, other in ipairs({ { "q", "m", "", body }, { "p", "m2", "", body }, { "p", "m", "5:top_p", body },
+                                 { "p", "m", "", body .. " " }, { "p", "m", "", body:upper() } }) do
+            assert.not_equal(name, keys.raw_name(unpack(other)))
+            assert.is_nil(keys.raw_key(v), other[1] .. other[2] .. other[3] .. other[4]) -- made from other bytes
+        end
+        keys.raw_name("p", "m", "", body)
+        assert.equal(k, keys.raw_key(v))
+        assert.is_nil(keys.raw_key("x" .. v:sub(2))) -- one byte differs: never trusted
+        assert.is_nil(keys.raw_key(v .. "0"))
+        assert.is_nil(keys.raw_key(nil))
+    end)
+
+    it("finds the nearest prompt of a partition in the vector store and evicts the partition's oldest", function()
+        local ix = semantic.index("unit-" .. os.time(), 10, 2)
+        local p, q = string.rep("1", 64), string.rep("2", 64)
         local k1, k2, k3 = string.rep("a", 64), string.rep("b", 64), string.rep("c", 64)
-        assert(vectors.add(d, "p", { 1, 0, 0 }, k1, 2))
-        assert(vectors.add(d, "p", { 0, 1, 0 }, k2, 2))
-        local k, sim = vectors.nearest(d, "p", { 0.9, 0.1, 0 }, 2)
+        assert(semantic.add(ix, p, { 1, 0, 0 }, k1, 60))
+        assert(semantic.add(ix, p, { 0, 1, 0 }, k2, 60))
+        assert(semantic.add(ix, q, { 1, 0, 0 }, k3, 60)) -- another partition: counted apart
+        local k, sim = semantic.nearest(ix, p, { 0.9, 0.1, 0 }, 0.5)
         assert.equal(k1, k)
         assert.truthy(sim > 0.99 and sim <= 1.0001)
-        assert(vectors.add(d, "p", { 0, 0, 1 }, k3, 2)) -- replaces k1, the oldest
-        k = vectors.nearest(d, "p", { 1, 0, 0 }, 2)
+        assert.is_nil(semantic.nearest(ix, p, { 0.9, 0.1, 0 }, 0.999)) -- below the threshold
+        local ok, evicted = semantic.add(ix, p, { 0, 0, 1 }, k3, 60) -- p is full: k1, its oldest, goes
+        assert.is_true(ok)
+        assert.equal(p .. k1, evicted)
+        k = semantic.nearest(ix, p, { 1, 0, 0 }, -1)
         assert.not_equal(k1, k)
-        assert.equal(k3, (vectors.nearest(d, "p", { 0, 0, 2 }, 2)))
-        assert.is_nil(vectors.nearest(d, "other", { 1, 0, 0 }, 2))
-        assert.is_nil(vectors.add(d, "p", { 0, 0, 0 }, k1, 2)) -- no direction
+        assert.equal(k3, (semantic.nearest(ix, p, { 0, 0, 2 }, 0.5)))
+        assert.equal(k3, (semantic.nearest(ix, q, { 1, 0, 0 }, 0.5))) -- q kept its prompt
+        assert.is_nil(semantic.nearest(ix, string.rep("3", 64), { 1, 0, 0 }, -1))
+        assert.is_nil(semantic.nearest(ix, p, { 1, 0 }, -1)) -- other dimensions: another store, empty
+        assert.is_nil(semantic.add(ix, p, { 0, 0, 0 }, k1, 60)) -- no direction
     end)
 
     it("splits a request into its last question and a partition of everything else", function()

@@ -150,6 +150,9 @@ describe("ai-cache (gateway + mock providers)", function()
                   plugins = { ["ai-proxy-multi"] = { targets = { { provider = "oa" } } },
                               ["ai-cache"] = { scope = "global" } } },
                 route("shared2", "oa", { scope = "global", namespace = "shared" }),
+                route("plainns", "oa", { scope = "global", namespace = "deco" }),
+                route("deco", "oa", { scope = "global", namespace = "deco" },
+                      { ["ai-prompt-decorator"] = { prepend = { { role = "system", content = "Answer in English." } } } }),
             },
         })
     end)
@@ -227,6 +230,36 @@ describe("ai-cache (gateway + mock providers)", function()
             end
         end, 5, "no refresh counted in GET /admin/cache")
         assert.same({ 1, 1, 1, 1 }, { st.hits, st.misses, st.bypasses, st.refreshes })
+    end)
+
+    it("keys a body by what it asks, whatever its bytes, and keys a request a plugin changed by what is sent", function()
+        local function raw(route, bytes)
+            return assert(helpers.http("POST", gw.url("/" .. route .. "/v1/chat/completions"), { body = bytes,
+                headers = { ["content-type"] = "application/json" }, timeout = 15 }))
+        end
+        local x = '{"model":"gpt-4o-mini","temperature":0,"messages":[{"role":"user","content":"bytes or meaning"}]}'
+        local a = raw("oa", x)
+        assert.equal("MISS", a.headers["x-sluice-cache"])
+        local k = a.headers["x-sluice-cache-key"]
+        local b = raw("oa", x) -- the same bytes: the key memoised for them
+        assert.same({ "HIT", k }, { b.headers["x-sluice-cache"], b.headers["x-sluice-cache-key"] })
+        local y = '{ "messages": [ {"content": "bytes or meaning", "role": "user"} ], "temperature": 0.0,\n'
+            .. ' "model": "gpt-4o-mini" }' -- other bytes, the same request
+        local c = raw("oa", y)
+        assert.same({ "HIT", k }, { c.headers["x-sluice-cache"], c.headers["x-sluice-cache-key"] })
+        assert.equal(a.body, c.body)
+        assert.equal(1, upstream_calls(mock, "bytes or meaning"))
+        -- one namespace, two routes; the decorator changes the request: the same bytes are another request there
+        local p = raw("plainns", x)
+        assert.equal("MISS", p.headers["x-sluice-cache"])
+        assert.equal("HIT", raw("plainns", x).headers["x-sluice-cache"])
+        local d = raw("deco", x)
+        assert.equal("MISS", d.headers["x-sluice-cache"])
+        assert.not_equal(p.headers["x-sluice-cache-key"], d.headers["x-sluice-cache-key"])
+        local d2 = raw("deco", x)
+        assert.same({ "HIT", d.headers["x-sluice-cache-key"] }, { d2.headers["x-sluice-cache"],
+            d2.headers["x-sluice-cache-key"] })
+        assert.equal(p.headers["x-sluice-cache-key"], raw("plainns", x).headers["x-sluice-cache-key"])
     end)
 
     it("stores a streamed miss once complete and replays it in both formats, usage chunk when asked", function()

@@ -30,6 +30,18 @@ describe("ai-moderation checks", function()
         assert.is_nil(check.local_verdict(c, "darn"))
     end)
 
+    it("patterns keep their own groups: back-references and named groups in several categories", function()
+        local c2 = assert(check.compile(assert(unit.validate(plugin, { categories = {
+            { name = "stutter", patterns = { [[\b(\w{3,})\s+\1\b]] } },               -- \1: its own group
+            { name = "quoted", keywords = { "hate" }, patterns = { [[(["'])die\1]] } },  -- \1 again, after keywords
+            { name = "tagged", patterns = { [[<(?<t>[a-z]+)>kill</\k<t>>]] } } } }))))
+        assert.equal("stutter", check.local_verdict(c2, "I said said it").category)
+        assert.equal("quoted", check.local_verdict(c2, [[the word 'die' here]]).category)
+        assert.is_nil(check.local_verdict(c2, [[the word 'die" here]]))
+        assert.equal("tagged", check.local_verdict(c2, "x <b>kill</b> y").category)
+        assert.is_nil(check.local_verdict(c2, "x <b>kill</i> y"))
+    end)
+
     it("the stream monitor sees a word split over pieces through the overlap, and counts each hit once", function()
         local mon = check.monitor(conf, { request_id = "x" }, c)
         assert.is_nil(mon:piece("c0", "they will k"))

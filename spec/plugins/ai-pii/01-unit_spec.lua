@@ -94,6 +94,20 @@ describe("ai-pii detectors", function()
         assert.is_nil(pii.scanner({ detectors = { "nope" } }))
     end)
 
+    it("custom patterns keep their own groups: back-references and named groups in several at once", function()
+        local s = assert(pii.scanner({ detectors = { "dup_code", "quoted_ref", "ticket" }, custom = {
+            { name = "dup_code", pattern = [[\b([A-Z]{2})-\d{3}-\1\b]] },          -- \1: its own group
+            { name = "quoted_ref", pattern = [[(["'])REF\d{4}\1]] },                -- \1 again, not the first's
+            { name = "ticket", pattern = [[(?<q>T)(?<n>\d{3})-\k<n>]] },            -- names and a named reference
+        } }))
+        local function scrub(text)
+            return (s:scan(text, function(d) return "[" .. d.label .. "]" end))
+        end
+        assert.equal("[DUP_CODE] and AB-123-CD", scrub("AB-123-AB and AB-123-CD"))
+        assert.equal("say [QUOTED_REF] not 'REF1234\"", scrub("say \"REF1234\" not 'REF1234\""))
+        assert.equal("[TICKET] T123-124", scrub("T123-123 T123-124"))
+    end)
+
     it("a hostile input ends (bounded patterns, no catastrophic backtracking)", function()
         local s = ("a."):rep(20000) .. "@" .. ("1 "):rep(20000) .. ("::"):rep(5000) .. ("4"):rep(5000)
         local t0 = os.clock()

@@ -1,5 +1,5 @@
 -- sluice.ai.common.http: what drivers need to address a provider: endpoints, headers, URL encoding.
-local type, pairs, tostring, tonumber = type, pairs, tostring, tonumber
+local type, pairs, tostring, tonumber, setmetatable = type, pairs, tostring, tonumber, setmetatable
 local fmt, byte, lower, gsub = string.format, string.byte, string.lower, string.gsub
 
 local _M = {}
@@ -53,12 +53,22 @@ function _M.parse_endpoint(endpoint)
     return ep, err
 end
 
+-- Host header values by endpoint table (the parsed endpoints are shared: one string each, not one per call)
+local host_of = setmetatable({}, { __mode = "k" })
+
 --- Host header value for an endpoint (port only when not the scheme's default).
 function _M.host_header(ep)
-    if (ep.scheme == "https" and ep.port == 443) or (ep.scheme == "http" and ep.port == 80) then
-        return ep.host
+    local h = host_of[ep]
+    if h then
+        return h
     end
-    return ep.host .. ":" .. ep.port
+    if (ep.scheme == "https" and ep.port == 443) or (ep.scheme == "http" and ep.port == 80) then
+        h = ep.host
+    else
+        h = ep.host .. ":" .. ep.port
+    end
+    host_of[ep] = h
+    return h
 end
 
 --- Case-insensitive header lookup in a {name = value} table (value may be a list: first entry).

@@ -13,7 +13,7 @@ local ffi = require("ffi")
 local C = require("sluice.core")
 local cjson = require("cjson.safe")
 
-local type, pairs, next = type, pairs, next
+local type, pairs, next, tonumber = type, pairs, next, tonumber
 local setmetatable, getmetatable = setmetatable, getmetatable
 local gsub, find = string.gsub, string.find
 local cjson_encode = cjson.encode
@@ -21,6 +21,7 @@ local cjson_encode = cjson.encode
 ffi.cdef [[
 int sl_json_plain_object(const char *s, size_t len);
 int sl_json_usage(const char *s, size_t len, size_t off, double *u);
+long sl_json_usage_at(const char *s, size_t len, size_t from);
 ]]
 
 local _M = {}
@@ -115,6 +116,16 @@ end
 
 local usage_out = ffi.new("double[5]")
 
+--- The position (from 1) of the '{' of the last `"usage"` key of s at or after from (default 1) that is followed
+--- by ':' and an object, or nil (sl_json_usage_at: a plain search in C).
+function _M.usage_at(s, from)
+    local at = C.sl_json_usage_at(s, #s, (from or 1) - 1)
+    if at < 0 then
+        return nil
+    end
+    return tonumber(at) + 1
+end
+
 --- The numbers of the plain usage object at s[at] ('{'): prompt, completion, total, cached, reasoning (each nil
 --- when absent; total nil -> the caller adds), or false when it is not plain (decode it instead).
 function _M.usage_numbers(s, at)
@@ -142,10 +153,16 @@ function _M.nn(v)
     return v
 end
 
+-- table.clone (OpenResty's LuaJIT): one C call instead of a pairs loop run by the interpreter on every request
+local tclone = require("table.clone")
+
 function _M.shallow_copy(t)
-    local r = {}
-    for k, v in pairs(t) do r[k] = v end
-    return setmetatable(r, getmetatable(t))
+    local r = tclone(t)
+    local mt = getmetatable(t)
+    if mt ~= nil then
+        setmetatable(r, mt)
+    end
+    return r
 end
 
 function _M.deep_copy(t)

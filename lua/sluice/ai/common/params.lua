@@ -6,7 +6,7 @@
 -- (the default) or refused with a 400 naming it when false, as LiteLLM's drop_params does.
 local json = require("sluice.ai.common.json")
 
-local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
+local type, pairs, ipairs, tostring, rawget, setmetatable = type, pairs, ipairs, tostring, rawget, setmetatable
 local sort, concat = table.sort, table.concat
 local nn = json.nn
 
@@ -30,14 +30,42 @@ function _M.drops(provider)
     return not (type(o) == "table" and o.drop_params == false)
 end
 
+-- The key under which an all_but set keeps the names it excludes: unsupported() reads them directly instead of
+-- calling the set's __index for every key of every request.
+local EXCLUDED = {}
+
+--- A set taking every parameter but `names` (a list).
+function _M.all_but(names)
+    local no = _M.set(names)
+    return setmetatable({ [EXCLUDED] = no }, { __index = function(_, k) return not no[k] end })
+end
+
+-- The parameters of body that accepts does not cover (not null), sorted, or nil when there are none (most
+-- requests: no table made).
+local function extra_of(body, accepts)
+    local no = rawget(accepts, EXCLUDED)
+    local out
+    for k, v in pairs(body) do
+        local refused
+        if no then
+            refused = no[k]
+        else
+            refused = not accepts[k]
+        end
+        if refused and nn(v) ~= nil then
+            out = out or {}
+            out[#out + 1] = tostring(k)
+        end
+    end
+    if out then
+        sort(out)
+    end
+    return out
+end
+
 --- The parameters of body (a chat request) that `accepts` (a set) does not cover, sorted.
 function _M.unsupported(body, accepts)
-    local out = {}
-    for k, v in pairs(body) do
-        if not accepts[k] and nn(v) ~= nil then out[#out + 1] = tostring(k) end
-    end
-    sort(out)
-    return out
+    return extra_of(body, accepts) or {}
 end
 
 local function refusal(kind, extra)
@@ -49,8 +77,8 @@ end
 --- Applies the provider's policy to body: drops the parameters `accepts` does not cover (body is changed:
 --- pass a copy) and returns body, or returns nil, err when the provider refuses them.
 function _M.apply(kind, provider, body, accepts)
-    local extra = _M.unsupported(body, accepts)
-    if #extra == 0 then return body end
+    local extra = extra_of(body, accepts)
+    if not extra then return body end
     if not _M.drops(provider) then return nil, refusal(kind, extra) end
     for _, k in ipairs(extra) do body[k] = nil end
     return body
@@ -60,8 +88,8 @@ end
 --- when the provider refuses a parameter `accepts` does not cover. body is not changed.
 function _M.check(kind, provider, body, accepts)
     if _M.drops(provider) then return true end
-    local extra = _M.unsupported(body, accepts)
-    if #extra == 0 then return true end
+    local extra = extra_of(body, accepts)
+    if not extra then return true end
     return nil, refusal(kind, extra)
 end
 

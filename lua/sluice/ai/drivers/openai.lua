@@ -22,6 +22,8 @@ local type, pairs, ipairs, tostring, tonumber, next, setmetatable = type, pairs,
 local json_encode, json_decode, nn = json.json_encode, json.json_decode, json.nn
 local shallow_copy, plain_object = json.shallow_copy, json.plain_object
 local find, sub, byte = string.find, string.sub, string.byte
+local nkeys = require("table.nkeys")
+local tclone = require("table.clone")
 
 local OP_PATH = {
     chat = "/chat/completions",
@@ -44,10 +46,7 @@ local NOT_OPENAI = { "thinking", "top_k" }
 
 --- A parameter set taking everything but `names` (OpenAI adds parameters often: the openai kind forwards
 --- what it does not know).
-local function all_but(names)
-    local no = params.set(names)
-    return setmetatable({}, { __index = function(_, k) return not no[k] end })
-end
+local all_but = params.all_but
 local ALL_BUT_EXTENSIONS = all_but(NOT_OPENAI)
 
 -- A copy of list whose tables carrying `field` are copied without it, or nil when none carries it (the client's
@@ -95,9 +94,10 @@ local function clean_message(m)
             nm.tool_calls = calls
         end
     end
-    if content_mod.call_id(m.tool_call_id) ~= m.tool_call_id then
+    local tcid = m.tool_call_id
+    if tcid ~= nil and content_mod.call_id(tcid) ~= tcid then
         nm = nm or shallow_copy(m)
-        nm.tool_call_id = content_mod.call_id(m.tool_call_id)
+        nm.tool_call_id = content_mod.call_id(tcid)
     end
     if m.is_error ~= nil then -- an OpenAI tool message is {role, content, tool_call_id}
         nm = nm or shallow_copy(m)
@@ -200,15 +200,13 @@ local Stream = stream_base.class(handle_event)
 -- ---------------------------------------------------------------------------------------------------------
 -- the client's bytes instead of a re-encoded body
 
--- True when tables a and b have the same keys with the same (identical) values.
+-- True when tables a and b have the same keys with the same (identical) values: every key of a is in b with its
+-- value, and b has no more keys than a (nkeys: one C call instead of a second walk).
 local function same_fields(a, b)
     for k, v in pairs(a) do
         if b[k] ~= v then return false end
     end
-    for k in pairs(b) do
-        if a[k] == nil then return false end
-    end
-    return true
+    return nkeys(a) == nkeys(b)
 end
 
 local INCLUDE_USAGE = ',"stream_options":{"include_usage":true}'
@@ -251,7 +249,8 @@ local _M = {}
 
 --- Builds an OpenAI-wire driver. spec:
 ---   kind, default_endpoint, default_base ("/v1"), paths (op -> suffix, default OP_PATH),
----   auth(provider, headers), url(provider, op, body, opts, ep) -> path (optional full override),
+---   auth(provider, headers) (a function of provider.api_key and provider.options alone: the headers are made
+---     once per provider), url(provider, op, body, opts, ep) -> path (optional full override),
 ---   accepts(provider) -> set of the chat parameters the provider takes (default: every OpenAI parameter
 ---     but the canonical extensions, NOT_OPENAI); the others are dropped or refused (options.drop_params),
 ---   message(provider, m, i) -> m | nil, err (maps one chat message, after the canonical extensions are gone),
@@ -265,6 +264,13 @@ function _M.family(spec)
     local d = { kind = spec.kind, stream_passthrough = spec.stream_passthrough }
     local paths = spec.paths or OP_PATH
     local accepts = spec.accepts or function() return ALL_BUT_EXTENSIONS end
+    local paths_of = setmetatable({}, { __mode = "k" }) -- endpoint table -> op -> path
+    local headers_of = setmetatable({}, { __mode = "k" }) -- provider table -> {ep, key, options, [accept] = headers}
+    -- the closure over provider is made here, not in build_request: a closure there would make every call of
+    -- build_request close an upvalue on return (bytecode UCLO), which LuaJIT does not compile
+    local function message_mapper(provider)
+        return function(m, i) return spec.message(provider, m, i) end
+    end
 
     function d.build_request(provider, op, body, opts)
         opts = opts or {}
@@ -283,17 +289,40 @@ function _M.family(spec)
             path, err = spec.url(provider, op, body, opts, ep)
             if not path then return nil, err end
         else
-            local base = ep.base ~= "" and ep.base or (spec.default_base or "/v1")
-            path = base .. suffix
+            local by_op = paths_of[ep] -- the parsed endpoint is shared: its paths are made once
+            if not by_op then
+                by_op = {}
+                paths_of[ep] = by_op
+            end
+            path = by_op[op]
+            if not path then
+                local base = ep.base ~= "" and ep.base or (spec.default_base or "/v1")
+                path = base .. suffix
+                by_op[op] = path
+            end
         end
 
-        local headers = {
-            ["Host"] = common.host_header(ep),
-            ["Content-Type"] = "application/json",
-            ["Accept"] = opts.stream and "text/event-stream" or "application/json",
-        }
-        spec.auth(provider, headers)
-        common.extra_headers(provider, headers)
+        -- The headers are made once per provider table and Accept value, and copied for each call (the caller
+        -- may add to its copy: a tracing plugin's traceparent). They depend on the provider's api_key and options
+        -- alone (auth, options.headers): a provider whose key or options table changed gets them made again.
+        local accept = opts.stream and "text/event-stream" or "application/json"
+        local hc = headers_of[provider]
+        if not hc or hc.ep ~= ep or hc.key ~= provider.api_key or hc.options ~= provider.options then
+            hc = { ep = ep, key = provider.api_key, options = provider.options }
+            headers_of[provider] = hc
+        end
+        local made = hc[accept]
+        if not made then
+            made = {
+                ["Host"] = common.host_header(ep),
+                ["Content-Type"] = "application/json",
+                ["Accept"] = accept,
+            }
+            spec.auth(provider, made)
+            common.extra_headers(provider, made)
+            hc[accept] = made
+        end
+        local headers = tclone(made)
 
         if op == "models" then
             return { method = "GET", scheme = ep.scheme, host = ep.host, port = ep.port, path = path,
@@ -326,7 +355,7 @@ function _M.family(spec)
             if spec.max_stop and type(stop) == "table" and #stop > spec.max_stop then
                 return nil, spec.kind .. ": stop: at most " .. spec.max_stop .. " stop sequences (got " .. #stop .. ")"
             end
-            b, err = sanitize(b, spec.message and function(m, i) return spec.message(provider, m, i) end)
+            b, err = sanitize(b, spec.message and message_mapper(provider))
             if not b then return nil, err end
         end
         if spec.transform then

@@ -18,6 +18,7 @@
 -- number of detectors; alternatives start with a look-behind that fails inside a word, so each word costs one
 -- attempt per alternative (no quadratic rescans). The scanner is built once per config (the caller keeps it).
 local re = require("sluice.pdk.re")
+require("sluice.pdk.re_set") -- declares sl_literals_find
 local ffi = require("ffi")
 local C = require("sluice.core")
 
@@ -51,13 +52,38 @@ local function luhn(digits)
 end
 _M.luhn = luhn
 
+-- The checks read the value's bytes in place (no digits-only copy made with gsub): they run on every candidate.
+
+--- The number of ASCII digits in v, and the first one's value (nil when none).
+local function digits_of(v)
+    local n, first = 0, nil
+    for i = 1, #v do
+        local c = byte(v, i)
+        if c >= 48 and c <= 57 then
+            n = n + 1
+            if not first then first = c - 48 end
+        end
+    end
+    return n, first
+end
+
 local function card_ok(v)
-    local digits = gsub(v, "[^%d]", "")
-    local n = #digits
+    local n, first = digits_of(v)
     if n < 13 or n > 19 then return false end
-    local first = byte(digits, 1) - 48
     if first < 2 or first > 6 then return false end -- issuers: 2 (Mastercard), 3 (Amex, Diners, JCB), 4, 5, 6
-    return luhn(digits)
+    local sum, dbl = 0, false -- Luhn over the digits of v, skipping its separators
+    for i = #v, 1, -1 do
+        local d = byte(v, i) - 48
+        if d >= 0 and d <= 9 then
+            if dbl then
+                d = d * 2
+                if d > 9 then d = d - 9 end
+            end
+            sum = sum + d
+            dbl = not dbl
+        end
+    end
+    return sum % 10 == 0
 end
 
 -- IBAN lengths by country (ISO 13616 registry); a country not listed is checked by mod-97 alone (15..34).
@@ -74,9 +100,9 @@ local IBAN_LEN = {
 --- mod-97 (ISO 7064) of an IBAN without spaces: the first four characters moved to the end, letters as 10..35.
 local function mod97(s)
     local r = 0
-    local t = sub(s, 5) .. sub(s, 1, 4)
-    for i = 1, #t do
-        local c = byte(t, i)
+    local n = #s
+    for k = 5, n + 4 do
+        local c = byte(s, k <= n and k or k - n)
         if c >= 48 and c <= 57 then
             r = (r * 10 + (c - 48)) % 97
         elseif c >= 65 and c <= 90 then
@@ -90,7 +116,7 @@ end
 _M.mod97 = mod97
 
 local function iban_ok(v)
-    local s = gsub(v, " ", "")
+    local s = find(v, " ", 1, true) and gsub(v, " ", "") or v
     local n = #s
     if n < 15 or n > 34 then return false end
     local want = IBAN_LEN[sub(s, 1, 2)]
@@ -99,7 +125,7 @@ local function iban_ok(v)
 end
 
 local function phone_ok(v)
-    local digits = #gsub(v, "[^%d]", "")
+    local digits = digits_of(v)
     if byte(v, 1) == 43 then -- '+': E.164 allows up to 15 digits with the country code
         return digits >= 8 and digits <= 15
     elseif byte(v, 1) == 40 or (byte(v, 1) ~= 48) then -- (415) 555-0100, 415-555-0100
@@ -141,9 +167,17 @@ end
 ---------------------------------------------------------------------------------------------------------------
 -- detectors
 
+-- Four dotted octets (the pattern's shape): none past 255, none with a leading zero.
 local function ipv4_ok(v)
-    for o in v:gmatch("%d+") do
-        if tonumber(o) > 255 or (#o > 1 and byte(o, 1) == 48) then return false end
+    local o, len = 0, 0
+    for i = 1, #v + 1 do
+        local c = byte(v, i) or 46
+        if c == 46 then
+            if o > 255 or (len > 1 and byte(v, i - len) == 48) then return false end
+            o, len = 0, 0
+        else
+            o, len = o * 10 + (c - 48), len + 1
+        end
     end
     return true
 end
@@ -153,22 +187,24 @@ local function ssn_ok(v)
     return a ~= nil and a ~= "000" and a ~= "666" and byte(a, 1) ~= 57 and g ~= "00" and s ~= "0000"
 end
 
--- name -> {label, pattern, check, pass}. Patterns are PCRE2 alternatives without numbered groups. Each starts with
--- a definite character (a digit, '+', '(', an upper-case letter, a literal prefix) and looks behind only after it,
+-- name -> {label, pattern, check, pass, need}. Patterns are PCRE2 alternatives without numbered groups. Each starts
+-- with a definite character (a digit, '+', '(', an upper-case letter, a literal prefix) and looks behind only after it,
 -- so PCRE2's JIT skips to candidate positions instead of trying every byte. pass: how the detector runs
 --   "numbers": the digit-led detectors, one alternation, run only around digits; "own": a pattern of its own (its
 --   literal prefix makes the scan a memchr-like skip); "at": e-mail, only around an '@'; "colon": IPv6, only around
---   colons (RUNS below).
+--   colons (RUNS below). need: a literal every value holds (the "own" passes run only over a text that has theirs:
+--   one vector pass per literal for all of them, core/common/literals.c, instead of a PCRE2 scan each).
 local DETECTORS = {
-    private_key = { label = "PRIVATE_KEY", pass = "own",
+    private_key = { label = "PRIVATE_KEY", pass = "own", need = "-----BEGIN",
         pattern = [[-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY-----[\s\S]{1,16384}?]]
             .. [[-----END (?:[A-Z0-9]+ ){0,3}PRIVATE KEY-----]] },
-    jwt = { label = "JWT", pass = "own",
+    jwt = { label = "JWT", pass = "own", need = "eyJ",
         pattern = [[eyJ(?<![\w-]eyJ)[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}(?![\w-])]] },
-    api_key = { label = "API_KEY", pass = "own", pattern = [[sk-(?<![\w-]sk-)[A-Za-z0-9_-]{20,}(?![\w-])]] },
-    github_token = { label = "GITHUB_TOKEN", pass = "own",
+    api_key = { label = "API_KEY", pass = "own", need = "sk-",
+        pattern = [[sk-(?<![\w-]sk-)[A-Za-z0-9_-]{20,}(?![\w-])]] },
+    github_token = { label = "GITHUB_TOKEN", pass = "own", need = "_",
         pattern = [[g(?<!\wg)(?:h[pousr]_[A-Za-z0-9]{36,255}|ithub_pat_[A-Za-z0-9_]{22,255})(?![\w])]] },
-    aws_access_key = { label = "AWS_ACCESS_KEY", pass = "own",
+    aws_access_key = { label = "AWS_ACCESS_KEY", pass = "own", need = "A",
         pattern = [[A(?<![A-Za-z0-9]A)(?:KIA|SIA|BIA|CCA|IDA|ROA|IPA|NPA|NVA|GPA|PKA)[A-Z0-9]{16}]]
             .. [[(?![A-Za-z0-9])]] },
     email = { label = "EMAIL", pass = "at",
@@ -302,13 +338,23 @@ function _M.scanner(opts)
     if #dets == 0 then return nil, "no detector enabled" end
     local p
     if #customs > 0 then
-        p, err = new_pass("own", customs)
-        if not p then return nil, "custom patterns: " .. tostring(err) end
-        passes[#passes + 1] = p
+        -- a set, not one pasted alternation: each custom pattern keeps its own group numbers and names
+        local members = {}
+        for i, d in ipairs(customs) do members[i] = d.pattern end
+        local cset
+        cset, err = re.set(members)
+        if not cset then return nil, "custom patterns: " .. tostring(err) end
+        passes[#passes + 1] = { kind = "set", set = cset, dets = customs }
     end
+    local needs = {}
     for _, o in ipairs(own) do
         p, err = new_pass(opts.prefilter == false and "own" or o[1], { o[2] })
         if not p then return nil, err end
+        local need = DETECTORS[o[2].name].need
+        if need and opts.prefilter ~= false then
+            needs[#needs + 1] = need
+            p.need = #needs - 1
+        end
         passes[#passes + 1] = p
     end
     if #numbers > 0 then
@@ -318,7 +364,15 @@ function _M.scanner(opts)
     end
     local by_name = {}
     for _, d in ipairs(dets) do by_name[d.name] = d end
-    return setmetatable({ passes = passes, dets = dets, by_name = by_name }, Scanner)
+    local sc = { passes = passes, dets = dets, by_name = by_name }
+    if #needs > 0 then
+        local n = #needs
+        sc.needs, sc.nneed = needs, n -- the strings anchor the pointers
+        sc.nptrs, sc.nlens = ffi.new("const char *[?]", n), ffi.new("size_t[?]", n)
+        sc.nfold, sc.nfound = ffi.new("unsigned char[?]", n), ffi.new("unsigned char[?]", n)
+        for i, l in ipairs(needs) do sc.nptrs[i - 1], sc.nlens[i - 1] = l, #l end
+    end
+    return setmetatable(sc, Scanner)
 end
 
 -- Appends the candidate from..to of pass p to list (flat triples: from, to, det; det = false for a candidate that
@@ -392,6 +446,22 @@ local function run_pass(p, text, list)
     local r, len = p.re, #text
     local run = RUNS[p.kind]
     if run then return run_in_runs(p, text, list, run[1], run[2], run[3]) end
+    if p.kind == "set" then -- custom patterns: no check, the member says which detector
+        local pos, set, dets = 1, p.set, p.dets
+        while pos <= len do
+            local from, to, i = set:exec(text, pos)
+            if not from then
+                return to
+            elseif to < from then
+                pos = from + 1
+            else
+                local n = #list
+                list[n + 1], list[n + 2], list[n + 3] = from, to, dets[i]
+                pos = to + 1
+            end
+        end
+        return
+    end
     -- the whole text: the pattern's first character lets the JIT skip to candidates
     local pos = 1
     while pos <= len do
@@ -407,30 +477,48 @@ local function run_pass(p, text, list)
     end
 end
 
---- Scans text; for each detected value calls fn(det, value, from, to), whose string result replaces the value
+-- Candidates of every pass over text, appended to list; an "own" pass runs only when its literal is in the text.
+-- Returns nil, or an error.
+local function run_passes(self, text, list)
+    local has = self.nfound
+    if has then
+        C.sl_literals_find(text, #text, self.nptrs, self.nlens, self.nfold, self.nneed, has)
+    end
+    local passes = self.passes
+    for i = 1, #passes do
+        local p = passes[i]
+        local need = p.need
+        if not need or has[need] ~= 0 then
+            local err = run_pass(p, text, list)
+            if err then return err end
+        end
+    end
+end
+
+-- Candidate a sorts before candidate b (offsets of their triples in list): by start, then priority.
+local function before(list, a, b)
+    if list[a] ~= list[b] then return list[a] < list[b] end
+    local da, db = list[a + 2], list[b + 2]
+    return (da and da.prio or 0) < (db and db.prio or 0)
+end
+
+--- Scans text; for each detected value calls fn(det, value, from, to, arg), whose string result replaces the value
 --- (nil keeps it). Where values of two detectors overlap, the one that starts first wins (at one start, the first in
 --- priority order); a candidate that failed its check (Luhn, mod-97, ...) keeps its bytes from every detector.
 --- Returns the new text (the same string when nothing was replaced) and the number of values detected; nil, err on a
 --- match error (a match limit hit on hostile input).
-function Scanner:scan(text, fn)
+function Scanner:scan(text, fn, arg)
     local list = {}
-    for i = 1, #self.passes do
-        local err = run_pass(self.passes[i], text, list)
-        if err then return nil, err end
-    end
+    local err = run_passes(self, text, list)
+    if err then return nil, err end
     local m = #list
     if m == 0 then return text, 0 end
     -- order candidates by start, then priority (insertion sort: lists are short)
     local idx = {}
     for i = 1, m / 3 do idx[i] = i * 3 - 2 end
-    local function before(a, b)
-        if list[a] ~= list[b] then return list[a] < list[b] end
-        local da, db = list[a + 2], list[b + 2]
-        return (da and da.prio or 0) < (db and db.prio or 0)
-    end
     for i = 2, #idx do
         local v, j = idx[i], i - 1
-        while j >= 1 and before(v, idx[j]) do
+        while j >= 1 and before(list, v, idx[j]) do
             idx[j + 1] = idx[j]
             j = j - 1
         end
@@ -444,7 +532,7 @@ function Scanner:scan(text, fn)
             last = to
             if det then
                 n = n + 1
-                local rep = fn(det, sub(text, from, to), from, to)
+                local rep = fn(det, sub(text, from, to), from, to, arg)
                 if rep ~= nil then
                     out = out or {}
                     out[k + 1] = sub(text, copied, from - 1)
@@ -464,10 +552,8 @@ end
 --- failed its check), in pass order; nil, err on a match error. For specs (the pre-filter against the plain scan).
 function Scanner:candidates(text)
     local list = {}
-    for i = 1, #self.passes do
-        local err = run_pass(self.passes[i], text, list)
-        if err then return nil, err end
-    end
+    local err = run_passes(self, text, list)
+    if err then return nil, err end
     local out = {}
     for i = 1, #list, 3 do
         out[#out + 1] = { list[i], list[i + 1], list[i + 2] and list[i + 2].name }

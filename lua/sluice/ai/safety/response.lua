@@ -19,7 +19,8 @@
 --                                              Anthropic's message_delta, or the end of a whole body)
 --   trigger (optional string)                  events whose raw bytes lack it (and lack "\u" escapes) and that
 --                                              arrive while no channel holds anything back pass untouched, undecoded
---                                              (ai-pii: "<"); without it every event with text is decoded
+--                                              (ai-pii: "<"), whole bodies likewise; without it every event with
+--                                              text is decoded
 --   refusal(api) (optional)                    for a stop in a whole body: the replacement body table, or nil, status,
 --                                              body for an error answer instead
 --   stop_reason (optional)                     Anthropic stop_reason of a stopped stream (default "refusal")
@@ -163,12 +164,16 @@ local function whole_texts(self, t)
 end
 
 local function whole(self, body)
+    local h = self.h
+    if h.trigger and not find(body, h.trigger, 1, true) and not find(body, "\\u", 1, true)
+        and not (h.finish and h.finish(h) == "stop") then
+        return body -- no text in it can hold the trigger: nothing for the handler, no decode and encode
+    end
     local t = json_decode(body)
     if type(t) ~= "table" then return body end
     local changed = whole_texts(self, t)
-    if changed == nil or (self.h.finish and self.h.finish(self.h) == "stop") then
+    if changed == nil or (h.finish and h.finish(h) == "stop") then
         self.stopped = true
-        local h = self.h
         if not h.refusal then return body end
         local rb, status, eb = h.refusal(h, self.api, t)
         if rb then
