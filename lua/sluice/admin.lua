@@ -505,11 +505,7 @@ local function wait_workers(version)
     local timer = require("sluice.pdk.timer")
     local deadline = require("sluice").now() + RELOAD_WAIT
     while true do
-        local _, list = workers()
-        local all = true
-        for _, r in ipairs(list) do
-            if (r.seen or 0) < version then all = false end
-        end
+        local all, list = require("sluice.master").all_seen(version)
         if all or require("sluice").now() >= deadline then
             return all, list
         end

@@ -315,4 +315,13 @@ function _M.reports(n)
     return out
 end
 
+--- Whether every worker has looked at snapshot version (its report says so), and the reports.
+function _M.all_seen(version)
+    local list = _M.reports(require("sluice.core").sl_worker_count())
+    for _, r in ipairs(list) do
+        if (r.seen or 0) < version then return false, list end
+    end
+    return true, list
+end
+
 return _M

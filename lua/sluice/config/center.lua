@@ -482,12 +482,13 @@ function _M.active()
     return S ~= nil
 end
 
--- Waits until the watch brought revision back and this worker runs what was published for it.
+-- Waits until the watch brought revision back and every worker of this node runs what was published for it (a
+-- client's next request may reach any of them).
 local function wait_applied(st, revision)
-    local base = require("sluice.pdk.base")
+    local master = require("sluice.master")
     local deadline = require("sluice").now() + (st.conf.timeout or 5)
     while true do
-        if st.revision >= revision and base.seen_version() >= (st.published_version or 0) then return true end
+        if st.revision >= revision and master.all_seen(st.published_version or 0) then return true end
         if require("sluice").now() >= deadline or not sleep(0.005) then return false end
     end
 end
