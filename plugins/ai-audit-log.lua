@@ -14,6 +14,7 @@
 local sluice = require("sluice")
 local audit = require("sluice.obs.audit")
 local cjson = require("cjson.safe")
+local buffer = require("string.buffer")
 
 local type, ipairs, tostring, pcall, floor = type, ipairs, tostring, pcall, math.floor
 local find, sub, concat, format = string.find, string.sub, table.concat, string.format
@@ -124,7 +125,10 @@ local function assemble(b, chunk, limit)
 end
 _M.assemble = assemble
 
-function _M.body_filter(conf, ctx, chunk)
+-- The phase runs in a function of its own, called (not tail-called) from the entry point: run_phase calls
+-- plugins through pcall, and a LuaJIT trace cannot return through a pcall it did not start in, so a phase
+-- function's own body never compiles; this one does.
+local function body_filter_phase(conf, ctx, chunk)
     local ai = ctx.ai
     if not conf.include_payloads or not ai or chunk == "" then return end
     local b = ctx._audit_body
@@ -141,6 +145,11 @@ function _M.body_filter(conf, ctx, chunk)
         b[b.n] = c
         b.size = b.size + #c
     end
+end
+
+function _M.body_filter(conf, ctx, chunk)
+    local a, b = body_filter_phase(conf, ctx, chunk)
+    return a, b
 end
 
 local function redact(ctx, text, kind)
@@ -212,56 +221,72 @@ local ORDER = { "time", "request_id", "trace_id", "consumer", "route", "provider
                 "route_target", "degraded", "cut", "error", "attempts", "cache", "saved_tokens", "saved_cost",
                 "guard", "moderation", "pii",
                 "redacted", "request", "request_truncated", "response", "response_truncated" }
-local KEY = {}
-for i, k in ipairs(ORDER) do KEY[k] = (i == 1 and '{"' or ',"') .. k .. '":' end
+local KEY, FIRST = {}, {}
+for _, k in ipairs(ORDER) do KEY[k], FIRST[k] = ',"' .. k .. '":', '{"' .. k .. '":' end
 
-local function jvalue(v)
+-- One value as JSON into buf.
+local function put_value(buf, v)
     local t = type(v)
     if t == "string" then
-        if not plain(v) then return encode(v) end
-        return '"' .. v .. '"'
+        if plain(v) then buf:put('"', v, '"') else buf:put(encode(v)) end
     elseif t == "number" then
-        if v == floor(v) and v > -1e15 and v < 1e15 then return format("%d", v) end
-        if v ~= v or v == math.huge or v == -math.huge then return "null" end
-        return format("%.10g", v)
+        if v == floor(v) and v > -1e15 and v < 1e15 then
+            buf:putf("%d", v)
+        elseif v ~= v or v == math.huge or v == -math.huge then
+            buf:put("null")
+        else
+            buf:putf("%.10g", v)
+        end
     elseif t == "boolean" then
-        return v and "true" or "false"
+        buf:put(v and "true" or "false")
+    else
+        buf:put(encode(v) or "null") -- tables from other plugins (guard, pii, ...)
     end
-    return encode(v) or "null" -- tables from other plugins (guard, pii, ...)
 end
 
-local jbuf = {}
---- The record as one line of JSON, fields in ORDER (absent ones left out).
-local function to_json(rec)
+--- The record as one line of JSON into buf, fields in ORDER (absent ones left out).
+local function put_json(buf, rec)
     local n = 0
     for i = 1, #ORDER do
         local k = ORDER[i]
         local v = rec[k]
         if v ~= nil then
             n = n + 1
-            jbuf[n] = (n == 1 and '{"' .. k .. '":' or KEY[k]) .. jvalue(v)
+            buf:put(n == 1 and FIRST[k] or KEY[k])
+            put_value(buf, v)
         end
     end
-    if n == 0 then return "{}" end
-    n = n + 1
-    jbuf[n] = "}"
-    return concat(jbuf, "", 1, n)
+    buf:put(n == 0 and "{}" or "}")
+end
+
+local function to_json(rec)
+    local buf = buffer.new()
+    put_json(buf, rec)
+    return buf:tostring()
 end
 _M.to_json = to_json
 
-function _M.log(conf, ctx)
+local recbuf = buffer.new() -- one record at a time, copied into the sinks' buffers
+local function log_phase(conf, ctx)
     local rec = _M.record(conf, ctx)
     if not rec then return end
-    local json = to_json(rec)
-    if conf.file then audit.file_sink(conf.file):push(json) end
-    if conf.http then audit.http_sink(conf.http):push(json) end
+    if conf.file or conf.http then
+        recbuf:reset()
+        put_json(recbuf, rec)
+        if conf.file then audit.file_sink(conf.file):push(recbuf) end
+        if conf.http then audit.http_sink(conf.http):push(recbuf) end
+    end
     if conf.recent > 0 then
         if conf.include_payloads then -- the dashboard list never shows payloads
             rec.request, rec.response = nil, nil
-            json = to_json(rec)
         end
-        audit.remember(json, conf.recent)
+        audit.remember(rec, conf.recent, to_json) -- encoded by the ring's timer, if it is still among the last
     end
+end
+
+function _M.log(conf, ctx)
+    local a, b = log_phase(conf, ctx)
+    return a, b
 end
 
 function _M.check(conf)

@@ -188,29 +188,80 @@ local function show(metric, v)
     return tostring(v)
 end
 
--- The X-RateLimit-* headers of a request's results (res[i].limit_ref: its limit): per limit, the lowest
--- remaining over its keys.
-local function apply_headers(ctx, res)
+-- The three headers of one result.
+local function set_headers(ctx, l, rem, reset)
     local set = response.set_header
-    for i = 1, #res do
-        local r = res[i]
-        local l, rem, reset = r.limit_ref, r.remaining, r.reset
-        for k = 1, #res do -- another key of the same limit with less left (a consumer in several groups)
-            local o = res[k]
-            if k ~= i and o.limit_ref == l and (o.remaining < rem or (o.remaining == rem and k < i)) then
-                rem = nil
-                break
-            end
+    set(l.h_limit, l.limit_text, ctx)
+    set(l.h_remaining, l.metric == "cost" and header_value(l, rem) or rem, ctx)
+    set(l.h_reset, reset, ctx)
+end
+
+-- Whether result i is the one whose headers go out for its limit: the lowest remaining over the limit's keys
+-- (a consumer in several groups has one key per group), the first of equals.
+local function lowest_of_limit(res, i)
+    local r = res[i]
+    local l, rem = r.limit_ref, r.remaining
+    for k = 1, #res do
+        local o = res[k]
+        if k ~= i and o.limit_ref == l and (o.remaining < rem or (o.remaining == rem and k < i)) then
+            return false
         end
-        if rem then
-            set(l.h_limit, l.limit_text, ctx)
-            set(l.h_remaining, l.metric == "cost" and header_value(l, rem) or rem, ctx)
-            set(l.h_reset, reset, ctx)
-        end
+    end
+    return true
+end
+
+-- The X-RateLimit-* headers of a request's results (res[i].limit_ref: its limit): per limit, the lowest
+-- remaining over its keys. res.single: one result per limit (no comparison needed; loop-free per result, so
+-- it compiles).
+local function apply_one(ctx, res, i, single)
+    local r = res[i]
+    if single or lowest_of_limit(res, i) then
+        set_headers(ctx, r.limit_ref, r.remaining, r.reset)
     end
 end
 
-function _M.access(conf, ctx)
+local function apply_headers(ctx, res)
+    local single, n = res.single, #res
+    if n >= 1 then apply_one(ctx, res, 1, single) end
+    if n >= 2 then apply_one(ctx, res, 2, single) end
+    for i = 3, n do
+        apply_one(ctx, res, i, single)
+    end
+end
+
+local function add_key(list, keys, l, ctx, scope, need, k, ki)
+    local n = #list + 1
+    list[n] = { prefix = limits.key_prefix(l.pcache, "airl", scope, ctx, l.id, k[1]), spec = l.spec, amount = need,
+                l = l, kidx = ki }
+    keys[n] = k[2]
+end
+
+-- Adds the reservations of limit l for the request to list/keys (one per key) when it applies; false when l has
+-- several keys. Lists here have one or two items as a rule: loops over them start at 2 or 3 with the first
+-- items done outside (a loop of one or two rounds never compiles in LuaJIT, and keeps the trace around it from
+-- compiling too; measured: key-auth's one-digest loop cost 19k instructions per request).
+local function plan(list, keys, l, ctx, cl, scope, p, comp, cost)
+    if not applies(l, cl) then
+        return true
+    end
+    local need = amount(l.metric, p, comp, cost)
+    local ks = limits.keys(l.by, ctx, cl)
+    local nk = #ks
+    add_key(list, keys, l, ctx, scope, need, ks[1], 1)
+    for ki = 2, nk do
+        add_key(list, keys, l, ctx, scope, need, ks[ki], ki)
+    end
+    return nk == 1
+end
+
+local function link(res, list, i)
+    res[i].limit_ref, res[i].kidx = list[i].l, list[i].kidx
+end
+
+-- The phase runs in a function of its own, called (not tail-called) from the entry point: run_phase calls
+-- plugins through pcall, and a LuaJIT trace cannot return through a pcall it did not start in, so a phase
+-- function's own body never compiles; this one does.
+local function access_phase(conf, ctx)
     local c = compile(conf)
     local st, serr = limits.store(conf, _M.name)
     if not st then
@@ -221,24 +272,24 @@ function _M.access(conf, ctx)
     local cost = c.cost and call.cost_nano(cl.price, p, comp) or 0
     -- every limit and key of the request, reserved together (one round trip), all or nothing
     local list, keys = {}, {}
-    for _, l in ipairs(c.list) do
-        if applies(l, cl) then
-            local need = amount(l.metric, p, comp, cost)
-            for ki, k in ipairs(limits.keys(l.by, ctx, cl)) do
-                local n = #list + 1
-                list[n] = { prefix = limits.key_prefix(l.pcache, "airl", conf.scope, ctx, l.id, k[1]), spec = l.spec,
-                            amount = need, l = l, kidx = ki }
-                keys[n] = k[2]
-            end
-        end
+    local cls, scope = c.list, conf.scope
+    local ncl = #cls
+    local single = plan(list, keys, cls[1], ctx, cl, scope, p, comp, cost)
+    if ncl >= 2 then single = plan(list, keys, cls[2], ctx, cl, scope, p, comp, cost) and single end
+    for i = 3, ncl do
+        single = plan(list, keys, cls[i], ctx, cl, scope, p, comp, cost) and single
     end
     local res, refused = limits.reserve_all(st, list, limits.now())
     if not res then
         return limits.refuse(ctx, 503, "rate limit store unavailable: " .. tostring(refused))
     end
-    for i = 1, #res do
-        res[i].limit_ref, res[i].kidx = list[i].l, list[i].kidx
+    local nres = #res
+    if nres >= 1 then link(res, list, 1) end
+    if nres >= 2 then link(res, list, 2) end
+    for i = 3, nres do
+        link(res, list, i)
     end
+    res.single = single
     if refused then
         ctx._ai_rl = { headers = conf.headers and res } -- header_filter (every response) sends X-RateLimit-*
         local r, l, who = res[refused], list[refused].l, keys[refused]
@@ -264,10 +315,15 @@ function _M.access(conf, ctx)
     ctx._ai_rl = { res = res, st = st, p = p, c = comp, cost = cost, call = cl, headers = conf.headers and res }
 end
 
+function _M.access(conf, ctx)
+    local a, b = access_phase(conf, ctx)
+    return a, b
+end
+
 ---------------------------------------------------------------------------------------------------------------
 -- header_filter: the headers on every response of the route
 
-function _M.header_filter(conf, ctx)
+local function header_filter_phase(conf, ctx)
     if not conf.headers then
         return
     end
@@ -300,10 +356,37 @@ function _M.header_filter(conf, ctx)
     apply_headers(ctx, res)
 end
 
+function _M.header_filter(conf, ctx)
+    local a, b = header_filter_phase(conf, ctx)
+    return a, b
+end
+
 ---------------------------------------------------------------------------------------------------------------
 -- log: what the call really used replaces the reservation
 
-function _M.log(conf, ctx)
+-- What one reservation becomes after the call: appended to changes (nothing when it was right).
+local function charge(changes, r, used, u, rl, conf, ctx, now)
+    local l = r.limit_ref
+    local moved = false
+    if u and (u.provider ~= rl.call.provider or u.requested_model ~= rl.call.model) then
+        -- another provider or model served it (ai-proxy-multi fallback): the keys that name them move
+        for _, src in ipairs(l.by) do
+            if src[1] == "provider" or src[1] == "model" then moved = true end
+        end
+    end
+    if moved then
+        changes[#changes + 1] = { r.key, -r.amount, r.ttl, r.where }
+        local k = limits.keys(l.by, ctx, { provider = u.provider, model = u.requested_model })[r.kidx]
+        if k then
+            local prefix = limits.key_prefix(l.pcache, "airl", conf.scope, ctx, l.id, k[1])
+            changes[#changes + 1] = { prefix .. floor(now / l.spec.window), used, 2 * l.spec.window + 1, r.where }
+        end
+    elseif used ~= r.amount then
+        changes[#changes + 1] = { r.key, used - r.amount, r.ttl, r.where }
+    end
+end
+
+local function log_phase(conf, ctx)
     local rl = ctx._ai_rl
     if not rl or not rl.res then
         return
@@ -312,31 +395,23 @@ function _M.log(conf, ctx)
     local u = real and sluice.ai.get_usage(ctx) or nil
     local now = limits.now()
     local changes = {}
-    for _, r in ipairs(rl.res) do
-        local l = r.limit_ref
-        local used = amount(l.metric, p, c, cost)
-        local moved = false
-        if u and (u.provider ~= rl.call.provider or u.requested_model ~= rl.call.model) then
-            -- another provider or model served it (ai-proxy-multi fallback): the keys that name them move
-            for _, src in ipairs(l.by) do
-                if src[1] == "provider" or src[1] == "model" then moved = true end
-            end
-        end
-        if moved then
-            changes[#changes + 1] = { r.key, -r.amount, r.ttl, r.where }
-            local k = limits.keys(l.by, ctx, { provider = u.provider, model = u.requested_model })[r.kidx]
-            if k then
-                local prefix = limits.key_prefix(l.pcache, "airl", conf.scope, ctx, l.id, k[1])
-                changes[#changes + 1] = { prefix .. floor(now / l.spec.window), used, 2 * l.spec.window + 1, r.where }
-            end
-        elseif used ~= r.amount then
-            changes[#changes + 1] = { r.key, used - r.amount, r.ttl, r.where }
-        end
+    local res = rl.res
+    local n = #res
+    if n >= 1 then charge(changes, res[1], amount(res[1].limit_ref.metric, p, c, cost), u, rl, conf, ctx, now) end
+    if n >= 2 then charge(changes, res[2], amount(res[2].limit_ref.metric, p, c, cost), u, rl, conf, ctx, now) end
+    for i = 3, n do
+        local r = res[i]
+        charge(changes, r, amount(r.limit_ref.metric, p, c, cost), u, rl, conf, ctx, now)
     end
     rl.res = nil
     if #changes > 0 then
         rl.st:adjust_many(changes) -- one round trip for every limit of the request
     end
+end
+
+function _M.log(conf, ctx)
+    local a, b = log_phase(conf, ctx)
+    return a, b
 end
 
 return _M

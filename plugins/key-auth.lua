@@ -62,7 +62,10 @@ local function refuse(ctx, status, msg)
                                code = status == 401 and "invalid_api_key" or "route_not_allowed" } }
 end
 
-function _M.rewrite(conf, ctx)
+-- The phase runs in a function of its own, called (not tail-called) from the entry point: run_phase calls
+-- plugins through pcall, and a LuaJIT trace cannot return through a pcall it did not start in, so a phase
+-- function's own body never compiles; this one does.
+local function rewrite_phase(conf, ctx)
     local key = _M.key_of(ctx)
     local c = key and consumer.find_by_key(key, ctx)
     if conf.hide_credentials then
@@ -81,6 +84,11 @@ function _M.rewrite(conf, ctx)
         return
     end
     return refuse(ctx, 401, key and "invalid API key" or "missing API key (Authorization: Bearer KEY or x-api-key)")
+end
+
+function _M.rewrite(conf, ctx)
+    local a, b = rewrite_phase(conf, ctx)
+    return a, b
 end
 
 return _M

@@ -18,6 +18,8 @@
 local sluice = require("sluice")
 local audit = require("sluice.obs.audit")
 local cjson = require("cjson.safe")
+local buffer = require("string.buffer")
+local tnew = require("table.new")
 
 local request = sluice.request
 local type, pairs, ipairs, tostring, tonumber, floor, random = type, pairs, ipairs, tostring, tonumber,
@@ -109,11 +111,8 @@ local function traceparent(tr, span_id)
     return "00-" .. tr.trace_id .. "-" .. span_id .. (tr.sampled and "-01" or "-00")
 end
 
-local function nanos(t)
-    return format("%.0f", t * 1e9)
-end
-
--- Spans are written as JSON by hand (no table per attribute, no sort): attributes in the fixed order of ORDER.
+-- Spans are written as JSON by hand (no table per attribute, no sort): attributes in the fixed order of ORDER,
+-- straight into a string buffer (no string is made per attribute or per span: the sink's batch takes the bytes).
 local DOUBLE = {} -- key of a number that must be a doubleValue even when it is whole
 local function dbl(v) return type(v) == "number" and { [DOUBLE] = v } or nil end
 
@@ -124,24 +123,56 @@ local function jstr(v)
     return '"' .. v .. '"'
 end
 
--- OTLP AnyValue of a Lua value (integers as intValue, other numbers doubleValue, lists arrayValue)
-local function any(v)
+-- a JSON string of v into buf
+local function put_str(buf, v)
+    if plain(v) then
+        buf:put('"', v, '"')
+    else
+        buf:put(encode(v))
+    end
+end
+
+-- OTLP AnyValue of a Lua value into buf (integers as intValue, other numbers doubleValue, lists arrayValue)
+local function put_any(buf, v)
     local t = type(v)
-    if t == "string" then return '{"stringValue":' .. jstr(v) .. "}" end
-    if t == "number" then
-        if v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then return format('{"intValue":"%d"}', v) end
-        if v ~= v or v == math.huge or v == -math.huge then return '{"stringValue":"' .. tostring(v) .. '"}' end
-        return format('{"doubleValue":%.17g}', v)
-    end
-    if t == "boolean" then return v and '{"boolValue":true}' or '{"boolValue":false}' end
-    if t == "table" then
+    if t == "string" then
+        buf:put('{"stringValue":')
+        put_str(buf, v)
+        buf:put("}")
+    elseif t == "number" then
+        if v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then
+            buf:putf('{"intValue":"%d"}', v)
+        elseif v ~= v or v == math.huge or v == -math.huge then
+            buf:put('{"stringValue":"', tostring(v), '"}')
+        else
+            buf:putf('{"doubleValue":%.17g}', v)
+        end
+    elseif t == "boolean" then
+        buf:put(v and '{"boolValue":true}' or '{"boolValue":false}')
+    elseif t == "table" then
         local d = v[DOUBLE]
-        if d then return format('{"doubleValue":%.17g}', d) end
-        local parts = {}
-        for i, x in ipairs(v) do parts[i] = any(x) end
-        return '{"arrayValue":{"values":[' .. concat(parts, ",") .. "]}}"
+        if d then
+            buf:putf('{"doubleValue":%.17g}', d)
+            return
+        end
+        buf:put('{"arrayValue":{"values":[')
+        for i = 1, #v do
+            if i > 1 then buf:put(",") end
+            put_any(buf, v[i])
+        end
+        buf:put("]}}")
+    else
+        buf:put('{"stringValue":')
+        put_str(buf, tostring(v))
+        buf:put("}")
     end
-    return '{"stringValue":' .. jstr(tostring(v)) .. "}"
+end
+
+local scratch = buffer.new()
+local function any(v)
+    scratch:reset()
+    put_any(scratch, v)
+    return scratch:tostring()
 end
 
 -- every attribute key a span may carry, in the order they are written
@@ -160,25 +191,23 @@ for _, k in ipairs(ORDER) do PREFIX[k] = '{"key":"' .. k .. '","value":' end
 local CPREFIX = {} -- the same after the first attribute
 for _, k in ipairs(ORDER) do CPREFIX[k] = ',{"key":"' .. k .. '","value":' end
 
--- Appends the attributes to out as pieces (no string is made per attribute but the value's own).
-local function attrs_json(a, out, n)
+-- Appends the attributes to buf.
+local function put_attrs(buf, a)
     local first = true
     for i = 1, #ORDER do
         local k = ORDER[i]
         local v = a[k]
         if v ~= nil then
-            out[n + 1] = first and PREFIX[k] or CPREFIX[k]
+            buf:put(first and PREFIX[k] or CPREFIX[k])
             if type(v) == "string" and plain(v) then
-                out[n + 2], out[n + 3], out[n + 4] = '{"stringValue":"', v, '"}}'
-                n = n + 4
+                buf:put('{"stringValue":"', v, '"}}')
             else
-                out[n + 2], out[n + 3] = any(v), "}"
-                n = n + 3
+                put_any(buf, v)
+                buf:put("}")
             end
             first = false
         end
     end
-    return n
 end
 
 -- resource attributes (any keys: the order of the config is kept sorted once per conf)
@@ -191,26 +220,30 @@ local function kv_json(a)
     return "[" .. concat(parts, ",") .. "]"
 end
 
-local spanbuf = {}
-local function span_json(tr, sp)
-    local out = spanbuf
-    out[1] = '{"traceId":"' .. tr.trace_id .. '","spanId":"' .. sp.id .. '"'
-    local n = 1
+-- One span as OTLP JSON, appended to buf (times in nanoseconds, written as integers).
+local function put_span(buf, tr, sp)
+    buf:put('{"traceId":"', tr.trace_id, '","spanId":"', sp.id, '"')
     if sp.parent then
-        n = n + 1
-        out[n] = ',"parentSpanId":"' .. sp.parent .. '"'
+        buf:put(',"parentSpanId":"', sp.parent, '"')
     end
-    n = n + 1
-    out[n] = ',"name":' .. jstr(sp.name) .. ',"kind":' .. sp.kind .. ',"startTimeUnixNano":"' .. nanos(sp.start)
-        .. '","endTimeUnixNano":"' .. nanos(sp.finish or sp.start) .. '","attributes":['
-    n = attrs_json(sp.attrs, out, n)
-    n = n + 1
+    buf:put(',"name":')
+    put_str(buf, sp.name)
+    buf:putf(',"kind":%d,"startTimeUnixNano":"%.0f","endTimeUnixNano":"%.0f","attributes":[', sp.kind,
+        sp.start * 1e9, (sp.finish or sp.start) * 1e9)
+    put_attrs(buf, sp.attrs)
     if sp.error then
-        out[n] = '],"status":{"code":' .. STATUS_ERROR .. ',"message":' .. jstr(tostring(sp.error)) .. "}}"
+        buf:put('],"status":{"code":', STATUS_ERROR, ',"message":')
+        put_str(buf, tostring(sp.error))
+        buf:put("}}")
     else
-        out[n] = '],"status":{"code":' .. STATUS_OK .. "}}"
+        buf:put('],"status":{"code":', STATUS_OK, "}}")
     end
-    return concat(out, "", 1, n)
+end
+
+local function span_json(tr, sp)
+    local buf = buffer.new()
+    put_span(buf, tr, sp)
+    return buf:tostring()
 end
 _M.span_json = span_json
 
@@ -260,18 +293,19 @@ local ai_observer = {
         local op = OPERATIONS[ai.op] or ai.op or "chat"
         sp.name = op .. " " .. tostring(ai.model or ai.requested_model or "")
         local body = ai.request or {}
-        sp.attrs = {
-            ["gen_ai.operation.name"] = op,
-            ["gen_ai.system"] = SYSTEMS[ai.provider and ai.provider.kind or ""] or (ai.provider and ai.provider.kind),
-            ["gen_ai.request.model"] = ai.model,
-            ["sluice.provider"] = ai.provider_name,
-            ["sluice.requested_model"] = ai.requested_model,
-            ["server.address"] = req.host, ["server.port"] = req.port or (req.scheme == "https" and 443 or 80),
-            ["http.request.method"] = req.method or "POST",
-            ["gen_ai.request.max_tokens"] = type(body.max_tokens) == "number" and body.max_tokens or nil,
-            ["gen_ai.request.temperature"] = dbl(body.temperature),
-            ["gen_ai.request.top_p"] = dbl(body.top_p),
-        }
+        -- sized for every attribute the span gets later (finish, usage): no rehash as they come
+        local a = tnew(0, 32)
+        a["gen_ai.operation.name"] = op
+        a["gen_ai.system"] = SYSTEMS[ai.provider and ai.provider.kind or ""] or (ai.provider and ai.provider.kind)
+        a["gen_ai.request.model"] = ai.model
+        a["sluice.provider"] = ai.provider_name
+        a["sluice.requested_model"] = ai.requested_model
+        a["server.address"], a["server.port"] = req.host, req.port or (req.scheme == "https" and 443 or 80)
+        a["http.request.method"] = req.method or "POST"
+        a["gen_ai.request.max_tokens"] = type(body.max_tokens) == "number" and body.max_tokens or nil
+        a["gen_ai.request.temperature"] = dbl(body.temperature)
+        a["gen_ai.request.top_p"] = dbl(body.top_p)
+        sp.attrs = a
         if tr.conf.propagate and type(req.headers) == "table" then
             add_propagation(tr, req.headers, sp.id)
         end
@@ -336,7 +370,10 @@ local http_observer = {
     end,
 }
 
-function _M.rewrite(conf, ctx)
+-- The phase runs in a function of its own, called (not tail-called) from the entry point: run_phase calls
+-- plugins through pcall, and a LuaJIT trace cannot return through a pcall it did not start in, so a phase
+-- function's own body never compiles; this one does.
+local function rewrite_phase(conf, ctx)
     local tr = start_trace(conf, ctx)
     ctx.ai_observer = ai_observer
     ctx.http_observer = http_observer
@@ -345,6 +382,11 @@ function _M.rewrite(conf, ctx)
         request.set_header("traceparent", traceparent(tr, tr.span_id), ctx)
         if tr.tracestate then request.set_header("tracestate", tr.tracestate, ctx) end
     end
+end
+
+function _M.rewrite(conf, ctx)
+    local a, b = rewrite_phase(conf, ctx)
+    return a, b
 end
 
 local REASON_KEYS = { '"finish_reason"', '"stop_reason"' }
@@ -367,7 +409,7 @@ local function reasons(chunk, key, fr)
 end
 
 -- finish reasons and the response id, found in what the client gets (OpenAI and Anthropic shapes)
-function _M.body_filter(conf, ctx, chunk)
+local function body_filter_phase(conf, ctx, chunk)
     if chunk == "" or not ctx.ai then return end
     local tr = ctx.trace
     if not tr then return end
@@ -388,6 +430,11 @@ function _M.body_filter(conf, ctx, chunk)
     end
 end
 
+function _M.body_filter(conf, ctx, chunk)
+    local a, b = body_filter_phase(conf, ctx, chunk)
+    return a, b
+end
+
 local function usage_attrs(a, u, tr)
     a["gen_ai.response.model"] = u.model
     a["gen_ai.usage.input_tokens"] = u.prompt_tokens
@@ -401,6 +448,7 @@ local function usage_attrs(a, u, tr)
     if u.ttft then a["sluice.ttft_s"] = dbl(u.ttft) end
 end
 
+local spanbuf = buffer.new() -- one span at a time, copied into the sink's batch
 local envelopes = setmetatable({}, { __mode = "k" })
 local function sink_of(conf)
     local e = envelopes[conf]
@@ -421,7 +469,7 @@ local function sink_of(conf)
     return audit.http_sink(e, "otel")
 end
 
-function _M.log(conf, ctx)
+local function log_phase(conf, ctx)
     local tr = ctx.trace or start_trace(conf, ctx)
     local status = sluice.metrics.request_stats(ctx)
     local ai = ctx.ai
@@ -432,15 +480,14 @@ function _M.log(conf, ctx)
     end
     local route = ctx.route and ctx.route.id
     local now = sluice.time()
-    local a = {
-        ["http.request.method"] = ctx.method,
-        ["url.path"] = ctx.path,
-        ["http.route"] = route,
-        ["http.response.status_code"] = status,
-        ["server.address"] = ctx.host,
-        ["client.address"] = request.get_client_ip(ctx),
-        ["sluice.request_id"] = ctx.request_id,
-    }
+    local a = tnew(0, 32) -- sized for every attribute the server span may carry: no rehash as they are added
+    a["http.request.method"] = ctx.method
+    a["url.path"] = ctx.path
+    a["http.route"] = route
+    a["http.response.status_code"] = status
+    a["server.address"] = ctx.host
+    a["client.address"] = request.get_client_ip(ctx)
+    a["sluice.request_id"] = ctx.request_id
     local name = ctx.method .. (route and (" " .. route) or "")
     if u then
         local op = OPERATIONS[u.op] or u.op
@@ -459,11 +506,23 @@ function _M.log(conf, ctx)
     local server = { id = tr.span_id, parent = tr.parent, kind = KIND_SERVER, name = name, start = tr.start,
                      finish = now, attrs = a, error = status >= 500 and ("status " .. status) or nil }
     local sink = sink_of(conf)
-    sink:push(span_json(tr, server))
-    for _, sp in ipairs(tr.spans) do
+    local buf = spanbuf
+    buf:reset()
+    put_span(buf, tr, server)
+    sink:push(buf)
+    local spans = tr.spans
+    for i = 1, #spans do
+        local sp = spans[i]
         sp.finish = sp.finish or now
-        sink:push(span_json(tr, sp))
+        buf:reset()
+        put_span(buf, tr, sp)
+        sink:push(buf)
     end
+end
+
+function _M.log(conf, ctx)
+    local a, b = log_phase(conf, ctx)
+    return a, b
 end
 
 function _M.check(conf)

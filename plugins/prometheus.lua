@@ -216,7 +216,10 @@ end
 
 local request_stats = metrics.request_stats
 
-function _M.log(conf, ctx)
+-- The phase runs in a function of its own, called (not tail-called) from the entry point: run_phase calls
+-- plugins through pcall, and a LuaJIT trace cannot return through a pcall it did not start in, so a phase
+-- function's own body never compiles; this one does.
+local function log_phase(conf, ctx)
     local status, sent, st, ut, bin = request_stats(ctx)
     local route = ctx.route
     route = route and route.id or ""
@@ -237,6 +240,11 @@ function _M.log(conf, ctx)
     if u then
         ai_log(conf, u, route)
     end
+end
+
+function _M.log(conf, ctx)
+    local a, b = log_phase(conf, ctx)
+    return a, b
 end
 
 ---------------------------------------------------------------------------------------------------------------

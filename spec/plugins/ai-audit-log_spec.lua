@@ -85,6 +85,33 @@ describe("ai-audit-log", function()
         assert.falsy((helpers.read_file(path) or ""):find("alice-key", 1, true))
     end)
 
+    it("keeps the last `recent` records, newest first and without payloads, for the dashboard", function()
+        local dir = helpers.tmpdir()
+        local gw = helpers.start_gateway(base_config(mock_url, { file = { path = dir .. "/audit.log" },
+            include_payloads = true, recent = 3 }, 1))
+        for i = 1, 7 do
+            assert.equal(200, chat(gw, { model = "gpt-4o-mini", messages = { { role = "user", content = "n" .. i } } })
+                .status)
+        end
+        local login = assert(helpers.http("POST", gw.admin_url("/dashboard/login"), { body = { key = gw.admin_key } }))
+        assert.equal(200, login.status)
+        local token = assert(cjson.decode(login.body)).token
+        local res = assert(helpers.http("GET", gw.admin_url("/dashboard/data"),
+            { headers = { authorization = "Bearer " .. token } }))
+        assert.equal(200, res.status)
+        local recent = assert(cjson.decode(res.body)).recent
+        assert.equal(3, #recent)
+        for i = 1, 3 do
+            assert.equal("alice", recent[i].consumer)
+            assert.is_nil(recent[i].request)
+            assert.is_nil(recent[i].response)
+            if i > 1 then
+                assert.truthy(tonumber(recent[i - 1].request_id, 16) > tonumber(recent[i].request_id, 16))
+            end
+        end
+        gw:stop()
+    end)
+
     it("rotates by size and reopens the file on SIGUSR1 after a move", function()
         local dir = helpers.tmpdir()
         local path = dir .. "/audit.log"
@@ -149,6 +176,47 @@ describe("ai-audit-log", function()
         assert.equal("application/x-ndjson", collector:requests()[4].headers["content-type"])
         local m = assert(helpers.http("GET", gw.admin_url("/metrics"), { headers = { ["x-api-key"] = gw.admin_key } }))
         assert.equal(200, m.status)
+    end)
+
+    it("frames batches in each collector format (json_array, es_bulk, loki), batch_size records at most", function()
+        local decode = {
+            json_array = function(body) return assert(cjson.decode(body)) end,
+            es_bulk = function(body)
+                local out, i = {}, 0
+                for l in body:gmatch("[^\n]+") do
+                    i = i + 1
+                    if i % 2 == 1 then assert.equal('{"index":{}}', l) else out[#out + 1] = assert(cjson.decode(l)) end
+                end
+                assert.equal("\n", body:sub(-1))
+                return out
+            end,
+            loki = function(body)
+                local out = {}
+                for _, v in ipairs(assert(cjson.decode(body)).streams[1].values) do
+                    out[#out + 1] = assert(cjson.decode(v[2]))
+                end
+                return out
+            end,
+        }
+        for fmt, dec in pairs(decode) do
+            local collector = helpers.mock_upstream({ status = 200, body = "ok" })
+            local gw = helpers.start_gateway(base_config(mock_url, { http = { url = collector.url("/ingest"),
+                format = fmt, batch_size = 2, flush_interval = 0.05 } }, 1))
+            for _ = 1, 5 do assert.equal(200, chat(gw).status) end
+            local got = helpers.wait_until(function()
+                local recs = {}
+                for _, req in ipairs(collector:requests()) do
+                    local list = dec(req.body)
+                    assert.truthy(#list >= 1 and #list <= 2, fmt)
+                    for _, r in ipairs(list) do recs[#recs + 1] = r end
+                end
+                return #recs >= 5 and recs
+            end, 10, fmt .. ": records lost")
+            assert.equal(5, #got, fmt)
+            for i = 1, #got do assert.equal("alice", got[i].consumer, fmt) end
+            gw:stop()
+            collector:stop()
+        end
     end)
 
     it("drops and counts records past the buffer while the collector is down; requests stay unaffected", function()

@@ -87,6 +87,25 @@ local function input_len(v)
     return n, t
 end
 
+-- bytes and n (tokens counted as such) with one message added
+local function add_message(m, bytes, n)
+    if type(m) ~= "table" then
+        return bytes, n
+    end
+    local b, t = content_len(m.content)
+    bytes, n = bytes + b, n + 4 + t
+    local calls = m.tool_calls
+    if type(calls) == "table" then
+        for _, tc in ipairs(calls) do
+            local f = type(tc) == "table" and tc["function"]
+            if type(f) == "table" and type(f.arguments) == "string" then
+                bytes = bytes + #f.arguments
+            end
+        end
+    end
+    return bytes, n
+end
+
 --- Estimated prompt tokens of a canonical request: one per 4 bytes of text (the usual rule of thumb for English),
 --- plus 4 per message, 3 for the reply and 85 per image; a function call's arguments and tool definitions count
 --- by the bytes of their JSON text, pre-tokenized input one per token id. Cheap by design: it runs on every
@@ -102,18 +121,17 @@ function _M.prompt_tokens(op, req)
     local bytes, n = 0, 3
     local msgs = req.messages
     if type(msgs) == "table" then
-        for _, m in ipairs(msgs) do
-            if type(m) == "table" then
-                local b, t = content_len(m.content)
-                bytes, n = bytes + b, n + 4 + t
-                local calls = m.tool_calls
-                if type(calls) == "table" then
-                    for _, tc in ipairs(calls) do
-                        local f = type(tc) == "table" and tc["function"]
-                        if type(f) == "table" and type(f.arguments) == "string" then
-                            bytes = bytes + #f.arguments
-                        end
-                    end
+        -- the first two messages outside the loop (a system prompt and a question are the common request; a
+        -- loop of one or two rounds never compiles in LuaJIT, nor the trace around it); ipairs' semantics
+        local m1, m2 = msgs[1], msgs[2]
+        if m1 ~= nil then
+            bytes, n = add_message(m1, bytes, n)
+            if m2 ~= nil then
+                bytes, n = add_message(m2, bytes, n)
+                for i = 3, #msgs do
+                    local m = msgs[i]
+                    if m == nil then break end
+                    bytes, n = add_message(m, bytes, n)
                 end
             end
         end

@@ -280,6 +280,50 @@ local function window_key(spec, key_prefix, idx)
     return key
 end
 
+-- The result of one reservation once its count is known (count: the window's count with the amount in it).
+-- The per-item work of reserve_all, in functions without loops: LuaJIT compiles them whatever the number of
+-- limits, where a loop of one or two rounds per request is never compiled (its trace leaves the loop).
+local function settle(st, x, key, where, ttl, count, now)
+    local spec, amount = x.spec, x.amount
+    local w = spec.window
+    local idx = floor(now / w)
+    local e = now - idx * w
+    local prev = 0
+    if spec.sliding then
+        prev = (prev_count(st, x.prefix .. (idx - 1), now, w) or 0) * (1 - e / w)
+    end
+    local limit = spec.limit
+    local used = prev + count
+    local r = { key = key, where = where, amount = amount, reset = ceil(w - e), limit = limit, ttl = ttl }
+    if used <= limit and used - amount < limit then
+        r.ok = true
+        r.remaining = max(0, floor(limit - used))
+    else
+        r.ok = false
+        r.remaining = max(0, floor(limit - (used - amount)))
+        if amount > limit then
+            r.never = true
+        elseif spec.sliding then
+            local unweighted = prev / max(1e-9, 1 - e / w)
+            r.retry_after = max(1, ceil(sliding_wait(limit, amount, count - amount, unweighted, e, w) - 1e-6))
+        else
+            r.retry_after = max(1, ceil(w - e))
+        end
+    end
+    return r
+end
+
+-- The window key, amount and ttl of list[i]. Lists of one or two are the rule, and LuaJIT never compiles a loop
+-- of one or two rounds (its trace leaves the loop) nor a trace through it: callers do the first two outside
+-- their loops.
+local function prepare(list, i, keys, amounts, ttls, now)
+    local x = list[i]
+    local spec = x.spec
+    local w = spec.window
+    keys[i], amounts[i], ttls[i] = window_key(spec, x.prefix, floor(now / w)), x.amount,
+        spec.sliding and 2 * w + 1 or w + 1
+end
+
 --- Reserves amounts under several limits at once, all or nothing (one round trip to the store): list[i] =
 --- {prefix, spec = {limit, window (s), sliding}, amount}. Returns the results (result[i] = {ok, key, where,
 --- amount, remaining, reset, limit, retry_after, never}) and the index of the first refusal (nil when every
@@ -287,47 +331,33 @@ end
 function _M.reserve_all(st, list, now)
     local n = #list
     local keys, amounts, ttls = {}, {}, {}
-    for i = 1, n do
-        local x = list[i]
-        local w = x.spec.window
-        keys[i], amounts[i], ttls[i] = window_key(x.spec, x.prefix, floor(now / w)), x.amount,
-            x.spec.sliding and 2 * w + 1 or w + 1
+    -- (one or two limits as a rule: the first two outside the loops, see prepare)
+    if n >= 1 then prepare(list, 1, keys, amounts, ttls, now) end
+    if n >= 2 then prepare(list, 2, keys, amounts, ttls, now) end
+    for i = 3, n do
+        prepare(list, i, keys, amounts, ttls, now)
     end
     local counts, wheres = st:incr_many(keys, amounts, ttls)
     if not counts then
         return nil, wheres
     end
-    local results, refused = {}, nil
-    for i = 1, n do
-        local x = list[i]
-        local spec, amount, count = x.spec, x.amount, counts[i]
-        local w = spec.window
-        local idx = floor(now / w)
-        local e = now - idx * w
-        local prev = 0
-        if spec.sliding then
-            prev = (prev_count(st, x.prefix .. (idx - 1), now, w) or 0) * (1 - e / w)
-        end
-        local limit = spec.limit
-        local used = prev + count
-        local r = { key = keys[i], where = wheres[i], amount = amount, reset = ceil(w - e), limit = limit,
-                    ttl = ttls[i] }
-        results[i] = r
-        if used <= limit and used - amount < limit then
-            r.ok = true
-            r.remaining = max(0, floor(limit - used))
-        else
-            r.ok = false
-            r.remaining = max(0, floor(limit - (used - amount)))
-            if amount > limit then
-                r.never = true
-            elseif spec.sliding then
-                local unweighted = prev / max(1e-9, 1 - e / w)
-                r.retry_after = max(1, ceil(sliding_wait(limit, amount, count - amount, unweighted, e, w) - 1e-6))
-            else
-                r.retry_after = max(1, ceil(w - e))
+    local results = {}
+    if n >= 1 then results[1] = settle(st, list[1], keys[1], wheres[1], ttls[1], counts[1], now) end
+    if n >= 2 then results[2] = settle(st, list[2], keys[2], wheres[2], ttls[2], counts[2], now) end
+    for i = 3, n do
+        results[i] = settle(st, list[i], keys[i], wheres[i], ttls[i], counts[i], now)
+    end
+    local refused
+    if n >= 1 and not results[1].ok then
+        refused = 1
+    elseif n >= 2 and not results[2].ok then
+        refused = 2
+    else
+        for i = 3, n do
+            if not results[i].ok then
+                refused = i
+                break
             end
-            refused = refused or i
         end
     end
     if refused then -- all or nothing: every amount of this request goes back

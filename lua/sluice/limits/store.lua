@@ -155,6 +155,16 @@ function Store:incr(key, delta, ttl)
     return v, "local"
 end
 
+-- counts[i] after adding amounts[i] to keys[i] in the shared dict; the error, or nil.
+local function local_incr(d, keys, amounts, ttls, counts, wheres, i)
+    local v, err = d:incr(keys[i], amounts[i], 0, ttls[i])
+    if not v then
+        return err or "failed"
+    end
+    counts[i], wheres[i] = v, "local"
+    return nil
+end
+
 --- Adds to several counters at once (one memcached round trip): keys[i] gets amounts[i] (>= 0), created with
 --- ttls[i] seconds. Returns the counts and where each was counted (lists), or nil, err (memcached down with
 --- fail_mode closed: then nothing stays counted).
@@ -162,13 +172,17 @@ function Store:incr_many(keys, amounts, ttls)
     local n = #keys
     local counts, wheres = {}, {}
     if not self.remote then
+        -- (the first two outside the loop: one or two limits as a rule, see sluice.limits' prepare)
         local d = self.d
-        for i = 1, n do
-            local v, err = d:incr(keys[i], amounts[i], 0, ttls[i])
-            if not v then
-                return nil, "shared dict: " .. tostring(err)
-            end
-            counts[i], wheres[i] = v, "local"
+        local err
+        if n >= 1 then err = local_incr(d, keys, amounts, ttls, counts, wheres, 1) end
+        if n >= 2 and not err then err = local_incr(d, keys, amounts, ttls, counts, wheres, 2) end
+        for i = 3, n do
+            if err then break end
+            err = local_incr(d, keys, amounts, ttls, counts, wheres, i)
+        end
+        if err then
+            return nil, "shared dict: " .. tostring(err)
         end
         return counts, wheres
     end
@@ -208,25 +222,34 @@ end
 --- Sent to memcached without waiting for the answers (nobody needs them; a failure counts for the circuit).
 function Store:adjust_many(items)
     local calls = {}
-    for i = 1, #items do
-        local it = items[i]
-        local key, delta, ttl, where = it[1], it[2], it[3], it[4]
-        if delta ~= 0 then
-            if where == "memcached" then
-                if delta > 0 then
-                    calls[#calls + 1] = { "incr", key, delta, delta, exptime(ttl or 60) }
-                else
-                    calls[#calls + 1] = { "decr", key, -delta }
-                end
-            elseif delta > 0 then
-                self.d:incr(key, delta, 0, ttl)
-            else
-                self:decr(key, -delta, "local")
-            end
-        end
+    local n = #items
+    -- (the first two outside the loop: one or two limits as a rule, see sluice.limits' prepare)
+    if n >= 1 then self:adjust_one(items[1], calls) end
+    if n >= 2 then self:adjust_one(items[2], calls) end
+    for i = 3, n do
+        self:adjust_one(items[i], calls)
     end
     if #calls > 0 then
         mc.send(calls)
+    end
+end
+
+-- One item of adjust_many: done in the shared dict, or added to calls for memcached.
+function Store:adjust_one(it, calls)
+    local key, delta, ttl, where = it[1], it[2], it[3], it[4]
+    if delta == 0 then
+        return
+    end
+    if where == "memcached" then
+        if delta > 0 then
+            calls[#calls + 1] = { "incr", key, delta, delta, exptime(ttl or 60) }
+        else
+            calls[#calls + 1] = { "decr", key, -delta }
+        end
+    elseif delta > 0 then
+        self.d:incr(key, delta, 0, ttl)
+    else
+        self:decr(key, -delta, "local")
     end
 end
 

@@ -1,11 +1,12 @@
 -- sluice.obs.audit: the sinks of the ai-audit-log plugin, per worker: a file with rotation and an HTTP batch
 -- exporter, plus the ring of recent records the dashboard shows. Records are JSON text; nothing here runs on
--- the request path except push() (a table append): writes and sends happen in timers.
+-- the request path except push() (an append to the sink's buffer): writes and sends happen in timers.
 --
 --   local s = audit.file_sink(conf.file)      -- same path: same sink (the options follow the newest conf)
 --   local h = audit.http_sink(conf.http)
 --   s:push(json) ; h:push(json)                -- false when the buffer is full (the record is dropped, counted)
---   audit.remember(json, n)                    -- the dashboard's ring of the last n records (shared dict)
+--   audit.remember(json, n)                    -- the dashboard's ring of the last n records (shared dict);
+--   audit.remember(rec, n, encode)             -- a table, encoded by the ring's timer when it is kept
 --
 -- File: opened O_APPEND by every worker (one write(2) per flush, so lines of workers never interleave),
 -- reopened when SIGUSR1 bumped the reopen generation or when the path no longer names the open file (moved by
@@ -16,6 +17,7 @@
 -- failures are counted (sluice_audit_dropped_total, sluice_audit_export_failures_total) and logged at most every
 -- 10 s with the count.
 local ffi = require("ffi")
+local buffer = require("string.buffer")
 local shared = require("sluice.pdk.shared")
 local timer = require("sluice.pdk.timer")
 local log = require("sluice.pdk.log")
@@ -26,7 +28,7 @@ local C = base.C
 local L = ffi.C -- libc
 local type, pairs, ipairs, tostring, tonumber, pcall, min, floor, random = type, pairs, ipairs, tostring,
     tonumber, pcall, math.min, math.floor, math.random
-local concat, format = table.concat, string.format
+local format = string.format
 
 -- one declaration per cdef: other modules (sluice.config.state) declare some of them too
 for _, decl in ipairs({ "int open(const char *path, int flags, ...);", "long write(int fd, const void *buf, size_t n);",
@@ -84,6 +86,7 @@ family("audit")
 
 -- Kept across plugin reloads (this is a runtime module): one sink per path / URL and worker.
 local sinks = {}
+local sink_of_conf = setmetatable({}, { __mode = "k" }) -- conf table -> its sink
 
 local function warn_every(s, what, n)
     local now = C.sl_now()
@@ -94,24 +97,24 @@ local function warn_every(s, what, n)
     end
 end
 
-local function push(s, rec)
+---------------------------------------------------------------------------------------------------------------
+-- file
+
+local File = {}
+File.__index = File
+
+--- Queues one record (a JSON string, or a string buffer whose contents are copied) as a line of the file's next
+--- write: false when the buffer is full (dropped, counted).
+function File.push(s, rec)
     if s.n >= s.conf.max_buffer then
         s.fam.dropped:inc(1, s.kind, "buffer_full")
         warn_every(s, "buffer full: records dropped", 1)
         return false
     end
     s.n = s.n + 1
-    s.tail = s.tail + 1
-    s.q[s.tail] = rec
+    s.buf:put(rec, "\n")
     return true
 end
-
----------------------------------------------------------------------------------------------------------------
--- file
-
-local File = {}
-File.__index = File
-File.push = push
 
 local function open_file(s)
     local fd = L.open(s.path, O_WRONLY + O_CREAT + O_APPEND + O_CLOEXEC, ffi.new("int", 420)) -- 0644
@@ -184,27 +187,23 @@ function File.service(s)
             return
         end
     end
-    local parts = {}
-    for i = s.head, s.tail do
-        parts[#parts + 1] = s.q[i]
-        s.q[i] = nil
-    end
-    local n = s.n
-    s.head, s.tail, s.n = s.tail + 1, s.tail, 0
-    parts[#parts + 1] = ""
-    local data = concat(parts, "\n")
-    local off, len = 0, #data
-    while off < len do
-        local w = L.write(s.fd, ffi.cast("const char *", data) + off, len - off)
+    local n, buf = s.n, s.buf
+    s.n = 0
+    -- the lines go out of the buffer as they are (one write(2) unless the kernel takes less)
+    while #buf > 0 do
+        local p, len = buf:ref()
+        local w = L.write(s.fd, p, len)
         if w <= 0 then
+            buf:reset()
             s.fam.failures:inc(1, "file")
             s.fam.dropped:inc(n, "file", "write_error")
             warn_every(s, "write failed: " .. ffi.string(L.strerror(ffi.errno())), n)
             close_file(s)
             return
         end
-        off = off + tonumber(w)
+        buf:skip(tonumber(w))
     end
+    buf:reset()
     s.fam.written:inc(n, "file")
     if conf.max_size and conf.max_size > 0 then
         local _, size = ino_size(L.fstat(s.fd, statbuf))
@@ -223,15 +222,22 @@ end
 
 --- The file sink of conf.path in this worker (made and started on first use).
 function _M.file_sink(conf)
+    local hit = sink_of_conf[conf] -- (no id string made per record)
+    if hit then
+        hit.conf = conf
+        return hit
+    end
     local id = "file:" .. conf.path
     local s = sinks[id]
     if s then
         s.conf = conf
+        sink_of_conf[conf] = s
         return s
     end
-    s = setmetatable({ kind = "file", name = "file " .. conf.path, path = conf.path, conf = conf, q = {}, head = 1,
-                       tail = 0, n = 0, fam = family("audit") }, File)
+    s = setmetatable({ kind = "file", name = "file " .. conf.path, path = conf.path, conf = conf, buf = buffer.new(),
+                       n = 0, fam = family("audit") }, File)
     sinks[id] = s
+    sink_of_conf[conf] = s
     start(s, conf.flush_interval)
     return s
 end
@@ -241,41 +247,84 @@ end
 
 local Http = {}
 Http.__index = Http
-Http.push = push
 
-local function body_of(s, list)
-    local f = s.conf.format
-    if f == "json_array" then
-        return "[" .. concat(list, ",") .. "]", "application/json"
-    elseif f == "es_bulk" then
-        local out = {}
-        for i, r in ipairs(list) do
-            out[2 * i - 1], out[2 * i] = '{"index":{}}', r
+-- Batches are formed as records arrive, each one a string buffer with the format's framing already in place
+-- (records are appended, never kept as strings of their own and joined at send time); loki batches keep a list,
+-- since each record becomes a JSON string there. A batch holds at most batch_size records; sends take the oldest.
+local SEP = { otlp = ",", json_array = ",", jsonl = "", es_bulk = "" }
+local PRE = { es_bulk = '{"index":{}}\n' }
+local POST = { jsonl = "\n", es_bulk = "\n" }
+
+-- The batch to append to (a new one when the last is full): nil when the sink's buffer is full (counted).
+local function batch_for(s)
+    if s.n >= s.conf.max_buffer then
+        s.fam.dropped:inc(1, s.kind, "buffer_full")
+        warn_every(s, "buffer full: records dropped", 1)
+        return nil
+    end
+    local b = s.q[s.tail]
+    if not b or b.n >= s.conf.batch_size or b.sending then
+        s.tail = s.tail + 1
+        b = { n = 0 }
+        if s.conf.format == "loki" then
+            b.list = {}
+        else
+            b.buf = buffer.new()
+            local f = s.conf.format
+            if f == "otlp" then b.buf:put(s.conf.envelope[1]) elseif f == "json_array" then b.buf:put("[") end
         end
-        out[#out + 1] = ""
-        return concat(out, "\n"), "application/x-ndjson"
-    elseif f == "otlp" then -- OTLP/HTTP JSON: the records are spans
-        return s.conf.envelope[1] .. concat(list, ",") .. s.conf.envelope[2], "application/json"
-    elseif f == "loki" then
+        s.q[s.tail] = b
+    end
+    s.n = s.n + 1
+    b.n = b.n + 1
+    return b
+end
+
+local function put_record(s, b, rec)
+    if b.list then
+        b.list[b.n] = type(rec) == "string" and rec or rec:tostring()
+        return
+    end
+    local f = s.conf.format
+    local buf = b.buf
+    if b.n > 1 then buf:put(SEP[f] or "") end
+    local pre, post = PRE[f], POST[f]
+    if pre then buf:put(pre) end
+    buf:put(rec)
+    if post then buf:put(post) end
+end
+
+--- Queues one record (a JSON string, or a string buffer whose contents are copied): false when the buffer is full.
+function Http.push(s, rec)
+    local b = batch_for(s)
+    if not b then return false end
+    put_record(s, b, rec)
+    return true
+end
+
+local function body_of(s, b)
+    local f = s.conf.format
+    if f == "loki" then
         local vals, ts = {}, format("%.0f", C.sl_time() * 1e9)
         local cjson = require("cjson.safe")
-        for i, r in ipairs(list) do vals[i] = { ts, r } end
+        for i, r in ipairs(b.list) do vals[i] = { ts, r } end
         return cjson.encode({ streams = { { stream = s.conf.loki_labels or { job = "sluice-audit" },
                                             values = vals } } }), "application/json"
     end
-    list[#list + 1] = ""
-    local b = concat(list, "\n")
-    list[#list] = nil
-    return b, "application/x-ndjson"
+    if not b.closed then -- the batch's opening went in with its first record
+        b.closed = true
+        if f == "otlp" then b.buf:put(s.conf.envelope[2]) elseif f == "json_array" then b.buf:put("]") end
+    end
+    return b.buf:tostring(), (f == "otlp" or f == "json_array") and "application/json" or "application/x-ndjson"
 end
 
 -- Sends the oldest batch; true when the queue moved on (sent, or dropped past the retries).
 local function send_one(s)
     local conf = s.conf
-    local k = min(s.n, conf.batch_size)
-    local list = {}
-    for i = 1, k do list[i] = s.q[s.head + i - 1] end
-    local body, ctype = body_of(s, list)
+    local b = s.q[s.head]
+    local k = b.n
+    b.sending = true -- nothing more is appended to a batch once it went out (a retry sends the same)
+    local body, ctype = body_of(s, b)
     local headers = { ["content-type"] = ctype }
     for name, v in pairs(conf.headers or {}) do headers[name] = v end
     local http = require("sluice.pdk.http")
@@ -290,8 +339,8 @@ local function send_one(s)
             s.fam.dropped:inc(k, s.kind, "retries_exhausted")
             warn_every(s, "batch of " .. k .. " dropped after " .. s.attempts .. " attempts (" .. why .. ")", k)
         else
-            local b = conf.backoff
-            local delay = min(b.max, b.base * 2 ^ (s.attempts - 1)) * (0.5 + random() * 0.5)
+            local bo = conf.backoff
+            local delay = min(bo.max, bo.base * 2 ^ (s.attempts - 1)) * (0.5 + random() * 0.5)
             s.next_try = C.sl_now() + delay
             if s.attempts == 1 or s.attempts % 5 == 0 then
                 log.warn(s.label or "ai-audit-log", " ", s.name, ": delivery failed (", why, "), attempt ", s.attempts,
@@ -302,8 +351,8 @@ local function send_one(s)
     else
         s.fam.written:inc(k, s.kind)
     end
-    for i = s.head, s.head + k - 1 do s.q[i] = nil end
-    s.head, s.n, s.attempts = s.head + k, s.n - k, 0
+    s.q[s.head] = nil
+    s.head, s.n, s.attempts = s.head + 1, s.n - k, 0
     return true
 end
 
@@ -324,17 +373,24 @@ end
 --- The HTTP sink of conf.url (and format) in this worker. fam: "audit" (default) or "otel" (the counters it
 --- reports to; the otel family's sink label is "otlp").
 function _M.http_sink(conf, fam)
+    local hit = sink_of_conf[conf] -- (no id string made per record)
+    if hit then
+        hit.conf = conf
+        return hit
+    end
     fam = fam or "audit"
     local id = "http:" .. conf.url .. "|" .. conf.format
     local s = sinks[id]
     if s then
         s.conf = conf
+        sink_of_conf[conf] = s
         return s
     end
     s = setmetatable({ kind = fam == "otel" and "otlp" or "http", name = (fam == "otel" and "otlp " or "http ")
                        .. conf.url, conf = conf, q = {}, head = 1, tail = 0, n = 0, attempts = 0, next_try = 0,
                        fam = family(fam), label = fam == "otel" and "opentelemetry" or "ai-audit-log" }, Http)
     sinks[id] = s
+    sink_of_conf[conf] = s
     start(s, conf.flush_interval)
     return s
 end
@@ -342,28 +398,33 @@ end
 ---------------------------------------------------------------------------------------------------------------
 -- the dashboard's ring of recent records (shared by the workers)
 
-local ring = {}
+-- The last `keep` records of this worker since the last flush (a circular list; tables are encoded by the flush,
+-- so a record that a newer one replaces before it is never encoded).
+local ring, ring_n, ring_keep, ring_enc = {}, 0, 50, nil
 local ring_timer = false
 
-local ring_n, ring_keep = 0, 50
 local function ring_flush()
     local d = shared.get("sluice")
-    local list, count, keep = ring, ring_n, ring_keep
-    ring, ring_n = {}, 0
+    local count, keep = ring_n, ring_keep
+    ring_n = 0
     if not d or count == 0 then return end
     if d:get("audit|recent|keep") ~= keep then d:set("audit|recent|keep", keep) end
-    -- only the newest `keep` of this batch can be among the last `keep`
-    for i = count > keep and count - keep + 1 or 1, count do
+    for j = count > keep and count - keep + 1 or 1, count do
+        local v = ring[(j - 1) % keep + 1]
+        if type(v) ~= "string" then v = ring_enc(v) end
         local at = d:incr("audit|recent|n", 1, 0)
-        if at then d:set("audit|recent|" .. (at % keep), list[i]) end
+        if at then d:set("audit|recent|" .. (at % keep), v) end
     end
+    ring = {}
 end
 
---- Keeps json among the last n records shown by the dashboard (written by a timer).
-function _M.remember(json, n)
+--- Keeps a record among the last n records shown by the dashboard (written by a timer): its JSON text, or a
+--- table and the function that encodes it (called by the timer, only for the records that are kept).
+function _M.remember(rec, n, encode)
+    if n ~= ring_keep and ring_n > 0 then ring_flush() end
+    ring_keep, ring_enc = n, encode or ring_enc
     ring_n = ring_n + 1
-    ring[ring_n] = json
-    ring_keep = n
+    ring[(ring_n - 1) % n + 1] = rec
     if not ring_timer then
         ring_timer = true
         local ok = pcall(timer.every, 0.5, ring_flush)

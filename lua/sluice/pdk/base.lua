@@ -138,6 +138,9 @@ function _M.check_header(name, value, level)
         end
         good_names[name], ngood = true, ngood + 1
     end
+    if type(value) == "number" then -- no CR, LF or NUL in a number's digits
+        return tostring(value)
+    end
     value = tostring(value)
     if find(value, "\r", 1, true) or find(value, "\n", 1, true) or find(value, "\0", 1, true) then
         error("invalid value for header " .. show(name) .. ": CR, LF or NUL", (level or 2) + 1)

@@ -69,6 +69,20 @@ function _M.get_header(name, ctx)
     return ctx.response and ctx.response.headers[lname] or nil
 end
 
+-- Lower-case forms of the names plugins set (the same few on every request; bounded like base's name cache).
+local lower_names, nlower = {}, 0
+local function lower_name(name)
+    local l = lower_names[name]
+    if not l then
+        l = lower(name)
+        if nlower >= 1024 then
+            lower_names, nlower = {}, 0
+        end
+        lower_names[name], nlower = l, nlower + 1
+    end
+    return l
+end
+
 --- Sets (nil removes) a header on the client response; works in every phase before the head is sent. Raises for
 --- a name that is not a token or a value with CR, LF or NUL.
 function _M.set_header(name, value, ctx)
@@ -78,8 +92,12 @@ function _M.set_header(name, value, ctx)
     else
         value = base.check_header(name, value, 2)
     end
-    ctx.resp_headers = ctx.resp_headers or {}
-    ctx.resp_headers[lower(name)] = value ~= nil and value or false
+    local rh = ctx.resp_headers
+    if not rh then
+        rh = {}
+        ctx.resp_headers = rh
+    end
+    rh[lower_name(name)] = value ~= nil and value or false
 end
 
 --- True once the response head went out. In body_filter it is false for a body made in memory (an exit, an answer
