@@ -462,7 +462,8 @@ end
 -- queue (one gets, GCRA applied to each request in arrival order, one cas of the final TAT). A cas then only
 -- fails when another worker or node moved the bucket. Waiting requests poll their entry every POLL seconds (the
 -- PDK has no way to wake another request's coroutine); a line whose cycle has run for STALE seconds (its
--- request gone mid-call) is dropped and the waiters go on their own.
+-- request gone mid-call) is dropped and its waiters go on their own (a request of a stuck cycle that finishes
+-- after all is then counted twice: at worst one more refusal, never one more admission).
 local lines = {} -- key -> {since = when its current cycle started, queue = entries waiting for the next cycle}
 local POLL, STALE = 0.001, 10
 local CAS_ATTEMPTS = 64
@@ -564,15 +565,16 @@ local function leaky_remote(st, key, rate, burst, now)
     local q = line.queue
     q[#q + 1] = me
     while not me.done do
-        timer.sleep(POLL)
+        local slept = timer.sleep(POLL)
         if me.lead then
             lead(st, key, line, me.lead)
-        elseif not me.done and C.sl_now() - line.since > STALE then
+        elseif not me.done and (not slept or lines[key] ~= line or C.sl_now() - line.since > STALE) then
+            -- the worker is stopping (sleep returns at once), or the line's cycle is stuck or was dropped for
+            -- that: no one will serve the queue, each request goes on its own
             if lines[key] == line then
                 lines[key] = nil
             end
-            local alone = { me }
-            settle_batch(st, key, alone)
+            settle_batch(st, key, { me })
         end
     end
     return me.r, me.err
