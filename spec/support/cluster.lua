@@ -6,7 +6,7 @@
 --   local m = cluster.memcached()             -- m.port, m.addr, m:stop(), m:start()
 --   local lb = cluster.nginx({gw1, gw2, gw3}) -- nginx balancing over the gateways' listen ports: lb.url(path)
 --   local load = cluster.load({url1, ...})    -- spec/support/load.js: load:stats(), load:stop()
---   local p = cluster.tcp_proxy(port)         -- spec/support/tcp_proxy.js: p.port, p:freeze(), p:hold_all(),
+--   local p = cluster.tcp_proxy(port[, ms])   -- spec/support/tcp_proxy.js: p.port, p:freeze(), p:hold_all(),
 --                                             -- p:close_frozen()
 local helpers = require("helpers")
 local cjson = require("cjson.safe")
@@ -250,10 +250,11 @@ end
 local Proxy = {}
 Proxy.__index = Proxy
 
-function _M.tcp_proxy(target_port)
+--- (delay_ms: every chunk forwarded that much later, both ways: a server across a network.)
+function _M.tcp_proxy(target_port, delay_ms)
     local p = setmetatable({ dir = helpers.tmpdir() }, Proxy)
-    p.proc = helpers.spawn(format("node %s %s %d >%s 2>&1", q(helpers.ROOT .. "/spec/support/tcp_proxy.js"),
-        q(p.dir .. "/port"), target_port, q(p.dir .. "/out.log")))
+    p.proc = helpers.spawn(format("node %s %s %d %d >%s 2>&1", q(helpers.ROOT .. "/spec/support/tcp_proxy.js"),
+        q(p.dir .. "/port"), target_port, delay_ms or 0, q(p.dir .. "/out.log")))
     p.proc.owner = p
     p.port = helpers.wait_until(function()
         assert(p.proc:alive(), "tcp proxy exited: " .. (helpers.read_file(p.dir .. "/out.log") or ""))

@@ -1,14 +1,16 @@
 // A TCP proxy that can go quiet, for specs (spec/support/cluster.lua: tcp_proxy()).
-// usage: node tcp_proxy.js PORT_FILE TARGET_PORT
+// usage: node tcp_proxy.js PORT_FILE TARGET_PORT [DELAY_MS]
 // Listens on 127.0.0.1:<free port> (written to PORT_FILE) and forwards every connection to 127.0.0.1:TARGET_PORT.
 // SIGUSR1 freezes the connections open now: nothing more is forwarded either way and they stay open (a peer
 // that vanished without closing); new connections are forwarded as usual. SIGHUP freezes the open ones and every
 // new one too (a peer that takes connections and never answers). SIGUSR2 closes the frozen ones and forwards again.
+// DELAY_MS: every chunk is forwarded that much later, either way, in order (a server on the network, not loopback).
 'use strict';
 const net = require('net');
 const fs = require('fs');
 
-const [portFile, target] = process.argv.slice(2);
+const [portFile, target, delayArg] = process.argv.slice(2);
+const delay = Number(delayArg || 0);
 const open = new Set();
 const frozen = new Set();
 let holdAll = false;
@@ -18,8 +20,10 @@ const server = net.createServer((client) => {
   const pair = { client, up };
   open.add(pair);
   if (holdAll) frozen.add(pair);
-  client.on('data', (d) => { if (!frozen.has(pair)) up.write(d); });
-  up.on('data', (d) => { if (!frozen.has(pair)) client.write(d); });
+  const forward = (to, d) => { if (!frozen.has(pair) && !to.destroyed) to.write(d); };
+  const later = delay > 0 ? (to, d) => setTimeout(forward, delay, to, d) : forward;
+  client.on('data', (d) => { if (!frozen.has(pair)) later(up, d); });
+  up.on('data', (d) => { if (!frozen.has(pair)) later(client, d); });
   const end = () => { open.delete(pair); frozen.delete(pair); client.destroy(); up.destroy(); };
   client.on('close', end);
   up.on('close', end);
