@@ -84,6 +84,17 @@ local schema = {
         min_bm25 = { type = "number", minimum = 0, default = 0 },             -- BM25 score a chunk needs
         min_similarity = { type = "number", minimum = -1, maximum = 1, default = 0 }, -- cosine a chunk needs
         min_score = { type = "number", default = 0 },                       -- external retrieval: score a hit needs
+        -- hybrid: how the two lists become one (docs/ai-rag.md#retrieval-quality-and-speed for the measurements)
+        fusion = { type = "string", enum = { "score", "rrf" }, default = "score" },
+        weights = {
+            type = "object",
+            additionalProperties = false,
+            properties = {
+                bm25 = { type = "number", exclusiveMinimum = 0, maximum = 100, default = 1 },
+                dense = { type = "number", exclusiveMinimum = 0, maximum = 100, default = 1 },
+            },
+        },
+        rrf_k = { type = "number", exclusiveMinimum = 0, maximum = 100000, default = 60 },
         budget_tokens = { type = "integer", minimum = 1, maximum = 1000000, default = 1500 },
         query_field = { type = "string", pattern = "^[%w_%-]+$" },   -- top-level body field (removed before going on)
         max_query_chars = { type = "integer", minimum = 1, maximum = 100000, default = 2000 },
@@ -202,7 +213,8 @@ local function embedded(conf, query, ctx)
         idx:reload() -- a replaced file is loaded now, or refused (logged) while the old index serves
     end
     local q = { query = query, k = conf.k, mode = conf.mode, min_bm25 = conf.min_bm25,
-                min_similarity = conf.min_similarity, filter = conf.filter, probes = conf.probes }
+                min_similarity = conf.min_similarity, filter = conf.filter, probes = conf.probes,
+                fusion = conf.fusion, weights = conf.weights, rrf_k = conf.rrf_k }
     if conf.mode ~= "bm25" then
         local ok, cerr = idx:current()
         if not ok then return nil, cerr end -- no index: no embedding call either

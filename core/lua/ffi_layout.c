@@ -298,6 +298,9 @@ static const sl_ffi_fact_t facts[] = {
     OFF(sl_rag_query_t, min_dense),
     OFF(sl_rag_query_t, rrf_k),
     OFF(sl_rag_query_t, probes),
+    OFF(sl_rag_query_t, w_bm25),
+    OFF(sl_rag_query_t, w_dense),
+    OFF(sl_rag_query_t, fusion),
     SIZE(sl_rag_hit_t),
     OFF(sl_rag_hit_t, chunk),
     OFF(sl_rag_hit_t, score),
@@ -317,6 +320,8 @@ static const sl_ffi_fact_t facts[] = {
     ENUM(SL_RAG_BM25),
     ENUM(SL_RAG_DENSE),
     ENUM(SL_RAG_HYBRID),
+    ENUM(SL_RAG_FUSE_SCORE),
+    ENUM(SL_RAG_FUSE_RRF),
     ENUM(SL_RAG_HAS_I8),
     ENUM(SL_RAG_HAS_BITS),
 };

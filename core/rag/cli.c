@@ -43,9 +43,8 @@ static void usage(void)
         "       sluice rag info [-c FILE] [-p PREFIX] FILE\n"
         "       sluice rag search [-c FILE] [-p PREFIX] [--mode hybrid|bm25|dense] [-k N] [--probes N] INDEX "
         "QUERY\n"
-        "       sluice rag eval [-c FILE] [-p PREFIX] [-k N] [--json] [--rrf-k N] [--candidates N] [--probes "
-        "N]\n"
-        "                       INDEX QUESTIONS.json\n"
+        "       sluice rag eval [-c FILE] [-p PREFIX] [-k N] [--json] [--fusion score|rrf] [--weights B,D]\n"
+        "                       [--rrf-k N] [--candidates N] [--probes N] INDEX QUESTIONS.json\n"
         "  NAME       an index defined by an ai-rag plugin config (index.name) in the config file\n"
         "  INDEX      an index name or an index file\n"
         "  -c FILE    config file (default PREFIX/conf/sluice.yaml): its providers map serves the "
@@ -56,7 +55,8 @@ static void usage(void)
         "on;\n"
         "                  0: none, brute force); --ivf-probes N: lists a search scans (default 1/16, >= 8)\n"
         "  eval       recall@1 and recall@k of BM25, dense and hybrid search over a JSON list of questions\n"
-        "             [{\"q\": ..., \"file\": ..., \"heading\": ...}] (--json: the misses too)\n");
+        "             [{\"q\": ..., \"file\": ..., \"heading\": ...}] (--json: the misses too);\n"
+        "             hybrid fuses by --fusion (default score) with --weights BM25,DENSE (default 1,1)\n");
 }
 
 /* Loads and publishes the config the way main() does at start; 0 or -1 (the reason printed). */

@@ -107,10 +107,17 @@ typedef struct sl_rag_query {
     float min_dense;     /* ... the dense list only with at least this cosine */
     float rrf_k;         /* reciprocal rank fusion constant (0: 60) */
     uint32_t probes; /* IVF lists the dense pass probes (0: the index's default; its lists or more: all) */
+    float w_bm25, w_dense; /* hybrid: each signal's weight in the fusion (0: the default, 1) */
+    int32_t fusion;        /* hybrid: SL_RAG_FUSE_SCORE (0) or SL_RAG_FUSE_RRF */
 } sl_rag_query_t;
 
-/** One result: its fused score (RRF for hybrid, else the signal's own), both signals' scores (0 when the
- *  chunk was not in that list) and ranks (1-based, 0 when absent). */
+/** Hybrid fusions: w_bm25 bm25 / best bm25 + w_dense cosine / best cosine (each over its own list; a negative
+ *  cosine counts as 0), or reciprocal rank fusion, w / (rrf_k + rank) summed over the lists holding the
+ * chunk. */
+enum { SL_RAG_FUSE_SCORE = 0, SL_RAG_FUSE_RRF = 1 };
+
+/** One result: its fused score (hybrid: per q->fusion; else the signal's own), both signals' scores (0 when
+ * the chunk was not in that list) and ranks (1-based, 0 when absent). */
 typedef struct sl_rag_hit {
     uint32_t chunk;
     float score, bm25, dense;

@@ -1,5 +1,6 @@
 /* Searching a loaded index (index.h): BM25 over the inverted index, cosine k-NN over the vectors
- * (common/vector.c), and the two fused by reciprocal rank fusion. Each worker thread keeps its own scratch
+ * (common/vector.c), and the two fused by a weighted sum of scores scaled by each list's best, or by weighted
+ * reciprocal rank fusion. Each worker thread keeps its own scratch
  * arrays (scores per chunk), grown to the largest index it searched and cleaned after each search by walking
  * only the chunks it touched. */
 #include <errno.h>
@@ -439,14 +440,27 @@ int sl_rag_search(const sl_rag_index_t *x, const sl_rag_query_t *q, sl_rag_hit_t
         rc = -ENOMEM;
         goto out;
     }
+    /* score fusion: each signal divided by its list's best (BM25 >= 0; a cosine below 0 counts as 0; a score
+     * under its list's floor as 0), so a list whose scores are flat (a weak signal) moves the sum little; RRF
+     * would give its order full say */
+    const float wb = q->w_bm25 > 0 ? q->w_bm25 : 1.0f, wd = q->w_dense > 0 ? q->w_dense : 1.0f;
+    const float bs = nb && bl[0].score > 0 ? wb / bl[0].score : 0,
+                ds = nd && dl[0].score > 0 ? wd / dl[0].score : 0;
     sl_topk_t t;
     sl_topk_init(&t, sel, q->k);
     for (uint32_t i = 0; i < nf; i++) {
         sl_rag_hit_t *h = &fused[i];
-        float s = q->mode == SL_RAG_BM25    ? h->bm25
-                  : q->mode == SL_RAG_DENSE ? h->dense
-                                            : (h->bm25_rank ? 1.0f / (K + (float)h->bm25_rank) : 0) +
-                                                  (h->dense_rank ? 1.0f / (K + (float)h->dense_rank) : 0);
+        float s;
+        if (q->mode == SL_RAG_BM25)
+            s = h->bm25;
+        else if (q->mode == SL_RAG_DENSE)
+            s = h->dense;
+        else if (q->fusion == SL_RAG_FUSE_RRF)
+            s = (h->bm25_rank ? wb / (K + (float)h->bm25_rank) : 0) +
+                (h->dense_rank ? wd / (K + (float)h->dense_rank) : 0);
+        else
+            s = (h->bm25 >= q->min_bm25 ? h->bm25 : 0) * bs +
+                (h->dense > 0 && h->dense >= q->min_dense ? h->dense : 0) * ds;
         if ((q->mode == SL_RAG_BM25 && !h->bm25_rank) || (q->mode == SL_RAG_DENSE && !h->dense_rank))
             continue;
         h->score = s;

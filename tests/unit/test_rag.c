@@ -131,9 +131,22 @@ static void test_roundtrip_and_search(void)
     for (int i = 0; i < m; i++) {
         saw1 |= hits[i].chunk == 1 && hits[i].bm25_rank == 1 && hits[i].dense_rank == 0;
         saw3 |= hits[i].chunk == 3 && hits[i].dense_rank == 1 && hits[i].bm25 == 0;
-        CHECK(fabsf(hits[i].score - 1.0f / 61.0f) < 1e-6f);
+        CHECK(fabsf(hits[i].score - 1.0f) < 1e-6f); /* each the best of its list, absent from the other */
     }
     CHECK(saw1 && saw3);
+    /* weights: the dense signal counts 3 times (score fusion), or BM25 twice (reciprocal rank fusion) */
+    q.w_dense = 3;
+    CHECK_INT(sl_rag_search(idx, &q, hits), 2);
+    CHECK(hits[0].chunk == 3 && fabsf(hits[0].score - 3.0f) < 1e-6f && fabsf(hits[1].score - 1.0f) < 1e-6f);
+    q.w_dense = 0;
+    q.w_bm25 = 2;
+    q.fusion = SL_RAG_FUSE_RRF;
+    CHECK_INT(sl_rag_search(idx, &q, hits), 2);
+    CHECK(hits[0].chunk == 1 && fabsf(hits[0].score - 2.0f / 61.0f) < 1e-6f);
+    CHECK(hits[1].chunk == 3 && fabsf(hits[1].score - 1.0f / 61.0f) < 1e-6f);
+    q.rrf_k = 10;
+    CHECK_INT(sl_rag_search(idx, &q, hits), 2);
+    CHECK(fabsf(hits[0].score - 2.0f / 11.0f) < 1e-6f);
     /* a vector of other dimensions is refused */
     q.dims = D + 1;
     CHECK_INT(sl_rag_search(idx, &q, hits), -EINVAL);

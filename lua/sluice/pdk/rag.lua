@@ -47,9 +47,12 @@ typedef struct sl_rag_query {
     int32_t mode, quant;
     float min_bm25, min_dense, rrf_k;
     uint32_t probes;
+    float w_bm25, w_dense;
+    int32_t fusion;
 } sl_rag_query_t;
 typedef struct sl_rag_hit { uint32_t chunk; float score, bm25, dense; uint32_t bm25_rank, dense_rank; } sl_rag_hit_t;
 enum { SL_RAG_BM25 = 1, SL_RAG_DENSE = 2, SL_RAG_HYBRID = 3 };
+enum { SL_RAG_FUSE_SCORE = 0, SL_RAG_FUSE_RRF = 1 };
 enum { SL_RAG_HAS_I8 = 1, SL_RAG_HAS_BITS = 2, SL_RAG_HAS_IVF = 4 };
 void sl_rag_release(sl_rag_index_t *idx);
 uint32_t sl_rag_nchunks(const sl_rag_index_t *idx);
@@ -78,6 +81,7 @@ double sl_rag_slot_loaded_at(sl_rag_slot_t *s);
 
 local MODES = { bm25 = C.SL_RAG_BM25, dense = C.SL_RAG_DENSE, hybrid = C.SL_RAG_HYBRID }
 local QUANT = vector.MODES
+local FUSIONS = { score = C.SL_RAG_FUSE_SCORE, rrf = C.SL_RAG_FUSE_RRF }
 local MAX_K = C.SL_VEC_MAX_K
 local RETRY = 1 -- seconds before a worker tries again to load an index that failed
 
@@ -211,7 +215,9 @@ end
 
 --- Searches: q = {query = text (BM25), vector = embedding (dense), k = 4, mode = "hybrid" | "bm25" | "dense",
 --- quantize = "auto" | "exact" | "int8" | "binary", candidates (per-signal list before fusion), probes (IVF
---- lists the dense pass scans; default the index's), min_bm25, min_similarity, rrf_k = 60, filter = {sources =
+--- lists the dense pass scans; default the index's), min_bm25, min_similarity, fusion = "score" | "rrf" (hybrid:
+--- scores scaled by each list's best and summed, or reciprocal rank fusion), weights = {bm25 = 1, dense = 1}
+--- (each signal's share in either fusion), rrf_k = 60, filter = {sources =
 --- {glob, ...}, meta = {key = value}}}. Returns hits (see the top of the file), or nil, err (no index, a vector
 --- of other dimensions).
 function H.search(self, q)
@@ -229,6 +235,17 @@ function H.search(self, q)
     if type(probes) ~= "number" or probes < 0 or probes > 65536 or probes % 1 ~= 0 then
         error("probes must be an integer from 0 (the index's default) to 65536", 2)
     end
+    local fusion = FUSIONS[q.fusion or "score"]
+    if not fusion then error("fusion must be score or rrf", 2) end
+    local w_bm25, w_dense = 0, 0
+    if q.weights ~= nil then
+        local w = q.weights
+        if type(w) ~= "table" or type(w.bm25 or 1) ~= "number" or type(w.dense or 1) ~= "number"
+            or (w.bm25 or 1) <= 0 or (w.dense or 1) <= 0 then
+            error("weights must be {bm25 = n, dense = n} with positive numbers", 2)
+        end
+        w_bm25, w_dense = w.bm25 or 0, w.dense or 0
+    end
     local idx, err = self:current()
     if not idx then return nil, err end
     local dims = C.sl_rag_dims(idx)
@@ -245,6 +262,7 @@ function H.search(self, q)
     query.k, query.candidates, query.mode, query.quant = k, q.candidates or 0, mode, quant
     query.min_bm25, query.min_dense, query.rrf_k = q.min_bm25 or 0, q.min_similarity or -1, q.rrf_k or 0
     query.probes = probes
+    query.w_bm25, query.w_dense, query.fusion = w_bm25, w_dense, fusion
     if k > hits_cap then hits_buf, hits_cap = ffi_new("sl_rag_hit_t[?]", k), k end
     local n = C.sl_rag_search(idx, query, hits_buf)
     query.text, query.vec, query.allow = nil, nil, nil

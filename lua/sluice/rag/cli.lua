@@ -30,7 +30,8 @@ end
 -- Options (--name value, --flag) and positionals; nil, err for an unknown option or a missing value.
 local VALUED = { source = true, out = true, provider = true, model = true, ["chunk-size"] = true, overlap = true,
                  quantize = true, dimensions = true, mode = true, k = true, include = true,
-                 ["rrf-k"] = true, candidates = true, ["ivf-lists"] = true, ["ivf-probes"] = true, probes = true }
+                 ["rrf-k"] = true, weights = true, fusion = true, candidates = true, ["ivf-lists"] = true,
+                 ["ivf-probes"] = true, probes = true }
 local FLAGS = { full = true, json = true }
 local function parse(args)
     local o, pos = {}, {}
@@ -184,13 +185,24 @@ local function cmd_eval(o, pos)
         { model = b.model, dimensions = b.dimensions })
     if not vecs then return nil, "cannot embed the questions: " .. tostring(eerr) end
     local k = tonumber(o.k) or 5
+    local weights
+    if o.weights then
+        local w = split_list(o.weights)
+        weights = { bm25 = tonumber(w[1]), dense = tonumber(w[2]) }
+        if #w ~= 2 or not weights.bm25 or not weights.dense or weights.bm25 <= 0 or weights.dense <= 0 then
+            return nil, "--weights wants BM25,DENSE (two positive numbers)"
+        end
+    end
+    if o.fusion and o.fusion ~= "score" and o.fusion ~= "rrf" then return nil, "--fusion wants score or rrf" end
     local idx = sluice.rag.open(file)
-    local report = { questions = #qs, k = k }
+    local report = { questions = #qs, k = k, fusion = o.fusion or "score",
+                     weights = weights or { bm25 = 1, dense = 1 } }
     for _, mode in ipairs({ "bm25", "dense", "hybrid" }) do
         local at1, atk, misses = 0, 0, {}
         for i, q in ipairs(qs) do
             local hits, serr = idx:search({ query = q.q, vector = vecs[i], k = k, mode = mode,
-                                            rrf_k = tonumber(o["rrf-k"]), candidates = tonumber(o.candidates),
+                                            rrf_k = tonumber(o["rrf-k"]), weights = weights, fusion = o.fusion,
+                                            candidates = tonumber(o.candidates),
                                             probes = tonumber(o.probes) })
             if not hits then return nil, serr end
             local rank

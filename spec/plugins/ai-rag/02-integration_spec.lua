@@ -85,6 +85,13 @@ describe("ai-rag (gateway)", function()
                 { id = "brk", paths = { "/brk/v1/chat/completions" }, upstream = "llm",
                   plugins = { ["ai-rag"] = { index = { name = "broken", file = dir .. "/broken.idx",
                                                        source = dir .. "/docs", provider = "nope" } } } },
+                { id = "fuse", paths = { "/fuse/v1/chat/completions" }, upstream = "llm",
+                  plugins = { ["ai-rag"] = { index = index, k = 1, weights = { bm25 = 2, dense = 0.5 },
+                                             chunk_template = "<{{score}}>", template = "{{context}}" } } },
+                { id = "rrf", paths = { "/rrf/v1/chat/completions" }, upstream = "llm",
+                  plugins = { ["ai-rag"] = { index = index, k = 1, fusion = "rrf", rrf_k = 10,
+                                             weights = { bm25 = 2, dense = 0.5 },
+                                             chunk_template = "<{{score}}>", template = "{{context}}" } } },
                 { id = "ext", paths = { "/ext/v1/chat/completions" }, upstream = "llm",
                   plugins = { ["ai-rag"] = { min_score = 0.5, retrieval = {
                       url = retr.url("/search"), headers = { authorization = "Bearer vdb" },
@@ -283,6 +290,18 @@ describe("ai-rag (gateway)", function()
         assert.truthy(gw:log():find("BM25 alone", 1, true))
     end)
 
+    it("fuses the two lists by weighted scores (default) or weighted reciprocal ranks", function()
+        -- the key rotation chunk leads both lists: by score it gets each weight in full (its BM25 and cosine are
+        -- the lists' best), by RRF each weight over rrf_k + 1
+        local body = { model = "m", messages = { { role = "user", content = "How often are API keys rotated?" } } }
+        local res, got = chat("/fuse/v1/chat/completions", body)
+        assert.equal("<2.5000>", got.messages[1].content)
+        assert.truthy(res.headers["x-sluice-rag-sources"]:find("security.md#Security > Key rotation", 1, true))
+        res, got = chat("/rrf/v1/chat/completions", body)
+        assert.equal(string.format("<%.4f>", 2.5 / 11), got.messages[1].content)
+        assert.truthy(res.headers["x-sluice-rag-sources"]:find("security.md#Security > Key rotation", 1, true))
+    end)
+
     it("asks an external retrieval endpoint and maps its answer", function()
         local res, got = chat("/ext/v1/chat/completions", { messages = { { role = "user", content = "vpn host?" } } })
         local sys = got.messages[1].content
@@ -308,5 +327,13 @@ describe("ai-rag (gateway)", function()
                                       template = "no placeholder" } } }))
         assert.equal(400, res.status)
         assert.truthy(res.body:find("{{context}}", 1, true), res.body)
+        for field, bad in pairs({ dense = { weights = { dense = 0 } }, bm25 = { weights = { bm25 = -1 } },
+                                  fusion = { fusion = "max" }, rrf_k = { rrf_k = 0 } }) do
+            bad.index = { name = "x", file = "f", source = "s", provider = "emb" }
+            res = assert(gw:admin("PUT", "/admin/routes/bad", { paths = { "/bad" }, upstream = "llm",
+                plugins = { ["ai-rag"] = bad } }))
+            assert.equal(400, res.status)
+            assert.truthy(res.body:find(field, 1, true), res.body)
+        end
     end)
 end)
