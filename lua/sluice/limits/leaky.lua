@@ -26,35 +26,6 @@ local function conform(tat, now, t, tau, burst)
              remaining = max(0, floor((tau - (nxt - now)) / t + 1e-9) + 1), reset = ceil(nxt - now) }, nxt
 end
 
--- One request on a bucket in the shared dict: its cas only fails when another worker moved the bucket between
--- the get and the cas (a worker's dict calls do not yield), so the loop is short.
-local function leaky_local(st, key, rate, burst, now)
-    local t = 1 / rate
-    local tau = burst * t
-    local ttl = tau + t + 1
-    for attempt = 1, 64 do
-        if attempt > 2 then -- others move the same bucket: step aside a little, more each time
-            timer.sleep(random() * 0.001 * min(attempt, 20))
-        end
-        local tat, token, where, err = st:read(key)
-        if err then
-            return nil, err
-        end
-        local r, nxt = conform(tat, now, t, tau, burst)
-        if nxt == tat then
-            return r
-        end
-        local ok, werr = st:write(key, token, nxt, ttl, where)
-        if ok then
-            return r
-        end
-        if ok == nil then
-            return nil, werr
-        end
-    end
-    store_mod.count("contention", st.d)
-    return { ok = false, limit = burst + 1, remaining = 0, retry_after = 1, reset = 1, contention = true }
-end
 
 -- memcached buckets: gets and cas each yield for a round trip, so the coroutines of one worker on one hot key
 -- would race each other's cas (all read one TAT, one wins, the others start again) and, with enough of them, run
@@ -102,6 +73,20 @@ local function cycle(st, key, batch)
         end
     end
     return false
+end
+
+-- One request on a bucket in the shared dict: its cas only fails when another worker moved the bucket between
+-- the get and the cas (a worker's dict calls do not yield), so the cycle is short; out of attempts, it is refused.
+local function leaky_local(st, key, rate, burst, now)
+    local me = { now, rate, burst }
+    local res, err = cycle(st, key, { me })
+    if res then
+        return me.r
+    elseif res == nil then
+        return nil, err
+    end
+    store_mod.count("contention", st.d)
+    return { ok = false, limit = burst + 1, remaining = 0, retry_after = 1, reset = 1, contention = true }
 end
 
 -- Runs the cycle for batch and settles its entries. Out of cas attempts (other workers and nodes kept moving
