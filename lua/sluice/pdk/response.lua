@@ -237,24 +237,10 @@ local function run_body_filter(ctx, items, chunk, eof)
 end
 _M.run_body_filter = run_body_filter
 
--- Lower-case header names by name as given: the names are the few plugins and drivers use, so lower() (a new
--- string) is paid once per name. Bounded: emptied when it fills up.
-local lower_of, lower_n = {}, 0
-
 local function lower_keys(headers)
     local out = {}
     if headers then
-        for k, v in pairs(headers) do
-            local lk = lower_of[k]
-            if not lk then
-                lk = lower(k)
-                if lower_n >= 256 then
-                    lower_of, lower_n = {}, 0
-                end
-                lower_of[k], lower_n = lk, lower_n + 1
-            end
-            out[lk] = v
-        end
+        for k, v in pairs(headers) do out[lower_name(k)] = v end
     end
     return out
 end
