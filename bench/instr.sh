@@ -7,6 +7,12 @@
 #                                        ai-key (ai, sent a client key), ai-limits, ai-limits-mc (key-auth and
 #                                        ai-rate-limit with two token limits, counters in the shared dict or in a
 #                                        memcached started here: the gateway's side only, memcached not counted);
+#                                        lua-fixed: the floor of a request that enters the Lua VM: a route whose
+#                                        one plugin answers a fixed body in access (`return 200, body`);
+#                                        lua-filter: the same plus a plugin with a header_filter (sets a header)
+#                                        and one with a log phase (no work): every phase runner has something to run;
+#                                        ai-fixed: ai-proxy's access (the request parsed, checked, its usage
+#                                        record begun), then bench-fixed answers: the floor of an AI route
 #                                        ai-cache: cache-hit (L1), cache-l2 (L1 off, memcached), cache-miss and
 #                                        ai-unique (every request a different one: the miss and its baseline);
 #                                        ai-prom, ai-otel, ai-audit, ai-obs (the observability plugins alone and
@@ -50,6 +56,18 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 wait_port() { for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
 UP=$(port)
+# the plugins of the lua-* cases, written here so that any SLUICE_BIN (another tree) runs the same ones
+mkdir -p "$TMP/plugins"
+{ echo '-- bench-fixed: answers every request with a fixed JSON body (what the upstream of the other cases sends)'
+  echo 'local BODY = [==['"$(cat "$HERE/lib/payloads/completion.json")"']==]'
+  echo 'return { name = "bench-fixed", version = "1.0", priority = 1000, access = function() return 200, BODY end }'
+} >"$TMP/plugins/bench-fixed.lua"
+cat >"$TMP/plugins/bench-filter.lua" <<'EOF2'
+-- bench-filter: a header on every response (header_filter) and a log phase that does nothing
+local set_header = require("sluice").response.set_header
+return { name = "bench-filter", version = "1.0", priority = 900,
+         header_filter = function(_, ctx) set_header("x-bench", "1", ctx) end, log = function() end }
+EOF2
 mkdir -p "$TMP/up"
 COMPLETION=$(python3 -c 'import sys; print(open(sys.argv[1]).read().replace("\\","\\\\").replace("'"'"'","\\'"'"'").replace("\n","\\n"), end="")' "$HERE/lib/payloads/completion.json")
 SSE=$(python3 -c 'import sys; print(open(sys.argv[1]).read().replace("\\","\\\\").replace("'"'"'","\\'"'"'").replace("\n","\\n"), end="")' "$HERE/lib/payloads/stream.sse")
@@ -141,10 +159,15 @@ EOF
     mcnode=", memcached: {servers: [\"127.0.0.1:$MC_PORT\"]}"
   fi
   [[ ${kind%-log} == cache-* ]] && mcnode="$mcnode, shared_dicts: {ai-cache: 256m}"
+  [[ ${kind%-log} == lua-* || ${kind%-log} == ai-fixed ]] && mcnode="$mcnode, plugin_paths: [plugins, \"$TMP/plugins\"]"
   {
     echo "node: {listen: [\"127.0.0.1:$gw\"], workers: 1, log_level: warn, access_log: {path: \"$log\"}$mcnode}"
     case ${kind%-log} in
       plain) echo "routes: [{id: plain, paths: [\"/*\"], upstream: {nodes: [\"127.0.0.1:$UP\"]}}]" ;;
+      lua-fixed) echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {bench-fixed: {}}}]" ;;
+      ai-fixed) echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}, bench-fixed: {}}}]" ;;
+      lua-filter) echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {bench-fixed: {}, bench-filter: {}}}]" ;;
       ai|ai-key|ai-unique) echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}}}]" ;;
       ai-limits|ai-limits-mc)
@@ -210,7 +233,7 @@ EOF
   valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out.$kind.$n" "$SLUICE_BIN" -c "$TMP/sluice.yaml" \
     >"$TMP/gw.log" 2>&1 &
   fi
-  if [[ ${kind%-log} == ai* || ${kind%-log} == cache-* ]]; then path=/v1/chat/completions; body=$(cat "$HERE/lib/payloads/chat.json"); fi
+  if [[ ${kind%-log} == ai* || ${kind%-log} == cache-* || ${kind%-log} == lua-* ]]; then path=/v1/chat/completions; body=$(cat "$HERE/lib/payloads/chat.json"); fi
   local unique=0
   [[ ${kind%-log} == cache-miss || ${kind%-log} == ai-unique ]] && unique=1
   [[ ${kind%-log} == ai-key || ${kind%-log} == ai-limits* ]] && auth="Authorization: Bearer bench-client-key-0123456789"
