@@ -243,17 +243,24 @@ local function run_phase(ctx, items, phase)
     return false
 end
 
+local function log_item(ctx, item)
+    local ok, err = pcall(item.plugin.log, item.conf, ctx)
+    if not ok then
+        log.err("plugin ", item.name, " log failed: ", err)
+    end
+end
+
+-- Every log plugin runs, whatever the ones before it did; the first two outside a loop, as in run_phase.
 local function run_log(ctx, pipe)
     local items = pipe and pipe.log
     if not items then
         return
     end
-    for i = 1, #items do
-        local item = items[i]
-        local ok, err = pcall(item.plugin.log, item.conf, ctx)
-        if not ok then
-            log.err("plugin ", item.name, " log failed: ", err)
-        end
+    local n = #items
+    if n >= 1 then log_item(ctx, items[1]) end
+    if n >= 2 then log_item(ctx, items[2]) end
+    for i = 3, n do
+        log_item(ctx, items[i])
     end
 end
 
