@@ -95,7 +95,7 @@ function _M.set_header(name, value, ctx)
     end
     local rh = ctx.resp_headers
     if not rh then
-        rh = {}
+        rh = tnew(0, 4) -- a plugin sets one or two as a rule: no rehash for them
         ctx.resp_headers = rh
     end
     rh[lower_name(name)] = value ~= nil and value or false
