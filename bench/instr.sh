@@ -28,18 +28,21 @@
 #                                        first with `sluice rag build` (bench/rag_corpus.py, mock embeddings)
 #   SLUICE_BIN=/tmp/old/build/sluice bench/instr.sh plain      another build (its own Lua tree: the source
 #                                                              directory it was built from)
-#   REQUESTS=2000 (per case), CONNECTIONS=4
+#   REQUESTS=2000 (per case), CONNECTIONS=4, WARMUP=200
 #   CACHE_CONF='coalesce: false'             more ai-cache fields for the cache-* cases (what a part costs)
 #
 # For each case: an nginx upstream answers from memory; the gateway (workers: 1) runs under callgrind; a
-# Python client sends REQUESTS requests over CONNECTIONS keep-alive connections, after a warm-up of 200 (the
-# counts of the warm-up are taken off by a second, warm-up-only run); prints instructions per request.
+# Python client sends REQUESTS requests over CONNECTIONS keep-alive connections, after a warm-up of WARMUP (200;
+# the counts of the warm-up are taken off by a second, warm-up-only run); prints instructions per request. A
+# longer warm-up (WARMUP=2000) leaves fewer JIT compilations and trace aborts to the counted requests: steadier
+# numbers for the Lua routes, whose run-to-run spread is several thousand instructions with 200.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 SLUICE_BIN=${SLUICE_BIN:-$ROOT/build/sluice}
 REQUESTS=${REQUESTS:-2000}
 CONNECTIONS=${CONNECTIONS:-4}
+WARMUP=${WARMUP:-200}
 CASES=("$@")
 [[ ${#CASES[@]} -gt 0 ]] || CASES=(plain)
 command -v valgrind >/dev/null || { echo "instr: valgrind is missing" >&2; exit 2; }
@@ -251,7 +254,7 @@ PY
   fi
   local vpid=$!
   wait_port "$gw" || { echo "instr: gateway did not start: $(tail -3 "$TMP/gw.log")" >&2; exit 2; }
-  client "$gw" "$path" "$body" 200 "$CONNECTIONS" "$auth" "$unique"   # warm-up: JIT traces, pools, caches
+  client "$gw" "$path" "$body" "$WARMUP" "$CONNECTIONS" "$auth" "$unique"   # warm-up: JIT traces, pools, caches
   (( n > 0 )) && client "$gw" "$path" "$body" "$n" "$CONNECTIONS" "$auth" "$unique"
   kill -TERM "$vpid"; wait "$vpid" 2>/dev/null || true
   if [[ -n $MC_PID ]]; then kill "$MC_PID" 2>/dev/null || true; wait "$MC_PID" 2>/dev/null || true; fi
