@@ -220,7 +220,7 @@ local function embedded(conf, query, ctx)
         if not ok then return nil, cerr end -- no index: no embedding call either
         local vecs, err = sluice.providers.embed(def.provider, query, {
             model = def.model, dimensions = def.dimensions, timeout = conf.embedding_timeout,
-            config = ctx.config })
+            config = ctx.config, floats = true })
         if not vecs then
             if conf.mode == "dense" then return nil, "cannot embed the query: " .. tostring(err) end
             log.warn("[ai-rag] cannot embed the query, BM25 alone: ", err)
