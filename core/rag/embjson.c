@@ -1,6 +1,6 @@
 /* Reading an embeddings answer (embjson.h) in one pass over its bytes. A query's embedding is hundreds of
- * numbers of about 20 characters each (OpenAI writes a float32 with 17 significant digits): decoded into a Lua
- * table first, each number costs a strtod, a table slot and then a copy into a float array. Here a number
+ * numbers of about 20 characters each (OpenAI writes a float32 with 17 significant digits): decoded into a
+ * Lua table first, each number costs a strtod, a table slot and then a copy into a float array. Here a number
  * goes straight into its float: up to 19 significant digits are read into an integer and scaled by an exact
  * power of ten in double arithmetic (Clinger's fast path, within a few units of the double's last place); the
  * float nearest to that double is the float nearest to the decimal unless the double lies within those few
@@ -106,75 +106,109 @@ static int key_is(const char *s, size_t n, int esc, const char *lit)
     return !esc && n == strlen(lit) && memcmp(s, lit, n) == 0;
 }
 
-static int digit(const rd_t *r)
+/* Whether the 8 bytes at p are all ASCII digits (little-endian SWAR, as simdjson does). */
+static int eight_digits(const char *p, uint64_t *v)
 {
-    return r->p < r->end && *r->p >= '0' && *r->p <= '9';
+    memcpy(v, p, 8);
+    return (((*v & 0xF0F0F0F0F0F0F0F0ull) | (((*v + 0x0606060606060606ull) & 0xF0F0F0F0F0F0F0F0ull) >> 4)) ==
+            0x3333333333333333ull);
 }
 
-/* A JSON number at p into *v (the nearest float), *ival (its value when an integer of at most 18 digits,
- * else -1). 0 or -1. */
+/* The value of 8 ASCII digits (eight_digits' v): three multiplications instead of eight steps. */
+static uint64_t eight_value(uint64_t v)
+{
+    v -= 0x3030303030303030ull;
+    v = (v * 10) + (v >> 8);
+    return (((v & 0x000000FF000000FFull) * (100 + (1000000ull << 32))) +
+            (((v >> 16) & 0x000000FF000000FFull) * (1 + (10000ull << 32)))) >>
+           32;
+}
+
+/* strtof on the number's characters (a copy: the answer is not NUL-terminated); out of line, so the common
+ * path keeps a small frame. 0 or -1 (too long, not finite). */
+__attribute__((noinline)) static int slow_float(const char *start, const char *end, float *v)
+{
+    char buf[MAX_NUMBER + 1];
+    size_t len = (size_t)(end - start);
+    if (len > MAX_NUMBER)
+        return -1;
+    memcpy(buf, start, len);
+    buf[len] = '\0';
+    float f = strtof(buf, NULL);
+    if (!isfinite(f))
+        return -1;
+    *v = f;
+    return 0;
+}
+
+static inline int is_digit(const char *p, const char *end)
+{
+    return p < end && (unsigned)(*p - '0') <= 9;
+}
+
+/* A JSON number at p into *v (the nearest float), *ival (its value when a non-negative integer of at most 18
+ * digits, else -1). 0 or -1. */
 static int number(rd_t *r, float *v, int64_t *ival)
 {
     ws(r);
-    const char *start = r->p;
-    int neg = 0, frac = 0, nd = 0, e10 = 0, integral = 1;
+    const char *p = r->p, *const end = r->end, *const start = p;
+    int neg = 0, frac = 0, expo = 0, nd = 0, e10 = 0;
     uint64_t m = 0;
-    if (r->p < r->end && *r->p == '-') {
+    if (p < end && *p == '-') {
         neg = 1;
-        r->p++;
+        p++;
     }
-    if (!digit(r))
+    if (!is_digit(p, end))
         return -1;
-    if (*r->p == '0') {
-        r->p++;
-        if (digit(r))
+    if (*p == '0') {
+        if (is_digit(++p, end))
             return -1; /* no leading zeros in JSON */
     } else {
-        while (digit(r)) {
+        for (; is_digit(p, end); p++) {
             if (nd < 19) {
-                m = m * 10 + (uint64_t)(*r->p - '0');
+                m = m * 10 + (uint64_t)(*p - '0');
                 nd++;
             } else {
                 e10++;
             }
-            r->p++;
         }
     }
-    if (r->p < r->end && *r->p == '.') {
-        r->p++;
-        if (!digit(r))
+    if (p < end && *p == '.') {
+        if (!is_digit(++p, end))
             return -1;
         frac = 1;
-        while (digit(r)) {
-            int d = *r->p - '0';
-            if (d != 0)
-                integral = 0;
-            if (m == 0 && d == 0) {
-                e10--; /* leading zeros of the fraction are not significant */
-            } else if (nd < 19) {
-                m = m * 10 + (uint64_t)d;
+        if (m == 0) /* leading zeros of the fraction are not significant */
+            for (; p < end && *p == '0'; p++)
+                e10--;
+        uint64_t eight;
+        while (nd <= 11 && end - p >= 8 && eight_digits(p, &eight)) {
+            m = m * 100000000 + eight_value(eight);
+            nd += 8;
+            e10 -= 8;
+            p += 8;
+        }
+        for (; is_digit(p, end); p++)
+            if (nd < 19) {
+                m = m * 10 + (uint64_t)(*p - '0');
                 nd++;
                 e10--;
             }
-            r->p++;
-        }
     }
-    if (r->p < r->end && (*r->p | 0x20) == 'e') {
-        r->p++;
-        integral = 0;
+    if (p < end && (*p | 0x20) == 'e') {
+        p++;
+        expo = 1;
         int eneg = 0, ex = 0;
-        if (r->p < r->end && (*r->p == '+' || *r->p == '-'))
-            eneg = *r->p++ == '-';
-        if (!digit(r))
+        if (p < end && (*p == '+' || *p == '-'))
+            eneg = *p++ == '-';
+        if (!is_digit(p, end))
             return -1;
-        while (digit(r)) {
+        for (; is_digit(p, end); p++)
             if (ex < 100000)
-                ex = ex * 10 + (*r->p - '0');
-            r->p++;
-        }
+                ex = ex * 10 + (*p - '0');
         e10 += eneg ? -ex : ex;
     }
-    *ival = !frac && integral && !neg && e10 == 0 && nd <= 18 ? (int64_t)m : -1;
+    r->p = p;
+    *ival = !frac && !expo && !neg && e10 == 0 && nd <= 18 ? (int64_t)m : -1;
     if (m == 0) {
         *v = neg ? -0.0f : 0.0f;
         return 0;
@@ -193,17 +227,7 @@ static int number(rd_t *r, float *v, int64_t *ival)
             }
         }
     }
-    size_t len = (size_t)(r->p - start);
-    char buf[MAX_NUMBER + 1];
-    if (len > MAX_NUMBER)
-        return -1;
-    memcpy(buf, start, len);
-    buf[len] = '\0';
-    float f = strtof(buf, NULL);
-    if (!isfinite(f))
-        return -1;
-    *v = f;
-    return 0;
+    return slow_float(start, p, v);
 }
 
 static int skip(rd_t *r, int depth);
@@ -437,7 +461,8 @@ out:
     return rc;
 }
 
-int sl_rag_embeddings_read(const char *json, size_t len, uint32_t count, float *out, size_t cap, int64_t *tokens)
+int sl_rag_embeddings_read(const char *json, size_t len, uint32_t count, float *out, size_t cap,
+                           int64_t *tokens)
 {
     rd_t r = {json, json + len};
     acc_t a = {out, cap, count, 0, 0, NULL, 0};

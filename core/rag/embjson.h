@@ -12,6 +12,7 @@
  *  base64 or empty embedding, not count items, indexes not 0..count-1 once each): the caller then reads it
  *  the general way, which says what is wrong; -ENOSPC when out is too small; -ERANGE when the vectors differ
  *  in length; -ENOMEM. */
-int sl_rag_embeddings_read(const char *json, size_t len, uint32_t count, float *out, size_t cap, int64_t *tokens);
+int sl_rag_embeddings_read(const char *json, size_t len, uint32_t count, float *out, size_t cap,
+                           int64_t *tokens);
 
 #endif

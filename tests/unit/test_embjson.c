@@ -35,22 +35,25 @@ static void test_shapes(void)
 {
     float v[8];
     int64_t tok;
-    CHECK_INT(read1("{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,\"embedding\":[0.5,-1.25,"
-                    "3e-2,0]}],\"model\":\"m\",\"usage\":{\"prompt_tokens\":7,\"total_tokens\":7}}",
-                    v, 8, &tok),
-              4);
+    CHECK_INT(
+        read1("{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,\"embedding\":[0.5,-1.25,"
+              "3e-2,0]}],\"model\":\"m\",\"usage\":{\"prompt_tokens\":7,\"total_tokens\":7}}",
+              v, 8, &tok),
+        4);
     CHECK(v[0] == 0.5f && v[1] == -1.25f && v[2] == 0.03f && v[3] == 0.0f);
     CHECK_INT(tok, 7);
     /* white space anywhere, keys in any order, no usage, nested values skipped */
-    CHECK_INT(read1(" {\n \"x\" : {\"a\":[1,{\"b\":null}],\"c\":\"\\u00e9\\\"\"} , \"data\" : [ { \"embedding\" : [ 1 , 2 ] ,"
+    CHECK_INT(read1(" {\n \"x\" : {\"a\":[1,{\"b\":null}],\"c\":\"\\u00e9\\\"\"} , \"data\" : [ { "
+                    "\"embedding\" : [ 1 , 2 ] ,"
                     " \"index\" : 0 } ] , \"t\":true,\"f\":false } ",
                     v, 8, &tok),
               2);
     CHECK(v[0] == 1.0f && v[1] == 2.0f);
     CHECK_INT(tok, -1);
     /* two vectors given out of order land in index order */
-    CHECK_INT(read2("{\"data\":[{\"index\":1,\"embedding\":[3,4]},{\"embedding\":[1,2],\"index\":0}]}", v, 8, &tok),
-              2);
+    CHECK_INT(
+        read2("{\"data\":[{\"index\":1,\"embedding\":[3,4]},{\"embedding\":[1,2],\"index\":0}]}", v, 8, &tok),
+        2);
     CHECK(v[0] == 1 && v[1] == 2 && v[2] == 3 && v[3] == 4);
     /* refused: the general reader decides (or reports) */
     const char *bad[] = {
@@ -58,20 +61,20 @@ static void test_shapes(void)
         "[]",
         "{}",
         "{\"data\":[]}",
-        "{\"data\":[{\"embedding\":\"AAAAAA==\"}]}",          /* base64 */
-        "{\"data\":[{\"embedding\":[]}]}",                    /* empty */
-        "{\"data\":[{\"index\":0}]}",                         /* no vector */
-        "{\"data\":[{\"embedding\":[1,2]}],\"data\":[]}",     /* repeated key */
+        "{\"data\":[{\"embedding\":\"AAAAAA==\"}]}",      /* base64 */
+        "{\"data\":[{\"embedding\":[]}]}",                /* empty */
+        "{\"data\":[{\"index\":0}]}",                     /* no vector */
+        "{\"data\":[{\"embedding\":[1,2]}],\"data\":[]}", /* repeated key */
         "{\"data\":[{\"embedding\":[1,2],\"embedding\":[1]}]}",
-        "{\"data\":[{\"embedding\":[1,2],\"index\":1}]}",     /* index out of range */
+        "{\"data\":[{\"embedding\":[1,2],\"index\":1}]}", /* index out of range */
         "{\"data\":[{\"embedding\":[1,2],\"index\":-0}]}",
         "{\"data\":[{\"embedding\":[1,2],\"index\":\"0\"}]}",
         "{\"data\":[{\"embedding\":[1,2]},{\"embedding\":[1,2]}]}", /* more items than asked */
-        "{\"d\\u0061ta\":[{\"embedding\":[1,2]}]}",           /* an escaped key: not read here */
-        "{\"data\":[{\"embedding\":[1,2]}]",                  /* truncated */
-        "{\"data\":[{\"embedding\":[1,2]}]}x",                /* trailing bytes */
+        "{\"d\\u0061ta\":[{\"embedding\":[1,2]}]}",                 /* an escaped key: not read here */
+        "{\"data\":[{\"embedding\":[1,2]}]",                        /* truncated */
+        "{\"data\":[{\"embedding\":[1,2]}]}x",                      /* trailing bytes */
         "{\"data\":[{\"embedding\":[1,2,]}]}",
-        "{\"data\":[{\"embedding\":[01]}]}",                  /* leading zero */
+        "{\"data\":[{\"embedding\":[01]}]}", /* leading zero */
         "{\"data\":[{\"embedding\":[1.]}]}",
         "{\"data\":[{\"embedding\":[.5]}]}",
         "{\"data\":[{\"embedding\":[1e]}]}",
@@ -80,10 +83,12 @@ static void test_shapes(void)
         "{\"data\":[{\"embedding\":[1e999]}]}",               /* not a finite float */
         "{\"data\":[{\"embedding\":[1,2]}],\"x\":\"a\\qb\"}", /* bad escape */
         "{\"data\":[{\"embedding\":[1,2]}],\"x\":\"a\\u12\"}",
-        "{\"data\":[{\"embedding\":[1,2]}],\"x\":\"a\nb\"}",  /* control character */
+        "{\"data\":[{\"embedding\":[1,2]}],\"x\":\"a\nb\"}", /* control character */
         "{\"data\":[{\"embedding\":[1,2]}],\"x\":tru}",
-        "{\"data\":[{\"embedding\":[1,2]}],\"x\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]"
-        "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}", /* deeper than the reader goes */
+        "{\"data\":[{\"embedding\":[1,2]}],\"x\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+        "[[[[[[[[]]]]"
+        "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}", /* deeper than the reader goes
+                                                                                */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int rc = read1(bad[i], v, 8, &tok);
@@ -92,12 +97,11 @@ static void test_shapes(void)
         CHECK_INT(rc, -EINVAL);
     }
     CHECK_INT(read1("{\"data\":[{\"embedding\":[1,2,3]}]}", v, 2, &tok), -ENOSPC);
-    CHECK_INT(read2("{\"data\":[{\"embedding\":[1,2]},{\"embedding\":[1,2,3]}]}", v, 8, &tok),
-              -ERANGE);
-    CHECK_INT(read2("{\"data\":[{\"embedding\":[1,2,3]},{\"embedding\":[1,2]}]}", v, 8, &tok),
-              -ERANGE);
-    CHECK_INT(read2("{\"data\":[{\"embedding\":[1],\"index\":0},{\"embedding\":[2],\"index\":0}]}", v, 8, &tok),
-              -EINVAL); /* an index twice */
+    CHECK_INT(read2("{\"data\":[{\"embedding\":[1,2]},{\"embedding\":[1,2,3]}]}", v, 8, &tok), -ERANGE);
+    CHECK_INT(read2("{\"data\":[{\"embedding\":[1,2,3]},{\"embedding\":[1,2]}]}", v, 8, &tok), -ERANGE);
+    CHECK_INT(
+        read2("{\"data\":[{\"embedding\":[1],\"index\":0},{\"embedding\":[2],\"index\":0}]}", v, 8, &tok),
+        -EINVAL); /* an index twice */
     CHECK_INT(sl_rag_embeddings_read(NULL, 0, 1, v, 8, &tok), -EINVAL);
 }
 
