@@ -82,6 +82,7 @@ io.write('{"object":"list","data":[{"object":"embedding","index":0,"embedding":[
 LUA
   luajit "$TMP/embedding.lua" "$ROOT" "$RAG_QUERY" "${RAG_DIMS:-768}" >"$TMP/up/embeddings.json"
   EMBEDDING=$TMP/up/embeddings.json
+  chmod a+x "$TMP" "$TMP/up" && chmod a+r "$EMBEDDING" # nginx's worker (nobody when run as root) reads it
 fi
 COMPLETION=$(python3 -c 'import sys; print(open(sys.argv[1]).read().replace("\\","\\\\").replace("'"'"'","\\'"'"'").replace("\n","\\n"), end="")' "$HERE/lib/payloads/completion.json")
 SSE=$(python3 -c 'import sys; print(open(sys.argv[1]).read().replace("\\","\\\\").replace("'"'"'","\\'"'"'").replace("\n","\\n"), end="")' "$HERE/lib/payloads/stream.sse")
