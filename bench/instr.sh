@@ -19,7 +19,8 @@
 #                                        events) without and with ai-moderation (local categories) checking it
 #                                        ai-rag: the ai route with ai-rag (hybrid, k 4) on an index of
 #                                        RAG_FILES x RAG_SECTIONS (500 x 20 = 10,000) synthetic chunks of
-#                                        RAG_DIMS (768) dimensions, built first with `sluice rag build`
+#                                        RAG_DIMS (768) dimensions and RAG_PROBES (8) IVF probes, built first
+#                                        with `sluice rag build`
 #                                        (bench/rag_corpus.py; the mock provider's embeddings); the query's
 #                                        embedding comes from an HTTP provider (the nginx upstream answers
 #                                        /v1/embeddings with the mock's vector of the bench question, in the
@@ -235,7 +236,11 @@ EOF
             dims=", dimensions: ${RAG_DIMS:-768}"
           echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}, emb: $emb}"
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench},"
-          echo "  ai-rag: {k: 4, index: {name: bench, file: \"$TMP/${kind%-log}.idx\", source: \"$TMP/corpus\", provider: emb$dims}}}}]" ;;
+          # probes pinned (RAG_PROBES, default 8: the default of 100 lists before probes were measured at build):
+          # the mock's hashed bag-of-words vectors are nearly random, so the measured default is the most it may
+          # be (a quarter of the lists), which buys recall with a 3x scan (bench_knn measures that trade)
+          echo "  ai-rag: {k: 4, index: {name: bench, file: \"$TMP/${kind%-log}.idx\", source: \"$TMP/corpus\", provider: emb$dims,"
+          echo "    ivf: {probes: ${RAG_PROBES:-8}}}}}}]" ;;
     esac
   } >"$TMP/sluice.yaml"
   if [[ ${kind%-log} == ai-rag* && ! -f $TMP/${kind%-log}.idx ]]; then
