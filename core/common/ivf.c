@@ -60,10 +60,10 @@ typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias)); /* ro
 #define LOAD8(p) (*(const v8u *)(p))
 
 __attribute__((always_inline)) static inline float dot(const float *restrict a, const float *restrict b,
-                                                       uint32_t n)
+                                                       size_t n)
 {
     v8f s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
-    uint32_t i = 0;
+    size_t i = 0;
     for (; i + 32 <= n; i += 32) {
         s0 += LOAD8(a + i) * LOAD8(b + i);
         s1 += LOAD8(a + i + 8) * LOAD8(b + i + 8);
