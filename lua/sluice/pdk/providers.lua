@@ -18,7 +18,7 @@ local timer = require("sluice.pdk.timer")
 local vector = require("sluice.pdk.vector")
 
 local type, pairs, tostring, tonumber, ipairs, error, require = type, pairs, tostring, tonumber, ipairs, error, require
-local concat = table.concat
+local concat, floor = table.concat, math.floor
 local ffi_new, ffi_copy = ffi.new, ffi.copy
 
 ffi.cdef [[
@@ -125,7 +125,7 @@ end
 -- tokens, or nil when the answer is not one (an error, another format: the caller reads it the general way).
 local function read_floats(status, rbody, n)
     if not rbody or status < 200 or status > 299 then return nil end
-    local cap = #rbody / 2 + 1 -- a number and its comma take two bytes or more
+    local cap = floor(#rbody / 2) + 1 -- a number and its comma take two bytes or more
     if cap > floats_cap then floats_buf, floats_cap = float_arr(cap), cap end
     local dims = C.sl_rag_embeddings_read(rbody, #rbody, n, floats_buf, floats_cap, tokens_p)
     if dims <= 0 then return nil end
