@@ -44,7 +44,9 @@
 # Python client sends REQUESTS requests over CONNECTIONS keep-alive connections, after a warm-up of WARMUP (200;
 # the counts of the warm-up are taken off by a second, warm-up-only run); prints instructions per request. A
 # longer warm-up (WARMUP=2000) leaves fewer JIT compilations and trace aborts to the counted requests: steadier
-# numbers for the Lua routes, whose run-to-run spread is several thousand instructions with 200.
+# numbers for the Lua routes, whose run-to-run spread is several thousand instructions with 200. ZERO=1: one run
+# per case instead of two, callgrind's counters zeroed after the warm-up and dumped after the counted requests
+# (callgrind_control): what the two runs' warm-ups compiled differently (JIT traces) is not in the difference.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -52,6 +54,7 @@ SLUICE_BIN=${SLUICE_BIN:-$ROOT/build/sluice}
 REQUESTS=${REQUESTS:-2000}
 CONNECTIONS=${CONNECTIONS:-4}
 WARMUP=${WARMUP:-200}
+ZERO=${ZERO:-0}
 CASES=("$@")
 [[ ${#CASES[@]} -gt 0 ]] || CASES=(plain)
 command -v valgrind >/dev/null || { echo "instr: valgrind is missing" >&2; exit 2; }
@@ -297,6 +300,16 @@ PY
   local vpid=$!
   wait_port "$gw" || { echo "instr: gateway did not start: $(tail -3 "$TMP/gw.log")" >&2; exit 2; }
   client "$gw" "$path" "$body" "$WARMUP" "$CONNECTIONS" "$auth" "$unique"   # warm-up: JIT traces, pools, caches
+  if [[ $ZERO == 1 ]]; then # counters zeroed after the warm-up, dumped after the counted requests: one run
+    callgrind_control -z "$vpid" >/dev/null
+    client "$gw" "$path" "$body" "$n" "$CONNECTIONS" "$auth" "$unique"
+    callgrind_control -d "$vpid" >/dev/null
+    kill -TERM "$vpid"; wait "$vpid" 2>/dev/null || true
+    if [[ -n $MC_PID ]]; then kill "$MC_PID" 2>/dev/null || true; wait "$MC_PID" 2>/dev/null || true; fi
+    callgrind_annotate "$(ls "$TMP"/callgrind.out."$kind"."$n".* | head -1)" 2>/dev/null |
+      awk '/PROGRAM TOTALS/ && !d {gsub(",", "", $1); print $1; d = 1}'
+    return
+  fi
   (( n > 0 )) && client "$gw" "$path" "$body" "$n" "$CONNECTIONS" "$auth" "$unique"
   kill -TERM "$vpid"; wait "$vpid" 2>/dev/null || true
   if [[ -n $MC_PID ]]; then kill "$MC_PID" 2>/dev/null || true; wait "$MC_PID" 2>/dev/null || true; fi
@@ -304,6 +317,11 @@ PY
 }
 
 for c in "${CASES[@]}"; do
+  if [[ $ZERO == 1 ]]; then
+    total=$(measure "$c" "$REQUESTS")
+    echo "$c: $(( total / REQUESTS )) instructions per request ($REQUESTS requests after $WARMUP, counters zeroed)"
+    continue
+  fi
   base=$(measure "$c" 0)
   total=$(measure "$c" "$REQUESTS")
   who=$([[ ${c%-log} == nginx ]] && echo nginx || basename "$(dirname "$(dirname "$SLUICE_BIN")")")
