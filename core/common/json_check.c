@@ -237,6 +237,25 @@ static const char *scan_value(scan_t *sc, const char *p)
     }
 }
 
+const char *sl_json_plain_value(const char *p, const char *end)
+{
+    scan_t sc;
+    sc.end = end;
+    sc.depth = 0;
+    sc.nkeys = 0;
+    return p == NULL ? NULL : scan_value(&sc, p);
+}
+
+const char *sl_json_string_end(const char *p, const char *end, int *esc)
+{
+    return p < end && *p == '"' ? scan_string(p, end, esc) : NULL;
+}
+
+const char *sl_json_number_end(const char *p, const char *end)
+{
+    return scan_number(p, end);
+}
+
 int sl_json_plain_object(const char *s, size_t len)
 {
     if (s == NULL)
