@@ -44,11 +44,26 @@ static int hex4(const char *p, const char *e, unsigned *v)
     return 1;
 }
 
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+
+/* Nonzero when one of the 8 bytes of w is '"', '\\' or below 0x20: the bytes a string scan must look at. */
+static uint64_t special8(uint64_t w)
+{
+    uint64_t q = w ^ (ONES * '"'), b = w ^ (ONES * '\\');
+    return ((q - ONES) & ~q & HIGHS) | ((b - ONES) & ~b & HIGHS) | ((w - ONES * 0x20) & ~w & HIGHS);
+}
+
 /* The string whose opening quote is at p: the byte after its closing quote, or NULL. *esc: it has escapes. */
 static const char *scan_string(const char *p, const char *e, int *esc)
 {
     *esc = 0;
     for (p++; p < e;) {
+        uint64_t w;
+        while (e - p >= 8 && (memcpy(&w, p, 8), special8(w) == 0))
+            p += 8; /* eight ordinary bytes at a time */
+        if (p >= e)
+            break;
         unsigned char c = (unsigned char)*p;
         if (c == '"')
             return p + 1;
