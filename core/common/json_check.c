@@ -421,15 +421,25 @@ long sl_json_usage_at(const char *s, size_t len, size_t from)
     const size_t klen = sizeof(key) - 1;
     const char *e = s + len;
     long at = -1;
-    if (s == NULL || from >= len)
+    if (s == NULL || from >= len || len - from < klen)
         return -1;
-    for (const char *p = s + from; (p = memmem(p, (size_t)(e - p), key, klen)) != NULL;) {
-        p += klen;
-        const char *k = skip_ws(p, e);
+    /* from the end: the last one is the one wanted, and the top-level usage ends OpenAI bodies */
+    for (const char *p = e - klen; p >= s + from; p--) {
+        if (*p != '"' || memcmp(p, key, klen) != 0)
+            continue;
+        /* as a search from the front sees them: of keys sharing their quotes ("usage"usage"...), every other */
+        int chain = 0;
+        for (const char *q = p - (klen - 1); q >= s + from && memcmp(q, key, klen) == 0; q -= klen - 1)
+            chain++;
+        if (chain & 1)
+            continue;
+        const char *k = skip_ws(p + klen, e);
         if (k < e && *k == ':') {
             k = skip_ws(k + 1, e);
-            if (k < e && *k == '{')
+            if (k < e && *k == '{') {
                 at = (long)(k - s);
+                break;
+            }
         }
     }
     return at;

@@ -145,6 +145,11 @@ static void test_usage_at(void)
     CHECK_INT(usage_at("{\"usage\":", 0), -1);
     CHECK_INT(usage_at("{\"usage\"", 0), -1);
     CHECK_INT(usage_at("\"usage\"\"usage\":{}", 0), 15);
+    /* keys sharing their quotes: a search from the front takes every other one */
+    CHECK_INT(usage_at("\"usage\"usage\":{}", 0), -1);
+    CHECK_INT(usage_at("\"usage\"usage\"usage\":{}", 0), 20);
+    CHECK_INT(usage_at("\"usage\"usage\"usage\":{}", 6), -1);
+    CHECK_INT(usage_at("\"usage\":{},\"usage\"usage\":{}", 0), 8);
     /* from: where the search starts */
     CHECK_INT(usage_at("{\"usage\":{}}", 1), 9);
     CHECK_INT(usage_at("{\"usage\":{}}", 2), -1);
