@@ -542,7 +542,11 @@ end
 function _M.run(ctx)
     local ob = rawget(ctx, "ai_observer") -- unset on most requests: no call of ctx's __index
     if not ob then
-        return run(ctx)
+        -- not a tail call: run's own tail calls (non_stream, stream) then return into this Lua frame, where a trace
+        -- through them can end; returning straight into the caller's pcall is not compiled (NYI: return to lower
+        -- frame), and the traces through the whole answer were thrown away
+        local res, fail = run(ctx)
+        return res, fail
     end
     local ai = ctx.ai
     ai.attempt_token = nil

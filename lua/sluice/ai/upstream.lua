@@ -117,6 +117,22 @@ local EMPTY = {}
 -- strings popts points at (host, tls.ca_file, tls.sni) alive.
 local last = { opts = nil, host = nil, port = nil, flags = nil, addr = nil }
 
+-- open()'s end, once the response head came (or the call failed). A function of its own: the code after a
+-- yield runs in a trace that starts there, and this call lets it end by linking to this function's trace; run
+-- on, it reached the upstream stage's pcall and was thrown away (NYI: return to lower frame).
+local function head_arrived(ctx, p)
+    if p.headers_done == 0 then
+        local err = p.error
+        if err == UPERR_CLIENT_GONE or ctx.req.client_gone ~= 0 then
+            return nil, nil, "client gone"
+        end
+        ctx.upstream_error = "upstream " .. uperr_text(err)
+        return nil, err == UPERR_TIMEOUT and 504 or 502, ctx.upstream_error
+    end
+    ctx.upstream_status = p.status
+    return p
+end
+
 --- Sends req = {scheme, host, port, method, path, headers = {name = value}, body = string} upstream and waits for
 --- the response head. opts: timeout = {connect, send, read, header} (seconds; header: the whole response head within
 --- this once the request is sent, default read), keepalive = {size, idle_timeout},
@@ -159,16 +175,7 @@ function _M.open(ctx, req, opts, body)
     ctx.upstream = p
     ctx._up_taken = false
     yield()
-    if p.headers_done == 0 then
-        local err = p.error
-        if err == UPERR_CLIENT_GONE or ctx.req.client_gone ~= 0 then
-            return nil, nil, "client gone"
-        end
-        ctx.upstream_error = "upstream " .. uperr_text(err)
-        return nil, err == UPERR_TIMEOUT and 504 or 502, ctx.upstream_error
-    end
-    ctx.upstream_status = p.status
-    return p
+    return head_arrived(ctx, p)
 end
 
 --- Response headers of an opened upstream call (lower-case names).
