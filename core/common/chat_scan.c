@@ -86,8 +86,8 @@ static const char *null_or_object(const char *p, const char *e)
     return p < e && *p == '{' ? sl_json_plain_value(p, e) : NULL;
 }
 
-/* The members of the object at p, each handed to fn with its value's first byte (fn returns the byte after the
- * value, or NULL); keys unescaped and unrepeated. Returns the byte after '}' or NULL. */
+/* The members of the object at p, each handed to fn with its value's first byte (fn returns the byte after
+ * the value, or NULL); keys unescaped and unrepeated. Returns the byte after '}' or NULL. */
 static const char *walk_object(const char *p, const char *e, member_fn fn, void *st)
 {
     const char *key[MAX_MEMBERS];
@@ -304,7 +304,8 @@ static const char *msg_member(void *st, const char *k, size_t kl, const char *v,
         m->call_id = *v == '"';
         return call_id(v, e);
     }
-    if (key_is(k, kl, "reasoning_content") || key_is(k, kl, "reasoning_signature") || key_is(k, kl, "is_error"))
+    if (key_is(k, kl, "reasoning_content") || key_is(k, kl, "reasoning_signature") ||
+        key_is(k, kl, "is_error"))
         return NULL;
     return sl_json_plain_value(v, e);
 }

@@ -1,5 +1,6 @@
-/* One pass over the raw bytes of an OpenAI Chat Completions request, for the AI route's lean path: the client's
- * body can go upstream as it is, so it is checked and read here instead of decoded into Lua tables. */
+/* One pass over the raw bytes of an OpenAI Chat Completions request, for the AI route's lean path: the
+ * client's body can go upstream as it is, so it is checked and read here instead of decoded into Lua tables.
+ */
 #ifndef SL_CHAT_SCAN_H
 #define SL_CHAT_SCAN_H
 
@@ -15,10 +16,10 @@ typedef struct sl_chat_scan {
 } sl_chat_scan_t;
 
 /** 1 when s[0..len) is an OpenAI chat request the lean path can take without decoding it: well-formed UTF-8,
- *  one plain JSON object (sl_json_plain_object) that passes every check of sluice.ai.validate for chat, with a
- *  model string without escapes, stream absent or true, stream_options absent or {"include_usage": true} (and
- *  only with stream), no member named in deny (names separated by spaces: the parameters the provider does not
- *  take) and none of the canonical extensions an OpenAI-wire driver removes (reasoning_content,
+ *  one plain JSON object (sl_json_plain_object) that passes every check of sluice.ai.validate for chat, with
+ * a model string without escapes, stream absent or true, stream_options absent or {"include_usage": true}
+ * (and only with stream), no member named in deny (names separated by spaces: the parameters the provider
+ * does not take) and none of the canonical extensions an OpenAI-wire driver removes (reasoning_content,
  *  reasoning_signature, is_error, cache_control, extra_content, "__ts__" call ids); *out filled. 0 for
  *  anything else, valid or not: the caller then decodes and checks the body the ordinary way (which also
  *  words the error). Never reads outside s[0..len). */

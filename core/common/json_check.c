@@ -68,8 +68,8 @@ static const char *scan_string(const char *p, const char *e, int *esc)
                 p += 8; /* eight ordinary bytes */
                 continue;
             }
-            /* straight to the first byte to look at: the lowest flagged byte is always a real one (the borrows
-             * of the tests only flag bytes above one) */
+            /* straight to the first byte to look at: the lowest flagged byte is always a real one (the
+             * borrows of the tests only flag bytes above one) */
             p += __builtin_ctzll(m) >> 3;
         }
 #endif
@@ -436,7 +436,8 @@ long sl_json_usage_at(const char *s, size_t len, size_t from)
     for (const char *p = e - klen; p >= s + from; p--) {
         if (*p != '"' || memcmp(p, key, klen) != 0)
             continue;
-        /* as a search from the front sees them: of keys sharing their quotes ("usage"usage"...), every other */
+        /* as a search from the front sees them: of keys sharing their quotes ("usage"usage"...), every other
+         */
         int chain = 0;
         for (const char *q = p - (klen - 1); q >= s + from && memcmp(q, key, klen) == 0; q -= klen - 1)
             chain++;

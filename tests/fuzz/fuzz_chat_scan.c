@@ -1,7 +1,8 @@
 /* Harness: the AI lean path's scan of raw OpenAI chat bodies (core/common/chat_scan.c), against the path it
- * stands for. The checks live in chat_scan_check.lua (in-process LuaJIT, through sluice.ai.validate.chat_scan):
- * whatever the scan takes must decode, pass validate.request and read the same values, and the driver's lean
- * request must carry the bytes build_request would send. Input: the body's bytes. */
+ * stands for. The checks live in chat_scan_check.lua (in-process LuaJIT, through
+ * sluice.ai.validate.chat_scan): whatever the scan takes must decode, pass validate.request and read the same
+ * values, and the driver's lean request must carry the bytes build_request would send. Input: the body's
+ * bytes. */
 #include <lua.h>
 
 #include "fuzz.h"

@@ -157,8 +157,8 @@ static void test_usage_at(void)
     CHECK_INT(sl_json_usage_at(NULL, 0, 0), -1);
 }
 
-/* The string scan goes eight bytes at a time: an escape, a control byte or the closing quote at every offset of
- * a long string, and UTF-8 bytes beside them, are each seen where they are. */
+/* The string scan goes eight bytes at a time: an escape, a control byte or the closing quote at every offset
+ * of a long string, and UTF-8 bytes beside them, are each seen where they are. */
 static void test_string_offsets(void)
 {
     for (int at = 0; at < 24; at++) {

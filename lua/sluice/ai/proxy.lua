@@ -15,8 +15,9 @@
 --   requested_model, model (served), usage (the usage record, see new_usage / finish_usage).
 --
 -- Lean path (OpenAI client, OpenAI-wire provider): the upstream body is passed through as is; usage is read
--- from the `"usage":{...}` object alone (never the whole body), so a request costs one JSON decode (the
--- client body) and one encode (the upstream body). Streams are forwarded event by event the same way.
+-- from the `"usage":{...}` object alone (never the whole body). Streams are forwarded event by event the same
+-- way. A chat request to a driver without body hooks is not even decoded: validate.chat_scan (C) checks and
+-- reads it, and ai.request is decoded on first use only (LAZY below; docs/ai-proxy.md).
 --
 -- Files: this one (access: prepare; proxy stage: run, the non-streaming answer and errors), sluice.ai.stream
 -- (streamed answers), sluice.ai.usage (the usage record); the public names of both are re-exported here.
@@ -237,7 +238,7 @@ local function lean_prepare(ctx, ai, conf, provider, d)
     if not raw or raw == "" then
         return false
     end
-    local model, stream, include_usage, stop_n, end_off = validate.chat_scan(raw, deny)
+    local model, streams, include_usage, stop_n, end_off = validate.chat_scan(raw, deny)
     if not model or (max_stop and stop_n > max_stop) then
         return false
     end
@@ -251,7 +252,7 @@ local function lean_prepare(ctx, ai, conf, provider, d)
     end
     ai.raw, ai.raw_model, ai.lean_body, ai.ctx = raw, model, raw, ctx
     ai.lean, ai.lean_stop, ai.lean_end = deny, stop_n, end_off
-    ai.stream, ai.include_usage = stream, include_usage
+    ai.stream, ai.include_usage = streams, include_usage
     ai.requested_model, ai.model = model, served
     setmetatable(ai, LAZY)
     ai.usage = new_usage(ctx, ai)
@@ -473,11 +474,11 @@ local function run(ctx)
     if raw and (rawget(ctx, "_json_out") or rawget(ctx, "json_changed") or ai.model ~= ai.raw_model) then
         raw = nil
     end
-    local req, err, body
+    local req, err, req_body
     if raw and ai.lean and lean_fits(ai) then
-        req, body = ai.driver.lean_request(ai.provider, raw, ai.stream, ai.include_usage, ai.lean_end)
+        req, req_body = ai.driver.lean_request(ai.provider, raw, ai.stream, ai.include_usage, ai.lean_end)
         if not req then
-            err, body = body, nil
+            err, req_body = req_body, nil
         end
     else
         local canon = ai.request
@@ -503,7 +504,7 @@ local function run(ctx)
     if req.local_response then -- the mock provider answers in Lua
         p, status, oerr = upstream.local_open(ctx, req.local_response)
     else
-        p, status, oerr = upstream.open(ctx, req, ai.call_opts or call_opts(ai), body)
+        p, status, oerr = upstream.open(ctx, req, ai.call_opts or call_opts(ai), req_body)
     end
     if not p and status and ai.defer_errors then
         return false, { kind = status == 504 and "timeout" or "error", status = status, message = oerr }

@@ -138,8 +138,8 @@ end
 --- this once the request is sent, default read), keepalive = {size, idle_timeout},
 --- tls = {verify = false?, ca_file?} for https, proxy = false to ignore HTTP(S)_PROXY (honoured otherwise, with
 --- NO_PROXY: provider calls are the gateway's egress).
---- body, when given, is sent instead of req.body (a shared req: sluice.ai.drivers.openai lean_request). req.fixed_headers:
---- req.headers is never changed (its lines are made once).
+--- body, when given, is sent instead of req.body (a shared req: sluice.ai.drivers.openai lean_request).
+--- req.fixed_headers: req.headers is never changed (its lines are made once).
 --- Returns p (status, headers via _M.headers(p)) | nil, status for the client (502/504, or nil when the client
 --- went away), error text. The body is then read with _M.read(ctx, p). Phases: the proxy stage only.
 function _M.open(ctx, req, opts, body)
