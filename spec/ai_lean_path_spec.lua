@@ -34,6 +34,22 @@ return { name = "after", version = "1", priority = 1000,
   end }
 ]]
 
+-- on every route: the usage record as the log phase will see it (filled before the answer's head goes out)
+local USAGE = [[
+local sluice = require("sluice")
+local FIELDS = { "consumer", "route", "provider", "provider_kind", "api", "op", "stream", "requested_model", "model",
+  "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens", "cost", "estimated",
+  "status", "retries", "fallbacks", "cache", "error", "cut" }
+return { name = "usage-echo", version = "1", priority = 10,
+  header_filter = function()
+    local u = sluice.ai.get_usage()
+    if not u then return end
+    local out = {}
+    for i, k in ipairs(FIELDS) do out[i] = k .. "=" .. tostring(u[k]) end
+    sluice.response.set_header("x-usage", table.concat(out, ";"))
+  end }
+]]
+
 describe("ai-proxy lean path", function()
     local gw, mock_port
 
@@ -50,13 +66,14 @@ describe("ai-proxy lean path", function()
         local dir = helpers.tmpdir()
         helpers.write_file(dir .. "/peek-before.lua", PEEK_BEFORE)
         helpers.write_file(dir .. "/after.lua", AFTER)
+        helpers.write_file(dir .. "/usage-echo.lua", USAGE)
         mock_port = helpers.free_port()
         local mock = helpers.spawn("node " .. helpers.shell_quote(ROOT .. "/tests/mock/providers.js") .. " " ..
             mock_port .. " --lax >" .. helpers.shell_quote(dir .. "/mock.log") .. " 2>&1")
         assert(helpers.wait_port(mock_port, mock, 10))
         local up = "http://127.0.0.1:" .. mock_port
         local function route(id, provider, more)
-            local plugins = { ["ai-proxy"] = { provider = provider } }
+            local plugins = { ["ai-proxy"] = { provider = provider }, ["usage-echo"] = {} }
             for k, v in pairs(more or {}) do plugins[k] = v end
             return { id = id, paths = { "/" .. id .. "/v1/*" }, plugins = plugins }
         end
@@ -129,6 +146,12 @@ describe("ai-proxy lean path", function()
                 local what = pair[1] .. ": " .. raw:sub(1, 200)
                 assert.equal(b.status, a.status, what)
                 assert.equal(b.headers["content-type"], a.headers["content-type"], what)
+                if a.status == 200 then
+                    assert.matches("prompt_tokens=%d+", a.headers["x-usage"], what)
+                end
+                -- the usage record (the access log's ai object) says the same, route id aside
+                assert.equal((tostring(b.headers["x-usage"]):gsub("route=%w+", "")),
+                    (tostring(a.headers["x-usage"]):gsub("route=%w+", "")), what)
                 -- the mock's answers differ in their ids and times only
                 local function same_answer(x)
                     return (x:gsub('"id":"[^"]*"', ""):gsub('"created":%d+', ""))
