@@ -12,7 +12,7 @@
 local ffi = require("ffi")
 local base = require("sluice.pdk.base")
 
-local ffi_string, lower, type, pairs, tostring = ffi.string, string.lower, type, pairs, tostring
+local ffi_string, lower, type, pairs, tostring, rawget = ffi.string, string.lower, type, pairs, tostring, rawget
 local gsub, char, tonumber, find, sub = string.gsub, string.char, tonumber, string.find, string.sub
 local cjson = require("cjson.safe")
 local get_ctx = base.get_ctx
@@ -186,6 +186,12 @@ local function decoded(ctx)
         return nil, err
     elseif body == "" then
         return nil, "empty body"
+    end
+    local ai = rawget(ctx, "ai")
+    if ai and rawget(ai, "lean_body") == body and rawget(ai, "request") == nil then
+        -- the AI route read these bytes without decoding them (sluice.ai.proxy, lean path): its table is made
+        -- now, once, and is this one too (ctx.json)
+        return ai.request
     end
     local t, jerr = cjson.decode(body)
     if t == nil then
