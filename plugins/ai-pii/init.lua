@@ -24,6 +24,8 @@ local rs = require("sluice.ai.safety.response")
 local safety = require("sluice.ai.safety")
 local json = require("sluice.ai.common.json")
 local restore = require("ai-pii.restore")
+local splice = require("sluice.ai.safety.splice")
+local utf8 = require("sluice.ai.validate").utf8
 
 local type, ipairs, pairs, tostring, pcall, next = type, ipairs, pairs, tostring, pcall, next
 local gsub, sub = string.gsub, string.sub
@@ -203,9 +205,15 @@ local function mask_value(c, st, v, salt, depth)
     return changed
 end
 
---- Masks a decoded request body in place for compiled conf c; st collects placeholders and counts. True when the
---- body changed (pure apart from st: for specs).
-function _M.mask_body(c, conf, st, body, api)
+-- Puts y in slot s (edits, when given, collects {path, text} for sluice.ai.safety.splice).
+local function set(s, y, edits)
+    s.t[s.k] = y
+    if edits then edits[#edits + 1] = { path = s.path, text = y } end
+end
+
+--- Masks a decoded request body in place for compiled conf c; st collects placeholders and counts, edits (when
+--- given) each changed string ({path, text}). True when the body changed (pure apart from st: for specs).
+function _M.mask_body(c, conf, st, body, api, edits)
     local changed = false
     local salt = conf.hash_salt
     for _, u in ipairs(sreq.units(body, api)) do
@@ -217,17 +225,17 @@ function _M.mask_body(c, conf, st, body, api)
                         local v = s.kind == "tool_args" and json.json_decode(text) or nil
                         if type(v) == "table" then -- arguments are JSON text: mask the strings inside
                             if mask_value(c, st, v, salt, 0) then
-                                s.t[s.k] = json.json_encode(v) or text
+                                set(s, json.json_encode(v) or text, edits)
                                 changed = true
                             end
                         else
                             local y = mask_text(c, st, text, salt)
-                            if y ~= text then s.t[s.k] = y; changed = true end
+                            if y ~= text then set(s, y, edits); changed = true end
                         end
                     end
                 else
                     local y = mask_text(c, st, text, salt)
-                    if y ~= text then s.t[s.k] = y; changed = true end
+                    if y ~= text then set(s, y, edits); changed = true end
                 end
             end
         end
@@ -260,7 +268,9 @@ function _M.rewrite(conf, ctx)
         return sreq.refusal(api, 500, "PII masking is misconfigured (id " .. ctx.request_id .. ")")
     end
     local st = _M.new_state()
-    local ok, res = pcall(_M.mask_body, c, conf, st, body, api)
+    local raw = sluice.request.json_bytes(ctx) -- the bytes body was decoded from (nil: the table was changed)
+    local edits = raw and {} or nil
+    local ok, res = pcall(_M.mask_body, c, conf, st, body, api, edits)
     if not ok then
         -- fail closed: nothing unmasked leaves because a scan failed (a match limit on hostile input)
         log.warn("request refused (id ", ctx.request_id, "): ", res)
@@ -271,6 +281,19 @@ function _M.rewrite(conf, ctx)
     rec.detected = st.counts
     rec.placeholders = st.nph
     if res then
+        _M.commit(ctx, body, raw, edits)
+    end
+end
+
+--- Hands the masked body on: the client's bytes with the masked strings spliced in (sluice.ai.safety.splice),
+--- which then go upstream as they are, checked as UTF-8 in one pass; else (the splice not sure, or the bytes not
+--- UTF-8: then the table is checked string by string, as before) the table, re-encoded. Either way what goes
+--- upstream says what the masked table says.
+function _M.commit(ctx, body, raw, edits)
+    local out = edits and splice.apply(raw, edits)
+    if out and utf8(out) then
+        sluice.request.set_body_json(out, body, ctx)
+    else
         sluice.request.set_json(body, ctx)
     end
 end
