@@ -205,18 +205,18 @@ local function mask_value(c, st, v, salt, depth)
     return changed
 end
 
--- Puts y in slot s (edits, when given, collects {path, text} for sluice.ai.safety.splice).
+-- Puts y in slot s (edits, when given, collects where and what for sluice.ai.safety.splice).
 local function set(s, y, edits)
     s.t[s.k] = y
-    if edits then edits[#edits + 1] = { path = s.path, text = y } end
+    if edits then edits[#edits + 1] = { path = s.path, from = s.from, to = s.to, text = y } end
 end
 
---- Masks a decoded request body in place for compiled conf c; st collects placeholders and counts, edits (when
---- given) each changed string ({path, text}). True when the body changed (pure apart from st: for specs).
-function _M.mask_body(c, conf, st, body, api, edits)
+--- Masks the slots of units (sluice.ai.safety.request) in place for compiled conf c; st collects placeholders and
+--- counts, edits (when given) each changed string. True when something changed.
+function _M.mask_units(c, conf, st, units, edits)
     local changed = false
     local salt = conf.hash_salt
-    for _, u in ipairs(sreq.units(body, api)) do
+    for _, u in ipairs(units) do
         if c.roles[u.role] then
             for _, s in ipairs(u.slots) do
                 local text = s.t[s.k]
@@ -244,6 +244,11 @@ function _M.mask_body(c, conf, st, body, api, edits)
     return changed
 end
 
+--- Masks a decoded request body in place for compiled conf c (see mask_units; pure apart from st: for specs).
+function _M.mask_body(c, conf, st, body, api, edits)
+    return _M.mask_units(c, conf, st, sreq.units(body, api), edits)
+end
+
 --- A new per-request state: placeholders (by value, by placeholder), counts per detector.
 function _M.new_state()
     return { by_value = {}, by_ph = {}, per_label = {}, nph = 0, counts = {}, restored = 0, response_counts = {} }
@@ -256,30 +261,55 @@ local function build(conf)
     return _M.compile(conf)
 end
 
+-- The scan failed: fail closed, nothing unmasked leaves because of a match limit on hostile input.
+local function scan_failed(ctx, api, err)
+    log.warn("request refused (id ", ctx.request_id, "): ", err)
+    return sreq.refusal(api, 400, "the request could not be checked for personal data", "pii_scan_failed")
+end
+
+local function done(ctx, st)
+    ctx.pii = st
+    local rec = safety.record(ctx, "pii")
+    rec.detected = st.counts
+    rec.placeholders = st.nph
+end
+
 function _M.rewrite(conf, ctx)
+    local api = sreq.api(ctx.path)
+    local c, err = safety.per_conf(conf, build)
+    local raw = sluice.request.json_bytes(ctx) -- nil: the table was changed, only it says what goes upstream
+    -- an OpenAI request whose bytes are plain JSON: its texts read where they sit, the masks spliced into them
+    local units = raw and api == "openai" and sreq.raw_units(raw) or nil
+    if units then
+        if not c then
+            log.err("cannot compile the detectors (id ", ctx.request_id, "): ", err)
+            return sreq.refusal(api, 500, "PII masking is misconfigured (id " .. ctx.request_id .. ")")
+        end
+        local st, edits = _M.new_state(), {}
+        local ok, res = pcall(_M.mask_units, c, conf, st, units, edits)
+        if not ok then return scan_failed(ctx, api, res) end
+        if not res then return done(ctx, st) end
+        local out = splice.apply(raw, edits)
+        if out and utf8(out) then
+            sluice.request.set_body(out, ctx)
+            return done(ctx, st)
+        end
+        -- not sure of the bytes: the decoded table masked again from the start (the same texts, the same result)
+    end
     local body = sluice.request.peek_json(ctx) -- changed only with set_json: no mask, the bytes as sent
     if type(body) ~= "table" then
         return
     end
-    local api = sreq.api(ctx.path)
-    local c, err = safety.per_conf(conf, build)
     if not c then
         log.err("cannot compile the detectors (id ", ctx.request_id, "): ", err)
         return sreq.refusal(api, 500, "PII masking is misconfigured (id " .. ctx.request_id .. ")")
     end
     local st = _M.new_state()
-    local raw = sluice.request.json_bytes(ctx) -- the bytes body was decoded from (nil: the table was changed)
+    raw = sluice.request.json_bytes(ctx) -- the bytes body was decoded from (nil: the table was changed)
     local edits = raw and {} or nil
     local ok, res = pcall(_M.mask_body, c, conf, st, body, api, edits)
-    if not ok then
-        -- fail closed: nothing unmasked leaves because a scan failed (a match limit on hostile input)
-        log.warn("request refused (id ", ctx.request_id, "): ", res)
-        return sreq.refusal(api, 400, "the request could not be checked for personal data", "pii_scan_failed")
-    end
-    ctx.pii = st
-    local rec = safety.record(ctx, "pii")
-    rec.detected = st.counts
-    rec.placeholders = st.nph
+    if not ok then return scan_failed(ctx, api, res) end
+    done(ctx, st)
     if res then
         _M.commit(ctx, body, raw, edits)
     end

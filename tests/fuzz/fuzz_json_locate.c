@@ -8,7 +8,10 @@
  * and starts as a JSON value starts (a string found ends with a quote);
  *   * a found value lies within the value found for the path one step shorter (when that one is found);
  *   * on strict JSON with no repeated and no escaped key (sl_json_plain_object) the answer is never
- *     SL_JSON_UNSURE, and an object found is itself such JSON. */
+ *     SL_JSON_UNSURE, and an object found is itself such JSON;
+ *   * sl_chat_spans (the texts of a chat request) answers -1 or a count within its room, every span within
+ * the bytes, in byte order, not empty, a string kind's span quoted at both ends; on such strict JSON never -1
+ *     (the room is ample), and a span found is where sl_json_locate finds the same path. */
 #include <string.h>
 
 #include "common/json_check.h"
@@ -16,6 +19,31 @@
 #include "fuzz.h"
 
 static const char *const KEYS[] = {"messages", "content", "text", "a", "", "role"};
+
+static void chat_spans(const char *s, size_t len)
+{
+    static sl_chat_span_t sp[4096];
+    int n = sl_chat_spans(s, len, sp, 4096);
+    int plain = sl_json_plain_object(s, len);
+    FZ_CHECK(n >= -1 && n <= 4096);
+    if (plain)
+        FZ_CHECK(n >= 0 || len > 4096);
+    size_t last = 0;
+    for (int i = 0; i < n; i++) {
+        FZ_CHECK(sp[i].from < sp[i].to && sp[i].to <= len && sp[i].from >= last);
+        last = sp[i].to;
+        int k = sp[i].kind;
+        FZ_CHECK(k >= SL_CHAT_ROLE && k <= SL_CHAT_INPUT);
+        if (k == SL_CHAT_CONTENT || k == SL_CHAT_TOOL_ARGS || k == SL_CHAT_FC_ARGS || k == SL_CHAT_PROMPT ||
+            k == SL_CHAT_INPUT)
+            FZ_CHECK(s[sp[i].from] == '"' && s[sp[i].to - 1] == '"' && sp[i].to - sp[i].from >= 2);
+        if (plain && k == SL_CHAT_CONTENT) {
+            sl_json_step_t p[] = {{"messages", 8, 0}, {NULL, 0, (size_t)sp[i].msg}, {"content", 7, 0}};
+            size_t f = 0, t = 0;
+            FZ_CHECK(sl_json_locate(s, len, p, 3, &f, &t) == 0 && f == sp[i].from && t == sp[i].to);
+        }
+    }
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -34,6 +62,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *s = (const char *)in.p;
     size_t len = in.n;
     size_t from = 0, to = 0;
+    chat_spans(s, len);
     int rc = sl_json_locate(s, len, path, n, &from, &to);
     FZ_CHECK(rc == 0 || rc == SL_JSON_ABSENT || rc == SL_JSON_UNSURE);
     int plain = sl_json_plain_object(s, len);

@@ -118,8 +118,38 @@ static void test_deep(void)
     CHECK_INT(sl_json_locate(s, k - 20, b, 1, &from, &to), SL_JSON_UNSURE); /* cut inside the brackets */
 }
 
+static void test_chat_spans(void)
+{
+    const char *s =
+        "{\"model\":\"m\",\"messages\":[{\"content\":\"hi \\\"x\\\"\",\"role\":\"user\"},7,"
+        "{\"role\":\"assistant\",\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}],"
+        "\"content\":[{\"type\":\"text\",\"text\":\"a\"},\"s\",{\"text\":1}]},"
+        "{\"function_call\":{\"arguments\":\"[]\"},\"content\":{\"text\":\"no\"}}],"
+        "\"prompt\":[\"p\",2,\"q\"],\"input\":\"i\",\"x\":{\"messages\":[{\"role\":\"no\"}]}}";
+    sl_chat_span_t sp[32];
+    int n = sl_chat_spans(s, strlen(s), sp, 32);
+    CHECK_INT(n, 11);
+    static const int want[][3] = {
+        {SL_CHAT_CONTENT, 0, -1},  {SL_CHAT_ROLE, 0, -1},     {SL_CHAT_ROLE, 2, -1},
+        {SL_CHAT_TOOL_ARGS, 2, 0}, {SL_CHAT_PART_TYPE, 2, 0}, {SL_CHAT_PART_TEXT, 2, 0},
+        {SL_CHAT_PART_TEXT, 2, 2}, {SL_CHAT_FC_ARGS, 3, -1},  {SL_CHAT_PROMPT, -1, 0},
+        {SL_CHAT_PROMPT, -1, 2},   {SL_CHAT_INPUT, -1, -1}};
+    for (int i = 0; i < 11 && i < n; i++) {
+        CHECK_INT(sp[i].kind, want[i][0]);
+        CHECK_INT(sp[i].msg, want[i][1]);
+        CHECK_INT(sp[i].sub, want[i][2]);
+    }
+    CHECK(strncmp(s + sp[0].from, "\"hi \\\"x\\\"\"", sp[0].to - sp[0].from) == 0);
+    CHECK(strncmp(s + sp[6].from, "1", sp[6].to - sp[6].from) == 0);
+    CHECK_INT(sl_chat_spans(s, strlen(s), sp, 5), -1); /* more than max */
+    CHECK_INT(sl_chat_spans("[]", 2, sp, 32), -1);
+    CHECK_INT(sl_chat_spans("{\"messages\":[{\"content\":\"a\"", 26, sp, 32), -1); /* cut short */
+    CHECK_INT(sl_chat_spans("{}", 2, sp, 32), 0);
+}
+
 int main(void)
 {
+    test_chat_spans();
     test_found();
     test_absent();
     test_unsure();

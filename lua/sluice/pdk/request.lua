@@ -230,15 +230,16 @@ function _M.set_json(t, ctx)
     ctx.json_changed = true
 end
 
---- The body's bytes while the decoded table (peek_json) is still what they say: nobody was handed the table to
---- change it (get_json) or set another (set_json); else nil. For editing a few values in the bytes themselves
---- and handing both on with set_body_json, in place of re-encoding the whole table.
+--- The body's bytes while they are what the request says: nobody was handed the decoded table to change it
+--- (get_json) or set another (set_json); else nil (also nil, err when the body cannot be read). For reading the
+--- JSON without decoding it, or editing a few values in the bytes themselves (set_body or set_body_json after),
+--- in place of re-encoding the whole table.
 function _M.json_bytes(ctx)
     ctx = ctx or get_ctx()
-    if rawget(ctx, "_json_out") or rawget(ctx, "json_changed") or rawget(ctx, "json") == nil then
+    if rawget(ctx, "_json_out") or rawget(ctx, "json_changed") then
         return nil
     end
-    return rawget(ctx, "body")
+    return _M.get_body(ctx)
 end
 
 --- Replaces the body with the JSON text raw, whose decoded value is t (the caller made sure: e.g. the same strings

@@ -7,6 +7,7 @@ local unit = require("unit_helpers")
 local cjson = require("cjson.safe")
 local validate = require("sluice.ai.validate")
 local splice = require("sluice.ai.safety.splice")
+local sreq = require("sluice.ai.safety.request")
 
 local plugin = unit.load_plugin("ai-pii")
 
@@ -60,7 +61,6 @@ local function check(raw, conf, path)
     assert.same(want, verdict(api, op, res.ctx), raw)
     if res.ctx.json_changed then return "encode" end
     assert.same(ref.json, cjson.decode(res.ctx.body), raw) -- the bytes sent say what the table says
-    assert.equal(res.ctx.json, res.json == nil or res.ctx.json, raw)
     return "splice"
 end
 
@@ -286,5 +286,80 @@ describe("ai-pii splice", function()
         -- both ways taken, the splice most of the time
         assert.is_true(seen.splice > 300, "spliced " .. seen.splice)
         assert.is_true(seen.encode > 5, "encoded " .. seen.encode)
+    end)
+
+    -- units(decode(raw)) without the units that have no slot, slots as {kind, text}
+    local function table_units(raw)
+        local out = {}
+        for _, u in ipairs(sreq.units(cjson.decode(raw), "openai")) do
+            if #u.slots > 0 then
+                local slots = {}
+                for i, s in ipairs(u.slots) do slots[i] = { s.kind, s.t[s.k] } end
+                out[#out + 1] = { role = u.role, index = u.index, slots = slots }
+            end
+        end
+        return out
+    end
+
+    local function raw_units(raw)
+        local units = sreq.raw_units(raw)
+        if not units then return nil end
+        local out = {}
+        for i, u in ipairs(units) do
+            local slots = {}
+            for j, s in ipairs(u.slots) do
+                slots[j] = { s.kind, s.t[s.k] }
+                assert.equal(s.t[s.k], cjson.decode(raw:sub(s.from, s.to)), raw) -- where it sits
+            end
+            out[i] = { role = u.role, index = u.index, slots = slots }
+        end
+        return out
+    end
+
+    it("texts read from the bytes: the same units as from the decoded table, or none (then it is decoded)", function()
+        math.randomseed(1502)
+        rng = math.random
+        local read = 0
+        for _ = 1, 1500 do
+            local raw = openai_body()
+            if rng(4) == 1 then -- the odd shapes units() takes: roles and contents of other types, prompt, input
+                raw = raw:gsub('"role"', rng(2) == 1 and '"x"' or '"role":5,"y"', 1)
+                    :gsub('"content":null', rng(2) == 1 and '"content":{"text":"bob@example.com"}' or
+                          '"content":[1,"a",{"type":"input_text","text":"ann@example.org"},{"type":"text"},'
+                          .. '{"type":"image","text":"x"},{"text":"y"},{"type":"t\\u0065xt","text":5},'
+                          .. '{"text":"z","type":"t\\u0065xt"}]', 1)
+                raw = raw:gsub("^(%s*{)", rng(2) == 1 and '%1"prompt":["a@b.example.com",3,{"x":"y"}],' or
+                    '%1"input":"bob@example.com",', 1)
+            end
+            local got = raw_units(raw)
+            if cjson.decode(raw) and require("sluice.ai.common.json").plain_object(raw) then
+                assert.is_table(got, raw)
+            end
+            if got then
+                read = read + 1
+                assert.same(table_units(raw), got, raw)
+            end
+        end
+        assert.is_true(read > 1000, "read " .. read)
+    end)
+
+    it("the guard's verdict on texts read from the bytes is the verdict on the decoded table", function()
+        local guard = unit.load_plugin("ai-prompt-guard")
+        local c = assert(guard.compile(assert(unit.validate(guard, { deny = { "bob@", "ignore previous" },
+            roles = { "user", "tool", "system" }, history = true }))))
+        c.history = true
+        math.randomseed(77)
+        rng = math.random
+        local denied = 0
+        for _ = 1, 500 do
+            local raw = openai_body()
+            local units = sreq.raw_units(raw)
+            if units then
+                local v = guard.verdict_units(c, units)
+                assert.same(guard.verdict(c, cjson.decode(raw), "openai"), v, raw)
+                if v then denied = denied + 1 end
+            end
+        end
+        assert.is_true(denied > 50, "denied " .. denied)
     end)
 end)

@@ -20,9 +20,12 @@
 --     blocks' `input` objects give one tool_input slot per string value inside.
 -- Images, documents, thinking blocks and everything else are not text here.
 local errors = require("sluice.ai.common.errors")
+local cjson = require("cjson.safe")
+local splice = require("sluice.ai.safety.splice")
+local plain_object = require("sluice.ai.common.json").plain_object
 
-local type, ipairs, pairs, next = type, ipairs, pairs, next
-local find = string.find
+local type, ipairs, pairs, next, tonumber = type, ipairs, pairs, next, tonumber
+local find, byte, sub = string.find, string.byte, string.sub
 
 local _M = {}
 
@@ -186,6 +189,94 @@ function _M.units(body, api)
     else
         openai_units(body, out)
     end
+    return out
+end
+
+-- sl_chat_spans kinds (core/common/json_locate.h)
+local K_ROLE, K_CONTENT, K_PART_TYPE, K_PART_TEXT, K_TOOL_ARGS, K_FC_ARGS, K_PROMPT, K_INPUT = 1, 2, 3, 4, 5, 6, 7, 8
+local TEXT_TYPE = { text = true, input_text = true }
+
+-- The string whose JSON text is raw[from..to], or nil when the value there is not a string.
+local function string_at(raw, from, to)
+    if byte(raw, from) ~= 34 then return nil end
+    local s = sub(raw, from + 1, to - 1)
+    if find(s, "\\", 1, true) then s = cjson.decode(sub(raw, from, to)) end
+    return s
+end
+
+local function raw_slot(raw, from, to, kind)
+    local s = string_at(raw, from, to)
+    if s == nil then return nil end
+    return { t = { s }, k = 1, kind = kind, from = from, to = to }
+end
+
+--- The units of an OpenAI request (as units(body, "openai") makes them, but those without slots left out) read
+--- from its raw bytes, without decoding them: the slots hold their text at t[k] and where it sits (from, to: its
+--- JSON text, quotes included). nil when raw is not plain JSON (sluice.ai.common.json.plain_object: the bytes
+--- must mean what a decoder makes of them) or too big a request for one pass: then decode it.
+function _M.raw_units(raw)
+    if type(raw) ~= "string" or not plain_object(raw) then return nil end
+    local spans, n = splice.chat_spans(raw)
+    if not spans then return nil end
+    local msgs, last = {}, -1
+    local prompt, input = {}, {}
+    for i = 0, n - 1 do
+        local sp = spans[i]
+        local kind, from, to = sp.kind, tonumber(sp.from) + 1, tonumber(sp.to)
+        if kind == K_PROMPT or kind == K_INPUT then
+            local list = kind == K_PROMPT and prompt or input
+            list[#list + 1] = raw_slot(raw, from, to, "text")
+        else
+            local mi = sp.msg
+            local m = msgs[mi]
+            if not m then
+                m = { parts = {}, tools = {} }
+                msgs[mi] = m
+                if mi > last then last = mi end
+            end
+            if kind == K_ROLE then
+                m.role = string_at(raw, from, to)
+            elseif kind == K_CONTENT then
+                m.content = { from, to }
+            elseif kind == K_PART_TYPE or kind == K_PART_TEXT then
+                local j = sp.sub + 1
+                local p = m.parts[j]
+                if not p then
+                    p = {}
+                    m.parts[j] = p
+                    m.nparts = j > (m.nparts or 0) and j or m.nparts
+                end
+                if kind == K_PART_TYPE then p.type = string_at(raw, from, to) else p.from, p.to = from, to end
+            elseif kind == K_TOOL_ARGS then
+                m.tools[#m.tools + 1] = raw_slot(raw, from, to, "tool_args")
+            elseif kind == K_FC_ARGS then
+                m.fc = raw_slot(raw, from, to, "tool_args")
+            end
+        end
+    end
+    local out = {}
+    for mi = 0, last do
+        local m = msgs[mi]
+        if m then
+            local role = ROLE[m.role] or "user"
+            local kind = role == "tool" and "tool_result" or "text"
+            local slots = {}
+            if m.content then
+                slots[1] = raw_slot(raw, m.content[1], m.content[2], kind)
+            end
+            for j = 1, m.nparts or 0 do
+                local p = m.parts[j]
+                if p and TEXT_TYPE[p.type] and p.from then
+                    slots[#slots + 1] = raw_slot(raw, p.from, p.to, kind)
+                end
+            end
+            for _, s in ipairs(m.tools) do slots[#slots + 1] = s end
+            slots[#slots + 1] = m.fc
+            if #slots > 0 then out[#out + 1] = { role = role, index = mi + 1, slots = slots } end
+        end
+    end
+    if #prompt > 0 then out[#out + 1] = { role = "user", index = 1, slots = prompt } end
+    if #input > 0 then out[#out + 1] = { role = "user", index = 1, slots = input } end
     return out
 end
 

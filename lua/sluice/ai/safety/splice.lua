@@ -16,6 +16,8 @@ local cjson = require("cjson.safe")
 ffi.cdef [[
 typedef struct sl_json_step { const char *key; size_t key_len; size_t index; } sl_json_step_t;
 int sl_json_locate(const char *s, size_t len, const sl_json_step_t *path, int n, size_t *from, size_t *to);
+typedef struct sl_chat_span { int kind; int msg; int sub; size_t from, to; } sl_chat_span_t;
+int sl_chat_spans(const char *s, size_t len, sl_chat_span_t *out, int max);
 ]]
 
 local type, tonumber = type, tonumber
@@ -60,8 +62,8 @@ local function verbatim(raw, from, to, s)
     return (bs == nil or bs >= to) and not find(s, '"', 1, true) and not find(s, "\\", 1, true)
 end
 
---- raw with each edit's string (edits[i].text) at edits[i].path, or nil (see the header). Edits on one path at
---- most once.
+--- raw with each edit's string (edits[i].text) at edits[i].path (or at the span edits[i].from..to, quotes
+--- included), or nil (see the header). Edits on one value at most once.
 function _M.apply(raw, edits)
     local n = #edits
     if n == 0 then return raw end
@@ -69,8 +71,8 @@ function _M.apply(raw, edits)
     local spans = {}
     for i = 1, n do
         local e = edits[i]
-        local from, to
-        if type(e.path) == "table" then from, to = _M.locate(raw, e.path) end
+        local from, to = e.from, e.to -- found already (sluice.ai.safety.request.raw_units), else by path
+        if not from and type(e.path) == "table" then from, to = _M.locate(raw, e.path) end
         if not from then return nil end
         -- insertion by position: edits come in request order, which is mostly the bytes' order
         local j = #spans - 2
@@ -97,6 +99,18 @@ function _M.apply(raw, edits)
     end
     out[k + 1] = sub(raw, copied)
     return concat(out, "", 1, k + 1)
+end
+
+local MAX_SPANS = 4096
+local spans = ffi.new("sl_chat_span_t[?]", MAX_SPANS)
+
+--- The spans of raw's texts (core/common/json_locate.c: sl_chat_spans), raw being plain JSON (the caller checked):
+--- the cdata array and their number, or nil (too many, or bytes it cannot read). The array is reused by the
+--- next call.
+function _M.chat_spans(raw)
+    local n = C.sl_chat_spans(raw, #raw, spans, MAX_SPANS)
+    if n < 0 then return nil end
+    return spans, n
 end
 
 return _M
