@@ -214,8 +214,14 @@ end
 --- from its raw bytes, without decoding them: the slots hold their text at t[k] and where it sits (from, to: its
 --- JSON text, quotes included). nil when raw is not plain JSON (sluice.ai.common.json.plain_object: the bytes
 --- must mean what a decoder makes of them) or too big a request for one pass: then decode it.
+local plain_seen -- the last body found plain: the guard and ai-pii read one body in turn (strings are interned)
+
 function _M.raw_units(raw)
-    if type(raw) ~= "string" or not plain_object(raw) then return nil end
+    if type(raw) ~= "string" then return nil end
+    if raw ~= plain_seen then
+        if not plain_object(raw) then return nil end
+        plain_seen = raw
+    end
     local spans, n = splice.chat_spans(raw)
     if not spans then return nil end
     local msgs, last = {}, -1
