@@ -292,6 +292,7 @@ function _M.rewrite(conf, ctx)
         local out = splice.apply(raw, edits)
         if out and utf8(out) then
             sluice.request.set_body(out, ctx)
+            sreq.note_plain(out)
             return done(ctx, st)
         end
         -- not sure of the bytes: the decoded table masked again from the start (the same texts, the same result)

@@ -8,6 +8,7 @@ local cjson = require("cjson.safe")
 local validate = require("sluice.ai.validate")
 local splice = require("sluice.ai.safety.splice")
 local sreq = require("sluice.ai.safety.request")
+local json = require("sluice.ai.common.json")
 
 local plugin = unit.load_plugin("ai-pii")
 
@@ -31,8 +32,8 @@ end
 -- validate.request as sluice.ai.proxy calls it after the plugin: the bytes when they are still the body's
 local function verdict(api, op, ctx)
     local raw = not ctx.json_changed and ctx.body or nil
-    local json = ctx.json or cjson.decode(ctx.body)
-    return { validate.request(api, op, json, raw) }
+    local t = ctx.json or cjson.decode(ctx.body)
+    return { validate.request(api, op, t, raw) }
 end
 
 -- Runs the plugin on raw and checks it against the reference; returns "splice", "encode" or "same".
@@ -61,6 +62,9 @@ local function check(raw, conf, path)
     assert.same(want, verdict(api, op, res.ctx), raw)
     if res.ctx.json_changed then return "encode" end
     assert.same(ref.json, cjson.decode(res.ctx.body), raw) -- the bytes sent say what the table says
+    if json.plain_object(raw) then -- plain bytes stay plain (sluice.ai.safety.request.note_plain)
+        assert.is_true(json.plain_object(res.ctx.body), res.ctx.body)
+    end
     return "splice"
 end
 

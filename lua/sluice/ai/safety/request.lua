@@ -216,6 +216,12 @@ end
 --- must mean what a decoder makes of them) or too big a request for one pass: then decode it.
 local plain_seen -- the last body found plain: the guard and ai-pii read one body in turn (strings are interned)
 
+--- Notes that raw is plain JSON (sluice.ai.common.json.plain_object) without checking it: ai-pii's masks spliced
+--- into plain bytes (strict JSON strings in place of strict JSON strings) leave them plain, for ai-moderation next.
+function _M.note_plain(raw)
+    plain_seen = raw
+end
+
 function _M.raw_units(raw)
     if type(raw) ~= "string" then return nil end
     if raw ~= plain_seen then
