@@ -28,6 +28,7 @@ local splice = require("sluice.ai.safety.splice")
 local utf8 = require("sluice.ai.validate").utf8
 
 local type, ipairs, pairs, tostring, pcall, next = type, ipairs, pairs, tostring, pcall, next
+local new_tab = require("table.new")
 local gsub, sub = string.gsub, string.sub
 
 local ACTIONS = { "redact", "mask", "hash", "placeholder" }
@@ -251,7 +252,9 @@ end
 
 --- A new per-request state: placeholders (by value, by placeholder), counts per detector.
 function _M.new_state()
-    return { by_value = {}, by_ph = {}, per_label = {}, nph = 0, counts = {}, restored = 0, response_counts = {} }
+    -- room for a few values from the start: a table grown one rehash at a time costs more than the masking
+    return { by_value = new_tab(0, 8), by_ph = new_tab(0, 8), per_label = new_tab(0, 4), nph = 0,
+             counts = new_tab(0, 4), restored = 0, response_counts = {} }
 end
 
 ---------------------------------------------------------------------------------------------------------------
