@@ -114,17 +114,17 @@ local function header_value(l, v)
     return tostring(v)
 end
 
--- The one-key shape of a conf whose counters can go through sluice.limits.counters (one FFI call per phase): a
--- shared dict, every limit keyed by the same sources, each with one value per request (no consumer groups), none
--- naming the provider or the model (a fallback to another one moves those counters after the call) and no model
--- or provider filters. Returns the compiled `by` they share, or nil (the general path).
+-- The one-key shape of a conf whose counters can go through sluice.limits.counters (one FFI call per phase):
+-- every limit keyed by the same sources, each with one value per request (no consumer groups), none naming the
+-- provider or the model (a fallback to another one moves those counters after the call), no model or provider
+-- filters, and in memcached fixed windows only. Returns the compiled `by` they share, or nil (the general path).
 local function fast_plan(conf, list)
-    if conf.policy == "memcached" or #list > counters.MAX then
+    if #list > counters.MAX then
         return nil
     end
     local sig
     for _, l in ipairs(list) do
-        if l.models or l.providers then
+        if l.models or l.providers or (conf.policy == "memcached" and l.spec.sliding) then
             return nil
         end
         local parts = {}
@@ -335,7 +335,7 @@ local function slot_of(c, conf, ctx, key)
         prefixes[i] = limits.key_prefix(l.pcache, "airl", scope, ctx, l.id, key[1])
         counters.set(items, i - 1, prefixes[i], l.spec.window, l.spec.limit, l.spec.sliding)
     end
-    slot = { items = items, prefixes = prefixes, who = key[2] }
+    slot = { items = items, prefixes = prefixes, who = key[2], seen = {} }
     per[key[1]], per.n = slot, per.n + 1
     return slot
 end
@@ -346,9 +346,22 @@ local function put_amount(items, list, i, p, comp, cost)
     items[i - 1].amount = amount(list[i].metric, p, comp, cost)
 end
 
-local function get_result(vals, items, i)
+local function get_result(vals, items, i, seen)
     local it = items[i - 1]
     vals[3 * i - 2], vals[3 * i - 1], vals[3 * i] = it.remaining, it.reset, it.idx
+    seen[2 * i - 1], seen[2 * i] = it.idx, it.count
+end
+
+-- The last counts memcached gave for the slot's current windows, handed to the store (Store:remember): its
+-- fail-open counters go on from them.
+local function seed(st, slot, list, now)
+    local seen = slot.seen
+    for i, l in ipairs(list) do
+        local idx = floor(now / l.spec.window)
+        if seen[2 * i - 1] == idx then
+            st:remember(slot.prefixes[i] .. idx, seen[2 * i])
+        end
+    end
 end
 
 local function fast_access(conf, ctx, c, st, cl, p, comp, cost)
@@ -363,15 +376,27 @@ local function fast_access(conf, ctx, c, st, cl, p, comp, cost)
     for i = 3, n do
         put_amount(items, list, i, p, comp, cost)
     end
-    local refused, err = counters.reserve(st.d, items, n, limits.now())
-    if not refused then
-        return true, limits.refuse(ctx, 503, "rate limit store unavailable: shared dict: " .. tostring(err))
+    local now = limits.now()
+    local refused, err
+    if st.remote then
+        refused = counters.reserve_mc(items, n, now)
+        if not refused then
+            -- memcached failed (nothing stays counted): the general path decides what the outage means (fail_mode),
+            -- its local counters seeded with the last counts memcached gave here
+            seed(st, slot, list, now)
+            return false
+        end
+    else
+        refused, err = counters.reserve(st.d, items, n, now)
+        if not refused then
+            return true, limits.refuse(ctx, 503, "rate limit store unavailable: shared dict: " .. tostring(err))
+        end
     end
-    local vals = {}
-    get_result(vals, items, 1)
-    if n >= 2 then get_result(vals, items, 2) end
+    local vals, seen = {}, slot.seen
+    get_result(vals, items, 1, seen)
+    if n >= 2 then get_result(vals, items, 2, seen) end
     for i = 3, n do
-        get_result(vals, items, i)
+        get_result(vals, items, i, seen)
     end
     if refused > 0 then
         ctx._ai_rl = { slot = slot, vals = vals, cc = c, headers = conf.headers } -- no charge in log
@@ -421,7 +446,12 @@ local function fast_log(ctx, rl, st)
     for i = 3, n do
         any = put_delta(rl, items, list, i, p, comp, cost) or any
     end
-    if any then
+    if not any then
+        return
+    end
+    if st.remote then
+        counters.adjust_mc(items, n)
+    else
         counters.adjust(st.d, items, n)
     end
 end

@@ -7,11 +7,11 @@
 #include <math.h>
 #include <string.h>
 
-#define KEY_MAX 512
+#define KEY_MAX SL_CTR_KEY_MAX
 
 /* key = prefix .. idx (idx a whole number, as Lua's tostring writes it); its length, or 0 when it does not
  * fit. */
-static size_t window_key(char *key, const sl_ctr_item_t *it, double idx)
+size_t sl__ctr_key(char *key, const sl_ctr_item_t *it, double idx)
 {
     char digits[24];
     int nd = 0, neg = idx < 0;
@@ -46,21 +46,11 @@ static double sliding_wait(double limit, double need, double cur, double prev, d
     return (w - e) + fmax(0, w * (1 - (limit - need) / cur));
 }
 
-/* The verdict on item `it` whose window now holds `count` (its amount included). */
-static void settle(sl_shdict_t *d, sl_ctr_item_t *it, double count, double now, char *key)
+void sl__ctr_settle(sl_ctr_item_t *it, double count, double prev, double now)
 {
-    double w = it->window, e = now - it->idx * w, prev = 0, limit = it->limit, amount = it->amount;
-    if (it->sliding) {
-        size_t klen = window_key(key, it, it->idx - 1);
-        int type = 0;
-        double num = 0;
-        size_t vlen = 0;
-        uint32_t flags = 0;
-        if (klen && sl_shdict_get(d, key, klen, &type, &num, NULL, 0, &vlen, &flags) == 0 &&
-            type == SL_SHDICT_NUMBER)
-            prev = num * (1 - e / w);
-    }
+    double w = it->window, e = now - it->idx * w, limit = it->limit, amount = it->amount;
     double used = prev + count;
+    it->count = count;
     it->reset = ceil(w - e);
     it->retry_after = 0;
     if (used <= limit && used - amount < limit) {
@@ -80,6 +70,24 @@ static void settle(sl_shdict_t *d, sl_ctr_item_t *it, double count, double now, 
     }
 }
 
+/* The verdict on item `it` whose window in d now holds `count` (its amount included). */
+static void settle(sl_shdict_t *d, sl_ctr_item_t *it, double count, double now, char *key)
+{
+    double prev = 0;
+    if (it->sliding) {
+        double e = now - it->idx * it->window;
+        size_t klen = sl__ctr_key(key, it, it->idx - 1);
+        int type = 0;
+        double num = 0;
+        size_t vlen = 0;
+        uint32_t flags = 0;
+        if (klen && sl_shdict_get(d, key, klen, &type, &num, NULL, 0, &vlen, &flags) == 0 &&
+            type == SL_SHDICT_NUMBER)
+            prev = num * (1 - e / it->window);
+    }
+    sl__ctr_settle(it, count, prev, now);
+}
+
 /* Takes delta (> 0) back from a counter, never below 0. */
 static void take_back(sl_shdict_t *d, const char *key, size_t klen, double delta)
 {
@@ -95,7 +103,7 @@ int sl_ctr_reserve(sl_shdict_t *d, sl_ctr_item_t *items, int n, double now)
     for (; counted < n; counted++) {
         sl_ctr_item_t *it = &items[counted];
         it->idx = floor(now / it->window);
-        size_t klen = window_key(key, it, it->idx);
+        size_t klen = sl__ctr_key(key, it, it->idx);
         if (klen == 0) {
             rc = SL_SHDICT_INVALID;
             break;
@@ -113,7 +121,7 @@ int sl_ctr_reserve(sl_shdict_t *d, sl_ctr_item_t *items, int n, double now)
     /* all or nothing: every amount counted by this call goes back */
     for (int i = 0; i < counted; i++) {
         sl_ctr_item_t *it = &items[i];
-        size_t klen = window_key(key, it, it->idx);
+        size_t klen = sl__ctr_key(key, it, it->idx);
         if (klen && it->amount > 0)
             take_back(d, key, klen, it->amount);
         if (it->ok == 1)
@@ -128,7 +136,7 @@ void sl_ctr_adjust(sl_shdict_t *d, const sl_ctr_item_t *items, const double *del
     for (int i = 0; i < n; i++) {
         const sl_ctr_item_t *it = &items[i];
         double delta = deltas[i], v = 0;
-        size_t klen = delta != 0 ? window_key(key, it, it->idx) : 0;
+        size_t klen = delta != 0 ? sl__ctr_key(key, it, it->idx) : 0;
         if (klen == 0)
             continue;
         if (delta > 0)

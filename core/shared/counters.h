@@ -6,6 +6,7 @@
 #ifndef SL_COUNTERS_H
 #define SL_COUNTERS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "shared/shdict.h"
@@ -22,8 +23,12 @@ typedef struct sl_ctr_item {
     double reset;       /* out: seconds to the end of the window */
     double retry_after; /* out (refused, not never): seconds until the amount fits */
     double idx;         /* out: the window index counted in (for sl_ctr_adjust) */
+    double count;       /* out: the window's count with the amount in it */
     int32_t ok;         /* out: 1 fits, 0 refused, 2 refused and never fits (amount over the limit) */
 } sl_ctr_item_t;
+
+/** Most items in one call (the limit plugins allow 16 limits per conf). */
+#define SL_CTR_MAX 16
 
 /** Reserves items[i].amount in the current window (now: wall-clock seconds) of each item, all or nothing:
  * each count is incremented (created with a ttl of one window, two for sliding, plus 1 s); if any is over its
@@ -34,5 +39,14 @@ int sl_ctr_reserve(sl_shdict_t *d, sl_ctr_item_t *items, int n, double now);
 /** Adds deltas[i] (negative: takes back, never below 0; 0: nothing) to the window items[i].idx that
  *  sl_ctr_reserve counted in; a counter gone meanwhile is created again for a positive delta. */
 void sl_ctr_adjust(sl_shdict_t *d, const sl_ctr_item_t *items, const double *deltas, int n);
+
+/** Writes item it's counter key for window idx into key (room for SL_CTR_KEY_MAX bytes): its length, or 0
+ * when it does not fit. (For the memcached counters, mc_counters.c.) */
+size_t sl__ctr_key(char *key, const sl_ctr_item_t *it, double idx);
+/** Sets it's verdict (ok, remaining, reset, retry_after) from its window's count (amount included) and the
+ *  previous window's weighted count (sliding; 0 otherwise), now it->idx is set. */
+void sl__ctr_settle(sl_ctr_item_t *it, double count, double prev, double now);
+
+#define SL_CTR_KEY_MAX 512
 
 #endif

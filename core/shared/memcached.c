@@ -83,6 +83,11 @@ void sl__mc_done(sl__mcwork_t *wk, int rc, const char *errmsg)
     wk->key = wk->val = NULL;
     wk->wire = NULL;
     op->done = 1;
+    if (wk->parent) {
+        sl__mc_group_done(wk->parent, wk->slot, rc, op->num, op->errmsg);
+        sl_mc_free(op);
+        return;
+    }
     if (wk->detached) {
         sl_mc_free(op);
         return;
@@ -93,8 +98,10 @@ void sl__mc_done(sl__mcwork_t *wk, int rc, const char *errmsg)
     }
 }
 
-sl_mcop_t *sl_mc_start(sl_req_t *req, int kind, const char *key, size_t klen, const char *val, size_t vlen,
-                       uint32_t flags, double exptime, uint64_t delta, uint64_t initial, int has_initial)
+/* A call on the calling worker: done at once (not configured, circuit open, out of memory) or queued. */
+static sl__mcwork_t *start(sl_req_t *req, void *parent, int slot, int kind, const char *key, size_t klen,
+                           const char *val, size_t vlen, uint32_t flags, double exptime, uint64_t delta,
+                           uint64_t initial, int has_initial)
 {
     sl_worker_t *w = sl_worker_current();
     sl__mcwork_t *wk = calloc(1, sizeof(*wk));
@@ -105,20 +112,22 @@ sl_mcop_t *sl_mc_start(sl_req_t *req, int kind, const char *key, size_t klen, co
     sl_mcop_t *op = &wk->op;
     wk->w = w;
     wk->req = req;
+    wk->parent = parent;
+    wk->slot = slot;
     if (req)
         req->refs++;
     if (!configured) {
         op->rc = SL_MC_NOT_CONFIGURED;
         snprintf(op->errmsg, sizeof(op->errmsg), "memcached is not configured (node.memcached.servers)");
         op->done = 1;
-        return op;
+        return wk;
     }
     wk->server = sl__mc_ring_pick(key, klen, &wk->probe);
     if (wk->server < 0) {
         op->rc = SL_MC_CIRCUIT;
         snprintf(op->errmsg, sizeof(op->errmsg), "circuit open");
         op->done = 1;
-        return op;
+        return wk;
     }
     wk->kind = kind;
     wk->key = malloc(klen + 1);
@@ -129,7 +138,7 @@ sl_mcop_t *sl_mc_start(sl_req_t *req, int kind, const char *key, size_t klen, co
         op->done = 1;
         if (wk->probe)
             sl__mc_ring_unprobe(wk->server);
-        return op;
+        return wk;
     }
     memcpy(wk->key, key, klen);
     wk->key[klen] = '\0';
@@ -151,7 +160,21 @@ sl_mcop_t *sl_mc_start(sl_req_t *req, int kind, const char *key, size_t klen, co
         if (wk->probe)
             sl__mc_ring_unprobe(wk->server);
     }
-    return op;
+    return wk;
+}
+
+sl_mcop_t *sl_mc_start(sl_req_t *req, int kind, const char *key, size_t klen, const char *val, size_t vlen,
+                       uint32_t flags, double exptime, uint64_t delta, uint64_t initial, int has_initial)
+{
+    sl__mcwork_t *wk =
+        start(req, NULL, 0, kind, key, klen, val, vlen, flags, exptime, delta, initial, has_initial);
+    return wk ? &wk->op : NULL;
+}
+
+sl__mcwork_t *sl__mc_start_child(void *parent, int slot, int kind, const char *key, size_t klen,
+                                 double exptime, uint64_t delta, uint64_t initial, int has_initial)
+{
+    return start(NULL, parent, slot, kind, key, klen, NULL, 0, 0, exptime, delta, initial, has_initial);
 }
 
 void sl_mc_free(sl_mcop_t *op)
