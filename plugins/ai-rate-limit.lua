@@ -25,6 +25,7 @@ local call = require("sluice.limits.call")
 local counters = require("sluice.limits.counters")
 
 local ipairs, tostring, setmetatable = ipairs, tostring, setmetatable
+local tnew = require("table.new")
 local floor = math.floor
 local find, format, gsub = string.find, string.format, string.gsub
 local consumer, response = sluice.consumer, sluice.response
@@ -221,11 +222,13 @@ local function show(metric, v)
 end
 
 -- The three headers of one result.
+-- (values given as strings: set_header's check then takes one path for all three, where a mix of strings and
+-- numbers made its trace exit on every other call, into a side trace that cannot compile)
 local function set_headers(ctx, l, rem, reset)
     local set = response.set_header
     set(l.h_limit, l.limit_text, ctx)
-    set(l.h_remaining, l.metric == "cost" and header_value(l, rem) or rem, ctx)
-    set(l.h_reset, reset, ctx)
+    set(l.h_remaining, l.metric == "cost" and header_value(l, rem) or tostring(rem), ctx)
+    set(l.h_reset, tostring(reset), ctx)
 end
 
 -- Whether result i is the one whose headers go out for its limit: the lowest remaining over the limit's keys
@@ -364,6 +367,29 @@ local function seed(st, slot, list, now)
     end
 end
 
+-- The rest of fast_access once the counts are in (a function of its own: on memcached it runs after a resume,
+-- in the interpreter but for functions with traces of their own). Returns true, and the 429 when refused.
+local function fast_settle(conf, ctx, c, slot, refused, cl, p, comp, cost)
+    local items, list, n = slot.items, c.list, c.n
+    local vals, seen = tnew(3 * n, 0), slot.seen -- made at its size: no resize (a trace exit) as it fills
+    get_result(vals, items, 1, seen)
+    if n >= 2 then get_result(vals, items, 2, seen) end
+    for i = 3, n do
+        get_result(vals, items, i, seen)
+    end
+    if refused > 0 then
+        ctx._ai_rl = { slot = slot, vals = vals, cc = c, headers = conf.headers } -- no charge in log
+        local it = items[refused - 1]
+        local never = it.ok == 2
+        return true, refuse_over(ctx, list[refused], slot.who, it.remaining, it.amount, never,
+            not never and it.retry_after or nil)
+    end
+    -- (p, c, cost: what call.used falls back to without an AI call)
+    ctx._ai_rl = { slot = slot, vals = vals, cc = c, headers = conf.headers, charge = true, p = p, c = comp,
+                   cost = cost, call = cl }
+    return true
+end
+
 local function fast_access(conf, ctx, c, st, cl, p, comp, cost)
     local ks = limits.keys(c.fast, ctx, cl)
     if #ks ~= 1 then
@@ -392,23 +418,7 @@ local function fast_access(conf, ctx, c, st, cl, p, comp, cost)
             return true, limits.refuse(ctx, 503, "rate limit store unavailable: shared dict: " .. tostring(err))
         end
     end
-    local vals, seen = {}, slot.seen
-    get_result(vals, items, 1, seen)
-    if n >= 2 then get_result(vals, items, 2, seen) end
-    for i = 3, n do
-        get_result(vals, items, i, seen)
-    end
-    if refused > 0 then
-        ctx._ai_rl = { slot = slot, vals = vals, cc = c, headers = conf.headers } -- no charge in log
-        local it = items[refused - 1]
-        local never = it.ok == 2
-        return true, refuse_over(ctx, list[refused], slot.who, it.remaining, it.amount, never,
-            not never and it.retry_after or nil)
-    end
-    -- (p, c, cost: what call.used falls back to without an AI call)
-    ctx._ai_rl = { slot = slot, vals = vals, cc = c, headers = conf.headers, charge = true, p = p, c = comp,
-                   cost = cost, call = cl }
-    return true
+    return fast_settle(conf, ctx, c, slot, refused, cl, p, comp, cost)
 end
 
 -- header_filter: the headers of limit i from the copied results.
