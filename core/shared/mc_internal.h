@@ -19,7 +19,7 @@ typedef struct sl__mcwork {
     int kind;
     int server; /* the ring's choice (mc_ring.c) */
     int probe;
-    char *key, *val;
+    char *key, *val; /* in the same allocation as wk, as wire is */
     size_t klen, vlen;
     uint32_t flags;
     time_t exptime;
@@ -33,7 +33,7 @@ typedef struct sl__mcwork {
     uint32_t opaque;
     int tries;       /* sends: a creation that lost a race is sent again */
     double deadline; /* sl_now() after which it times out */
-    uint8_t *wire;   /* the encoded request */
+    uint8_t *wire;   /* the encoded request (room made with wk) */
     size_t wlen;
 } sl__mcwork_t;
 
