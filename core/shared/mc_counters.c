@@ -24,8 +24,6 @@ typedef struct mc_group {
     int32_t rc[SL_CTR_MAX];
     uint64_t num[SL_CTR_MAX];
     double amount[SL_CTR_MAX], idx[SL_CTR_MAX];
-    uint16_t klen[SL_CTR_MAX];
-    char keys[][MC_KEY_MAX + 1]; /* n of them, for the take-backs */
 } mc_group_t;
 
 static double exptime_of(double ttl)
@@ -85,7 +83,7 @@ sl_mcop_t *sl_mc_ctr_start(sl_req_t *req, const sl_ctr_item_t *items, int n, dou
 {
     if (n <= 0 || n > SL_CTR_MAX || sl_worker_current() == NULL)
         return NULL;
-    mc_group_t *g = calloc(1, sizeof(*g) + (size_t)n * sizeof(g->keys[0]));
+    mc_group_t *g = calloc(1, sizeof(*g));
     if (g == NULL)
         return NULL;
     g->w = sl_worker_current();
@@ -105,9 +103,6 @@ sl_mcop_t *sl_mc_ctr_start(sl_req_t *req, const sl_ctr_item_t *items, int n, dou
             sl__mc_group_done(g, i, SL_MC_ERR, 0, "counter key too long or amount not a whole number");
             continue;
         }
-        memcpy(g->keys[i], key, klen);
-        g->keys[i][klen] = '\0';
-        g->klen[i] = (uint16_t)klen;
         uint64_t a = (uint64_t)amount;
         sl__mcwork_t *wk = sl__mc_start_child(g, i, SL_MC_INCR, key, klen, exptime_of(ttl_of(it)), a, a, 1);
         if (wk == NULL) {
@@ -142,10 +137,12 @@ int sl_mc_ctr_finish(sl_mcop_t *op, sl_ctr_item_t *items, int n)
     }
     if (!failed && !refused)
         return 0;
+    char key[SL_CTR_KEY_MAX];
     for (int i = 0; i < n; i++) { /* all or nothing */
-        if (g->rc[i] != SL_MC_OK)
+        size_t klen = g->rc[i] == SL_MC_OK ? sl__ctr_key(key, &items[i], g->idx[i]) : 0;
+        if (klen == 0)
             continue;
-        send_delta(g->keys[i], g->klen[i], -g->amount[i], 0);
+        send_delta(key, klen, -g->amount[i], 0);
         if (!failed && items[i].ok == 1)
             items[i].remaining += items[i].amount; /* what it would have left had the request gone */
     }
