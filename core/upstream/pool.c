@@ -274,9 +274,9 @@ static int rbuf_room(sl_upconn_t *uc, size_t want)
 }
 
 /* Plain connections read into this when nothing waits in their rbuf, one per worker thread (libuv calls alloc
- * and read callbacks back to back): the owner parses the bytes where they lie and only what it leaves (Lua has
- * not taken the last event yet) moves to the connection's own rbuf (settle). A connection thus holds no read
- * buffer while it waits for the next event of a stream, nor while it is idle in the pool. */
+ * and read callbacks back to back): the owner parses the bytes where they lie and only what it leaves (Lua
+ * has not taken the last event yet) moves to the connection's own rbuf (settle). A connection thus holds no
+ * read buffer while it waits for the next event of a stream, nor while it is idle in the pool. */
 static __thread char shared_rbuf[SL_UPCONN_READ];
 
 /* The end of a read into the shared buffer: what the owner left unparsed moves to an rbuf of the connection's

@@ -85,8 +85,9 @@ struct sl_upconn {
     int closing;
     int idle;
     int reading;
-    /* host, port, TLS settings (CA path, client certificate, SNI), proxy: see make_key; key_len bytes, allocated
-     * with the connection (at most SL_UPCONN_KEY_MAX: one per concurrent stream, so not a fixed array) */
+    /* host, port, TLS settings (CA path, client certificate, SNI), proxy: see make_key; key_len bytes,
+     * allocated with the connection (at most SL_UPCONN_KEY_MAX: one per concurrent stream, so not a fixed
+     * array) */
     char key[];
 };
 
