@@ -18,8 +18,17 @@
 #                                        ai-stream, ai-stream-moderation: a streamed answer (payloads/stream.sse, 10
 #                                        events) without and with ai-moderation (local categories) checking it
 #                                        ai-rag: the ai route with ai-rag (hybrid, k 4) on an index of
-#                                        RAG_FILES x RAG_SECTIONS (500 x 20 = 10,000) synthetic chunks, built
-#                                        first with `sluice rag build` (bench/rag_corpus.py, mock embeddings)
+#                                        RAG_FILES x RAG_SECTIONS (500 x 20 = 10,000) synthetic chunks of
+#                                        RAG_DIMS (768) dimensions and RAG_PROBES (8) IVF probes, built first
+#                                        with `sluice rag build`
+#                                        (bench/rag_corpus.py; the mock provider's embeddings); the query's
+#                                        embedding comes from an HTTP provider (the nginx upstream answers
+#                                        /v1/embeddings with the mock's vector of the bench question, in the
+#                                        OpenAI format): what a gateway pays in production, an upstream
+#                                        exchange and a JSON vector to read, not the embedding model's work.
+#                                        ai-rag-mock: the same with the query embedded in Lua inside the
+#                                        gateway by the mock provider (256 dimensions; the first bench of
+#                                        issue 17, which charged the gateway for the embedder's work)
 #   SLUICE_BIN=/tmp/old/build/sluice bench/instr.sh plain      another build (its own Lua tree: the source
 #                                                              directory it was built from)
 #   REQUESTS=2000 (per case), CONNECTIONS=4
@@ -51,6 +60,31 @@ wait_port() { for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev
 
 UP=$(port)
 mkdir -p "$TMP/up"
+# ai-rag*: the corpus and the question first (seeded, the same every run); ai-rag's embedder is the upstream,
+# which answers with the mock provider's vector of the question (so retrieval finds what it would in-gateway)
+RAG_QUERY="" EMBEDDING=""
+if [[ " ${CASES[*]} " == *" ai-rag"* ]]; then
+  python3 "$HERE/rag_corpus.py" "$TMP/corpus" "${RAG_FILES:-500}" "${RAG_SECTIONS:-20}"
+  RAG_QUERY=$(python3 - "$TMP/corpus/doc0007.md" <<'PY'
+import sys
+words = [l for l in open(sys.argv[1]).read().split("\n") if l and not l.startswith("#")][3].split()[:12]
+print("What about " + " ".join(words) + "?")
+PY
+)
+  # (too long for an nginx string: a file, served for the POST through error_page) with the numbers as OpenAI
+  # writes them, a float32 in 17 significant digits (about 20 bytes a number)
+  cat >"$TMP/embedding.lua" <<'LUA'
+package.path = arg[1] .. "/lua/?.lua;" .. arg[1] .. "/lua/?/init.lua;" .. package.path
+local v = require("sluice.ai.drivers.mock").embed_text(arg[2], tonumber(arg[3]))
+local f, out = require("ffi").new("float[1]"), {}
+for i = 1, #v do f[0] = v[i]; out[i] = string.format("%.17g", f[0]) end
+io.write('{"object":"list","data":[{"object":"embedding","index":0,"embedding":[', table.concat(out, ","),
+  ']}],"model":"text-embedding-bench","usage":{"prompt_tokens":20,"total_tokens":20}}')
+LUA
+  luajit "$TMP/embedding.lua" "$ROOT" "$RAG_QUERY" "${RAG_DIMS:-768}" >"$TMP/up/embeddings.json"
+  EMBEDDING=$TMP/up/embeddings.json
+  chmod a+x "$TMP" "$TMP/up" && chmod a+r "$EMBEDDING" # nginx's worker (nobody when run as root) reads it
+fi
 COMPLETION=$(python3 -c 'import sys; print(open(sys.argv[1]).read().replace("\\","\\\\").replace("'"'"'","\\'"'"'").replace("\n","\\n"), end="")' "$HERE/lib/payloads/completion.json")
 SSE=$(python3 -c 'import sys; print(open(sys.argv[1]).read().replace("\\","\\\\").replace("'"'"'","\\'"'"'").replace("\n","\\n"), end="")' "$HERE/lib/payloads/stream.sse")
 cat >"$TMP/up/nginx.conf" <<EOF
@@ -59,7 +93,9 @@ events { worker_connections 1024; }
 http { access_log off; client_body_temp_path $TMP/up/b; proxy_temp_path $TMP/up/p; fastcgi_temp_path $TMP/up/f;
   uwsgi_temp_path $TMP/up/u; scgi_temp_path $TMP/up/s; keepalive_requests 100000000;
   server { listen 127.0.0.1:$UP; location / { default_type application/json; return 200 '$COMPLETION'; }
-    location /sse/ { default_type text/event-stream; return 200 '$SSE'; } } }
+    location /sse/ { default_type text/event-stream; return 200 '$SSE'; }
+    $( [[ -n $EMBEDDING ]] && echo "location = /v1/embeddings { error_page 405 =200 /embeddings.json; return 405; }
+      location = /embeddings.json { internal; default_type application/json; root $TMP/up; }" ) } }
 EOF
 /usr/sbin/nginx -p "$TMP/up" -e "$TMP/up/error.log" -c "$TMP/up/nginx.conf" </dev/null &
 PIDS+=($!)
@@ -194,18 +230,25 @@ EOF
             ai-extra) extra=", ${INSTR_PLUGINS:?ai-extra needs INSTR_PLUGINS (flow YAML, e.g. 'prometheus: {}')}" ;;
           esac
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}$extra}}]" ;;
-      ai-rag)
-          echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}, emb: {kind: mock}}"
+      ai-rag|ai-rag-mock) # the index is built by the mock provider; ai-rag then embeds queries over HTTP
+          local emb="{kind: mock}" dims=""
+          [[ ${kind%-log} == ai-rag ]] && emb="{kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}" \
+            dims=", dimensions: ${RAG_DIMS:-768}"
+          echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}, emb: $emb}"
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench},"
-          echo "  ai-rag: {k: 4, index: {name: bench, file: \"$TMP/rag.idx\", source: \"$TMP/corpus\", provider: emb}}}}]" ;;
+          # probes pinned (RAG_PROBES, default 8: the default of 100 lists before probes were measured at build):
+          # the mock's hashed bag-of-words vectors are nearly random, so the measured default is the most it may
+          # be (a quarter of the lists), which buys recall with a 3x scan (bench_knn measures that trade)
+          echo "  ai-rag: {k: 4, index: {name: bench, file: \"$TMP/${kind%-log}.idx\", source: \"$TMP/corpus\", provider: emb$dims,"
+          echo "    ivf: {probes: ${RAG_PROBES:-8}}}}}}]" ;;
     esac
   } >"$TMP/sluice.yaml"
-  if [[ ${kind%-log} == ai-rag && ! -f $TMP/rag.idx ]]; then
-    python3 "$HERE/rag_corpus.py" "$TMP/corpus" "${RAG_FILES:-500}" "${RAG_SECTIONS:-20}"
+  if [[ ${kind%-log} == ai-rag* && ! -f $TMP/${kind%-log}.idx ]]; then
+    sed 's/emb: {kind: openai-compatible[^}]*}/emb: {kind: mock}/' "$TMP/sluice.yaml" >"$TMP/rag-build.yaml"
     local t0=$SECONDS
-    "$SLUICE_BIN" rag build -c "$TMP/sluice.yaml" bench >"$TMP/rag-build.log" 2>&1 ||
+    "$SLUICE_BIN" rag build -c "$TMP/rag-build.yaml" bench >"$TMP/rag-build.log" 2>&1 ||
       { echo "instr: rag build failed: $(tail -3 "$TMP/rag-build.log")" >&2; exit 2; }
-    echo "ai-rag index: $(grep -o '[0-9]* chunks ([0-9]* embedded), [0-9]* dimensions' "$TMP/rag-build.log" | tail -1), built in $((SECONDS - t0)) s" >&2
+    echo "$kind index: $(grep -o '[0-9]* chunks ([0-9]* embedded), [0-9]* dimensions' "$TMP/rag-build.log" | tail -1), built in $((SECONDS - t0)) s" >&2
   fi
   valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out.$kind.$n" "$SLUICE_BIN" -c "$TMP/sluice.yaml" \
     >"$TMP/gw.log" 2>&1 &
@@ -216,12 +259,11 @@ EOF
   [[ ${kind%-log} == ai-key || ${kind%-log} == ai-limits* ]] && auth="Authorization: Bearer bench-client-key-0123456789"
   if [[ $kind == ai4k* ]]; then path=/v1/chat/completions; body=$(cat "$HERE/lib/payloads/chat-4k.json"); fi
   if [[ $kind == ai-stream* ]]; then body=$(cat "$HERE/lib/payloads/chat-stream.json"); fi
-  if [[ ${kind%-log} == ai-rag ]]; then # a question in the corpus' words, so retrieval finds chunks to inject
-    body=$(python3 - "$HERE/lib/payloads/chat.json" "$TMP/corpus/doc0007.md" <<'PY'
+  if [[ ${kind%-log} == ai-rag* ]]; then # a question in the corpus' words, so retrieval finds chunks to inject
+    body=$(python3 - "$HERE/lib/payloads/chat.json" "$RAG_QUERY" <<'PY'
 import json, sys
 b = json.load(open(sys.argv[1]))
-words = [l for l in open(sys.argv[2]).read().split("\n") if l and not l.startswith("#")][3].split()[:12]
-b["messages"][-1]["content"] = "What about " + " ".join(words) + "?"
+b["messages"][-1]["content"] = sys.argv[2]
 print(json.dumps(b))
 PY
 )

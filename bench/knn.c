@@ -1,7 +1,8 @@
 /* k-NN speed of core/common/vector.c: N unit vectors of D dimensions (seeded), Q queries, top K by cosine, in
  * each mode (exact float32; int8 and sign-bit first passes rescored exactly; the inverted file of ivf.c with
- * its default probes, then a sweep of probes). Prints per-query p50 / p99 / max in milliseconds on one
- * thread, and the recall@K of every approximate mode against the exact answer.
+ * the default probes the index writer measures on the rows (sl_ivf_tune_probes), then a sweep of probes).
+ * Prints per-query p50 / p99 / max in milliseconds on one thread, and the recall@K of every approximate mode
+ * against the exact answer.
  *
  *   build/bench_knn [N=100000] [D=768] [Q=200] [K=10] [--data random|clustered|both] [--lists L] [--sweep]
  *   build/bench_knn --index FILE [Q] [K] [--sweep]    the vectors (and inverted file) of a RAG index file
@@ -294,10 +295,12 @@ int main(int argc, char **argv)
                         .i8 = gi8,
                         .i8_scale = gsc,
                         .nlist = lists,
-                        .nprobe = sl_ivf_default_probes(lists)};
-        printf(
-            "  inverted file: %u lists (largest %u rows), k-means + assignment %.1f s, default probes %u\n",
-            lists, big, (now_ms() - t0) / 1e3, ivf.nprobe);
+                        .nprobe = 0};
+        double t1 = now_ms();
+        ivf.nprobe = sl_ivf_tune_probes(f32, n, d, &ivf, 0); /* as the index writer measures them */
+        printf("  inverted file: %u lists (largest %u rows), k-means + assignment %.1f s, default probes %u "
+               "(measured in %.1f s; %u before the measure)\n",
+               lists, big, (t1 - t0) / 1e3, ivf.nprobe, (now_ms() - t1) / 1e3, sl_ivf_default_probes(lists));
         s.ivf = &ivf;
         char name[32];
         snprintf(name, sizeof(name), "ivf%u+int8", ivf.nprobe);

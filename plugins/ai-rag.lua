@@ -220,7 +220,7 @@ local function embedded(conf, query, ctx)
         if not ok then return nil, cerr end -- no index: no embedding call either
         local vecs, err = sluice.providers.embed(def.provider, query, {
             model = def.model, dimensions = def.dimensions, timeout = conf.embedding_timeout,
-            config = ctx.config })
+            config = ctx.config, floats = true })
         if not vecs then
             if conf.mode == "dense" then return nil, "cannot embed the query: " .. tostring(err) end
             log.warn("[ai-rag] cannot embed the query, BM25 alone: ", err)
@@ -241,11 +241,11 @@ end
 
 -- ---- rendering ----
 
+-- gsub replaces through a table, not a function: no Lua call per placeholder, and no closure made per call
+-- (which LuaJIT does not compile); a name vars lacks renders as ""
+local blank = { __index = function() return "" end }
 local function fill(t, vars)
-    return (gsub(t, "{{%s*([%w_]+)%s*}}", function(n)
-        local v = vars[n]
-        return v ~= nil and tostring(v) or ""
-    end))
+    return (gsub(t, "{{%s*([%w_]+)%s*}}", setmetatable(vars, blank)))
 end
 
 -- The context text and the sources used, within budget tokens.

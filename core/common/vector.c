@@ -28,20 +28,37 @@
 /* Below this many bytes of float rows an exact scan is as fast as a quantised one (it stays in cache). */
 #define AUTO_EXACT_BYTES (4u << 20)
 
-static inline float dot(const float *restrict a, const float *restrict b, uint32_t n)
+/* Eight floats at a time in four independent sums (GCC vectors: AVX2 registers in the haswell clone, SSE
+ * pairs in the default one): each step of 32 floats is four multiply-adds that do not wait on each other, and
+ * the loop's count and branch come once per 32 (one sum of 8 floats a step took five instructions each
+ * waiting on the last). */
+typedef float v8f __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias)); /* rows need not be 32-aligned */
+#define LOAD8(p) (*(const v8u *)(p))
+
+__attribute__((always_inline)) static inline float dot(const float *restrict a, const float *restrict b,
+                                                       size_t n)
 {
-    float s = 0;
-    for (uint32_t i = 0; i < n; i++)
+    v8f s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 += LOAD8(a + i) * LOAD8(b + i);
+        s1 += LOAD8(a + i + 8) * LOAD8(b + i + 8);
+        s2 += LOAD8(a + i + 16) * LOAD8(b + i + 16);
+        s3 += LOAD8(a + i + 24) * LOAD8(b + i + 24);
+    }
+    for (; i + 8 <= n; i += 8)
+        s0 += LOAD8(a + i) * LOAD8(b + i);
+    v8f t = (s0 + s1) + (s2 + s3);
+    float s = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+    for (; i < n; i++)
         s += a[i] * b[i];
     return s;
 }
 
-float sl_vec_dot(const float *a, const float *b, size_t n)
+CLONES float sl_vec_dot(const float *a, const float *b, size_t n)
 {
-    float s = 0;
-    for (size_t i = 0; i < n; i++)
-        s += a[i] * b[i];
-    return s;
+    return dot(a, b, n);
 }
 
 float sl_vec_normalize(float *v, size_t n)

@@ -93,6 +93,10 @@ uint32_t sl_ivf_default_probes(uint32_t nlist);
  *  (nlist + 1) and ids (n). Returns 0, -EINVAL (nlist 0, over n or SL_IVF_MAX_LISTS), -ENOMEM. */
 int sl_ivf_train(const float *rows, size_t n, uint32_t dims, uint32_t nlist, uint64_t seed, float *centroids,
                  uint32_t *offs, uint32_t *ids);
+/** The default probes of a partition v of the n rows it was trained on, measured: the default
+ *  (sl_ivf_default_probes) where it reaches 90% of the exact 10 nearest rows of a sample of rows, else
+ *  raised toward that, to at most a quarter of the lists (weak clusters: random-like vectors). Seeded. */
+uint32_t sl_ivf_tune_probes(const float *rows, size_t n, uint32_t dims, const sl_ivf_t *v, uint64_t seed);
 /** The places (in list order: ivf->ids[p] is the row) of the lists of s->ivf nearest to q (s->probes of them,
  *  or ivf->nprobe), for sl_vec_search: *pos points to them (per-thread memory, valid until the thread's next
  *  call). With a filter (allow, expires), lists further away are added while fewer than want rows of the

@@ -267,6 +267,37 @@ static inline float best_theta(const best_t *b)
     return b->theta;
 }
 
+/* A term's whole run added into acc, with the chunks touched for the first time appended to touched (nt of
+ * them so far; returns the new count) and the heap kept. Inlined twice, with a filter and without (allow
+ * NULL): the unfiltered loop tests nothing per posting but the score; the heap's threshold is kept in a
+ * register, as a store into acc could otherwise be the threshold's own float for all the compiler knows. */
+__attribute__((always_inline)) static inline uint32_t add_run(const sl_rag_posting_t *p, const float *imp,
+                                                              float idf, uint32_t df, const uint8_t *allow,
+                                                              best_t *b, uint32_t nt)
+{
+    float *const a = acc;
+    uint32_t *const t = touched, *const pos = b->pos;
+    float theta = b->theta;
+    for (uint32_t j = 0; j < df; j++) {
+        uint32_t ch = p[j].chunk;
+        if (!allowed(allow, ch))
+            continue;
+        float s = idf * imp[j];
+        if (!(s > 0))
+            continue;
+        float v = a[ch];
+        if (v == 0)
+            t[nt++] = ch;
+        v += s;
+        a[ch] = v;
+        if (v >= theta || pos[ch]) {
+            best_update(b, ch);
+            theta = b->theta;
+        }
+    }
+    return nt;
+}
+
 /* BM25 of every chunk that can rank among the c best into acc, term by term, rarest (highest bound) first,
  * keeping the c best so far in a heap (best_t) as scores grow. While an untouched chunk could still reach the
  * c-th best, each term's whole run is added (every chunk in it touched); once the max-score bound of the
@@ -292,18 +323,8 @@ static uint32_t bm25_accumulate(const sl_rag_index_t *x, const sl_rag_query_t *q
             break; /* c chunks already score over what an untouched one can still reach */
         const sl_rag_posting_t *p = x->postings + w[i].e->post;
         const float *imp = x->impact + w[i].e->post, idf = w[i].idf;
-        for (uint32_t j = 0, df = w[i].e->df; j < df; j++) {
-            uint32_t ch = p[j].chunk;
-            if (!allowed(q->allow, ch))
-                continue;
-            float s = idf * imp[j];
-            if (!(s > 0))
-                continue;
-            if (acc[ch] == 0)
-                touched[nt++] = ch;
-            acc[ch] += s;
-            best_offer(&b, ch);
-        }
+        const uint32_t df = w[i].e->df;
+        nt = q->allow ? add_run(p, imp, idf, df, q->allow, &b, nt) : add_run(p, imp, idf, df, NULL, &b, nt);
     }
     if (i < nw) {
         *pruned = 1;

@@ -342,6 +342,19 @@ int sl_rag_writer_bytes(sl_rag_writer_t *w, uint8_t **out, size_t *len)
         free(b);
         return -ENOMEM;
     }
+    uint32_t nprobe = 0; /* the default probes: the writer's, else measured on these rows */
+    if (nlist) {
+        sl_ivf_t iv = {(const float *)AT(SL_RAG_SEC_IVF_CENT),
+                       (const uint32_t *)AT(SL_RAG_SEC_IVF_OFFS),
+                       (const uint32_t *)AT(SL_RAG_SEC_IVF_IDS),
+                       NULL,
+                       NULL,
+                       nlist,
+                       0};
+        nprobe = !w->ivf_probes          ? sl_ivf_tune_probes(w->vecs, n, d, &iv, 0)
+                 : w->ivf_probes > nlist ? nlist
+                                         : w->ivf_probes;
+    }
     if (nlist && (w->flags & SL_RAG_HAS_I8)) /* the int8 rows again in list order */
         for (uint32_t p = 0; p < n; p++) {
             uint32_t r = ((const uint32_t *)AT(SL_RAG_SEC_IVF_IDS))[p];
@@ -361,10 +374,7 @@ int sl_rag_writer_bytes(sl_rag_writer_t *w, uint8_t **out, size_t *len)
     h.npostings = w->npostings;
     h.flags = w->flags | (nlist ? SL_RAG_HAS_IVF : 0);
     h.nlist = nlist;
-    h.nprobe = !nlist                  ? 0
-               : !w->ivf_probes        ? sl_ivf_default_probes(nlist)
-               : w->ivf_probes > nlist ? nlist
-                                       : w->ivf_probes;
+    h.nprobe = nprobe;
     h.avgdl = n ? (float)((double)w->total_len / n) : 0;
     h.info = w->info;
     h.body_hash = sl_xxh64(b + sizeof(h), pos - sizeof(h), 0);

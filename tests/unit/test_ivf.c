@@ -368,6 +368,33 @@ static void test_version1(void)
     free(rows);
 }
 
+/* The default probes measured at build: where the lists hold a row's nearest rows (clusters) the default
+ * stays; on random rows, whose nearest rows are spread over many lists, more are probed, up to a quarter. */
+static void test_tune_probes(void)
+{
+    const uint32_t nl = 64, def = sl_ivf_default_probes(nl);
+    float *cent = malloc(nl * D * sizeof(float));
+    uint32_t offs[65], *ids = malloc(N * 4);
+    float *rows = clustered(N);
+    CHECK_INT(sl_ivf_train(rows, N, D, nl, 7, cent, offs, ids), 0);
+    sl_ivf_t ivf = {.centroids = cent, .offs = offs, .ids = ids, .nlist = nl};
+    uint32_t p = sl_ivf_tune_probes(rows, N, D, &ivf, 3);
+    CHECK_INT(p, def);
+    CHECK_INT(sl_ivf_tune_probes(rows, N, D, &ivf, 3), p); /* seeded */
+    for (size_t i = 0; i < (size_t)N * D; i++)
+        rows[i] = frand();
+    for (size_t i = 0; i < N; i++)
+        sl_vec_normalize(rows + i * D, D);
+    CHECK_INT(sl_ivf_train(rows, N, D, nl, 7, cent, offs, ids), 0);
+    p = sl_ivf_tune_probes(rows, N, D, &ivf, 3);
+    CHECK(p > def && p <= nl / 4);
+    ivf.nlist = 16; /* a quarter of 16 lists is under the default: nothing to raise */
+    CHECK_INT(sl_ivf_tune_probes(rows, N, D, &ivf, 3), sl_ivf_default_probes(16));
+    free(rows);
+    free(cent);
+    free(ids);
+}
+
 int main(void)
 {
     test_defaults();
@@ -375,5 +402,6 @@ int main(void)
     test_quantised_probes();
     test_index();
     test_version1();
+    test_tune_probes(); /* last: its random rows move the generator the others' data comes from */
     return sl_test_done();
 }

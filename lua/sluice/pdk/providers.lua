@@ -11,11 +11,22 @@
 --
 -- Failures return nil, err (a one-line text: "provider x: timeout", "provider x: 401 invalid key", ...), status
 -- (the HTTP status when the provider answered, else nil). Misuse (unknown op, wrong types) raises.
+local ffi = require("ffi")
+local C = require("sluice.core")
 local base = require("sluice.pdk.base")
 local timer = require("sluice.pdk.timer")
+local vector = require("sluice.pdk.vector")
 
 local type, pairs, tostring, tonumber, ipairs, error, require = type, pairs, tostring, tonumber, ipairs, error, require
-local concat = table.concat
+local concat, floor = table.concat, math.floor
+local ffi_new, ffi_copy = ffi.new, ffi.copy
+
+ffi.cdef [[
+int sl_rag_embeddings_read(const char *json, size_t len, uint32_t count, float *out, size_t cap, int64_t *tokens);
+]]
+local float_arr = ffi.typeof("float[?]")
+local tokens_p = ffi_new("int64_t[1]")
+local floats_buf, floats_cap = nil, 0 -- where an answer's numbers are read (grown to the largest answer)
 
 local OPS = { chat = true, completions = true, embeddings = true }
 local EMBED_BATCH = 64
@@ -34,15 +45,9 @@ local function http()
     return require("sluice.pdk.http")
 end
 
---- Sends one request to provider `name` (op "chat", "completions" or "embeddings"; body canonical; body.model a
---- name the provider serves, mapped through its `models`). opts: timeout (seconds, default the provider's read
---- timeout or 60), config (a validated config; default the request's or the live one). Returns the canonical
---- response table | nil, err, status.
-function _M.call(name, op, body, opts)
-    if type(name) ~= "string" then error("provider name must be a string", 2) end
-    if not OPS[op] then error("op must be chat, completions or embeddings", 2) end
-    if type(body) ~= "table" then error("body must be a table", 2) end
-    opts = opts or {}
+-- Sends one request (see call): the driver, then the status, headers and body of the answer, or the mock's
+-- answer already decoded (a table: no JSON round trip) | nil, err.
+local function exchange(name, op, body, opts)
     local cfg = opts.config or config()
     local provider = cfg and cfg.providers and cfg.providers[name]
     if type(provider) ~= "table" then
@@ -72,7 +77,7 @@ function _M.call(name, op, body, opts)
         if wait > 0 then timer.sleep(wait) end
         status, headers = lr.status or 200, lr.headers or {}
         if lr.decoded and status == 200 then
-            return lr.decoded -- already a table: no JSON round trip
+            return d, status, headers, nil, lr.decoded
         end
         rbody = lr.body or concat(lr.chunks or {})
     else
@@ -89,6 +94,11 @@ function _M.call(name, op, body, opts)
         end
         status, headers, rbody = res.status, res.headers, res.body
     end
+    return d, status, headers, rbody
+end
+
+-- The canonical response of an exchange's answer | nil, err, status.
+local function parse(name, op, d, status, headers, rbody)
     local resp, perr = d.parse_response(status, headers, rbody, op)
     if not resp then
         local msg = type(perr) == "table" and (perr.message or perr.type) or tostring(perr)
@@ -97,10 +107,45 @@ function _M.call(name, op, body, opts)
     return resp
 end
 
+--- Sends one request to provider `name` (op "chat", "completions" or "embeddings"; body canonical; body.model a
+--- name the provider serves, mapped through its `models`). opts: timeout (seconds, default the provider's read
+--- timeout or 60), config (a validated config; default the request's or the live one). Returns the canonical
+--- response table | nil, err, status.
+function _M.call(name, op, body, opts)
+    if type(name) ~= "string" then error("provider name must be a string", 2) end
+    if not OPS[op] then error("op must be chat, completions or embeddings", 2) end
+    if type(body) ~= "table" then error("body must be a table", 2) end
+    local d, status, headers, rbody, decoded = exchange(name, op, body, opts or {})
+    if not d then return nil, status end
+    if decoded then return decoded end
+    return parse(name, op, d, status, headers, rbody)
+end
+
+-- An OpenAI-format answer of n embeddings read in C straight into float arrays: the list and the prompt
+-- tokens, or nil when the answer is not one (an error, another format: the caller reads it the general way).
+local function read_floats(status, rbody, n)
+    if not rbody or status < 200 or status > 299 then return nil end
+    local cap = floor(#rbody / 2) + 1 -- a number and its comma take two bytes or more
+    if cap > floats_cap then floats_buf, floats_cap = float_arr(cap), cap end
+    local dims = C.sl_rag_embeddings_read(rbody, #rbody, n, floats_buf, floats_cap, tokens_p)
+    if dims <= 0 then return nil end
+    local out = {}
+    for i = 1, n do
+        local v = float_arr(dims)
+        ffi_copy(v, floats_buf + (i - 1) * dims, dims * 4)
+        out[i] = v
+    end
+    return out, tonumber(tokens_p[0])
+end
+
 --- Embeds texts (a string or a list of strings) with provider `name`: a list of vectors (Lua arrays), in
 --- order, plus the summed usage {prompt_tokens} | nil, err, status. opts: model (a name the provider serves),
---- dimensions (when the model supports it), batch (texts per call, default 64), timeout, config.
+--- dimensions (when the model supports it), batch (texts per call, default 64), timeout, config, floats (true:
+--- the vectors as float arrays, as sluice.vector.new makes them; an OpenAI-format answer is then read in C
+--- straight into them, without a JSON tree or a Lua array of hundreds of numbers: what a RAG query's embedding
+--- costs the gateway).
 function _M.embed(name, texts, opts)
+    if type(name) ~= "string" then error("provider name must be a string", 2) end
     if type(texts) == "string" then texts = { texts } end
     if type(texts) ~= "table" then error("texts must be a string or a list of strings", 2) end
     opts = opts or {}
@@ -112,22 +157,38 @@ function _M.embed(name, texts, opts)
             if type(texts[j]) ~= "string" then error("texts[" .. j .. "] must be a string", 2) end
             part[#part + 1] = texts[j]
         end
-        local resp, err, status = _M.call(name, "embeddings",
+        local d, status, headers, rbody, resp = exchange(name, "embeddings",
             { model = opts.model, input = part, dimensions = opts.dimensions }, opts)
-        if not resp then return nil, err, status end
-        local data = type(resp.data) == "table" and resp.data or {}
-        if #data ~= #part then
-            return nil, "provider " .. name .. ": " .. #data .. " embeddings for " .. #part .. " inputs"
-        end
-        for k, e in ipairs(data) do
-            local at = i - 1 + (tonumber(e.index) and (e.index + 1) or k)
-            if type(e.embedding) ~= "table" or at < i or at > i + #part - 1 then
-                return nil, "provider " .. name .. ": bad embedding in the answer (base64 answers are not read)"
+        if not d then return nil, status end
+        local vecs, used
+        if opts.floats then vecs, used = read_floats(status, rbody, #part) end
+        if vecs then
+            for k = 1, #part do out[i - 1 + k] = vecs[k] end
+            tokens = tokens + (used > 0 and used or 0)
+        else
+            local err, st
+            if not resp then resp, err, st = parse(name, "embeddings", d, status, headers, rbody) end
+            if not resp then return nil, err, st end
+            local data = type(resp.data) == "table" and resp.data or {}
+            if #data ~= #part then
+                return nil, "provider " .. name .. ": " .. #data .. " embeddings for " .. #part .. " inputs"
             end
-            out[at] = e.embedding
+            for k, e in ipairs(data) do
+                local at = i - 1 + (tonumber(e.index) and (e.index + 1) or k)
+                if type(e.embedding) ~= "table" or at < i or at > i + #part - 1 then
+                    return nil, "provider " .. name .. ": bad embedding in the answer (base64 answers are not read)"
+                end
+                local v = e.embedding
+                if opts.floats then
+                    local verr
+                    v, verr = vector.new(v)
+                    if not v then return nil, "provider " .. name .. ": bad embedding in the answer: " .. verr end
+                end
+                out[at] = v
+            end
+            local u = resp.usage
+            tokens = tokens + (type(u) == "table" and tonumber(u.prompt_tokens) or 0)
         end
-        local u = resp.usage
-        tokens = tokens + (type(u) == "table" and tonumber(u.prompt_tokens) or 0)
     end
     return out, { prompt_tokens = tokens }
 end

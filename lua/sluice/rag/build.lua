@@ -14,7 +14,6 @@
 local ffi = require("ffi")
 local C = require("sluice.core")
 local chunk = require("sluice.rag.chunk")
-local vector = require("sluice.pdk.vector")
 local providers = require("sluice.pdk.providers")
 require("sluice.pdk.rag") -- the index cdefs (loader, views) this module reads old indexes with
 local cjson = require("cjson.safe")
@@ -200,15 +199,15 @@ function _M.run(def, opts)
         local texts = {}
         for j = i, math.min(i + batch - 1, #pending) do texts[#texts + 1] = _M.embed_input(pending[j]) end
         local vecs, eerr = providers.embed(def.provider, texts, { model = def.model, dimensions = def.dimensions,
-                                                                 config = opts.config, timeout = def.timeout })
+                                                                 config = opts.config, timeout = def.timeout,
+                                                                 floats = true })
         if not vecs then return nil, "embedding failed: " .. tostring(eerr) end
-        for j, v in ipairs(vecs) do
-            dims = dims or #v
-            if #v ~= dims then
-                return nil, format("the provider returned %d dimensions, then %d", dims, #v)
+        for j, fv in ipairs(vecs) do
+            local n = ffi.sizeof(fv) / 4
+            dims = dims or n
+            if n ~= dims then
+                return nil, format("the provider returned %d dimensions, then %d", dims, n)
             end
-            local fv, verr = vector.new(v)
-            if not fv then return nil, "bad embedding: " .. verr end
             pending[i + j - 1].vec = fv
         end
         if #pending > batch then log(format("embedded %d/%d", math.min(i + batch - 1, #pending), #pending)) end
