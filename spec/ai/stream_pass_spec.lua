@@ -77,26 +77,6 @@ describe("sluice.ai.stream pass-through", function()
         assert.equal("data: [DONE]\n\n", out:sub(-14))
     end)
 
-    it("keeps the text it forwarded, for an estimate: content strings as they lie, else the event's JSON", function()
-        local tool = '{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":' ..
-            '{"arguments":"{}"}}]},"finish_reason":null}]}'
-        local two = '{"id":"c","choices":[{"index":0,"delta":{"content":"x"}},{"index":1,"delta":{"content":"y"}}]}'
-        local s = "data: " .. chunk("hello ") .. "\n\ndata: " .. chunk(cjson.null) .. "\n\ndata: " ..
-            chunk('say "hi"') .. "\n\ndata: " .. chunk("line\nnext") .. "\n\ndata: " .. tool .. "\n\ndata: " ..
-            two .. "\n\ndata: " .. FINISH .. "\n\ndata: " .. USAGE .. "\n\ndata: " .. chunk("late") ..
-            "\n\ndata: [DONE]\n\n"
-        for _, n in ipairs({ false, 1, 5, 64 }) do
-            local _, f, p = run(s, n or nil)
-            assert.is_nil(f)
-            local esc, raw = p:take_texts()
-            -- escaped as on the wire (decoded only for an estimate); a quote inside, a tool call, two choices:
-            -- the event; nothing once the usage went by
-            assert.same({ "hello ", "line\\nnext" }, esc, tostring(n))
-            assert.same({ chunk('say "hi"'), tool, two }, raw, tostring(n))
-            assert.same({ nil, nil }, { p:take_texts() })
-        end
-    end)
-
     it("faults: no end, half an event, garbage, an error event, an event over the bound; nothing after [DONE]", function()
         local _, f = run("data: " .. chunk("a") .. "\n\n")
         assert.matches("ended before its end", f.message)

@@ -87,8 +87,7 @@ local NEVER = math.huge
 
 local function new_pass(ai, max)
     return setmetatable({ ai = ai, max = max, pend = nil, plen = 0, tail_nl = false, parser = nil,
-                          done = false, finished = false, usage = nil, cur = nil, nu = 0, nf = 0,
-                          nc = 0, nt = 0, nx = 0, esc = nil, raw = nil }, Pass)
+                          done = false, finished = false, usage = nil, cur = nil, nu = 0, nf = 0 }, Pass)
 end
 --- The pass-through filter alone (bench/sse_parse.lua): p = pass_through(ai, max_event_size);
 --- p:feed(bytes, out) and p:close(out) append what goes to the client to out and return a fault or nil.
@@ -104,66 +103,6 @@ local function provider_error(ai, data)
     local f = fault(502, e.message or "upstream error event", e.type)
     f.provider = true
     return f
-end
-
--- The completion text of the kept event s[a..b] (`data: {...}`), for an estimate should the provider's usage
--- not reach the client: its "content" string as it lies in the event, still JSON-escaped (decoded only if an
--- estimate is made), in self.esc; for any other shape (tool call arguments, a "text" field, content parts or
--- several contents, an escaped quote) the event's JSON in self.raw. A few bytes per event are kept instead of
--- the event: the text of a stream stays until its usage chunk, the last one, so with thousands of streams of
--- distinct answers at once it would be most of a stream's memory. Plain searches with a cursor per chunk, as
--- for "usage" and "finish_reason", and no loop (an inner loop would abort the traces of feed's loop).
-function Pass:texts(s, a, b)
-    local nt, nx, nc = self.nt, self.nx, self.nc
-    if nt < a then
-        nt = find(s, '"tool_calls"', a, true) or NEVER
-        self.nt = nt
-    end
-    if nx < a then
-        nx = find(s, '"text":', a, true) or NEVER
-        self.nx = nx
-    end
-    if nc < a then
-        nc = find(s, '"content":', a, true) or NEVER
-    end
-    if nt > b and nx > b then
-        if nc > b then -- no text (a role or finish event)
-            self.nc = nc
-            return
-        end
-        local k = nc + 10
-        if byte(s, k) == 32 then k = k + 1 end
-        local c, e = byte(s, k), k + 3 -- null: its end
-        if c == 34 then -- '"'
-            e = find(s, '"', k + 1, true)
-        elseif c ~= 110 then
-            e = nil
-        end
-        if e and e <= b and byte(s, e - 1) ~= 92 then -- the string's end (not an escaped quote) or null
-            local nxt = find(s, '"content":', e, true) or NEVER
-            self.nc = nxt
-            if nxt > b then -- the one content of the event
-                if c == 34 and e > k + 1 then
-                    local esc = self.esc
-                    if not esc then esc = {}; self.esc = esc end
-                    esc[#esc + 1] = sub(s, k + 1, e - 1)
-                end
-                return
-            end
-        end
-    end
-    self.nc = 0 -- looked for again from the next event on
-    local raw = self.raw
-    if not raw then raw = {}; self.raw = raw end
-    raw[#raw + 1] = sub(s, a + 6, b)
-end
-
---- The text pieces of the events fed since the last call (see Pass:texts): escaped content strings, events'
---- JSON; either may be nil.
-function Pass:take_texts()
-    local esc, raw = self.esc, self.raw
-    self.esc, self.raw = nil, nil
-    return esc, raw
 end
 
 -- The event s[a..b] (b: its last byte before the blank line): KEEP (forwarded as it is), DROP (the usage chunk
@@ -197,7 +136,7 @@ function Pass:scan(s, a, b)
         return provider_error(self.ai, sub(s, a + 6, b))
     end
     if s ~= self.cur then -- cursors are positions in s
-        self.cur, self.nu, self.nf, self.nc, self.nt, self.nx = s, 0, 0, 0, 0, 0
+        self.cur, self.nu, self.nf = s, 0, 0
     end
     local nu = self.nu
     if nu < a then
@@ -227,9 +166,6 @@ function Pass:scan(s, a, b)
             if byte(s, k) == 32 then k = k + 1 end
             if byte(s, k) == 34 then self.finished = true end -- a string, not null
         end
-    end
-    if not self.usage then
-        self:texts(s, a, b)
     end
     return KEEP
 end
@@ -451,14 +387,14 @@ end
 -- Text the client got (for an estimate when the provider's usage did not reach it).
 local function delivered_text(st)
     if st.pass then
+        local p = sse.parser()
         local text = {}
-        if #st.esc > 0 then -- the content strings, JSON-escaped: one string of JSON once joined
-            local esc = concat(st.esc)
-            local s = decode('"' .. esc .. '"')
-            text[1] = type(s) == "string" and s or esc
-        end
-        for _, data in ipairs(st.raw) do
-            text[#text + 1] = completion_text_of(decode(data))
+        for _, raw in ipairs(st.raw) do
+            for _, ev in ipairs(p:feed(raw)) do
+                if ev.data ~= "[DONE]" then
+                    text[#text + 1] = completion_text_of(decode(ev.data))
+                end
+            end
         end
         return concat(text)
     end
@@ -481,9 +417,9 @@ local function stream(ctx, ai, p)
     local max = conf and conf.max_event_size or sse.DEFAULT_MAX_SIZE
     -- a driver that must see every chunk (e.g. azure-openai drops prompt_filter_results chunks) opts out
     local passthrough = ai.api == "openai" and OPENAI_WIRE[ai.provider.kind] and ai.driver.stream_passthrough ~= false
-    -- st: started (the head went out), esc / raw / text (what the client got, for an estimate: see Pass:texts),
-    -- usage (the provider's, once the events before it reached the client), finished (a finish reason went by)
-    local st = { started = false, esc = {}, raw = {}, text = {}, usage = nil, finished = false }
+    -- st: started (the head went out), raw / text (what the client got, for an estimate), usage (the provider's,
+    -- once the events before it reached the client), finished (a finish reason went by)
+    local st = { started = false, raw = {}, text = {}, usage = nil, finished = false }
     local pass, s
     if passthrough then
         pass = new_pass(ai, max)
@@ -508,10 +444,7 @@ local function stream(ctx, ai, p)
         end
         if not st.usage and data then -- text for an estimate, kept only while no usage reached the client
             if pass then
-                local t = st.esc
-                for i = 1, b.esc and #b.esc or 0 do t[#t + 1] = b.esc[i] end
-                t = st.raw
-                for i = 1, b.raw and #b.raw or 0 do t[#t + 1] = b.raw[i] end
+                st.raw[#st.raw + 1] = data
             else
                 local t = st.text
                 for i = 1, #b.text do t[#t + 1] = b.text[i] end
@@ -554,7 +487,6 @@ local function stream(ctx, ai, p)
             if pass.usage ~= had then
                 b.usage = pass.usage
             end
-            b.esc, b.raw = pass:take_texts()
         else
             f = encode_chunks(ai, st, s:feed(bytes), out, b)
             if not f and over_bound(s, max) then
@@ -597,7 +529,6 @@ local function stream(ctx, ai, p)
             if pass.usage ~= had then
                 b.usage = pass.usage
             end
-            b.esc, b.raw = pass:take_texts()
         else
             if sse_decoder(s) then -- an event the stream ended without its blank line after
                 f = encode_chunks(ai, st, s:feed("\n\n"), out, b)
