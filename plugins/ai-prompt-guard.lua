@@ -115,10 +115,9 @@ local function first_match(c, text)
     return c.names[i]
 end
 
---- The verdict for a decoded request body: nil when it passes, else {kind = "deny" | "allow" | "error", rule, role,
---- index} (pure: for specs).
-function _M.verdict(compiled, body, api)
-    local units = sreq.units(body, api)
+--- The verdict for units (sluice.ai.safety.request): nil when they pass, else {kind = "deny" | "allow" | "error",
+--- rule, role, index}.
+function _M.verdict_units(compiled, units)
     local roles = compiled.roles
     local list = {}
     for _, u in ipairs(units) do
@@ -145,6 +144,11 @@ function _M.verdict(compiled, body, api)
     return nil
 end
 
+--- The verdict for a decoded request body (pure: for specs).
+function _M.verdict(compiled, body, api)
+    return _M.verdict_units(compiled, sreq.units(body, api))
+end
+
 local function build(conf)
     local c, err = _M.compile(conf)
     if not c then return nil, err end
@@ -153,17 +157,22 @@ local function build(conf)
 end
 
 function _M.rewrite(conf, ctx)
-    local body = sluice.request.peek_json(ctx) -- read only: unchanged bytes still go upstream as sent
-    if type(body) ~= "table" then
-        return -- not JSON: not a chat request (ai-proxy answers it with its own 400)
-    end
     local api = sreq.api(ctx.path)
+    -- an OpenAI request whose bytes are plain JSON is read where its texts sit, without decoding it
+    local units = api == "openai" and sreq.raw_units(sluice.request.json_bytes(ctx)) or nil
+    if not units then
+        local body = sluice.request.peek_json(ctx) -- read only: unchanged bytes still go upstream as sent
+        if type(body) ~= "table" then
+            return -- not JSON: not a chat request (ai-proxy answers it with its own 400)
+        end
+        units = sreq.units(body, api)
+    end
     local compiled, err = safety.per_conf(conf, build)
     if not compiled then
         log.err("cannot compile the patterns (id ", ctx.request_id, "): ", err)
         return sreq.refusal(api, 500, "the prompt guard is misconfigured (id " .. ctx.request_id .. ")")
     end
-    local v = _M.verdict(compiled, body, api)
+    local v = _M.verdict_units(compiled, units)
     local rec = safety.record(ctx, "guard")
     if not v then
         rec.action = "pass"

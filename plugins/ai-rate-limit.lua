@@ -22,8 +22,10 @@
 local sluice = require("sluice")
 local limits = require("sluice.limits")
 local call = require("sluice.limits.call")
+local counters = require("sluice.limits.counters")
 
 local ipairs, tostring, setmetatable = ipairs, tostring, setmetatable
+local tnew = require("table.new")
 local floor = math.floor
 local find, format, gsub = string.find, string.format, string.gsub
 local consumer, response = sluice.consumer, sluice.response
@@ -113,6 +115,35 @@ local function header_value(l, v)
     return tostring(v)
 end
 
+-- The one-key shape of a conf whose counters can go through sluice.limits.counters (one FFI call per phase):
+-- every limit keyed by the same sources, each with one value per request (no consumer groups), none naming the
+-- provider or the model (a fallback to another one moves those counters after the call), no model or provider
+-- filters, and in memcached fixed windows only. Returns the compiled `by` they share, or nil (the general path).
+local function fast_plan(conf, list)
+    if #list > counters.MAX then
+        return nil
+    end
+    local sig
+    for _, l in ipairs(list) do
+        if l.models or l.providers or (conf.policy == "memcached" and l.spec.sliding) then
+            return nil
+        end
+        local parts = {}
+        for i, src in ipairs(l.by) do
+            if src[1] == "consumer_group" or src[1] == "provider" or src[1] == "model" then
+                return nil
+            end
+            parts[i] = src[1] .. ":" .. (src[2] or "")
+        end
+        local this = table.concat(parts, "|")
+        if sig and this ~= sig then
+            return nil
+        end
+        sig = this
+    end
+    return list[1].by
+end
+
 -- Per conf: the limits with their window spec, key prefix id, header name, filters (weak cache).
 local compiled = setmetatable({}, { __mode = "k" })
 local function compile(conf)
@@ -140,6 +171,8 @@ local function compile(conf)
             c.cost = c.cost or l.metric == "cost"
         end
     end
+    c.fast = fast_plan(conf, c.list)
+    c.n, c.slots = #c.list, {}
     compiled[conf] = c
     return c
 end
@@ -189,11 +222,13 @@ local function show(metric, v)
 end
 
 -- The three headers of one result.
+-- (values given as strings: set_header's check then takes one path for all three, where a mix of strings and
+-- numbers made its trace exit on every other call, into a side trace that cannot compile)
 local function set_headers(ctx, l, rem, reset)
     local set = response.set_header
     set(l.h_limit, l.limit_text, ctx)
-    set(l.h_remaining, l.metric == "cost" and header_value(l, rem) or rem, ctx)
-    set(l.h_reset, reset, ctx)
+    set(l.h_remaining, l.metric == "cost" and header_value(l, rem) or tostring(rem), ctx)
+    set(l.h_reset, tostring(reset), ctx)
 end
 
 -- Whether result i is the one whose headers go out for its limit: the lowest remaining over the limit's keys
@@ -258,6 +293,179 @@ local function link(res, list, i)
     res[i].limit_ref, res[i].kidx = list[i].l, list[i].kidx
 end
 
+-- The 429 of a request that limit l refused for key `who` (readable), with remaining and the amount asked.
+local function refuse_over(ctx, l, who, remaining, need, never, retry_after)
+    local what = l.metric == "requests" and "requests" or (l.metric == "cost" and "cost (USD)")
+        or gsub(l.metric, "_", " ")
+    local msg = format("Rate limit reached for %s on %s per %s: limit %s, remaining %s, requested %s.",
+        who == "-" and "anonymous callers" or who, what, limits.span(l.spec.window), show(l.metric, l.spec.limit),
+        show(l.metric, remaining), show(l.metric, need))
+    if never then
+        msg = msg .. " The request is larger than the limit itself and can never be served."
+    else
+        msg = msg .. format(" Please try again in %ds.", retry_after)
+    end
+    local u = sluice.ai.get_usage(ctx) -- the AI call's record says why it was not made
+    if u then
+        u.status, u.error = 429, msg
+    end
+    return limits.refuse(ctx, 429, msg, retry_after, "rate_limit_exceeded", never,
+        l.metric == "requests" and "requests" or "tokens")
+end
+
+---------------------------------------------------------------------------------------------------------------
+-- the one-key path (fast_plan): every limit of the request in one sluice.limits.counters call per phase
+
+-- Per conf, scope and key: the counters' items (prefix, window, limit set once) and the readable key.
+local function slot_of(c, conf, ctx, key)
+    local scope = conf.scope
+    local sc = scope == "route" and (ctx.route and ctx.route.id or "-") or scope
+    local per = c.slots[sc]
+    if not per then
+        per = { n = 0 }
+        c.slots[sc] = per
+    end
+    local slot = per[key[1]]
+    if slot then
+        return slot
+    end
+    if per.n >= 10000 then -- keys from headers are the client's choice: bounded
+        per = { n = 0 }
+        c.slots[sc] = per
+    end
+    local items, prefixes = counters.items(c.n), {}
+    for i, l in ipairs(c.list) do
+        prefixes[i] = limits.key_prefix(l.pcache, "airl", scope, ctx, l.id, key[1])
+        counters.set(items, i - 1, prefixes[i], l.spec.window, l.spec.limit, l.spec.sliding)
+    end
+    slot = { items = items, prefixes = prefixes, who = key[2], seen = {} }
+    per[key[1]], per.n = slot, per.n + 1
+    return slot
+end
+
+-- Item i's amount for the request, and what the reservation found copied out (the items are shared by the
+-- requests on the key): vals[3i-2] remaining, [3i-1] reset, [3i] window index. Loop-free per item (compiles).
+local function put_amount(items, list, i, p, comp, cost)
+    items[i - 1].amount = amount(list[i].metric, p, comp, cost)
+end
+
+local function get_result(vals, items, i, seen)
+    local it = items[i - 1]
+    vals[3 * i - 2], vals[3 * i - 1], vals[3 * i] = it.remaining, it.reset, it.idx
+    seen[2 * i - 1], seen[2 * i] = it.idx, it.count
+end
+
+-- The last counts memcached gave for the slot's current windows, handed to the store (Store:remember): its
+-- fail-open counters go on from them.
+local function seed(st, slot, list, now)
+    local seen = slot.seen
+    for i, l in ipairs(list) do
+        local idx = floor(now / l.spec.window)
+        if seen[2 * i - 1] == idx then
+            st:remember(slot.prefixes[i] .. idx, seen[2 * i])
+        end
+    end
+end
+
+-- The rest of fast_access once the counts are in (a function of its own: on memcached it runs after a resume,
+-- in the interpreter but for functions with traces of their own). Returns true, and the 429 when refused.
+local function fast_settle(conf, ctx, c, slot, refused, cl, p, comp, cost)
+    local items, list, n = slot.items, c.list, c.n
+    local vals, seen = tnew(3 * n, 0), slot.seen -- made at its size: no resize (a trace exit) as it fills
+    get_result(vals, items, 1, seen)
+    if n >= 2 then get_result(vals, items, 2, seen) end
+    for i = 3, n do
+        get_result(vals, items, i, seen)
+    end
+    if refused > 0 then
+        ctx._ai_rl = { slot = slot, vals = vals, cc = c, headers = conf.headers } -- no charge in log
+        local it = items[refused - 1]
+        local never = it.ok == 2
+        return true, refuse_over(ctx, list[refused], slot.who, it.remaining, it.amount, never,
+            not never and it.retry_after or nil)
+    end
+    -- (p, c, cost: what call.used falls back to without an AI call)
+    ctx._ai_rl = { slot = slot, vals = vals, cc = c, headers = conf.headers, charge = true, p = p, c = comp,
+                   cost = cost, call = cl }
+    return true
+end
+
+local function fast_access(conf, ctx, c, st, cl, p, comp, cost)
+    local ks = limits.keys(c.fast, ctx, cl)
+    if #ks ~= 1 then
+        return false
+    end
+    local slot = slot_of(c, conf, ctx, ks[1])
+    local items, list, n = slot.items, c.list, c.n
+    put_amount(items, list, 1, p, comp, cost)
+    if n >= 2 then put_amount(items, list, 2, p, comp, cost) end
+    for i = 3, n do
+        put_amount(items, list, i, p, comp, cost)
+    end
+    local now = limits.now()
+    local refused, err
+    if st.remote then
+        refused = counters.reserve_mc(items, n, now)
+        if not refused then
+            -- memcached failed (nothing stays counted): the general path decides what the outage means (fail_mode),
+            -- its local counters seeded with the last counts memcached gave here
+            seed(st, slot, list, now)
+            return false
+        end
+    else
+        refused, err = counters.reserve(st.d, items, n, now)
+        if not refused then
+            return true, limits.refuse(ctx, 503, "rate limit store unavailable: shared dict: " .. tostring(err))
+        end
+    end
+    return fast_settle(conf, ctx, c, slot, refused, cl, p, comp, cost)
+end
+
+-- header_filter: the headers of limit i from the copied results.
+local function fast_header(ctx, list, vals, i)
+    set_headers(ctx, list[i], vals[3 * i - 2], vals[3 * i - 1])
+end
+
+local function fast_headers(ctx, rl)
+    local list, vals = rl.cc.list, rl.vals
+    local n = #list
+    fast_header(ctx, list, vals, 1)
+    if n >= 2 then fast_header(ctx, list, vals, 2) end
+    for i = 3, n do
+        fast_header(ctx, list, vals, i)
+    end
+end
+
+-- log: item i's delta (used - reserved) and the window its reservation counted in; whether it is not 0.
+local deltas = counters.deltas
+local function put_delta(rl, items, list, i, p, comp, cost)
+    local m = list[i].metric
+    local d = amount(m, p, comp, cost) - amount(m, rl.p, rl.c, rl.cost)
+    deltas[i - 1] = d
+    items[i - 1].idx = rl.vals[3 * i]
+    return d ~= 0
+end
+
+local function fast_log(ctx, rl, st)
+    rl.charge = nil
+    local p, comp, cost = call.used(rl, ctx)
+    local items, list = rl.slot.items, rl.cc.list
+    local n = #list
+    local any = put_delta(rl, items, list, 1, p, comp, cost)
+    if n >= 2 then any = put_delta(rl, items, list, 2, p, comp, cost) or any end
+    for i = 3, n do
+        any = put_delta(rl, items, list, i, p, comp, cost) or any
+    end
+    if not any then
+        return
+    end
+    if st.remote then
+        counters.adjust_mc(items, n)
+    else
+        counters.adjust(st.d, items, n)
+    end
+end
+
 -- The phase runs in a function of its own, called (not tail-called) from the entry point: run_phase calls
 -- plugins through pcall, and a LuaJIT trace cannot return through a pcall it did not start in, so a phase
 -- function's own body never compiles; this one does.
@@ -270,6 +478,12 @@ local function access_phase(conf, ctx)
     local cl = call.call_of(ctx)
     local p, comp = call.estimate(cl, c.prompt, c.completion)
     local cost = c.cost and call.cost_nano(cl.price, p, comp) or 0
+    if c.fast then
+        local done, status, body = fast_access(conf, ctx, c, st, cl, p, comp, cost)
+        if done then
+            return status, body
+        end
+    end
     -- every limit and key of the request, reserved together (one round trip), all or nothing
     local list, keys = {}, {}
     local cls, scope = c.list, conf.scope
@@ -292,24 +506,9 @@ local function access_phase(conf, ctx)
     res.single = single
     if refused then
         ctx._ai_rl = { headers = conf.headers and res } -- header_filter (every response) sends X-RateLimit-*
-        local r, l, who = res[refused], list[refused].l, keys[refused]
-        local need = list[refused].amount
-        local what = l.metric == "requests" and "requests" or (l.metric == "cost" and "cost (USD)")
-            or gsub(l.metric, "_", " ")
-        local msg = format("Rate limit reached for %s on %s per %s: limit %s, remaining %s, requested %s.",
-            who == "-" and "anonymous callers" or who, what, limits.span(l.spec.window), show(l.metric, l.spec.limit),
-            show(l.metric, r.remaining), show(l.metric, need))
-        if r.never then
-            msg = msg .. " The request is larger than the limit itself and can never be served."
-        else
-            msg = msg .. format(" Please try again in %ds.", r.retry_after)
-        end
-        local u = sluice.ai.get_usage(ctx) -- the AI call's record says why it was not made
-        if u then
-            u.status, u.error = 429, msg
-        end
-        return limits.refuse(ctx, 429, msg, r.retry_after, "rate_limit_exceeded", r.never,
-            l.metric == "requests" and "requests" or "tokens")
+        local r = res[refused]
+        return refuse_over(ctx, list[refused].l, keys[refused], r.remaining, list[refused].amount, r.never,
+            r.retry_after)
     end
     -- the X-RateLimit-* headers go out from header_filter, which runs on every response of the route
     ctx._ai_rl = { res = res, st = st, p = p, c = comp, cost = cost, call = cl, headers = conf.headers and res }
@@ -329,7 +528,11 @@ local function header_filter_phase(conf, ctx)
     end
     local rl = ctx._ai_rl
     if rl then
-        if rl.headers then
+        if rl.slot then
+            if rl.headers then
+                fast_headers(ctx, rl)
+            end
+        elseif rl.headers then
             apply_headers(ctx, rl.headers)
         end
         return
@@ -388,6 +591,9 @@ end
 
 local function log_phase(conf, ctx)
     local rl = ctx._ai_rl
+    if rl and rl.charge then
+        return fast_log(ctx, rl, limits.store(conf, _M.name))
+    end
     if not rl or not rl.res then
         return
     end

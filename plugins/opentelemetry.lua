@@ -113,8 +113,11 @@ end
 
 -- Spans are written as JSON by hand (no table per attribute, no sort): attributes in the fixed order of ORDER,
 -- straight into a string buffer (no string is made per attribute or per span: the sink's batch takes the bytes).
-local DOUBLE = {} -- key of a number that must be a doubleValue even when it is whole
-local function dbl(v) return type(v) == "number" and { [DOUBLE] = v } or nil end
+-- The attributes whose numbers are doubleValue even when whole (a temperature of 1, a cost of 0): known by key,
+-- so no table wraps each such number on the request path.
+local DOUBLES = { ["gen_ai.request.temperature"] = true, ["gen_ai.request.top_p"] = true,
+                  ["sluice.cost_usd"] = true, ["sluice.ttft_s"] = true }
+local function num(v) return type(v) == "number" and v or nil end
 
 local plain = audit.plain -- a value that needs no escaping (cached)
 
@@ -150,11 +153,6 @@ local function put_any(buf, v)
     elseif t == "boolean" then
         buf:put(v and '{"boolValue":true}' or '{"boolValue":false}')
     elseif t == "table" then
-        local d = v[DOUBLE]
-        if d then
-            buf:putf('{"doubleValue":%.17g}', d)
-            return
-        end
         buf:put('{"arrayValue":{"values":[')
         for i = 1, #v do
             if i > 1 then buf:put(",") end
@@ -191,23 +189,32 @@ for _, k in ipairs(ORDER) do PREFIX[k] = '{"key":"' .. k .. '","value":' end
 local CPREFIX = {} -- the same after the first attribute
 for _, k in ipairs(ORDER) do CPREFIX[k] = ',{"key":"' .. k .. '","value":' end
 
--- Appends the attributes to buf.
-local function put_attrs(buf, a)
-    local first = true
-    for i = 1, #ORDER do
-        local k = ORDER[i]
-        local v = a[k]
-        if v ~= nil then
-            buf:put(first and PREFIX[k] or CPREFIX[k])
-            if type(v) == "string" and plain(v) then
-                buf:put('{"stringValue":"', v, '"}}')
-            else
-                put_any(buf, v)
-                buf:put("}")
-            end
-            first = false
-        end
+-- One attribute value (the part after "value":) and the closing brace of the attribute into buf.
+local function put_value(buf, v, double)
+    local t = type(v)
+    if t == "string" and plain(v) then
+        buf:put('{"stringValue":"', v, '"}}')
+    elseif double and t == "number" and v == v and v ~= math.huge and v ~= -math.huge then
+        buf:putf('{"doubleValue":%.17g}}', v)
+    else
+        put_any(buf, v)
+        buf:put("}")
     end
+end
+
+-- Appends the attributes to buf: straight-line code made once from ORDER (one test per key, no loop), which
+-- LuaJIT compiles into one trace per span shape; a loop over the keys takes a side exit at every present one.
+local put_attrs
+do
+    local src = { "local PREFIX, CPREFIX, put_value = ...\nreturn function(buf, a)\nlocal first, v = true\n" }
+    for i, k in ipairs(ORDER) do
+        src[#src + 1] = format("v = a[%q] if v ~= nil then buf:put(first and PREFIX[%d] or CPREFIX[%d]) "
+            .. "put_value(buf, v, %s) first = false end\n", k, i, i, DOUBLES[k] and "true" or "false")
+    end
+    src[#src + 1] = "end\n"
+    local list, clist = {}, {}
+    for i, k in ipairs(ORDER) do list[i], clist[i] = PREFIX[k], CPREFIX[k] end
+    put_attrs = assert(load(concat(src), "=opentelemetry.put_attrs"))(list, clist, put_value)
 end
 
 -- resource attributes (any keys: the order of the config is kept sorted once per conf)
@@ -228,8 +235,10 @@ local function put_span(buf, tr, sp)
     end
     buf:put(',"name":')
     put_str(buf, sp.name)
-    buf:putf(',"kind":%d,"startTimeUnixNano":"%.0f","endTimeUnixNano":"%.0f","attributes":[', sp.kind,
-        sp.start * 1e9, (sp.finish or sp.start) * 1e9)
+    -- %d of these whole doubles (under 2^63) writes the digits %.0f would, by the integer path (%.0f takes the
+    -- arbitrary-precision one)
+    buf:putf(',"kind":%d,"startTimeUnixNano":"%d","endTimeUnixNano":"%d","attributes":[', sp.kind,
+        floor(sp.start * 1e9), floor((sp.finish or sp.start) * 1e9))
     put_attrs(buf, sp.attrs)
     if sp.error then
         buf:put('],"status":{"code":', STATUS_ERROR, ',"message":')
@@ -303,8 +312,8 @@ local ai_observer = {
         a["server.address"], a["server.port"] = req.host, req.port or (req.scheme == "https" and 443 or 80)
         a["http.request.method"] = req.method or "POST"
         a["gen_ai.request.max_tokens"] = type(body.max_tokens) == "number" and body.max_tokens or nil
-        a["gen_ai.request.temperature"] = dbl(body.temperature)
-        a["gen_ai.request.top_p"] = dbl(body.top_p)
+        a["gen_ai.request.temperature"] = num(body.temperature)
+        a["gen_ai.request.top_p"] = num(body.top_p)
         sp.attrs = a
         if tr.conf.propagate and type(req.headers) == "table" then
             add_propagation(tr, req.headers, sp.id)
@@ -389,22 +398,37 @@ function _M.rewrite(conf, ctx)
     return a, b
 end
 
-local REASON_KEYS = { '"finish_reason"', '"stop_reason"' }
-
--- Adds the values of `key` in chunk to list fr (plain searches: a pattern tried at every byte of a large answer
--- costs more than the whole request).
-local function reasons(chunk, key, fr)
-    local from = 1
-    while #fr < 8 do
-        local _, e = find(chunk, key, from, true)
-        if not e then return end
-        local r = match(chunk, '^%s*:%s*"([%w_]+)"', e + 1)
-        if r then
-            local dup = false
-            for i = 1, #fr do if fr[i] == r then dup = true end end
-            if not dup then fr[#fr + 1] = r end
-        end
+-- Adds the values of "finish_reason" (OpenAI) and then of "stop_reason" (Anthropic) in chunk to list fr, at most 8
+-- distinct. One plain search for '_reason"' finds both keys: a search for a key that starts with a quote stops at
+-- every quote of the JSON (a memcmp each), one for "_" at the few keys that have one.
+local stops = {}
+local function reasons(chunk, fr)
+    local from, ns = 1, 0
+    while true do
+        local s, e = find(chunk, '_reason"', from, true)
+        if not s then break end
         from = e + 1
+        local is_finish = s > 7 and sub(chunk, s - 7, s - 1) == '"finish'
+        if is_finish or (s > 5 and sub(chunk, s - 5, s - 1) == '"stop') then
+            local r = match(chunk, '^%s*:%s*"([%w_]+)"', e + 1)
+            if r then
+                if is_finish then
+                    local dup = #fr >= 8
+                    for i = 1, #fr do if fr[i] == r then dup = true end end
+                    if not dup then fr[#fr + 1] = r end
+                elseif ns < 8 then
+                    ns = ns + 1
+                    stops[ns] = r
+                end
+            end
+        end
+    end
+    for j = 1, ns do
+        local r = stops[j]
+        local dup = #fr >= 8
+        for i = 1, #fr do if fr[i] == r then dup = true end end
+        if not dup then fr[#fr + 1] = r end
+        stops[j] = nil
     end
 end
 
@@ -413,13 +437,10 @@ local function body_filter_phase(conf, ctx, chunk)
     if chunk == "" or not ctx.ai then return end
     local tr = ctx.trace
     if not tr then return end
-    for i = 1, 2 do
-        local key = REASON_KEYS[i]
-        if find(chunk, key, 1, true) then
-            local fr = tr.finish_reasons or {}
-            tr.finish_reasons = fr
-            reasons(chunk, key, fr)
-        end
+    if find(chunk, '_reason"', 1, true) then
+        local fr = tr.finish_reasons or {}
+        tr.finish_reasons = fr
+        reasons(chunk, fr)
     end
     if not tr.response_id then
         local _, e = find(chunk, '"id"', 1, true)
@@ -444,8 +465,8 @@ local function usage_attrs(a, u, tr)
         a["gen_ai.response.finish_reasons"] = tr.finish_reasons
     end
     if tr.response_id then a["gen_ai.response.id"] = tr.response_id end
-    if u.cost and u.cost > 0 then a["sluice.cost_usd"] = dbl(u.cost) end
-    if u.ttft then a["sluice.ttft_s"] = dbl(u.ttft) end
+    if u.cost and u.cost > 0 then a["sluice.cost_usd"] = num(u.cost) end
+    if u.ttft then a["sluice.ttft_s"] = num(u.ttft) end
 end
 
 local spanbuf = buffer.new() -- one span at a time, copied into the sink's batch

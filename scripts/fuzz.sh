@@ -25,7 +25,7 @@ ROOT=$(pwd)
 BUILD=${FUZZ_BUILD:-build-fuzz}
 OUT=${FUZZ_OUT:-fuzz-out}
 HARNESSES=(fuzz_request fuzz_response fuzz_chunked fuzz_conn fuzz_router fuzz_path fuzz_sse fuzz_yaml fuzz_ai_stream fuzz_rag_index
-           fuzz_rag_embeddings)
+           fuzz_rag_embeddings fuzz_chat_scan fuzz_json_locate)
 
 build() {
     command -v clang >/dev/null || { echo "fuzz: clang is missing (scripts/deps.sh installs it)"; return 1; }

@@ -7,6 +7,7 @@ local base = require("sluice.pdk.base")
 -- the modules that hold the other cdefs
 require("sluice.pdk.http")
 require("sluice.pdk.memcached")
+require("sluice.limits.counters")
 require("sluice.cplugin")
 require("sluice.router")
 require("sluice.pdk.vector")
@@ -32,7 +33,7 @@ end
 -- struct names declared with a body in the Lua cdefs
 local MIRROR_FILES = { "lua/sluice/pdk/base.lua", "lua/sluice/pdk/http.lua", "lua/sluice/pdk/memcached.lua",
                        "lua/sluice/cplugin.lua", "lua/sluice/router.lua", "lua/sluice/pdk/vector.lua",
-                       "lua/sluice/pdk/rag.lua" }
+                       "lua/sluice/pdk/rag.lua", "lua/sluice/limits/counters.lua" }
 
 describe("FFI layout: the Lua cdefs match C", function()
     local all = facts()

@@ -44,11 +44,35 @@ static int hex4(const char *p, const char *e, unsigned *v)
     return 1;
 }
 
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+
+/* Nonzero when one of the 8 bytes of w is '"', '\\' or below 0x20: the bytes a string scan must look at. */
+static uint64_t special8(uint64_t w)
+{
+    uint64_t q = w ^ (ONES * '"'), b = w ^ (ONES * '\\');
+    return ((q - ONES) & ~q & HIGHS) | ((b - ONES) & ~b & HIGHS) | ((w - ONES * 0x20) & ~w & HIGHS);
+}
+
 /* The string whose opening quote is at p: the byte after its closing quote, or NULL. *esc: it has escapes. */
 static const char *scan_string(const char *p, const char *e, int *esc)
 {
     *esc = 0;
     for (p++; p < e;) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if (e - p >= 8) {
+            uint64_t w, m;
+            memcpy(&w, p, 8);
+            m = special8(w);
+            if (m == 0) {
+                p += 8; /* eight ordinary bytes */
+                continue;
+            }
+            /* straight to the first byte to look at: the lowest flagged byte is always a real one (the
+             * borrows of the tests only flag bytes above one) */
+            p += __builtin_ctzll(m) >> 3;
+        }
+#endif
         unsigned char c = (unsigned char)*p;
         if (c == '"')
             return p + 1;
@@ -237,6 +261,25 @@ static const char *scan_value(scan_t *sc, const char *p)
     }
 }
 
+const char *sl_json_plain_value(const char *p, const char *end)
+{
+    scan_t sc;
+    sc.end = end;
+    sc.depth = 0;
+    sc.nkeys = 0;
+    return p == NULL ? NULL : scan_value(&sc, p);
+}
+
+const char *sl_json_string_end(const char *p, const char *end, int *esc)
+{
+    return p < end && *p == '"' ? scan_string(p, end, esc) : NULL;
+}
+
+const char *sl_json_number_end(const char *p, const char *end)
+{
+    return scan_number(p, end);
+}
+
 int sl_json_plain_object(const char *s, size_t len)
 {
     if (s == NULL)
@@ -387,15 +430,26 @@ long sl_json_usage_at(const char *s, size_t len, size_t from)
     const size_t klen = sizeof(key) - 1;
     const char *e = s + len;
     long at = -1;
-    if (s == NULL || from >= len)
+    if (s == NULL || from >= len || len - from < klen)
         return -1;
-    for (const char *p = s + from; (p = memmem(p, (size_t)(e - p), key, klen)) != NULL;) {
-        p += klen;
-        const char *k = skip_ws(p, e);
+    /* from the end: the last one is the one wanted, and the top-level usage ends OpenAI bodies */
+    for (const char *p = e - klen; p >= s + from; p--) {
+        if (*p != '"' || memcmp(p, key, klen) != 0)
+            continue;
+        /* as a search from the front sees them: of keys sharing their quotes ("usage"usage"...), every other
+         */
+        int chain = 0;
+        for (const char *q = p - (klen - 1); q >= s + from && memcmp(q, key, klen) == 0; q -= klen - 1)
+            chain++;
+        if (chain & 1)
+            continue;
+        const char *k = skip_ws(p + klen, e);
         if (k < e && *k == ':') {
             k = skip_ws(k + 1, e);
-            if (k < e && *k == '{')
+            if (k < e && *k == '{') {
                 at = (long)(k - s);
+                break;
+            }
         }
     }
     return at;

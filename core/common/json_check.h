@@ -11,6 +11,17 @@
  *  gives, whatever decoder reads them: they can be sent on instead of the same value re-encoded. */
 int sl_json_plain_object(const char *s, size_t len);
 
+/** The byte after the JSON value starting at p (no whitespace before it), checked as sl_json_plain_object
+ *  checks an object (no repeated or escaped key in any object of it, nested at most 64 deep), or NULL. */
+const char *sl_json_plain_value(const char *p, const char *end);
+
+/** The byte after the JSON string whose opening quote is at p (strict escapes, paired surrogates), or NULL;
+ *  *esc is set when it has an escape (then its bytes are not its value). */
+const char *sl_json_string_end(const char *p, const char *end, int *esc);
+
+/** The byte after the RFC 8259 number starting at p, or NULL. */
+const char *sl_json_number_end(const char *p, const char *end);
+
 /** Reads the OpenAI usage object at s[off..len) (off: its '{'), when it is a plain one: members numbers
  *  (integers of at most 15 digits), null, or objects of those (one level), keys without escapes or braces.
  *  Fills u[0..4] = prompt_tokens, completion_tokens, total_tokens, cached_tokens (prompt_tokens_details, else

@@ -11,6 +11,7 @@
 #include "plugin/plugin_abi.h"
 #include "rag/index.h"
 #include "router/router.h"
+#include "shared/counters.h"
 #include "shared/memcached.h"
 #include "upstream/client.h"
 #include "upstream/pool.h"
@@ -164,6 +165,20 @@ static const sl_ffi_fact_t facts[] = {
     OFF(sl_http_opts_t, deadline),
     OFF(sl_http_opts_t, max_body),
     OFF(sl_http_opts_t, idle_timeout),
+
+    SIZE(sl_ctr_item_t),
+    OFF(sl_ctr_item_t, prefix),
+    OFF(sl_ctr_item_t, plen),
+    OFF(sl_ctr_item_t, sliding),
+    OFF(sl_ctr_item_t, window),
+    OFF(sl_ctr_item_t, limit),
+    OFF(sl_ctr_item_t, amount),
+    OFF(sl_ctr_item_t, remaining),
+    OFF(sl_ctr_item_t, reset),
+    OFF(sl_ctr_item_t, retry_after),
+    OFF(sl_ctr_item_t, idx),
+    OFF(sl_ctr_item_t, count),
+    OFF(sl_ctr_item_t, ok),
 
     SIZE(sl_mcop_t),
     OFF(sl_mcop_t, value),

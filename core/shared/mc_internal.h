@@ -19,19 +19,21 @@ typedef struct sl__mcwork {
     int kind;
     int server; /* the ring's choice (mc_ring.c) */
     int probe;
-    char *key, *val;
+    char *key, *val; /* in the same allocation as wk, as wire is */
     size_t klen, vlen;
     uint32_t flags;
     time_t exptime;
     uint64_t delta, initial; /* delta: also the cas unique of SL_MC_CAS */
     int has_initial;
     int detached; /* nobody waits: freed by the bridge once answered (sl_mc_detach) */
+    void *parent; /* one call of a group (mc_counters.c): its answer goes there, then it is freed */
+    int slot;     /* its place in the group */
     /* transport */
     struct sl__mcwork *next; /* in its connection's queue */
     uint32_t opaque;
     int tries;       /* sends: a creation that lost a race is sent again */
     double deadline; /* sl_now() after which it times out */
-    uint8_t *wire;   /* the encoded request */
+    uint8_t *wire;   /* the encoded request (room made with wk) */
     size_t wlen;
 } sl__mcwork_t;
 
@@ -40,6 +42,12 @@ typedef struct sl__mcwork {
  * call). 0, or a negative code when it cannot even be queued (out of memory): the caller finishes the op
  * itself. */
 int sl__mc_net_send(sl__mcwork_t *wk);
+/** Starts one call of a group (as sl_mc_start, without a request: the group holds it); NULL on out of memory.
+ *  Done at once (circuit open, not configured) or later, when sl__mc_group_done gets its answer. */
+sl__mcwork_t *sl__mc_start_child(void *parent, int slot, int kind, const char *key, size_t klen,
+                                 double exptime, uint64_t delta, uint64_t initial, int has_initial);
+/** Called with the answer of a call of a group (mc_counters.c); the call is freed after it. */
+void sl__mc_group_done(void *parent, int slot, int rc, uint64_t num, const char *errmsg);
 /** Called by the transport when wk has its answer (rc: SL_MC_*; errmsg for SL_MC_ERR). */
 void sl__mc_done(sl__mcwork_t *wk, int rc, const char *errmsg);
 /** Resolves the n configured servers (main thread, at configure; their order is the ring's): 0 or a negative

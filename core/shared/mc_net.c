@@ -494,9 +494,8 @@ static int encode(sl__mcwork_t *wk)
     }
     size_t vlen = (opcode == OP_SET || opcode == OP_ADD) ? wk->vlen : 0;
     size_t len = 24 + extlen + wk->klen + vlen;
-    uint8_t *p = calloc(1, len);
-    if (p == NULL)
-        return -ENOMEM;
+    uint8_t *p = wk->wire; /* room made with wk (sl_mc_start): 24 + 20 + key + value bytes at most */
+    memset(p, 0, 24 + extlen);
     p[0] = 0x80;
     p[1] = opcode;
     put16(p + 2, (uint16_t)wk->klen);

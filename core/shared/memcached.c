@@ -77,12 +77,12 @@ void sl__mc_done(sl__mcwork_t *wk, int rc, const char *errmsg)
     if (rc == SL_MC_ERR)
         snprintf(op->errmsg, sizeof(op->errmsg), "%s", errmsg ? errmsg : "memcached error");
     sl__mc_ring_result(wk->server, rc >= 0, wk->probe);
-    free(wk->key);
-    free(wk->val);
-    free(wk->wire);
-    wk->key = wk->val = NULL;
-    wk->wire = NULL;
     op->done = 1;
+    if (wk->parent) {
+        sl__mc_group_done(wk->parent, wk->slot, rc, op->num, op->errmsg);
+        sl_mc_free(op);
+        return;
+    }
     if (wk->detached) {
         sl_mc_free(op);
         return;
@@ -93,44 +93,41 @@ void sl__mc_done(sl__mcwork_t *wk, int rc, const char *errmsg)
     }
 }
 
-sl_mcop_t *sl_mc_start(sl_req_t *req, int kind, const char *key, size_t klen, const char *val, size_t vlen,
-                       uint32_t flags, double exptime, uint64_t delta, uint64_t initial, int has_initial)
+/* A call on the calling worker: done at once (not configured, circuit open, out of memory) or queued. */
+static sl__mcwork_t *start(sl_req_t *req, void *parent, int slot, int kind, const char *key, size_t klen,
+                           const char *val, size_t vlen, uint32_t flags, double exptime, uint64_t delta,
+                           uint64_t initial, int has_initial)
 {
     sl_worker_t *w = sl_worker_current();
-    sl__mcwork_t *wk = calloc(1, sizeof(*wk));
-    if (wk == NULL || w == NULL) {
-        free(wk);
+    /* one allocation with room for the key, the value and the encoded request (24-byte header, extras of 20
+     * bytes at most): a call costs one malloc, not four */
+    sl__mcwork_t *wk = w ? calloc(1, sizeof(*wk) + klen + 1 + vlen + 24 + 20 + klen + vlen) : NULL;
+    if (wk == NULL)
         return NULL;
-    }
+    wk->key = (char *)(wk + 1);
+    wk->val = vlen ? wk->key + klen + 1 : NULL;
+    wk->wire = (uint8_t *)wk->key + klen + 1 + vlen;
     sl_mcop_t *op = &wk->op;
     wk->w = w;
     wk->req = req;
+    wk->parent = parent;
+    wk->slot = slot;
     if (req)
         req->refs++;
     if (!configured) {
         op->rc = SL_MC_NOT_CONFIGURED;
         snprintf(op->errmsg, sizeof(op->errmsg), "memcached is not configured (node.memcached.servers)");
         op->done = 1;
-        return op;
+        return wk;
     }
     wk->server = sl__mc_ring_pick(key, klen, &wk->probe);
     if (wk->server < 0) {
         op->rc = SL_MC_CIRCUIT;
         snprintf(op->errmsg, sizeof(op->errmsg), "circuit open");
         op->done = 1;
-        return op;
+        return wk;
     }
     wk->kind = kind;
-    wk->key = malloc(klen + 1);
-    wk->val = vlen ? malloc(vlen) : NULL;
-    if (wk->key == NULL || (vlen && wk->val == NULL)) {
-        op->rc = SL_MC_ERR;
-        snprintf(op->errmsg, sizeof(op->errmsg), "out of memory");
-        op->done = 1;
-        if (wk->probe)
-            sl__mc_ring_unprobe(wk->server);
-        return op;
-    }
     memcpy(wk->key, key, klen);
     wk->key[klen] = '\0';
     wk->klen = klen;
@@ -151,7 +148,21 @@ sl_mcop_t *sl_mc_start(sl_req_t *req, int kind, const char *key, size_t klen, co
         if (wk->probe)
             sl__mc_ring_unprobe(wk->server);
     }
-    return op;
+    return wk;
+}
+
+sl_mcop_t *sl_mc_start(sl_req_t *req, int kind, const char *key, size_t klen, const char *val, size_t vlen,
+                       uint32_t flags, double exptime, uint64_t delta, uint64_t initial, int has_initial)
+{
+    sl__mcwork_t *wk =
+        start(req, NULL, 0, kind, key, klen, val, vlen, flags, exptime, delta, initial, has_initial);
+    return wk ? &wk->op : NULL;
+}
+
+sl__mcwork_t *sl__mc_start_child(void *parent, int slot, int kind, const char *key, size_t klen,
+                                 double exptime, uint64_t delta, uint64_t initial, int has_initial)
+{
+    return start(NULL, parent, slot, kind, key, klen, NULL, 0, 0, exptime, delta, initial, has_initial);
 }
 
 void sl_mc_free(sl_mcop_t *op)
@@ -160,9 +171,6 @@ void sl_mc_free(sl_mcop_t *op)
     if (!op->done)
         return; /* still queued on a connection: never freed under it */
     free(op->value);
-    free(wk->key);
-    free(wk->val);
-    free(wk->wire);
     sl_req_t *r = wk->req;
     free(wk);
     if (r)

@@ -112,16 +112,21 @@ end
 
 function _M.rewrite(conf, ctx)
     if not conf.request then return end
-    local body = sluice.request.peek_json(ctx) -- read only: unchanged bytes still go upstream as sent
-    if type(body) ~= "table" then return end
     local api = sreq.api(ctx.path)
+    -- an OpenAI request whose bytes are plain JSON is read where its texts sit, without decoding it
+    local all = api == "openai" and sreq.raw_units(sluice.request.json_bytes(ctx)) or nil
+    if not all then
+        local body = sluice.request.peek_json(ctx) -- read only: unchanged bytes still go upstream as sent
+        if type(body) ~= "table" then return end
+        all = sreq.units(body, api)
+    end
     local c, err = safety.per_conf(conf, build)
     if not c then
         log.err("cannot compile the categories (id ", ctx.request_id, "): ", err)
         return sreq.refusal(api, 500, "moderation is misconfigured (id " .. ctx.request_id .. ")")
     end
     local units = {}
-    for _, u in ipairs(sreq.units(body, api)) do
+    for _, u in ipairs(all) do
         if c.roles[u.role] and #u.slots > 0 then units[#units + 1] = u end
     end
     if not conf.history and #units > 1 then units = { units[#units] } end

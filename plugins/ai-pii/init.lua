@@ -24,8 +24,11 @@ local rs = require("sluice.ai.safety.response")
 local safety = require("sluice.ai.safety")
 local json = require("sluice.ai.common.json")
 local restore = require("ai-pii.restore")
+local splice = require("sluice.ai.safety.splice")
+local utf8 = require("sluice.ai.validate").utf8
 
 local type, ipairs, pairs, tostring, pcall, next = type, ipairs, pairs, tostring, pcall, next
+local new_tab = require("table.new")
 local gsub, sub = string.gsub, string.sub
 
 local ACTIONS = { "redact", "mask", "hash", "placeholder" }
@@ -203,12 +206,18 @@ local function mask_value(c, st, v, salt, depth)
     return changed
 end
 
---- Masks a decoded request body in place for compiled conf c; st collects placeholders and counts. True when the
---- body changed (pure apart from st: for specs).
-function _M.mask_body(c, conf, st, body, api)
+-- Puts y in slot s (edits, when given, collects where and what for sluice.ai.safety.splice).
+local function set(s, y, edits)
+    s.t[s.k] = y
+    if edits then edits[#edits + 1] = { path = s.path, from = s.from, to = s.to, text = y } end
+end
+
+--- Masks the slots of units (sluice.ai.safety.request) in place for compiled conf c; st collects placeholders and
+--- counts, edits (when given) each changed string. True when something changed.
+function _M.mask_units(c, conf, st, units, edits)
     local changed = false
     local salt = conf.hash_salt
-    for _, u in ipairs(sreq.units(body, api)) do
+    for _, u in ipairs(units) do
         if c.roles[u.role] then
             for _, s in ipairs(u.slots) do
                 local text = s.t[s.k]
@@ -217,17 +226,17 @@ function _M.mask_body(c, conf, st, body, api)
                         local v = s.kind == "tool_args" and json.json_decode(text) or nil
                         if type(v) == "table" then -- arguments are JSON text: mask the strings inside
                             if mask_value(c, st, v, salt, 0) then
-                                s.t[s.k] = json.json_encode(v) or text
+                                set(s, json.json_encode(v) or text, edits)
                                 changed = true
                             end
                         else
                             local y = mask_text(c, st, text, salt)
-                            if y ~= text then s.t[s.k] = y; changed = true end
+                            if y ~= text then set(s, y, edits); changed = true end
                         end
                     end
                 else
                     local y = mask_text(c, st, text, salt)
-                    if y ~= text then s.t[s.k] = y; changed = true end
+                    if y ~= text then set(s, y, edits); changed = true end
                 end
             end
         end
@@ -236,9 +245,16 @@ function _M.mask_body(c, conf, st, body, api)
     return changed
 end
 
+--- Masks a decoded request body in place for compiled conf c (see mask_units; pure apart from st: for specs).
+function _M.mask_body(c, conf, st, body, api, edits)
+    return _M.mask_units(c, conf, st, sreq.units(body, api), edits)
+end
+
 --- A new per-request state: placeholders (by value, by placeholder), counts per detector.
 function _M.new_state()
-    return { by_value = {}, by_ph = {}, per_label = {}, nph = 0, counts = {}, restored = 0, response_counts = {} }
+    -- room for a few values from the start: a table grown one rehash at a time costs more than the masking
+    return { by_value = new_tab(0, 8), by_ph = new_tab(0, 8), per_label = new_tab(0, 4), nph = 0,
+             counts = new_tab(0, 4), restored = 0, response_counts = {} }
 end
 
 ---------------------------------------------------------------------------------------------------------------
@@ -248,29 +264,72 @@ local function build(conf)
     return _M.compile(conf)
 end
 
+-- The scan failed: fail closed, nothing unmasked leaves because of a match limit on hostile input.
+local function scan_failed(ctx, api, err)
+    log.warn("request refused (id ", ctx.request_id, "): ", err)
+    return sreq.refusal(api, 400, "the request could not be checked for personal data", "pii_scan_failed")
+end
+
+local function done(ctx, st)
+    ctx.pii = st
+    local rec = safety.record(ctx, "pii")
+    rec.detected = st.counts
+    rec.placeholders = st.nph
+end
+
 function _M.rewrite(conf, ctx)
+    local api = sreq.api(ctx.path)
+    local c, err = safety.per_conf(conf, build)
+    local raw = sluice.request.json_bytes(ctx) -- nil: the table was changed, only it says what goes upstream
+    -- an OpenAI request whose bytes are plain JSON: its texts read where they sit, the masks spliced into them
+    local units = raw and api == "openai" and sreq.raw_units(raw) or nil
+    if units then
+        if not c then
+            log.err("cannot compile the detectors (id ", ctx.request_id, "): ", err)
+            return sreq.refusal(api, 500, "PII masking is misconfigured (id " .. ctx.request_id .. ")")
+        end
+        local st, edits = _M.new_state(), {}
+        local ok, res = pcall(_M.mask_units, c, conf, st, units, edits)
+        if not ok then return scan_failed(ctx, api, res) end
+        if not res then return done(ctx, st) end
+        -- no UTF-8 check here (commit makes one): plain bytes repeat no key, so every string of them is one of the
+        -- table's, and the bytes are UTF-8 exactly when the masked table's strings are (what validation checks)
+        local out = splice.apply(raw, edits)
+        if out then
+            sluice.request.set_body(out, ctx)
+            sreq.note_plain(out)
+            return done(ctx, st)
+        end
+        -- not sure of the bytes: the decoded table masked again from the start (the same texts, the same result)
+    end
     local body = sluice.request.peek_json(ctx) -- changed only with set_json: no mask, the bytes as sent
     if type(body) ~= "table" then
         return
     end
-    local api = sreq.api(ctx.path)
-    local c, err = safety.per_conf(conf, build)
     if not c then
         log.err("cannot compile the detectors (id ", ctx.request_id, "): ", err)
         return sreq.refusal(api, 500, "PII masking is misconfigured (id " .. ctx.request_id .. ")")
     end
     local st = _M.new_state()
-    local ok, res = pcall(_M.mask_body, c, conf, st, body, api)
-    if not ok then
-        -- fail closed: nothing unmasked leaves because a scan failed (a match limit on hostile input)
-        log.warn("request refused (id ", ctx.request_id, "): ", res)
-        return sreq.refusal(api, 400, "the request could not be checked for personal data", "pii_scan_failed")
-    end
-    ctx.pii = st
-    local rec = safety.record(ctx, "pii")
-    rec.detected = st.counts
-    rec.placeholders = st.nph
+    raw = sluice.request.json_bytes(ctx) -- the bytes body was decoded from (nil: the table was changed)
+    local edits = raw and {} or nil
+    local ok, res = pcall(_M.mask_body, c, conf, st, body, api, edits)
+    if not ok then return scan_failed(ctx, api, res) end
+    done(ctx, st)
     if res then
+        _M.commit(ctx, body, raw, edits)
+    end
+end
+
+--- Hands the masked body on: the client's bytes with the masked strings spliced in (sluice.ai.safety.splice),
+--- which then go upstream as they are, checked as UTF-8 in one pass; else (the splice not sure, or the bytes not
+--- UTF-8: then the table is checked string by string, as before) the table, re-encoded. Either way what goes
+--- upstream says what the masked table says.
+function _M.commit(ctx, body, raw, edits)
+    local out = edits and splice.apply(raw, edits)
+    if out and utf8(out) then
+        sluice.request.set_body_json(out, body, ctx)
+    else
         sluice.request.set_json(body, ctx)
     end
 end

@@ -143,8 +143,26 @@ def ai_seeds():
     write("fuzz_ai_stream", "mock-openai", bytes([7, 0]) + ODD + read("spec/fixtures/ai/openai/chat_stream.sse"))
 
 
+def chat_scan_seeds():
+    # bodies the lean path takes (every content, tool and stream shape) and near misses of each
+    m = b'"messages":[{"role":"user","content":"hi"}]'
+    write("fuzz_chat_scan", "bench", read("bench/lib/payloads/chat.json"))
+    write("fuzz_chat_scan", "stream", read("bench/lib/payloads/chat-stream.json"))
+    write("fuzz_chat_scan", "usage", b'{"model":"m","stream":true,"stream_options":{"include_usage":true},' + m + b'}')
+    write("fuzz_chat_scan", "full",
+          b'{"model":"m","messages":[{"role":"system","content":"s"},{"role":"user","name":"n","content":['
+          b'{"type":"text","text":"t"},{"type":"image_url","image_url":{"url":"u"}},{"type":"input_audio",'
+          b'"input_audio":{"data":"x"}},{"type":"file","file":null}]},{"role":"assistant","content":null,'
+          b'"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool",'
+          b'"tool_call_id":"c","content":"r"}],"tools":[{"type":"function","function":{"name":"f","parameters":'
+          b'{"type":"object"}}}],"tool_choice":{"type":"function","function":{"name":"f"}},"stop":["a"],'
+          b'"max_tokens":5,"n":1,"temperature":0.5,"response_format":{"type":"text"},"top_k":null}')
+    write("fuzz_chat_scan", "near", b'{"model":"m",' + m + b',"max_tokens":1.0,"stream":false}')
+
+
 if __name__ == "__main__":
     http_seeds()
     router_seeds()
     text_seeds()
     ai_seeds()
+    chat_scan_seeds()

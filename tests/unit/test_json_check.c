@@ -145,6 +145,11 @@ static void test_usage_at(void)
     CHECK_INT(usage_at("{\"usage\":", 0), -1);
     CHECK_INT(usage_at("{\"usage\"", 0), -1);
     CHECK_INT(usage_at("\"usage\"\"usage\":{}", 0), 15);
+    /* keys sharing their quotes: a search from the front takes every other one */
+    CHECK_INT(usage_at("\"usage\"usage\":{}", 0), -1);
+    CHECK_INT(usage_at("\"usage\"usage\"usage\":{}", 0), 20);
+    CHECK_INT(usage_at("\"usage\"usage\"usage\":{}", 6), -1);
+    CHECK_INT(usage_at("\"usage\":{},\"usage\"usage\":{}", 0), 8);
     /* from: where the search starts */
     CHECK_INT(usage_at("{\"usage\":{}}", 1), 9);
     CHECK_INT(usage_at("{\"usage\":{}}", 2), -1);
@@ -152,8 +157,34 @@ static void test_usage_at(void)
     CHECK_INT(sl_json_usage_at(NULL, 0, 0), -1);
 }
 
+/* The string scan goes eight bytes at a time: an escape, a control byte or the closing quote at every offset
+ * of a long string, and UTF-8 bytes beside them, are each seen where they are. */
+static void test_string_offsets(void)
+{
+    for (int at = 0; at < 24; at++) {
+        char buf[64];
+        for (int kind = 0; kind < 4; kind++) {
+            int n = snprintf(buf, sizeof(buf), "{\"a\":\"");
+            static const char fill[] = "xx\xc3\xa9xxxx\xc3\xa9xxxxxx\xc3\xa9xxxxxxx"; /* 24 bytes */
+            memcpy(buf + n, fill, 24);
+            n += 24;
+            int v = n - 24 + at;
+            if (kind == 0) /* the closing quote early: what follows is not JSON */
+                buf[v] = '"';
+            else if (kind == 1) /* a control byte */
+                buf[v] = '\n';
+            else if (kind == 2) /* a bad escape */
+                buf[v] = '\\';
+            buf[n++] = '"';
+            buf[n++] = '}';
+            CHECK_INT(sl_json_plain_object(buf, (size_t)n), kind == 3);
+        }
+    }
+}
+
 int main(void)
 {
+    test_string_offsets();
     test_plain_object();
     test_usage();
     test_usage_at();

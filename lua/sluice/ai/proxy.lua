@@ -15,8 +15,9 @@
 --   requested_model, model (served), usage (the usage record, see new_usage / finish_usage).
 --
 -- Lean path (OpenAI client, OpenAI-wire provider): the upstream body is passed through as is; usage is read
--- from the `"usage":{...}` object alone (never the whole body), so a request costs one JSON decode (the
--- client body) and one encode (the upstream body). Streams are forwarded event by event the same way.
+-- from the `"usage":{...}` object alone (never the whole body). Streams are forwarded event by event the same
+-- way. A chat request to a driver without body hooks is not even decoded: validate.chat_scan (C) checks and
+-- reads it, and ai.request is decoded on first use only (LAZY below; docs/ai-proxy.md).
 --
 -- Files: this one (access: prepare; proxy stage: run, the non-streaming answer and errors), sluice.ai.stream
 -- (streamed answers), sluice.ai.usage (the usage record); the public names of both are re-exported here.
@@ -32,10 +33,12 @@ local consumer = require("sluice.pdk.consumer")
 local cjson = require("cjson.safe")
 
 local C = base.C
-local type, pairs, ipairs, tostring, pcall, require = type, pairs, ipairs, tostring, pcall, require
+local type, pairs, ipairs, tostring, pcall, require, setmetatable, rawget = type, pairs, ipairs, tostring, pcall,
+    require, setmetatable, rawget
 local find = string.find
 local concat, sort = table.concat, table.sort
 local tnew = require("table.new")
+local tclone = require("table.clone")
 local json_encode = common.json_encode
 local new_usage, finish_usage, scan_usage = usage.new_usage, usage.finish_usage, usage.scan_usage
 local completion_text_of = usage.completion_text_of
@@ -177,6 +180,85 @@ end
 ---------------------------------------------------------------------------------------------------------------
 -- access: parse the client request, resolve provider and model
 
+--- The model a route serves for requested and the consumer's model roles: name, served | nil, status, body.
+local function pick_model(ctx, api, conf, provider, requested)
+    local name, served = resolve_model(conf, provider, requested)
+    if not name then
+        local list = served
+        local msg = requested and ("model " .. requested .. " is not served here") or "model is required"
+        if #list > 0 then
+            msg = msg .. "; available: " .. concat(list, ", ")
+        end
+        local status, eb = api_error(api, requested and 404 or 400, msg, nil, requested and "model_not_found" or nil)
+        eb.models = common.array(list)
+        return nil, status, eb
+    end
+    -- one name when the route serves the name asked for (no table: a deny or allow of {n, n} is one of n)
+    local mok, mwhy = consumer.allowed("model", served ~= name and { name, served } or name, ctx)
+    if not mok then
+        return nil, api_error(api, 403, mwhy, nil, "model_not_allowed")
+    end
+    return name, served
+end
+
+-- The lean path's ai table: ai.request is decoded from the client's bytes (ai.lean_body) on first use only. The
+-- table it gives is the one sluice.request.get_json / peek_json then hand out (ctx.json), as when prepare decoded
+-- it, unless the body or JSON was replaced since (then they keep the replacement, as before).
+local LAZY = {}
+LAZY.__index = function(ai, k)
+    if k ~= "request" then
+        return nil
+    end
+    setmetatable(ai, nil)
+    local ctx, raw = ai.ctx, ai.lean_body
+    local t = cjson.decode(raw) -- checked by validate.chat_scan: it decodes
+    ai.request = t
+    if rawget(ctx, "json") == nil and rawget(ctx, "body") == raw then
+        ctx.json = t
+    end
+    return t
+end
+
+-- An OpenAI chat request to a driver with a lean path (drivers/openai.lua: lean_deny) whose body passes
+-- validate.chat_scan: read there without decoding it (ai.request comes later, if anyone asks: LAZY). Returns false
+-- when the lean path does not apply (the caller decodes and checks as usual), else what prepare returns.
+local function lean_prepare(ctx, ai, conf, provider, d)
+    local lean_deny = d.lean_deny
+    if not lean_deny then
+        return false
+    end
+    local deny, max_stop = lean_deny(provider)
+    if not deny then
+        return false
+    end
+    local raw = rawget(ctx, "body")
+    if raw == nil then
+        raw = request.get_body(ctx)
+    end
+    if not raw or raw == "" then
+        return false
+    end
+    local model, streams, include_usage, stop_n, end_off = validate.chat_scan(raw, deny)
+    if not model or (max_stop and stop_n > max_stop) then
+        return false
+    end
+    if rawget(ctx, "_json_out") then
+        ctx._json_out = nil
+    end
+    ai.requested_model = model
+    local name, served, eb = pick_model(ctx, "openai", conf, provider, model)
+    if not name then
+        return served, eb
+    end
+    ai.raw, ai.raw_model, ai.lean_body, ai.ctx = raw, model, raw, ctx
+    ai.lean, ai.lean_stop, ai.lean_end = deny, stop_n, end_off
+    ai.stream, ai.include_usage = streams, include_usage
+    ai.requested_model, ai.model = model, served
+    setmetatable(ai, LAZY)
+    ai.usage = new_usage(ctx, ai)
+    return nil
+end
+
 --- Prepares ctx.ai for conf = {provider, model?, timeout?}. Returns nothing when the call goes ahead (the caller
 --- then takes over the upstream stage: sluice.upstream.take_over(run)), or status, body to answer right away
 --- (errors, GET /models).
@@ -217,6 +299,12 @@ local function prepare(ctx, conf, provider_name)
     if ctx.method ~= "POST" then
         return api_error(api, 405, "use POST for " .. ctx.path)
     end
+    if op == "chat" and api == "openai" and rawget(ctx, "json") == nil then
+        local status, eb = lean_prepare(ctx, ai, conf, provider, d)
+        if status ~= false then
+            return status, eb
+        end
+    end
     -- decoded here from ctx.body, or before only by readers (sluice.request.peek_json): nobody changed the table
     local fresh = rawget(ctx, "json") == nil or (not rawget(ctx, "_json_out") and not rawget(ctx, "json_changed"))
     local body, err = request.get_json(ctx)
@@ -248,21 +336,9 @@ local function prepare(ctx, conf, provider_name)
     end
     local requested = type(canon.model) == "string" and canon.model or nil
     ai.requested_model = requested
-    local name, served = resolve_model(conf, provider, requested)
+    local name, served, eb = pick_model(ctx, api, conf, provider, requested)
     if not name then
-        local list = served
-        local msg = requested and ("model " .. requested .. " is not served here") or "model is required"
-        if #list > 0 then
-            msg = msg .. "; available: " .. concat(list, ", ")
-        end
-        local status, eb = api_error(api, requested and 404 or 400, msg, nil, requested and "model_not_found" or nil)
-        eb.models = common.array(list)
-        return status, eb
-    end
-    -- one name when the route serves the name asked for (no table: a deny or allow of {n, n} is one of n)
-    local mok, mwhy = consumer.allowed("model", served ~= name and { name, served } or name, ctx)
-    if not mok then
-        return api_error(api, 403, mwhy, nil, "model_not_allowed")
+        return served, eb
     end
     ai.request = canon
     if fresh and api == "openai" then -- the client's bytes, sent as they are while the request is unchanged
@@ -376,21 +452,40 @@ local function call_opts(ai)
     return o
 end
 
+-- The lean request still fits the call's driver and provider (ai-proxy-multi may have switched them since the
+-- scan): the same parameters refused, the stop sequences within bounds.
+local function lean_fits(ai)
+    local lean_deny = ai.driver.lean_deny
+    if not lean_deny then
+        return false
+    end
+    local deny, max_stop = lean_deny(ai.provider)
+    return deny == ai.lean and not (max_stop and ai.lean_stop > max_stop)
+end
+
 --- The upstream stage of an AI call prepared by prepare(): sends it and answers the client.
 --- With ai.defer_errors set (ai-proxy-multi), a failure before anything reached the client is not answered:
 --- run returns false, {kind = "error" | "timeout" | "status", status, client_status?, message, type?, code?,
 --- retry_after?} so the caller can try another provider (ai.call_opts, when set, replaces the call options).
 local function run(ctx)
     local ai = ctx.ai
-    local canon = ai.request
     -- the client's bytes still say what canon says: nobody was handed the table, the model sent is the one asked
     local raw = ai.raw
     if raw and (rawget(ctx, "_json_out") or rawget(ctx, "json_changed") or ai.model ~= ai.raw_model) then
         raw = nil
     end
-    canon.model = ai.model
-    local req, err = ai.driver.build_request(ai.provider, ai.op, canon,
-        { stream = ai.stream, include_usage = true, raw = raw })
+    local req, err, req_body
+    if raw and ai.lean and lean_fits(ai) then
+        req, req_body = ai.driver.lean_request(ai.provider, raw, ai.stream, ai.include_usage, ai.lean_end)
+        if not req then
+            err, req_body = req_body, nil
+        end
+    else
+        local canon = ai.request
+        canon.model = ai.model
+        req, err = ai.driver.build_request(ai.provider, ai.op, canon,
+            { stream = ai.stream, include_usage = true, raw = raw })
+    end
     if not req then
         finish_usage(ctx, ai, nil, 400)
         return send_error(ctx, ai, 400, tostring(err))
@@ -398,13 +493,18 @@ local function run(ctx)
     ai.upstream_request = req
     local ob = rawget(ctx, "ai_observer") -- unset on most requests: no call of ctx's __index
     if ob then -- a tracing plugin: one span per attempt, its traceparent in req.headers
+        if req.fixed_headers then -- a shared request (lean path): the plugin gets its own copy
+            req = tclone(req)
+            req.headers, req.fixed_headers = tclone(req.headers), nil
+            ai.upstream_request = req
+        end
         ai.attempt_token = ob.start(ctx, ai, req)
     end
     local p, status, oerr
     if req.local_response then -- the mock provider answers in Lua
         p, status, oerr = upstream.local_open(ctx, req.local_response)
     else
-        p, status, oerr = upstream.open(ctx, req, ai.call_opts or call_opts(ai))
+        p, status, oerr = upstream.open(ctx, req, ai.call_opts or call_opts(ai), req_body)
     end
     if not p and status and ai.defer_errors then
         return false, { kind = status == 504 and "timeout" or "error", status = status, message = oerr }
@@ -443,7 +543,11 @@ end
 function _M.run(ctx)
     local ob = rawget(ctx, "ai_observer") -- unset on most requests: no call of ctx's __index
     if not ob then
-        return run(ctx)
+        -- not a tail call: run's own tail calls (non_stream, stream) then return into this Lua frame, where a trace
+        -- through them can end; returning straight into the caller's pcall is not compiled (NYI: return to lower
+        -- frame), and the traces through the whole answer were thrown away
+        local res, fail = run(ctx)
+        return res, fail
     end
     local ai = ctx.ai
     ai.attempt_token = nil

@@ -47,6 +47,35 @@ end
 -- no table of pieces, no string made per request.
 local head_buf = buffer.new(512)
 
+-- The header lines of a headers table into b; returns their number. A function of its own: a loop in put_head
+-- would keep the traces through it (the AI route's run) from compiling.
+local function put_fields(b, headers)
+    local n = 0
+    for name, v in pairs(headers) do
+        if v and not is_hop(name) then
+            b:put(name, ": ", v, "\r\n")
+            n = n + 1
+        end
+    end
+    return n
+end
+
+-- The header lines of a request whose headers table is never changed (req.fixed_headers: the AI lean path's
+-- shared requests), made once per table: {lines, count}.
+local fixed_lines = setmetatable({}, { __mode = "k" })
+local fields_buf = buffer.new(256)
+
+local function lines_of(headers)
+    local f = fixed_lines[headers]
+    if not f then
+        fields_buf:reset()
+        local n = put_fields(fields_buf, headers)
+        f = { fields_buf:tostring(), n }
+        fixed_lines[headers] = f
+    end
+    return f
+end
+
 -- Writes the whole head of an explicit request into head_buf; returns its number of header lines (checked in C:
 -- core/http/field.c).
 local function put_head(req, body_len)
@@ -61,11 +90,12 @@ local function put_head(req, body_len)
     local n = 0
     local headers = req.headers
     if headers then
-        for name, v in pairs(headers) do
-            if v and not is_hop(name) then
-                b:put(name, ": ", v, "\r\n")
-                n = n + 1
-            end
+        if req.fixed_headers then
+            local f = lines_of(headers)
+            b:put(f[1])
+            n = f[2]
+        else
+            n = put_fields(b, headers)
         end
     end
     b:put("Content-Length: ", body_len, "\r\n\r\n")
@@ -87,14 +117,32 @@ local EMPTY = {}
 -- strings popts points at (host, tls.ca_file, tls.sni) alive.
 local last = { opts = nil, host = nil, port = nil, flags = nil, addr = nil }
 
+-- open()'s end, once the response head came (or the call failed). A function of its own: the code after a
+-- yield runs in a trace that starts there, and this call lets it end by linking to this function's trace; run
+-- on, it reached the upstream stage's pcall and was thrown away (NYI: return to lower frame).
+local function head_arrived(ctx, p)
+    if p.headers_done == 0 then
+        local err = p.error
+        if err == UPERR_CLIENT_GONE or ctx.req.client_gone ~= 0 then
+            return nil, nil, "client gone"
+        end
+        ctx.upstream_error = "upstream " .. uperr_text(err)
+        return nil, err == UPERR_TIMEOUT and 504 or 502, ctx.upstream_error
+    end
+    ctx.upstream_status = p.status
+    return p
+end
+
 --- Sends req = {scheme, host, port, method, path, headers = {name = value}, body = string} upstream and waits for
 --- the response head. opts: timeout = {connect, send, read, header} (seconds; header: the whole response head within
 --- this once the request is sent, default read), keepalive = {size, idle_timeout},
 --- tls = {verify = false?, ca_file?} for https, proxy = false to ignore HTTP(S)_PROXY (honoured otherwise, with
 --- NO_PROXY: provider calls are the gateway's egress).
+--- body, when given, is sent instead of req.body (a shared req: sluice.ai.drivers.openai lean_request).
+--- req.fixed_headers: req.headers is never changed (its lines are made once).
 --- Returns p (status, headers via _M.headers(p)) | nil, status for the client (502/504, or nil when the client
 --- went away), error text. The body is then read with _M.read(ctx, p). Phases: the proxy stage only.
-function _M.open(ctx, req, opts)
+function _M.open(ctx, req, opts, body)
     opts = opts or EMPTY
     local flags, tls = 0, opts.tls
     if req.scheme == "https" then
@@ -103,7 +151,7 @@ function _M.open(ctx, req, opts)
     if opts.proxy ~= false then
         flags = flags + PROXY_ENV
     end
-    local body = req.body or ""
+    body = body or req.body or ""
     local nfields = put_head(req, #body)
     local host = req.host
     local port = req.port or (flags ~= 0 and 443 or 80)
@@ -127,16 +175,7 @@ function _M.open(ctx, req, opts)
     ctx.upstream = p
     ctx._up_taken = false
     yield()
-    if p.headers_done == 0 then
-        local err = p.error
-        if err == UPERR_CLIENT_GONE or ctx.req.client_gone ~= 0 then
-            return nil, nil, "client gone"
-        end
-        ctx.upstream_error = "upstream " .. uperr_text(err)
-        return nil, err == UPERR_TIMEOUT and 504 or 502, ctx.upstream_error
-    end
-    ctx.upstream_status = p.status
-    return p
+    return head_arrived(ctx, p)
 end
 
 --- Response headers of an opened upstream call (lower-case names).

@@ -18,10 +18,20 @@ local cjson = require("cjson.safe")
 local type, pairs, next, tostring, tonumber, pcall, error, floor = type, pairs, next, tostring, tonumber, pcall, error,
     math.floor
 
-ffi.cdef [[ int sl_utf8_valid(const char *s, size_t len, size_t *bad); ]]
+ffi.cdef [[
+int sl_utf8_valid(const char *s, size_t len, size_t *bad);
+typedef struct sl_chat_scan {
+    size_t model_off, model_len;
+    int stream, include_usage, stop_n;
+    size_t end_off;
+} sl_chat_scan_t;
+int sl_chat_scan(const char *s, size_t len, const char *deny, size_t denylen, sl_chat_scan_t *out);
+]]
 
 local null = cjson.null
 local bad_at = ffi.new("size_t[1]")
+local scan = ffi.new("sl_chat_scan_t")
+local sub = string.sub
 
 local _M = {}
 
@@ -443,5 +453,20 @@ function _M.request(api, op, body, raw)
 end
 
 _M.is_array, _M.is_object = is_array, is_object
+
+--- The lean path's check of an OpenAI chat body (core/common/chat_scan.c): when raw passes everything
+--- request("openai", "chat", decoded raw, raw) checks, is plain JSON without a member named in deny (names
+--- separated by spaces) and nothing an OpenAI-wire driver would change, returns its model (string), stream,
+--- include_usage (stream_options is exactly {"include_usage": true}), the length of an array stop (-1: none)
+--- and the offset (from 0) of its closing brace; else nil: decode and check it with request().
+function _M.chat_scan(raw, deny)
+    local s = scan
+    if C.sl_chat_scan(raw, #raw, deny, #deny, s) ~= 1 then
+        return nil
+    end
+    local at = tonumber(s.model_off)
+    return sub(raw, at + 1, at + tonumber(s.model_len)), s.stream == 1, s.include_usage == 1, s.stop_n,
+        tonumber(s.end_off)
+end
 
 return _M

@@ -64,6 +64,18 @@ function _M.plain(v)
     return p
 end
 
+-- Appends a record (a string, or a string buffer) to buf. A buffer's bytes are copied as they are (putcdata):
+-- buf:put(buffer) goes through the buffer's __tostring, which makes and interns a string of the record each time
+-- and ends the JIT trace there.
+local function append(buf, rec)
+    if type(rec) == "string" then
+        buf:put(rec)
+    else
+        local p, n = rec:ref()
+        buf:putcdata(p, n)
+    end
+end
+
 -- the counters of a family of sinks: "audit" (ai-audit-log) or "otel" (opentelemetry spans)
 local FAMILIES = {}
 local function family(name)
@@ -112,7 +124,9 @@ function File.push(s, rec)
         return false
     end
     s.n = s.n + 1
-    s.buf:put(rec, "\n")
+    local buf = s.buf
+    append(buf, rec)
+    buf:put("\n")
     return true
 end
 
@@ -264,12 +278,16 @@ local function batch_for(s)
     end
     local b = s.q[s.tail]
     if not b or b.n >= s.conf.batch_size or b.sending then
+        if b and b.buf and b.n > 0 then -- the next batch starts at the size this one would have had full
+            s.hint = min(floor(#b.buf / b.n * s.conf.batch_size * 1.1), 16777216)
+        end
         s.tail = s.tail + 1
         b = { n = 0 }
         if s.conf.format == "loki" then
             b.list = {}
         else
-            b.buf = buffer.new()
+            -- sized from the last batch: a buffer that grows by doubling copies its bytes about twice more
+            b.buf = buffer.new(s.hint or 0)
             local f = s.conf.format
             if f == "otlp" then b.buf:put(s.conf.envelope[1]) elseif f == "json_array" then b.buf:put("[") end
         end
@@ -290,7 +308,7 @@ local function put_record(s, b, rec)
     if b.n > 1 then buf:put(SEP[f] or "") end
     local pre, post = PRE[f], POST[f]
     if pre then buf:put(pre) end
-    buf:put(rec)
+    append(buf, rec)
     if post then buf:put(post) end
 end
 

@@ -12,7 +12,7 @@
 local ffi = require("ffi")
 local base = require("sluice.pdk.base")
 
-local ffi_string, lower, type, pairs, tostring = ffi.string, string.lower, type, pairs, tostring
+local ffi_string, lower, type, pairs, tostring, rawget = ffi.string, string.lower, type, pairs, tostring, rawget
 local gsub, char, tonumber, find, sub = string.gsub, string.char, tonumber, string.find, string.sub
 local cjson = require("cjson.safe")
 local get_ctx = base.get_ctx
@@ -187,6 +187,12 @@ local function decoded(ctx)
     elseif body == "" then
         return nil, "empty body"
     end
+    local ai = rawget(ctx, "ai")
+    if ai and rawget(ai, "lean_body") == body and rawget(ai, "request") == nil then
+        -- the AI route read these bytes without decoding them (sluice.ai.proxy, lean path): its table is made
+        -- now, once, and is this one too (ctx.json)
+        return ai.request
+    end
     local t, jerr = cjson.decode(body)
     if t == nil then
         return nil, "invalid JSON: " .. tostring(jerr)
@@ -228,6 +234,31 @@ function _M.set_json(t, ctx)
     end
     ctx.json = t
     ctx.json_changed = true
+end
+
+--- The body's bytes while they are what the request says: nobody was handed the decoded table to change it
+--- (get_json) or set another (set_json); else nil (also nil, err when the body cannot be read). For reading the
+--- JSON without decoding it, or editing a few values in the bytes themselves (set_body or set_body_json after),
+--- in place of re-encoding the whole table.
+function _M.json_bytes(ctx)
+    ctx = ctx or get_ctx()
+    if rawget(ctx, "_json_out") or rawget(ctx, "json_changed") then
+        return nil
+    end
+    return _M.get_body(ctx)
+end
+
+--- Replaces the body with the JSON text raw, whose decoded value is t (the caller made sure: e.g. the same strings
+--- changed in both): the bytes go upstream as they are, and readers after get t without decoding them again.
+function _M.set_body_json(raw, t, ctx)
+    ctx = ctx or get_ctx()
+    if type(raw) ~= "string" or type(t) ~= "table" then
+        error("set_body_json takes a string and a table", 2)
+    end
+    ctx.body = raw
+    ctx.json = t
+    ctx.json_changed = nil -- raw says what t says: no encoding needed
+    ctx.body_changed = true
 end
 
 --- Client IP address.

@@ -63,6 +63,16 @@ local function extra_of(body, accepts)
     return out
 end
 
+--- The names an all_but set excludes (a sorted list), or nil for any other set.
+function _M.excluded(accepts)
+    local no = rawget(accepts, EXCLUDED)
+    if not no then return nil end
+    local list = {}
+    for k in pairs(no) do list[#list + 1] = k end
+    sort(list)
+    return list
+end
+
 --- The parameters of body (a chat request) that `accepts` (a set) does not cover, sorted.
 function _M.unsupported(body, accepts)
     return extra_of(body, accepts) or {}

@@ -21,7 +21,7 @@ local type, pairs, ipairs, tostring, tonumber, next, setmetatable = type, pairs,
     setmetatable
 local json_encode, json_decode, nn = json.json_encode, json.json_decode, json.nn
 local shallow_copy, plain_object = json.shallow_copy, json.plain_object
-local find, sub, byte = string.find, string.sub, string.byte
+local find, sub, byte, concat = string.find, string.sub, string.byte, table.concat
 local nkeys = require("table.nkeys")
 local tclone = require("table.clone")
 
@@ -210,6 +210,7 @@ local function same_fields(a, b)
 end
 
 local INCLUDE_USAGE = ',"stream_options":{"include_usage":true}'
+local STREAM_OPTS, EMPTY_OPTS = { stream = true }, {}
 
 -- The body to send when b (built from the client's table `body`) says what the client's bytes `raw` say: raw
 -- itself, or raw with the stream_options the gateway adds; nil when b differs (then it is encoded). Decoding and
@@ -272,10 +273,8 @@ function _M.family(spec)
         return function(m, i) return spec.message(provider, m, i) end
     end
 
-    function d.build_request(provider, op, body, opts)
-        opts = opts or {}
-        op = op or "chat"
-        provider = provider or {}
+    -- Endpoint, path and a copy of the headers of a call (nil, err when the provider's endpoint is unusable).
+    local function target(provider, op, opts, body)
         local endpoint = provider.endpoint or spec.default_endpoint
         if spec.endpoint_required and not provider.endpoint then
             return nil, spec.kind .. ": provider.endpoint is required"
@@ -322,7 +321,16 @@ function _M.family(spec)
             common.extra_headers(provider, made)
             hc[accept] = made
         end
-        local headers = tclone(made)
+        return ep, path, made
+    end
+
+    function d.build_request(provider, op, body, opts)
+        opts = opts or {}
+        op = op or "chat"
+        provider = provider or {}
+        local ep, path, made = target(provider, op, opts, body)
+        if not ep then return nil, path end
+        local headers, err = tclone(made), nil
 
         if op == "models" then
             return { method = "GET", scheme = ep.scheme, host = ep.host, port = ep.port, path = path,
@@ -371,6 +379,50 @@ function _M.family(spec)
             method = "POST", scheme = ep.scheme, host = ep.host, port = ep.port, path = path,
             headers = headers, body = encoded, stream = stream and op ~= "embeddings" or false,
         }
+    end
+
+    -- The lean path (sluice.ai.proxy): an OpenAI chat request checked by validate.chat_scan is sent as the
+    -- client's bytes without being decoded, when build_request would send those bytes anyway. That holds for a
+    -- driver without hooks that change the body, whose parameter set is an all_but one: the scan then refuses
+    -- the excluded names (and the canonical extensions sanitize removes).
+    local lean_ok = not (spec.url or spec.message or spec.transform or spec.stream_options)
+    local deny_of = setmetatable({}, { __mode = "k" }) -- accepts set -> deny string | false
+    local lean_req = setmetatable({}, { __mode = "k" }) -- headers table (one per provider and Accept) -> req
+
+    --- The deny string for validate.chat_scan with this provider, and the most stop sequences it takes (nil:
+    --- any); nil when the lean path does not apply.
+    function d.lean_deny(provider)
+        if not lean_ok then return nil end
+        local acc = accepts(provider)
+        local deny = deny_of[acc]
+        if deny == nil then
+            local names = params.excluded(acc)
+            deny = names and concat(names, " ") or false
+            deny_of[acc] = deny
+        end
+        return deny or nil, spec.max_stop
+    end
+
+    --- The request build_request makes from a scanned chat body raw (the call's stream; include_usage: the
+    --- client's stream_options is {"include_usage": true}; end_off: offset of raw's closing brace): raw itself,
+    --- or raw with the stream_options the gateway adds.
+    --- Returns req, body: req is made once per provider headers table and path, shared by every call and never
+    --- changed (its headers neither: fixed_headers, see sluice.ai.upstream.open; a caller that adds one copies
+    --- it first); body goes beside it. nil, err when the provider's endpoint is unusable.
+    function d.lean_request(provider, raw, stream, include_usage, end_off)
+        local ep, path, made = target(provider, "chat", stream and STREAM_OPTS or EMPTY_OPTS)
+        if not ep then return nil, path end
+        local req = lean_req[made]
+        if not req or req.path ~= path or req.host ~= ep.host or req.port ~= ep.port or req.scheme ~= ep.scheme then
+            req = { method = "POST", scheme = ep.scheme, host = ep.host, port = ep.port, path = path,
+                    headers = made, stream = stream == true, fixed_headers = true }
+            lean_req[made] = req
+        end
+        local body = raw
+        if stream and not include_usage and (spec.stream_usage == nil or spec.stream_usage(provider)) then
+            body = sub(raw, 1, end_off) .. INCLUDE_USAGE .. sub(raw, end_off + 1)
+        end
+        return req, body
     end
 
     function d.parse_response(status, headers, body, op)

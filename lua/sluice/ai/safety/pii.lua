@@ -21,6 +21,7 @@ local re = require("sluice.pdk.re")
 require("sluice.pdk.re_set") -- declares sl_literals_find
 local ffi = require("ffi")
 local C = require("sluice.core")
+local new_tab = require("table.new")
 
 ffi.cdef [[
 int sl_text_runs_match(const sl_regex_t *re, const char *text, size_t len, size_t start, const unsigned char cls[256],
@@ -508,13 +509,13 @@ end
 --- Returns the new text (the same string when nothing was replaced) and the number of values detected; nil, err on a
 --- match error (a match limit hit on hostile input).
 function Scanner:scan(text, fn, arg)
-    local list = {}
+    local list = new_tab(24, 0) -- room for 8 candidates: a list grown a rehash at a time costs more than they do
     local err = run_passes(self, text, list)
     if err then return nil, err end
     local m = #list
     if m == 0 then return text, 0 end
     -- order candidates by start, then priority (insertion sort: lists are short)
-    local idx = {}
+    local idx = new_tab(m / 3, 0)
     for i = 1, m / 3 do idx[i] = i * 3 - 2 end
     for i = 2, #idx do
         local v, j = idx[i], i - 1
