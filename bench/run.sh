@@ -13,7 +13,8 @@
 #      SUT_CPU (0) LOAD_CPU (1) SLUICE_BIN (build/sluice) SLUICE_BUILD (1)
 #      RESULTS_DIR (bench/results) KEEP_TMP (0) NOTE (free text for the results)
 #      NGINX_UPLOAD_BUFFER (nginx's default; client_body_buffer_size of the nginx-upload* baseline)
-#      STREAM_LEVELS (100,1000,3000) STREAM_EVENTS (20) STREAM_INTERVAL_MS (50): the streams-* memory cases
+#      STREAM_LEVELS (100,1000,3000) STREAM_EVENTS (20) STREAM_INTERVAL_MS (50) STREAM_UNIQUE (1): the streams-*
+#      memory cases
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -44,6 +45,10 @@ NGINX_UPLOAD_BUFFER=${NGINX_UPLOAD_BUFFER:-}
 STREAM_LEVELS=${STREAM_LEVELS:-100,1000,3000}
 STREAM_EVENTS=${STREAM_EVENTS:-20}
 STREAM_INTERVAL_MS=${STREAM_INTERVAL_MS:-50}
+# every stream's answer with an id of its own, as a provider's (sse_mock.py --unique-ids): STREAM_UNIQUE=0 gives
+# every stream the same bytes, as before 2026-12-02 (LuaJIT interns strings: identical events are stored once)
+STREAM_UNIQUE=${STREAM_UNIQUE:-1}
+STREAM_IDS=$([[ $STREAM_UNIQUE == 1 ]] && echo --unique-ids || true)
 NGINX=${NGINX:-/usr/sbin/nginx}
 WRK=${WRK:-wrk}
 
@@ -276,7 +281,7 @@ MOCK_PID=$!; PIDS+=("$MOCK_PID")
 wait_port "$U_PACED" "$MOCK_PID" 10 || die "paced SSE mock did not start ($(cat "$TMP/sse_mock.log"))"
 # the streams-* cases: long streams (STREAM_EVENTS events STREAM_INTERVAL_MS apart), many at once
 taskset -c "$LOAD_CPU" python3 "$LIB/sse_mock.py" --port "$U_STREAMS" --events "$STREAM_EVENTS" \
-  --interval-ms "$STREAM_INTERVAL_MS" --first-ms "$STREAM_INTERVAL_MS" </dev/null >"$TMP/streams_mock.log" 2>&1 &
+  --interval-ms "$STREAM_INTERVAL_MS" --first-ms "$STREAM_INTERVAL_MS" $STREAM_IDS </dev/null >"$TMP/streams_mock.log" 2>&1 &
 SMOCK_PID=$!; PIDS+=("$SMOCK_PID")
 wait_port "$U_STREAMS" "$SMOCK_PID" 10 || die "streams SSE mock did not start ($(cat "$TMP/streams_mock.log"))"
 
@@ -867,6 +872,7 @@ python3 "$LIB/report.py" --res "$TMP/res" --out "$RESULTS_DIR" \
     sut_cpu "$SUT_CPU" load_cpu "$LOAD_CPU" cases "$CASES" ai_full_plugins "$AI_FULL_PLUGINS" \
     upload_bytes "$(body_bytes upload)" upload16k_bytes "$(body_bytes upload16k)" note "$NOTE" \
     stream_levels "$STREAM_LEVELS" stream_events "$STREAM_EVENTS" stream_interval_ms "$STREAM_INTERVAL_MS" \
+    stream_unique "$STREAM_UNIQUE" \
     nginx_upload_buffer "${NGINX_UPLOAD_BUFFER:-default}")"
 rc=$?
 set -e

@@ -7,7 +7,11 @@ then a usage chunk and `data: [DONE]`.  HTTP/1.1 keep-alive, chunked
 transfer encoding; request bodies are read by Content-Length or chunked.
 Many concurrent connections are fine (asyncio).
 
-Usage: sse_mock.py --port N [--events 20] [--interval-ms 5] [--first-ms 5]
+With --unique-ids every answer carries an id of its own ("chatcmpl-<n>"), as a provider's answers do: the
+events of concurrent streams are then not the same bytes (the gateway's LuaJIT interns strings, so identical
+events of many streams would be stored once, and a stream's memory would look smaller than with real traffic).
+
+Usage: sse_mock.py --port N [--events 20] [--interval-ms 5] [--first-ms 5] [--unique-ids]
 """
 import argparse
 import asyncio
@@ -81,7 +85,12 @@ async def handle(reader, writer, args, events):
                          b"Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
                          b"Transfer-Encoding: chunked\r\n"
                          + (b"Connection: close\r\n" if close else b"") + b"\r\n")
-            for i, ev in enumerate(events):
+            answer = events
+            if args.unique_ids:
+                args.answers += 1
+                own = b"chatcmpl-%08d" % args.answers
+                answer = [ev.replace(b"chatcmpl-bench", own) for ev in events]
+            for i, ev in enumerate(answer):
                 delay = args.first_ms if i == 0 else (args.interval_ms if i <= args.events else 0)
                 if delay:
                     await writer.drain()
@@ -107,7 +116,9 @@ async def main():
     p.add_argument("--events", type=int, default=20)
     p.add_argument("--interval-ms", type=float, default=5.0)
     p.add_argument("--first-ms", type=float, default=5.0)
+    p.add_argument("--unique-ids", action="store_true")
     args = p.parse_args()
+    args.answers = 0
     events = make_events(args.events)
     server = await asyncio.start_server(lambda r, w: handle(r, w, args, events),
                                         args.host, args.port, backlog=4096, reuse_address=True)

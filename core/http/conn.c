@@ -27,9 +27,11 @@ static void on_timer_closed(uv_handle_t *h);
 static void parse_more(sl_conn_t *c);
 static void on_timer(uv_timer_t *t);
 
-/* Ciphertext lands here and is decrypted at once into the connection's rbuf; one per worker thread is enough
- * since libuv calls alloc and read callbacks back to back. */
-static __thread char tls_rbuf[4 * READ_CHUNK];
+/* Every read lands here, one per worker thread (libuv calls alloc and read callbacks back to back): TLS
+ * ciphertext is decrypted at once into the connection's rbuf; plaintext is parsed where it lies and only what
+ * is left unparsed (a pipelined request, a head cut by the read) moves to a buffer of the connection's own.
+ * A connection thus holds no read buffer while its response streams, nor while it is idle. */
+static __thread char shared_rbuf[4 * READ_CHUNK];
 
 /* Bytes the client has received so far: handed to the transport, less what it still holds. */
 static uint64_t delivered(sl_conn_t *c)
@@ -121,8 +123,13 @@ int sl__conn_rbuf_reserve(sl_conn_t *c)
 
 void sl__conn_on_alloc(sl_conn_t *c, uv_buf_t *buf)
 {
-    if (c->tls) {
-        *buf = uv_buf_init(tls_rbuf, sizeof(tls_rbuf));
+    if (c->tls || c->rpos == c->rlen) {
+        if (c->tls == NULL && c->rbuf) { /* empty: the shared buffer serves instead */
+            free(c->rbuf);
+            c->rbuf = NULL;
+            c->rcap = c->rlen = c->rpos = 0;
+        }
+        *buf = uv_buf_init(shared_rbuf, sizeof(shared_rbuf));
         return;
     }
     if (sl__conn_rbuf_reserve(c) != 0) {
@@ -142,6 +149,30 @@ void sl__conn_read_stop(sl_conn_t *c)
     }
 }
 
+/* The end of a read into the shared buffer: what is left unparsed moves to a buffer of the connection's own
+ * (the next read appends to it); 0, or -1 on out of memory (the connection is closed). */
+static int settle(sl_conn_t *c)
+{
+    size_t left = c->rlen - c->rpos;
+    const char *rest = c->rbuf + c->rpos;
+    c->rbuf_shared = 0;
+    c->rbuf = NULL;
+    c->rcap = c->rlen = c->rpos = 0;
+    if (left == 0 || c->closing)
+        return 0;
+    size_t cap = READ_CHUNK;
+    while (cap < left + READ_CHUNK)
+        cap *= 2;
+    if ((c->rbuf = malloc(cap)) == NULL) {
+        sl__conn_close(c);
+        return -1;
+    }
+    memcpy(c->rbuf, rest, left);
+    c->rcap = cap;
+    c->rlen = left;
+    return 0;
+}
+
 void sl__conn_on_read(sl_conn_t *c, ssize_t nread, const uv_buf_t *buf)
 {
     if (nread < 0) {
@@ -150,14 +181,24 @@ void sl__conn_on_read(sl_conn_t *c, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
-    if (c->tls == NULL)
+    if (c->tls) {
+        if (sl__conn_tls_on_read(c, buf->base, (size_t)nread) != 0)
+            return;
+    } else if (buf->base == shared_rbuf) { /* rbuf was empty (sl__conn_on_alloc): parsed where it lies */
+        c->rbuf = shared_rbuf;
+        c->rcap = sizeof(shared_rbuf);
+        c->rpos = 0;
+        c->rlen = (size_t)nread;
+        c->rbuf_shared = 1;
+    } else {
         c->rlen += (size_t)nread;
-    else if (sl__conn_tls_on_read(c, buf->base, (size_t)nread) != 0)
-        return;
+    }
     if (!c->busy || (c->req && c->req->body_pending))
         parse_more(c); /* a request, or the rest of the body of the request being handled */
     else if (c->rlen - c->rpos >= SL_PIPELINE_MAX)
         sl__conn_read_stop(c); /* pipelined requests wait for the answers before them, not without bound */
+    if (c->rbuf_shared && settle(c) != 0)
+        return;
     if (c->eof && !c->closing)
         sl__conn_client_left(c); /* TLS close_notify: the end of the client's side, as a FIN */
 }
@@ -387,8 +428,10 @@ void sl__conn_progress(sl_conn_t *c)
     sl__conn_timer(c, TIMER_IDLE, sl_settings.keepalive_timeout);
     if (c->rpos == c->rlen) {
         /* an idle keep-alive connection holds no buffer: 10k idle clients cost little memory */
-        free(c->rbuf);
+        if (!c->rbuf_shared)
+            free(c->rbuf);
         c->rbuf = NULL;
+        c->rbuf_shared = 0;
         c->rcap = c->rlen = c->rpos = 0;
     }
     parse_more(c);
@@ -471,7 +514,8 @@ void sl__conn_close(sl_conn_t *c)
 
 static void on_io_closed(sl_conn_t *c)
 {
-    free(c->rbuf);
+    if (!c->rbuf_shared)
+        free(c->rbuf);
     sl_buf_free(&c->wbuf);
     sl_tls_free(c->tls);
     free(c);

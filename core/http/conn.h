@@ -51,7 +51,7 @@ typedef struct sl_conn {
     struct sl_conn *prev, *next;
     llhttp_t parser;
     uv_timer_t timer;
-    char *rbuf;
+    char *rbuf; /* input not parsed yet: the thread's read buffer during a read (rbuf_shared), else our own */
     size_t rlen, rpos, rcap;
     sl_req_t *req;        /* the request being parsed or served */
     size_t write_pending; /* bytes handed to uv_write and not yet written */
@@ -75,7 +75,8 @@ typedef struct sl_conn {
     uint8_t closing;
     uint8_t eof;
     uint8_t reading;
-    uint8_t peer_gone; /* sl_conn_sweep found the client gone */
+    uint8_t peer_gone;   /* sl_conn_sweep found the client gone */
+    uint8_t rbuf_shared; /* rbuf is the worker thread's read buffer, for this read only (conn.c: settle) */
 } sl_conn_t;
 
 /* A request body that arrives while the request is handled: the client is not read while this much of it

@@ -273,8 +273,32 @@ static int rbuf_room(sl_upconn_t *uc, size_t want)
     return 0;
 }
 
+/* Plain connections read into this when nothing waits in their rbuf, one per worker thread (libuv calls alloc
+ * and read callbacks back to back): the owner parses the bytes where they lie and only what it leaves (Lua
+ * has not taken the last event yet) moves to the connection's own rbuf (settle). A connection thus holds no
+ * read buffer while it waits for the next event of a stream, nor while it is idle in the pool. */
+static __thread char shared_rbuf[SL_UPCONN_READ];
+
+/* The end of a read into the shared buffer: what the owner left unparsed moves to an rbuf of the connection's
+ * own; 0, or -1 on out of memory. */
+static int settle(sl_upconn_t *uc)
+{
+    size_t left = uc->rlen - uc->rpos;
+    const char *rest = uc->rbuf + uc->rpos;
+    uc->rbuf = NULL;
+    uc->rcap = uc->rlen = uc->rpos = 0;
+    if (left == 0 || uc->closing)
+        return 0;
+    if (rbuf_room(uc, left) != 0)
+        return -1;
+    memcpy(uc->rbuf, rest, left);
+    uc->rlen = left;
+    return 0;
+}
+
 /* A connection keeps reading for its whole life, in use or idle: toggling epoll interest per request costs
- * syscalls. Plain connections read straight into rbuf; TLS ones into raw, decrypted into rbuf. */
+ * syscalls. Plain connections read into the shared buffer (or, behind bytes still waiting, into rbuf); TLS
+ * ones into raw, decrypted into rbuf. */
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     sl_upconn_t *uc = h->data;
@@ -283,6 +307,13 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
             uc->raw = malloc(SL_UPCONN_READ);
         buf->base = uc->raw;
         buf->len = uc->raw ? SL_UPCONN_READ : 0;
+        return;
+    }
+    if (uc->rpos == uc->rlen) {
+        free(uc->rbuf); /* empty: the shared buffer serves instead */
+        uc->rbuf = NULL;
+        uc->rcap = uc->rlen = uc->rpos = 0;
+        *buf = uv_buf_init(shared_rbuf, sizeof(shared_rbuf));
         return;
     }
     if (rbuf_room(uc, SL_UPCONN_READ / 4) != 0) {
@@ -367,6 +398,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         sl__upconn_tunnel_read(uc, buf->base, (size_t)nread);
     } else if (uc->tls) {
         tls_read(uc, buf->base, (size_t)nread);
+    } else if (uc->owner && buf->base == shared_rbuf) {
+        uc->rbuf = shared_rbuf;
+        uc->rcap = sizeof(shared_rbuf);
+        uc->rpos = 0;
+        uc->rlen = (size_t)nread;
+        uc->ops->read(uc, nread);
+        if (settle(uc) != 0 && uc->owner)
+            uc->ops->read(uc, UV_ENOMEM);
     } else if (uc->owner) {
         uc->rlen += (size_t)nread;
         uc->ops->read(uc, nread);
@@ -441,7 +480,7 @@ static size_t key_int(char *key, size_t at, int v)
 /* The pool key of a target (no printf: this runs on every request) and its FNV-1a hash. Never cut:
  * connections verified against one CA must not serve a target that names another (ca_file, cert_file and
  * key_file are bounded to 512
- * bytes, host, SNI and proxy names to 255, so the key always fits in sl_upconn_t.key). */
+ * bytes, host, SNI and proxy names to 255, so the key always fits in SL_UPCONN_KEY_MAX). */
 static size_t make_key(const sl_uptarget_t *t, char *key, uint64_t *hash)
 {
     size_t n = key_put(key, 0, t->tls ? "https" : "http", 5);
@@ -468,7 +507,7 @@ sl_upconn_t *sl__upconn_open(sl_worker_t *w, const sl_uptarget_t *t, const sl_up
     if (p == NULL || (t->ca_file && strlen(t->ca_file) > 512) ||
         (t->cert_file && strlen(t->cert_file) > 512) || (t->key_file && strlen(t->key_file) > 512))
         return NULL; /* the pool key must hold the whole CA and certificate paths (see make_key) */
-    char key[sizeof(((sl_upconn_t *)0)->key)];
+    char key[SL_UPCONN_KEY_MAX];
     uint64_t hash;
     size_t klen = make_key(t, key, &hash);
     sl_upconn_t *uc = fresh ? NULL : pool_get(p, key, klen, hash);
@@ -478,7 +517,7 @@ sl_upconn_t *sl__upconn_open(sl_worker_t *w, const sl_uptarget_t *t, const sl_up
         ops->ready(uc, 0, NULL);
         return uc;
     }
-    uc = calloc(1, sizeof(*uc));
+    uc = calloc(1, sizeof(*uc) + klen);
     if (uc == NULL)
         return NULL;
     uc->w = w;

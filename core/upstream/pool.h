@@ -10,6 +10,8 @@
 #include "upstream/dns.h"
 
 #define SL_UPCONN_READ 65536
+/* The longest pool key (sl_upconn_t.key): see make_key in pool.c. */
+#define SL_UPCONN_KEY_MAX 2560
 
 /* Upstream error classes, so retry and fallback logic can decide what to do (Lua sees this enum through its
  * cdef in lua/sluice/pdk/base.lua, and the names through sl_uperr_name / sl_uperr_text). */
@@ -74,7 +76,6 @@ struct sl_upconn {
     sl_buf_t tunnel; /* CONNECT response bytes */
     int state;
     int pending_writes;
-    char key[2560]; /* host, port, TLS settings (CA path, client certificate, SNI), proxy: see make_key */
     size_t key_len;
     uint64_t key_hash; /* compared first: pool scans run on every request */
     sl_uptarget_t t;
@@ -84,6 +85,10 @@ struct sl_upconn {
     int closing;
     int idle;
     int reading;
+    /* host, port, TLS settings (CA path, client certificate, SNI), proxy: see make_key; key_len bytes,
+     * allocated with the connection (at most SL_UPCONN_KEY_MAX: one per concurrent stream, so not a fixed
+     * array) */
+    char key[];
 };
 
 /** How an exchange (exchange.c) gets and uses its connections: the worker's pool (sl_upnet_pool, the
