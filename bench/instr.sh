@@ -7,6 +7,12 @@
 #                                        ai-key (ai, sent a client key), ai-limits, ai-limits-mc (key-auth and
 #                                        ai-rate-limit with two token limits, counters in the shared dict or in a
 #                                        memcached started here: the gateway's side only, memcached not counted);
+#                                        lua-fixed: the floor of a request that enters the Lua VM: a route whose
+#                                        one plugin answers a fixed body in access (`return 200, body`);
+#                                        lua-filter: the same plus a plugin with a header_filter (sets a header)
+#                                        and one with a log phase (no work): every phase runner has something to run;
+#                                        ai-fixed: ai-proxy's access (the request parsed, checked, its usage
+#                                        record begun), then bench-fixed answers: the floor of an AI route
 #                                        ai-cache: cache-hit (L1), cache-l2 (L1 off, memcached), cache-miss and
 #                                        ai-unique (every request a different one: the miss and its baseline);
 #                                        ai-prom, ai-otel, ai-audit, ai-obs (the observability plugins alone and
@@ -31,21 +37,27 @@
 #                                        issue 17, which charged the gateway for the embedder's work)
 #   SLUICE_BIN=/tmp/old/build/sluice bench/instr.sh plain      another build (its own Lua tree: the source
 #                                                              directory it was built from)
-#   REQUESTS=2000 (per case), CONNECTIONS=4
+#   REQUESTS=2000 (per case), CONNECTIONS=4, WARMUP=200, ZERO=0
 #   CACHE_CONF='coalesce: false'             more ai-cache fields for the cache-* cases (what a part costs)
 #
 # For each case: an nginx upstream answers from memory; the gateway (workers: 1) runs under callgrind; a
-# Python client sends REQUESTS requests over CONNECTIONS keep-alive connections, after a warm-up of 200 (the
-# counts of the warm-up are taken off by a second, warm-up-only run); prints instructions per request, and the
+# Python client sends REQUESTS requests over CONNECTIONS keep-alive connections, after a warm-up of WARMUP (200;
+# the counts of the warm-up are taken off by a second, warm-up-only run); prints instructions per request, and the
 # part of them that timers ran when it is 1000 or more (batch exports, metric flushes, the dashboard's ring of
 # audit records: at ~100 requests a second under callgrind each run serves few requests, so that part is far
-# larger per request than at real throughput; the rest is the request path's own work).
+# larger per request than at real throughput; the rest is the request path's own work). A longer warm-up
+# (WARMUP=2000) leaves fewer JIT compilations and trace aborts to the counted requests: steadier numbers for the
+# Lua routes, whose run-to-run spread is several thousand instructions with 200. ZERO=1: one run per case instead
+# of two, callgrind's counters zeroed after the warm-up and dumped after the counted requests (callgrind_control):
+# what the two runs' warm-ups compiled differently (JIT traces) is not in the difference.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 SLUICE_BIN=${SLUICE_BIN:-$ROOT/build/sluice}
 REQUESTS=${REQUESTS:-2000}
 CONNECTIONS=${CONNECTIONS:-4}
+WARMUP=${WARMUP:-200}
+ZERO=${ZERO:-0}
 CASES=("$@")
 [[ ${#CASES[@]} -gt 0 ]] || CASES=(plain)
 command -v valgrind >/dev/null || { echo "instr: valgrind is missing" >&2; exit 2; }
@@ -62,6 +74,18 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 wait_port() { for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
 UP=$(port)
+# the plugins of the lua-* cases, written here so that any SLUICE_BIN (another tree) runs the same ones
+mkdir -p "$TMP/plugins"
+{ echo '-- bench-fixed: answers every request with a fixed JSON body (what the upstream of the other cases sends)'
+  echo 'local BODY = [==['"$(cat "$HERE/lib/payloads/completion.json")"']==]'
+  echo 'return { name = "bench-fixed", version = "1.0", priority = 1000, access = function() return 200, BODY end }'
+} >"$TMP/plugins/bench-fixed.lua"
+cat >"$TMP/plugins/bench-filter.lua" <<'EOF2'
+-- bench-filter: a header on every response (header_filter) and a log phase that does nothing
+local set_header = require("sluice").response.set_header
+return { name = "bench-filter", version = "1.0", priority = 900,
+         header_filter = function(_, ctx) set_header("x-bench", "1", ctx) end, log = function() end }
+EOF2
 mkdir -p "$TMP/up"
 # ai-rag*: the corpus and the question first (seeded, the same every run); ai-rag's embedder is the upstream,
 # which answers with the mock provider's vector of the question (so retrieval finds what it would in-gateway)
@@ -180,10 +204,15 @@ EOF
     mcnode=", memcached: {servers: [\"127.0.0.1:$MC_PORT\"]}"
   fi
   [[ ${kind%-log} == cache-* ]] && mcnode="$mcnode, shared_dicts: {ai-cache: 256m}"
+  [[ ${kind%-log} == lua-* || ${kind%-log} == ai-fixed ]] && mcnode="$mcnode, plugin_paths: [plugins, \"$TMP/plugins\"]"
   {
     echo "node: {listen: [\"127.0.0.1:$gw\"], workers: 1, log_level: warn, access_log: {path: \"$log\"}$mcnode}"
     case ${kind%-log} in
       plain) echo "routes: [{id: plain, paths: [\"/*\"], upstream: {nodes: [\"127.0.0.1:$UP\"]}}]" ;;
+      lua-fixed) echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {bench-fixed: {}}}]" ;;
+      ai-fixed) echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
+          echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}, bench-fixed: {}}}]" ;;
+      lua-filter) echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {bench-fixed: {}, bench-filter: {}}}]" ;;
       ai|ai-key|ai-unique) echo "providers: {bench: {kind: openai-compatible, endpoint: \"http://127.0.0.1:$UP\", api_key: x}}"
           echo "routes: [{id: chat, paths: [\"/v1/chat/completions\"], plugins: {ai-proxy: {provider: bench}}}]" ;;
       ai-limits|ai-limits-mc)
@@ -256,7 +285,7 @@ EOF
   valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out.$kind.$n" "$SLUICE_BIN" -c "$TMP/sluice.yaml" \
     >"$TMP/gw.log" 2>&1 &
   fi
-  if [[ ${kind%-log} == ai* || ${kind%-log} == cache-* ]]; then path=/v1/chat/completions; body=$(cat "$HERE/lib/payloads/chat.json"); fi
+  if [[ ${kind%-log} == ai* || ${kind%-log} == cache-* || ${kind%-log} == lua-* ]]; then path=/v1/chat/completions; body=$(cat "$HERE/lib/payloads/chat.json"); fi
   local unique=0
   [[ ${kind%-log} == cache-miss || ${kind%-log} == ai-unique ]] && unique=1
   [[ ${kind%-log} == ai-key || ${kind%-log} == ai-limits* ]] && auth="Authorization: Bearer bench-client-key-0123456789"
@@ -273,22 +302,33 @@ PY
   fi
   local vpid=$!
   wait_port "$gw" || { echo "instr: gateway did not start: $(tail -3 "$TMP/gw.log")" >&2; exit 2; }
-  client "$gw" "$path" "$body" 200 "$CONNECTIONS" "$auth" "$unique"   # warm-up: JIT traces, pools, caches
-  (( n > 0 )) && client "$gw" "$path" "$body" "$n" "$CONNECTIONS" "$auth" "$unique"
+  client "$gw" "$path" "$body" "$WARMUP" "$CONNECTIONS" "$auth" "$unique"   # warm-up: JIT traces, pools, caches
+  local out="$TMP/callgrind.out.$kind.$n"
+  if [[ $ZERO == 1 ]]; then # counters zeroed after the warm-up, dumped after the counted requests: one run
+    callgrind_control -z "$vpid" >/dev/null
+    client "$gw" "$path" "$body" "$n" "$CONNECTIONS" "$auth" "$unique"
+    callgrind_control -d "$vpid" >/dev/null
+    out=$(ls "$TMP"/callgrind.out."$kind"."$n".* | head -1)
+  else
+    (( n > 0 )) && client "$gw" "$path" "$body" "$n" "$CONNECTIONS" "$auth" "$unique"
+  fi
   kill -TERM "$vpid"; wait "$vpid" 2>/dev/null || true
   if [[ -n $MC_PID ]]; then kill "$MC_PID" 2>/dev/null || true; wait "$MC_PID" 2>/dev/null || true; fi
   # the total, and the part run by timers (sl_vm_timer: flushes, exports, the dashboard ring; also HTTP replies
   # to them): under callgrind (~100 requests a second) a timer serves far fewer requests per run than at real
   # throughput, so that part is printed on its own
-  callgrind_annotate --inclusive=yes "$TMP/callgrind.out.$kind.$n" 2>/dev/null | awk '
+  callgrind_annotate --inclusive=yes "$out" 2>/dev/null | awk '
     /PROGRAM TOTALS/ && !d {gsub(",", "", $1); total = $1; d = 1}
     /:sl_vm_timer / && !t {gsub(",", "", $1); timers = $1; t = 1}
     END {print total + 0, timers + 0}'
 }
 
 for c in "${CASES[@]}"; do
-  out=$(measure "$c" 0)
-  read -r base base_timers <<<"$out"
+  base=0 base_timers=0
+  if [[ $ZERO != 1 ]]; then
+    out=$(measure "$c" 0)
+    read -r base base_timers <<<"$out"
+  fi
   out=$(measure "$c" "$REQUESTS")
   read -r total timers <<<"$out"
   who=$([[ ${c%-log} == nginx ]] && echo nginx || basename "$(dirname "$(dirname "$SLUICE_BIN")")")

@@ -36,6 +36,11 @@ function _M.init(id)
     _M.id = id
     -- every worker its own sequence (ids, jitter, sampling), different on every start
     math.randomseed(os.time() + id * 7919 + math.floor((C.sl_now() % 1) * 1e6))
+    -- Room for longer traces: the path of a request that a plugin answers (an ai-cache hit: lookup, usage record,
+    -- header and body filters, the response) is one straight line through many functions, over LuaJIT's default
+    -- limits of 500 IR constants and 4000 IR instructions per trace ("trace too long"): its traces were thrown
+    -- away, then blacklisted, and that code stayed interpreted. More snapshots and machine code to go with them.
+    require("jit.opt").start("maxirconst=2000", "maxrecord=12000", "maxsnap=1000", "maxmcode=4096")
     -- SLUICE_JIT_LOG=FILE: LuaJIT's trace log (compiled traces and why others aborted), for profiling
     local jitlog = os.getenv("SLUICE_JIT_LOG")
     if jitlog then
@@ -243,17 +248,24 @@ local function run_phase(ctx, items, phase)
     return false
 end
 
+local function log_item(ctx, item)
+    local ok, err = pcall(item.plugin.log, item.conf, ctx)
+    if not ok then
+        log.err("plugin ", item.name, " log failed: ", err)
+    end
+end
+
+-- Every log plugin runs, whatever the ones before it did; the first two outside a loop, as in run_phase.
 local function run_log(ctx, pipe)
     local items = pipe and pipe.log
     if not items then
         return
     end
-    for i = 1, #items do
-        local item = items[i]
-        local ok, err = pcall(item.plugin.log, item.conf, ctx)
-        if not ok then
-            log.err("plugin ", item.name, " log failed: ", err)
-        end
+    local n = #items
+    if n >= 1 then log_item(ctx, items[1]) end
+    if n >= 2 then log_item(ctx, items[2]) end
+    for i = 3, n do
+        log_item(ctx, items[i])
     end
 end
 

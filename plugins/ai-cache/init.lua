@@ -36,6 +36,7 @@ local semantic = require("sluice.cache.semantic")
 local response, request = sluice.response, sluice.request
 local type, ipairs, next, tostring, tonumber, setmetatable = type, ipairs, next, tostring, tonumber, setmetatable
 local concat = table.concat
+local tnew = require("table.new")
 local decode = require("cjson.safe").decode
 local finish_usage, scan_usage = usage.finish_usage, usage.scan_usage
 local nn, null = common.nn, common.null
@@ -247,7 +248,7 @@ local function key_of(ctx, rt, prefix, ai)
         return keys.of(prefix, ai.request, ai.model, rt.ignore)
     end
     local name = keys.raw_name(prefix, ai.model, rt.ignore_sig, raw)
-    local key = keys.raw_key((rt.dict:get(name)))
+    local key = keys.raw_lookup(rt.dict, name)
     if key then
         return key
     end
@@ -327,7 +328,10 @@ function _M.access(conf, ctx)
     if not ctx.ai or not sluice.upstream.taken_over(ctx) then
         return -- not an AI call, or answered already
     end
-    local cs = { conf = conf }
+    -- room for the fields a request sets (prev, rt, ns, key, status, and capture's): grown from one, the table
+    -- was rehashed three times per request
+    local cs = tnew(0, 8)
+    cs.conf = conf
     ctx.ai_cache = cs
     cs.prev = sluice.upstream.take_over(upstream_stage, ctx)
 end

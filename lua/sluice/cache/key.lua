@@ -20,6 +20,7 @@
 -- node's dict and a repeated request skips the canonical serialisation and SHA-256:
 --   local name = key.raw_name(prefix, model, ignore_sig, body)  -- "r:" .. XXH64 of those (kept in a buffer)
 --   local k = key.raw_key(d:get(name))     -- the memo's key, nil unless the memo was made from the same bytes
+--   local k = key.raw_lookup(d, name)      -- the same, compared where the dict copies the memo out (no string)
 --   d:set(name, key.raw_value(k), ttl)     -- the memo of the bytes of the last raw_name
 -- The memo holds the bytes it was made from and raw_key compares them all, so a hash collision can never hand
 -- out another request's key (it only costs a miss of the memo).
@@ -27,6 +28,7 @@ local ffi = require("ffi")
 local buffer = require("string.buffer")
 local cjson = require("cjson.safe")
 local C = require("sluice.core")
+require("sluice.pdk.shared") -- the cdef of sl_shdict_get (raw_lookup)
 
 pcall(ffi.cdef, [[
 void sl_sha256_hex(const void *p, size_t len, char out[64]);
@@ -270,6 +272,34 @@ function _M.raw_key(v)
         return nil
     end
     return ffi.string(vp + len, 64)
+end
+
+-- where raw_lookup has the dict copy a memo out (grown for a larger one)
+local vbuf_size = 4096
+local vbuf = ffi.new("char[?]", vbuf_size)
+local vtype, vnum, vlen, vflags = ffi.new("int[1]"), ffi.new("double[1]"), ffi.new("size_t[1]"), ffi.new("uint32_t[1]")
+
+--- raw_key((d:get(name))) without the memo as a Lua string (it holds the whole request body: a string made, hashed
+--- and collected on every repeated request): d is a sluice.shared dict; the memo is compared where d copied it.
+function _M.raw_lookup(d, name)
+    vlen[0] = 0
+    local b, size = vbuf, vbuf_size
+    local rc = C.sl_shdict_get(d.cd, name, #name, vtype, vnum, b, size, vlen, vflags)
+    local n = tonumber(vlen[0])
+    if rc ~= 0 and n > size then -- a larger memo: a larger buffer (kept for the next ones up to KEEP bytes)
+        b, size = ffi.new("char[?]", n), n
+        if n <= KEEP then
+            vbuf, vbuf_size = b, size
+        end
+        rc = C.sl_shdict_get(d.cd, name, #name, vtype, vnum, b, size, vlen, vflags)
+        n = tonumber(vlen[0])
+    end
+    local p, len = rbuf:ref()
+    -- a number or boolean item copies no bytes (vlen 0): never the length of a memo
+    if rc ~= 0 or n ~= len + 64 or libc.memcmp(b, p, len) ~= 0 then
+        return nil
+    end
+    return ffi.string(b + len, 64)
 end
 
 --- The raw memo value for key k and the bytes of the last raw_name.

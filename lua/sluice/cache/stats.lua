@@ -18,6 +18,7 @@
 local metrics = require("sluice.pdk.metrics")
 
 local type, tonumber, pairs, ipairs = type, tonumber, pairs, ipairs
+local add = metrics.add
 
 local _M = {}
 
@@ -46,6 +47,19 @@ local function names_of(ns)
     return t
 end
 
+-- The series of a route (metrics handles: no label lookup per request), made on first use; route ids come from
+-- the config, so there are as many as routes with ai-cache.
+local handles = {}
+local function handles_of(route)
+    local h = handles[route]
+    if not h then
+        h = { tokens = m_tokens:handle(route), cost = m_cost:handle(route) }
+        for status, result in pairs(RESULT) do h[status] = m_cache:handle(route, result) end
+        handles[route] = h
+    end
+    return h
+end
+
 --- Counts one request of namespace ns on route (its id) with cache status status (rec: its usage record, or nil).
 function _M.count(d, ns, route, status, rec)
     local t = names_of(ns)
@@ -53,20 +67,20 @@ function _M.count(d, ns, route, status, rec)
     if not item then
         return
     end
+    local h = handles_of(route)
     d:incr(item, 1, 0)
-    m_cache:inc(1, route, RESULT[status])
+    add(h[status], 1)
     if status == "HIT" and type(rec) == "table" then
-        for i = 1, #SAVED do
-            local f = SAVED[i]
-            local v = tonumber(rec[f])
-            if v and v > 0 then
-                d:incr(t[f], v, 0)
-            end
-        end
-        local tokens = (tonumber(rec.saved_prompt_tokens) or 0) + (tonumber(rec.saved_completion_tokens) or 0)
-        if tokens > 0 then m_tokens:inc(tokens, route) end
-        local cost = tonumber(rec.saved_cost) or 0
-        if cost > 0 then m_cost:inc(cost, route) end
+        -- field by field, not a loop over SAVED: a loop of three rounds aborts the caller's trace (inner loop in
+        -- root trace) and this runs in the log phase of every hit
+        local p, c = tonumber(rec.saved_prompt_tokens), tonumber(rec.saved_completion_tokens)
+        local cost = tonumber(rec.saved_cost)
+        if p and p > 0 then d:incr(t.saved_prompt_tokens, p, 0) end
+        if c and c > 0 then d:incr(t.saved_completion_tokens, c, 0) end
+        if cost and cost > 0 then d:incr(t.saved_cost, cost, 0) end
+        local tokens = (p or 0) + (c or 0)
+        if tokens > 0 then add(h.tokens, tokens) end
+        if cost and cost > 0 then add(h.cost, cost) end
     end
 end
 

@@ -40,6 +40,7 @@ size_t sl_resp_pending(const sl_req_t *r);
 int sl_resp_wait_drain(sl_req_t *r);
 int sl_req_read_body(sl_req_t *r);
 void sl_req_set_route(sl_req_t *r, const char *id, size_t len);
+const sl_header_t *sl_req_header(const sl_req_t *req, const char *name, uint32_t len);
 int sl_req_log_field(sl_req_t *r, const char *name, size_t nlen, const char *json, size_t jlen);
 int sl_access_log_enabled(void);
 typedef struct sl_log_ai {

@@ -20,7 +20,8 @@ local buffer = require("string.buffer")
 
 local C = base.C
 local get_ctx = base.get_ctx
-local type, tostring, pairs, lower, error, pcall = type, tostring, pairs, string.lower, error, pcall
+local type, tostring, next, lower, error, pcall = type, tostring, next, string.lower, error, pcall
+local tnew = require("table.new")
 local yield = coroutine.yield
 
 local _M = {}
@@ -94,7 +95,7 @@ function _M.set_header(name, value, ctx)
     end
     local rh = ctx.resp_headers
     if not rh then
-        rh = {}
+        rh = tnew(0, 4) -- a plugin sets one or two as a rule: no rehash for them
         ctx.resp_headers = rh
     end
     rh[lower_name(name)] = value ~= nil and value or false
@@ -138,32 +139,57 @@ local framing = { ["content-length"] = true, ["transfer-encoding"] = true, conne
 -- before returning (sl_resp_send, sl_resp_start), so send_raw hands it the buffer itself.
 local lines_buf = buffer.new(256)
 
-local function put_lines(headers, extra)
-    local b, n = lines_buf, 0
-    b:reset()
-    if headers then
-        for k, v in pairs(headers) do
-            if not framing[k] and not (extra and extra[k] ~= nil) then
-                -- header_filter plugins may have put anything in ctx.response.headers
-                if type(v) == "table" then
-                    for i = 1, #v do
-                        n = n + 1
-                        b:put(k, ": ", tostring(v[i]), "\r\n")
-                    end
-                else
-                    n = n + 1
-                    b:put(k, ": ", tostring(v), "\r\n")
-                end
-            end
-        end
+-- Calls fn(k, v, a) for every entry of t; returns the sum of what it returns. The first two entries are taken
+-- without a loop (next twice): a loop here aborts the trace of every caller (inner loop in root trace), and a
+-- response has one or two headers of each kind as a rule.
+local function each(t, fn, a)
+    local k, v = next(t)
+    if k == nil then
+        return 0
     end
-    if extra then
-        for k, v in pairs(extra) do
-            if v and not framing[k] then
-                n = n + 1
-                b:put(k, ": ", v, "\r\n")
-            end
+    local n = fn(k, v, a)
+    k, v = next(t, k)
+    if k == nil then
+        return n
+    end
+    n = n + fn(k, v, a)
+    k, v = next(t, k)
+    while k ~= nil do
+        n = n + fn(k, v, a)
+        k, v = next(t, k)
+    end
+    return n
+end
+
+-- a header of ctx.response.headers (header_filter plugins may have put anything there); extra: the plugin-set ones
+local function put_header(k, v, extra)
+    if framing[k] or (extra and extra[k] ~= nil) then
+        return 0
+    end
+    local b = lines_buf
+    if type(v) == "table" then
+        for i = 1, #v do
+            b:put(k, ": ", tostring(v[i]), "\r\n")
         end
+        return #v
+    end
+    b:put(k, ": ", tostring(v), "\r\n")
+    return 1
+end
+
+local function put_extra(k, v)
+    if v and not framing[k] then
+        lines_buf:put(k, ": ", v, "\r\n")
+        return 1
+    end
+    return 0
+end
+
+local function put_lines(headers, extra)
+    lines_buf:reset()
+    local n = headers and each(headers, put_header, extra) or 0
+    if extra then
+        n = n + each(extra, put_extra)
     end
     return n
 end
@@ -198,49 +224,88 @@ local function filter_failed(ctx, item, phase, err)
     log.err("plugin ", item.name, " ", phase, " failed (id ", ctx.request_id, "): ", err)
 end
 
+-- The runners take the first two plugins outside a loop (as the request phases do, sluice.worker): LuaJIT does not
+-- compile a loop of one or two rounds nor a trace through it, and a route has one or two filters as a rule.
+
+local function header_filter_item(ctx, item)
+    ctx.plugin_name = item.name
+    return pcall(item.plugin.header_filter, item.conf, ctx)
+end
+
 --- Runs the header_filter plugins `items` on ctx.response; nil, or the item that raised and its error (the
 --- plugins after it do not run). Sending a response from a filter is refused (ctx._filtering).
 local function run_header_filter(ctx, items)
     ctx._filtering = true
-    for i = 1, #items do
-        local item = items[i]
-        ctx.plugin_name = item.name
-        local ok, err = pcall(item.plugin.header_filter, item.conf, ctx)
-        if not ok then
-            ctx._filtering = false
-            return item, err
+    local n, item, ok, err = #items, nil, true, nil
+    if n >= 1 then
+        item = items[1]
+        ok, err = header_filter_item(ctx, item)
+        if ok and n >= 2 then
+            item = items[2]
+            ok, err = header_filter_item(ctx, item)
+            for i = 3, ok and n or 0 do
+                item = items[i]
+                ok, err = header_filter_item(ctx, item)
+                if not ok then break end
+            end
         end
     end
     ctx._filtering = false
+    if not ok then
+        return item, err
+    end
     return nil
 end
 _M.run_header_filter = run_header_filter
+
+-- One body_filter plugin on chunk: the chunk it leaves (a string it returns replaces it), or nil and its error.
+local function body_filter_item(ctx, item, chunk, eof)
+    ctx.plugin_name = item.name
+    local ok, res = pcall(item.plugin.body_filter, item.conf, ctx, chunk, eof)
+    if not ok then
+        return nil, res
+    end
+    if type(res) == "string" then
+        return res
+    end
+    return chunk
+end
 
 --- Runs one chunk through the body_filter plugins `items` (a plugin returning a string replaces the chunk);
 --- the chunk, or nil, the item that raised and its error.
 local function run_body_filter(ctx, items, chunk, eof)
     ctx._filtering = true
-    for i = 1, #items do
-        local item = items[i]
-        ctx.plugin_name = item.name
-        local ok, res = pcall(item.plugin.body_filter, item.conf, ctx, chunk, eof)
-        if not ok then
-            ctx._filtering = false
-            return nil, item, res
-        end
-        if type(res) == "string" then
-            chunk = res
+    local n, item, err = #items, nil, nil
+    if n >= 1 then
+        item = items[1]
+        chunk, err = body_filter_item(ctx, item, chunk, eof)
+        if chunk and n >= 2 then
+            item = items[2]
+            chunk, err = body_filter_item(ctx, item, chunk, eof)
+            for i = 3, chunk and n or 0 do
+                item = items[i]
+                chunk, err = body_filter_item(ctx, item, chunk, eof)
+                if not chunk then break end
+            end
         end
     end
     ctx._filtering = false
+    if not chunk then
+        return nil, item, err
+    end
     return chunk
 end
 _M.run_body_filter = run_body_filter
 
+local function put_lower(k, v, out)
+    out[lower_name(k)] = v
+    return 0
+end
+
 local function lower_keys(headers)
-    local out = {}
+    local out = tnew(0, 4)
     if headers then
-        for k, v in pairs(headers) do out[lower_name(k)] = v end
+        each(headers, put_lower, out)
     end
     return out
 end
@@ -296,7 +361,7 @@ local function deliver(ctx, status, body, headers, failure)
         a, item, err = run_body_filter(ctx, bf, bytes, false)
         if a then
             b, item, err = run_body_filter(ctx, bf, "", true)
-            bytes = b and (a .. b)
+            bytes = b and (b == "" and a or a .. b) -- no copy of the body for the usual empty tail
         end
         phase = "body_filter"
     end

@@ -225,6 +225,34 @@ describe("ai-cache storage helpers", function()
         assert.is_nil(keys.raw_key(nil))
     end)
 
+    it("reads a memo where the dict copies it out (raw_lookup) as raw_key reads the string", function()
+        local shared = require("sluice.pdk.shared")
+        local C = require("sluice.core")
+        local rc = C.sl_shdict_create("unit_raw_memo", 4 * 1024 * 1024)
+        assert(rc == 0 or rc == -17)
+        local d = shared.unit_raw_memo
+        d:flush_all()
+        -- bodies below and above the lookup's first buffer (4 KB) and above what it keeps (64 KB)
+        for _, size in ipairs({ 100, 5000, 70000 }) do
+            local body = cjson.encode({ model = "gpt", messages = { { role = "user", content = ("x"):rep(size) } } })
+            local req = cjson.decode(body)
+            local k = keys.of("p", req, "m", {})
+            local name = keys.raw_name("p", "m", "", body)
+            assert.is_nil(keys.raw_lookup(d, name)) -- not memoised yet
+            assert.is_true((d:set(name, keys.raw_value(k))))
+            keys.raw_name("p", "m", "", body)
+            assert.equal(k, keys.raw_lookup(d, name))
+            assert.equal(k, keys.raw_key((d:get(name))))
+            keys.raw_name("p", "m", "", body .. " ") -- other bytes: the memo is not theirs
+            assert.is_nil(keys.raw_lookup(d, name))
+            keys.raw_name("p", "m", "", body)
+            d:set(name, "x" .. keys.raw_value(k):sub(2)) -- one byte differs: never trusted
+            assert.is_nil(keys.raw_lookup(d, name))
+            d:set(name, 12345) -- not a memo at all
+            assert.is_nil(keys.raw_lookup(d, name))
+        end
+    end)
+
     it("finds the nearest prompt of a partition in the vector store and evicts the partition's oldest", function()
         local ix = semantic.index("unit-" .. os.time(), 10, 2)
         local p, q = string.rep("1", 64), string.rep("2", 64)
