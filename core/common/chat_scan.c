@@ -386,7 +386,17 @@ typedef struct top {
     size_t denylen;
     const char *model; /* its bytes, when a plain string */
     int messages, so;  /* so: members of stream_options */
+    const char *n,
+        *temp; /* the numbers of "n" and "temperature" (the last one, as a decoder keeps); NULL: null */
 } top_t;
+
+/* Where a number member's value is (*at), NULL when it is null; returns the scan's position after it. */
+static const char *number_at(const char *q, const char *v, const char **at)
+{
+    if (q != NULL)
+        *at = *v == 'n' ? NULL : v;
+    return q;
+}
 
 static const char *so_member(void *st, const char *k, size_t kl, const char *v, const char *e)
 {
@@ -441,10 +451,13 @@ static const char *top_member(void *st, const char *k, size_t kl, const char *v,
         const char *q = walk_object(v, e, so_member, t);
         return t->so == 1 ? q : NULL; /* {} is not {"include_usage": true} */
     }
-    if (key_is(k, kl, "max_tokens") || key_is(k, kl, "max_completion_tokens") || key_is(k, kl, "n"))
+    if (key_is(k, kl, "n"))
+        return number_at(null_or_integer(v, e), v, &t->n);
+    if (key_is(k, kl, "temperature"))
+        return number_at(null_or_number(v, e), v, &t->temp);
+    if (key_is(k, kl, "max_tokens") || key_is(k, kl, "max_completion_tokens"))
         return null_or_integer(v, e);
-    if (key_is(k, kl, "temperature") || key_is(k, kl, "top_p") || key_is(k, kl, "presence_penalty") ||
-        key_is(k, kl, "frequency_penalty"))
+    if (key_is(k, kl, "top_p") || key_is(k, kl, "presence_penalty") || key_is(k, kl, "frequency_penalty"))
         return null_or_number(v, e);
     if (key_is(k, kl, "stop")) {
         if (*v == '[')
@@ -472,7 +485,7 @@ int sl_chat_scan(const char *s, size_t len, const char *deny, size_t denylen, sl
     const char *e = s + len;
     memset(out, 0, sizeof(*out));
     out->stop_n = -1;
-    top_t t = {out, deny != NULL ? deny : "", deny != NULL ? denylen : 0, NULL, 0, 0};
+    top_t t = {out, deny != NULL ? deny : "", deny != NULL ? denylen : 0, NULL, 0, 0, NULL, NULL};
     const char *p = walk_object(skip_ws(s, e), e, top_member, &t);
     if (p == NULL || skip_ws(p, e) != e || t.model == NULL || t.messages == 0)
         return 0;
@@ -480,5 +493,13 @@ int sl_chat_scan(const char *s, size_t len, const char *deny, size_t denylen, sl
         return 0; /* the drivers drop stream_options from a request that does not stream: re-encoded */
     out->model_off = (size_t)(t.model - s);
     out->end_off = (size_t)(p - 1 - s);
+    if (t.n != NULL) {
+        out->n_off = (size_t)(t.n - s);
+        out->n_len = (size_t)(sl_json_number_end(t.n, e) - t.n);
+    }
+    if (t.temp != NULL) {
+        out->temp_off = (size_t)(t.temp - s);
+        out->temp_len = (size_t)(sl_json_number_end(t.temp, e) - t.temp);
+    }
     return 1;
 }

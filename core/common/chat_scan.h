@@ -13,6 +13,8 @@ typedef struct sl_chat_scan {
     int include_usage;           /* 1: "stream_options" is exactly {"include_usage": true}; 0: no member */
     int stop_n;                  /* elements of an array "stop", else -1 */
     size_t end_off;              /* the offset of the object's closing brace */
+    size_t n_off, n_len;         /* the number of "n" (n_len 0: absent or null) */
+    size_t temp_off, temp_len;   /* the number of "temperature" (temp_len 0: absent or null) */
 } sl_chat_scan_t;
 
 /** 1 when s[0..len) is an OpenAI chat request the lean path can take without decoding it: well-formed UTF-8,

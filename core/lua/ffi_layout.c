@@ -3,8 +3,11 @@
  * size the offset of its first private member. */
 #include "lua/ffi_layout.h"
 
+#include "common/chat_scan.h"
+#include "common/json_locate.h"
 #include "common/vector.h"
 #include "common/vstore.h"
+#include "config/fetch.h"
 #include "http/access_log.h"
 #include "http/request.h"
 #include "plugin/cplugin.h"
@@ -14,6 +17,7 @@
 #include "shared/counters.h"
 #include "shared/memcached.h"
 #include "upstream/client.h"
+#include "upstream/fastpath.h"
 #include "upstream/pool.h"
 #include "upstream/proxy.h"
 
@@ -165,6 +169,64 @@ static const sl_ffi_fact_t facts[] = {
     OFF(sl_http_opts_t, deadline),
     OFF(sl_http_opts_t, max_body),
     OFF(sl_http_opts_t, idle_timeout),
+
+    SIZE(sl_chat_scan_t),
+    OFF(sl_chat_scan_t, model_off),
+    OFF(sl_chat_scan_t, model_len),
+    OFF(sl_chat_scan_t, stream),
+    OFF(sl_chat_scan_t, include_usage),
+    OFF(sl_chat_scan_t, stop_n),
+    OFF(sl_chat_scan_t, end_off),
+    OFF(sl_chat_scan_t, n_off),
+    OFF(sl_chat_scan_t, n_len),
+    OFF(sl_chat_scan_t, temp_off),
+    OFF(sl_chat_scan_t, temp_len),
+
+    SIZE(sl_json_step_t),
+    OFF(sl_json_step_t, key),
+    OFF(sl_json_step_t, key_len),
+    OFF(sl_json_step_t, index),
+
+    SIZE(sl_chat_span_t),
+    OFF(sl_chat_span_t, kind),
+    OFF(sl_chat_span_t, msg),
+    OFF(sl_chat_span_t, sub),
+    OFF(sl_chat_span_t, from),
+    OFF(sl_chat_span_t, to),
+
+    SIZE(sl_fetch_opts_t),
+    OFF(sl_fetch_opts_t, method),
+    OFF(sl_fetch_opts_t, url),
+    OFF(sl_fetch_opts_t, headers),
+    OFF(sl_fetch_opts_t, body),
+    OFF(sl_fetch_opts_t, blen),
+    OFF(sl_fetch_opts_t, ca_file),
+    OFF(sl_fetch_opts_t, cert_file),
+    OFF(sl_fetch_opts_t, key_file),
+    OFF(sl_fetch_opts_t, verify),
+    OFF(sl_fetch_opts_t, timeout),
+    OFF(sl_fetch_opts_t, max_body),
+
+    SIZE(sl_fetch_res_t),
+    OFF(sl_fetch_res_t, status),
+    OFF(sl_fetch_res_t, body),
+    OFF(sl_fetch_res_t, body_len),
+    OFF(sl_fetch_res_t, err),
+
+    SIZE(sl_fast_route_opts_t),
+    OFF(sl_fast_route_opts_t, route_id),
+    OFF(sl_fast_route_opts_t, host),
+    OFF(sl_fast_route_opts_t, ca_file),
+    OFF(sl_fast_route_opts_t, sni),
+    OFF(sl_fast_route_opts_t, pass_host),
+    OFF(sl_fast_route_opts_t, tls),
+    OFF(sl_fast_route_opts_t, verify),
+    OFF(sl_fast_route_opts_t, pool_size),
+    OFF(sl_fast_route_opts_t, connect_timeout),
+    OFF(sl_fast_route_opts_t, send_timeout),
+    OFF(sl_fast_route_opts_t, read_timeout),
+    OFF(sl_fast_route_opts_t, header_timeout),
+    OFF(sl_fast_route_opts_t, idle_timeout),
 
     SIZE(sl_ctr_item_t),
     OFF(sl_ctr_item_t, prefix),

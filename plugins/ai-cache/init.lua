@@ -34,12 +34,12 @@ local semantic_step = require("ai-cache.semantic")
 local semantic = require("sluice.cache.semantic")
 
 local response, request = sluice.response, sluice.request
-local type, ipairs, next, tostring, tonumber, setmetatable = type, ipairs, next, tostring, tonumber, setmetatable
+local type, ipairs, next, tostring, setmetatable = type, ipairs, next, tostring, setmetatable
 local concat = table.concat
 local tnew = require("table.new")
 local decode = require("cjson.safe").decode
 local finish_usage, scan_usage = usage.finish_usage, usage.scan_usage
-local nn, null = common.nn, common.null
+local null = common.null
 
 local JSON_HEADERS = { ["content-type"] = "application/json" }
 local SSE_HEADERS = { ["content-type"] = "text/event-stream", ["cache-control"] = "no-cache" }
@@ -103,16 +103,15 @@ local function cache_control(ctx)
 end
 
 -- Why the request is not looked up nor stored (a BYPASS), or nil.
-local function bypass_reason(conf, ai)
-    if ai.op ~= "chat" or type(ai.request) ~= "table" then
+local function bypass_reason(conf, ai, ctx)
+    local ok, n, t = sluice.ai.get_sampling(ctx) -- on the lean path: without decoding the request
+    if ai.op ~= "chat" or not ok then
         return "not a chat request"
     end
-    local req = ai.request
-    local n = tonumber(nn(req.n))
     if n and n > 1 then
         return "n > 1"
     end
-    local t = tonumber(nn(req.temperature)) or conf.default_temperature
+    t = t or conf.default_temperature
     if t > conf.max_temperature then
         return "temperature above max_temperature"
     end
@@ -275,7 +274,7 @@ local function upstream_stage(ctx)
     local rt = runtime(conf, ctx)
     local ns = conf.namespace or (ctx.route and ctx.route.id) or "-"
     cs.rt, cs.ns = rt or nil, ns
-    local why = not rt and "no shared dict" or bypass_reason(conf, ai)
+    local why = not rt and "no shared dict" or bypass_reason(conf, ai, ctx)
     local control = cache_control(ctx)
     if why or control == "no-store" then
         set_status(ctx, cs, "BYPASS")

@@ -29,6 +29,7 @@ local BASES = {
 local PIECES = { '"stream":true,', '"stream":false,', '"stream":null,', '"stream_options":{"include_usage":true},',
     '"stream_options":{},', '"stream_options":{"include_usage":false},', '"top_k":3,', '"thinking":{"type":"x"},',
     '"max_tokens":1.0,', '"max_tokens":-3,', '"max_tokens":"3",', '"n":1e1,', '"temperature":null,',
+    '"n":2,', '"n":null,', '"n":"2",', '"temperature":0.7,', '"temperature":1.5e0,', '"temperature":-0,',
     '"temperature":[],', '"stop":"s",', '"stop":["a","b","c","d","e"],', '"stop":[1],', '"response_format":[],',
     '"model":"dup",', '"model":null,', '"tools":null,', '"tools":[{"type":"function"}],', '"tool_choice":{},',
     '"x":{"a":1,"a":2},', '"mod\\u0065l":"z",', '"messages":[],', '"messages":[{"role":"tool","content":"x"}],',
@@ -47,7 +48,7 @@ local function check(raw)
     for kind, d in pairs(DRIVERS) do
         local deny, max_stop = d.lean_deny(PROVIDER[kind])
         assert.is_string(deny)
-        local model, stream, include_usage, stop_n, end_off = validate.chat_scan(raw, deny)
+        local model, stream, include_usage, stop_n, end_off, n, temperature = validate.chat_scan(raw, deny)
         if model and not (max_stop and stop_n > max_stop) then
             local t = cjson.decode(raw)
             assert.is_table(t, raw)
@@ -57,6 +58,9 @@ local function check(raw)
             assert.equal(t.stream == true, stream, raw)
             assert.equal(type(t.stream_options) == "table" and t.stream_options.include_usage == true, include_usage)
             assert.equal(type(t.stop) == "table" and #t.stop or -1, stop_n, raw)
+            -- what sluice.ai.get_sampling answers from the scan (ai-cache's bypass): the decoded numbers
+            assert.equal(type(t.n) == "number" and t.n or nil, n, raw)
+            assert.equal(type(t.temperature) == "number" and t.temperature or nil, temperature, raw)
             local lean, lean_body = d.lean_request(PROVIDER[kind], raw, stream, include_usage, end_off)
             assert.is_table(lean)
             local body, req = slow_body(kind, raw, t)

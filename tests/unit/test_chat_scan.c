@@ -30,6 +30,11 @@ static void test_accepts(void)
     CHECK_INT(out.include_usage, 0);
     CHECK_INT(out.stop_n, -1);
     CHECK_INT(out.end_off, strlen(s) - 3);
+    CHECK_INT(out.n_len, 0); /* absent */
+    CHECK_INT(out.temp_len, 3);
+    CHECK(memcmp(s + out.temp_off, "0.5", 3) == 0);
+    CHECK(scan(REQ(",\"n\":12,\"temperature\":null")) && out.n_len == 2 && out.temp_len == 0);
+    CHECK(memcmp(REQ(",\"n\":12,\"temperature\":null") + out.n_off, "12", 2) == 0);
     CHECK(scan(REQ(",\"stream\":true")) && out.stream == 1 && out.include_usage == 0);
     CHECK(scan(REQ(",\"stream\":true,\"stream_options\":{ \"include_usage\" : true }")) &&
           out.include_usage == 1);

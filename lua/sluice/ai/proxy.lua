@@ -238,7 +238,7 @@ local function lean_prepare(ctx, ai, conf, provider, d)
     if not raw or raw == "" then
         return false
     end
-    local model, streams, include_usage, stop_n, end_off = validate.chat_scan(raw, deny)
+    local model, streams, include_usage, stop_n, end_off, n, temperature = validate.chat_scan(raw, deny)
     if not model or (max_stop and stop_n > max_stop) then
         return false
     end
@@ -252,6 +252,7 @@ local function lean_prepare(ctx, ai, conf, provider, d)
     end
     ai.raw, ai.raw_model, ai.lean_body, ai.ctx = raw, model, raw, ctx
     ai.lean, ai.lean_stop, ai.lean_end = deny, stop_n, end_off
+    ai.lean_n, ai.lean_temperature = n, temperature -- sluice.ai.get_sampling without a decode
     ai.stream, ai.include_usage = streams, include_usage
     ai.requested_model, ai.model = model, served
     setmetatable(ai, LAZY)

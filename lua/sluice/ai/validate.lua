@@ -24,6 +24,8 @@ typedef struct sl_chat_scan {
     size_t model_off, model_len;
     int stream, include_usage, stop_n;
     size_t end_off;
+    size_t n_off, n_len;
+    size_t temp_off, temp_len;
 } sl_chat_scan_t;
 int sl_chat_scan(const char *s, size_t len, const char *deny, size_t denylen, sl_chat_scan_t *out);
 ]]
@@ -458,15 +460,25 @@ _M.is_array, _M.is_object = is_array, is_object
 --- request("openai", "chat", decoded raw, raw) checks, is plain JSON without a member named in deny (names
 --- separated by spaces) and nothing an OpenAI-wire driver would change, returns its model (string), stream,
 --- include_usage (stream_options is exactly {"include_usage": true}), the length of an array stop (-1: none)
---- and the offset (from 0) of its closing brace; else nil: decode and check it with request().
+--- the offset (from 0) of its closing brace, n and temperature (numbers, nil when absent or null); else nil:
+--- decode and check it with request().
 function _M.chat_scan(raw, deny)
     local s = scan
     if C.sl_chat_scan(raw, #raw, deny, #deny, s) ~= 1 then
         return nil
     end
     local at = tonumber(s.model_off)
+    local n, temperature
+    if s.n_len > 0 then
+        local o = tonumber(s.n_off)
+        n = tonumber(sub(raw, o + 1, o + tonumber(s.n_len)))
+    end
+    if s.temp_len > 0 then
+        local o = tonumber(s.temp_off)
+        temperature = tonumber(sub(raw, o + 1, o + tonumber(s.temp_len)))
+    end
     return sub(raw, at + 1, at + tonumber(s.model_len)), s.stream == 1, s.include_usage == 1, s.stop_n,
-        tonumber(s.end_off)
+        tonumber(s.end_off), n, temperature
 end
 
 return _M

@@ -3,6 +3,7 @@
 --   local req = sluice.ai.get_request()     -- canonical (OpenAI Chat Completions) request table; edit in access
 --   local name, conf = sluice.ai.get_provider()
 --   local requested, served = sluice.ai.get_model()
+--   local ok, n, temperature = sluice.ai.get_sampling()  -- read without decoding the request where it can be
 --   local u = sluice.ai.get_usage()         -- the usage record (complete in log):
 --     {consumer, route, provider, provider_kind, api, op, stream, requested_model, model, prompt_tokens,
 --      completion_tokens, total_tokens, cached_tokens, reasoning_tokens, cost (USD), estimated, latency (s),
@@ -17,7 +18,7 @@
 -- getter returns nil.
 local base = require("sluice.pdk.base")
 local get_ctx = base.get_ctx
-local type, ipairs = type, ipairs
+local type, ipairs, tonumber, rawget = type, ipairs, tonumber, rawget
 local concat = table.concat
 
 local _M = {}
@@ -41,6 +42,25 @@ function _M.get_request(ctx)
     ctx = ctx or get_ctx()
     ctx._json_out = true -- it may be changed in place: sluice.ai.proxy then encodes it
     return ctx.ai and ctx.ai.request or nil
+end
+
+local function number_of(v)
+    return type(v) == "number" and v or type(v) == "string" and tonumber(v) or nil
+end
+
+--- true, n, temperature the client asked for (each nil when absent or null); nil when there is no request table.
+--- On the lean path (a chat request not decoded: sluice.ai.proxy) they come from its scan, and the request stays
+--- undecoded: a plugin that only needs these (ai-cache) costs no JSON decode.
+function _M.get_sampling(ctx)
+    ctx = ctx or get_ctx()
+    local ai = ctx.ai
+    if not ai then return nil end
+    if ai.lean and rawget(ai, "request") == nil then
+        return true, ai.lean_n, ai.lean_temperature
+    end
+    local req = ai.request
+    if type(req) ~= "table" then return nil end
+    return true, number_of(req.n), number_of(req.temperature)
 end
 
 --- Provider name and its config table.
