@@ -112,7 +112,10 @@ static const char *walk_object(const char *p, const char *e, member_fn fn, void 
         p = skip_ws(p, e);
         if (p >= e || *p != ':')
             return NULL;
-        p = fn(st, k, kl, skip_ws(p + 1, e), e);
+        p = skip_ws(p + 1, e);
+        if (p >= e) /* a member's value is never empty: every member function may look at its first byte */
+            return NULL;
+        p = fn(st, k, kl, p, e);
         if (p == NULL)
             return NULL;
         p = skip_ws(p, e);
@@ -135,7 +138,7 @@ static const char *walk_array(const char *p, const char *e, const char *(*fn)(co
     if (p < e && *p == ']')
         return p + 1;
     for (;;) {
-        p = fn(p, e);
+        p = p < e ? fn(p, e) : NULL; /* nor is an element: each function may look at its first byte */
         if (p == NULL)
             return NULL;
         ++*count;
