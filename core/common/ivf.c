@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/dot.h"
 #include "common/vector.h"
 
 #if defined(__has_feature)
@@ -51,34 +52,6 @@ uint32_t sl_ivf_default_probes(uint32_t nlist)
     return p > nlist ? nlist : p;
 }
 
-/* Eight floats at a time in four independent sums (GCC vectors: AVX2 registers in the haswell clone, SSE
- * pairs in the default one): each step of 32 floats is four multiply-adds that do not wait on each other, and
- * the loop's count and branch come once per 32 (one sum of 8 floats a step took five instructions each
- * waiting on the last). */
-typedef float v8f __attribute__((vector_size(32)));
-typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias)); /* rows need not be 32-aligned */
-#define LOAD8(p) (*(const v8u *)(p))
-
-__attribute__((always_inline)) static inline float dot(const float *restrict a, const float *restrict b,
-                                                       size_t n)
-{
-    v8f s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
-    size_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        s0 += LOAD8(a + i) * LOAD8(b + i);
-        s1 += LOAD8(a + i + 8) * LOAD8(b + i + 8);
-        s2 += LOAD8(a + i + 16) * LOAD8(b + i + 16);
-        s3 += LOAD8(a + i + 24) * LOAD8(b + i + 24);
-    }
-    for (; i + 8 <= n; i += 8)
-        s0 += LOAD8(a + i) * LOAD8(b + i);
-    v8f t = (s0 + s1) + (s2 + s3);
-    float s = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
-    for (; i < n; i++)
-        s += a[i] * b[i];
-    return s;
-}
-
 /* The nearest centroid of each of the n rows (rows[ix[i]] when ix, else rows[i]) into label. */
 CLONES static void assign(const float *rows, const uint32_t *ix, size_t n, uint32_t dims, const float *cent,
                           uint32_t nlist, uint32_t *label)
@@ -88,7 +61,7 @@ CLONES static void assign(const float *rows, const uint32_t *ix, size_t n, uint3
         float b = -INFINITY;
         uint32_t l = 0;
         for (uint32_t c = 0; c < nlist; c++) {
-            float s = dot(r, cent + (size_t)c * dims, dims);
+            float s = sl__dot(r, cent + (size_t)c * dims, dims);
             if (s > b) {
                 b = s;
                 l = c;
@@ -204,7 +177,7 @@ CLONES static uint32_t nearest_lists(const sl_ivf_t *v, uint32_t dims, const flo
     sl_topk_t t;
     sl_topk_init(&t, sel, probes);
     for (uint32_t l = 0; l < v->nlist; l++) {
-        float s = dot(v->centroids + (size_t)l * dims, q, dims);
+        float s = sl__dot(v->centroids + (size_t)l * dims, q, dims);
         if (t.n < t.k || s > t.h[0].score)
             sl_topk_push(&t, l, s);
     }
@@ -218,7 +191,7 @@ CLONES static void exact_top(const float *rows, size_t n, uint32_t dims, size_t 
     for (size_t i = 0; i < n; i++) {
         if (i == r)
             continue;
-        float s = dot(rows + i * dims, q, dims);
+        float s = sl__dot(rows + i * dims, q, dims);
         if (t->n < t->k || s > t->h[0].score)
             sl_topk_push(t, (uint32_t)i, s);
     }

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/dot.h"
+
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
 #define SL_VEC_NO_CLONES /* ifunc resolvers run before the sanitizer's runtime is ready */
@@ -28,37 +30,9 @@
 /* Below this many bytes of float rows an exact scan is as fast as a quantised one (it stays in cache). */
 #define AUTO_EXACT_BYTES (4u << 20)
 
-/* Eight floats at a time in four independent sums (GCC vectors: AVX2 registers in the haswell clone, SSE
- * pairs in the default one): each step of 32 floats is four multiply-adds that do not wait on each other, and
- * the loop's count and branch come once per 32 (one sum of 8 floats a step took five instructions each
- * waiting on the last). */
-typedef float v8f __attribute__((vector_size(32)));
-typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias)); /* rows need not be 32-aligned */
-#define LOAD8(p) (*(const v8u *)(p))
-
-__attribute__((always_inline)) static inline float dot(const float *restrict a, const float *restrict b,
-                                                       size_t n)
-{
-    v8f s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
-    size_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        s0 += LOAD8(a + i) * LOAD8(b + i);
-        s1 += LOAD8(a + i + 8) * LOAD8(b + i + 8);
-        s2 += LOAD8(a + i + 16) * LOAD8(b + i + 16);
-        s3 += LOAD8(a + i + 24) * LOAD8(b + i + 24);
-    }
-    for (; i + 8 <= n; i += 8)
-        s0 += LOAD8(a + i) * LOAD8(b + i);
-    v8f t = (s0 + s1) + (s2 + s3);
-    float s = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
-    for (; i < n; i++)
-        s += a[i] * b[i];
-    return s;
-}
-
 CLONES float sl_vec_dot(const float *a, const float *b, size_t n)
 {
-    return dot(a, b, n);
+    return sl__dot(a, b, n);
 }
 
 float sl_vec_normalize(float *v, size_t n)
@@ -191,7 +165,7 @@ CLONES static void scan_f32(const sl_vecset_t *s, const float *q, const uint32_t
         size_t i = ROW(j);
         if (filtered && !row_ok(s, i))
             continue;
-        float sc = dot(s->f32 + i * d, q, d);
+        float sc = sl__dot(s->f32 + i * d, q, d);
         if (t->n < t->k || sc > t->h[0].score)
             sl_topk_push(t, (uint32_t)i, sc);
     }
@@ -260,7 +234,7 @@ CLONES static void rescore(const sl_vecset_t *s, const float *q, const uint32_t 
                            sl_topk_t *t)
 {
     for (uint32_t i = 0; i < n; i++) {
-        float sc = dot(s->f32 + (size_t)ids[i] * s->dims, q, s->dims);
+        float sc = sl__dot(s->f32 + (size_t)ids[i] * s->dims, q, s->dims);
         if (t->n < t->k || sc > t->h[0].score)
             sl_topk_push(t, ids[i], sc);
     }
