@@ -22,7 +22,6 @@ local base = require("sluice.pdk.base")
 local timer = require("sluice.pdk.timer")
 
 local ffi_new, ffi_gc, ffi_string = ffi.new, ffi.gc, ffi.string
-local yield = coroutine.yield
 
 ffi.cdef [[
 typedef struct sl_ctr_item {
@@ -91,12 +90,7 @@ function _M.reserve_mc(items, n, now)
         return nil, "out of memory"
     end
     op = ffi_gc(op, C.sl_mc_ctr_free)
-    while op.done == 0 do
-        local _, id = timer.waiter()
-        op.waiting = 1
-        op.wake_id = id
-        yield()
-    end
+    timer.wait_done(op)
     return finish(op, items, n)
 end
 

@@ -22,6 +22,7 @@
 local ffi = require("ffi")
 local base = require("sluice.pdk.base")
 local timer = require("sluice.pdk.timer")
+local wait_done = timer.wait_done
 
 local C = base.C
 local type, tostring, error, tonumber = type, tostring, error, tonumber
@@ -72,14 +73,7 @@ local function call(kind, key, val, flags, exptime, delta, initial)
     if op == nil then
         return nil, "out of memory"
     end
-    op = ffi_gc(op, C.sl_mc_free)
-    while op.done == 0 do
-        local _, id = timer.waiter()
-        op.waiting = 1
-        op.wake_id = id
-        yield()
-    end
-    return op
+    return wait_done(ffi_gc(op, C.sl_mc_free))
 end
 
 local function free(op)

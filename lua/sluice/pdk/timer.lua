@@ -111,6 +111,18 @@ function _M.waiter()
     return nil, next_id
 end
 
+--- Yields until op, an async C operation with the fields done, waiting and wake_id (a memcached call, a group of
+--- counter INCRs), is done: C wakes the waiter it was given when it finishes.
+function _M.wait_done(op)
+    while op.done == 0 do
+        local _, id = _M.waiter()
+        op.waiting = 1
+        op.wake_id = id
+        yield()
+    end
+    return op
+end
+
 --- Called by the C side when timer id fires.
 function _M.fire(id)
     local what = pending[id]
